@@ -1,0 +1,84 @@
+# Entry points for researchers and CI. Every target runs with $(PYTHON): the project's .venv
+# by default, or your own environment with `make ... PYTHON=/path/to/python`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV := .venv
+PYTHON ?= $(VENV)/bin/python
+UPSTREAM ?= yolov7
+PIP_INSTALL = $(PYTHON) -m pip install --progress-bar on -c constraints.txt
+
+# The project's own environment is created on demand; a PYTHON you name is used as it is.
+ifeq ($(PYTHON),$(VENV)/bin/python)
+ENV_STAMP := $(VENV)/.kit-env
+DEV_STAMP := $(VENV)/.kit-dev
+else
+ENV_STAMP :=
+DEV_STAMP :=
+endif
+
+.PHONY: help env dev-env setup-yolov3 setup-yolov7 setup-detectron2 status check-patches refresh-patches \
+        cam bench lint test test-fast clean-env
+
+help:
+	@echo "make setup-yolov7 | setup-yolov3 | setup-detectron2   clone the pin, apply patches, install"
+	@echo "make cam [UPSTREAM=yolov7] [WEIGHTS=...] [SOURCE=...] [OUT=...] [ARGS='...']"
+	@echo "make status | check-patches | refresh-patches UPSTREAM=<name>"
+	@echo "make test | bench"
+
+$(VENV)/.kit-env: pyproject.toml constraints.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --progress-bar on -c constraints.txt -e '.[setup]'
+	touch $@
+
+$(VENV)/.kit-dev: $(VENV)/.kit-env pyproject.toml constraints.txt upstreams.yaml
+	$(VENV)/bin/python -m pip install --progress-bar on -c constraints.txt -e '.[dev]'
+	$(VENV)/bin/python -m scripts install-requirements --all
+	touch $@
+
+env: $(ENV_STAMP)
+ifneq ($(ENV_STAMP),)
+else
+	$(PIP_INSTALL) -e '.[setup]'
+endif
+
+dev-env: $(DEV_STAMP)
+ifeq ($(DEV_STAMP),)
+	$(PIP_INSTALL) -e '.[dev]'
+	$(PYTHON) -m scripts install-requirements --all
+endif
+
+setup-%: env
+	$(PYTHON) -m scripts setup $*
+
+status: $(ENV_STAMP)
+	$(PYTHON) -m scripts status
+
+check-patches: $(ENV_STAMP)
+	$(PYTHON) -m scripts check-patches
+
+refresh-patches: $(ENV_STAMP)
+	$(PYTHON) -m scripts refresh-patches $(UPSTREAM)
+
+cam: $(ENV_STAMP)
+	$(PYTHON) -m scripts cam $(UPSTREAM) \
+		$(if $(WEIGHTS),--weights "$(WEIGHTS)") $(if $(SOURCE),--source "$(SOURCE)") \
+		$(if $(OUT),--out "$(OUT)") -- $(ARGS)
+
+bench: $(ENV_STAMP)
+	$(PYTHON) -m scripts bench $(ARGS)
+
+lint: dev-env
+	$(PYTHON) -m ruff check kit scripts entrypoints tests
+	$(PYTHON) -m ruff format --check kit scripts entrypoints tests
+	$(PYTHON) -m mypy
+
+# The test command of the README and of CI.
+test: lint
+	$(PYTHON) -m pytest -q -ra
+
+test-fast: dev-env
+	$(PYTHON) -m pytest -q -ra -m "not integration"
+
+clean-env:
+	rm -rf $(VENV)
