@@ -1,0 +1,209 @@
+"""The YOLO adapter: one implementation for ultralytics/yolov3 and WongKinYiu/yolov7.
+
+Both repos build a ``Model`` whose ``model`` is an ``nn.Sequential`` ending in a ``Detect``
+head (yolov7 training cfgs: ``IDetect``). The patch series of each makes the head return the
+raw class logits row-aligned with the inference output, and makes ``non_max_suppression``
+return the row each kept box came from. What differs between the repos is data, handed in
+by the entry point as a :class:`YoloFunctions`: the upstream's ``letterbox`` and
+``non_max_suppression`` and the keyword arguments its NMS takes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from kit.detections import Detection
+from kit.errors import KitError
+from kit.maps import Letterbox
+
+
+class LayerNotFoundError(KitError, ValueError):
+    """A requested target layer does not exist in the model."""
+
+
+@dataclass(frozen=True)
+class YoloFunctions:
+    """The upstream's own functions the adapter calls (kept out of the kit's imports)."""
+
+    letterbox: Callable[..., Any]
+    non_max_suppression: Callable[..., Any]
+    nms_kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class YoloOutput:
+    """Inference output of a patched YOLO model: decoded rows, raw logits, rows per level."""
+
+    pred: torch.Tensor  # (B, N, 5 + nc): xywh, objectness, class probabilities (sigmoid)
+    logits: torch.Tensor  # (B, N, nc): raw class logits, row-aligned with ``pred``
+    level_sizes: tuple[int, ...]  # rows contributed by each head level, in order
+
+    def _index(self, detections: Sequence[Detection]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        device = self.pred.device
+        b = torch.tensor([d.image_index for d in detections], device=device)
+        r = torch.tensor([d.row for d in detections], device=device)
+        c = torch.tensor([d.class_id for d in detections], device=device)
+        return b, r, c
+
+    def class_logit(self, detections: Sequence[Detection]) -> torch.Tensor:
+        b, r, c = self._index(detections)
+        return self.logits[b, r, c]
+
+    def class_probability(self, detections: Sequence[Detection]) -> torch.Tensor:
+        b, r, c = self._index(detections)
+        return self.pred[b, r, 5 + c]
+
+    def score(self, detections: Sequence[Detection]) -> torch.Tensor:
+        # What non_max_suppression ranks: objectness x class probability, or objectness
+        # alone for one-class models (both upstreams special-case nc == 1).
+        b, r, c = self._index(detections)
+        if self.logits.shape[-1] == 1:
+            return self.pred[b, r, 4]
+        return self.pred[b, r, 4] * self.pred[b, r, 5 + c]
+
+
+def _head(model: nn.Module) -> Any:
+    layers = getattr(model, "model", None)
+    if not isinstance(layers, nn.Sequential) or not hasattr(layers[-1], "return_logits"):
+        raise KitError(
+            f"{type(model).__name__} is not a patched YOLO model: its last layer has no `return_logits`. "
+            "Run `make setup-<upstream>` so the checkout carries the kit's patches."
+        )
+    return layers[-1]
+
+
+class YoloAdapter:
+    """Preprocess, forward and detections for a patched yolov3/yolov7 ``Model``."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        functions: YoloFunctions,
+        img_size: int,
+        conf_thres: float,
+        iou_thres: float,
+        classes: Sequence[int] | None = None,
+        agnostic: bool = False,
+    ) -> None:
+        self.model = model
+        self.functions = functions
+        self.head: Any = _head(model)  # the upstream's Detect/IDetect
+        self.stride = int(max(float(s) for s in self.head.stride))
+        self.img_size = img_size
+        self.conf_thres = conf_thres
+        self.iou_thres = iou_thres
+        self.classes = list(classes) if classes is not None else None
+        self.agnostic = agnostic
+        names = getattr(model, "names", None)
+        nc = int(self.head.nc)
+        self.names: list[str] = list(names) if names else [str(i) for i in range(nc)]
+        self.device = next(model.parameters()).device
+
+    def _sequence(self) -> nn.Sequential:
+        layers = self.model.model
+        assert isinstance(layers, nn.Sequential)  # checked by _head
+        return layers
+
+    # ---- layers ------------------------------------------------------------------------
+    def default_layers(self) -> list[str]:
+        """The layers feeding the Detect head, read from the model (e.g. 102,103,104 for yolov7)."""
+        sources = self.head.f if isinstance(self.head.f, list) else [self.head.f]
+        n = len(self._sequence())
+        return [str(i if i >= 0 else n - 1 + i) for i in sources]
+
+    def resolve_layers(self, names: Sequence[str]) -> dict[str, nn.Module]:
+        """Map layer names to modules: an index into ``model.model`` or a dotted module path."""
+        layers: dict[str, nn.Module] = {}
+        seq = self._sequence()
+        count = len(seq)
+        for name in names:
+            if name.lstrip("-").isdigit():
+                index = int(name)
+                if not -count <= index < count - 1:
+                    default = ",".join(self.default_layers())
+                    raise LayerNotFoundError(
+                        f"target layer {name} is out of range: this model has layers 0..{count - 2} "
+                        f"before the Detect head (layer {count - 1}); default: {default}"
+                    )
+                layers[name] = seq[index]
+                continue
+            try:
+                layers[name] = self.model.get_submodule(name)
+            except AttributeError:
+                default = ",".join(self.default_layers())
+                raise LayerNotFoundError(
+                    f"target layer {name!r} is not a module of the model; give a layer index "
+                    f"(default: {default}) or a dotted module name such as 'model.102'"
+                ) from None
+        return layers
+
+    # ---- data ----------------------------------------------------------------------------
+    def preprocess(self, images_bgr: Sequence[np.ndarray]) -> tuple[torch.Tensor, list[Letterbox]]:
+        """Letterbox like the upstream's detect.py; a batch of several images uses one square shape."""
+        auto = len(images_bgr) == 1  # detect.py's minimal-rectangle padding for single images
+        tensors, boxes = [], []
+        for image in images_bgr:
+            padded, ratio, pad = self.functions.letterbox(image, self.img_size, stride=self.stride, auto=auto)
+            boxes.append(
+                Letterbox.from_ratio_pad(
+                    original_hw=(image.shape[0], image.shape[1]),
+                    input_hw=(padded.shape[0], padded.shape[1]),
+                    ratio=ratio,
+                    pad=pad,
+                )
+            )
+            chw = np.ascontiguousarray(padded[:, :, ::-1].transpose(2, 0, 1))  # BGR -> RGB, HWC -> CHW
+            tensors.append(torch.from_numpy(chw))
+        batch = torch.stack(tensors).to(self.device).float() / 255.0
+        return batch, boxes
+
+    @contextmanager
+    def _logits_on(self) -> Iterator[None]:
+        saved = self.head.return_logits
+        self.head.return_logits = True
+        try:
+            yield
+        finally:
+            self.head.return_logits = saved
+
+    def forward(self, batch: torch.Tensor) -> YoloOutput:
+        with self._logits_on():
+            pred, levels, logits = self.model(batch)
+        sizes = tuple(int(level.shape[1] * level.shape[2] * level.shape[3]) for level in levels)
+        return YoloOutput(pred=pred, logits=logits, level_sizes=sizes)
+
+    def detect(self, output: YoloOutput) -> list[Detection]:
+        """Kept detections of the upstream's own NMS, with the row each came from."""
+        kept, rows = self.functions.non_max_suppression(
+            output.pred.detach(),
+            self.conf_thres,
+            self.iou_thres,
+            classes=self.classes,
+            agnostic=self.agnostic,
+            return_indices=True,
+            **self.functions.nms_kwargs,
+        )
+        bounds = np.cumsum(output.level_sizes)
+        detections: list[Detection] = []
+        for image_index, (det, row) in enumerate(zip(kept, rows)):
+            for values, r in zip(det.tolist(), row.tolist()):
+                x1, y1, x2, y2, score, cls = values[:6]
+                detections.append(
+                    Detection(
+                        image_index=image_index,
+                        box_xyxy=(x1, y1, x2, y2),
+                        class_id=int(cls),
+                        score=float(score),
+                        row=int(r),
+                        level=int(np.searchsorted(bounds, r, side="right")),
+                    )
+                )
+        return detections

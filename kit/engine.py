@@ -1,0 +1,194 @@
+"""The explanation engine: one forward, hooks on every layer, per-detection gradients.
+
+One forward pass per batch with forward hooks on all requested layers at once. Parameters
+are frozen for the call, and the lowest hooked layer's output is replaced by a detached copy
+that requires grad, so the graph starts there: nothing below it is kept for backward, and no
+parameter ever gets a ``.grad``. Per-detection gradients come from ``torch.autograd.grad`` of each detection's
+target score to the hooked activations only, in chunks; every CAM method is computed from
+the same gradients. Hooks and the parameters' ``requires_grad`` are restored when the call
+ends, also on error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from kit.detections import Detection
+from kit.errors import KitError
+from kit.methods import CamMethod
+from kit.targets import DetectorOutput, Target
+
+GradMode = Literal["loop", "batched"]
+
+
+class LayerOutputError(KitError, TypeError):
+    """A hooked layer produced something that is not a (B, C, H, W) feature map."""
+
+
+@dataclass
+class Explanation:
+    """CAMs of every detection at every layer, at each layer's feature resolution."""
+
+    detections: list[Detection]
+    output: Any
+    # method name -> layer name -> (n, h, w) float32 maps on the CPU, not yet normalized
+    cams: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
+    # layer name -> (n,) bool: True where no gradient reached the layer from that detection
+    no_gradient: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+@contextmanager
+def hooked_activations(layers: Mapping[str, nn.Module]) -> Iterator[dict[str, torch.Tensor]]:
+    """Record each layer's output during the block; hooks are removed on exit, also on error."""
+    store: dict[str, torch.Tensor] = {}
+
+    def make_hook(name: str) -> Callable[[nn.Module, Any, Any], torch.Tensor]:
+        def hook(module: nn.Module, inputs: Any, output: Any) -> torch.Tensor:
+            if not isinstance(output, torch.Tensor) or output.dim() != 4:
+                kind = type(output).__name__ if not isinstance(output, torch.Tensor) else tuple(output.shape)
+                raise LayerOutputError(
+                    f"layer {name!r} ({type(module).__name__}) outputs {kind}, not a (B, C, H, W) "
+                    "feature map; choose a convolutional layer with --target-layers"
+                )
+            if output.requires_grad:  # below it is another hooked layer: keep the path to it
+                store[name] = output
+                return output
+            # The lowest hooked layer: the graph starts here, nothing below it is kept.
+            leaf = output.detach().requires_grad_(True)
+            store[name] = leaf
+            return leaf
+
+        return hook
+
+    handles = [module.register_forward_hook(make_hook(name)) for name, module in layers.items()]
+    try:
+        yield store
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@contextmanager
+def frozen_parameters(model: nn.Module | None) -> Iterator[None]:
+    """Turn off ``requires_grad`` for the block so no parameter gradient is ever built."""
+    if model is None:
+        yield
+        return
+    for p in model.parameters():
+        if not p.is_leaf:
+            # yolov7's fuse() copies BN-folded weights under grad, leaving parameters whose graph
+            # leads to BN tensors no longer in the model; detach them once, they are constants.
+            p.detach_()
+    saved = [(p, p.requires_grad) for p in model.parameters()]
+    for p, _ in saved:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in saved:
+            p.requires_grad_(flag)
+
+
+def _gradients(
+    scores: torch.Tensor,
+    activations: list[torch.Tensor],
+    picks: torch.Tensor,
+    *,
+    mode: GradMode,
+) -> list[torch.Tensor | None]:
+    """Gradients of ``scores[k]`` for k in ``picks`` w.r.t. each activation, at each detection's image.
+
+    Returns, per activation, a (len(picks), C, H, W) tensor or None where no gradient exists.
+    """
+    if not scores.requires_grad:
+        return [None] * len(activations)
+    images = picks[:, 1]
+    if mode == "batched":
+        onehot = torch.zeros(len(picks), scores.numel(), dtype=scores.dtype, device=scores.device)
+        onehot[torch.arange(len(picks)), picks[:, 0]] = 1
+        grads = torch.autograd.grad(
+            scores,
+            activations,
+            grad_outputs=onehot,
+            is_grads_batched=True,
+            retain_graph=True,
+            allow_unused=True,
+        )
+        return [None if g is None else g[torch.arange(len(picks)), images] for g in grads]
+    per_det: list[tuple[torch.Tensor | None, ...]] = []
+    for k, image in picks.tolist():
+        grads = torch.autograd.grad(scores[k], activations, retain_graph=True, allow_unused=True)
+        per_det.append(tuple(None if g is None else g[image] for g in grads))
+    out: list[torch.Tensor | None] = []
+    for j in range(len(activations)):
+        column = [g[j] for g in per_det]
+        present = [c for c in column if c is not None]
+        out.append(torch.stack(present) if len(present) == len(column) else None)
+    return out
+
+
+def explain(
+    *,
+    forward: Callable[[], DetectorOutput],
+    detect: Callable[[DetectorOutput], list[Detection]],
+    layers: Mapping[str, nn.Module],
+    target: Target,
+    methods: Sequence[CamMethod],
+    model: nn.Module | None = None,
+    chunk_size: int = 32,
+    grad_mode: GradMode = "loop",
+) -> Explanation:
+    """Explain every detection of one forward pass at every layer with every method.
+
+    ``forward`` runs the model on the prepared batch; ``detect`` turns its output into kept
+    detections (NMS, under no_grad, on detached values); ``target`` maps output and
+    detections to one differentiable score each. ``model`` (optional) has its parameters
+    frozen for the call.
+    """
+    if not layers:
+        raise KitError("no target layers given; pass --target-layers or use the adapter's default")
+    with frozen_parameters(model), hooked_activations(layers) as store, torch.enable_grad():
+        output = forward()
+        missing = [name for name in layers if name not in store]
+        if missing:
+            raise KitError(
+                f"layers {missing} did not run during the forward pass; they cannot be explained. "
+                "Choose layers on the path to the detection head."
+            )
+        with torch.no_grad():
+            detections = detect(output)
+        explanation = Explanation(detections=detections, output=output)
+        names = list(layers)
+        acts = [store[name] for name in names]
+        n = len(detections)
+        for method in methods:
+            explanation.cams[method.name] = {
+                name: torch.zeros((n, *a.shape[2:]), dtype=torch.float32) for name, a in zip(names, acts)
+            }
+        for name in names:
+            explanation.no_gradient[name] = torch.zeros(n, dtype=torch.bool)
+        if n == 0:
+            return explanation
+
+        scores = target(output, detections)
+        image_of = torch.tensor([d.image_index for d in detections], device=scores.device)
+        for start in range(0, n, chunk_size):
+            idx = torch.arange(start, min(start + chunk_size, n), device=scores.device)
+            picks = torch.stack([idx, image_of[idx]], dim=1)
+            grads = _gradients(scores, acts, picks, mode=grad_mode)
+            for name, act, grad in zip(names, acts, grads):
+                span = slice(start, start + len(idx))
+                if grad is None:
+                    explanation.no_gradient[name][span] = True
+                    continue
+                explanation.no_gradient[name][span] = (grad.flatten(1) == 0).all(dim=1).cpu()
+                a = act.detach()[image_of[idx]]
+                for method in methods:
+                    explanation.cams[method.name][name][span] = method(a, grad).float().cpu()
+    return explanation

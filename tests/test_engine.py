@@ -1,0 +1,189 @@
+"""The engine on a tiny two-level detector: gradients, hooks, no-gradient levels, parameters."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytest
+import torch
+from torch import nn
+
+from kit.detections import Detection
+from kit.engine import LayerOutputError, explain, hooked_activations
+from kit.errors import KitError
+from kit.methods import METHODS
+from kit.targets import TARGETS, ClassLogit
+
+
+class TinyDetector(nn.Module):
+    """Backbone -> two levels (8x8 and 4x4), each with a 1x1 head of 3 class logits per cell."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.stem = nn.Conv2d(3, 4, 3, padding=1)
+        self.p3 = nn.Conv2d(4, 5, 3, padding=1)
+        self.p4 = nn.Conv2d(5, 6, 3, stride=2, padding=1)
+        self.head3 = nn.Conv2d(5, 3, 1)
+        self.head4 = nn.Conv2d(6, 3, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p3 = torch.relu(self.p3(torch.relu(self.stem(x))))
+        p4 = torch.relu(self.p4(p3))
+        rows = [h(p).flatten(2).transpose(1, 2) for h, p in ((self.head3, p3), (self.head4, p4))]
+        return torch.cat(rows, 1)  # (B, 64 + 16, 3) logits
+
+
+class TinyOutput:
+    def __init__(self, logits: torch.Tensor) -> None:
+        self.logits = logits
+
+    def _pick(self, detections: Sequence[Detection]) -> torch.Tensor:
+        b = torch.tensor([d.image_index for d in detections])
+        r = torch.tensor([d.row for d in detections])
+        c = torch.tensor([d.class_id for d in detections])
+        return self.logits[b, r, c]
+
+    def class_logit(self, detections: Sequence[Detection]) -> torch.Tensor:
+        return self._pick(detections)
+
+    def class_probability(self, detections: Sequence[Detection]) -> torch.Tensor:
+        return torch.sigmoid(self._pick(detections))
+
+    def score(self, detections: Sequence[Detection]) -> torch.Tensor:
+        return torch.sigmoid(self._pick(detections))
+
+
+DETECTIONS = [
+    Detection(image_index=0, box_xyxy=(0, 0, 4, 4), class_id=1, score=0.9, row=9, level=0),
+    Detection(image_index=1, box_xyxy=(0, 0, 8, 8), class_id=2, score=0.8, row=64 + 5, level=1),
+    Detection(image_index=1, box_xyxy=(2, 2, 6, 6), class_id=0, score=0.7, row=20, level=0),
+]
+
+
+def run(model: TinyDetector, x: torch.Tensor, **kwargs: object) -> object:
+    layers = {"p3": model.p3, "p4": model.p4}
+    return explain(
+        forward=lambda: TinyOutput(model(x)),
+        detect=lambda output: list(DETECTIONS),
+        layers=layers,
+        target=kwargs.pop("target", ClassLogit()),  # type: ignore[arg-type]
+        methods=list(METHODS.values()),
+        model=model,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+def reference_gradients(model: TinyDetector, x: torch.Tensor, det: Detection) -> dict[str, torch.Tensor]:
+    """The seeds' way: a full backward per detection, gradients read from retained activations."""
+    acts: dict[str, torch.Tensor] = {}
+    hooks = [
+        m.register_forward_hook(lambda mod, i, o, n=n: acts.__setitem__(n, o) or o.retain_grad())
+        for n, m in (("p3", model.p3), ("p4", model.p4))
+    ]
+    try:
+        model.zero_grad()
+        model(x)[det.image_index, det.row, det.class_id].backward()
+    finally:
+        for h in hooks:
+            h.remove()
+    return {n: a.grad[det.image_index].clone() for n, a in acts.items()}  # type: ignore[index]
+
+
+@pytest.mark.parametrize("grad_mode", ["loop", "batched"])
+@pytest.mark.parametrize("chunk_size", [1, 2, 32])
+def test_cams_equal_per_detection_backward(grad_mode: str, chunk_size: int) -> None:
+    model = TinyDetector()
+    x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    result = run(model, x, grad_mode=grad_mode, chunk_size=chunk_size)
+    acts: dict[str, torch.Tensor] = {}
+    with hooked_activations({"p3": model.p3, "p4": model.p4}) as store:
+        model(x)
+        acts = {k: v.detach() for k, v in store.items()}
+    for k, det in enumerate(DETECTIONS):
+        ref = reference_gradients(model, x, det)
+        for layer in ("p3", "p4"):
+            a, g = acts[layer][det.image_index][None], ref[layer][None]
+            for name, method in METHODS.items():
+                expected = method(a, g)[0]
+                got = result.cams[name][layer][k]  # type: ignore[attr-defined]
+                torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_level_without_gradient_is_flagged_not_drawn() -> None:
+    model = TinyDetector()
+    x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(2))
+    result = run(model, x)
+    # p4 feeds only the 4x4 level: the level-0 detections get no gradient there, and vice versa
+    # p3 feeds p4, so the level-1 detection does reach p3.
+    assert result.no_gradient["p4"].tolist() == [True, False, True]  # type: ignore[attr-defined]
+    assert result.no_gradient["p3"].tolist() == [False, False, False]  # type: ignore[attr-defined]
+    assert torch.count_nonzero(result.cams["gradcam"]["p4"][0]) == 0  # type: ignore[attr-defined]
+    for per_layer in result.cams.values():  # type: ignore[attr-defined]
+        for cams in per_layer.values():
+            assert torch.isfinite(cams).all()
+
+
+def test_parameters_get_no_grad_and_flags_are_restored() -> None:
+    model = TinyDetector()
+    model.head3.weight.requires_grad_(False)
+    x = torch.rand(2, 3, 8, 8)
+    run(model, x)
+    assert all(p.grad is None for p in model.parameters())
+    assert model.head3.weight.requires_grad is False
+    assert model.head4.weight.requires_grad is True
+
+
+def test_hooks_removed_after_success_and_after_error() -> None:
+    model = TinyDetector()
+    x = torch.rand(2, 3, 8, 8)
+    run(model, x)
+    assert all(not m._forward_hooks for m in model.modules())
+
+    def failing_target(output: object, detections: object) -> torch.Tensor:
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        run(model, x, target=failing_target)
+    assert all(not m._forward_hooks for m in model.modules())
+    assert all(p.requires_grad for p in model.parameters())
+
+
+def test_no_detections_gives_empty_maps() -> None:
+    model = TinyDetector()
+    result = explain(
+        forward=lambda: TinyOutput(model(torch.rand(1, 3, 8, 8))),
+        detect=lambda output: [],
+        layers={"p3": model.p3},
+        target=TARGETS["class-logit"],
+        methods=[METHODS["gradcam"]],
+        model=model,
+    )
+    assert result.detections == []
+    assert result.cams["gradcam"]["p3"].shape == (0, 8, 8)
+
+
+def test_layer_that_is_not_a_feature_map_is_refused_clearly() -> None:
+    model = TinyDetector()
+    with pytest.raises(LayerOutputError, match="not a \\(B, C, H, W\\) feature map"):
+        explain(
+            forward=lambda: TinyOutput(model(torch.rand(1, 3, 8, 8))),
+            detect=lambda output: [],
+            layers={"flat": model},  # the whole model outputs (B, N, 3)
+            target=ClassLogit(),
+            methods=[METHODS["gradcam"]],
+        )
+    assert all(not m._forward_hooks for m in model.modules())
+
+
+def test_layer_that_never_runs_is_refused() -> None:
+    model = TinyDetector()
+    unused = nn.Conv2d(3, 3, 1)
+    with pytest.raises(KitError, match="did not run"):
+        explain(
+            forward=lambda: TinyOutput(model(torch.rand(1, 3, 8, 8))),
+            detect=lambda output: [],
+            layers={"unused": unused},
+            target=ClassLogit(),
+            methods=[METHODS["gradcam"]],
+        )
