@@ -165,7 +165,11 @@ def _yaml_scalar(value: str) -> str:
 def _verify_rewrite(old_text: str, new_text: str, name: str, patches: Sequence[str]) -> None:
     expected = yaml.safe_load(old_text)
     expected[name]["patches"] = list(patches)
-    if yaml.safe_load(new_text) != expected:
+    try:
+        same = yaml.safe_load(new_text) == expected
+    except yaml.YAMLError:
+        same = False
+    if not same:
         raise ConfigError(
             f"cannot rewrite the patches list of {name!r} in upstreams.yaml by text; "
             f"set it by hand to {list(patches)}"
