@@ -11,6 +11,7 @@ report them: pixel column ``c`` covers ``[c, c + 1)``; a box ``(0, 0, W, H)`` is
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Union
 
@@ -21,6 +22,7 @@ import torch
 from kit.errors import GeometryError, ShapeError
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
+BoxLike = Union[np.ndarray, torch.Tensor, Sequence[float]]
 
 
 @dataclass(frozen=True)
@@ -140,7 +142,7 @@ def normalize(cam: ArrayLike) -> np.ndarray:
     return (m * scale).astype(np.float32)
 
 
-def energy_in_box(cam: ArrayLike, box_xyxy: ArrayLike) -> float:
+def energy_in_box(cam: ArrayLike, box_xyxy: BoxLike) -> float:
     """Share of the map's positive mass inside the box, in [0, 1]; 0.0 for an all-zero map.
 
     Pixel-inclusive: every pixel the box overlaps counts fully (columns floor(x1) .. ceil(x2) - 1,
@@ -175,7 +177,7 @@ def _resize(m: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     return cv2.resize(m, (hw[1], hw[0]), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
 
 
-def _to_numpy(x: ArrayLike, dtype: type[np.floating] = np.float32) -> np.ndarray:
+def _to_numpy(x: ArrayLike | BoxLike, dtype: type[np.floating] = np.float32) -> np.ndarray:
     if isinstance(x, torch.Tensor):
         x = x.detach().to("cpu", torch.float64 if dtype is np.float64 else torch.float32).numpy()
     return np.asarray(x, dtype=dtype)

@@ -1,0 +1,243 @@
+"""Run folder: manifest content, npz maps, error images, duplicate stems, increment_path."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+
+from kit.errors import OutputError, ShapeError
+from kit.outputs import RunWriter, increment_path
+
+H, W = 60, 80
+
+
+def _writer(out: Path, layers: list[str] | None = None, **extra: Any) -> RunWriter:
+    return RunWriter(
+        out_dir=out,
+        upstream="yolov7",
+        weights="weights/yolov7.pt",
+        method="gradcam",
+        target="class_logit",
+        layers=layers or ["model.105"],
+        extra=extra or None,
+    )
+
+
+def _cam(rows: slice, cols: slice) -> np.ndarray:
+    cam = np.zeros((H, W), np.float32)
+    cam[rows, cols] = 1.0
+    return cam
+
+
+def _detections() -> list[dict[str, Any]]:
+    return [
+        {
+            "id": 0,
+            "box_xyxy": [10.0, 10.0, 30.0, 30.0],
+            "class_id": 15,
+            "class_name": "cat",
+            "score": 0.9,
+            "level": 1,
+        },
+        {
+            "id": 1,
+            "box_xyxy": [40.0, 20.0, 80.0, 60.0],
+            "class_id": 16,
+            "class_name": "dog",
+            "score": 0.5,
+            "level": 2,
+        },
+    ]
+
+
+def test_manifest_records_everything_with_relative_paths(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    writer = _writer(out, layers=["model.105", "model.75"], kit_version="0.1.0", argv=["--x"])
+    maps = {
+        (0, "model.105"): _cam(slice(10, 30), slice(10, 30)),  # all mass inside box 0
+        (0, "model.75"): _cam(slice(0, 5), slice(0, 5)),  # all outside
+        (1, "model.105"): _cam(slice(20, 40), slice(20, 60)),  # half inside box 1 (cols 40..59 of 20..59)
+        (1, "model.75"): None,  # no gradient reached this layer
+    }
+    image = np.full((H, W, 3), 90, np.uint8)
+    record = writer.write_image(
+        source=tmp_path / "img.jpg", image_bgr=image, detections=_detections(), maps=maps
+    )
+    assert writer.finish() == out / "manifest.json"
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert {k: manifest[k] for k in ("upstream", "weights", "method", "target", "layers")} == {
+        "upstream": "yolov7",
+        "weights": "weights/yolov7.pt",
+        "method": "gradcam",
+        "target": "class_logit",
+        "layers": ["model.105", "model.75"],
+    }
+    assert manifest["kit_version"] == "0.1.0" and manifest["argv"] == ["--x"]
+    (entry,) = manifest["images"]
+    assert entry["file"] == str(tmp_path / "img.jpg") and (entry["width"], entry["height"]) == (W, H)
+    assert entry["error"] is None and entry["summary"] == "img_summary.jpg"
+    assert entry["maps_file"] == "maps/img.npz"
+    d0, d1 = entry["detections"]
+    assert {k: d0[k] for k in ("id", "box_xyxy", "class_id", "class_name", "score", "level")} == {
+        "id": 0,
+        "box_xyxy": [10.0, 10.0, 30.0, 30.0],
+        "class_id": 15,
+        "class_name": "cat",
+        "score": 0.9,
+        "level": 1,
+    }
+    assert d0["maps"]["model.105"] == {
+        "overlay": "img/det0_model.105.jpg",
+        "energy_in_box": 1.0,
+        "no_gradient": False,
+        "key": "det0_model.105",
+    }
+    assert d0["maps"]["model.75"]["energy_in_box"] == 0.0
+    assert d1["maps"]["model.105"]["energy_in_box"] == 0.5
+    assert d1["maps"]["model.75"] == {
+        "overlay": None,
+        "energy_in_box": None,
+        "no_gradient": True,
+        "key": None,
+    }
+    for rel in (
+        "img/det0_model.105.jpg",
+        "img/det0_model.75.jpg",
+        "img/det1_model.105.jpg",
+        "img_summary.jpg",
+    ):
+        assert cv2.imread(str(out / rel)) is not None, rel
+    assert cv2.imread(str(out / "img/det0_model.105.jpg")).shape == (H, W, 3)
+    assert record.detections[1].maps[1].no_gradient
+    assert not list(out.rglob("*.tmp"))
+
+
+def test_npz_holds_float16_maps_per_detection_and_layer(tmp_path: Path) -> None:
+    writer = _writer(tmp_path)
+    cam = np.linspace(0, 1, H * W, dtype=np.float32).reshape(H, W)
+    maps = {(0, "model.105"): cam, (1, "model.105"): None}
+    writer.write_image(
+        source=Path("a.jpg"), image_bgr=np.zeros((H, W, 3), np.uint8), detections=_detections(), maps=maps
+    )
+    with np.load(tmp_path / "maps" / "a.npz") as data:
+        assert sorted(data.files) == ["det0_model.105"]
+        assert data["det0_model.105"].dtype == np.float16
+        np.testing.assert_allclose(data["det0_model.105"], cam, atol=1e-3)
+
+
+def test_images_without_detections_and_failed_images(tmp_path: Path) -> None:
+    writer = _writer(tmp_path)
+    writer.write_image(source="empty.jpg", image_bgr=np.zeros((H, W, 3), np.uint8), detections=[], maps={})
+    writer.add_error(Path("notes.txt"), "cannot read image 'notes.txt': OpenCV cannot decode it")
+    assert writer.failed == 1
+    manifest = json.loads(writer.finish().read_text())
+    ok, bad = manifest["images"]
+    assert ok["detections"] == [] and ok["maps_file"] is None and (tmp_path / ok["summary"]).is_file()
+    assert bad == {
+        "file": "notes.txt",
+        "width": None,
+        "height": None,
+        "detections": [],
+        "error": "cannot read image 'notes.txt': OpenCV cannot decode it",
+        "summary": None,
+        "maps_file": None,
+    }
+
+
+def test_manifest_is_valid_after_every_image(tmp_path: Path) -> None:
+    writer = _writer(tmp_path)
+    assert json.loads((tmp_path / "manifest.json").read_text())["images"] == []  # even before any image
+    writer.add_error("x.jpg", "boom")
+    assert len(json.loads((tmp_path / "manifest.json").read_text())["images"]) == 1  # no finish() needed
+
+
+def test_same_stems_do_not_overwrite_each_other(tmp_path: Path) -> None:
+    writer = _writer(tmp_path)
+    dets = _detections()[:1]
+    stems = []
+    for name in ("a.jpg", "a.png", "other/A.jpg", "maps.jpg"):
+        image = np.full((H, W, 3), len(stems) * 50, np.uint8)
+        cam = {(0, "model.105"): _cam(slice(0, 10), slice(0, 10))}
+        record = writer.write_image(source=name, image_bgr=image, detections=dets, maps=cam)
+        stems.append(record.summary)
+    assert stems == ["a_summary.jpg", "a_2_summary.jpg", "A_3_summary.jpg", "maps_2_summary.jpg"]
+    assert (tmp_path / "a_2" / "det0_model.105.jpg").is_file() and (tmp_path / "maps" / "a_2.npz").is_file()
+    assert sorted(p.name for p in (tmp_path / "maps").iterdir()) == [
+        "A_3.npz",
+        "a.npz",
+        "a_2.npz",
+        "maps_2.npz",
+    ]
+
+
+def test_layer_names_become_safe_unique_file_names(tmp_path: Path) -> None:
+    writer = _writer(tmp_path, layers=["backbone/res4", "backbone_res4"])
+    maps = {
+        (0, "backbone/res4"): _cam(slice(0, 9), slice(0, 9)),
+        (0, "backbone_res4"): _cam(slice(0, 9), slice(0, 9)),
+    }
+    record = writer.write_image(
+        source="a.jpg", image_bgr=np.zeros((H, W, 3), np.uint8), detections=_detections()[:1], maps=maps
+    )
+    assert [m.overlay for m in record.detections[0].maps] == [
+        "a/det0_backbone_res4.jpg",
+        "a/det0_backbone_res4_2.jpg",
+    ]
+
+
+@dataclass
+class Det:
+    box_xyxy: tuple[float, float, float, float]
+    class_id: int
+    score: float
+    level: int | None = None
+
+
+def test_detections_may_be_dataclasses(tmp_path: Path) -> None:
+    writer = _writer(tmp_path)
+    dets = [Det((1.0, 2.0, 3.0, 4.0), np.int64(3), np.float32(0.25))]  # type: ignore[arg-type]
+    record = writer.write_image(
+        source="a.jpg", image_bgr=np.zeros((H, W, 3), np.uint8), detections=dets, maps={}
+    )
+    (det,) = record.detections
+    assert (det.id, det.class_id, det.class_name, det.score, det.level) == (0, 3, "3", 0.25, None)
+    json.loads(writer.finish().read_text())  # numpy scalars did not leak into the JSON
+
+
+def test_bad_inputs_are_reported(tmp_path: Path) -> None:
+    writer = _writer(tmp_path)
+    image = np.zeros((H, W, 3), np.uint8)
+    with pytest.raises(ShapeError, match=r"\(0, 'model.105'\).*\(10, 10\).*to_original"):
+        writer.write_image(
+            source="a.jpg",
+            image_bgr=image,
+            detections=_detections(),
+            maps={(0, "model.105"): np.zeros((10, 10))},
+        )
+    with pytest.raises(OutputError, match="no score or conf"):
+        writer.write_image(
+            source="b.jpg", image_bgr=image, detections=[{"box_xyxy": [0, 0, 1, 1], "class_id": 0}], maps={}
+        )
+    with pytest.raises(OutputError, match=r"\['images', 'method'\]"):
+        _writer(tmp_path / "x", method="oops", images=[])
+
+
+def test_increment_path(tmp_path: Path) -> None:
+    exp = tmp_path / "exp"
+    assert increment_path(exp) == exp  # free
+    exp.mkdir()
+    assert increment_path(exp) == tmp_path / "exp2"
+    assert increment_path(exp, exist_ok=True) == exp
+    (tmp_path / "exp7").mkdir()
+    (tmp_path / "expert").mkdir()  # not a numbered sibling
+    assert increment_path(exp) == tmp_path / "exp8"
+    assert increment_path(exp, sep="_") == tmp_path / "exp_2"
+    (tmp_path / "log.txt").write_text("")
+    assert increment_path(tmp_path / "log.txt") == tmp_path / "log2.txt"
