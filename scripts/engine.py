@@ -117,7 +117,8 @@ def _update(project: Project, upstream: Upstream, dest: Path, url: str) -> str:
             extra.append(f"{len(state.user_commits)} commit(s) of yours on top")
         if state.changes:
             extra.append(f"{len(state.changes)} changed file(s)")
-        print(f"{name}: up to date" + (f" ({'; '.join(extra)})" if extra else ""))
+        if extra:
+            print(f"{name}: patches in place; kept {' and '.join(extra)}")
         return "up to date"
     if not state.based:
         raise CheckoutError(

@@ -289,3 +289,16 @@ def test_status_reports_applied_pending_changed_and_local_changes(
     assert "pending  0003-z.patch" in out
     assert "your commits on top" in out and "my commit" in out
     assert "local changes:\n     M README.md" in out
+
+
+def test_moving_the_pin_by_rebase_then_refresh(isolated: Path, project: Path, upstream: Upstream) -> None:
+    """The re-pin recipe of CONTRIBUTING.md: rebase onto the new pin, move upstream-head, refresh."""
+    repo = setup(project)
+    new_pin = upstream.commits[1]
+    run_git("rebase", "--quiet", "--onto", new_pin, "refs/patches/upstream-head", cwd=repo)
+    run_git("update-ref", "refs/patches/upstream-head", new_pin, cwd=repo)
+    project.write_text(project.read_text().replace(upstream.pin, new_pin))
+    assert refresh_patches("demo", project=load_project(project)) == [P1, P2]
+    assert setup_upstream("demo", project=load_project(project), install=False).action == "up to date"
+    [demo, _] = check_patches(load_project(project))
+    assert demo.problems == []
