@@ -24,12 +24,22 @@ from setup_fixtures import (  # noqa: F401 (fixtures)
     write_project,
 )
 
+import scripts.checkout
 import scripts.engine
 from scripts.__main__ import main
 from scripts.checkout import UPSTREAM_HEAD, locked
 from scripts.config import load_project
 from scripts.engine import setup_upstream
-from scripts.errors import CheckoutError, DirtyCheckoutError, EntryPointError, PatchApplyError, PinError
+from scripts.envinstall import union_requirements
+from scripts.errors import (
+    CheckoutError,
+    ConfigError,
+    DirtyCheckoutError,
+    EntryPointError,
+    GitError,
+    PatchApplyError,
+    PinError,
+)
 from scripts.series import state_path
 
 
@@ -319,10 +329,7 @@ def test_head_moved_off_the_pin_is_refused(isolated: Path, project: Path, upstre
 
 
 def test_install_runs_pip_with_constraints_into_the_given_python(isolated: Path, project: Path) -> None:
-    log = isolated / "pip-args.txt"
-    fake = isolated / "fake-python"
-    fake.write_text(f'#!/bin/sh\necho "$@" >> {log}\n')
-    fake.chmod(0o755)
+    fake, log = fake_python(isolated)
     setup_upstream("demo", project=load_project(project), install=True, python=str(fake))
     root = project.parent
     assert log.read_text().split() == [
@@ -386,3 +393,75 @@ def test_works_from_inside_another_repository_with_git_env_set(
     assert run_git("rev-list", "--all", "--count", cwd=other) == "0"
     assert head(result.path, "HEAD~2") == head(result.path, UPSTREAM_HEAD)
     shutil.rmtree(other)
+
+
+def test_fetch_falls_back_to_all_refs_when_fetch_by_sha_is_refused(
+    isolated: Path,
+    project: Path,
+    upstream: Upstream,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    real_git = scripts.checkout.git
+
+    def refusing_server(*args: str, **kwargs: object) -> object:
+        if args[0] == "fetch" and args[-1] == upstream.pin:
+            raise GitError("error: Server does not allow request for unadvertised object")
+        return real_git(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(scripts.checkout, "git", refusing_server)
+    result = setup(project)
+    assert "fetching all branches and tags instead" in capsys.readouterr().err
+    assert head(result.path, "HEAD~2") == upstream.pin
+
+
+def fake_python(tmp: Path) -> tuple[Path, Path]:
+    log = tmp / "pip-args.txt"
+    fake = tmp / "fake-python"
+    fake.write_text(f'#!/bin/sh\necho "$@" >> {log}\n')
+    fake.chmod(0o755)
+    return fake, log
+
+
+def test_install_requirements_all_is_the_union(
+    isolated: Path, upstream: Upstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = write_project(
+        isolated / "project",
+        url=str(upstream.path),
+        commit=upstream.pin,
+        patches={},
+        requirements=("tqdm==4.70.1", "numpy==2.4.6"),
+    )
+    config.write_text(config.read_text() + "  requirements: [numpy==2.4.6, PyYAML==6.0.3]\n")
+    fake, log = fake_python(isolated)
+    monkeypatch.setattr(sys, "executable", str(fake))
+    assert main(["--config", str(config), "install-requirements", "--all"]) == 0
+    assert log.read_text().split()[-3:] == ["tqdm==4.70.1", "numpy==2.4.6", "PyYAML==6.0.3"]
+    log.unlink()
+    assert main(["--config", str(config), "install-requirements", "other"]) == 0
+    assert log.read_text().split()[-3:] == [
+        str(config.parent / "constraints.txt"),
+        "numpy==2.4.6",
+        "PyYAML==6.0.3",
+    ]
+
+
+def test_two_pins_of_one_package_are_an_error(isolated: Path, upstream: Upstream) -> None:
+    config = write_project(
+        isolated / "project",
+        url=str(upstream.path),
+        commit=upstream.pin,
+        patches={},
+        requirements=("numpy==2.4.6",),
+    )
+    config.write_text(config.read_text() + "  requirements: [numpy==1.26.4]\n")
+    with pytest.raises(ConfigError, match="demo requires numpy==2.4.6 but other requires numpy==1.26.4"):
+        union_requirements(load_project(config), ["demo", "other"])
+
+
+def test_cli_reports_errors_without_a_traceback(
+    isolated: Path, project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--config", str(project), "setup", "nope", "--no-install"]) == 1
+    assert capsys.readouterr().err == f"error: no upstream named 'nope' in {project}; known: demo, other\n"
