@@ -152,11 +152,10 @@ class RunWriter:
         holds an (H, W) map in [0, 1] at original size per ``(id, layer)``, or None where the
         detection had no gradient at that layer.
         """
-        stem = self._unique_stem(Path(source))
-        height, width = image_bgr.shape[:2]
         records = [_detection_record(d, i) for i, d in enumerate(detections)]
-        if len({r.id for r in records}) != len(records):
-            raise OutputError(f"detection ids of {source} are not unique: {[r.id for r in records]}")
+        height, width = image_bgr.shape[:2]
+        _check_maps(source, records, maps, (height, width))  # before any file is written
+        stem = self._unique_stem(Path(source))
         arrays: dict[str, np.ndarray] = {}
         tiles: list[tuple[np.ndarray | None, list[float], str]] = []
         for index, det in enumerate(records):
@@ -171,11 +170,6 @@ class RunWriter:
                         MapRecord(layer=layer, overlay=None, energy_in_box=None, no_gradient=True)
                     )
                     continue
-                if cam.shape != (height, width):
-                    raise ShapeError(
-                        f"map ({det.id}, {layer!r}) of {source} is {cam.shape}, expected the original size "
-                        f"{(height, width)}; bring it back with kit.maps.to_original"
-                    )
                 key = f"det{det.id}_{self._safe_layer(layer)}"
                 rel = f"{stem}/{key}.jpg"
                 picture = overlay(image_bgr, cam, box_xyxy=det.box_xyxy, label=label, color=color_for(index))
@@ -254,6 +248,24 @@ class RunWriter:
     def _write_manifest(self) -> None:
         text = json.dumps(self.manifest(), indent=2, ensure_ascii=False, default=_json_default)
         _atomic_write(self.manifest_path, (text + "\n").encode("utf-8"))
+
+
+def _check_maps(
+    source: PathLike, records: list[DetectionRecord], maps: Mapping[MapKey, Any], hw: tuple[int, int]
+) -> None:
+    """Unique detection ids, every map belongs to one, and maps are at the original size."""
+    ids = [r.id for r in records]
+    if len(set(ids)) != len(ids):
+        raise OutputError(f"detection ids of {source} are not unique: {ids}")
+    unknown = sorted(key for key in maps if key[0] not in set(ids))
+    if unknown:
+        raise OutputError(f"maps {unknown} of {source} belong to no detection; ids are {ids}")
+    for key, cam in maps.items():
+        if cam is not None and cam.shape != hw:
+            raise ShapeError(
+                f"map {key} of {source} is {cam.shape}, expected the original size {hw}; "
+                "bring it back with kit.maps.to_original"
+            )
 
 
 def _detection_record(det: Any, index: int) -> DetectionRecord:

@@ -225,6 +225,8 @@ def test_bad_inputs_are_reported(tmp_path: Path) -> None:
         writer.write_image(
             source="b.jpg", image_bgr=image, detections=[{"box_xyxy": [0, 0, 1, 1], "class_id": 0}], maps={}
         )
+    with pytest.raises(OutputError, match=r"maps \[\(7, 'model.105'\)\] of c.jpg belong to no detection"):
+        writer.write_image(source="c.jpg", image_bgr=image, detections=[], maps={(7, "model.105"): None})
     with pytest.raises(OutputError, match=r"\['images', 'method'\]"):
         _writer(tmp_path / "x", method="oops", images=[])
 
