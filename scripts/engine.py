@@ -100,7 +100,7 @@ def _create(project: Project, upstream: Upstream, dest: Path, url: str) -> None:
 
 def _apply_and_record(project: Project, upstream: Upstream, repo: Path) -> None:
     applied = apply_series(repo, project.patch_paths(upstream.name), label=upstream.name)
-    write_state(repo, SeriesState(pin=upstream.commit, exclude=upstream.exclude, patches=tuple(applied)))
+    write_state(repo, SeriesState(pin=upstream.commit, patches=tuple(applied)))
 
 
 def _update(project: Project, upstream: Upstream, dest: Path, url: str) -> str:

@@ -69,6 +69,8 @@ def refresh_patches(
                 "exported as patches; rebase them into plain commits"
             )
         names = _choose_names(project, name, repo, commits)
+        old_text = project.config_path.read_bytes().decode("utf-8")  # bytes: keep CRLF if there is any
+        new_text = rewrite_patch_list(old_text, name, names) if list(upstream.patches) != names else old_text
         patch_dir = project.patch_dir(name)
         patch_dir.mkdir(parents=True, exist_ok=True)
         applied = []
@@ -83,11 +85,10 @@ def refresh_patches(
             if old not in names:
                 (patch_dir / old).unlink(missing_ok=True)
                 print(f"removed {(patch_dir / old).relative_to(project.root)} (no longer in the series)")
-        if list(upstream.patches) != names:
-            text = project.config_path.read_text(encoding="utf-8")
-            project.config_path.write_text(rewrite_patch_list(text, name, names), encoding="utf-8")
+        if new_text != old_text:
+            project.config_path.write_bytes(new_text.encode("utf-8"))
             print(f"updated the patches of {name} in {project.config_path.name}")
-        write_state(repo, SeriesState(pin=upstream.commit, exclude=upstream.exclude, patches=tuple(applied)))
+        write_state(repo, SeriesState(pin=upstream.commit, patches=tuple(applied)))
     print(f"{name}: {len(names)} patch(es) in patches/{name}/")
     return names
 

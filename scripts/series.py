@@ -1,7 +1,7 @@
 """Apply a patch series as one commit per patch and know, later, which patch made which commit.
 
-Setup records what it applied in `<git dir>/kit-state.json`: the pin, the excluded paths and,
-per patch, the file name, its sha256 and the commit it produced. The commits on top of
+Setup records what it applied in `<git dir>/kit-state.json`: the pin and, per
+patch, the file name, its sha256 and the commit it produced. The commits on top of
 `refs/patches/upstream-head` that match that record, in order, are setup's; the rest are the user's.
 """
 
@@ -43,7 +43,6 @@ class SeriesState:
     """What setup last applied in a checkout."""
 
     pin: str
-    exclude: tuple[str, ...]
     patches: tuple[AppliedPatch, ...]
 
 
@@ -56,7 +55,6 @@ def read_state(repo: Path) -> SeriesState | None:
         data = json.loads(state_path(repo).read_text(encoding="utf-8"))
         return SeriesState(
             pin=data["pin"],
-            exclude=tuple(data["exclude"]),
             patches=tuple(AppliedPatch(**p) for p in data["patches"]),
         )
     except (OSError, ValueError, KeyError, TypeError):

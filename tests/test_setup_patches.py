@@ -302,3 +302,10 @@ def test_moving_the_pin_by_rebase_then_refresh(isolated: Path, project: Path, up
     assert setup_upstream("demo", project=load_project(project), install=False).action == "up to date"
     [demo, _] = check_patches(load_project(project))
     assert demo.problems == []
+
+
+def test_rewrite_patch_list_keeps_crlf_line_ends() -> None:
+    crlf = YAML.replace("\n", "\r\n")
+    assert rewrite_patch_list(crlf, "b", ["0001-z.patch"]) == crlf.replace(
+        "  patches: []  # none yet\r\n", "  patches:  # none yet\r\n    - 0001-z.patch\r\n"
+    )
