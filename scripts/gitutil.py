@@ -1,7 +1,8 @@
 """Run git with a clean environment (pre-commit's `no_git_env`), plus URL and repository helpers.
 
-Every call strips inherited GIT_* variables, so a hook or an enclosing repository cannot redirect
-it, and sets LC_ALL=C so that git's messages can be matched.
+Every call strips inherited GIT_* variables (GIT_CONFIG_COUNT/KEY/VALUE too, so that no injected
+config reaches `am` or `format-patch`), so a hook or an enclosing repository cannot redirect it,
+and sets LC_ALL=C so that git's messages can be matched.
 """
 
 from __future__ import annotations
@@ -44,15 +45,7 @@ ISOLATED_CONFIG = {"GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"}
 def no_git_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """A copy of the environment without the GIT_* variables that would redirect git."""
     env = os.environ if environ is None else environ
-    return {
-        k: v
-        for k, v in env.items()
-        if not k.startswith("GIT_")
-        or k in _KEEP_GIT_ENV
-        or k.startswith("GIT_CONFIG_KEY_")
-        or k.startswith("GIT_CONFIG_VALUE_")
-        or k == "GIT_CONFIG_COUNT"
-    }
+    return {k: v for k, v in env.items() if not k.startswith("GIT_") or k in _KEEP_GIT_ENV}
 
 
 @dataclass(frozen=True)

@@ -198,7 +198,15 @@ def test_checkout_path_precedence(isolated: Path, project: Path, monkeypatch: py
 
 
 def test_no_git_env_strips_repository_variables() -> None:
-    env = no_git_env({"GIT_DIR": "/x", "GIT_INDEX_FILE": "/y", "GIT_SSH_COMMAND": "ssh", "PATH": "/bin"})
+    env = no_git_env(
+        {
+            "GIT_DIR": "/x",
+            "GIT_INDEX_FILE": "/y",
+            "GIT_CONFIG_COUNT": "1",
+            "GIT_SSH_COMMAND": "ssh",
+            "PATH": "/bin",
+        }
+    )
     assert env == {"GIT_SSH_COMMAND": "ssh", "PATH": "/bin"}
 
 
