@@ -48,7 +48,7 @@ ifeq ($(DEV_STAMP),)
 	$(PYTHON) -m scripts install-requirements --all
 endif
 
-setup-%: env
+setup-yolov3 setup-yolov7 setup-detectron2: setup-%: env
 	$(PYTHON) -m scripts setup $*
 
 status: $(ENV_STAMP)
