@@ -1,0 +1,90 @@
+#!/usr/bin/env python
+"""Per-detection Grad-CAM for yolov7, installed by the kit as main_gradcam.py in the checkout.
+
+Flags follow yolov7's detect.py (--weights, --source, --img-size, --conf-thres, --iou-thres,
+--device, --project/--name/--exist-ok) plus the kit's (--method, --target, --target-layers,
+--trust-checkpoint, --batch-size). The model is loaded once with yolov7's own attempt_load
+(patched: inplace flag, checkpoint loader) and explained with the kit's YOLO adapter.
+
+    python main_gradcam.py --weights yolov7.pt --source inference/images --method gradcampp
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # yolov7's packages (models, utils) live beside this file
+
+from kit import cli  # noqa: E402
+
+# Where yolov7 model classes live: the allowlist of the safe checkpoint loader.
+ALLOWED_MODULES = ("models", "utils", "torch.nn")
+
+
+def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--weights", nargs="+", type=str, default=["yolov7.pt"], help="model.pt path(s)")
+    parser.add_argument("--source", type=str, default="inference/images", help="file, folder or glob")
+    parser.add_argument("--img-size", type=int, default=640, help="inference size (pixels)")
+    parser.add_argument("--conf-thres", type=float, default=0.25, help="object confidence threshold")
+    parser.add_argument("--iou-thres", type=float, default=0.45, help="IOU threshold for NMS")
+    parser.add_argument("--device", default="", help="cuda device, i.e. 0 or 0,1,2,3 or cpu")
+    parser.add_argument(
+        "--classes", nargs="+", type=int, help="filter by class: --classes 0, or --classes 0 2 3"
+    )
+    parser.add_argument("--agnostic-nms", action="store_true", help="class-agnostic NMS")
+    parser.add_argument("--project", default="runs/cam", help="save results to project/name")
+    parser.add_argument("--name", default="exp", help="save results to project/name")
+    parser.add_argument("--exist-ok", action="store_true", help="existing project/name ok, do not increment")
+    cli.add_kit_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    opt = parse_opt(argv)
+    cli.setup_logging()
+    weights = cli.require_files(opt.weights)
+
+    from models.experimental import attempt_load
+    from utils.datasets import letterbox
+    from utils.general import check_img_size, non_max_suppression
+    from utils.torch_utils import select_device
+
+    from kit.adapters.yolo import YoloAdapter, YoloFunctions
+    from kit.outputs import increment_path
+
+    device = select_device(opt.device)
+    loader = cli.checkpoint_loader(allowed_modules=ALLOWED_MODULES, trust=opt.trust_checkpoint)
+    model = attempt_load(
+        weights if len(weights) > 1 else weights[0], map_location=device, inplace=False, loader=loader
+    )
+    stride = int(model.stride.max())
+    adapter = YoloAdapter(
+        model,
+        functions=YoloFunctions(letterbox=letterbox, non_max_suppression=non_max_suppression),
+        img_size=check_img_size(opt.img_size, s=stride),
+        conf_thres=opt.conf_thres,
+        iou_thres=opt.iou_thres,
+        classes=opt.classes,
+        agnostic=opt.agnostic_nms,
+    )
+    out_dir = increment_path(Path(opt.project) / opt.name, exist_ok=opt.exist_ok)
+    return cli.explain_sources(
+        adapter,
+        opt=opt,
+        upstream="yolov7",
+        weights=",".join(weights),
+        source=opt.source,
+        out_dir=out_dir,
+        extra={"img_size": adapter.img_size, "conf_thres": opt.conf_thres, "iou_thres": opt.iou_thres},
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(cli.guarded(main))

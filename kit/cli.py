@@ -1,0 +1,126 @@
+"""Command-line pieces shared by the per-repo ``main_gradcam.py`` entry points.
+
+Each entry point keeps its repo's own flags (detect.py's or demo.py's) and adds the kit's:
+``--method``, ``--target``, ``--target-layers``, ``--trust-checkpoint``, ``--batch-size``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from kit.errors import CheckpointNotFoundError, KitError
+from kit.images import list_sources
+from kit.load import safe_load
+from kit.methods import METHODS, get_method
+from kit.outputs import RunWriter
+from kit.runner import Adapter, run
+from kit.targets import TARGETS, get_target
+
+LOG = logging.getLogger("kit")
+
+
+def add_kit_arguments(parser: argparse.ArgumentParser, *, default_method: str = "gradcam") -> None:
+    """Add the kit's flags to an entry point's parser."""
+    group = parser.add_argument_group("explanation (kit)")
+    group.add_argument("--method", default=default_method, choices=sorted(METHODS), help="CAM method")
+    group.add_argument(
+        "--target", default="class-logit", choices=sorted(TARGETS), help="score each map explains"
+    )
+    group.add_argument(
+        "--target-layers",
+        default="",
+        help="comma-separated layers (indices or module names); default: the layers feeding the head",
+    )
+    group.add_argument(
+        "--trust-checkpoint",
+        action="store_true",
+        help="load the checkpoint with full pickle (only for files you trust)",
+    )
+    group.add_argument("--batch-size", type=int, default=1, help="images per forward pass")
+
+
+def parse_layers(value: str) -> list[str]:
+    """'102, 103,104' -> ['102', '103', '104']; empty -> []."""
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def checkpoint_loader(*, allowed_modules: Sequence[str], trust: bool) -> Callable[[Any, Any], Any]:
+    """A ``loader(path, map_location)`` for the upstream's load function, with the kit's policy."""
+
+    def load(path: Any, map_location: Any = None) -> Any:
+        return safe_load(Path(path), allowed_modules=allowed_modules, trust=trust, map_location=map_location)
+
+    return load
+
+
+def require_files(paths: Sequence[str], *, what: str = "weights") -> list[str]:
+    """Refuse early, with the fix, when a weights file is missing (instead of an upstream download)."""
+    for path in paths:
+        if not Path(path).is_file():
+            raise CheckpointNotFoundError(
+                f"{what} file not found: {path}. Pass an existing checkpoint with --weights PATH "
+                "(or WEIGHTS=PATH with make cam)."
+            )
+    return list(paths)
+
+
+def setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+
+
+def explain_sources(
+    adapter: Adapter,
+    *,
+    opt: argparse.Namespace,
+    upstream: str,
+    weights: str,
+    source: str,
+    out_dir: Path,
+    extra: dict[str, Any] | None = None,
+) -> int:
+    """Run the kit over ``source`` into ``out_dir``; return the process exit code."""
+    method = get_method(opt.method)
+    target = get_target(opt.target)
+    layers = parse_layers(opt.target_layers) or adapter.default_layers()
+    adapter.resolve_layers(layers)  # a bad layer stops the run before any image is read
+    if opt.batch_size < 1:
+        raise KitError(f"--batch-size must be at least 1, got {opt.batch_size}")
+    sources = list_sources(source)
+    writer = RunWriter(
+        out_dir=out_dir,
+        upstream=upstream,
+        weights=weights,
+        method=method.name,
+        target=target.name,
+        layers=layers,
+        extra=extra,
+    )
+    failed = run(
+        adapter,
+        sources=sources,
+        writer=writer,
+        layers=layers,
+        target=target,
+        method=method,
+        batch_size=opt.batch_size,
+    )
+    manifest = writer.finish()
+    LOG.info("results in %s (manifest: %s)", out_dir, manifest.name)
+    if failed:
+        LOG.error("%d of %d images failed; see the errors above and in the manifest", failed, len(sources))
+        return 1
+    return 0
+
+
+def guarded(main: Callable[[], int]) -> int:
+    """Run an entry point's main; a KitError becomes a one-line message and exit code 2."""
+    try:
+        return main()
+    except KitError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2

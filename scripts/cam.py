@@ -1,0 +1,127 @@
+"""`make cam`: run an upstream's main_gradcam.py with the project's defaults.
+
+Defaults per upstream (released weights, sample images, how the entry point spells its flags)
+are data in CAM_DEFAULTS. Weights are downloaded once, to ``weights/<upstream>/`` (or
+``$KIT_WEIGHTS_DIR``), through ``kit.download`` (progress bar, ``.part`` file renamed when
+complete, sha256 recorded beside it). ``KIT_<NAME>_WEIGHTS_URL`` points the download at a mirror.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from kit.errors import KitError
+from scripts.config import REPO_ROOT, checkout_path, load_project, url_env_var
+from scripts.errors import CheckoutError, ConfigError, KitSetupError
+
+WEIGHTS_DIR_ENV = "KIT_WEIGHTS_DIR"
+
+
+@dataclass(frozen=True)
+class CamDefaults:
+    """How `make cam` runs one upstream's entry point."""
+
+    weights_url: str  # the released checkpoint of the pinned version (never "latest")
+    source: str  # default images, relative to the checkout
+    args: tuple[str, ...]  # entry-point flags; {weights} {source} {project} {name} are filled in
+
+
+CAM_DEFAULTS: dict[str, CamDefaults] = {
+    "yolov7": CamDefaults(
+        weights_url="https://github.com/WongKinYiu/yolov7/releases/download/v0.1/yolov7.pt",
+        source="inference/images",
+        args=("--weights", "{weights}", "--source", "{source}", "--project", "{project}", "--name", "{name}"),
+    ),
+    "yolov3": CamDefaults(
+        weights_url="https://github.com/ultralytics/yolov3/releases/download/v9.6.0/yolov3.pt",
+        source="data/images",
+        args=("--weights", "{weights}", "--source", "{source}", "--project", "{project}", "--name", "{name}"),
+    ),
+}
+
+
+def weights_url(name: str, environ: os._Environ[str] | dict[str, str] | None = None) -> str:
+    env = os.environ if environ is None else environ
+    override = env.get(url_env_var(name).replace("_URL", "_WEIGHTS_URL"))
+    return override or CAM_DEFAULTS[name].weights_url
+
+
+def weights_dir(name: str) -> Path:
+    base = os.environ.get(WEIGHTS_DIR_ENV)
+    return (Path(base) if base else REPO_ROOT / "weights") / name
+
+
+def default_weights(name: str) -> Path:
+    """The released weights of `name`, downloaded once; a clear error without network."""
+    from kit.download import download  # the kit is installed by setup
+
+    url = weights_url(name)
+    dest = weights_dir(name) / url.rsplit("/", 1)[-1]
+    return download(url, dest)
+
+
+def build_command(
+    name: str,
+    *,
+    python: str,
+    weights: Path,
+    source: Path,
+    out: Path,
+    extra: Sequence[str] = (),
+) -> list[str]:
+    """The entry-point command line for `name` (pure: testable without running anything)."""
+    values = {"weights": str(weights), "source": str(source), "project": str(out.parent), "name": out.name}
+    args = [a.format(**values) for a in CAM_DEFAULTS[name].args]
+    return [python, "main_gradcam.py", *args, *extra]
+
+
+def run_cam(
+    name: str,
+    *,
+    weights: str | None,
+    source: str | None,
+    out: str | None,
+    extra: Sequence[str],
+) -> int:
+    if name not in CAM_DEFAULTS:
+        raise ConfigError(f"make cam knows no upstream {name!r}; choose one of: {', '.join(CAM_DEFAULTS)}")
+    checkout = checkout_path(load_project(), name)
+    if not (checkout / "main_gradcam.py").is_file():
+        raise CheckoutError(f"{checkout} is not set up (no main_gradcam.py); run `make setup-{name}` first")
+    cwd = Path.cwd()
+    weights_path = (cwd / weights).resolve() if weights else default_weights(name)
+    source_path = (cwd / source).resolve() if source else checkout / CAM_DEFAULTS[name].source
+    if out:
+        out_path = (cwd / out).resolve()
+        extra = [*extra, "--exist-ok"]
+    else:
+        out_path = REPO_ROOT / "runs" / "cam" / name / "exp"
+    command = build_command(
+        name, python=sys.executable, weights=weights_path, source=source_path, out=out_path, extra=extra
+    )
+    print("+ " + " ".join(command), file=sys.stderr, flush=True)
+    return subprocess.call(command, cwd=checkout)
+
+
+def main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m scripts cam", description=__doc__)
+    parser.add_argument("name", help="upstream: " + ", ".join(CAM_DEFAULTS))
+    parser.add_argument("--weights", help="checkpoint (default: the upstream's released weights)")
+    parser.add_argument("--source", help="image file, folder or glob (default: the checkout's samples)")
+    parser.add_argument("--out", help="run folder (default: runs/cam/<name>/exp, incremented)")
+    parser.epilog = "Flags after -- go to main_gradcam.py as they are."
+    argv = list(argv)
+    split = argv.index("--") if "--" in argv else len(argv)
+    args = parser.parse_args(argv[:split])
+    extra = argv[split + 1 :]
+    try:
+        return run_cam(args.name, weights=args.weights, source=args.source, out=args.out, extra=extra)
+    except (KitSetupError, KitError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2

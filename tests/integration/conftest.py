@@ -1,0 +1,59 @@
+"""Fixtures for tests against real upstream checkouts.
+
+Each upstream is set up once per session into a temporary folder (never the user's
+``upstreams/``), from its URL after overrides (``KIT_<NAME>_URL`` or the user file
+``~/.config/kit/upstreams.yaml``). Where that URL is not reachable the tests skip and say so.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from scripts.config import load_project, url_and_origin, url_env_var
+from scripts.gitutil import is_reachable
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def setup_checkout(name: str, parent: Path) -> Path:
+    """Set `name` up under `parent` (no pip installs: the test environment has the requirements)."""
+    project = load_project()
+    url, origin = url_and_origin(name, project)
+    reachable, reason = is_reachable(url)
+    if not reachable:
+        pytest.skip(
+            f"{name} upstream not reachable at {url} ({origin}): {reason}. "
+            f"Point {url_env_var(name)} or ~/.config/kit/upstreams.yaml at a mirror to run this test."
+        )
+    env = {**os.environ, "KIT_UPSTREAMS_DIR": str(parent)}
+    subprocess.run(
+        [sys.executable, "-m", "scripts", "setup", name, "--no-install"], cwd=REPO_ROOT, env=env, check=True
+    )
+    return parent / name
+
+
+def run_in_checkout(checkout: Path, code: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run a Python snippet with the checkout as working directory and first import path."""
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code), *args],
+        cwd=checkout,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="session")
+def upstreams_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("upstreams")
+
+
+@pytest.fixture(scope="session")
+def yolov7_checkout(upstreams_dir: Path) -> Path:
+    return setup_checkout("yolov7", upstreams_dir)

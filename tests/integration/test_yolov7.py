@@ -1,0 +1,249 @@
+"""yolov7 end to end: patched checkout, random-weight checkpoints in yolov7's format, make cam."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from tests.integration.conftest import REPO_ROOT, run_in_checkout
+
+pytestmark = pytest.mark.integration
+
+PIN = "a207844b1ce82d204ab36d87d496728d3d2348e7"
+
+SAVE_CHECKPOINT = """
+    import sys
+    from copy import deepcopy
+    import torch
+    from models.yolo import Model
+    torch.manual_seed(0)
+    cfg, out = sys.argv[1], sys.argv[2]
+    model = Model(cfg, ch=3, nc=80)
+    model.names = [f"class{i}" for i in range(80)]
+    # the layout train.py saves (a half-precision model object, no optimizer)
+    torch.save({"epoch": -1, "best_fitness": None, "training_results": None,
+                "model": deepcopy(model).half(), "ema": None, "updates": None,
+                "optimizer": None, "wandb_id": None}, out)
+"""
+
+# Detections of the upstream's own pipeline: letterbox, model, NMS. Runs in the patched and
+# in the unpatched tree; the unpatched one needs weights_only=False on current torch.
+DETECT = """
+    import json, sys
+    import cv2, torch
+    from utils.datasets import letterbox
+    from utils.general import non_max_suppression
+    ckpt = torch.load(sys.argv[1], map_location="cpu", weights_only=False)
+    model = ckpt["model"].float().fuse().eval()
+    out = {}
+    for path in sys.argv[2:]:
+        img = letterbox(cv2.imread(path), 320, stride=32)[0][:, :, ::-1].transpose(2, 0, 1).copy()
+        x = torch.from_numpy(img).float()[None] / 255.0
+        with torch.no_grad():
+            pred = model(x)[0]
+        det = non_max_suppression(pred, 0.0001, 0.45)[0]
+        out[path] = det.tolist()
+    print(json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(yolov7_checkout: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("weights") / "yolov7-tiny-random.pt"
+    result = run_in_checkout(yolov7_checkout, SAVE_CHECKPOINT, "cfg/deploy/yolov7-tiny.yaml", str(out))
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def make_cam(
+    checkout: Path, *, weights: Path, out: Path, source: Path | None = None, args: str = ""
+) -> subprocess.CompletedProcess[str]:
+    command = [
+        "make",
+        "--no-print-directory",
+        "cam",
+        f"PYTHON={sys.executable}",
+        "UPSTREAM=yolov7",
+        f"WEIGHTS={weights}",
+        f"OUT={out}",
+        f"ARGS=--img-size 320 --conf-thres 0.0001 {args}",
+    ]
+    if source is not None:
+        command.append(f"SOURCE={source}")
+    env = {**os.environ, "KIT_UPSTREAMS_DIR": str(checkout.parent)}
+    return subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, check=False)
+
+
+def check_run(out: Path, *, layers: list[str]) -> dict:
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["upstream"] == "yolov7"
+    assert manifest["layers"] == layers
+    assert manifest["target"] == "class-logit"
+    ok = [image for image in manifest["images"] if not image.get("error")]
+    assert ok, manifest
+    total = 0
+    for image in ok:
+        width, height = image["width"], image["height"]
+        stem = Path(image["file"]).stem
+        npz = np.load(out / "maps" / f"{stem}.npz")
+        for det in image["detections"]:
+            total += 1
+            x1, y1, x2, y2 = det["box_xyxy"]
+            assert 0 <= x1 <= x2 <= width and 0 <= y1 <= y2 <= height, det
+            assert det["class_name"] == f"class{det['class_id']}"
+            assert set(det["maps"]) == set(layers)
+            drawn = 0
+            for layer, record in det["maps"].items():
+                if record["no_gradient"]:
+                    assert record["overlay"] is None
+                    continue
+                drawn += 1
+                assert (out / record["overlay"]).is_file()
+                assert 0.0 <= record["energy_in_box"] <= 1.0
+                raw = npz[f"det{det['id']}_{layer}"]
+                assert raw.dtype == np.float16 and raw.shape == (height, width)
+                assert np.isfinite(raw).all() and raw.min() >= 0 and raw.max() <= 1
+            assert drawn >= 1, "every detection has a map at its own head level"
+    assert total > 0
+    return manifest
+
+
+def test_setup_applies_the_series_on_the_pin(yolov7_checkout: Path) -> None:
+    log = subprocess.run(
+        ["git", "rev-list", f"{PIN}..HEAD"], cwd=yolov7_checkout, capture_output=True, text=True, check=True
+    )
+    assert len(log.stdout.split()) == 4
+    assert (yolov7_checkout / "main_gradcam.py").is_file()
+    assert not (yolov7_checkout / "paper").exists()
+
+
+def test_make_cam_writes_every_output_for_every_image(
+    yolov7_checkout: Path, tiny_checkpoint: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    result = make_cam(yolov7_checkout, weights=tiny_checkpoint, out=out)
+    assert result.returncode == 0, result.stderr[-3000:]
+    manifest = check_run(out, layers=["74", "75", "76"])  # the layers feeding yolov7-tiny's Detect
+    images = sorted(p.name for p in (yolov7_checkout / "inference" / "images").iterdir())
+    assert sorted(Path(i["file"]).name for i in manifest["images"]) == images
+    for image in manifest["images"]:
+        assert (out / f"{Path(image['file']).stem}_summary.jpg").is_file()
+
+
+def test_gradcampp_and_score_target(yolov7_checkout: Path, tiny_checkpoint: Path, tmp_path: Path) -> None:
+    out = tmp_path / "pp"
+    source = yolov7_checkout / "inference" / "images" / "bus.jpg"
+    result = make_cam(
+        yolov7_checkout,
+        weights=tiny_checkpoint,
+        out=out,
+        source=source,
+        args="--method gradcampp --target score",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["method"] == "gradcampp" and manifest["target"] == "score"
+    assert manifest["images"][0]["detections"]
+
+
+def test_bad_inputs_are_reported_and_the_rest_processed(
+    yolov7_checkout: Path, tiny_checkpoint: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    bus = cv2.imread(str(yolov7_checkout / "inference" / "images" / "bus.jpg"))
+    cv2.imwrite(str(folder / "gray.png"), cv2.cvtColor(bus, cv2.COLOR_BGR2GRAY))
+    cv2.imwrite(str(folder / "rgba.png"), cv2.cvtColor(bus, cv2.COLOR_BGR2BGRA))
+    (folder / "notes.txt").write_text("not an image")
+    cv2.imwrite(str(folder / "flat.png"), np.full((64, 64, 3), 114, np.uint8))
+    out = tmp_path / "bad"
+    result = make_cam(yolov7_checkout, weights=tiny_checkpoint, out=out, source=folder)
+    assert result.returncode != 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    by_name = {Path(i["file"]).name: i for i in manifest["images"]}
+    assert set(by_name) == {"gray.png", "rgba.png", "notes.txt", "flat.png"}
+    assert "notes.txt" in by_name["notes.txt"]["error"]
+    for name in ("gray.png", "rgba.png"):
+        assert not by_name[name].get("error") and by_name[name]["detections"], name
+    assert not by_name["flat.png"].get("error")  # an image with no detections is not a failure
+    assert "notes.txt" in result.stderr
+
+
+def test_missing_weights_and_bad_layer_are_clear_errors(
+    yolov7_checkout: Path, tiny_checkpoint: Path, tmp_path: Path
+) -> None:
+    result = make_cam(yolov7_checkout, weights=tmp_path / "nope.pt", out=tmp_path / "a")
+    assert result.returncode != 0
+    assert "nope.pt" in result.stderr and "WEIGHTS=" in result.stderr
+    result = make_cam(
+        yolov7_checkout, weights=tiny_checkpoint, out=tmp_path / "b", args="--target-layers 999"
+    )
+    assert result.returncode != 0
+    assert "999" in result.stderr and "out of range" in result.stderr
+
+
+def test_unsafe_checkpoint_is_refused_and_nothing_runs(yolov7_checkout: Path, tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.pt"
+    code = f"""
+        import os, torch
+        class Evil:
+            def __reduce__(self):
+                return (os.system, ("touch {marker}",))
+        torch.save({{"model": Evil()}}, "{evil}")
+    """
+    assert run_in_checkout(yolov7_checkout, code).returncode == 0
+    result = make_cam(yolov7_checkout, weights=evil, out=tmp_path / "evil")
+    assert result.returncode != 0
+    assert "system" in result.stderr and "--trust-checkpoint" in result.stderr
+    assert not marker.exists()
+
+
+def test_default_layers_of_full_yolov7_are_102_103_104(yolov7_checkout: Path) -> None:
+    code = """
+        import torch
+        from models.yolo import Model
+        from utils.datasets import letterbox
+        from utils.general import non_max_suppression
+        from kit.adapters.yolo import YoloAdapter, YoloFunctions
+        model = Model("cfg/deploy/yolov7.yaml", ch=3, nc=80).eval()
+        adapter = YoloAdapter(model, functions=YoloFunctions(letterbox, non_max_suppression),
+                              img_size=320, conf_thres=0.25, iou_thres=0.45)
+        print(",".join(adapter.default_layers()))
+    """
+    result = run_in_checkout(yolov7_checkout, code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "102,103,104"
+
+
+def test_patched_model_detects_exactly_like_the_unpatched_one(
+    yolov7_checkout: Path, tiny_checkpoint: Path, tmp_path: Path
+) -> None:
+    unpatched = tmp_path / "unpatched"
+    subprocess.run(
+        ["git", "worktree", "add", "--detach", str(unpatched), PIN],
+        cwd=yolov7_checkout,
+        check=True,
+        capture_output=True,
+    )
+    try:
+        images = [str(p) for p in sorted((yolov7_checkout / "inference" / "images").iterdir())[:3]]
+        before = run_in_checkout(unpatched, DETECT, str(tiny_checkpoint), *images)
+        after = run_in_checkout(yolov7_checkout, DETECT, str(tiny_checkpoint), *images)
+        assert before.returncode == 0, before.stderr
+        assert after.returncode == 0, after.stderr
+        a = json.loads(before.stdout.strip().splitlines()[-1])
+        b = json.loads(after.stdout.strip().splitlines()[-1])
+        assert all(len(a[k]) > 0 for k in a)
+        assert a == b
+    finally:
+        subprocess.run(
+            ["git", "worktree", "remove", "--force", str(unpatched)], cwd=yolov7_checkout, check=False
+        )
