@@ -35,6 +35,7 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--conf-thres", type=float, default=0.25, help="object confidence threshold")
     parser.add_argument("--iou-thres", type=float, default=0.45, help="IOU threshold for NMS")
     parser.add_argument("--device", default="", help="cuda device, i.e. 0 or 0,1,2,3 or cpu")
+    parser.add_argument("--max-det", type=int, default=300, help="maximum detections explained per image")
     parser.add_argument(
         "--classes", nargs="+", type=int, help="filter by class: --classes 0, or --classes 0 2 3"
     )
@@ -73,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         iou_thres=opt.iou_thres,
         classes=opt.classes,
         agnostic=opt.agnostic_nms,
+        max_det=opt.max_det,
     )
     out_dir = increment_path(Path(opt.project) / opt.name, exist_ok=opt.exist_ok)
     return cli.explain_sources(

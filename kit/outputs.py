@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 
 from kit.errors import OutputError, ShapeError
-from kit.maps import energy_in_box
+from kit.maps import energy_in_box, normalize
 from kit.render import color_for, overlay, summary
 
 PathLike = Union[str, Path]
@@ -159,12 +159,14 @@ class RunWriter:
         arrays: dict[str, np.ndarray] = {}
         tiles: list[tuple[np.ndarray | None, list[float], str]] = []
         for index, det in enumerate(records):
+            drawn: list[np.ndarray] = []
             for layer in self._layers_of(det.id, maps):
                 cam = maps[(det.id, layer)]
                 label = f"{det.id} {det.class_name} {det.score:.2f}"
                 if len(self.layers) > 1:
                     label += f" {layer}"
-                tiles.append((cam, det.box_xyxy, label))
+                if cam is not None:
+                    drawn.append(cam)
                 if cam is None:
                     det.maps.append(
                         MapRecord(layer=layer, overlay=None, energy_in_box=None, no_gradient=True)
@@ -177,7 +179,16 @@ class RunWriter:
                 energy = round(energy_in_box(cam, det.box_xyxy), 6)
                 det.maps.append(MapRecord(layer=layer, overlay=rel, energy_in_box=energy, key=key))
                 arrays[key] = cam.astype(np.float16)
-        sheet = summary(image_bgr, tiles=tiles, tile_width=self.tile_width)
+            # One summary tile per detection: its layers' maps fused (sum of normalized maps).
+            fused = normalize(np.sum(drawn, axis=0)) if drawn else None
+            tiles.append((fused, det.box_xyxy, f"{det.id} {det.class_name} {det.score:.2f}"))
+        many = len(tiles) > 12  # keep the sheet a viewable size for crowded images
+        sheet = summary(
+            image_bgr,
+            tiles=tiles,
+            max_cols=8 if many else 4,
+            tile_width=self.tile_width // 2 if many else self.tile_width,
+        )
         record = ImageRecord(
             file=str(source), width=width, height=height, detections=records, error=None,
             summary=self._write_jpeg(f"{stem}_summary.jpg", sheet),

@@ -92,6 +92,7 @@ class YoloAdapter:
         iou_thres: float,
         classes: Sequence[int] | None = None,
         agnostic: bool = False,
+        max_det: int | None = None,
     ) -> None:
         self.model = model
         self.functions = functions
@@ -102,6 +103,7 @@ class YoloAdapter:
         self.iou_thres = iou_thres
         self.classes = list(classes) if classes is not None else None
         self.agnostic = agnostic
+        self.max_det = max_det  # kept detections per image, best first (NMS sorts by score)
         names = getattr(model, "names", None)
         nc = int(self.head.nc)
         self.names: list[str] = list(names) if names else [str(i) for i in range(nc)]
@@ -194,6 +196,8 @@ class YoloAdapter:
         bounds = np.cumsum(output.level_sizes)
         detections: list[Detection] = []
         for image_index, (det, row) in enumerate(zip(kept, rows)):
+            if self.max_det is not None:
+                det, row = det[: self.max_det], row[: self.max_det]
             for values, r in zip(det.tolist(), row.tolist()):
                 x1, y1, x2, y2, score, cls = values[:6]
                 detections.append(

@@ -73,7 +73,7 @@ def make_cam(
         "UPSTREAM=yolov7",
         f"WEIGHTS={weights}",
         f"OUT={out}",
-        f"ARGS=--img-size 320 --conf-thres 0.0001 {args}",
+        f"ARGS=--img-size 320 --conf-thres 0.0001 --max-det 6 {args}",
     ]
     if source is not None:
         command.append(f"SOURCE={source}")
