@@ -25,6 +25,8 @@ from kit.methods import CamMethod
 from kit.targets import DetectorOutput, Target
 
 GradMode = Literal["loop", "batched"]
+# (layer name, its activation (B, C, H, W), a chunk of detections, target) -> (n, C, H, W) or None
+LocalGradients = Callable[[str, torch.Tensor, Sequence[Detection], Target], "torch.Tensor | None"]
 
 
 class LayerOutputError(KitError, TypeError):
@@ -143,13 +145,16 @@ def explain(
     model: nn.Module | None = None,
     chunk_size: int = 32,
     grad_mode: GradMode = "loop",
+    local_gradients: LocalGradients | None = None,
 ) -> Explanation:
     """Explain every detection of one forward pass at every layer with every method.
 
     ``forward`` runs the model on the prepared batch; ``detect`` turns its output into kept
     detections (NMS, under no_grad, on detached values); ``target`` maps output and
     detections to one differentiable score each. ``model`` (optional) has its parameters
-    frozen for the call.
+    frozen for the call. ``local_gradients`` (optional, from the adapter) returns the exact
+    gradients of a chunk of detections at a layer without a backward through the whole head,
+    or None where it cannot; those layers take the general path.
     """
     if not layers:
         raise KitError("no target layers given; pass --target-layers or use the adapter's default")
@@ -176,13 +181,26 @@ def explain(
         if n == 0:
             return explanation
 
-        scores = target(output, detections)
-        image_of = torch.tensor([d.image_index for d in detections], device=scores.device)
+        scores: torch.Tensor | None = None
+        device = acts[0].device
+        image_of = torch.tensor([d.image_index for d in detections], device=device)
         for start in range(0, n, chunk_size):
-            idx = torch.arange(start, min(start + chunk_size, n), device=scores.device)
-            picks = torch.stack([idx, image_of[idx]], dim=1)
-            grads = _gradients(scores, acts, picks, mode=grad_mode)
-            for name, act, grad in zip(names, acts, grads):
+            idx = torch.arange(start, min(start + chunk_size, n), device=device)
+            chunk = detections[start : start + len(idx)]
+            grads: dict[str, torch.Tensor | None] = {}
+            if local_gradients is not None:
+                for name, act in zip(names, acts):
+                    local = local_gradients(name, act, chunk, target)
+                    if local is not None:
+                        grads[name] = local
+            general = [name for name in names if name not in grads]
+            if general:
+                scores = target(output, detections) if scores is None else scores
+                picks = torch.stack([idx, image_of[idx]], dim=1)
+                found = _gradients(scores, [store[name] for name in general], picks, mode=grad_mode)
+                grads.update(zip(general, found))
+            for name, act in zip(names, acts):
+                grad = grads[name]
                 span = slice(start, start + len(idx))
                 if grad is None:
                     explanation.no_gradient[name][span] = True

@@ -78,6 +78,7 @@ def explain_batch(
         methods=methods,
         model=adapter.model,
         chunk_size=chunk_size,
+        local_gradients=getattr(adapter, "local_gradients", None),
     )
     return explanation, letterboxes
 

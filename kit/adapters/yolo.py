@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -22,6 +22,7 @@ from torch import nn
 from kit.detections import Detection
 from kit.errors import KitError
 from kit.maps import Letterbox
+from kit.targets import Target
 
 
 class LayerNotFoundError(KitError, ValueError):
@@ -180,7 +181,74 @@ class YoloAdapter:
         with self._logits_on():
             pred, levels, logits = self.model(batch)
         sizes = tuple(int(level.shape[1] * level.shape[2] * level.shape[3]) for level in levels)
+        self._level_offsets = [0, *np.cumsum(sizes).tolist()]
         return YoloOutput(pred=pred, logits=logits, level_sizes=sizes)
+
+    # ---- exact gradients at the Detect inputs ------------------------------------------------
+    def _head_input_level(self, name: str) -> int | None:
+        """The head level fed by layer ``name``, if that layer feeds nothing but the head."""
+        if not name.isdigit():
+            return None
+        index, seq = int(name), self._sequence()
+        sources = self.head.f if isinstance(self.head.f, list) else [self.head.f]
+        resolved = [s if s >= 0 else len(seq) - 1 + s for s in sources]
+        if index not in resolved:
+            return None
+        for j, module in enumerate(seq[:-1]):
+            f = getattr(module, "f", -1)
+            inputs = f if isinstance(f, list) else [f]
+            if any((j + k if k < 0 else k) == index for k in inputs):
+                return None  # also feeds another layer: the general path sees every route
+        return resolved.index(index)
+
+    def _head_level(self, level: int, x: torch.Tensor) -> torch.Tensor:
+        """Detect's per-level ops on ``x``: a 1x1 conv (IDetect unfused: implicit add/multiply)."""
+        head = self.head
+        fused = "forward" in vars(head)  # Model.fuse() points IDetect.forward at fuseforward
+        if hasattr(head, "ia") and not fused:
+            return head.im[level](head.m[level](head.ia[level](x)))
+        return head.m[level](x)
+
+    def local_gradients(
+        self, name: str, activation: torch.Tensor, detections: Sequence[Detection], target: Target
+    ) -> torch.Tensor | None:
+        """Exact per-detection gradients at a layer that feeds only the Detect head, or None.
+
+        The head applies a 1x1 convolution and per-cell decoding, so a detection's score
+        depends on the layer's output at its own grid cell and level only. The score is
+        recomputed from that one cell with the head's own modules and differentiated there:
+        the same gradient a backward through the whole head gives, without its dense
+        convolution backward over every cell of every level.
+        """
+        level = self._head_input_level(name)
+        if level is None or not hasattr(self, "_level_offsets"):
+            return None
+        n = len(detections)
+        _, channels, ny, nx = activation.shape
+        grads = activation.new_zeros((n, channels, ny, nx))
+        mine = [k for k, d in enumerate(detections) if d.level == level]
+        if not mine:
+            return grads
+        cells = []
+        for k in mine:
+            det = detections[k]
+            within = det.row - self._level_offsets[level]
+            anchor, rest = divmod(within, ny * nx)
+            gy, gx = divmod(rest, nx)
+            cells.append((det.image_index, anchor, gy, gx))
+        b, a, gy, gx = (torch.tensor(col, device=activation.device) for col in zip(*cells))
+        crop = activation.detach()[b, :, gy, gx][:, :, None, None].requires_grad_(True)
+        raw = self._head_level(level, crop).view(len(mine), int(self.head.na), -1)
+        raw = raw[torch.arange(len(mine), device=raw.device), a]  # (m, 5 + nc)
+        local = YoloOutput(
+            pred=torch.cat([raw[:, :4], raw[:, 4:].sigmoid()], dim=1)[:, None],
+            logits=raw[:, 5:][:, None],
+            level_sizes=(1,),
+        )
+        rows = [replace(detections[k], image_index=i, row=0) for i, k in enumerate(mine)]
+        (grad,) = torch.autograd.grad(target(local, rows).sum(), crop)
+        grads[torch.tensor(mine, device=grads.device), :, gy, gx] = grad[:, :, 0, 0]
+        return grads
 
     def detect(self, output: YoloOutput) -> list[Detection]:
         """Kept detections of the upstream's own NMS, with the row each came from."""

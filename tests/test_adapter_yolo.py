@@ -1,0 +1,166 @@
+"""The YOLO adapter on a small model built like yolov3/yolov7's (Sequential with .f, patched Detect)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from kit.adapters.yolo import LayerNotFoundError, YoloAdapter, YoloFunctions
+from kit.engine import explain
+from kit.methods import METHODS
+from kit.targets import TARGETS
+
+
+class Detect(nn.Module):
+    """The patched upstream head, reduced: 1x1 conv per level, sigmoid decode, raw logits."""
+
+    return_logits = False
+
+    def __init__(self, nc: int, ch: tuple[int, ...], na: int = 2) -> None:
+        super().__init__()
+        self.nc, self.no, self.na, self.nl = nc, nc + 5, na, len(ch)
+        self.stride = torch.tensor([4.0, 8.0])
+        self.m = nn.ModuleList(nn.Conv2d(c, self.no * na, 1) for c in ch)
+
+    def forward(self, x: list[torch.Tensor]) -> tuple:
+        z, logits = [], []
+        for i in range(self.nl):
+            x[i] = self.m[i](x[i])
+            bs, _, ny, nx = x[i].shape
+            x[i] = x[i].view(bs, self.na, self.no, ny, nx).permute(0, 1, 3, 4, 2).contiguous()
+            logits.append(x[i][..., 5:].reshape(bs, -1, self.nc))
+            y = x[i].sigmoid()
+            yv, xv = torch.meshgrid(torch.arange(ny), torch.arange(nx), indexing="ij")
+            grid = torch.stack((xv, yv), 2).view(1, 1, ny, nx, 2).float()
+            xy = (y[..., 0:2] * 2 - 0.5 + grid) * self.stride[i]
+            wh = (y[..., 2:4] * 2) ** 2 * 8
+            z.append(torch.cat((xy, wh, y[..., 4:]), 4).view(bs, -1, self.no))
+        out = (torch.cat(z, 1), x)
+        return (*out, torch.cat(logits, 1)) if self.return_logits else out
+
+
+class Model(nn.Module):
+    """yolov7's Model.forward_once, reduced: each layer reads from `.f` (-1: the previous one)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(3)
+        layers = [
+            nn.Conv2d(3, 6, 3, stride=4, padding=1),  # 0: stride 4
+            nn.Conv2d(6, 8, 3, stride=2, padding=1),  # 1: stride 8
+            nn.Conv2d(6, 5, 1),  # 2: from 0, feeds only the head (level 0)
+            nn.Conv2d(8, 7, 1),  # 3: from 1, feeds only the head (level 1)
+            Detect(nc=3, ch=(5, 7)),
+        ]
+        for i, (layer, f) in enumerate(zip(layers, [-1, -1, 0, 1, [2, 3]])):
+            layer.f, layer.i = f, i  # type: ignore[assignment]
+        self.model = nn.Sequential(*layers)
+        self.names = ["circle", "square", "triangle"]
+
+    def forward(self, x: torch.Tensor) -> tuple:
+        y: list[torch.Tensor] = []
+        for m in self.model:
+            if m.f != -1:
+                x = y[m.f] if isinstance(m.f, int) else [y[j] for j in m.f]
+            x = m(x)
+            y.append(x)
+        return x  # type: ignore[return-value]
+
+
+def letterbox(img: np.ndarray, new_shape: int, stride: int = 32, auto: bool = True) -> tuple:
+    h, w = img.shape[:2]
+    r = min(new_shape / h, new_shape / w)
+    uh, uw = int(round(h * r)), int(round(w * r))
+    dw, dh = (new_shape - uw) / 2, (new_shape - uh) / 2
+    import cv2
+
+    resized = cv2.resize(img, (uw, uh))
+    top, left = int(round(dh - 0.1)), int(round(dw - 0.1))
+    out = np.full((new_shape, new_shape, 3), 114, np.uint8)
+    out[top : top + uh, left : left + uw] = resized
+    return out, (r, r), (dw, dh)
+
+
+def nms(pred: torch.Tensor, conf: float, iou: float, *, classes=None, agnostic=False, return_indices=False):
+    outs, rows = [], []
+    for x in pred:
+        scores, cls = (x[:, 5:] * x[:, 4:5]).max(1)
+        keep = torch.nonzero(scores > conf).flatten()
+        cx, cy, w, h = x[keep, :4].T
+        boxes = torch.stack((cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2), 1)
+        order = torchvision.ops.batched_nms(boxes, scores[keep], cls[keep], iou)
+        outs.append(torch.cat((boxes[order], scores[keep][order, None], cls[keep][order, None].float()), 1))
+        rows.append(keep[order])
+    return (outs, rows) if return_indices else outs
+
+
+def make_adapter(**kwargs: object) -> YoloAdapter:
+    return YoloAdapter(
+        Model().eval(),
+        functions=YoloFunctions(letterbox=letterbox, non_max_suppression=nms),
+        img_size=64,
+        conf_thres=0.0,
+        iou_thres=0.5,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+def test_default_layers_are_the_head_inputs_and_bad_layers_are_named() -> None:
+    adapter = make_adapter()
+    assert adapter.default_layers() == ["2", "3"]
+    assert set(adapter.resolve_layers(["0", "model.1"])) == {"0", "model.1"}
+    with pytest.raises(LayerNotFoundError, match="out of range.*0..3"):
+        adapter.resolve_layers(["4"])
+    with pytest.raises(LayerNotFoundError, match="not a module"):
+        adapter.resolve_layers(["backbone.nope"])
+
+
+def test_detections_carry_row_and_level_and_max_det() -> None:
+    adapter = make_adapter(max_det=5)
+    batch, boxes = adapter.preprocess([np.random.default_rng(0).integers(0, 255, (48, 80, 3), np.uint8)])
+    assert batch.shape == (1, 3, 64, 64) and boxes[0].original_hw == (48, 80)
+    output = adapter.forward(batch)
+    dets = adapter.detect(output)
+    assert len(dets) == 5
+    rows0 = adapter.head.na * 16 * 16
+    for d in dets:
+        assert d.level == (0 if d.row < rows0 else 1)
+        # the recorded row's own score is the detection's score
+        assert output.score([d]).item() == pytest.approx(d.score, rel=1e-5)
+
+
+@pytest.mark.parametrize("target", sorted(TARGETS))
+def test_local_gradients_equal_the_general_backward(target: str) -> None:
+    adapter = make_adapter(max_det=12)
+    image = np.random.default_rng(1).integers(0, 255, (64, 64, 3), np.uint8)
+    batch, _ = adapter.preprocess([image, image[::-1].copy()])
+    layers = adapter.resolve_layers(["2", "3", "1"])  # "1" feeds layer 3 too: general path
+    common = dict(
+        forward=lambda: adapter.forward(batch),
+        detect=adapter.detect,
+        layers=layers,
+        target=TARGETS[target],
+        methods=list(METHODS.values()),
+        model=adapter.model,
+    )
+    fast = explain(**common, local_gradients=adapter.local_gradients, chunk_size=5)  # type: ignore[arg-type]
+    slow = explain(**common)  # type: ignore[arg-type]
+    assert [d.level for d in fast.detections] and {0, 1} <= {d.level for d in fast.detections}
+    for layer in ("2", "3", "1"):
+        assert torch.equal(fast.no_gradient[layer], slow.no_gradient[layer])
+        for name in METHODS:
+            torch.testing.assert_close(fast.cams[name][layer], slow.cams[name][layer], rtol=1e-4, atol=1e-7)
+    levels = torch.tensor([d.level for d in fast.detections])
+    assert torch.equal(fast.no_gradient["2"], levels != 0)
+    assert torch.equal(fast.no_gradient["3"], levels != 1)
+
+
+def test_layer_feeding_more_than_the_head_takes_the_general_path() -> None:
+    adapter = make_adapter()
+    adapter.forward(adapter.preprocess([np.zeros((64, 64, 3), np.uint8)])[0])
+    act = torch.zeros(1, 8, 8, 8)
+    assert adapter.local_gradients("1", act, [], TARGETS["score"]) is None
+    assert adapter.local_gradients("model.3", act, [], TARGETS["score"]) is None
