@@ -5,12 +5,14 @@ computes one weight per channel (:meth:`CamMethod.channel_weights`), the map is 
 the activation channels followed by a ReLU. A method that is not channel-weight based (LayerCAM,
 EigenCAM, ...) overrides :meth:`CamMethod.cam` instead. Every method works on a batch of N maps at
 once, one per explained detection, so the engine can chunk detections freely.
+
+Every formula follows pytorch-grad-cam 1.5.7 (same epsilons, same SVD call), so that the maps
+agree with that package's within float32 rounding; ``tests/test_kit_methods.py`` checks it.
 """
 
 from __future__ import annotations
 
-import abc
-
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -18,16 +20,29 @@ from kit.errors import MethodNotFoundError, ShapeError
 
 # pytorch-grad-cam 1.5.7 uses this epsilon in Grad-CAM++'s denominator; we keep it so maps agree.
 GRADCAMPP_EPS = 1e-6
+# ... and this one in XGrad-CAM's denominator.
+XGRADCAM_EPS = 1e-7
 
 
-class CamMethod(abc.ABC):
-    """A CAM method: ``method(activations, gradients) -> maps`` with shapes (N,C,H,W) -> (N,H,W)."""
+class CamMethod:
+    """A CAM method: ``method(activations, gradients) -> maps`` with shapes (N,C,H,W) -> (N,H,W).
+
+    A subclass overrides :meth:`channel_weights` (Grad-CAM family) or :meth:`cam` (pixel-wise and
+    projection methods); defining neither is an error at class creation.
+    """
 
     name: str = ""
+    # False for methods that ignore the gradients (EigenCAM): their map is the same for every target.
+    uses_gradients: bool = True
 
-    @abc.abstractmethod
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.channel_weights is CamMethod.channel_weights and cls.cam is CamMethod.cam:
+            raise TypeError(f"CAM method {cls.__name__} must override channel_weights() or cam()")
+
     def channel_weights(self, activations: Tensor, gradients: Tensor) -> Tensor:
         """Return the (N,C) importance of each activation channel for each of the N targets."""
+        raise NotImplementedError(f"{type(self).__name__} computes its map in cam(), without channel weights")
 
     def cam(self, activations: Tensor, gradients: Tensor) -> Tensor:
         """Return the (N,H,W) map before the final ReLU; default: sum_c w[n,c] * A[n,c]."""
@@ -72,7 +87,63 @@ class GradCAMPlusPlus(CamMethod):
         return (alpha * torch.relu(gradients)).sum(dim=(2, 3))
 
 
-METHODS: dict[str, CamMethod] = {m.name: m for m in (GradCAM(), GradCAMPlusPlus())}
+class XGradCAM(CamMethod):
+    """XGrad-CAM (Fu et al., BMVC 2020, arXiv 2008.02312)."""
+
+    name = "xgradcam"
+
+    def channel_weights(self, activations: Tensor, gradients: Tensor) -> Tensor:
+        # w_k = sum_ij (A^k_ij / sum_ab A^k_ab) * dy^c / dA^k_ij: the gradient map weighted by A's share.
+        sum_a = activations.sum(dim=(2, 3), keepdim=True)
+        return (gradients * activations / (sum_a + XGRADCAM_EPS)).sum(dim=(2, 3))
+
+
+class LayerCAM(CamMethod):
+    """LayerCAM (Jiang et al., IEEE TIP 2021): a weight per pixel, not per channel."""
+
+    name = "layercam"
+
+    def cam(self, activations: Tensor, gradients: Tensor) -> Tensor:
+        # w^k_ij = ReLU(g^k_ij), one weight per pixel;  M = ReLU(sum_k w^k_ij * A^k_ij).
+        return (torch.relu(gradients) * activations).sum(dim=1)
+
+
+class HiResCAM(CamMethod):
+    """HiResCAM (Draelos & Carin, arXiv 2011.08891): the element-wise product of gradients and features."""
+
+    name = "hirescam"
+
+    def cam(self, activations: Tensor, gradients: Tensor) -> Tensor:
+        # M = ReLU(sum_k g^k (.) A^k): Grad-CAM without averaging the gradients over space.
+        return (gradients * activations).sum(dim=1)
+
+
+class EigenCAM(CamMethod):
+    """EigenCAM (Muhammad & Yeasin, IJCNN 2020, arXiv 2008.00299): first principal component of A.
+
+    Gradient-free: the map is the same for every target of an image.
+    """
+
+    name = "eigencam"
+    uses_gradients = False
+
+    def cam(self, activations: Tensor, gradients: Tensor) -> Tensor:
+        return first_component_projection(activations)
+
+
+class EigenGradCAM(CamMethod):
+    """Eigen-Grad-CAM (pytorch-grad-cam): EigenCAM on the element-wise product of gradients and A."""
+
+    name = "eigengradcam"
+
+    def cam(self, activations: Tensor, gradients: Tensor) -> Tensor:
+        return first_component_projection(gradients * activations)
+
+
+METHODS: dict[str, CamMethod] = {
+    m.name: m
+    for m in (GradCAM(), GradCAMPlusPlus(), XGradCAM(), LayerCAM(), HiResCAM(), EigenCAM(), EigenGradCAM())
+}
 
 
 def get_method(name: str) -> CamMethod:
@@ -95,3 +166,27 @@ def _as_float32_pair(activations: Tensor, gradients: Tensor) -> tuple[Tensor, Te
     a = activations.detach().to(dtype=torch.float32)
     g = gradients.detach().to(device=a.device, dtype=torch.float32)
     return a, g
+
+
+def first_component_projection(x: Tensor) -> Tensor:
+    """Project each sample's pixels (C-vectors) on their first principal component: (N,C,H,W) -> (N,H,W).
+
+    Follows pytorch-grad-cam's ``get_2d_projection`` step by step (NaN -> 0, centre the (HW, C)
+    matrix over pixels, project on the first right-singular vector), in float32 NumPy on the CPU.
+    The sign of a singular vector is arbitrary; we keep whatever NumPy's LAPACK returns, which is
+    what that package returns (no sign correction in 1.5.7's EigenCAM). ``torch.linalg.svd`` picks
+    the opposite sign for a sizeable share of inputs, hence NumPy. ``full_matrices=False`` returns
+    the same first row as the package's ``full_matrices=True`` without the (HW, HW) matrix U.
+    Rows equal to the previous row (the same image explained for several detections) reuse its result.
+    """
+    batch = x.detach().to("cpu", torch.float32).numpy()
+    out = np.empty((batch.shape[0], *batch.shape[2:]), dtype=np.float32)
+    for n, sample in enumerate(batch):
+        if n > 0 and np.array_equal(sample, batch[n - 1], equal_nan=True):
+            out[n] = out[n - 1]
+            continue
+        pixels = np.where(np.isnan(sample), np.float32(0), sample).reshape(sample.shape[0], -1).T
+        pixels = pixels - pixels.mean(axis=0)
+        _, _, vt = np.linalg.svd(pixels, full_matrices=False)
+        out[n] = (pixels @ vt[0]).reshape(sample.shape[1:])
+    return torch.from_numpy(out).to(x.device)

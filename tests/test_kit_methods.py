@@ -8,7 +8,18 @@ import torch
 from torch import nn
 
 from kit.errors import KitError, ShapeError
-from kit.methods import METHODS, CamMethod, GradCAM, GradCAMPlusPlus, get_method
+from kit.methods import (
+    METHODS,
+    CamMethod,
+    EigenCAM,
+    GradCAM,
+    GradCAMPlusPlus,
+    HiResCAM,
+    LayerCAM,
+    XGradCAM,
+    first_component_projection,
+    get_method,
+)
 
 # Two channels of a 2x2 activation, shared by the hand computations below.
 A0 = [[1.0, 2.0], [3.0, 4.0]]  # sum = 10
@@ -46,12 +57,66 @@ def test_gradcampp_negative_gradients_give_no_weight() -> None:
     torch.testing.assert_close(GradCAMPlusPlus().channel_weights(a, g), torch.tensor([[1 / 3, 0.0]]))
 
 
-@pytest.mark.parametrize("name", sorted(METHODS))
+def test_xgradcam_by_hand() -> None:
+    # w_k = sum_ij A_ij g_ij / sum(A): channel 0: (1+2+3+4) * 1 / 10 = 1; channel 1: (2*2 + 0*1) / 4 = 1
+    # cam = A0 + A1 = [[3, 3], [4, 4]]
+    a, g = _pair([[1, 1], [1, 1]], [[2, 0], [0, 1]])
+    torch.testing.assert_close(XGradCAM().channel_weights(a, g), torch.tensor([[1.0, 1.0]]))
+    torch.testing.assert_close(XGradCAM()(a, g), torch.tensor([[[3.0, 3.0], [4.0, 4.0]]]))
+
+
+def test_layercam_by_hand() -> None:
+    # Pixel weights relu(g): channel 0 -> [[1, 0], [2, 0]], channel 1 -> [[0, 3], [0, 0]]
+    # cam = [[1*1 + 0*2, 0*2 + 3*1], [2*3 + 0*1, 0*4 + 0*0]] = [[1, 3], [6, 0]]
+    a, g = _pair([[1, -1], [2, -5]], [[-2, 3], [0, -1]])
+    torch.testing.assert_close(LayerCAM()(a, g), torch.tensor([[[1.0, 3.0], [6.0, 0.0]]]))
+
+
+def test_hirescam_by_hand_keeps_negative_gradients_until_the_relu() -> None:
+    # cam = sum_k g_k * A_k = [[1*1 - 2*2, -1*2 + 3*1], [2*3 + 0*1, -5*4 - 1*0]] = [[-3, 1], [6, -20]]
+    a, g = _pair([[1, -1], [2, -5]], [[-2, 3], [0, -1]])
+    torch.testing.assert_close(HiResCAM().cam(a, g), torch.tensor([[[-3.0, 1.0], [6.0, -20.0]]]))
+    torch.testing.assert_close(HiResCAM()(a, g), torch.tensor([[[0.0, 1.0], [6.0, 0.0]]]))
+
+
+def test_hirescam_equals_gradcam_when_gradients_are_constant_per_channel() -> None:
+    # With g^k constant over space, sum_k g^k A^k = sum_k mean(g^k) A^k (HiResCAM paper, Sec. 3).
+    torch.manual_seed(0)
+    a = torch.randn(2, 5, 4, 4)
+    g = torch.randn(2, 5, 1, 1).expand(2, 5, 4, 4)
+    torch.testing.assert_close(HiResCAM()(a, g), GradCAM()(a, g))
+
+
+def test_eigencam_projects_on_the_first_principal_component() -> None:
+    # Pixel vectors (2 channels) along the direction (1, 1): the projection is +-sqrt(2) * (t - mean t).
+    t = torch.tensor([[0.0, 1.0], [2.0, 5.0]])  # mean 2 -> centred [[-2, -1], [0, 3]]
+    a = torch.stack([t, t])[None]
+    projection = first_component_projection(a)[0]
+    expected = torch.tensor([[-2.0, -1.0], [0.0, 3.0]]) * 2**0.5
+    assert torch.allclose(projection, expected, atol=1e-5) or torch.allclose(projection, -expected, atol=1e-5)
+
+
+def test_eigencam_ignores_gradients_and_reuses_repeated_rows() -> None:
+    torch.manual_seed(0)
+    a = torch.randn(1, 4, 5, 5).expand(3, 4, 5, 5)
+    cams = EigenCAM()(a, torch.randn(3, 4, 5, 5))
+    assert not EigenCAM.uses_gradients
+    assert torch.equal(cams[0], cams[1]) and torch.equal(cams[1], cams[2])
+    torch.testing.assert_close(cams, EigenCAM()(a, torch.zeros(3, 4, 5, 5)))
+
+
+@pytest.mark.parametrize("name", sorted(n for n, m in METHODS.items() if m.uses_gradients))
 def test_zero_gradients_give_zero_map_without_nan(name: str) -> None:
     a = torch.rand(3, 4, 5, 6)
     cam = METHODS[name](a, torch.zeros_like(a))
     assert cam.shape == (3, 5, 6)
     assert torch.equal(cam, torch.zeros(3, 5, 6))
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_nan_free_on_zero_activations(name: str) -> None:
+    cam = METHODS[name](torch.zeros(2, 3, 4, 4), torch.randn(2, 3, 4, 4))
+    assert torch.equal(cam, torch.zeros(2, 4, 4))
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))
@@ -80,25 +145,31 @@ def test_shape_mismatch_names_both_shapes() -> None:
 def test_get_method_and_unknown_name() -> None:
     assert get_method("gradcampp") is METHODS["gradcampp"]
     assert all(isinstance(m, CamMethod) and m.name == k for k, m in METHODS.items())
-    with pytest.raises(ValueError, match="'scorecam'.*gradcam, gradcampp") as info:
+    with pytest.raises(ValueError, match="'scorecam'.*eigencam, eigengradcam, gradcam, gradcampp") as info:
         get_method("scorecam")
     assert isinstance(info.value, KitError)
 
 
 def test_a_method_can_override_cam_only() -> None:
-    # The extension point for non channel-weighted methods, e.g. LayerCAM: relu(g) * A summed over c.
-    class LayerCAM(CamMethod):
-        name = "layercam"
-
-        def channel_weights(self, activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
-            return torch.relu(gradients).mean(dim=(2, 3))
+    # The extension point for methods that are not channel-weighted: here relu(g) * A summed over c.
+    class PixelWeighted(CamMethod):
+        name = "pixelweighted"
 
         def cam(self, activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
             return (torch.relu(gradients) * activations).sum(dim=1)
 
     a, g = _pair([[1, 1], [1, 1]], [[-2, 0], [0, -2]])
     # relu(G1) = 0, so the map is A0 itself.
-    torch.testing.assert_close(LayerCAM()(a, g), torch.tensor([A0]))
+    torch.testing.assert_close(PixelWeighted()(a, g), torch.tensor([A0]))
+    with pytest.raises(NotImplementedError, match="PixelWeighted computes its map in cam"):
+        PixelWeighted().channel_weights(a, g)
+
+
+def test_a_method_must_override_something() -> None:
+    with pytest.raises(TypeError, match="Nothing must override channel_weights"):
+
+        class Nothing(CamMethod):
+            name = "nothing"
 
 
 # --- agreement with pytorch-grad-cam on a tiny conv net ----------------------------------------
@@ -142,7 +213,15 @@ def test_agrees_with_pytorch_grad_cam(name: str) -> None:
     ours = METHODS[name](store[0], grads).numpy()
     ours = _minmax(_minmax(ours))  # the package scales per layer, then again after aggregating layers
 
-    cls = {"gradcam": reference.GradCAM, "gradcampp": reference.GradCAMPlusPlus}[name]
+    cls = {
+        "gradcam": reference.GradCAM,
+        "gradcampp": reference.GradCAMPlusPlus,
+        "xgradcam": reference.XGradCAM,
+        "layercam": reference.LayerCAM,
+        "hirescam": reference.HiResCAM,
+        "eigencam": reference.EigenCAM,
+        "eigengradcam": reference.EigenGradCAM,
+    }[name]
     with cls(model=model, target_layers=[model.conv2]) as cam:
         theirs = cam(input_tensor=x, targets=[ClassifierOutputTarget(c) for c in categories])
     assert ours.max() == pytest.approx(1.0, abs=1e-5)  # a non-trivial map, not all zeros
