@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     cli.setup_logging()
     weights = cli.require_files(opt.weights)
 
+    import torch
     from models.experimental import attempt_load
     from utils.datasets import letterbox
     from utils.general import check_img_size, non_max_suppression
@@ -62,9 +63,12 @@ def main(argv: list[str] | None = None) -> int:
 
     device = select_device(opt.device)
     loader = cli.checkpoint_loader(allowed_modules=ALLOWED_MODULES, trust=opt.trust_checkpoint)
-    model = attempt_load(
-        weights if len(weights) > 1 else weights[0], map_location=device, inplace=False, loader=loader
-    )
+    # Under no_grad as in detect.py: IDetect.fuse() updates parameters in place, which autograd
+    # refuses for leaves that require grad (every training-cfg checkpoint, the released yolov7.pt).
+    with torch.no_grad():
+        model = attempt_load(
+            weights if len(weights) > 1 else weights[0], map_location=device, inplace=False, loader=loader
+        )
     stride = int(model.stride.max())
     adapter = YoloAdapter(
         model,

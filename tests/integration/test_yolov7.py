@@ -55,6 +55,15 @@ DETECT = """
 
 
 @pytest.fixture(scope="module")
+def tiny_training_checkpoint(yolov7_checkout: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """IDetect head, like the released yolov7.pt (trained from cfg/training)."""
+    out = tmp_path_factory.mktemp("weights") / "yolov7-tiny-training-random.pt"
+    result = run_in_checkout(yolov7_checkout, SAVE_CHECKPOINT, "cfg/training/yolov7-tiny.yaml", str(out))
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+@pytest.fixture(scope="module")
 def tiny_checkpoint(yolov7_checkout: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("weights") / "yolov7-tiny-random.pt"
     result = run_in_checkout(yolov7_checkout, SAVE_CHECKPOINT, "cfg/deploy/yolov7-tiny.yaml", str(out))
@@ -137,12 +146,14 @@ def test_make_cam_writes_every_output_for_every_image(
         assert (out / f"{Path(image['file']).stem}_summary.jpg").is_file()
 
 
-def test_gradcampp_and_score_target(yolov7_checkout: Path, tiny_checkpoint: Path, tmp_path: Path) -> None:
+def test_gradcampp_and_score_target_on_an_idetect_checkpoint(
+    yolov7_checkout: Path, tiny_training_checkpoint: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "pp"
     source = yolov7_checkout / "inference" / "images" / "bus.jpg"
     result = make_cam(
         yolov7_checkout,
-        weights=tiny_checkpoint,
+        weights=tiny_training_checkpoint,
         out=out,
         source=source,
         args="--method gradcampp --target score",
@@ -247,3 +258,46 @@ def test_patched_model_detects_exactly_like_the_unpatched_one(
         subprocess.run(
             ["git", "worktree", "remove", "--force", str(unpatched)], cwd=yolov7_checkout, check=False
         )
+
+
+LOCAL_EQUALS_GENERAL = """
+    import sys
+    import cv2, torch
+    from models.experimental import attempt_load
+    from utils.datasets import letterbox
+    from utils.general import non_max_suppression
+    from kit.adapters.yolo import YoloAdapter, YoloFunctions
+    from kit.engine import explain
+    from kit.methods import METHODS
+    from kit.targets import TARGETS
+    with torch.no_grad():  # as main_gradcam.py loads
+        model = attempt_load(sys.argv[1], map_location="cpu", inplace=False)
+    adapter = YoloAdapter(model, functions=YoloFunctions(letterbox, non_max_suppression),
+                          img_size=320, conf_thres=0.0001, iou_thres=0.45, max_det=8)
+    batch, _ = adapter.preprocess([cv2.imread("inference/images/horses.jpg")])
+    layers = adapter.resolve_layers(adapter.default_layers())
+    for target in ("class-logit", "score"):
+        common = dict(forward=lambda: adapter.forward(batch), detect=adapter.detect, layers=layers,
+                      target=TARGETS[target], methods=list(METHODS.values()), model=model)
+        fast = explain(**common, local_gradients=adapter.local_gradients)
+        slow = explain(**common)
+        assert len(fast.detections) == 8
+        for layer in layers:
+            assert torch.equal(fast.no_gradient[layer], slow.no_gradient[layer])
+            for name in METHODS:
+                torch.testing.assert_close(fast.cams[name][layer], slow.cams[name][layer],
+                                           rtol=1e-3, atol=1e-6)
+    print("ok")
+"""
+
+
+@pytest.mark.parametrize("cfg", ["cfg/deploy/yolov7-tiny.yaml", "cfg/training/yolov7-tiny.yaml"])
+def test_local_head_gradients_equal_the_full_backward(
+    yolov7_checkout: Path, tmp_path: Path, cfg: str
+) -> None:
+    """Detect (deploy) and IDetect (training cfgs, fused on load): the fast path is exact."""
+    weights = tmp_path / "w.pt"
+    assert run_in_checkout(yolov7_checkout, SAVE_CHECKPOINT, cfg, str(weights)).returncode == 0
+    result = run_in_checkout(yolov7_checkout, LOCAL_EQUALS_GENERAL, str(weights))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().endswith("ok")
