@@ -57,3 +57,8 @@ def upstreams_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def yolov7_checkout(upstreams_dir: Path) -> Path:
     return setup_checkout("yolov7", upstreams_dir)
+
+
+@pytest.fixture(scope="session")
+def yolov3_checkout(upstreams_dir: Path) -> Path:
+    return setup_checkout("yolov3", upstreams_dir)

@@ -1,0 +1,256 @@
+"""yolov3 v9.6.0 end to end: patched checkout, random-weight checkpoints in its format, make cam."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from tests.integration.conftest import REPO_ROOT, run_in_checkout
+
+pytestmark = pytest.mark.integration
+
+PIN = "7eb23e3c1d387cdcefbad266046af369a9f40399"  # tag v9.6.0
+PATCHES = 6
+
+SAVE_CHECKPOINT = """
+    import sys
+    from copy import deepcopy
+    from datetime import datetime
+    import torch
+    from models.yolo import Model
+    torch.manual_seed(0)
+    cfg, out, layout = sys.argv[1], sys.argv[2], sys.argv[3]
+    model = Model(cfg, ch=3, nc=80)
+    model.names = [f"class{i}" for i in range(80)]
+    # "train": what v9.6.0's train.py saves (half-precision model and EMA objects);
+    # "release": what its strip_optimizer leaves (EMA moved to model; ema, optimizer... None)
+    ema = deepcopy(model).half() if layout == "train" else None
+    torch.save({"epoch": -1, "best_fitness": None, "model": deepcopy(model).half(),
+                "ema": ema, "updates": 0 if ema else None, "optimizer": None,
+                "wandb_id": None, "date": datetime.now().isoformat()}, out)
+"""
+
+# Detections of the upstream's own pipeline: letterbox, model, NMS. Runs in the patched and in
+# the unpatched tree. The unpatched one needs, on this environment, what the patches fix: a
+# pkg_resources (setuptools no longer has it), a local Arial.ttf (utils.plots downloads one when
+# imported) and weights_only=False (torch >= 2.6); argv[1] == "shim" provides the first two.
+DETECT = """
+    import json, os, shutil, sys, tempfile, types
+    if sys.argv[1] == "shim":
+        from pathlib import Path
+        import matplotlib
+        from packaging.version import parse
+        sys.modules["pkg_resources"] = types.SimpleNamespace(parse_version=parse)
+        fonts = tempfile.mkdtemp()
+        shutil.copy(Path(matplotlib.get_data_path()) / "fonts/ttf/DejaVuSans.ttf", Path(fonts) / "Arial.ttf")
+        os.environ["YOLOV3_CONFIG_DIR"] = fonts
+    import cv2, torch
+    from utils.augmentations import letterbox
+    from utils.general import non_max_suppression
+    ckpt = torch.load(sys.argv[2], map_location="cpu", weights_only=False)
+    model = ckpt["ema" if ckpt.get("ema") else "model"].float().fuse().eval()
+    out = {}
+    for path in sys.argv[3:]:
+        img = letterbox(cv2.imread(path), 320, stride=32)[0][:, :, ::-1].transpose(2, 0, 1).copy()
+        x = torch.from_numpy(img).float()[None] / 255.0
+        with torch.no_grad():
+            pred = model(x)[0]
+        det = non_max_suppression(pred, 0.0001, 0.45, max_det=50)[0]
+        out[path] = det.tolist()
+    print(json.dumps(out))
+"""
+
+
+def save_checkpoint(checkout: Path, cfg: str, out: Path, layout: str) -> Path:
+    result = run_in_checkout(checkout, SAVE_CHECKPOINT, cfg, str(out), layout)
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+@pytest.fixture(scope="module")
+def weights_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("weights")
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(yolov3_checkout: Path, weights_dir: Path) -> Path:
+    return save_checkpoint(
+        yolov3_checkout, "models/yolov3-tiny.yaml", weights_dir / "yolov3-tiny-random.pt", "train"
+    )
+
+
+@pytest.fixture(scope="module")
+def full_checkpoint(yolov3_checkout: Path, weights_dir: Path) -> Path:
+    return save_checkpoint(yolov3_checkout, "models/yolov3.yaml", weights_dir / "yolov3-random.pt", "release")
+
+
+def detect_sources(checkout: Path, cfg: str) -> list[str]:
+    """The layers feeding Detect as the model config gives them (the `from` of its last row)."""
+    head = yaml.safe_load((checkout / cfg).read_text())["head"]
+    assert head[-1][2] == "Detect"
+    return [str(i) for i in head[-1][0]]
+
+
+def make_cam(
+    checkout: Path, *, weights: Path, out: Path, source: Path | None = None, args: str = ""
+) -> subprocess.CompletedProcess[str]:
+    command = [
+        "make",
+        "--no-print-directory",
+        "cam",
+        f"PYTHON={sys.executable}",
+        "UPSTREAM=yolov3",
+        f"WEIGHTS={weights}",
+        f"OUT={out}",
+        f"ARGS=--imgsz 320 --conf-thres 0.0001 --max-det 8 {args}",
+    ]
+    if source is not None:
+        command.append(f"SOURCE={source}")
+    env = {**os.environ, "KIT_UPSTREAMS_DIR": str(checkout.parent)}
+    return subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, check=False)
+
+
+def check_run(out: Path, *, layers: list[str], target: str = "class-logit") -> dict:
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["upstream"] == "yolov3"
+    assert manifest["layers"] == layers
+    assert manifest["target"] == target
+    assert manifest["max_det"] == 8 and manifest["img_size"] == 320
+    ok = [image for image in manifest["images"] if not image.get("error")]
+    assert ok and len(ok) == len(manifest["images"]), manifest
+    for image in ok:
+        width, height = image["width"], image["height"]
+        stem = Path(image["file"]).stem
+        assert (out / f"{stem}_summary.jpg").is_file()
+        npz = np.load(out / "maps" / f"{stem}.npz")
+        # random weights score thousands of boxes above 1e-4: --max-det caps them
+        assert len(image["detections"]) == 8
+        for det in image["detections"]:
+            x1, y1, x2, y2 = det["box_xyxy"]
+            assert 0 <= x1 <= x2 <= width and 0 <= y1 <= y2 <= height, det
+            assert det["class_name"] == f"class{det['class_id']}"
+            assert 0 <= det["level"] < len(layers)
+            assert set(det["maps"]) == set(layers)
+            drawn = 0
+            for layer, record in det["maps"].items():
+                if record["no_gradient"]:
+                    assert record["overlay"] is None
+                    continue
+                drawn += 1
+                assert (out / record["overlay"]).is_file()
+                assert 0.0 <= record["energy_in_box"] <= 1.0
+                raw = npz[f"det{det['id']}_{layer}"]
+                assert raw.dtype == np.float16 and raw.shape == (height, width)
+                assert np.isfinite(raw).all() and raw.min() >= 0 and raw.max() <= 1
+            assert drawn >= 1, "every detection has a map at its own head level"
+            # the layer feeding the detection's own level always has a gradient
+            assert not det["maps"][layers[det["level"]]]["no_gradient"], det
+    return manifest
+
+
+def test_setup_applies_the_series_on_the_pin(yolov3_checkout: Path) -> None:
+    log = subprocess.run(
+        ["git", "rev-list", f"{PIN}..HEAD"], cwd=yolov3_checkout, capture_output=True, text=True, check=True
+    )
+    assert len(log.stdout.split()) == PATCHES
+    assert (yolov3_checkout / "main_gradcam.py").is_file()
+
+
+def test_make_cam_tiny_writes_every_output_for_every_image(
+    yolov3_checkout: Path, tiny_checkpoint: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    result = make_cam(yolov3_checkout, weights=tiny_checkpoint, out=out)
+    assert result.returncode == 0, result.stderr[-3000:]
+    # the layers feeding yolov3-tiny's Detect: [[19, 15], 1, Detect, ...] in models/yolov3-tiny.yaml
+    layers = detect_sources(yolov3_checkout, "models/yolov3-tiny.yaml")
+    assert layers == ["19", "15"]
+    manifest = check_run(out, layers=layers)
+    images = sorted(p.name for p in (yolov3_checkout / "data" / "images").iterdir())
+    assert sorted(Path(i["file"]).name for i in manifest["images"]) == images
+
+
+def test_full_yolov3_default_layers_gradcampp_score_two_sizes(
+    yolov3_checkout: Path, full_checkpoint: Path, tmp_path: Path
+) -> None:
+    layers = detect_sources(yolov3_checkout, "models/yolov3.yaml")
+    assert layers == ["27", "22", "15"]
+    out = tmp_path / "full"
+    result = make_cam(
+        yolov3_checkout,
+        weights=full_checkpoint,
+        out=out,
+        source=yolov3_checkout / "data" / "images" / "zidane.jpg",
+        # detect.py's --imgsz h w: the kit explains at the larger size, square
+        args="--method gradcampp --target score --imgsz 256 320",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    manifest = check_run(out, layers=layers, target="score")
+    assert manifest["method"] == "gradcampp"
+
+
+def test_missing_weights_are_refused_before_any_download(
+    yolov3_checkout: Path, tiny_checkpoint: Path, tmp_path: Path
+) -> None:
+    # v9.6.0's attempt_download would fetch the *latest* release for a missing yolov3.pt
+    missing = tmp_path / "yolov3.pt"
+    result = make_cam(yolov3_checkout, weights=missing, out=tmp_path / "a")
+    assert result.returncode != 0
+    assert str(missing) in result.stderr and "WEIGHTS=" in result.stderr
+    assert "Downloading" not in result.stderr + result.stdout
+    assert not missing.exists()
+    result = make_cam(
+        yolov3_checkout, weights=tiny_checkpoint, out=tmp_path / "b", args="--target-layers 999"
+    )
+    assert result.returncode != 0
+    assert "999" in result.stderr and "out of range" in result.stderr
+
+
+def test_unsafe_checkpoint_is_refused_and_nothing_runs(yolov3_checkout: Path, tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.pt"
+    code = f"""
+        import os, torch
+        class Evil:
+            def __reduce__(self):
+                return (os.system, ("touch {marker}",))
+        torch.save({{"model": Evil()}}, "{evil}")
+    """
+    assert run_in_checkout(yolov3_checkout, code).returncode == 0
+    result = make_cam(yolov3_checkout, weights=evil, out=tmp_path / "evil")
+    assert result.returncode != 0
+    assert "system" in result.stderr and "--trust-checkpoint" in result.stderr
+    assert not marker.exists()
+
+
+def test_patched_model_detects_exactly_like_the_unpatched_one(
+    yolov3_checkout: Path, tiny_checkpoint: Path, tmp_path: Path
+) -> None:
+    unpatched = tmp_path / "unpatched"
+    subprocess.run(
+        ["git", "worktree", "add", "--detach", str(unpatched), PIN],
+        cwd=yolov3_checkout,
+        check=True,
+        capture_output=True,
+    )
+    try:
+        images = [str(p) for p in sorted((yolov3_checkout / "data" / "images").iterdir())]
+        before = run_in_checkout(unpatched, DETECT, "shim", str(tiny_checkpoint), *images)
+        after = run_in_checkout(yolov3_checkout, DETECT, "plain", str(tiny_checkpoint), *images)
+        assert before.returncode == 0, before.stderr
+        assert after.returncode == 0, after.stderr
+        a = json.loads(before.stdout.strip().splitlines()[-1])
+        b = json.loads(after.stdout.strip().splitlines()[-1])
+        assert all(len(a[k]) > 0 for k in a)
+        assert a == b
+    finally:
+        subprocess.run(
+            ["git", "worktree", "remove", "--force", str(unpatched)], cwd=yolov3_checkout, check=False
+        )
