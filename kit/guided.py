@@ -61,7 +61,8 @@ class _GuidedFunction(torch.autograd.Function):
         (x,) = ctx.saved_tensors
         with torch.enable_grad():
             leaf = x.detach().requires_grad_(True)
-            y = ctx.activation(leaf.clone())
+            # forward(), not __call__: the module's hooks already ran once, in the forward pass.
+            y = ctx.activation.forward(leaf.clone())
             # Vector-Jacobian product of an elementwise f: ReLU(grad_out) * f'(x).
             (grad_in,) = torch.autograd.grad(y, leaf, grad_outputs=grad_out.clamp(min=0))
         return grad_in * (x > 0).to(grad_in.dtype), None

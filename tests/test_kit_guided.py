@@ -11,6 +11,7 @@ from torch import nn
 
 from kit.errors import KitError, ShapeError
 from kit.guided import (
+    GUIDED_ACTIVATIONS,
     GuidedActivation,
     GuidedBackpropError,
     deprocess_image,
@@ -89,6 +90,18 @@ def test_silu_and_leaky_relu_rule_by_hand() -> None:
     torch.testing.assert_close(_single_activation_grad(nn.ReLU(), x, w), torch.tensor([0.0, 1.0, 0.0, 0.5]))
 
 
+@pytest.mark.parametrize("kind", GUIDED_ACTIVATIONS, ids=lambda t: t.__name__)
+def test_every_guided_activation_follows_the_rule(kind: type[nn.Module]) -> None:
+    torch.manual_seed(0)
+    x, w = torch.randn(50) * 3, torch.randn(50)
+    xg = x.clone().requires_grad_(True)
+    (slope,) = torch.autograd.grad(kind()(xg), xg, grad_outputs=torch.ones(50))  # f'(x), elementwise
+    expected = torch.relu(w) * slope * (x > 0)
+    guided = _single_activation_grad(kind(), x, w)
+    torch.testing.assert_close(guided, expected)
+    assert (guided >= 0).all() and (guided[x <= 0] == 0).all()
+
+
 def test_the_same_originals_come_back_after_success_and_after_an_error() -> None:
     model = nn.Sequential(nn.Conv2d(3, 2, 1), nn.SiLU(), nn.Conv2d(2, 2, 1), nn.LeakyReLU(0.1, inplace=True))
     before = _activation_modules(model)
@@ -99,6 +112,14 @@ def test_the_same_originals_come_back_after_success_and_after_an_error() -> None
 
     def failing(out: torch.Tensor) -> torch.Tensor:
         raise RuntimeError("boom")
+
+    calls: list[int] = []
+    handle = model[1].register_forward_hook(lambda _m, _i, _o: calls.append(1))
+    try:
+        guided_backprop(model, torch.rand(1, 3, 4, 4), lambda out: out.sum())
+    finally:
+        handle.remove()
+    assert calls == [1]  # the original's hooks run once per forward, not again in the backward
 
     with pytest.raises(RuntimeError, match="boom"):
         guided_backprop(model, torch.rand(1, 3, 4, 4), failing)
