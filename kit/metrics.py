@@ -210,11 +210,11 @@ def best_matching_score(
     return float(s[match].max()) if match.any() else 0.0
 
 
-Detections = tuple[BoxLike, Union[ArrayLike, Sequence[float]], Union[ArrayLike, Sequence[int]]]
+DetectionArrays = tuple[BoxLike, Union[ArrayLike, Sequence[float]], Union[ArrayLike, Sequence[int]]]
 
 
 def matching_score_fn(
-    detect: Callable[[np.ndarray], Sequence[Detections]],
+    detect: Callable[[np.ndarray], Sequence[DetectionArrays]],
     *,
     target_box: BoxLike,
     target_class: int,
