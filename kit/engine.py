@@ -138,7 +138,7 @@ def _gradients(
 def explain(
     *,
     forward: Callable[[], DetectorOutput],
-    detect: Callable[[DetectorOutput], list[Detection]],
+    detect: Callable[[Any], list[Detection]],
     layers: Mapping[str, nn.Module],
     target: Target,
     methods: Sequence[CamMethod],

@@ -1,0 +1,118 @@
+"""`make bench`: the kit's speed beside plain inference, the seeds' algorithm and pytorch-grad-cam.
+
+For every upstream that is set up, one worker process per model (``scripts/bench_yolo.py``)
+measures the methods on the same model, image and detections, with random weights built from
+the upstream's cfg (no downloads). The table goes to stdout and the records to
+``runs/bench/latest.json``. Figures are measurements, not test assertions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from scripts.config import REPO_ROOT, checkout_path, load_project
+
+# (upstream, cfg, deep layer set): the models each upstream is measured on.
+MODELS: list[tuple[str, str, str]] = [
+    ("yolov7", "cfg/deploy/yolov7-tiny.yaml", "14,21,28"),
+    ("yolov7", "cfg/deploy/yolov7.yaml", "37,50,63"),
+]
+
+
+def machine() -> dict[str, Any]:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "device": "cpu",
+        "python": platform.python_version(),
+    }
+
+
+def table(records: Sequence[dict[str, Any]]) -> str:
+    lines = [
+        f"{'model':16} {'layers':6} {'dets':>4} {'method':18} {'seconds':>9} {'x plain':>8} {'peak MB':>8}",
+    ]
+    for r in records:
+        if "images_per_second" in r:
+            continue
+        lines.append(
+            f"{r['model']:16} {r['layers']:6} {r['detections']:>4} {r['method']:18} "
+            f"{r['seconds']:>9.3f} {r['ratio_to_plain']:>8.1f} {r['peak_mb']:>8.0f}"
+        )
+    for r in records:
+        if "images_per_second" in r:
+            lines.append(
+                f"{r['model']:16} folder of 16, {r['method']}: {r['images_per_second']:.2f} images/s"
+            )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m scripts bench", description=__doc__)
+    parser.add_argument("--models", default="", help="comma-separated cfg stems (default: all)")
+    parser.add_argument("--detections", default="1,10,50")
+    parser.add_argument("--img-size", type=int, default=640)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "runs" / "bench" / "latest.json")
+    args = parser.parse_args(argv)
+    project = load_project()
+    wanted = {m for m in args.models.split(",") if m}
+    records: list[dict[str, Any]] = []
+    started = time.perf_counter()
+    for upstream, cfg, deep in MODELS:
+        if wanted and Path(cfg).stem not in wanted:
+            continue
+        checkout = checkout_path(project, upstream)
+        if not (checkout / cfg).is_file():
+            print(
+                f"{upstream}: not set up ({checkout}); run `make setup-{upstream}` to include it", flush=True
+            )
+            continue
+        print(f"{upstream} {cfg} (random weights built from the cfg, {args.img_size} px):", flush=True)
+        command = [
+            sys.executable, "-m", "scripts.bench_yolo", "--checkout", str(checkout), "--upstream", upstream,
+            "--cfg", cfg, "--deep", deep, "--detections", args.detections,
+            "--img-size", str(args.img_size), "--repeat", str(args.repeat),
+        ]  # fmt: skip
+        result = subprocess.run(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True, check=False)
+        lines = result.stdout.splitlines()
+        print("\n".join(line for line in lines if not line.startswith("RECORDS ")), flush=True)
+        if result.returncode != 0:
+            print(f"{upstream} {cfg}: worker failed with exit code {result.returncode}", file=sys.stderr)
+            return result.returncode
+        records += json.loads(next(line for line in lines if line.startswith("RECORDS "))[8:])
+    if not records:
+        print("nothing measured: set up an upstream first (make setup-yolov7)", file=sys.stderr)
+        return 1
+    report = {
+        "machine": machine(),
+        "seconds_total": round(time.perf_counter() - started, 1),
+        "records": records,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print()
+    print(table(records))
+    print(f"\nmachine: {report['machine']}\nrecords: {args.out}")
+    return 0

@@ -1,0 +1,297 @@
+"""Benchmark worker for the YOLO upstreams; `scripts/bench.py` runs it inside a checkout.
+
+Run as ``python -m scripts.bench_yolo --checkout upstreams/yolov7 --cfg cfg/deploy/yolov7-tiny.yaml``
+(the checkout goes first on sys.path, as for main_gradcam.py). One process, one model, one
+image and one set of detections for every method, so the figures compare like with like:
+
+- ``plain``: no-grad inference (the floor);
+- ``kit-gradcam`` / ``kit-gradcampp``: the kit, every detection at every layer of the set;
+- ``seed``: the seeds' algorithm (yolov5-gradcam / yolov7-GradCAM): a Grad-CAM object per layer
+  with its warm-up forward, parameters requiring grad, a full ``backward(retain_graph=True)``
+  per detection;
+- ``pytorch-grad-cam``: the ``grad-cam`` package called once per detection.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+class PeakRSS:
+    """Peak resident memory of this process during a block (sampled every 5 ms), in MB."""
+
+    def __init__(self) -> None:
+        self.peak = 0.0
+        self._stop = threading.Event()
+
+    @staticmethod
+    def now() -> float:
+        with open("/proc/self/statm") as f:
+            pages = int(f.read().split()[1])
+        return pages * 4096 / 2**20
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.005):
+            self.peak = max(self.peak, self.now())
+
+    @contextmanager
+    def measure(self) -> Iterator[None]:
+        self.peak = self.now()
+        self._stop.clear()
+        thread = threading.Thread(target=self._sample, daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            self._stop.set()
+            thread.join()
+            self.peak = max(self.peak, self.now())
+
+
+def timed(fn: Callable[[], Any], *, repeat: int, warmup: bool = True) -> tuple[float, float]:
+    """Median seconds over ``repeat`` runs (after one warm-up run) and peak RSS in MB."""
+    if warmup:
+        fn()
+    rss = PeakRSS()
+    times = []
+    with rss.measure():
+        for _ in range(repeat):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+    return statistics.median(times), rss.peak
+
+
+def seed_algorithm(
+    model: Any, batch: torch.Tensor, layers: dict[str, Any], picks: list[tuple[int, int]]
+) -> None:
+    """The seeds' per-layer Grad-CAM objects and per-detection full backward, re-implemented."""
+    for module in layers.values():
+        store: dict[str, torch.Tensor] = {}
+
+        def forward_hook(m: Any, i: Any, o: torch.Tensor, store: dict[str, torch.Tensor] = store) -> None:
+            store["act"] = o
+            o.register_hook(partial(store.__setitem__, "grad"))
+
+        handle = module.register_forward_hook(forward_hook)
+        try:
+            model(torch.zeros_like(batch))  # the warm-up forward of each Grad-CAM object's __init__
+            _, _, logits = model(batch)
+            for row, cls in picks:
+                model.zero_grad()
+                logits[0, row, cls].backward(retain_graph=True)
+                grads, acts = store["grad"], store["act"]
+                weights = grads.mean(dim=(2, 3), keepdim=True)
+                cam = F.relu((weights * acts).sum(1, keepdim=True))
+                cam = F.interpolate(cam, size=batch.shape[2:], mode="bilinear", align_corners=False)
+                lo, hi = cam.min(), cam.max()
+                ((cam - lo) / (hi - lo)).detach()  # the seeds divide by zero on an empty map
+        finally:
+            handle.remove()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--checkout", type=Path, required=True)
+    parser.add_argument("--upstream", required=True)
+    parser.add_argument("--cfg", required=True, help="model cfg of the checkout (random weights)")
+    parser.add_argument("--deep", required=True, help="comma-separated deep layer set")
+    parser.add_argument("--image", default="inference/images/horses.jpg")
+    parser.add_argument("--img-size", type=int, default=640)
+    parser.add_argument("--detections", default="1,10,50")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--skip-slow-above", type=int, default=50, help="seed/pgc only up to this many")
+    parser.add_argument("--folder-images", type=int, default=16)
+    args = parser.parse_args(argv)
+
+    checkout = args.checkout.resolve()
+    sys.path.insert(0, str(checkout))
+    import cv2
+    from models.yolo import Model
+    from pytorch_grad_cam import GradCAM
+
+    from kit.adapters.yolo import YoloAdapter, YoloFunctions
+    from kit.engine import explain
+    from kit.methods import METHODS
+    from kit.runner import explain_batch
+    from kit.targets import ClassLogit
+
+    letterbox, nms = _upstream_functions()
+    torch.manual_seed(0)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    with torch.no_grad():
+        model = Model(str(checkout / args.cfg), ch=3, nc=80).eval()
+        model.fuse()
+    for m in model.modules():
+        if hasattr(m, "inplace"):
+            m.inplace = False
+    name = Path(args.cfg).stem
+    image = np.asarray(cv2.imread(str(checkout / args.image)))
+    records: list[dict[str, Any]] = []
+
+    def record(layers: str, n: int, method: str, seconds: float, peak: float, plain: float) -> None:
+        records.append(
+            {
+                "upstream": args.upstream,
+                "model": name,
+                "weights": "random (built from the cfg)",
+                "img_size": args.img_size,
+                "layers": layers,
+                "detections": n,
+                "method": method,
+                "seconds": round(seconds, 4),
+                "ratio_to_plain": round(seconds / plain, 2),
+                "peak_mb": round(peak, 1),
+            }
+        )
+        print(
+            f"  {name} {layers:4} n={n:<3} {method:16} {seconds:8.3f}s  x{seconds / plain:7.1f}", flush=True
+        )
+
+    def bench_set(layer_set: str) -> None:
+        adapter = YoloAdapter(
+            model,
+            functions=YoloFunctions(letterbox=letterbox, non_max_suppression=nms),
+            img_size=args.img_size,
+            conf_thres=1e-6,
+            iou_thres=0.45,
+        )
+        names = adapter.default_layers() if layer_set == "head" else args.deep.split(",")
+        layers = adapter.resolve_layers(names)
+        batch, _ = adapter.preprocess([image])
+        with torch.no_grad():
+            plain, plain_peak = timed(lambda: adapter.forward(batch), repeat=args.repeat)
+        for n in (int(v) for v in args.detections.split(",")):
+            adapter.max_det = n
+            with torch.no_grad():
+                dets = adapter.detect(adapter.forward(batch))
+            if len(dets) < n:
+                print(f"  only {len(dets)} detections for n={n}; skipped", file=sys.stderr)
+                continue
+            record(layer_set, n, "plain", plain, plain_peak, plain)
+            for method in ("gradcam", "gradcampp"):
+
+                def kit_run(method: str = method) -> None:
+                    explain(
+                        forward=lambda: adapter.forward(batch),
+                        detect=adapter.detect,
+                        layers=layers,
+                        target=ClassLogit(),
+                        methods=[METHODS[method]],
+                        model=model,
+                        local_gradients=adapter.local_gradients,
+                    )
+
+                seconds, peak = timed(kit_run, repeat=args.repeat)
+                record(layer_set, n, f"kit-{method}", seconds, peak, plain)
+            if n > args.skip_slow_above:
+                continue
+            picks = [(d.row, d.class_id) for d in dets]
+            head = adapter.head
+            head.return_logits = True
+            try:
+                for p in model.parameters():
+                    p.requires_grad_(True)
+                seconds, peak = timed(
+                    partial(seed_algorithm, model, batch, layers, picks), repeat=1, warmup=False
+                )
+                record(layer_set, n, "seed", seconds, peak, plain)
+
+                class Logits(torch.nn.Module):
+                    def __init__(self) -> None:
+                        super().__init__()
+                        self.inner = model
+
+                    def forward(self, x: torch.Tensor) -> torch.Tensor:
+                        return self.inner(x)[2]
+
+                wrapper = Logits()
+                cam = GradCAM(model=wrapper, target_layers=list(layers.values()))
+
+                def pgc_run(cam: GradCAM = cam, picks: list[tuple[int, int]] = picks) -> None:
+                    for row, cls in picks:
+                        cam(input_tensor=batch, targets=[lambda out, r=row, c=cls: out[r, c]])
+
+                seconds, peak = timed(pgc_run, repeat=1, warmup=False)
+                record(layer_set, n, "pytorch-grad-cam", seconds, peak, plain)
+                cam.activations_and_grads.release()
+            finally:
+                head.return_logits = False
+                for p in model.parameters():
+                    p.requires_grad_(False)
+
+    for layer_set in ("head", "deep"):
+        bench_set(layer_set)
+
+    # Folder throughput: 16 images, batch 1 vs batch 8, explanation only (no files written).
+    rng = np.random.default_rng(0)
+    folder = [image if i % 2 == 0 else image[:, ::-1].copy() for i in range(args.folder_images)]
+    folder = [cv2.convertScaleAbs(im, alpha=float(rng.uniform(0.8, 1.2))) for im in folder]
+    adapter = YoloAdapter(
+        model,
+        functions=YoloFunctions(letterbox=letterbox, non_max_suppression=nms),
+        img_size=args.img_size,
+        conf_thres=0.001 if "tiny" not in name else 1e-5,
+        iou_thres=0.45,
+        max_det=10,
+    )
+    layers = adapter.resolve_layers(adapter.default_layers())
+    for batch_size in (1, 8):
+
+        def folder_run(batch_size: int = batch_size) -> None:
+            for start in range(0, len(folder), batch_size):
+                explain_batch(
+                    adapter,
+                    folder[start : start + batch_size],
+                    layers=layers,
+                    target=ClassLogit(),
+                    methods=[METHODS["gradcam"]],
+                )
+
+        seconds, peak = timed(folder_run, repeat=1)
+        records.append(
+            {
+                "upstream": args.upstream,
+                "model": name,
+                "weights": "random (built from the cfg)",
+                "img_size": args.img_size,
+                "layers": "head",
+                "detections": 10,
+                "method": f"kit-gradcam-folder-batch{batch_size}",
+                "seconds": round(seconds, 4),
+                "images_per_second": round(len(folder) / seconds, 2),
+                "peak_mb": round(peak, 1),
+            }
+        )
+        print(f"  {name} folder of {len(folder)} at batch {batch_size}: {len(folder) / seconds:.2f} images/s")
+    print("RECORDS " + json.dumps(records))
+    return 0
+
+
+def _upstream_functions() -> tuple[Any, Any]:
+    """letterbox and non_max_suppression of whichever YOLO repo is first on sys.path."""
+    from utils.general import non_max_suppression
+
+    try:
+        from utils.datasets import letterbox  # yolov7
+    except ImportError:
+        from utils.augmentations import letterbox  # yolov3 v9.6.0
+    return letterbox, non_max_suppression
+
+
+if __name__ == "__main__":
+    sys.exit(main())
