@@ -70,17 +70,24 @@ class Model(nn.Module):
         return x  # type: ignore[return-value]
 
 
-def letterbox(img: np.ndarray, new_shape: int, stride: int = 32, auto: bool = True) -> tuple:
-    h, w = img.shape[:2]
-    r = min(new_shape / h, new_shape / w)
-    uh, uw = int(round(h * r)), int(round(w * r))
-    dw, dh = (new_shape - uw) / 2, (new_shape - uh) / 2
+def letterbox(
+    img: np.ndarray, new_shape: int | tuple[int, int], stride: int = 32, auto: bool = True
+) -> tuple:
+    """The upstream's letterbox arithmetic (yolov5/yolov7 utils.datasets.letterbox)."""
     import cv2
 
+    shape = (new_shape, new_shape) if isinstance(new_shape, int) else new_shape
+    h, w = img.shape[:2]
+    r = min(shape[0] / h, shape[1] / w)
+    uh, uw = int(round(h * r)), int(round(w * r))
+    dw, dh = shape[1] - uw, shape[0] - uh
+    if auto:
+        dw, dh = dw % stride, dh % stride
+    dw, dh = dw / 2, dh / 2
     resized = cv2.resize(img, (uw, uh))
-    top, left = int(round(dh - 0.1)), int(round(dw - 0.1))
-    out = np.full((new_shape, new_shape, 3), 114, np.uint8)
-    out[top : top + uh, left : left + uw] = resized
+    top, bottom = int(round(dh - 0.1)), int(round(dh + 0.1))
+    left, right = int(round(dw - 0.1)), int(round(dw + 0.1))
+    out = cv2.copyMakeBorder(resized, top, bottom, left, right, cv2.BORDER_CONSTANT, value=(114, 114, 114))
     return out, (r, r), (dw, dh)
 
 
@@ -121,11 +128,11 @@ def test_default_layers_are_the_head_inputs_and_bad_layers_are_named() -> None:
 def test_detections_carry_row_and_level_and_max_det() -> None:
     adapter = make_adapter(max_det=5)
     batch, boxes = adapter.preprocess([np.random.default_rng(0).integers(0, 255, (48, 80, 3), np.uint8)])
-    assert batch.shape == (1, 3, 64, 64) and boxes[0].original_hw == (48, 80)
+    assert batch.shape == (1, 3, 40, 64) and boxes[0].original_hw == (48, 80)  # minimal rectangle
     output = adapter.forward(batch)
     dets = adapter.detect(output)
     assert len(dets) == 5
-    rows0 = adapter.head.na * 16 * 16
+    rows0 = adapter.head.na * 10 * 16
     for d in dets:
         assert d.level == (0 if d.row < rows0 else 1)
         # the recorded row's own score is the detection's score
@@ -164,3 +171,16 @@ def test_layer_feeding_more_than_the_head_takes_the_general_path() -> None:
     act = torch.zeros(1, 8, 8, 8)
     assert adapter.local_gradients("1", act, [], TARGETS["score"]) is None
     assert adapter.local_gradients("model.3", act, [], TARGETS["score"]) is None
+
+
+def test_a_batch_shares_one_shape_and_keeps_each_image_scale() -> None:
+    adapter = make_adapter()
+    wide = np.zeros((48, 80, 3), np.uint8)
+    tall = np.zeros((80, 48, 3), np.uint8)
+    single = [adapter.preprocess([im])[1][0] for im in (wide, tall)]
+    batch, boxes = adapter.preprocess([wide, tall])
+    assert batch.shape == (2, 3, 64, 64)
+    for alone, together in zip(single, boxes):
+        assert alone.content[2:] == together.content[2:]  # same resized size: same scale
+    same, _ = adapter.preprocess([wide, wide.copy()])
+    assert same.shape == (2, 3, 40, 64)  # equal rectangles stay minimal

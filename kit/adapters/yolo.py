@@ -150,20 +150,36 @@ class YoloAdapter:
 
     # ---- data ----------------------------------------------------------------------------
     def preprocess(self, images_bgr: Sequence[np.ndarray]) -> tuple[torch.Tensor, list[Letterbox]]:
-        """Letterbox like the upstream's detect.py; a batch of several images uses one square shape."""
-        auto = len(images_bgr) == 1  # detect.py's minimal-rectangle padding for single images
+        """Letterbox like the upstream's detect.py (minimal rectangle, a multiple of the stride).
+
+        Images of one batch share a shape: when their rectangles differ, each is letterboxed
+        into the smallest shape that holds them all, so no image is scaled differently from
+        a run at batch 1.
+        """
+        padded = [
+            self.functions.letterbox(image, self.img_size, stride=self.stride, auto=True)
+            for image in images_bgr
+        ]
+        shapes = {p[0].shape[:2] for p in padded}
+        if len(shapes) > 1:
+            common = (max(h for h, _ in shapes), max(w for _, w in shapes))
+            padded = [
+                self.functions.letterbox(image, common, stride=self.stride, auto=False)
+                if p[0].shape[:2] != common
+                else p
+                for image, p in zip(images_bgr, padded)
+            ]
         tensors, boxes = [], []
-        for image in images_bgr:
-            padded, ratio, pad = self.functions.letterbox(image, self.img_size, stride=self.stride, auto=auto)
+        for image, (img, ratio, pad) in zip(images_bgr, padded):
             boxes.append(
                 Letterbox.from_ratio_pad(
                     original_hw=(image.shape[0], image.shape[1]),
-                    input_hw=(padded.shape[0], padded.shape[1]),
+                    input_hw=(img.shape[0], img.shape[1]),
                     ratio=ratio,
                     pad=pad,
                 )
             )
-            chw = np.ascontiguousarray(padded[:, :, ::-1].transpose(2, 0, 1))  # BGR -> RGB, HWC -> CHW
+            chw = np.ascontiguousarray(img[:, :, ::-1].transpose(2, 0, 1))  # BGR -> RGB, HWC -> CHW
             tensors.append(torch.from_numpy(chw))
         batch = torch.stack(tensors).to(self.device).float() / 255.0
         return batch, boxes
