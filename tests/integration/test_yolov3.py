@@ -254,3 +254,40 @@ def test_patched_model_detects_exactly_like_the_unpatched_one(
         subprocess.run(
             ["git", "worktree", "remove", "--force", str(unpatched)], cwd=yolov3_checkout, check=False
         )
+
+
+LOCAL_EQUALS_GENERAL = """
+    import sys
+    import cv2, torch
+    from models.experimental import attempt_load
+    from utils.augmentations import letterbox
+    from utils.general import non_max_suppression
+    from kit.adapters.yolo import YoloAdapter, YoloFunctions
+    from kit.engine import explain
+    from kit.methods import METHODS
+    from kit.targets import TARGETS
+    model = attempt_load(sys.argv[1], map_location="cpu", inplace=False)
+    functions = YoloFunctions(letterbox, non_max_suppression, nms_kwargs={"max_det": 8})
+    adapter = YoloAdapter(model, functions=functions, img_size=320, conf_thres=0.0001, iou_thres=0.45)
+    batch, _ = adapter.preprocess([cv2.imread("data/images/bus.jpg")])
+    layers = adapter.resolve_layers(adapter.default_layers())
+    for target in ("class-logit", "score"):
+        common = dict(forward=lambda: adapter.forward(batch), detect=adapter.detect, layers=layers,
+                      target=TARGETS[target], methods=list(METHODS.values()), model=model)
+        fast = explain(**common, local_gradients=adapter.local_gradients)
+        slow = explain(**common)
+        assert len(fast.detections) == 8
+        for layer in layers:
+            assert torch.equal(fast.no_gradient[layer], slow.no_gradient[layer])
+            for name in METHODS:
+                torch.testing.assert_close(fast.cams[name][layer], slow.cams[name][layer],
+                                           rtol=1e-3, atol=1e-6)
+    print("ok")
+"""
+
+
+def test_local_head_gradients_equal_the_full_backward(yolov3_checkout: Path, tiny_checkpoint: Path) -> None:
+    """v9.6.0's Detect (a 1x1 conv per level): the adapter's per-cell fast path is exact."""
+    result = run_in_checkout(yolov3_checkout, LOCAL_EQUALS_GENERAL, str(tiny_checkpoint))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().endswith("ok")
