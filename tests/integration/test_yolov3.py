@@ -167,7 +167,8 @@ def test_make_cam_tiny_writes_every_output_for_every_image(
     yolov3_checkout: Path, tiny_checkpoint: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "run"
-    result = make_cam(yolov3_checkout, weights=tiny_checkpoint, out=out)
+    # both sample images in one forward pass (bus is portrait, zidane landscape)
+    result = make_cam(yolov3_checkout, weights=tiny_checkpoint, out=out, args="--batch-size 2")
     assert result.returncode == 0, result.stderr[-3000:]
     # the layers feeding yolov3-tiny's Detect: [[19, 15], 1, Detect, ...] in models/yolov3-tiny.yaml
     layers = detect_sources(yolov3_checkout, "models/yolov3-tiny.yaml")
