@@ -46,9 +46,21 @@ class Explanation:
 
 
 @contextmanager
-def hooked_activations(layers: Mapping[str, nn.Module]) -> Iterator[dict[str, torch.Tensor]]:
-    """Record each layer's output during the block; hooks are removed on exit, also on error."""
+def hooked_activations(
+    layers: Mapping[str, nn.Module], *, calls: dict[str, list[torch.Tensor]] | None = None
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Record each layer's output during the block; hooks are removed on exit, also on error.
+
+    The store holds each layer's last output; ``calls`` (optional) receives every output of a
+    layer that runs several times in one forward (a head shared across levels), in call order.
+    """
     store: dict[str, torch.Tensor] = {}
+
+    def record(name: str, tensor: torch.Tensor) -> torch.Tensor:
+        store[name] = tensor
+        if calls is not None:
+            calls.setdefault(name, []).append(tensor)
+        return tensor
 
     def make_hook(name: str) -> Callable[[nn.Module, Any, Any], torch.Tensor]:
         def hook(module: nn.Module, inputs: Any, output: Any) -> torch.Tensor:
@@ -59,12 +71,9 @@ def hooked_activations(layers: Mapping[str, nn.Module]) -> Iterator[dict[str, to
                     "feature map; choose a convolutional layer with --target-layers"
                 )
             if output.requires_grad:  # below it is another hooked layer: keep the path to it
-                store[name] = output
-                return output
+                return record(name, output)
             # The lowest hooked layer: the graph starts here, nothing below it is kept.
-            leaf = output.detach().requires_grad_(True)
-            store[name] = leaf
-            return leaf
+            return record(name, output.detach().requires_grad_(True))
 
         return hook
 
@@ -135,6 +144,48 @@ def _gradients(
     return out
 
 
+def _check_levels(name: str, count: int, detections: Sequence[Detection]) -> None:
+    bad = [d.level for d in detections if d.level is None or not 0 <= d.level < count]
+    if bad:
+        raise KitError(
+            f"layer {name!r} runs {count} times in one forward pass, and a detection's level "
+            f"({bad[0]}) does not name one of those runs; choose a layer that runs once"
+        )
+
+
+def _explain_per_level(
+    explanation: Explanation,
+    name: str,
+    runs: list[torch.Tensor],
+    chunk: Sequence[Detection],
+    start: int,
+    scores: torch.Tensor,
+    picks: torch.Tensor,
+    *,
+    methods: Sequence[CamMethod],
+    mode: GradMode,
+) -> None:
+    """CAMs of a chunk at a layer that ran once per level: each detection at its own level's run."""
+    size = explanation.cams[methods[0].name][name].shape[1:]
+    for level in sorted({d.level for d in chunk if d.level is not None}):
+        rows = [j for j, d in enumerate(chunk) if d.level == level]
+        sub = picks[rows]
+        (grad,) = _gradients(scores, [runs[level]], sub, mode=mode)
+        span = torch.tensor(rows) + start
+        if grad is None:
+            explanation.no_gradient[name][span] = True
+            continue
+        explanation.no_gradient[name][span] = (grad.flatten(1) == 0).all(dim=1).cpu()
+        a = runs[level].detach()[sub[:, 1]]
+        for method in methods:
+            cam = method(a, grad).float()
+            if tuple(cam.shape[1:]) != tuple(size):
+                cam = torch.nn.functional.interpolate(
+                    cam[:, None], size=tuple(size), mode="bilinear", align_corners=False
+                )[:, 0]
+            explanation.cams[method.name][name][span] = cam.cpu()
+
+
 def explain(
     *,
     forward: Callable[[], DetectorOutput],
@@ -155,10 +206,15 @@ def explain(
     frozen for the call. ``local_gradients`` (optional, from the adapter) returns the exact
     gradients of a chunk of detections at a layer without a backward through the whole head,
     or None where it cannot; those layers take the general path.
+
+    A layer that runs once per head level (a head shared across levels, e.g. RetinaNet's
+    ``head.cls_subnet``) is explained at the call of each detection's ``level``; its maps are
+    resized to the largest call's resolution so one layer keeps one (n, h, w) stack.
     """
     if not layers:
         raise KitError("no target layers given; pass --target-layers or use the adapter's default")
-    with frozen_parameters(model), hooked_activations(layers) as store, torch.enable_grad():
+    calls: dict[str, list[torch.Tensor]] = {}
+    with frozen_parameters(model), hooked_activations(layers, calls=calls) as store, torch.enable_grad():
         output = forward()
         missing = [name for name in layers if name not in store]
         if missing:
@@ -169,20 +225,25 @@ def explain(
         with torch.no_grad():
             detections = detect(output)
         explanation = Explanation(detections=detections, output=output)
-        names = list(layers)
+        repeated = {name: runs for name, runs in calls.items() if len(runs) > 1}
+        names = [name for name in layers if name not in repeated]
         acts = [store[name] for name in names]
         n = len(detections)
+        shapes = {name: tuple(a.shape[2:]) for name, a in zip(names, acts)}
+        for name, runs in repeated.items():
+            _check_levels(name, len(runs), detections)
+            shapes[name] = (max(r.shape[2] for r in runs), max(r.shape[3] for r in runs))
         for method in methods:
             explanation.cams[method.name] = {
-                name: torch.zeros((n, *a.shape[2:]), dtype=torch.float32) for name, a in zip(names, acts)
+                name: torch.zeros((n, *shapes[name]), dtype=torch.float32) for name in layers
             }
-        for name in names:
+        for name in layers:
             explanation.no_gradient[name] = torch.zeros(n, dtype=torch.bool)
         if n == 0:
             return explanation
 
         scores: torch.Tensor | None = None
-        device = acts[0].device
+        device = next(iter(store.values())).device
         image_of = torch.tensor([d.image_index for d in detections], device=device)
         for start in range(0, n, chunk_size):
             idx = torch.arange(start, min(start + chunk_size, n), device=device)
@@ -194,11 +255,18 @@ def explain(
                     if local is not None:
                         grads[name] = local
             general = [name for name in names if name not in grads]
-            if general:
+            picks = torch.stack([idx, image_of[idx]], dim=1)
+            if general or repeated:
                 scores = target(output, detections) if scores is None else scores
-                picks = torch.stack([idx, image_of[idx]], dim=1)
+            if general:
+                assert scores is not None
                 found = _gradients(scores, [store[name] for name in general], picks, mode=grad_mode)
                 grads.update(zip(general, found))
+            for name, runs in repeated.items():
+                assert scores is not None
+                _explain_per_level(
+                    explanation, name, runs, chunk, start, scores, picks, methods=methods, mode=grad_mode
+                )
             for name, act in zip(names, acts):
                 grad = grads[name]
                 span = slice(start, start + len(idx))

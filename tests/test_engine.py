@@ -187,3 +187,72 @@ def test_layer_that_never_runs_is_refused() -> None:
             target=ClassLogit(),
             methods=[METHODS["gradcam"]],
         )
+
+
+class SharedHeadDetector(nn.Module):
+    """Two levels (8x8, 4x4) through one shared subnet, as RetinaNet's head: it runs once per level."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(1)
+        self.p3 = nn.Conv2d(3, 4, 3, padding=1)
+        self.p4 = nn.Conv2d(4, 4, 3, stride=2, padding=1)
+        self.subnet = nn.Conv2d(4, 5, 3, padding=1)
+        self.score = nn.Conv2d(5, 3, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p3 = torch.relu(self.p3(x))
+        p4 = torch.relu(self.p4(p3))
+        rows = [self.score(torch.relu(self.subnet(p))).flatten(2).transpose(1, 2) for p in (p3, p4)]
+        return torch.cat(rows, 1)  # (B, 64 + 16, 3)
+
+
+@pytest.mark.parametrize("grad_mode", ["loop", "batched"])
+def test_layer_run_once_per_level_is_explained_at_each_detections_level(grad_mode: str) -> None:
+    model = SharedHeadDetector().eval()
+    x = torch.randn(2, 3, 8, 8)
+    gradcam = METHODS["gradcam"]
+    result = explain(
+        forward=lambda: TinyOutput(model(x)),
+        detect=lambda output: list(DETECTIONS),
+        layers={"subnet": model.subnet},
+        target=ClassLogit(),
+        methods=[gradcam],
+        model=model,
+        chunk_size=2,
+        grad_mode=grad_mode,  # type: ignore[arg-type]
+    )
+    cams = result.cams["gradcam"]["subnet"]
+    assert cams.shape == (3, 8, 8)  # the largest run's resolution
+    assert not result.no_gradient["subnet"].any()
+    for k, det in enumerate(DETECTIONS):
+        runs: list[torch.Tensor] = []
+        hook = model.subnet.register_forward_hook(
+            lambda m, i, o, runs=runs: runs.append(o) or o.retain_grad()
+        )
+        try:
+            model(x)[det.image_index, det.row, det.class_id].backward()
+        finally:
+            hook.remove()
+        act = runs[det.level]  # type: ignore[index]
+        expected = gradcam(act.detach()[det.image_index][None], act.grad[det.image_index][None])  # type: ignore[index]
+        if expected.shape[1:] != (8, 8):
+            expected = nn.functional.interpolate(expected[:, None], size=(8, 8), mode="bilinear")[:, 0]
+        torch.testing.assert_close(cams[k], expected[0], rtol=1e-4, atol=1e-6)
+    assert not model.subnet._forward_hooks
+
+
+def test_layer_run_several_times_needs_a_level_per_detection() -> None:
+    model = SharedHeadDetector().eval()
+    x = torch.randn(1, 3, 8, 8)
+    det = Detection(image_index=0, box_xyxy=(0, 0, 4, 4), class_id=1, score=0.9, row=3, level=None)
+    with pytest.raises(KitError, match="runs 2 times"):
+        explain(
+            forward=lambda: TinyOutput(model(x)),
+            detect=lambda output: [det],
+            layers={"subnet": model.subnet},
+            target=ClassLogit(),
+            methods=[METHODS["gradcam"]],
+            model=model,
+        )
+    assert not model.subnet._forward_hooks
