@@ -17,7 +17,7 @@ from tests.integration.conftest import REPO_ROOT, run_in_checkout
 pytestmark = pytest.mark.integration
 
 PIN = "7eb23e3c1d387cdcefbad266046af369a9f40399"  # tag v9.6.0
-PATCHES = 6
+PATCHES = 7
 
 SAVE_CHECKPOINT = """
     import sys
