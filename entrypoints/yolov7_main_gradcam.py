@@ -20,6 +20,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # yolov7's packages (models, utils) live beside this file
 
 from kit import cli  # noqa: E402
+from kit.demo import DEMO_NAME  # noqa: E402
 
 # Where yolov7 model classes live: the allowlist of the safe checkpoint loader.
 ALLOWED_MODULES = ("models", "utils", "torch.nn")
@@ -29,9 +30,17 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--weights", nargs="+", type=str, default=["yolov7.pt"], help="model.pt path(s)")
+    parser.add_argument(
+        "--weights",
+        nargs="+",
+        type=str,
+        default=["yolov7.pt"],
+        help="model.pt path(s), or 'demo': the kit's yolov7-tiny trained on synthetic shapes (make demo)",
+    )
     parser.add_argument("--source", type=str, default="inference/images", help="file, folder or glob")
-    parser.add_argument("--img-size", type=int, default=640, help="inference size (pixels)")
+    parser.add_argument(
+        "--img-size", type=int, default=None, help="inference size (pixels); default 640, demo weights 256"
+    )
     parser.add_argument("--conf-thres", type=float, default=0.25, help="object confidence threshold")
     parser.add_argument("--iou-thres", type=float, default=0.45, help="IOU threshold for NMS")
     parser.add_argument("--device", default="", help="cuda device, i.e. 0 or 0,1,2,3 or cpu")
@@ -47,10 +56,34 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def load_demo(device: object) -> tuple[object, int, list[str]]:
+    """The demo detector: yolov7's Model(cfg, nc=3) with the kit's float16 state_dict, fused.
+
+    Returns the model, its training image size and the weights path (for the manifest).
+    """
+    import torch
+    from models.yolo import Model
+
+    from kit.demo import demo_weights
+
+    demo = demo_weights()
+    model = Model(str(ROOT / demo.cfg), ch=3, nc=demo.nc)
+    state = torch.load(demo.weights, map_location="cpu", weights_only=True)  # tensors only
+    model.load_state_dict({k: v.float() for k, v in state.items()})
+    model.names = list(demo.names)
+    with torch.no_grad():  # IDetect.fuse() updates parameters in place
+        model = model.float().fuse().eval().to(device)
+    for m in model.modules():  # as attempt_load(inplace=False): gradients need out-of-place ops
+        if hasattr(m, "inplace") and isinstance(m.inplace, bool):
+            m.inplace = False
+    return model, demo.img_size, [str(demo.weights)]
+
+
 def main(argv: list[str] | None = None) -> int:
     opt = parse_opt(argv)
     cli.setup_logging()
-    weights = cli.require_files(opt.weights)
+    demo = opt.weights == [DEMO_NAME] and not Path(DEMO_NAME).exists()
+    weights = opt.weights if demo else cli.require_files(opt.weights)
 
     import torch
     from models.experimental import attempt_load
@@ -65,15 +98,19 @@ def main(argv: list[str] | None = None) -> int:
     loader = cli.checkpoint_loader(allowed_modules=ALLOWED_MODULES, trust=opt.trust_checkpoint)
     # Under no_grad as in detect.py: IDetect.fuse() updates parameters in place, which autograd
     # refuses for leaves that require grad (every training-cfg checkpoint, the released yolov7.pt).
-    with torch.no_grad():
-        model = attempt_load(
-            weights if len(weights) > 1 else weights[0], map_location=device, inplace=False, loader=loader
-        )
+    if demo:
+        model, img_size, weights = load_demo(device)
+    else:
+        with torch.no_grad():
+            model = attempt_load(
+                weights if len(weights) > 1 else weights[0], map_location=device, inplace=False, loader=loader
+            )
+        img_size = 640
     stride = int(model.stride.max())
     adapter = YoloAdapter(
         model,
         functions=YoloFunctions(letterbox=letterbox, non_max_suppression=non_max_suppression),
-        img_size=check_img_size(opt.img_size, s=stride),
+        img_size=check_img_size(opt.img_size or img_size, s=stride),
         conf_thres=opt.conf_thres,
         iou_thres=opt.iou_thres,
         classes=opt.classes,
