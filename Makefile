@@ -18,11 +18,13 @@ DEV_STAMP :=
 endif
 
 .PHONY: help env dev-env setup-yolov3 setup-yolov7 setup-detectron2 status check-patches refresh-patches \
-        cam bench lint test test-fast clean-env
+        cam demo eval bench lint test test-fast clean-env
 
 help:
 	@echo "make setup-yolov7 | setup-yolov3 | setup-detectron2   clone the pin, apply patches, install"
 	@echo "make cam [UPSTREAM=yolov7] [WEIGHTS=...] [SOURCE=...] [OUT=...] [ARGS='...']"
+	@echo "make demo [ARGS='--iterations N']   train the demo detector (yolov7-tiny, synthetic shapes)"
+	@echo "make eval [ARGS='...']              PG, EBPG, deletion/insertion, randomization per method x layers"
 	@echo "make status | check-patches | refresh-patches UPSTREAM=<name>"
 	@echo "make test | bench"
 
@@ -64,6 +66,14 @@ cam: $(ENV_STAMP)
 	$(PYTHON) -m scripts cam $(UPSTREAM) \
 		$(if $(WEIGHTS),--weights "$(WEIGHTS)") $(if $(SOURCE),--source "$(SOURCE)") \
 		$(if $(OUT),--out "$(OUT)") -- $(ARGS)
+
+# Trains with the yolov7 checkout's own Model and ComputeLoss (make setup-yolov7 first); writes
+# weights/demo/, data/demo/ and the copy kept in the repository, kit/demo/.
+demo: $(ENV_STAMP)
+	$(PYTHON) -m scripts.demo --install $(ARGS)
+
+eval: $(ENV_STAMP)
+	$(PYTHON) -m scripts.eval $(ARGS)
 
 bench: $(ENV_STAMP)
 	$(PYTHON) -m scripts bench $(ARGS)
