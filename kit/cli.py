@@ -42,6 +42,11 @@ def add_kit_arguments(parser: argparse.ArgumentParser, *, default_method: str = 
         help="load the checkpoint with full pickle (only for files you trust)",
     )
     group.add_argument("--batch-size", type=int, default=1, help="images per forward pass")
+    group.add_argument(
+        "--fuse",
+        action="store_true",
+        help="also write each detection's layers fused into one map (layer name 'fused')",
+    )
 
 
 def parse_layers(value: str) -> list[str]:
@@ -108,6 +113,7 @@ def explain_sources(
         target=target,
         method=method,
         batch_size=opt.batch_size,
+        fuse=bool(getattr(opt, "fuse", False)),
     )
     manifest = writer.finish()
     LOG.info("results in %s (manifest: %s)", out_dir, manifest.name)

@@ -21,6 +21,7 @@ from torch import nn
 from kit.detections import Detection
 from kit.engine import Explanation, explain
 from kit.errors import KitError
+from kit.fusion import fuse_layers
 from kit.images import read_image
 from kit.maps import Letterbox, boxes_to_original, normalize, to_original
 from kit.methods import CamMethod
@@ -28,6 +29,7 @@ from kit.outputs import RunWriter
 from kit.targets import DetectorOutput, Target
 
 LOG = logging.getLogger("kit")
+FUSED = "fused"  # the layer name of the multi-layer map added by --fuse
 
 
 class Adapter(Protocol):
@@ -90,8 +92,13 @@ def to_image_maps(
     letterbox: Letterbox,
     method: str,
     names: Sequence[str],
+    fuse: bool = False,
 ) -> ImageMaps:
-    """Select one image's detections; boxes and maps back in the original pixels, normalized."""
+    """Select one image's detections; boxes and maps back in the original pixels, normalized.
+
+    With ``fuse``, each detection also gets a map under the layer name ``fused``: the maps of the
+    layers its gradient reached, fused as pytorch-grad-cam does (:func:`kit.fusion.fuse_layers`).
+    """
     picked = [(k, d) for k, d in enumerate(explanation.detections) if d.image_index == image_index]
     boxes = boxes_to_original(
         np.array([d.box_xyxy for _, d in picked], dtype=np.float32).reshape(-1, 4), letterbox
@@ -114,6 +121,9 @@ def to_image_maps(
                 maps[(det_id, layer)] = None
             else:
                 maps[(det_id, layer)] = normalize(to_original(cams[k], letterbox))
+        if fuse:
+            reached = [m for (i, _), m in maps.items() if i == det_id and m is not None]
+            maps[(det_id, FUSED)] = normalize(fuse_layers(reached)) if reached else None
     return ImageMaps(detections=records, maps=maps)
 
 
@@ -126,8 +136,12 @@ def run(
     target: Target,
     method: CamMethod,
     batch_size: int = 1,
+    fuse: bool = False,
 ) -> int:
-    """Explain every source image into ``writer``; return how many images failed."""
+    """Explain every source image into ``writer``; return how many images failed.
+
+    ``fuse`` adds a fused multi-layer map per detection (layer name ``fused``).
+    """
     modules = adapter.resolve_layers(layers)
     pending: list[tuple[Path, np.ndarray]] = []
     started = time.perf_counter()
@@ -153,6 +167,7 @@ def run(
                 letterbox=letterboxes[index],
                 method=method.name,
                 names=adapter.names,
+                fuse=fuse,
             )
             writer.write_image(source=source, image_bgr=image, detections=result.detections, maps=result.maps)
             LOG.info("%s: %d detections", source, len(result.detections))
