@@ -21,10 +21,12 @@ from typing import Any
 
 from scripts.config import REPO_ROOT, checkout_path, load_project
 
-# (upstream, cfg, deep layer set): the models each upstream is measured on.
-MODELS: list[tuple[str, str, str]] = [
-    ("yolov7", "cfg/deploy/yolov7-tiny.yaml", "14,21,28"),
-    ("yolov7", "cfg/deploy/yolov7.yaml", "37,50,63"),
+# (upstream, cfg, deep layer set, image of the checkout): the models each upstream is measured on.
+MODELS: list[tuple[str, str, str, str]] = [
+    ("yolov7", "cfg/deploy/yolov7-tiny.yaml", "14,21,28", "inference/images/horses.jpg"),
+    ("yolov7", "cfg/deploy/yolov7.yaml", "37,50,63", "inference/images/horses.jpg"),
+    ("yolov3", "models/yolov3-tiny.yaml", "6,8,10", "data/images/zidane.jpg"),
+    ("yolov3", "models/yolov3.yaml", "6,8,10", "data/images/zidane.jpg"),
 ]
 
 
@@ -80,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     wanted = {m for m in args.models.split(",") if m}
     records: list[dict[str, Any]] = []
     started = time.perf_counter()
-    for upstream, cfg, deep in MODELS:
+    for upstream, cfg, deep, image in MODELS:
         if wanted and Path(cfg).stem not in wanted:
             continue
         checkout = checkout_path(project, upstream)
@@ -92,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{upstream} {cfg} (random weights built from the cfg, {args.img_size} px):", flush=True)
         command = [
             sys.executable, "-m", "scripts.bench_yolo", "--checkout", str(checkout), "--upstream", upstream,
-            "--cfg", cfg, "--deep", deep, "--detections", args.detections,
+            "--cfg", cfg, "--deep", deep, "--image", image, "--detections", args.detections,
             "--img-size", str(args.img_size), "--repeat", str(args.repeat),
         ]  # fmt: skip
         result = subprocess.run(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True, check=False)
