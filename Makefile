@@ -22,7 +22,7 @@ endif
 
 help:
 	@echo "make setup-yolov7 | setup-yolov3 | setup-detectron2   clone the pin, apply patches, install"
-	@echo "make cam [UPSTREAM=yolov7] [WEIGHTS=...] [SOURCE=...] [OUT=...] [ARGS='...']"
+	@echo "make cam [UPSTREAM=yolov7] [WEIGHTS=...] [SOURCE=...] [OUT=...] [CONFIG=...] [ARGS='...']"
 	@echo "make demo [ARGS='--iterations N']   train the demo detector (yolov7-tiny, synthetic shapes)"
 	@echo "make eval [ARGS='...']              PG, EBPG, deletion/insertion, randomization per method x layers"
 	@echo "make status | check-patches | refresh-patches UPSTREAM=<name>"
@@ -65,7 +65,7 @@ refresh-patches: $(ENV_STAMP)
 cam: $(ENV_STAMP)
 	$(PYTHON) -m scripts cam $(UPSTREAM) \
 		$(if $(WEIGHTS),--weights "$(WEIGHTS)") $(if $(SOURCE),--source "$(SOURCE)") \
-		$(if $(OUT),--out "$(OUT)") -- $(ARGS)
+		$(if $(OUT),--out "$(OUT)") $(if $(CONFIG),--config "$(CONFIG)") -- $(ARGS)
 
 # Trains with the yolov7 checkout's own Model and ComputeLoss (make setup-yolov7 first); writes
 # weights/demo/, data/demo/ and the copy kept in the repository, kit/demo/.

@@ -84,18 +84,21 @@ def explain_sources(
     opt: argparse.Namespace,
     upstream: str,
     weights: str,
-    source: str,
+    source: str | Sequence[str],
     out_dir: Path,
     extra: dict[str, Any] | None = None,
 ) -> int:
-    """Run the kit over ``source`` into ``out_dir``; return the process exit code."""
+    """Run the kit over ``source`` into ``out_dir``; return the process exit code.
+
+    ``source`` is a file, folder or glob, or several of them (detectron2's ``--input a.jpg b*.png``).
+    """
     method = get_method(opt.method)
     target = get_target(opt.target)
     layers = parse_layers(opt.target_layers) or adapter.default_layers()
     adapter.resolve_layers(layers)  # a bad layer stops the run before any image is read
     if opt.batch_size < 1:
         raise KitError(f"--batch-size must be at least 1, got {opt.batch_size}")
-    sources = list_sources(source)
+    sources = [p for one in ([source] if isinstance(source, str) else source) for p in list_sources(one)]
     writer = RunWriter(
         out_dir=out_dir,
         upstream=upstream,

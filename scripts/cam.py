@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -36,7 +37,8 @@ class CamDefaults:
 
     weights_url: str  # the released checkpoint of the pinned version (never "latest")
     source: str  # default images, relative to the checkout
-    args: tuple[str, ...]  # entry-point flags; {weights} {source} {project} {name} are filled in
+    args: tuple[str, ...]  # entry-point flags; {weights} {source} {project} {name} {out} {config} filled in
+    config: str | None = None  # default model config, relative to the checkout (detectron2)
 
 
 CAM_DEFAULTS: dict[str, CamDefaults] = {
@@ -49,6 +51,19 @@ CAM_DEFAULTS: dict[str, CamDefaults] = {
         weights_url="https://github.com/ultralytics/yolov3/releases/download/v9.6.0/yolov3.pt",
         source="data/images",
         args=("--weights", "{weights}", "--source", "{source}", "--project", "{project}", "--name", "{name}"),
+    ),
+    # demo/demo.py's flags. The checkout's only image is a docs figure; pass SOURCE for photos.
+    "detectron2": CamDefaults(
+        weights_url=(
+            "https://dl.fbaipublicfiles.com/detectron2/COCO-Detection/faster_rcnn_R_50_FPN_3x/"
+            "137849458/model_final_280758.pkl"
+        ),
+        source="docs/tutorials/lazyconfig.jpg",
+        config="configs/COCO-Detection/faster_rcnn_R_50_FPN_3x.yaml",
+        args=(
+            *("--config-file", "{config}", "--input", "{source}", "--output", "{out}"),
+            *("--opts", "MODEL.WEIGHTS", "{weights}"),
+        ),
     ),
 }
 
@@ -73,6 +88,20 @@ def default_weights(name: str) -> Path:
     return download(url, dest)
 
 
+def zoo_weights_url(checkout: Path, config: str) -> str:
+    """The model-zoo checkpoint of a detectron2 config, read from the checkout's model_zoo.py table."""
+    table = checkout / "detectron2" / "model_zoo" / "model_zoo.py"
+    key = Path(config).as_posix().split("configs/", 1)[-1].removesuffix(".yaml")
+    text = table.read_text(encoding="utf-8") if table.is_file() else ""
+    prefix = re.search(r'S3_PREFIX = "([^"]+)"', text)
+    suffix = re.search(rf'"{re.escape(key)}": "([^"]+)"', text)
+    if prefix is None or suffix is None:
+        raise ConfigError(
+            f"no model-zoo checkpoint for config {config!r} in {table}; pass the weights with WEIGHTS=PATH"
+        )
+    return f"{prefix.group(1)}{key}/{suffix.group(1)}"
+
+
 def demo_sample(root: Path | None = None, count: int = DEMO_SAMPLE_IMAGES) -> Path:
     """The first ``count`` images of the demo evaluation set, drawn once into data/demo/sample."""
     from scripts import shapes
@@ -91,9 +120,17 @@ def build_command(
     source: Path,
     out: Path,
     extra: Sequence[str] = (),
+    config: Path | str | None = None,
 ) -> list[str]:
     """The entry-point command line for `name` (pure: testable without running anything)."""
-    values = {"weights": str(weights), "source": str(source), "project": str(out.parent), "name": out.name}
+    values = {
+        "weights": str(weights),
+        "source": str(source),
+        "project": str(out.parent),
+        "name": out.name,
+        "out": str(out),
+        "config": str(config if config is not None else CAM_DEFAULTS[name].config),
+    }
     args = [a.format(**values) for a in CAM_DEFAULTS[name].args]
     return [python, "main_gradcam.py", *args, *extra]
 
@@ -105,17 +142,26 @@ def run_cam(
     source: str | None,
     out: str | None,
     extra: Sequence[str],
+    config: str | None = None,
 ) -> int:
     if name not in CAM_DEFAULTS:
         raise ConfigError(f"make cam knows no upstream {name!r}; choose one of: {', '.join(CAM_DEFAULTS)}")
+    if config and CAM_DEFAULTS[name].config is None:
+        raise ConfigError(f"CONFIG is for upstreams that take a config file (detectron2), not {name}")
     checkout = checkout_path(load_project(), name)
     if not (checkout / "main_gradcam.py").is_file():
         raise CheckoutError(f"{checkout} is not set up (no main_gradcam.py); run `make setup-{name}` first")
     cwd = Path.cwd()
     source_path = (cwd / source).resolve() if source else checkout / CAM_DEFAULTS[name].source
+    config_path = (cwd / config).resolve() if config else None
     weights_path: Path | str
     if weights:
         weights_path = (cwd / weights).resolve()
+    elif config:  # that config's model-zoo checkpoint, not the default one
+        from kit.download import download
+
+        url = zoo_weights_url(checkout, config)
+        weights_path = download(url, weights_dir(name) / url.rsplit("/", 1)[-1])
     else:
         try:
             weights_path = default_weights(name)
@@ -138,7 +184,13 @@ def run_cam(
     else:
         out_path = REPO_ROOT / "runs" / "cam" / name / "exp"
     command = build_command(
-        name, python=sys.executable, weights=weights_path, source=source_path, out=out_path, extra=extra
+        name,
+        python=sys.executable,
+        weights=weights_path,
+        source=source_path,
+        out=out_path,
+        extra=extra,
+        config=config_path,
     )
     print("+ " + " ".join(command), file=sys.stderr, flush=True)
     return subprocess.call(command, cwd=checkout)
@@ -150,13 +202,16 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--weights", help="checkpoint (default: the upstream's released weights)")
     parser.add_argument("--source", help="image file, folder or glob (default: the checkout's samples)")
     parser.add_argument("--out", help="run folder (default: runs/cam/<name>/exp, incremented)")
+    parser.add_argument("--config", help="model config file (detectron2; default: Faster R-CNN R50-FPN 3x)")
     parser.epilog = "Flags after -- go to main_gradcam.py as they are."
     argv = list(argv)
     split = argv.index("--") if "--" in argv else len(argv)
     args = parser.parse_args(argv[:split])
     extra = argv[split + 1 :]
     try:
-        return run_cam(args.name, weights=args.weights, source=args.source, out=args.out, extra=extra)
+        return run_cam(
+            args.name, weights=args.weights, source=args.source, out=args.out, extra=extra, config=args.config
+        )
     except (KitSetupError, KitError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

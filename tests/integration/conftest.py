@@ -62,3 +62,8 @@ def yolov7_checkout(upstreams_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def yolov3_checkout(upstreams_dir: Path) -> Path:
     return setup_checkout("yolov3", upstreams_dir)
+
+
+@pytest.fixture(scope="session")
+def detectron2_checkout(upstreams_dir: Path) -> Path:
+    return setup_checkout("detectron2", upstreams_dir)

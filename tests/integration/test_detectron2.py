@@ -1,0 +1,398 @@
+"""detectron2 end to end: patched checkout, random-weight checkpoints of model-zoo configs, make cam.
+
+Models are built from the pinned configs (Faster R-CNN C4 and FPN, RetinaNet) with random weights.
+A random ResNet without trained normalization blows its activations up, so each frozen BN takes
+the statistics of its input on one random image before the state dict is saved (a data-dependent
+init): the detectors then give finite, varied scores, and thresholds near 0 keep detections.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from tests.integration.conftest import REPO_ROOT, run_in_checkout
+
+pytestmark = pytest.mark.integration
+
+PIN = "02b5c4e295e990042a714712c21dc79b731e8833"
+IMAGE = "docs/tutorials/lazyconfig.jpg"  # the checkout's only image (a 1300x340 docs figure)
+CONFIGS = {
+    "c4": "configs/COCO-Detection/faster_rcnn_R_50_C4_3x.yaml",
+    "fpn": "configs/COCO-Detection/faster_rcnn_R_50_FPN_3x.yaml",
+    "retinanet": "configs/COCO-Detection/retinanet_R_50_FPN_3x.yaml",
+}
+DEFAULT_LAYERS = {
+    "c4": ["backbone.res4"],
+    "fpn": [f"backbone.fpn_output{k}" for k in range(2, 6)],
+    "retinanet": ["head.cls_subnet"],
+}
+FAST = ["--confidence-threshold", "0.01", "--max-det", "4", "--opts", "INPUT.MIN_SIZE_TEST", "256"]
+
+SAVE_CHECKPOINT = """
+    import sys
+    import torch
+    from detectron2.checkpoint import DetectionCheckpointer
+    from detectron2.config import get_cfg
+    from detectron2.layers import FrozenBatchNorm2d
+    from detectron2.modeling import build_model
+    cfg = get_cfg()
+    cfg.merge_from_file(sys.argv[1])
+    cfg.MODEL.DEVICE = "cpu"
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    def calibrate(module, inputs):
+        module.running_mean.copy_(inputs[0].mean(dim=(0, 2, 3)))
+        module.running_var.copy_(inputs[0].var(dim=(0, 2, 3)) + 1e-5)
+    bns = [m for m in model.modules() if isinstance(m, FrozenBatchNorm2d)]
+    hooks = [m.register_forward_pre_hook(calibrate) for m in bns]
+    with torch.no_grad():
+        model([{"image": torch.randint(0, 255, (3, 256, 320)).float()}])
+    for h in hooks:
+        h.remove()
+    DetectionCheckpointer(model, save_dir=sys.argv[2]).save(sys.argv[3])
+"""
+
+# Detections of the upstream's own DefaultPredictor; runs in the patched and the unpatched tree.
+PREDICT = """
+    import json, sys
+    import cv2, torch
+    from detectron2.config import get_cfg
+    from detectron2.engine import DefaultPredictor
+    found = []
+    for config, weights in zip(sys.argv[2::2], sys.argv[3::2]):
+        cfg = get_cfg()
+        cfg.merge_from_file(config)
+        cfg.merge_from_list(["MODEL.WEIGHTS", weights, "MODEL.DEVICE", "cpu", "INPUT.MIN_SIZE_TEST", "256"])
+        cfg.merge_from_list(["MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.01"])
+        cfg.merge_from_list(["MODEL.RETINANET.SCORE_THRESH_TEST", "0.01"])
+        inst = DefaultPredictor(cfg)(cv2.imread(sys.argv[1]))["instances"]
+        found.append({"boxes": inst.pred_boxes.tensor.tolist(), "scores": inst.scores.tolist(),
+                      "classes": inst.pred_classes.tolist()})
+    print(json.dumps(found))
+"""
+
+# Each detection's score recomputed from the upstream's own modules at the recorded index, on a
+# batch of two images (the second one flipped) so per-image offsets are exercised.
+RECOMPUTE = """
+    import json, sys
+    import cv2, torch
+    import detectron2.data.transforms as T
+    from detectron2.config import get_cfg
+    from detectron2.modeling import build_model
+    import main_gradcam
+    from kit.adapters.detectron2 import Detectron2Adapter
+    def check(config, weights, image):
+        cfg = get_cfg()
+        cfg.merge_from_file(config)
+        cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.01",
+                             "MODEL.RETINANET.SCORE_THRESH_TEST", "0.01"])
+        model = build_model(cfg).eval()
+        main_gradcam.safe_checkpointer(model, trust=False).load(weights)
+        aug = T.ResizeShortestEdge([256, 256], 1333)
+        adapter = Detectron2Adapter(model, resize=lambda im: aug.get_transform(im).apply_image(im), max_det=6)
+        images, _ = adapter.preprocess([image, image[:, ::-1].copy()])
+        return recompute(model, adapter, images)
+
+    def recompute(model, adapter, images):
+        with torch.no_grad():
+            out = adapter.forward(images)
+            dets = adapter.detect(out)
+            recomputed = []
+            if adapter.kind == "rcnn":
+                heads = model.roi_heads
+                for d in dets:
+                    feats = [out.features[f][d.image_index : d.image_index + 1] for f in heads.in_features]
+                    box = out.proposals[d.image_index].proposal_boxes[d.row : d.row + 1]
+                    if hasattr(heads, "box_head"):
+                        x = heads.box_head(heads.box_pooler(feats, [box]))
+                    else:
+                        x = heads._shared_roi_transform(feats, [box]).mean(dim=[2, 3])
+                    logits = heads.box_predictor(x)[0]
+                    recomputed.append(float(torch.softmax(logits, 1)[0, d.class_id]))
+            else:
+                feats = model.backbone(images.tensor)
+                logits = model.head([feats[f] for f in model.head_in_features])[0]
+                for d in dets:
+                    level = logits[d.level]
+                    n, _, h, w = level.shape
+                    per_anchor = level.view(n, -1, model.num_classes, h, w).permute(0, 3, 4, 1, 2)
+                    per_anchor = per_anchor.reshape(n, -1, model.num_classes)
+                    recomputed.append(float(per_anchor[d.image_index, d.row, d.class_id].sigmoid()))
+            target = out.score(dets).tolist()
+        return {"scores": [d.score for d in dets], "recomputed": recomputed, "target": target,
+                "images": sorted({d.image_index for d in dets}), "levels": [d.level for d in dets]}
+
+    image = cv2.imread(sys.argv[1])
+    print(json.dumps([check(c, w, image) for c, w in zip(sys.argv[2::2], sys.argv[3::2])]))
+"""
+
+# Faster R-CNN FPN: the adapter's one-proposal gradients equal the engine's full backward.
+LOCAL_EQUALS_FULL = """
+    import sys
+    import cv2, torch
+    import detectron2.data.transforms as T
+    from detectron2.config import get_cfg
+    from detectron2.modeling import build_model
+    import main_gradcam
+    from kit.adapters.detectron2 import Detectron2Adapter
+    from kit.engine import explain
+    from kit.methods import METHODS
+    from kit.targets import TARGETS
+    cfg = get_cfg()
+    cfg.merge_from_file(sys.argv[1])
+    cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.01"])
+    model = build_model(cfg).eval()
+    main_gradcam.safe_checkpointer(model, trust=False).load(sys.argv[2])
+    aug = T.ResizeShortestEdge([256, 256], 1333)
+    adapter = Detectron2Adapter(model, resize=lambda im: aug.get_transform(im).apply_image(im), max_det=2)
+    images, _ = adapter.preprocess([cv2.imread(sys.argv[3])])
+    layers = adapter.resolve_layers(adapter.default_layers())
+    for name in ("class-prob",):
+        runs = [explain(forward=lambda: adapter.forward(images), detect=adapter.detect, layers=layers,
+                        target=TARGETS[name], methods=[METHODS["gradcam"]], model=model,
+                        local_gradients=local) for local in (adapter.local_gradients, None)]
+        assert len(runs[0].detections) == 2
+        for layer in layers:
+            a, b = (r.cams["gradcam"][layer] for r in runs)
+            torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-3 * float(b.abs().max()) + 1e-12)
+            assert torch.equal(runs[0].no_gradient[layer], runs[1].no_gradient[layer])
+    print("ok")
+"""
+
+
+@pytest.fixture(scope="module")
+def checkpoints(detectron2_checkout: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("d2weights")
+    out = {}
+    for key, config in CONFIGS.items():
+        result = run_in_checkout(detectron2_checkout, SAVE_CHECKPOINT, config, str(folder), key)
+        assert result.returncode == 0, result.stderr[-3000:]
+        out[key] = folder / f"{key}.pth"
+    return out
+
+
+def make_cam(
+    checkout: Path,
+    *,
+    weights: Path,
+    out: Path,
+    config: str | None = None,
+    source: Path | None = None,
+    args: list[str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    command = [
+        "make",
+        "--no-print-directory",
+        "cam",
+        f"PYTHON={sys.executable}",
+        "UPSTREAM=detectron2",
+        f"WEIGHTS={weights}",
+        f"OUT={out}",
+        "ARGS=" + " ".join([*(args or []), *FAST]),
+    ]
+    if config is not None:
+        command.append(f"CONFIG={checkout / config}")
+    if source is not None:
+        command.append(f"SOURCE={source}")
+    env = {**os.environ, "KIT_UPSTREAMS_DIR": str(checkout.parent)}
+    return subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, check=False)
+
+
+def check_run(out: Path, *, layers: list[str]) -> dict:
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["upstream"] == "detectron2"
+    assert manifest["layers"] == layers
+    ok = [image for image in manifest["images"] if not image.get("error")]
+    assert ok, manifest
+    total = 0
+    for image in ok:
+        width, height = image["width"], image["height"]
+        npz = np.load(out / "maps" / f"{Path(image['file']).stem}.npz")
+        for det in image["detections"]:
+            total += 1
+            x1, y1, x2, y2 = det["box_xyxy"]
+            assert 0 <= x1 <= x2 <= width and 0 <= y1 <= y2 <= height, det
+            assert set(det["maps"]) == set(layers)
+            drawn = 0
+            for layer, record in det["maps"].items():
+                if record["no_gradient"]:
+                    assert record["overlay"] is None
+                    continue
+                drawn += 1
+                assert (out / record["overlay"]).is_file()
+                raw = npz[f"det{det['id']}_{layer}"]
+                assert raw.dtype == np.float16 and raw.shape == (height, width)
+                assert np.isfinite(raw).all() and raw.min() >= 0 and raw.max() <= 1
+            assert drawn >= 1, "every detection has a map at the level it was pooled or predicted from"
+    assert total > 0
+    return manifest
+
+
+def test_setup_applies_the_series_on_the_pin(detectron2_checkout: Path) -> None:
+    log = subprocess.run(
+        ["git", "rev-list", f"{PIN}..HEAD"],
+        cwd=detectron2_checkout,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert len(log.stdout.split()) == 3
+    assert (detectron2_checkout / "main_gradcam.py").is_file()
+
+
+@pytest.mark.parametrize("key", list(CONFIGS))
+def test_make_cam_explains_every_detection(
+    key: str, detectron2_checkout: Path, checkpoints: dict[str, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    config = None if key == "fpn" else CONFIGS[key]  # fpn: make cam's default config
+    result = make_cam(detectron2_checkout, weights=checkpoints[key], out=out, config=config)
+    assert result.returncode == 0, result.stderr[-3000:]
+    manifest = check_run(out, layers=DEFAULT_LAYERS[key])
+    (image,) = manifest["images"]
+    assert Path(image["file"]).name == Path(IMAGE).name and (image["width"], image["height"]) == (1300, 340)
+    assert (out / "lazyconfig_summary.jpg").is_file()
+    levels = {det["level"] for det in image["detections"]}
+    assert levels == {None} if key != "retinanet" else None not in levels
+
+
+def test_recorded_index_gives_back_the_detection_score(
+    detectron2_checkout: Path, checkpoints: dict[str, Path]
+) -> None:
+    args = [str(detectron2_checkout / IMAGE)]
+    for key, config in CONFIGS.items():
+        args += [config, str(checkpoints[key])]
+    result = run_in_checkout(detectron2_checkout, RECOMPUTE, *args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for key, found in zip(CONFIGS, json.loads(result.stdout.strip().splitlines()[-1])):
+        assert found["images"] == [0, 1] and len(found["scores"]) == 12, key
+        np.testing.assert_allclose(found["recomputed"], found["scores"], rtol=1e-4, atol=1e-6, err_msg=key)
+        np.testing.assert_allclose(found["target"], found["scores"], rtol=1e-4, atol=1e-6, err_msg=key)
+        if key == "retinanet":
+            assert None not in found["levels"], key
+
+
+def test_local_gradients_equal_the_full_backward(
+    detectron2_checkout: Path, checkpoints: dict[str, Path]
+) -> None:
+    image = str(detectron2_checkout / IMAGE)
+    result = run_in_checkout(
+        detectron2_checkout, LOCAL_EQUALS_FULL, CONFIGS["fpn"], str(checkpoints["fpn"]), image
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_patched_model_detects_exactly_like_the_unpatched_one(
+    detectron2_checkout: Path, checkpoints: dict[str, Path], tmp_path: Path
+) -> None:
+    unpatched = tmp_path / "unpatched"
+    subprocess.run(
+        ["git", "worktree", "add", "--detach", str(unpatched), PIN],
+        cwd=detectron2_checkout,
+        check=True,
+        capture_output=True,
+    )
+    try:
+        # The patched code paths; C4 shares FPN's fast_rcnn inference.
+        args = [str(detectron2_checkout / IMAGE)]
+        for key in ("fpn", "retinanet"):
+            args += [CONFIGS[key], str(checkpoints[key])]
+        before = run_in_checkout(unpatched, PREDICT, *args)
+        after = run_in_checkout(detectron2_checkout, PREDICT, *args)
+        assert before.returncode == 0, before.stderr[-3000:]
+        assert after.returncode == 0, after.stderr[-3000:]
+        a = json.loads(before.stdout.strip().splitlines()[-1])
+        b = json.loads(after.stdout.strip().splitlines()[-1])
+        assert len(a) == 2 and all(len(run["scores"]) > 0 for run in a)
+        assert a == b
+    finally:
+        subprocess.run(
+            ["git", "worktree", "remove", "--force", str(unpatched)], cwd=detectron2_checkout, check=False
+        )
+
+
+def test_bad_inputs_are_reported_and_the_rest_processed(
+    detectron2_checkout: Path, checkpoints: dict[str, Path], tmp_path: Path
+) -> None:
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    picture = cv2.imread(str(detectron2_checkout / IMAGE))
+    cv2.imwrite(str(folder / "gray.png"), cv2.cvtColor(picture, cv2.COLOR_BGR2GRAY))
+    cv2.imwrite(str(folder / "rgba.png"), cv2.cvtColor(picture, cv2.COLOR_BGR2BGRA))
+    (folder / "notes.txt").write_text("not an image")
+    out = tmp_path / "bad"
+    result = make_cam(
+        detectron2_checkout,
+        weights=checkpoints["retinanet"],
+        out=out,
+        source=folder,
+        config=CONFIGS["retinanet"],
+    )
+    assert result.returncode != 0, result.stderr[-3000:]  # make turns the entry point's 1 into 2
+    assert "1 of 3 images failed" in result.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    by_name = {Path(i["file"]).name: i for i in manifest["images"]}
+    assert set(by_name) == {"gray.png", "rgba.png", "notes.txt"}
+    assert "notes.txt" in by_name["notes.txt"]["error"]
+    for name in ("gray.png", "rgba.png"):
+        assert not by_name[name].get("error") and by_name[name]["detections"], name
+    assert "notes.txt" in result.stderr
+
+
+def test_missing_weights_bad_layer_and_unsafe_pickle_are_clear_errors(
+    detectron2_checkout: Path, checkpoints: dict[str, Path], tmp_path: Path
+) -> None:
+    result = make_cam(detectron2_checkout, weights=tmp_path / "nope.pkl", out=tmp_path / "a")
+    assert result.returncode != 0
+    assert "nope.pkl" in result.stderr and "WEIGHTS=" in result.stderr
+    result = make_cam(
+        detectron2_checkout,
+        weights=checkpoints["fpn"],
+        out=tmp_path / "b",
+        args=["--target-layers", "backbone.nope"],
+    )
+    assert result.returncode != 0
+    assert "backbone.nope" in result.stderr and "backbone.fpn_output2" in result.stderr
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.pkl"
+    code = f"""
+        import os, pickle
+        class Evil:
+            def __reduce__(self):
+                return (os.system, ("touch {marker}",))
+        pickle.dump({{"model": {{"w": Evil()}}, "__author__": "x"}}, open("{evil}", "wb"))
+    """
+    assert run_in_checkout(detectron2_checkout, code).returncode == 0
+    result = make_cam(detectron2_checkout, weights=evil, out=tmp_path / "evil")
+    assert result.returncode != 0
+    assert "system" in result.stderr and "--trust-checkpoint" in result.stderr
+    assert not marker.exists()
+
+
+NON_FINITE = """
+    import torch
+    from detectron2.modeling.roi_heads.fast_rcnn import fast_rcnn_inference_single_image
+    nan, inf = float("nan"), float("inf")
+    boxes = torch.tensor([[0, 0, 10, 10], [nan, 0, 5, 5], [20, 20, 40, 40], [0, 0, 1, 1], [30, 5, 45, 12.0]])
+    scores = torch.tensor([[0.1, 0.8, 0.1], [0.9, 0, 0.1], [0.7, 0.2, 0.1], [inf, 0, 0], [0.05, 0.6, 0.35]])
+    inst, kept = fast_rcnn_inference_single_image(boxes, scores, (50, 50), 0.05, 0.5, -1)
+    rows = inst.indices.tolist()
+    assert rows == kept.tolist() and len(rows) == 5 and not {1, 3} & set(rows), rows
+    for k, row in enumerate(rows):
+        assert torch.equal(inst.pred_boxes.tensor[k], boxes[row]), (k, row)
+        assert inst.scores[k] == scores[row, inst.pred_classes[k]], (k, row)
+    print("ok")
+"""
+
+
+def test_proposal_indices_skip_rows_with_non_finite_values(detectron2_checkout: Path) -> None:
+    result = run_in_checkout(detectron2_checkout, NON_FINITE)
+    assert result.returncode == 0, result.stderr[-3000:]
