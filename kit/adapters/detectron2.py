@@ -126,6 +126,7 @@ class Detectron2Adapter:
         self.num_classes = nc
         self.names: list[str] = list(names) if names else [str(i) for i in range(nc)]
         self._last: RcnnOutput | RetinaNetOutput | None = None  # for local_gradients
+        self._local_cache: tuple[Any, dict[str, torch.Tensor]] | None = None
 
     # ---- layers ------------------------------------------------------------------------
     def default_layers(self) -> list[str]:
@@ -193,6 +194,7 @@ class Detectron2Adapter:
 
     def forward(self, images: Any) -> RcnnOutput | RetinaNetOutput:
         model = self._net
+        self._local_cache = None  # gradients of the previous forward's detections
         features = model.backbone(images.tensor)
         if self.kind == "retinanet":
             levels = [features[f] for f in model.head_in_features]
@@ -238,30 +240,48 @@ class Detectron2Adapter:
     ) -> torch.Tensor | None:
         """Gradients of each detection's target at a pooled feature map, from its proposal alone.
 
-        A Fast R-CNN logit depends on the feature map only through its own proposal's ROIAlign,
-        so re-running the box head on that one proposal gives exactly the gradient of the full
-        graph, without a ROIAlign backward over all ~1000 proposals per detection (seconds on
-        a CPU). Other layers (None) take the engine's general path.
+        A Fast R-CNN logit depends on the feature maps only through its own proposal's ROIAlign,
+        so re-running the box head on the chunk's proposals gives exactly the gradient of the
+        full graph, without a ROIAlign backward over all ~1000 proposals per detection (seconds
+        on a CPU). One box-head pass per image and chunk serves every pooled layer. Other layers
+        (None) take the engine's general path.
         """
         output = self._last
-        feature = self._pooled_layers().get(name)
-        if not isinstance(output, RcnnOutput) or feature is None or feature not in output.features:
+        pooled = self._pooled_layers()
+        if not isinstance(output, RcnnOutput) or name not in pooled or pooled[name] not in output.features:
             return None
-        in_features = self._net.roi_heads.in_features
-        grads = torch.zeros((len(chunk), *act.shape[1:]), dtype=act.dtype, device=act.device)
-        for j, det in enumerate(chunk):
-            b = det.image_index
+        key = (
+            id(output),
+            tuple((d.image_index, d.row, d.class_id) for d in chunk),
+            getattr(target, "name", ""),
+        )
+        if self._local_cache is None or self._local_cache[0] != key:
+            self._local_cache = (key, self._pooled_gradients(output, chunk, target))
+        return self._local_cache[1][name]
+
+    def _pooled_gradients(
+        self, output: RcnnOutput, chunk: Sequence[Detection], target: Any
+    ) -> dict[str, torch.Tensor]:
+        names, in_features = list(self._pooled_layers()), list(self._net.roi_heads.in_features)
+        grads = {
+            name: output.features[f].new_zeros((len(chunk), *output.features[f].shape[1:]))
+            for name, f in zip(names, in_features)
+        }
+        for b in sorted({d.image_index for d in chunk}):
+            picked = [j for j, d in enumerate(chunk) if d.image_index == b]
             with torch.enable_grad():
-                leaf = act.detach()[b : b + 1].requires_grad_(True)
-                features = [
-                    leaf if f == feature else output.features[f][b : b + 1].detach() for f in in_features
-                ]
-                boxes = output.proposals[b].proposal_boxes[det.row : det.row + 1]
-                local = RcnnOutput(logits=self._box_logits(features, boxes), offsets=(0,), instances=[])
-                score = target(local, [replace(det, image_index=0, row=0)])[0]
-                (grad,) = torch.autograd.grad(score, leaf, allow_unused=True)
-            if grad is not None:
-                grads[j] = grad[0]
+                leaves = [output.features[f].detach()[b : b + 1].requires_grad_(True) for f in in_features]
+                rows = torch.tensor([chunk[j].row for j in picked], device=leaves[0].device)
+                logits = self._box_logits(leaves, output.proposals[b].proposal_boxes[rows])
+                local = RcnnOutput(logits=logits, offsets=(0,), instances=[])
+                scores = target(
+                    local, [replace(chunk[j], image_index=0, row=k) for k, j in enumerate(picked)]
+                )
+                for k, j in enumerate(picked):
+                    found = torch.autograd.grad(scores[k], leaves, retain_graph=True, allow_unused=True)
+                    for name, grad in zip(names, found):
+                        if grad is not None:
+                            grads[name][j] = grad[0]
         return grads
 
     def detect(self, output: RcnnOutput | RetinaNetOutput) -> list[Detection]:
