@@ -1,0 +1,74 @@
+"""make demo and make eval end to end on the real yolov7 checkout, with a few iterations only."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.integration.conftest import REPO_ROOT
+
+pytestmark = pytest.mark.integration
+
+
+def run_script(module: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=REPO_ROOT, capture_output=True, text=True, check=False
+    )
+
+
+def test_demo_trains_saves_and_evaluates_a_few_iterations(yolov7_checkout: Path, tmp_path: Path) -> None:
+    weights, data = tmp_path / "weights", tmp_path / "data"
+    result = run_script(
+        "scripts.demo",
+        *("--checkout", str(yolov7_checkout), "--iterations", "2", "--batch-size", "2"),
+        *("--eval-images", "2", "--weights-dir", str(weights), "--data-dir", str(data), "--no-progress"),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = json.loads((weights / "yolov7-tiny-shapes.json").read_text())
+    assert record["cfg"] == "cfg/training/yolov7-tiny.yaml" and record["names"] == [
+        "circle",
+        "square",
+        "triangle",
+    ]
+    assert record["training"]["iterations"] == 2 and record["evaluation"]["objects"] > 0
+    state = torch.load(weights / "yolov7-tiny-shapes.pt", weights_only=True)
+    assert all(v.dtype == torch.float16 for v in state.values() if v.is_floating_point())
+    assert len(list((data / "images").glob("*.png"))) == 2 == len(list((data / "labels").glob("*.txt")))
+
+    out = tmp_path / "eval"
+    result = run_script(
+        "scripts.eval",
+        *("--checkout", str(yolov7_checkout), "--weights-dir", str(weights), "--data-dir", str(data)),
+        *("--images", "2", "--methods", "gradcam,layercam", "--conf-thres", "0.0001", "--curves", "1"),
+        *("--sanity", "1", "--steps", "2", "--stages", "77,0", "--threads", "1", "--out", str(out)),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((out / "eval.json").read_text())
+    assert [(r["method"], r["layers"]) for r in report["rows"]] == [
+        (m, s) for m in ("gradcam", "layercam") for s in ("74,75,76", "57", "57,65,73")
+    ]
+    assert "PG" in result.stdout and "EBPG" in result.stdout
+
+
+def test_main_gradcam_explains_with_the_kept_demo_weights(yolov7_checkout: Path, tmp_path: Path) -> None:
+    from scripts import shapes
+
+    images = shapes.write_split(tmp_path / "data", count=2, split="eval")
+    result = subprocess.run(
+        [sys.executable, "main_gradcam.py", "--weights", "demo", "--source", str(images)]
+        + ["--project", str(tmp_path), "--name", "run"],
+        cwd=yolov7_checkout,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["img_size"] == 256
+    detections = [d for image in manifest["images"] for d in image["detections"]]
+    assert detections and {d["class_name"] for d in detections} <= {"circle", "square", "triangle"}
