@@ -58,6 +58,11 @@ SAVE_CHECKPOINT = """
     for h in hooks:
         h.remove()
     DetectionCheckpointer(model, save_dir=sys.argv[2]).save(sys.argv[3])
+    # The model zoo's .pkl format too: a plain pickle of numpy arrays.
+    import pickle
+    state = {k: v.numpy() for k, v in model.state_dict().items()}
+    with open(f"{sys.argv[2]}/{sys.argv[3]}.pkl", "wb") as f:
+        pickle.dump({"model": state, "__author__": "kit tests", "matching_heuristics": False}, f)
 """
 
 # Detections of the upstream's own DefaultPredictor; runs in the patched and the unpatched tree.
@@ -254,7 +259,8 @@ def test_make_cam_explains_every_detection(
 ) -> None:
     out = tmp_path / "run"
     config = None if key == "fpn" else CONFIGS[key]  # fpn: make cam's default config
-    result = make_cam(detectron2_checkout, weights=checkpoints[key], out=out, config=config)
+    weights = checkpoints[key].with_suffix(".pkl") if key == "fpn" else checkpoints[key]  # model-zoo format
+    result = make_cam(detectron2_checkout, weights=weights, out=out, config=config)
     assert result.returncode == 0, result.stderr[-3000:]
     manifest = check_run(out, layers=DEFAULT_LAYERS[key])
     (image,) = manifest["images"]
