@@ -249,7 +249,7 @@ def test_setup_applies_the_series_on_the_pin(detectron2_checkout: Path) -> None:
         text=True,
         check=True,
     )
-    assert len(log.stdout.split()) == 3
+    assert len(log.stdout.split()) == 4
     assert (detectron2_checkout / "main_gradcam.py").is_file()
 
 
