@@ -225,13 +225,18 @@ class Detectron2Adapter:
             return {}
         return dict(zip(self.default_layers(), self._net.roi_heads.in_features))
 
-    def _box_logits(self, features: list[torch.Tensor], boxes: Any) -> torch.Tensor:
-        """The box head on the given proposals, as ``roi_heads`` runs it (FPN or C4)."""
+    def _pool(self, features: list[torch.Tensor], boxes: Any) -> torch.Tensor:
+        """ROIAlign of the proposals from the feature maps, as ``roi_heads`` runs it (FPN or C4)."""
         heads = self._net.roi_heads
-        if hasattr(heads, "box_pooler") and hasattr(heads, "box_head"):  # StandardROIHeads
-            x = heads.box_head(heads.box_pooler(features, [boxes]))
-        else:  # Res5ROIHeads: pooler + res5, then the spatial mean
-            x = heads._shared_roi_transform(features, [boxes]).mean(dim=[2, 3])
+        pooler = heads.box_pooler if hasattr(heads, "box_pooler") else heads.pooler  # Standard / Res5
+        pooled: torch.Tensor = pooler(features, [boxes])
+        return pooled
+
+    def _box_logits(self, pooled: torch.Tensor) -> torch.Tensor:
+        """Class logits of pooled proposals: box head (FPN) or res5 and the spatial mean (C4)."""
+        heads = self._net.roi_heads
+        # StandardROIHeads: box_head; Res5ROIHeads: what _shared_roi_transform does after its pooler.
+        x = heads.box_head(pooled) if hasattr(heads, "box_head") else heads.res5(pooled).mean(dim=[2, 3])
         logits: torch.Tensor = heads.box_predictor(x)[0]
         return logits
 
@@ -267,18 +272,27 @@ class Detectron2Adapter:
             name: output.features[f].new_zeros((len(chunk), *output.features[f].shape[1:]))
             for name, f in zip(names, in_features)
         }
+        # The box head works on each proposal alone: one backward of the summed scores gives every
+        # detection's gradient at its own pooled row; each row then goes back through a ROIAlign
+        # of that proposal only (the cost of ROIAlign's backward grows with the proposals).
         for b in sorted({d.image_index for d in chunk}):
             picked = [j for j, d in enumerate(chunk) if d.image_index == b]
+            maps = [output.features[f].detach()[b : b + 1] for f in in_features]
+            rows = torch.tensor([chunk[j].row for j in picked], device=maps[0].device)
+            boxes = output.proposals[b].proposal_boxes[rows]
             with torch.enable_grad():
-                leaves = [output.features[f].detach()[b : b + 1].requires_grad_(True) for f in in_features]
-                rows = torch.tensor([chunk[j].row for j in picked], device=leaves[0].device)
-                logits = self._box_logits(leaves, output.proposals[b].proposal_boxes[rows])
-                local = RcnnOutput(logits=logits, offsets=(0,), instances=[])
+                pooled = self._pool(maps, boxes).detach().requires_grad_(True)
+                local = RcnnOutput(logits=self._box_logits(pooled), offsets=(0,), instances=[])
                 scores = target(
                     local, [replace(chunk[j], image_index=0, row=k) for k, j in enumerate(picked)]
                 )
+                (at_pooled,) = torch.autograd.grad(scores.sum(), pooled)
                 for k, j in enumerate(picked):
-                    found = torch.autograd.grad(scores[k], leaves, retain_graph=True, allow_unused=True)
+                    leaves = [m.detach().requires_grad_(True) for m in maps]
+                    one = self._pool(leaves, boxes[k : k + 1])
+                    found = torch.autograd.grad(
+                        one, leaves, grad_outputs=at_pooled[k : k + 1], allow_unused=True
+                    )
                     for name, grad in zip(names, found):
                         if grad is not None:
                             grads[name][j] = grad[0]
