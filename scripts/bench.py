@@ -76,6 +76,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--detections", default="1,10,50")
     parser.add_argument("--img-size", type=int, default=640)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--layer-sets", default="head,deep")
+    parser.add_argument("--baselines", default="seed,pytorch-grad-cam", help="empty: the kit only")
+    parser.add_argument("--folder-images", type=int, default=16, help="0: skip the folder throughput")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "runs" / "bench" / "latest.json")
     args = parser.parse_args(argv)
     project = load_project()
@@ -95,7 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         command = [
             sys.executable, "-m", "scripts.bench_yolo", "--checkout", str(checkout), "--upstream", upstream,
             "--cfg", cfg, "--deep", deep, "--image", image, "--detections", args.detections,
-            "--img-size", str(args.img_size), "--repeat", str(args.repeat),
+            "--img-size", str(args.img_size), "--repeat", str(args.repeat), "--layer-sets", args.layer_sets,
+            "--baselines", args.baselines, "--folder-images", str(args.folder_images),
         ]  # fmt: skip
         result = subprocess.run(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True, check=False)
         lines = result.stdout.splitlines()

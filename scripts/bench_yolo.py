@@ -104,6 +104,32 @@ def seed_algorithm(
             handle.remove()
 
 
+def pytorch_grad_cam_run(
+    model: Any, batch: torch.Tensor, layers: dict[str, Any], picks: list[tuple[int, int]]
+) -> tuple[float, float]:
+    """The grad-cam package called once per detection, same layers, class-logit target."""
+    from pytorch_grad_cam import GradCAM
+
+    class Logits(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = model
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.inner(x)[2]
+
+    cam = GradCAM(model=Logits(), target_layers=list(layers.values()))
+
+    def run() -> None:
+        for row, cls in picks:
+            cam(input_tensor=batch, targets=[lambda out, r=row, c=cls: out[r, c]])
+
+    try:
+        return timed(run, repeat=1, warmup=False)
+    finally:
+        cam.activations_and_grads.release()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--checkout", type=Path, required=True)
@@ -115,14 +141,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--detections", default="1,10,50")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--skip-slow-above", type=int, default=50, help="seed/pgc only up to this many")
-    parser.add_argument("--folder-images", type=int, default=16)
+    parser.add_argument("--folder-images", type=int, default=16, help="0 skips the folder throughput")
+    parser.add_argument("--layer-sets", default="head,deep")
+    parser.add_argument("--baselines", default="seed,pytorch-grad-cam", help="comma list; empty: kit only")
     args = parser.parse_args(argv)
 
     checkout = args.checkout.resolve()
     sys.path.insert(0, str(checkout))
     import cv2
     from models.yolo import Model
-    from pytorch_grad_cam import GradCAM
 
     from kit.adapters.yolo import YoloAdapter, YoloFunctions
     from kit.engine import explain
@@ -198,7 +225,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
                 seconds, peak = timed(kit_run, repeat=args.repeat)
                 record(layer_set, n, f"kit-{method}", seconds, peak, plain)
-            if n > args.skip_slow_above:
+            baselines = {b for b in args.baselines.split(",") if b}
+            if n > args.skip_slow_above or not baselines:
                 continue
             picks = [(d.row, d.class_id) for d in dets]
             head = adapter.head
@@ -206,38 +234,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             try:
                 for p in model.parameters():
                     p.requires_grad_(True)
-                seconds, peak = timed(
-                    partial(seed_algorithm, model, batch, layers, picks), repeat=1, warmup=False
-                )
-                record(layer_set, n, "seed", seconds, peak, plain)
-
-                class Logits(torch.nn.Module):
-                    def __init__(self) -> None:
-                        super().__init__()
-                        self.inner = model
-
-                    def forward(self, x: torch.Tensor) -> torch.Tensor:
-                        return self.inner(x)[2]
-
-                wrapper = Logits()
-                cam = GradCAM(model=wrapper, target_layers=list(layers.values()))
-
-                def pgc_run(cam: GradCAM = cam, picks: list[tuple[int, int]] = picks) -> None:
-                    for row, cls in picks:
-                        cam(input_tensor=batch, targets=[lambda out, r=row, c=cls: out[r, c]])
-
-                seconds, peak = timed(pgc_run, repeat=1, warmup=False)
-                record(layer_set, n, "pytorch-grad-cam", seconds, peak, plain)
-                cam.activations_and_grads.release()
+                if "seed" in baselines:
+                    seconds, peak = timed(
+                        partial(seed_algorithm, model, batch, layers, picks), repeat=1, warmup=False
+                    )
+                    record(layer_set, n, "seed", seconds, peak, plain)
+                if "pytorch-grad-cam" in baselines:
+                    seconds, peak = pytorch_grad_cam_run(model, batch, layers, picks)
+                    record(layer_set, n, "pytorch-grad-cam", seconds, peak, plain)
             finally:
                 head.return_logits = False
                 for p in model.parameters():
                     p.requires_grad_(False)
 
-    for layer_set in ("head", "deep"):
+    for layer_set in args.layer_sets.split(","):
         bench_set(layer_set)
 
     # Folder throughput: 16 images, batch 1 vs batch 8, explanation only (no files written).
+    if args.folder_images <= 0:
+        print("RECORDS " + json.dumps(records))
+        return 0
     rng = np.random.default_rng(0)
     folder = [image if i % 2 == 0 else image[:, ::-1].copy() for i in range(args.folder_images)]
     folder = [cv2.convertScaleAbs(im, alpha=float(rng.uniform(0.8, 1.2))) for im in folder]
