@@ -273,8 +273,17 @@ def explain(
                 if grad is None:
                     explanation.no_gradient[name][span] = True
                     continue
-                explanation.no_gradient[name][span] = (grad.flatten(1) == 0).all(dim=1).cpu()
-                a = act.detach()[image_of[idx]]
+                zero = (grad.flatten(1) == 0).all(dim=1)
+                explanation.no_gradient[name][span] = zero.cpu()
+                # A gradient method's map is zero where no gradient arrived: compute only the
+                # others (at YOLO's head inputs that skips two of every three detections).
+                live = (~zero).nonzero().flatten()
+                everyone = torch.arange(len(idx), device=device)
                 for method in methods:
-                    explanation.cams[method.name][name][span] = method(a, grad).float().cpu()
+                    pick = live if getattr(method, "uses_gradients", True) else everyone
+                    if len(pick) == 0:
+                        continue
+                    a = act.detach()[image_of[idx][pick]]
+                    cams = method(a, grad[pick]).float().cpu()
+                    explanation.cams[method.name][name][idx[pick].cpu()] = cams
     return explanation
