@@ -4,7 +4,7 @@ Run as ``python -m scripts.bench_yolo --checkout upstreams/yolov7 --cfg cfg/depl
 (the checkout goes first on sys.path, as for main_gradcam.py). One process, one model, one
 image and one set of detections for every method, so the figures compare like with like:
 
-- ``plain``: no-grad inference (the floor);
+- ``plain``: no-grad inference as detect.py does it, forward and NMS (the floor);
 - ``kit-gradcam`` / ``kit-gradcampp``: the kit, every detection at every layer of the set;
 - ``seed``: the seeds' algorithm (yolov5-gradcam / yolov7-GradCAM): a Grad-CAM object per layer
   with its warm-up forward, parameters requiring grad, a full ``backward(retain_graph=True)``
@@ -201,7 +201,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         layers = adapter.resolve_layers(names)
         batch, _ = adapter.preprocess([image])
         with torch.no_grad():
-            plain, plain_peak = timed(lambda: adapter.forward(batch), repeat=args.repeat)
+            # detect.py's inference: the forward and the upstream's NMS at the same thresholds
+            plain, plain_peak = timed(lambda: adapter.detect(adapter.forward(batch)), repeat=args.repeat)
         for n in (int(v) for v in args.detections.split(",")):
             adapter.max_det = n
             with torch.no_grad():
