@@ -253,7 +253,14 @@ def test_patched_model_detects_exactly_like_the_unpatched_one(
         a = json.loads(before.stdout.strip().splitlines()[-1])
         b = json.loads(after.stdout.strip().splitlines()[-1])
         assert all(len(a[k]) > 0 for k in a)
-        assert a == b
+        # Same detections in the same order; values equal up to float noise (two processes on
+        # a multi-threaded CPU do not always sum in the same order).
+        assert a.keys() == b.keys()
+        for key in a:
+            rows_a, rows_b = np.array(a[key]), np.array(b[key])
+            assert rows_a.shape == rows_b.shape
+            assert (rows_a[:, 5] == rows_b[:, 5]).all()
+            np.testing.assert_allclose(rows_a[:, :5], rows_b[:, :5], rtol=0, atol=1e-3)
     finally:
         subprocess.run(
             ["git", "worktree", "remove", "--force", str(unpatched)], cwd=yolov7_checkout, check=False
