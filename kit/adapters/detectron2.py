@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from kit.adapters.yolo import LayerNotFoundError
+from kit.adapters.yolo import named_module
 from kit.detections import Detection
 from kit.errors import KitError
 from kit.maps import Letterbox
@@ -149,17 +149,8 @@ class Detectron2Adapter:
         return layers
 
     def resolve_layers(self, names: Sequence[str]) -> dict[str, nn.Module]:
-        layers: dict[str, nn.Module] = {}
-        for name in names:
-            try:
-                layers[name] = self.model.get_submodule(name)
-            except AttributeError:
-                default = ",".join(self.default_layers())
-                raise LayerNotFoundError(
-                    f"target layer {name!r} is not a module of the model; give a dotted module name "
-                    f"(default: {default})"
-                ) from None
-        return layers
+        advice = f"give a dotted module name (default: {','.join(self.default_layers())})"
+        return {name: named_module(self.model, name, advice=advice) for name in names}
 
     # ---- data ----------------------------------------------------------------------------
     def preprocess(self, images_bgr: Sequence[np.ndarray]) -> tuple[Any, list[Letterbox]]:

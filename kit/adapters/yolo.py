@@ -29,6 +29,14 @@ class LayerNotFoundError(KitError, ValueError):
     """A requested target layer does not exist in the model."""
 
 
+def named_module(model: nn.Module, name: str, *, advice: str) -> nn.Module:
+    """``model.get_submodule(name)``, or a LayerNotFoundError that ends with ``advice``."""
+    try:
+        return model.get_submodule(name)
+    except AttributeError:
+        raise LayerNotFoundError(f"target layer {name!r} is not a module of the model; {advice}") from None
+
+
 @dataclass(frozen=True)
 class YoloFunctions:
     """The upstream's own functions the adapter calls (kept out of the kit's imports)."""
@@ -138,14 +146,9 @@ class YoloAdapter:
                     )
                 layers[name] = seq[index]
                 continue
-            try:
-                layers[name] = self.model.get_submodule(name)
-            except AttributeError:
-                default = ",".join(self.default_layers())
-                raise LayerNotFoundError(
-                    f"target layer {name!r} is not a module of the model; give a layer index "
-                    f"(default: {default}) or a dotted module name such as 'model.102'"
-                ) from None
+            default = ",".join(self.default_layers())
+            advice = f"give a layer index (default: {default}) or a dotted module name such as 'model.102'"
+            layers[name] = named_module(self.model, name, advice=advice)
         return layers
 
     # ---- data ----------------------------------------------------------------------------
