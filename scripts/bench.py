@@ -1,9 +1,10 @@
 """`make bench`: the kit's speed beside plain inference, the seeds' algorithm and pytorch-grad-cam.
 
-For every upstream that is set up, one worker process per model (``scripts/bench_yolo.py``)
-measures the methods on the same model, image and detections, with random weights built from
-the upstream's cfg (no downloads). The table goes to stdout and the records to
-``runs/bench/latest.json``. Figures are measurements, not test assertions.
+For every upstream that is set up, one worker process per model (``WORKERS``: the YOLO upstreams'
+``scripts/bench_yolo.py``) measures the methods on
+the same model, image and detections, with random weights built from the upstream's cfg (no
+downloads). The table goes to stdout and the records to ``runs/bench/latest.json``.
+Figures are measurements, not test assertions.
 """
 
 from __future__ import annotations
@@ -19,7 +20,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from scripts.bench_common import worker_arguments
 from scripts.config import REPO_ROOT, checkout_path, load_project
+
+# The worker module that measures an upstream's models (all take scripts.bench_common's flags).
+WORKERS: dict[str, str] = {
+    "yolov7": "scripts.bench_yolo",
+    "yolov3": "scripts.bench_yolo",
+}
 
 # (upstream, cfg, deep layer set, image of the checkout): the models each upstream is measured on.
 MODELS: list[tuple[str, str, str, str]] = [
@@ -52,20 +60,21 @@ def machine() -> dict[str, Any]:
 
 
 def table(records: Sequence[dict[str, Any]]) -> str:
+    w = max([16] + [len(r["model"]) for r in records])
     lines = [
-        f"{'model':16} {'layers':6} {'dets':>4} {'method':18} {'seconds':>9} {'x plain':>8} {'peak MB':>8}",
+        f"{'model':{w}} {'layers':6} {'dets':>4} {'method':18} {'seconds':>9} {'x plain':>8} {'peak MB':>8}",
     ]
     for r in records:
         if "images_per_second" in r:
             continue
         lines.append(
-            f"{r['model']:16} {r['layers']:6} {r['detections']:>4} {r['method']:18} "
+            f"{r['model']:{w}} {r['layers']:6} {r['detections']:>4} {r['method']:18} "
             f"{r['seconds']:>9.3f} {r['ratio_to_plain']:>8.1f} {r['peak_mb']:>8.0f}"
         )
     for r in records:
         if "images_per_second" in r:
             lines.append(
-                f"{r['model']:16} folder of 16, {r['method']}: {r['images_per_second']:.2f} images/s"
+                f"{r['model']:{w}} folder of 16, {r['method']}: {r['images_per_second']:.2f} images/s"
             )
     return "\n".join(lines)
 
@@ -95,12 +104,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             continue
         print(f"{upstream} {cfg} (random weights built from the cfg, {args.img_size} px):", flush=True)
-        command = [
-            sys.executable, "-m", "scripts.bench_yolo", "--checkout", str(checkout), "--upstream", upstream,
-            "--cfg", cfg, "--deep", deep, "--image", image, "--detections", args.detections,
-            "--img-size", str(args.img_size), "--repeat", str(args.repeat), "--layer-sets", args.layer_sets,
-            "--baselines", args.baselines, "--folder-images", str(args.folder_images),
-        ]  # fmt: skip
+        command = [sys.executable, "-m", WORKERS[upstream]] + worker_arguments(
+            checkout=checkout, upstream=upstream, cfg=cfg, deep=deep, image=image, options=args
+        )
         result = subprocess.run(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True, check=False)
         lines = result.stdout.splitlines()
         print("\n".join(line for line in lines if not line.startswith("RECORDS ")), flush=True)

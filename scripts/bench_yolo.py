@@ -14,14 +14,8 @@ image and one set of detections for every method, so the figures compare like wi
 
 from __future__ import annotations
 
-import argparse
-import json
-import statistics
 import sys
-import threading
-import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -30,50 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-
-class PeakRSS:
-    """Peak resident memory of this process during a block (sampled every 5 ms), in MB."""
-
-    def __init__(self) -> None:
-        self.peak = 0.0
-        self._stop = threading.Event()
-
-    @staticmethod
-    def now() -> float:
-        with open("/proc/self/statm") as f:
-            pages = int(f.read().split()[1])
-        return pages * 4096 / 2**20
-
-    def _sample(self) -> None:
-        while not self._stop.wait(0.005):
-            self.peak = max(self.peak, self.now())
-
-    @contextmanager
-    def measure(self) -> Iterator[None]:
-        self.peak = self.now()
-        self._stop.clear()
-        thread = threading.Thread(target=self._sample, daemon=True)
-        thread.start()
-        try:
-            yield
-        finally:
-            self._stop.set()
-            thread.join()
-            self.peak = max(self.peak, self.now())
-
-
-def timed(fn: Callable[[], Any], *, repeat: int, warmup: bool = True) -> tuple[float, float]:
-    """Median seconds over ``repeat`` runs (after one warm-up run) and peak RSS in MB."""
-    if warmup:
-        fn()
-    rss = PeakRSS()
-    times = []
-    with rss.measure():
-        for _ in range(repeat):
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
-    return statistics.median(times), rss.peak
+from scripts.bench_common import Records, timed, worker_parser
 
 
 def seed_algorithm(
@@ -131,20 +82,7 @@ def pytorch_grad_cam_run(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--checkout", type=Path, required=True)
-    parser.add_argument("--upstream", required=True)
-    parser.add_argument("--cfg", required=True, help="model cfg of the checkout (random weights)")
-    parser.add_argument("--deep", required=True, help="comma-separated deep layer set")
-    parser.add_argument("--image", default="inference/images/horses.jpg")
-    parser.add_argument("--img-size", type=int, default=640)
-    parser.add_argument("--detections", default="1,10,50")
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--skip-slow-above", type=int, default=50, help="seed/pgc only up to this many")
-    parser.add_argument("--folder-images", type=int, default=16, help="0 skips the folder throughput")
-    parser.add_argument("--layer-sets", default="head,deep")
-    parser.add_argument("--baselines", default="seed,pytorch-grad-cam", help="comma list; empty: kit only")
-    args = parser.parse_args(argv)
+    args = worker_parser(__doc__).parse_args(argv)
 
     checkout = args.checkout.resolve()
     sys.path.insert(0, str(checkout))
@@ -168,26 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             m.inplace = False
     name = Path(args.cfg).stem
     image = np.asarray(cv2.imread(str(checkout / args.image)))
-    records: list[dict[str, Any]] = []
-
-    def record(layers: str, n: int, method: str, seconds: float, peak: float, plain: float) -> None:
-        records.append(
-            {
-                "upstream": args.upstream,
-                "model": name,
-                "weights": "random (built from the cfg)",
-                "img_size": args.img_size,
-                "layers": layers,
-                "detections": n,
-                "method": method,
-                "seconds": round(seconds, 4),
-                "ratio_to_plain": round(seconds / plain, 2),
-                "peak_mb": round(peak, 1),
-            }
-        )
-        print(
-            f"  {name} {layers:4} n={n:<3} {method:16} {seconds:8.3f}s  x{seconds / plain:7.1f}", flush=True
-        )
+    records = Records(upstream=args.upstream, model=name, img_size=args.img_size)
 
     def bench_set(layer_set: str) -> None:
         adapter = YoloAdapter(
@@ -210,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if len(dets) < n:
                 print(f"  only {len(dets)} detections for n={n}; skipped", file=sys.stderr)
                 continue
-            record(layer_set, n, "plain", plain, plain_peak, plain)
+            records.add(layer_set, n, "plain", plain, plain_peak, plain)
             for method in ("gradcam", "gradcampp"):
 
                 def kit_run(method: str = method) -> None:
@@ -225,7 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     )
 
                 seconds, peak = timed(kit_run, repeat=args.repeat)
-                record(layer_set, n, f"kit-{method}", seconds, peak, plain)
+                records.add(layer_set, n, f"kit-{method}", seconds, peak, plain)
             baselines = {b for b in args.baselines.split(",") if b}
             if n > args.skip_slow_above or not baselines:
                 continue
@@ -239,10 +158,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     seconds, peak = timed(
                         partial(seed_algorithm, model, batch, layers, picks), repeat=1, warmup=False
                     )
-                    record(layer_set, n, "seed", seconds, peak, plain)
+                    records.add(layer_set, n, "seed", seconds, peak, plain)
                 if "pytorch-grad-cam" in baselines:
                     seconds, peak = pytorch_grad_cam_run(model, batch, layers, picks)
-                    record(layer_set, n, "pytorch-grad-cam", seconds, peak, plain)
+                    records.add(layer_set, n, "pytorch-grad-cam", seconds, peak, plain)
             finally:
                 head.return_logits = False
                 for p in model.parameters():
@@ -253,7 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # Folder throughput: 16 images, batch 1 vs batch 8, explanation only (no files written).
     if args.folder_images <= 0:
-        print("RECORDS " + json.dumps(records))
+        records.emit()
         return 0
     rng = np.random.default_rng(0)
     folder = [image if i % 2 == 0 else image[:, ::-1].copy() for i in range(args.folder_images)]
@@ -280,22 +199,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
 
         seconds, peak = timed(folder_run, repeat=1)
-        records.append(
-            {
-                "upstream": args.upstream,
-                "model": name,
-                "weights": "random (built from the cfg)",
-                "img_size": args.img_size,
-                "layers": "head",
-                "detections": 10,
-                "method": f"kit-gradcam-folder-batch{batch_size}",
-                "seconds": round(seconds, 4),
-                "images_per_second": round(len(folder) / seconds, 2),
-                "peak_mb": round(peak, 1),
-            }
-        )
+        records.add_folder(f"kit-gradcam-folder-batch{batch_size}", len(folder), 10, seconds, peak)
         print(f"  {name} folder of {len(folder)} at batch {batch_size}: {len(folder) / seconds:.2f} images/s")
-    print("RECORDS " + json.dumps(records))
+    records.emit()
     return 0
 
 

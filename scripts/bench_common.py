@@ -1,0 +1,139 @@
+"""What `make bench`'s driver and its per-upstream workers share: flags, timing, memory, records.
+
+The driver (``scripts/bench.py``) runs one worker process per model with ``worker_arguments``;
+every worker parses them with ``worker_parser``, so the two cannot drift apart. A worker prints
+progress lines and, last, one line ``RECORDS <json list>`` that the driver collects.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+RANDOM_WEIGHTS = "random (built from the cfg)"
+
+
+def worker_parser(description: str | None) -> argparse.ArgumentParser:
+    """The flags every bench worker takes (the driver passes all of them)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--checkout", type=Path, required=True)
+    parser.add_argument("--upstream", required=True)
+    parser.add_argument("--cfg", required=True, help="model cfg of the checkout (random weights)")
+    parser.add_argument("--deep", required=True, help="comma-separated deep layer set")
+    parser.add_argument("--image", required=True, help="image of the checkout")
+    parser.add_argument("--img-size", type=int, default=640)
+    parser.add_argument("--detections", default="1,10,50")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--skip-slow-above", type=int, default=50, help="seed/pgc only up to this many")
+    parser.add_argument("--folder-images", type=int, default=16, help="0 skips the folder throughput")
+    parser.add_argument("--layer-sets", default="head,deep")
+    parser.add_argument("--baselines", default="seed,pytorch-grad-cam", help="comma list; empty: kit only")
+    return parser
+
+
+def worker_arguments(
+    *, checkout: Path, upstream: str, cfg: str, deep: str, image: str, options: argparse.Namespace
+) -> list[str]:
+    """The driver's flags for one model's worker (``options``: the driver's parsed flags)."""
+    return [
+        "--checkout", str(checkout), "--upstream", upstream, "--cfg", cfg, "--deep", deep,
+        "--image", image, "--detections", options.detections, "--img-size", str(options.img_size),
+        "--repeat", str(options.repeat), "--layer-sets", options.layer_sets,
+        "--baselines", options.baselines, "--folder-images", str(options.folder_images),
+    ]  # fmt: skip
+
+
+class PeakRSS:
+    """Peak resident memory of this process during a block (sampled every 5 ms), in MB."""
+
+    def __init__(self) -> None:
+        self.peak = 0.0
+        self._stop = threading.Event()
+
+    @staticmethod
+    def now() -> float:
+        with open("/proc/self/statm") as f:
+            pages = int(f.read().split()[1])
+        return pages * 4096 / 2**20
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.005):
+            self.peak = max(self.peak, self.now())
+
+    @contextmanager
+    def measure(self) -> Iterator[None]:
+        self.peak = self.now()
+        self._stop.clear()
+        thread = threading.Thread(target=self._sample, daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            self._stop.set()
+            thread.join()
+            self.peak = max(self.peak, self.now())
+
+
+def timed(fn: Callable[[], Any], *, repeat: int, warmup: bool = True) -> tuple[float, float]:
+    """Median seconds over ``repeat`` runs (after one warm-up run) and peak RSS in MB."""
+    if warmup:
+        fn()
+    rss = PeakRSS()
+    times = []
+    with rss.measure():
+        for _ in range(repeat):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+    return statistics.median(times), rss.peak
+
+
+class Records:
+    """A worker's records, all with the same schema; each is printed as it is added."""
+
+    def __init__(self, *, upstream: str, model: str, img_size: int, weights: str = RANDOM_WEIGHTS) -> None:
+        self.items: list[dict[str, Any]] = []
+        self._common = {"upstream": upstream, "model": model, "weights": weights, "img_size": img_size}
+
+    def add(self, layers: str, n: int, method: str, seconds: float, peak: float, plain: float) -> None:
+        """One method's time at a layer set and number of detections, beside plain inference."""
+        self.items.append(
+            {
+                **self._common,
+                "layers": layers,
+                "detections": n,
+                "method": method,
+                "seconds": round(seconds, 4),
+                "ratio_to_plain": round(seconds / plain, 2),
+                "peak_mb": round(peak, 1),
+            }
+        )
+        model = self._common["model"]
+        print(
+            f"  {model} {layers:4} n={n:<3} {method:16} {seconds:8.3f}s  x{seconds / plain:7.1f}", flush=True
+        )
+
+    def add_folder(self, method: str, images: int, detections: int, seconds: float, peak: float) -> None:
+        """Throughput of explaining a folder of ``images`` images (head layers)."""
+        self.items.append(
+            {
+                **self._common,
+                "layers": "head",
+                "detections": detections,
+                "method": method,
+                "seconds": round(seconds, 4),
+                "images_per_second": round(images / seconds, 2),
+                "peak_mb": round(peak, 1),
+            }
+        )
+
+    def emit(self) -> None:
+        """The line the driver reads: ``RECORDS <json>``."""
+        print("RECORDS " + json.dumps(self.items), flush=True)
