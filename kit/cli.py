@@ -1,7 +1,8 @@
 """Command-line pieces shared by the per-repo ``main_gradcam.py`` entry points.
 
 Each entry point keeps its repo's own flags (detect.py's or demo.py's) and adds the kit's:
-``--method``, ``--target``, ``--target-layers``, ``--trust-checkpoint``, ``--batch-size``.
+``--method``, ``--target``, ``--target-layers``, ``--trust-checkpoint``, ``--batch-size``, ``--fuse``,
+``--eval`` (with ``--eval-curves``, ``--eval-steps``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from kit.errors import CheckpointNotFoundError, KitError
+from kit.evaluate import DEFAULT_CURVES, DEFAULT_STEPS, Evaluator, adapter_detector
 from kit.images import list_sources
+from kit.labels import load_labels
 from kit.load import safe_load
 from kit.methods import METHODS, get_method
 from kit.outputs import RunWriter
@@ -46,6 +49,28 @@ def add_kit_arguments(parser: argparse.ArgumentParser, *, default_method: str = 
         "--fuse",
         action="store_true",
         help="also write each detection's layers fused into one map (layer name 'fused')",
+    )
+    group.add_argument(
+        "--eval",
+        metavar="LABELS",
+        default=None,
+        help="ground truth of the images (a folder of YOLO <stem>.txt labels or a COCO .json): after the "
+        "run, PG, EBPG and deletion/insertion AUC of the detections that match it, into eval.json",
+    )
+    group.add_argument(
+        "--eval-curves",
+        type=int,
+        default=DEFAULT_CURVES,
+        metavar="N",
+        help=f"deletion/insertion curves for the first N matched detections (default {DEFAULT_CURVES}; "
+        "each takes 2 x (steps + 1) forwards per map)",
+    )
+    group.add_argument(
+        "--eval-steps",
+        type=int,
+        default=DEFAULT_STEPS,
+        metavar="S",
+        help=f"steps of a deletion/insertion curve (default {DEFAULT_STEPS})",
     )
 
 
@@ -99,6 +124,15 @@ def explain_sources(
     if opt.batch_size < 1:
         raise KitError(f"--batch-size must be at least 1, got {opt.batch_size}")
     sources = [p for one in ([source] if isinstance(source, str) else source) for p in list_sources(one)]
+    evaluator = None
+    if getattr(opt, "eval", None):  # read (and check) the labels before any image is explained
+        evaluator = Evaluator(
+            labels=load_labels(opt.eval, names=adapter.names, sources=sources),
+            detector=adapter_detector(adapter),
+            curves=opt.eval_curves,
+            steps=opt.eval_steps,
+            batch_size=opt.batch_size,
+        )
     writer = RunWriter(
         out_dir=out_dir,
         upstream=upstream,
@@ -117,9 +151,19 @@ def explain_sources(
         method=method,
         batch_size=opt.batch_size,
         fuse=bool(getattr(opt, "fuse", False)),
+        on_image=None if evaluator is None else evaluator.add_image,
     )
     manifest = writer.finish()
     LOG.info("results in %s (manifest: %s)", out_dir, manifest.name)
+    if evaluator is not None:
+        report, table = evaluator.finish(out_dir)
+        print(table)
+        LOG.info(
+            "eval: %s (%.1fs, of which %.1fs deletion/insertion)",
+            report,
+            evaluator.seconds,
+            evaluator.curve_seconds,
+        )
     if failed:
         LOG.error("%d of %d images failed; see the errors above and in the manifest", failed, len(sources))
         return 1

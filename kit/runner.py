@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -122,9 +122,14 @@ def to_image_maps(
             else:
                 maps[(det_id, layer)] = normalize(to_original(cams[k], letterbox))
         if fuse:
-            reached = [m for (i, _), m in maps.items() if i == det_id and m is not None]
-            maps[(det_id, FUSED)] = normalize(fuse_layers(reached)) if reached else None
+            maps[(det_id, FUSED)] = fuse_reached([m for (i, _), m in maps.items() if i == det_id])
     return ImageMaps(detections=records, maps=maps)
+
+
+def fuse_reached(maps: Sequence[np.ndarray | None]) -> np.ndarray | None:
+    """One detection's maps of the layers its gradient reached (not None), fused; None if none did."""
+    reached = [m for m in maps if m is not None]
+    return normalize(fuse_layers(reached)) if reached else None
 
 
 def run(
@@ -137,10 +142,13 @@ def run(
     method: CamMethod,
     batch_size: int = 1,
     fuse: bool = False,
+    on_image: Callable[[Path, np.ndarray, ImageMaps], None] | None = None,
 ) -> int:
     """Explain every source image into ``writer``; return how many images failed.
 
-    ``fuse`` adds a fused multi-layer map per detection (layer name ``fused``).
+    ``fuse`` adds a fused multi-layer map per detection (layer name ``fused``). ``on_image`` is
+    called with each image and its maps right after they are written (``--eval`` measures them
+    there, so no image's maps outlive its turn).
     """
     modules = adapter.resolve_layers(layers)
     pending: list[tuple[Path, np.ndarray]] = []
@@ -171,6 +179,8 @@ def run(
             )
             writer.write_image(source=source, image_bgr=image, detections=result.detections, maps=result.maps)
             LOG.info("%s: %d detections", source, len(result.detections))
+            if on_image is not None:
+                on_image(source, image, result)
         pending.clear()
 
     for source in sources:

@@ -1,0 +1,341 @@
+"""``--eval LABELS``: measure the run's maps on the detections that match ground truth.
+
+After each image is written, its detections are matched to the image's ground-truth boxes
+(:mod:`kit.labels`): greedily by score, each detection takes the unmatched box of its class it
+overlaps most, if IoU >= 0.5. For every matched detection and every map the run made for it (each
+layer's, and the ``fused`` map of the layers its gradient reached, as ``--fuse`` writes it):
+
+- **PG**, pointing game (Zhang et al. 2016): is the map's peak inside the ground-truth box;
+- **EBPG**, energy-based pointing game (Score-CAM): the share of the map's mass inside it;
+- **deletion / insertion AUC** (RISE) in ODAM's detector form, for the first ``curves`` matched
+  detections: the score of the detector's best detection of the box's class with IoU > 0.5 to the
+  box while the most salient pixels are deleted (to black; normalized by the intact image's
+  score) or inserted (onto a blurred copy), in ``steps`` steps. One forward per step, through the
+  run's own adapter. Lower deletion and higher insertion AUC mean a more faithful map.
+
+Only small per-detection records are kept, never an image's maps, so memory does not grow with
+the folder. :meth:`Evaluator.finish` writes ``eval.json`` to the run folder and returns the table.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from kit.errors import KitError
+from kit.labels import LabelError, Labels
+from kit.maps import boxes_to_original
+from kit.metrics import (
+    DetectionArrays,
+    box_iou,
+    deletion_insertion,
+    energy_pointing_game,
+    matching_score_fn,
+    pointing_game,
+)
+from kit.runner import FUSED, Adapter, ImageMaps, fuse_reached
+
+LOG = logging.getLogger("kit")
+MATCH_IOU = 0.5
+DEFAULT_CURVES = 20
+DEFAULT_STEPS = 16
+MODES = ("deletion", "insertion")
+
+
+class EvalOptionError(KitError, ValueError):
+    """An --eval option outside its allowed values."""
+
+
+def match_detections(
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    classes: np.ndarray,
+    gt_boxes: np.ndarray,
+    gt_classes: np.ndarray,
+    *,
+    iou: float = MATCH_IOU,
+) -> list[tuple[int, float] | None]:
+    """Per detection, ``(gt index, IoU)`` of the ground-truth box it matches, or None.
+
+    Greedy by score, as detection benchmarks match (PASCAL VOC, COCO): the best-scoring detection
+    first takes the still unmatched box of its class that it overlaps most, if IoU >= ``iou``; each
+    box is matched at most once. Ties in score keep the detections' order.
+    """
+    n = len(boxes)
+    out: list[tuple[int, float] | None] = [None] * n
+    if n == 0 or len(gt_boxes) == 0:
+        return out
+    overlaps = box_iou(np.asarray(boxes).reshape(-1, 4), np.asarray(gt_boxes).reshape(-1, 4))
+    taken = np.zeros(len(gt_boxes), dtype=bool)
+    for k in np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable"):
+        ok = (np.asarray(gt_classes) == classes[k]) & ~taken & (overlaps[k] >= iou)
+        if ok.any():
+            g = int(np.argmax(np.where(ok, overlaps[k], -1.0)))
+            taken[g] = True
+            out[int(k)] = (g, float(overlaps[k, g]))
+    return out
+
+
+def adapter_detector(adapter: Adapter) -> Callable[[np.ndarray], list[DetectionArrays]]:
+    """A batch detector for :func:`kit.metrics.matching_score_fn`: the run's adapter, without gradients.
+
+    Takes (b, H, W, 3) BGR images; returns per image the kept ``(boxes, scores, classes)`` in its pixels.
+    """
+
+    def detect(images: np.ndarray) -> list[DetectionArrays]:
+        batch, letterboxes = adapter.preprocess(list(images))
+        with torch.no_grad():
+            detections = adapter.detect(adapter.forward(batch))
+        out: list[DetectionArrays] = []
+        for i, letterbox in enumerate(letterboxes):
+            mine = [d for d in detections if d.image_index == i]
+            boxes = boxes_to_original(np.array([d.box_xyxy for d in mine]).reshape(-1, 4), letterbox)
+            out.append((boxes, np.array([d.score for d in mine]), np.array([d.class_id for d in mine])))
+        return out
+
+    return detect
+
+
+class Evaluator:
+    """PG, EBPG and deletion/insertion AUC, image by image: ``on_image`` of :func:`kit.runner.run`."""
+
+    def __init__(
+        self,
+        *,
+        labels: Labels,
+        detector: Callable[[np.ndarray], Sequence[DetectionArrays]],
+        curves: int = DEFAULT_CURVES,
+        steps: int = DEFAULT_STEPS,
+        batch_size: int = 1,
+        iou: float = MATCH_IOU,
+    ) -> None:
+        if curves < 0 or steps < 1:
+            raise EvalOptionError(
+                f"--eval-curves must be >= 0 and --eval-steps >= 1, got {curves} and {steps}"
+            )
+        if batch_size < 1:
+            raise EvalOptionError(f"the batch size must be >= 1, got {batch_size}")
+        self.labels = labels
+        self.detector = detector
+        self.curves = curves
+        self.steps = steps
+        self.batch_size = batch_size
+        self.iou = iou
+        self.rows: list[dict[str, Any]] = []
+        self.layers: list[str] = []  # map names in the order first seen
+        self.images = 0
+        self.ground_truth = 0
+        self.detections = 0
+        self.skipped: list[dict[str, str]] = []
+        self.curves_done = 0
+        self.curve_error: str | None = None
+        self.seconds = 0.0
+        self.curve_seconds = 0.0
+
+    def add_image(self, source: Path, image_bgr: np.ndarray, result: ImageMaps) -> None:
+        """Match one image's detections to its ground truth and measure their maps."""
+        started = time.perf_counter()
+        try:
+            gt = self.labels.ground_truth(source, image_bgr.shape[:2])
+        except LabelError as error:
+            self.skipped.append({"file": str(source), "reason": str(error)})
+            LOG.warning("eval: %s left out: %s", source, error)
+            return
+        if gt is None:
+            return  # not covered by the labels (reported by kit.labels)
+        self.images += 1
+        self.ground_truth += len(gt)
+        dets = result.detections
+        self.detections += len(dets)
+        matches = match_detections(
+            np.array([d["box_xyxy"] for d in dets], dtype=np.float64).reshape(-1, 4),
+            np.array([d["score"] for d in dets], dtype=np.float64),
+            np.array([d["class_id"] for d in dets], dtype=np.int64),
+            gt.boxes,
+            gt.classes,
+            iou=self.iou,
+        )
+        for det, match in zip(dets, matches):
+            if match is None:
+                continue
+            g, overlap = match
+            gt_box = gt.boxes[g]
+            maps = {layer: m for (i, layer), m in result.maps.items() if i == det["id"]}
+            if FUSED not in maps:
+                maps[FUSED] = fuse_reached(list(maps.values()))
+            measures: dict[str, dict[str, Any]] = {}
+            for layer, cam in maps.items():
+                if layer not in self.layers:
+                    self.layers.append(layer)
+                if cam is not None:
+                    measures[layer] = {
+                        "pg": pointing_game(cam, gt_box),
+                        "ebpg": round(energy_pointing_game(cam, gt_box), 6),
+                    }
+            if self.curves_done < self.curves and self.curve_error is None:
+                self.curves_done += 1
+                try:
+                    self._add_curves(image_bgr, maps, measures, gt_box=gt_box, gt_class=int(gt.classes[g]))
+                except (KitError, RuntimeError) as error:  # e.g. out of memory: keep PG and EBPG going
+                    self.curve_error = f"{source} detection {det['id']}: {error}"
+                    LOG.error("eval: deletion/insertion stopped at %s", self.curve_error)
+            self.rows.append(
+                {
+                    "file": str(source),
+                    "id": det["id"],
+                    "class_id": det["class_id"],
+                    "class_name": det["class_name"],
+                    "score": det["score"],
+                    "box_xyxy": det["box_xyxy"],
+                    "gt_box_xyxy": [round(float(v), 2) for v in gt_box],
+                    "iou": round(overlap, 4),
+                    "maps": measures,
+                }
+            )
+        self.seconds += time.perf_counter() - started
+
+    def _add_curves(
+        self,
+        image: np.ndarray,
+        maps: dict[str, np.ndarray | None],
+        measures: dict[str, dict[str, Any]],
+        *,
+        gt_box: np.ndarray,
+        gt_class: int,
+    ) -> None:
+        """Deletion and insertion AUC of each map; maps that rank the pixels alike share their curves."""
+        started = time.perf_counter()
+        score_fn = matching_score_fn(self.detector, target_box=gt_box, target_class=gt_class)
+        done: dict[str, dict[str, float | None]] = {}
+        for layer, cam in maps.items():
+            if cam is None:
+                continue
+            ranking = hashlib.sha1(np.argsort(-cam.ravel(), kind="stable").tobytes()).hexdigest()
+            if ranking not in done:
+                done[ranking] = {}
+                for mode in MODES:
+                    curve = deletion_insertion(
+                        image,
+                        cam,
+                        score_fn=score_fn,
+                        mode="deletion" if mode == "deletion" else "insertion",
+                        steps=self.steps,
+                        batch_size=self.batch_size,
+                    )
+                    done[ranking][f"{mode}_auc"] = round(curve.auc, 6) if math.isfinite(curve.auc) else None
+            measures[layer].update(done[ranking])
+        self.curve_seconds += time.perf_counter() - started
+
+    # ---- results ---------------------------------------------------------------------------
+    def summary_rows(self) -> list[dict[str, Any]]:
+        """One row per map name: n, PG, EBPG, and the curves' count and mean AUCs."""
+        rows = []
+        for layer in self.layers:
+            measured = [r["maps"][layer] for r in self.rows if layer in r["maps"]]
+            curves = [m for m in measured if "deletion_auc" in m]
+            rows.append(
+                {
+                    "layer": layer,
+                    "n": len(measured),
+                    "pg": _mean([float(m["pg"]) for m in measured]),
+                    "ebpg": _mean([m["ebpg"] for m in measured]),
+                    "n_curves": len(curves),
+                    "deletion_auc": _mean([m["deletion_auc"] for m in curves]),
+                    "insertion_auc": _mean([m["insertion_auc"] for m in curves]),
+                    "curves_without_target": sum(1 for m in curves if m["deletion_auc"] is None),
+                }
+            )
+        return rows
+
+    def report(self) -> dict[str, Any]:
+        """Everything ``eval.json`` holds: labels, options, counts, summary and per-detection rows."""
+        labels = self.labels
+        matched = len(self.rows)
+        rows = self.summary_rows()
+        fused = next((r for r in rows if r["layer"] == FUSED), None)
+        return {
+            "labels": {
+                "path": str(labels.path),
+                "format": labels.format,
+                "class_rule": labels.class_rule,
+                "crowd_ignored": labels.crowd_ignored,
+            },
+            "options": {
+                "match_iou": self.iou,
+                "curves": self.curves,
+                "steps": self.steps,
+                "deletion": "most salient pixels to black first; score / intact score",
+                "insertion": "most salient pixels onto a blurred copy (11x11, sigma 5) first",
+                "curve_score": "best detection of the box's class with IoU > 0.5 to the ground-truth box",
+            },
+            "images": {
+                "evaluated": self.images,
+                "without_label_file": len(labels.without_file),
+                "not_in_labels": len(labels.not_listed),
+                "skipped": self.skipped,
+            },
+            "summary": {
+                "ground_truth": self.ground_truth,
+                "detections": self.detections,
+                "matched": matched,
+                "recall": round(matched / self.ground_truth, 4) if self.ground_truth else None,
+                "precision": round(matched / self.detections, 4) if self.detections else None,
+                "map": FUSED,
+                **{k: fused[k] if fused else None for k in ("pg", "ebpg", "deletion_auc", "insertion_auc")},
+                "layers": rows,
+            },
+            "curve_error": self.curve_error,
+            "seconds": {"eval": round(self.seconds, 2), "curves": round(self.curve_seconds, 2)},
+            "detections": self.rows,
+        }
+
+    def finish(self, out_dir: Path) -> tuple[Path, str]:
+        """Write ``eval.json`` into ``out_dir``; return its path and the table for stdout."""
+        report = self.report()
+        path = Path(out_dir) / "eval.json"
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        tmp.replace(path)
+        return path, format_table(report)
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """A headline (images, boxes, matches, recall) and one fixed-width row per map name."""
+    s, images = report["summary"], report["images"]
+
+    def f(v: float | None, digits: int = 3) -> str:
+        return "-" if v is None else f"{v:.{digits}f}"
+
+    lines = [
+        f"eval: {images['evaluated']} images, {s['ground_truth']} ground-truth boxes, {s['detections']} "
+        f"detections, {s['matched']} matched (IoU >= {report['options']['match_iou']}): "
+        f"recall {f(s['recall'])}, precision {f(s['precision'])}"
+    ]
+    if images["without_label_file"] or images["not_in_labels"] or images["skipped"]:
+        lines.append(
+            f"      {images['without_label_file']} without a label file (no objects), "
+            f"{images['not_in_labels']} not in the labels, {len(images['skipped'])} skipped"
+        )
+    table = [["map", "n", "PG", "EBPG", "n_curve", "del AUC", "ins AUC"]]
+    for r in s["layers"]:
+        table.append(
+            [r["layer"], str(r["n"]), f(r["pg"]), f(r["ebpg"]), str(r["n_curves"])]
+            + [f(r["deletion_auc"]), f(r["insertion_auc"])]
+        )
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in table]
+    return "\n".join(lines)
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    return round(float(np.mean(finite)), 4) if finite else None

@@ -1,0 +1,156 @@
+"""--eval: greedy matching, the per-image evaluator, eval.json and the table, the flags."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from kit.cli import add_kit_arguments
+from kit.evaluate import EvalOptionError, Evaluator, match_detections
+from kit.labels import Labels
+from kit.metrics import energy_pointing_game
+from kit.runner import FUSED, ImageMaps, fuse_reached
+
+
+def test_matching_is_greedy_by_score_and_one_to_one() -> None:
+    gt = np.array([[0, 0, 10, 10], [20, 0, 30, 10]], dtype=float)
+    gt_classes = np.array([0, 0])
+    boxes = np.array([[0, 0, 10, 9], [0, 0, 10, 10], [19, 0, 30, 10], [20, 0, 30, 10]], dtype=float)
+    scores = np.array([0.6, 0.9, 0.8, 0.7])
+    classes = np.array([0, 0, 0, 1])
+    # 0.9 takes box 0 first, so 0.6 (IoU 0.9 with it) is left without one; class 1 matches nothing.
+    assert match_detections(boxes, scores, classes, gt, gt_classes) == [None, (0, 1.0), (1, 10 / 11), None]
+    assert match_detections(boxes[:0], scores[:0], classes[:0], gt, gt_classes) == []
+    assert match_detections(boxes, scores, classes, gt[:0], gt_classes[:0]) == [None] * 4
+
+
+def test_matching_needs_iou_of_at_least_the_threshold() -> None:
+    gt = np.array([[0, 0, 10, 10]], dtype=float)
+    half = np.array([[0, 0, 10, 5]], dtype=float)  # IoU exactly 0.5
+    assert match_detections(half, np.array([1.0]), np.array([0]), gt, np.array([0])) == [(0, 0.5)]
+    assert match_detections(half, np.array([1.0]), np.array([0]), gt, np.array([0]), iou=0.51) == [None]
+
+
+def labels_for(gt: dict[str, tuple[list[list[float]], list[int]]]) -> Labels:
+    """YOLO-format Labels with pixel boxes given for 20x20 images (stored normalized)."""
+    labels = Labels(path=Path("labels"), format="yolo", class_rule="class ids as written (0..1)")
+    for name, (boxes, classes) in gt.items():
+        b = np.array(boxes, dtype=float).reshape(-1, 4) / 20.0
+        centre, size = (b[:, :2] + b[:, 2:]) / 2, b[:, 2:] - b[:, :2]
+        labels._entries[Path(name)] = np.column_stack([classes, centre, size]).reshape(-1, 5)
+    return labels
+
+
+def box_brightness_detector(box: list[float]) -> Any:
+    """A detector that finds class 0 at ``box`` with the mean brightness inside it as score."""
+    x1, y1, x2, y2 = (int(v) for v in box)
+
+    def detect(images: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        return [
+            (np.array([box], dtype=float), np.array([image[y1:y2, x1:x2].mean() / 255.0]), np.array([0]))
+            for image in images
+        ]
+
+    return detect
+
+
+def image_maps(boxes: list[list[float]], maps: dict[tuple[int, str], np.ndarray | None]) -> ImageMaps:
+    dets = [
+        {"id": i, "box_xyxy": b, "class_id": 0, "class_name": "thing", "score": 0.9 - 0.1 * i}
+        for i, b in enumerate(boxes)
+    ]
+    return ImageMaps(detections=dets, maps=maps)
+
+
+def peak_at(y: int, x: int) -> np.ndarray:
+    m = np.zeros((20, 20), dtype=np.float32)
+    m[y, x] = 1.0
+    m[10, 10] = 0.5
+    return m
+
+
+def test_evaluator_measures_each_map_and_the_reached_layers_fused(tmp_path: Path) -> None:
+    box = [2.0, 2.0, 8.0, 8.0]
+    labels = labels_for({"a.png": ([box, [12, 12, 18, 18]], [0, 1])})
+    evaluator = Evaluator(labels=labels, detector=box_brightness_detector(box), curves=5, steps=4)
+    image = np.full((20, 20, 3), 200, dtype=np.uint8)
+    inside, outside = peak_at(4, 4), peak_at(15, 15)
+    result = image_maps([box, [12, 12, 18, 18]], {(0, "a"): inside, (0, "b"): None, (1, "a"): outside})
+    evaluator.add_image(Path("a.png"), image, result)
+
+    report = evaluator.report()
+    s = report["summary"]
+    # Detection 1 is class 0 on a class-1 box: not matched.
+    counts = (s["ground_truth"], s["detections"], s["matched"], s["recall"], s["precision"])
+    assert counts == (2, 2, 1, 0.5, 0.5)
+    (row,) = report["detections"]
+    assert row["id"] == 0 and row["gt_box_xyxy"] == box and row["iou"] == 1.0
+    assert set(row["maps"]) == {"a", FUSED}  # "b" had no gradient
+    assert row["maps"]["a"]["pg"] is True
+    assert row["maps"]["a"]["ebpg"] == pytest.approx(energy_pointing_game(inside, box), abs=1e-6)
+    fused = fuse_reached([inside, None])
+    assert row["maps"][FUSED]["ebpg"] == pytest.approx(energy_pointing_game(fused, box), abs=1e-6)
+    # Deleting the box's pixels first drops the score at once; inserting them restores it at once.
+    assert row["maps"]["a"]["deletion_auc"] < 0.5 < row["maps"]["a"]["insertion_auc"]
+    assert row["maps"][FUSED]["deletion_auc"] == row["maps"]["a"]["deletion_auc"]  # same ranking
+    assert [r["layer"] for r in s["layers"]] == ["a", "b", FUSED]
+    assert s["layers"][1]["n"] == 0 and s["layers"][1]["pg"] is None
+    assert s["pg"] == 1.0 and s["map"] == FUSED
+
+
+def test_curves_stop_at_the_cap_and_eval_json_and_table_are_written(tmp_path: Path) -> None:
+    boxes = [[2.0, 2.0, 8.0, 8.0], [12.0, 12.0, 18.0, 18.0]]
+    labels = labels_for({"a.png": (boxes, [0, 0]), "b.png": ([], [])})
+    evaluator = Evaluator(labels=labels, detector=box_brightness_detector(boxes[0]), curves=1, steps=2)
+    maps = {(0, "a"): peak_at(4, 4), (1, "a"): peak_at(0, 0)}
+    evaluator.add_image(Path("a.png"), np.full((20, 20, 3), 90, np.uint8), image_maps(boxes, maps))
+    evaluator.add_image(Path("b.png"), np.zeros((20, 20, 3), np.uint8), image_maps([], {}))
+    evaluator.add_image(Path("c.png"), np.zeros((20, 20, 3), np.uint8), image_maps([], {}))  # not covered
+
+    path, table = evaluator.finish(tmp_path)
+    report = json.loads(path.read_text())
+    assert path == tmp_path / "eval.json"
+    assert report["images"]["evaluated"] == 2 and report["summary"]["recall"] == 1.0
+    rows = report["detections"]
+    assert "deletion_auc" in rows[0]["maps"]["a"] and "deletion_auc" not in rows[1]["maps"]["a"]
+    assert rows[1]["maps"]["a"]["pg"] is False
+    a = report["summary"]["layers"][0]
+    assert (a["layer"], a["n"], a["pg"], a["n_curves"]) == ("a", 2, 0.5, 1)
+    assert report["options"]["curves"] == 1 and report["options"]["steps"] == 2
+    lines = table.splitlines()
+    assert lines[0].startswith("eval: 2 images, 2 ground-truth boxes, 2 detections, 2 matched")
+    assert "recall 1.000, precision 1.000" in lines[0]
+    assert lines[1].split() == ["map", "n", "PG", "EBPG", "n_curve", "del", "AUC", "ins", "AUC"]
+    assert lines[2].split()[:3] == ["a", "2", "0.500"]
+
+
+def test_an_image_the_labels_reject_is_left_out_and_reported(tmp_path: Path) -> None:
+    labels = Labels(path=Path("gt.json"), format="coco", class_rule="by name")
+    labels._entries[Path("a.png")] = (np.zeros((0, 4)), np.zeros(0, np.int64), 640, 480)
+    evaluator = Evaluator(labels=labels, detector=box_brightness_detector([0, 0, 1, 1]))
+    evaluator.add_image(Path("a.png"), np.zeros((20, 20, 3), np.uint8), image_maps([], {}))
+    report = evaluator.report()
+    assert report["images"]["evaluated"] == 0
+    (skipped,) = report["images"]["skipped"]
+    assert skipped["file"] == "a.png" and "the json says 640x480" in skipped["reason"]
+    assert report["summary"]["recall"] is None
+
+
+def test_bad_curve_options_are_refused() -> None:
+    labels = labels_for({})
+    with pytest.raises(EvalOptionError, match="--eval-steps >= 1, got 1 and 0"):
+        Evaluator(labels=labels, detector=box_brightness_detector([0, 0, 1, 1]), curves=1, steps=0)
+
+
+def test_every_entry_point_gets_the_eval_flags() -> None:
+    parser = argparse.ArgumentParser()
+    add_kit_arguments(parser)
+    plain = parser.parse_args([])
+    assert plain.eval is None and plain.eval_curves == 20 and plain.eval_steps == 16
+    opt = parser.parse_args(["--eval", "labels", "--eval-curves", "3", "--eval-steps", "8"])
+    assert (opt.eval, opt.eval_curves, opt.eval_steps) == ("labels", 3, 8)
