@@ -1,7 +1,7 @@
 """`make bench`: the kit's speed beside plain inference, the seeds' algorithm and pytorch-grad-cam.
 
 For every upstream that is set up, one worker process per model (``WORKERS``: the YOLO upstreams'
-``scripts/bench_yolo.py``) measures the methods on
+``scripts/bench_yolo.py``, detectron2's ``scripts/bench_detectron2.py``) measures the methods on
 the same model, image and detections, with random weights built from the upstream's cfg (no
 downloads). The table goes to stdout and the records to ``runs/bench/latest.json``.
 Figures are measurements, not test assertions.
@@ -27,6 +27,7 @@ from scripts.config import REPO_ROOT, checkout_path, load_project
 WORKERS: dict[str, str] = {
     "yolov7": "scripts.bench_yolo",
     "yolov3": "scripts.bench_yolo",
+    "detectron2": "scripts.bench_detectron2",
 }
 
 # (upstream, cfg, deep layer set, image of the checkout): the models each upstream is measured on.
@@ -35,6 +36,12 @@ MODELS: list[tuple[str, str, str, str]] = [
     ("yolov7", "cfg/deploy/yolov7.yaml", "37,50,63", "inference/images/horses.jpg"),
     ("yolov3", "models/yolov3-tiny.yaml", "6,8,10", "data/images/zidane.jpg"),
     ("yolov3", "models/yolov3.yaml", "6,8,10", "data/images/zidane.jpg"),
+    (
+        "detectron2",
+        "configs/COCO-Detection/faster_rcnn_R_50_FPN_3x.yaml",
+        "backbone.bottom_up.res3,backbone.bottom_up.res4",
+        "docs/tutorials/lazyconfig.jpg",  # the checkout's only image
+    ),
 ]
 
 
@@ -79,7 +86,8 @@ def table(records: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The driver's flags; `worker_arguments` hands them on to each model's worker."""
     parser = argparse.ArgumentParser(prog="python -m scripts bench", description=__doc__)
     parser.add_argument("--models", default="", help="comma-separated cfg stems (default: all)")
     parser.add_argument("--detections", default="1,10,50")
@@ -89,7 +97,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--baselines", default="seed,pytorch-grad-cam", help="empty: the kit only")
     parser.add_argument("--folder-images", type=int, default=16, help="0: skip the folder throughput")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "runs" / "bench" / "latest.json")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     project = load_project()
     wanted = {m for m in args.models.split(",") if m}
     records: list[dict[str, Any]] = []
