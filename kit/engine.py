@@ -7,6 +7,12 @@ parameter ever gets a ``.grad``. Per-detection gradients come from ``torch.autog
 target score to the hooked activations only, in chunks; every CAM method is computed from
 the same gradients. Hooks and the parameters' ``requires_grad`` are restored when the call
 ends, also on error.
+
+Two shortcuts come from the adapter, both exact: ``local_gradients`` answers a layer the score
+reads directly (YOLO's head inputs, Faster R-CNN's pooled maps) from the detection's own cell
+or proposal; a :class:`ScoreRoute` names the layers every score depends on deeper layers
+through, so a deep layer's gradient is one backward from those layers, seeded with the local
+gradient there, instead of a backward through the whole head and every other level.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from kit.detections import Detection
@@ -27,6 +34,21 @@ from kit.targets import DetectorOutput, Target
 GradMode = Literal["loop", "batched"]
 # (layer name, its activation (B, C, H, W), a chunk of detections, target) -> (n, C, H, W) or None
 LocalGradients = Callable[[str, torch.Tensor, Sequence[Detection], Target], "torch.Tensor | None"]
+
+
+@dataclass(frozen=True)
+class ScoreRoute:
+    """Where every detection's score meets the network: the head's input layers.
+
+    ``layers``: every path from a deeper layer to any score passes through (at least) one of
+    them. ``gradients(name, activation, chunk, target)``: each detection's gradient at that
+    layer through the head alone (the partial derivative, not through other routes), as an
+    (n, C, H, W) tensor, or None when it cannot tell. The chain rule then gives a deeper
+    layer's gradient as one backward from the route layers with those gradients as seeds.
+    """
+
+    layers: Mapping[str, nn.Module]
+    gradients: LocalGradients
 
 
 class LayerOutputError(KitError, TypeError):
@@ -153,37 +175,84 @@ def _check_levels(name: str, count: int, detections: Sequence[Detection]) -> Non
         )
 
 
-def _explain_per_level(
+def _store_maps(
     explanation: Explanation,
     name: str,
-    runs: list[torch.Tensor],
-    chunk: Sequence[Detection],
-    start: int,
-    scores: torch.Tensor,
-    picks: torch.Tensor,
-    *,
+    activation: torch.Tensor,
+    grad: torch.Tensor | None,
+    rows: torch.Tensor,
+    images: torch.Tensor,
     methods: Sequence[CamMethod],
-    mode: GradMode,
 ) -> None:
-    """CAMs of a chunk at a layer that ran once per level: each detection at its own level's run."""
-    size = explanation.cams[methods[0].name][name].shape[1:]
-    for level in sorted({d.level for d in chunk if d.level is not None}):
-        rows = [j for j, d in enumerate(chunk) if d.level == level]
-        sub = picks[rows]
-        (grad,) = _gradients(scores, [runs[level]], sub, mode=mode)
-        span = torch.tensor(rows) + start
-        if grad is None:
-            explanation.no_gradient[name][span] = True
+    """Maps of detections ``rows`` at one activation from their gradients ``grad`` (row-aligned).
+
+    ``images`` gives each row's image in the activation's batch. A row no gradient reached is
+    flagged; a gradient method's map is left zero there (at YOLO's head inputs that skips two
+    of every three detections), a gradient-free method (EigenCAM) is computed for every row.
+    """
+    if grad is None:
+        explanation.no_gradient[name][rows.cpu()] = True
+        return
+    zero = (grad.flatten(1) == 0).all(dim=1)
+    explanation.no_gradient[name][rows.cpu()] = zero.cpu()
+    live = (~zero).nonzero().flatten()
+    everyone = torch.arange(len(rows), device=activation.device)
+    size = tuple(explanation.cams[methods[0].name][name].shape[1:])
+    for method in methods:
+        pick = live if getattr(method, "uses_gradients", True) else everyone
+        if len(pick) == 0:
             continue
-        explanation.no_gradient[name][span] = (grad.flatten(1) == 0).all(dim=1).cpu()
-        a = runs[level].detach()[sub[:, 1]]
-        for method in methods:
-            cam = method(a, grad).float()
-            if tuple(cam.shape[1:]) != tuple(size):
-                cam = torch.nn.functional.interpolate(
-                    cam[:, None], size=tuple(size), mode="bilinear", align_corners=False
-                )[:, 0]
-            explanation.cams[method.name][name][span] = cam.cpu()
+        cam = method(activation.detach()[images[pick]], grad[pick]).float()
+        if tuple(cam.shape[1:]) != size:  # a run of a per-level layer smaller than the largest
+            cam = F.interpolate(cam[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+        explanation.cams[method.name][name][rows[pick].cpu()] = cam.cpu()
+
+
+def _routed_gradients(
+    route: ScoreRoute,
+    store: Mapping[str, torch.Tensor],
+    activations: list[torch.Tensor],
+    chunk: Sequence[Detection],
+    target: Target,
+) -> list[torch.Tensor | None] | None:
+    """Each detection's gradients at ``activations`` by one backward from the route layers.
+
+    Returns None when the route cannot answer (a route layer did not run, or the adapter gave
+    no gradient there); then the caller takes the general path.
+    """
+    names = list(route.layers)
+    if any(name not in store for name in names):
+        return None
+    seeds: list[torch.Tensor] = []
+    for name in names:
+        seed = route.gradients(name, store[name], chunk, target)
+        if seed is None:
+            return None
+        seeds.append(seed)
+    per_det: list[tuple[torch.Tensor | None, ...]] = []
+    for j, det in enumerate(chunk):
+        outputs, cotangents = [], []
+        for name, seed in zip(names, seeds):
+            if bool(seed[j].any()):
+                full = torch.zeros_like(store[name])
+                full[det.image_index] = seed[j]
+                outputs.append(store[name])
+                cotangents.append(full)
+        if not outputs:  # the score does not depend on any route layer
+            per_det.append((None,) * len(activations))
+            continue
+        grads = torch.autograd.grad(
+            outputs, activations, grad_outputs=cotangents, retain_graph=True, allow_unused=True
+        )
+        per_det.append(tuple(None if g is None else g[det.image_index] for g in grads))
+    out: list[torch.Tensor | None] = []
+    for k, act in enumerate(activations):
+        # zeros where no gradient arrived, as the general backward gives: rows are then flagged
+        # ``no_gradient`` while a gradient-free method (EigenCAM) still gets its map
+        zero = act.new_zeros(act.shape[1:])
+        rows = [g[k] for g in per_det]
+        out.append(torch.stack([zero if r is None else r for r in rows]))
+    return out
 
 
 def explain(
@@ -197,6 +266,7 @@ def explain(
     chunk_size: int = 32,
     grad_mode: GradMode = "loop",
     local_gradients: LocalGradients | None = None,
+    score_route: ScoreRoute | None = None,
 ) -> Explanation:
     """Explain every detection of one forward pass at every layer with every method.
 
@@ -205,7 +275,9 @@ def explain(
     detections to one differentiable score each. ``model`` (optional) has its parameters
     frozen for the call. ``local_gradients`` (optional, from the adapter) returns the exact
     gradients of a chunk of detections at a layer without a backward through the whole head,
-    or None where it cannot; those layers take the general path.
+    or None where it cannot; ``score_route`` (optional, from the adapter) lets the other
+    layers start their backward at the head's inputs (see :class:`ScoreRoute`). Layers
+    neither answers take the general path: a backward from each detection's score.
 
     A layer that runs once per head level (a head shared across levels, e.g. RetinaNet's
     ``head.cls_subnet``) is explained at the call of each detection's ``level``; its maps are
@@ -213,8 +285,11 @@ def explain(
     """
     if not layers:
         raise KitError("no target layers given; pass --target-layers or use the adapter's default")
+    hooked = dict(layers)
+    if score_route is not None:
+        hooked.update({name: m for name, m in score_route.layers.items() if name not in hooked})
     calls: dict[str, list[torch.Tensor]] = {}
-    with frozen_parameters(model), hooked_activations(layers, calls=calls) as store, torch.enable_grad():
+    with frozen_parameters(model), hooked_activations(hooked, calls=calls) as store, torch.enable_grad():
         output = forward()
         missing = [name for name in layers if name not in store]
         if missing:
@@ -225,11 +300,10 @@ def explain(
         with torch.no_grad():
             detections = detect(output)
         explanation = Explanation(detections=detections, output=output)
-        repeated = {name: runs for name, runs in calls.items() if len(runs) > 1}
+        repeated = {name: runs for name, runs in calls.items() if len(runs) > 1 and name in layers}
         names = [name for name in layers if name not in repeated]
-        acts = [store[name] for name in names]
         n = len(detections)
-        shapes = {name: tuple(a.shape[2:]) for name, a in zip(names, acts)}
+        shapes = {name: tuple(store[name].shape[2:]) for name in names}
         for name, runs in repeated.items():
             _check_levels(name, len(runs), detections)
             shapes[name] = (max(r.shape[2] for r in runs), max(r.shape[3] for r in runs))
@@ -248,42 +322,32 @@ def explain(
         for start in range(0, n, chunk_size):
             idx = torch.arange(start, min(start + chunk_size, n), device=device)
             chunk = detections[start : start + len(idx)]
+            picks = torch.stack([idx, image_of[idx]], dim=1)
             grads: dict[str, torch.Tensor | None] = {}
             if local_gradients is not None:
-                for name, act in zip(names, acts):
-                    local = local_gradients(name, act, chunk, target)
+                for name in names:
+                    local = local_gradients(name, store[name], chunk, target)
                     if local is not None:
                         grads[name] = local
             general = [name for name in names if name not in grads]
-            picks = torch.stack([idx, image_of[idx]], dim=1)
+            if general and score_route is not None:
+                routed = _routed_gradients(score_route, store, [store[g] for g in general], chunk, target)
+                if routed is not None:
+                    grads.update(zip(general, routed))
+                    general = []
             if general or repeated:
                 scores = target(output, detections) if scores is None else scores
             if general:
                 assert scores is not None
                 found = _gradients(scores, [store[name] for name in general], picks, mode=grad_mode)
                 grads.update(zip(general, found))
+            for name in names:
+                _store_maps(explanation, name, store[name], grads[name], idx, image_of[idx], methods)
             for name, runs in repeated.items():
                 assert scores is not None
-                _explain_per_level(
-                    explanation, name, runs, chunk, start, scores, picks, methods=methods, mode=grad_mode
-                )
-            for name, act in zip(names, acts):
-                grad = grads[name]
-                span = slice(start, start + len(idx))
-                if grad is None:
-                    explanation.no_gradient[name][span] = True
-                    continue
-                zero = (grad.flatten(1) == 0).all(dim=1)
-                explanation.no_gradient[name][span] = zero.cpu()
-                # A gradient method's map is zero where no gradient arrived: compute only the
-                # others (at YOLO's head inputs that skips two of every three detections).
-                live = (~zero).nonzero().flatten()
-                everyone = torch.arange(len(idx), device=device)
-                for method in methods:
-                    pick = live if getattr(method, "uses_gradients", True) else everyone
-                    if len(pick) == 0:
-                        continue
-                    a = act.detach()[image_of[idx][pick]]
-                    cams = method(a, grad[pick]).float().cpu()
-                    explanation.cams[method.name][name][idx[pick].cpu()] = cams
+                # each detection at its own level's run of the layer
+                for level in sorted({d.level for d in chunk if d.level is not None}):
+                    rows = torch.tensor([j for j, d in enumerate(chunk) if d.level == level], device=device)
+                    (grad,) = _gradients(scores, [runs[level]], picks[rows], mode=grad_mode)
+                    _store_maps(explanation, name, runs[level], grad, idx[rows], image_of[idx][rows], methods)
     return explanation
