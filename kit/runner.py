@@ -81,6 +81,7 @@ def explain_batch(
         model=adapter.model,
         chunk_size=chunk_size,
         local_gradients=getattr(adapter, "local_gradients", None),
+        score_route=adapter.score_route() if hasattr(adapter, "score_route") else None,
     )
     return explanation, letterboxes
 

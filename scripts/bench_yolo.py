@@ -141,6 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         methods=[METHODS[method]],
                         model=model,
                         local_gradients=adapter.local_gradients,
+                        score_route=adapter.score_route(),
                     )
 
                 seconds, peak = timed(kit_run, repeat=args.repeat)

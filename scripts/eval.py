@@ -305,6 +305,7 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: C901 - one linear m
                 methods=methods,
                 model=randomized,
                 local_gradients=rand_adapter.local_gradients,
+                score_route=rand_adapter.score_route(),
             )
             h, w = images[image_index].shape[:2]
             for k, sample in enumerate(mine):

@@ -43,9 +43,13 @@ class Detect(nn.Module):
 
 
 class Model(nn.Module):
-    """yolov7's Model.forward_once, reduced: each layer reads from `.f` (-1: the previous one)."""
+    """yolov7's Model.forward_once, reduced: each layer reads from `.f` (-1: the previous one).
 
-    def __init__(self) -> None:
+    ``chained``: the level-0 head input also feeds the level-1 path (as a PAN's bottom-up path
+    reads the stride-8 output), so the head inputs are not independent.
+    """
+
+    def __init__(self, chained: bool = False) -> None:
         super().__init__()
         torch.manual_seed(3)
         layers = [
@@ -55,7 +59,16 @@ class Model(nn.Module):
             nn.Conv2d(8, 7, 1),  # 3: from 1, feeds only the head (level 1)
             Detect(nc=3, ch=(5, 7)),
         ]
-        for i, (layer, f) in enumerate(zip(layers, [-1, -1, 0, 1, [2, 3]])):
+        sources: list[int | list[int]] = [-1, -1, 0, 1, [2, 3]]
+        if chained:  # 1 reads the level-0 head input (2) instead of 0
+            layers[0], layers[1], layers[2] = (
+                nn.Conv2d(3, 6, 3, stride=4, padding=1),
+                nn.Conv2d(6, 5, 1),  # 1: level-0 head input, also feeds 2
+                nn.Conv2d(5, 8, 3, stride=2, padding=1),  # 2: stride 8, from 1
+            )
+            layers[3] = nn.Conv2d(8, 7, 1)  # 3: level-1 head input
+            sources = [-1, -1, -1, -1, [1, 3]]
+        for i, (layer, f) in enumerate(zip(layers, sources)):
             layer.f, layer.i = f, i  # type: ignore[assignment]
         self.model = nn.Sequential(*layers)
         self.names = ["circle", "square", "triangle"]
@@ -104,9 +117,9 @@ def nms(pred: torch.Tensor, conf: float, iou: float, *, classes=None, agnostic=F
     return (outs, rows) if return_indices else outs
 
 
-def make_adapter(**kwargs: object) -> YoloAdapter:
+def make_adapter(chained: bool = False, **kwargs: object) -> YoloAdapter:
     return YoloAdapter(
-        Model().eval(),
+        Model(chained).eval(),
         functions=YoloFunctions(letterbox=letterbox, non_max_suppression=nms),
         img_size=64,
         conf_thres=0.0,
@@ -163,6 +176,35 @@ def test_local_gradients_equal_the_general_backward(target: str) -> None:
     levels = torch.tensor([d.level for d in fast.detections])
     assert torch.equal(fast.no_gradient["2"], levels != 0)
     assert torch.equal(fast.no_gradient["3"], levels != 1)
+
+
+@pytest.mark.parametrize("target", sorted(TARGETS))
+@pytest.mark.parametrize(("chained", "names"), [(False, ["0", "1", "3"]), (True, ["0", "1", "2"])])
+def test_score_route_gives_the_general_backwards_gradients(target: str, chained: bool, names: list) -> None:
+    # Deep layers start their backward at the head inputs, seeded with the gradient through the
+    # head; "chained": a head input that also feeds the other level's path (its own gradient
+    # then has two routes) must still equal a backward from each score.
+    adapter = make_adapter(chained=chained, max_det=12)
+    image = np.random.default_rng(1).integers(0, 255, (64, 64, 3), np.uint8)
+    batch, _ = adapter.preprocess([image, image[::-1].copy()])
+    common = dict(
+        forward=lambda: adapter.forward(batch),
+        detect=adapter.detect,
+        layers=adapter.resolve_layers(names),
+        target=TARGETS[target],
+        methods=list(METHODS.values()),
+        model=adapter.model,
+    )
+    routed = explain(  # type: ignore[arg-type]
+        **common, local_gradients=adapter.local_gradients, score_route=adapter.score_route(), chunk_size=5
+    )
+    slow = explain(**common)  # type: ignore[arg-type]
+    assert {0, 1} <= {d.level for d in routed.detections}
+    for layer in names:
+        assert torch.equal(routed.no_gradient[layer], slow.no_gradient[layer])
+        for name in METHODS:
+            torch.testing.assert_close(routed.cams[name][layer], slow.cams[name][layer], rtol=1e-4, atol=1e-7)
+    assert slow.cams["gradcam"][names[0]].abs().sum() > 0  # the deep layer has maps to compare
 
 
 def test_layer_feeding_more_than_the_head_takes_the_general_path() -> None:

@@ -30,6 +30,7 @@ from torch import nn
 
 from kit.adapters.yolo import named_module
 from kit.detections import Detection
+from kit.engine import ScoreRoute
 from kit.errors import KitError
 from kit.maps import Letterbox
 
@@ -254,6 +255,15 @@ class Detectron2Adapter:
         if self._local_cache is None or self._local_cache[0] != key:
             self._local_cache = (key, self._pooled_gradients(output, chunk, target))
         return self._local_cache[1][name]
+
+    def score_route(self) -> ScoreRoute | None:
+        """Faster R-CNN: the pooled maps. A box score reads the backbone only through its
+        proposal's ROIAlign (proposal boxes are constants, as detectron2's RPN makes them), so a
+        deeper layer's gradient is one backward from the pooled maps seeded with
+        :meth:`local_gradients`, not a backward through all ~1000 proposals per detection."""
+        if self.kind != "rcnn":
+            return None
+        return ScoreRoute(layers=self.resolve_layers(self.default_layers()), gradients=self.local_gradients)
 
     def _pooled_gradients(
         self, output: RcnnOutput, chunk: Sequence[Detection], target: Any

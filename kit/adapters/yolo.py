@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from kit.detections import Detection
+from kit.engine import ScoreRoute
 from kit.errors import KitError
 from kit.maps import Letterbox
 from kit.targets import Target
@@ -204,15 +205,21 @@ class YoloAdapter:
         return YoloOutput(pred=pred, logits=logits, level_sizes=sizes)
 
     # ---- exact gradients at the Detect inputs ------------------------------------------------
-    def _head_input_level(self, name: str) -> int | None:
-        """The head level fed by layer ``name``, if that layer feeds nothing but the head."""
+    def _head_sources(self) -> list[int]:
+        sources = self.head.f if isinstance(self.head.f, list) else [self.head.f]
+        n = len(self._sequence())
+        return [s if s >= 0 else n - 1 + s for s in sources]
+
+    def _head_input_level(self, name: str, *, only_head: bool = True) -> int | None:
+        """The head level fed by layer ``name``; with ``only_head``, if it feeds nothing else."""
         if not name.isdigit():
             return None
         index, seq = int(name), self._sequence()
-        sources = self.head.f if isinstance(self.head.f, list) else [self.head.f]
-        resolved = [s if s >= 0 else len(seq) - 1 + s for s in sources]
+        resolved = self._head_sources()
         if index not in resolved:
             return None
+        if not only_head:
+            return resolved.index(index)
         for j, module in enumerate(seq[:-1]):
             f = getattr(module, "f", -1)
             inputs = f if isinstance(f, list) else [f]
@@ -239,7 +246,25 @@ class YoloAdapter:
         the same gradient a backward through the whole head gives, without its dense
         convolution backward over every cell of every level.
         """
-        level = self._head_input_level(name)
+        return self._head_gradients(self._head_input_level(name), activation, detections, target)
+
+    def score_route(self) -> ScoreRoute:
+        """The Detect head's inputs: deeper layers start their backward there (exact, see engine)."""
+        seq = self._sequence()
+        layers = {str(index): seq[index] for index in self._head_sources()}
+
+        def through_head(
+            name: str, activation: torch.Tensor, detections: Sequence[Detection], target: Target
+        ) -> torch.Tensor | None:
+            level = self._head_input_level(name, only_head=False)
+            return self._head_gradients(level, activation, detections, target)
+
+        return ScoreRoute(layers=layers, gradients=through_head)
+
+    def _head_gradients(
+        self, level: int | None, activation: torch.Tensor, detections: Sequence[Detection], target: Target
+    ) -> torch.Tensor | None:
+        """Each detection's gradient at head level ``level``'s input through the head alone."""
         if level is None or not hasattr(self, "_level_offsets"):
             return None
         n = len(detections)

@@ -159,16 +159,19 @@ LOCAL_EQUALS_FULL = """
     aug = T.ResizeShortestEdge([256, 256], 1333)
     adapter = Detectron2Adapter(model, resize=lambda im: aug.get_transform(im).apply_image(im), max_det=2)
     images, _ = adapter.preprocess([cv2.imread(sys.argv[3])])
-    layers = adapter.resolve_layers(adapter.default_layers())
+    # the pooled maps (local gradients) and backbone layers below them (the score route)
+    layers = adapter.resolve_layers(adapter.default_layers() + ["backbone.bottom_up.res4"])
     for name in ("class-prob",):
         runs = [explain(forward=lambda: adapter.forward(images), detect=adapter.detect, layers=layers,
                         target=TARGETS[name], methods=[METHODS["gradcam"]], model=model,
-                        local_gradients=local) for local in (adapter.local_gradients, None)]
+                        local_gradients=local, score_route=route)
+                for local, route in ((adapter.local_gradients, adapter.score_route()), (None, None))]
         assert len(runs[0].detections) == 2
         for layer in layers:
             a, b = (r.cams["gradcam"][layer] for r in runs)
             torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-3 * float(b.abs().max()) + 1e-12)
             assert torch.equal(runs[0].no_gradient[layer], runs[1].no_gradient[layer])
+        assert float(runs[1].cams["gradcam"]["backbone.bottom_up.res4"].abs().max()) > 0
     print("ok")
 """
 

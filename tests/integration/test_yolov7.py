@@ -282,11 +282,12 @@ LOCAL_EQUALS_GENERAL = """
     adapter = YoloAdapter(model, functions=YoloFunctions(letterbox, non_max_suppression),
                           img_size=320, conf_thres=0.0001, iou_thres=0.45, max_det=8)
     batch, _ = adapter.preprocess([cv2.imread("inference/images/horses.jpg")])
-    layers = adapter.resolve_layers(adapter.default_layers())
+    layers = adapter.resolve_layers(adapter.default_layers() + ["14", "28"])  # head inputs, deep
     for target in ("class-logit", "score"):
         common = dict(forward=lambda: adapter.forward(batch), detect=adapter.detect, layers=layers,
                       target=TARGETS[target], methods=list(METHODS.values()), model=model)
-        fast = explain(**common, local_gradients=adapter.local_gradients)
+        fast = explain(**common, local_gradients=adapter.local_gradients,
+                       score_route=adapter.score_route())
         slow = explain(**common)
         assert len(fast.detections) == 8
         for layer in layers:
@@ -302,7 +303,10 @@ LOCAL_EQUALS_GENERAL = """
 def test_local_head_gradients_equal_the_full_backward(
     yolov7_checkout: Path, tmp_path: Path, cfg: str
 ) -> None:
-    """Detect (deploy) and IDetect (training cfgs, fused on load): the fast path is exact."""
+    """Detect (deploy) and IDetect (training cfgs, fused on load): the fast paths are exact.
+
+    Head inputs from the detection's own cell; deep layers (14, 28) by a backward from the head
+    inputs (the score route); both against a backward from each detection's score."""
     weights = tmp_path / "w.pt"
     assert run_in_checkout(yolov7_checkout, SAVE_CHECKPOINT, cfg, str(weights)).returncode == 0
     result = run_in_checkout(yolov7_checkout, LOCAL_EQUALS_GENERAL, str(weights))
