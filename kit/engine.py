@@ -193,7 +193,7 @@ def _store_maps(
     if grad is None:
         explanation.no_gradient[name][rows.cpu()] = True
         return
-    zero = (grad.flatten(1) == 0).all(dim=1)
+    zero = ~grad.flatten(1).any(dim=1)
     explanation.no_gradient[name][rows.cpu()] = zero.cpu()
     live = (~zero).nonzero().flatten()
     everyone = torch.arange(len(rows), device=activation.device)
