@@ -119,6 +119,10 @@ def safe_checkpointer(model: Any, *, trust: bool) -> Any:
 def main(argv: list[str] | None = None) -> int:
     opt = parse_opt(argv)
     cli.setup_logging()
+    if opt.half:
+        raise KitError(
+            "--half is for the YOLO entry points; detectron2 models run in float32 here. Drop --half."
+        )
     cfg = setup_cfg(opt)
     weights = str(cfg.MODEL.WEIGHTS)
     if not Path(weights).is_file():

@@ -89,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     loader = cli.checkpoint_loader(allowed_modules=ALLOWED_MODULES, trust=opt.trust_checkpoint)
     # inplace=False: activations and Detect decode out of place, so gradients reach the head
     model = attempt_load(weights[0], map_location=device, inplace=False, loader=loader)
+    if opt.half:
+        model = cli.half_precision(model, device)
     stride = int(model.stride.max())
     size = max(opt.imgsz)  # the adapter letterboxes to a square, as detect.py does for one size
     if len(set(opt.imgsz)) > 1:

@@ -106,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
                 weights if len(weights) > 1 else weights[0], map_location=device, inplace=False, loader=loader
             )
         img_size = 640
+    if opt.half:
+        model = cli.half_precision(model, device)
     stride = int(model.stride.max())
     adapter = YoloAdapter(
         model,

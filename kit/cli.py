@@ -46,6 +46,11 @@ def add_kit_arguments(parser: argparse.ArgumentParser, *, default_method: str = 
     )
     group.add_argument("--batch-size", type=int, default=1, help="images per forward pass")
     group.add_argument(
+        "--half",
+        action="store_true",
+        help="float16 model and inputs (CUDA only, like detect.py on a GPU); maps are computed in float32",
+    )
+    group.add_argument(
         "--fuse",
         action="store_true",
         help="also write each detection's layers fused into one map (layer name 'fused')",
@@ -97,6 +102,17 @@ def require_files(paths: Sequence[str], *, what: str = "weights") -> list[str]:
                 "(or WEIGHTS=PATH with make cam)."
             )
     return list(paths)
+
+
+def half_precision(model: Any, device: Any) -> Any:
+    """``model.half()`` for ``--half``, refused with the fix on a device that is not CUDA."""
+    kind = getattr(device, "type", str(device))
+    if kind != "cuda":
+        raise KitError(
+            f"--half needs a CUDA device (--device 0); this run is on {kind}, where float16 is slower "
+            "and less exact than float32. Drop --half."
+        )
+    return model.half()
 
 
 def setup_logging() -> None:

@@ -202,7 +202,8 @@ def _store_maps(
         pick = live if getattr(method, "uses_gradients", True) else everyone
         if len(pick) == 0:
             continue
-        cam = method(activation.detach()[images[pick]], grad[pick]).float()
+        # float32 maps also for a float16 model (--half): the methods' sums and squares need it
+        cam = method(activation.detach()[images[pick]].float(), grad[pick].float())
         if tuple(cam.shape[1:]) != size:  # a run of a per-level layer smaller than the largest
             cam = F.interpolate(cam[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
         explanation.cams[method.name][name][rows[pick].cpu()] = cam.cpu()

@@ -226,3 +226,33 @@ def test_a_batch_shares_one_shape_and_keeps_each_image_scale() -> None:
         assert alone.content[2:] == together.content[2:]  # same resized size: same scale
     same, _ = adapter.preprocess([wide, wide.copy()])
     assert same.shape == (2, 3, 40, 64)  # equal rectangles stay minimal
+
+
+def test_float16_model_gives_float32_maps_close_to_float32() -> None:
+    # --half: inputs follow the model's dtype, NMS reads float32, maps come out float32.
+    image = np.random.default_rng(1).integers(0, 255, (64, 64, 3), np.uint8)
+    runs = []
+    for half in (False, True):
+        adapter = make_adapter(max_det=6)
+        if half:
+            adapter.model.half()
+        batch, _ = adapter.preprocess([image])
+        assert batch.dtype == (torch.float16 if half else torch.float32)
+        runs.append(
+            explain(
+                forward=lambda a=adapter, b=batch: a.forward(b),
+                detect=adapter.detect,
+                layers=adapter.resolve_layers(["0", "2", "3"]),
+                target=TARGETS["class-logit"],
+                methods=[METHODS["gradcam"]],
+                model=adapter.model,
+                local_gradients=adapter.local_gradients,
+                score_route=adapter.score_route(),
+            )
+        )
+    full, half = runs
+    assert [d.class_id for d in half.detections] == [d.class_id for d in full.detections]
+    for layer in ("0", "2", "3"):
+        a, b = full.cams["gradcam"][layer], half.cams["gradcam"][layer]
+        assert b.dtype == torch.float32 and torch.isfinite(b).all()
+        torch.testing.assert_close(b, a, rtol=0.05, atol=0.05 * float(a.abs().max()))

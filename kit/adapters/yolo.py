@@ -185,7 +185,8 @@ class YoloAdapter:
             )
             chw = np.ascontiguousarray(img[:, :, ::-1].transpose(2, 0, 1))  # BGR -> RGB, HWC -> CHW
             tensors.append(torch.from_numpy(chw))
-        batch = torch.stack(tensors).to(self.device).float() / 255.0
+        dtype = next(self.model.parameters()).dtype  # float16 after --half
+        batch = torch.stack(tensors).to(self.device).to(dtype) / 255.0
         return batch, boxes
 
     @contextmanager
@@ -297,7 +298,7 @@ class YoloAdapter:
     def detect(self, output: YoloOutput) -> list[Detection]:
         """Kept detections of the upstream's own NMS, with the row each came from."""
         kept, rows = self.functions.non_max_suppression(
-            output.pred.detach(),
+            output.pred.detach().float(),  # float16 after --half; CPU NMS has no float16 kernel
             self.conf_thres,
             self.iou_thres,
             classes=self.classes,
