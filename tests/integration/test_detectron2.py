@@ -9,20 +9,24 @@ init): the detectors then give finite, varied scores, and thresholds near 0 keep
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-from tests.integration.conftest import REPO_ROOT, run_in_checkout
+from tests.integration.conftest import run_in_checkout
+from tests.integration.helpers import (
+    Upstream,
+    assert_detects_like_unpatched,
+    assert_series_applied,
+    assert_unsafe_checkpoint_is_refused,
+    check_run,
+    make_cam,
+)
 
 pytestmark = pytest.mark.integration
 
-PIN = "02b5c4e295e990042a714712c21dc79b731e8833"
 IMAGE = "docs/tutorials/lazyconfig.jpg"  # the checkout's only image (a 1300x340 docs figure)
 CONFIGS = {
     "c4": "configs/COCO-Detection/faster_rcnn_R_50_C4_3x.yaml",
@@ -34,7 +38,20 @@ DEFAULT_LAYERS = {
     "fpn": [f"backbone.fpn_output{k}" for k in range(2, 6)],
     "retinanet": ["head.cls_subnet"],
 }
-FAST = ["--confidence-threshold", "0.01", "--max-det", "4", "--opts", "INPUT.MIN_SIZE_TEST", "256"]
+FAST = ("--confidence-threshold", "0.01", "--max-det", "4", "--opts", "INPUT.MIN_SIZE_TEST", "256")
+DETECTRON2 = Upstream(
+    name="detectron2",
+    pin="02b5c4e295e990042a714712c21dc79b731e8833",
+    patches=4,
+    # the model zoo's .pkl format: a plain pickle
+    unsafe_checkpoint=(
+        "evil.pkl",
+        'import pickle\npickle.dump({"model": {"w": evil}, "__author__": "x"}, open(path, "wb"))',
+    ),
+    cam_args_last=FAST,  # --opts takes the rest of the line
+    manifest={"confidence_threshold": 0.01, "min_size_test": 256},
+    detections_per_image=4,  # random weights score far more boxes above 0.01
+)
 
 SAVE_CHECKPOINT = """
     import sys
@@ -187,73 +204,8 @@ def checkpoints(detectron2_checkout: Path, tmp_path_factory: pytest.TempPathFact
     return out
 
 
-def make_cam(
-    checkout: Path,
-    *,
-    weights: Path,
-    out: Path,
-    config: str | None = None,
-    source: Path | None = None,
-    args: list[str] | None = None,
-) -> subprocess.CompletedProcess[str]:
-    command = [
-        "make",
-        "--no-print-directory",
-        "cam",
-        f"PYTHON={sys.executable}",
-        "UPSTREAM=detectron2",
-        f"WEIGHTS={weights}",
-        f"OUT={out}",
-        "ARGS=" + " ".join([*(args or []), *FAST]),
-    ]
-    if config is not None:
-        command.append(f"CONFIG={checkout / config}")
-    if source is not None:
-        command.append(f"SOURCE={source}")
-    env = {**os.environ, "KIT_UPSTREAMS_DIR": str(checkout.parent)}
-    return subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, check=False)
-
-
-def check_run(out: Path, *, layers: list[str]) -> dict:
-    manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["upstream"] == "detectron2"
-    assert manifest["layers"] == layers
-    ok = [image for image in manifest["images"] if not image.get("error")]
-    assert ok, manifest
-    total = 0
-    for image in ok:
-        width, height = image["width"], image["height"]
-        npz = np.load(out / "maps" / f"{Path(image['file']).stem}.npz")
-        for det in image["detections"]:
-            total += 1
-            x1, y1, x2, y2 = det["box_xyxy"]
-            assert 0 <= x1 <= x2 <= width and 0 <= y1 <= y2 <= height, det
-            assert set(det["maps"]) == set(layers)
-            drawn = 0
-            for layer, record in det["maps"].items():
-                if record["no_gradient"]:
-                    assert record["overlay"] is None
-                    continue
-                drawn += 1
-                assert (out / record["overlay"]).is_file()
-                raw = npz[f"det{det['id']}_{layer}"]
-                assert raw.dtype == np.float16 and raw.shape == (height, width)
-                assert np.isfinite(raw).all() and raw.min() >= 0 and raw.max() <= 1
-            assert drawn >= 1, "every detection has a map at the level it was pooled or predicted from"
-    assert total > 0
-    return manifest
-
-
 def test_setup_applies_the_series_on_the_pin(detectron2_checkout: Path) -> None:
-    log = subprocess.run(
-        ["git", "rev-list", f"{PIN}..HEAD"],
-        cwd=detectron2_checkout,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert len(log.stdout.split()) == 4
-    assert (detectron2_checkout / "main_gradcam.py").is_file()
+    assert_series_applied(DETECTRON2, detectron2_checkout)
 
 
 @pytest.mark.parametrize("key", list(CONFIGS))
@@ -263,9 +215,9 @@ def test_make_cam_explains_every_detection(
     out = tmp_path / "run"
     config = None if key == "fpn" else CONFIGS[key]  # fpn: make cam's default config
     weights = checkpoints[key].with_suffix(".pkl") if key == "fpn" else checkpoints[key]  # model-zoo format
-    result = make_cam(detectron2_checkout, weights=weights, out=out, config=config)
+    result = make_cam(DETECTRON2, detectron2_checkout, weights=weights, out=out, config=config)
     assert result.returncode == 0, result.stderr[-3000:]
-    manifest = check_run(out, layers=DEFAULT_LAYERS[key])
+    manifest = check_run(DETECTRON2, out, layers=DEFAULT_LAYERS[key])
     (image,) = manifest["images"]
     assert Path(image["file"]).name == Path(IMAGE).name and (image["width"], image["height"]) == (1300, 340)
     assert (out / "lazyconfig_summary.jpg").is_file()
@@ -302,35 +254,11 @@ def test_local_gradients_equal_the_full_backward(
 def test_patched_model_detects_exactly_like_the_unpatched_one(
     detectron2_checkout: Path, checkpoints: dict[str, Path], tmp_path: Path
 ) -> None:
-    unpatched = tmp_path / "unpatched"
-    subprocess.run(
-        ["git", "worktree", "add", "--detach", str(unpatched), PIN],
-        cwd=detectron2_checkout,
-        check=True,
-        capture_output=True,
-    )
-    try:
-        # The patched code paths; C4 shares FPN's fast_rcnn inference.
-        args = [str(detectron2_checkout / IMAGE)]
-        for key in ("fpn", "retinanet"):
-            args += [CONFIGS[key], str(checkpoints[key])]
-        before = run_in_checkout(unpatched, PREDICT, *args)
-        after = run_in_checkout(detectron2_checkout, PREDICT, *args)
-        assert before.returncode == 0, before.stderr[-3000:]
-        assert after.returncode == 0, after.stderr[-3000:]
-        a = json.loads(before.stdout.strip().splitlines()[-1])
-        b = json.loads(after.stdout.strip().splitlines()[-1])
-        assert len(a) == 2 and all(len(run["scores"]) > 0 for run in a)
-        # Same detections in the same order; values equal up to float noise (two processes on a
-        # multi-threaded CPU do not always sum in the same order: seen once, 6e-5 px apart).
-        for run_a, run_b in zip(a, b):
-            assert run_a["classes"] == run_b["classes"]
-            np.testing.assert_allclose(run_a["scores"], run_b["scores"], rtol=0, atol=1e-5)
-            np.testing.assert_allclose(run_a["boxes"], run_b["boxes"], rtol=0, atol=1e-3)
-    finally:
-        subprocess.run(
-            ["git", "worktree", "remove", "--force", str(unpatched)], cwd=detectron2_checkout, check=False
-        )
+    # The patched code paths; C4 shares FPN's fast_rcnn inference.
+    args = [str(detectron2_checkout / IMAGE)]
+    for key in ("fpn", "retinanet"):
+        args += [CONFIGS[key], str(checkpoints[key])]
+    assert_detects_like_unpatched(DETECTRON2, detectron2_checkout, tmp_path, code=PREDICT, args=args, runs=2)
 
 
 def test_bad_inputs_are_reported_and_the_rest_processed(
@@ -344,6 +272,7 @@ def test_bad_inputs_are_reported_and_the_rest_processed(
     (folder / "notes.txt").write_text("not an image")
     out = tmp_path / "bad"
     result = make_cam(
+        DETECTRON2,
         detectron2_checkout,
         weights=checkpoints["retinanet"],
         out=out,
@@ -364,10 +293,11 @@ def test_bad_inputs_are_reported_and_the_rest_processed(
 def test_missing_weights_bad_layer_and_unsafe_pickle_are_clear_errors(
     detectron2_checkout: Path, checkpoints: dict[str, Path], tmp_path: Path
 ) -> None:
-    result = make_cam(detectron2_checkout, weights=tmp_path / "nope.pkl", out=tmp_path / "a")
+    result = make_cam(DETECTRON2, detectron2_checkout, weights=tmp_path / "nope.pkl", out=tmp_path / "a")
     assert result.returncode != 0
     assert "nope.pkl" in result.stderr and "WEIGHTS=" in result.stderr
     result = make_cam(
+        DETECTRON2,
         detectron2_checkout,
         weights=checkpoints["fpn"],
         out=tmp_path / "b",
@@ -375,20 +305,7 @@ def test_missing_weights_bad_layer_and_unsafe_pickle_are_clear_errors(
     )
     assert result.returncode != 0
     assert "backbone.nope" in result.stderr and "backbone.fpn_output2" in result.stderr
-    marker = tmp_path / "pwned"
-    evil = tmp_path / "evil.pkl"
-    code = f"""
-        import os, pickle
-        class Evil:
-            def __reduce__(self):
-                return (os.system, ("touch {marker}",))
-        pickle.dump({{"model": {{"w": Evil()}}, "__author__": "x"}}, open("{evil}", "wb"))
-    """
-    assert run_in_checkout(detectron2_checkout, code).returncode == 0
-    result = make_cam(detectron2_checkout, weights=evil, out=tmp_path / "evil")
-    assert result.returncode != 0
-    assert "system" in result.stderr and "--trust-checkpoint" in result.stderr
-    assert not marker.exists()
+    assert_unsafe_checkpoint_is_refused(DETECTRON2, detectron2_checkout, tmp_path)
 
 
 NON_FINITE = """

@@ -2,22 +2,34 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 
-from tests.integration.conftest import REPO_ROOT, run_in_checkout
+from tests.integration.conftest import run_in_checkout
+from tests.integration.helpers import (
+    Upstream,
+    assert_detects_like_unpatched,
+    assert_series_applied,
+    assert_unsafe_checkpoint_is_refused,
+    check_run,
+    make_cam,
+)
 
 pytestmark = pytest.mark.integration
 
-PIN = "7eb23e3c1d387cdcefbad266046af369a9f40399"  # tag v9.6.0
-PATCHES = 7
+YOLOV3 = Upstream(
+    name="yolov3",
+    pin="7eb23e3c1d387cdcefbad266046af369a9f40399",  # tag v9.6.0
+    patches=7,
+    unsafe_checkpoint=("evil.pt", 'import torch\ntorch.save({"model": evil}, path)'),
+    cam_args=("--imgsz", "320", "--conf-thres", "0.0001", "--max-det", "8"),
+    manifest={"max_det": 8, "img_size": 320, "conf_thres": 0.0001},
+    # random weights score thousands of boxes above 1e-4: --max-det caps them
+    detections_per_image=8,
+    class_name="class{}".format,  # the names SAVE_CHECKPOINT gives
+)
 
 SAVE_CHECKPOINT = """
     import sys
@@ -56,14 +68,15 @@ DETECT = """
     from utils.general import non_max_suppression
     ckpt = torch.load(sys.argv[2], map_location="cpu", weights_only=False)
     model = ckpt["ema" if ckpt.get("ema") else "model"].float().fuse().eval()
-    out = {}
+    out = []
     for path in sys.argv[3:]:
         img = letterbox(cv2.imread(path), 320, stride=32)[0][:, :, ::-1].transpose(2, 0, 1).copy()
         x = torch.from_numpy(img).float()[None] / 255.0
         with torch.no_grad():
             pred = model(x)[0]
         det = non_max_suppression(pred, 0.0001, 0.45, max_det=50)[0]
-        out[path] = det.tolist()
+        out.append({"boxes": det[:, :4].tolist(), "scores": det[:, 4].tolist(),
+                    "classes": det[:, 5].int().tolist()})
     print(json.dumps(out))
 """
 
@@ -98,69 +111,8 @@ def detect_sources(checkout: Path, cfg: str) -> list[str]:
     return [str(i) for i in head[-1][0]]
 
 
-def make_cam(
-    checkout: Path, *, weights: Path, out: Path, source: Path | None = None, args: str = ""
-) -> subprocess.CompletedProcess[str]:
-    command = [
-        "make",
-        "--no-print-directory",
-        "cam",
-        f"PYTHON={sys.executable}",
-        "UPSTREAM=yolov3",
-        f"WEIGHTS={weights}",
-        f"OUT={out}",
-        f"ARGS=--imgsz 320 --conf-thres 0.0001 --max-det 8 {args}",
-    ]
-    if source is not None:
-        command.append(f"SOURCE={source}")
-    env = {**os.environ, "KIT_UPSTREAMS_DIR": str(checkout.parent)}
-    return subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, check=False)
-
-
-def check_run(out: Path, *, layers: list[str], target: str = "class-logit") -> dict:
-    manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["upstream"] == "yolov3"
-    assert manifest["layers"] == layers
-    assert manifest["target"] == target
-    assert manifest["max_det"] == 8 and manifest["img_size"] == 320
-    ok = [image for image in manifest["images"] if not image.get("error")]
-    assert ok and len(ok) == len(manifest["images"]), manifest
-    for image in ok:
-        width, height = image["width"], image["height"]
-        stem = Path(image["file"]).stem
-        assert (out / f"{stem}_summary.jpg").is_file()
-        npz = np.load(out / "maps" / f"{stem}.npz")
-        # random weights score thousands of boxes above 1e-4: --max-det caps them
-        assert len(image["detections"]) == 8
-        for det in image["detections"]:
-            x1, y1, x2, y2 = det["box_xyxy"]
-            assert 0 <= x1 <= x2 <= width and 0 <= y1 <= y2 <= height, det
-            assert det["class_name"] == f"class{det['class_id']}"
-            assert 0 <= det["level"] < len(layers)
-            assert set(det["maps"]) == set(layers)
-            drawn = 0
-            for layer, record in det["maps"].items():
-                if record["no_gradient"]:
-                    assert record["overlay"] is None
-                    continue
-                drawn += 1
-                assert (out / record["overlay"]).is_file()
-                assert 0.0 <= record["energy_in_box"] <= 1.0
-                raw = npz[f"det{det['id']}_{layer}"]
-                assert raw.dtype == np.float16 and raw.shape == (height, width)
-                assert np.isfinite(raw).all() and raw.min() >= 0 and raw.max() <= 1
-            assert drawn >= 1, "every detection has a map at its own head level"
-            # the layer feeding the detection's own level always has a gradient
-            assert not det["maps"][layers[det["level"]]]["no_gradient"], det
-    return manifest
-
-
 def test_setup_applies_the_series_on_the_pin(yolov3_checkout: Path) -> None:
-    log = subprocess.run(
-        ["git", "rev-list", f"{PIN}..HEAD"], cwd=yolov3_checkout, capture_output=True, text=True, check=True
-    )
-    assert len(log.stdout.split()) == PATCHES
-    assert (yolov3_checkout / "main_gradcam.py").is_file()
+    assert_series_applied(YOLOV3, yolov3_checkout)
 
 
 def test_make_cam_tiny_writes_every_output_for_every_image(
@@ -168,12 +120,12 @@ def test_make_cam_tiny_writes_every_output_for_every_image(
 ) -> None:
     out = tmp_path / "run"
     # both sample images in one forward pass (bus is portrait, zidane landscape)
-    result = make_cam(yolov3_checkout, weights=tiny_checkpoint, out=out, args="--batch-size 2")
+    result = make_cam(YOLOV3, yolov3_checkout, weights=tiny_checkpoint, out=out, args=["--batch-size", "2"])
     assert result.returncode == 0, result.stderr[-3000:]
     # the layers feeding yolov3-tiny's Detect: [[19, 15], 1, Detect, ...] in models/yolov3-tiny.yaml
     layers = detect_sources(yolov3_checkout, "models/yolov3-tiny.yaml")
     assert layers == ["19", "15"]
-    manifest = check_run(out, layers=layers)
+    manifest = check_run(YOLOV3, out, layers=layers, layer_per_level=True)
     images = sorted(p.name for p in (yolov3_checkout / "data" / "images").iterdir())
     assert sorted(Path(i["file"]).name for i in manifest["images"]) == images
 
@@ -185,15 +137,16 @@ def test_full_yolov3_default_layers_gradcampp_score_two_sizes(
     assert layers == ["27", "22", "15"]
     out = tmp_path / "full"
     result = make_cam(
+        YOLOV3,
         yolov3_checkout,
         weights=full_checkpoint,
         out=out,
         source=yolov3_checkout / "data" / "images" / "zidane.jpg",
-        # detect.py's --imgsz h w: the kit explains at the larger size, square
-        args="--method gradcampp --target score --imgsz 256 320",
+        # detect.py's --imgsz h w: the kit explains at the larger size, square (img_size 320)
+        args=["--method", "gradcampp", "--target", "score", "--imgsz", "256", "320"],
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    manifest = check_run(out, layers=layers, target="score")
+    manifest = check_run(YOLOV3, out, layers=layers, target="score", layer_per_level=True)
     assert manifest["method"] == "gradcampp"
 
 
@@ -202,66 +155,35 @@ def test_missing_weights_are_refused_before_any_download(
 ) -> None:
     # v9.6.0's attempt_download would fetch the *latest* release for a missing yolov3.pt
     missing = tmp_path / "yolov3.pt"
-    result = make_cam(yolov3_checkout, weights=missing, out=tmp_path / "a")
+    result = make_cam(YOLOV3, yolov3_checkout, weights=missing, out=tmp_path / "a")
     assert result.returncode != 0
     assert str(missing) in result.stderr and "WEIGHTS=" in result.stderr
     assert "Downloading" not in result.stderr + result.stdout
     assert not missing.exists()
     result = make_cam(
-        yolov3_checkout, weights=tiny_checkpoint, out=tmp_path / "b", args="--target-layers 999"
+        YOLOV3, yolov3_checkout, weights=tiny_checkpoint, out=tmp_path / "b", args=["--target-layers", "999"]
     )
     assert result.returncode != 0
     assert "999" in result.stderr and "out of range" in result.stderr
 
 
 def test_unsafe_checkpoint_is_refused_and_nothing_runs(yolov3_checkout: Path, tmp_path: Path) -> None:
-    marker = tmp_path / "pwned"
-    evil = tmp_path / "evil.pt"
-    code = f"""
-        import os, torch
-        class Evil:
-            def __reduce__(self):
-                return (os.system, ("touch {marker}",))
-        torch.save({{"model": Evil()}}, "{evil}")
-    """
-    assert run_in_checkout(yolov3_checkout, code).returncode == 0
-    result = make_cam(yolov3_checkout, weights=evil, out=tmp_path / "evil")
-    assert result.returncode != 0
-    assert "system" in result.stderr and "--trust-checkpoint" in result.stderr
-    assert not marker.exists()
+    assert_unsafe_checkpoint_is_refused(YOLOV3, yolov3_checkout, tmp_path)
 
 
 def test_patched_model_detects_exactly_like_the_unpatched_one(
     yolov3_checkout: Path, tiny_checkpoint: Path, tmp_path: Path
 ) -> None:
-    unpatched = tmp_path / "unpatched"
-    subprocess.run(
-        ["git", "worktree", "add", "--detach", str(unpatched), PIN],
-        cwd=yolov3_checkout,
-        check=True,
-        capture_output=True,
+    images = [str(p) for p in sorted((yolov3_checkout / "data" / "images").iterdir())]
+    assert_detects_like_unpatched(
+        YOLOV3,
+        yolov3_checkout,
+        tmp_path,
+        code=DETECT,
+        args=["plain", str(tiny_checkpoint), *images],
+        unpatched_args=["shim", str(tiny_checkpoint), *images],
+        runs=len(images),
     )
-    try:
-        images = [str(p) for p in sorted((yolov3_checkout / "data" / "images").iterdir())]
-        before = run_in_checkout(unpatched, DETECT, "shim", str(tiny_checkpoint), *images)
-        after = run_in_checkout(yolov3_checkout, DETECT, "plain", str(tiny_checkpoint), *images)
-        assert before.returncode == 0, before.stderr
-        assert after.returncode == 0, after.stderr
-        a = json.loads(before.stdout.strip().splitlines()[-1])
-        b = json.loads(after.stdout.strip().splitlines()[-1])
-        assert all(len(a[k]) > 0 for k in a)
-        # Same detections in the same order; values equal up to float noise (two processes on
-        # a multi-threaded CPU do not always sum in the same order).
-        assert a.keys() == b.keys()
-        for key in a:
-            rows_a, rows_b = np.array(a[key]), np.array(b[key])
-            assert rows_a.shape == rows_b.shape
-            assert (rows_a[:, 5] == rows_b[:, 5]).all()
-            np.testing.assert_allclose(rows_a[:, :5], rows_b[:, :5], rtol=0, atol=1e-3)
-    finally:
-        subprocess.run(
-            ["git", "worktree", "remove", "--force", str(unpatched)], cwd=yolov3_checkout, check=False
-        )
 
 
 LOCAL_EQUALS_GENERAL = """

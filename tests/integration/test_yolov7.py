@@ -3,20 +3,34 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-from tests.integration.conftest import REPO_ROOT, run_in_checkout
+from tests.integration.conftest import run_in_checkout
+from tests.integration.helpers import (
+    Upstream,
+    assert_detects_like_unpatched,
+    assert_series_applied,
+    assert_unsafe_checkpoint_is_refused,
+    check_run,
+    make_cam,
+)
 
 pytestmark = pytest.mark.integration
 
-PIN = "a207844b1ce82d204ab36d87d496728d3d2348e7"
+YOLOV7 = Upstream(
+    name="yolov7",
+    pin="a207844b1ce82d204ab36d87d496728d3d2348e7",
+    patches=4,
+    unsafe_checkpoint=("evil.pt", 'import torch\ntorch.save({"model": evil}, path)'),
+    cam_args=("--img-size", "320", "--conf-thres", "0.0001", "--max-det", "6"),
+    manifest={"img_size": 320, "conf_thres": 0.0001},
+    detections_per_image=6,
+    class_name="class{}".format,  # the names SAVE_CHECKPOINT gives
+)
 
 SAVE_CHECKPOINT = """
     import sys
@@ -42,14 +56,15 @@ DETECT = """
     from utils.general import non_max_suppression
     ckpt = torch.load(sys.argv[1], map_location="cpu", weights_only=False)
     model = ckpt["model"].float().fuse().eval()
-    out = {}
+    out = []
     for path in sys.argv[2:]:
         img = letterbox(cv2.imread(path), 320, stride=32)[0][:, :, ::-1].transpose(2, 0, 1).copy()
         x = torch.from_numpy(img).float()[None] / 255.0
         with torch.no_grad():
             pred = model(x)[0]
         det = non_max_suppression(pred, 0.0001, 0.45)[0]
-        out[path] = det.tolist()
+        out.append({"boxes": det[:, :4].tolist(), "scores": det[:, 4].tolist(),
+                    "classes": det[:, 5].int().tolist()})
     print(json.dumps(out))
 """
 
@@ -71,65 +86,8 @@ def tiny_checkpoint(yolov7_checkout: Path, tmp_path_factory: pytest.TempPathFact
     return out
 
 
-def make_cam(
-    checkout: Path, *, weights: Path, out: Path, source: Path | None = None, args: str = ""
-) -> subprocess.CompletedProcess[str]:
-    command = [
-        "make",
-        "--no-print-directory",
-        "cam",
-        f"PYTHON={sys.executable}",
-        "UPSTREAM=yolov7",
-        f"WEIGHTS={weights}",
-        f"OUT={out}",
-        f"ARGS=--img-size 320 --conf-thres 0.0001 --max-det 6 {args}",
-    ]
-    if source is not None:
-        command.append(f"SOURCE={source}")
-    env = {**os.environ, "KIT_UPSTREAMS_DIR": str(checkout.parent)}
-    return subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, check=False)
-
-
-def check_run(out: Path, *, layers: list[str]) -> dict:
-    manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["upstream"] == "yolov7"
-    assert manifest["layers"] == layers
-    assert manifest["target"] == "class-logit"
-    ok = [image for image in manifest["images"] if not image.get("error")]
-    assert ok, manifest
-    total = 0
-    for image in ok:
-        width, height = image["width"], image["height"]
-        stem = Path(image["file"]).stem
-        npz = np.load(out / "maps" / f"{stem}.npz")
-        for det in image["detections"]:
-            total += 1
-            x1, y1, x2, y2 = det["box_xyxy"]
-            assert 0 <= x1 <= x2 <= width and 0 <= y1 <= y2 <= height, det
-            assert det["class_name"] == f"class{det['class_id']}"
-            assert set(det["maps"]) == set(layers)
-            drawn = 0
-            for layer, record in det["maps"].items():
-                if record["no_gradient"]:
-                    assert record["overlay"] is None
-                    continue
-                drawn += 1
-                assert (out / record["overlay"]).is_file()
-                assert 0.0 <= record["energy_in_box"] <= 1.0
-                raw = npz[f"det{det['id']}_{layer}"]
-                assert raw.dtype == np.float16 and raw.shape == (height, width)
-                assert np.isfinite(raw).all() and raw.min() >= 0 and raw.max() <= 1
-            assert drawn >= 1, "every detection has a map at its own head level"
-    assert total > 0
-    return manifest
-
-
 def test_setup_applies_the_series_on_the_pin(yolov7_checkout: Path) -> None:
-    log = subprocess.run(
-        ["git", "rev-list", f"{PIN}..HEAD"], cwd=yolov7_checkout, capture_output=True, text=True, check=True
-    )
-    assert len(log.stdout.split()) == 4
-    assert (yolov7_checkout / "main_gradcam.py").is_file()
+    assert_series_applied(YOLOV7, yolov7_checkout)
     assert not (yolov7_checkout / "paper").exists()
 
 
@@ -137,13 +95,12 @@ def test_make_cam_writes_every_output_for_every_image(
     yolov7_checkout: Path, tiny_checkpoint: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "run"
-    result = make_cam(yolov7_checkout, weights=tiny_checkpoint, out=out)
+    result = make_cam(YOLOV7, yolov7_checkout, weights=tiny_checkpoint, out=out)
     assert result.returncode == 0, result.stderr[-3000:]
-    manifest = check_run(out, layers=["74", "75", "76"])  # the layers feeding yolov7-tiny's Detect
+    # the layers feeding yolov7-tiny's Detect; check_run checks each image's summary too
+    manifest = check_run(YOLOV7, out, layers=["74", "75", "76"], layer_per_level=True)
     images = sorted(p.name for p in (yolov7_checkout / "inference" / "images").iterdir())
     assert sorted(Path(i["file"]).name for i in manifest["images"]) == images
-    for image in manifest["images"]:
-        assert (out / f"{Path(image['file']).stem}_summary.jpg").is_file()
 
 
 def test_gradcampp_and_score_target_on_an_idetect_checkpoint(
@@ -152,11 +109,12 @@ def test_gradcampp_and_score_target_on_an_idetect_checkpoint(
     out = tmp_path / "pp"
     source = yolov7_checkout / "inference" / "images" / "bus.jpg"
     result = make_cam(
+        YOLOV7,
         yolov7_checkout,
         weights=tiny_training_checkpoint,
         out=out,
         source=source,
-        args="--method gradcampp --target score",
+        args=["--method", "gradcampp", "--target", "score"],
     )
     assert result.returncode == 0, result.stderr[-3000:]
     manifest = json.loads((out / "manifest.json").read_text())
@@ -175,7 +133,7 @@ def test_bad_inputs_are_reported_and_the_rest_processed(
     (folder / "notes.txt").write_text("not an image")
     cv2.imwrite(str(folder / "flat.png"), np.full((64, 64, 3), 114, np.uint8))
     out = tmp_path / "bad"
-    result = make_cam(yolov7_checkout, weights=tiny_checkpoint, out=out, source=folder)
+    result = make_cam(YOLOV7, yolov7_checkout, weights=tiny_checkpoint, out=out, source=folder)
     assert result.returncode != 0
     manifest = json.loads((out / "manifest.json").read_text())
     by_name = {Path(i["file"]).name: i for i in manifest["images"]}
@@ -190,31 +148,18 @@ def test_bad_inputs_are_reported_and_the_rest_processed(
 def test_missing_weights_and_bad_layer_are_clear_errors(
     yolov7_checkout: Path, tiny_checkpoint: Path, tmp_path: Path
 ) -> None:
-    result = make_cam(yolov7_checkout, weights=tmp_path / "nope.pt", out=tmp_path / "a")
+    result = make_cam(YOLOV7, yolov7_checkout, weights=tmp_path / "nope.pt", out=tmp_path / "a")
     assert result.returncode != 0
     assert "nope.pt" in result.stderr and "WEIGHTS=" in result.stderr
     result = make_cam(
-        yolov7_checkout, weights=tiny_checkpoint, out=tmp_path / "b", args="--target-layers 999"
+        YOLOV7, yolov7_checkout, weights=tiny_checkpoint, out=tmp_path / "b", args=["--target-layers", "999"]
     )
     assert result.returncode != 0
     assert "999" in result.stderr and "out of range" in result.stderr
 
 
 def test_unsafe_checkpoint_is_refused_and_nothing_runs(yolov7_checkout: Path, tmp_path: Path) -> None:
-    marker = tmp_path / "pwned"
-    evil = tmp_path / "evil.pt"
-    code = f"""
-        import os, torch
-        class Evil:
-            def __reduce__(self):
-                return (os.system, ("touch {marker}",))
-        torch.save({{"model": Evil()}}, "{evil}")
-    """
-    assert run_in_checkout(yolov7_checkout, code).returncode == 0
-    result = make_cam(yolov7_checkout, weights=evil, out=tmp_path / "evil")
-    assert result.returncode != 0
-    assert "system" in result.stderr and "--trust-checkpoint" in result.stderr
-    assert not marker.exists()
+    assert_unsafe_checkpoint_is_refused(YOLOV7, yolov7_checkout, tmp_path)
 
 
 def test_default_layers_of_full_yolov7_are_102_103_104(yolov7_checkout: Path) -> None:
@@ -237,34 +182,10 @@ def test_default_layers_of_full_yolov7_are_102_103_104(yolov7_checkout: Path) ->
 def test_patched_model_detects_exactly_like_the_unpatched_one(
     yolov7_checkout: Path, tiny_checkpoint: Path, tmp_path: Path
 ) -> None:
-    unpatched = tmp_path / "unpatched"
-    subprocess.run(
-        ["git", "worktree", "add", "--detach", str(unpatched), PIN],
-        cwd=yolov7_checkout,
-        check=True,
-        capture_output=True,
+    images = [str(p) for p in sorted((yolov7_checkout / "inference" / "images").iterdir())[:3]]
+    assert_detects_like_unpatched(
+        YOLOV7, yolov7_checkout, tmp_path, code=DETECT, args=[str(tiny_checkpoint), *images], runs=3
     )
-    try:
-        images = [str(p) for p in sorted((yolov7_checkout / "inference" / "images").iterdir())[:3]]
-        before = run_in_checkout(unpatched, DETECT, str(tiny_checkpoint), *images)
-        after = run_in_checkout(yolov7_checkout, DETECT, str(tiny_checkpoint), *images)
-        assert before.returncode == 0, before.stderr
-        assert after.returncode == 0, after.stderr
-        a = json.loads(before.stdout.strip().splitlines()[-1])
-        b = json.loads(after.stdout.strip().splitlines()[-1])
-        assert all(len(a[k]) > 0 for k in a)
-        # Same detections in the same order; values equal up to float noise (two processes on
-        # a multi-threaded CPU do not always sum in the same order).
-        assert a.keys() == b.keys()
-        for key in a:
-            rows_a, rows_b = np.array(a[key]), np.array(b[key])
-            assert rows_a.shape == rows_b.shape
-            assert (rows_a[:, 5] == rows_b[:, 5]).all()
-            np.testing.assert_allclose(rows_a[:, :5], rows_b[:, :5], rtol=0, atol=1e-3)
-    finally:
-        subprocess.run(
-            ["git", "worktree", "remove", "--force", str(unpatched)], cwd=yolov7_checkout, check=False
-        )
 
 
 LOCAL_EQUALS_GENERAL = """
