@@ -96,6 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--layer-sets", default="head,deep")
     parser.add_argument("--baselines", default="seed,pytorch-grad-cam", help="empty: the kit only")
     parser.add_argument("--folder-images", type=int, default=16, help="0: skip the folder throughput")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch threads per worker (OMP_NUM_THREADS); 0: torch's default. 1 keeps figures steady "
+        "on a machine shared with other jobs",
+    )
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "runs" / "bench" / "latest.json")
     return parser
 
@@ -119,7 +126,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         command = [sys.executable, "-m", WORKERS[upstream]] + worker_arguments(
             checkout=checkout, upstream=upstream, cfg=cfg, deep=deep, image=image, options=args
         )
-        result = subprocess.run(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True, check=False)
+        env = dict(os.environ, OMP_NUM_THREADS=str(args.threads)) if args.threads > 0 else None
+        result = subprocess.run(
+            command, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True, check=False, env=env
+        )
         lines = result.stdout.splitlines()
         print("\n".join(line for line in lines if not line.startswith("RECORDS ")), flush=True)
         if result.returncode != 0:
@@ -130,7 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("nothing measured: set up an upstream first (make setup-yolov7)", file=sys.stderr)
         return 1
     report = {
-        "machine": machine(),
+        "machine": {**machine(), **({"threads": args.threads} if args.threads > 0 else {})},
         "seconds_total": round(time.perf_counter() - started, 1),
         "records": records,
     }
