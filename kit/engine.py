@@ -203,10 +203,25 @@ def _store_maps(
         if len(pick) == 0:
             continue
         # float32 maps also for a float16 model (--half): the methods' sums and squares need it
-        cam = method(activation.detach()[images[pick]].float(), grad[pick].float())
+        cam = method(_rows_of(activation.detach(), images[pick]).float(), _take(grad, pick).float())
         if tuple(cam.shape[1:]) != size:  # a run of a per-level layer smaller than the largest
             cam = F.interpolate(cam[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
         explanation.cams[method.name][name][rows[pick].cpu()] = cam.cpu()
+
+
+def _take(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """``x[rows]``, without a copy when ``rows`` is every row in order."""
+    if len(rows) == len(x) and bool((rows == torch.arange(len(x), device=rows.device)).all()):
+        return x
+    return x[rows]
+
+
+def _rows_of(activation: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    """The activation of each row's image; a broadcast view, not n copies, when they share one."""
+    if len(images) > 0 and bool((images == images[0]).all()):
+        i = int(images[0])
+        return activation[i : i + 1].expand(len(images), *activation.shape[1:])
+    return activation[images]
 
 
 def _routed_gradients(
