@@ -110,7 +110,8 @@ def seed_algorithm(model: Any, inputs: dict[str, Any], layers: dict[str, nn.Modu
                 feature = store["feature"][0].cpu().data.numpy()
                 cam = np.maximum((feature * weight[:, None, None]).sum(axis=0), 0)
                 cam -= np.min(cam)
-                cam /= np.max(cam)  # the seed divides by zero on an empty map
+                with np.errstate(invalid="ignore"):  # a level the detection was not pooled from: 0/0
+                    cam /= np.max(cam)  # as the seed does
                 x1, y1, x2, y2 = instances.pred_boxes.tensor[index].detach().numpy().astype(np.int32)
                 cv2.resize(cam, (max(1, int(x2 - x1)), max(1, int(y2 - y1))))
         finally:
@@ -213,6 +214,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         methods=[METHODS[method]],
                         model=model,
                         local_gradients=adapter.local_gradients,
+                        score_route=adapter.score_route(),
                     )
 
                 seconds, peak = timed(kit_run, repeat=args.repeat)
