@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -79,6 +80,58 @@ class PeakRSS:
             self._stop.set()
             thread.join()
             self.peak = max(self.peak, self.now())
+
+
+def measure_kit(
+    records: Records,
+    *,
+    adapter: Any,
+    inputs: Any,
+    layers: dict[str, Any],
+    layer_set: str,
+    target: Any,
+    detections: str,
+    repeat: int,
+) -> Iterator[tuple[int, list[Any], float]]:
+    """Plain inference and the kit (Grad-CAM, Grad-CAM++) for each count of ``detections``.
+
+    Records both, then yields ``(n, detections, plain seconds)`` so the worker can add its
+    baselines on the same detections; a count the model does not reach is skipped with a note.
+    """
+    import torch
+
+    from kit.engine import explain
+    from kit.methods import METHODS
+
+    adapter.max_det = None
+    with torch.no_grad():  # detect.py's inference: the forward and the upstream's postprocessing
+        plain, plain_peak = timed(lambda: adapter.detect(adapter.forward(inputs)), repeat=repeat)
+    route = adapter.score_route()
+    for n in (int(v) for v in detections.split(",")):
+        adapter.max_det = n
+        with torch.no_grad():
+            dets = adapter.detect(adapter.forward(inputs))
+        if len(dets) < n:
+            print(f"  only {len(dets)} detections for n={n}; skipped", file=sys.stderr)
+            continue
+        records.add(layer_set, n, "plain", plain, plain_peak, plain)
+        for method in ("gradcam", "gradcampp"):
+
+            def kit_run(method: str = method) -> None:
+                explain(
+                    forward=lambda: adapter.forward(inputs),
+                    detect=adapter.detect,
+                    layers=layers,
+                    target=target,
+                    methods=[METHODS[method]],
+                    model=adapter.model,
+                    local_gradients=adapter.local_gradients,
+                    score_route=route,
+                )
+
+            seconds, peak = timed(kit_run, repeat=repeat)
+            records.add(layer_set, n, f"kit-{method}", seconds, peak, plain)
+        yield n, dets, plain
 
 
 def timed(fn: Callable[[], Any], *, repeat: int, warmup: bool = True) -> tuple[float, float]:

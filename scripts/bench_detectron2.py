@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from scripts.bench_common import RANDOM_WEIGHTS, Records, timed, worker_parser
+from scripts.bench_common import RANDOM_WEIGHTS, Records, measure_kit, timed, worker_parser
 
 # detectron2's own test threshold (cfg default): random weights keep 100 detections above it,
 # and NMS over all 80 classes x 1000 proposals at a threshold near 0 would be most of "plain".
@@ -162,8 +162,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     import detectron2.data.transforms as T
 
     from kit.adapters.detectron2 import Detectron2Adapter
-    from kit.engine import explain
-    from kit.methods import METHODS
     from kit.targets import Score
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -192,33 +190,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     def bench_set(layer_set: str) -> None:
         names = adapter.default_layers() if layer_set == "head" else args.deep.split(",")
         layers = adapter.resolve_layers(names)
-        adapter.max_det = None
-        with torch.no_grad():
-            plain, plain_peak = timed(lambda: adapter.detect(adapter.forward(images)), repeat=args.repeat)
-        for n in (int(v) for v in args.detections.split(",")):
-            adapter.max_det = n
-            with torch.no_grad():
-                dets = adapter.detect(adapter.forward(images))
-            if len(dets) < n:
-                print(f"  only {len(dets)} detections for n={n}; skipped", file=sys.stderr)
-                continue
-            records.add(layer_set, n, "plain", plain, plain_peak, plain)
-            for method in ("gradcam", "gradcampp"):
-
-                def kit_run(method: str = method) -> None:
-                    explain(
-                        forward=lambda: adapter.forward(images),
-                        detect=adapter.detect,
-                        layers=layers,
-                        target=Score(),
-                        methods=[METHODS[method]],
-                        model=model,
-                        local_gradients=adapter.local_gradients,
-                        score_route=adapter.score_route(),
-                    )
-
-                seconds, peak = timed(kit_run, repeat=args.repeat)
-                records.add(layer_set, n, f"kit-{method}", seconds, peak, plain)
+        for n, dets, plain in measure_kit(
+            records,
+            adapter=adapter,
+            inputs=images,
+            layers=layers,
+            layer_set=layer_set,
+            target=Score(),
+            detections=args.detections,
+            repeat=args.repeat,
+        ):
             baselines = {b for b in args.baselines.split(",") if b}
             if n > args.skip_slow_above or not baselines:
                 continue

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from scripts.bench_common import Records, timed, worker_parser
+from scripts.bench_common import Records, measure_kit, timed, worker_parser
 
 
 def seed_algorithm(
@@ -90,7 +90,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     from models.yolo import Model
 
     from kit.adapters.yolo import YoloAdapter, YoloFunctions
-    from kit.engine import explain
     from kit.methods import METHODS
     from kit.runner import explain_batch
     from kit.targets import ClassLogit
@@ -119,33 +118,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         names = adapter.default_layers() if layer_set == "head" else args.deep.split(",")
         layers = adapter.resolve_layers(names)
         batch, _ = adapter.preprocess([image])
-        with torch.no_grad():
-            # detect.py's inference: the forward and the upstream's NMS at the same thresholds
-            plain, plain_peak = timed(lambda: adapter.detect(adapter.forward(batch)), repeat=args.repeat)
-        for n in (int(v) for v in args.detections.split(",")):
-            adapter.max_det = n
-            with torch.no_grad():
-                dets = adapter.detect(adapter.forward(batch))
-            if len(dets) < n:
-                print(f"  only {len(dets)} detections for n={n}; skipped", file=sys.stderr)
-                continue
-            records.add(layer_set, n, "plain", plain, plain_peak, plain)
-            for method in ("gradcam", "gradcampp"):
-
-                def kit_run(method: str = method) -> None:
-                    explain(
-                        forward=lambda: adapter.forward(batch),
-                        detect=adapter.detect,
-                        layers=layers,
-                        target=ClassLogit(),
-                        methods=[METHODS[method]],
-                        model=model,
-                        local_gradients=adapter.local_gradients,
-                        score_route=adapter.score_route(),
-                    )
-
-                seconds, peak = timed(kit_run, repeat=args.repeat)
-                records.add(layer_set, n, f"kit-{method}", seconds, peak, plain)
+        for n, dets, plain in measure_kit(
+            records,
+            adapter=adapter,
+            inputs=batch,
+            layers=layers,
+            layer_set=layer_set,
+            target=ClassLogit(),
+            detections=args.detections,
+            repeat=args.repeat,
+        ):
             baselines = {b for b in args.baselines.split(",") if b}
             if n > args.skip_slow_above or not baselines:
                 continue
