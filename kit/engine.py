@@ -13,6 +13,10 @@ reads directly (YOLO's head inputs, Faster R-CNN's pooled maps) from the detecti
 or proposal; a :class:`ScoreRoute` names the layers every score depends on deeper layers
 through, so a deep layer's gradient is one backward from those layers, seeded with the local
 gradient there, instead of a backward through the whole head and every other level.
+
+In a batch, detections of different images share a backward pass (one cotangent per image
+slot): exact because the images of an eval-mode batch do not mix, and a batch of B images
+then costs what its images cost one by one, not B times that.
 """
 
 from __future__ import annotations
@@ -128,6 +132,25 @@ def frozen_parameters(model: nn.Module | None) -> Iterator[None]:
             p.requires_grad_(flag)
 
 
+def _rounds(images: Sequence[int]) -> list[list[int]]:
+    """Positions grouped so no group holds two detections of one image, in as few groups as can be.
+
+    Images of a batch are independent (eval mode: no batch statistics), so one backward whose
+    cotangent holds one detection per image gives each of them its exact gradient in its own
+    image's slot: a batch of B images needs as many backward passes as its busiest image has
+    detections, not one per detection (each of which would run through all B images).
+    """
+    seen: dict[int, int] = {}
+    rounds: list[list[int]] = []
+    for j, image in enumerate(images):
+        r = seen.get(image, 0)
+        seen[image] = r + 1
+        if r == len(rounds):
+            rounds.append([])
+        rounds[r].append(j)
+    return rounds
+
+
 def _gradients(
     scores: torch.Tensor,
     activations: list[torch.Tensor],
@@ -138,13 +161,18 @@ def _gradients(
     """Gradients of ``scores[k]`` for k in ``picks`` w.r.t. each activation, at each detection's image.
 
     Returns, per activation, a (len(picks), C, H, W) tensor or None where no gradient exists.
+    Detections of different images share a backward (see :func:`_rounds`).
     """
     if not scores.requires_grad:
         return [None] * len(activations)
     images = picks[:, 1]
+    rounds = _rounds(images.tolist())
     if mode == "batched":
-        onehot = torch.zeros(len(picks), scores.numel(), dtype=scores.dtype, device=scores.device)
-        onehot[torch.arange(len(picks)), picks[:, 0]] = 1
+        onehot = torch.zeros(len(rounds), scores.numel(), dtype=scores.dtype, device=scores.device)
+        slot = torch.empty(len(picks), dtype=torch.long, device=scores.device)
+        for r, members in enumerate(rounds):
+            onehot[r, picks[members, 0]] = 1
+            slot[members] = r
         grads = torch.autograd.grad(
             scores,
             activations,
@@ -153,11 +181,14 @@ def _gradients(
             retain_graph=True,
             allow_unused=True,
         )
-        return [None if g is None else g[torch.arange(len(picks)), images] for g in grads]
-    per_det: list[tuple[torch.Tensor | None, ...]] = []
-    for k, image in picks.tolist():
-        grads = torch.autograd.grad(scores[k], activations, retain_graph=True, allow_unused=True)
-        per_det.append(tuple(None if g is None else g[image] for g in grads))
+        return [None if g is None else g[slot, images] for g in grads]
+    per_det: list[tuple[torch.Tensor | None, ...]] = [()] * len(picks)
+    for members in rounds:
+        score = scores[picks[members, 0]].sum()
+        grads = torch.autograd.grad(score, activations, retain_graph=True, allow_unused=True)
+        for j in members:
+            image = int(images[j])
+            per_det[j] = tuple(None if g is None else g[image] for g in grads)
     out: list[torch.Tensor | None] = []
     for j in range(len(activations)):
         column = [g[j] for g in per_det]
@@ -245,22 +276,27 @@ def _routed_gradients(
         if seed is None:
             return None
         seeds.append(seed)
-    per_det: list[tuple[torch.Tensor | None, ...]] = []
-    for j, det in enumerate(chunk):
-        outputs, cotangents = [], []
+    per_det: list[tuple[torch.Tensor | None, ...]] = [(None,) * len(activations)] * len(chunk)
+    for members in _rounds([det.image_index for det in chunk]):
+        outputs, cotangents, answered = [], [], []
         for name, seed in zip(names, seeds):
-            if bool(seed[j].any()):
-                full = torch.zeros_like(store[name])
-                full[det.image_index] = seed[j]
+            full: torch.Tensor | None = None
+            for j in members:
+                if bool(seed[j].any()):
+                    full = torch.zeros_like(store[name]) if full is None else full
+                    full[chunk[j].image_index] = seed[j]
+                    answered.append(j)
+            if full is not None:
                 outputs.append(store[name])
                 cotangents.append(full)
-        if not outputs:  # the score does not depend on any route layer
-            per_det.append((None,) * len(activations))
+        if not outputs:  # no score of this round depends on any route layer
             continue
         grads = torch.autograd.grad(
             outputs, activations, grad_outputs=cotangents, retain_graph=True, allow_unused=True
         )
-        per_det.append(tuple(None if g is None else g[det.image_index] for g in grads))
+        for j in set(answered):
+            image = chunk[j].image_index
+            per_det[j] = tuple(None if g is None else g[image] for g in grads)
     out: list[torch.Tensor | None] = []
     for k, act in enumerate(activations):
         # zeros where no gradient arrived, as the general backward gives: rows are then flagged
@@ -335,9 +371,13 @@ def explain(
         scores: torch.Tensor | None = None
         device = next(iter(store.values())).device
         image_of = torch.tensor([d.image_index for d in detections], device=device)
+        # chunks take the images in turn, so a chunk's backward passes each serve many images
+        order = torch.tensor(
+            [k for members in _rounds([d.image_index for d in detections]) for k in members], device=device
+        )
         for start in range(0, n, chunk_size):
-            idx = torch.arange(start, min(start + chunk_size, n), device=device)
-            chunk = detections[start : start + len(idx)]
+            idx = order[start : start + chunk_size]
+            chunk = [detections[k] for k in idx.tolist()]
             picks = torch.stack([idx, image_of[idx]], dim=1)
             grads: dict[str, torch.Tensor | None] = {}
             if local_gradients is not None:

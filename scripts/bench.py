@@ -81,7 +81,8 @@ def table(records: Sequence[dict[str, Any]]) -> str:
     for r in records:
         if "images_per_second" in r:
             lines.append(
-                f"{r['model']:{w}} folder of 16, {r['method']}: {r['images_per_second']:.2f} images/s"
+                f"{r['model']:{w}} {r['layers']:6} folder of {r['images']}, {r['method']}: "
+                f"{r['images_per_second']:.2f} images/s"
             )
     return "\n".join(lines)
 

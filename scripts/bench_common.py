@@ -173,14 +173,17 @@ class Records:
             f"  {model} {layers:4} n={n:<3} {method:16} {seconds:8.3f}s  x{seconds / plain:7.1f}", flush=True
         )
 
-    def add_folder(self, method: str, images: int, detections: int, seconds: float, peak: float) -> None:
-        """Throughput of explaining a folder of ``images`` images (head layers)."""
+    def add_folder(
+        self, layer_set: str, method: str, images: int, detections: int, seconds: float, peak: float
+    ) -> None:
+        """Throughput of explaining a folder of ``images`` images at a layer set."""
         self.items.append(
             {
                 **self._common,
-                "layers": "head",
+                "layers": layer_set,
                 "detections": detections,
                 "method": method,
+                "images": images,
                 "seconds": round(seconds, 4),
                 "images_per_second": round(images / seconds, 2),
                 "peak_mb": round(peak, 1),

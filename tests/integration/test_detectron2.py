@@ -189,6 +189,23 @@ LOCAL_EQUALS_FULL = """
             torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-3 * float(b.abs().max()) + 1e-12)
             assert torch.equal(runs[0].no_gradient[layer], runs[1].no_gradient[layer])
         assert float(runs[1].cams["gradcam"]["backbone.bottom_up.res4"].abs().max()) > 0
+    # a batch of two: detections of both images share backward passes; each image's maps are
+    # those of the image alone
+    image = cv2.imread(sys.argv[3])
+    kw = dict(detect=adapter.detect, layers=layers, target=TARGETS["class-prob"],
+              methods=[METHODS["gradcam"]], model=model,
+              local_gradients=adapter.local_gradients, score_route=adapter.score_route())
+    both, _ = adapter.preprocess([image, image[:, ::-1].copy()])
+    pair = explain(forward=lambda: adapter.forward(both), **kw)
+    for i, one_image in enumerate([image, image[:, ::-1].copy()]):
+        one, _ = adapter.preprocess([one_image])
+        alone = explain(forward=lambda: adapter.forward(one), **kw)
+        rows = [k for k, d in enumerate(pair.detections) if d.image_index == i]
+        assert [(pair.detections[k].row, pair.detections[k].class_id) for k in rows] == [
+            (d.row, d.class_id) for d in alone.detections]
+        for layer in layers:
+            a, b = pair.cams["gradcam"][layer][rows], alone.cams["gradcam"][layer]
+            torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-3 * float(b.abs().max()) + 1e-12)
     print("ok")
 """
 
