@@ -12,9 +12,11 @@ PIP_INSTALL = $(PYTHON) -m pip install --progress-bar on -c constraints.txt
 ifeq ($(PYTHON),$(VENV)/bin/python)
 ENV_STAMP := $(VENV)/.kit-env
 DEV_STAMP := $(VENV)/.kit-dev
+BENCH_STAMP := $(VENV)/.kit-bench
 else
 ENV_STAMP :=
 DEV_STAMP :=
+BENCH_STAMP :=
 endif
 
 .PHONY: help env dev-env setup-yolov3 setup-yolov7 setup-detectron2 status check-patches refresh-patches \
@@ -75,7 +77,14 @@ demo: $(ENV_STAMP)
 eval: $(ENV_STAMP)
 	$(PYTHON) -m scripts.eval $(ARGS)
 
-bench: $(ENV_STAMP)
+$(VENV)/.kit-bench: $(VENV)/.kit-env pyproject.toml constraints.txt
+	$(VENV)/bin/python -m pip install --progress-bar on -c constraints.txt -e '.[bench]'
+	touch $@
+
+bench: $(BENCH_STAMP)
+ifeq ($(BENCH_STAMP),)
+	$(PIP_INSTALL) -e '.[bench]'
+endif
 	$(PYTHON) -m scripts bench $(ARGS)
 
 lint: dev-env

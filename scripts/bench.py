@@ -10,6 +10,7 @@ Figures are measurements, not test assertions.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -108,11 +109,52 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+BASELINES = ("seed", "pytorch-grad-cam")
+
+
+def check_baselines(names: Sequence[str]) -> str | None:
+    """What is wrong with ``--baselines``, or None: unknown names, or grad-cam not installed."""
+    unknown = [n for n in names if n not in BASELINES]
+    if unknown:
+        return f"--baselines: unknown {unknown}; choose from {list(BASELINES)} (empty: the kit only)"
+    if "pytorch-grad-cam" in names and importlib.util.find_spec("pytorch_grad_cam") is None:
+        return (
+            "--baselines pytorch-grad-cam needs the grad-cam package, which is not installed in "
+            f"{sys.executable}: run `make bench` (it installs the bench extra) or "
+            "`pip install -e '.[bench]'`, or pass --baselines seed"
+        )
+    return None
+
+
+def run_worker(command: list[str], env: dict[str, str] | None) -> tuple[int, list[dict[str, Any]]]:
+    """Run one worker, echoing its lines as they come; its exit code and records."""
+    records: list[dict[str, Any]] = []
+    with subprocess.Popen(
+        command, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True, env=env, bufsize=1
+    ) as process:
+        assert process.stdout is not None
+        for line in process.stdout:
+            if line.startswith("RECORDS "):
+                records += json.loads(line[8:])
+            else:
+                print(line, end="", flush=True)
+    return process.returncode, records
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    problem = check_baselines([b for b in args.baselines.split(",") if b])
+    if problem:
+        print(problem, file=sys.stderr)
+        return 2
     project = load_project()
     wanted = {m for m in args.models.split(",") if m}
+    known = {Path(cfg).stem for _, cfg, _, _ in MODELS}
+    if wanted - known:
+        print(f"--models: unknown {sorted(wanted - known)}; choose from {sorted(known)}", file=sys.stderr)
+        return 2
     records: list[dict[str, Any]] = []
+    failed: list[str] = []
     started = time.perf_counter()
     for upstream, cfg, deep, image in MODELS:
         if wanted and Path(cfg).stem not in wanted:
@@ -124,19 +166,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             continue
         print(f"{upstream} {cfg} (random weights built from the cfg, {args.img_size} px):", flush=True)
-        command = [sys.executable, "-m", WORKERS[upstream]] + worker_arguments(
+        command = [sys.executable, "-u", "-m", WORKERS[upstream]] + worker_arguments(
             checkout=checkout, upstream=upstream, cfg=cfg, deep=deep, image=image, options=args
         )
         env = dict(os.environ, OMP_NUM_THREADS=str(args.threads)) if args.threads > 0 else None
-        result = subprocess.run(
-            command, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True, check=False, env=env
-        )
-        lines = result.stdout.splitlines()
-        print("\n".join(line for line in lines if not line.startswith("RECORDS ")), flush=True)
-        if result.returncode != 0:
-            print(f"{upstream} {cfg}: worker failed with exit code {result.returncode}", file=sys.stderr)
-            return result.returncode
-        records += json.loads(next(line for line in lines if line.startswith("RECORDS "))[8:])
+        code, found = run_worker(command, env)
+        records += found
+        if code != 0:  # the other models are still measured; the run exits non-zero at the end
+            print(f"{upstream} {cfg}: worker failed with exit code {code}", file=sys.stderr, flush=True)
+            failed.append(f"{upstream} {cfg}")
     if not records:
         print("nothing measured: set up an upstream first (make setup-yolov7)", file=sys.stderr)
         return 1
@@ -150,4 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     print(table(records))
     print(f"\nmachine: {report['machine']}\nrecords: {args.out}")
+    if failed:
+        print(f"failed: {', '.join(failed)} (their records are missing)", file=sys.stderr)
+        return 1
     return 0

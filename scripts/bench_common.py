@@ -149,11 +149,16 @@ def timed(fn: Callable[[], Any], *, repeat: int, warmup: bool = True) -> tuple[f
 
 
 class Records:
-    """A worker's records, all with the same schema; each is printed as it is added."""
+    """A worker's records, all with the same schema; each is printed as it is added.
+
+    They are handed to the driver once, by :meth:`emit`; a worker also registers ``emit`` with
+    ``atexit`` so that if it dies of an exception, an hour of measurements is not lost to the last.
+    """
 
     def __init__(self, *, upstream: str, model: str, img_size: int, weights: str = RANDOM_WEIGHTS) -> None:
         self.items: list[dict[str, Any]] = []
         self._common = {"upstream": upstream, "model": model, "weights": weights, "img_size": img_size}
+        self._emitted = False
 
     def add(self, layers: str, n: int, method: str, seconds: float, peak: float, plain: float) -> None:
         """One method's time at a layer set and number of detections, beside plain inference."""
@@ -191,5 +196,7 @@ class Records:
         )
 
     def emit(self) -> None:
-        """The line the driver reads: ``RECORDS <json>``."""
-        print("RECORDS " + json.dumps(self.items), flush=True)
+        """The line the driver reads: ``RECORDS <json>`` (once)."""
+        if not self._emitted:
+            self._emitted = True
+            print("RECORDS " + json.dumps(self.items), flush=True)

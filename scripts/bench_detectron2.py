@@ -22,6 +22,7 @@ method; the target is the detection's score (the softmax class probability at it
 
 from __future__ import annotations
 
+import atexit
 import sys
 from collections.abc import Sequence
 from functools import partial
@@ -180,6 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         flush=True,
     )
     records = Records(upstream=args.upstream, model=name, img_size=args.img_size, weights=weights)
+    atexit.register(records.emit)  # the records so far, also if the worker dies
     resized = aug.get_transform(image).apply_image(image)
     seed_inputs = {
         "image": torch.as_tensor(resized.astype("float32").transpose(2, 0, 1)),

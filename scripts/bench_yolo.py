@@ -14,6 +14,7 @@ image and one set of detections for every method, so the figures compare like wi
 
 from __future__ import annotations
 
+import atexit
 import sys
 from collections.abc import Sequence
 from functools import partial
@@ -106,6 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     name = Path(args.cfg).stem
     image = np.asarray(cv2.imread(str(checkout / args.image)))
     records = Records(upstream=args.upstream, model=name, img_size=args.img_size)
+    atexit.register(records.emit)  # the records so far, also if the worker dies
 
     def bench_set(layer_set: str) -> None:
         adapter = YoloAdapter(
