@@ -90,24 +90,30 @@ def reference_gradients(model: TinyDetector, x: torch.Tensor, det: Detection) ->
     return {n: a.grad[det.image_index].clone() for n, a in acts.items()}  # type: ignore[index]
 
 
+def assert_cams_match_reference(
+    model: TinyDetector, x: torch.Tensor, result: object, detections: Sequence[Detection]
+) -> dict[str, torch.Tensor]:
+    """Every method's map of every detection equals the one from the seeds' full backward."""
+    with hooked_activations({"p3": model.p3, "p4": model.p4}) as store:
+        model(x)
+        acts = {name: v.detach() for name, v in store.items()}
+    for k, det in enumerate(detections):
+        ref = reference_gradients(model, x, det)
+        for layer in ("p3", "p4"):
+            a, g = acts[layer][det.image_index][None], ref[layer][None]
+            for name, method in METHODS.items():
+                got = result.cams[name][layer][k]  # type: ignore[attr-defined]
+                torch.testing.assert_close(got, method(a, g)[0], rtol=1e-5, atol=1e-6)
+    return acts
+
+
 @pytest.mark.parametrize("grad_mode", ["loop", "batched"])
 @pytest.mark.parametrize("chunk_size", [1, 2, 32])
 def test_cams_equal_per_detection_backward(grad_mode: str, chunk_size: int) -> None:
     model = TinyDetector()
     x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
     result = run(model, x, grad_mode=grad_mode, chunk_size=chunk_size)
-    acts: dict[str, torch.Tensor] = {}
-    with hooked_activations({"p3": model.p3, "p4": model.p4}) as store:
-        model(x)
-        acts = {k: v.detach() for k, v in store.items()}
-    for k, det in enumerate(DETECTIONS):
-        ref = reference_gradients(model, x, det)
-        for layer in ("p3", "p4"):
-            a, g = acts[layer][det.image_index][None], ref[layer][None]
-            for name, method in METHODS.items():
-                expected = method(a, g)[0]
-                got = result.cams[name][layer][k]  # type: ignore[attr-defined]
-                torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    assert_cams_match_reference(model, x, result, DETECTIONS)
 
 
 BATCH_DETECTIONS = [  # three images, interleaved, the busiest (image 2) with three detections
@@ -146,16 +152,8 @@ def test_a_batch_gives_each_image_its_own_maps_in_fewer_backwards(
     # one backward per round of (at most) one detection per image, not one per detection
     expected_calls = {1: 6, 4: 3, 32: 3}[chunk_size] if grad_mode == "loop" else -(-6 // chunk_size)
     assert len(calls) == expected_calls
-    with hooked_activations({"p3": model.p3, "p4": model.p4}) as store:
-        model(x)
-        acts = {name: v.detach() for name, v in store.items()}
+    acts = assert_cams_match_reference(model, x, result, BATCH_DETECTIONS)
     for k, det in enumerate(BATCH_DETECTIONS):
-        ref = reference_gradients(model, x, det)
-        for layer in ("p3", "p4"):
-            a, g = acts[layer][det.image_index][None], ref[layer][None]
-            for name, method in METHODS.items():
-                got = result.cams[name][layer][k]  # type: ignore[attr-defined]
-                torch.testing.assert_close(got, method(a, g)[0], rtol=1e-5, atol=1e-6)
         # and the image alone in the batch gives the same Grad-CAM (the eigen methods' arbitrary
         # SVD sign may flip with the last bit of a differently batched convolution)
         alone = x[det.image_index : det.image_index + 1]
