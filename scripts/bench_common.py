@@ -13,8 +13,9 @@ import statistics
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -134,6 +135,54 @@ def measure_kit(
         yield n, dets, plain
 
 
+def measure_folder(
+    records: Records,
+    *,
+    adapter: Any,
+    image: Any,
+    count: int,
+    layer_sets: dict[str, dict[str, Any]],
+    target: Any,
+    detections: int = 10,
+    batch_sizes: Sequence[int] = (1, 8),
+) -> None:
+    """Images per second explaining a folder of ``count`` images, Grad-CAM, at each batch size.
+
+    The folder is the image and its mirror, each at its own brightness; ``detections`` per image
+    (the adapter's ``max_det``). One batch is explained first as a warm-up; no files are written.
+    """
+    import numpy as np
+
+    from kit.methods import METHODS
+    from kit.runner import explain_batch
+
+    rng = np.random.default_rng(0)
+    folder = [image if i % 2 == 0 else image[:, ::-1] for i in range(count)]
+    folder = [np.clip(np.rint(im * rng.uniform(0.8, 1.2)), 0, 255).astype(np.uint8) for im in folder]
+    adapter.max_det = detections
+    model = records.model
+    for layer_set, layers in layer_sets.items():
+        for batch_size in batch_sizes:
+
+            def explain(
+                images: Sequence[Any], layers: dict[str, Any] = layers, size: int = batch_size
+            ) -> None:
+                for start in range(0, len(images), size):
+                    batch = images[start : start + size]
+                    explain_batch(adapter, batch, layers=layers, target=target, methods=[METHODS["gradcam"]])
+
+            explain(folder[:batch_size])
+            seconds, peak = timed(partial(explain, folder), repeat=1, warmup=False)
+            records.add_folder(
+                layer_set, f"kit-gradcam-folder-batch{batch_size}", count, detections, seconds, peak
+            )
+            rate = count / seconds
+            print(
+                f"  {model} {layer_set} folder of {count} at batch {batch_size}: {rate:.2f} images/s",
+                flush=True,
+            )
+
+
 def timed(fn: Callable[[], Any], *, repeat: int, warmup: bool = True) -> tuple[float, float]:
     """Median seconds over ``repeat`` runs (after one warm-up run) and peak RSS in MB."""
     if warmup:
@@ -159,6 +208,10 @@ class Records:
         self.items: list[dict[str, Any]] = []
         self._common = {"upstream": upstream, "model": model, "weights": weights, "img_size": img_size}
         self._emitted = False
+
+    @property
+    def model(self) -> str:
+        return str(self._common["model"])
 
     def add(self, layers: str, n: int, method: str, seconds: float, peak: float, plain: float) -> None:
         """One method's time at a layer set and number of detections, beside plain inference."""

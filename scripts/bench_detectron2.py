@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from scripts.bench_common import RANDOM_WEIGHTS, Records, measure_kit, timed, worker_parser
+from scripts.bench_common import RANDOM_WEIGHTS, Records, measure_folder, measure_kit, timed, worker_parser
 
 # detectron2's own test threshold (cfg default): random weights keep 100 detections above it,
 # and NMS over all 80 classes x 1000 proposals at a threshold near 0 would be most of "plain".
@@ -218,7 +218,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     for layer_set in args.layer_sets.split(","):
         bench_set(layer_set)
     if args.folder_images > 0:
-        print(f"  {name}: folder throughput not measured for detectron2 (one image takes seconds on a CPU)")
+        sets = {
+            layer_set: adapter.resolve_layers(
+                adapter.default_layers() if layer_set == "head" else args.deep.split(",")
+            )
+            for layer_set in args.layer_sets.split(",")
+        }
+        measure_folder(
+            records, adapter=adapter, image=image, count=args.folder_images, layer_sets=sets, target=Score()
+        )
     records.emit()
     return 0
 

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from scripts.bench_common import Records, measure_kit, timed, worker_parser
+from scripts.bench_common import Records, measure_folder, measure_kit, timed, worker_parser
 
 
 def seed_algorithm(
@@ -91,8 +91,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     from models.yolo import Model
 
     from kit.adapters.yolo import YoloAdapter, YoloFunctions
-    from kit.methods import METHODS
-    from kit.runner import explain_batch
     from kit.targets import ClassLogit
 
     letterbox, nms = _upstream_functions()
@@ -155,44 +153,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     for layer_set in args.layer_sets.split(","):
         bench_set(layer_set)
 
-    # Folder throughput: 16 images, batch 1 vs batch 8, at each layer set, explanation only
-    # (no files written).
-    if args.folder_images <= 0:
-        records.emit()
-        return 0
-    rng = np.random.default_rng(0)
-    folder = [image if i % 2 == 0 else image[:, ::-1].copy() for i in range(args.folder_images)]
-    folder = [cv2.convertScaleAbs(im, alpha=float(rng.uniform(0.8, 1.2))) for im in folder]
-    adapter = YoloAdapter(
-        model,
-        functions=YoloFunctions(letterbox=letterbox, non_max_suppression=nms),
-        img_size=args.img_size,
-        conf_thres=0.001 if "tiny" not in name else 1e-5,
-        iou_thres=0.45,
-        max_det=10,
-    )
-    for layer_set in args.layer_sets.split(","):
-        names = adapter.default_layers() if layer_set == "head" else args.deep.split(",")
-        layers = adapter.resolve_layers(names)
-        for batch_size in (1, 8):
-
-            def folder_run(batch_size: int = batch_size, layers: dict[str, Any] = layers) -> None:
-                for start in range(0, len(folder), batch_size):
-                    explain_batch(
-                        adapter,
-                        folder[start : start + batch_size],
-                        layers=layers,
-                        target=ClassLogit(),
-                        methods=[METHODS["gradcam"]],
-                    )
-
-            seconds, peak = timed(folder_run, repeat=1)
-            method = f"kit-gradcam-folder-batch{batch_size}"
-            records.add_folder(layer_set, method, len(folder), 10, seconds, peak)
-            print(
-                f"  {name} {layer_set} folder of {len(folder)} at batch {batch_size}: "
-                f"{len(folder) / seconds:.2f} images/s"
+    if args.folder_images > 0:
+        adapter = YoloAdapter(
+            model,
+            functions=YoloFunctions(letterbox=letterbox, non_max_suppression=nms),
+            img_size=args.img_size,
+            conf_thres=0.001 if "tiny" not in name else 1e-5,
+            iou_thres=0.45,
+        )
+        sets = {
+            layer_set: adapter.resolve_layers(
+                adapter.default_layers() if layer_set == "head" else args.deep.split(",")
             )
+            for layer_set in args.layer_sets.split(",")
+        }
+        measure_folder(
+            records,
+            adapter=adapter,
+            image=image,
+            count=args.folder_images,
+            layer_sets=sets,
+            target=ClassLogit(),
+        )
     records.emit()
     return 0
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from kit.targets import TARGETS
 from scripts import bench, bench_common
 
 
@@ -102,3 +103,48 @@ def test_a_failing_worker_keeps_its_records_and_the_others_run(
     assert "fake bad.yaml: worker failed" in captured.err and "failed: fake bad.yaml" in captured.err
     found = [(r["model"], r["method"]) for r in json.loads(out.read_text())["records"]]
     assert found == [("bad", "plain"), ("good", "plain"), ("good", "kit-gradcam")]
+
+
+def test_the_folder_measurement_explains_every_image_at_each_batch_size(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import numpy as np
+    from test_adapter_yolo import make_adapter
+
+    from kit import runner
+
+    adapter = make_adapter()
+    seen: list[tuple[int, tuple[str, ...]]] = []
+    real = runner.explain_batch
+
+    def spy(adapter: object, images: list, **kwargs: object) -> object:
+        seen.append((len(images), tuple(kwargs["layers"])))  # type: ignore[arg-type]
+        return real(adapter, images, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(runner, "explain_batch", spy)
+    records = bench_common.Records(upstream="yolov7", model="toy", img_size=64)
+    sets = {"head": adapter.resolve_layers(["2", "3"]), "deep": adapter.resolve_layers(["1"])}
+    image = np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8)
+    bench_common.measure_folder(
+        records,
+        adapter=adapter,
+        image=image,
+        count=5,
+        layer_sets=sets,
+        target=TARGETS["class-logit"],
+        detections=3,
+        batch_sizes=(1, 4),
+    )
+    assert adapter.max_det == 3
+    # per set and batch size: one warm-up batch, then the folder of 5 in batches
+    head, deep = ("2", "3"), ("1",)
+    assert seen == [(1, head)] + [(1, head)] * 5 + [(4, head), (4, head), (1, head)] + [(1, deep)] + [
+        (1, deep)
+    ] * 5 + [(4, deep), (4, deep), (1, deep)]
+    assert [(r["layers"], r["method"], r["images"], r["detections"]) for r in records.items] == [
+        ("head", "kit-gradcam-folder-batch1", 5, 3),
+        ("head", "kit-gradcam-folder-batch4", 5, 3),
+        ("deep", "kit-gradcam-folder-batch1", 5, 3),
+        ("deep", "kit-gradcam-folder-batch4", 5, 3),
+    ]
+    assert all(r["images_per_second"] > 0 for r in records.items)
