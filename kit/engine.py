@@ -319,6 +319,7 @@ def explain(
     grad_mode: GradMode = "loop",
     local_gradients: LocalGradients | None = None,
     score_route: ScoreRoute | None = None,
+    chunk_mb: float = 256.0,
 ) -> Explanation:
     """Explain every detection of one forward pass at every layer with every method.
 
@@ -330,6 +331,10 @@ def explain(
     or None where it cannot; ``score_route`` (optional, from the adapter) lets the other
     layers start their backward at the head's inputs (see :class:`ScoreRoute`). Layers
     neither answers take the general path: a backward from each detection's score.
+
+    A chunk holds at most ``chunk_size`` detections and, where the layers are large, as many
+    as keep one gradient per detection and layer within ``chunk_mb`` (Faster R-CNN's stride-4
+    FPN map is ~30 MB per detection; Grad-CAM++ holds a few such stacks at once).
 
     A layer that runs once per head level (a head shared across levels, e.g. RetinaNet's
     ``head.cls_subnet``) is explained at the call of each detection's ``level``; its maps are
@@ -370,6 +375,10 @@ def explain(
 
         scores: torch.Tensor | None = None
         device = next(iter(store.values())).device
+        per_detection = sum(store[name][0].numel() * store[name].element_size() for name in names) + sum(
+            runs[0][0].numel() * runs[0].element_size() for runs in repeated.values()
+        )
+        chunk_size = max(1, min(chunk_size, int(chunk_mb * 2**20) // max(1, per_detection)))
         image_of = torch.tensor([d.image_index for d in detections], device=device)
         # chunks take the images in turn, so a chunk's backward passes each serve many images
         order = torch.tensor(

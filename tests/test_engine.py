@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+import kit.engine
 from kit.detections import Detection
 from kit.engine import LayerOutputError, explain, hooked_activations
 from kit.errors import KitError
@@ -162,6 +163,36 @@ def test_a_batch_gives_each_image_its_own_maps_in_fewer_backwards(
             expected = METHODS["gradcam"](acts[layer][det.image_index][None], ref[layer][None])[0]
             got = result.cams["gradcam"][layer][k]  # type: ignore[attr-defined]
             torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-6)
+
+
+def test_large_layers_get_smaller_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    # p3 + p4 of one image: (5*8*8 + 6*4*4) floats = 1,664 bytes per detection
+    model = TinyDetector()
+    x = torch.rand(3, 3, 8, 8, generator=torch.Generator().manual_seed(4))
+    chunks: list[int] = []
+    real = kit.engine._store_maps
+
+    def spy(
+        explanation: object, name: str, activation: object, grad: object, rows: torch.Tensor, *a: object
+    ) -> None:
+        if name == "p3":
+            chunks.append(len(rows))
+        real(explanation, name, activation, grad, rows, *a)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(kit.engine, "_store_maps", spy)
+    for budget, expected in ((1.0, [6]), (2 * 1664 / 2**20, [2, 2, 2]), (1e-9, [1] * 6)):
+        chunks.clear()
+        result = explain(
+            forward=lambda: TinyOutput(model(x)),
+            detect=lambda output: list(BATCH_DETECTIONS),
+            layers={"p3": model.p3, "p4": model.p4},
+            target=ClassLogit(),
+            methods=list(METHODS.values()),
+            model=model,
+            chunk_mb=budget,
+        )
+        assert chunks == expected
+        assert_cams_match_reference(model, x, result, BATCH_DETECTIONS)
 
 
 def test_level_without_gradient_is_flagged_not_drawn() -> None:
