@@ -62,11 +62,13 @@ DETECTIONS = [
 ]
 
 
-def run(model: TinyDetector, x: torch.Tensor, **kwargs: object) -> object:
+def run(
+    model: TinyDetector, x: torch.Tensor, detections: Sequence[Detection] = DETECTIONS, **kwargs: object
+) -> object:
     layers = {"p3": model.p3, "p4": model.p4}
     return explain(
         forward=lambda: TinyOutput(model(x)),
-        detect=lambda output: list(DETECTIONS),
+        detect=lambda output: list(detections),
         layers=layers,
         target=kwargs.pop("target", ClassLogit()),  # type: ignore[arg-type]
         methods=list(METHODS.values()),
@@ -139,16 +141,7 @@ def test_a_batch_gives_each_image_its_own_maps_in_fewer_backwards(
     calls = []
     grad = torch.autograd.grad
     monkeypatch.setattr(torch.autograd, "grad", lambda *a, **k: calls.append(1) or grad(*a, **k))
-    result = explain(
-        forward=lambda: TinyOutput(model(x)),
-        detect=lambda output: list(BATCH_DETECTIONS),
-        layers={"p3": model.p3, "p4": model.p4},
-        target=ClassLogit(),
-        methods=list(METHODS.values()),
-        model=model,
-        grad_mode=grad_mode,  # type: ignore[arg-type]
-        chunk_size=chunk_size,
-    )
+    result = run(model, x, BATCH_DETECTIONS, grad_mode=grad_mode, chunk_size=chunk_size)
     monkeypatch.setattr(torch.autograd, "grad", grad)
     # one backward per round of (at most) one detection per image, not one per detection
     expected_calls = {1: 6, 4: 3, 32: 3}[chunk_size] if grad_mode == "loop" else -(-6 // chunk_size)
@@ -182,15 +175,7 @@ def test_large_layers_get_smaller_chunks(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setattr(kit.engine, "_store_maps", spy)
     for budget, expected in ((1.0, [6]), (2 * 1664 / 2**20, [2, 2, 2]), (1e-9, [1] * 6)):
         chunks.clear()
-        result = explain(
-            forward=lambda: TinyOutput(model(x)),
-            detect=lambda output: list(BATCH_DETECTIONS),
-            layers={"p3": model.p3, "p4": model.p4},
-            target=ClassLogit(),
-            methods=list(METHODS.values()),
-            model=model,
-            chunk_mb=budget,
-        )
+        result = run(model, x, BATCH_DETECTIONS, chunk_mb=budget)
         assert chunks == expected
         assert_cams_match_reference(model, x, result, BATCH_DETECTIONS)
 
