@@ -83,6 +83,11 @@ class PeakRSS:
             self.peak = max(self.peak, self.now())
 
 
+def set_layers(adapter: Any, name: str, deep: str) -> dict[str, Any]:
+    """A set's layers: the adapter's defaults for ``head``, the worker's ``--deep`` list otherwise."""
+    return adapter.resolve_layers(adapter.default_layers() if name == "head" else deep.split(","))
+
+
 def measure_kit(
     records: Records,
     *,

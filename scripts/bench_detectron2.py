@@ -33,7 +33,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from scripts.bench_common import RANDOM_WEIGHTS, Records, measure_folder, measure_kit, timed, worker_parser
+from scripts.bench_common import (
+    RANDOM_WEIGHTS,
+    Records,
+    measure_folder,
+    measure_kit,
+    set_layers,
+    timed,
+    worker_parser,
+)
 
 # detectron2's own test threshold (cfg default): random weights keep 100 detections above it,
 # and NMS over all 80 classes x 1000 proposals at a threshold near 0 would be most of "plain".
@@ -189,9 +197,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "width": image.shape[1],
     }
 
+    baselines = {b for b in args.baselines.split(",") if b}
+
     def bench_set(layer_set: str) -> None:
-        names = adapter.default_layers() if layer_set == "head" else args.deep.split(",")
-        layers = adapter.resolve_layers(names)
+        layers = set_layers(adapter, layer_set, args.deep)
         for n, dets, plain in measure_kit(
             records,
             adapter=adapter,
@@ -202,7 +211,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             detections=args.detections,
             repeat=args.repeat,
         ):
-            baselines = {b for b in args.baselines.split(",") if b}
             if n > args.skip_slow_above or not baselines:
                 continue
             if "seed" in baselines:
@@ -218,12 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for layer_set in args.layer_sets.split(","):
         bench_set(layer_set)
     if args.folder_images > 0:
-        sets = {
-            layer_set: adapter.resolve_layers(
-                adapter.default_layers() if layer_set == "head" else args.deep.split(",")
-            )
-            for layer_set in args.layer_sets.split(",")
-        }
+        sets = {s: set_layers(adapter, s, args.deep) for s in args.layer_sets.split(",")}
         measure_folder(
             records, adapter=adapter, image=image, count=args.folder_images, layer_sets=sets, target=Score()
         )

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from scripts.bench_common import Records, measure_folder, measure_kit, timed, worker_parser
+from scripts.bench_common import Records, measure_folder, measure_kit, set_layers, timed, worker_parser
 
 
 def seed_algorithm(
@@ -107,6 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     records = Records(upstream=args.upstream, model=name, img_size=args.img_size)
     atexit.register(records.emit)  # the records so far, also if the worker dies
 
+    baselines = {b for b in args.baselines.split(",") if b}
+
     def bench_set(layer_set: str) -> None:
         adapter = YoloAdapter(
             model,
@@ -115,8 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             conf_thres=1e-6,
             iou_thres=0.45,
         )
-        names = adapter.default_layers() if layer_set == "head" else args.deep.split(",")
-        layers = adapter.resolve_layers(names)
+        layers = set_layers(adapter, layer_set, args.deep)
         batch, _ = adapter.preprocess([image])
         for n, dets, plain in measure_kit(
             records,
@@ -128,7 +129,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             detections=args.detections,
             repeat=args.repeat,
         ):
-            baselines = {b for b in args.baselines.split(",") if b}
             if n > args.skip_slow_above or not baselines:
                 continue
             picks = [(d.row, d.class_id) for d in dets]
@@ -161,12 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             conf_thres=0.001 if "tiny" not in name else 1e-5,
             iou_thres=0.45,
         )
-        sets = {
-            layer_set: adapter.resolve_layers(
-                adapter.default_layers() if layer_set == "head" else args.deep.split(",")
-            )
-            for layer_set in args.layer_sets.split(",")
-        }
+        sets = {s: set_layers(adapter, s, args.deep) for s in args.layer_sets.split(",")}
         measure_folder(
             records,
             adapter=adapter,
