@@ -278,14 +278,15 @@ def _routed_gradients(
         seeds.append(seed)
     per_det: list[tuple[torch.Tensor | None, ...]] = [(None,) * len(activations)] * len(chunk)
     for members in _rounds([det.image_index for det in chunk]):
-        outputs, cotangents, answered = [], [], []
+        outputs, cotangents = [], []
+        answered: set[int] = set()  # detections with a seed at some route layer
         for name, seed in zip(names, seeds):
             full: torch.Tensor | None = None
             for j in members:
                 if bool(seed[j].any()):
                     full = torch.zeros_like(store[name]) if full is None else full
                     full[chunk[j].image_index] = seed[j]
-                    answered.append(j)
+                    answered.add(j)
             if full is not None:
                 outputs.append(store[name])
                 cotangents.append(full)
@@ -294,7 +295,7 @@ def _routed_gradients(
         grads = torch.autograd.grad(
             outputs, activations, grad_outputs=cotangents, retain_graph=True, allow_unused=True
         )
-        for j in set(answered):
+        for j in answered:
             image = chunk[j].image_index
             per_det[j] = tuple(None if g is None else g[image] for g in grads)
     out: list[torch.Tensor | None] = []
