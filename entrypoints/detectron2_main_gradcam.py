@@ -26,9 +26,9 @@ if str(ROOT) not in sys.path:
 from kit import cli  # noqa: E402
 from kit.errors import CheckpointError, CheckpointNotFoundError, KitError  # noqa: E402
 
-# Where detectron2 checkpoints' classes may live: the allowlist of the safe checkpoint loader.
-# Model-zoo .pkl files are dicts of numpy arrays and .pth files dicts of tensors; both need none.
-ALLOWED_MODULES = ("detectron2", "fvcore", "torch.nn")
+# The modules whose classes a checkpoint may rebuild: none. Model-zoo .pkl files are dicts of numpy
+# arrays and .pth files (DetectionCheckpointer.save) dicts of tensors and plain values.
+ALLOWED_MODULES: tuple[str, ...] = ()
 LOG = logging.getLogger("kit")
 
 

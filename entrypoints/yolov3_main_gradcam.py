@@ -24,8 +24,9 @@ if str(ROOT) not in sys.path:
 from kit import cli  # noqa: E402
 from kit.errors import KitError  # noqa: E402
 
-# Where yolov3 model classes live: the allowlist of the safe checkpoint loader.
-ALLOWED_MODULES = ("models", "utils", "torch.nn")
+# The modules whose nn.Module classes a checkpoint may rebuild (the safe loader's list; it imports
+# these and never a module a file names). torch.nn: torch's layers.
+ALLOWED_MODULES = ("models.yolo", "models.common", "models.experimental", "torch.nn")
 
 LOG = logging.getLogger("kit")
 

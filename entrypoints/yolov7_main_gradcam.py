@@ -22,8 +22,9 @@ if str(ROOT) not in sys.path:
 from kit import cli  # noqa: E402
 from kit.demo import DEMO_NAME  # noqa: E402
 
-# Where yolov7 model classes live: the allowlist of the safe checkpoint loader.
-ALLOWED_MODULES = ("models", "utils", "torch.nn")
+# The modules whose nn.Module classes a checkpoint may rebuild (the safe loader's list; it imports
+# these and never a module a file names). torch.nn: torch's layers.
+ALLOWED_MODULES = ("models.yolo", "models.common", "models.experimental", "torch.nn")
 
 
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
