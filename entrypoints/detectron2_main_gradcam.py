@@ -62,9 +62,24 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def check_arguments(opt: argparse.Namespace) -> None:
+    """Every value checked before the model is built: a bad one stops with exit 2 and the fix."""
+    if opt.half:
+        raise KitError(
+            "--half is for the YOLO entry points; detectron2 models run in float32 here. Drop --half."
+        )
+    cli.check_kit_arguments(opt)
+    cli.check_fraction("--confidence-threshold", opt.confidence_threshold)
+    cli.check_max_det(opt.max_det)
+    if len(opt.opts) % 2:
+        raise cli.ArgumentError(f"--opts takes KEY VALUE pairs, got an odd number of items: {opt.opts}")
+    cli.check_output_folder(opt.output, flag="--output", exist_ok=opt.exist_ok)
+
+
 def setup_cfg(opt: argparse.Namespace) -> Any:
     """demo.py's setup_cfg: the config file, then --opts, then the confidence threshold."""
     import torch
+    import yaml
     from detectron2.config import get_cfg
 
     config = Path(opt.config_file)
@@ -73,11 +88,17 @@ def setup_cfg(opt: argparse.Namespace) -> Any:
             f"config file not found: {opt.config_file}; pass --config-file with a path such as "
             "configs/COCO-Detection/faster_rcnn_R_50_FPN_3x.yaml (relative to the checkout)"
         )
-    if len(opt.opts) % 2:
-        raise KitError(f"--opts takes KEY VALUE pairs, got an odd number of items: {opt.opts}")
     cfg = get_cfg()
-    cfg.merge_from_file(str(config))
-    cfg.merge_from_list(list(opt.opts))
+    # yacs says "Non-existent config key", a type mismatch, a bad file with these exceptions.
+    refused = (KeyError, ValueError, TypeError, AssertionError, yaml.YAMLError)
+    try:
+        cfg.merge_from_file(str(config))
+    except refused as error:
+        raise cli.ArgumentError(f"--config-file {opt.config_file}: {error}") from None
+    try:
+        cfg.merge_from_list(list(opt.opts))
+    except refused as error:
+        raise cli.ArgumentError(f"--opts {' '.join(opt.opts)}: {error}") from None
     cfg.MODEL.RETINANET.SCORE_THRESH_TEST = opt.confidence_threshold
     cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = opt.confidence_threshold
     cfg.MODEL.PANOPTIC_FPN.COMBINE.INSTANCES_CONFIDENCE_THRESH = opt.confidence_threshold
@@ -88,20 +109,43 @@ def setup_cfg(opt: argparse.Namespace) -> Any:
     return cfg
 
 
+def check_checkpoint(data: Any, path: Path) -> None:
+    """What DetectionCheckpointer reads: a dict of weights, or one under 'model' ('blobs' in a .pkl).
+
+    Anything else (a lone module, a list, a dict of settings without weights) is named for what it
+    is, instead of an AttributeError deep in fvcore.
+    """
+    import numpy as np
+    import torch
+
+    fix = (
+        "pass a detectron2 checkpoint: a model-zoo .pkl or a .pth written by its trainer "
+        "(a dict with 'model')"
+    )
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path} holds {cli.describe(data)}, not a checkpoint dict; {fix}")
+    key = next((k for k in ("model", "blobs") if k in data), None)
+    weights = data if key is None else data[key]
+    where = f"{path}" if key is None else f"{path}: its {key!r}"
+    if not isinstance(weights, dict):
+        raise CheckpointError(f"{where} holds {cli.describe(weights)}, not a dict of weights; {fix}")
+    if not any(isinstance(v, (torch.Tensor, np.ndarray)) for v in weights.values()):
+        what = cli.describe(weights)
+        raise CheckpointError(f"{where} holds {what} and no weights (tensors or arrays); {fix}")
+
+
 def safe_checkpointer(model: Any, *, trust: bool) -> Any:
     """DetectionCheckpointer whose files are read by the kit's safe loader (pickles too)."""
 
     from detectron2.checkpoint import DetectionCheckpointer
 
-    load = cli.checkpoint_loader(allowed_modules=ALLOWED_MODULES, trust=trust)
+    load = cli.checkpoint_loader(allowed_modules=ALLOWED_MODULES, trust=trust, validate=check_checkpoint)
 
     class SafeCheckpointer(DetectionCheckpointer):  # type: ignore[misc]
         def _load_file(self, filename: str) -> Any:
             if not filename.endswith(".pkl"):
                 return super()._load_file(filename)  # .pth via _torch_load below
             data = load(filename, "cpu")
-            if not isinstance(data, dict):
-                raise CheckpointError(f"{filename} holds a {type(data).__name__}, not a dict")
             # The rest is DetectionCheckpointer._load_file's handling of .pkl files, unchanged.
             if "model" in data and "__author__" in data:
                 return data
@@ -119,10 +163,7 @@ def safe_checkpointer(model: Any, *, trust: bool) -> Any:
 def main(argv: list[str] | None = None) -> int:
     opt = parse_opt(argv)
     cli.setup_logging()
-    if opt.half:
-        raise KitError(
-            "--half is for the YOLO entry points; detectron2 models run in float32 here. Drop --half."
-        )
+    check_arguments(opt)
     cfg = setup_cfg(opt)
     weights = str(cfg.MODEL.WEIGHTS)
     if not Path(weights).is_file():

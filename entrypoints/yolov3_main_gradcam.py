@@ -64,9 +64,21 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     return opt
 
 
+def check_arguments(opt: argparse.Namespace) -> None:
+    """Every value checked before the model loads: a bad one stops with exit 2 and the fix."""
+    cli.check_kit_arguments(opt)
+    for size in opt.imgsz:
+        cli.check_positive("--imgsz", size)
+    cli.check_fraction("--conf-thres", opt.conf_thres)
+    cli.check_fraction("--iou-thres", opt.iou_thres)
+    cli.check_max_det(opt.max_det)
+    cli.check_output_folder(Path(opt.project) / opt.name, flag="--project", exist_ok=opt.exist_ok)
+
+
 def main(argv: list[str] | None = None) -> int:
     opt = parse_opt(argv)
     cli.setup_logging()
+    check_arguments(opt)
     # A missing file must never reach attempt_load: v9.6.0's attempt_download would ask the
     # GitHub API for the *latest* release and fetch weights that are not this pin's.
     weights = cli.require_files(opt.weights)
@@ -75,10 +87,9 @@ def main(argv: list[str] | None = None) -> int:
             f"--weights takes one checkpoint here, got {len(weights)}: an ensemble has no single "
             "Detect head to explain"
         )
-    if opt.max_det < 1:
-        raise KitError(f"--max-det must be at least 1, got {opt.max_det}")
 
     from models.experimental import attempt_load
+    from models.yolo import Model
     from utils.augmentations import letterbox
     from utils.general import check_img_size, non_max_suppression
     from utils.torch_utils import select_device
@@ -86,8 +97,10 @@ def main(argv: list[str] | None = None) -> int:
     from kit.adapters.yolo import YoloAdapter, YoloFunctions
     from kit.outputs import increment_path
 
-    device = select_device(opt.device)
-    loader = cli.checkpoint_loader(allowed_modules=ALLOWED_MODULES, trust=opt.trust_checkpoint)
+    device = cli.upstream_device(select_device, opt.device)
+    loader = cli.checkpoint_loader(
+        allowed_modules=ALLOWED_MODULES, trust=opt.trust_checkpoint, validate=cli.yolo_checkpoint_check(Model)
+    )
     # inplace=False: activations and Detect decode out of place, so gradients reach the head
     model = attempt_load(weights[0], map_location=device, inplace=False, loader=loader)
     if opt.half:

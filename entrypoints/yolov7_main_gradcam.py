@@ -57,6 +57,23 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def check_arguments(opt: argparse.Namespace) -> None:
+    """Every value checked before the model loads: a bad one stops with exit 2 and the fix."""
+    cli.check_kit_arguments(opt)
+    if opt.img_size is not None:
+        cli.check_positive("--img-size", opt.img_size)
+    cli.check_fraction("--conf-thres", opt.conf_thres)
+    cli.check_fraction("--iou-thres", opt.iou_thres)
+    cli.check_max_det(opt.max_det)
+    cli.check_output_folder(Path(opt.project) / opt.name, flag="--project", exist_ok=opt.exist_ok)
+
+
+def wants_demo(weights: list[str]) -> bool:
+    """``--weights demo`` is the demo detector unless a *file* named demo is in the way (a folder
+    named demo, as many projects have, is not a checkpoint)."""
+    return weights == [DEMO_NAME] and not Path(DEMO_NAME).is_file()
+
+
 def load_demo(device: object) -> tuple[object, int, list[str]]:
     """The demo detector: yolov7's Model(cfg, nc=3) with the kit's float16 state_dict, fused.
 
@@ -83,11 +100,13 @@ def load_demo(device: object) -> tuple[object, int, list[str]]:
 def main(argv: list[str] | None = None) -> int:
     opt = parse_opt(argv)
     cli.setup_logging()
-    demo = opt.weights == [DEMO_NAME] and not Path(DEMO_NAME).exists()
+    check_arguments(opt)
+    demo = wants_demo(opt.weights)
     weights = opt.weights if demo else cli.require_files(opt.weights)
 
     import torch
     from models.experimental import attempt_load
+    from models.yolo import Model
     from utils.datasets import letterbox
     from utils.general import check_img_size, non_max_suppression
     from utils.torch_utils import select_device
@@ -95,8 +114,10 @@ def main(argv: list[str] | None = None) -> int:
     from kit.adapters.yolo import YoloAdapter, YoloFunctions
     from kit.outputs import increment_path
 
-    device = select_device(opt.device)
-    loader = cli.checkpoint_loader(allowed_modules=ALLOWED_MODULES, trust=opt.trust_checkpoint)
+    device = cli.upstream_device(select_device, opt.device)
+    loader = cli.checkpoint_loader(
+        allowed_modules=ALLOWED_MODULES, trust=opt.trust_checkpoint, validate=cli.yolo_checkpoint_check(Model)
+    )
     # Under no_grad as in detect.py: IDetect.fuse() updates parameters in place, which autograd
     # refuses for leaves that require grad (every training-cfg checkpoint, the released yolov7.pt).
     if demo:
@@ -113,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     adapter = YoloAdapter(
         model,
         functions=YoloFunctions(letterbox=letterbox, non_max_suppression=non_max_suppression),
-        img_size=check_img_size(opt.img_size or img_size, s=stride),
+        img_size=check_img_size(img_size if opt.img_size is None else opt.img_size, s=stride),
         conf_thres=opt.conf_thres,
         iou_thres=opt.iou_thres,
         classes=opt.classes,
