@@ -64,10 +64,17 @@ check-patches: $(ENV_STAMP)
 refresh-patches: $(ENV_STAMP)
 	$(PYTHON) -m scripts refresh-patches $(UPSTREAM)
 
+# WEIGHTS, SOURCE, OUT and CONFIG reach scripts/cam.py verbatim: $(value) keeps make from expanding
+# a $ in them and the shell reads them from the environment, quoted, so spaces, quotes, $HOME,
+# backticks and ; are a file name's characters, never shell syntax. ARGS is split by the shell as
+# typed (ARGS="--method gradcampp --conf-thres 0.4"; quote inside it as in a shell).
+cam: export KIT_CAM_WEIGHTS = $(value WEIGHTS)
+cam: export KIT_CAM_SOURCE = $(value SOURCE)
+cam: export KIT_CAM_OUT = $(value OUT)
+cam: export KIT_CAM_CONFIG = $(value CONFIG)
 cam: $(ENV_STAMP)
-	$(PYTHON) -m scripts cam $(UPSTREAM) \
-		$(if $(WEIGHTS),--weights "$(WEIGHTS)") $(if $(SOURCE),--source "$(SOURCE)") \
-		$(if $(OUT),--out "$(OUT)") $(if $(CONFIG),--config "$(CONFIG)") -- $(ARGS)
+	$(PYTHON) -m scripts cam $(UPSTREAM) --weights="$$KIT_CAM_WEIGHTS" --source="$$KIT_CAM_SOURCE" \
+		--out="$$KIT_CAM_OUT" --config="$$KIT_CAM_CONFIG" -- $(ARGS)
 
 # Trains with the yolov7 checkout's own Model and ComputeLoss (make setup-yolov7 first); writes
 # weights/demo/, data/demo/ and the copy kept in the repository, kit/demo/.

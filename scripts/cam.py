@@ -8,6 +8,10 @@ complete, sha256 recorded beside it). ``KIT_<NAME>_WEIGHTS_URL`` points the down
 Offline, with no weights given, yolov7 falls back to the demo detector kept in the repository
 (``kit/demo``, trained by `make demo`) on a few of its synthetic evaluation images, and says so,
 instead of stopping: `make cam` shows what the kit does on any machine.
+
+The exit code is the entry point's (README, "Exit codes"): 0 all explained, 1 some images failed,
+2 refused arguments or input, 3 an internal error, 130 interrupted (a child killed by signal N:
+128 + N). The driver's own errors follow the same codes.
 """
 
 from __future__ import annotations
@@ -15,8 +19,10 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import signal
 import subprocess
 import sys
+import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +35,11 @@ WEIGHTS_DIR_ENV = "KIT_WEIGHTS_DIR"
 # Upstreams whose entry point takes `--weights demo` (kit/demo): the offline fallback of make cam.
 DEMO_FALLBACK = ("yolov7",)
 DEMO_SAMPLE_IMAGES = 8
+DEMO_NAME = "demo"  # WEIGHTS=demo: the demo detector (kit.demo.DEMO_NAME; the kit is not imported here)
+# After Ctrl-C, how long the child may take to finish its manifest before it is sent SIGINT itself
+# (it gets the terminal's Ctrl-C too, unless the signal was sent to the driver alone).
+INTERRUPT_GRACE_SECONDS = 10.0
+EXIT_REFUSED, EXIT_INTERNAL, EXIT_INTERRUPTED = 2, 3, 130
 
 
 @dataclass(frozen=True)
@@ -155,7 +166,14 @@ def run_cam(
     source_path = (cwd / source).resolve() if source else checkout / CAM_DEFAULTS[name].source
     config_path = (cwd / config).resolve() if config else None
     weights_path: Path | str
-    if weights:
+    if weights == DEMO_NAME and not (cwd / weights).is_file():  # a file named demo wins, a folder does not
+        if name not in DEMO_FALLBACK:
+            raise ConfigError(
+                f"WEIGHTS=demo is the demo detector of {', '.join(DEMO_FALLBACK)} (kit/demo); "
+                f"{name} has none: pass a checkpoint with WEIGHTS=PATH"
+            )
+        weights_path = DEMO_NAME
+    elif weights:
         weights_path = (cwd / weights).resolve()
     elif config:  # that config's model-zoo checkpoint, not the default one
         from kit.download import download
@@ -193,10 +211,35 @@ def run_cam(
         config=config_path,
     )
     print("+ " + " ".join(command), file=sys.stderr, flush=True)
-    return subprocess.call(command, cwd=checkout)
+    return run_child(command, cwd=checkout)
 
 
-def main(argv: Sequence[str]) -> int:
+def run_child(command: Sequence[str], *, cwd: Path) -> int:
+    """Run the entry point; return its exit code as a shell reports it (killed by signal N: 128 + N).
+
+    Ctrl-C in a terminal reaches the child too (one process group): it finishes its manifest and
+    exits 130, so the driver waits for it rather than killing it (as ``subprocess.call`` would).
+    A Ctrl-C sent to the driver alone is passed on after INTERRUPT_GRACE_SECONDS.
+    """
+    child = subprocess.Popen(list(command), cwd=cwd)
+    timeout: float | None = None
+    while True:
+        try:
+            code = child.wait(timeout=timeout)
+            break
+        except KeyboardInterrupt:
+            timeout = INTERRUPT_GRACE_SECONDS
+        except subprocess.TimeoutExpired:
+            child.send_signal(signal.SIGINT)
+            timeout = None
+    return 128 - code if code < 0 else code
+
+
+def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
+    """The driver's flags, and the flags after ``--`` that go to main_gradcam.py as they are.
+
+    An empty value is the same as none (make passes ``--weights=`` when WEIGHTS is not set).
+    """
     parser = argparse.ArgumentParser(prog="python -m scripts cam", description=__doc__)
     parser.add_argument("name", help="upstream: " + ", ".join(CAM_DEFAULTS))
     parser.add_argument("--weights", help="checkpoint (default: the upstream's released weights)")
@@ -206,12 +249,31 @@ def main(argv: Sequence[str]) -> int:
     parser.epilog = "Flags after -- go to main_gradcam.py as they are."
     argv = list(argv)
     split = argv.index("--") if "--" in argv else len(argv)
-    args = parser.parse_args(argv[:split])
-    extra = argv[split + 1 :]
+    return parser.parse_args(argv[:split]), argv[split + 1 :]
+
+
+def main(argv: Sequence[str]) -> int:
+    args, extra = parse_args(argv)
     try:
         return run_cam(
-            args.name, weights=args.weights, source=args.source, out=args.out, extra=extra, config=args.config
+            args.name,
+            weights=args.weights or None,
+            source=args.source or None,
+            out=args.out or None,
+            extra=extra,
+            config=args.config or None,
         )
     except (KitSetupError, KitError) as error:
         print(f"error: {error}", file=sys.stderr)
-        return 2
+        return EXIT_REFUSED
+    except KeyboardInterrupt:
+        print("interrupted before main_gradcam.py started; nothing was explained", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception:
+        traceback.print_exc()
+        print(
+            f"internal error (exit {EXIT_INTERNAL}) in make cam: this is a bug, not a problem with your "
+            "input; please report it with the command line and the traceback above",
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL
