@@ -7,6 +7,7 @@ fails with its own message in the manifest instead of disappearing without a wor
 from __future__ import annotations
 
 import glob
+import os
 from pathlib import Path
 from typing import Union
 
@@ -19,6 +20,25 @@ from kit.errors import ImageReadError, SourceNotFoundError
 IMAGE_SUFFIXES = frozenset({".bmp", ".dng", ".jpeg", ".jpg", ".mpo", ".png", ".tif", ".tiff", ".webp"})
 
 PathLike = Union[str, Path]
+
+
+def printable(name: PathLike) -> str:
+    """``name`` as valid UTF-8 text: bytes of a file name that are not UTF-8 become ``\\xNN``.
+
+    Python reads such a name as a str with surrogates (``os.fsdecode``'s surrogateescape), which
+    cannot be written as UTF-8; ``b'\\xff\\xfe.jpg'`` is shown, and stored in the manifest, as
+    ``\\xff\\xfe.jpg`` (backslashreplace). Other names are returned unchanged.
+    """
+    text = os.fspath(name)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        try:
+            raw = text.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:  # a surrogate that no undecodable byte made
+            return text.encode("utf-8", "backslashreplace").decode("utf-8")
+        return raw.decode("utf-8", "backslashreplace")
+    return text
 
 
 def list_sources(source: PathLike) -> list[Path]:
@@ -53,21 +73,26 @@ def read_image(path: PathLike) -> np.ndarray:
     ``cv2.imread`` fails silently on some platforms.
     """
     p = Path(path)
+    shown = f"'{printable(p)}'"
     if not p.exists():
-        raise ImageReadError(f"cannot read image {str(p)!r}: no such file")
+        raise ImageReadError(f"cannot read image {shown}: no such file")
     if not p.is_file():
-        raise ImageReadError(f"cannot read image {str(p)!r}: not a regular file")
+        raise ImageReadError(f"cannot read image {shown}: not a regular file")
     try:
         data = np.fromfile(p, dtype=np.uint8)
     except OSError as e:
-        raise ImageReadError(f"cannot read image {str(p)!r}: {e.strerror or e}") from e
+        raise ImageReadError(f"cannot read image {shown}: {e.strerror or e}") from e
     if data.size == 0:
-        raise ImageReadError(f"cannot read image {str(p)!r}: the file is empty (0 bytes)")
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+        raise ImageReadError(f"cannot read image {shown}: the file is empty (0 bytes)")
+    try:
+        image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    except cv2.error as e:  # e.g. a header announcing more pixels than OpenCV accepts
+        why = " ".join(str(e).split())
+        raise ImageReadError(f"cannot read image {shown}: OpenCV refuses it: {why}") from e
     if image is None:
         known = "" if p.suffix.lower() in IMAGE_SUFFIXES else f" (suffix {p.suffix or 'none'!r})"
         raise ImageReadError(
-            f"cannot read image {str(p)!r}{known}: OpenCV cannot decode it; supported formats are "
+            f"cannot read image {shown}{known}: OpenCV cannot decode it; supported formats are "
             f"{', '.join(sorted(IMAGE_SUFFIXES))}"
         )
     return np.ascontiguousarray(image)

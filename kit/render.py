@@ -69,15 +69,19 @@ def summary(
     """One sheet per image: the image with all boxes, then one overlay tile per ``(cam, box, label)``.
 
     A ``None`` cam is drawn as the plain image with its box and a "no gradient" note; an image
-    without detections gets a sheet with a "no detections" note.
+    without detections gets a sheet with a "no detections" note. A tile is ``tile_width`` wide,
+    or less for an image taller than twice its width: it fits in ``tile_width`` x ``2 * tile_width``
+    (a 10000 x 10 image would otherwise make a tile 480,000 pixels tall), at least 1 pixel a side.
     """
     _check_image(image_bgr)
     if max_cols < 1 or tile_width < 1:
         raise ValueError(f"max_cols and tile_width must be >= 1, got {max_cols} and {tile_width}")
     h, w = image_bgr.shape[:2]
-    size = (tile_width, max(1, round(h * tile_width / w)))  # cv2 order: (width, height)
+    fit = min(tile_width / w, 2 * tile_width / h)
+    size = (max(1, round(w * fit)), max(1, round(h * fit)))  # cv2 order: (width, height)
     scale = (size[0] / w, size[1] / h)
-    base = cv2.resize(image_bgr, size, interpolation=cv2.INTER_AREA if size[0] < w else cv2.INTER_LINEAR)
+    shrink = size[0] < w and size[1] < h
+    base = cv2.resize(image_bgr, size, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
 
     first = base.copy()
     for i, (_, box, label) in enumerate(tiles):

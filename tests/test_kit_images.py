@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import cv2
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 
 from kit.errors import ImageReadError, KitError, SourceNotFoundError
-from kit.images import IMAGE_SUFFIXES, list_sources, read_image
+from kit.images import IMAGE_SUFFIXES, list_sources, printable, read_image
 
 
 def _write(path: Path, image: np.ndarray) -> Path:
@@ -107,3 +108,24 @@ def test_missing_sources_raise_naming_the_source(tmp_path: Path) -> None:
 def test_suffixes_are_lower_case_with_dot() -> None:
     assert {".jpg", ".png"} <= IMAGE_SUFFIXES
     assert all(s.startswith(".") and s == s.lower() for s in IMAGE_SUFFIXES)
+
+
+def test_printable_names_are_valid_utf8_with_undecodable_bytes_as_escapes() -> None:
+    name = os.fsdecode(b"dir/e_\xff\xfe.jpg")  # what os.listdir gives for a name that is not UTF-8
+    assert printable(name) == "dir/e_\\xff\\xfe.jpg"
+    assert printable(Path(name)) == "dir/e_\\xff\\xfe.jpg"
+    assert printable("bild_ä_画像.jpg") == "bild_ä_画像.jpg"  # valid names are unchanged
+    assert printable("\ud800x") == "\\ud800x"  # a lone surrogate that no byte made
+
+
+def test_a_name_that_is_not_utf8_is_read_and_shown_escaped(tmp_path: Path) -> None:
+    raw = os.fsencode(tmp_path) + b"/\xff.png"
+    _write(Path(os.fsdecode(raw)), np.full((4, 4, 3), 7, np.uint8))
+    assert read_image(os.fsdecode(raw)).shape == (4, 4, 3)
+    broken = os.fsencode(tmp_path) + b"/\xfe.png"
+    with open(broken, "wb") as f:
+        f.write(b"garbage")
+    with pytest.raises(ImageReadError) as info:
+        read_image(os.fsdecode(broken))
+    assert str(info.value).startswith(f"cannot read image '{tmp_path}/\\xfe.png': OpenCV cannot decode it")
+    str(info.value).encode("utf-8")  # printable as it is
