@@ -9,28 +9,49 @@ Layout of ``OUT`` (all paths in the manifest are relative to it)::
 
 The manifest is rewritten (atomically) after every image, so a run that dies half-way still
 leaves a valid record of what it finished.
+
+Every name under ``OUT`` is derived so that it stays there (:func:`safe_stem`): no ``..``, no
+separator, no leading dot, at most 100 bytes, unique case-insensitively. A lock file
+(``.kit.lock``: pid and host) keeps a second run out of a folder in use; temporary files carry
+the writer's pid and a random token and are removed on failure.
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
+import logging
 import os
 import re
-from collections.abc import Mapping, Sequence
+import secrets
+import socket
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Union
+from types import TracebackType
+from typing import IO, Any, Optional, Union
 
 import cv2
 import numpy as np
 
 from kit.errors import OutputError, ShapeError
+from kit.images import printable
 from kit.maps import energy_in_box, normalize
 from kit.render import color_for, overlay, summary
 
+LOG = logging.getLogger("kit")
 PathLike = Union[str, Path]
 MapKey = tuple[int, str]
-RESERVED_STEMS = frozenset({"maps"})  # the raw-map folder; an image called maps.jpg becomes maps_2
+LOCK_NAME = ".kit.lock"
+# Names of the run folder's own files: an image called maps.jpg becomes maps_2, manifest.json.png
+# manifest.json_2 (checked case-insensitively, as on macOS and Windows file systems).
+RESERVED_NAMES = frozenset({"maps", "manifest.json", "eval.json", LOCK_NAME})
+MAX_NAME_BYTES = 100  # an output stem; with "_summary.jpg" and a temporary suffix far below 255
+MAX_LAYER_BYTES = 60
+JPEG_MAX_SIDE = 65500  # libjpeg's limit: a larger picture is scaled down to fit before encoding
+_UNSAFE = re.compile(r'[\x00-\x1f\x7f/\\:*?"<>|\ud800-\udfff]')  # separators, controls, surrogates
 
 
 def increment_path(path: PathLike, *, exist_ok: bool = False, sep: str = "") -> Path:
@@ -91,8 +112,33 @@ class ImageRecord:
         return out
 
 
+def safe_stem(name: str) -> str:
+    """A file-name stem that cannot leave the run folder, derived from an image's stem.
+
+    Separators (``/``, ``\\``), control characters, characters Windows refuses and undecodable
+    bytes (surrogates) become ``_``; leading dots and spaces go (no ``..``, no hidden files), as
+    do trailing ones; the result is at most :data:`MAX_NAME_BYTES` bytes of UTF-8. A name that
+    had to change gets ``-`` and 8 hex digits of the original name's hash, so two names shortened
+    or cleaned to the same text still differ. An ordinary stem (``bus``, ``Bild_ä``) is kept.
+    """
+    cleaned = _UNSAFE.sub("_", name).lstrip(". ").rstrip(". ")
+    if cleaned == name and cleaned and len(cleaned.encode("utf-8")) <= MAX_NAME_BYTES:
+        return cleaned
+    digest = hashlib.sha1(os.fsencode(name)).hexdigest()[:8]
+    room = MAX_NAME_BYTES - len(digest) - 1
+    head = cleaned.encode("utf-8")[:room].decode("utf-8", "ignore").rstrip(". ")
+    return f"{head or 'image'}-{digest}"
+
+
 class RunWriter:
-    """Writes one run's pictures, maps and manifest under ``out_dir``."""
+    """Writes one run's pictures, maps and manifest under ``out_dir``.
+
+    The writer holds the folder's lock (``.kit.lock``) from construction until :meth:`finish`
+    or :meth:`close`; use it as a context manager, or call ``close()`` in a ``finally``, so an
+    error or Ctrl-C releases it. A second writer on the same folder is refused with an
+    :class:`OutputError` naming the first's pid and host; a lock left by a process of this host
+    that no longer runs is taken over.
+    """
 
     def __init__(
         self,
@@ -115,6 +161,7 @@ class RunWriter:
             "method": method,
             "target": target,
             "layers": self.layers,
+            "interrupted": False,
         }
         clash = sorted(set(extra or {}) & (set(self.header) | {"images"}))
         if clash:
@@ -123,10 +170,34 @@ class RunWriter:
         self.tile_width = tile_width
         self.jpeg_quality = jpeg_quality
         self.images: list[ImageRecord] = []
-        self._stems: set[str] = set(RESERVED_STEMS)
+        self._taken: set[str] = {n.casefold() for n in RESERVED_NAMES}
         self._layer_names: dict[str, str] = {}
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        self._write_manifest()
+        self._token = f"{os.getpid()}.{secrets.token_hex(4)}"  # in every temporary file's name
+        self._temps: set[Path] = set()
+        self._manifest_stale = False
+        self._closed = False
+        try:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise OutputError(f"cannot create the run folder {self.out_dir}: {e.strerror or e}") from e
+        self._lock = RunLock(self.out_dir / LOCK_NAME, token=self._token)
+        try:
+            self._write_manifest()
+        except BaseException as e:
+            self._lock.release()
+            if isinstance(e, OSError):
+                raise OutputError(f"cannot write {self.manifest_path}: {e.strerror or e}") from e
+            raise
+
+    def __enter__(self) -> RunWriter:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if isinstance(error, KeyboardInterrupt):
+            self.interrupted()
+        self.close()
 
     @property
     def manifest_path(self) -> Path:
@@ -151,11 +222,38 @@ class RunWriter:
         ``score`` and optionally ``id`` (default: position), ``class_name`` and ``level``. ``maps``
         holds an (H, W) map in [0, 1] at original size per ``(id, layer)``, or None where the
         detection had no gradient at that layer.
+
+        All or nothing: when a file cannot be written (a full disk, a file-size limit), the files
+        this call already wrote are removed and the error is raised; the image is not recorded.
         """
         records = [_detection_record(d, i) for i, d in enumerate(detections)]
         height, width = image_bgr.shape[:2]
         _check_maps(source, records, maps, (height, width))  # before any file is written
         stem = self._unique_stem(Path(source))
+        written: list[Path] = []
+        try:
+            record = self._write_files(
+                stem=stem, source=source, image_bgr=image_bgr, records=records, maps=maps, written=written
+            )
+        except BaseException:
+            self._remove(written, folder=self.out_dir / stem)
+            self._taken -= {stem.casefold(), f"{stem}_summary.jpg".casefold()}
+            raise
+        self.images.append(record)
+        self._write_manifest_soon()
+        return record
+
+    def _write_files(
+        self,
+        *,
+        stem: str,
+        source: PathLike,
+        image_bgr: np.ndarray,
+        records: list[DetectionRecord],
+        maps: Mapping[MapKey, np.ndarray | None],
+        written: list[Path],
+    ) -> ImageRecord:
+        height, width = image_bgr.shape[:2]
         arrays: dict[str, np.ndarray] = {}
         tiles: list[tuple[np.ndarray | None, list[float], str]] = []
         for index, det in enumerate(records):
@@ -175,7 +273,7 @@ class RunWriter:
                 key = f"det{det.id}_{self._safe_layer(layer)}"
                 rel = f"{stem}/{key}.jpg"
                 picture = overlay(image_bgr, cam, box_xyxy=det.box_xyxy, label=label, color=color_for(index))
-                self._write_jpeg(rel, picture)
+                self._write_jpeg(rel, picture, written)
                 energy = round(energy_in_box(cam, det.box_xyxy), 6)
                 det.maps.append(MapRecord(layer=layer, overlay=rel, energy_in_box=energy, key=key))
                 arrays[key] = cam.astype(np.float16)
@@ -189,26 +287,57 @@ class RunWriter:
             max_cols=8 if many else 4,
             tile_width=self.tile_width // 2 if many else self.tile_width,
         )
-        record = ImageRecord(
-            file=str(source), width=width, height=height, detections=records, error=None,
-            summary=self._write_jpeg(f"{stem}_summary.jpg", sheet),
-            maps_file=self._write_npz(f"maps/{stem}.npz", arrays) if arrays else None,
+        return ImageRecord(
+            file=printable(source), width=width, height=height, detections=records, error=None,
+            summary=self._write_jpeg(f"{stem}_summary.jpg", sheet, written),
+            maps_file=self._write_npz(f"maps/{stem}.npz", arrays, written) if arrays else None,
         )  # fmt: skip
-        self.images.append(record)
-        self._write_manifest()
-        return record
 
     def add_error(self, source: PathLike, message: str) -> ImageRecord:
         """Record an image that could not be explained; the run goes on."""
-        record = ImageRecord(file=str(source), width=None, height=None, detections=[], error=message)
+        record = ImageRecord(
+            file=printable(source), width=None, height=None, detections=[], error=printable(message)
+        )
         self.images.append(record)
-        self._write_manifest()
+        self._write_manifest_soon()
         return record
 
+    def set_error(self, record: ImageRecord, message: str) -> None:
+        """Mark an image already written as failed after all (its files and detections stay)."""
+        record.error = printable(message)
+        self._write_manifest_soon()
+
+    def interrupted(self) -> None:
+        """Mark the run as interrupted and write the manifest now (best effort: never raises OSError)."""
+        self.header["interrupted"] = True
+        self._write_manifest_soon()
+
     def finish(self) -> Path:
-        """Write the final manifest; return its path."""
-        self._write_manifest()
+        """Write the final manifest, release the lock; return the manifest's path.
+
+        Raises :class:`OutputError` when the manifest cannot be written (the lock is released).
+        """
+        try:
+            self._write_manifest()
+        except OSError as e:
+            raise OutputError(
+                f"cannot write the manifest {self.manifest_path}: {e.strerror or e}; the pictures and maps "
+                f"of {len(self.images) - self.failed} images are in {self.out_dir}, but not indexed. "
+                "Free some space and run again."
+            ) from e
+        finally:
+            self.close()
         return self.manifest_path
+
+    def close(self) -> None:
+        """Remove this writer's temporary files and release the lock; safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        for tmp in list(self._temps):
+            _unlink(tmp)
+        self._temps.clear()
+        self._lock.release()
 
     def manifest(self) -> dict[str, Any]:
         """The manifest as a dict: run settings, ``extra``, and one entry per image."""
@@ -220,45 +349,184 @@ class RunWriter:
         return [la for la in self.layers if la in given] + [la for la in given if la not in self.layers]
 
     def _unique_stem(self, source: Path) -> str:
-        """The file's stem, made unique in this run (case-insensitively): a.jpg, a.png -> a, a_2."""
-        stem = source.stem or "image"
+        """A safe stem (:func:`safe_stem`) unique in this run, case-insensitively: a.jpg, A.png -> a, A_2.
+
+        The stem's folder and its ``_summary.jpg`` must both be free of every name taken so far,
+        the run folder's own files included.
+        """
+        stem = safe_stem(source.stem or source.name)
         candidate, n = stem, 1
-        while candidate.lower() in self._stems:
+        while {candidate.casefold(), f"{candidate}_summary.jpg".casefold()} & self._taken:
             n += 1
             candidate = f"{stem}_{n}"
-        self._stems.add(candidate.lower())
+        self._taken |= {candidate.casefold(), f"{candidate}_summary.jpg".casefold()}
         return candidate
 
     def _safe_layer(self, layer: str) -> str:
         """A file-name-safe, run-unique spelling of a layer name (model.24 stays model.24)."""
         if layer not in self._layer_names:
             base = re.sub(r"[^A-Za-z0-9_.-]+", "_", layer).strip(".") or "layer"
+            if len(base) > MAX_LAYER_BYTES:
+                base = f"{base[: MAX_LAYER_BYTES - 9]}-{hashlib.sha1(layer.encode()).hexdigest()[:8]}"
             name, n = base, 1
-            while name in self._layer_names.values():
+            while name.casefold() in {v.casefold() for v in self._layer_names.values()}:
                 n += 1
                 name = f"{base}_{n}"
             self._layer_names[layer] = name
         return self._layer_names[layer]
 
-    def _write_jpeg(self, rel: str, image: np.ndarray) -> str:
+    def _write_jpeg(self, rel: str, image: np.ndarray, written: list[Path]) -> str:
+        image = _fit_jpeg(image)
         ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality])
         if not ok:
             raise OutputError(f"OpenCV could not encode {rel} as JPEG")
-        _atomic_write(self.out_dir / rel, data.tobytes())
+        payload = data.tobytes()
+        self._atomic_write(self.out_dir / rel, lambda f: f.write(payload), written)
         return rel
 
-    def _write_npz(self, rel: str, arrays: dict[str, np.ndarray]) -> str:
-        path = self.out_dir / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        with tmp.open("wb") as f:
-            np.savez_compressed(f, **arrays)  # type: ignore[arg-type]
-        os.replace(tmp, path)
+    def _write_npz(self, rel: str, arrays: dict[str, np.ndarray], written: list[Path]) -> str:
+        self._atomic_write(
+            self.out_dir / rel,
+            lambda f: np.savez_compressed(f, **arrays),  # type: ignore[arg-type]
+            written,
+        )
         return rel
+
+    def _atomic_write(self, path: Path, write: Callable[[IO[bytes]], Any], written: list[Path]) -> None:
+        """Write to a temporary sibling named for this writer, then rename; the temporary goes on failure.
+
+        ``written`` gets ``path`` (and any folder made for it) once it exists, so a failed image's
+        files can be removed.
+        """
+        if not path.parent.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            written.append(path.parent)
+        tmp = path.with_name(f".{_shorten(path.name, 120)}.{self._token}.tmp")
+        self._temps.add(tmp)
+        try:
+            with tmp.open("wb") as f:
+                write(f)
+            os.replace(tmp, path)
+        except BaseException:
+            _unlink(tmp)
+            raise
+        finally:
+            self._temps.discard(tmp)
+        written.append(path)
+
+    def _remove(self, written: list[Path], *, folder: Path) -> None:
+        """Remove the files of a failed image, and its folder when this writer made it or it is empty."""
+        for path in reversed(written):
+            if path.is_dir():
+                _rmdir(path)
+            else:
+                _unlink(path)
+        _rmdir(folder)
 
     def _write_manifest(self) -> None:
-        text = json.dumps(self.manifest(), indent=2, ensure_ascii=False, default=_json_default)
-        _atomic_write(self.manifest_path, (text + "\n").encode("utf-8"))
+        data = _printable_strings(self.manifest())
+        text = json.dumps(data, indent=2, ensure_ascii=False, default=_json_default)
+        payload = (text + "\n").encode("utf-8")
+        self._atomic_write(self.manifest_path, lambda f: f.write(payload), [])
+        self._manifest_stale = False
+
+    def _write_manifest_soon(self) -> None:
+        """Write the manifest; when that fails (full disk), log it and try again after the next image."""
+        try:
+            self._write_manifest()
+        except OSError as e:
+            if not self._manifest_stale:
+                LOG.error("cannot update %s: %s; will try again after the next image", self.manifest_path, e)
+            self._manifest_stale = True
+
+
+class RunLock:
+    """A lock file in a run folder: created with O_CREAT | O_EXCL, holding pid, host and start time.
+
+    A lock held by a live process, or by a process of another host (which cannot be checked), is
+    refused with an :class:`OutputError` that says what to do; a lock whose process is gone (same
+    host, pid not running) is taken over, with a log line.
+    """
+
+    def __init__(self, path: Path, *, token: str) -> None:
+        self.path = path
+        self.token = token
+        self.held = False
+        self.info = {"pid": os.getpid(), "host": socket.gethostname(), "token": token, "started": _now()}
+        for _ in range(3):  # a takeover may race another one: try again
+            if self._create():
+                self.held = True
+                return
+            other = self._read()
+            if other is None:  # vanished meanwhile, or written right now: look again
+                time.sleep(0.05)
+                continue
+            if not self._stale(other):
+                raise OutputError(
+                    f"run folder {path.parent} is in use by another kit run (pid {other.get('pid')} on host "
+                    f"{other.get('host')}, started {other.get('started')}); wait for it to finish, or choose "
+                    f"another --name (or drop --exist-ok). If no such run is active, delete {path}."
+                )
+            LOG.warning(
+                "taking over the stale lock %s of pid %s on %s (that process no longer runs)",
+                path,
+                other.get("pid"),
+                other.get("host"),
+            )
+            if self._read() == other:
+                _unlink(path)
+        raise OutputError(f"cannot take the lock {path}: another run keeps taking it; try again")
+
+    def release(self) -> None:
+        """Delete the lock file if it is still this writer's; safe to call twice."""
+        if self.held:
+            self.held = False
+            other = self._read()
+            if other is not None and other.get("token") == self.token:
+                _unlink(self.path)
+
+    def _create(self) -> bool:
+        try:
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        except OSError as e:
+            raise OutputError(f"cannot create the lock file {self.path}: {e.strerror or e}") from e
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(json.dumps(self.info) + "\n")
+        except BaseException:
+            _unlink(self.path)
+            raise
+        return True
+
+    def _read(self) -> dict[str, Any] | None:
+        """The lock's content; None if it is gone. An unreadable lock is read again for up to 1 s
+        (its writer may be between create and write), then reported as an unknown owner."""
+        for _ in range(20):
+            try:
+                data = json.loads(self.path.read_text(encoding="utf-8"))
+                if isinstance(data, dict):
+                    return data
+            except FileNotFoundError:
+                return None
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.05)
+        return {"pid": "unknown", "host": "unknown", "started": "unknown (the lock file is unreadable)"}
+
+    @staticmethod
+    def _stale(other: Mapping[str, Any]) -> bool:
+        pid = other.get("pid")
+        if other.get("host") != socket.gethostname() or not isinstance(pid, int) or pid <= 0:
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:  # alive, another user's
+            return False
+        return False
 
 
 def _check_maps(
@@ -303,12 +571,52 @@ def _detection_record(det: Any, index: int) -> DetectionRecord:
     )
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write to a temporary sibling, then rename: readers never see a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+def _fit_jpeg(image: np.ndarray) -> np.ndarray:
+    """Scale a picture down to fit JPEG's largest side (a 10 x 100000 image still gets its overlay)."""
+    h, w = image.shape[:2]
+    if max(h, w) <= JPEG_MAX_SIDE:
+        return image
+    scale = JPEG_MAX_SIDE / max(h, w)
+    size = (max(1, min(JPEG_MAX_SIDE, round(w * scale))), max(1, min(JPEG_MAX_SIDE, round(h * scale))))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+
+
+def _shorten(name: str, limit: int) -> str:
+    """``name`` cut to at most ``limit`` bytes of UTF-8 (whole characters)."""
+    return name.encode("utf-8", "surrogateescape")[:limit].decode("utf-8", "ignore")
+
+
+def _unlink(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        LOG.warning("could not remove %s: %s", path, e)
+
+
+def _rmdir(path: Path) -> None:
+    """Remove ``path`` if it is an empty folder."""
+    try:
+        path.rmdir()
+    except OSError as e:
+        if e.errno not in (errno.ENOENT, errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR):
+            LOG.warning("could not remove %s: %s", path, e)
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S %z")
+
+
+def _printable_strings(value: Any) -> Any:
+    """Every string of ``value`` (dicts, lists) valid UTF-8: undecodable file-name bytes as ``\\xNN``."""
+    if isinstance(value, (str, Path)):
+        return printable(value)
+    if isinstance(value, Mapping):
+        return {_printable_strings(k): _printable_strings(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_printable_strings(v) for v in value]
+    return value
 
 
 def _json_default(value: Any) -> Any:

@@ -1,9 +1,14 @@
 """The run loop shared by every entry point: images in, a run folder out.
 
-Images are read one by one (a bad one is recorded and skipped), letterboxed and explained in
-batches with the model loaded once, and each image's maps are taken back to its own pixels
-before they are written. The return value is the number of images that failed, so entry
-points exit non-zero when any did.
+Images are read one by one, letterboxed and explained in batches with the model loaded once,
+and each image's maps are taken back to its own pixels before they are written. One image never
+stops a run: a failure in reading, preprocessing, the forward pass, the maps or writing is
+recorded for that image in the manifest and the run goes on (a batch that fails is explained
+again one image at a time, so only the bad image is recorded). The return value is the number
+of images that failed, so entry points exit non-zero when any did.
+
+Ctrl-C (KeyboardInterrupt) writes the manifest with ``"interrupted": true`` and every finished
+image, releases the run folder's lock, and is raised again for the entry point to report.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from kit.detections import Detection
 from kit.engine import Explanation, explain
 from kit.errors import KitError
 from kit.fusion import fuse_layers
-from kit.images import read_image
+from kit.images import printable, read_image
 from kit.maps import Letterbox, boxes_to_original, normalize, to_original
 from kit.methods import CamMethod
 from kit.outputs import RunWriter
@@ -149,51 +154,106 @@ def run(
 
     ``fuse`` adds a fused multi-layer map per detection (layer name ``fused``). ``on_image`` is
     called with each image and its maps right after they are written (``--eval`` measures them
-    there, so no image's maps outlive its turn).
+    there, so no image's maps outlive its turn); when it fails, the image is marked failed.
+
+    On KeyboardInterrupt, or anything else that ends the run early, the manifest keeps every
+    finished image (``"interrupted": true`` for Ctrl-C), the writer is closed (lock released,
+    temporary files removed) and the exception is raised again.
     """
     modules = adapter.resolve_layers(layers)
-    pending: list[tuple[Path, np.ndarray]] = []
     started = time.perf_counter()
+    pending: list[tuple[Path, np.ndarray]] = []
 
-    def flush() -> None:
-        if not pending:
+    def explain_pending(batch: list[tuple[Path, np.ndarray]]) -> None:
+        if not batch:
             return
-        images = [image for _, image in pending]
         try:
             explanation, letterboxes = explain_batch(
-                adapter, images, layers=modules, target=target, methods=[method]
+                adapter, [image for _, image in batch], layers=modules, target=target, methods=[method]
             )
-        except (KitError, RuntimeError) as error:
-            for source, _ in pending:
-                writer.add_error(source, f"could not explain {source}: {error}")
-                LOG.error("%s: %s", source, error)
-            pending.clear()
+        except Exception as error:
+            if len(batch) > 1:  # find the image that broke it; the others are explained one by one
+                why = " ".join(str(error).split())
+                LOG.warning("a batch of %d images failed (%s); one at a time now", len(batch), why)
+                for item in batch:
+                    explain_pending([item])
+                return
+            source, image = batch[0]
+            fail(source, failure("could not explain", source, error, image=image))
             return
-        for index, (source, image) in enumerate(pending):
+        for index, (source, image) in enumerate(batch):
+            finish_image(source, image, explanation, letterboxes[index], index)
+
+    def finish_image(
+        source: Path, image: np.ndarray, explanation: Explanation, letterbox: Letterbox, index: int
+    ) -> None:
+        try:
             result = to_image_maps(
                 explanation,
                 image_index=index,
-                letterbox=letterboxes[index],
+                letterbox=letterbox,
                 method=method.name,
                 names=adapter.names,
                 fuse=fuse,
             )
-            writer.write_image(source=source, image_bgr=image, detections=result.detections, maps=result.maps)
-            LOG.info("%s: %d detections", source, len(result.detections))
-            if on_image is not None:
-                on_image(source, image, result)
-        pending.clear()
-
-    for source in sources:
+        except Exception as error:
+            fail(source, failure("could not map back the results of", source, error, image=image))
+            return
         try:
-            image = read_image(source)
-        except KitError as error:
-            writer.add_error(source, str(error))
-            LOG.error("%s", error)
-            continue
-        pending.append((source, image))
-        if len(pending) >= batch_size:
-            flush()
-    flush()
+            record = writer.write_image(
+                source=source, image_bgr=image, detections=result.detections, maps=result.maps
+            )
+        except Exception as error:  # its partial files are removed by the writer
+            fail(source, failure("could not write the results of", source, error))
+            return
+        LOG.info("%s: %d detections", printable(source), len(result.detections))
+        if on_image is not None:
+            try:
+                on_image(source, image, result)
+            except Exception as error:
+                message = failure("could not evaluate", source, error)
+                writer.set_error(record, message)
+                LOG.error("%s", message)
+
+    def fail(source: Path, message: str) -> None:
+        writer.add_error(source, message)
+        LOG.error("%s", message)
+
+    try:
+        for source in sources:
+            try:
+                image = read_image(source)
+            except Exception as error:
+                fail(source, failure("cannot read image", source, error))
+                continue
+            pending.append((source, image))
+            if len(pending) >= batch_size:
+                batch, pending = pending, []
+                explain_pending(batch)
+        batch, pending = pending, []
+        explain_pending(batch)
+    except KeyboardInterrupt:
+        writer.interrupted()
+        LOG.info("interrupted: %d images finished and kept in %s", len(writer.images), writer.manifest_path)
+        writer.close()
+        raise
+    except BaseException:
+        writer.close()
+        raise
     LOG.info("%d images in %.2fs", len(sources), time.perf_counter() - started)
     return writer.failed
+
+
+def failure(what: str, source: Path, error: BaseException, *, image: np.ndarray | None = None) -> str:
+    """One line for the manifest: what failed, for which file (and image size), and why.
+
+    A KitError's message says what went wrong in the kit's words; any other exception (a
+    library's error, an OSError of a full disk) is named by its type as well.
+    """
+    size = "" if image is None else f" (width {image.shape[1]}, height {image.shape[0]})"
+    why = " ".join(str(error).split()) or "no message"
+    if isinstance(error, KitError) and why.startswith(what):
+        return why  # already says it, e.g. "cannot read image 'x.jpg': no such file"
+    if not isinstance(error, KitError):
+        why = f"{type(error).__module__}.{type(error).__qualname__}: {why}".removeprefix("builtins.")
+    return f"{what} '{printable(source)}'{size}: {why}"
