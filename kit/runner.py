@@ -234,7 +234,7 @@ def run(
         explain_pending(batch)
     except KeyboardInterrupt:
         writer.interrupted()
-        LOG.info("interrupted: %d images finished and kept in %s", len(writer.images), writer.manifest_path)
+        LOG.debug("interrupted: %d images finished and kept in %s", len(writer.images), writer.manifest_path)
         writer.close()
         raise
     except BaseException:
