@@ -407,6 +407,11 @@ class RunWriter:
             with tmp.open("wb") as f:
                 write(f)
             os.replace(tmp, path)
+        except OSError as e:
+            _unlink(tmp)
+            if e.filename is None and e.errno is not None:  # a failed write names no file: name it
+                raise OSError(e.errno, e.strerror, _relative(path, self.out_dir)) from e
+            raise
         except BaseException:
             _unlink(tmp)
             raise
@@ -584,6 +589,13 @@ def _fit_jpeg(image: np.ndarray) -> np.ndarray:
 def _shorten(name: str, limit: int) -> str:
     """``name`` cut to at most ``limit`` bytes of UTF-8 (whole characters)."""
     return name.encode("utf-8", "surrogateescape")[:limit].decode("utf-8", "ignore")
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return str(path)
 
 
 def _unlink(path: Path) -> None:

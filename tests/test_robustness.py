@@ -165,7 +165,7 @@ def test_write_failure_removes_the_images_partial_files(tmp_path: Path, monkeypa
     entries = _by_name(manifest)
     assert entries["full.png"]["error"] == (
         f"could not write the results of '{sources[0]}': "
-        f"OSError: [Errno {errno.ENOSPC}] No space left on device"
+        f"OSError: [Errno {errno.ENOSPC}] No space left on device: 'maps/full.npz'"
     )
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == [
         "later",
@@ -375,7 +375,8 @@ def test_a_full_disk_fails_only_the_big_image(tmp_path: Path) -> None:
     assert "Traceback" not in proc.stderr
     entries = _by_name(json.loads((out / "manifest.json").read_text()))
     assert entries["big.png"]["error"].startswith(
-        f"could not write the results of '{sources[1]}': OSError: [Errno {errno.EFBIG}] File too large"
+        f"could not write the results of '{sources[1]}': OSError: [Errno {errno.EFBIG}] File too large: "
+        "'big/det0_feat.jpg'"
     )
     for name in ("small1.png", "small2.png"):
         assert entries[name]["error"] is None and all(p.is_file() for p in _files_of(out, entries[name]))
