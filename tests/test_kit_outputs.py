@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -243,3 +244,21 @@ def test_increment_path(tmp_path: Path) -> None:
     assert increment_path(exp, sep="_") == tmp_path / "exp_2"
     (tmp_path / "log.txt").write_text("")
     assert increment_path(tmp_path / "log.txt") == tmp_path / "log2.txt"
+
+
+def test_layer_file_names_are_bounded_and_unique_case_insensitively(tmp_path: Path) -> None:
+    long = "backbone." + "stage" * 30
+    writer = _writer(tmp_path, layers=[long, "Head", "head"])
+    cam = _cam(slice(0, 9), slice(0, 9))
+    record = writer.write_image(
+        source="a.jpg",
+        image_bgr=np.zeros((H, W, 3), np.uint8),
+        detections=_detections()[:1],
+        maps={(0, long): cam, (0, "Head"): cam, (0, "head"): cam},
+    )
+    first, upper, lower = (m.overlay for m in record.detections[0].maps)
+    assert first is not None and first.startswith("a/det0_backbone.stagestage")
+    assert re.fullmatch(r"a/det0_backbone\.[stage]{42}-[0-9a-f]{8}\.jpg", first), first  # 60 in all
+    assert len(Path(first).stem) <= len("det0_") + 60
+    assert (upper, lower) == ("a/det0_Head.jpg", "a/det0_head_2.jpg")  # one file each on any file system
+    assert len(list((tmp_path / "a").iterdir())) == 3
