@@ -8,7 +8,13 @@ import torch
 import torchvision
 from torch import nn
 
-from kit.adapters.yolo import LayerNotFoundError, YoloAdapter, YoloFunctions
+from kit.adapters.yolo import (
+    ImageSizeError,
+    LayerNotFoundError,
+    YoloAdapter,
+    YoloFunctions,
+    check_resizable,
+)
 from kit.engine import explain
 from kit.methods import METHODS
 from kit.targets import TARGETS
@@ -256,3 +262,18 @@ def test_float16_model_gives_float32_maps_close_to_float32() -> None:
         a, b = full.cams["gradcam"][layer], half.cams["gradcam"][layer]
         assert b.dtype == torch.float32 and torch.isfinite(b).all()
         torch.testing.assert_close(b, a, rtol=0.05, atol=0.05 * float(a.abs().max()))
+
+
+@pytest.mark.parametrize(("hw", "img_size"), [((10, 10000), 256), ((10000, 10), 256), ((1, 2000), 320)])
+def test_too_thin_images_are_refused_with_the_size_that_works(hw: tuple[int, int], img_size: int) -> None:
+    with pytest.raises(ImageSizeError, match=rf"{hw[1]} x {hw[0]} px .* --img-size {img_size}:") as info:
+        check_resizable(hw, img_size)
+    needed = int(str(info.value).rsplit("--img-size ", 1)[1].split()[0])
+    check_resizable(hw, needed)  # the size the message names works
+    with pytest.raises(ImageSizeError):
+        check_resizable(hw, needed - 1)
+
+
+def test_ordinary_and_small_images_pass_the_size_check() -> None:
+    for hw in [(1, 1), (10, 10), (480, 640), (10, 1000), (4000, 6000)]:
+        check_resizable(hw, 640)

@@ -30,6 +30,27 @@ class LayerNotFoundError(KitError, ValueError):
     """A requested target layer does not exist in the model."""
 
 
+def check_resizable(hw: tuple[int, int], img_size: int) -> None:
+    """Refuse an image whose short side the letterbox would shrink to 0 px (cv2 fails on it).
+
+    The upstream letterbox scales the long side to ``img_size`` and rounds the short one; a
+    10 x 10000 image at 256 px would be 0.256 rows: nothing the detector could see.
+    """
+    height, width = int(hw[0]), int(hw[1])
+    ratio = img_size / max(height, width)
+    if min(round(height * ratio), round(width * ratio)) < 1:
+        needed = max(height, width) // (2 * min(height, width)) + 1  # round(0.5) is 0: more than half
+        raise ImageSizeError(
+            f"image of {width} x {height} px (width x height) is too thin for --img-size {img_size}: "
+            f"its short side would shrink to 0 px, leaving nothing to explain; crop it, or pass "
+            f"--img-size {needed} or more"
+        )
+
+
+class ImageSizeError(KitError, ValueError):
+    """An image the letterbox cannot scale to the network input (a side would be 0 px)."""
+
+
 def named_module(model: nn.Module, name: str, *, advice: str) -> nn.Module:
     """``model.get_submodule(name)``, or a LayerNotFoundError that ends with ``advice``."""
     try:
@@ -160,6 +181,8 @@ class YoloAdapter:
         into the smallest shape that holds them all, so no image is scaled differently from
         a run at batch 1.
         """
+        for image in images_bgr:
+            check_resizable(image.shape[:2], self.img_size)
         padded = [
             self.functions.letterbox(image, self.img_size, stride=self.stride, auto=True)
             for image in images_bgr
