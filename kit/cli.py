@@ -335,7 +335,7 @@ def explain_sources(
         layers=layers,
         extra=extra,
     )
-    try:
+    try:  # from here on, Ctrl-C leaves partial results: guarded() says where
         failed = run(
             adapter,
             sources=sources,
@@ -347,19 +347,21 @@ def explain_sources(
             fuse=bool(getattr(opt, "fuse", False)),
             on_image=None if evaluator is None else evaluator.add_image,
         )
-    except KeyboardInterrupt as interrupt:  # guarded() says where the partial results are
+        manifest = writer.finish()
+        LOG.info("results in %s (manifest: %s)", out_dir, manifest.name)
+        if evaluator is not None:
+            report, table = evaluator.finish(out_dir)
+            print(table)
+            LOG.info(
+                "eval: %s (%.1fs, of which %.1fs deletion/insertion)",
+                report,
+                evaluator.seconds,
+                evaluator.curve_seconds,
+            )
+    except KeyboardInterrupt as interrupt:
         raise RunInterrupted(out_dir) from interrupt
-    manifest = writer.finish()
-    LOG.info("results in %s (manifest: %s)", out_dir, manifest.name)
-    if evaluator is not None:
-        report, table = evaluator.finish(out_dir)
-        print(table)
-        LOG.info(
-            "eval: %s (%.1fs, of which %.1fs deletion/insertion)",
-            report,
-            evaluator.seconds,
-            evaluator.curve_seconds,
-        )
+    finally:
+        writer.close()  # the lock and temporary files go however the run ended (a no-op after finish)
     if failed:
         LOG.error("%d of %d images failed; see the errors above and in the manifest", failed, len(sources))
         return EXIT_IMAGES_FAILED

@@ -372,3 +372,55 @@ def test_weights_demo_is_the_demo_detector_unless_a_file_is_named_demo(
     (tmp_path / "demo").rmdir()
     (tmp_path / "demo").write_bytes(b"")  # a file named demo is what the user means
     assert not wants_demo(["demo"])
+
+
+class OneLayerAdapter:  # just enough of kit.runner.Adapter for explain_sources to start a run
+    names = ["thing"]
+
+    def __init__(self) -> None:
+        self.layer = nn.Identity()
+
+    def default_layers(self) -> list[str]:
+        return ["0"]
+
+    def resolve_layers(self, names: list[str]) -> dict[str, nn.Module]:
+        return {name: self.layer for name in names}
+
+
+def test_ctrl_c_during_a_run_names_its_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    image = tmp_path / "a.png"
+    image.write_bytes(b"")
+
+    def interrupted_run(adapter: object, **kwargs: object) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "run", interrupted_run)
+    out = tmp_path / "exp"
+
+    def main() -> int:
+        return cli.explain_sources(
+            OneLayerAdapter(),  # type: ignore[arg-type]
+            opt=kit_options(),
+            upstream="test",
+            weights="w.pt",
+            source=str(image),
+            out_dir=out,
+        )
+
+    with pytest.raises(cli.RunInterrupted) as caught:
+        main()
+    assert caught.value.out_dir == out
+    assert cli.guarded(main) == 130
+    assert capsys.readouterr().err.startswith("interrupted: ")
+    # two layers that are one module are refused before the run
+    with pytest.raises(cli.ArgumentError, match="0 and model.0 are the same module"):
+        cli.explain_sources(
+            OneLayerAdapter(),  # type: ignore[arg-type]
+            opt=kit_options(target_layers="0,model.0"),
+            upstream="test",
+            weights="w.pt",
+            source=str(image),
+            out_dir=out,
+        )
