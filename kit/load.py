@@ -39,9 +39,11 @@ import importlib
 import io
 import pickle
 import pickletools
+import reprlib
 import sys
 import tarfile
 import types
+import weakref
 import zipfile
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -113,8 +115,38 @@ def _is_shape(value: Any) -> bool:
     return isinstance(value, (tuple, list)) and all(type(v) is int for v in value)
 
 
+PLAIN_KINDS = "biufc?SU"  # numbers, booleans, bytes and text: nothing that holds or views objects
+
+
 def _plain_dtype(dtype: Any) -> bool:
-    return isinstance(dtype, np.dtype) and not dtype.hasobject
+    """A dtype of plain values: no Python objects, fields, subarrays or metadata (numpy trusts those)."""
+    return (
+        type(dtype) is not type
+        and isinstance(dtype, np.dtype)
+        and dtype.kind in PLAIN_KINDS
+        and not dtype.hasobject
+        and dtype.fields is None
+        and dtype.subdtype is None
+        and dtype.metadata is None
+    )
+
+
+def _plain_metadata(state: dict[str, Any]) -> bool:
+    """A state_dict's _metadata: {prefix: {"version": int, ...}} of plain values."""
+    metadata = state.get("_metadata", {})
+    return isinstance(metadata, dict) and all(
+        type(k) is str
+        and isinstance(v, dict)
+        and all(type(x) is str and type(y) in (int, bool, str) for x, y in v.items())
+        for k, v in metadata.items()
+    )
+
+
+def _numel(shape: Sequence[int]) -> int:
+    n = 1
+    for v in shape:
+        n *= v
+    return n
 
 
 def _check_rebuild_tensor(
@@ -129,6 +161,9 @@ def _check_rebuild_tensor(
         and type(offset) is int
         and _is_shape(size)
         and _is_shape(stride)
+        and len(size) == len(stride)
+        # a zero stride views one element many times: a huge tensor from a few bytes of file
+        and all(n >= 0 and (st >= 1 or n <= 1) for n, st in zip(size, stride))
         and type(requires_grad) is bool
         and _no_hooks(hooks)
         and plain_metadata
@@ -177,14 +212,13 @@ REBUILDERS: dict[str, tuple[Callable[[], Any], Callable[..., bool]]] = {
     ),
     "numpy.core.multiarray._reconstruct": (
         lambda: _multiarray()._reconstruct,
-        lambda cls, shape, typecode: (
-            cls is np.ndarray and _is_shape(shape) and type(typecode) in (bytes, str)
-        ),
+        # numpy pickles an empty int8 array, then BUILDs it with its real state
+        lambda cls, shape, typecode: cls is np.ndarray and tuple(shape) == (0,) and typecode in (b"b", "b"),
     ),
     "numpy.core.multiarray.scalar": (
         lambda: _multiarray().scalar,
-        lambda dtype, *data: (
-            _plain_dtype(dtype) and len(data) <= 1 and all(type(d) in (bytes, str) for d in data)
+        lambda dtype, data: (
+            _plain_dtype(dtype) and type(data) in (bytes, str) and len(data) == dtype.itemsize
         ),
     ),
     "numpy.core.numeric._frombuffer": (
@@ -193,14 +227,14 @@ REBUILDERS: dict[str, tuple[Callable[[], Any], Callable[..., bool]]] = {
             type(buf) in (bytes, bytearray)
             and _plain_dtype(dtype)
             and _is_shape(shape)
+            and len(buf) == _numel(shape) * dtype.itemsize
             and order in ("C", "F")
         ),
     ),
     "numpy.dtype": (
         lambda: np.dtype,
-        lambda spec, *flags: (
-            type(spec) is str and "O" not in spec and all(type(f) in (bool, int) for f in flags)
-        ),
+        # copy=True (as numpy writes it): a new dtype, never one of numpy's shared singletons
+        lambda spec, align, copy: type(spec) is str and _plain_dtype(np.dtype(spec)) and not align and copy,
     ),
 }
 for _old in [n for n in REBUILDERS if n.startswith("numpy.core.")]:  # numpy 2 pickles numpy._core
@@ -235,24 +269,33 @@ def safe_load(
             "(or WEIGHTS=path with make)"
         )
     policy = Policy(allowed_modules)
-    kind = _format(p)
+    kind = "pickle"
     try:
+        kind = _format(p)
         if trust:
             if kind == "pickle":
                 with p.open("rb") as f:
                     return pickle.load(f, encoding="latin1")  # the user vouched for this file
             return torch.load(p, map_location=map_location, weights_only=False)
         if kind == "tar":
-            raise UnsafeCheckpointError(
-                f"refusing to load {str(p)!r}: a torch checkpoint in the pre-0.4 tar format is not read "
-                f"safely; re-save it with a current torch, or {TRUST_HINT}"
+            _refuse(
+                "a torch checkpoint in the pre-0.4 tar format is not read safely; "
+                "re-save it with a current torch"
+            )
+        if kind == "torchscript":
+            _refuse(
+                "it is a TorchScript archive (torch.jit.save), whose code runs when it is loaded; "
+                "this entry point needs a checkpoint written by torch.save"
             )
         if kind == "pickle":
             with p.open("rb") as f:
                 loaded = RestrictedUnpickler(f, policy=policy, encoding="latin1").load()
         else:
+            # From memory: torch reads a legacy file it is handed as a path through its pre-0.4
+            # tar reader first (which extracts members); a buffer goes straight to the pickles.
+            source: Any = p if kind == "zip" else io.BytesIO(p.read_bytes())
             loaded = torch.load(
-                p, map_location=map_location, weights_only=False, pickle_module=policy.module()
+                source, map_location=map_location, weights_only=False, pickle_module=policy.module()
             )
         _check_loaded(loaded)
         return loaded
@@ -292,8 +335,9 @@ class Policy:
             return _Global(full, REBUILDERS[full][0](), "rebuild")
         if full in TYPE_GLOBALS:
             return _Global(full, TYPE_GLOBALS[full](), "type")
-        if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
-            return getattr(torch, name)  # a dtype is a value (torch.float16), nothing to call
+        value = vars(torch).get(name) if module == "torch" else None  # vars: no lazy imports
+        if isinstance(value, torch.dtype):
+            return value  # a dtype is a value (torch.float16), nothing to call
         cls = self.admitted_class(module, name)
         return _Global(full, cls, "class")
 
@@ -364,6 +408,7 @@ class RestrictedUnpickler(pickle._Unpickler):
         super().__init__(file, **kwargs)
         self.policy = policy
         self._persistent_load: Callable[[Any], Any] | None = None
+        self._dtypes: dict[int, tuple[np.dtype[Any], str]] = {}  # made by REDUCE, not yet BUILT
 
     # torch.load sets ``unpickler.persistent_load`` to its storage reader.
     @property
@@ -380,7 +425,7 @@ class RestrictedUnpickler(pickle._Unpickler):
         if isinstance(pid, tuple) and pid and pid[0] in ("module", b"module"):
             # Legacy torch files name a module class with its source; the class is all we use.
             if len(pid) < 2 or not isinstance(pid[1], _Global) or pid[1].kind != "class":
-                _refuse(f"a module reference that is not an allowed class: {pid[1:2]!r}")
+                _refuse(f"a module reference that is not an allowed class: {_short(pid[1:2])}")
             return pid[1]
         return self._persistent_load(pid)
 
@@ -417,7 +462,9 @@ class RestrictedUnpickler(pickle._Unpickler):
             ok = False
         if not ok:
             _refuse(f"the file calls {func.name} with arguments it never needs: {_short(args)}")
-        self.stack[-1] = func.obj(*args)
+        self.stack[-1] = result = func.obj(*args)
+        if isinstance(result, np.dtype):
+            self._dtypes[id(result)] = (result, args[0])  # BUILD may set its byte order, once
 
     def _new(self, cls: Any, how: str, rest: tuple[Any, ...] = ()) -> Any:
         if how == "copyreg._reconstructor":
@@ -452,12 +499,28 @@ class RestrictedUnpickler(pickle._Unpickler):
                 _refuse(f"{type(inst).__qualname__} comes with hooks ({', '.join(hooked)}), which would run")
             type(inst).__setstate__(inst, state)  # nn.Module's (or torch.nn's own) __setstate__
         elif type(inst) is np.ndarray:
-            dtype = state[2] if isinstance(state, tuple) and len(state) == 5 else None
-            if not _plain_dtype(dtype):
-                _refuse("a numpy array of Python objects (or of an unknown dtype) would hold anything")
+            # (version, shape, dtype, is_fortran, data): raw bytes of exactly that many plain values
+            parts: tuple[Any, ...] = state if isinstance(state, tuple) and len(state) == 5 else (None,) * 5
+            version, shape, dtype, fortran, data = parts
+            if not (_plain_dtype(dtype) and _is_shape(shape) and type(fortran) is bool):
+                _refuse("a numpy array of Python objects or of a dtype with fields, views or metadata")
+            if type(data) not in (bytes, str) or len(data) != _numel(shape) * dtype.itemsize or version != 1:
+                _refuse(f"a numpy array whose data does not match its shape {_short(shape)} and dtype")
             inst.__setstate__(state)
-        elif type(inst) is np.dtype or isinstance(inst, np.dtype):
+        elif isinstance(inst, np.dtype):
+            made = self._dtypes.pop(id(inst), None)
+            if made is None or made[0] is not inst:
+                _refuse("BUILD of a numpy dtype twice, or of one the file did not make")
+            spec = np.dtype(made[1])
+            allowed = [spec.newbyteorder("<").__reduce__()[2], spec.newbyteorder(">").__reduce__()[2]]
+            if state not in allowed:
+                _refuse(f"a numpy dtype with the state {_short(state)}; only a byte order is set")
             inst.__setstate__(state)  # type: ignore[attr-defined]
+        elif type(inst) is collections.OrderedDict:
+            # a state_dict() carries its version numbers as an attribute: {'_metadata': {...}}
+            if not (isinstance(state, dict) and set(state) <= {"_metadata"} and _plain_metadata(state)):
+                _refuse(f"BUILD of an OrderedDict with the attributes {_short(state)}")
+            inst.__dict__.update(state)
         else:
             _refuse(f"BUILD of a {type(inst).__qualname__}, which torch.save never writes")
 
@@ -521,7 +584,8 @@ for _op, _method in [
 
 
 def _check_loaded(root: Any) -> None:
-    """Nothing the file named may stay callable in the result: no class, function or _Global."""
+    """The whole result, once more: nothing callable the file could have placed, no module hooks,
+    no half-built module, no numpy value of a dtype numpy would trust to hold objects."""
     seen: set[int] = set()
     todo = [root]
     while todo:
@@ -529,35 +593,59 @@ def _check_loaded(root: Any) -> None:
         if id(obj) in seen:
             continue
         seen.add(id(obj))
-        if isinstance(obj, _Global) or (callable(obj) and not isinstance(obj, nn.Module)):
-            _refuse(f"the loaded object holds {obj!r} ({type(obj).__name__}), something callable as data")
+        if isinstance(obj, _Global) or (
+            callable(obj) and not isinstance(obj, nn.Module) and not _torch_made(obj)
+        ):
+            _refuse(
+                f"the loaded object holds {_short(obj)} ({type(obj).__name__}), something callable as data"
+            )
+        if isinstance(obj, (torch.jit.ScriptModule, torch._C.ScriptModule)):
+            _refuse("the loaded object holds a TorchScript module, whose code runs")
         if isinstance(obj, dict):
             todo.extend(obj.keys())
             todo.extend(obj.values())
         elif isinstance(obj, (list, tuple, set, frozenset)):
             todo.extend(obj)
         elif isinstance(obj, nn.Module):
-            todo.extend(vars(obj).values())
+            attributes = vars(obj)
+            if not all(isinstance(attributes.get(k), dict) for k in ("_parameters", "_buffers", "_modules")):
+                _refuse(f"a {type(obj).__qualname__} that was created but never filled (no BUILD)")
+            bad = [k for k, v in attributes.items() if (_MODULE_STATE_HOOKS in k and v) or k.startswith("__")]
+            if bad or attributes.get("_compiled_call_impl") is not None:
+                _refuse(f"{type(obj).__qualname__} comes with hooks or special attributes ({', '.join(bad)})")
+            todo.extend(attributes.values())
+        elif isinstance(obj, (np.ndarray, np.generic)) and not _plain_dtype(obj.dtype):
+            _refuse(f"a numpy value of dtype {_short(obj.dtype)}, which may hold or view anything")
+
+
+def _torch_made(obj: Any) -> bool:
+    """Callables only torch's own __setstate__ code puts in a module (weak references of RNNs'
+    flat weights, torch.nn.functional activations): a file cannot name either."""
+    return isinstance(obj, weakref.ref) or (
+        isinstance(obj, types.FunctionType) and obj.__module__ == "torch.nn.functional"
+    )
 
 
 def _format(p: Path) -> str:
-    """'zip' (torch >= 1.6), 'legacy' (torch's pickled magic number), 'tar' (torch < 0.4) or 'pickle'."""
+    """'zip' (torch >= 1.6), 'torchscript' (torch.jit.save), 'tar' (torch < 0.4), 'legacy' (torch's
+    pickled magic number) or 'pickle'. A tar is refused whatever its first bytes say."""
+    try:
+        if tarfile.is_tarfile(p):
+            return "tar"
+    except Exception:  # a malformed tar header: then it is not read as a tar by anyone either
+        pass
     if zipfile.is_zipfile(p):
-        return "zip"
+        # torch.load hands a zip with TorchScript records to torch.jit.load; read them as torch does.
+        records = torch._C.PyTorchFileReader(str(p)).get_all_records()
+        scripted = any(r == "constants.pkl" or r.startswith(("code/", ".data/ts_code/")) for r in records)
+        return "torchscript" if scripted else "zip"
     with p.open("rb") as f:
         head = f.read(64)
     try:
         magic = _MagicOnly(io.BytesIO(head)).load()
     except Exception:  # anything else is not a legacy torch file, which is all we ask here
         magic = None
-    if magic == torch.serialization.MAGIC_NUMBER:
-        return "legacy"
-    try:
-        if tarfile.is_tarfile(p):
-            return "tar"
-    except OSError:
-        pass
-    return "pickle"
+    return "legacy" if magic == torch.serialization.MAGIC_NUMBER else "pickle"
 
 
 class _MagicOnly(pickle.Unpickler):
@@ -568,15 +656,18 @@ class _MagicOnly(pickle.Unpickler):
 def _refused_globals(p: Path, kind: str, policy: Policy) -> dict[str, str]:
     """Every global of the file's main pickle that the policy refuses, for the message (best effort)."""
     try:
-        if kind == "zip":
-            with zipfile.ZipFile(p) as z:
-                name = next(n for n in z.namelist() if n.endswith("data.pkl"))
-                data = z.read(name)
-        else:
-            data = p.read_bytes()
-        names = _global_names(data)
-    except Exception:
+        return _refused_names(p, kind, policy)
+    except Exception:  # only the message loses its list
         return {}
+
+
+def _refused_names(p: Path, kind: str, policy: Policy) -> dict[str, str]:
+    if kind == "zip":
+        with zipfile.ZipFile(p) as z:
+            data = z.read(next(n for n in z.namelist() if n.endswith("data.pkl")))
+    else:
+        data = p.read_bytes()
+    names = _global_names(data)
     refused: dict[str, str] = {}
     for full in sorted(names):
         module, _, name = full.rpartition(".")
@@ -628,6 +719,14 @@ def _under(module: str, prefixes: Iterable[str]) -> bool:
     return any(module == p or module.startswith(p + ".") for p in prefixes)
 
 
-def _short(value: Any, limit: int = 120) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 3, 60, 60
+_REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = _REPR.maxset = _REPR.maxfrozenset = 6
+
+
+def _short(value: Any) -> str:
+    """A bounded repr: a file's nested, memo-shared objects cannot make the message slow or huge."""
+    try:
+        return _REPR.repr(value)
+    except Exception:
+        return f"<{type(value).__name__}>"

@@ -9,9 +9,12 @@ below is refused and leaves its marker file unwritten.
 from __future__ import annotations
 
 import copyreg
+import io
 import os
 import pickle
+import struct
 import sys
+import tarfile
 import textwrap
 import zipfile
 from collections import OrderedDict
@@ -397,8 +400,8 @@ CRAFTED = {
     "codec": _raw(b"c_codecs\nencode\nX\x01\x00\x00\x00aX\x06\x00\x00\x00rot_13\x86R"),
     # APPEND into an admitted module (ModuleList.append would run with the file's value).
     "append-into-module": _raw(b"ctorch.nn.modules.container\nModuleList\n)\x81}bK\x01a"),
-    # BUILD on a tensor (only admitted modules and numpy arrays are built).
-    "build-tensor": _raw(b"ccollections\nOrderedDict\n)R}b"),
+    # BUILD of an OrderedDict with attributes other than a state_dict's _metadata.
+    "build-ordereddict-attribute": _raw(b"ccollections\nOrderedDict\n)R}X\x01\x00\x00\x00kK\x01sb"),
 }
 
 
@@ -460,4 +463,178 @@ def test_plain_pickle_reader_has_no_persistent_ids(tmp_path: Path) -> None:
     path = tmp_path / "pid.pkl"
     path.write_bytes(_raw(b"X\x03\x00\x00\x00abcQ"))
     with pytest.raises(CheckpointError, match="persistent id"):
+        safe_load(path, allowed_modules=[])
+
+
+# ---------------------------------------------------------------- found by attacking the loader
+
+
+def _s(text: str) -> bytes:  # BINUNICODE
+    data = text.encode()
+    return b"X" + struct.pack("<I", len(data)) + data
+
+
+def _g(module: str, name: str) -> bytes:  # GLOBAL
+    return b"c" + f"{module}\n{name}\n".encode()
+
+
+def _t(*items: bytes) -> bytes:  # MARK ... TUPLE
+    return b"(" + b"".join(items) + b"t"
+
+
+def _i(n: int) -> bytes:  # BININT
+    return b"J" + struct.pack("<i", n)
+
+
+def _dtype(spec: str, align: bytes = b"\x89", copy: bytes = b"\x88") -> bytes:
+    return _g("numpy", "dtype") + _t(_s(spec), align, copy) + b"R"
+
+
+DTYPE_STATE_F4 = _t(_i(3), _s("<"), b"N", b"N", b"N", _i(-1), _i(-1), _i(0))
+NUMPY_ATTACKS = {
+    # a dtype whose spec has no "O" but holds objects, views memory, or carries metadata
+    "object-spec": _dtype("object"),
+    "structured": _dtype("f4,f4"),
+    "void": _dtype("V8"),
+    # copy=False returns numpy's shared singleton: a BUILD would change every f4 array of the process
+    "shared-singleton": _dtype("f4", copy=b"\x89"),
+    # BUILD of a dtype with another element size (reads past the array's buffer) or twice
+    "dtype-state": _dtype("f4") + _t(_i(3), _s("<"), b"N", b"N", b"N", _i(1 << 20), _i(1), _i(0)) + b"b",
+    "dtype-built-twice": _dtype("f4") + b"q\x01" + DTYPE_STATE_F4 + b"b0h\x01" + DTYPE_STATE_F4 + b"b",
+    # an empty object array straight from _reconstruct, and one whose data does not fit its shape
+    "object-reconstruct": _g("numpy._core.multiarray", "_reconstruct")
+    + _t(_g("numpy", "ndarray"), _t(_i(3)), _s("O"))
+    + b"R",
+    "short-data": _g("numpy._core.multiarray", "_reconstruct")
+    + _t(_g("numpy", "ndarray"), _t(_i(0)), b"C\x01b")
+    + b"R"
+    + _t(_i(1), _t(_i(1000)), _dtype("f4"), b"\x89", b"C\x04AAAA")
+    + b"b",
+    # a global that torch's module __getattr__ would import (torch._dynamo) or call
+    "torch-lazy-module": _g("torch", "_dynamo"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(NUMPY_ATTACKS))
+def test_numpy_and_torch_globals_cannot_reach_memory_or_imports(tmp_path: Path, name: str) -> None:
+    before = set(sys.modules)
+    path = tmp_path / f"{name}.pkl"
+    path.write_bytes(_raw(NUMPY_ATTACKS[name]))
+    with pytest.raises(UnsafeCheckpointError, match="--trust-checkpoint"):
+        safe_load(path, allowed_modules=[])
+    assert not {m for m in set(sys.modules) - before if m.startswith("torch._")}
+
+
+def test_a_plain_dtype_with_its_byte_order_loads(tmp_path: Path) -> None:
+    for order in "<>":
+        path = tmp_path / f"d{order}.pkl"
+        data = pickle.dumps(np.arange(3, dtype=f"{order}i4"), protocol=2)
+        path.write_bytes(data)
+        loaded = safe_load(path, allowed_modules=[])
+        assert loaded.dtype == pickle.loads(data).dtype and loaded.tolist() == [0, 1, 2]
+
+
+def test_hooks_filled_after_build_through_the_memo_are_refused(tmp_path: Path) -> None:
+    """An empty OrderedDict passes BUILD as _forward_hooks, then a SETITEM fills it via the memo."""
+    module_state = (
+        b"}("
+        + _s("training")
+        + b"\x89"
+        + _s("_parameters")
+        + b"}"
+        + _s("_buffers")
+        + b"}"
+        + _s("_modules")
+        + b"}"
+    )
+    body = (
+        _g("collections", "OrderedDict") + b")Rq\x010"  # D, memo 1
+        + _g("torch.nn.modules.linear", "Identity") + b")\x81q\x02"
+        + module_state + _s("_forward_hooks") + b"h\x01ub0"  # Identity with _forward_hooks = D
+        + b"h\x01" + _i(0) + _g("torch.nn.modules.module", "Module") + b")\x81" + module_state + b"ub" + b"s0"
+        + b"}" + _s("model") + b"h\x02s"
+    )  # fmt: skip
+    path = tmp_path / "hooks.pkl"
+    path.write_bytes(_raw(body))
+    with pytest.raises(UnsafeCheckpointError, match="_forward_hooks"):
+        safe_load(path, allowed_modules=["torch.nn"])
+
+
+def test_a_module_created_but_never_built_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "unbuilt.pkl"
+    path.write_bytes(_raw(b"}" + _s("m") + _g("torch.nn.modules.linear", "Identity") + b")\x81s"))
+    with pytest.raises(UnsafeCheckpointError, match="never filled"):
+        safe_load(path, allowed_modules=["torch.nn"])
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.s:FutureWarning")
+def test_torchscript_archives_are_refused_before_any_of_their_code_runs(tmp_path: Path) -> None:
+    """torch.load hands a zip with TorchScript records to torch.jit.load, which runs its code."""
+    path = tmp_path / "scripted.pt"
+    torch.jit.save(torch.jit.script(nn.Linear(2, 2)), str(path))
+    with pytest.raises(UnsafeCheckpointError, match="TorchScript"):
+        safe_load(path, allowed_modules=["torch.nn"])
+
+
+def _tar(members: list[tarfile.TarInfo], fmt: int = tarfile.GNU_FORMAT) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=fmt, encoding="latin1") as tar:
+        for member in members:
+            tar.addfile(member, io.BytesIO(b"\0" * member.size))
+    return buffer.getvalue()
+
+
+def test_tar_files_are_refused_even_when_they_start_like_a_legacy_checkpoint(tmp_path: Path) -> None:
+    """A member named by torch's pickled magic number made the file look legacy; torch then
+    extracted the tar (with a symlink member) into a temporary folder."""
+    magic = pickle.dumps(torch.serialization.MAGIC_NUMBER, protocol=2).decode("latin1")
+    link = tarfile.TarInfo("storages")
+    link.type, link.linkname = tarfile.SYMTYPE, str(tmp_path / "outside.pkl")
+    path = tmp_path / "polyglot.pt"
+    path.write_bytes(_tar([tarfile.TarInfo(magic), link]))
+    with pytest.raises(UnsafeCheckpointError, match="tar format"):
+        safe_load(path, allowed_modules=[])
+    broken = tarfile.TarInfo("x")  # a PAX header tarfile.is_tarfile raises ValueError on
+    broken.pax_headers = {"GNU.sparse.map": "not,numbers", "GNU.sparse.size": "1"}
+    path.write_bytes(_tar([broken], tarfile.PAX_FORMAT))
+    with pytest.raises(KitError):
+        safe_load(path, allowed_modules=[])
+
+
+def test_a_refusal_message_stays_short_for_self_referencing_arguments(tmp_path: Path) -> None:
+    """25 levels of lists, each holding ten memo references to the one below: repr is 10**25 long."""
+    body = b"]q\x00"
+    for level in range(1, 26):
+        body += b"](" + (b"h" + bytes([level - 1])) * 10 + b"eq" + bytes([level])
+    path = tmp_path / "laughs.pkl"
+    path.write_bytes(_raw(body + b"0" + _g("torch", "Size") + _t(b"h\x19") + b"R"))
+    with pytest.raises(UnsafeCheckpointError) as info:
+        safe_load(path, allowed_modules=[])
+    assert len(str(info.value)) < 2000
+
+
+def test_state_dicts_keep_their_metadata(tmp_path: Path) -> None:
+    """model.state_dict() is an OrderedDict with a _metadata attribute (a BUILD torch.save writes)."""
+    state = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2)).state_dict()
+    path = tmp_path / "sd.pth"
+    torch.save({"model": state, "iteration": 3}, path)
+    loaded = safe_load(path, allowed_modules=[])["model"]
+    assert loaded._metadata == state._metadata and list(loaded) == list(state)  # type: ignore[attr-defined]
+    nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2)).load_state_dict(loaded)
+
+
+def test_whole_torch_nn_models_with_torch_made_weak_references_load(tmp_path: Path) -> None:
+    """An LSTM's __setstate__ makes weak references to its flat weights (callable, torch's own)."""
+    model = nn.ModuleDict({"lstm": nn.LSTM(2, 3), "conv": nn.Conv2d(1, 1, 1)})
+    path = tmp_path / "m.pt"
+    torch.save(model, path)
+    loaded = safe_load(path, allowed_modules=["torch.nn"])
+    assert loaded["lstm"](torch.zeros(1, 1, 2))[0].shape == (1, 1, 3)
+
+
+def test_zero_stride_views_are_refused(tmp_path: Path) -> None:
+    """A few bytes of storage viewed as a huge tensor: .float() would allocate all of it."""
+    path = tmp_path / "expanded.pt"
+    torch.save({"w": torch.zeros(1).expand(1000)}, path)
+    with pytest.raises(UnsafeCheckpointError, match="_rebuild_tensor_v2"):
         safe_load(path, allowed_modules=[])
