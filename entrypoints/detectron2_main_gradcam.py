@@ -110,7 +110,8 @@ def setup_cfg(opt: argparse.Namespace) -> Any:
 
 
 def check_checkpoint(data: Any, path: Path) -> None:
-    """What DetectionCheckpointer reads: a dict of weights, or one under 'model' ('blobs' in a .pkl).
+    """What DetectionCheckpointer reads: a dict of weights, or one under 'model' ('blobs' in a .pkl,
+    'model_state' in a pycls .pyth).
 
     Anything else (a lone module, a list, a dict of settings without weights) is named for what it
     is, instead of an AttributeError deep in fvcore.
@@ -124,7 +125,7 @@ def check_checkpoint(data: Any, path: Path) -> None:
     )
     if not isinstance(data, dict):
         raise CheckpointError(f"{path} holds {cli.describe(data)}, not a checkpoint dict; {fix}")
-    key = next((k for k in ("model", "blobs") if k in data), None)
+    key = next((k for k in ("model", "blobs", "model_state") if k in data), None)  # model_state: pycls
     weights = data if key is None else data[key]
     where = f"{path}" if key is None else f"{path}: its {key!r}"
     if not isinstance(weights, dict):
@@ -135,7 +136,7 @@ def check_checkpoint(data: Any, path: Path) -> None:
 
 
 def safe_checkpointer(model: Any, *, trust: bool) -> Any:
-    """DetectionCheckpointer whose files are read by the kit's safe loader (pickles too)."""
+    """DetectionCheckpointer reading every file (.pkl, .pth, pycls .pyth) with the kit's safe loader."""
 
     from detectron2.checkpoint import DetectionCheckpointer
 
@@ -143,6 +144,12 @@ def safe_checkpointer(model: Any, *, trust: bool) -> Any:
 
     class SafeCheckpointer(DetectionCheckpointer):  # type: ignore[misc]
         def _load_file(self, filename: str) -> Any:
+            if filename.endswith(".pyth"):  # pycls: upstream reads it with a bare torch.load
+                data = load(filename, "cpu")  # checked: a dict of weights under 'model_state'
+                state = {
+                    k: v for k, v in data["model_state"].items() if not k.endswith("num_batches_tracked")
+                }
+                return {"model": state, "__author__": "pycls", "matching_heuristics": True}
             if not filename.endswith(".pkl"):
                 return super()._load_file(filename)  # .pth via _torch_load below
             data = load(filename, "cpu")

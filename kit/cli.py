@@ -27,7 +27,7 @@ from kit.images import list_sources
 from kit.labels import load_labels
 from kit.load import safe_load
 from kit.methods import METHODS, get_method
-from kit.outputs import RunWriter
+from kit.outputs import RunWriter, check_unlocked
 from kit.runner import Adapter, run
 from kit.targets import TARGETS, get_target
 
@@ -175,6 +175,8 @@ def check_output_folder(path: Path | str, *, flag: str, exist_ok: bool) -> Path:
     written = existing.parent if existing == path and not exist_ok else existing
     if not os.access(written, os.W_OK | os.X_OK):
         raise ArgumentError(f"{flag}: cannot write into {written} (permission denied or read-only); {fix}")
+    if exist_ok:
+        check_unlocked(path)  # a folder another run holds: refused before the model loads
     return path
 
 

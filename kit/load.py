@@ -719,7 +719,15 @@ def _under(module: str, prefixes: Iterable[str]) -> bool:
     return any(module == p or module.startswith(p + ".") for p in prefixes)
 
 
-_REPR = reprlib.Repr()
+class _BoundedRepr(reprlib.Repr):
+    def repr_TypedStorage(self, x: Any, level: int) -> str:  # its repr lists the data, and warns
+        return f"<storage of {x._untyped_storage.nbytes()} bytes>"
+
+    def repr_UntypedStorage(self, x: Any, level: int) -> str:
+        return f"<storage of {x.nbytes()} bytes>"
+
+
+_REPR = _BoundedRepr()
 _REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 3, 60, 60
 _REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = _REPR.maxset = _REPR.maxfrozenset = 6
 

@@ -445,6 +445,42 @@ class RunWriter:
             self._manifest_stale = True
 
 
+def check_unlocked(out_dir: PathLike) -> None:
+    """Refuse early (before a model is loaded) a run folder another live run holds.
+
+    The writer takes the lock itself later; this only saves loading a model for nothing.
+    """
+    path = Path(out_dir) / LOCK_NAME
+    if path.exists():
+        other = _read_lock(path)
+        if other is not None and not RunLock._stale(other):
+            raise OutputError(_in_use(path, other))
+
+
+def _read_lock(path: Path) -> dict[str, Any] | None:
+    """A lock's content; None if it is gone. An unreadable lock is read again for up to 1 s
+    (its writer may be between create and write), then reported as an unknown owner."""
+    for _ in range(20):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if isinstance(data, dict):
+                return data
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.05)
+    return {"pid": "unknown", "host": "unknown", "started": "unknown (the lock file is unreadable)"}
+
+
+def _in_use(path: Path, other: Mapping[str, Any]) -> str:
+    return (
+        f"run folder {path.parent} is in use by another kit run (pid {other.get('pid')} on host "
+        f"{other.get('host')}, started {other.get('started')}); wait for it to finish, or choose "
+        f"another --name (or drop --exist-ok). If no such run is active, delete {path}."
+    )
+
+
 class RunLock:
     """A lock file in a run folder: created with O_CREAT | O_EXCL, holding pid, host and start time.
 
@@ -467,11 +503,7 @@ class RunLock:
                 time.sleep(0.05)
                 continue
             if not self._stale(other):
-                raise OutputError(
-                    f"run folder {path.parent} is in use by another kit run (pid {other.get('pid')} on host "
-                    f"{other.get('host')}, started {other.get('started')}); wait for it to finish, or choose "
-                    f"another --name (or drop --exist-ok). If no such run is active, delete {path}."
-                )
+                raise OutputError(_in_use(path, other))
             LOG.warning(
                 "taking over the stale lock %s of pid %s on %s (that process no longer runs)",
                 path,
@@ -506,19 +538,7 @@ class RunLock:
         return True
 
     def _read(self) -> dict[str, Any] | None:
-        """The lock's content; None if it is gone. An unreadable lock is read again for up to 1 s
-        (its writer may be between create and write), then reported as an unknown owner."""
-        for _ in range(20):
-            try:
-                data = json.loads(self.path.read_text(encoding="utf-8"))
-                if isinstance(data, dict):
-                    return data
-            except FileNotFoundError:
-                return None
-            except (OSError, ValueError):
-                pass
-            time.sleep(0.05)
-        return {"pid": "unknown", "host": "unknown", "started": "unknown (the lock file is unreadable)"}
+        return _read_lock(self.path)
 
     @staticmethod
     def _stale(other: Mapping[str, Any]) -> bool:

@@ -24,13 +24,13 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
-from conftest import ToyAdapter
 
 from kit.errors import OutputError
 from kit.methods import get_method
 from kit.outputs import LOCK_NAME, MAX_NAME_BYTES, RunWriter, safe_stem
 from kit.runner import run
 from kit.targets import get_target
+from tests.conftest import ToyAdapter
 
 TESTS = Path(__file__).resolve().parent
 PNG_BYTES = cv2.imencode(".png", np.full((24, 32, 3), 120, np.uint8))[1].tobytes()
@@ -326,8 +326,8 @@ def test_temporary_names_carry_pid_and_a_random_token_and_go_on_failure(
 SCRIPT_HEAD = f"""
 import json, os, resource, sys, time
 from pathlib import Path
-sys.path.insert(0, {str(TESTS)!r})
-from conftest import ToyAdapter
+sys.path.insert(0, {str(TESTS.parent)!r})
+from tests.conftest import ToyAdapter
 from kit import cli
 from kit.methods import get_method
 from kit.outputs import RunWriter
