@@ -25,10 +25,10 @@ from kit.errors import CheckpointError, CheckpointNotFoundError, KitError
 from kit.evaluate import DEFAULT_CURVES, DEFAULT_STEPS, Evaluator, adapter_detector
 from kit.images import list_sources
 from kit.labels import load_labels
-from kit.load import safe_load
 from kit.methods import METHODS, get_method
 from kit.outputs import RunWriter, check_unlocked
 from kit.runner import Adapter, run
+from kit.safeload import safe_load
 from kit.targets import TARGETS, get_target
 
 LOG = logging.getLogger("kit")

@@ -104,7 +104,7 @@ import torch
 from torch import nn
 import main_gradcam
 from kit.errors import UnsafeCheckpointError
-from kit.load import safe_load
+from kit.safeload import safe_load
 from pathlib import Path
 path, refused, loaded = Path(sys.argv[1]), [], []
 import importlib
@@ -191,7 +191,7 @@ def test_yolo_hostile_corpus_is_refused_and_runs_nothing(
         import sys
         import main_gradcam
         from kit.errors import UnsafeCheckpointError
-        from kit.load import safe_load
+        from kit.safeload import safe_load
         for path in sys.argv[1:]:
             try:
                 safe_load(path, allowed_modules=main_gradcam.ALLOWED_MODULES)
@@ -224,7 +224,7 @@ def test_detectron2_hostile_corpus_is_refused_and_runs_nothing(
         import sys
         import main_gradcam
         from kit.errors import UnsafeCheckpointError
-        from kit.load import safe_load
+        from kit.safeload import safe_load
         for path in sys.argv[1:]:
             try:
                 safe_load(path, allowed_modules=main_gradcam.ALLOWED_MODULES)

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from kit.errors import CheckpointError, CheckpointNotFoundError, KitError, UnsafeCheckpointError
-from kit.load import safe_load
+from kit.safeload import safe_load
 
 FIXTURE_FILES = {
     "kitfx_models/__init__.py": "",
