@@ -15,6 +15,10 @@ layer's, and the ``fused`` map of the layers its gradient reached, as ``--fuse``
 
 Only small per-detection records are kept, never an image's maps, so memory does not grow with
 the folder. :meth:`Evaluator.finish` writes ``eval.json`` to the run folder and returns the table.
+
+``make eval`` (``scripts/eval.py``) scores with these same pieces: :func:`match_detections`, the
+fused map of :func:`detection_maps`, :func:`adapter_detector` for the curves, and an
+:class:`Evaluator` per method x layer set (``per_layer=False``: the set's fused map only).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +60,16 @@ class EvalOptionError(KitError, ValueError):
     """An --eval option outside its allowed values."""
 
 
+@dataclass(frozen=True)
+class Match:
+    """A detection of an image (its ``id`` in :class:`kit.runner.ImageMaps`) matched to a ground-truth box."""
+
+    det_id: int
+    gt_box: np.ndarray
+    gt_class: int
+    iou: float
+
+
 def match_detections(
     boxes: np.ndarray,
     scores: np.ndarray,
@@ -83,6 +98,23 @@ def match_detections(
             taken[g] = True
             out[int(k)] = (g, float(overlaps[k, g]))
     return out
+
+
+def detection_maps(result: ImageMaps, det_id: int) -> dict[str, np.ndarray | None]:
+    """One detection's maps by layer name, plus ``fused``: the layers its gradient reached, fused.
+
+    The ``fused`` map is the one ``--fuse`` writes (:func:`kit.runner.fuse_reached`); it is None when
+    no layer was reached. A run made with ``--fuse`` already holds it and it is taken as written.
+    """
+    maps = {layer: m for (i, layer), m in result.maps.items() if i == det_id}
+    if FUSED not in maps:
+        maps[FUSED] = fuse_reached(list(maps.values()))
+    return maps
+
+
+def localization(cam: np.ndarray, gt_box: np.ndarray) -> dict[str, Any]:
+    """PG and EBPG of one map for one ground-truth box, as ``eval.json`` records them."""
+    return {"pg": pointing_game(cam, gt_box), "ebpg": round(energy_pointing_game(cam, gt_box), 6)}
 
 
 def adapter_detector(adapter: Adapter) -> Callable[[np.ndarray], list[DetectionArrays]]:
@@ -117,7 +149,9 @@ class Evaluator:
         steps: int = DEFAULT_STEPS,
         batch_size: int = 1,
         iou: float = MATCH_IOU,
+        per_layer: bool = True,
     ) -> None:
+        """``per_layer=False`` measures only each detection's ``fused`` map (``make eval``'s layer sets)."""
         if curves < 0 or steps < 1:
             raise EvalOptionError(
                 f"--eval-curves must be >= 0 and --eval-steps >= 1, got {curves} and {steps}"
@@ -130,6 +164,7 @@ class Evaluator:
         self.steps = steps
         self.batch_size = batch_size
         self.iou = iou
+        self.per_layer = per_layer
         self.rows: list[dict[str, Any]] = []
         self.layers: list[str] = []  # map names in the order first seen
         self.images = 0
@@ -142,21 +177,26 @@ class Evaluator:
         self.curve_seconds = 0.0
 
     def add_image(self, source: Path, image_bgr: np.ndarray, result: ImageMaps) -> None:
-        """Match one image's detections to its ground truth and measure their maps."""
+        """Match one image's detections to its ground truth and measure their maps (``on_image``)."""
+        self.score_image(source, image_bgr, result)
+
+    def score_image(self, source: Path, image_bgr: np.ndarray, result: ImageMaps) -> list[Match]:
+        """:meth:`add_image`, returning the image's matches (``make eval`` keeps some for its
+        randomization check)."""
         started = time.perf_counter()
         try:
             gt = self.labels.ground_truth(source, image_bgr.shape[:2])
         except LabelError as error:
             self.skipped.append({"file": str(source), "reason": str(error)})
             LOG.warning("eval: %s left out: %s", source, error)
-            return
+            return []
         if gt is None:
-            return  # not covered by the labels (reported by kit.labels)
+            return []  # not covered by the labels (reported by kit.labels)
         self.images += 1
         self.ground_truth += len(gt)
         dets = result.detections
         self.detections += len(dets)
-        matches = match_detections(
+        found = match_detections(
             np.array([d["box_xyxy"] for d in dets], dtype=np.float64).reshape(-1, 4),
             np.array([d["score"] for d in dets], dtype=np.float64),
             np.array([d["class_id"] for d in dets], dtype=np.int64),
@@ -164,27 +204,26 @@ class Evaluator:
             gt.classes,
             iou=self.iou,
         )
-        for det, match in zip(dets, matches):
-            if match is None:
+        matches = []
+        for det, one in zip(dets, found):
+            if one is None:
                 continue
-            g, overlap = match
-            gt_box = gt.boxes[g]
-            maps = {layer: m for (i, layer), m in result.maps.items() if i == det["id"]}
-            if FUSED not in maps:
-                maps[FUSED] = fuse_reached(list(maps.values()))
+            g, overlap = one
+            match = Match(det_id=det["id"], gt_box=gt.boxes[g], gt_class=int(gt.classes[g]), iou=overlap)
+            matches.append(match)
+            maps = detection_maps(result, det["id"])
+            if not self.per_layer:
+                maps = {FUSED: maps[FUSED]}
             measures: dict[str, dict[str, Any]] = {}
             for layer, cam in maps.items():
                 if layer not in self.layers:
                     self.layers.append(layer)
                 if cam is not None:
-                    measures[layer] = {
-                        "pg": pointing_game(cam, gt_box),
-                        "ebpg": round(energy_pointing_game(cam, gt_box), 6),
-                    }
+                    measures[layer] = localization(cam, match.gt_box)
             if self.curves_done < self.curves and self.curve_error is None:
                 self.curves_done += 1
                 try:
-                    self._add_curves(image_bgr, maps, measures, gt_box=gt_box, gt_class=int(gt.classes[g]))
+                    self._add_curves(image_bgr, maps, measures, gt_box=match.gt_box, gt_class=match.gt_class)
                 except (KitError, RuntimeError) as error:  # e.g. out of memory: keep PG and EBPG going
                     self.curve_error = f"{source} detection {det['id']}: {error}"
                     LOG.error("eval: deletion/insertion stopped at %s", self.curve_error)
@@ -196,12 +235,13 @@ class Evaluator:
                     "class_name": det["class_name"],
                     "score": det["score"],
                     "box_xyxy": det["box_xyxy"],
-                    "gt_box_xyxy": [round(float(v), 2) for v in gt_box],
+                    "gt_box_xyxy": [round(float(v), 2) for v in match.gt_box],
                     "iou": round(overlap, 4),
                     "maps": measures,
                 }
             )
         self.seconds += time.perf_counter() - started
+        return matches
 
     def _add_curves(
         self,
@@ -246,11 +286,11 @@ class Evaluator:
                 {
                     "layer": layer,
                     "n": len(measured),
-                    "pg": _mean([float(m["pg"]) for m in measured]),
-                    "ebpg": _mean([m["ebpg"] for m in measured]),
+                    "pg": mean_finite([float(m["pg"]) for m in measured]),
+                    "ebpg": mean_finite([m["ebpg"] for m in measured]),
                     "n_curves": len(curves),
-                    "deletion_auc": _mean([m["deletion_auc"] for m in curves]),
-                    "insertion_auc": _mean([m["insertion_auc"] for m in curves]),
+                    "deletion_auc": mean_finite([m["deletion_auc"] for m in curves]),
+                    "insertion_auc": mean_finite([m["insertion_auc"] for m in curves]),
                     "curves_without_target": sum(1 for m in curves if m["deletion_auc"] is None),
                 }
             )
@@ -325,17 +365,33 @@ def format_table(report: dict[str, Any]) -> str:
             f"      {images['without_label_file']} without a label file (no objects), "
             f"{images['not_in_labels']} not in the labels, {len(images['skipped'])} skipped"
         )
-    table = [["map", "n", "PG", "EBPG", "n_curve", "del AUC", "ins AUC"]]
-    for r in s["layers"]:
-        table.append(
-            [r["layer"], str(r["n"]), f(r["pg"]), f(r["ebpg"]), str(r["n_curves"])]
-            + [f(r["deletion_auc"]), f(r["insertion_auc"])]
-        )
+    table = [["map", *MEASURE_HEAD]]
+    table += [[r["layer"], *measure_cells(r)] for r in s["layers"]]
+    return "\n".join([*lines, format_columns(table)])
+
+
+MEASURE_HEAD = ("n", "PG", "EBPG", "n_curve", "del AUC", "ins AUC")
+
+
+def measure_cells(row: dict[str, Any]) -> list[str]:
+    """A summary row's measures as table cells, in the order of ``MEASURE_HEAD``; "-" for none."""
+
+    def f(v: float | None) -> str:
+        return "-" if v is None else f"{v:.3f}"
+
+    return [str(row["n"]), f(row["pg"]), f(row["ebpg"]), str(row["n_curves"])] + [
+        f(row["deletion_auc"]),
+        f(row["insertion_auc"]),
+    ]
+
+
+def format_columns(table: Sequence[Sequence[str]]) -> str:
+    """Rows of cells as fixed-width, left-aligned columns two spaces apart (no trailing spaces)."""
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in table]
-    return "\n".join(lines)
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in table)
 
 
-def _mean(values: Sequence[float | None]) -> float | None:
+def mean_finite(values: Sequence[float | None]) -> float | None:
+    """The mean of the finite values, to 4 decimals; None when there is none."""
     finite = [v for v in values if v is not None and math.isfinite(v)]
     return round(float(np.mean(finite)), 4) if finite else None

@@ -17,7 +17,6 @@ kept in the repository so that nothing has to train before first use.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import shutil
@@ -30,10 +29,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from kit.download import file_sha256
 from scripts import shapes
-from scripts.config import checkout_path, load_project
+from scripts.config import REPO_ROOT, checkout_path, load_project
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 CFG = "cfg/training/yolov7-tiny.yaml"
 HYP = "data/hyp.scratch.tiny.yaml"
 STEM = "yolov7-tiny-shapes"
@@ -101,50 +100,41 @@ def train(
 
 def load_demo_model(checkout: Path, weights: Path) -> Any:
     """Model(cfg, nc=3) with the float16 state_dict loaded, as float32, fused, in eval mode."""
-    model = build_model(checkout)
-    state = torch.load(weights, map_location="cpu", weights_only=True)
-    model.load_state_dict({k: v.float() for k, v in state.items()})
-    with torch.no_grad():  # IDetect.fuse() updates parameters in place
-        model = model.float().fuse().eval()
-    for m in model.modules():  # as attempt_load(inplace=False): gradients need out-of-place ops
-        if isinstance(getattr(m, "inplace", None), bool):
-            m.inplace = False
-    return model
+    from kit.demo import load_demo_model as load
+
+    return load(build_model(checkout), weights)
 
 
 def evaluate(
     model: Any, data_dir: Path, *, conf_thres: float = 0.25, iou_thres: float = 0.45
 ) -> dict[str, Any]:
-    """Recall and precision at IoU 0.5 (one detection per ground-truth box, same class)."""
+    """Recall and precision at IoU 0.5, matched as ``--eval`` and ``make eval`` match (kit.evaluate)."""
     from utils.general import non_max_suppression
 
+    from kit.evaluate import MATCH_IOU, match_detections
     from kit.images import read_image
-    from kit.metrics import box_iou
+    from kit.labels import GroundTruth, load_labels
 
+    paths = sorted((data_dir / "images").glob("*.png"))
+    labels = load_labels(data_dir / "labels", names=shapes.CLASSES, sources=paths)
     found = total = kept = 0
-    for path in sorted((data_dir / "images").glob("*.png")):
+    for path in paths:
         image = read_image(path)
-        gt_boxes, gt_classes = shapes.read_labels(
-            data_dir / "labels" / f"{path.stem}.txt", width=image.shape[1], height=image.shape[0]
-        )
+        gt = labels.ground_truth(path, image.shape[:2]) or GroundTruth.empty()  # YOLO: never None
         x = torch.from_numpy(np.ascontiguousarray(image[:, :, ::-1].transpose(2, 0, 1))).float()[None] / 255
         with torch.no_grad():
             det = non_max_suppression(model(x)[0], conf_thres, iou_thres)[0].numpy()
-        total += len(gt_boxes)
+        total += len(gt)
         kept += len(det)
-        taken = np.zeros(len(det), dtype=bool)
-        iou = box_iou(gt_boxes, det[:, :4]) if len(det) else np.zeros((len(gt_boxes), 0))
-        for g in range(len(gt_boxes)):
-            ok = (~taken) & (det[:, 5].astype(int) == gt_classes[g]) & (iou[g] >= 0.5)
-            if ok.any():
-                taken[int(np.argmax(np.where(ok, iou[g], -1)))] = True
-                found += 1
+        matches = match_detections(det[:, :4], det[:, 4], det[:, 5].astype(np.int64), gt.boxes, gt.classes)
+        found += sum(m is not None for m in matches)
     return {
         "found": found,
         "objects": total,
         "detections": kept,
         "recall@0.5": found / total if total else None,
         "precision@0.5": found / kept if kept else None,
+        "match_iou": MATCH_IOU,
         "conf_thres": conf_thres,
         "iou_thres": iou_thres,
     }
@@ -192,13 +182,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     state = {k: v.detach().half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
     torch.save(state, weights)
     scores = evaluate(load_demo_model(checkout, weights), data_dir)  # the weights as saved
+
     record = {
         "cfg": CFG,
         "nc": len(shapes.CLASSES),
         "names": list(shapes.CLASSES),
         "img_size": shapes.IMAGE_SIZE,
         "weights": weights.name,
-        "sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
+        "sha256": file_sha256(weights),
         "training": {
             "iterations": args.iterations,
             "batch_size": args.batch_size,

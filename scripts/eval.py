@@ -16,9 +16,13 @@ ground-truth box (same class, IoU >= 0.5), per method x layer set:
   with the map of the trained detector is reported per stage (same detections, same rows). A
   faithful map changes: the correlation should fall towards 0.
 
-A layer set's map for a detection fuses (:func:`kit.fusion.fuse_layers`) the maps of the set's
-layers that the detection's gradient reaches: for the head inputs 74,75,76 that is the layer of
-the detection's own level. Writes a table to stdout and ``eval.json`` to the run folder.
+This is a driver over :mod:`kit.evaluate`, the code a run's ``--eval`` scores with: the same
+matching (greedy by score, one detection per box, same class, IoU >= 0.5), the same maps (each
+layer's map normalized in the image's pixels, as the run writes it) and the same fused map (a
+layer set's map for a detection fuses the set's layers its gradient reaches, as ``--fuse`` does:
+for the head inputs 74,75,76 that is the layer of the detection's own level), the same detector
+wrapper for the curves. One :class:`kit.evaluate.Evaluator` per method x layer set measures the
+set's fused map. Writes a table to stdout and ``eval.json`` to the run folder.
 """
 
 from __future__ import annotations
@@ -29,32 +33,51 @@ import json
 import math
 import sys
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
+from kit.adapters.yolo import YoloAdapter
+from kit.detections import Detection
+from kit.engine import explain
+from kit.evaluate import (
+    MEASURE_HEAD,
+    Evaluator,
+    Match,
+    adapter_detector,
+    detection_maps,
+    format_columns,
+    mean_finite,
+    measure_cells,
+)
+from kit.images import read_image
+from kit.labels import Labels, load_labels
+from kit.maps import Letterbox
+from kit.methods import CamMethod
+from kit.metrics import rank_correlation
+from kit.runner import FUSED, Adapter, ImageMaps, explain_batch, to_image_maps
+from kit.targets import Target
 from scripts import shapes
-from scripts.config import checkout_path, load_project
+from scripts.config import REPO_ROOT, checkout_path, load_project
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_LAYER_SETS = "74,75,76;57;57,65,73"
 # Cascading randomization: stage k re-initialises every layer from index k up (the head is 77).
 DEFAULT_STAGES = "77,74,58,38,0"
+Key = tuple[str, str]  # (method, layer set)
 
 
 @dataclass
 class Sample:
-    """One detection matched to a ground-truth box, with its maps per (method, layer set)."""
+    """A matched detection kept for the randomization check, with its map per (method, layer set)."""
 
     image: int
-    detection: Any  # kit.detections.Detection
-    gt_box: np.ndarray
-    gt_class: int
-    maps: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
+    detection: Detection
+    maps: dict[Key, np.ndarray | None]
 
 
 def parse_layer_sets(value: str) -> dict[str, list[str]]:
@@ -67,39 +90,49 @@ def parse_layer_sets(value: str) -> dict[str, list[str]]:
     return sets
 
 
-def match_to_ground_truth(
-    boxes: np.ndarray, classes: np.ndarray, gt_boxes: np.ndarray, gt_classes: np.ndarray, *, iou: float = 0.5
-) -> list[int | None]:
-    """Per detection, the index of the best-overlapping GT box of its class with IoU >= ``iou``."""
-    from kit.metrics import box_iou
-
-    if len(boxes) == 0:
-        return []
-    if len(gt_boxes) == 0:
-        return [None] * len(boxes)
-    overlaps = box_iou(boxes, gt_boxes)
-    out: list[int | None] = []
-    for k in range(len(boxes)):
-        ok = (gt_classes == classes[k]) & (overlaps[k] >= iou)
-        out.append(int(np.argmax(np.where(ok, overlaps[k], -1.0))) if ok.any() else None)
-    return out
+def restrict(result: ImageMaps, layers: Sequence[str]) -> ImageMaps:
+    """The image's detections with the maps of ``layers`` only: a layer set as a run of its own."""
+    return ImageMaps(
+        detections=result.detections,
+        maps={(i, layer): m for (i, layer), m in result.maps.items() if layer in layers},
+    )
 
 
-def set_map(
-    explanation: Any, k: int, method: str, layers: Sequence[str], letterbox: Any, hw: tuple[int, int]
-) -> np.ndarray:
-    """Detection ``k``'s map for a layer set at the original size: its reached layers, fused."""
-    from kit.fusion import fuse_layers
-    from kit.maps import to_original
+def set_maps(
+    result: ImageMaps, det_id: int, layer_sets: dict[str, list[str]]
+) -> dict[str, np.ndarray | None]:
+    """Per layer set, one detection's fused map (kit.evaluate.detection_maps); None: no layer reached."""
+    return {
+        name: detection_maps(restrict(result, layers), det_id)[FUSED] for name, layers in layer_sets.items()
+    }
 
-    reached = [
-        to_original(explanation.cams[method][layer][k], letterbox)
-        for layer in layers
-        if not bool(explanation.no_gradient[layer][k])
-    ]
-    if not reached:
-        return np.zeros(hw, dtype=np.float32)
-    return fuse_layers(reached, size=hw)
+
+def measure_image(
+    evaluators: dict[Key, Evaluator],
+    source: Path,
+    image: np.ndarray,
+    explanation: Any,
+    letterbox: Letterbox,
+    *,
+    names: Sequence[str],
+    layer_sets: dict[str, list[str]],
+) -> tuple[list[Match], dict[int, dict[Key, np.ndarray | None]]]:
+    """Score one explained image with every (method, layer set) evaluator.
+
+    Each method's maps are taken to the image's pixels as a run writes them (:func:`kit.runner.to_image_maps`)
+    and each layer set is handed to its evaluator as that run's maps. Returns the matches (the same
+    for every evaluator: the detections are the same) and each matched detection's set maps.
+    """
+    matches: list[Match] = []
+    maps: dict[int, dict[Key, np.ndarray | None]] = {}
+    for method in dict.fromkeys(m for m, _ in evaluators):
+        result = to_image_maps(explanation, image_index=0, letterbox=letterbox, method=method, names=names)
+        for name, layers in layer_sets.items():
+            matches = evaluators[(method, name)].score_image(source, image, restrict(result, layers))
+        for match in matches:
+            for name, cam in set_maps(result, match.det_id, layer_sets).items():
+                maps.setdefault(match.det_id, {})[(method, name)] = cam
+    return matches, maps
 
 
 def randomize_from(model: Any, start: int, *, seed: int) -> None:
@@ -112,32 +145,149 @@ def randomize_from(model: Any, start: int, *, seed: int) -> None:
                 reset()
 
 
-def summarize(values: Sequence[float]) -> float | None:
-    finite = [v for v in values if v is not None and math.isfinite(v)]
-    return round(float(np.mean(finite)), 4) if finite else None
+def randomization(
+    model: nn.Module,
+    samples: Sequence[Sample],
+    *,
+    images: Sequence[np.ndarray],
+    letterboxes: Sequence[Letterbox],
+    make_adapter: Callable[[nn.Module], YoloAdapter],
+    layers: Sequence[str],
+    layer_sets: dict[str, list[str]],
+    target: Target,
+    methods: Sequence[CamMethod],
+    stages: Sequence[str],
+    seed: int,
+) -> dict[Key, dict[str, list[float]]]:
+    """Cascading randomization (Adebayo et al. 2018): per stage, the same detections explained again.
+
+    Returns, per (method, layer set) and stage, the Spearman correlation of each sample's map with
+    its map under the trained weights (NaN where either map is None or constant).
+    """
+    correlations: dict[Key, dict[str, list[float]]] = {}
+    randomized = copy.deepcopy(model)
+    for stage in stages:
+        randomize_from(randomized, int(stage), seed=seed)
+        adapter = make_adapter(randomized)
+        modules = adapter.resolve_layers(list(layers))
+        for image_index in sorted({s.image for s in samples}):
+            mine = [s for s in samples if s.image == image_index]
+            tensor, _ = adapter.preprocess([images[image_index]])
+            fixed = [s.detection for s in mine]
+
+            def forward(a: YoloAdapter = adapter, t: torch.Tensor = tensor) -> Any:
+                return a.forward(t)
+
+            def same(_output: Any, fixed: list[Detection] = fixed) -> list[Detection]:
+                return list(fixed)
+
+            explanation = explain(
+                forward=forward,
+                detect=same,
+                layers=modules,
+                target=target,
+                methods=methods,
+                model=randomized,
+                local_gradients=adapter.local_gradients,
+                score_route=adapter.score_route(),
+            )
+            for method in methods:
+                result = to_image_maps(
+                    explanation,
+                    image_index=0,
+                    letterbox=letterboxes[image_index],
+                    method=method.name,
+                    names=adapter.names,
+                )
+                for k, sample in enumerate(mine):  # det_id k: the k-th fixed detection
+                    for name, after in set_maps(result, k, layer_sets).items():
+                        before = sample.maps[(method.name, name)]
+                        rho = math.nan if before is None or after is None else rank_correlation(before, after)
+                        correlations.setdefault((method.name, name), {}).setdefault(stage, []).append(rho)
+    return correlations
+
+
+def measure(
+    adapter: Adapter,
+    paths: Sequence[Path],
+    *,
+    labels: Labels,
+    layer_sets: dict[str, list[str]],
+    target: Target,
+    methods: Sequence[CamMethod],
+    curves: int,
+    steps: int,
+    batch_size: int,
+    keep: int = 0,
+) -> tuple[dict[Key, Evaluator], list[np.ndarray], list[Letterbox], list[Sample]]:
+    """Explain each image once (every method, every layer) and score it with one evaluator per
+    method x layer set; keep the first ``keep`` matched detections (with their maps) for the
+    randomization check. Returns the evaluators, the images, their letterboxes and the samples."""
+    evaluators = {
+        (method.name, name): Evaluator(
+            labels=labels,
+            detector=adapter_detector(adapter),
+            curves=curves,
+            steps=steps,
+            batch_size=batch_size,
+            per_layer=False,
+        )
+        for method in methods
+        for name in layer_sets
+    }
+    all_layers = sorted({layer for layers in layer_sets.values() for layer in layers}, key=_layer_order)
+    modules = adapter.resolve_layers(all_layers)
+    images: list[np.ndarray] = []
+    letterboxes: list[Letterbox] = []
+    samples: list[Sample] = []
+    for index, path in enumerate(paths):
+        image = read_image(path)
+        explanation, (letterbox,) = explain_batch(
+            adapter, [image], layers=modules, target=target, methods=methods
+        )
+        images.append(image)
+        letterboxes.append(letterbox)
+        matches, maps = measure_image(
+            evaluators, path, image, explanation, letterbox, names=adapter.names, layer_sets=layer_sets
+        )
+        for match in matches[: max(0, keep - len(samples))]:
+            detection = explanation.detections[match.det_id]  # one image: det_id is its row
+            samples.append(Sample(image=index, detection=detection, maps=maps[match.det_id]))
+    return evaluators, images, letterboxes, samples
+
+
+def table_rows(
+    evaluators: dict[Key, Evaluator], correlations: dict[Key, dict[str, list[float]]]
+) -> list[dict[str, Any]]:
+    """One row per method x layer set: the evaluator's fused-map summary and the rho per stage."""
+    rows = []
+    for (method, name), evaluator in evaluators.items():
+        (summary,) = [r for r in evaluator.summary_rows() if r["layer"] == FUSED] or [_empty_row()]
+        rand = correlations.get((method, name), {})
+        rows.append(
+            {
+                "method": method,
+                "layers": name,
+                **{k: v for k, v in summary.items() if k != "layer"},
+                "randomization": {s: mean_finite(v) for s, v in rand.items()},
+                "randomization_nan": {s: int(sum(not math.isfinite(x) for x in v)) for s, v in rand.items()},
+            }
+        )
+    return rows
 
 
 def format_table(rows: Sequence[dict[str, Any]], stages: Sequence[str]) -> str:
     """A fixed-width table: one row per method x layer set."""
-    head = ["method", "layers", "n", "PG", "EBPG", "n_curve", "del AUC", "ins AUC"]
-    head += [f"rho@{s}" for s in stages]
-    lines = [head]
+    table = [["method", "layers", *MEASURE_HEAD, *(f"rho@{s}" for s in stages)]]
     for r in rows:
-        cells = [r["method"], r["layers"], str(r["n"])]
-        for key in ("pg", "ebpg"):
-            cells.append("-" if r[key] is None else f"{r[key]:.3f}")
-        cells.append(str(r["n_curves"]))
-        for key in ("deletion_auc", "insertion_auc"):
-            cells.append("-" if r[key] is None else f"{r[key]:.3f}")
-        for s in stages:
-            v = r["randomization"].get(s)
-            cells.append("-" if v is None else f"{v:.2f}")
-        lines.append(cells)
-    widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines)
+        rho = [r["randomization"].get(s) for s in stages]
+        table.append(
+            [r["method"], r["layers"], *measure_cells(r), *("-" if v is None else f"{v:.2f}" for v in rho)]
+        )
+    return format_columns(table)
 
 
-def main(argv: Sequence[str] | None = None) -> int:  # noqa: C901 - one linear measurement script
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -154,14 +304,20 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: C901 - one linear m
     parser.add_argument("--curves", type=int, default=12, help="matched detections with deletion/insertion")
     parser.add_argument("--steps", type=int, default=16, help="deletion/insertion steps")
     parser.add_argument(
+        "--batch-size", type=int, default=16, help="perturbed images per forward in the curves"
+    )
+    parser.add_argument(
         "--sanity", type=int, default=12, help="matched detections in the randomization check"
     )
     parser.add_argument("--stages", default=DEFAULT_STAGES, help="randomize layers from these indices up")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "runs" / "eval" / "exp")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
     checkout = (args.checkout or checkout_path(load_project(), "yolov7")).resolve()
     if not (checkout / "models" / "yolo.py").is_file():
         print(f"error: {checkout} is not a yolov7 checkout; run `make setup-yolov7` first", file=sys.stderr)
@@ -171,22 +327,10 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: C901 - one linear m
     from utils.datasets import letterbox as yolo_letterbox
     from utils.general import non_max_suppression
 
-    from kit.adapters.yolo import YoloAdapter, YoloFunctions
+    from kit.adapters.yolo import YoloFunctions
     from kit.demo import demo_weights
-    from kit.detections import Detection
-    from kit.engine import explain
-    from kit.images import read_image
-    from kit.maps import boxes_to_original
     from kit.methods import METHODS, get_method
-    from kit.metrics import (
-        deletion_insertion,
-        energy_pointing_game,
-        matching_score_fn,
-        pointing_game,
-        rank_correlation,
-    )
     from kit.outputs import increment_path
-    from kit.runner import explain_batch
     from kit.targets import get_target
     from scripts.demo import load_demo_model
 
@@ -194,152 +338,63 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: C901 - one linear m
     model = load_demo_model(checkout, demo.weights)
     functions = YoloFunctions(letterbox=yolo_letterbox, non_max_suppression=non_max_suppression)
 
-    def make_adapter(m: Any) -> YoloAdapter:
-        return YoloAdapter(
+    def make_adapter(m: nn.Module) -> YoloAdapter:
+        adapter = YoloAdapter(
             m,
             functions=functions,
             img_size=demo.img_size,
             conf_thres=args.conf_thres,
             iou_thres=args.iou_thres,
         )
+        adapter.names = list(demo.names)
+        return adapter
 
-    adapter = make_adapter(model)
     methods = [get_method(n.strip()) for n in args.methods.split(",") if n.strip()] or list(METHODS.values())
     layer_sets = parse_layer_sets(args.layer_sets)
-    all_layers = sorted({layer for layers in layer_sets.values() for layer in layers}, key=int)
-    modules = adapter.resolve_layers(all_layers)
     target = get_target("class-logit")
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
-
     if len(list((args.data_dir / "images").glob("eval_*.png"))) < args.images:
         shapes.write_split(args.data_dir, count=args.images, split="eval")
     paths = sorted((args.data_dir / "images").glob("eval_*.png"))[: args.images]
+    labels = load_labels(args.data_dir / "labels", names=demo.names, sources=paths)
 
     started = time.perf_counter()
-    images: list[np.ndarray] = []
-    letterboxes: list[Any] = []
-    samples: list[Sample] = []
-    detections_total = 0
-    for index, path in enumerate(paths):
-        image = read_image(path)
-        h, w = image.shape[:2]
-        gt_boxes, gt_classes = shapes.read_labels(
-            args.data_dir / "labels" / f"{path.stem}.txt", width=w, height=h
-        )
-        explanation, (box,) = explain_batch(adapter, [image], layers=modules, target=target, methods=methods)
-        images.append(image)
-        letterboxes.append(box)
-        dets = explanation.detections
-        detections_total += len(dets)
-        boxes = boxes_to_original(np.array([d.box_xyxy for d in dets]).reshape(-1, 4), box)
-        matches = match_to_ground_truth(boxes, np.array([d.class_id for d in dets]), gt_boxes, gt_classes)
-        for k, (det, g) in enumerate(zip(dets, matches)):
-            if g is None:
-                continue
-            sample = Sample(image=index, detection=det, gt_box=gt_boxes[g], gt_class=int(gt_classes[g]))
-            for method in methods:
-                for name, layers in layer_sets.items():
-                    sample.maps[(method.name, name)] = set_map(
-                        explanation, k, method.name, layers, box, (h, w)
-                    )
-            samples.append(sample)
+    evaluators, images, letterboxes, samples = measure(
+        make_adapter(model),
+        paths,
+        labels=labels,
+        layer_sets=layer_sets,
+        target=target,
+        methods=methods,
+        curves=args.curves,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        keep=args.sanity,
+    )
+    first = next(iter(evaluators.values()))
     print(
-        f"{len(samples)} of {detections_total} detections matched to ground truth on {len(paths)} images "
-        f"({time.perf_counter() - started:.0f}s)",
+        f"{len(first.rows)} of {first.detections} detections matched to {first.ground_truth} "
+        f"ground-truth boxes on {len(paths)} images, curves included ({time.perf_counter() - started:.0f}s)",
         file=sys.stderr,
     )
-
-    def detect_batch(batch: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        tensor, boxes = adapter.preprocess(list(batch))
-        with torch.no_grad():
-            dets = adapter.detect(adapter.forward(tensor))
-        out = []
-        for i, lb in enumerate(boxes):
-            mine = [d for d in dets if d.image_index == i]
-            xyxy = boxes_to_original(np.array([d.box_xyxy for d in mine]).reshape(-1, 4), lb)
-            out.append((xyxy, np.array([d.score for d in mine]), np.array([d.class_id for d in mine])))
-        return out
-
-    curves: dict[tuple[str, str], dict[str, list[float]]] = {}
     started = time.perf_counter()
-    for sample in samples[: args.curves]:
-        score_fn = matching_score_fn(detect_batch, target_box=sample.gt_box, target_class=sample.gt_class)
-        for key, cam in sample.maps.items():
-            record = curves.setdefault(key, {"deletion": [], "insertion": []})
-            for mode, curve_list in record.items():
-                curve = deletion_insertion(
-                    images[sample.image],
-                    cam,
-                    score_fn=score_fn,
-                    mode="deletion" if mode == "deletion" else "insertion",
-                    steps=args.steps,
-                )
-                curve_list.append(curve.auc)
-    print(f"deletion/insertion curves done ({time.perf_counter() - started:.0f}s)", file=sys.stderr)
-
-    # Cascading randomization from the head down; the same detections (rows) are explained.
-    correlations: dict[tuple[str, str], dict[str, list[float]]] = {}
-    started = time.perf_counter()
-    chosen = samples[: args.sanity]
-    randomized = copy.deepcopy(model)
-    for stage in stages:
-        randomize_from(randomized, int(stage), seed=args.seed)
-        rand_adapter = make_adapter(randomized)
-        rand_modules = rand_adapter.resolve_layers(all_layers)
-        for image_index in sorted({s.image for s in chosen}):
-            mine = [s for s in chosen if s.image == image_index]
-            tensor, _ = rand_adapter.preprocess([images[image_index]])
-            fixed = [s.detection for s in mine]
-
-            def forward(a: YoloAdapter = rand_adapter, t: torch.Tensor = tensor) -> Any:
-                return a.forward(t)
-
-            def same(_output: Any, fixed: list[Detection] = fixed) -> list[Detection]:
-                return list(fixed)
-
-            explanation = explain(
-                forward=forward,
-                detect=same,
-                layers=rand_modules,
-                target=target,
-                methods=methods,
-                model=randomized,
-                local_gradients=rand_adapter.local_gradients,
-                score_route=rand_adapter.score_route(),
-            )
-            h, w = images[image_index].shape[:2]
-            for k, sample in enumerate(mine):
-                for method in methods:
-                    for name, layers in layer_sets.items():
-                        after = set_map(explanation, k, method.name, layers, letterboxes[image_index], (h, w))
-                        rho = rank_correlation(sample.maps[(method.name, name)], after)
-                        correlations.setdefault((method.name, name), {}).setdefault(stage, []).append(rho)
+    all_layers = sorted({layer for layers in layer_sets.values() for layer in layers}, key=_layer_order)
+    correlations = randomization(
+        model,
+        samples,
+        images=images,
+        letterboxes=letterboxes,
+        make_adapter=make_adapter,
+        layers=all_layers,
+        layer_sets=layer_sets,
+        target=target,
+        methods=methods,
+        stages=stages,
+        seed=args.seed,
+    )
     print(f"randomization check done ({time.perf_counter() - started:.0f}s)", file=sys.stderr)
 
-    rows = []
-    for method in methods:
-        for name in layer_sets:
-            key = (method.name, name)
-            pg = [float(pointing_game(s.maps[key], s.gt_box)) for s in samples]
-            ebpg = [energy_pointing_game(s.maps[key], s.gt_box) for s in samples]
-            record = curves.get(key, {"deletion": [], "insertion": []})
-            rand = correlations.get(key, {})
-            rows.append(
-                {
-                    "method": method.name,
-                    "layers": name,
-                    "n": len(samples),
-                    "pg": summarize(pg),
-                    "ebpg": summarize(ebpg),
-                    "n_curves": len(record["deletion"]),
-                    "deletion_auc": summarize(record["deletion"]),
-                    "insertion_auc": summarize(record["insertion"]),
-                    "randomization": {s: summarize(v) for s, v in rand.items()},
-                    "randomization_nan": {
-                        s: int(sum(not math.isfinite(x) for x in v)) for s, v in rand.items()
-                    },
-                }
-            )
+    rows = table_rows(evaluators, correlations)
     table = format_table(rows, stages)
     print(table)
     out_dir = increment_path(args.out)
@@ -350,12 +405,14 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: C901 - one linear m
             **{k: demo.record[k] for k in ("cfg", "names", "img_size")},
         },
         "data": {"dir": str(args.data_dir), "images": len(paths)},
-        "detections": detections_total,
-        "matched": len(samples),
+        "ground_truth": first.ground_truth,
+        "detections": first.detections,
+        "matched": len(first.rows),
         "options": {
             "conf_thres": args.conf_thres,
             "iou_thres": args.iou_thres,
-            "match_iou": 0.5,
+            "match_iou": first.iou,
+            "matching": "greedy by score, one detection per box, same class (kit.evaluate.match_detections)",
             "target": target.name,
             "steps": args.steps,
             "curves": args.curves,
@@ -368,6 +425,15 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: C901 - one linear m
     (out_dir / "table.txt").write_text(table + "\n")
     print(f"results in {out_dir}", file=sys.stderr)
     return 0
+
+
+def _layer_order(name: str) -> tuple[int, str]:
+    """Numeric layer names (yolov7's indices) in numeric order, others after them by name."""
+    return (int(name), "") if name.isdigit() else (sys.maxsize, name)
+
+
+def _empty_row() -> dict[str, Any]:
+    return {"n": 0, "pg": None, "ebpg": None, "n_curves": 0, "deletion_auc": None, "insertion_auc": None}
 
 
 if __name__ == "__main__":

@@ -75,16 +75,3 @@ def write_split(out_dir: Path, *, count: int, split: str = "eval", seed: int = D
         (labels / f"{stem}.txt").write_text(text)
     (out_dir / "classes.txt").write_text("".join(f"{name}\n" for name in CLASSES))
     return images
-
-
-def read_labels(path: Path, *, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
-    """YOLO label file -> (boxes (n, 4) xyxy in pixels, classes (n,)); empty when missing."""
-    if not path.is_file():
-        return np.zeros((0, 4)), np.zeros(0, dtype=np.int64)
-    rows = np.array(
-        [line.split() for line in path.read_text().splitlines() if line.strip()], dtype=np.float64
-    )
-    rows = rows.reshape(-1, 5)
-    cx, cy, w, h = rows[:, 1] * width, rows[:, 2] * height, rows[:, 3] * width, rows[:, 4] * height
-    boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
-    return boxes, rows[:, 0].astype(np.int64)

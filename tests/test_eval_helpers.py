@@ -1,28 +1,25 @@
-"""Pure pieces of `make eval` (scripts/eval.py): layer sets, matching, randomization, the table."""
+"""`make eval` (scripts/eval.py): layer sets, randomization, the table (the same scores as --eval:
+test_eval_same_path.py)."""
 
 from __future__ import annotations
 
-import math
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
+from kit.methods import get_method
+from kit.runner import explain_batch, to_image_maps
+from kit.targets import get_target
 from scripts import eval as evaluation
+from tests.conftest import ToyAdapter
 
 
 def test_layer_sets_parse_and_keep_their_order() -> None:
     assert evaluation.parse_layer_sets("74, 75,76; 57;;") == {"74,75,76": ["74", "75", "76"], "57": ["57"]}
-
-
-def test_detections_match_the_best_gt_box_of_their_class() -> None:
-    gt = np.array([[0, 0, 10, 10], [0, 0, 9, 10], [50, 50, 60, 60]], dtype=float)
-    gt_classes = np.array([0, 1, 0])
-    boxes = np.array([[0, 0, 10, 10], [0, 0, 10, 10], [100, 100, 110, 110], [52, 50, 62, 60]], dtype=float)
-    classes = np.array([1, 0, 0, 2])
-    assert evaluation.match_to_ground_truth(boxes, classes, gt, gt_classes) == [1, 0, None, None]
-    assert evaluation.match_to_ground_truth(boxes[:0], classes[:0], gt, gt_classes) == []
-    assert evaluation.match_to_ground_truth(boxes, classes, gt[:0], gt_classes[:0]) == [None] * 4
 
 
 class Tiny(nn.Module):
@@ -41,9 +38,7 @@ def test_randomization_cascades_from_the_given_layer_up_only() -> None:
     assert all(not torch.equal(b, a) for b, a in zip(before[2:], after[2:]))
 
 
-def test_summary_ignores_nan_and_table_has_a_row_per_entry() -> None:
-    assert evaluation.summarize([1.0, math.nan, 0.0]) == 0.5
-    assert evaluation.summarize([math.nan]) is None
+def test_table_has_a_row_per_entry() -> None:
     row = {
         "method": "gradcam",
         "layers": "74,75,76",
@@ -58,3 +53,59 @@ def test_summary_ignores_nan_and_table_has_a_row_per_entry() -> None:
     lines = evaluation.format_table([row], ["77", "0"]).splitlines()
     assert lines[0].split()[:3] == ["method", "layers", "n"]
     assert lines[1].split() == ["gradcam", "74,75,76", "3", "1.000", "0.500", "2", "-", "0.250", "0.10", "-"]
+
+
+def test_randomized_maps_are_compared_with_the_trained_ones() -> None:
+    """With nothing re-initialised (a stage past the last layer) every map correlates 1 with itself."""
+    adapter = ToyAdapter()
+    image = np.random.default_rng(1).integers(0, 255, size=(24, 32, 3), dtype=np.uint8)
+    modules = adapter.resolve_layers(["feat"])
+    methods = [get_method("gradcam")]
+    target = get_target("class-logit")
+    explanation, (letterbox,) = explain_batch(
+        adapter, [image], layers=modules, target=target, methods=methods
+    )
+    result = to_image_maps(
+        explanation, image_index=0, letterbox=letterbox, method="gradcam", names=adapter.names
+    )
+    sample = evaluation.Sample(
+        image=0,
+        detection=explanation.detections[0],
+        maps={("gradcam", "feat"): evaluation.set_maps(result, 0, {"feat": ["feat"]})["feat"]},
+    )
+
+    class Stacked(nn.Module):  # randomize_from walks model.model
+        def __init__(self, inner: nn.Module) -> None:
+            super().__init__()
+            self.model = nn.Sequential(inner.feat, inner.head)
+            self.inner = inner
+
+    class Plain(ToyAdapter):  # the general path: no local gradients, no score route
+        local_gradients = None
+
+        def score_route(self) -> None:
+            return None
+
+    def make_adapter(model: nn.Module) -> Any:
+        fresh = Plain()
+        fresh.model = model.inner  # type: ignore[assignment]
+        return fresh
+
+    def correlations(stages: Sequence[str]) -> dict[str, list[float]]:
+        return evaluation.randomization(
+            Stacked(adapter.model),
+            [sample],
+            images=[image],
+            letterboxes=[letterbox],
+            make_adapter=make_adapter,
+            layers=["feat"],
+            layer_sets={"feat": ["feat"]},
+            target=target,
+            methods=methods,
+            stages=stages,
+            seed=1,  # ToyModel is built under seed 0: seed 0 would re-draw the same weights
+        )[("gradcam", "feat")]
+
+    assert correlations(["2"])["2"] == [pytest.approx(1.0)]
+    (rho,) = correlations(["0"])["0"]
+    assert rho < 0.99  # every weight re-initialised: the map changes

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from kit.cli import add_kit_arguments
-from kit.evaluate import EvalOptionError, Evaluator, match_detections
+from kit.evaluate import EvalOptionError, Evaluator, detection_maps, match_detections
 from kit.labels import Labels
 from kit.metrics import energy_pointing_game
 from kit.runner import FUSED, ImageMaps, fuse_reached
@@ -101,6 +101,30 @@ def test_evaluator_measures_each_map_and_the_reached_layers_fused(tmp_path: Path
     assert [r["layer"] for r in s["layers"]] == ["a", "b", FUSED]
     assert s["layers"][1]["n"] == 0 and s["layers"][1]["pg"] is None
     assert s["pg"] == 1.0 and s["map"] == FUSED
+
+
+def test_per_layer_off_measures_the_fused_map_only_and_matches_are_returned() -> None:
+    box = [2.0, 2.0, 8.0, 8.0]
+    labels = labels_for({"a.png": ([box], [0])})
+    evaluator = Evaluator(
+        labels=labels, detector=box_brightness_detector(box), curves=1, steps=4, per_layer=False
+    )
+    inside, elsewhere = peak_at(4, 4), peak_at(15, 15)
+    result = image_maps([box, box], {(0, "a"): elsewhere, (0, "b"): inside, (1, "a"): inside, (1, "b"): None})
+    (match,) = evaluator.score_image(Path("a.png"), np.full((20, 20, 3), 200, np.uint8), result)
+    # detection 0 (score 0.9) takes the box; detection 1 (0.8) has none left
+    assert (match.det_id, match.gt_class, match.iou) == (0, 0, 1.0) and np.allclose(match.gt_box, box)
+    (row,) = evaluator.report()["detections"]
+    assert list(row["maps"]) == [FUSED] and set(row["maps"][FUSED]) == {
+        "pg",
+        "ebpg",
+        "deletion_auc",
+        "insertion_auc",
+    }
+    fused = detection_maps(result, 0)[FUSED]
+    assert fused is not None and np.allclose(fused, fuse_reached([elsewhere, inside]))
+    assert row["maps"][FUSED]["ebpg"] == pytest.approx(energy_pointing_game(fused, box), abs=1e-6)
+    assert [r["layer"] for r in evaluator.summary_rows()] == [FUSED]
 
 
 def test_curves_stop_at_the_cap_and_eval_json_and_table_are_written(tmp_path: Path) -> None:
