@@ -3,9 +3,9 @@
 
 Flags follow v9.6.0's detect.py (--weights, --source, --imgsz, --conf-thres, --iou-thres,
 --max-det, --device, --classes, --agnostic-nms, --project/--name/--exist-ok) plus the kit's
-(--method, --target, --target-layers, --trust-checkpoint, --batch-size). The model is loaded
-once with the upstream's own attempt_load (patched: checkpoint loader) with inplace=False, and
-explained with the kit's YOLO adapter.
+(--method, --target, --target-layers, --trust-checkpoint, --batch-size, ...). The flags are
+checked, then the run is kit.load and Explainer.run (kit.loaders.yolo: the upstream's own
+attempt_load, patched, with inplace=False, through the kit's safe loader).
 
     python main_gradcam.py --weights yolov3.pt --source data/images --method gradcampp
 """
@@ -13,7 +13,6 @@ explained with the kit's YOLO adapter.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
@@ -21,14 +20,9 @@ ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # yolov3's packages (models, utils) live beside this file
 
+import kit  # noqa: E402
 from kit import cli  # noqa: E402
-from kit.errors import KitError  # noqa: E402
-
-# The modules whose nn.Module classes a checkpoint may rebuild (the safe loader's list; it imports
-# these and never a module a file names). torch.nn: torch's layers.
-ALLOWED_MODULES = ("models.yolo", "models.common", "models.experimental", "torch.nn")
-
-LOG = logging.getLogger("kit")
+from kit.outputs import increment_path  # noqa: E402
 
 
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
@@ -79,64 +73,22 @@ def main(argv: list[str] | None = None) -> int:
     opt = parse_opt(argv)
     cli.setup_logging()
     check_arguments(opt)
-    # A missing file must never reach attempt_load: v9.6.0's attempt_download would ask the
-    # GitHub API for the *latest* release and fetch weights that are not this pin's.
-    weights = cli.require_files(opt.weights)
-    if len(weights) > 1:
-        raise KitError(
-            f"--weights takes one checkpoint here, got {len(weights)}: an ensemble has no single "
-            "Detect head to explain"
-        )
-
-    from models.experimental import attempt_load
-    from models.yolo import Model
-    from utils.augmentations import letterbox
-    from utils.general import check_img_size, non_max_suppression
-    from utils.torch_utils import select_device
-
-    from kit.adapters.yolo import YoloAdapter, YoloFunctions
-    from kit.outputs import increment_path
-
-    device = cli.upstream_device(select_device, opt.device)
-    loader = cli.checkpoint_loader(
-        allowed_modules=ALLOWED_MODULES, trust=opt.trust_checkpoint, validate=cli.yolo_checkpoint_check(Model)
-    )
-    # inplace=False: activations and Detect decode out of place, so gradients reach the head
-    model = attempt_load(weights[0], map_location=device, inplace=False, loader=loader)
-    if opt.half:
-        model = cli.half_precision(model, device)
-    stride = int(model.stride.max())
-    size = max(opt.imgsz)  # the adapter letterboxes to a square, as detect.py does for one size
-    if len(set(opt.imgsz)) > 1:
-        LOG.info("--imgsz %s: explaining at %dx%d (square)", " ".join(map(str, opt.imgsz)), size, size)
-    adapter = YoloAdapter(
-        model,
-        functions=YoloFunctions(
-            letterbox=letterbox,
-            non_max_suppression=non_max_suppression,
-            nms_kwargs={"max_det": opt.max_det},
-        ),
-        img_size=check_img_size(size, s=stride),
+    explainer = kit.load(
+        "yolov3",
+        opt.weights,
+        checkout=ROOT,
+        device=opt.device,
+        trust_checkpoint=opt.trust_checkpoint,
+        img_size=opt.imgsz,
         conf_thres=opt.conf_thres,
         iou_thres=opt.iou_thres,
+        max_det=opt.max_det,
         classes=opt.classes,
-        agnostic=opt.agnostic_nms,
+        agnostic_nms=opt.agnostic_nms,
+        half=opt.half,
     )
     out_dir = increment_path(Path(opt.project) / opt.name, exist_ok=opt.exist_ok)
-    return cli.explain_sources(
-        adapter,
-        opt=opt,
-        upstream="yolov3",
-        weights=weights[0],
-        source=opt.source,
-        out_dir=out_dir,
-        extra={
-            "img_size": adapter.img_size,
-            "conf_thres": opt.conf_thres,
-            "iou_thres": opt.iou_thres,
-            "max_det": opt.max_det,
-        },
-    )
+    return cli.explain_sources(explainer, opt=opt, source=opt.source, out_dir=out_dir)
 
 
 if __name__ == "__main__":

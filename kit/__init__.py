@@ -1,5 +1,44 @@
-"""kit: per-detection Grad-CAM explanations for object detectors, independent of any upstream repo."""
+"""kit: per-detection Grad-CAM explanations for object detectors (yolov7, yolov3, detectron2).
+
+    import kit
+    explainer = kit.load("yolov7", weights="demo")
+    results = explainer.explain("inference/images", method="gradcam", target="class-logit")
+    results[0].detections[0].maps["74"]  # float32 (height, width) in the image's pixels, or None
+    explainer.run("inference/images", out_dir="runs/cam/nb")  # the run folder main_gradcam.py writes
+
+The public names are those of ``__all__``; they are imported on first use, so that ``import kit``
+(and the command-line tools that only need ``kit.errors``) does not load torch.
+"""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
+__all__ = ["DetectionResult", "Explainer", "ImageResult", "KitError", "RunResult", "load"]
+
+if TYPE_CHECKING:
+    from kit.api import Explainer, RunResult, load
+    from kit.errors import KitError
+    from kit.results import DetectionResult, ImageResult
+
+_HOMES = {
+    "load": "kit.api",
+    "Explainer": "kit.api",
+    "RunResult": "kit.api",
+    "ImageResult": "kit.results",
+    "DetectionResult": "kit.results",
+    "KitError": "kit.errors",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _HOMES:
+        import importlib
+
+        return getattr(importlib.import_module(_HOMES[name]), name)
+    raise AttributeError(f"module 'kit' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

@@ -16,20 +16,20 @@ import sys
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from kit.errors import CheckpointError, CheckpointNotFoundError, KitError
-from kit.evaluate import DEFAULT_CURVES, DEFAULT_STEPS, Evaluator, adapter_detector
-from kit.images import list_sources
-from kit.labels import load_labels
-from kit.methods import METHODS, get_method
-from kit.outputs import RunWriter, check_unlocked
-from kit.runner import Adapter, run
+from kit.evaluate import DEFAULT_CURVES, DEFAULT_STEPS
+from kit.methods import METHODS
+from kit.outputs import check_unlocked
 from kit.safeload import safe_load
-from kit.targets import TARGETS, get_target
+from kit.targets import TARGETS
+
+if TYPE_CHECKING:
+    from kit.api import Explainer
 
 LOG = logging.getLogger("kit")
 
@@ -296,76 +296,30 @@ def setup_logging() -> None:
 
 
 def explain_sources(
-    adapter: Adapter,
-    *,
-    opt: argparse.Namespace,
-    upstream: str,
-    weights: str,
-    source: str | Sequence[str],
-    out_dir: Path,
-    extra: dict[str, Any] | None = None,
+    explainer: Explainer, *, opt: argparse.Namespace, source: str | Sequence[str], out_dir: Path
 ) -> int:
-    """Run the kit over ``source`` into ``out_dir``; return the process exit code.
-
-    ``source`` is a file, folder or glob, or several of them (detectron2's ``--input a.jpg b*.png``).
+    """Run ``explainer`` over ``source`` into ``out_dir`` with the kit's flags (``opt``); return the
+    process exit code. ``source`` is a file, folder or glob, or several (detectron2's ``--input``).
     """
-    method = get_method(opt.method)
-    target = get_target(opt.target)
     check_kit_arguments(opt)  # the entry point checked them before loading; a caller may not have
-    layers = parse_layers(opt.target_layers) or adapter.default_layers()
-    modules = adapter.resolve_layers(layers)  # a bad layer stops the run before any image is read
-    same = [(a, b) for i, a in enumerate(layers) for b in layers[i + 1 :] if modules[a] is modules[b]]
-    if same:
-        a, b = same[0]
-        raise ArgumentError(f"--target-layers: {a} and {b} are the same module; give each layer once")
-    sources = [p for one in ([source] if isinstance(source, str) else source) for p in list_sources(one)]
-    evaluator = None
-    if getattr(opt, "eval", None):  # read (and check) the labels before any image is explained
-        evaluator = Evaluator(
-            labels=load_labels(opt.eval, names=adapter.names, sources=sources),
-            detector=adapter_detector(adapter),
-            curves=opt.eval_curves,
-            steps=opt.eval_steps,
-            batch_size=opt.batch_size,
-        )
-    writer = RunWriter(
-        out_dir=out_dir,
-        upstream=upstream,
-        weights=weights,
-        method=method.name,
-        target=target.name,
-        layers=layers,
-        extra=extra,
+    result = explainer.run(
+        [source] if isinstance(source, str) else list(source),
+        out_dir,
+        method=opt.method,
+        target=opt.target,
+        layers=parse_layers(opt.target_layers),
+        fuse=bool(getattr(opt, "fuse", False)),
+        batch_size=opt.batch_size,
+        labels=getattr(opt, "eval", None),
+        eval_curves=opt.eval_curves,
+        eval_steps=opt.eval_steps,
     )
-    try:  # from here on, Ctrl-C leaves partial results: guarded() says where
-        failed = run(
-            adapter,
-            sources=sources,
-            writer=writer,
-            layers=layers,
-            target=target,
-            method=method,
-            batch_size=opt.batch_size,
-            fuse=bool(getattr(opt, "fuse", False)),
-            on_image=None if evaluator is None else evaluator.add_image,
+    if result.eval_table is not None:
+        print(result.eval_table)
+    if result.failed:
+        LOG.error(
+            "%d of %d images failed; see the errors above and in the manifest", result.failed, result.images
         )
-        manifest = writer.finish()
-        LOG.info("results in %s (manifest: %s)", out_dir, manifest.name)
-        if evaluator is not None:
-            report, table = evaluator.finish(out_dir)
-            print(table)
-            LOG.info(
-                "eval: %s (%.1fs, of which %.1fs deletion/insertion)",
-                report,
-                evaluator.seconds,
-                evaluator.curve_seconds,
-            )
-    except KeyboardInterrupt as interrupt:
-        raise RunInterrupted(out_dir) from interrupt
-    finally:
-        writer.close()  # the lock and temporary files go however the run ended (a no-op after finish)
-    if failed:
-        LOG.error("%d of %d images failed; see the errors above and in the manifest", failed, len(sources))
         return EXIT_IMAGES_FAILED
     return EXIT_OK
 

@@ -39,11 +39,11 @@ import numpy as np
 from kit.errors import OutputError, ShapeError
 from kit.images import printable
 from kit.maps import energy_in_box, normalize
-from kit.render import color_for, overlay, summary
+from kit.render import summary
+from kit.results import DetectionResult, draw_overlay
 
 LOG = logging.getLogger("kit")
 PathLike = Union[str, Path]
-MapKey = tuple[int, str]
 LOCK_NAME = ".kit.lock"
 # Names of the run folder's own files: an image called maps.jpg becomes maps_2, manifest.json.png
 # manifest.json_2 (checked case-insensitively, as on macOS and Windows file systems).
@@ -213,27 +213,23 @@ class RunWriter:
         *,
         source: PathLike,
         image_bgr: np.ndarray,
-        detections: Sequence[Any],
-        maps: Mapping[MapKey, np.ndarray | None],
+        detections: Sequence[DetectionResult],
     ) -> ImageRecord:
         """Write overlays, summary and raw maps of one image; record it in the manifest.
 
-        ``detections`` are dicts or objects with ``box_xyxy`` (original pixels), ``class_id``,
-        ``score`` and optionally ``id`` (default: position), ``class_name`` and ``level``. ``maps``
-        holds an (H, W) map in [0, 1] at original size per ``(id, layer)``, or None where the
-        detection had no gradient at that layer.
+        Each detection's ``maps`` hold an (H, W) map in [0, 1] at the image's size per layer, or
+        None where the detection had no gradient at that layer (no overlay is drawn there).
 
         All or nothing: when a file cannot be written (a full disk, a file-size limit), the files
         this call already wrote are removed and the error is raised; the image is not recorded.
         """
-        records = [_detection_record(d, i) for i, d in enumerate(detections)]
         height, width = image_bgr.shape[:2]
-        _check_maps(source, records, maps, (height, width))  # before any file is written
+        _check_maps(source, detections, (height, width))  # before any file is written
         stem = self._unique_stem(Path(source))
         written: list[Path] = []
         try:
             record = self._write_files(
-                stem=stem, source=source, image_bgr=image_bgr, records=records, maps=maps, written=written
+                stem=stem, source=source, image_bgr=image_bgr, detections=detections, written=written
             )
         except BaseException:
             self._remove(written, folder=self.out_dir / stem)
@@ -249,37 +245,42 @@ class RunWriter:
         stem: str,
         source: PathLike,
         image_bgr: np.ndarray,
-        records: list[DetectionRecord],
-        maps: Mapping[MapKey, np.ndarray | None],
+        detections: Sequence[DetectionResult],
         written: list[Path],
     ) -> ImageRecord:
         height, width = image_bgr.shape[:2]
         arrays: dict[str, np.ndarray] = {}
         tiles: list[tuple[np.ndarray | None, list[float], str]] = []
-        for index, det in enumerate(records):
+        records: list[DetectionRecord] = []
+        for index, det in enumerate(detections):
+            record = DetectionRecord(
+                id=det.id,
+                box_xyxy=list(det.box_xyxy),
+                class_id=det.class_id,
+                class_name=det.class_name,
+                score=det.score,
+                level=det.level,
+            )
+            records.append(record)
             drawn: list[np.ndarray] = []
-            for layer in self._layers_of(det.id, maps):
-                cam = maps[(det.id, layer)]
-                label = f"{det.id} {det.class_name} {det.score:.2f}"
-                if len(self.layers) > 1:
-                    label += f" {layer}"
-                if cam is not None:
-                    drawn.append(cam)
+            for layer in self._layers_of(det):
+                cam = det.maps[layer]
                 if cam is None:
-                    det.maps.append(
+                    record.maps.append(
                         MapRecord(layer=layer, overlay=None, energy_in_box=None, no_gradient=True)
                     )
                     continue
+                drawn.append(cam)
                 key = f"det{det.id}_{self._safe_layer(layer)}"
                 rel = f"{stem}/{key}.jpg"
-                picture = overlay(image_bgr, cam, box_xyxy=det.box_xyxy, label=label, color=color_for(index))
+                picture = draw_overlay(image_bgr, det, layer, cam, index=index, layers=self.layers)
                 self._write_jpeg(rel, picture, written)
                 energy = round(energy_in_box(cam, det.box_xyxy), 6)
-                det.maps.append(MapRecord(layer=layer, overlay=rel, energy_in_box=energy, key=key))
+                record.maps.append(MapRecord(layer=layer, overlay=rel, energy_in_box=energy, key=key))
                 arrays[key] = cam.astype(np.float16)
             # One summary tile per detection: its layers' maps fused (sum of normalized maps).
             fused = normalize(np.sum(drawn, axis=0)) if drawn else None
-            tiles.append((fused, det.box_xyxy, f"{det.id} {det.class_name} {det.score:.2f}"))
+            tiles.append((fused, record.box_xyxy, det.label()))
         many = len(tiles) > 12  # keep the sheet a viewable size for crowded images
         sheet = summary(
             image_bgr,
@@ -343,9 +344,9 @@ class RunWriter:
         """The manifest as a dict: run settings, ``extra``, and one entry per image."""
         return {**self.header, **self.extra, "images": [r.to_json() for r in self.images]}
 
-    def _layers_of(self, det_id: int, maps: Mapping[MapKey, Any]) -> list[str]:
-        """Layers with a map for ``det_id``: the run's layers first, then any others in given order."""
-        given = [layer for (i, layer) in maps if i == det_id]
+    def _layers_of(self, det: DetectionResult) -> list[str]:
+        """Layers with a map for ``det``: the run's layers first, then any others in given order."""
+        given = list(det.maps)
         return [la for la in self.layers if la in given] + [la for la in given if la not in self.layers]
 
     def _unique_stem(self, source: Path) -> str:
@@ -554,46 +555,18 @@ class RunLock:
         return False
 
 
-def _check_maps(
-    source: PathLike, records: list[DetectionRecord], maps: Mapping[MapKey, Any], hw: tuple[int, int]
-) -> None:
-    """Unique detection ids, every map belongs to one, and maps are at the original size."""
-    ids = [r.id for r in records]
+def _check_maps(source: PathLike, detections: Sequence[DetectionResult], hw: tuple[int, int]) -> None:
+    """Unique detection ids, and maps at the original size."""
+    ids = [d.id for d in detections]
     if len(set(ids)) != len(ids):
         raise OutputError(f"detection ids of {source} are not unique: {ids}")
-    unknown = sorted(key for key in maps if key[0] not in set(ids))
-    if unknown:
-        raise OutputError(f"maps {unknown} of {source} belong to no detection; ids are {ids}")
-    for key, cam in maps.items():
-        if cam is not None and cam.shape != hw:
-            raise ShapeError(
-                f"map {key} of {source} is {cam.shape}, expected the original size {hw}; "
-                "bring it back with kit.maps.to_original"
-            )
-
-
-def _detection_record(det: Any, index: int) -> DetectionRecord:
-    """Read a detection given as a dict or an object (dataclass) into a DetectionRecord."""
-
-    def get(*names: str, default: Any = KeyError) -> Any:
-        for name in names:
-            value = det.get(name, KeyError) if isinstance(det, Mapping) else getattr(det, name, KeyError)
-            if value is not KeyError:
-                return value
-        if default is KeyError:
-            raise OutputError(f"detection {index} has no {' or '.join(names)}: {det!r}")
-        return default
-
-    class_id = int(get("class_id", "cls"))
-    level = get("level", default=None)
-    return DetectionRecord(
-        id=int(get("id", default=index)),
-        box_xyxy=[float(v) for v in np.asarray(get("box_xyxy", "box"), dtype=np.float64).reshape(4)],
-        class_id=class_id,
-        class_name=str(get("class_name", "name", default=class_id)),
-        score=float(get("score", "conf")),
-        level=None if level is None else int(level),
-    )
+    for det in detections:
+        for layer, cam in det.maps.items():
+            if cam is not None and cam.shape != hw:
+                raise ShapeError(
+                    f"map {layer!r} of detection {det.id} of {source} is {cam.shape}, expected the "
+                    f"original size {hw}; bring it back with kit.maps.to_original"
+                )
 
 
 def _fit_jpeg(image: np.ndarray) -> np.ndarray:

@@ -1,11 +1,12 @@
-"""The run loop shared by every entry point: images in, a run folder out.
+"""The run loop shared by every entry point and :class:`kit.Explainer`: images in, results out.
 
 Images are read one by one, letterboxed and explained in batches with the model loaded once,
-and each image's maps are taken back to its own pixels before they are written. One image never
-stops a run: a failure in reading, preprocessing, the forward pass, the maps or writing is
-recorded for that image in the manifest and the run goes on (a batch that fails is explained
-again one image at a time, so only the bad image is recorded). The return value is the number
-of images that failed, so entry points exit non-zero when any did.
+and each image's maps are taken back to its own pixels (:func:`explain_images` yields one
+:class:`~kit.results.ImageResult` per image). One image never stops a run: a failure in reading,
+preprocessing, the forward pass or the maps is that image's ``error`` and the run goes on (a
+batch that fails is explained again one image at a time, so only the bad image is recorded).
+:func:`run` writes the results into a run folder; writing an image can fail on its own too. Its
+return value is the number of images that failed, so entry points exit non-zero when any did.
 
 Ctrl-C (KeyboardInterrupt) writes the manifest with ``"interrupted": true`` and every finished
 image, releases the run folder's lock, and is raised again for the entry point to report.
@@ -15,10 +16,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, Union
 
 import numpy as np
 from torch import nn
@@ -31,10 +32,12 @@ from kit.images import printable, read_image
 from kit.maps import Letterbox, boxes_to_original, normalize, to_original
 from kit.methods import CamMethod
 from kit.outputs import RunWriter
+from kit.results import FUSED, DetectionResult, ImageResult
 from kit.targets import DetectorOutput, Target
 
 LOG = logging.getLogger("kit")
-FUSED = "fused"  # the layer name of the multi-layer map added by --fuse
+# An image to explain: a file, or a BGR uint8 (H, W, 3) array (named ``array<i>`` by its position).
+Source = Union[Path, np.ndarray]
 
 
 class Adapter(Protocol):
@@ -56,10 +59,27 @@ class Adapter(Protocol):
 
 @dataclass
 class ImageMaps:
-    """One image's detections and maps in its own pixels, ready to write."""
+    """One image's detections and maps as :class:`kit.evaluate.Evaluator` reads them (plain
+    records and maps keyed by ``(id, layer)``), made from an :class:`ImageResult` by :meth:`of`."""
 
     detections: list[dict[str, Any]]
     maps: dict[tuple[int, str], np.ndarray | None]
+
+    @classmethod
+    def of(cls, result: ImageResult) -> ImageMaps:
+        records = [
+            {
+                "id": d.id,
+                "box_xyxy": list(d.box_xyxy),
+                "class_id": d.class_id,
+                "class_name": d.class_name,
+                "score": d.score,
+                "level": d.level,
+            }
+            for d in result.detections
+        ]
+        maps = {(d.id, layer): m for d in result.detections for layer, m in d.maps.items()}
+        return cls(detections=records, maps=maps)
 
 
 def explain_batch(
@@ -91,15 +111,18 @@ def explain_batch(
     return explanation, letterboxes
 
 
-def to_image_maps(
+def to_image_result(
     explanation: Explanation,
     *,
     image_index: int,
     letterbox: Letterbox,
     method: str,
     names: Sequence[str],
+    layers: Sequence[str],
+    file: str,
+    image: np.ndarray | None = None,
     fuse: bool = False,
-) -> ImageMaps:
+) -> ImageResult:
     """Select one image's detections; boxes and maps back in the original pixels, normalized.
 
     With ``fuse``, each detection also gets a map under the layer name ``fused``: the maps of the
@@ -109,27 +132,60 @@ def to_image_maps(
     boxes = boxes_to_original(
         np.array([d.box_xyxy for _, d in picked], dtype=np.float32).reshape(-1, 4), letterbox
     )
-    records: list[dict[str, Any]] = []
-    maps: dict[tuple[int, str], np.ndarray | None] = {}
+    detections: list[DetectionResult] = []
     for det_id, ((k, d), box) in enumerate(zip(picked, boxes)):
-        records.append(
-            {
-                "id": det_id,
-                "box_xyxy": [round(float(v), 2) for v in box],
-                "class_id": d.class_id,
-                "class_name": names[d.class_id] if 0 <= d.class_id < len(names) else str(d.class_id),
-                "score": round(d.score, 5),
-                "level": d.level,
-            }
-        )
+        maps: dict[str, np.ndarray | None] = {}
         for layer, cams in explanation.cams[method].items():
             if bool(explanation.no_gradient[layer][k]):
-                maps[(det_id, layer)] = None
+                maps[layer] = None
             else:
-                maps[(det_id, layer)] = normalize(to_original(cams[k], letterbox))
+                maps[layer] = normalize(to_original(cams[k], letterbox))
         if fuse:
-            maps[(det_id, FUSED)] = fuse_reached([m for (i, _), m in maps.items() if i == det_id])
-    return ImageMaps(detections=records, maps=maps)
+            maps[FUSED] = fuse_reached(list(maps.values()))
+        x1, y1, x2, y2 = (round(float(v), 2) for v in box)
+        detections.append(
+            DetectionResult(
+                id=det_id,
+                box_xyxy=(x1, y1, x2, y2),
+                class_id=d.class_id,
+                class_name=names[d.class_id] if 0 <= d.class_id < len(names) else str(d.class_id),
+                score=round(d.score, 5),
+                level=d.level,
+                maps=maps,
+            )
+        )
+    height, width = letterbox.original_hw
+    return ImageResult(
+        file=file,
+        width=width,
+        height=height,
+        detections=tuple(detections),
+        layers=tuple(layers),
+        image=image,
+    )
+
+
+def to_image_maps(
+    explanation: Explanation,
+    *,
+    image_index: int,
+    letterbox: Letterbox,
+    method: str,
+    names: Sequence[str],
+    fuse: bool = False,
+) -> ImageMaps:
+    """:func:`to_image_result` as :class:`ImageMaps`, the form the evaluation reads."""
+    result = to_image_result(
+        explanation,
+        image_index=image_index,
+        letterbox=letterbox,
+        method=method,
+        names=names,
+        layers=list(explanation.cams[method]),
+        file="",
+        fuse=fuse,
+    )
+    return ImageMaps.of(result)
 
 
 def fuse_reached(maps: Sequence[np.ndarray | None]) -> np.ndarray | None:
@@ -138,33 +194,31 @@ def fuse_reached(maps: Sequence[np.ndarray | None]) -> np.ndarray | None:
     return normalize(fuse_layers(reached)) if reached else None
 
 
-def run(
+def source_path(source: Source, position: int) -> Path:
+    """The name an image goes by: its path, or ``array<position>`` for an array."""
+    return Path(f"array{position}") if isinstance(source, np.ndarray) else Path(source)
+
+
+def explain_images(
     adapter: Adapter,
     *,
-    sources: Sequence[Path],
-    writer: RunWriter,
+    sources: Sequence[Source],
     layers: Sequence[str],
     target: Target,
     method: CamMethod,
     batch_size: int = 1,
     fuse: bool = False,
-    on_image: Callable[[Path, np.ndarray, ImageMaps], None] | None = None,
-) -> int:
-    """Explain every source image into ``writer``; return how many images failed.
+) -> Iterator[tuple[Path, ImageResult]]:
+    """Explain each source image in turn; yield its name (:func:`source_path`) and its result.
 
-    ``fuse`` adds a fused multi-layer map per detection (layer name ``fused``). ``on_image`` is
-    called with each image and its maps right after they are written (``--eval`` measures them
-    there, so no image's maps outlive its turn); when it fails, the image is marked failed.
-
-    On KeyboardInterrupt, or anything else that ends the run early, the manifest keeps every
-    finished image (``"interrupted": true`` for Ctrl-C), the writer is closed (lock released,
-    temporary files removed) and the exception is raised again.
+    An image that cannot be read or explained is yielded with its ``error`` (and logged); the
+    others go on. ``fuse`` adds a fused multi-layer map per detection (layer name ``fused``).
     """
     modules = adapter.resolve_layers(layers)
-    started = time.perf_counter()
+    names = tuple(layers)
     pending: list[tuple[Path, np.ndarray]] = []
 
-    def explain_pending(batch: list[tuple[Path, np.ndarray]]) -> None:
+    def explain_pending(batch: list[tuple[Path, np.ndarray]]) -> Iterator[tuple[Path, ImageResult]]:
         if not batch:
             return
         try:
@@ -176,62 +230,91 @@ def run(
                 why = " ".join(str(error).split())
                 LOG.warning("a batch of %d images failed (%s); one at a time now", len(batch), why)
                 for item in batch:
-                    explain_pending([item])
+                    yield from explain_pending([item])
                 return
             source, image = batch[0]
-            fail(source, failure("could not explain", source, error, image=image))
+            yield failed(source, failure("could not explain", source, error, image=image))
             return
         for index, (source, image) in enumerate(batch):
-            finish_image(source, image, explanation, letterboxes[index], index)
-
-    def finish_image(
-        source: Path, image: np.ndarray, explanation: Explanation, letterbox: Letterbox, index: int
-    ) -> None:
-        try:
-            result = to_image_maps(
-                explanation,
-                image_index=index,
-                letterbox=letterbox,
-                method=method.name,
-                names=adapter.names,
-                fuse=fuse,
-            )
-        except Exception as error:
-            fail(source, failure("could not map back the results of", source, error, image=image))
-            return
-        try:
-            record = writer.write_image(
-                source=source, image_bgr=image, detections=result.detections, maps=result.maps
-            )
-        except Exception as error:  # its partial files are removed by the writer
-            fail(source, failure("could not write the results of", source, error))
-            return
-        LOG.info("%s: %d detections", printable(source), len(result.detections))
-        if on_image is not None:
             try:
-                on_image(source, image, result)
+                result = to_image_result(
+                    explanation,
+                    image_index=index,
+                    letterbox=letterboxes[index],
+                    method=method.name,
+                    names=adapter.names,
+                    layers=names,
+                    file=printable(source),
+                    image=image,
+                    fuse=fuse,
+                )
             except Exception as error:
-                message = failure("could not evaluate", source, error)
-                writer.set_error(record, message)
-                LOG.error("%s", message)
-
-    def fail(source: Path, message: str) -> None:
-        writer.add_error(source, message)
-        LOG.error("%s", message)
-
-    try:
-        for source in sources:
-            try:
-                image = read_image(source)
-            except Exception as error:
-                fail(source, failure("cannot read image", source, error))
+                yield failed(source, failure("could not map back the results of", source, error, image=image))
                 continue
-            pending.append((source, image))
-            if len(pending) >= batch_size:
-                batch, pending = pending, []
-                explain_pending(batch)
-        batch, pending = pending, []
-        explain_pending(batch)
+            yield source, result
+
+    for position, item in enumerate(sources):
+        source = source_path(item, position)
+        if isinstance(item, np.ndarray):
+            image = item
+        else:
+            try:
+                image = read_image(item)
+            except Exception as error:
+                yield failed(source, failure("cannot read image", source, error))
+                continue
+        pending.append((source, image))
+        if len(pending) >= batch_size:
+            batch, pending = pending, []
+            yield from explain_pending(batch)
+    batch, pending = pending, []
+    yield from explain_pending(batch)
+
+
+def failed(source: Path, message: str) -> tuple[Path, ImageResult]:
+    """An image that could not be explained: its name and a result holding only the error (logged)."""
+    LOG.error("%s", message)
+    result = ImageResult(
+        file=printable(source), width=None, height=None, detections=(), layers=(), error=message
+    )
+    return source, result
+
+
+def run(
+    adapter: Adapter,
+    *,
+    sources: Sequence[Source],
+    writer: RunWriter,
+    layers: Sequence[str],
+    target: Target,
+    method: CamMethod,
+    batch_size: int = 1,
+    fuse: bool = False,
+    on_image: Callable[[Path, np.ndarray, ImageResult], None] | None = None,
+) -> int:
+    """Explain every source image into ``writer``; return how many images failed.
+
+    ``fuse`` adds a fused multi-layer map per detection (layer name ``fused``). ``on_image`` is
+    called with each image and its result right after they are written (``--eval`` measures them
+    there, so no image's maps outlive its turn); when it fails, the image is marked failed.
+
+    On KeyboardInterrupt, or anything else that ends the run early, the manifest keeps every
+    finished image (``"interrupted": true`` for Ctrl-C), the writer is closed (lock released,
+    temporary files removed) and the exception is raised again.
+    """
+    started = time.perf_counter()
+    try:
+        results = explain_images(
+            adapter,
+            sources=sources,
+            layers=layers,
+            target=target,
+            method=method,
+            batch_size=batch_size,
+            fuse=fuse,
+        )
+        for source, result in results:
+            write_result(writer, source, result, on_image=on_image)
     except KeyboardInterrupt:
         writer.interrupted()
         LOG.debug("interrupted: %d images finished and kept in %s", len(writer.images), writer.manifest_path)
@@ -242,6 +325,34 @@ def run(
         raise
     LOG.info("%d images in %.2fs", len(sources), time.perf_counter() - started)
     return writer.failed
+
+
+def write_result(
+    writer: RunWriter,
+    source: Path,
+    result: ImageResult,
+    *,
+    on_image: Callable[[Path, np.ndarray, ImageResult], None] | None = None,
+) -> None:
+    """One image's result into the run folder (its error, or its files); then ``on_image``."""
+    if result.error is not None or result.image is None:
+        writer.add_error(source, result.error or "no image")
+        return
+    try:
+        record = writer.write_image(source=source, image_bgr=result.image, detections=result.detections)
+    except Exception as error:  # its partial files are removed by the writer
+        message = failure("could not write the results of", source, error)
+        writer.add_error(source, message)
+        LOG.error("%s", message)
+        return
+    LOG.info("%s: %d detections", printable(source), len(result.detections))
+    if on_image is not None:
+        try:
+            on_image(source, result.image, result)
+        except Exception as error:
+            message = failure("could not evaluate", source, error)
+            writer.set_error(record, message)
+            LOG.error("%s", message)
 
 
 def failure(what: str, source: Path, error: BaseException, *, image: np.ndarray | None = None) -> str:

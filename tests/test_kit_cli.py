@@ -15,9 +15,11 @@ import pytest
 import torch
 from torch import nn
 
+import kit.api
 from kit import cli
 from kit.cli import half_precision
 from kit.errors import CheckpointError, KitError
+from kit.loaders import Loaded
 
 
 def test_half_is_refused_on_the_cpu_with_the_fix() -> None:
@@ -363,7 +365,8 @@ def test_entry_points_refuse_bad_arguments_before_loading(
 def test_weights_demo_is_the_demo_detector_unless_a_file_is_named_demo(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    wants_demo = load_entrypoint("yolov7").wants_demo
+    from kit.loaders.yolo import wants_demo
+
     monkeypatch.chdir(tmp_path)
     assert wants_demo(["demo"])
     (tmp_path / "demo").mkdir()  # a project's demo/ folder is not a checkpoint
@@ -374,7 +377,7 @@ def test_weights_demo_is_the_demo_detector_unless_a_file_is_named_demo(
     assert not wants_demo(["demo"])
 
 
-class OneLayerAdapter:  # just enough of kit.runner.Adapter for explain_sources to start a run
+class OneLayerAdapter:  # just enough of kit.runner.Adapter for Explainer.run to start a run
     names = ["thing"]
 
     def __init__(self) -> None:
@@ -396,18 +399,12 @@ def test_ctrl_c_during_a_run_names_its_folder(
     def interrupted_run(adapter: object, **kwargs: object) -> int:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "run", interrupted_run)
+    monkeypatch.setattr(kit.api, "run", interrupted_run)
     out = tmp_path / "exp"
+    explainer = kit.api.Explainer(Loaded(adapter=OneLayerAdapter(), weights="w.pt"), upstream="test")  # type: ignore[arg-type]
 
     def main() -> int:
-        return cli.explain_sources(
-            OneLayerAdapter(),  # type: ignore[arg-type]
-            opt=kit_options(),
-            upstream="test",
-            weights="w.pt",
-            source=str(image),
-            out_dir=out,
-        )
+        return cli.explain_sources(explainer, opt=kit_options(), source=str(image), out_dir=out)
 
     with pytest.raises(cli.RunInterrupted) as caught:
         main()
@@ -417,12 +414,7 @@ def test_ctrl_c_during_a_run_names_its_folder(
     # two layers that are one module are refused before the run
     with pytest.raises(cli.ArgumentError, match="0 and model.0 are the same module"):
         cli.explain_sources(
-            OneLayerAdapter(),  # type: ignore[arg-type]
-            opt=kit_options(target_layers="0,model.0"),
-            upstream="test",
-            weights="w.pt",
-            source=str(image),
-            out_dir=out,
+            explainer, opt=kit_options(target_layers="0,model.0"), source=str(image), out_dir=out
         )
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ import pytest
 
 from kit.errors import OutputError, ShapeError
 from kit.outputs import RunWriter, increment_path
+from kit.results import DetectionResult
 
 H, W = 60, 80
 
@@ -57,6 +57,24 @@ def _detections() -> list[dict[str, Any]]:
     ]
 
 
+def _results(
+    dets: list[dict[str, Any]], maps: dict[tuple[int, str], np.ndarray | None]
+) -> list[DetectionResult]:
+    """The detections with their maps, as the run loop hands them to the writer."""
+    return [
+        DetectionResult(
+            id=d["id"],
+            box_xyxy=tuple(d["box_xyxy"]),
+            class_id=d["class_id"],
+            class_name=d["class_name"],
+            score=d["score"],
+            level=d["level"],
+            maps={layer: m for (i, layer), m in maps.items() if i == d["id"]},
+        )
+        for d in dets
+    ]
+
+
 def test_manifest_records_everything_with_relative_paths(tmp_path: Path) -> None:
     out = tmp_path / "run"
     writer = _writer(out, layers=["model.105", "model.75"], kit_version="0.1.0", argv=["--x"])
@@ -68,7 +86,7 @@ def test_manifest_records_everything_with_relative_paths(tmp_path: Path) -> None
     }
     image = np.full((H, W, 3), 90, np.uint8)
     record = writer.write_image(
-        source=tmp_path / "img.jpg", image_bgr=image, detections=_detections(), maps=maps
+        source=tmp_path / "img.jpg", image_bgr=image, detections=_results(_detections(), maps)
     )
     assert writer.finish() == out / "manifest.json"
 
@@ -125,7 +143,9 @@ def test_npz_holds_float16_maps_per_detection_and_layer(tmp_path: Path) -> None:
     cam = np.linspace(0, 1, H * W, dtype=np.float32).reshape(H, W)
     maps = {(0, "model.105"): cam, (1, "model.105"): None}
     writer.write_image(
-        source=Path("a.jpg"), image_bgr=np.zeros((H, W, 3), np.uint8), detections=_detections(), maps=maps
+        source=Path("a.jpg"),
+        image_bgr=np.zeros((H, W, 3), np.uint8),
+        detections=_results(_detections(), maps),
     )
     with np.load(tmp_path / "maps" / "a.npz") as data:
         assert sorted(data.files) == ["det0_model.105"]
@@ -135,7 +155,7 @@ def test_npz_holds_float16_maps_per_detection_and_layer(tmp_path: Path) -> None:
 
 def test_images_without_detections_and_failed_images(tmp_path: Path) -> None:
     writer = _writer(tmp_path)
-    writer.write_image(source="empty.jpg", image_bgr=np.zeros((H, W, 3), np.uint8), detections=[], maps={})
+    writer.write_image(source="empty.jpg", image_bgr=np.zeros((H, W, 3), np.uint8), detections=[])
     writer.add_error(Path("notes.txt"), "cannot read image 'notes.txt': OpenCV cannot decode it")
     assert writer.failed == 1
     manifest = json.loads(writer.finish().read_text())
@@ -166,7 +186,7 @@ def test_same_stems_do_not_overwrite_each_other(tmp_path: Path) -> None:
     for name in ("a.jpg", "a.png", "other/A.jpg", "maps.jpg"):
         image = np.full((H, W, 3), len(stems) * 50, np.uint8)
         cam = {(0, "model.105"): _cam(slice(0, 10), slice(0, 10))}
-        record = writer.write_image(source=name, image_bgr=image, detections=dets, maps=cam)
+        record = writer.write_image(source=name, image_bgr=image, detections=_results(dets, cam))
         stems.append(record.summary)
     assert stems == ["a_summary.jpg", "a_2_summary.jpg", "A_3_summary.jpg", "maps_2_summary.jpg"]
     assert (tmp_path / "a_2" / "det0_model.105.jpg").is_file() and (tmp_path / "maps" / "a_2.npz").is_file()
@@ -185,7 +205,7 @@ def test_layer_names_become_safe_unique_file_names(tmp_path: Path) -> None:
         (0, "backbone_res4"): _cam(slice(0, 9), slice(0, 9)),
     }
     record = writer.write_image(
-        source="a.jpg", image_bgr=np.zeros((H, W, 3), np.uint8), detections=_detections()[:1], maps=maps
+        source="a.jpg", image_bgr=np.zeros((H, W, 3), np.uint8), detections=_results(_detections()[:1], maps)
     )
     assert [m.overlay for m in record.detections[0].maps] == [
         "a/det0_backbone_res4.jpg",
@@ -193,41 +213,21 @@ def test_layer_names_become_safe_unique_file_names(tmp_path: Path) -> None:
     ]
 
 
-@dataclass
-class Det:
-    box_xyxy: tuple[float, float, float, float]
-    class_id: int
-    score: float
-    level: int | None = None
-
-
-def test_detections_may_be_dataclasses(tmp_path: Path) -> None:
-    writer = _writer(tmp_path)
-    dets = [Det((1.0, 2.0, 3.0, 4.0), np.int64(3), np.float32(0.25))]  # type: ignore[arg-type]
-    record = writer.write_image(
-        source="a.jpg", image_bgr=np.zeros((H, W, 3), np.uint8), detections=dets, maps={}
-    )
-    (det,) = record.detections
-    assert (det.id, det.class_id, det.class_name, det.score, det.level) == (0, 3, "3", 0.25, None)
-    json.loads(writer.finish().read_text())  # numpy scalars did not leak into the JSON
-
-
 def test_bad_inputs_are_reported(tmp_path: Path) -> None:
     writer = _writer(tmp_path)
     image = np.zeros((H, W, 3), np.uint8)
-    with pytest.raises(ShapeError, match=r"\(0, 'model.105'\).*\(10, 10\).*to_original"):
+    with pytest.raises(
+        ShapeError, match=r"map 'model.105' of detection 0 of a.jpg is \(10, 10\).*to_original"
+    ):
         writer.write_image(
             source="a.jpg",
             image_bgr=image,
-            detections=_detections(),
-            maps={(0, "model.105"): np.zeros((10, 10))},
+            detections=_results(_detections(), {(0, "model.105"): np.zeros((10, 10))}),
         )
-    with pytest.raises(OutputError, match="no score or conf"):
-        writer.write_image(
-            source="b.jpg", image_bgr=image, detections=[{"box_xyxy": [0, 0, 1, 1], "class_id": 0}], maps={}
-        )
-    with pytest.raises(OutputError, match=r"maps \[\(7, 'model.105'\)\] of c.jpg belong to no detection"):
-        writer.write_image(source="c.jpg", image_bgr=image, detections=[], maps={(7, "model.105"): None})
+    twice = _results(_detections()[:1], {}) * 2
+    with pytest.raises(OutputError, match=r"detection ids of b.jpg are not unique: \[0, 0\]"):
+        writer.write_image(source="b.jpg", image_bgr=image, detections=twice)
+    assert not list(tmp_path.glob("a*")) and not list(tmp_path.glob("b*"))  # refused before any file
     with pytest.raises(OutputError, match=r"\['images', 'method'\]"):
         _writer(tmp_path / "x", method="oops", images=[])
 
@@ -253,8 +253,7 @@ def test_layer_file_names_are_bounded_and_unique_case_insensitively(tmp_path: Pa
     record = writer.write_image(
         source="a.jpg",
         image_bgr=np.zeros((H, W, 3), np.uint8),
-        detections=_detections()[:1],
-        maps={(0, long): cam, (0, "Head"): cam, (0, "head"): cam},
+        detections=_results(_detections()[:1], {(0, long): cam, (0, "Head"): cam, (0, "head"): cam}),
     )
     first, upper, lower = (m.overlay for m in record.detections[0].maps)
     assert first is not None and first.startswith("a/det0_backbone.stagestage")

@@ -9,7 +9,7 @@ from kit.detections import Detection
 from kit.engine import Explanation
 from kit.fusion import fuse_layers
 from kit.maps import Letterbox, normalize, to_original
-from kit.runner import FUSED, to_image_maps
+from kit.runner import FUSED, to_image_result
 
 
 def test_fused_map_uses_only_the_layers_the_gradient_reached() -> None:
@@ -23,10 +23,12 @@ def test_fused_map_uses_only_the_layers_the_gradient_reached() -> None:
         no_gradient={"a": torch.tensor([False]), "b": torch.tensor([False]), "c": torch.tensor([True])},
     )
     box = Letterbox.identity((16, 16))
-    plain = to_image_maps(explanation, image_index=0, letterbox=box, method="gradcam", names=["x"])
-    assert (0, FUSED) not in plain.maps
-    fused = to_image_maps(explanation, image_index=0, letterbox=box, method="gradcam", names=["x"], fuse=True)
+    given = {"method": "gradcam", "names": ["x"], "layers": ["a", "b", "c"], "file": "x.png"}
+    (plain,) = to_image_result(explanation, image_index=0, letterbox=box, **given).detections
+    assert FUSED not in plain.maps
+    (fused,) = to_image_result(explanation, image_index=0, letterbox=box, fuse=True, **given).detections
     expected = normalize(fuse_layers([normalize(to_original(cams[k][0], box)) for k in ("a", "b")]))
-    assert fused.maps[(0, "c")] is None
-    assert np.allclose(fused.maps[(0, FUSED)], expected)
-    assert fused.maps[(0, FUSED)].shape == (16, 16) and fused.maps[(0, FUSED)].max() == 1.0
+    assert fused.maps["c"] is None and list(fused.maps) == ["a", "b", "c", FUSED]
+    fused_map = fused.maps[FUSED]
+    assert fused_map is not None and np.allclose(fused_map, expected)
+    assert fused_map.shape == (16, 16) and fused_map.max() == 1.0

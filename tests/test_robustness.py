@@ -28,6 +28,7 @@ import pytest
 from kit.errors import OutputError
 from kit.methods import get_method
 from kit.outputs import LOCK_NAME, MAX_NAME_BYTES, RunWriter, safe_stem
+from kit.results import DetectionResult
 from kit.runner import run
 from kit.targets import get_target
 from tests.conftest import ToyAdapter
@@ -260,11 +261,12 @@ def test_hostile_names_stay_inside_the_run_folder_and_unique(tmp_path: Path) -> 
     image = np.full((20, 30, 3), 90, np.uint8)
     cam = np.zeros((20, 30), np.float32)
     cam[5:10, 5:10] = 1.0
-    det = [{"box_xyxy": [0, 0, 10, 10], "class_id": 0, "score": 0.5}]
-    records = [
-        writer.write_image(source=name, image_bgr=image, detections=det, maps={(0, "feat"): cam})
-        for name in HOSTILE
+    det = [
+        DetectionResult(
+            0, (0, 0, 10, 10), class_id=0, class_name="0", score=0.5, level=None, maps={"feat": cam}
+        )
     ]
+    records = [writer.write_image(source=name, image_bgr=image, detections=det) for name in HOSTILE]
     writer.finish()
     folders = [r.summary.removesuffix("_summary.jpg") for r in records]  # type: ignore[union-attr]
     assert len({f.casefold() for f in folders}) == len(HOSTILE)
@@ -312,7 +314,7 @@ def test_temporary_names_carry_pid_and_a_random_token_and_go_on_failure(
 
     monkeypatch.setattr(os, "replace", refuse)
     with pytest.raises(OSError, match="File too large"):
-        one.write_image(source="a.png", image_bgr=np.zeros((8, 8, 3), np.uint8), detections=[], maps={})
+        one.write_image(source="a.png", image_bgr=np.zeros((8, 8, 3), np.uint8), detections=[])
     one.add_error("b.png", "boom")  # the manifest cannot be replaced either: logged, run goes on
     monkeypatch.undo()
     assert re.fullmatch(rf"\.a_summary\.jpg\.{os.getpid()}\.[0-9a-f]{{8}}\.tmp", seen[0])

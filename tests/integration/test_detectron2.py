@@ -109,7 +109,7 @@ RECOMPUTE = """
     import detectron2.data.transforms as T
     from detectron2.config import get_cfg
     from detectron2.modeling import build_model
-    import main_gradcam
+    from kit.loaders.detectron2 import safe_checkpointer
     from kit.adapters.detectron2 import Detectron2Adapter
     def check(config, weights, image):
         cfg = get_cfg()
@@ -117,7 +117,7 @@ RECOMPUTE = """
         cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.01",
                              "MODEL.RETINANET.SCORE_THRESH_TEST", "0.01"])
         model = build_model(cfg).eval()
-        main_gradcam.safe_checkpointer(model, trust=False).load(weights)
+        safe_checkpointer(model, trust=False).load(weights)
         aug = T.ResizeShortestEdge([256, 256], 1333)
         adapter = Detectron2Adapter(model, resize=lambda im: aug.get_transform(im).apply_image(im), max_det=6)
         images, _ = adapter.preprocess([image, image[:, ::-1].copy()])
@@ -163,7 +163,7 @@ LOCAL_EQUALS_FULL = """
     import detectron2.data.transforms as T
     from detectron2.config import get_cfg
     from detectron2.modeling import build_model
-    import main_gradcam
+    from kit.loaders.detectron2 import safe_checkpointer
     from kit.adapters.detectron2 import Detectron2Adapter
     from kit.engine import explain
     from kit.methods import METHODS
@@ -172,7 +172,7 @@ LOCAL_EQUALS_FULL = """
     cfg.merge_from_file(sys.argv[1])
     cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.01"])
     model = build_model(cfg).eval()
-    main_gradcam.safe_checkpointer(model, trust=False).load(sys.argv[2])
+    safe_checkpointer(model, trust=False).load(sys.argv[2])
     aug = T.ResizeShortestEdge([256, 256], 1333)
     adapter = Detectron2Adapter(model, resize=lambda im: aug.get_transform(im).apply_image(im), max_det=2)
     images, _ = adapter.preprocess([cv2.imread(sys.argv[3])])

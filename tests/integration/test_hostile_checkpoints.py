@@ -97,18 +97,18 @@ print(json.dumps(sorted(p.name for p in out.iterdir())))
 """
 )
 
-# Every nn.Module class of the entry point's list is admitted, and none may be *called*.
+# Every nn.Module class of the YOLO loader's list is admitted, and none may be *called*.
 REDUCE_EVERY_CLASS = """
 import inspect, io, json, pickle, sys
 import torch
 from torch import nn
-import main_gradcam
+from kit.loaders.yolo import ALLOWED_MODULES
 from kit.errors import UnsafeCheckpointError
 from kit.safeload import safe_load
 from pathlib import Path
 path, refused, loaded = Path(sys.argv[1]), [], []
 import importlib
-modules = [importlib.import_module(m) for m in main_gradcam.ALLOWED_MODULES if m != "torch.nn"]
+modules = [importlib.import_module(m) for m in ALLOWED_MODULES if m != "torch.nn"]
 classes = [c for m in modules for c in vars(m).values()
            if inspect.isclass(c) and issubclass(c, nn.Module) and c.__module__ == m.__name__]
 classes += [nn.Linear, nn.Conv2d, nn.Sequential, nn.Upsample]
@@ -118,7 +118,7 @@ for cls in classes:
     for data in (b"\\x80\\x02" + body + b")R.", b"\\x80\\x02}X\\x01\\x00\\x00\\x00k" + body + b")Rs."):
         path.write_bytes(data)
         try:
-            safe_load(path, allowed_modules=main_gradcam.ALLOWED_MODULES)
+            safe_load(path, allowed_modules=ALLOWED_MODULES)
             loaded.append(cls.__qualname__)
         except UnsafeCheckpointError:
             refused.append(cls.__qualname__)
@@ -184,17 +184,17 @@ def test_yolo_hostile_corpus_is_refused_and_runs_nothing(
     sample = ["genuine-plus-model.zip.pt", "reduce-model.legacy.pt", "reduce-model.p0.pkl"]
     for name in sample:
         _refused_by_the_cli(upstream, checkout, tmp_path, out / name, marker)
-    # The rest through the entry point's own loader, in one process.
+    # The rest through the YOLO loader's own list, in one process.
     check = run_in_checkout(
         checkout,
         """
         import sys
-        import main_gradcam
+        from kit.loaders.yolo import ALLOWED_MODULES
         from kit.errors import UnsafeCheckpointError
         from kit.safeload import safe_load
         for path in sys.argv[1:]:
             try:
-                safe_load(path, allowed_modules=main_gradcam.ALLOWED_MODULES)
+                safe_load(path, allowed_modules=ALLOWED_MODULES)
             except UnsafeCheckpointError:
                 continue
             raise SystemExit(f"loaded {path}")
@@ -222,12 +222,12 @@ def test_detectron2_hostile_corpus_is_refused_and_runs_nothing(
         detectron2_checkout,
         """
         import sys
-        import main_gradcam
+        from kit.loaders.detectron2 import ALLOWED_MODULES
         from kit.errors import UnsafeCheckpointError
         from kit.safeload import safe_load
         for path in sys.argv[1:]:
             try:
-                safe_load(path, allowed_modules=main_gradcam.ALLOWED_MODULES)
+                safe_load(path, allowed_modules=ALLOWED_MODULES)
             except UnsafeCheckpointError:
                 continue
             raise SystemExit(f"loaded {path}")

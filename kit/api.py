@@ -1,0 +1,311 @@
+"""The kit in Python: :func:`load` a detector from its checkout, then :meth:`Explainer.explain`
+images into results in memory or :meth:`Explainer.run` them into a run folder.
+
+Every ``main_gradcam.py`` is built on these two calls: it checks its flags, calls :func:`load`,
+then :meth:`Explainer.run`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+
+from kit.cli import ArgumentError, check_positive, parse_layers
+from kit.evaluate import DEFAULT_CURVES, DEFAULT_STEPS, Evaluator, adapter_detector
+from kit.images import list_sources, printable
+from kit.labels import load_labels
+from kit.loaders import Loaded, find_checkout, use_checkout
+from kit.methods import CamMethod, get_method
+from kit.outputs import RunWriter
+from kit.results import ImageResult
+from kit.runner import ImageMaps, Source, explain_images, run, source_path
+from kit.targets import Target, get_target
+
+LOG = logging.getLogger("kit")
+UPSTREAMS = ("yolov3", "yolov7", "detectron2")
+# What each upstream's load takes besides weights, device and trust_checkpoint.
+OPTIONS = {
+    "yolov7": ("img_size", "conf_thres", "iou_thres", "max_det", "classes", "agnostic_nms", "half"),
+    "yolov3": ("img_size", "conf_thres", "iou_thres", "max_det", "classes", "agnostic_nms", "half"),
+    "detectron2": ("config_file", "opts", "conf_thres", "max_det"),
+}
+PathLike = Union[str, Path]
+# A file, folder or glob; several of them; or BGR uint8 (H, W, 3) arrays.
+Sources = Union[PathLike, np.ndarray, Sequence[Union[PathLike, np.ndarray]]]
+Layers = Union[str, Sequence[str], None]
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What :meth:`Explainer.run` wrote: the run folder, its manifest, how many images it holds
+    and how many of them failed; with ``labels``, the evaluation's ``eval.json`` and its table."""
+
+    out_dir: Path
+    manifest: Path
+    images: int
+    failed: int
+    eval_report: Path | None = None
+    eval_table: str | None = None
+
+
+def load(
+    upstream: str,
+    weights: PathLike | Sequence[PathLike] | None = None,
+    *,
+    checkout: PathLike | None = None,
+    device: str | None = None,
+    trust_checkpoint: bool = False,
+    **options: Any,
+) -> Explainer:
+    """Load a detector with its upstream's own code, for :meth:`Explainer.explain` and :meth:`Explainer.run`.
+
+    upstream: ``"yolov7"``, ``"yolov3"`` or ``"detectron2"``.
+    weights: the checkpoint, read through the kit's safe loader (yolov3/yolov7: written by
+        train.py, ``"demo"`` for the demo detector with yolov7; detectron2: a model-zoo ``.pkl``
+        or a ``.pth``; None: the config's ``MODEL.WEIGHTS``).
+    checkout: the upstream's checkout, whose code is imported (put first on ``sys.path``); by
+        default the current folder when it is one, else the kit's ``upstreams/<name>``
+        (``$KIT_UPSTREAMS_DIR/<name>``).
+    device: ``"cpu"``, ``"0"``, ... (YOLO: as detect.py's ``--device``; detectron2: ``MODEL.DEVICE``,
+        e.g. ``"cuda:0"``); default: CUDA when there is one.
+    trust_checkpoint: load with full pickle: any code in the file WILL RUN; only for files you
+        made or fully trust.
+    options: yolov3/yolov7: ``img_size`` (default 640; demo 256), ``conf_thres`` (0.25),
+        ``iou_thres`` (0.45), ``max_det`` (yolov7 300, yolov3 1000), ``classes`` (class ids to
+        keep), ``agnostic_nms``, ``half`` (float16 on CUDA). detectron2: ``config_file`` (default
+        Faster R-CNN R50-FPN 3x, relative to the checkout), ``opts`` (``KEY VALUE`` ... config
+        overrides), ``conf_thres`` (0.5), ``max_det`` (no cap).
+
+    Every value is checked before the model loads; a bad one raises a :class:`kit.errors.KitError`
+    that says what to pass.
+    """
+    if upstream not in UPSTREAMS:
+        raise ArgumentError(f"unknown upstream {upstream!r}; the kit loads {', '.join(UPSTREAMS)}")
+    unknown = sorted(set(options) - set(OPTIONS[upstream]))
+    if unknown:
+        raise ArgumentError(
+            f"{upstream} takes no option {', '.join(unknown)}; its options are {', '.join(OPTIONS[upstream])}"
+        )
+    folder = find_checkout(upstream, checkout)
+    use_checkout(upstream, folder)
+    loaded: Loaded
+    if upstream == "detectron2":
+        from kit.loaders import detectron2
+
+        if weights is not None and not isinstance(weights, (str, Path)):
+            raise ArgumentError("detectron2 takes one weights file")
+        loaded = detectron2.load(folder, weights, device=device, trust_checkpoint=trust_checkpoint, **options)
+    else:
+        from kit.loaders import yolo
+
+        if weights is None:
+            raise ArgumentError(f"{upstream} needs weights: a checkpoint written by train.py, or 'demo'")
+        loaded = yolo.load(
+            upstream, folder, weights, device=device, trust_checkpoint=trust_checkpoint, **options
+        )
+    return Explainer(loaded, upstream=upstream)
+
+
+class Explainer:
+    """A loaded detector, ready to explain images; made by :func:`load`."""
+
+    def __init__(self, loaded: Loaded, *, upstream: str) -> None:
+        self.adapter = loaded.adapter
+        self.upstream = upstream
+        self.weights = loaded.weights
+        self.settings = dict(loaded.settings)  # recorded in the manifest beside the run's own
+
+    @property
+    def names(self) -> list[str]:
+        """The class names, indexed by class id."""
+        return list(self.adapter.names)
+
+    def default_layers(self) -> list[str]:
+        """The layers explained when ``layers`` is not given (those feeding the detection head)."""
+        return self.adapter.default_layers()
+
+    def explain(
+        self,
+        source: Sources,
+        *,
+        method: str = "gradcam",
+        target: str = "class-logit",
+        layers: Layers = None,
+        fuse: bool = False,
+        batch_size: int = 1,
+    ) -> list[ImageResult]:
+        """Explain every kept detection of every image; one :class:`ImageResult` per image, in order.
+
+        source: an image file, a folder, a glob, or a list of them, or BGR uint8 (H, W, 3) arrays
+            (named ``array0``, ``array1``, ... by position).
+        method: a CAM method (``kit.methods.METHODS``: gradcam, gradcampp, layercam, ...).
+        target: the score each map explains: ``class-logit``, ``class-prob`` or ``score``.
+        layers: layer indices or module names (a list, or ``"102,103,104"``); default: the layers
+            feeding the head.
+        fuse: also give each detection its layers fused into one map, under ``"fused"``.
+        batch_size: images per forward pass.
+
+        An image that cannot be read or explained gets an ``error`` and no detections; the others
+        go on. Every map is held in memory: for many images, :meth:`run` writes them instead.
+        """
+        plan = self._plan(source, method=method, target=target, layers=layers, batch_size=batch_size)
+        results = explain_images(
+            self.adapter,
+            sources=plan.sources,
+            layers=plan.layers,
+            target=plan.target,
+            method=plan.method,
+            batch_size=batch_size,
+            fuse=fuse,
+        )
+        return [result for _, result in results]
+
+    def run(
+        self,
+        source: Sources,
+        out_dir: PathLike,
+        *,
+        method: str = "gradcam",
+        target: str = "class-logit",
+        layers: Layers = None,
+        fuse: bool = False,
+        batch_size: int = 1,
+        labels: PathLike | None = None,
+        eval_curves: int = DEFAULT_CURVES,
+        eval_steps: int = DEFAULT_STEPS,
+    ) -> RunResult:
+        """Explain ``source`` as :meth:`explain` does, into the run folder ``out_dir`` (written into as
+        given; made if missing), exactly as ``main_gradcam.py`` writes it: overlays, summaries,
+        ``maps/<stem>.npz`` and ``manifest.json``.
+
+        labels: the images' ground truth (a folder of YOLO ``<stem>.txt`` or a COCO ``.json``):
+            PG, EBPG and deletion/insertion of the matched detections into ``eval.json``
+            (``--eval``), with ``eval_curves`` curves of ``eval_steps`` steps.
+
+        A folder another run is writing into is refused (its lock). Ctrl-C leaves a valid manifest
+        of the finished images (``"interrupted": true``) and raises
+        :class:`kit.cli.RunInterrupted` (a KeyboardInterrupt) naming the folder.
+        """
+        from kit.cli import RunInterrupted
+
+        plan = self._plan(source, method=method, target=target, layers=layers, batch_size=batch_size)
+        evaluator = None
+        if labels is not None:  # read (and check) the labels before any image is explained
+            if eval_curves < 0:
+                raise ArgumentError(f"eval_curves must be 0 (no curves) or more, got {eval_curves}")
+            check_positive("eval_steps", eval_steps, what="steps")
+            evaluator = Evaluator(
+                labels=load_labels(
+                    str(labels),
+                    names=self.adapter.names,
+                    sources=[source_path(s, i) for i, s in enumerate(plan.sources)],
+                ),
+                detector=adapter_detector(self.adapter),
+                curves=eval_curves,
+                steps=eval_steps,
+                batch_size=batch_size,
+            )
+        out = Path(out_dir)
+        writer = RunWriter(
+            out_dir=out,
+            upstream=self.upstream,
+            weights=self.weights,
+            method=plan.method.name,
+            target=plan.target.name,
+            layers=plan.layers,
+            extra=self.settings,
+        )
+
+        def evaluate(path: Path, image: np.ndarray, result: ImageResult) -> None:
+            if evaluator is not None:
+                evaluator.add_image(path, image, ImageMaps.of(result))
+
+        try:  # from here on, Ctrl-C leaves partial results: RunInterrupted says where
+            failed = run(
+                self.adapter,
+                sources=plan.sources,
+                writer=writer,
+                layers=plan.layers,
+                target=plan.target,
+                method=plan.method,
+                batch_size=batch_size,
+                fuse=fuse,
+                on_image=None if evaluator is None else evaluate,
+            )
+            manifest = writer.finish()
+            LOG.info("results in %s (manifest: %s)", printable(out), manifest.name)
+            report = table = None
+            if evaluator is not None:
+                report, table = evaluator.finish(out)
+                LOG.info(
+                    "eval: %s (%.1fs, of which %.1fs deletion/insertion)",
+                    report,
+                    evaluator.seconds,
+                    evaluator.curve_seconds,
+                )
+        except KeyboardInterrupt as interrupt:
+            raise RunInterrupted(out) from interrupt
+        finally:
+            writer.close()  # the lock and temporary files go however the run ended (a no-op after finish)
+        return RunResult(
+            out_dir=out,
+            manifest=manifest,
+            images=len(writer.images),
+            failed=failed,
+            eval_report=report,
+            eval_table=table,
+        )
+
+    def _plan(self, source: Sources, *, method: str, target: str, layers: Layers, batch_size: int) -> _Plan:
+        """Everything checked before any image is read: method, target, layers, batch size, sources."""
+        check_positive("batch_size", batch_size, what="images")
+        chosen = parse_layers(layers) if isinstance(layers, str) else [str(la) for la in layers or []]
+        if len(set(chosen)) != len(chosen):
+            raise ArgumentError(f"layers {chosen} name a layer more than once; give each layer once")
+        chosen = chosen or self.adapter.default_layers()
+        modules = self.adapter.resolve_layers(chosen)  # a bad layer stops before any image is read
+        same = [(a, b) for i, a in enumerate(chosen) for b in chosen[i + 1 :] if modules[a] is modules[b]]
+        if same:
+            a, b = same[0]
+            raise ArgumentError(f"--target-layers: {a} and {b} are the same module; give each layer once")
+        return _Plan(
+            method=get_method(method),
+            target=get_target(target),
+            layers=chosen,
+            sources=list_images(source),
+        )
+
+
+@dataclass(frozen=True)
+class _Plan:
+    method: CamMethod
+    target: Target
+    layers: list[str]
+    sources: list[Source]
+
+
+def list_images(source: Sources) -> list[Source]:
+    """Files named by a path, folder or glob (or several), and arrays as given (checked: BGR uint8)."""
+    items = [source] if isinstance(source, (str, Path, np.ndarray)) else list(source)
+    found: list[Source] = []
+    for position, item in enumerate(items):
+        if isinstance(item, np.ndarray):
+            if item.dtype != np.uint8 or item.ndim != 3 or item.shape[2] != 3 or 0 in item.shape:
+                raise ArgumentError(
+                    f"image {position} is an array of shape {item.shape} and dtype {item.dtype}; pass "
+                    "BGR uint8 (height, width, 3) arrays, as cv2.imread gives"
+                )
+            found.append(item)
+        elif isinstance(item, (str, Path)):
+            found.extend(list_sources(item))
+        else:
+            raise ArgumentError(
+                f"image source {position} is a {type(item).__name__}; pass a path, a folder, a glob "
+                "or a BGR uint8 array"
+            )
+    return found

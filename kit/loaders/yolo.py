@@ -1,0 +1,157 @@
+"""yolov7 and ultralytics/yolov3 v9.6.0: the model loaded with the checkout's own ``attempt_load``
+(patched: checkpoint loader, in-place flag) and explained with the kit's YOLO adapter."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from kit import cli
+from kit.demo import DEMO_NAME
+from kit.errors import KitError
+from kit.loaders import Loaded
+
+LOG = logging.getLogger("kit")
+
+# The modules whose nn.Module classes a checkpoint may rebuild (the safe loader's list; it imports
+# these and never a module a file names). torch.nn: torch's layers.
+ALLOWED_MODULES = ("models.yolo", "models.common", "models.experimental", "torch.nn")
+DEFAULT_IMG_SIZE = 640
+DEFAULT_MAX_DET = {"yolov7": 300, "yolov3": 1000}  # as each detect.py
+
+
+def wants_demo(weights: Sequence[str]) -> bool:
+    """``demo`` is the demo detector unless a *file* named demo is in the way (a folder named
+    demo, as many projects have, is not a checkpoint)."""
+    return list(weights) == [DEMO_NAME] and not Path(DEMO_NAME).is_file()
+
+
+def check_options(
+    *, img_size: int | Sequence[int] | None, conf_thres: float, iou_thres: float, max_det: int | None
+) -> None:
+    """The values the run cannot use, refused before anything is loaded (named as kit.load's options)."""
+    for size in [] if img_size is None else [img_size] if isinstance(img_size, int) else img_size:
+        cli.check_positive("img_size", size)
+    cli.check_fraction("conf_thres", conf_thres)
+    cli.check_fraction("iou_thres", iou_thres)
+    cli.check_max_det(max_det, flag="max_det")
+
+
+def load_demo_model(checkout: Path, device: Any) -> tuple[Any, int, str]:
+    """The demo detector: yolov7's Model(cfg, nc=3) with the kit's float16 state_dict, fused.
+
+    Returns the model, its training image size and the weights path (for the manifest).
+    """
+    import torch
+    from models.yolo import Model
+
+    from kit.demo import demo_weights
+
+    demo = demo_weights()
+    model = Model(str(checkout / demo.cfg), ch=3, nc=demo.nc)
+    state = torch.load(demo.weights, map_location="cpu", weights_only=True)  # tensors only
+    model.load_state_dict({k: v.float() for k, v in state.items()})
+    model.names = list(demo.names)
+    with torch.no_grad():  # IDetect.fuse() updates parameters in place
+        model = model.float().fuse().eval().to(device)
+    for m in model.modules():  # as attempt_load(inplace=False): gradients need out-of-place ops
+        if hasattr(m, "inplace") and isinstance(m.inplace, bool):
+            m.inplace = False
+    return model, demo.img_size, str(demo.weights)
+
+
+def load(
+    upstream: str,
+    checkout: Path,
+    weights: str | Path | Sequence[str | Path],
+    *,
+    device: str | None = None,
+    trust_checkpoint: bool = False,
+    img_size: int | Sequence[int] | None = None,
+    conf_thres: float = 0.25,
+    iou_thres: float = 0.45,
+    max_det: int | None = None,
+    classes: Sequence[int] | None = None,
+    agnostic_nms: bool = False,
+    half: bool = False,
+) -> Loaded:
+    """yolov7 or yolov3 (v9.6.0) from ``checkout``, which must be on ``sys.path`` already.
+
+    ``weights``: a checkpoint written by train.py (yolov7: several make an ensemble; ``demo`` the
+    demo detector). ``img_size``: one size, or (h, w) of which the larger is used as a square
+    (default 640; the demo detector's own 256). ``max_det`` default: that repo's detect.py's.
+    """
+    paths = [str(weights)] if isinstance(weights, (str, Path)) else [str(w) for w in weights]
+    max_det = DEFAULT_MAX_DET[upstream] if max_det is None else max_det
+    check_options(img_size=img_size, conf_thres=conf_thres, iou_thres=iou_thres, max_det=max_det)
+    demo = upstream == "yolov7" and wants_demo(paths)
+    if not demo:
+        # A missing file must never reach attempt_load: yolov3 v9.6.0's attempt_download would ask
+        # the GitHub API for the *latest* release and fetch weights that are not this pin's.
+        paths = cli.require_files(paths)
+    if upstream == "yolov3" and len(paths) > 1:
+        raise KitError(
+            f"--weights takes one checkpoint here, got {len(paths)}: an ensemble has no single "
+            "Detect head to explain"
+        )
+
+    from models.experimental import attempt_load
+    from models.yolo import Model
+    from utils.general import check_img_size, non_max_suppression
+    from utils.torch_utils import select_device
+
+    if upstream == "yolov7":
+        from utils.datasets import letterbox
+    else:
+        from utils.augmentations import letterbox
+
+    from kit.adapters.yolo import YoloAdapter, YoloFunctions
+
+    device = cli.upstream_device(select_device, "" if device is None else device)
+    loader = cli.checkpoint_loader(
+        allowed_modules=ALLOWED_MODULES, trust=trust_checkpoint, validate=cli.yolo_checkpoint_check(Model)
+    )
+    default_size = DEFAULT_IMG_SIZE
+    if demo:
+        model, default_size, shown = load_demo_model(checkout, device)
+    else:
+        import torch
+
+        # yolov7 under no_grad as in its detect.py: IDetect.fuse() updates parameters in place, which
+        # autograd refuses for leaves that require grad (every training-cfg checkpoint, yolov7.pt).
+        # inplace=False: activations and Detect decode out of place, so gradients reach the head.
+        with torch.no_grad() if upstream == "yolov7" else contextlib.nullcontext():
+            model = attempt_load(
+                paths if len(paths) > 1 else paths[0], map_location=device, inplace=False, loader=loader
+            )
+        shown = ",".join(paths)
+    if half:
+        model = cli.half_precision(model, device)
+    sizes = (
+        [default_size] if img_size is None else [img_size] if isinstance(img_size, int) else list(img_size)
+    )
+    size = max(sizes)  # the adapter letterboxes to a square, as detect.py does for one size
+    if len(set(sizes)) > 1:
+        LOG.info("image size %s: explaining at %dx%d (square)", " ".join(map(str, sizes)), size, size)
+    nms = {"max_det": max_det} if upstream == "yolov3" else {}  # v9.6.0's NMS caps, yolov7's does not
+    adapter = YoloAdapter(
+        model,
+        functions=YoloFunctions(letterbox=letterbox, non_max_suppression=non_max_suppression, nms_kwargs=nms),
+        img_size=check_img_size(size, s=int(model.stride.max())),
+        conf_thres=conf_thres,
+        iou_thres=iou_thres,
+        classes=None if classes is None else list(classes),
+        agnostic=agnostic_nms,
+        max_det=max_det if upstream == "yolov7" else None,
+    )
+    settings: dict[str, Any] = {
+        "img_size": adapter.img_size,
+        "conf_thres": conf_thres,
+        "iou_thres": iou_thres,
+    }
+    if upstream == "yolov3":
+        settings["max_det"] = max_det
+    return Loaded(adapter=adapter, weights=shown, settings=settings)

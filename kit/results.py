@@ -1,0 +1,103 @@
+"""What an explanation gives back: one :class:`ImageResult` per image, one :class:`DetectionResult`
+per kept detection, in the image's own pixels.
+
+These are the one detection type from the run loop to the run folder: ``Explainer.explain``
+returns them, the run folder's writer (:mod:`kit.outputs`) writes them, and
+:meth:`ImageResult.overlay` draws the same picture the run folder holds for a detection and layer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from kit.errors import KitError
+from kit.render import color_for, overlay
+
+FUSED = "fused"  # the layer name of the multi-layer map added by fuse=True (--fuse)
+
+
+class NoMapError(KitError, LookupError):
+    """A detection has no map at the layer asked for (no gradient reached it, or no such layer)."""
+
+
+@dataclass(frozen=True)
+class DetectionResult:
+    """One kept detection of an image and its maps.
+
+    ``box_xyxy`` is in the original image's pixels (rounded to 0.01 px), ``score`` what the
+    detector's NMS kept it with (rounded to 1e-5), ``level`` the head level it came from (YOLO,
+    RetinaNet; None where a detector has none). ``maps`` holds, per layer name, a float32
+    (height, width) map in [0, 1] at the image's size, or None where no gradient reached that
+    layer (a YOLO detection has gradient only at the head level that produced it); with
+    ``fuse=True`` also ``"fused"``.
+    """
+
+    id: int
+    box_xyxy: tuple[float, float, float, float]
+    class_id: int
+    class_name: str
+    score: float
+    level: Optional[int]
+    maps: Mapping[str, Optional[np.ndarray]]
+
+    def label(self) -> str:
+        """The text drawn beside the box: id, class name and score."""
+        return f"{self.id} {self.class_name} {self.score:.2f}"
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    """One image: its size, its detections, or the error that stopped it.
+
+    ``file`` is the path as given (``array<i>`` for the i-th image passed as an array), ``layers``
+    the explained layers (without ``fused``), ``image`` the BGR uint8 picture that was explained
+    (None when it could not be read). A failed image has ``error`` and no detections.
+    """
+
+    file: str
+    width: Optional[int]
+    height: Optional[int]
+    detections: tuple[DetectionResult, ...]
+    layers: tuple[str, ...]
+    image: Optional[np.ndarray] = None
+    error: Optional[str] = None
+
+    def overlay(self, detection: DetectionResult | int, layer: str) -> np.ndarray:
+        """The picture the run folder holds as ``<stem>/det<id>_<layer>.jpg``: the map as a heatmap
+        over the image, the box and its label (BGR uint8, the image's size).
+
+        ``detection`` is a DetectionResult of this image or its id. Raises :class:`NoMapError`
+        where the detection has no map at ``layer`` (the run folder draws none there either).
+        """
+        index = detection if isinstance(detection, int) else self.detections.index(detection)
+        if not 0 <= index < len(self.detections):
+            raise NoMapError(f"{self.file} has {len(self.detections)} detections; there is no id {index}")
+        det = self.detections[index]
+        cam = det.maps.get(layer)
+        if cam is None or self.image is None:
+            drawn = [name for name, m in det.maps.items() if m is not None]
+            why = "no gradient reached it" if layer in det.maps else "it was not explained"
+            raise NoMapError(
+                f"detection {det.id} of {self.file} has no map at layer {layer!r} ({why}); "
+                f"it has maps at {', '.join(drawn) or 'no layer'}"
+            )
+        return draw_overlay(self.image, det, layer, cam, index=index, layers=self.layers)
+
+
+def draw_overlay(
+    image_bgr: np.ndarray,
+    detection: DetectionResult,
+    layer: str,
+    cam: np.ndarray,
+    *,
+    index: int,
+    layers: tuple[str, ...] | list[str],
+) -> np.ndarray:
+    """One detection's map at one layer over the image, with its box and label; ``index`` picks
+    the box colour, the layer is named in the label when the run explains several layers."""
+    label = detection.label() + (f" {layer}" if len(layers) > 1 else "")
+    return overlay(image_bgr, cam, box_xyxy=detection.box_xyxy, label=label, color=color_for(index))
