@@ -135,17 +135,11 @@ def _load_yolo(folder: Path, *, names: Sequence[str], sources: Sequence[Path]) -
             f"--eval {folder}: none of the {len(sources)} images has a label file there (looked for "
             f"{sources[0].stem}.txt, ...); pass the labels folder of these images"
         )
-    if labels.without_file:
-        examples = ", ".join(s.name for s in labels.without_file[:EXAMPLES])
-        LOG.warning(
-            "eval: %d of %d images have no label file in %s and count as images without objects "
-            "(as in yolov7's datasets): %s%s",
-            len(labels.without_file),
-            len(sources),
-            folder,
-            examples,
-            ", ..." if len(labels.without_file) > EXAMPLES else "",
-        )
+    _warn_some(
+        labels.without_file,
+        f"of {len(sources)} images have no label file in {folder} and count as images without objects "
+        "(as in yolov7's datasets)",
+    )
     return labels
 
 
@@ -311,17 +305,17 @@ def _load_coco(path: Path, *, names: Sequence[str], sources: Sequence[Path]) -> 
             f"--eval {path}: none of the {len(sources)} images is in its `images` (looked for file_name "
             f"{sources[0].name!r}, ...); pass the json of these images"
         )
-    if labels.not_listed:
-        examples = ", ".join(s.name for s in labels.not_listed[:EXAMPLES])
-        LOG.warning(
-            "eval: %d of %d images are not in %s and are left out of the evaluation: %s%s",
-            len(labels.not_listed),
-            len(sources),
-            path,
-            examples,
-            ", ..." if len(labels.not_listed) > EXAMPLES else "",
-        )
+    _warn_some(
+        labels.not_listed, f"of {len(sources)} images are not in {path} and are left out of the evaluation"
+    )
     return labels
+
+
+def _warn_some(files: Sequence[Path], what: str) -> None:
+    """One warning ``eval: <count> <what>: a.png, b.png, ...`` naming up to EXAMPLES of ``files``."""
+    if files:
+        examples = ", ".join(f.name for f in files[:EXAMPLES]) + (", ..." if len(files) > EXAMPLES else "")
+        LOG.warning("eval: %d %s: %s", len(files), what, examples)
 
 
 def _entry(path: Path, key: str, index: int, value: Any, required: Mapping[str, type]) -> dict[str, Any]:

@@ -108,8 +108,16 @@ def load_coco(tmp_path: Path, data: Any, sources: list[str] | None = None) -> An
     return load_labels(path, names=NAMES, sources=[tmp_path / s for s in (sources or ["a.png", "b.png"])])
 
 
-def test_coco_boxes_classes_by_name_and_crowd_left_out(tmp_path: Path) -> None:
-    labels = load_coco(tmp_path, coco(), ["a.png", "b.png", "c.png"])
+def test_coco_boxes_classes_by_name_and_crowd_left_out(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="kit"):
+        labels = load_coco(tmp_path, coco(), ["a.png", "b.png", "c.png"])
+    (warning,) = [r.getMessage() for r in caplog.records]
+    assert (
+        warning
+        == f"eval: 1 of 3 images are not in {tmp_path / 'gt.json'} and are left out of the evaluation: c.png"
+    )
     assert labels.format == "coco" and labels.class_rule == "by name: 2 of 2 categories are model classes"
     gt = labels.ground_truth(tmp_path / "a.png", (100, 200))
     assert np.allclose(gt.boxes, [[10, 20, 40, 60], [0, 0, 5, 5]]) and gt.classes.tolist() == [2, 0]
