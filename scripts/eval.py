@@ -304,8 +304,7 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: C901 - one linear m
                 target=target,
                 methods=methods,
                 model=randomized,
-                local_gradients=rand_adapter.local_gradients,
-                score_route=rand_adapter.score_route(),
+                capabilities=rand_adapter.capabilities,
             )
             h, w = images[image_index].shape[:2]
             for k, sample in enumerate(mine):
