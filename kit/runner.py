@@ -19,12 +19,12 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, Union
+from typing import Any, Union
 
 import numpy as np
 from torch import nn
 
-from kit.detections import Detection
+from kit.adapters.base import Adapter
 from kit.engine import Explanation, explain
 from kit.errors import KitError
 from kit.fusion import fuse_layers
@@ -38,23 +38,6 @@ from kit.targets import DetectorOutput, Target
 LOG = logging.getLogger("kit")
 # An image to explain: a file, or a BGR uint8 (H, W, 3) array (named ``array<i>`` by its position).
 Source = Union[Path, np.ndarray]
-
-
-class Adapter(Protocol):
-    """What the run loop needs from a detector family's adapter."""
-
-    model: nn.Module
-    names: list[str]
-
-    def default_layers(self) -> list[str]: ...
-
-    def resolve_layers(self, names: Sequence[str]) -> dict[str, nn.Module]: ...
-
-    def preprocess(self, images_bgr: Sequence[np.ndarray]) -> tuple[Any, list[Letterbox]]: ...
-
-    def forward(self, batch: Any) -> Any: ...
-
-    def detect(self, output: Any) -> list[Detection]: ...
 
 
 @dataclass
@@ -105,8 +88,7 @@ def explain_batch(
         methods=methods,
         model=adapter.model,
         chunk_size=chunk_size,
-        local_gradients=getattr(adapter, "local_gradients", None),
-        score_route=adapter.score_route() if hasattr(adapter, "score_route") else None,
+        capabilities=adapter.capabilities,
     )
     return explanation, letterboxes
 

@@ -112,7 +112,6 @@ def measure_kit(
     adapter.max_det = None
     with torch.no_grad():  # detect.py's inference: the forward and the upstream's postprocessing
         plain, plain_peak = timed(lambda: adapter.detect(adapter.forward(inputs)), repeat=repeat)
-    route = adapter.score_route()
     for n in (int(v) for v in detections.split(",")):
         adapter.max_det = n
         with torch.no_grad():
@@ -131,8 +130,7 @@ def measure_kit(
                     target=target,
                     methods=[METHODS[method]],
                     model=adapter.model,
-                    local_gradients=adapter.local_gradients,
-                    score_route=route,
+                    capabilities=adapter.capabilities,
                 )
 
             seconds, peak = timed(kit_run, repeat=repeat)

@@ -188,8 +188,7 @@ def randomization(
                 target=target,
                 methods=methods,
                 model=randomized,
-                local_gradients=adapter.local_gradients,
-                score_route=adapter.score_route(),
+                capabilities=adapter.capabilities,
             )
             for method in methods:
                 result = to_image_maps(

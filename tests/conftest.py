@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from kit.adapters.base import Capabilities
 from kit.detections import Detection
 from kit.errors import KitError
 from kit.maps import Letterbox
@@ -69,6 +70,7 @@ class ToyAdapter:
     ) -> None:
         self.model = ToyModel().eval()
         self.names = ["blob", "other"]
+        self.capabilities = Capabilities()  # the general backward only
         self.img_size, self.stride, self.delay, self.poison = img_size, stride, delay, poison
         self.forwards: list[int] = []  # batch size of each forward, for tests
         self._poisoned = False

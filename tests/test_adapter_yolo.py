@@ -8,6 +8,7 @@ import torch
 import torchvision
 from torch import nn
 
+from kit.adapters.base import Capabilities
 from kit.adapters.yolo import (
     ImageSizeError,
     LayerNotFoundError,
@@ -172,7 +173,8 @@ def test_local_gradients_equal_the_general_backward(target: str) -> None:
         methods=list(METHODS.values()),
         model=adapter.model,
     )
-    fast = explain(**common, local_gradients=adapter.local_gradients, chunk_size=5)  # type: ignore[arg-type]
+    local_only = Capabilities(local_gradients=adapter.capabilities.local_gradients)
+    fast = explain(**common, capabilities=local_only, chunk_size=5)  # type: ignore[arg-type]
     slow = explain(**common)  # type: ignore[arg-type]
     assert [d.level for d in fast.detections] and {0, 1} <= {d.level for d in fast.detections}
     for layer in ("2", "3", "1"):
@@ -201,9 +203,7 @@ def test_score_route_gives_the_general_backwards_gradients(target: str, chained:
         methods=list(METHODS.values()),
         model=adapter.model,
     )
-    routed = explain(  # type: ignore[arg-type]
-        **common, local_gradients=adapter.local_gradients, score_route=adapter.score_route(), chunk_size=5
-    )
+    routed = explain(**common, capabilities=adapter.capabilities, chunk_size=5)  # type: ignore[arg-type]
     slow = explain(**common)  # type: ignore[arg-type]
     assert {0, 1} <= {d.level for d in routed.detections}
     for layer in names:
@@ -215,10 +215,31 @@ def test_score_route_gives_the_general_backwards_gradients(target: str, chained:
 
 def test_layer_feeding_more_than_the_head_takes_the_general_path() -> None:
     adapter = make_adapter()
-    adapter.forward(adapter.preprocess([np.zeros((64, 64, 3), np.uint8)])[0])
+    output = adapter.forward(adapter.preprocess([np.zeros((64, 64, 3), np.uint8)])[0])
     act = torch.zeros(1, 8, 8, 8)
-    assert adapter.local_gradients("1", act, [], TARGETS["score"]) is None
-    assert adapter.local_gradients("model.3", act, [], TARGETS["score"]) is None
+    local = adapter.capabilities.local_gradients
+    assert local is not None
+    assert local(output, {"1": act, "model.3": act}, [], TARGETS["score"]) == {}
+    assert set(local(output, {"2": act, "1": act}, [], TARGETS["score"])) == {"2"}
+
+
+def test_the_adapter_keeps_no_state_between_forward_passes() -> None:
+    """Gradients follow the output they are handed, not the adapter's last forward (another
+    image shape has other level sizes: its rows would point at other cells)."""
+    adapter = make_adapter(max_det=12)
+    image = np.random.default_rng(1).integers(0, 255, (64, 64, 3), np.uint8)
+    batch, _ = adapter.preprocess([image, image[::-1].copy()])
+    first = adapter.forward(batch)
+    dets = adapter.detect(first)
+    acts = {"2": torch.randn(2, 5, 16, 16), "3": torch.randn(2, 7, 8, 8)}
+    local = adapter.capabilities.local_gradients
+    assert local is not None and {d.level for d in dets} == {0, 1}
+    expected = local(first, acts, dets, TARGETS["score"])
+    adapter.forward(adapter.preprocess([np.zeros((32, 96, 3), np.uint8)])[0])  # another shape
+    again = local(first, acts, dets, TARGETS["score"])
+    assert set(again) == {"2", "3"}
+    for name in acts:
+        assert torch.equal(again[name], expected[name]) and again[name].abs().sum() > 0
 
 
 def test_a_batch_shares_one_shape_and_keeps_each_image_scale() -> None:
@@ -252,8 +273,7 @@ def test_float16_model_gives_float32_maps_close_to_float32() -> None:
                 target=TARGETS["class-logit"],
                 methods=[METHODS["gradcam"]],
                 model=adapter.model,
-                local_gradients=adapter.local_gradients,
-                score_route=adapter.score_route(),
+                capabilities=adapter.capabilities,
             )
         )
     full, half = runs

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 import kit.engine
+from kit.adapters.base import Capabilities
 from kit.detections import Detection
 from kit.engine import LayerOutputError, explain, hooked_activations
 from kit.errors import KitError
@@ -110,12 +111,11 @@ def assert_cams_match_reference(
     return acts
 
 
-@pytest.mark.parametrize("grad_mode", ["loop", "batched"])
 @pytest.mark.parametrize("chunk_size", [1, 2, 32])
-def test_cams_equal_per_detection_backward(grad_mode: str, chunk_size: int) -> None:
+def test_cams_equal_per_detection_backward(chunk_size: int) -> None:
     model = TinyDetector()
     x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
-    result = run(model, x, grad_mode=grad_mode, chunk_size=chunk_size)
+    result = run(model, x, chunk_size=chunk_size)
     assert_cams_match_reference(model, x, result, DETECTIONS)
 
 
@@ -129,10 +129,9 @@ BATCH_DETECTIONS = [  # three images, interleaved, the busiest (image 2) with th
 ]
 
 
-@pytest.mark.parametrize("grad_mode", ["loop", "batched"])
 @pytest.mark.parametrize("chunk_size", [1, 4, 32])
 def test_a_batch_gives_each_image_its_own_maps_in_fewer_backwards(
-    grad_mode: str, chunk_size: int, monkeypatch: pytest.MonkeyPatch
+    chunk_size: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Detections of different images share a backward; each must still get exactly the maps
     # of a backward from its own score with its image alone in the batch.
@@ -141,10 +140,10 @@ def test_a_batch_gives_each_image_its_own_maps_in_fewer_backwards(
     calls = []
     grad = torch.autograd.grad
     monkeypatch.setattr(torch.autograd, "grad", lambda *a, **k: calls.append(1) or grad(*a, **k))
-    result = run(model, x, BATCH_DETECTIONS, grad_mode=grad_mode, chunk_size=chunk_size)
+    result = run(model, x, BATCH_DETECTIONS, chunk_size=chunk_size)
     monkeypatch.setattr(torch.autograd, "grad", grad)
     # one backward per round of (at most) one detection per image, not one per detection
-    expected_calls = {1: 6, 4: 3, 32: 3}[chunk_size] if grad_mode == "loop" else -(-6 // chunk_size)
+    expected_calls = {1: 6, 4: 3, 32: 3}[chunk_size]
     assert len(calls) == expected_calls
     acts = assert_cams_match_reference(model, x, result, BATCH_DETECTIONS)
     for k, det in enumerate(BATCH_DETECTIONS):
@@ -277,8 +276,7 @@ class SharedHeadDetector(nn.Module):
         return torch.cat(rows, 1)  # (B, 64 + 16, 3)
 
 
-@pytest.mark.parametrize("grad_mode", ["loop", "batched"])
-def test_layer_run_once_per_level_is_explained_at_each_detections_level(grad_mode: str) -> None:
+def test_layer_run_once_per_level_is_explained_at_each_detections_level() -> None:
     model = SharedHeadDetector().eval()
     x = torch.randn(2, 3, 8, 8)
     gradcam = METHODS["gradcam"]
@@ -290,7 +288,7 @@ def test_layer_run_once_per_level_is_explained_at_each_detections_level(grad_mod
         methods=[gradcam],
         model=model,
         chunk_size=2,
-        grad_mode=grad_mode,  # type: ignore[arg-type]
+        capabilities=Capabilities(per_level_layers=True),
     )
     cams = result.cams["gradcam"]["subnet"]
     assert cams.shape == (3, 8, 8)  # the largest run's resolution
@@ -326,3 +324,18 @@ def test_layer_run_several_times_needs_a_level_per_detection() -> None:
             model=model,
         )
     assert not model.subnet._forward_hooks
+
+
+def test_a_layer_run_twice_is_refused_unless_the_adapter_maps_detections_to_runs() -> None:
+    """Without per_level_layers, which run of a shared layer made a detection is unknown."""
+    model = SharedHeadDetector().eval()
+    x = torch.randn(2, 3, 8, 8)
+    with pytest.raises(KitError, match=r"'subnet' runs 2 times .* choose a layer that runs once"):
+        explain(
+            forward=lambda: TinyOutput(model(x)),
+            detect=lambda output: list(DETECTIONS),
+            layers={"subnet": model.subnet},
+            target=ClassLogit(),
+            methods=[METHODS["gradcam"]],
+            model=model,
+        )

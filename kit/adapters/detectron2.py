@@ -19,7 +19,7 @@ Preprocessing is DefaultPredictor's: BGR or RGB per ``cfg.INPUT.FORMAT``, the up
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -28,11 +28,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from kit.adapters.yolo import named_module
+from kit.adapters.base import Capabilities, ScoreRoute, named_module
 from kit.detections import Detection
-from kit.engine import ScoreRoute
 from kit.errors import KitError
 from kit.maps import Letterbox
+from kit.targets import DetectorOutput, Target
 
 
 @dataclass
@@ -126,8 +126,17 @@ class Detectron2Adapter:
             )
         self.num_classes = nc
         self.names: list[str] = list(names) if names else [str(i) for i in range(nc)]
-        self._last: RcnnOutput | RetinaNetOutput | None = None  # for local_gradients
-        self._local_cache: tuple[Any, dict[str, torch.Tensor]] | None = None
+        if self.kind == "rcnn":
+            # A box score reads the backbone only through its proposal's ROIAlign (proposal boxes
+            # are constants, as detectron2's RPN makes them): the pooled maps answer locally, and
+            # a deeper layer's gradient is one backward from them, not one through ~1000 proposals.
+            pooled = self.resolve_layers(self.default_layers())
+            self.capabilities = Capabilities(
+                local_gradients=self._local_gradients,
+                score_route=ScoreRoute(layers=pooled, gradients=self._local_gradients),
+            )
+        else:  # RetinaNet's head runs once per level; a detection's level names its run
+            self.capabilities = Capabilities(per_level_layers=True)
 
     # ---- layers ------------------------------------------------------------------------
     def default_layers(self) -> list[str]:
@@ -186,15 +195,13 @@ class Detectron2Adapter:
 
     def forward(self, images: Any) -> RcnnOutput | RetinaNetOutput:
         model = self._net
-        self._local_cache = None  # gradients of the previous forward's detections
         features = model.backbone(images.tensor)
         if self.kind == "retinanet":
             levels = [features[f] for f in model.head_in_features]
             predictions = model.head(levels)
             instances = model.forward_inference(images, levels, predictions)
             logits = [_per_anchor(x, self.num_classes) for x in predictions[0]]
-            self._last = RetinaNetOutput(logits=logits, instances=instances)
-            return self._last
+            return RetinaNetOutput(logits=logits, instances=instances)
         proposals, _ = model.proposal_generator(images, features, None)
         captured: list[torch.Tensor] = []
         with self._capture_box_logits(captured):
@@ -205,10 +212,9 @@ class Detectron2Adapter:
                 "the adapter explains single-stage box heads (Faster R-CNN)"
             )
         offsets = tuple(int(v) for v in np.cumsum([0] + [len(p) for p in proposals[:-1]]))
-        self._last = RcnnOutput(
+        return RcnnOutput(
             logits=captured[0], offsets=offsets, instances=instances, features=features, proposals=proposals
         )
-        return self._last
 
     # ---- exact gradients without a backward through every proposal -------------------------
     def _pooled_layers(self) -> dict[str, str]:
@@ -232,41 +238,32 @@ class Detectron2Adapter:
         logits: torch.Tensor = heads.box_predictor(x)[0]
         return logits
 
-    def local_gradients(
-        self, name: str, act: torch.Tensor, chunk: Sequence[Detection], target: Any
-    ) -> torch.Tensor | None:
-        """Gradients of each detection's target at a pooled feature map, from its proposal alone.
+    def _local_gradients(
+        self,
+        output: DetectorOutput,
+        activations: Mapping[str, torch.Tensor],
+        chunk: Sequence[Detection],
+        target: Target,
+    ) -> dict[str, torch.Tensor]:
+        """Gradients of each detection's target at the pooled feature maps, from its proposal alone.
 
         A Fast R-CNN logit depends on the feature maps only through its own proposal's ROIAlign,
         so re-running the box head on the chunk's proposals gives exactly the gradient of the
         full graph, without a ROIAlign backward over all ~1000 proposals per detection (seconds
-        on a CPU). One box-head pass per image and chunk serves every pooled layer. Other layers
-        (None) take the engine's general path.
+        on a CPU). One box-head pass per image and chunk serves every pooled layer; other layers
+        are left to the engine's general path.
         """
-        output = self._last
+        if not isinstance(output, RcnnOutput):
+            raise KitError(f"the Faster R-CNN adapter got a {type(output).__name__}, not its own output")
         pooled = self._pooled_layers()
-        if not isinstance(output, RcnnOutput) or name not in pooled or pooled[name] not in output.features:
-            return None
-        key = (
-            id(output),
-            tuple((d.image_index, d.row, d.class_id) for d in chunk),
-            getattr(target, "name", ""),
-        )
-        if self._local_cache is None or self._local_cache[0] != key:
-            self._local_cache = (key, self._pooled_gradients(output, chunk, target))
-        return self._local_cache[1][name]
-
-    def score_route(self) -> ScoreRoute | None:
-        """Faster R-CNN: the pooled maps. A box score reads the backbone only through its
-        proposal's ROIAlign (proposal boxes are constants, as detectron2's RPN makes them), so a
-        deeper layer's gradient is one backward from the pooled maps seeded with
-        :meth:`local_gradients`, not a backward through all ~1000 proposals per detection."""
-        if self.kind != "rcnn":
-            return None
-        return ScoreRoute(layers=self.resolve_layers(self.default_layers()), gradients=self.local_gradients)
+        wanted = [name for name in activations if name in pooled and pooled[name] in output.features]
+        if not wanted:
+            return {}
+        found = self._pooled_gradients(output, chunk, target)
+        return {name: found[name] for name in wanted}
 
     def _pooled_gradients(
-        self, output: RcnnOutput, chunk: Sequence[Detection], target: Any
+        self, output: RcnnOutput, chunk: Sequence[Detection], target: Target
     ) -> dict[str, torch.Tensor]:
         names, in_features = list(self._pooled_layers()), list(self._net.roi_heads.in_features)
         grads = {

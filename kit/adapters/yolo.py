@@ -19,15 +19,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from kit.adapters.base import Capabilities, LayerNotFoundError, ScoreRoute, named_module
 from kit.detections import Detection
-from kit.engine import ScoreRoute
 from kit.errors import KitError
 from kit.maps import Letterbox
-from kit.targets import Target
-
-
-class LayerNotFoundError(KitError, ValueError):
-    """A requested target layer does not exist in the model."""
+from kit.targets import DetectorOutput, Target
 
 
 def check_resizable(hw: tuple[int, int], img_size: int) -> None:
@@ -49,14 +45,6 @@ def check_resizable(hw: tuple[int, int], img_size: int) -> None:
 
 class ImageSizeError(KitError, ValueError):
     """An image the letterbox cannot scale to the network input (a side would be 0 px)."""
-
-
-def named_module(model: nn.Module, name: str, *, advice: str) -> nn.Module:
-    """``model.get_submodule(name)``, or a LayerNotFoundError that ends with ``advice``."""
-    try:
-        return model.get_submodule(name)
-    except AttributeError:
-        raise LayerNotFoundError(f"target layer {name!r} is not a module of the model; {advice}") from None
 
 
 @dataclass(frozen=True)
@@ -139,6 +127,14 @@ class YoloAdapter:
         nc = int(self.head.nc)
         self.names: list[str] = list(names) if names else [str(i) for i in range(nc)]
         self.device = next(model.parameters()).device
+        seq = self._sequence()
+        self.capabilities = Capabilities(
+            local_gradients=self._local_gradients,
+            score_route=ScoreRoute(
+                layers={str(index): seq[index] for index in self._head_sources()},
+                gradients=self._route_gradients,
+            ),
+        )
 
     def _sequence(self) -> nn.Sequential:
         layers = self.model.model
@@ -225,7 +221,6 @@ class YoloAdapter:
         with self._logits_on():
             pred, levels, logits = self.model(batch)
         sizes = tuple(int(level.shape[1] * level.shape[2] * level.shape[3]) for level in levels)
-        self._level_offsets = [0, *np.cumsum(sizes).tolist()]
         return YoloOutput(pred=pred, logits=logits, level_sizes=sizes)
 
     # ---- exact gradients at the Detect inputs ------------------------------------------------
@@ -259,10 +254,14 @@ class YoloAdapter:
             return head.im[level](head.m[level](head.ia[level](x)))
         return head.m[level](x)
 
-    def local_gradients(
-        self, name: str, activation: torch.Tensor, detections: Sequence[Detection], target: Target
-    ) -> torch.Tensor | None:
-        """Exact per-detection gradients at a layer that feeds only the Detect head, or None.
+    def _local_gradients(
+        self,
+        output: DetectorOutput,
+        activations: Mapping[str, torch.Tensor],
+        detections: Sequence[Detection],
+        target: Target,
+    ) -> dict[str, torch.Tensor]:
+        """Exact per-detection gradients at the layers that feed only the Detect head.
 
         The head applies a 1x1 convolution and per-cell decoding, so a detection's score
         depends on the layer's output at its own grid cell and level only. The score is
@@ -270,27 +269,46 @@ class YoloAdapter:
         the same gradient a backward through the whole head gives, without its dense
         convolution backward over every cell of every level.
         """
-        return self._head_gradients(self._head_input_level(name), activation, detections, target)
+        return self._through_head(output, activations, detections, target, only_head=True)
 
-    def score_route(self) -> ScoreRoute:
-        """The Detect head's inputs: deeper layers start their backward there (exact, see engine)."""
-        seq = self._sequence()
-        layers = {str(index): seq[index] for index in self._head_sources()}
+    def _route_gradients(
+        self,
+        output: DetectorOutput,
+        activations: Mapping[str, torch.Tensor],
+        detections: Sequence[Detection],
+        target: Target,
+    ) -> dict[str, torch.Tensor]:
+        """The score route's seeds: gradients at the Detect inputs through the head alone."""
+        return self._through_head(output, activations, detections, target, only_head=False)
 
-        def through_head(
-            name: str, activation: torch.Tensor, detections: Sequence[Detection], target: Target
-        ) -> torch.Tensor | None:
-            level = self._head_input_level(name, only_head=False)
-            return self._head_gradients(level, activation, detections, target)
-
-        return ScoreRoute(layers=layers, gradients=through_head)
+    def _through_head(
+        self,
+        output: DetectorOutput,
+        activations: Mapping[str, torch.Tensor],
+        detections: Sequence[Detection],
+        target: Target,
+        *,
+        only_head: bool,
+    ) -> dict[str, torch.Tensor]:
+        if not isinstance(output, YoloOutput):
+            raise KitError(f"the YOLO adapter got a {type(output).__name__}, not its own forward output")
+        found: dict[str, torch.Tensor] = {}
+        for name, activation in activations.items():
+            level = self._head_input_level(name, only_head=only_head)
+            if level is not None:
+                found[name] = self._head_gradients(output, level, activation, detections, target)
+        return found
 
     def _head_gradients(
-        self, level: int | None, activation: torch.Tensor, detections: Sequence[Detection], target: Target
-    ) -> torch.Tensor | None:
+        self,
+        output: YoloOutput,
+        level: int,
+        activation: torch.Tensor,
+        detections: Sequence[Detection],
+        target: Target,
+    ) -> torch.Tensor:
         """Each detection's gradient at head level ``level``'s input through the head alone."""
-        if level is None or not hasattr(self, "_level_offsets"):
-            return None
+        offset = sum(output.level_sizes[:level])  # the level's first row in the output
         n = len(detections)
         _, channels, ny, nx = activation.shape
         grads = activation.new_zeros((n, channels, ny, nx))
@@ -300,10 +318,10 @@ class YoloAdapter:
         cells = []
         for k in mine:
             det = detections[k]
-            within = det.row - self._level_offsets[level]
+            within = det.row - offset
             anchor, rest = divmod(within, ny * nx)
-            gy, gx = divmod(rest, nx)
-            cells.append((det.image_index, anchor, gy, gx))
+            cy, cx = divmod(rest, nx)
+            cells.append((det.image_index, anchor, cy, cx))
         b, a, gy, gx = (torch.tensor(col, device=activation.device) for col in zip(*cells))
         crop = activation.detach()[b, :, gy, gx][:, :, None, None].requires_grad_(True)
         raw = self._head_level(level, crop).view(len(mine), int(self.head.na), -1)

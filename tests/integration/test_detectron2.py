@@ -165,6 +165,7 @@ LOCAL_EQUALS_FULL = """
     from detectron2.modeling import build_model
     from kit.loaders.detectron2 import safe_checkpointer
     from kit.adapters.detectron2 import Detectron2Adapter
+    from kit.adapters.base import Capabilities
     from kit.engine import explain
     from kit.methods import METHODS
     from kit.targets import TARGETS
@@ -181,8 +182,8 @@ LOCAL_EQUALS_FULL = """
     for name in ("class-prob",):
         runs = [explain(forward=lambda: adapter.forward(images), detect=adapter.detect, layers=layers,
                         target=TARGETS[name], methods=[METHODS["gradcam"]], model=model,
-                        local_gradients=local, score_route=route)
-                for local, route in ((adapter.local_gradients, adapter.score_route()), (None, None))]
+                        capabilities=capabilities)
+                for capabilities in (adapter.capabilities, Capabilities())]
         assert len(runs[0].detections) == 2
         for layer in layers:
             a, b = (r.cams["gradcam"][layer] for r in runs)
@@ -194,7 +195,7 @@ LOCAL_EQUALS_FULL = """
     image = cv2.imread(sys.argv[3])
     kw = dict(detect=adapter.detect, layers=layers, target=TARGETS["class-prob"],
               methods=[METHODS["gradcam"]], model=model,
-              local_gradients=adapter.local_gradients, score_route=adapter.score_route())
+              capabilities=adapter.capabilities)
     both, _ = adapter.preprocess([image, image[:, ::-1].copy()])
     pair = explain(forward=lambda: adapter.forward(both), **kw)
     for i, one_image in enumerate([image, image[:, ::-1].copy()]):

@@ -193,6 +193,7 @@ LOCAL_EQUALS_GENERAL = """
     from utils.augmentations import letterbox
     from utils.general import non_max_suppression
     from kit.adapters.yolo import YoloAdapter, YoloFunctions
+    from kit.adapters.base import Capabilities
     from kit.engine import explain
     from kit.methods import METHODS
     from kit.targets import TARGETS
@@ -204,7 +205,8 @@ LOCAL_EQUALS_GENERAL = """
     for target in ("class-logit", "score"):
         common = dict(forward=lambda: adapter.forward(batch), detect=adapter.detect, layers=layers,
                       target=TARGETS[target], methods=list(METHODS.values()), model=model)
-        fast = explain(**common, local_gradients=adapter.local_gradients)
+        local = Capabilities(local_gradients=adapter.capabilities.local_gradients)
+        fast = explain(**common, capabilities=local)
         slow = explain(**common)
         assert len(fast.detections) == 8
         for layer in layers:

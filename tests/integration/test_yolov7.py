@@ -207,8 +207,7 @@ LOCAL_EQUALS_GENERAL = """
     for target in ("class-logit", "score"):
         common = dict(forward=lambda: adapter.forward(batch), detect=adapter.detect, layers=layers,
                       target=TARGETS[target], methods=list(METHODS.values()), model=model)
-        fast = explain(**common, local_gradients=adapter.local_gradients,
-                       score_route=adapter.score_route())
+        fast = explain(**common, capabilities=adapter.capabilities)
         slow = explain(**common)
         assert len(fast.detections) == 8
         for layer in layers:
@@ -223,7 +222,7 @@ LOCAL_EQUALS_GENERAL = """
     both, _ = adapter.preprocess(images)
     kw = dict(detect=adapter.detect, layers=layers, target=TARGETS["class-logit"],
               methods=[METHODS["gradcam"], METHODS["gradcampp"]], model=model,
-              local_gradients=adapter.local_gradients, score_route=adapter.score_route())
+              capabilities=adapter.capabilities)
     pair = explain(forward=lambda: adapter.forward(both), **kw)
     for i, image in enumerate(images):
         one, _ = adapter.preprocess([image])
