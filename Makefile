@@ -101,7 +101,7 @@ lint: dev-env
 
 # The test command of the README and of CI.
 test: lint
-	$(PYTHON) -m pytest -q -ra
+	$(PYTHON) -m pytest -q -ra --durations=15
 
 test-fast: dev-env
 	$(PYTHON) -m pytest -q -ra -m "not integration"

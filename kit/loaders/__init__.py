@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kit.adapters.base import Adapter
 from kit.errors import KitError
-from kit.runner import Adapter
 
 UPSTREAMS_DIR_ENV = "KIT_UPSTREAMS_DIR"  # as scripts.config: another folder for all checkouts
 # Files that only a checkout of that upstream has (yolov3 and yolov7 share models/yolo.py).

@@ -84,6 +84,43 @@ YOLO_CASES = {  # upstream: (cfg, image, size flag)
 }
 
 
+# Each file through the loader the entry point builds (kit.loaders), in one process: the
+# message it raises, or "loaded". One file per upstream also goes through the whole CLI below.
+LOAD_EACH = """
+import json, sys
+from pathlib import Path
+from kit import cli
+from kit.errors import KitError
+{loader}
+out = {{}}
+for path in sys.argv[1:]:
+    try:
+        load(path, "cpu")
+        out[Path(path).name] = "loaded"
+    except KitError as error:
+        out[Path(path).name] = str(error)
+print(json.dumps(out))
+"""
+YOLO_LOADER = """
+from models.yolo import Model
+from kit.loaders.yolo import ALLOWED_MODULES
+validate = cli.yolo_checkpoint_check(Model)
+load = cli.checkpoint_loader(allowed_modules=ALLOWED_MODULES, trust=False, validate=validate)
+"""
+DETECTRON2_LOADER = """
+from kit.loaders.detectron2 import ALLOWED_MODULES, check_checkpoint
+load = cli.checkpoint_loader(allowed_modules=ALLOWED_MODULES, trust=False, validate=check_checkpoint)
+"""
+
+
+def load_each(checkout: Path, loader: str, paths: list[Path]) -> dict[str, str]:
+    code = LOAD_EACH.format(loader=loader)
+    result = run_in_checkout(checkout, code, *map(str, paths))
+    assert result.returncode == 0, result.stderr[-3000:]
+    found: dict[str, str] = json.loads(result.stdout.strip().splitlines()[-1])
+    return found
+
+
 @pytest.mark.parametrize("name", list(YOLO_CASES))
 def test_yolo_checkpoint_of_another_kind_is_named(
     name: str, request: pytest.FixtureRequest, tmp_path: Path
@@ -92,16 +129,18 @@ def test_yolo_checkpoint_of_another_kind_is_named(
     cfg, image, _ = YOLO_CASES[name]
     written = run_in_checkout(checkout, YOLO_OTHER_KINDS, cfg, str(tmp_path))
     assert written.returncode == 0, written.stderr[-3000:]
-    wrong = {}
-    for file, expected in YOLO_KINDS.items():
-        weights = tmp_path / file
-        result = run_entry_point(
-            checkout, "--weights", str(weights), "--source", image, "--project", str(tmp_path)
-        )
-        message = refusal(result)
-        if not all(text in message for text in (str(weights), *expected)):
-            wrong[file] = message or result.stderr[-2000:]
+    messages = load_each(checkout, YOLO_LOADER, [tmp_path / file for file in YOLO_KINDS])
+    wrong = {
+        file: messages[file]
+        for file, expected in YOLO_KINDS.items()
+        if not all(text in messages[file] for text in (str(tmp_path / file), *expected))
+    }
     assert not wrong, wrong
+    weights = tmp_path / "state_dict.pt"  # the issue's example, through the whole CLI
+    result = run_entry_point(
+        checkout, "--weights", str(weights), "--source", image, "--project", str(tmp_path)
+    )
+    assert_refused(result, str(weights), *YOLO_KINDS["state_dict.pt"])
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(YOLO_KINDS)  # no run folder made
 
 
@@ -147,19 +186,23 @@ def test_detectron2_checkpoint_of_another_kind_and_bad_arguments(
     assert written.returncode == 0, written.stderr[-3000:]
     image = "docs/tutorials/lazyconfig.jpg"
     fast = ["--opts", "MODEL.DEVICE", "cpu", "INPUT.MIN_SIZE_TEST", "256"]
+    paths = [tmp_path / file for file in DETECTRON2_KINDS]
+    messages = load_each(detectron2_checkout, DETECTRON2_LOADER, paths)
     for file, expected in DETECTRON2_KINDS.items():
-        weights = str(tmp_path / file)
-        result = run_entry_point(
-            detectron2_checkout,
-            "--input",
-            image,
-            "--output",
-            str(tmp_path / "run"),
-            *fast,
-            "MODEL.WEIGHTS",
-            weights,
-        )
-        assert_refused(result, weights, expected, DETECTRON2_FIX)
+        for text in (str(tmp_path / file), expected, DETECTRON2_FIX):
+            assert text in messages[file], (file, messages[file])
+    weights = str(tmp_path / "tensor.pth")  # one through the whole CLI
+    result = run_entry_point(
+        detectron2_checkout,
+        "--input",
+        image,
+        "--output",
+        str(tmp_path / "run"),
+        *fast,
+        "MODEL.WEIGHTS",
+        weights,
+    )
+    assert_refused(result, weights, DETECTRON2_KINDS["tensor.pth"], DETECTRON2_FIX)
     base = ["--input", image, "--output", str(tmp_path / "run")]
     result = run_entry_point(detectron2_checkout, *base, "--confidence-threshold", "1.5")
     assert_refused(result, "--confidence-threshold must be between 0 and 1, got 1.5")
