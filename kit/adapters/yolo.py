@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -128,11 +129,13 @@ class YoloAdapter:
         self.names: list[str] = list(names) if names else [str(i) for i in range(nc)]
         self.device = next(model.parameters()).device
         seq = self._sequence()
+        # Local: the layers that feed only the head, where the gradient through the head is the
+        # whole gradient. Route seeds: the head's inputs, through the head alone.
         self.capabilities = Capabilities(
-            local_gradients=self._local_gradients,
+            local_gradients=partial(self._through_head, only_head=True),
             score_route=ScoreRoute(
                 layers={str(index): seq[index] for index in self._head_sources()},
-                gradients=self._route_gradients,
+                gradients=partial(self._through_head, only_head=False),
             ),
         )
 
@@ -254,33 +257,6 @@ class YoloAdapter:
             return head.im[level](head.m[level](head.ia[level](x)))
         return head.m[level](x)
 
-    def _local_gradients(
-        self,
-        output: DetectorOutput,
-        activations: Mapping[str, torch.Tensor],
-        detections: Sequence[Detection],
-        target: Target,
-    ) -> dict[str, torch.Tensor]:
-        """Exact per-detection gradients at the layers that feed only the Detect head.
-
-        The head applies a 1x1 convolution and per-cell decoding, so a detection's score
-        depends on the layer's output at its own grid cell and level only. The score is
-        recomputed from that one cell with the head's own modules and differentiated there:
-        the same gradient a backward through the whole head gives, without its dense
-        convolution backward over every cell of every level.
-        """
-        return self._through_head(output, activations, detections, target, only_head=True)
-
-    def _route_gradients(
-        self,
-        output: DetectorOutput,
-        activations: Mapping[str, torch.Tensor],
-        detections: Sequence[Detection],
-        target: Target,
-    ) -> dict[str, torch.Tensor]:
-        """The score route's seeds: gradients at the Detect inputs through the head alone."""
-        return self._through_head(output, activations, detections, target, only_head=False)
-
     def _through_head(
         self,
         output: DetectorOutput,
@@ -290,6 +266,15 @@ class YoloAdapter:
         *,
         only_head: bool,
     ) -> dict[str, torch.Tensor]:
+        """Exact per-detection gradients at head inputs through the Detect head alone.
+
+        The head applies a 1x1 convolution and per-cell decoding, so a detection's score
+        depends on the layer's output at its own grid cell and level only. The score is
+        recomputed from that one cell with the head's own modules and differentiated there:
+        the same gradient a backward through the whole head gives, without its dense
+        convolution backward over every cell of every level. ``only_head``: answer only layers
+        that feed nothing but the head (else the gradient through the head is a partial one).
+        """
         if not isinstance(output, YoloOutput):
             raise KitError(f"the YOLO adapter got a {type(output).__name__}, not its own forward output")
         found: dict[str, torch.Tensor] = {}

@@ -127,6 +127,23 @@ print(json.dumps({"classes": len(classes), "refused": len(refused), "loaded": lo
 """
 
 
+# Every file named on the command line refused by the entry point's loader list, in one process;
+# prints whether a module with import side effects got imported on the way.
+ALL_REFUSED = """
+import sys
+from kit.loaders.{loader} import ALLOWED_MODULES
+from kit.errors import UnsafeCheckpointError
+from kit.safeload import safe_load
+for path in sys.argv[1:]:
+    try:
+        safe_load(path, allowed_modules=ALLOWED_MODULES)
+    except UnsafeCheckpointError:
+        continue
+    raise SystemExit(f"loaded {{path}}")
+print("utils.aws.resume" in sys.modules)
+"""
+
+
 def _image(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "a.jpg"
@@ -185,23 +202,7 @@ def test_yolo_hostile_corpus_is_refused_and_runs_nothing(
     for name in sample:
         _refused_by_the_cli(upstream, checkout, tmp_path, out / name, marker)
     # The rest through the YOLO loader's own list, in one process.
-    check = run_in_checkout(
-        checkout,
-        """
-        import sys
-        from kit.loaders.yolo import ALLOWED_MODULES
-        from kit.errors import UnsafeCheckpointError
-        from kit.safeload import safe_load
-        for path in sys.argv[1:]:
-            try:
-                safe_load(path, allowed_modules=ALLOWED_MODULES)
-            except UnsafeCheckpointError:
-                continue
-            raise SystemExit(f"loaded {path}")
-        print("utils.aws.resume" in sys.modules)
-        """,
-        *[str(out / n) for n in hostile],
-    )
+    check = run_in_checkout(checkout, ALL_REFUSED.format(loader="yolo"), *[str(out / n) for n in hostile])
     assert check.returncode == 0 and check.stdout.strip() == "False", check.stdout + check.stderr[-2000:]
     assert not marker.exists()
     images = _image(tmp_path / "images")
@@ -218,21 +219,7 @@ def test_detectron2_hostile_corpus_is_refused_and_runs_nothing(
     assert len(names) == 6
     for name in ["genuine-plus-system.zip.pt"]:  # the rest in one process below
         _refused_by_the_cli(DETECTRON2, detectron2_checkout, tmp_path, out / name, marker)
-    check = run_in_checkout(
-        detectron2_checkout,
-        """
-        import sys
-        from kit.loaders.detectron2 import ALLOWED_MODULES
-        from kit.errors import UnsafeCheckpointError
-        from kit.safeload import safe_load
-        for path in sys.argv[1:]:
-            try:
-                safe_load(path, allowed_modules=ALLOWED_MODULES)
-            except UnsafeCheckpointError:
-                continue
-            raise SystemExit(f"loaded {path}")
-        """,
-        *[str(out / n) for n in names],
-    )
+    names = [str(out / n) for n in names]
+    check = run_in_checkout(detectron2_checkout, ALL_REFUSED.format(loader="detectron2"), *names)
     assert check.returncode == 0, check.stdout + check.stderr[-2000:]
     assert not marker.exists()
