@@ -45,21 +45,14 @@ def load_demo_model(checkout: Path, device: Any) -> tuple[Any, int, str]:
 
     Returns the model, its training image size and the weights path (for the manifest).
     """
-    import torch
     from models.yolo import Model
 
     from kit.demo import demo_weights
+    from kit.demo import load_demo_model as load_weights
 
     demo = demo_weights()
-    model = Model(str(checkout / demo.cfg), ch=3, nc=demo.nc)
-    state = torch.load(demo.weights, map_location="cpu", weights_only=True)  # tensors only
-    model.load_state_dict({k: v.float() for k, v in state.items()})
+    model: Any = load_weights(Model(str(checkout / demo.cfg), ch=3, nc=demo.nc), demo.weights, device=device)
     model.names = list(demo.names)
-    with torch.no_grad():  # IDetect.fuse() updates parameters in place
-        model = model.float().fuse().eval().to(device)
-    for m in model.modules():  # as attempt_load(inplace=False): gradients need out-of-place ops
-        if hasattr(m, "inplace") and isinstance(m.inplace, bool):
-            m.inplace = False
     return model, demo.img_size, str(demo.weights)
 
 
