@@ -159,9 +159,19 @@ def run_cam(
         raise ConfigError(f"make cam knows no upstream {name!r}; choose one of: {', '.join(CAM_DEFAULTS)}")
     if config and CAM_DEFAULTS[name].config is None:
         raise ConfigError(f"CONFIG is for upstreams that take a config file (detectron2), not {name}")
-    checkout = checkout_path(load_project(), name)
-    if not (checkout / "main_gradcam.py").is_file():
+    project = load_project()
+    checkout = checkout_path(project, name)
+    installed = checkout / "main_gradcam.py"
+    if not installed.is_file():
         raise CheckoutError(f"{checkout} is not set up (no main_gradcam.py); run `make setup-{name}` first")
+    entry_point = project.upstream(name).entry_point
+    current = project.root / entry_point
+    if current.is_file() and installed.read_bytes() != current.read_bytes():
+        raise CheckoutError(
+            f"{installed} is not the kit's current entry point ({entry_point}): the kit "
+            f"changed since `make setup-{name}`, or the file was edited. Run `make setup-{name}` to install "
+            "the current one (the old one is kept beside it as main_gradcam.py.<hash>.orig)."
+        )
     cwd = Path.cwd()
     source_path = (cwd / source).resolve() if source else checkout / CAM_DEFAULTS[name].source
     config_path = (cwd / config).resolve() if config else None

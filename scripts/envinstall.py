@@ -5,6 +5,7 @@ Every pip call goes through `-c constraints.txt`, so the same inputs give the sa
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -73,18 +74,29 @@ def require_entry_point(project: Project, upstream: Upstream) -> Path:
 
 def install_entry_point(project: Project, upstream: Upstream, checkout: Path) -> str:
     """Copy the entry point to `<checkout>/main_gradcam.py` (mode 755) if it differs, and keep it out of
-    the checkout's `git status`. Returns 'installed', 'unchanged' or 'missing'."""
+    the checkout's `git status`. Returns 'installed', 'unchanged' or 'missing'.
+
+    A main_gradcam.py that differs (an older kit's, or one the user edited) is kept beside it as
+    `main_gradcam.py.<sha256[:8]>.orig` first: setup never throws away a file it did not write.
+    """
     src = entry_point_source(project, upstream)
     if not src.is_file():
         return "missing"
     exclude = checkout / ".git" / "info" / "exclude"
     exclude.parent.mkdir(parents=True, exist_ok=True)
     lines = exclude.read_text(encoding="utf-8").splitlines() if exclude.exists() else []
-    if f"/{ENTRY_POINT_NAME}" not in lines:
-        exclude.write_text("\n".join([*lines, f"/{ENTRY_POINT_NAME}"]) + "\n", encoding="utf-8")
+    wanted = [p for p in (f"/{ENTRY_POINT_NAME}", f"/{ENTRY_POINT_NAME}.*.orig") if p not in lines]
+    if wanted:
+        exclude.write_text("\n".join([*lines, *wanted]) + "\n", encoding="utf-8")
     dst = checkout / ENTRY_POINT_NAME
     if dst.is_file() and dst.read_bytes() == src.read_bytes() and (dst.stat().st_mode & 0o777) == 0o755:
         return "unchanged"
+    if dst.is_file() and dst.read_bytes() != src.read_bytes():
+        old = dst.read_bytes()
+        kept = dst.with_name(f"{ENTRY_POINT_NAME}.{hashlib.sha256(old).hexdigest()[:8]}.orig")
+        if not kept.exists():
+            shutil.copy2(dst, kept)
+        print(f"{upstream.name}: the previous {ENTRY_POINT_NAME} differed from the kit's; kept as {kept}")
     tmp = dst.with_name(dst.name + ".tmp")
     shutil.copyfile(src, tmp)
     os.chmod(tmp, 0o755)

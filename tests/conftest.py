@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import cv2
@@ -130,3 +131,15 @@ class ToyAdapter:
                 )
             )
         return detections
+
+
+def installed_checkout(folder: Path) -> Callable[[object, str], Path]:
+    """A fake ``checkout_path``: ``folder/<name>`` with the kit's current entry point installed."""
+
+    def checkout_path(project: object, name: str) -> Path:
+        (folder / name).mkdir(parents=True, exist_ok=True)
+        entry = Path(__file__).resolve().parents[1] / "entrypoints" / f"{name}_main_gradcam.py"
+        (folder / name / "main_gradcam.py").write_bytes(entry.read_bytes())
+        return folder / name
+
+    return checkout_path

@@ -8,20 +8,18 @@ import pytest
 
 from kit.errors import DownloadError
 from scripts import cam
+from tests.conftest import installed_checkout
 
 
 def test_make_cam_falls_back_to_the_demo_detector_offline(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    checkout = tmp_path / "yolov7"
-    checkout.mkdir()
-    (checkout / "main_gradcam.py").write_text("")
     calls: list[list[str]] = []
 
     def offline(name: str) -> Path:
         raise DownloadError("could not reach https://example.invalid/yolov7.pt; pass it with --weights PATH")
 
-    monkeypatch.setattr(cam, "checkout_path", lambda project, name: checkout)
+    monkeypatch.setattr(cam, "checkout_path", installed_checkout(tmp_path / "checkouts"))
     monkeypatch.setattr(cam, "default_weights", offline)
     monkeypatch.setattr(cam, "demo_sample", lambda: tmp_path / "sample")
     monkeypatch.setattr(cam, "run_child", lambda command, cwd: calls.append(command) or 0)

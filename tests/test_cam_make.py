@@ -16,7 +16,8 @@ import pytest
 
 from kit.errors import KitError
 from scripts import cam
-from scripts.errors import ConfigError
+from scripts.errors import CheckoutError, ConfigError
+from tests.conftest import installed_checkout
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -85,11 +86,8 @@ def test_make_cam_without_values_passes_none(fake_python: Path, tmp_path: Path) 
 @pytest.fixture
 def checkout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
     """run_cam against a fake checkout; returns the commands it would run."""
-    folder = tmp_path / "checkout"
-    folder.mkdir()
-    (folder / "main_gradcam.py").write_text("")
     calls: list[list[str]] = []
-    monkeypatch.setattr(cam, "checkout_path", lambda project, name: folder)
+    monkeypatch.setattr(cam, "checkout_path", installed_checkout(tmp_path / "checkouts"))
     monkeypatch.setattr(cam, "run_child", lambda command, cwd: calls.append(list(command)) or 0)
     monkeypatch.chdir(tmp_path)
     return calls
@@ -196,3 +194,21 @@ def test_ctrl_c_sent_to_the_driver_alone_is_passed_on(
     driver.send_signal(signal.SIGINT)  # `kill -INT <driver>`: the child did not get it
     assert driver.wait(timeout=30) == 130
     assert done.read_text() == "manifest"
+
+
+def test_a_stale_or_edited_entry_point_is_refused_with_the_fix(
+    checkout: list[list[str]], tmp_path: Path
+) -> None:
+    """A checkout set up by an older kit would run the old main_gradcam.py against the new kit."""
+    cam.run_cam("yolov7", weights="demo", source=None, out=None, extra=[])
+    installed = tmp_path / "checkouts" / "yolov7" / "main_gradcam.py"
+    installed.write_text("# an older kit's entry point\n")
+    original = cam.checkout_path
+    cam.checkout_path = lambda project, name: installed.parent  # type: ignore[assignment]
+    try:
+        with pytest.raises(
+            CheckoutError, match=r"not the kit's current entry point .*Run `make setup-yolov7`"
+        ):
+            cam.run_cam("yolov7", weights="demo", source=None, out=None, extra=[])
+    finally:
+        cam.checkout_path = original

@@ -103,9 +103,15 @@ def test_rerun_is_up_to_date_and_changes_nothing(
 def test_entry_point_is_reinstalled_when_it_differs(isolated: Path, project: Path) -> None:
     first = setup(project)
     (project.parent / "entrypoints" / "demo_main_gradcam.py").write_text("print('v2')\n")
+    old = (first.path / "main_gradcam.py").read_bytes()
     second = setup(project)
     assert (second.action, second.entry_point) == ("up to date", "installed")
     assert (first.path / "main_gradcam.py").read_text() == "print('v2')\n"
+    # the file it replaced (an older kit's, or the user's edit) is kept, out of git status
+    (kept,) = first.path.glob("main_gradcam.py.*.orig")
+    assert kept.read_bytes() == old
+    status = subprocess.run(["git", "status", "--porcelain"], cwd=first.path, capture_output=True, text=True)
+    assert status.stdout == ""
 
 
 def test_same_inputs_give_the_same_commit_ids(isolated: Path, project: Path) -> None:
