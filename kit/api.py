@@ -22,8 +22,8 @@ from kit.labels import load_labels
 from kit.loaders import Loaded, find_checkout, use_checkout
 from kit.methods import CamMethod, get_method
 from kit.outputs import RunWriter
-from kit.results import ImageResult
-from kit.runner import ImageMaps, Source, explain_images, run, source_path
+from kit.results import ImageMaps, ImageResult
+from kit.runner import Source, explain_images, run, source_path
 from kit.targets import Target, get_target
 
 LOG = logging.getLogger("kit")

@@ -36,7 +36,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from kit.adapters.base import Adapter
 from kit.errors import KitError
+from kit.fusion import fuse_reached
 from kit.labels import LabelError, Labels
 from kit.maps import boxes_to_original
 from kit.metrics import (
@@ -47,7 +49,7 @@ from kit.metrics import (
     matching_score_fn,
     pointing_game,
 )
-from kit.runner import FUSED, Adapter, ImageMaps, fuse_reached
+from kit.results import FUSED, ImageMaps
 
 LOG = logging.getLogger("kit")
 MATCH_IOU = 0.5
@@ -62,7 +64,7 @@ class EvalOptionError(KitError, ValueError):
 
 @dataclass(frozen=True)
 class Match:
-    """A detection of an image (its ``id`` in :class:`kit.runner.ImageMaps`) matched to a ground-truth box."""
+    """A detection of an image (its ``id`` in :class:`kit.results.ImageMaps`) matched to a ground truth."""
 
     det_id: int
     gt_box: np.ndarray
@@ -103,7 +105,7 @@ def match_detections(
 def detection_maps(result: ImageMaps, det_id: int) -> dict[str, np.ndarray | None]:
     """One detection's maps by layer name, plus ``fused``: the layers its gradient reached, fused.
 
-    The ``fused`` map is the one ``--fuse`` writes (:func:`kit.runner.fuse_reached`); it is None when
+    The ``fused`` map is the one ``--fuse`` writes (:func:`kit.fusion.fuse_reached`); it is None when
     no layer was reached. A run made with ``--fuse`` already holds it and it is taken as written.
     """
     maps = {layer: m for (i, layer), m in result.maps.items() if i == det_id}

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from kit.errors import ShapeError
+from kit.maps import normalize
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
 
@@ -73,3 +74,9 @@ def _resize_stack(stack: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     if stack.shape[1:] == hw:
         return stack
     return np.stack([cv2.resize(m, (hw[1], hw[0])) for m in stack])
+
+
+def fuse_reached(maps: Sequence[np.ndarray | None]) -> np.ndarray | None:
+    """One detection's maps of the layers its gradient reached (not None), fused; None if none did."""
+    reached = [m for m in maps if m is not None]
+    return normalize(fuse_layers(reached)) if reached else None

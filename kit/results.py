@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 
@@ -101,3 +101,28 @@ def draw_overlay(
     the box colour, the layer is named in the label when the run explains several layers."""
     label = detection.label() + (f" {layer}" if len(layers) > 1 else "")
     return overlay(image_bgr, cam, box_xyxy=detection.box_xyxy, label=label, color=color_for(index))
+
+
+@dataclass
+class ImageMaps:
+    """One image's detections and maps as :class:`kit.evaluate.Evaluator` reads them (plain
+    records and maps keyed by ``(id, layer)``), made from an :class:`ImageResult` by :meth:`of`."""
+
+    detections: list[dict[str, Any]]
+    maps: dict[tuple[int, str], np.ndarray | None]
+
+    @classmethod
+    def of(cls, result: ImageResult) -> ImageMaps:
+        records = [
+            {
+                "id": d.id,
+                "box_xyxy": list(d.box_xyxy),
+                "class_id": d.class_id,
+                "class_name": d.class_name,
+                "score": d.score,
+                "level": d.level,
+            }
+            for d in result.detections
+        ]
+        maps = {(d.id, layer): m for d in result.detections for layer, m in d.maps.items()}
+        return cls(detections=records, maps=maps)

@@ -17,9 +17,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import Union
 
 import numpy as np
 from torch import nn
@@ -27,42 +26,17 @@ from torch import nn
 from kit.adapters.base import Adapter
 from kit.engine import Explanation, explain
 from kit.errors import KitError
-from kit.fusion import fuse_layers
+from kit.fusion import fuse_reached
 from kit.images import printable, read_image
 from kit.maps import Letterbox, boxes_to_original, normalize, to_original
 from kit.methods import CamMethod
 from kit.outputs import RunWriter
-from kit.results import FUSED, DetectionResult, ImageResult
+from kit.results import FUSED, DetectionResult, ImageMaps, ImageResult
 from kit.targets import DetectorOutput, Target
 
 LOG = logging.getLogger("kit")
 # An image to explain: a file, or a BGR uint8 (H, W, 3) array (named ``array<i>`` by its position).
 Source = Union[Path, np.ndarray]
-
-
-@dataclass
-class ImageMaps:
-    """One image's detections and maps as :class:`kit.evaluate.Evaluator` reads them (plain
-    records and maps keyed by ``(id, layer)``), made from an :class:`ImageResult` by :meth:`of`."""
-
-    detections: list[dict[str, Any]]
-    maps: dict[tuple[int, str], np.ndarray | None]
-
-    @classmethod
-    def of(cls, result: ImageResult) -> ImageMaps:
-        records = [
-            {
-                "id": d.id,
-                "box_xyxy": list(d.box_xyxy),
-                "class_id": d.class_id,
-                "class_name": d.class_name,
-                "score": d.score,
-                "level": d.level,
-            }
-            for d in result.detections
-        ]
-        maps = {(d.id, layer): m for d in result.detections for layer, m in d.maps.items()}
-        return cls(detections=records, maps=maps)
 
 
 def explain_batch(
@@ -168,12 +142,6 @@ def to_image_maps(
         fuse=fuse,
     )
     return ImageMaps.of(result)
-
-
-def fuse_reached(maps: Sequence[np.ndarray | None]) -> np.ndarray | None:
-    """One detection's maps of the layers its gradient reached (not None), fused; None if none did."""
-    reached = [m for m in maps if m is not None]
-    return normalize(fuse_layers(reached)) if reached else None
 
 
 def source_path(source: Source, position: int) -> Path:

@@ -42,6 +42,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from kit.adapters.base import Adapter
 from kit.adapters.yolo import YoloAdapter
 from kit.detections import Detection
 from kit.engine import explain
@@ -60,7 +61,8 @@ from kit.labels import Labels, load_labels
 from kit.maps import Letterbox
 from kit.methods import CamMethod
 from kit.metrics import rank_correlation
-from kit.runner import FUSED, Adapter, ImageMaps, explain_batch, to_image_maps
+from kit.results import FUSED, ImageMaps
+from kit.runner import explain_batch, to_image_maps
 from kit.targets import Target
 from scripts import shapes
 from scripts.config import REPO_ROOT, checkout_path, load_project

@@ -12,9 +12,10 @@ import pytest
 
 from kit.cli import add_kit_arguments
 from kit.evaluate import EvalOptionError, Evaluator, detection_maps, match_detections
+from kit.fusion import fuse_reached
 from kit.labels import Labels
 from kit.metrics import energy_pointing_game
-from kit.runner import FUSED, ImageMaps, fuse_reached
+from kit.results import FUSED, ImageMaps
 
 
 def test_matching_is_greedy_by_score_and_one_to_one() -> None:
