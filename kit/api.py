@@ -22,7 +22,7 @@ from kit.labels import load_labels
 from kit.loaders import Loaded, find_checkout, use_checkout
 from kit.methods import CamMethod, get_method
 from kit.outputs import RunWriter
-from kit.results import ImageMaps, ImageResult
+from kit.results import ImageResult
 from kit.runner import Source, explain_images, run, source_path
 from kit.targets import Target, get_target
 
@@ -223,7 +223,7 @@ class Explainer:
 
         def evaluate(path: Path, image: np.ndarray, result: ImageResult) -> None:
             if evaluator is not None:
-                evaluator.add_image(path, image, ImageMaps.of(result))
+                evaluator.add_image(path, image, result)
 
         try:  # from here on, Ctrl-C leaves partial results: RunInterrupted says where
             failed = run(

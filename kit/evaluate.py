@@ -49,7 +49,7 @@ from kit.metrics import (
     matching_score_fn,
     pointing_game,
 )
-from kit.results import FUSED, ImageMaps
+from kit.results import FUSED, ImageResult
 
 LOG = logging.getLogger("kit")
 MATCH_IOU = 0.5
@@ -64,7 +64,7 @@ class EvalOptionError(KitError, ValueError):
 
 @dataclass(frozen=True)
 class Match:
-    """A detection of an image (its ``id`` in :class:`kit.results.ImageMaps`) matched to a ground truth."""
+    """A detection of an image (its ``id`` in :class:`kit.results.ImageResult`) matched to a ground truth."""
 
     det_id: int
     gt_box: np.ndarray
@@ -102,13 +102,14 @@ def match_detections(
     return out
 
 
-def detection_maps(result: ImageMaps, det_id: int) -> dict[str, np.ndarray | None]:
+def detection_maps(result: ImageResult, det_id: int) -> dict[str, np.ndarray | None]:
     """One detection's maps by layer name, plus ``fused``: the layers its gradient reached, fused.
 
     The ``fused`` map is the one ``--fuse`` writes (:func:`kit.fusion.fuse_reached`); it is None when
     no layer was reached. A run made with ``--fuse`` already holds it and it is taken as written.
     """
-    maps = {layer: m for (i, layer), m in result.maps.items() if i == det_id}
+    (detection,) = [d for d in result.detections if d.id == det_id]
+    maps = dict(detection.maps)
     if FUSED not in maps:
         maps[FUSED] = fuse_reached(list(maps.values()))
     return maps
@@ -178,11 +179,11 @@ class Evaluator:
         self.seconds = 0.0
         self.curve_seconds = 0.0
 
-    def add_image(self, source: Path, image_bgr: np.ndarray, result: ImageMaps) -> None:
+    def add_image(self, source: Path, image_bgr: np.ndarray, result: ImageResult) -> None:
         """Match one image's detections to its ground truth and measure their maps (``on_image``)."""
         self.score_image(source, image_bgr, result)
 
-    def score_image(self, source: Path, image_bgr: np.ndarray, result: ImageMaps) -> list[Match]:
+    def score_image(self, source: Path, image_bgr: np.ndarray, result: ImageResult) -> list[Match]:
         """:meth:`add_image`, returning the image's matches (``make eval`` keeps some for its
         randomization check)."""
         started = time.perf_counter()
@@ -199,9 +200,9 @@ class Evaluator:
         dets = result.detections
         self.detections += len(dets)
         found = match_detections(
-            np.array([d["box_xyxy"] for d in dets], dtype=np.float64).reshape(-1, 4),
-            np.array([d["score"] for d in dets], dtype=np.float64),
-            np.array([d["class_id"] for d in dets], dtype=np.int64),
+            np.array([d.box_xyxy for d in dets], dtype=np.float64).reshape(-1, 4),
+            np.array([d.score for d in dets], dtype=np.float64),
+            np.array([d.class_id for d in dets], dtype=np.int64),
             gt.boxes,
             gt.classes,
             iou=self.iou,
@@ -211,9 +212,9 @@ class Evaluator:
             if one is None:
                 continue
             g, overlap = one
-            match = Match(det_id=det["id"], gt_box=gt.boxes[g], gt_class=int(gt.classes[g]), iou=overlap)
+            match = Match(det_id=det.id, gt_box=gt.boxes[g], gt_class=int(gt.classes[g]), iou=overlap)
             matches.append(match)
-            maps = detection_maps(result, det["id"])
+            maps = detection_maps(result, det.id)
             if not self.per_layer:
                 maps = {FUSED: maps[FUSED]}
             measures: dict[str, dict[str, Any]] = {}
@@ -227,16 +228,16 @@ class Evaluator:
                 try:
                     self._add_curves(image_bgr, maps, measures, gt_box=match.gt_box, gt_class=match.gt_class)
                 except (KitError, RuntimeError) as error:  # e.g. out of memory: keep PG and EBPG going
-                    self.curve_error = f"{source} detection {det['id']}: {error}"
+                    self.curve_error = f"{source} detection {det.id}: {error}"
                     LOG.error("eval: deletion/insertion stopped at %s", self.curve_error)
             self.rows.append(
                 {
                     "file": str(source),
-                    "id": det["id"],
-                    "class_id": det["class_id"],
-                    "class_name": det["class_name"],
-                    "score": det["score"],
-                    "box_xyxy": det["box_xyxy"],
+                    "id": det.id,
+                    "class_id": det.class_id,
+                    "class_name": det.class_name,
+                    "score": det.score,
+                    "box_xyxy": list(det.box_xyxy),
                     "gt_box_xyxy": [round(float(v), 2) for v in match.gt_box],
                     "iou": round(overlap, 4),
                     "maps": measures,

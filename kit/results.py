@@ -8,9 +8,9 @@ returns them, the run folder's writer (:mod:`kit.outputs`) writes them, and
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, Optional
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Optional
 
 import numpy as np
 
@@ -87,6 +87,15 @@ class ImageResult:
             )
         return draw_overlay(self.image, det, layer, cam, index=index, layers=self.layers)
 
+    def restricted(self, layers: Sequence[str]) -> ImageResult:
+        """This image with each detection's maps of ``layers`` only: a run of those layers alone."""
+        keep = [layer for layer in self.layers if layer in layers]
+        detections = tuple(
+            replace(d, maps={layer: m for layer, m in d.maps.items() if layer in layers})
+            for d in self.detections
+        )
+        return replace(self, detections=detections, layers=tuple(keep))
+
 
 def draw_overlay(
     image_bgr: np.ndarray,
@@ -102,27 +111,3 @@ def draw_overlay(
     label = detection.label() + (f" {layer}" if len(layers) > 1 else "")
     return overlay(image_bgr, cam, box_xyxy=detection.box_xyxy, label=label, color=color_for(index))
 
-
-@dataclass
-class ImageMaps:
-    """One image's detections and maps as :class:`kit.evaluate.Evaluator` reads them (plain
-    records and maps keyed by ``(id, layer)``), made from an :class:`ImageResult` by :meth:`of`."""
-
-    detections: list[dict[str, Any]]
-    maps: dict[tuple[int, str], np.ndarray | None]
-
-    @classmethod
-    def of(cls, result: ImageResult) -> ImageMaps:
-        records = [
-            {
-                "id": d.id,
-                "box_xyxy": list(d.box_xyxy),
-                "class_id": d.class_id,
-                "class_name": d.class_name,
-                "score": d.score,
-                "level": d.level,
-            }
-            for d in result.detections
-        ]
-        maps = {(d.id, layer): m for d in result.detections for layer, m in d.maps.items()}
-        return cls(detections=records, maps=maps)

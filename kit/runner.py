@@ -31,7 +31,7 @@ from kit.images import printable, read_image
 from kit.maps import Letterbox, boxes_to_original, normalize, to_original
 from kit.methods import CamMethod
 from kit.outputs import RunWriter
-from kit.results import FUSED, DetectionResult, ImageMaps, ImageResult
+from kit.results import FUSED, DetectionResult, ImageResult
 from kit.targets import DetectorOutput, Target
 
 LOG = logging.getLogger("kit")
@@ -74,12 +74,14 @@ def to_image_result(
     letterbox: Letterbox,
     method: str,
     names: Sequence[str],
-    layers: Sequence[str],
-    file: str,
+    layers: Sequence[str] | None = None,
+    file: str = "",
     image: np.ndarray | None = None,
     fuse: bool = False,
 ) -> ImageResult:
     """Select one image's detections; boxes and maps back in the original pixels, normalized.
+
+    ``layers`` (default: every layer explained) is what the result names as its layers.
 
     With ``fuse``, each detection also gets a map under the layer name ``fused``: the maps of the
     layers its gradient reached, fused as pytorch-grad-cam does (:func:`kit.fusion.fuse_layers`).
@@ -116,32 +118,9 @@ def to_image_result(
         width=width,
         height=height,
         detections=tuple(detections),
-        layers=tuple(layers),
+        layers=tuple(explanation.cams[method] if layers is None else layers),
         image=image,
     )
-
-
-def to_image_maps(
-    explanation: Explanation,
-    *,
-    image_index: int,
-    letterbox: Letterbox,
-    method: str,
-    names: Sequence[str],
-    fuse: bool = False,
-) -> ImageMaps:
-    """:func:`to_image_result` as :class:`ImageMaps`, the form the evaluation reads."""
-    result = to_image_result(
-        explanation,
-        image_index=image_index,
-        letterbox=letterbox,
-        method=method,
-        names=names,
-        layers=list(explanation.cams[method]),
-        file="",
-        fuse=fuse,
-    )
-    return ImageMaps.of(result)
 
 
 def source_path(source: Source, position: int) -> Path:

@@ -61,8 +61,8 @@ from kit.labels import Labels, load_labels
 from kit.maps import Letterbox
 from kit.methods import CamMethod
 from kit.metrics import rank_correlation
-from kit.results import FUSED, ImageMaps
-from kit.runner import explain_batch, to_image_maps
+from kit.results import FUSED, ImageResult
+from kit.runner import explain_batch, to_image_result
 from kit.targets import Target
 from scripts import shapes
 from scripts.config import REPO_ROOT, checkout_path, load_project
@@ -92,20 +92,12 @@ def parse_layer_sets(value: str) -> dict[str, list[str]]:
     return sets
 
 
-def restrict(result: ImageMaps, layers: Sequence[str]) -> ImageMaps:
-    """The image's detections with the maps of ``layers`` only: a layer set as a run of its own."""
-    return ImageMaps(
-        detections=result.detections,
-        maps={(i, layer): m for (i, layer), m in result.maps.items() if layer in layers},
-    )
-
-
 def set_maps(
-    result: ImageMaps, det_id: int, layer_sets: dict[str, list[str]]
+    result: ImageResult, det_id: int, layer_sets: dict[str, list[str]]
 ) -> dict[str, np.ndarray | None]:
     """Per layer set, one detection's fused map (kit.evaluate.detection_maps); None: no layer reached."""
     return {
-        name: detection_maps(restrict(result, layers), det_id)[FUSED] for name, layers in layer_sets.items()
+        name: detection_maps(result.restricted(layers), det_id)[FUSED] for name, layers in layer_sets.items()
     }
 
 
@@ -121,16 +113,16 @@ def measure_image(
 ) -> tuple[list[Match], dict[int, dict[Key, np.ndarray | None]]]:
     """Score one explained image with every (method, layer set) evaluator.
 
-    Each method's maps are taken to the image's pixels as a run writes them (:func:`kit.runner.to_image_maps`)
+    Each method's maps are taken to the image's pixels as a run writes them (:func:`kit.runner.to_image_result`)
     and each layer set is handed to its evaluator as that run's maps. Returns the matches (the same
     for every evaluator: the detections are the same) and each matched detection's set maps.
     """
     matches: list[Match] = []
     maps: dict[int, dict[Key, np.ndarray | None]] = {}
     for method in dict.fromkeys(m for m, _ in evaluators):
-        result = to_image_maps(explanation, image_index=0, letterbox=letterbox, method=method, names=names)
+        result = to_image_result(explanation, image_index=0, letterbox=letterbox, method=method, names=names)
         for name, layers in layer_sets.items():
-            matches = evaluators[(method, name)].score_image(source, image, restrict(result, layers))
+            matches = evaluators[(method, name)].score_image(source, image, result.restricted(layers))
         for match in matches:
             for name, cam in set_maps(result, match.det_id, layer_sets).items():
                 maps.setdefault(match.det_id, {})[(method, name)] = cam
@@ -193,7 +185,7 @@ def randomization(
                 capabilities=adapter.capabilities,
             )
             for method in methods:
-                result = to_image_maps(
+                result = to_image_result(
                     explanation,
                     image_index=0,
                     letterbox=letterboxes[image_index],

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from kit.methods import get_method
-from kit.runner import explain_batch, to_image_maps
+from kit.runner import explain_batch, to_image_result
 from kit.targets import get_target
 from scripts import eval as evaluation
 from tests.conftest import ToyAdapter
@@ -65,7 +65,7 @@ def test_randomized_maps_are_compared_with_the_trained_ones() -> None:
     explanation, (letterbox,) = explain_batch(
         adapter, [image], layers=modules, target=target, methods=methods
     )
-    result = to_image_maps(
+    result = to_image_result(
         explanation, image_index=0, letterbox=letterbox, method="gradcam", names=adapter.names
     )
     sample = evaluation.Sample(

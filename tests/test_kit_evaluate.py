@@ -15,7 +15,7 @@ from kit.evaluate import EvalOptionError, Evaluator, detection_maps, match_detec
 from kit.fusion import fuse_reached
 from kit.labels import Labels
 from kit.metrics import energy_pointing_game
-from kit.results import FUSED, ImageMaps
+from kit.results import FUSED, DetectionResult, ImageResult
 
 
 def test_matching_is_greedy_by_score_and_one_to_one() -> None:
@@ -60,12 +60,22 @@ def box_brightness_detector(box: list[float]) -> Any:
     return detect
 
 
-def image_maps(boxes: list[list[float]], maps: dict[tuple[int, str], np.ndarray | None]) -> ImageMaps:
-    dets = [
-        {"id": i, "box_xyxy": b, "class_id": 0, "class_name": "thing", "score": 0.9 - 0.1 * i}
+def image_maps(boxes: list[list[float]], maps: dict[tuple[int, str], np.ndarray | None]) -> ImageResult:
+    """An ImageResult of detections ``boxes`` (class 0, falling scores) with ``maps[(id, layer)]``."""
+    dets = tuple(
+        DetectionResult(
+            id=i,
+            box_xyxy=(b[0], b[1], b[2], b[3]),
+            class_id=0,
+            class_name="thing",
+            score=0.9 - 0.1 * i,
+            level=None,
+            maps={layer: m for (j, layer), m in maps.items() if j == i},
+        )
         for i, b in enumerate(boxes)
-    ]
-    return ImageMaps(detections=dets, maps=maps)
+    )
+    layers = tuple(dict.fromkeys(layer for _, layer in maps))
+    return ImageResult(file="x.png", width=20, height=20, detections=dets, layers=layers)
 
 
 def peak_at(y: int, x: int) -> np.ndarray:
@@ -179,3 +189,15 @@ def test_every_entry_point_gets_the_eval_flags() -> None:
     assert plain.eval is None and plain.eval_curves == 20 and plain.eval_steps == 16
     opt = parser.parse_args(["--eval", "labels", "--eval-curves", "3", "--eval-steps", "8"])
     assert (opt.eval, opt.eval_curves, opt.eval_steps) == ("labels", 3, 8)
+
+
+def test_restricted_keeps_only_the_named_layers() -> None:
+    """A layer set as a run of its own: maps and the layer list of the other layers are gone."""
+    a, b = np.ones((20, 20), np.float32), np.zeros((20, 20), np.float32)
+    result = image_maps([[2, 2, 8, 8], [10, 10, 18, 18]], {(0, "a"): a, (0, "b"): b, (1, "a"): None})
+    only_a = result.restricted(["a"])
+    assert only_a.layers == ("a",)
+    assert [sorted(d.maps) for d in only_a.detections] == [["a"], ["a"]]
+    assert only_a.detections[0].maps["a"] is a and only_a.detections[1].maps["a"] is None
+    assert [d.box_xyxy for d in only_a.detections] == [d.box_xyxy for d in result.detections]
+    assert result.restricted(["c"]).layers == () and all(not d.maps for d in result.restricted(["c"]).detections)
