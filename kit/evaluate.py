@@ -169,6 +169,9 @@ class Evaluator:
         self.iou = iou
         self.per_layer = per_layer
         self.rows: list[dict[str, Any]] = []
+        # Detections of evaluated images that matched no ground truth, as (file, id): with ``rows``
+        # every evaluated detection is accounted for (kit.audit splits by it).
+        self.unmatched: list[dict[str, Any]] = []
         self.layers: list[str] = []  # map names in the order first seen
         self.images = 0
         self.ground_truth = 0
@@ -210,6 +213,7 @@ class Evaluator:
         matches = []
         for det, one in zip(dets, found):
             if one is None:
+                self.unmatched.append({"file": str(source), "id": det.id})
                 continue
             g, overlap = one
             match = Match(det_id=det.id, gt_box=gt.boxes[g], gt_class=int(gt.classes[g]), iou=overlap)
@@ -300,7 +304,8 @@ class Evaluator:
         return rows
 
     def report(self) -> dict[str, Any]:
-        """Everything ``eval.json`` holds: labels, options, counts, summary and per-detection rows."""
+        """Everything ``eval.json`` holds: labels, options, counts, summary, per-detection rows of the
+        matched detections (``detections``) and the unmatched ones' file and id (``unmatched``)."""
         labels = self.labels
         matched = len(self.rows)
         rows = self.summary_rows()
@@ -339,6 +344,7 @@ class Evaluator:
             "curve_error": self.curve_error,
             "seconds": {"eval": round(self.seconds, 2), "curves": round(self.curve_seconds, 2)},
             "detections": self.rows,
+            "unmatched": self.unmatched,
         }
 
     def finish(self, out_dir: Path) -> tuple[Path, str]:
