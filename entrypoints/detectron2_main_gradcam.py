@@ -22,7 +22,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # the checkout's detectron2 package, used without installing it
 
 import kit  # noqa: E402
-from kit import cli  # noqa: E402
+from kit import cli, options  # noqa: E402
 from kit.errors import KitError  # noqa: E402
 from kit.outputs import increment_path  # noqa: E402
 
@@ -64,10 +64,10 @@ def check_arguments(opt: argparse.Namespace) -> None:
             "--half is for the YOLO entry points; detectron2 models run in float32 here. Drop --half."
         )
     cli.check_kit_arguments(opt)
-    cli.check_fraction("--confidence-threshold", opt.confidence_threshold)
-    cli.check_max_det(opt.max_det)
+    options.check_fraction("--confidence-threshold", opt.confidence_threshold)
+    options.check_max_det(opt.max_det)
     if len(opt.opts) % 2:
-        raise cli.ArgumentError(f"--opts takes KEY VALUE pairs, got an odd number of items: {opt.opts}")
+        raise options.ArgumentError(f"--opts takes KEY VALUE pairs, got an odd number of items: {opt.opts}")
     cli.check_output_folder(opt.output, flag="--output", exist_ok=opt.exist_ok)
 
 

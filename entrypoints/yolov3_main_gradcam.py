@@ -58,21 +58,10 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     return opt
 
 
-def check_arguments(opt: argparse.Namespace) -> None:
-    """Every value checked before the model loads: a bad one stops with exit 2 and the fix."""
-    cli.check_kit_arguments(opt)
-    for size in opt.imgsz:
-        cli.check_positive("--imgsz", size)
-    cli.check_fraction("--conf-thres", opt.conf_thres)
-    cli.check_fraction("--iou-thres", opt.iou_thres)
-    cli.check_max_det(opt.max_det)
-    cli.check_output_folder(Path(opt.project) / opt.name, flag="--project", exist_ok=opt.exist_ok)
-
-
 def main(argv: list[str] | None = None) -> int:
     opt = parse_opt(argv)
     cli.setup_logging()
-    check_arguments(opt)
+    cli.check_yolo_arguments(opt, size_flag="--imgsz")  # before the model loads: exit 2 and the fix
     explainer = kit.load(
         "yolov3",
         opt.weights,

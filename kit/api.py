@@ -15,12 +15,13 @@ from typing import Any, Union
 
 import numpy as np
 
-from kit.cli import ArgumentError, check_positive, parse_layers
+from kit.errors import RunInterrupted
 from kit.evaluate import DEFAULT_CURVES, DEFAULT_STEPS, Evaluator, adapter_detector
 from kit.images import list_sources, printable
 from kit.labels import load_labels
 from kit.loaders import Loaded, find_checkout, use_checkout
 from kit.methods import CamMethod, get_method
+from kit.options import ArgumentError, check_positive, parse_layers
 from kit.outputs import RunWriter
 from kit.results import ImageResult
 from kit.runner import Source, explain_images, run, source_path
@@ -189,9 +190,8 @@ class Explainer:
 
         A folder another run is writing into is refused (its lock). Ctrl-C leaves a valid manifest
         of the finished images (``"interrupted": true``) and raises
-        :class:`kit.cli.RunInterrupted` (a KeyboardInterrupt) naming the folder.
+        :class:`kit.errors.RunInterrupted` (a KeyboardInterrupt) naming the folder.
         """
-        from kit.cli import RunInterrupted
 
         plan = self._plan(source, method=method, target=target, layers=layers, batch_size=batch_size)
         evaluator = None

@@ -10,22 +10,18 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import os
 import sys
 import traceback
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
-
-from kit.errors import CheckpointError, CheckpointNotFoundError, KitError
+from kit.errors import KitError, RunInterrupted
 from kit.evaluate import DEFAULT_CURVES, DEFAULT_STEPS
 from kit.methods import METHODS
+from kit.options import ArgumentError, check_detector_options, check_positive, parse_layers
 from kit.outputs import check_unlocked
-from kit.safeload import safe_load
 from kit.targets import TARGETS
 
 if TYPE_CHECKING:
@@ -39,18 +35,6 @@ EXIT_IMAGES_FAILED = 1  # the run finished, some images failed (named in the man
 EXIT_REFUSED = 2  # bad arguments or refused input (KitError, argparse): nothing was explained
 EXIT_INTERNAL = 3  # a bug: an exception the kit does not expect
 EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT), as a shell reports it
-
-
-class ArgumentError(KitError, ValueError):
-    """A command-line value refused before anything is loaded; the message names it and the fix."""
-
-
-class RunInterrupted(KeyboardInterrupt):
-    """Ctrl-C during a run; ``out_dir`` holds the manifest of the images done so far."""
-
-    def __init__(self, out_dir: Path) -> None:
-        super().__init__(str(out_dir))
-        self.out_dir = out_dir
 
 
 def add_kit_arguments(parser: argparse.ArgumentParser, *, default_method: str = "gradcam") -> None:
@@ -106,61 +90,6 @@ def add_kit_arguments(parser: argparse.ArgumentParser, *, default_method: str = 
     )
 
 
-def parse_layers(value: str) -> list[str]:
-    """'102, 103,104' -> ['102', '103', '104']; empty or blank -> [] (the adapter's default).
-
-    Refused with the fix: an empty entry ('102,,103', ','), a layer given twice, and a negative
-    index (Python's -1 would be the head itself, not a layer feeding it).
-    """
-    if not value.strip():
-        return []
-    parts = [part.strip() for part in value.split(",")]
-    example = "give comma-separated layer indices or module names such as 102,103,104"
-    if not all(parts):
-        raise ArgumentError(
-            f"--target-layers {value!r} has an empty entry; {example}, or leave the flag out for the default"
-        )
-    for part in parts:
-        if part.startswith("-") and part[1:].isdigit():
-            raise ArgumentError(
-                f"--target-layers: layer {part} is negative; indices count from 0 (a negative index "
-                f"would count back from the head, -1 being the head itself); {example}"
-            )
-    repeated = sorted({part for part in parts if parts.count(part) > 1})
-    if repeated:
-        names = ", ".join(repeated)
-        raise ArgumentError(f"--target-layers {value!r} names {names} more than once; {example}")
-    return parts
-
-
-def check_positive(flag: str, value: int, *, what: str = "pixels") -> int:
-    """A size or count that must be at least 1."""
-    if value < 1:
-        raise ArgumentError(f"{flag} must be a positive number of {what}, got {value}; e.g. {flag} 640")
-    return value
-
-
-def check_fraction(flag: str, value: float) -> float:
-    """A threshold in [0, 1] (NaN refused: it compares false with every score)."""
-    if math.isnan(value) or not 0.0 <= value <= 1.0:
-        raise ArgumentError(f"{flag} must be between 0 and 1, got {value}; e.g. {flag} 0.25")
-    return value
-
-
-def check_max_det(value: int | None, *, flag: str = "--max-det") -> int | None:
-    """At most ``value`` detections per image; None (detectron2's default) means no cap.
-
-    0 is refused like a negative value: a run that may explain no detection is a mistake, and
-    slicing with a negative count would silently drop the last detections.
-    """
-    if value is not None and value < 1:
-        raise ArgumentError(
-            f"{flag} must be at least 1 (the most detections explained per image), got {value}; "
-            f"leave it out for the default"
-        )
-    return value
-
-
 def check_output_folder(path: Path | str, *, flag: str, exist_ok: bool) -> Path:
     """Refuse a run folder that cannot be made: a file in its way, or a folder we cannot write to.
 
@@ -191,104 +120,26 @@ def check_kit_arguments(opt: argparse.Namespace) -> None:
     check_positive("--eval-steps", opt.eval_steps, what="steps")
 
 
-def describe(obj: Any) -> str:
-    """What a checkpoint file holds, in words (for errors about checkpoints of another kind)."""
-    if isinstance(obj, Mapping) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
-        first = next(iter(obj))
-        return f"a raw state_dict ({len(obj)} tensors, e.g. {first!r})"
-    if isinstance(obj, Mapping):
-        keys = ", ".join(repr(k) for k in list(obj)[:8]) + (", ..." if len(obj) > 8 else "")
-        return f"a dict with keys {keys}" if obj else "an empty dict"
-    if isinstance(obj, torch.Tensor):
-        return f"a single tensor of shape {tuple(obj.shape)}"
-    kind = type(obj)
-    name = f"{kind.__module__}.{kind.__qualname__}"
-    return f"a lone {name} module" if isinstance(obj, nn.Module) else f"a {name}"
+def check_yolo_arguments(opt: argparse.Namespace, *, size_flag: str) -> None:
+    """A YOLO entry point's flags (detect.py's and the kit's), checked before the model loads.
 
-
-def yolo_checkpoint_check(model_class: type, *, writer: str = "train.py") -> Callable[[Any, Path], None]:
-    """A ``validate`` for checkpoint_loader: the file must be what the YOLO repos' attempt_load reads,
-    a dict whose 'ema' (if set) or 'model' is a ``model_class`` object."""
-    fix = f"pass a checkpoint written by {writer} (a dict with 'model')"
-
-    def check(ckpt: Any, path: Path) -> None:
-        if not isinstance(ckpt, Mapping):
-            if isinstance(ckpt, model_class):
-                raise CheckpointError(
-                    f"{path} holds a bare {model_class.__name__} object, not a checkpoint; {fix}, "
-                    "e.g. torch.save({'model': model}, path)"
-                )
-            raise CheckpointError(f"{path} holds {describe(ckpt)}, not a checkpoint; {fix}")
-        key = "ema" if ckpt.get("ema") else "model"
-        if key not in ckpt:
-            what = describe(ckpt)
-            if what.startswith("a raw state_dict"):
-                raise CheckpointError(
-                    f"{path} holds {what}, not a checkpoint with a model object; {fix}, or build the "
-                    "model from its cfg, load_state_dict() it and save {'model': model}"
-                )
-            raise CheckpointError(f"{path} holds {what} but no 'model' or 'ema'; {fix}")
-        model = ckpt[key]
-        if not isinstance(model, model_class):
-            expected = f"{model_class.__module__}.{model_class.__qualname__}"
-            raise CheckpointError(
-                f"{path}: its {key!r} holds {describe(model)}, not a YOLO model ({expected}); {fix} "
-                "for this repo's models"
-            )
-
-    return check
-
-
-def checkpoint_loader(
-    *,
-    allowed_modules: Sequence[str],
-    trust: bool,
-    validate: Callable[[Any, Path], None] | None = None,
-) -> Callable[[Any, Any], Any]:
-    """A ``loader(path, map_location)`` for the upstream's load function, with the kit's policy.
-
-    ``validate(checkpoint, path)`` raises CheckpointError, naming what the file holds, for a
-    checkpoint of another kind (e.g. a raw state_dict where a model object is expected).
+    ``size_flag`` is the repo's image-size flag (``--img-size`` in yolov7, ``--imgsz`` in yolov3);
+    its value is ``opt``'s attribute of that name.
     """
-
-    def load(path: Any, map_location: Any = None) -> Any:
-        ckpt = safe_load(Path(path), allowed_modules=allowed_modules, trust=trust, map_location=map_location)
-        if validate is not None:
-            validate(ckpt, Path(path))
-        return ckpt
-
-    return load
-
-
-def require_files(paths: Sequence[str], *, what: str = "weights") -> list[str]:
-    """Refuse early, with the fix, when a weights file is missing (instead of an upstream download)."""
-    for path in paths:
-        if not Path(path).is_file():
-            raise CheckpointNotFoundError(
-                f"{what} file not found: {path}. Pass an existing checkpoint with --weights PATH "
-                "(or WEIGHTS=PATH with make cam)."
-            )
-    return list(paths)
-
-
-def upstream_device(select_device: Callable[[str], Any], device: str) -> Any:
-    """The upstream's ``select_device(device)``; its AssertionError for a device this machine
-    does not have (detect.py's way of saying so) is the user's argument refused, exit 2."""
-    try:
-        return select_device(device)
-    except AssertionError as error:
-        raise ArgumentError(f"--device {device}: {error}; pass --device cpu or the index of a GPU") from None
-
-
-def half_precision(model: Any, device: Any) -> Any:
-    """``model.half()`` for ``--half``, refused with the fix on a device that is not CUDA."""
-    kind = getattr(device, "type", str(device))
-    if kind != "cuda":
-        raise KitError(
-            f"--half needs a CUDA device (--device 0); this run is on {kind}, where float16 is slower "
-            "and less exact than float32. Drop --half."
-        )
-    return model.half()
+    check_kit_arguments(opt)
+    check_detector_options(
+        img_size=getattr(opt, size_flag.lstrip("-").replace("-", "_")),
+        conf_thres=opt.conf_thres,
+        iou_thres=opt.iou_thres,
+        max_det=opt.max_det,
+        names={
+            "img_size": size_flag,
+            "conf_thres": "--conf-thres",
+            "iou_thres": "--iou-thres",
+            "max_det": "--max-det",
+        },
+    )
+    check_output_folder(Path(opt.project) / opt.name, flag="--project", exist_ok=opt.exist_ok)
 
 
 def setup_logging() -> None:

@@ -8,6 +8,8 @@ catch ``KitError`` and print the message without a traceback. Where a builtin ty
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 class KitError(Exception):
     """Base class of every error raised on purpose by the kit."""
@@ -55,3 +57,11 @@ class ChecksumError(DownloadError):
 
 class OutputError(KitError, ValueError):
     """A run-folder request that cannot be written as asked (e.g. a clashing manifest key)."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a run; ``out_dir`` holds the manifest of the images done so far."""
+
+    def __init__(self, out_dir: Path) -> None:
+        super().__init__(str(out_dir))
+        self.out_dir = out_dir

@@ -110,4 +110,3 @@ def draw_overlay(
     the box colour, the layer is named in the label when the run explains several layers."""
     label = detection.label() + (f" {layer}" if len(layers) > 1 else "")
     return overlay(image_bgr, cam, box_xyxy=detection.box_xyxy, label=label, color=color_for(index))
-

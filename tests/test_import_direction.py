@@ -15,9 +15,9 @@ import pytest
 KIT = Path(__file__).resolve().parents[1] / "kit"
 
 CORE = ["engine", "methods", "targets", "fusion", "maps", "detections", "errors", "adapters"]
-RUN_AND_EVAL = ["runner", "outputs", "cli", "api", "loaders", "evaluate", "metrics", "labels", "render"]
 EVALUATION = ["evaluate", "metrics", "labels"]
-RUN = ["runner", "outputs", "cli", "api", "loaders"]
+RUN = ["runner", "outputs", "cli", "api", "loaders", "checkpoints"]
+RUN_AND_EVAL = [*RUN, *EVALUATION, "render"]
 UPSTREAM_PACKAGES = {"models", "utils", "detectron2"}
 
 
@@ -34,7 +34,9 @@ def kit_imports(path: Path) -> set[str]:
     found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         names: list[str] = []
-        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+        if isinstance(node, ast.ImportFrom) and node.module == "kit" and node.level == 0:
+            names = [f"kit.{alias.name}" for alias in node.names]  # from kit import cli
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names = [node.module]
         elif isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
@@ -63,6 +65,17 @@ def test_evaluation_does_not_import_the_run_loop(path: Path) -> None:
     assert not kit_imports(path) & set(RUN), kit_imports(path)
 
 
+@pytest.mark.parametrize(
+    "path",
+    [p for p in sorted(KIT.rglob("*.py")) if p.name != "cli.py"],
+    ids=lambda p: str(p.relative_to(KIT)),
+)
+def test_only_the_entry_points_import_the_command_line_module(path: Path) -> None:
+    """kit.cli is the entry points' (flags, exit codes); the API and the loaders check values with
+    kit.options and load checkpoints with kit.checkpoints, so ``import kit`` never needs argparse."""
+    assert "cli" not in kit_imports(path)
+
+
 @pytest.mark.parametrize("path", sorted(KIT.rglob("*.py")), ids=lambda p: str(p.relative_to(KIT)))
 def test_no_kit_module_imports_an_upstream_at_module_level(path: Path) -> None:
     """Upstream code is imported lazily, from its checkout, by kit.loaders only."""
@@ -73,8 +86,9 @@ def test_the_reader_sees_lazy_and_aliased_imports(tmp_path: Path) -> None:
     """What the layer tests rely on: an import inside a function, and 'import kit.x as y'."""
     probe = tmp_path / "probe.py"
     probe.write_text(
-        "import kit.outputs as o\n\ndef f():\n    from kit.runner import run\n    import models.yolo\n"
+        "import kit.outputs as o\nfrom kit import cli\n\ndef f():\n    from kit.runner import run\n"
+        "    import models.yolo\n"
     )
-    assert kit_imports(probe) == {"outputs", "runner"}
+    assert kit_imports(probe) == {"outputs", "cli", "runner"}
     assert top_level_imports(probe) == {"kit"}  # the upstream import is lazy: allowed
     assert kit_imports(KIT / "runner.py") >= {"engine", "outputs", "results"}

@@ -11,8 +11,8 @@ import pytest
 
 import kit
 from kit.api import Explainer, RunResult
-from kit.cli import ArgumentError
 from kit.loaders import CheckoutError, Loaded, find_checkout
+from kit.options import ArgumentError
 from kit.results import FUSED, DetectionResult, ImageResult, NoMapError
 from tests.conftest import ToyAdapter
 

@@ -16,10 +16,9 @@ import torch
 from torch import nn
 
 import kit.api
-from kit import cli
-from kit.cli import half_precision
+from kit import checkpoints, cli, errors, options
 from kit.errors import CheckpointError, KitError
-from kit.loaders import Loaded
+from kit.loaders import Loaded, half_precision
 
 
 def test_half_is_refused_on_the_cpu_with_the_fix() -> None:
@@ -48,7 +47,7 @@ def test_half_converts_the_model_on_cuda() -> None:
     ],
 )
 def test_parse_layers_accepts_indices_and_names(value: str, expected: list[str]) -> None:
-    assert cli.parse_layers(value) == expected
+    assert options.parse_layers(value) == expected
 
 
 @pytest.mark.parametrize(
@@ -64,25 +63,25 @@ def test_parse_layers_accepts_indices_and_names(value: str, expected: list[str])
     ],
 )
 def test_parse_layers_refuses_empty_negative_and_repeated(value: str, message: str) -> None:
-    with pytest.raises(cli.ArgumentError, match=message):
-        cli.parse_layers(value)
+    with pytest.raises(options.ArgumentError, match=message):
+        options.parse_layers(value)
 
 
 def test_sizes_thresholds_and_max_det() -> None:
-    assert cli.check_positive("--img-size", 1) == 1
+    assert options.check_positive("--img-size", 1) == 1
     for bad in (0, -1):
         with pytest.raises(
-            cli.ArgumentError, match=rf"--img-size must be a positive number of pixels, got {bad}"
+            options.ArgumentError, match=rf"--img-size must be a positive number of pixels, got {bad}"
         ):
-            cli.check_positive("--img-size", bad)
-    assert [cli.check_fraction("--conf-thres", v) for v in (0.0, 0.25, 1.0)] == [0.0, 0.25, 1.0]
+            options.check_positive("--img-size", bad)
+    assert [options.check_fraction("--conf-thres", v) for v in (0.0, 0.25, 1.0)] == [0.0, 0.25, 1.0]
     for bad in (-0.01, 1.5, float("nan"), float("inf")):
-        with pytest.raises(cli.ArgumentError, match=rf"--conf-thres must be between 0 and 1, got {bad}"):
-            cli.check_fraction("--conf-thres", bad)
-    assert cli.check_max_det(None) is None and cli.check_max_det(1) == 1
+        with pytest.raises(options.ArgumentError, match=rf"--conf-thres must be between 0 and 1, got {bad}"):
+            options.check_fraction("--conf-thres", bad)
+    assert options.check_max_det(None) is None and options.check_max_det(1) == 1
     for bad in (0, -1):  # 0 would explain nothing; -1 sliced off the last detection
-        with pytest.raises(cli.ArgumentError, match=rf"--max-det must be at least 1.*got {bad}"):
-            cli.check_max_det(bad)
+        with pytest.raises(options.ArgumentError, match=rf"--max-det must be at least 1.*got {bad}"):
+            options.check_max_det(bad)
 
 
 def kit_options(**changes: object) -> argparse.Namespace:
@@ -106,7 +105,7 @@ def kit_options(**changes: object) -> argparse.Namespace:
 def test_kit_arguments_are_checked(changes: dict[str, object], message: str) -> None:
     cli.check_kit_arguments(kit_options())  # the defaults pass
     cli.check_kit_arguments(kit_options(eval_curves=0, eval_steps=1, batch_size=8))
-    with pytest.raises(cli.ArgumentError, match=message):
+    with pytest.raises(options.ArgumentError, match=message):
         cli.check_kit_arguments(kit_options(**changes))
 
 
@@ -119,7 +118,7 @@ def test_output_folder_that_is_a_file_or_under_one_is_refused(tmp_path: Path) ->
     runs.write_text("")
     for path in (runs, runs / "cam" / "exp"):
         with pytest.raises(
-            cli.ArgumentError, match=rf"--project: {re.escape(str(runs))} is a file, not a folder"
+            options.ArgumentError, match=rf"--project: {re.escape(str(runs))} is a file, not a folder"
         ):
             cli.check_output_folder(path, flag="--project", exist_ok=True)
     assert not (tmp_path / "runs").is_dir()  # nothing was made
@@ -133,9 +132,9 @@ def test_output_folder_that_cannot_be_written_is_refused(
     (free / "exp").mkdir(parents=True)
     real_access = os.access
     monkeypatch.setattr(cli.os, "access", lambda p, mode: Path(p) != locked and real_access(p, mode))
-    with pytest.raises(cli.ArgumentError, match=rf"--output: cannot write into {re.escape(str(locked))}"):
+    with pytest.raises(options.ArgumentError, match=rf"--output: cannot write into {re.escape(str(locked))}"):
         cli.check_output_folder(locked / "a" / "b", flag="--output", exist_ok=False)
-    with pytest.raises(cli.ArgumentError, match="cannot write into"):  # --exist-ok writes into it
+    with pytest.raises(options.ArgumentError, match="cannot write into"):  # --exist-ok writes into it
         cli.check_output_folder(locked, flag="--output", exist_ok=True)
     cli.check_output_folder(locked, flag="--output", exist_ok=False)  # a new sibling locked2 instead
     cli.check_output_folder(free / "exp", flag="--output", exist_ok=True)
@@ -145,7 +144,7 @@ def test_output_folder_that_cannot_be_written_is_refused(
 def test_output_folder_without_write_permission_is_refused(tmp_path: Path) -> None:
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o500)
-    with pytest.raises(cli.ArgumentError, match="permission denied"):
+    with pytest.raises(options.ArgumentError, match="permission denied"):
         cli.check_output_folder(locked / "exp", flag="--project", exist_ok=False)
 
 
@@ -183,7 +182,7 @@ class Model(nn.Module):  # stands for the upstream's models.yolo.Model
     ],
 )
 def test_yolo_checkpoint_of_another_kind_is_named(checkpoint: object, message: str) -> None:
-    check = cli.yolo_checkpoint_check(Model)
+    check = checkpoints.yolo_checkpoint_check(Model)
     with pytest.raises(CheckpointError, match=message) as caught:
         check(checkpoint, Path("w/best.pt"))
     text = str(caught.value)
@@ -193,7 +192,7 @@ def test_yolo_checkpoint_of_another_kind_is_named(checkpoint: object, message: s
 
 
 def test_yolo_checkpoints_as_train_py_writes_them_pass() -> None:
-    check = cli.yolo_checkpoint_check(Model)
+    check = checkpoints.yolo_checkpoint_check(Model)
     check({"model": Model().half(), "ema": None, "optimizer": None, "epoch": -1}, Path("a.pt"))
     check({"model": None, "ema": Model()}, Path("a.pt"))  # attempt_load takes the EMA when set
 
@@ -201,10 +200,10 @@ def test_yolo_checkpoints_as_train_py_writes_them_pass() -> None:
 def test_checkpoint_loader_validates_what_it_loaded(tmp_path: Path) -> None:
     path = tmp_path / "state.pt"
     torch.save(dict(Model().state_dict()), path)
-    load = cli.checkpoint_loader(allowed_modules=("torch.nn",), trust=False)
+    load = checkpoints.checkpoint_loader(allowed_modules=("torch.nn",), trust=False)
     assert set(load(str(path), "cpu")) == {"model.0.weight", "model.0.bias"}  # no validate: as loaded
-    load = cli.checkpoint_loader(
-        allowed_modules=("torch.nn",), trust=False, validate=cli.yolo_checkpoint_check(Model)
+    load = checkpoints.checkpoint_loader(
+        allowed_modules=("torch.nn",), trust=False, validate=checkpoints.yolo_checkpoint_check(Model)
     )
     with pytest.raises(CheckpointError, match=rf"{re.escape(str(path))} holds a raw state_dict"):
         load(str(path), "cpu")
@@ -218,7 +217,7 @@ def test_guarded_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.guarded(lambda: 1) == 1  # some images failed: explain_sources says so
 
     def refused() -> int:
-        raise cli.ArgumentError("--img-size must be a positive number of pixels, got 0")
+        raise options.ArgumentError("--img-size must be a positive number of pixels, got 0")
 
     assert cli.guarded(refused) == 2
     assert capsys.readouterr().err == "error: --img-size must be a positive number of pixels, got 0\n"
@@ -244,7 +243,7 @@ def test_guarded_ctrl_c_says_where_the_partial_results_are(
     def interrupted(out_dir: Path | None) -> int:
         if out_dir is None:
             raise KeyboardInterrupt
-        raise cli.RunInterrupted(out_dir)
+        raise errors.RunInterrupted(out_dir)
 
     assert cli.guarded(lambda: interrupted(None)) == 130
     assert capsys.readouterr().err == "interrupted before any image was explained; nothing was written\n"
@@ -406,13 +405,13 @@ def test_ctrl_c_during_a_run_names_its_folder(
     def main() -> int:
         return cli.explain_sources(explainer, opt=kit_options(), source=str(image), out_dir=out)
 
-    with pytest.raises(cli.RunInterrupted) as caught:
+    with pytest.raises(errors.RunInterrupted) as caught:
         main()
     assert caught.value.out_dir == out
     assert cli.guarded(main) == 130
     assert capsys.readouterr().err.startswith("interrupted: ")
     # two layers that are one module are refused before the run
-    with pytest.raises(cli.ArgumentError, match="0 and model.0 are the same module"):
+    with pytest.raises(options.ArgumentError, match="0 and model.0 are the same module"):
         cli.explain_sources(
             explainer, opt=kit_options(target_layers="0,model.0"), source=str(image), out_dir=out
         )

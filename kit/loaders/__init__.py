@@ -4,19 +4,21 @@ the entry points share.
 These modules are the only part of the kit that imports an upstream's code: lazily, inside
 functions, from the checkout put first on ``sys.path`` (:func:`use_checkout`), as the entry points
 do from the folder they are installed in. Every checkpoint goes through the kit's safe loader
-(:func:`kit.cli.checkpoint_loader`) with the modules each upstream allows.
+(:func:`kit.checkpoints.checkpoint_loader`) with the modules each upstream allows.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from kit.adapters.base import Adapter
 from kit.errors import KitError
+from kit.options import ArgumentError
 
 UPSTREAMS_DIR_ENV = "KIT_UPSTREAMS_DIR"  # as scripts.config: another folder for all checkouts
 # Files that only a checkout of that upstream has (yolov3 and yolov7 share models/yolo.py).
@@ -104,3 +106,23 @@ def use_checkout(upstream: str, folder: Path) -> None:
             )
     if str(root) not in sys.path:
         sys.path.insert(0, str(root))
+
+
+def upstream_device(select_device: Callable[[str], Any], device: str) -> Any:
+    """The upstream's ``select_device(device)``; its AssertionError for a device this machine
+    does not have (detect.py's way of saying so) is the user's argument refused, exit 2."""
+    try:
+        return select_device(device)
+    except AssertionError as error:
+        raise ArgumentError(f"--device {device}: {error}; pass --device cpu or the index of a GPU") from None
+
+
+def half_precision(model: Any, device: Any) -> Any:
+    """``model.half()`` for ``--half``, refused with the fix on a device that is not CUDA."""
+    kind = getattr(device, "type", str(device))
+    if kind != "cuda":
+        raise KitError(
+            f"--half needs a CUDA device (--device 0); this run is on {kind}, where float16 is slower "
+            "and less exact than float32. Drop --half."
+        )
+    return model.half()

@@ -9,9 +9,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from kit import cli
+from kit.checkpoints import checkpoint_loader, describe
 from kit.errors import CheckpointError, CheckpointNotFoundError, KitError
 from kit.loaders import Loaded
+from kit.options import ArgumentError, check_fraction, check_max_det
 
 LOG = logging.getLogger("kit")
 
@@ -50,11 +51,11 @@ def setup_cfg(
     try:
         cfg.merge_from_file(str(config))
     except refused as error:
-        raise cli.ArgumentError(f"--config-file {config_file}: {error}") from None
+        raise ArgumentError(f"--config-file {config_file}: {error}") from None
     try:
         cfg.merge_from_list(list(opts))
     except refused as error:
-        raise cli.ArgumentError(f"--opts {' '.join(opts)}: {error}") from None
+        raise ArgumentError(f"--opts {' '.join(opts)}: {error}") from None
     cfg.MODEL.RETINANET.SCORE_THRESH_TEST = conf_thres
     cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = conf_thres
     cfg.MODEL.PANOPTIC_FPN.COMBINE.INSTANCES_CONFIDENCE_THRESH = conf_thres
@@ -82,14 +83,14 @@ def check_checkpoint(data: Any, path: Path) -> None:
         "(a dict with 'model')"
     )
     if not isinstance(data, dict):
-        raise CheckpointError(f"{path} holds {cli.describe(data)}, not a checkpoint dict; {fix}")
+        raise CheckpointError(f"{path} holds {describe(data)}, not a checkpoint dict; {fix}")
     key = next((k for k in ("model", "blobs", "model_state") if k in data), None)  # model_state: pycls
     weights = data if key is None else data[key]
     where = f"{path}" if key is None else f"{path}: its {key!r}"
     if not isinstance(weights, dict):
-        raise CheckpointError(f"{where} holds {cli.describe(weights)}, not a dict of weights; {fix}")
+        raise CheckpointError(f"{where} holds {describe(weights)}, not a dict of weights; {fix}")
     if not any(isinstance(v, (torch.Tensor, np.ndarray)) for v in weights.values()):
-        what = cli.describe(weights)
+        what = describe(weights)
         raise CheckpointError(f"{where} holds {what} and no weights (tensors or arrays); {fix}")
 
 
@@ -98,7 +99,7 @@ def safe_checkpointer(model: Any, *, trust: bool) -> Any:
 
     from detectron2.checkpoint import DetectionCheckpointer
 
-    load = cli.checkpoint_loader(allowed_modules=ALLOWED_MODULES, trust=trust, validate=check_checkpoint)
+    load = checkpoint_loader(allowed_modules=ALLOWED_MODULES, trust=trust, validate=check_checkpoint)
 
     class SafeCheckpointer(DetectionCheckpointer):
         def _load_file(self, filename: str) -> Any:
@@ -138,10 +139,10 @@ def load(
 ) -> Loaded:
     """A Faster R-CNN or RetinaNet from ``config_file`` (as given, else relative to ``checkout``),
     ``opts`` (``KEY VALUE`` pairs), then ``weights`` (None: the config's ``MODEL.WEIGHTS``)."""
-    cli.check_fraction("conf_thres", conf_thres)
-    cli.check_max_det(max_det, flag="max_det")
+    check_fraction("conf_thres", conf_thres)
+    check_max_det(max_det, flag="max_det")
     if len(opts) % 2:
-        raise cli.ArgumentError(f"--opts takes KEY VALUE pairs, got an odd number of items: {list(opts)}")
+        raise ArgumentError(f"--opts takes KEY VALUE pairs, got an odd number of items: {list(opts)}")
     if weights is not None:
         opts = [*opts, "MODEL.WEIGHTS", str(weights)]
     cfg = setup_cfg(config_file, opts, conf_thres, checkout=checkout, device=device)

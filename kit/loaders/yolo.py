@@ -9,10 +9,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from kit import cli
+from kit.checkpoints import checkpoint_loader, require_files, yolo_checkpoint_check
 from kit.demo import DEMO_NAME
 from kit.errors import KitError
-from kit.loaders import Loaded
+from kit.loaders import Loaded, half_precision, upstream_device
+from kit.options import check_detector_options
 
 LOG = logging.getLogger("kit")
 
@@ -27,17 +28,6 @@ def wants_demo(weights: Sequence[str]) -> bool:
     """``demo`` is the demo detector unless a *file* named demo is in the way (a folder named
     demo, as many projects have, is not a checkpoint)."""
     return list(weights) == [DEMO_NAME] and not Path(DEMO_NAME).is_file()
-
-
-def check_options(
-    *, img_size: int | Sequence[int] | None, conf_thres: float, iou_thres: float, max_det: int | None
-) -> None:
-    """The values the run cannot use, refused before anything is loaded (named as kit.load's options)."""
-    for size in [] if img_size is None else [img_size] if isinstance(img_size, int) else img_size:
-        cli.check_positive("img_size", size)
-    cli.check_fraction("conf_thres", conf_thres)
-    cli.check_fraction("iou_thres", iou_thres)
-    cli.check_max_det(max_det, flag="max_det")
 
 
 def load_demo_model(checkout: Path, device: Any) -> tuple[Any, int, str]:
@@ -79,12 +69,12 @@ def load(
     """
     paths = [str(weights)] if isinstance(weights, (str, Path)) else [str(w) for w in weights]
     max_det = DEFAULT_MAX_DET[upstream] if max_det is None else max_det
-    check_options(img_size=img_size, conf_thres=conf_thres, iou_thres=iou_thres, max_det=max_det)
+    check_detector_options(img_size=img_size, conf_thres=conf_thres, iou_thres=iou_thres, max_det=max_det)
     demo = upstream == "yolov7" and wants_demo(paths)
     if not demo:
         # A missing file must never reach attempt_load: yolov3 v9.6.0's attempt_download would ask
         # the GitHub API for the *latest* release and fetch weights that are not this pin's.
-        paths = cli.require_files(paths)
+        paths = require_files(paths)
     if upstream == "yolov3" and len(paths) > 1:
         raise KitError(
             f"--weights takes one checkpoint here, got {len(paths)}: an ensemble has no single "
@@ -103,9 +93,9 @@ def load(
 
     from kit.adapters.yolo import YoloAdapter, YoloFunctions
 
-    device = cli.upstream_device(select_device, "" if device is None else device)
-    loader = cli.checkpoint_loader(
-        allowed_modules=ALLOWED_MODULES, trust=trust_checkpoint, validate=cli.yolo_checkpoint_check(Model)
+    device = upstream_device(select_device, "" if device is None else device)
+    loader = checkpoint_loader(
+        allowed_modules=ALLOWED_MODULES, trust=trust_checkpoint, validate=yolo_checkpoint_check(Model)
     )
     default_size = DEFAULT_IMG_SIZE
     if demo:
@@ -122,7 +112,7 @@ def load(
             )
         shown = ",".join(paths)
     if half:
-        model = cli.half_precision(model, device)
+        model = half_precision(model, device)
     sizes = (
         [default_size] if img_size is None else [img_size] if isinstance(img_size, int) else list(img_size)
     )

@@ -89,7 +89,7 @@ YOLO_CASES = {  # upstream: (cfg, image, size flag)
 LOAD_EACH = """
 import json, sys
 from pathlib import Path
-from kit import cli
+from kit import checkpoints
 from kit.errors import KitError
 {loader}
 out = {{}}
@@ -104,12 +104,12 @@ print(json.dumps(out))
 YOLO_LOADER = """
 from models.yolo import Model
 from kit.loaders.yolo import ALLOWED_MODULES
-validate = cli.yolo_checkpoint_check(Model)
-load = cli.checkpoint_loader(allowed_modules=ALLOWED_MODULES, trust=False, validate=validate)
+validate = checkpoints.yolo_checkpoint_check(Model)
+load = checkpoints.checkpoint_loader(allowed_modules=ALLOWED_MODULES, trust=False, validate=validate)
 """
 DETECTRON2_LOADER = """
 from kit.loaders.detectron2 import ALLOWED_MODULES, check_checkpoint
-load = cli.checkpoint_loader(allowed_modules=ALLOWED_MODULES, trust=False, validate=check_checkpoint)
+load = checkpoints.checkpoint_loader(allowed_modules=ALLOWED_MODULES, trust=False, validate=check_checkpoint)
 """
 
 
