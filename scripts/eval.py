@@ -113,9 +113,10 @@ def measure_image(
 ) -> tuple[list[Match], dict[int, dict[Key, np.ndarray | None]]]:
     """Score one explained image with every (method, layer set) evaluator.
 
-    Each method's maps are taken to the image's pixels as a run writes them (:func:`kit.runner.to_image_result`)
-    and each layer set is handed to its evaluator as that run's maps. Returns the matches (the same
-    for every evaluator: the detections are the same) and each matched detection's set maps.
+    Each method's maps are taken to the image's pixels as a run writes them
+    (:func:`kit.runner.to_image_result`) and each layer set is handed to its evaluator as that
+    run's maps. Returns the matches (the same for every evaluator: the detections are the same)
+    and each matched detection's set maps.
     """
     matches: list[Match] = []
     maps: dict[int, dict[Key, np.ndarray | None]] = {}

@@ -200,4 +200,6 @@ def test_restricted_keeps_only_the_named_layers() -> None:
     assert [sorted(d.maps) for d in only_a.detections] == [["a"], ["a"]]
     assert only_a.detections[0].maps["a"] is a and only_a.detections[1].maps["a"] is None
     assert [d.box_xyxy for d in only_a.detections] == [d.box_xyxy for d in result.detections]
-    assert result.restricted(["c"]).layers == () and all(not d.maps for d in result.restricted(["c"]).detections)
+    assert result.restricted(["c"]).layers == () and all(
+        not d.maps for d in result.restricted(["c"]).detections
+    )
