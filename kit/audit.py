@@ -56,6 +56,10 @@ AUDIT_VERSION = 1
 OUTSIDE = 0.5  # a map with energy_in_box below this puts more than half its mass outside the box
 DEFAULT_TOP = 20
 REACHED = "reached"  # --layer: each detection's map at the one layer its gradient reached
+RANKS = {  # --rank: the order of the top list
+    "energy": "lowest energy_in_box first",
+    "density": "lowest density first (energy_in_box / box share: small boxes not favoured)",
+}
 
 # Why a detection has no value at the audited map (counted apart, never as 0).
 NO_GRADIENT = "no_gradient"  # energy_in_box null: no gradient reached the layer
@@ -116,7 +120,10 @@ class TopEntry:
     """One of the detections whose maps lie most outside their boxes, and where to look at it.
 
     ``overlay`` is the picture in the run folder (relative to it), ``layer`` the map's layer,
-    ``match`` "matched"/"unmatched"/... with ``--eval`` results, else None.
+    ``match`` "matched"/"unmatched"/... with ``--eval`` results, else None. ``box_share`` is the
+    box's share of the image's area and ``density`` = energy_in_box / box_share: how many times
+    denser the map is inside the box than over the whole image (1: no denser; a uniform map has
+    energy_in_box = box_share, so a small box has a low energy_in_box even when the map is on it).
     """
 
     file: str
@@ -128,6 +135,8 @@ class TopEntry:
     layer: Optional[str]
     overlay: Optional[str]
     match: Optional[str] = None
+    box_share: Optional[float] = None
+    density: Optional[float] = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -147,6 +156,7 @@ class Audit:
     split_rule: Optional[str]  # how matched/unmatched were read from eval.json
     top: tuple[TopEntry, ...]
     top_k: int
+    rank: str = "energy"  # the top list's order: lowest energy_in_box, or lowest density
     notes: tuple[str, ...] = field(default_factory=tuple)
 
     def to_json(self) -> dict[str, Any]:
@@ -162,6 +172,7 @@ class Audit:
             if not self.split and self.split_rule is None
             else {"rule": self.split_rule, "groups": {k: v.to_json() for k, v in self.split.items()}},
             "top_k": self.top_k,
+            "top_by": RANKS[self.rank],
             "top": [t.to_json() for t in self.top],
             "notes": list(self.notes),
         }
@@ -175,7 +186,7 @@ class Audit:
 class _Det:
     """One detection at the audited map(s), kept small (a run may hold hundreds of thousands)."""
 
-    __slots__ = ("image", "id", "class_id", "class_name", "score", "picks", "match")
+    __slots__ = ("image", "id", "class_id", "class_name", "score", "box_share", "picks", "match")
 
     def __init__(
         self,
@@ -184,6 +195,7 @@ class _Det:
         class_id: Optional[int],
         class_name: str,
         score: Optional[float],
+        box_share: Optional[float],
         picks: dict[str, _Pick],
     ) -> None:
         self.image = image
@@ -191,6 +203,7 @@ class _Det:
         self.class_id = class_id
         self.class_name = class_name
         self.score = score
+        self.box_share = box_share
         self.picks = picks  # candidate map name ("fused", "reached" or the --layer) -> its value
         self.match: Optional[str] = None
 
@@ -227,19 +240,25 @@ def run_folder(path: PathLike) -> Path:
     )
 
 
-def audit_run(run_dir: PathLike, *, layer: Optional[str] = None, top: int = DEFAULT_TOP) -> Audit:
+def audit_run(
+    run_dir: PathLike, *, layer: Optional[str] = None, top: int = DEFAULT_TOP, rank: str = "energy"
+) -> Audit:
     """Audit the run folder ``run_dir`` at one map; reads only (see :func:`write_audit`).
 
     layer: the map to audit: a layer name of the run, ``"fused"``, or ``"reached"`` (each
         detection's map at the one layer its gradient reached). Default: ``fused`` when the run
         has fused maps (``--fuse``), the layer when it has one, else ``reached``.
     top: how many of the detections whose maps lie most outside their boxes to list (K >= 0).
+    rank: their order: ``"energy"`` (lowest energy_in_box first) or ``"density"`` (lowest
+        energy_in_box / box share first, which does not favour small boxes).
 
     Raises :class:`AuditError` when ``run_dir`` is not a run folder, its manifest cannot be read,
     or ``layer`` is none of the run's maps.
     """
     if isinstance(top, bool) or not isinstance(top, int) or top < 0:
         raise AuditError(f"top must be a whole number >= 0 (how many detections to list), got {top!r}")
+    if rank not in RANKS:
+        raise AuditError(f"unknown rank {rank!r}; rank by {' or '.join(RANKS)}")
     folder = run_folder(run_dir)
     manifest = folder / MANIFEST_NAME
     reader = _ManifestReader(layer)
@@ -290,8 +309,9 @@ def audit_run(run_dir: PathLike, *, layer: Optional[str] = None, top: int = DEFA
         overall=overall,
         split=split,
         split_rule=split_rule,
-        top=_top(dets, key, top, reader.files, with_match=split_rule is not None),
+        top=_top(dets, key, top, reader.files, with_match=split_rule is not None, rank=rank),
         top_k=top,
+        rank=rank,
         notes=tuple(notes),
     )
 
@@ -439,6 +459,8 @@ class _ManifestReader:
             self.bad_detections += 1
             return
         index = len(self.files)
+        width, height = _number(record.get("width")), _number(record.get("height"))
+        area = width * height if width and height and width > 0 and height > 0 else None
         self.files.append(_text(record.get("file"), default="?"))
         maps_file = record.get("maps_file")
         self.maps_files.append(maps_file if isinstance(maps_file, str) else None)
@@ -446,9 +468,9 @@ class _ManifestReader:
             if not isinstance(det, dict):
                 self.bad_detections += 1
                 continue
-            self.dets.append(self._detection(index, det))
+            self.dets.append(self._detection(index, det, area))
 
-    def _detection(self, image: int, det: dict[str, Any]) -> _Det:
+    def _detection(self, image: int, det: dict[str, Any], area: Optional[float]) -> _Det:
         maps = _maps_of(det.get("maps"))
         for name in maps:
             if name not in self.seen:
@@ -464,9 +486,9 @@ class _ManifestReader:
             picks[self.layer] = self._pick(self.layer, maps.get(self.layer))
         class_id = _whole(det.get("class_id"))
         class_name = _text(det.get("class_name"), default="?" if class_id is None else str(class_id))
-        return _Det(
-            image, _whole(det.get("id")), class_id, self.intern(class_name), _number(det.get("score")), picks
-        )
+        name = self.intern(class_name)
+        share = _box_share(det.get("box_xyxy"), area)
+        return _Det(image, _whole(det.get("id")), class_id, name, _number(det.get("score")), share, picks)
 
     def _pick(self, layer: str, rec: Any) -> _Pick:
         if not isinstance(rec, dict):
@@ -558,6 +580,17 @@ def _plain(value: Any) -> Any:
     if isinstance(value, dict):
         return {str(k): _plain(v) for k, v in value.items()}
     return value
+
+
+def _box_share(box: Any, area: Optional[float]) -> Optional[float]:
+    """The box's share of the image's area (the box clipped to the image), or None if unknown."""
+    if area is None or not isinstance(box, list) or len(box) != 4:
+        return None
+    x1, y1, x2, y2 = (_number(v) for v in box)
+    if x1 is None or y1 is None or x2 is None or y2 is None:
+        return None
+    share = max(0.0, x2 - x1) * max(0.0, y2 - y1) / area
+    return min(share, 1.0) if share > 0 else None
 
 
 def _dict(value: Any) -> dict[str, Any]:
@@ -745,14 +778,23 @@ def _breakdown(dets: Sequence[_Det], key: str) -> Breakdown:
 
 
 def _top(
-    dets: Sequence[_Det], key: str, k: int, files: list[str], *, with_match: bool
+    dets: Sequence[_Det], key: str, k: int, files: list[str], *, with_match: bool, rank: str
 ) -> tuple[TopEntry, ...]:
-    """The ``k`` measured detections of lowest energy_in_box; ties: higher score first, then file, id."""
-    measured = ((d, d.picks[key]) for d in dets if key in d.picks and d.picks[key][0] is not None)
+    """The ``k`` measured detections of lowest energy_in_box (or density, with a known box share);
+    ties: higher score first, then file, id."""
 
-    def rank(item: tuple[_Det, _Pick]) -> tuple[float, float, str, int]:
+    def density(d: _Det, energy: float) -> Optional[float]:
+        return None if d.box_share is None else energy / d.box_share
+
+    measured = [(d, d.picks[key]) for d in dets if key in d.picks and d.picks[key][0] is not None]
+    if rank == "density":
+        measured = [(d, pick) for d, pick in measured if d.box_share is not None]
+
+    def order(item: tuple[_Det, _Pick]) -> tuple[float, float, str, int]:
         d, pick = item
-        return (pick[0] or 0.0, -(d.score if d.score is not None else -math.inf), files[d.image], d.id or 0)
+        energy = pick[0] or 0.0
+        first = energy if rank == "energy" else density(d, energy) or 0.0
+        return (first, -(d.score if d.score is not None else -math.inf), files[d.image], d.id or 0)
 
     return tuple(
         TopEntry(
@@ -765,8 +807,10 @@ def _top(
             layer=pick[2],
             overlay=pick[3],
             match=d.match if with_match else None,
+            box_share=d.box_share,
+            density=density(d, float(pick[0] or 0.0)),
         )
-        for d, pick in heapq.nsmallest(k, measured, key=rank)
+        for d, pick in heapq.nsmallest(k, measured, key=order)
     )
 
 
@@ -837,15 +881,19 @@ def _format(audit: Audit) -> str:
     measured = audit.overall.total.measured
     lines += [
         "",
-        f"top {len(audit.top)} of {measured} measured: the maps most outside their boxes (lowest "
-        "energy_in_box first); open the overlay (in the run folder) first",
+        f"top {len(audit.top)} of {measured} measured: the maps most outside their boxes, "
+        f"{RANKS[audit.rank]}; open the overlay (in the run folder) first",
+        "(box = the box's share of the image; density = energy / box: a map no denser in the box than "
+        "elsewhere has 1)",
     ]
     if audit.top:
-        head = ["rank", "energy", "score", "class", "id", *(["match"] if audit.split_rule else [])]
+        head = ["rank", "energy", "box", "density", "score", "class", "id"]
+        head += ["match"] if audit.split_rule else []
         head += [*(["layer"] if audit.layer == REACHED else []), "overlay", "file"]
         table = [head]
         for rank, t in enumerate(audit.top, 1):
-            row = [str(rank), _num(t.energy_in_box), _num(t.score), shown(t.class_name), str(t.id)]
+            row = [str(rank), _num(t.energy_in_box), _num(t.box_share), _num(t.density, 2), _num(t.score)]
+            row += [shown(t.class_name), str(t.id)]
             row += [t.match or "-"] if audit.split_rule else []
             row += [shown(t.layer or "-")] if audit.layer == REACHED else []
             table.append([*row, shown(t.overlay or "-"), shown(t.file)])
@@ -942,6 +990,14 @@ def parser() -> argparse.ArgumentParser:
         metavar="K",
         help=f"list the K detections whose maps lie most outside their boxes (default {DEFAULT_TOP})",
     )
+    p.add_argument(
+        "--rank",
+        choices=sorted(RANKS),
+        default="energy",
+        help="order of the top list: energy (lowest energy_in_box first, the default) or density "
+        "(energy_in_box / the box's share of the image: small boxes, whose energy is low even under a "
+        "uniform map, are not favoured)",
+    )
     p.add_argument("--no-write", action="store_true", help=f"print the table only; do not write {AUDIT_NAME}")
     return p
 
@@ -956,7 +1012,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         folder = run_folder(opt.run)
         note = None if opt.no_write else check_not_in_use(folder)  # before reading a big manifest
-        audit = audit_run(folder, layer=opt.layer, top=opt.top)
+        audit = audit_run(folder, layer=opt.layer, top=opt.top, rank=opt.rank)
         if note:
             audit = replace(audit, notes=(*audit.notes, note))
         path = None if opt.no_write else write_audit(audit)  # first: a reader may stop reading the table

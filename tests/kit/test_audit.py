@@ -497,3 +497,22 @@ def test_a_reader_that_stops_early_is_no_error(tmp_path: Path) -> None:
         assert process.wait(timeout=60) == 0 and process.stderr is not None
         assert b"Traceback" not in process.stderr.read()
     assert json.loads((tmp_path / "audit.json").read_text())["all"]["n"] == 3000
+
+
+def test_density_puts_the_energy_beside_the_boxs_share_of_the_image(tmp_path: Path) -> None:
+    """A uniform map has energy_in_box = the box's share: a small box is low on energy_in_box alone."""
+    uniform = np.ones((H, W), np.float32)
+    small = det(0, 0, 0.9, {"74": uniform}, box=(0.0, 0.0, 1.0, 1.0))  # 1 pixel: energy 0.01, density 1
+    large = det(1, 0, 0.8, {"74": energy_map(0.3)})  # half the image: energy 0.3, density 0.6
+    out = write_run(tmp_path / "run", {"a.png": [small, large]})
+    by_energy = audit_run(out)
+    assert [t.id for t in by_energy.top] == [0, 1] and by_energy.rank == "energy"
+    first, second = by_energy.top
+    assert (first.box_share, first.density) == (pytest.approx(0.01), pytest.approx(1.0))
+    assert (second.box_share, second.density) == (0.5, pytest.approx(0.6))
+    by_density = audit_run(out, rank="density")
+    assert [t.id for t in by_density.top] == [1, 0]
+    assert main([str(out), "--rank", "density"]) == 0
+    assert json.loads((out / "audit.json").read_text())["top_by"].startswith("lowest density")
+    with pytest.raises(AuditError, match="unknown rank 'size'"):
+        audit_run(out, rank="size")
