@@ -696,8 +696,8 @@ def _read_matches(folder: Path, dets: list[_Det], files: list[str], notes: list[
     options = _dict(report.get("options"))
     if isinstance(report.get("unmatched"), int):
         rule = (
-            f"eval.json lists each detection it evaluated as matched (greedy by score, IoU >= "
-            f"{options.get('match_iou', 0.5)}) or unmatched"
+            f"each detection the run's --eval evaluated, matched to a ground-truth box (greedy by score, "
+            f"IoU >= {options.get('match_iou', 0.5)}) or unmatched"
         )
         rest = "not evaluated"
     else:
@@ -713,13 +713,14 @@ def _read_matches(folder: Path, dets: list[_Det], files: list[str], notes: list[
         evaluated = sum(1 for d in dets if d.match != "not evaluated")
         if _whole(summary.get("detections")) == evaluated:
             rule = (
-                "eval.json lists the matched detections; it evaluated every other detection of the run, "
-                "so the rest are unmatched"
+                "the matched detections as eval.json lists them; it evaluated every other detection of "
+                "the run, so the rest are unmatched"
             )
             rest = "unmatched"
         else:
             rule = (
-                "eval.json lists the matched detections only (written before it listed unmatched ones) and "
+                "the matched detections as eval.json lists them (written before it listed unmatched ones); "
+                "it "
                 f"evaluated {summary.get('detections')} of {evaluated}: the rest are 'not matched' "
                 "(unmatched, or in images the labels do not cover); run --eval again for the exact split"
             )
@@ -874,7 +875,7 @@ def _format(audit: Audit) -> str:
     overall = [("", s) for s in (*audit.overall.classes, audit.overall.total)]
     lines += ["", format_columns(_stat_table(overall, first="", extra=extra))]
     if audit.split_rule is not None:
-        lines += ["", f"--eval ({EVAL_NAME}): {audit.split_rule}"]
+        lines += ["", f"matched vs unmatched ({EVAL_NAME}): {audit.split_rule}"]
         rows = [(group, s) for group, b in audit.split.items() for s in (*b.classes, b.total)]
         if rows:
             lines.append(format_columns(_stat_table(rows, first="match", extra=extra)))

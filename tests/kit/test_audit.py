@@ -267,7 +267,7 @@ def test_the_split_into_matched_unmatched_and_not_evaluated(tmp_path: Path, caps
     ]
     assert main([str(out)]) == 0
     table = capsys.readouterr().out
-    assert "--eval (eval.json)" in table and "unmatched" in table
+    assert "matched vs unmatched (eval.json)" in table and "unmatched" in table
     data = json.loads((out / "audit.json").read_text())
     assert data["eval"]["groups"]["matched"]["all"]["n"] == 1
 
