@@ -15,17 +15,14 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from kit.api import Explainer, load
 from kit.errors import KitError, RunInterrupted
 from kit.evaluate import DEFAULT_CURVES, DEFAULT_STEPS
 from kit.methods import METHODS
 from kit.options import ArgumentError, check_detector_options, check_positive, parse_layers
-from kit.outputs import check_unlocked
+from kit.outputs import check_unlocked, increment_path
 from kit.targets import TARGETS
-
-if TYPE_CHECKING:
-    from kit.api import Explainer
 
 LOG = logging.getLogger("kit")
 
@@ -144,6 +141,32 @@ def check_yolo_arguments(opt: argparse.Namespace, *, size_flag: str) -> None:
 
 def setup_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+
+
+def run_yolo(upstream: str, opt: argparse.Namespace, *, checkout: Path, size_flag: str) -> int:
+    """A YOLO entry point's run once detect.py's flags and the kit's are parsed: check every value
+    before the model loads, :func:`kit.load` with the repo's own loader, then write the run folder
+    (``--project/--name``). ``size_flag`` names the repo's image-size flag (see
+    :func:`check_yolo_arguments`). Returns the process exit code.
+    """
+    setup_logging()
+    check_yolo_arguments(opt, size_flag=size_flag)
+    explainer = load(
+        upstream,
+        opt.weights,
+        checkout=checkout,
+        device=opt.device,
+        trust_checkpoint=opt.trust_checkpoint,
+        img_size=getattr(opt, size_flag.lstrip("-").replace("-", "_")),
+        conf_thres=opt.conf_thres,
+        iou_thres=opt.iou_thres,
+        max_det=opt.max_det,
+        classes=opt.classes,
+        agnostic_nms=opt.agnostic_nms,
+        half=opt.half,
+    )
+    out_dir = increment_path(Path(opt.project) / opt.name, exist_ok=opt.exist_ok)
+    return explain_sources(explainer, opt=opt, source=opt.source, out_dir=out_dir)
 
 
 def explain_sources(
