@@ -2,7 +2,7 @@
 
 Each entry point keeps its repo's own flags (detect.py's or demo.py's) and adds the kit's:
 ``--method``, ``--target``, ``--target-layers``, ``--trust-checkpoint``, ``--batch-size``, ``--fuse``,
-``--eval`` (with ``--eval-curves``, ``--eval-steps``).
+``--eval`` (with ``--eval-curves``, ``--eval-steps``), ``--audit``.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from kit.api import Explainer, load
+from kit.audit import audit_run, write_audit
 from kit.errors import KitError, RunInterrupted
 from kit.evaluate import DEFAULT_CURVES, DEFAULT_STEPS
 from kit.methods import METHODS
@@ -84,6 +85,12 @@ def add_kit_arguments(parser: argparse.ArgumentParser, *, default_method: str = 
         default=DEFAULT_STEPS,
         metavar="S",
         help=f"steps of a deletion/insertion curve (default {DEFAULT_STEPS})",
+    )
+    group.add_argument(
+        "--audit",
+        action="store_true",
+        help="after the run (and --eval): per class, where the maps lie against their boxes and the "
+        "detections most outside them; a table on stdout and audit.json (python -m kit.audit)",
     )
 
 
@@ -190,6 +197,13 @@ def explain_sources(
     )
     if result.eval_table is not None:
         print(result.eval_table)
+    if getattr(opt, "audit", False):
+        try:
+            audit = audit_run(result.out_dir)
+            write_audit(audit)
+            print(audit.format_table())
+        except KitError as error:  # the run itself is done: its exit code stands
+            LOG.error("audit: %s", error)
     if result.failed:
         LOG.error(
             "%d of %d images failed; see the errors above and in the manifest", result.failed, result.images
