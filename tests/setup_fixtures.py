@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-import scripts.config
+import scripts.upstream.config
 
 # Fixture commits never depend on the machine: fixed people, fixed dates, no user config.
 _FIXED = {
@@ -277,7 +277,7 @@ def isolated_fixture(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterato
     for key in list(os.environ):
         if key.startswith("KIT_") or key.startswith("GIT_"):
             monkeypatch.delenv(key)
-    monkeypatch.setattr(scripts.config, "REPO_ROOT", tmp_path / "no-real-repo-root")
+    monkeypatch.setattr(scripts.upstream.config, "REPO_ROOT", tmp_path / "no-real-repo-root")
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
     monkeypatch.setenv("KIT_UPSTREAMS_DIR", str(tmp_path / "checkouts"))
     home = tmp_path / "home"

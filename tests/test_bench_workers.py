@@ -13,14 +13,15 @@ from pathlib import Path
 import pytest
 
 from kit.targets import TARGETS
-from scripts import bench, bench_common
+from scripts.bench import common as bench_common
+from scripts.bench import driver as bench
 
 
 @pytest.mark.parametrize(("upstream", "cfg", "deep", "image"), bench.MODELS, ids=lambda v: str(v))
 def test_every_model_has_a_worker_that_parses_the_drivers_flags(
     upstream: str, cfg: str, deep: str, image: str
 ) -> None:
-    assert upstream in bench.WORKERS, f"no worker for {upstream}: add it to scripts/bench.py WORKERS"
+    assert upstream in bench.WORKERS, f"no worker for {upstream}: add it to scripts/bench/driver.py WORKERS"
     worker = importlib.import_module(bench.WORKERS[upstream])  # imports no upstream code
     assert callable(worker.main)
     assert worker.worker_parser is bench_common.worker_parser  # the flags the driver's arguments are for
@@ -72,7 +73,7 @@ def test_baselines_are_checked_before_anything_is_measured(
 FAKE_WORKER = """
 import sys
 from pathlib import Path
-from scripts.bench_common import Records, worker_parser
+from scripts.bench.common import Records, worker_parser
 args = worker_parser("a fake worker").parse_args(sys.argv[1:])
 records = Records(upstream=args.upstream, model=Path(args.cfg).stem, img_size=args.img_size)
 import atexit

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from scripts import cam
-from scripts.errors import ConfigError
+from scripts.cam import launch as cam
+from scripts.upstream.errors import ConfigError
 
 ZOO = """
 class _ModelZooUrls:

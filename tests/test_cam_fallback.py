@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from kit.errors import DownloadError
-from scripts import cam
+from scripts.cam import launch as cam
 from tests.conftest import installed_checkout
 
 

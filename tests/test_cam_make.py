@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from kit.errors import KitError
-from scripts import cam
-from scripts.errors import CheckoutError, ConfigError
+from scripts.cam import launch as cam
+from scripts.upstream.errors import CheckoutError, ConfigError
 from tests.conftest import installed_checkout
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -147,7 +147,7 @@ def test_run_child_reports_a_signal_as_a_shell_does(tmp_path: Path) -> None:
 DRIVER = """
 import sys
 from pathlib import Path
-from scripts import cam
+from scripts.cam import launch as cam
 child = '''
 import signal, sys, time
 from pathlib import Path
@@ -183,8 +183,8 @@ def test_ctrl_c_sent_to_the_driver_alone_is_passed_on(
     done = tmp_path / "manifest.json"
     monkeypatch.setattr(cam, "INTERRUPT_GRACE_SECONDS", 0.5)
     driver = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(DRIVER).replace("from scripts import cam",
-         "from scripts import cam\ncam.INTERRUPT_GRACE_SECONDS = 0.5"), str(done)],
+        [sys.executable, "-c", textwrap.dedent(DRIVER).replace("from scripts.cam import launch as cam",
+         "from scripts.cam import launch as cam\ncam.INTERRUPT_GRACE_SECONDS = 0.5"), str(done)],
         cwd=REPO_ROOT, start_new_session=True,
     )  # fmt: skip
     deadline = time.monotonic() + 60

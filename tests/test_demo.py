@@ -12,7 +12,7 @@ from torch import nn
 from kit.demo import DEMO_DIR, demo_weights, load_demo_model
 from kit.download import file_sha256
 from kit.errors import CheckpointNotFoundError
-from scripts import shapes
+from scripts.demo import shapes
 
 
 def test_kept_demo_weights_are_a_float16_state_dict_matching_their_record() -> None:

@@ -14,7 +14,7 @@ from torch import nn
 from kit.methods import get_method
 from kit.runner import explain_batch, to_image_maps
 from kit.targets import get_target
-from scripts import eval as evaluation
+from scripts.eval import faithfulness as evaluation
 from tests.conftest import ToyAdapter
 
 

@@ -21,7 +21,7 @@ from kit.labels import load_labels
 from kit.loaders import Loaded
 from kit.methods import get_method
 from kit.targets import get_target
-from scripts import eval as evaluation
+from scripts.eval import faithfulness as evaluation
 from tests.conftest import ToyAdapter
 
 

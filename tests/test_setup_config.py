@@ -1,4 +1,4 @@
-"""upstreams.yaml validation, URL overrides and reachability (scripts.config, scripts.gitutil)."""
+"""upstreams.yaml validation, URL overrides and reachability (scripts.upstream: config, gitutil)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from setup_fixtures import Upstream, isolated_fixture, project_fixture, upstream_fixture  # noqa: F401 (fixtures)
 
-from scripts.config import (
+from scripts.upstream.config import (
     checkout_path,
     load_project,
     resolve_url,
@@ -15,8 +15,8 @@ from scripts.config import (
     url_env_var,
     user_config_path,
 )
-from scripts.errors import ConfigError
-from scripts.gitutil import is_local_url, is_reachable, no_git_env
+from scripts.upstream.errors import ConfigError
+from scripts.upstream.gitutil import is_local_url, is_reachable, no_git_env
 
 REAL_CONFIG = Path(__file__).resolve().parent.parent / "upstreams.yaml"
 PIN = "a207844b1ce82d204ab36d87d496728d3d2348e7"

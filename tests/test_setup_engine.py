@@ -24,14 +24,13 @@ from setup_fixtures import (  # noqa: F401 (fixtures)
     write_project,
 )
 
-import scripts.checkout
-import scripts.engine
+import scripts.upstream.checkout
+import scripts.upstream.setup_upstream
 from scripts.__main__ import main
-from scripts.checkout import UPSTREAM_HEAD, locked
-from scripts.config import load_project
-from scripts.engine import setup_upstream
-from scripts.envinstall import union_requirements
-from scripts.errors import (
+from scripts.upstream.checkout import UPSTREAM_HEAD, locked
+from scripts.upstream.config import load_project
+from scripts.upstream.envinstall import union_requirements
+from scripts.upstream.errors import (
     CheckoutError,
     ConfigError,
     DirtyCheckoutError,
@@ -40,10 +39,11 @@ from scripts.errors import (
     PatchApplyError,
     PinError,
 )
-from scripts.series import state_path
+from scripts.upstream.series import state_path
+from scripts.upstream.setup_upstream import setup_upstream
 
 
-def setup(config: Path, **kwargs: object) -> scripts.engine.SetupResult:
+def setup(config: Path, **kwargs: object) -> scripts.upstream.setup_upstream.SetupResult:
     return setup_upstream("demo", project=load_project(config), install=False, **kwargs)  # type: ignore[arg-type]
 
 
@@ -140,7 +140,7 @@ def test_interrupted_clone_leaves_no_half_made_dir(
         assert (isolated / "checkouts" / "demo.part" / ".git").is_dir()  # it was under way
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(scripts.engine, "apply_series", interrupted)
+    monkeypatch.setattr(scripts.upstream.setup_upstream, "apply_series", interrupted)
     with pytest.raises(KeyboardInterrupt):
         setup(project)
     assert not (isolated / "checkouts" / "demo").exists()
@@ -408,14 +408,14 @@ def test_fetch_falls_back_to_all_refs_when_fetch_by_sha_is_refused(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    real_git = scripts.checkout.git
+    real_git = scripts.upstream.checkout.git
 
     def refusing_server(*args: str, **kwargs: object) -> object:
         if args[0] == "fetch" and args[-1] == upstream.pin:
             raise GitError("error: Server does not allow request for unadvertised object")
         return real_git(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(scripts.checkout, "git", refusing_server)
+    monkeypatch.setattr(scripts.upstream.checkout, "git", refusing_server)
     result = setup(project)
     assert "fetching all branches and tags instead" in capsys.readouterr().err
     assert head(result.path, "HEAD~2") == upstream.pin

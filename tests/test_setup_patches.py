@@ -16,13 +16,13 @@ from setup_fixtures import (  # noqa: F401 (fixtures)
 )
 
 from scripts.__main__ import main
-from scripts.checkpatches import check_patches
-from scripts.config import load_project
-from scripts.engine import setup_upstream
-from scripts.errors import ConfigError, DirtyCheckoutError
-from scripts.patchfile import dep3_problems, failed_paths
-from scripts.refresh import refresh_patches, rewrite_patch_list, slug
-from scripts.status import status, upstream_status
+from scripts.upstream.checkpatches import check_patches
+from scripts.upstream.config import load_project
+from scripts.upstream.errors import ConfigError, DirtyCheckoutError
+from scripts.upstream.patchfile import dep3_problems, failed_paths
+from scripts.upstream.refresh import refresh_patches, rewrite_patch_list, slug
+from scripts.upstream.setup_upstream import setup_upstream
+from scripts.upstream.status import status, upstream_status
 
 P1, P2 = "0001-model-value_5-is-50.patch", "0002-Add-the-kit-hook.patch"
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from kit.labels import read_yolo_file
-from scripts import shapes
+from scripts.demo import shapes
 
 
 def test_images_are_deterministic_per_split_and_index() -> None:

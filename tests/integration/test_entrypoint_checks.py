@@ -213,7 +213,7 @@ def test_detectron2_checkpoint_of_another_kind_and_bad_arguments(
 
 def sample_image(tmp_path: Path) -> Path:
     """One image of the demo's synthetic evaluation split (what the demo detector finds shapes in)."""
-    from scripts import shapes
+    from scripts.demo import shapes
 
     folder = tmp_path / "sample"
     shapes.write_split(folder, count=1, split="eval")

@@ -8,11 +8,12 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from scripts.checkout import UPSTREAM_HEAD
-from scripts.config import Project, checkout_path, load_project, url_and_origin
-from scripts.envinstall import ENTRY_POINT_NAME, entry_point_source
-from scripts.gitutil import subject
-from scripts.series import CheckoutState, inspect_checkout
+from scripts.upstream import command
+from scripts.upstream.checkout import UPSTREAM_HEAD
+from scripts.upstream.config import Project, checkout_path, load_project, url_and_origin
+from scripts.upstream.envinstall import ENTRY_POINT_NAME, entry_point_source
+from scripts.upstream.gitutil import subject
+from scripts.upstream.series import CheckoutState, inspect_checkout
 
 # What `status` reports the versions of: label -> distributions that provide it, first found wins.
 LIBRARIES = {
@@ -125,3 +126,14 @@ def format_status(statuses: Sequence[UpstreamStatus], python: str = sys.executab
 def status(project: Project | None = None, root: Path | str | None = None) -> str:
     project = project if project is not None else load_project()
     return format_status([upstream_status(project, name, root) for name in project.upstreams])
+
+
+def main(argv: Sequence[str]) -> int:
+    """`python -m scripts status` (`make status`)."""
+    args = command.parser("status", "where each checkout stands; versions in use", root=True).parse_args(argv)
+
+    def body() -> int:
+        print(status(load_project(args.config), args.root))
+        return 0
+
+    return command.run(body)

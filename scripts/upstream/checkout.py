@@ -12,8 +12,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from scripts.errors import GitError, PinError
-from scripts.gitutil import LOCAL_UPLOAD_PACK, git, is_local_url, rev_parse
+from scripts.upstream.errors import GitError, PinError
+from scripts.upstream.gitutil import LOCAL_UPLOAD_PACK, git, is_local_url, rev_parse
 
 UPSTREAM_HEAD = "refs/patches/upstream-head"
 

@@ -9,11 +9,13 @@ import hashlib
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from scripts.config import Project, Upstream
-from scripts.errors import ConfigError, EntryPointError, InstallError
+from scripts.upstream import command
+from scripts.upstream.config import Project, Upstream, load_project
+from scripts.upstream.errors import ConfigError, EntryPointError, InstallError
 
 ENTRY_POINT_NAME = "main_gradcam.py"
 
@@ -102,3 +104,19 @@ def install_entry_point(project: Project, upstream: Upstream, checkout: Path) ->
     os.chmod(tmp, 0o755)
     os.replace(tmp, dst)
     return "installed"
+
+
+def main(argv: Sequence[str]) -> int:
+    """`python -m scripts install-requirements (<name> | --all)` (`make dev-env` runs it with --all)."""
+    parser = command.parser("install-requirements", "pip-install pinned requirements")
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("name", nargs="?")
+    group.add_argument("--all", action="store_true", help="the union of every upstream's requirements")
+    args = parser.parse_args(argv)
+
+    def body() -> int:
+        project = load_project(args.config)
+        install_requirements(sys.executable, project, list(project.upstreams) if args.all else [args.name])
+        return 0
+
+    return command.run(body)

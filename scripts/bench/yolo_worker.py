@@ -1,6 +1,6 @@
-"""Benchmark worker for the YOLO upstreams; `scripts/bench.py` runs it inside a checkout.
+"""Benchmark worker for the YOLO upstreams; `scripts/bench/driver.py` runs it inside a checkout.
 
-Run as ``python -m scripts.bench_yolo --checkout upstreams/yolov7 --cfg cfg/deploy/yolov7-tiny.yaml``
+Run as ``python -m scripts.bench.yolo_worker --checkout upstreams/yolov7 --cfg cfg/deploy/yolov7-tiny.yaml``
 (the checkout goes first on sys.path, as for main_gradcam.py). One process, one model, one
 image and one set of detections for every method, so the figures compare like with like:
 
@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from scripts.bench_common import Records, measure_folder, measure_kit, set_layers, timed, worker_parser
+from scripts.bench.common import Records, measure_folder, measure_kit, set_layers, timed, worker_parser
 
 
 def seed_algorithm(

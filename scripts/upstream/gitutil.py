@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import IO, cast
 from urllib.parse import unquote, urlparse
 
-from scripts.errors import GitError
+from scripts.upstream.errors import GitError
 
 # Variables that configure how git reaches a server rather than which repository it works on.
 _KEEP_GIT_ENV = frozenset(

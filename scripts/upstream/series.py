@@ -13,11 +13,18 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from scripts.checkout import UPSTREAM_HEAD, current_sparse_patterns, sparse_patterns
-from scripts.config import Upstream
-from scripts.errors import PatchApplyError
-from scripts.gitutil import KIT_COMMITTER, changed_files, commits_between, git, is_ancestor, rev_parse
-from scripts.patchfile import failed_paths, file_sha256
+from scripts.upstream.checkout import UPSTREAM_HEAD, current_sparse_patterns, sparse_patterns
+from scripts.upstream.config import Upstream
+from scripts.upstream.errors import PatchApplyError
+from scripts.upstream.gitutil import (
+    KIT_COMMITTER,
+    changed_files,
+    commits_between,
+    git,
+    is_ancestor,
+    rev_parse,
+)
+from scripts.upstream.patchfile import failed_paths, file_sha256
 
 STATE_FILE = "kit-state.json"
 # One commit per patch with fixed committer and dates, so the same inputs give the same commit ids.

@@ -1,9 +1,9 @@
 """`make bench`: the kit's speed beside plain inference, the seeds' algorithm and pytorch-grad-cam.
 
-For every upstream that is set up, one worker process per model (``WORKERS``: the YOLO upstreams'
-``scripts/bench_yolo.py``, detectron2's ``scripts/bench_detectron2.py``) measures the methods on
-the same model, image and detections, with random weights built from the upstream's cfg (no
-downloads). The table goes to stdout and the records to ``runs/bench/latest.json``.
+For every upstream that is set up, one worker process per model (``WORKERS``: the YOLO
+upstreams' ``scripts/bench/yolo_worker.py``, detectron2's ``scripts/bench/detectron2_worker.py``)
+measures the methods on the same model, image and detections, with random weights built from the
+upstream's cfg (no downloads). The table goes to stdout and the records to ``runs/bench/latest.json``.
 Figures are measurements, not test assertions.
 """
 
@@ -21,14 +21,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from scripts.bench_common import worker_arguments
-from scripts.config import REPO_ROOT, checkout_path, load_project
+from scripts.bench.common import worker_arguments
+from scripts.upstream.config import REPO_ROOT, checkout_path, load_project
 
-# The worker module that measures an upstream's models (all take scripts.bench_common's flags).
+# The worker module that measures an upstream's models (all take scripts.bench.common's flags).
 WORKERS: dict[str, str] = {
-    "yolov7": "scripts.bench_yolo",
-    "yolov3": "scripts.bench_yolo",
-    "detectron2": "scripts.bench_detectron2",
+    "yolov7": "scripts.bench.yolo_worker",
+    "yolov3": "scripts.bench.yolo_worker",
+    "detectron2": "scripts.bench.detectron2_worker",
 }
 
 # (upstream, cfg, deep layer set, image of the checkout): the models each upstream is measured on.

@@ -1,6 +1,6 @@
 """What `make bench`'s driver and its per-upstream workers share: flags, timing, memory, records.
 
-The driver (``scripts/bench.py``) runs one worker process per model with ``worker_arguments``;
+The driver (``scripts/bench/driver.py``) runs one worker process per model with ``worker_arguments``;
 every worker parses them with ``worker_parser``, so the two cannot drift apart. A worker prints
 progress lines and, last, one line ``RECORDS <json list>`` that the driver collects.
 """

@@ -14,12 +14,13 @@ from pathlib import Path
 
 import yaml
 
-from scripts.checkout import UPSTREAM_HEAD, lock_file_for, locked
-from scripts.config import Project, checkout_path, load_project
-from scripts.errors import CheckoutError, ConfigError, DirtyCheckoutError
-from scripts.gitutil import ISOLATED_CONFIG, git, subject
-from scripts.patchfile import file_sha256, patch_subject
-from scripts.series import AppliedPatch, SeriesState, inspect_checkout, read_state, write_state
+from scripts.upstream import command
+from scripts.upstream.checkout import UPSTREAM_HEAD, lock_file_for, locked
+from scripts.upstream.config import Project, checkout_path, load_project
+from scripts.upstream.errors import CheckoutError, ConfigError, DirtyCheckoutError
+from scripts.upstream.gitutil import ISOLATED_CONFIG, git, subject
+from scripts.upstream.patchfile import file_sha256, patch_subject
+from scripts.upstream.series import AppliedPatch, SeriesState, inspect_checkout, read_state, write_state
 
 FORMAT_PATCH = (
     "format-patch",
@@ -175,3 +176,16 @@ def _verify_rewrite(old_text: str, new_text: str, name: str, patches: Sequence[s
             f"cannot rewrite the patches list of {name!r} in upstreams.yaml by text; "
             f"set it by hand to {list(patches)}"
         )
+
+
+def main(argv: Sequence[str]) -> int:
+    """`python -m scripts refresh-patches <name>` (`make refresh-patches UPSTREAM=<name>`)."""
+    parser = command.parser("refresh-patches", "export the checkout's commits as patches", root=True)
+    parser.add_argument("name")
+    args = parser.parse_args(argv)
+
+    def body() -> int:
+        refresh_patches(args.name, project=load_project(args.config), root=args.root)
+        return 0
+
+    return command.run(body)

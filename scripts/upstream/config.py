@@ -16,10 +16,10 @@ from typing import Any
 
 import yaml
 
-from scripts.errors import ConfigError
-from scripts.gitutil import normalize_url
+from scripts.upstream.errors import ConfigError
+from scripts.upstream.gitutil import normalize_url
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]  # scripts/upstream/config.py -> the project root
 CONFIG_NAME = "upstreams.yaml"
 UPSTREAMS_DIR_ENV = "KIT_UPSTREAMS_DIR"
 

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kit.errors import DownloadError, KitError
-from scripts.config import REPO_ROOT, checkout_path, load_project, url_env_var
-from scripts.errors import CheckoutError, ConfigError, KitSetupError
+from scripts.upstream.config import REPO_ROOT, checkout_path, load_project, url_env_var
+from scripts.upstream.errors import CheckoutError, ConfigError, KitSetupError
 
 WEIGHTS_DIR_ENV = "KIT_WEIGHTS_DIR"
 # Upstreams whose entry point takes `--weights demo` (kit/demo): the offline fallback of make cam.
@@ -115,7 +115,7 @@ def zoo_weights_url(checkout: Path, config: str) -> str:
 
 def demo_sample(root: Path | None = None, count: int = DEMO_SAMPLE_IMAGES) -> Path:
     """The first ``count`` images of the demo evaluation set, drawn once into data/demo/sample."""
-    from scripts import shapes
+    from scripts.demo import shapes
 
     folder = (REPO_ROOT if root is None else root) / "data" / "demo" / "sample"
     if len(list((folder / "images").glob("*.png"))) < count:

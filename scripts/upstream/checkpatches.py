@@ -12,11 +12,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from scripts.checkout import configure_remote, fetch_pin
-from scripts.config import Project, load_project, resolve_url
-from scripts.errors import KitSetupError
-from scripts.gitutil import git, is_reachable
-from scripts.patchfile import dep3_problems, failed_paths
+from scripts.upstream import command
+from scripts.upstream.checkout import configure_remote, fetch_pin
+from scripts.upstream.config import Project, load_project, resolve_url
+from scripts.upstream.errors import KitSetupError
+from scripts.upstream.gitutil import git, is_reachable
+from scripts.upstream.patchfile import dep3_problems, failed_paths
 
 
 @dataclass
@@ -110,3 +111,20 @@ def format_results(results: Sequence[CheckResult]) -> str:
             lines.append(f"{r.name}: ok")
         lines += [f"  warning: {w}" for w in r.warnings]
     return "\n".join(lines)
+
+
+def main(argv: Sequence[str]) -> int:
+    """`python -m scripts check-patches` (`make check-patches`): exit 1 when any series has a problem."""
+    parser = command.parser("check-patches", "every series applies strictly to its pin")
+    parser.add_argument("names", nargs="*", help="upstreams to check (default: all)")
+    parser.add_argument(
+        "--strict", action="store_true", help="an unreachable upstream is an error, not a skip"
+    )
+    args = parser.parse_args(argv)
+
+    def body() -> int:
+        results = check_patches(load_project(args.config), args.names, strict=args.strict)
+        print(format_results(results))
+        return 1 if any(r.problems for r in results) else 0
+
+    return command.run(body)

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import shutil
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from scripts.checkout import (
+from scripts.upstream import command
+from scripts.upstream.checkout import (
     UPSTREAM_HEAD,
     checkout_pin,
     clean_path_on_failure,
@@ -26,11 +28,11 @@ from scripts.checkout import (
     part_path,
     set_sparse,
 )
-from scripts.config import Project, Upstream, checkout_path, load_project, url_and_origin
-from scripts.envinstall import install_entry_point, install_kit, require_entry_point
-from scripts.errors import CheckoutError, DirtyCheckoutError
-from scripts.gitutil import git, rev_parse, subject
-from scripts.series import (
+from scripts.upstream.config import Project, Upstream, checkout_path, load_project, url_and_origin
+from scripts.upstream.envinstall import install_entry_point, install_kit, require_entry_point
+from scripts.upstream.errors import CheckoutError, DirtyCheckoutError
+from scripts.upstream.gitutil import git, rev_parse, subject
+from scripts.upstream.series import (
     SeriesState,
     apply_series,
     inspect_checkout,
@@ -176,3 +178,18 @@ def _rebuild(project: Project, upstream: Upstream, dest: Path) -> None:
         else:
             state_file.write_bytes(old_state)
         raise
+
+
+def main(argv: Sequence[str]) -> int:
+    """`python -m scripts setup <name>` (`make setup-<name>`)."""
+    parser = command.parser("setup", "check out the pin, apply the patches, install", root=True)
+    parser.add_argument("name")
+    parser.add_argument("--no-install", action="store_true", help="skip pip (the kit and the requirements)")
+    args = parser.parse_args(argv)
+
+    def body() -> int:
+        project = load_project(args.config)
+        setup_upstream(args.name, project=project, root=args.root, install=not args.no_install)
+        return 0
+
+    return command.run(body)

@@ -1,10 +1,10 @@
 """`make demo`: train the demo detector, yolov7-tiny on synthetic shapes, with yolov7's own code.
 
-Run as ``python -m scripts.demo --checkout upstreams/yolov7`` (the checkout goes first on
+Run as ``python -m scripts demo --checkout upstreams/yolov7`` (the checkout goes first on
 sys.path, as for main_gradcam.py). The model is the pinned upstream's ``Model`` built from
 ``cfg/training/yolov7-tiny.yaml`` with nc=3 and trained with the upstream's ``ComputeLoss``
 (hyperparameters of ``data/hyp.scratch.tiny.yaml``, scaled as ``train.py`` scales them) and
-AdamW on an endless, seeded stream of synthetic images (:mod:`scripts.shapes`): circles,
+AdamW on an endless, seeded stream of synthetic images (:mod:`scripts.demo.shapes`): circles,
 squares and triangles. Every run with the same options gives the same data; the weights agree
 up to the non-determinism of CPU kernels.
 
@@ -30,8 +30,8 @@ import numpy as np
 import torch
 
 from kit.download import file_sha256
-from scripts import shapes
-from scripts.config import REPO_ROOT, checkout_path, load_project
+from scripts.demo import shapes
+from scripts.upstream.config import REPO_ROOT, checkout_path, load_project
 
 CFG = "cfg/training/yolov7-tiny.yaml"
 HYP = "data/hyp.scratch.tiny.yaml"
@@ -142,7 +142,9 @@ def evaluate(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m scripts demo",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--checkout", type=Path, help="yolov7 checkout (default: the one make setup-yolov7 made)"
@@ -216,7 +218,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         shutil.copy2(weights_dir / f"{STEM}.json", KIT_DEMO_DIR / f"{STEM}.json")
         print(f"installed in {KIT_DEMO_DIR}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,6 +1,6 @@
-"""Benchmark worker for detectron2 (Faster R-CNN); `scripts/bench.py` runs it beside a checkout.
+"""Benchmark worker for detectron2 (Faster R-CNN); `scripts/bench/driver.py` runs it beside a checkout.
 
-Run as ``python -m scripts.bench_detectron2 --checkout upstreams/detectron2 --cfg
+Run as ``python -m scripts.bench.detectron2_worker --checkout upstreams/detectron2 --cfg
 configs/COCO-Detection/faster_rcnn_R_50_FPN_3x.yaml --deep backbone.bottom_up.res3 --image
 docs/tutorials/lazyconfig.jpg`` (the checkout goes first on sys.path, as for main_gradcam.py:
 detectron2 is used without compiling or installing it). The model is built from the config with
@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from scripts.bench_common import (
+from scripts.bench.common import (
     RANDOM_WEIGHTS,
     Records,
     measure_folder,

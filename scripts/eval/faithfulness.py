@@ -1,6 +1,6 @@
 """`make eval`: how faithful is each CAM method at each layer set? Measured on the demo detector.
 
-Run as ``python -m scripts.eval --checkout upstreams/yolov7`` (the checkout goes first on
+Run as ``python -m scripts eval --checkout upstreams/yolov7`` (the checkout goes first on
 sys.path, as for main_gradcam.py). Over the detections of the demo evaluation set that match a
 ground-truth box (same class, IoU >= 0.5), per method x layer set:
 
@@ -64,8 +64,8 @@ from kit.metrics import rank_correlation
 from kit.results import FUSED, ImageMaps
 from kit.runner import explain_batch, to_image_maps
 from kit.targets import Target
-from scripts import shapes
-from scripts.config import REPO_ROOT, checkout_path, load_project
+from scripts.demo import shapes
+from scripts.upstream.config import REPO_ROOT, checkout_path, load_project
 
 DEFAULT_LAYER_SETS = "74,75,76;57;57,65,73"
 # Cascading randomization: stage k re-initialises every layer from index k up (the head is 77).
@@ -290,7 +290,9 @@ def format_table(rows: Sequence[dict[str, Any]], stages: Sequence[str]) -> str:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m scripts eval",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--checkout", type=Path, help="yolov7 checkout (default: the one make setup-yolov7 made)"
@@ -333,7 +335,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from kit.methods import METHODS, get_method
     from kit.outputs import increment_path
     from kit.targets import get_target
-    from scripts.demo import load_demo_model
+    from scripts.demo.train import load_demo_model
 
     demo = demo_weights(args.weights_dir)
     model = load_demo_model(checkout, demo.weights)
@@ -435,7 +437,3 @@ def _layer_order(name: str) -> tuple[int, str]:
 
 def _empty_row() -> dict[str, Any]:
     return {"n": 0, "pg": None, "ebpg": None, "n_curves": 0, "deletion_auc": None, "insertion_auc": None}
-
-
-if __name__ == "__main__":
-    sys.exit(main())
