@@ -1,7 +1,8 @@
 """Shared test pieces: a toy detector adapter that runs through :func:`kit.runner.run` in milliseconds.
 
-Also imported by the subprocess scripts of ``test_robustness.py`` (tests/ on ``sys.path``), so a
-run can be interrupted or run under a file-size limit in a process of its own.
+Also imported (as ``tests.conftest``) by the subprocess scripts of ``kit/test_runner_robustness.py``,
+with the project root on ``sys.path``, so a run can be interrupted or run under a file-size limit in
+a process of its own.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """`make eval` and a run's --eval score with the same code: the same images, detector and method
-through scripts/eval.py's path and through main_gradcam.py's (kit.cli.explain_sources) give the
+through scripts/eval/faithfulness.py's path and through main_gradcam.py's (kit.cli.explain_sources) give the
 same matches, PG, EBPG and deletion/insertion AUC."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""`make eval` (scripts/eval.py): layer sets, randomization, the table (the same scores as --eval:
-test_eval_same_path.py)."""
+"""`make eval` (scripts/eval/faithfulness.py): layer sets, randomization, the table (the same scores
+as --eval: test_same_path.py)."""
 
 from __future__ import annotations
 

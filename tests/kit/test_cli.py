@@ -270,7 +270,7 @@ def test_trust_checkpoint_help_says_the_code_will_run() -> None:
 
 # ---- every entry point checks its arguments before it imports the upstream -----------------------
 
-ENTRYPOINTS = Path(__file__).resolve().parents[1] / "entrypoints"
+ENTRYPOINTS = Path(__file__).resolve().parents[2] / "entrypoints"
 UPSTREAM_PACKAGES = ("models", "detectron2")  # what loading a model would import first
 
 

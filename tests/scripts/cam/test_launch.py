@@ -1,4 +1,4 @@
-"""`make cam` and its driver (scripts/cam.py): values reach main_gradcam.py verbatim, WEIGHTS=demo,
+"""`make cam` and its driver (scripts/cam/launch.py): values reach main_gradcam.py verbatim, WEIGHTS=demo,
 and the entry point's exit code comes back as it is (README, "Exit codes")."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from scripts.cam import launch as cam
 from scripts.upstream.errors import CheckoutError, ConfigError
 from tests.conftest import installed_checkout
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 
 # What a user may name a file or folder: each must arrive as one argument, unchanged.
 HOSTILE = {

@@ -10,19 +10,6 @@ import time
 from pathlib import Path
 
 import pytest
-from setup_fixtures import (  # noqa: F401 (fixtures)
-    PatchBench,
-    Upstream,
-    isolated_fixture,
-    make_mirror_without,
-    model_with,
-    project_fixture,
-    run_git,
-    standard_series,
-    tree_snapshot,
-    upstream_fixture,
-    write_project,
-)
 
 import scripts.upstream.checkout
 import scripts.upstream.setup_upstream
@@ -41,6 +28,16 @@ from scripts.upstream.errors import (
 )
 from scripts.upstream.series import state_path
 from scripts.upstream.setup_upstream import setup_upstream
+from tests.scripts.upstream.fixture_repos import (
+    PatchBench,
+    Upstream,
+    make_mirror_without,
+    model_with,
+    run_git,
+    standard_series,
+    tree_snapshot,
+    write_project,
+)
 
 
 def setup(config: Path, **kwargs: object) -> scripts.upstream.setup_upstream.SetupResult:

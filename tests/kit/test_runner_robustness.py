@@ -33,7 +33,7 @@ from kit.runner import run
 from kit.targets import get_target
 from tests.conftest import ToyAdapter
 
-TESTS = Path(__file__).resolve().parent
+REPO_ROOT = Path(__file__).resolve().parents[2]  # tests/kit/<this file> -> the project root
 PNG_BYTES = cv2.imencode(".png", np.full((24, 32, 3), 120, np.uint8))[1].tobytes()
 
 
@@ -328,7 +328,7 @@ def test_temporary_names_carry_pid_and_a_random_token_and_go_on_failure(
 SCRIPT_HEAD = f"""
 import json, os, resource, sys, time
 from pathlib import Path
-sys.path.insert(0, {str(TESTS.parent)!r})
+sys.path.insert(0, {str(REPO_ROOT)!r})
 from tests.conftest import ToyAdapter
 from kit import cli
 from kit.methods import get_method

@@ -1,4 +1,4 @@
-"""The synthetic shapes of the demo detector (scripts/shapes.py): deterministic, labelled, readable."""
+"""The synthetic shapes of the demo detector (scripts/demo/shapes.py): deterministic, labelled, readable."""
 
 from __future__ import annotations
 

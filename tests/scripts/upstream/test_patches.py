@@ -5,15 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from setup_fixtures import (  # noqa: F401 (fixtures)
-    PatchBench,
-    Upstream,
-    isolated_fixture,
-    project_fixture,
-    run_git,
-    upstream_fixture,
-    write_project,
-)
 
 from scripts.__main__ import main
 from scripts.upstream.checkpatches import check_patches
@@ -23,6 +14,12 @@ from scripts.upstream.patchfile import dep3_problems, failed_paths
 from scripts.upstream.refresh import refresh_patches, rewrite_patch_list, slug
 from scripts.upstream.setup_upstream import setup_upstream
 from scripts.upstream.status import status, upstream_status
+from tests.scripts.upstream.fixture_repos import (
+    PatchBench,
+    Upstream,
+    run_git,
+    write_project,
+)
 
 P1, P2 = "0001-model-value_5-is-50.patch", "0002-Add-the-kit-hook.patch"
 

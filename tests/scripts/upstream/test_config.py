@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from setup_fixtures import Upstream, isolated_fixture, project_fixture, upstream_fixture  # noqa: F401 (fixtures)
 
 from scripts.upstream.config import (
     checkout_path,
@@ -17,8 +16,9 @@ from scripts.upstream.config import (
 )
 from scripts.upstream.errors import ConfigError
 from scripts.upstream.gitutil import is_local_url, is_reachable, no_git_env
+from tests.scripts.upstream.fixture_repos import Upstream
 
-REAL_CONFIG = Path(__file__).resolve().parent.parent / "upstreams.yaml"
+REAL_CONFIG = Path(__file__).resolve().parents[3] / "upstreams.yaml"
 PIN = "a207844b1ce82d204ab36d87d496728d3d2348e7"
 
 

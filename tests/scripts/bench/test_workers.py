@@ -110,9 +110,9 @@ def test_the_folder_measurement_explains_every_image_at_each_batch_size(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     import numpy as np
-    from test_adapter_yolo import make_adapter
 
     from kit import runner
+    from tests.kit.adapters.test_yolo import make_adapter
 
     adapter = make_adapter()
     seen: list[tuple[int, tuple[str, ...]]] = []
