@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -88,22 +89,32 @@ def set_layers(adapter: Any, name: str, deep: str) -> dict[str, Any]:
     return adapter.resolve_layers(adapter.default_layers() if name == "head" else deep.split(","))
 
 
+@dataclass(frozen=True)
+class KitStep:
+    """One count of detections the kit was just measured at: the baselines run on the same ones."""
+
+    layer_set: str
+    n: int
+    detections: list[Any]
+    plain: float  # seconds of plain inference, the ratio's denominator
+
+
 def measure_kit(
     records: Records,
-    *,
+    layer_set: str,
     adapter: Any,
     inputs: Any,
     layers: dict[str, Any],
-    layer_set: str,
     target: Any,
-    detections: str,
-    repeat: int,
-) -> Iterator[tuple[int, list[Any], float]]:
+    args: Any,
+) -> Iterator[KitStep]:
     """Plain inference and the kit (Grad-CAM, Grad-CAM++) for each count of ``detections``.
 
-    Records both, then yields ``(n, detections, plain seconds)`` so the worker can add its
-    baselines on the same detections; a count the model does not reach is skipped with a note.
+    Records both, then yields a :class:`KitStep` so the worker can add its baselines on the same
+    detections (:func:`measure_baselines`); a count the model does not reach is skipped with a note.
+    ``args``: the worker's flags (:func:`worker_arguments`), of which ``detections`` and ``repeat``.
     """
+    detections, repeat = args.detections, args.repeat
     import torch
 
     from kit.engine import explain
@@ -135,7 +146,46 @@ def measure_kit(
 
             seconds, peak = timed(kit_run, repeat=repeat)
             records.add(layer_set, n, f"kit-{method}", seconds, peak, plain)
-        yield n, dets, plain
+        yield KitStep(layer_set=layer_set, n=n, detections=dets, plain=plain)
+
+
+def measure_baselines(
+    records: Records,
+    step: KitStep,
+    baselines: set[str],
+    *,
+    seed: Callable[[], Any],
+    grad_cam: Callable[[], tuple[float, float]],
+) -> None:
+    """The baselines asked for (``--baselines``), on the detections the kit just explained: the
+    seeds' algorithm ``seed`` (timed once, without warm-up: it is the slow one) and ``grad_cam``,
+    which times pytorch-grad-cam itself (its warm-up and hooks are its own)."""
+    if "seed" in baselines:
+        seconds, peak = timed(seed, repeat=1, warmup=False)
+        records.add(step.layer_set, step.n, "seed", seconds, peak, step.plain)
+    if "pytorch-grad-cam" in baselines:
+        seconds, peak = grad_cam()
+        records.add(step.layer_set, step.n, "pytorch-grad-cam", seconds, peak, step.plain)
+
+
+def time_grad_cam(
+    model: Any, layers: dict[str, Any], inputs: Any, picks: list[tuple[int, int]], score: Callable[..., Any]
+) -> tuple[float, float]:
+    """pytorch-grad-cam's GradCAM called once per detection, as its users do: ``model`` maps
+    ``inputs`` to per-row class scores, ``score(out, row, class_id)`` is a detection's target.
+    Timed once without warm-up; its hooks are released after."""
+    from pytorch_grad_cam import GradCAM
+
+    cam = GradCAM(model=model, target_layers=list(layers.values()))
+
+    def run() -> None:
+        for row, cls in picks:
+            cam(input_tensor=inputs, targets=[lambda out, r=row, c=cls: score(out, r, c)])
+
+    try:
+        return timed(run, repeat=1, warmup=False)
+    finally:
+        cam.activations_and_grads.release()
 
 
 def measure_folder(

@@ -36,10 +36,11 @@ from torch import nn
 from scripts.bench.common import (
     RANDOM_WEIGHTS,
     Records,
+    measure_baselines,
     measure_folder,
     measure_kit,
     set_layers,
-    timed,
+    time_grad_cam,
     worker_parser,
 )
 
@@ -133,7 +134,6 @@ def pytorch_grad_cam_run(
 ) -> tuple[float, float]:
     """The grad-cam package called once per detection: the softmax of its proposal's logits."""
     from detectron2.structures import ImageList
-    from pytorch_grad_cam import GradCAM
 
     from kit.adapters.detectron2 import Detectron2Adapter, RcnnOutput
 
@@ -150,16 +150,9 @@ def pytorch_grad_cam_run(
             assert isinstance(output, RcnnOutput)  # built from a Faster R-CNN config
             return output.logits[None]
 
-    cam = GradCAM(model=ProposalLogits(), target_layers=list(layers.values()))
-
-    def run() -> None:
-        for row, cls in picks:
-            cam(input_tensor=images.tensor, targets=[lambda out, r=row, c=cls: torch.softmax(out[r], 0)[c]])
-
-    try:
-        return timed(run, repeat=1, warmup=False)
-    finally:
-        cam.activations_and_grads.release()
+    return time_grad_cam(
+        ProposalLogits(), layers, images.tensor, picks, lambda out, row, cls: torch.softmax(out[row], 0)[cls]
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -201,27 +194,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def bench_set(layer_set: str) -> None:
         layers = set_layers(adapter, layer_set, args.deep)
-        for n, dets, plain in measure_kit(
-            records,
-            adapter=adapter,
-            inputs=images,
-            layers=layers,
-            layer_set=layer_set,
-            target=Score(),
-            detections=args.detections,
-            repeat=args.repeat,
-        ):
-            if n > args.skip_slow_above or not baselines:
+        for step in measure_kit(records, layer_set, adapter, images, layers, Score(), args):
+            if step.n > args.skip_slow_above or not baselines:
                 continue
-            if "seed" in baselines:
-                seconds, peak = timed(
-                    partial(seed_algorithm, model, seed_inputs, layers, n), repeat=1, warmup=False
-                )
-                records.add(layer_set, n, "seed", seconds, peak, plain)
-            if "pytorch-grad-cam" in baselines:
-                picks = [(d.row, d.class_id) for d in dets]
-                seconds, peak = pytorch_grad_cam_run(model, images, layers, picks)
-                records.add(layer_set, n, "pytorch-grad-cam", seconds, peak, plain)
+            picks = [(d.row, d.class_id) for d in step.detections]
+            measure_baselines(
+                records,
+                step,
+                baselines,
+                seed=partial(seed_algorithm, model, seed_inputs, layers, step.n),
+                grad_cam=partial(pytorch_grad_cam_run, model, images, layers, picks),
+            )
 
     for layer_set in args.layer_sets.split(","):
         bench_set(layer_set)

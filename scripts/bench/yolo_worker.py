@@ -25,7 +25,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from scripts.bench.common import Records, measure_folder, measure_kit, set_layers, timed, worker_parser
+from scripts.bench.common import (
+    Records,
+    measure_baselines,
+    measure_folder,
+    measure_kit,
+    set_layers,
+    time_grad_cam,
+    worker_parser,
+)
 
 
 def seed_algorithm(
@@ -60,7 +68,6 @@ def pytorch_grad_cam_run(
     model: Any, batch: torch.Tensor, layers: dict[str, Any], picks: list[tuple[int, int]]
 ) -> tuple[float, float]:
     """The grad-cam package called once per detection, same layers, class-logit target."""
-    from pytorch_grad_cam import GradCAM
 
     class Logits(torch.nn.Module):
         def __init__(self) -> None:
@@ -70,16 +77,7 @@ def pytorch_grad_cam_run(
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return self.inner(x)[2]
 
-    cam = GradCAM(model=Logits(), target_layers=list(layers.values()))
-
-    def run() -> None:
-        for row, cls in picks:
-            cam(input_tensor=batch, targets=[lambda out, r=row, c=cls: out[r, c]])
-
-    try:
-        return timed(run, repeat=1, warmup=False)
-    finally:
-        cam.activations_and_grads.release()
+    return time_grad_cam(Logits(), layers, batch, picks, lambda out, row, cls: out[row, cls])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -119,32 +117,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         layers = set_layers(adapter, layer_set, args.deep)
         batch, _ = adapter.preprocess([image])
-        for n, dets, plain in measure_kit(
-            records,
-            adapter=adapter,
-            inputs=batch,
-            layers=layers,
-            layer_set=layer_set,
-            target=ClassLogit(),
-            detections=args.detections,
-            repeat=args.repeat,
-        ):
-            if n > args.skip_slow_above or not baselines:
+        for step in measure_kit(records, layer_set, adapter, batch, layers, ClassLogit(), args):
+            if step.n > args.skip_slow_above or not baselines:
                 continue
-            picks = [(d.row, d.class_id) for d in dets]
+            picks = [(d.row, d.class_id) for d in step.detections]
             head = adapter.head
             head.return_logits = True
             try:
                 for p in model.parameters():
                     p.requires_grad_(True)
-                if "seed" in baselines:
-                    seconds, peak = timed(
-                        partial(seed_algorithm, model, batch, layers, picks), repeat=1, warmup=False
-                    )
-                    records.add(layer_set, n, "seed", seconds, peak, plain)
-                if "pytorch-grad-cam" in baselines:
-                    seconds, peak = pytorch_grad_cam_run(model, batch, layers, picks)
-                    records.add(layer_set, n, "pytorch-grad-cam", seconds, peak, plain)
+                measure_baselines(
+                    records,
+                    step,
+                    baselines,
+                    seed=partial(seed_algorithm, model, batch, layers, picks),
+                    grad_cam=partial(pytorch_grad_cam_run, model, batch, layers, picks),
+                )
             finally:
                 head.return_logits = False
                 for p in model.parameters():
