@@ -227,7 +227,7 @@ def run_folder(path: PathLike) -> Path:
     if (p / EVAL_NAME).is_file() and (p / "table.txt").is_file():
         raise AuditError(
             f"{p} is not a run folder (no {MANIFEST_NAME}): it holds make eval's eval.json and table.txt. "
-            "The audit reads the folder of a run (make cam, main_gradcam.py, Explainer.run)"
+            "Pass the folder of a run (make cam, main_gradcam.py, Explainer.run)"
         )
     try:
         runs = sorted(q.parent.name for q in p.glob(f"*/{MANIFEST_NAME}"))
@@ -260,18 +260,8 @@ def audit_run(
     if rank not in RANKS:
         raise AuditError(f"unknown rank {rank!r}; rank by {' or '.join(RANKS)}")
     folder = run_folder(run_dir)
-    manifest = folder / MANIFEST_NAME
     reader = _ManifestReader(layer)
-    header = _scan(_read_text(manifest), manifest, {"images": reader.add_image})
-    if "images" in header and not isinstance(header["images"], int):
-        raise AuditError(
-            f"{manifest} is not a kit manifest: its 'images' is not a list; pass the folder of a run"
-        )
-    if "images" not in header:
-        raise AuditError(
-            f"{manifest} is not a kit manifest: it has no 'images' list (keys: "
-            f"{', '.join(sorted(header)[:10]) or 'none'}). Pass the folder of a run of the kit"
-        )
+    header = read_manifest(folder / MANIFEST_NAME, reader.add_image)
     source, chosen, rule = reader.choose(header, layer)
     notes = list(reader.notes)
     dets = reader.dets
@@ -314,6 +304,23 @@ def audit_run(
         rank=rank,
         notes=tuple(notes),
     )
+
+
+def read_manifest(manifest: Path, on_image: Callable[[Any], None]) -> dict[str, Any]:
+    """A run's ``manifest.json``: its top-level values, with each image record handed to ``on_image``
+    one at a time (``images`` maps to their count). Any manifest the kit wrote reads, old ones too;
+    an AuditError names the file and what to do when it is not a kit manifest or cannot be read."""
+    header = _scan(_read_text(manifest), manifest, {"images": on_image})
+    if "images" in header and not isinstance(header["images"], int):
+        raise AuditError(
+            f"{manifest} is not a kit manifest: its 'images' is not a list; pass the folder of a run"
+        )
+    if "images" not in header:
+        raise AuditError(
+            f"{manifest} is not a kit manifest: it has no 'images' list (keys: "
+            f"{', '.join(sorted(header)[:10]) or 'none'}). Pass the folder of a run of the kit"
+        )
+    return header
 
 
 def _read_text(path: Path) -> str:
@@ -905,8 +912,18 @@ def _format(audit: Audit) -> str:
 
 
 # ---- writing audit.json ----------------------------------------------------------------------
-def check_not_in_use(run_dir: PathLike) -> Optional[str]:
-    """Refuse a run folder that a live run holds (its ``.kit.lock``): its manifest is not final.
+AUDIT_LATER = "Audit it when that run has finished (--no-write prints the table of what it has finished now)"
+
+
+def check_not_in_use(
+    run_dir: PathLike,
+    *,
+    output: str = AUDIT_NAME,
+    reader: str = "the audit",
+    later: str = AUDIT_LATER,
+) -> Optional[str]:
+    """Refuse a run folder that a live run holds (its ``.kit.lock``): its manifest is not final, so
+    ``output`` is not written; ``later`` says what to do instead.
 
     Returns a note when the lock is left by a run that died (same host, process gone), else None.
     """
@@ -922,14 +939,27 @@ def check_not_in_use(run_dir: PathLike) -> Optional[str]:
     if RunLock._stale(other):
         return (
             f"{path} is left by pid {other.get('pid')}, which no longer runs: that run did not finish; "
-            "the audit covers what its manifest holds"
+            f"{reader} covers what its manifest holds"
         )
     raise AuditError(
         f"run folder {folder} is in use by a kit run (pid {other.get('pid')} on host {other.get('host')}, "
-        f"started {other.get('started')}): its manifest is not final, so {AUDIT_NAME} is not written. "
-        f"Audit it when that run has finished (--no-write prints the table of what it has finished now). "
-        f"If no such run is active, delete {path}"
+        f"started {other.get('started')}): its manifest is not final, so {output} is not written. "
+        f"{later}. If no such run is active, delete {path}"
     )
+
+
+def replace_file(path: Path, payload: bytes) -> None:
+    """Write ``payload`` to ``path`` through a temporary sibling and a rename, so that a reader sees
+    the old file or the new one, never half of one; the temporary goes on any failure (OSError raised)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        with tmp.open("wb") as f:
+            f.write(payload)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
 
 
 def write_audit(audit: Audit, *, run_dir: Optional[PathLike] = None) -> Path:
@@ -940,19 +970,12 @@ def write_audit(audit: Audit, *, run_dir: Optional[PathLike] = None) -> Path:
     path = folder / AUDIT_NAME
     text = json.dumps(audit.to_json(), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
     payload = text.encode("utf-8", "backslashreplace")  # a lone surrogate stays a valid \\udcNN escape
-    tmp = folder / f".{AUDIT_NAME}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
     try:
-        with tmp.open("wb") as f:
-            f.write(payload)
-        os.replace(tmp, path)
-    except BaseException as e:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        if isinstance(e, OSError):
-            raise AuditError(
-                f"cannot write {path}: {e.strerror or e}; --no-write prints the table without writing"
-            ) from e
-        raise
+        replace_file(path, payload)
+    except OSError as e:
+        raise AuditError(
+            f"cannot write {path}: {e.strerror or e}; --no-write prints the table without writing"
+        ) from e
     return path
 
 
