@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,46 +16,9 @@ import pytest
 
 from kit import audit as audit_module
 from kit.audit import AuditError, audit_run, main, write_audit
-from kit.evaluate import Evaluator
-from kit.labels import load_labels
 from kit.outputs import LOCK_NAME, RunWriter
-from kit.results import FUSED, DetectionResult, ImageResult
-
-H = W = 10
-BOX = (0.0, 0.0, 5.0, 10.0)  # the left half: pixel columns 0..4
-IMAGE = np.full((H, W, 3), 128, np.uint8)
-
-
-def energy_map(energy: float) -> np.ndarray:
-    """A map whose energy_in_box in ``BOX`` is ``energy``: ``energy`` left, ``1 - energy`` right."""
-    cam = np.empty((H, W), np.float32)
-    cam[:, :5], cam[:, 5:] = energy, 1.0 - energy
-    return cam
-
-
-def det(
-    i: int,
-    cls: int,
-    score: float,
-    maps: dict[str, np.ndarray | None],
-    *,
-    box: tuple[float, float, float, float] = BOX,
-) -> DetectionResult:
-    return DetectionResult(
-        id=i, box_xyxy=box, class_id=cls, class_name=["cat", "dog"][cls], score=score, level=0, maps=maps
-    )
-
-
-def write_run(
-    out: Path, images: dict[str, Sequence[DetectionResult]], layers: Sequence[str] = ("74",)
-) -> Path:
-    with RunWriter(
-        out_dir=out, upstream="yolov7", weights="w.pt", method="gradcam", target="class-logit", layers=layers
-    ) as writer:
-        for name, dets in images.items():
-            writer.write_image(source=Path("imgs") / name, image_bgr=IMAGE, detections=dets)
-        writer.finish()
-    return out
+from kit.results import FUSED, DetectionResult
+from tests.kit.conftest import IMAGE, H, W, det, energy_map, eval_run, write_run
 
 
 def manifest_energies(run: Path, layer: str) -> dict[str, list[float]]:
@@ -214,38 +176,6 @@ def test_empty_run_and_failed_images(tmp_path: Path, capsys: Any) -> None:
 
 
 # ---- --eval: matched and unmatched ------------------------------------------------------------
-def eval_run(tmp_path: Path) -> Path:
-    """A run with --eval as Explainer.run does it: the writer, then the Evaluator on the same results.
-
-    a.png: det 0 on its ground truth (matched), det 1 elsewhere (unmatched); b.png: a ground truth of
-    the other class (unmatched); c.png is not in the labels (not evaluated).
-    """
-    labels = tmp_path / "labels"
-    labels.mkdir()
-    (labels / "a.txt").write_text("0 0.25 0.5 0.5 1.0\n")
-    (labels / "b.txt").write_text("1 0.25 0.5 0.5 1.0\n")
-    sources = [Path("imgs") / n for n in ("a.png", "b.png", "c.png")]
-    evaluator = Evaluator(
-        labels=load_labels(labels, names=["cat", "dog"], sources=sources[:2]), detector=lambda x: [], curves=0
-    )
-    right = (5.0, 0.0, 10.0, 10.0)
-    results = {
-        # a.png det 1: its box is the right half, where energy_map(0.9) has 0.1 of its mass
-        "a.png": [
-            det(0, 0, 0.9, {"74": energy_map(0.7)}),
-            det(1, 0, 0.8, {"74": energy_map(0.9)}, box=right),
-        ],
-        "b.png": [det(0, 0, 0.7, {"74": energy_map(0.3)})],
-        "c.png": [det(0, 1, 0.6, {"74": energy_map(0.2)}), det(1, 1, 0.5, {"74": None})],
-    }
-    out = write_run(tmp_path / "run", results)
-    for source in sources:
-        dets = tuple(results[source.name])
-        evaluator.add_image(source, IMAGE, ImageResult(str(source), W, H, dets, ("74",), image=IMAGE))
-    evaluator.finish(out)
-    return out
-
-
 def test_eval_json_lists_the_unmatched_detections(tmp_path: Path) -> None:
     report = json.loads((eval_run(tmp_path) / "eval.json").read_text())
     assert [(r["file"], r["id"]) for r in report["detections"]] == [("imgs/a.png", 0)]
