@@ -173,6 +173,7 @@ class Evaluator:
         # Detections of evaluated images that matched no ground truth, as (file, id): with ``rows``
         # every evaluated detection is accounted for (kit.audit splits by it).
         self.unmatched: list[dict[str, Any]] = []
+        self.missed: list[dict[str, Any]] = []  # ground-truth boxes no detection matched
         self.layers: list[str] = []  # map names in the order first seen
         self.images = 0
         self.ground_truth = 0
@@ -211,6 +212,16 @@ class Evaluator:
             gt.classes,
             iou=self.iou,
         )
+        taken = {one[0] for one in found if one is not None}
+        self.missed += [
+            {
+                "file": printable(source),
+                "class_id": int(gt.classes[g]),
+                "box_xyxy": [round(float(v), 2) for v in box],
+            }
+            for g, box in enumerate(gt.boxes)
+            if g not in taken
+        ]
         matches = []
         for det, one in zip(dets, found):
             if one is None:
@@ -263,7 +274,7 @@ class Evaluator:
         """Deletion and insertion AUC of each map; maps that rank the pixels alike share their curves."""
         started = time.perf_counter()
         score_fn = matching_score_fn(self.detector, target_box=gt_box, target_class=gt_class)
-        done: dict[str, dict[str, float | None]] = {}
+        done: dict[str, dict[str, Any]] = {}
         for layer, cam in maps.items():
             if cam is None:
                 continue
@@ -280,6 +291,10 @@ class Evaluator:
                         batch_size=self.batch_size,
                     )
                     done[ranking][f"{mode}_auc"] = round(curve.auc, 6) if math.isfinite(curve.auc) else None
+                    # the curve itself (scores at k / steps of the pixels), for the run report's plots
+                    done[ranking][f"{mode}_curve"] = [
+                        round(float(y), 4) if math.isfinite(y) else None for y in curve.ys
+                    ]
             measures[layer].update(done[ranking])
         self.curve_seconds += time.perf_counter() - started
 
@@ -306,7 +321,8 @@ class Evaluator:
 
     def report(self) -> dict[str, Any]:
         """Everything ``eval.json`` holds: labels, options, counts, summary, per-detection rows of the
-        matched detections (``detections``) and the unmatched ones' file and id (``unmatched``)."""
+        matched detections (``detections``, with each curve measured), the unmatched ones' file and id
+        (``unmatched``) and the ground-truth boxes no detection matched (``missed``)."""
         labels = self.labels
         matched = len(self.rows)
         rows = self.summary_rows()
@@ -346,6 +362,7 @@ class Evaluator:
             "seconds": {"eval": round(self.seconds, 2), "curves": round(self.curve_seconds, 2)},
             "detections": self.rows,
             "unmatched": self.unmatched,
+            "missed": self.missed,
         }
 
     def finish(self, out_dir: Path) -> tuple[Path, str]:

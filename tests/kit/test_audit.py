@@ -180,6 +180,8 @@ def test_eval_json_lists_the_unmatched_detections(tmp_path: Path) -> None:
     report = json.loads((eval_run(tmp_path) / "eval.json").read_text())
     assert [(r["file"], r["id"]) for r in report["detections"]] == [("imgs/a.png", 0)]
     assert report["unmatched"] == [{"file": "imgs/a.png", "id": 1}, {"file": "imgs/b.png", "id": 0}]
+    # and the ground-truth boxes no detection matched: b.png's dog (its detection is a cat)
+    assert report["missed"] == [{"file": "imgs/b.png", "class_id": 1, "box_xyxy": [0.0, 0.0, 5.0, 10.0]}]
 
 
 def test_the_split_into_matched_unmatched_and_not_evaluated(tmp_path: Path, capsys: Any) -> None:

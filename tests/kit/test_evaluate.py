@@ -132,7 +132,13 @@ def test_per_layer_off_measures_the_fused_map_only_and_matches_are_returned() ->
         "ebpg",
         "deletion_auc",
         "insertion_auc",
+        "deletion_curve",
+        "insertion_curve",
     }
+    curve = row["maps"][FUSED]["deletion_curve"]  # the scores at 0, 1/4, ..., 4/4 of the pixels deleted
+    assert len(curve) == 4 + 1 and curve[0] == pytest.approx(1.0)
+    # detection 1 found no box left: the image's ground truth is all matched, nothing missed
+    assert evaluator.report()["missed"] == []
     fused = detection_maps(result, 0)[FUSED]
     assert fused is not None and np.allclose(fused, fuse_reached([elsewhere, inside]))
     assert row["maps"][FUSED]["ebpg"] == pytest.approx(energy_pointing_game(fused, box), abs=1e-6)
