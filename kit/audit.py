@@ -990,16 +990,20 @@ def _top_count(text: str) -> int:
     return value
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m kit.audit",
-        description=(
-            "Per class, where a run's maps lie against their boxes (energy_in_box), and the detections "
-            "whose maps lie most outside them; writes audit.json into the run folder."
-        ),
-    )
+def run_parser(module: str, description: str) -> argparse.ArgumentParser:
+    """The flags of ``python -m <module> RUN``, a command that reads a run folder (more may be added)."""
+    p = argparse.ArgumentParser(prog=f"python -m {module}", description=description)
     p.add_argument(
         "run", help="a run folder (holding manifest.json) of make cam, main_gradcam.py or Explainer.run"
+    )
+    return p
+
+
+def parser() -> argparse.ArgumentParser:
+    p = run_parser(
+        "kit.audit",
+        "Per class, where a run's maps lie against their boxes (energy_in_box), and the detections "
+        "whose maps lie most outside them; writes audit.json into the run folder.",
     )
     p.add_argument(
         "--layer",
@@ -1048,20 +1052,27 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())  # so that the exit's flush does not fail again
         return EXIT_OK
-    except KitError as error:
+    except (Exception, KeyboardInterrupt) as error:
+        return command_failed(error, output=AUDIT_NAME)
+
+
+def command_failed(error: BaseException, *, output: str) -> int:
+    """The exit code of a command that reads a run folder and writes ``output`` into it, when it
+    ended with ``error``; says why on stderr: 2 refused (a KitError: one line), 130 Ctrl-C, 3 a bug
+    (the traceback and a request to report it), as the entry points' exit codes."""
+    if isinstance(error, KitError):
         print(f"error: {shown(str(error))}", file=sys.stderr)
         return EXIT_REFUSED
-    except KeyboardInterrupt:
-        print(f"interrupted: {AUDIT_NAME} not written (or left as it was)", file=sys.stderr)
+    if isinstance(error, KeyboardInterrupt):
+        print(f"interrupted: {output} not written (or left as it was)", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except Exception:
-        traceback.print_exc()
-        print(
-            f"internal error (exit {EXIT_INTERNAL}): this is a bug, not a problem with your run folder; "
-            "please report it with the command line and the traceback above",
-            file=sys.stderr,
-        )
-        return EXIT_INTERNAL
+    traceback.print_exception(type(error), error, error.__traceback__)
+    print(
+        f"internal error (exit {EXIT_INTERNAL}): this is a bug, not a problem with your run folder; "
+        "please report it with the command line and the traceback above",
+        file=sys.stderr,
+    )
+    return EXIT_INTERNAL
 
 
 if __name__ == "__main__":

@@ -6,8 +6,10 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pytest
 
 from kit.evaluate import Evaluator
 from kit.labels import load_labels
@@ -85,6 +87,31 @@ def eval_run(tmp_path: Path) -> Path:
         evaluator.add_image(source, IMAGE, ImageResult(str(source), W, H, dets, ("74",), image=IMAGE))
     evaluator.finish(out)
     return out
+
+
+# A manifest of the first kind (no 'interrupted', maps also as a list), with records that lack fields
+# or are not records at all.
+OLD_MANIFEST: dict[str, Any] = {
+    "upstream": "yolov7",
+    "weights": "w.pt",
+    "method": "gradcam",
+    "target": "class_logit",
+    "layers": ["74"],
+    "images": [
+        {
+            "file": "a.png",
+            "detections": [
+                {"id": 0, "class_id": 3, "score": 0.5, "maps": {"74": {"energy_in_box": 0.25}}},
+                {"id": 1, "class_name": "cat", "maps": [{"layer": "74", "energy_in_box": 0.75}]},
+                {"id": 2, "class_id": 3, "class_name": "x", "score": 0.1, "maps": {}},
+                {"id": 3, "class_id": 3, "class_name": "x", "maps": {"74": {"energy_in_box": None}}},
+                "not a detection",
+            ],
+        },
+        {"file": "b.png", "error": "cannot read"},
+        ["not an image record"],
+    ],
+}
 
 
 # ---- runs with pictures a person can look at (kit.report) -------------------------------------
@@ -192,3 +219,9 @@ def large_run(out: Path, images: int, *, per_image: int = 2) -> Path:
         writer.finish()
     source.unlink()
     return out
+
+
+@pytest.fixture(scope="session")
+def large_run_5000(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """5,000 images, 10,000 detections (made once per session: 2-3 s)."""
+    return large_run(tmp_path_factory.mktemp("large") / "run", 5000)

@@ -18,7 +18,7 @@ from kit import audit as audit_module
 from kit.audit import AuditError, audit_run, main, write_audit
 from kit.outputs import LOCK_NAME, RunWriter
 from kit.results import FUSED, DetectionResult
-from tests.kit.conftest import IMAGE, H, W, det, energy_map, eval_run, write_run
+from tests.kit.conftest import IMAGE, OLD_MANIFEST, H, W, det, energy_map, eval_run, write_run
 
 
 def manifest_energies(run: Path, layer: str) -> dict[str, list[float]]:
@@ -296,28 +296,7 @@ def test_a_manifest_cut_anywhere_is_refused_never_misread(run: Path) -> None:
 
 def test_old_manifests_and_odd_records_are_read(tmp_path: Path) -> None:
     """The first manifests had no 'interrupted'; fields a record lacks are tolerated."""
-    manifest = {
-        "upstream": "yolov7",
-        "weights": "w.pt",
-        "method": "gradcam",
-        "target": "class_logit",
-        "layers": ["74"],
-        "images": [
-            {
-                "file": "a.png",
-                "detections": [
-                    {"id": 0, "class_id": 3, "score": 0.5, "maps": {"74": {"energy_in_box": 0.25}}},
-                    {"id": 1, "class_name": "cat", "maps": [{"layer": "74", "energy_in_box": 0.75}]},
-                    {"id": 2, "class_id": 3, "class_name": "x", "score": 0.1, "maps": {}},
-                    {"id": 3, "class_id": 3, "class_name": "x", "maps": {"74": {"energy_in_box": None}}},
-                    "not a detection",
-                ],
-            },
-            {"file": "b.png", "error": "cannot read"},
-            ["not an image record"],
-        ],
-    }
-    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    (tmp_path / "manifest.json").write_text(json.dumps(OLD_MANIFEST))
     audit = audit_run(tmp_path)
     assert (audit.run["images"], audit.run["failed_images"], audit.run["interrupted"]) == (3, 1, None)
     total = audit.overall.total
