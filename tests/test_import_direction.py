@@ -25,6 +25,9 @@ UPSTREAM_PACKAGES = {"models", "utils", "detectron2"}
 # the kit's errors, never the run loop, the facade or evaluation.
 AUDIT_MAY_IMPORT = {"errors", "outputs", "maps", "results"}
 AUDIT_AT_MODULE_LEVEL = {"errors"}  # `python -m kit.audit` starts without torch
+# The run report reads a finished run folder through the audit's reader: never the run loop
+# (kit.runner), the facade (kit.api) or the command line (kit.cli), which call it at a run's end.
+REPORT_MAY_IMPORT = {"errors", "audit"}
 
 # What the setup engine (scripts/upstream/) shares with cam, bench, eval and demo.
 SHARED = {"scripts.upstream.config", "scripts.upstream.errors"}
@@ -149,6 +152,11 @@ def test_the_audit_reads_run_folders_without_the_run_loop() -> None:
     audit = KIT / "audit.py"
     assert kit_imports(audit) <= AUDIT_MAY_IMPORT, kit_imports(audit)
     assert top_level_kit_imports(audit) <= AUDIT_AT_MODULE_LEVEL, top_level_kit_imports(audit)
+
+
+def test_the_report_reads_run_folders_without_the_run_loop() -> None:
+    report = KIT / "report.py"
+    assert kit_imports(report) <= REPORT_MAY_IMPORT, kit_imports(report)
 
 
 def top_level_kit_imports(path: Path) -> set[str]:
