@@ -901,6 +901,10 @@ header.top,main{padding:0 8px}
 .cards{grid-template-columns:1fr}
 .controls{gap:6px 10px}
 #shown-count{margin-left:0;width:100%}
+th,td{padding:3px 5px}
+th{white-space:normal}
+.block{padding:10px 8px}
+.controls{position:static}
 }
 """
 
