@@ -3,10 +3,13 @@ kit's own RunWriter, as a run writes them, on tiny images whose maps have known 
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Sequence
+import shutil
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import pytest
@@ -225,3 +228,126 @@ def large_run(out: Path, images: int, *, per_image: int = 2) -> Path:
 def large_run_5000(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """5,000 images, 10,000 detections (made once per session: 2-3 s)."""
     return large_run(tmp_path_factory.mktemp("large") / "run", 5000)
+
+
+# File, class and weights names that would run script, break out of an attribute or a URL, or read
+# as markup if the page did not escape them (the stems keep quotes, spaces, #, % and & where the
+# run folder allows them: kit.outputs.safe_stem replaces only <, >, " and separators).
+HOSTILE_NAMES = (
+    '"><script>alert(1)</script>.png',
+    'it\'s "quoted".png',
+    "ünïcødé 画像.png",
+    "with space #1 100%.png",
+    "<img src=x onerror=alert(2)>.png",
+    "&amp;lt;.png",
+)
+HOSTILE_CLASS = "</option><script>alert(3)</script>"
+
+
+def hostile_run(out: Path) -> Path:
+    """A run of the HOSTILE_NAMES images; the first detection's class is HOSTILE_CLASS and the weights
+    are named ``<b>w</b>.pt``."""
+    images = {n: [yolo_detection(0, k % 2, 0.9 - k / 10, k % 3)] for k, n in enumerate(HOSTILE_NAMES)}
+    write_run(out, images, layers=LEVELS, image=scene(7))
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    manifest["images"][0]["detections"][0]["class_name"] = HOSTILE_CLASS
+    manifest["weights"] = "<b>w</b>.pt"
+    (out / "manifest.json").write_text(json.dumps(manifest, ensure_ascii=False), encoding="utf-8")
+    return out
+
+
+# ---- a real browser (kit.report's page) --------------------------------------------------------
+# Debian's chromium, driven by Playwright (its own browser download is never used). As root and
+# offline, chromium needs --no-sandbox and no background networking (connections it would try are
+# refused here, and logged as errors).
+CHROMIUM_ARGS = (
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+)
+REQUIRE_BROWSER = "KIT_REQUIRE_BROWSER"  # =1 (CI): a browser that cannot be found fails, never skips
+
+
+def chromium_executable() -> str | None:
+    """``$KIT_CHROMIUM``, else chromium (or chromium-browser) on the PATH, else None."""
+    found = os.environ.get("KIT_CHROMIUM"), shutil.which("chromium"), shutil.which("chromium-browser")
+    for candidate in found:
+        if candidate and Path(candidate).is_file():
+            return candidate
+    return None
+
+
+def browser_unavailable(reason: str) -> NoReturn:
+    """Skip, saying what to install; fail instead where the browser tests must run (CI)."""
+    if os.environ.get(REQUIRE_BROWSER) == "1":
+        pytest.fail(f"{reason} ({REQUIRE_BROWSER}=1: these tests must run here, not skip)", pytrace=False)
+    pytest.skip(reason)
+
+
+def launch_chromium() -> Iterator[Any]:
+    """A headless chromium for the tests of a module (yield from it in a module-scoped fixture)."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        browser_unavailable("playwright is not installed: pip install -c constraints.txt -e '.[dev]'")
+    executable = chromium_executable() or browser_unavailable(
+        "no chromium found: apt-get install chromium (Debian), or set KIT_CHROMIUM=/path/to/chromium"
+    )
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=list(CHROMIUM_ARGS))
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    yield from launch_chromium()
+
+
+@dataclass
+class Opened:
+    """A page of the browser, with what it said: console errors, uncaught exceptions, dialogs."""
+
+    page: Any
+    errors: list[str] = field(default_factory=list)
+    dialogs: list[str] = field(default_factory=list)
+
+
+def open_page(browser: Any, path: Path, *, width: int = 1400, height: int = 900) -> Opened:
+    """``path`` from file://, in a new context of ``width`` x ``height`` CSS pixels (closed with it)."""
+    page = browser.new_context(viewport={"width": width, "height": height}).new_page()
+    opened = Opened(page)
+    page.on("console", lambda m: opened.errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: opened.errors.append(f"uncaught: {e}"))
+
+    def dialog(d: Any) -> None:
+        opened.dialogs.append(d.message)
+        d.dismiss()
+
+    page.on("dialog", dialog)
+    page.goto(path.as_uri(), wait_until="load")
+    return opened
+
+
+# Scroll every shown card and tile into view (the page puts its pictures in as they come near the
+# screen), then wait for every visible picture to load or fail: [src, naturalWidth] of each.
+LOAD_PICTURES = """async () => {
+  const frame = () => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)));
+  for (const el of document.querySelectorAll(".detection:not([hidden]), .tile, ol.top li")) {
+    el.scrollIntoView();
+    await frame();
+  }
+  const shown = [...document.images].filter((img) => img.checkVisibility());
+  const done = (img) => img.decode().catch(() => null);
+  const late = new Promise((r) => setTimeout(r, 15000));
+  await Promise.race([Promise.all(shown.map(done)), late]);
+  window.scrollTo(0, 0);
+  await frame();
+  return shown.map((img) => [img.getAttribute("src"), img.naturalWidth]);
+}"""

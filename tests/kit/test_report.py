@@ -22,11 +22,14 @@ from kit.audit import audit_run, write_audit
 from kit.outputs import LOCK_NAME, RunWriter
 from kit.report import REPORT_NAME, main, read_run, render_report, write_report
 from tests.kit.conftest import (
+    HOSTILE_CLASS,
+    HOSTILE_NAMES,
     IMAGE,
     OLD_MANIFEST,
     det,
     energy_map,
     eval_run,
+    hostile_run,
     picture_run,
     scene,
     write_run,
@@ -213,20 +216,8 @@ def test_old_manifests_and_odd_records_are_shown(tmp_path: Path) -> None:
 
 
 def test_hostile_names_are_escaped_in_html_and_in_urls(tmp_path: Path) -> None:
-    names = [
-        '"><script>alert(1)</script>.png',
-        'it\'s "quoted".png',
-        "ünïcødé 画像.png",
-        "with space #1 100%.png",
-        "<img src=x onerror=alert(2)>.png",
-        "&amp;lt;.png",
-    ]
-    dets = {n: [det(0, k % 2, 0.9 - k / 10, {"74": energy_map(0.5)})] for k, n in enumerate(names)}
-    out = write_run(tmp_path / "run", dets)
+    out = hostile_run(tmp_path / "run")
     data = manifest(out)
-    data["images"][0]["detections"][0]["class_name"] = "</option><script>alert(3)</script>"
-    data["weights"] = "<b>w</b>.pt"
-    (out / "manifest.json").write_text(json.dumps(data))
     assert main([str(out)]) == 0
     text = (out / REPORT_NAME).read_text(encoding="utf-8")
     page = Page(text)
@@ -236,8 +227,8 @@ def test_hostile_names_are_escaped_in_html_and_in_urls(tmp_path: Path) -> None:
     assert not any(k.startswith("on") for _, attrs in page.elements for k in attrs)  # no event handler
     stems = [i["summary"][: -len("_summary.jpg")] for i in data["images"]]
     assert [c["data-image"] for c in page.cards] == stems
-    assert page.cards[0]["data-class"] == "</option><script>alert(3)</script>"
-    for name in names:
+    assert page.cards[0]["data-class"] == HOSTILE_CLASS
+    for name in HOSTILE_NAMES:
         assert f"imgs/{name}" in page.text  # shown as written
     assert "<b>w</b>.pt" in page.text
     assert_links_stay_in(out, page)  # and each picture reached through its percent-encoded name
