@@ -308,6 +308,13 @@ def _lines(value: Any) -> str:
     return "\n".join(_e(line) for line in str(value).split("\n"))
 
 
+def _file(path: str) -> str:
+    """An image's file name, its whole path as the run was given it in the tooltip (paths repeat a
+    folder that crowds the cards; the header and the manifest keep them whole)."""
+    name = path.replace("\\", "/").rsplit("/", 1)[-1] or path
+    return f'<bdi title="{_a(shown(path))}">{_e(name)}</bdi>'
+
+
 def _a(value: Any) -> str:
     """An attribute's value, as the run folder has it, escaped for a double-quoted attribute."""
     return html.escape(str(value), quote=True)
@@ -419,7 +426,7 @@ def _grid(run: RunView) -> str:
             out.append(_picture(image.summary, f"summary of {image.file}"))
         elif image.error is None:
             out.append("<p class=muted>no summary sheet in the run folder</p>")
-        out.append(f"<p class=name><bdi>{_e(image.file)}</bdi></p>")
+        out.append(f"<p class=name>{_file(image.file)}</p>")
         if image.error is not None:
             out.append(f"<p class=error>failed: {_lines(image.error)}</p>")
         k = len(image.cards)
@@ -496,7 +503,7 @@ def _card_html(
         f'data-energy="{"" if energy is None else repr(round(energy, 6))}"'
     )
     match = matches.get((image.file, c.id))
-    meta = [f'<a href="#i{image.index}"><bdi>{_e(image.file)}</bdi></a>', f"#{c.id}"]
+    meta = [f'<a href="#i{image.index}">{_file(image.file)}</a>', f"#{c.id}"]
     if c.level is not None:
         meta.append(f"level {c.level}")
     if chosen is not None:
@@ -767,7 +774,7 @@ def _top_list(run: RunView, audit: dict[str, Any]) -> str:
             if href
             else ""
         )
-        name = f"<bdi>{_e(file)}</bdi>"
+        name = _file(file)
         link = f'<a href="#d{image.index}-{det_id}">{name} #{det_id}</a>' if image else f"{name} #{det_id}"
         out.append(
             f"<li>{picture}<p>{link}<br><bdi>{_e(t.get('class_name', '?'))}</bdi> "

@@ -228,8 +228,9 @@ def test_hostile_names_are_escaped_in_html_and_in_urls(tmp_path: Path) -> None:
     stems = [i["summary"][: -len("_summary.jpg")] for i in data["images"]]
     assert [c["data-image"] for c in page.cards] == stems
     assert page.cards[0]["data-class"] == HOSTILE_CLASS
+    titles = {a["title"] for tag, a in page.elements if tag == "bdi" and "title" in a}
     for name in HOSTILE_NAMES:
-        assert f"imgs/{name}" in page.text  # shown as written
+        assert f"imgs/{name}" in titles and name.rsplit("/", 1)[-1] in page.text  # shown as written
     assert "<b>w</b>.pt" in page.text
     assert_links_stay_in(out, page)  # and each picture reached through its percent-encoded name
     assert "%E7%94%BB%E5%83%8F" in text  # 画像, as UTF-8
@@ -244,7 +245,7 @@ def test_control_characters_and_bidi_names_stay_readable(tmp_path: Path) -> None
     write_report(out)
     text = (out / REPORT_NAME).read_text(encoding="utf-8")
     assert "\x1b" not in text and "esc\\x1b[31m" in text
-    assert "<bdi>esc\\x1b[31m\u202eevil.png</bdi>" in text  # a right-to-left override stays in its box
+    assert ">esc\\x1b[31m\u202eevil.png</bdi>" in text  # a right-to-left override stays in its box
 
 
 # ---- --eval and --audit -----------------------------------------------------------------------

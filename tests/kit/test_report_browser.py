@@ -129,8 +129,9 @@ def test_hostile_names_load_their_pictures_and_run_nothing(
     page = opened.page
     loaded = page.evaluate(LOAD_PICTURES)
     assert len(loaded) == 3 * len(HOSTILE_NAMES) and all(w > 0 for _, w in loaded)  # summary, level, fused
-    text = page.inner_text("body")
-    assert all(f"imgs/{name}" in text for name in HOSTILE_NAMES) and "<b>w</b>.pt" in text
+    titles = page.evaluate("() => [...document.querySelectorAll('bdi[title]')].map((b) => b.title)")
+    assert all(f"imgs/{name}" in titles for name in HOSTILE_NAMES)  # the whole paths, as written
+    assert "<b>w</b>.pt" in page.inner_text("body")
     page.select_option("#class-filter", HOSTILE_CLASS)
     assert len(shown(page.evaluate(CARDS))) == 1
     assert opened.dialogs == [] and opened.errors == []  # no alert(), and no blocked script or picture

@@ -1,0 +1,72 @@
+"""The run report of a real run: the demo detector (yolov7-tiny) through kit.load on the yolov7
+checkout, with --eval and the audit, opened in headless Chromium."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.conftest import REPO_ROOT, run_in_checkout
+from tests.kit.conftest import LOAD_PICTURES, launch_chromium, open_page
+
+pytestmark = pytest.mark.integration
+
+RUN = """
+import sys
+sys.path.append(sys.argv[3])  # the project, for the demo's synthetic shapes
+from pathlib import Path
+import kit
+from kit.audit import audit_run, write_audit
+from kit.report import write_report
+from scripts.demo.shapes import write_split
+
+images = write_split(Path(sys.argv[1]), count=2)
+explainer = kit.load("yolov7", "demo", max_det=3)
+result = explainer.run(
+    str(images), sys.argv[2], fuse=True, labels=str(images.parent / "labels"), eval_curves=1, eval_steps=2
+)
+write_audit(audit_run(result.out_dir, top=3))
+print(write_report(result.out_dir))
+"""
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    yield from launch_chromium()
+
+
+def test_a_real_runs_report_opens_with_every_picture(
+    yolov7_checkout: Path, tmp_path: Path, browser: Any
+) -> None:
+    out = tmp_path / "run"
+    done = run_in_checkout(yolov7_checkout, RUN, str(tmp_path / "shapes"), str(out), str(REPO_ROOT))
+    assert done.returncode == 0, done.stderr[-3000:]
+    index = Path(done.stdout.strip().splitlines()[-1])
+    assert index == out / "index.html"
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    expected = [
+        (image["summary"][: -len("_summary.jpg")], str(d["id"]), d["class_name"], d["score"])
+        for image in manifest["images"]
+        for d in image["detections"]
+    ]
+    assert expected  # the demo detector finds the shapes
+
+    opened = open_page(browser, index, width=1400)
+    page = opened.page
+    cards = page.evaluate(
+        """() => [...document.querySelectorAll(".detection")].map((c) =>
+        [c.dataset.image, c.dataset.id, c.dataset.class, parseFloat(c.dataset.score)])"""
+    )
+    assert [tuple(c) for c in cards] == expected
+    loaded = page.evaluate(LOAD_PICTURES)
+    assert loaded and all(width > 0 for _, width in loaded), [src for src, width in loaded if not width]
+    assert page.is_visible("#eval") and page.is_visible("#audit")
+    assert page.locator("#eval svg[role=img]").count() == 2  # deletion and insertion curves
+    page.add_style_tag(content=".detection, .tile { content-visibility: visible }")
+    page.screenshot(path=str(tmp_path / "real-run-1400px.png"), full_page=True)
+    assert opened.errors == [] and opened.dialogs == []
+    page.context.close()
