@@ -286,6 +286,8 @@ def render_report(run: RunView, *, notes: Sequence[str] = ()) -> str:
         f'<meta http-equiv=Content-Security-Policy content="{csp}">\n',
         '<meta name=referrer content="no-referrer">\n',
         f"<title>{_e(title)}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n",
+        "<noscript><p class=warn>Pictures, filters and sorting need JavaScript: each grey box links to "
+        "its picture.</p></noscript>\n",
         _header(run, [*run.notes, *notes]),
         '<main id="content">\n',
         _eval_section(run) if run.eval is not None else "",

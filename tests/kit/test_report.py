@@ -412,7 +412,7 @@ def test_a_5000_image_run_gives_a_page_of_reasonable_size(large_run_5000: Path) 
     size = len(text.encode("utf-8"))
     cards, tiles = text.count("<article class=detection"), text.count('<li class="tile"')
     assert (cards, tiles) == (10_000, 5_000)
-    assert size < 800 * cards  # about 650 bytes a card and its image's tile: 6.7 MB
+    assert size < 800 * cards  # about 700 bytes a card and its image's tile: 7.1 MB
     assert "<img" not in text.split("<script>")[0]  # no picture loads before it is near the screen
     assert 'img.loading = "lazy"' in text and text.count("class=pic") == 15_000
     assert 'id="images" class=block>' in text  # a grid of 5,000 starts folded

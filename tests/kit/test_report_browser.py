@@ -158,6 +158,7 @@ def test_a_5000_image_page_opens_and_filters_in_seconds(
         s.value = "dog"; s.dispatchEvent(new Event("change")); return performance.now() - t; }"""
     )
     record_property("class_filter_ms", round(filter_ms))
+    print(f"5,000 images: the class filter hid 5,000 of 10,000 cards in {filter_ms:.0f} ms")
     assert page.evaluate("() => document.querySelectorAll('.detection[hidden]').length") == 5_000
     assert opened.errors == []
     page.context.close()
