@@ -22,7 +22,6 @@ if str(ROOT) not in sys.path:
 
 import kit  # noqa: E402
 from kit import cli  # noqa: E402
-from kit.outputs import increment_path  # noqa: E402
 
 
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
@@ -76,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         agnostic_nms=opt.agnostic_nms,
         half=opt.half,
     )
-    out_dir = increment_path(Path(opt.project) / opt.name, exist_ok=opt.exist_ok)
+    out_dir = cli.run_folder(explainer, Path(opt.project) / opt.name, opt=opt)
     return cli.explain_sources(explainer, opt=opt, source=opt.source, out_dir=out_dir)
 
 

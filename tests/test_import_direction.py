@@ -16,7 +16,7 @@ KIT = Path(__file__).resolve().parents[1] / "kit"
 
 CORE = ["engine", "methods", "targets", "fusion", "maps", "detections", "errors", "adapters"]
 EVALUATION = ["evaluate", "metrics", "labels"]
-RUN = ["runner", "outputs", "cli", "api", "loaders", "checkpoints"]
+RUN = ["runner", "outputs", "journal", "distributed", "progress", "cli", "api", "loaders", "checkpoints"]
 RUN_AND_EVAL = [*RUN, *EVALUATION, "render"]
 UPSTREAM_PACKAGES = {"models", "utils", "detectron2"}
 
