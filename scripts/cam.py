@@ -145,7 +145,9 @@ def build_command(
         "config": str(config if config is not None else CAM_DEFAULTS[name].config),
     }
     args = [a.format(**values) for a in CAM_DEFAULTS[name].args]
-    launcher = ["-m", "torch.distributed.run", "--nproc-per-node", str(nproc)] if nproc > 1 else []
+    # --standalone: this machine alone, on a free port (two runs at once do not clash on 29500).
+    launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc)]
+    launcher = launcher if nproc > 1 else []
     return [python, *launcher, "main_gradcam.py", *args, *extra]
 
 

@@ -119,10 +119,9 @@ def test_nproc_runs_the_entry_point_under_torchrun(
     assert args.nproc == "2"
     assert cam.run_cam("yolov7", weights="demo", source="imgs", out="run", extra=["--fuse"], nproc=2) == 0
     command = checkout.pop()
-    launcher = ["-m", "torch.distributed.run", "--nproc-per-node", "2", "main_gradcam.py"]
-    assert (
-        command[0] == sys.executable and command[1:6] == launcher and command[-2:] == ["--fuse", "--exist-ok"]
-    )
+    launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "main_gradcam.py"]
+    assert command[0] == sys.executable and command[1:7] == launcher  # a free port: runs never clash
+    assert command[-2:] == ["--fuse", "--exist-ok"]
     cam.run_cam("yolov7", weights="demo", source="imgs", out="run", extra=[])  # default: one plain process
     assert checkout.pop()[1] == "main_gradcam.py"
     assert cam.main(["yolov7", "--nproc=two"]) == 2
