@@ -384,7 +384,7 @@ def _start(writer: RunWriter, paths: Sequence[Path], files: Sequence[str], eval_
         if eval_key is not None and (entry.evaluation is None or entry.eval_key != eval_key):
             continue  # explained, but not measured as this run measures: explained again
         done[index] = stem_of(entry.record) or ""
-    if writer.previous:
+    if writer.resumed:
         LOG.info(
             "resuming %s: %d of %d images are done, %d to explain",
             printable(writer.out_dir),

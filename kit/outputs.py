@@ -206,6 +206,7 @@ class RunWriter:
         self.tile_width = tile_width
         self.jpeg_quality = jpeg_quality
         self.owner = owner
+        self.resumed = resume
         self.images: list[ImageRecord] = []  # this process's records of this run
         self.merged: list[dict[str, Any]] = []  # the manifest's images after finish() (owner)
         self.previous: list[journal.Entry] = []  # what an earlier run of the folder recorded (resume)
