@@ -20,7 +20,6 @@ ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # yolov3's packages (models, utils) live beside this file
 
-import kit  # noqa: E402
 from kit import cli  # noqa: E402
 
 
@@ -58,25 +57,7 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    opt = parse_opt(argv)
-    cli.setup_logging()
-    cli.check_yolo_arguments(opt, size_flag="--imgsz")  # before the model loads: exit 2 and the fix
-    explainer = kit.load(
-        "yolov3",
-        opt.weights,
-        checkout=ROOT,
-        device=opt.device,
-        trust_checkpoint=opt.trust_checkpoint,
-        img_size=opt.imgsz,
-        conf_thres=opt.conf_thres,
-        iou_thres=opt.iou_thres,
-        max_det=opt.max_det,
-        classes=opt.classes,
-        agnostic_nms=opt.agnostic_nms,
-        half=opt.half,
-    )
-    out_dir = cli.run_folder(explainer, Path(opt.project) / opt.name, opt=opt)
-    return cli.explain_sources(explainer, opt=opt, source=opt.source, out_dir=out_dir)
+    return cli.run_yolo("yolov3", parse_opt(argv), checkout=ROOT, size_flag="--imgsz")
 
 
 if __name__ == "__main__":

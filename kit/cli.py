@@ -2,7 +2,7 @@
 
 Each entry point keeps its repo's own flags (detect.py's or demo.py's) and adds the kit's:
 ``--method``, ``--target``, ``--target-layers``, ``--trust-checkpoint``, ``--batch-size``, ``--fuse``,
-``--eval`` (with ``--eval-curves``, ``--eval-steps``), ``--resume``.
+``--eval`` (with ``--eval-curves``, ``--eval-steps``), ``--audit``, ``--resume``.
 
 Under ``torchrun`` every process runs the same entry point: :func:`run_folder` lets rank 0 name
 the run folder for all of them, and the run itself splits the images (:mod:`kit.distributed`).
@@ -18,18 +18,16 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from kit import distributed
+from kit.api import Explainer, load
+from kit.audit import audit_run, write_audit
 from kit.errors import KitError, RunInterrupted
 from kit.evaluate import DEFAULT_CURVES, DEFAULT_STEPS
 from kit.methods import METHODS
 from kit.options import ArgumentError, check_detector_options, check_positive, parse_layers
 from kit.outputs import check_resumable, check_unlocked, increment_path, latest_path
 from kit.targets import TARGETS
-
-if TYPE_CHECKING:
-    from kit.api import Explainer
 
 LOG = logging.getLogger("kit")
 
@@ -97,6 +95,12 @@ def add_kit_arguments(parser: argparse.ArgumentParser, *, default_method: str = 
         default=DEFAULT_STEPS,
         metavar="S",
         help=f"steps of a deletion/insertion curve (default {DEFAULT_STEPS})",
+    )
+    group.add_argument(
+        "--audit",
+        action="store_true",
+        help="after the run (and --eval): per class, where the maps lie against their boxes and the "
+        "detections most outside them; a table on stdout and audit.json (python -m kit.audit)",
     )
 
 
@@ -187,6 +191,32 @@ def setup_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
 
 
+def run_yolo(upstream: str, opt: argparse.Namespace, *, checkout: Path, size_flag: str) -> int:
+    """A YOLO entry point's run once detect.py's flags and the kit's are parsed: check every value
+    before the model loads, :func:`kit.load` with the repo's own loader, then write the run folder
+    (``--project/--name``). ``size_flag`` names the repo's image-size flag (see
+    :func:`check_yolo_arguments`). Returns the process exit code.
+    """
+    setup_logging()
+    check_yolo_arguments(opt, size_flag=size_flag)
+    explainer = load(
+        upstream,
+        opt.weights,
+        checkout=checkout,
+        device=opt.device,
+        trust_checkpoint=opt.trust_checkpoint,
+        img_size=getattr(opt, size_flag.lstrip("-").replace("-", "_")),
+        conf_thres=opt.conf_thres,
+        iou_thres=opt.iou_thres,
+        max_det=opt.max_det,
+        classes=opt.classes,
+        agnostic_nms=opt.agnostic_nms,
+        half=opt.half,
+    )
+    out_dir = run_folder(explainer, Path(opt.project) / opt.name, opt=opt)
+    return explain_sources(explainer, opt=opt, source=opt.source, out_dir=out_dir)
+
+
 def explain_sources(
     explainer: Explainer, *, opt: argparse.Namespace, source: str | Sequence[str], out_dir: Path
 ) -> int:
@@ -209,6 +239,13 @@ def explain_sources(
     )
     if result.eval_table is not None:
         print(result.eval_table)
+    if getattr(opt, "audit", False) and distributed.launched().main:  # of the merged run, once
+        try:
+            audit = audit_run(result.out_dir)
+            write_audit(audit)
+            print(audit.format_table())
+        except KitError as error:  # the run itself is done: its exit code stands
+            LOG.error("audit: %s", error)
     if result.failed:
         LOG.error(
             "%d of %d images failed; see the errors above and in the manifest", result.failed, result.images

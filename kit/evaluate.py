@@ -39,6 +39,7 @@ import torch
 from kit.adapters.base import Adapter
 from kit.errors import KitError
 from kit.fusion import fuse_reached
+from kit.images import printable
 from kit.labels import LabelError, Labels
 from kit.maps import boxes_to_original
 from kit.metrics import (
@@ -194,7 +195,7 @@ class Evaluator:
         try:
             gt = self.labels.ground_truth(source, image_bgr.shape[:2])
         except LabelError as error:
-            self.skipped.append({"file": str(source), "reason": str(error)})
+            self.skipped.append({"file": printable(source), "reason": str(error)})
             LOG.warning("eval: %s left out: %s", source, error)
             return []
         if gt is None:
@@ -214,7 +215,7 @@ class Evaluator:
         matches = []
         for det, one in zip(dets, found):
             if one is None:
-                self.unmatched.append({"file": str(source), "id": det.id})
+                self.unmatched.append({"file": printable(source), "id": det.id})
                 continue
             g, overlap = one
             match = Match(det_id=det.id, gt_box=gt.boxes[g], gt_class=int(gt.classes[g]), iou=overlap)
@@ -238,7 +239,7 @@ class Evaluator:
                     LOG.error("eval: deletion/insertion stopped at %s", self.curve_error)
             self.rows.append(
                 {
-                    "file": str(source),
+                    "file": printable(source),
                     "id": det.id,
                     "class_id": det.class_id,
                     "class_name": det.class_name,

@@ -19,6 +19,10 @@ EVALUATION = ["evaluate", "metrics", "labels"]
 RUN = ["runner", "outputs", "journal", "distributed", "progress", "cli", "api", "loaders", "checkpoints"]
 RUN_AND_EVAL = [*RUN, *EVALUATION, "render"]
 UPSTREAM_PACKAGES = {"models", "utils", "detectron2"}
+# The audit reads run folders: it may know the folder's rules (outputs, lazily: they load torch) and
+# the kit's errors, never the run loop, the facade or evaluation.
+AUDIT_MAY_IMPORT = {"errors", "outputs", "maps", "results"}
+AUDIT_AT_MODULE_LEVEL = {"errors"}  # `python -m kit.audit` starts without torch
 
 
 def module_files(names: list[str]) -> list[Path]:
@@ -92,3 +96,20 @@ def test_the_reader_sees_lazy_and_aliased_imports(tmp_path: Path) -> None:
     assert kit_imports(probe) == {"outputs", "cli", "runner"}
     assert top_level_imports(probe) == {"kit"}  # the upstream import is lazy: allowed
     assert kit_imports(KIT / "runner.py") >= {"engine", "outputs", "results"}
+
+
+def test_the_audit_reads_run_folders_without_the_run_loop() -> None:
+    audit = KIT / "audit.py"
+    assert kit_imports(audit) <= AUDIT_MAY_IMPORT, kit_imports(audit)
+    assert top_level_kit_imports(audit) <= AUDIT_AT_MODULE_LEVEL, top_level_kit_imports(audit)
+
+
+def top_level_kit_imports(path: Path) -> set[str]:
+    """The kit modules ``path`` imports at module level (not inside a function)."""
+    found: set[str] = set()
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("kit."):
+            found.add(node.module.split(".")[1])
+        elif isinstance(node, ast.Import):
+            found.update(a.name.split(".")[1] for a in node.names if a.name.startswith("kit."))
+    return found

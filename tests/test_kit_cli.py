@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
 
+import cv2
 import pytest
 import torch
 from torch import nn
@@ -435,3 +436,23 @@ def test_a_folder_another_live_run_holds_is_refused_before_the_model_loads(tmp_p
     )
     lock.write_text(json.dumps({"pid": int(gone.stdout), "host": socket.gethostname(), "started": "then"}))
     assert cli.check_output_folder(run, flag="--project", exist_ok=True) == run
+
+
+def test_audit_after_a_run_prints_the_table_and_writes_audit_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.test_kit_api import picture, toy
+
+    image = tmp_path / "a.png"
+    cv2.imwrite(str(image), picture(0))
+    out = tmp_path / "exp"
+    code = cli.explain_sources(toy(), opt=kit_options(audit=True), source=str(image), out_dir=out)
+    assert code == 0
+    written = json.loads((out / "audit.json").read_text(encoding="utf-8"))
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    detections = sum(len(i["detections"]) for i in manifest["images"])
+    assert detections == 1 and sum(c["n"] for c in written["classes"]) == detections
+    assert capsys.readouterr().out.startswith(f"audit of {out}: 1 images, 1 detections")
+    # without --audit there is none
+    cli.explain_sources(toy(), opt=kit_options(), source=str(image), out_dir=tmp_path / "exp2")
+    assert not (tmp_path / "exp2" / "audit.json").exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -203,3 +204,19 @@ def test_restricted_keeps_only_the_named_layers() -> None:
     assert result.restricted(["c"]).layers == () and all(
         not d.maps for d in result.restricted(["c"]).detections
     )
+
+
+def test_a_file_name_that_is_not_utf8_is_written_as_the_manifest_spells_it(tmp_path: Path) -> None:
+    """eval.json names a file as the manifest does (bytes that are not UTF-8 as \\xNN), so it can be
+    written at all and its rows join the manifest's images."""
+    name = Path(os.fsdecode(b"caf\xe9.png"))  # latin-1 bytes: a surrogate in the str
+    boxes = [[2.0, 2.0, 8.0, 8.0]]
+    labels = labels_for({"placeholder.png": (boxes, [0])})
+    labels._entries[name] = labels._entries.pop(Path("placeholder.png"))
+    evaluator = Evaluator(labels=labels, detector=box_brightness_detector(boxes[0]), curves=0)
+    result = image_maps(boxes + [[12.0, 12.0, 18.0, 18.0]], {(0, "a"): peak_at(4, 4), (1, "a"): None})
+    evaluator.add_image(name, np.full((20, 20, 3), 90, np.uint8), result)
+    path, _ = evaluator.finish(tmp_path)
+    report = json.loads(path.read_text(encoding="utf-8"))
+    assert [r["file"] for r in report["detections"]] == ["caf\\xe9.png"]
+    assert report["unmatched"] == [{"file": "caf\\xe9.png", "id": 1}]

@@ -25,7 +25,7 @@ from kit.loaders import Loaded
 from kit.outputs import LOCK_NAME, ResumeError
 from tests.conftest import ToyAdapter
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 TOY = str(REPO_ROOT / "tests" / "toy_main.py")
 NAMES = ["A.png", "a.jpg", "b c.png", "notes.txt", "Über.png", "d.png", "e.png", "f.png", "g.png"]
 EVAL = ("--eval-curves", "3", "--eval-steps", "2")
