@@ -221,7 +221,6 @@ def run(
     fuse: bool = False,
     on_image: Callable[[Path, np.ndarray, ImageResult], Mapping[str, Any] | None] | None = None,
     indices: Sequence[int] | None = None,
-    on_progress: Callable[[], None] | None = None,
     log_level: int = logging.INFO,
 ) -> int:
     """Explain every source image into ``writer``; return how many images failed.
@@ -231,7 +230,7 @@ def run(
     there, so no image's maps outlive its turn); what it returns is recorded with the image (its
     measurement), and when it fails, the image is marked failed. ``indices``: each source's
     position in the whole run (:meth:`RunWriter.use`; default: its position here).
-    ``on_progress`` is called after each image. ``log_level``: of the one line per image
+    ``log_level``: of the one line per image
     (DEBUG under torchrun, where one progress display on rank 0 replaces N processes' lines).
 
     On KeyboardInterrupt, or anything else that ends the run early, every finished image stays
@@ -252,8 +251,6 @@ def run(
         )
         for index, (source, result) in zip(positions, results):
             write_result(writer, source, result, on_image=on_image, index=index, log_level=log_level)
-            if on_progress is not None:
-                on_progress()
     except KeyboardInterrupt:
         writer.interrupted()
         LOG.debug("interrupted: %d images finished and kept in %s", len(writer.images), writer.out_dir)
