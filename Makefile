@@ -65,7 +65,7 @@ check-patches: $(ENV_STAMP)
 refresh-patches: $(ENV_STAMP)
 	$(PYTHON) -m scripts refresh-patches $(UPSTREAM)
 
-# WEIGHTS, SOURCE, OUT and CONFIG reach scripts/cam.py verbatim: $(value) keeps make from expanding
+# WEIGHTS, SOURCE, OUT and CONFIG reach scripts/cam/launch.py verbatim: $(value) keeps make from expanding
 # a $ in them and the shell reads them from the environment, quoted, so spaces, quotes, $HOME,
 # backticks and ; are a file name's characters, never shell syntax. ARGS is split by the shell as
 # typed (ARGS="--method gradcampp --conf-thres 0.4"; quote inside it as in a shell). NPROC=N runs
@@ -81,10 +81,10 @@ cam: $(ENV_STAMP)
 # Trains with the yolov7 checkout's own Model and ComputeLoss (make setup-yolov7 first); writes
 # weights/demo/, data/demo/ and the copy kept in the repository, kit/demo/.
 demo: $(ENV_STAMP)
-	$(PYTHON) -m scripts.demo --install $(ARGS)
+	$(PYTHON) -m scripts demo --install $(ARGS)
 
 eval: $(ENV_STAMP)
-	$(PYTHON) -m scripts.eval $(ARGS)
+	$(PYTHON) -m scripts eval $(ARGS)
 
 # make audit RUN=runs/cam/yolov7/exp [ARGS='--top 50 --layer 75 --rank density']: docs/audit.md.
 # RUN reaches kit.audit verbatim, as make cam's WEIGHTS do.

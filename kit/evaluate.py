@@ -16,7 +16,7 @@ layer's, and the ``fused`` map of the layers its gradient reached, as ``--fuse``
 Only small per-detection records are kept, never an image's maps, so memory does not grow with
 the folder. :meth:`Evaluator.finish` writes ``eval.json`` to the run folder and returns the table.
 
-``make eval`` (``scripts/eval.py``) scores with these same pieces: :func:`match_detections`, the
+``make eval`` (``scripts/eval/faithfulness.py``) scores with these same pieces: :func:`match_detections`, the
 fused map of :func:`detection_maps`, :func:`adapter_detector` for the curves, and an
 :class:`Evaluator` per method x layer set (``per_layer=False``: the set's fused map only).
 """

@@ -1,7 +1,8 @@
 """Shared test pieces: a toy detector adapter that runs through :func:`kit.runner.run` in milliseconds.
 
-Also imported by the subprocess scripts of ``test_robustness.py`` (tests/ on ``sys.path``), so a
-run can be interrupted or run under a file-size limit in a process of its own.
+Also imported (as ``tests.conftest``) by the subprocess scripts of ``kit/test_runner_robustness.py``,
+with the project root on ``sys.path``, so a run can be interrupted or run under a file-size limit in
+a process of its own.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -20,6 +21,9 @@ from kit.adapters.base import Capabilities
 from kit.detections import Detection
 from kit.errors import KitError
 from kit.maps import Letterbox
+
+if TYPE_CHECKING:
+    from kit.api import Explainer
 
 
 class ToyModel(nn.Module):
@@ -143,3 +147,17 @@ def installed_checkout(folder: Path) -> Callable[[object, str], Path]:
         return folder / name
 
     return checkout_path
+
+
+def toy_explainer() -> Explainer:
+    """The toy detector behind the public facade, as kit.load would return it."""
+    from kit.api import Explainer
+    from kit.loaders import Loaded
+
+    return Explainer(
+        Loaded(adapter=ToyAdapter(), weights="toy.pt", settings={"img_size": 32}), upstream="toy"
+    )
+
+
+def picture(seed: int, hw: tuple[int, int] = (24, 40)) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 255, (*hw, 3), dtype=np.uint8)

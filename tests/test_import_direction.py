@@ -1,8 +1,9 @@
-"""The kit's layers, read from its imports: the core knows neither the run loop nor evaluation,
-evaluation does not know the run loop, and no kit module imports an upstream's code at module level.
+"""The layers, read from the imports: in kit/, the core knows neither the run loop nor evaluation,
+evaluation does not know the run loop, and no kit module imports an upstream's code at module level;
+in scripts/, the subpackages (one per concern) share only the setup engine's config and errors.
 
-Read with ``ast`` (nothing is imported): every ``import kit...`` / ``from kit... import`` of each
-module, at any depth (a lazy import inside a function counts too).
+Read with ``ast`` (nothing is imported): every ``import kit...`` / ``from kit... import`` (and the
+same for ``scripts``) of each module, at any depth (a lazy import inside a function counts too).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 KIT = Path(__file__).resolve().parents[1] / "kit"
+SCRIPTS = KIT.parent / "scripts"
 
 CORE = ["engine", "methods", "targets", "fusion", "maps", "detections", "errors", "adapters"]
 EVALUATION = ["evaluate", "metrics", "labels"]
@@ -23,6 +25,15 @@ UPSTREAM_PACKAGES = {"models", "utils", "detectron2"}
 # the kit's errors, never the run loop, the facade or evaluation.
 AUDIT_MAY_IMPORT = {"errors", "outputs", "maps", "results"}
 AUDIT_AT_MODULE_LEVEL = {"errors"}  # `python -m kit.audit` starts without torch
+
+# What the setup engine (scripts/upstream/) shares with cam, bench, eval and demo.
+SHARED = {"scripts.upstream.config", "scripts.upstream.errors"}
+# Imports between the other subpackages that the code has today; none may be added. `make cam`'s
+# offline fallback draws demo images; `make eval` measures on the demo set with the demo model.
+CROSSINGS = {
+    "cam/launch.py": {"scripts.demo.shapes"},
+    "eval/faithfulness.py": {"scripts.demo.shapes", "scripts.demo.train"},
+}
 
 
 def module_files(names: list[str]) -> list[Path]:
@@ -46,6 +57,25 @@ def kit_imports(path: Path) -> set[str]:
             names = [alias.name for alias in node.names]
         found.update(n.split(".")[1] for n in names if n.startswith("kit.") and len(n.split(".")) > 1)
     return found
+
+
+def scripts_imports(path: Path) -> set[str]:
+    """The scripts modules ``path`` imports (``from scripts.demo import shapes``: scripts.demo.shapes)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if node.module.split(".")[0] == "scripts":
+                for alias in node.names:
+                    name = f"{node.module}.{alias.name}"
+                    is_module = (KIT.parent / f"{name.replace('.', '/')}.py").is_file()
+                    found.add(name if is_module else node.module)
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.split(".")[0] == "scripts")
+    return found
+
+
+def subpackage_files() -> list[Path]:
+    return sorted(p for p in SCRIPTS.rglob("*.py") if p.parent != SCRIPTS)
 
 
 def top_level_imports(path: Path) -> set[str]:
@@ -86,6 +116,21 @@ def test_no_kit_module_imports_an_upstream_at_module_level(path: Path) -> None:
     assert not top_level_imports(path) & UPSTREAM_PACKAGES
 
 
+@pytest.mark.parametrize("path", subpackage_files(), ids=lambda p: str(p.relative_to(SCRIPTS)))
+def test_scripts_subpackages_share_only_the_setup_engines_config(path: Path) -> None:
+    """Each concern of scripts/ stands alone: it may use scripts.upstream's config and errors, and
+    otherwise only the crossings listed in CROSSINGS."""
+    own = path.relative_to(SCRIPTS).parts[0]
+    crossing = {m for m in scripts_imports(path) if m.split(".")[1] != own}
+    assert not crossing - SHARED - CROSSINGS.get(str(path.relative_to(SCRIPTS)), set()), crossing
+
+
+def test_every_listed_crossing_is_still_there() -> None:
+    """A crossing that the code no longer has leaves CROSSINGS too, so the list only shrinks."""
+    for rel, names in CROSSINGS.items():
+        assert scripts_imports(SCRIPTS / rel) >= names, rel
+
+
 def test_the_reader_sees_lazy_and_aliased_imports(tmp_path: Path) -> None:
     """What the layer tests rely on: an import inside a function, and 'import kit.x as y'."""
     probe = tmp_path / "probe.py"
@@ -96,6 +141,8 @@ def test_the_reader_sees_lazy_and_aliased_imports(tmp_path: Path) -> None:
     assert kit_imports(probe) == {"outputs", "cli", "runner"}
     assert top_level_imports(probe) == {"kit"}  # the upstream import is lazy: allowed
     assert kit_imports(KIT / "runner.py") >= {"engine", "outputs", "results"}
+    probe.write_text("def f():\n    from scripts.demo import shapes\n\nimport scripts.upstream.config as c\n")
+    assert scripts_imports(probe) == {"scripts.demo.shapes", "scripts.upstream.config"}
 
 
 def test_the_audit_reads_run_folders_without_the_run_loop() -> None:

@@ -1,6 +1,6 @@
 """The demo detector kept in the repository: yolov7-tiny trained on synthetic shapes.
 
-``make demo`` (``scripts/demo.py``) trains it with the pinned yolov7's own model code and loss
+``make demo`` (``scripts/demo/train.py``) trains it with the pinned yolov7's own model code and loss
 and writes ``yolov7-tiny-shapes.pt`` (a float16 state_dict, loadable with
 ``torch.load(weights_only=True)``) and ``yolov7-tiny-shapes.json`` (the cfg to build, class
 names, image size, and how it was trained and scored). This module reads that record and loads

@@ -20,7 +20,7 @@ from kit.adapters.base import Adapter
 from kit.errors import KitError
 from kit.options import ArgumentError
 
-UPSTREAMS_DIR_ENV = "KIT_UPSTREAMS_DIR"  # as scripts.config: another folder for all checkouts
+UPSTREAMS_DIR_ENV = "KIT_UPSTREAMS_DIR"  # as scripts.upstream.config: another folder for all checkouts
 # Files that only a checkout of that upstream has (yolov3 and yolov7 share models/yolo.py).
 MARKERS: dict[str, tuple[str, ...]] = {
     "yolov7": ("models/yolo.py", "utils/datasets.py", "cfg/training/yolov7.yaml"),

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from scripts.config import load_project, url_and_origin, url_env_var
-from scripts.gitutil import is_reachable
+from scripts.upstream.config import load_project, url_and_origin, url_env_var
+from scripts.upstream.gitutil import is_reachable
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

@@ -1,7 +1,7 @@
 """Each real entry point, in its real checkout: bad arguments and checkpoints of another kind are
 refused with exit 2 and a message naming them; --weights demo; Ctrl-C is one line and exit 130.
 
-The matrix of bad values is in tests/test_kit_cli.py (no checkout needed); here each entry point
+The matrix of bad values is in tests/kit/test_cli.py (no checkout needed); here each entry point
 runs as users run it, as a process, with the upstream's own model classes.
 """
 
@@ -214,7 +214,7 @@ def test_detectron2_checkpoint_of_another_kind_and_bad_arguments(
 
 def sample_image(tmp_path: Path) -> Path:
     """One image of the demo's synthetic evaluation split (what the demo detector finds shapes in)."""
-    from scripts import shapes
+    from scripts.demo import shapes
 
     folder = tmp_path / "sample"
     shapes.write_split(folder, count=1, split="eval")

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from kit.metrics import energy_pointing_game
-from scripts import shapes
+from scripts.demo import shapes
 
 pytestmark = pytest.mark.integration
 

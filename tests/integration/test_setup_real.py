@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from scripts.checkout import UPSTREAM_HEAD
-from scripts.checkpatches import check_patches
-from scripts.config import load_project, resolve_url
-from scripts.engine import setup_upstream
-from scripts.gitutil import git, is_reachable, rev_parse
-from scripts.patchfile import patch_subject
-from scripts.series import inspect_checkout
+from scripts.upstream.checkout import UPSTREAM_HEAD
+from scripts.upstream.checkpatches import check_patches
+from scripts.upstream.config import load_project, resolve_url
+from scripts.upstream.gitutil import git, is_reachable, rev_parse
+from scripts.upstream.patchfile import patch_subject
+from scripts.upstream.series import inspect_checkout
+from scripts.upstream.setup_upstream import setup_upstream
 
 pytestmark = pytest.mark.integration
 

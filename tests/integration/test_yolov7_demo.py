@@ -15,16 +15,20 @@ from tests.integration.conftest import REPO_ROOT
 pytestmark = pytest.mark.integration
 
 
-def run_script(module: str, *args: str) -> subprocess.CompletedProcess[str]:
+def run_script(command: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", module, *args], cwd=REPO_ROOT, capture_output=True, text=True, check=False
+        [sys.executable, "-m", "scripts", command, *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
     )
 
 
 def test_demo_trains_saves_and_evaluates_a_few_iterations(yolov7_checkout: Path, tmp_path: Path) -> None:
     weights, data = tmp_path / "weights", tmp_path / "data"
     result = run_script(
-        "scripts.demo",
+        "demo",
         *("--checkout", str(yolov7_checkout), "--iterations", "2", "--batch-size", "2"),
         *("--eval-images", "2", "--weights-dir", str(weights), "--data-dir", str(data), "--no-progress"),
     )
@@ -42,7 +46,7 @@ def test_demo_trains_saves_and_evaluates_a_few_iterations(yolov7_checkout: Path,
 
     out = tmp_path / "eval"
     result = run_script(
-        "scripts.eval",
+        "eval",
         *("--checkout", str(yolov7_checkout), "--weights-dir", str(weights), "--data-dir", str(data)),
         *("--images", "2", "--methods", "gradcam,layercam", "--conf-thres", "0.0001", "--curves", "1"),
         *("--sanity", "1", "--steps", "2", "--stages", "77,0", "--threads", "1", "--out", str(out)),
@@ -56,7 +60,7 @@ def test_demo_trains_saves_and_evaluates_a_few_iterations(yolov7_checkout: Path,
 
 
 def test_main_gradcam_explains_with_the_kept_demo_weights(yolov7_checkout: Path, tmp_path: Path) -> None:
-    from scripts import shapes
+    from scripts.demo import shapes
 
     images = shapes.write_split(tmp_path / "data", count=2, split="eval")
     result = subprocess.run(

@@ -1,0 +1,177 @@
+"""Benchmark worker for the YOLO upstreams; `scripts/bench/driver.py` runs it inside a checkout.
+
+Run as ``python -m scripts.bench.yolo_worker --checkout upstreams/yolov7 --cfg cfg/deploy/yolov7-tiny.yaml``
+(the checkout goes first on sys.path, as for main_gradcam.py). One process, one model, one
+image and one set of detections for every method, so the figures compare like with like:
+
+- ``plain``: no-grad inference as detect.py does it, forward and NMS (the floor);
+- ``kit-gradcam`` / ``kit-gradcampp``: the kit, every detection at every layer of the set;
+- ``seed``: the seeds' algorithm (yolov5-gradcam / yolov7-GradCAM): a Grad-CAM object per layer
+  with its warm-up forward, parameters requiring grad, a full ``backward(retain_graph=True)``
+  per detection;
+- ``pytorch-grad-cam``: the ``grad-cam`` package called once per detection.
+"""
+
+from __future__ import annotations
+
+import atexit
+import sys
+from collections.abc import Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from scripts.bench.common import (
+    Records,
+    measure_baselines,
+    measure_folder,
+    measure_kit,
+    set_layers,
+    time_grad_cam,
+    worker_parser,
+)
+
+
+def seed_algorithm(
+    model: Any, batch: torch.Tensor, layers: dict[str, Any], picks: list[tuple[int, int]]
+) -> None:
+    """The seeds' per-layer Grad-CAM objects and per-detection full backward, re-implemented."""
+    for module in layers.values():
+        store: dict[str, torch.Tensor] = {}
+
+        def forward_hook(m: Any, i: Any, o: torch.Tensor, store: dict[str, torch.Tensor] = store) -> None:
+            store["act"] = o
+            o.register_hook(partial(store.__setitem__, "grad"))
+
+        handle = module.register_forward_hook(forward_hook)
+        try:
+            model(torch.zeros_like(batch))  # the warm-up forward of each Grad-CAM object's __init__
+            _, _, logits = model(batch)
+            for row, cls in picks:
+                model.zero_grad()
+                logits[0, row, cls].backward(retain_graph=True)
+                grads, acts = store["grad"], store["act"]
+                weights = grads.mean(dim=(2, 3), keepdim=True)
+                cam = F.relu((weights * acts).sum(1, keepdim=True))
+                cam = F.interpolate(cam, size=batch.shape[2:], mode="bilinear", align_corners=False)
+                lo, hi = cam.min(), cam.max()
+                ((cam - lo) / (hi - lo)).detach()  # the seeds divide by zero on an empty map
+        finally:
+            handle.remove()
+
+
+def pytorch_grad_cam_run(
+    model: Any, batch: torch.Tensor, layers: dict[str, Any], picks: list[tuple[int, int]]
+) -> tuple[float, float]:
+    """The grad-cam package called once per detection, same layers, class-logit target."""
+
+    class Logits(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = model
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.inner(x)[2]
+
+    return time_grad_cam(Logits(), layers, batch, picks, lambda out, row, cls: out[row, cls])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = worker_parser(__doc__).parse_args(argv)
+
+    checkout = args.checkout.resolve()
+    sys.path.insert(0, str(checkout))
+    import cv2
+    from models.yolo import Model
+
+    from kit.adapters.yolo import YoloAdapter, YoloFunctions
+    from kit.targets import ClassLogit
+
+    letterbox, nms = _upstream_functions()
+    torch.manual_seed(0)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    with torch.no_grad():
+        model = Model(str(checkout / args.cfg), ch=3, nc=80).eval()
+        model.fuse()
+    for m in model.modules():
+        if hasattr(m, "inplace"):
+            m.inplace = False
+    name = Path(args.cfg).stem
+    image = np.asarray(cv2.imread(str(checkout / args.image)))
+    records = Records(upstream=args.upstream, model=name, img_size=args.img_size)
+    atexit.register(records.emit)  # the records so far, also if the worker dies
+
+    baselines = {b for b in args.baselines.split(",") if b}
+
+    def bench_set(layer_set: str) -> None:
+        adapter = YoloAdapter(
+            model,
+            functions=YoloFunctions(letterbox=letterbox, non_max_suppression=nms),
+            img_size=args.img_size,
+            conf_thres=1e-6,
+            iou_thres=0.45,
+        )
+        layers = set_layers(adapter, layer_set, args.deep)
+        batch, _ = adapter.preprocess([image])
+        for step in measure_kit(records, layer_set, adapter, batch, layers, ClassLogit(), args):
+            if step.n > args.skip_slow_above or not baselines:
+                continue
+            picks = [(d.row, d.class_id) for d in step.detections]
+            head = adapter.head
+            head.return_logits = True
+            try:
+                for p in model.parameters():
+                    p.requires_grad_(True)
+                measure_baselines(
+                    records,
+                    step,
+                    baselines,
+                    seed=partial(seed_algorithm, model, batch, layers, picks),
+                    grad_cam=partial(pytorch_grad_cam_run, model, batch, layers, picks),
+                )
+            finally:
+                head.return_logits = False
+                for p in model.parameters():
+                    p.requires_grad_(False)
+
+    for layer_set in args.layer_sets.split(","):
+        bench_set(layer_set)
+
+    if args.folder_images > 0:
+        adapter = YoloAdapter(
+            model,
+            functions=YoloFunctions(letterbox=letterbox, non_max_suppression=nms),
+            img_size=args.img_size,
+            conf_thres=0.001 if "tiny" not in name else 1e-5,
+            iou_thres=0.45,
+        )
+        sets = {s: set_layers(adapter, s, args.deep) for s in args.layer_sets.split(",")}
+        measure_folder(
+            records,
+            adapter=adapter,
+            image=image,
+            count=args.folder_images,
+            layer_sets=sets,
+            target=ClassLogit(),
+        )
+    records.emit()
+    return 0
+
+
+def _upstream_functions() -> tuple[Any, Any]:
+    """letterbox and non_max_suppression of whichever YOLO repo is first on sys.path."""
+    from utils.general import non_max_suppression
+
+    try:
+        from utils.datasets import letterbox  # yolov7
+    except ImportError:
+        from utils.augmentations import letterbox  # yolov3 v9.6.0
+    return letterbox, non_max_suppression
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,308 @@
+"""`make cam`: run an upstream's main_gradcam.py with the project's defaults.
+
+Defaults per upstream (released weights, sample images, how the entry point spells its flags)
+are data in CAM_DEFAULTS. Weights are downloaded once, to ``weights/<upstream>/`` (or
+``$KIT_WEIGHTS_DIR``), through ``kit.download`` (progress bar, ``.part`` file renamed when
+complete, sha256 recorded beside it). ``KIT_<NAME>_WEIGHTS_URL`` points the download at a mirror.
+
+Offline, with no weights given, yolov7 falls back to the demo detector kept in the repository
+(``kit/demo``, trained by `make demo`) on a few of its synthetic evaluation images, and says so,
+instead of stopping: `make cam` shows what the kit does on any machine.
+
+The exit code is the entry point's (README, "Exit codes"): 0 all explained, 1 some images failed,
+2 refused arguments or input, 3 an internal error, 130 interrupted (a child killed by signal N:
+128 + N). The driver's own errors follow the same codes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import signal
+import subprocess
+import sys
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from kit.errors import DownloadError, KitError
+from scripts.upstream.config import REPO_ROOT, checkout_path, load_project, url_env_var
+from scripts.upstream.errors import CheckoutError, ConfigError, KitSetupError
+
+WEIGHTS_DIR_ENV = "KIT_WEIGHTS_DIR"
+# Upstreams whose entry point takes `--weights demo` (kit/demo): the offline fallback of make cam.
+DEMO_FALLBACK = ("yolov7",)
+DEMO_SAMPLE_IMAGES = 8
+DEMO_NAME = "demo"  # WEIGHTS=demo: the demo detector (kit.demo.DEMO_NAME; the kit is not imported here)
+# After Ctrl-C, how long the child may take to finish its manifest before it is sent SIGINT itself
+# (it gets the terminal's Ctrl-C too, unless the signal was sent to the driver alone).
+INTERRUPT_GRACE_SECONDS = 10.0
+EXIT_REFUSED, EXIT_INTERNAL, EXIT_INTERRUPTED = 2, 3, 130
+
+
+@dataclass(frozen=True)
+class CamDefaults:
+    """How `make cam` runs one upstream's entry point."""
+
+    weights_url: str  # the released checkpoint of the pinned version (never "latest")
+    source: str  # default images, relative to the checkout
+    args: tuple[str, ...]  # entry-point flags; {weights} {source} {project} {name} {out} {config} filled in
+    config: str | None = None  # default model config, relative to the checkout (detectron2)
+
+
+CAM_DEFAULTS: dict[str, CamDefaults] = {
+    "yolov7": CamDefaults(
+        weights_url="https://github.com/WongKinYiu/yolov7/releases/download/v0.1/yolov7.pt",
+        source="inference/images",
+        args=("--weights", "{weights}", "--source", "{source}", "--project", "{project}", "--name", "{name}"),
+    ),
+    "yolov3": CamDefaults(
+        weights_url="https://github.com/ultralytics/yolov3/releases/download/v9.6.0/yolov3.pt",
+        source="data/images",
+        args=("--weights", "{weights}", "--source", "{source}", "--project", "{project}", "--name", "{name}"),
+    ),
+    # demo/demo.py's flags. The checkout's only image is a docs figure; pass SOURCE for photos.
+    "detectron2": CamDefaults(
+        weights_url=(
+            "https://dl.fbaipublicfiles.com/detectron2/COCO-Detection/faster_rcnn_R_50_FPN_3x/"
+            "137849458/model_final_280758.pkl"
+        ),
+        source="docs/tutorials/lazyconfig.jpg",
+        config="configs/COCO-Detection/faster_rcnn_R_50_FPN_3x.yaml",
+        args=(
+            *("--config-file", "{config}", "--input", "{source}", "--output", "{out}"),
+            *("--opts", "MODEL.WEIGHTS", "{weights}"),
+        ),
+    ),
+}
+
+
+def weights_url(name: str, environ: os._Environ[str] | dict[str, str] | None = None) -> str:
+    env = os.environ if environ is None else environ
+    override = env.get(url_env_var(name).replace("_URL", "_WEIGHTS_URL"))
+    return override or CAM_DEFAULTS[name].weights_url
+
+
+def weights_dir(name: str) -> Path:
+    base = os.environ.get(WEIGHTS_DIR_ENV)
+    return (Path(base) if base else REPO_ROOT / "weights") / name
+
+
+def default_weights(name: str) -> Path:
+    """The released weights of `name`, downloaded once; a clear error without network."""
+    from kit.download import download  # the kit is installed by setup
+
+    url = weights_url(name)
+    dest = weights_dir(name) / url.rsplit("/", 1)[-1]
+    return download(url, dest)
+
+
+def zoo_weights_url(checkout: Path, config: str) -> str:
+    """The model-zoo checkpoint of a detectron2 config, read from the checkout's model_zoo.py table."""
+    table = checkout / "detectron2" / "model_zoo" / "model_zoo.py"
+    key = Path(config).as_posix().split("configs/", 1)[-1].removesuffix(".yaml")
+    text = table.read_text(encoding="utf-8") if table.is_file() else ""
+    prefix = re.search(r'S3_PREFIX = "([^"]+)"', text)
+    suffix = re.search(rf'"{re.escape(key)}": "([^"]+)"', text)
+    if prefix is None or suffix is None:
+        raise ConfigError(
+            f"no model-zoo checkpoint for config {config!r} in {table}; pass the weights with WEIGHTS=PATH"
+        )
+    return f"{prefix.group(1)}{key}/{suffix.group(1)}"
+
+
+def demo_sample(root: Path | None = None, count: int = DEMO_SAMPLE_IMAGES) -> Path:
+    """The first ``count`` images of the demo evaluation set, drawn once into data/demo/sample."""
+    from scripts.demo import shapes
+
+    folder = (REPO_ROOT if root is None else root) / "data" / "demo" / "sample"
+    if len(list((folder / "images").glob("*.png"))) < count:
+        shapes.write_split(folder, count=count, split="eval")
+    return folder / "images"
+
+
+def build_command(
+    name: str,
+    *,
+    python: str,
+    weights: Path | str,
+    source: Path,
+    out: Path,
+    extra: Sequence[str] = (),
+    config: Path | str | None = None,
+    nproc: int = 1,
+) -> list[str]:
+    """The entry-point command line for `name` (pure: testable without running anything); with
+    ``nproc`` > 1, under torchrun (``python -m torch.distributed.run``, the same interpreter)."""
+    values = {
+        "weights": str(weights),
+        "source": str(source),
+        "project": str(out.parent),
+        "name": out.name,
+        "out": str(out),
+        "config": str(config if config is not None else CAM_DEFAULTS[name].config),
+    }
+    args = [a.format(**values) for a in CAM_DEFAULTS[name].args]
+    # --standalone: this machine alone, on a free port (two runs at once do not clash on 29500).
+    launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc)]
+    launcher = launcher if nproc > 1 else []
+    return [python, *launcher, "main_gradcam.py", *args, *extra]
+
+
+def run_cam(
+    name: str,
+    *,
+    weights: str | None,
+    source: str | None,
+    out: str | None,
+    extra: Sequence[str],
+    config: str | None = None,
+    nproc: int = 1,
+) -> int:
+    if nproc < 1:
+        raise ConfigError(f"NPROC must be a number of processes, 1 or more; got {nproc}")
+    if name not in CAM_DEFAULTS:
+        raise ConfigError(f"make cam knows no upstream {name!r}; choose one of: {', '.join(CAM_DEFAULTS)}")
+    if config and CAM_DEFAULTS[name].config is None:
+        raise ConfigError(f"CONFIG is for upstreams that take a config file (detectron2), not {name}")
+    project = load_project()
+    checkout = checkout_path(project, name)
+    installed = checkout / "main_gradcam.py"
+    if not installed.is_file():
+        raise CheckoutError(f"{checkout} is not set up (no main_gradcam.py); run `make setup-{name}` first")
+    entry_point = project.upstream(name).entry_point
+    current = project.root / entry_point
+    if current.is_file() and installed.read_bytes() != current.read_bytes():
+        raise CheckoutError(
+            f"{installed} is not the kit's current entry point ({entry_point}): the kit "
+            f"changed since `make setup-{name}`, or the file was edited. Run `make setup-{name}` to install "
+            "the current one (the old one is kept beside it as main_gradcam.py.<hash>.orig)."
+        )
+    cwd = Path.cwd()
+    source_path = (cwd / source).resolve() if source else checkout / CAM_DEFAULTS[name].source
+    config_path = (cwd / config).resolve() if config else None
+    weights_path: Path | str
+    if weights == DEMO_NAME and not (cwd / weights).is_file():  # a file named demo wins, a folder does not
+        if name not in DEMO_FALLBACK:
+            raise ConfigError(
+                f"WEIGHTS=demo is the demo detector of {', '.join(DEMO_FALLBACK)} (kit/demo); "
+                f"{name} has none: pass a checkpoint with WEIGHTS=PATH"
+            )
+        weights_path = DEMO_NAME
+    elif weights:
+        weights_path = (cwd / weights).resolve()
+    elif config:  # that config's model-zoo checkpoint, not the default one
+        from kit.download import download
+
+        url = zoo_weights_url(checkout, config)
+        weights_path = download(url, weights_dir(name) / url.rsplit("/", 1)[-1])
+    else:
+        try:
+            weights_path = default_weights(name)
+        except DownloadError as error:
+            if name not in DEMO_FALLBACK:
+                raise
+            print(f"warning: {error}", file=sys.stderr)
+            weights_path = "demo"
+            if not source:
+                source_path = demo_sample()
+            print(
+                "no weights given and the released ones cannot be downloaded: running the demo "
+                f"detector (kit/demo, yolov7-tiny trained on synthetic shapes by `make demo`) on "
+                f"{source_path} instead. Pass WEIGHTS=... SOURCE=... to explain your own.",
+                file=sys.stderr,
+            )
+    if out:
+        out_path = (cwd / out).resolve()
+        extra = [*extra, "--exist-ok"]
+    else:
+        out_path = REPO_ROOT / "runs" / "cam" / name / "exp"
+    command = build_command(
+        name,
+        python=sys.executable,
+        weights=weights_path,
+        source=source_path,
+        out=out_path,
+        extra=extra,
+        config=config_path,
+        nproc=nproc,
+    )
+    print("+ " + " ".join(command), file=sys.stderr, flush=True)
+    return run_child(command, cwd=checkout)
+
+
+def run_child(command: Sequence[str], *, cwd: Path) -> int:
+    """Run the entry point; return its exit code as a shell reports it (killed by signal N: 128 + N).
+
+    Ctrl-C in a terminal reaches the child too (one process group): it finishes its manifest and
+    exits 130, so the driver waits for it rather than killing it (as ``subprocess.call`` would).
+    A Ctrl-C sent to the driver alone is passed on after INTERRUPT_GRACE_SECONDS.
+    """
+    child = subprocess.Popen(list(command), cwd=cwd)
+    timeout: float | None = None
+    while True:
+        try:
+            code = child.wait(timeout=timeout)
+            break
+        except KeyboardInterrupt:
+            timeout = INTERRUPT_GRACE_SECONDS
+        except subprocess.TimeoutExpired:
+            child.send_signal(signal.SIGINT)
+            timeout = None
+    return 128 - code if code < 0 else code
+
+
+def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
+    """The driver's flags, and the flags after ``--`` that go to main_gradcam.py as they are.
+
+    An empty value is the same as none (make passes ``--weights=`` when WEIGHTS is not set).
+    """
+    parser = argparse.ArgumentParser(prog="python -m scripts cam", description=__doc__)
+    parser.add_argument("name", help="upstream: " + ", ".join(CAM_DEFAULTS))
+    parser.add_argument("--weights", help="checkpoint (default: the upstream's released weights)")
+    parser.add_argument("--source", help="image file, folder or glob (default: the checkout's samples)")
+    parser.add_argument("--out", help="run folder (default: runs/cam/<name>/exp, incremented)")
+    parser.add_argument("--config", help="model config file (detectron2; default: Faster R-CNN R50-FPN 3x)")
+    parser.add_argument(
+        "--nproc",
+        default="",
+        help="processes on this machine (torchrun --nproc-per-node; default 1: no torchrun)",
+    )
+    parser.epilog = "Flags after -- go to main_gradcam.py as they are."
+    argv = list(argv)
+    split = argv.index("--") if "--" in argv else len(argv)
+    return parser.parse_args(argv[:split]), argv[split + 1 :]
+
+
+def main(argv: Sequence[str]) -> int:
+    args, extra = parse_args(argv)
+    try:
+        try:
+            nproc = int(args.nproc or 1)
+        except ValueError:
+            raise ConfigError(f"NPROC must be a number of processes, got {args.nproc!r}") from None
+        return run_cam(
+            args.name,
+            weights=args.weights or None,
+            source=args.source or None,
+            out=args.out or None,
+            extra=extra,
+            config=args.config or None,
+            nproc=nproc,
+        )
+    except (KitSetupError, KitError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_REFUSED
+    except KeyboardInterrupt:
+        print("interrupted before main_gradcam.py started; nothing was explained", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception:
+        traceback.print_exc()
+        print(
+            f"internal error (exit {EXIT_INTERNAL}) in make cam: this is a bug, not a problem with your "
+            "input; please report it with the command line and the traceback above",
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL

@@ -1,0 +1,220 @@
+"""`make demo`: train the demo detector, yolov7-tiny on synthetic shapes, with yolov7's own code.
+
+Run as ``python -m scripts demo --checkout upstreams/yolov7`` (the checkout goes first on
+sys.path, as for main_gradcam.py). The model is the pinned upstream's ``Model`` built from
+``cfg/training/yolov7-tiny.yaml`` with nc=3 and trained with the upstream's ``ComputeLoss``
+(hyperparameters of ``data/hyp.scratch.tiny.yaml``, scaled as ``train.py`` scales them) and
+AdamW on an endless, seeded stream of synthetic images (:mod:`scripts.demo.shapes`): circles,
+squares and triangles. Every run with the same options gives the same data; the weights agree
+up to the non-determinism of CPU kernels.
+
+Writes ``<weights-dir>/yolov7-tiny-shapes.pt`` (a float16 state_dict) and ``.json`` (cfg,
+classes, image size, training record, recall), and ``<data-dir>/{images,labels}`` (the held-out
+evaluation set, YOLO format). ``--install`` also copies the weights to ``kit/demo/``, the copy
+kept in the repository so that nothing has to train before first use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from kit.download import file_sha256
+from scripts.demo import shapes
+from scripts.upstream.config import REPO_ROOT, checkout_path, load_project
+
+CFG = "cfg/training/yolov7-tiny.yaml"
+HYP = "data/hyp.scratch.tiny.yaml"
+STEM = "yolov7-tiny-shapes"
+KIT_DEMO_DIR = REPO_ROOT / "kit" / "demo"
+
+
+def training_batch(iteration: int, *, batch_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images (B, 3, S, S) RGB in [0, 1] and targets (n, 6): image, class, cx, cy, w, h (normalized)."""
+    images, targets = [], []
+    for k in range(batch_size):
+        image, labels = shapes.make_image(iteration * batch_size + k, split="train", seed=seed)
+        images.append(torch.from_numpy(np.ascontiguousarray(image[:, :, ::-1].transpose(2, 0, 1))))
+        rows = torch.from_numpy(labels).float()
+        targets.append(torch.cat([torch.full((len(rows), 1), float(k)), rows], dim=1))
+    return torch.stack(images).float() / 255.0, torch.cat(targets)
+
+
+def learning_rate(iteration: int, *, iterations: int, peak: float, warmup: int) -> float:
+    """Linear warm-up, then a cosine decay to 1% of the peak (train.py's one-cycle end point)."""
+    if iteration < warmup:
+        return peak * (iteration + 1) / warmup
+    progress = (iteration - warmup) / max(1, iterations - warmup)
+    return peak * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def build_model(checkout: Path) -> Any:
+    from models.yolo import Model
+
+    return Model(str(checkout / CFG), ch=3, nc=len(shapes.CLASSES))
+
+
+def train(
+    checkout: Path, *, iterations: int, batch_size: int, lr: float, seed: int, progress: bool
+) -> tuple[Any, float]:
+    import yaml
+    from tqdm import tqdm
+    from utils.loss import ComputeLoss
+
+    torch.manual_seed(seed)
+    model = build_model(checkout).train()
+    hyp = yaml.safe_load((checkout / HYP).read_text())
+    # train.py's scaling for the number of levels, classes and the image size
+    nl = model.model[-1].nl
+    hyp["box"] *= 3.0 / nl
+    hyp["cls"] *= len(shapes.CLASSES) / 80.0 * 3.0 / nl
+    hyp["obj"] *= (shapes.IMAGE_SIZE / 640) ** 2 * 3.0 / nl
+    model.hyp, model.gr, model.nc = hyp, 1.0, len(shapes.CLASSES)
+    compute_loss = ComputeLoss(model)  # not ComputeLossOTA (hyp loss_ota): plain and faster
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=hyp["weight_decay"])
+    warmup = min(100, max(1, iterations // 10))
+    started = time.perf_counter()
+    bar = tqdm(range(iterations), desc="train", unit="it", disable=not progress, file=sys.stderr)
+    for iteration in bar:
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(iteration, iterations=iterations, peak=lr, warmup=warmup)
+        images, targets = training_batch(iteration, batch_size=batch_size, seed=seed)
+        loss, items = compute_loss(model(images), targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        box, obj, cls, total = items.tolist()
+        bar.set_postfix(box=f"{box:.3f}", obj=f"{obj:.3f}", cls=f"{cls:.3f}")
+    return model, time.perf_counter() - started
+
+
+def load_demo_model(checkout: Path, weights: Path) -> Any:
+    """Model(cfg, nc=3) with the float16 state_dict loaded, as float32, fused, in eval mode."""
+    from kit.demo import load_demo_model as load
+
+    return load(build_model(checkout), weights)
+
+
+def evaluate(
+    model: Any, data_dir: Path, *, conf_thres: float = 0.25, iou_thres: float = 0.45
+) -> dict[str, Any]:
+    """Recall and precision at IoU 0.5, matched as ``--eval`` and ``make eval`` match (kit.evaluate)."""
+    from utils.general import non_max_suppression
+
+    from kit.evaluate import MATCH_IOU, match_detections
+    from kit.images import read_image
+    from kit.labels import GroundTruth, load_labels
+
+    paths = sorted((data_dir / "images").glob("*.png"))
+    labels = load_labels(data_dir / "labels", names=shapes.CLASSES, sources=paths)
+    found = total = kept = 0
+    for path in paths:
+        image = read_image(path)
+        gt = labels.ground_truth(path, image.shape[:2]) or GroundTruth.empty()  # YOLO: never None
+        x = torch.from_numpy(np.ascontiguousarray(image[:, :, ::-1].transpose(2, 0, 1))).float()[None] / 255
+        with torch.no_grad():
+            det = non_max_suppression(model(x)[0], conf_thres, iou_thres)[0].numpy()
+        total += len(gt)
+        kept += len(det)
+        matches = match_detections(det[:, :4], det[:, 4], det[:, 5].astype(np.int64), gt.boxes, gt.classes)
+        found += sum(m is not None for m in matches)
+    return {
+        "found": found,
+        "objects": total,
+        "detections": kept,
+        "recall@0.5": found / total if total else None,
+        "precision@0.5": found / kept if kept else None,
+        "match_iou": MATCH_IOU,
+        "conf_thres": conf_thres,
+        "iou_thres": iou_thres,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m scripts demo",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--checkout", type=Path, help="yolov7 checkout (default: the one make setup-yolov7 made)"
+    )
+    parser.add_argument("--iterations", type=int, default=1000)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=2e-3, help="AdamW peak learning rate")
+    parser.add_argument("--seed", type=int, default=shapes.DEFAULT_SEED)
+    parser.add_argument("--eval-images", type=int, default=100, help="size of the held-out set")
+    parser.add_argument("--weights-dir", type=Path, default=REPO_ROOT / "weights" / "demo")
+    parser.add_argument("--data-dir", type=Path, default=REPO_ROOT / "data" / "demo")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--install", action="store_true", help="also copy the weights to kit/demo/")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+
+    checkout = (args.checkout or checkout_path(load_project(), "yolov7")).resolve()
+    if not (checkout / CFG).is_file():
+        print(f"error: {checkout} has no {CFG}; run `make setup-yolov7` first", file=sys.stderr)
+        return 2
+    sys.path.insert(0, str(checkout))
+    torch.set_num_threads(args.threads)
+
+    data_dir = args.data_dir.resolve()
+    shapes.write_split(data_dir, count=args.eval_images, split="eval", seed=args.seed)
+    model, seconds = train(
+        checkout,
+        iterations=args.iterations,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        progress=not args.no_progress,
+    )
+    weights_dir = args.weights_dir.resolve()
+    weights_dir.mkdir(parents=True, exist_ok=True)
+    weights = weights_dir / f"{STEM}.pt"
+    state = {k: v.detach().half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    torch.save(state, weights)
+    scores = evaluate(load_demo_model(checkout, weights), data_dir)  # the weights as saved
+
+    record = {
+        "cfg": CFG,
+        "nc": len(shapes.CLASSES),
+        "names": list(shapes.CLASSES),
+        "img_size": shapes.IMAGE_SIZE,
+        "weights": weights.name,
+        "sha256": file_sha256(weights),
+        "training": {
+            "iterations": args.iterations,
+            "batch_size": args.batch_size,
+            "optimizer": "AdamW",
+            "lr": args.lr,
+            "seed": args.seed,
+            "loss": "utils.loss.ComputeLoss",
+            "hyp": HYP,
+            "seconds": round(seconds, 1),
+            "threads": args.threads,
+        },
+        "evaluation": {"images": args.eval_images, "split": "eval", **scores},
+    }
+    (weights_dir / f"{STEM}.json").write_text(json.dumps(record, indent=2) + "\n")
+    print(
+        f"trained {args.iterations} iterations in {seconds / 60:.1f} min; recall@0.5 "
+        f"{scores['found']}/{scores['objects']}, precision@0.5 {scores['found']}/{scores['detections']} "
+        f"on {args.eval_images} held-out images in {data_dir}"
+    )
+    print(f"weights: {weights}")
+    if args.install:
+        KIT_DEMO_DIR.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(weights, KIT_DEMO_DIR / weights.name)
+        shutil.copy2(weights_dir / f"{STEM}.json", KIT_DEMO_DIR / f"{STEM}.json")
+        print(f"installed in {KIT_DEMO_DIR}")
+    return 0

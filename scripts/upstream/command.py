@@ -1,0 +1,45 @@
+"""What the upstream commands (setup, status, check-patches, refresh-patches, install-requirements)
+share: the `--config` and `--root` flags, and how an error ends a command (exit 1, one line).
+
+Each command's module has `main(argv) -> int`, run by `python -m scripts <command>`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from scripts.upstream.errors import KitSetupError
+
+
+def parser(command: str, description: str, *, root: bool = False) -> argparse.ArgumentParser:
+    """The parser of `python -m scripts <command>` with `--config` (and `--root` where a checkout is used)."""
+    parser = argparse.ArgumentParser(prog=f"python -m scripts {command}", description=description)
+    parser.add_argument(
+        "--config",
+        type=Path,
+        help="upstreams.yaml to use (default: this repo's); "
+        "its folder is the project root with patches/ and constraints.txt",
+    )
+    if root:
+        parser.add_argument(
+            "--root",
+            type=Path,
+            help="checkouts go to ROOT/upstreams/<name> "
+            "(default: $KIT_UPSTREAMS_DIR/<name>, else <project>/upstreams/<name>)",
+        )
+    return parser
+
+
+def run(body: Callable[[], int]) -> int:
+    """`body()`'s exit code; a setup error is one line on stderr and exit 1, Ctrl-C exit 130."""
+    try:
+        return body()
+    except KitSetupError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted; nothing was left half-made", file=sys.stderr)
+        return 130

@@ -1,0 +1,105 @@
+"""`make eval` (scripts/eval/faithfulness.py): layer sets, randomization, the table (the same scores
+as --eval: test_same_path.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from kit.methods import get_method
+from kit.runner import explain_batch, to_image_result
+from kit.targets import get_target
+from scripts.eval import faithfulness as evaluation
+from tests.conftest import ToyAdapter
+
+
+def test_layer_sets_parse_and_keep_their_order() -> None:
+    assert evaluation.parse_layer_sets("74, 75,76; 57;;") == {"74,75,76": ["74", "75", "76"], "57": ["57"]}
+
+
+class Tiny(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Conv2d(4, 4, 1), nn.Conv2d(4, 2, 1))
+
+
+def test_randomization_cascades_from_the_given_layer_up_only() -> None:
+    torch.manual_seed(0)
+    model = Tiny()
+    before = [p.detach().clone() for p in model.parameters()]
+    evaluation.randomize_from(model, 1, seed=0)
+    after = list(model.parameters())
+    assert torch.equal(before[0], after[0]) and torch.equal(before[1], after[1])  # layer 0 kept
+    assert all(not torch.equal(b, a) for b, a in zip(before[2:], after[2:]))
+
+
+def test_table_has_a_row_per_entry() -> None:
+    row = {
+        "method": "gradcam",
+        "layers": "74,75,76",
+        "n": 3,
+        "pg": 1.0,
+        "ebpg": 0.5,
+        "n_curves": 2,
+        "deletion_auc": None,
+        "insertion_auc": 0.25,
+        "randomization": {"77": 0.1},
+    }
+    lines = evaluation.format_table([row], ["77", "0"]).splitlines()
+    assert lines[0].split()[:3] == ["method", "layers", "n"]
+    assert lines[1].split() == ["gradcam", "74,75,76", "3", "1.000", "0.500", "2", "-", "0.250", "0.10", "-"]
+
+
+def test_randomized_maps_are_compared_with_the_trained_ones() -> None:
+    """With nothing re-initialised (a stage past the last layer) every map correlates 1 with itself."""
+    adapter = ToyAdapter()
+    image = np.random.default_rng(1).integers(0, 255, size=(24, 32, 3), dtype=np.uint8)
+    modules = adapter.resolve_layers(["feat"])
+    methods = [get_method("gradcam")]
+    target = get_target("class-logit")
+    explanation, (letterbox,) = explain_batch(
+        adapter, [image], layers=modules, target=target, methods=methods
+    )
+    result = to_image_result(
+        explanation, image_index=0, letterbox=letterbox, method="gradcam", names=adapter.names
+    )
+    sample = evaluation.Sample(
+        image=0,
+        detection=explanation.detections[0],
+        maps={("gradcam", "feat"): evaluation.set_maps(result, 0, {"feat": ["feat"]})["feat"]},
+    )
+
+    class Stacked(nn.Module):  # randomize_from walks model.model
+        def __init__(self, inner: nn.Module) -> None:
+            super().__init__()
+            self.model = nn.Sequential(inner.feat, inner.head)
+            self.inner = inner
+
+    def make_adapter(model: nn.Module) -> Any:
+        fresh = ToyAdapter()  # the general path: its capabilities offer no shortcut
+        fresh.model = model.inner  # type: ignore[assignment]
+        return fresh
+
+    def correlations(stages: Sequence[str]) -> dict[str, list[float]]:
+        return evaluation.randomization(
+            Stacked(adapter.model),
+            [sample],
+            images=[image],
+            letterboxes=[letterbox],
+            make_adapter=make_adapter,
+            layers=["feat"],
+            layer_sets={"feat": ["feat"]},
+            target=target,
+            methods=methods,
+            stages=stages,
+            seed=1,  # ToyModel is built under seed 0: seed 0 would re-draw the same weights
+        )[("gradcam", "feat")]
+
+    assert correlations(["2"])["2"] == [pytest.approx(1.0)]
+    (rho,) = correlations(["0"])["0"]
+    assert rho < 0.99  # every weight re-initialised: the map changes
