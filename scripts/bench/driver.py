@@ -126,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
 def measure_scale(checkout: Path, count: int, folder: Path) -> list[dict[str, Any]]:
     """The scale row: images/s of the demo detector over the same ``count`` images in one process
     (one thread) and in a torchrun group of 2 (one thread each), each into a fresh run folder."""
-    from scripts import shapes
+    from scripts.demo import shapes
 
     images = shapes.write_split(folder / "data", count=count, split="eval")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT)}
@@ -135,7 +135,7 @@ def measure_scale(checkout: Path, count: int, folder: Path) -> list[dict[str, An
         launcher = (
             [] if nproc == 1 else ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
         )
-        command = [sys.executable, *launcher, str(REPO_ROOT / "scripts" / "bench_scale.py")]
+        command = [sys.executable, *launcher, str(REPO_ROOT / "scripts" / "bench" / "scale_worker.py")]
         command += [
             "--checkout",
             str(checkout),

@@ -40,7 +40,7 @@ runpy.run_path("main_gradcam.py", run_name="__main__")
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from scripts import shapes
+    from scripts.demo import shapes
 
     return shapes.write_split(tmp_path_factory.mktemp("shapes"), count=4, split="eval").parent
 

@@ -1,5 +1,5 @@
 """`make bench`'s scale row: one run over the same images, timed, in this process or in each of a
-torchrun group (the driver, ``scripts/bench.py``, starts it both ways).
+torchrun group (the driver, ``scripts/bench/driver.py``, starts it both ways).
 
 The run is ``Explainer.run`` of the demo detector (yolov7-tiny, the kit's kept weights, 256 px)
 into a fresh run folder, timed from a barrier before it to its end (the final barrier and rank 0's
