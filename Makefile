@@ -24,7 +24,7 @@ endif
 
 help:
 	@echo "make setup-yolov7 | setup-yolov3 | setup-detectron2   clone the pin, apply patches, install"
-	@echo "make cam [UPSTREAM=yolov7] [WEIGHTS=...] [SOURCE=...] [OUT=...] [CONFIG=...] [ARGS='...']"
+	@echo "make cam [UPSTREAM=yolov7] [WEIGHTS=...] [SOURCE=...] [OUT=...] [CONFIG=...] [NPROC=N] [ARGS='...']"
 	@echo "make demo [ARGS='--iterations N']   train the demo detector (yolov7-tiny, synthetic shapes)"
 	@echo "make eval [ARGS='...']              PG, EBPG, deletion/insertion, randomization per method x layers"
 	@echo "make audit RUN=<run folder> [ARGS='--top 50 --layer NAME']   where a run's maps lie against their boxes"
@@ -68,14 +68,15 @@ refresh-patches: $(ENV_STAMP)
 # WEIGHTS, SOURCE, OUT and CONFIG reach scripts/cam/launch.py verbatim: $(value) keeps make from expanding
 # a $ in them and the shell reads them from the environment, quoted, so spaces, quotes, $HOME,
 # backticks and ; are a file name's characters, never shell syntax. ARGS is split by the shell as
-# typed (ARGS="--method gradcampp --conf-thres 0.4"; quote inside it as in a shell).
+# typed (ARGS="--method gradcampp --conf-thres 0.4"; quote inside it as in a shell). NPROC=N runs
+# N processes under torchrun (python -m torch.distributed.run --nproc-per-node N).
 cam: export KIT_CAM_WEIGHTS = $(value WEIGHTS)
 cam: export KIT_CAM_SOURCE = $(value SOURCE)
 cam: export KIT_CAM_OUT = $(value OUT)
 cam: export KIT_CAM_CONFIG = $(value CONFIG)
 cam: $(ENV_STAMP)
 	$(PYTHON) -m scripts cam $(UPSTREAM) --weights="$$KIT_CAM_WEIGHTS" --source="$$KIT_CAM_SOURCE" \
-		--out="$$KIT_CAM_OUT" --config="$$KIT_CAM_CONFIG" -- $(ARGS)
+		--out="$$KIT_CAM_OUT" --config="$$KIT_CAM_CONFIG" --nproc="$(NPROC)" -- $(ARGS)
 
 # Trains with the yolov7 checkout's own Model and ComputeLoss (make setup-yolov7 first); writes
 # weights/demo/, data/demo/ and the copy kept in the repository, kit/demo/.

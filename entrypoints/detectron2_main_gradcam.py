@@ -24,7 +24,6 @@ if str(ROOT) not in sys.path:
 import kit  # noqa: E402
 from kit import cli, options  # noqa: E402
 from kit.errors import KitError  # noqa: E402
-from kit.outputs import increment_path  # noqa: E402
 
 
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
@@ -68,7 +67,7 @@ def check_arguments(opt: argparse.Namespace) -> None:
     options.check_max_det(opt.max_det)
     if len(opt.opts) % 2:
         raise options.ArgumentError(f"--opts takes KEY VALUE pairs, got an odd number of items: {opt.opts}")
-    cli.check_output_folder(opt.output, flag="--output", exist_ok=opt.exist_ok)
+    cli.check_output_folder(opt.output, flag="--output", exist_ok=opt.exist_ok, resume=opt.resume)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         conf_thres=opt.confidence_threshold,
         max_det=opt.max_det,
     )
-    out_dir = increment_path(Path(opt.output), exist_ok=opt.exist_ok)
+    out_dir = cli.run_folder(explainer, Path(opt.output), opt=opt)
     return cli.explain_sources(explainer, opt=opt, source=opt.input, out_dir=out_dir)
 
 

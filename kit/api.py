@@ -7,7 +7,9 @@ then :meth:`Explainer.run`.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,14 +17,16 @@ from typing import Any, Union
 
 import numpy as np
 
-from kit.errors import RunInterrupted
+from kit import distributed, journal
+from kit.errors import KitError, RunInterrupted
 from kit.evaluate import DEFAULT_CURVES, DEFAULT_STEPS, Evaluator, adapter_detector
 from kit.images import list_sources, printable
 from kit.labels import load_labels
 from kit.loaders import Loaded, find_checkout, use_checkout
 from kit.methods import CamMethod, get_method
 from kit.options import ArgumentError, check_positive, parse_layers
-from kit.outputs import RunWriter
+from kit.outputs import RunWriter, is_complete, plan_stems, stem_of
+from kit.progress import Progress
 from kit.results import ImageResult
 from kit.runner import Source, explain_images, run, source_path
 from kit.targets import Target, get_target
@@ -73,7 +77,8 @@ def load(
         default the current folder when it is one, else the kit's ``upstreams/<name>``
         (``$KIT_UPSTREAMS_DIR/<name>``).
     device: ``"cpu"``, ``"0"``, ... (YOLO: as detect.py's ``--device``; detectron2: ``MODEL.DEVICE``,
-        e.g. ``"cuda:0"``); default: CUDA when there is one.
+        e.g. ``"cuda:0"``); default: CUDA when there is one. Under torchrun, each process takes its
+        ``LOCAL_RANK``-th GPU (of those listed, or of all), or the CPU where there is no CUDA.
     trust_checkpoint: load with full pickle: any code in the file WILL RUN; only for files you
         made or fully trust.
     options: yolov3/yolov7: ``img_size`` (default 640; demo 256), ``conf_thres`` (0.25),
@@ -94,6 +99,7 @@ def load(
         )
     folder = find_checkout(upstream, checkout)
     use_checkout(upstream, folder)
+    device = distributed.local_device(device, style="torch" if upstream == "detectron2" else "index")
     loaded: Loaded
     if upstream == "detectron2":
         from kit.loaders import detectron2
@@ -120,6 +126,25 @@ class Explainer:
         self.upstream = upstream
         self.weights = loaded.weights
         self.settings = dict(loaded.settings)  # recorded in the manifest beside the run's own
+        self._loaded = loaded
+        self._fingerprint: dict[str, Any] | None = None
+
+    @property
+    def on_cuda(self) -> bool:
+        """Whether the model runs on a CUDA device (torchrun then joins with nccl, else gloo)."""
+        parameter = next(iter(self.adapter.model.parameters()), None)
+        return parameter is not None and parameter.device.type == "cuda"
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What identifies the model beyond its settings, recorded in the manifest and compared when
+        a run is resumed: the sha256 of each weights file and the checkout's commit."""
+        if self._fingerprint is None:
+            digests = [file_sha256(Path(f)) for f in self._loaded.files]
+            self._fingerprint = {
+                "weights_sha256": digests[0] if len(digests) == 1 else digests or None,
+                "upstream_commit": git_commit(self._loaded.checkout),
+            }
+        return dict(self._fingerprint)
 
     @property
     def names(self) -> list[str]:
@@ -179,6 +204,7 @@ class Explainer:
         labels: PathLike | None = None,
         eval_curves: int = DEFAULT_CURVES,
         eval_steps: int = DEFAULT_STEPS,
+        resume: bool = False,
     ) -> RunResult:
         """Explain ``source`` as :meth:`explain` does, into the run folder ``out_dir`` (written into as
         given; made if missing), exactly as ``main_gradcam.py`` writes it: overlays, summaries,
@@ -187,7 +213,13 @@ class Explainer:
         labels: the images' ground truth (a folder of YOLO ``<stem>.txt`` or a COCO ``.json``):
             PG, EBPG and deletion/insertion of the matched detections into ``eval.json``
             (``--eval``), with ``eval_curves`` curves of ``eval_steps`` steps.
+        resume: ``out_dir`` holds a run made with the same settings (refused, listing the
+            differences, otherwise; a folder that is not a run is refused and left as it is):
+            images whose record and files are complete are skipped, the others explained. Implied
+            when torchrun restarted this worker (``TORCHELASTIC_RESTART_COUNT`` > 0).
 
+        Under torchrun (:mod:`kit.distributed`) every process calls this with the same arguments:
+        each explains its share of the images into the one folder, rank 0 merges the records.
         A folder another run is writing into is refused (its lock). Ctrl-C leaves a valid manifest
         of the finished images (``"interrupted": true``) and raises
         :class:`kit.errors.RunInterrupted` (a KeyboardInterrupt) naming the folder.
@@ -210,55 +242,94 @@ class Explainer:
                 steps=eval_steps,
                 batch_size=batch_size,
             )
+        group = distributed.join(cuda=lambda: self.on_cuda)
         out = Path(out_dir)
-        writer = RunWriter(
-            out_dir=out,
-            upstream=self.upstream,
-            weights=self.weights,
-            method=plan.method.name,
-            target=plan.target.name,
-            layers=plan.layers,
-            extra=self.settings,
+        resume = resume or (distributed.restarted() and (out / journal.MANIFEST).is_file())
+        paths = [source_path(s, i) for i, s in enumerate(plan.sources)]
+        files = [printable(p) for p in paths]
+        eval_key = (
+            None if labels is None else {"labels": str(labels), "curves": eval_curves, "steps": eval_steps}
         )
 
-        def evaluate(path: Path, image: np.ndarray, result: ImageResult) -> None:
-            if evaluator is not None:
-                evaluator.add_image(path, image, result)
-
-        try:  # from here on, Ctrl-C leaves partial results: RunInterrupted says where
-            failed = run(
-                self.adapter,
-                sources=plan.sources,
-                writer=writer,
+        def writer(*, owner: bool, attempt: str | None) -> RunWriter:
+            return RunWriter(
+                out_dir=out,
+                upstream=self.upstream,
+                weights=self.weights,
+                method=plan.method.name,
+                target=plan.target.name,
                 layers=plan.layers,
-                target=plan.target,
-                method=plan.method,
-                batch_size=batch_size,
-                fuse=fuse,
-                on_image=None if evaluator is None else evaluate,
+                extra={**self.settings, **self.fingerprint(), "fuse": fuse, "batch_size": batch_size},
+                owner=owner,
+                resume=resume,
+                attempt=attempt,
+                rank=group.rank,
+                world=group.world,
+                eval_key=eval_key,
             )
-            manifest = writer.finish()
-            LOG.info("results in %s (manifest: %s)", printable(out), manifest.name)
-            report = table = None
-            if evaluator is not None:
-                report, table = evaluator.finish(out)
-                LOG.info(
-                    "eval: %s (%.1fs, of which %.1fs deletion/insertion)",
-                    report,
-                    evaluator.seconds,
-                    evaluator.curve_seconds,
+
+        # Rank 0 opens the folder (its lock; on resume, the settings and what is done) and decides
+        # every image's stem; the others learn it, or rank 0's refusal, from rank 0.
+        started: _Start | KitError | None = None
+        run_writer: RunWriter | None = None
+        if group.main:
+            try:
+                run_writer = writer(owner=True, attempt=None)
+                started = _start(run_writer, paths, files, eval_key)
+            except KitError as error:
+                if run_writer is not None:
+                    run_writer.close()
+                started = error
+        started = distributed.broadcast(started, group)
+        if isinstance(started, KitError) or started is None:
+            raise started or KitError("rank 0 did not start the run")
+        if run_writer is None:
+            run_writer = writer(owner=False, attempt=started.attempt)
+        run_writer.use(files, started.stems)
+        mine = distributed.shard(started.pending, group)
+
+        def evaluate(path: Path, image: np.ndarray, result: ImageResult) -> dict[str, Any] | None:
+            return None if evaluator is None else evaluator.measure(path, image, result)
+
+        progress = Progress(out, attempt=started.attempt, total=len(started.pending), group=group)
+        try:  # from here on, Ctrl-C leaves partial results: RunInterrupted says where
+            with progress:
+                run(
+                    self.adapter,
+                    sources=[plan.sources[i] for i in mine],
+                    writer=run_writer,
+                    layers=plan.layers,
+                    target=plan.target,
+                    method=plan.method,
+                    batch_size=batch_size,
+                    fuse=fuse,
+                    on_image=None if evaluator is None else evaluate,
+                    indices=mine,
+                    log_level=logging.DEBUG if group.active else logging.INFO,
                 )
+                run_writer.close_part()
+                distributed.barrier(group)  # every rank's records are on disk
+            ended: _End | KitError | None = None
+            if group.main:
+                try:
+                    ended = _finish(run_writer, evaluator, eval_key, out)
+                except KitError as error:
+                    ended = error
+            ended = distributed.broadcast(ended, group)
+            if isinstance(ended, KitError) or ended is None:
+                raise ended or KitError("rank 0 ended the run without a result")
         except KeyboardInterrupt as interrupt:
+            run_writer.interrupted()  # (the run loop did it already when the interrupt came there)
             raise RunInterrupted(out) from interrupt
         finally:
-            writer.close()  # the lock and temporary files go however the run ended (a no-op after finish)
+            run_writer.close()  # the lock and temporary files go however the run ended (a no-op after finish)
         return RunResult(
             out_dir=out,
-            manifest=manifest,
-            images=len(writer.images),
-            failed=failed,
-            eval_report=report,
-            eval_table=table,
+            manifest=out / "manifest.json",
+            images=ended.images,
+            failed=ended.failed,
+            eval_report=ended.eval_report,
+            eval_table=ended.eval_table if group.main else None,
         )
 
     def _plan(self, source: Sources, *, method: str, target: str, layers: Layers, batch_size: int) -> _Plan:
@@ -279,6 +350,97 @@ class Explainer:
             layers=chosen,
             sources=list_images(source),
         )
+
+
+@dataclass(frozen=True)
+class _Start:
+    """What rank 0 decides when a run starts: the part files' attempt name, every image's stem, and
+    the positions of the images still to explain (all of them unless resumed)."""
+
+    attempt: str
+    stems: list[str]
+    pending: list[int]
+
+
+@dataclass(frozen=True)
+class _End:
+    """What rank 0 tells every rank when the run's records are merged."""
+
+    images: int
+    failed: int
+    eval_report: Path | None
+    eval_table: str | None
+
+
+def _start(writer: RunWriter, paths: Sequence[Path], files: Sequence[str], eval_key: Any) -> _Start:
+    """Which images are done (resume: record complete, files on disk and, with ``--eval``, measured
+    with the same settings) and the stem of every image."""
+    latest = {e.key: e for e in writer.previous}
+    done: dict[int, str] = {}
+    for index, key in enumerate(journal.keys_of(files)):
+        entry = latest.get(key)
+        if entry is None or not is_complete(entry.record, writer.out_dir):
+            continue
+        if eval_key is not None and (entry.evaluation is None or entry.eval_key != eval_key):
+            continue  # explained, but not measured as this run measures: explained again
+        done[index] = stem_of(entry.record) or ""
+    if writer.resumed:
+        LOG.info(
+            "resuming %s: %d of %d images are done, %d to explain",
+            printable(writer.out_dir),
+            len(done),
+            len(files),
+            len(files) - len(done),
+        )
+    pending = [i for i in range(len(files)) if i not in done]
+    return _Start(attempt=writer.attempt, stems=plan_stems(paths, done), pending=pending)
+
+
+def _finish(writer: RunWriter, evaluator: Evaluator | None, eval_key: Any, out: Path) -> _End:
+    """Rank 0, once every rank's records are on disk: the final manifest, and eval.json from every
+    image's measurement in source order."""
+    manifest = writer.finish()
+    LOG.info("results in %s (manifest: %s)", printable(out), manifest.name)
+    report = table = None
+    if evaluator is not None:
+        evaluator.absorb(
+            [e.evaluation for e in writer.entries if e.evaluation is not None and e.eval_key == eval_key]
+        )
+        report, table = evaluator.finish(out)
+        LOG.info(
+            "eval: %s (%.1fs, of which %.1fs deletion/insertion)",
+            report,
+            evaluator.seconds,
+            evaluator.curve_seconds,
+        )
+    return _End(images=len(writer.merged), failed=writer.failed, eval_report=report, eval_table=table)
+
+
+def file_sha256(path: Path) -> str | None:
+    """The sha256 of a file, read in chunks; None when it cannot be read."""
+    digest = hashlib.sha256()
+    try:
+        with path.open("rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+    except OSError:
+        return None
+    return digest.hexdigest()
+
+
+def git_commit(folder: Path | None) -> str | None:
+    """The commit checked out in ``folder`` (the upstream's patched checkout); None if it is not a
+    git checkout or git is missing."""
+    if folder is None:
+        return None
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "--verify", "HEAD"], cwd=folder, capture_output=True, text=True, timeout=30
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    sha = result.stdout.strip()
+    return sha if result.returncode == 0 and len(sha) == 40 else None
 
 
 @dataclass(frozen=True)

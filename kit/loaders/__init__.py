@@ -47,6 +47,8 @@ class Loaded:
     adapter: Adapter
     weights: str
     settings: dict[str, Any] = field(default_factory=dict)
+    files: tuple[str, ...] = ()  # the weights files read (their sha256 is recorded and compared on resume)
+    checkout: Path | None = None  # the upstream checkout its code came from (its commit is recorded)
 
 
 def upstreams_dir() -> Path:

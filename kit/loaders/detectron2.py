@@ -177,4 +177,4 @@ def load(
         "min_size_test": cfg.INPUT.MIN_SIZE_TEST,
         "max_size_test": cfg.INPUT.MAX_SIZE_TEST,
     }
-    return Loaded(adapter=adapter, weights=path, settings=settings)
+    return Loaded(adapter=adapter, weights=path, settings=settings, files=(path,), checkout=checkout)

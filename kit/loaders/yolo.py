@@ -137,4 +137,5 @@ def load(
     }
     if upstream == "yolov3":
         settings["max_det"] = max_det
-    return Loaded(adapter=adapter, weights=shown, settings=settings)
+    files = (shown,) if demo else tuple(paths)
+    return Loaded(adapter=adapter, weights=shown, settings=settings, files=files, checkout=checkout)

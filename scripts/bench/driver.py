@@ -80,11 +80,18 @@ def table(records: Sequence[dict[str, Any]]) -> str:
             f"{r['seconds']:>9.3f} {r['ratio_to_plain']:>8.1f} {r['peak_mb']:>8.0f}"
         )
     for r in records:
-        if "images_per_second" in r:
+        if "images_per_second" in r and r.get("method") != "scale":
             lines.append(
                 f"{r['model']:{w}} {r['layers']:6} folder of {r['images']}, {r['method']}: "
                 f"{r['images_per_second']:.2f} images/s"
             )
+    scale = {r["processes"]: r for r in records if r.get("method") == "scale"}
+    if 1 in scale and 2 in scale:
+        one, two = scale[1]["images_per_second"], scale[2]["images_per_second"]
+        lines.append(
+            f"scale, {scale[1]['model']}, {scale[1]['images']} images: 1 process {one:.2f} images/s, "
+            f"torchrun 2 processes {two:.2f} images/s (one thread each): {two / one:.2f}x (goal >= 1.7x)"
+        )
     return "\n".join(lines)
 
 
@@ -105,8 +112,52 @@ def build_parser() -> argparse.ArgumentParser:
         help="torch threads per worker (OMP_NUM_THREADS); 0: torch's default. 1 keeps figures steady "
         "on a machine shared with other jobs",
     )
+    parser.add_argument(
+        "--scale-images",
+        type=int,
+        default=32,
+        help="images of the scale row (one process vs torchrun --nproc-per-node 2, one thread each; "
+        "needs the yolov7 checkout); 0 skips it",
+    )
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "runs" / "bench" / "latest.json")
     return parser
+
+
+def measure_scale(checkout: Path, count: int, folder: Path) -> list[dict[str, Any]]:
+    """The scale row: images/s of the demo detector over the same ``count`` images in one process
+    (one thread) and in a torchrun group of 2 (one thread each), each into a fresh run folder."""
+    from scripts.demo import shapes
+
+    images = shapes.write_split(folder / "data", count=count, split="eval")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT)}
+    records: list[dict[str, Any]] = []
+    for nproc in (1, 2):
+        launcher = (
+            [] if nproc == 1 else ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+        )
+        command = [sys.executable, *launcher, str(REPO_ROOT / "scripts" / "bench" / "scale_worker.py")]
+        command += [
+            "--checkout",
+            str(checkout),
+            "--images",
+            str(images),
+            "--out",
+            str(folder / f"run{nproc}"),
+        ]
+        done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+        lines = [line for line in done.stdout.splitlines() if line.startswith("SCALE ")]
+        if done.returncode != 0 or not lines:
+            print(f"scale row, {nproc} processes: failed (exit {done.returncode})\n{done.stderr[-2000:]}")
+            return records
+        record = {
+            "model": "yolov7-tiny (demo)",
+            "layers": "head",
+            "method": "scale",
+            **json.loads(lines[-1][6:]),
+        }
+        print(f"scale: {nproc} process(es): {record['images_per_second']:.2f} images/s", flush=True)
+        records.append(record)
+    return records
 
 
 BASELINES = ("seed", "pytorch-grad-cam")
@@ -175,6 +226,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         if code != 0:  # the other models are still measured; the run exits non-zero at the end
             print(f"{upstream} {cfg}: worker failed with exit code {code}", file=sys.stderr, flush=True)
             failed.append(f"{upstream} {cfg}")
+    yolov7 = checkout_path(project, "yolov7")
+    if args.scale_images > 0 and (not wanted or "yolov7-tiny" in wanted):
+        if (yolov7 / "cfg/training/yolov7-tiny.yaml").is_file():
+            import tempfile
+
+            with tempfile.TemporaryDirectory(prefix="kit-bench-scale-") as folder:
+                found = measure_scale(yolov7, args.scale_images, Path(folder))
+            records += found
+            if len(found) < 2:
+                failed.append("scale row")
+        else:
+            print(
+                f"scale row: yolov7 not set up ({yolov7}); run `make setup-yolov7` to include it", flush=True
+            )
     if not records:
         print("nothing measured: set up an upstream first (make setup-yolov7)", file=sys.stderr)
         return 1

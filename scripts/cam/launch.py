@@ -132,8 +132,10 @@ def build_command(
     out: Path,
     extra: Sequence[str] = (),
     config: Path | str | None = None,
+    nproc: int = 1,
 ) -> list[str]:
-    """The entry-point command line for `name` (pure: testable without running anything)."""
+    """The entry-point command line for `name` (pure: testable without running anything); with
+    ``nproc`` > 1, under torchrun (``python -m torch.distributed.run``, the same interpreter)."""
     values = {
         "weights": str(weights),
         "source": str(source),
@@ -143,7 +145,10 @@ def build_command(
         "config": str(config if config is not None else CAM_DEFAULTS[name].config),
     }
     args = [a.format(**values) for a in CAM_DEFAULTS[name].args]
-    return [python, "main_gradcam.py", *args, *extra]
+    # --standalone: this machine alone, on a free port (two runs at once do not clash on 29500).
+    launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc)]
+    launcher = launcher if nproc > 1 else []
+    return [python, *launcher, "main_gradcam.py", *args, *extra]
 
 
 def run_cam(
@@ -154,7 +159,10 @@ def run_cam(
     out: str | None,
     extra: Sequence[str],
     config: str | None = None,
+    nproc: int = 1,
 ) -> int:
+    if nproc < 1:
+        raise ConfigError(f"NPROC must be a number of processes, 1 or more; got {nproc}")
     if name not in CAM_DEFAULTS:
         raise ConfigError(f"make cam knows no upstream {name!r}; choose one of: {', '.join(CAM_DEFAULTS)}")
     if config and CAM_DEFAULTS[name].config is None:
@@ -219,6 +227,7 @@ def run_cam(
         out=out_path,
         extra=extra,
         config=config_path,
+        nproc=nproc,
     )
     print("+ " + " ".join(command), file=sys.stderr, flush=True)
     return run_child(command, cwd=checkout)
@@ -256,6 +265,11 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--source", help="image file, folder or glob (default: the checkout's samples)")
     parser.add_argument("--out", help="run folder (default: runs/cam/<name>/exp, incremented)")
     parser.add_argument("--config", help="model config file (detectron2; default: Faster R-CNN R50-FPN 3x)")
+    parser.add_argument(
+        "--nproc",
+        default="",
+        help="processes on this machine (torchrun --nproc-per-node; default 1: no torchrun)",
+    )
     parser.epilog = "Flags after -- go to main_gradcam.py as they are."
     argv = list(argv)
     split = argv.index("--") if "--" in argv else len(argv)
@@ -265,6 +279,10 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
 def main(argv: Sequence[str]) -> int:
     args, extra = parse_args(argv)
     try:
+        try:
+            nproc = int(args.nproc or 1)
+        except ValueError:
+            raise ConfigError(f"NPROC must be a number of processes, got {args.nproc!r}") from None
         return run_cam(
             args.name,
             weights=args.weights or None,
@@ -272,6 +290,7 @@ def main(argv: Sequence[str]) -> int:
             out=args.out or None,
             extra=extra,
             config=args.config or None,
+            nproc=nproc,
         )
     except (KitSetupError, KitError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -65,8 +65,10 @@ def make_cam(
     source: Path | None = None,
     config: str | None = None,
     args: Sequence[str] = (),
+    variables: Sequence[str] = (),
 ) -> subprocess.CompletedProcess[str]:
-    """`make cam` as a user runs it, on `checkout` (``config`` is relative to it)."""
+    """`make cam` as a user runs it, on `checkout` (``config`` is relative to it; ``variables``:
+    more make variables, e.g. ``NPROC=2``)."""
     command = [
         "make",
         "--no-print-directory",
@@ -76,6 +78,7 @@ def make_cam(
         f"WEIGHTS={weights}",
         f"OUT={out}",
         "ARGS=" + " ".join([*upstream.cam_args, *args, *upstream.cam_args_last]),
+        *variables,
     ]
     if config is not None:
         command.append(f"CONFIG={checkout / config}")

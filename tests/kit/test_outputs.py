@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
+from kit import journal
 from kit.errors import OutputError, ShapeError
 from kit.outputs import RunWriter, increment_path
 from kit.results import DetectionResult
@@ -172,11 +173,16 @@ def test_images_without_detections_and_failed_images(tmp_path: Path) -> None:
     }
 
 
-def test_manifest_is_valid_after_every_image(tmp_path: Path) -> None:
+def test_every_image_is_recorded_at_once_and_the_manifest_is_valid_from_the_start(tmp_path: Path) -> None:
     writer = _writer(tmp_path)
     assert json.loads((tmp_path / "manifest.json").read_text())["images"] == []  # even before any image
     writer.add_error("x.jpg", "boom")
-    assert len(json.loads((tmp_path / "manifest.json").read_text())["images"]) == 1  # no finish() needed
+    (part,) = journal.part_files(tmp_path)  # one fsync'd line per image, no finish() needed
+    assert [e.record["file"] for e in journal.read_part(part).entries] == ["x.jpg"]
+    assert [i["file"] for i in journal.read_manifest(tmp_path)["images"]] == ["x.jpg"]
+    manifest = json.loads(writer.finish().read_text())
+    assert [i["file"] for i in manifest["images"]] == ["x.jpg"] and manifest["finished"] is True
+    assert not journal.parts_dir(tmp_path).exists()  # merged, then removed
 
 
 def test_same_stems_do_not_overwrite_each_other(tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 import pytest
 
+from kit import journal
 from kit.errors import OutputError
 from kit.methods import get_method
 from kit.outputs import LOCK_NAME, MAX_NAME_BYTES, RunWriter, safe_stem
@@ -45,9 +46,9 @@ def _png(path: Path | bytes, shape: tuple[int, int] = (24, 32), *, seed: int = 0
     return Path(os.fsdecode(path))
 
 
-def _writer(out: Path) -> RunWriter:
+def _writer(out: Path, **kwargs: Any) -> RunWriter:
     return RunWriter(out_dir=out, upstream="toy", weights="none", method="gradcam", target="class-logit",
-                     layers=["feat"])  # fmt: skip
+                     layers=["feat"], **kwargs)  # fmt: skip
 
 
 def _run(adapter: ToyAdapter, sources: list[Path], out: Path, **kwargs: Any) -> tuple[int, dict[str, Any]]:
@@ -62,10 +63,13 @@ def _by_name(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {Path(entry["file"]).name: entry for entry in manifest["images"]}
 
 
-def _assert_inside_and_clean(out: Path) -> None:
-    """Every file is under ``out``, every name bounded and not hidden; no lock, no temporary file."""
+def _assert_inside_and_clean(out: Path, *, parts: bool = False) -> None:
+    """Every file is under ``out``, every name bounded and not hidden; no lock, no temporary file
+    (``parts``: but the part files an interrupted run keeps for --resume)."""
     root = out.resolve()
     for path in out.rglob("*"):
+        if parts and journal.PARTS_DIR in path.relative_to(out).parts:
+            continue
         assert path.resolve().is_relative_to(root), path
         assert len(path.name.encode("utf-8")) <= MAX_NAME_BYTES + len("_summary.jpg") + 4, path.name
         assert not path.name.startswith("."), path  # no .tmp, no .kit.lock, no ".." stem
@@ -178,9 +182,10 @@ def test_write_failure_removes_the_images_partial_files(tmp_path: Path, monkeypa
     ]
 
 
-def test_a_failed_manifest_write_is_retried_at_the_next_image(tmp_path: Path, monkeypatch: Any) -> None:
+def test_a_failed_record_is_written_after_the_next_image(tmp_path: Path, monkeypatch: Any) -> None:
     writer = _writer(tmp_path / "run")
-    real = writer._write_manifest
+    part = writer._part
+    real = part._flush
     failures = iter([True, False, False])
 
     def flaky() -> None:
@@ -188,18 +193,21 @@ def test_a_failed_manifest_write_is_retried_at_the_next_image(tmp_path: Path, mo
             raise OSError(errno.ENOSPC, "No space left on device")
         real()
 
-    monkeypatch.setattr(writer, "_write_manifest", flaky)
+    monkeypatch.setattr(part, "_flush", flaky)
     sources = [_png(tmp_path / "a.png"), _png(tmp_path / "b.png")]
     failed = run(ToyAdapter(), sources=sources, writer=writer, layers=["feat"],
                  target=get_target("class-logit"), method=get_method("gradcam"))  # fmt: skip
     assert failed == 0
-    on_disk = json.loads((tmp_path / "run" / "manifest.json").read_text())
-    assert [Path(e["file"]).name for e in on_disk["images"]] == ["a.png", "b.png"]  # b's write caught up
+    on_disk = journal.read_manifest(tmp_path / "run")  # a's record caught up with b's
+    assert [Path(e["file"]).name for e in on_disk["images"]] == ["a.png", "b.png"]
 
-    monkeypatch.setattr(writer, "_write_manifest", lambda: (_ for _ in ()).throw(OSError(errno.EFBIG, "big")))
+    monkeypatch.setattr(
+        writer, "_write_manifest", lambda m: (_ for _ in ()).throw(OSError(errno.EFBIG, "big"))
+    )
     with pytest.raises(OutputError, match=r"cannot write the manifest .*manifest\.json: big; .* 2 images"):
         writer.finish()
     assert not (tmp_path / "run" / LOCK_NAME).exists()
+    assert len(journal.read_manifest(tmp_path / "run")["images"]) == 2  # the parts stay for --resume
 
 
 # ---- names --------------------------------------------------------------------------------------
@@ -315,11 +323,15 @@ def test_temporary_names_carry_pid_and_a_random_token_and_go_on_failure(
     monkeypatch.setattr(os, "replace", refuse)
     with pytest.raises(OSError, match="File too large"):
         one.write_image(source="a.png", image_bgr=np.zeros((8, 8, 3), np.uint8), detections=[])
-    one.add_error("b.png", "boom")  # the manifest cannot be replaced either: logged, run goes on
+    one.add_error("b.png", "boom")  # recorded in its part (appended, not replaced)
     monkeypatch.undo()
     assert re.fullmatch(rf"\.a_summary\.jpg\.{os.getpid()}\.[0-9a-f]{{8}}\.tmp", seen[0])
     assert one._token != two._token and str(os.getpid()) in two._token
-    assert sorted(p.name for p in (tmp_path / "one").iterdir()) == [LOCK_NAME, "manifest.json"]
+    assert sorted(p.name for p in (tmp_path / "one").iterdir()) == [
+        journal.PARTS_DIR,
+        LOCK_NAME,
+        "manifest.json",
+    ]
     assert [e["file"] for e in json.loads(one.finish().read_text())["images"]] == ["b.png"]
 
 
@@ -400,7 +412,7 @@ def test_ctrl_c_keeps_a_valid_manifest_and_exits_130_with_one_line(tmp_path: Pat
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             try:
-                if len(json.loads((out / "manifest.json").read_text())["images"]) >= 3:
+                if len(journal.read_manifest(out)["images"]) >= 3:
                     break
             except (OSError, ValueError):
                 pass
@@ -417,7 +429,7 @@ def test_ctrl_c_keeps_a_valid_manifest_and_exits_130_with_one_line(tmp_path: Pat
     assert 3 <= len(manifest["images"]) < len(sources)
     for entry in manifest["images"]:
         assert entry["error"] is None and all(p.is_file() for p in _files_of(out, entry))
-    _assert_inside_and_clean(out)  # lock released, no temporary file left
+    _assert_inside_and_clean(out, parts=True)  # lock released, no temporary file left
 
 
 def test_a_keyboard_interrupt_inside_the_run_is_recorded_and_raised(tmp_path: Path) -> None:
@@ -437,7 +449,9 @@ def test_a_keyboard_interrupt_inside_the_run_is_recorded_and_raised(tmp_path: Pa
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert manifest["interrupted"] is True and len(manifest["images"]) == 2
     assert not (tmp_path / "run" / LOCK_NAME).exists()
-    _writer(tmp_path / "run").close()  # the folder is free again
+    with pytest.raises(OutputError, match=r"holds a run that did not finish .*resume it with --resume"):
+        _writer(tmp_path / "run")  # a new run would bury the interrupted one's records
+    _writer(tmp_path / "run", resume=True).close()  # the folder is free again, to resume
 
 
 HOLD_SCRIPT = """

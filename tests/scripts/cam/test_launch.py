@@ -111,6 +111,25 @@ def test_weights_demo_reaches_the_entry_point_even_with_a_demo_folder(
         cam.run_cam("yolov3", weights="demo", source=None, out=None, extra=[])
 
 
+def test_nproc_runs_the_entry_point_under_torchrun(
+    fake_python: Path, checkout: list[list[str]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = make_cam_argv(fake_python, "NPROC=2", cwd=tmp_path)
+    args, _ = cam.parse_args(argv[3:])
+    assert args.nproc == "2"
+    assert cam.run_cam("yolov7", weights="demo", source="imgs", out="run", extra=["--fuse"], nproc=2) == 0
+    command = checkout.pop()
+    launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "main_gradcam.py"]
+    assert command[0] == sys.executable and command[1:7] == launcher  # a free port: runs never clash
+    assert command[-2:] == ["--fuse", "--exist-ok"]
+    cam.run_cam("yolov7", weights="demo", source="imgs", out="run", extra=[])  # default: one plain process
+    assert checkout.pop()[1] == "main_gradcam.py"
+    assert cam.main(["yolov7", "--nproc=two"]) == 2
+    assert "NPROC must be a number of processes, got 'two'" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="NPROC must be a number of processes, 1 or more; got 0"):
+        cam.run_cam("yolov7", weights="demo", source=None, out=None, extra=[], nproc=0)
+
+
 def test_driver_exit_codes(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     def raising(error: BaseException) -> None:
         def run_cam(*args: object, **kwargs: object) -> int:

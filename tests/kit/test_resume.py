@@ -1,0 +1,289 @@
+"""Many images: torchrun, --resume and their refusals, on the toy detector (no upstream).
+
+One reference run (one process, ``--eval``) is compared with a 2-process torchrun run and with
+runs killed by SIGKILL (one process, and one rank of two) and resumed: the same images,
+detections, order, maps within float16 rounding, and the same evaluation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from kit import journal
+from kit.api import Explainer
+from kit.loaders import Loaded
+from kit.outputs import LOCK_NAME, ResumeError
+from tests.conftest import ToyAdapter
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+TOY = str(REPO_ROOT / "tests" / "toy_main.py")
+NAMES = ["A.png", "a.jpg", "b c.png", "notes.txt", "Über.png", "d.png", "e.png", "f.png", "g.png"]
+EVAL = ("--eval-curves", "3", "--eval-steps", "2")
+
+
+def toy(*args: str, nproc: int = 1, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """tests/toy_main.py as a user runs an entry point: plainly, or under torchrun on a free port."""
+    launcher = (
+        [] if nproc == 1 else ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc)]
+    )
+    environ = {**os.environ, "PYTHONPATH": str(REPO_ROOT), **(env or {})}
+    return subprocess.run(
+        [sys.executable, *launcher, TOY, *args], env=environ, capture_output=True, text=True, timeout=300
+    )
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Nine sources (odd names, a file that is no image) and their labels (every image's content)."""
+    root = tmp_path_factory.mktemp("toy")
+    src, labels = root / "src", root / "labels"
+    src.mkdir()
+    labels.mkdir()
+    for k, name in enumerate(NAMES):
+        path = src / name
+        if name.endswith(".txt"):
+            path.write_text("not an image")
+            continue
+        image = np.random.default_rng(k).integers(0, 255, (20 + 3 * k, 40 - k, 3), dtype=np.uint8)
+        path.write_bytes(cv2.imencode(path.suffix, image)[1].tobytes())
+        (labels / f"{path.stem}.txt").write_text("0 0.5 0.5 1 1\n")
+    return src, labels
+
+
+@pytest.fixture(scope="module")
+def reference(images: tuple[Path, Path]) -> Path:
+    """One plain process, uninterrupted."""
+    src, labels = images
+    out = src.parent / "runs" / "one"
+    result = toy(
+        "--source", str(src), "--project", str(out.parent), "--name", "one", "--eval", str(labels), *EVAL
+    )
+    assert result.returncode == 1, result.stderr  # notes.txt failed, the rest explained
+    return out
+
+
+def args(images: tuple[Path, Path], out: Path, *more: str) -> list[str]:
+    src, labels = images
+    return [
+        "--source",
+        str(src),
+        "--project",
+        str(out.parent),
+        "--name",
+        out.name,
+        "--eval",
+        str(labels),
+        *EVAL,
+        *more,
+    ]
+
+
+def assert_same_run(out: Path, reference: Path) -> None:
+    """The same images, detections and order; maps within float16 rounding; the same evaluation."""
+    mine, theirs = (json.loads((d / "manifest.json").read_text()) for d in (out, reference))
+    assert mine["finished"] is True and mine["interrupted"] is False
+    assert [i["file"] for i in mine["images"]] == [i["file"] for i in theirs["images"]]
+    for a, b in zip(mine["images"], theirs["images"]):
+        assert {k: a[k] for k in ("width", "height", "summary", "maps_file", "error")} == {
+            k: b[k] for k in ("width", "height", "summary", "maps_file", "error")
+        }
+        assert len(a["detections"]) == len(b["detections"])
+        for da, db in zip(a["detections"], b["detections"]):
+            assert (da["id"], da["class_id"], da["box_xyxy"], da["level"]) == (
+                db["id"], db["class_id"], db["box_xyxy"], db["level"]
+            )  # fmt: skip
+            assert da["score"] == pytest.approx(db["score"], abs=1e-5)
+            for layer, m in da["maps"].items():
+                assert (m["overlay"], m["no_gradient"]) == (
+                    db["maps"][layer]["overlay"],
+                    db["maps"][layer]["no_gradient"],
+                )
+                if m["energy_in_box"] is not None:
+                    assert m["energy_in_box"] == pytest.approx(db["maps"][layer]["energy_in_box"], abs=1e-3)
+        if a["maps_file"]:
+            npz_a, npz_b = np.load(out / a["maps_file"]), np.load(reference / b["maps_file"])
+            assert sorted(npz_a) == sorted(npz_b)
+            for key in npz_a:
+                np.testing.assert_allclose(npz_a[key], npz_b[key], atol=2e-3)  # float16: 1e-3 near 1
+    eval_a, eval_b = (json.loads((d / "eval.json").read_text()) for d in (out, reference))
+    assert eval_a["images"] == eval_b["images"] and eval_a["unmatched"] == eval_b["unmatched"]
+    assert [(r["file"], r["id"]) for r in eval_a["detections"]] == [
+        (r["file"], r["id"]) for r in eval_b["detections"]
+    ]
+    curves = [sorted(r["maps"]["feat"]) for r in eval_a["detections"] if "feat" in r["maps"]]
+    assert curves == [sorted(r["maps"]["feat"]) for r in eval_b["detections"] if "feat" in r["maps"]]
+    assert sum("deletion_auc" in r["maps"].get("fused", {}) for r in eval_a["detections"]) == 3  # the first 3
+    for key in ("ground_truth", "detections", "matched", "recall", "precision"):
+        assert eval_a["summary"][key] == eval_b["summary"][key]
+    assert eval_a["summary"]["ebpg"] == pytest.approx(eval_b["summary"]["ebpg"], abs=1e-3)
+    assert not (out / journal.PARTS_DIR).exists() and not (out / LOCK_NAME).exists()
+    assert not [p for p in out.rglob(".*")]  # no temporary file of a killed process left
+
+
+def test_two_processes_write_what_one_writes(images: tuple[Path, Path], reference: Path) -> None:
+    out = reference.parent / "two"
+    result = toy(*args(images, out), nproc=2)
+    assert result.returncode == 1, result.stderr  # every rank exits 1: an image failed
+    assert_same_run(out, reference)
+    assert result.stderr.count("explained 8 of 9 images") == 0  # one display, counting both ranks:
+    assert result.stderr.count("explained 9 of 9 images (2 processes) (all ranks done)") == 1
+    assert result.stderr.count("cannot read image") == 1  # the failed image, named once, by its rank
+    assert result.stdout.count("eval: 8 images") == 1  # one summary for the whole run, from rank 0
+
+
+@pytest.mark.parametrize("kill_at", [2, 10])
+def test_a_run_killed_at_any_moment_resumes_to_the_same_result(
+    images: tuple[Path, Path], reference: Path, kill_at: int
+) -> None:
+    out = reference.parent / f"killed{kill_at}"
+    killed = toy(*args(images, out), env={"TOY_KILL_AT": str(kill_at)})
+    assert killed.returncode == -9, killed.stderr  # SIGKILL: no handler ran
+    before = journal.read_manifest(out)  # the parts hold what it finished
+    assert len(before["images"]) < len(NAMES) and before["finished"] is False
+    resumed = toy(*args(images, out, "--resume"))
+    assert resumed.returncode == 1, resumed.stderr
+    done = len([i for i in before["images"] if not i["error"]])
+    assert f"{done} of 9 images are done, {9 - done} to explain" in resumed.stderr
+    assert_same_run(out, reference)
+
+
+def test_a_rank_killed_under_torchrun_then_resumed(images: tuple[Path, Path], reference: Path) -> None:
+    out = reference.parent / "rank1killed"
+    killed = toy(
+        *args(images, out), nproc=2, env={"TOY_KILL_AT": "3", "TOY_KILL_RANK": "1", "TOY_DELAY": "0.2"}
+    )
+    assert killed.returncode != 0
+    assert "interrupted: partial results in" in killed.stderr  # rank 0, stopped by torchrun, indexed its part
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["interrupted"] is True and not (out / LOCK_NAME).exists()
+    resumed = toy(*args(images, out, "--resume"), nproc=2)
+    assert resumed.returncode == 1, resumed.stderr
+    assert_same_run(out, reference)
+
+
+def test_more_ranks_than_images_wait_and_exit_0(images: tuple[Path, Path], tmp_path: Path) -> None:
+    src = tmp_path / "two"
+    src.mkdir()
+    for name in ("b.png", "a.png"):
+        shutil.copy(images[0] / "d.png", src / name)
+    result = toy("--source", str(src), "--project", str(tmp_path), "--name", "run", nproc=3)
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert [Path(i["file"]).name for i in manifest["images"]] == ["a.png", "b.png"]
+    assert not (tmp_path / "run" / journal.PARTS_DIR).exists()
+
+
+HOLD = """
+import sys
+from pathlib import Path
+from kit.outputs import RunWriter
+writer = RunWriter(out_dir=Path(sys.argv[1]), upstream="toy", weights="toy.pt", method="gradcam",
+                   target="class-logit", layers=["feat"])
+print("locked", flush=True)
+sys.stdin.read()
+writer.finish()
+"""
+
+
+def test_two_runs_at_once_on_one_folder_the_second_is_refused(
+    images: tuple[Path, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    command = [sys.executable, "-c", HOLD, str(out)]
+    holder = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+        second = toy(
+            "--source", str(images[0]), "--project", str(tmp_path), "--name", "run", "--exist-ok", nproc=2
+        )
+        assert second.returncode != 0
+        assert (
+            second.stderr.count(
+                f"is in use by another kit run (pid {holder.pid} on host {socket.gethostname()}"
+            )
+            == 1
+        )
+        assert json.loads((out / "manifest.json").read_text())["images"] == []  # not written by the second
+    finally:
+        holder.communicate("", timeout=60)
+    assert not (out / LOCK_NAME).exists()
+
+
+# ---- refusals, in process ---------------------------------------------------------------------
+
+
+def explainer(img_size: int = 32) -> Explainer:
+    loaded = Loaded(adapter=ToyAdapter(img_size=img_size), weights="toy.pt", settings={"img_size": img_size})
+    return Explainer(loaded, upstream="toy")
+
+
+def test_resume_with_other_settings_is_refused_listing_each(
+    images: tuple[Path, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    explainer().run(images[0], out)
+    before = (out / "manifest.json").read_bytes()
+    with pytest.raises(ResumeError) as refused:
+        explainer(img_size=64).run(images[0], out, method="gradcampp", resume=True)
+    message = str(refused.value)
+    assert '  method: the run has "gradcam", this run "gradcampp"' in message
+    assert "  img_size: the run has 32, this run 64" in message and "target" not in message
+    assert (out / "manifest.json").read_bytes() == before and not (out / LOCK_NAME).exists()
+
+
+def test_resume_of_a_folder_that_is_not_a_run_changes_nothing(
+    images: tuple[Path, Path], tmp_path: Path
+) -> None:
+    folder = tmp_path / "photos"
+    shutil.copytree(images[0], folder)
+    listing = sorted(p.name for p in folder.iterdir())
+    with pytest.raises(
+        ResumeError, match=r"photos is not a kit run folder \(it has no manifest.json\); nothing"
+    ):
+        explainer().run(images[0], folder, resume=True)
+    with pytest.raises(ResumeError, match=r"there is no run folder .*missing to resume"):
+        explainer().run(images[0], tmp_path / "missing", resume=True)
+    assert sorted(p.name for p in folder.iterdir()) == listing and not (tmp_path / "missing").exists()
+
+
+def test_a_run_of_an_older_kit_resumes(
+    images: tuple[Path, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A manifest without the new fields (finished, fuse, weights_sha256, upstream_commit, batch_size):
+    what it records is compared, what it lacks is named, its complete images are kept."""
+    out = tmp_path / "run"
+    explainer().run(images[0], out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    old = {
+        k: v
+        for k, v in manifest.items()
+        if k not in ("finished", "fuse", "weights_sha256", "upstream_commit", "batch_size")
+    }
+    old["images"] = old["images"][:4]  # it was stopped after four images
+    (out / "manifest.json").write_text(json.dumps(old))
+    with caplog.at_level("INFO", logger="kit"):
+        result = explainer().run(images[0], out, resume=True)
+    assert "does not record weights_sha256, upstream_commit, fuse (an older kit made it)" in caplog.text
+    assert "4 of 9 images are done, 5 to explain" in caplog.text
+    assert (result.images, result.failed) == (9, 1)
+    assert json.loads((out / "manifest.json").read_text())["images"] == manifest["images"]
+
+
+def test_a_new_run_into_an_unfinished_one_is_refused(images: tuple[Path, Path], tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    (out / journal.PARTS_DIR).mkdir(parents=True)
+    (out / journal.PARTS_DIR / "0001-r0.jsonl").write_text('{"kit_part": 1}\n')
+    with pytest.raises(Exception, match=r"holds a run that did not finish .*resume it with --resume"):
+        explainer().run(images[0], out)
+    assert (out / journal.PARTS_DIR / "0001-r0.jsonl").is_file()
