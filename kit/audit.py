@@ -42,7 +42,8 @@ from typing import Any, Callable, Optional, Union
 
 import numpy as np
 
-from kit.errors import KitError
+from kit import journal
+from kit.errors import KitError, OutputError
 
 # Names shared with kit.outputs and kit.results, not imported from them: they load torch, which
 # takes seconds and half a gigabyte before the first line of a manifest is read (tests hold them equal).
@@ -277,6 +278,11 @@ def audit_run(
             members = [d for d in dets if d.match == group]
             if members:
                 split[group] = _breakdown(members, key)
+    if header.get("unmerged_parts"):
+        notes.append(
+            "the run did not finish (killed, or still running elsewhere): the audit covers the "
+            f"{reader.image_count} images recorded so far; run the same command with --resume to finish it"
+        )
     if header.get("interrupted") is True:
         notes.append(
             f"the run was interrupted (Ctrl-C): the audit covers the {reader.image_count} images it finished"
@@ -309,7 +315,14 @@ def audit_run(
 def read_manifest(manifest: Path, on_image: Callable[[Any], None]) -> dict[str, Any]:
     """A run's ``manifest.json``: its top-level values, with each image record handed to ``on_image``
     one at a time (``images`` maps to their count). Any manifest the kit wrote reads, old ones too;
-    an AuditError names the file and what to do when it is not a kit manifest or cannot be read."""
+    an AuditError names the file and what to do when it is not a kit manifest or cannot be read.
+
+    A run that did not finish (killed, or still going on another machine) keeps the records of its
+    last images in part files beside the manifest (:mod:`kit.journal`); they are read too, merged as
+    the run's end would merge them, and ``unmerged_parts`` in the result counts the part files.
+    """
+    if journal.part_files(manifest.parent):
+        return _read_unfinished(manifest, on_image)
     header = _scan(_read_text(manifest), manifest, {"images": on_image})
     if "images" in header and not isinstance(header["images"], int):
         raise AuditError(
@@ -321,6 +334,24 @@ def read_manifest(manifest: Path, on_image: Callable[[Any], None]) -> dict[str, 
             f"{', '.join(sorted(header)[:10]) or 'none'}). Pass the folder of a run of the kit"
         )
     return header
+
+
+def _read_unfinished(manifest: Path, on_image: Callable[[Any], None]) -> dict[str, Any]:
+    """:func:`read_manifest` of a run whose last records are still in its part files (held in memory
+    at once: the parts of an unfinished run, not a finished run's whole manifest)."""
+    folder = manifest.parent
+    try:
+        data = journal.read_manifest(folder)
+    except OutputError as error:
+        raise AuditError(f"{error}; pass the folder of a run of the kit") from None
+    images = data.get("images")
+    if not isinstance(images, list):
+        raise AuditError(
+            f"{manifest} is not a kit manifest: its 'images' is not a list; pass the folder of a run"
+        )
+    for image in images:
+        on_image(image)
+    return {**data, "images": len(images), "unmerged_parts": len(journal.part_files(folder))}
 
 
 def _read_text(path: Path) -> str:

@@ -449,3 +449,29 @@ def test_make_audit_passes_the_run_folder_verbatim(tmp_path: Path) -> None:
     assert not (tmp_path / "pwned").exists()
     refused = subprocess.run(make, cwd=tmp_path, capture_output=True, text=True)
     assert refused.returncode != 0 and "make audit needs RUN=<run folder>" in refused.stderr
+
+
+def test_a_run_that_did_not_finish_is_audited_from_its_part_files(tmp_path: Path) -> None:
+    """A run killed (SIGKILL: no handler wrote the manifest) keeps its last records in part files;
+    the audit reads them, says the run did not finish, and counts every recorded detection."""
+    writer = RunWriter(
+        out_dir=tmp_path / "run",
+        upstream="yolov7",
+        weights="w.pt",
+        method="gradcam",
+        target="class-logit",
+        layers=("74",),
+    )
+    writer.write_image(
+        source=Path("imgs/a.jpg"), image_bgr=IMAGE, detections=[det(0, 0, 0.9, {"74": energy_map(0.2)})]
+    )
+    writer.write_image(
+        source=Path("imgs/b.jpg"), image_bgr=IMAGE, detections=[det(0, 1, 0.8, {"74": energy_map(0.9)})]
+    )
+    # no finish(), no close(): what SIGKILL leaves
+    on_disk = json.loads((tmp_path / "run" / "manifest.json").read_text(encoding="utf-8"))
+    assert on_disk["images"] == []  # the manifest alone would show an empty run
+    audit = audit_run(tmp_path / "run")
+    assert audit.run["images"] == 2 and audit.run["detections"] == 2
+    assert [c.n for c in audit.overall.classes] == [1, 1]
+    assert any("did not finish" in note and "--resume" in note for note in audit.notes)
