@@ -33,16 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from scripts.bench.common import (
-    RANDOM_WEIGHTS,
-    Records,
-    measure_baselines,
-    measure_folder,
-    measure_kit,
-    set_layers,
-    time_grad_cam,
-    worker_parser,
-)
+from scripts.bench import common
 
 # detectron2's own test threshold (cfg default): random weights keep 100 detections above it,
 # and NMS over all 80 classes x 1000 proposals at a threshold near 0 would be most of "plain".
@@ -150,13 +141,13 @@ def pytorch_grad_cam_run(
             assert isinstance(output, RcnnOutput)  # built from a Faster R-CNN config
             return output.logits[None]
 
-    return time_grad_cam(
+    return common.time_grad_cam(
         ProposalLogits(), layers, images.tensor, picks, lambda out, row, cls: torch.softmax(out[row], 0)[cls]
     )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = worker_parser(__doc__).parse_args(argv)
+    args = common.worker_parser(__doc__).parse_args(argv)
 
     checkout = args.checkout.resolve()
     sys.path.insert(0, str(checkout))  # the checkout's detectron2 package, as main_gradcam.py does
@@ -175,13 +166,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         model, resize=lambda im: aug.get_transform(im).apply_image(im), input_format=cfg.INPUT.FORMAT
     )
     images, _ = adapter.preprocess([image])
-    weights = f"{RANDOM_WEIGHTS}; frozen BN statistics from one random image"
+    weights = f"{common.RANDOM_WEIGHTS}; frozen BN statistics from one random image"
     print(
         f"  {name}: random weights built from {args.cfg} (BN statistics from one random image), "
         f"input {tuple(images.tensor.shape[2:])}, score threshold {SCORE_THRESH}",
         flush=True,
     )
-    records = Records(upstream=args.upstream, model=name, img_size=args.img_size, weights=weights)
+    records = common.Records(upstream=args.upstream, model=name, img_size=args.img_size, weights=weights)
     atexit.register(records.emit)  # the records so far, also if the worker dies
     resized = aug.get_transform(image).apply_image(image)
     seed_inputs = {
@@ -193,12 +184,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     baselines = {b for b in args.baselines.split(",") if b}
 
     def bench_set(layer_set: str) -> None:
-        layers = set_layers(adapter, layer_set, args.deep)
-        for step in measure_kit(records, layer_set, adapter, images, layers, Score(), args):
+        layers = common.set_layers(adapter, layer_set, args.deep)
+        for step in common.measure_kit(records, layer_set, adapter, images, layers, Score(), args):
             if step.n > args.skip_slow_above or not baselines:
                 continue
             picks = [(d.row, d.class_id) for d in step.detections]
-            measure_baselines(
+            common.measure_baselines(
                 records,
                 step,
                 baselines,
@@ -209,8 +200,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for layer_set in args.layer_sets.split(","):
         bench_set(layer_set)
     if args.folder_images > 0:
-        sets = {s: set_layers(adapter, s, args.deep) for s in args.layer_sets.split(",")}
-        measure_folder(
+        sets = {s: common.set_layers(adapter, s, args.deep) for s in args.layer_sets.split(",")}
+        common.measure_folder(
             records, adapter=adapter, image=image, count=args.folder_images, layer_sets=sets, target=Score()
         )
     records.emit()

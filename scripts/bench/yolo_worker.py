@@ -25,15 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from scripts.bench.common import (
-    Records,
-    measure_baselines,
-    measure_folder,
-    measure_kit,
-    set_layers,
-    time_grad_cam,
-    worker_parser,
-)
+from scripts.bench import common
 
 
 def seed_algorithm(
@@ -77,11 +69,11 @@ def pytorch_grad_cam_run(
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return self.inner(x)[2]
 
-    return time_grad_cam(Logits(), layers, batch, picks, lambda out, row, cls: out[row, cls])
+    return common.time_grad_cam(Logits(), layers, batch, picks, lambda out, row, cls: out[row, cls])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = worker_parser(__doc__).parse_args(argv)
+    args = common.worker_parser(__doc__).parse_args(argv)
 
     checkout = args.checkout.resolve()
     sys.path.insert(0, str(checkout))
@@ -102,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             m.inplace = False
     name = Path(args.cfg).stem
     image = np.asarray(cv2.imread(str(checkout / args.image)))
-    records = Records(upstream=args.upstream, model=name, img_size=args.img_size)
+    records = common.Records(upstream=args.upstream, model=name, img_size=args.img_size)
     atexit.register(records.emit)  # the records so far, also if the worker dies
 
     baselines = {b for b in args.baselines.split(",") if b}
@@ -115,9 +107,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             conf_thres=1e-6,
             iou_thres=0.45,
         )
-        layers = set_layers(adapter, layer_set, args.deep)
+        layers = common.set_layers(adapter, layer_set, args.deep)
         batch, _ = adapter.preprocess([image])
-        for step in measure_kit(records, layer_set, adapter, batch, layers, ClassLogit(), args):
+        for step in common.measure_kit(records, layer_set, adapter, batch, layers, ClassLogit(), args):
             if step.n > args.skip_slow_above or not baselines:
                 continue
             picks = [(d.row, d.class_id) for d in step.detections]
@@ -126,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             try:
                 for p in model.parameters():
                     p.requires_grad_(True)
-                measure_baselines(
+                common.measure_baselines(
                     records,
                     step,
                     baselines,
@@ -149,8 +141,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             conf_thres=0.001 if "tiny" not in name else 1e-5,
             iou_thres=0.45,
         )
-        sets = {s: set_layers(adapter, s, args.deep) for s in args.layer_sets.split(",")}
-        measure_folder(
+        sets = {s: common.set_layers(adapter, s, args.deep) for s in args.layer_sets.split(",")}
+        common.measure_folder(
             records,
             adapter=adapter,
             image=image,
