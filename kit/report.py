@@ -44,6 +44,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Optional
 from urllib.parse import quote
 
+from kit import journal
 from kit.audit import (
     AUDIT_NAME,
     EVAL_NAME,
@@ -74,7 +75,7 @@ MAX_CURVES_DRAWN = 40  # per map and mode: thin lines under the mean curve
 HEAD_KEYS = ("upstream", "weights", "method", "target", "layers")
 COMMIT_KEYS = ("upstream_commit", "commit")
 SHA256_KEYS = ("weights_sha256", "sha256")
-NOT_SETTINGS = {"images", "interrupted", *HEAD_KEYS, *COMMIT_KEYS, *SHA256_KEYS}
+NOT_SETTINGS = {"images", "interrupted", "finished", *HEAD_KEYS, *COMMIT_KEYS, *SHA256_KEYS}
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2")
 
 
@@ -160,7 +161,18 @@ def read_run(run_dir: PathLike) -> RunView:
         for card in image.cards:
             seen.update((m.layer, None) for m in card.maps)
 
-    header = read_manifest(folder / MANIFEST_NAME, add)
+    parts = journal.part_files(folder)
+    if parts:  # a run that was killed: its records are in its parts, merged as its end would
+        merged = journal.read_manifest(folder)
+        header = {k: v for k, v in merged.items() if k != "images"}
+        for record in merged.get("images") or []:
+            add(record)
+        notes.append(
+            f"{len(parts)} part files in {journal.PARTS_DIR}/ hold records that manifest.json does not "
+            "index yet: the page shows them merged as the end of the run would merge them"
+        )
+    else:
+        header = read_manifest(folder / MANIFEST_NAME, add)
     given = header.get("layers")
     run_layers = [str(x) for x in given] if isinstance(given, list) else []
     names = [*run_layers, *(n for n in seen if n not in run_layers and n != FUSED)]
@@ -322,6 +334,10 @@ def _a(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def _num(value: Optional[float], digits: int = 3) -> str:
     return "–" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
 
@@ -358,7 +374,7 @@ def _header(run: RunView, notes: Sequence[str]) -> str:
     cards = run.cards
     failed = run.failed
     what = " · ".join(_e(_value(head, k)) for k in ("upstream", "method", "target") if _value(head, k))
-    lead = f"{len(run.images)} images, {len(cards)} detections"
+    lead = f"{_count(len(run.images), 'image')}, {_count(len(cards), 'detection')}"
     lead += f", <strong>{len(failed)} failed</strong>" if failed else ""
     out = [
         f"<header class=top>\n<h1>Run <bdi>{_e(run.folder.name or run.folder)}</bdi></h1>\n",
@@ -367,7 +383,12 @@ def _header(run: RunView, notes: Sequence[str]) -> str:
     if head.get("interrupted") is True:
         out.append(
             "<p class=warn>This run was interrupted (Ctrl-C): the page shows the "
-            f"{len(run.images)} images it finished.</p>\n"
+            f"{len(run.images)} images it finished; --resume finishes it.</p>\n"
+        )
+    elif head.get("finished") is False:
+        out.append(
+            "<p class=warn>This run did not finish (it was killed, or its last step failed): the page "
+            f"shows the {len(run.images)} images it recorded; --resume finishes it.</p>\n"
         )
     out.append('<nav class=jump><a href="#detections">Detections</a> <a href="#images">Images</a>')
     out.append(' <a href="#eval">Evaluation</a>' if run.eval is not None else "")
@@ -434,7 +455,7 @@ def _grid(run: RunView) -> str:
         k = len(image.cards)
         if image.stem is not None and (k or image.error is None):
             button = f' <button type=button data-only="{image.index}">show</button>' if k else ""
-            out.append(f"<p>{k} detection{'' if k == 1 else 's'}{button}</p>")
+            out.append(f"<p>{_count(k, 'detection')}{button}</p>")
         out.append("</li>\n")
     out.append("</ul>\n</details>\n")
     return "".join(out)

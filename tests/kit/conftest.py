@@ -184,9 +184,11 @@ def picture_run(out: Path, names: Sequence[str] = ("street.jpg", "park.png", "em
 
 
 def large_run(out: Path, images: int, *, per_image: int = 2) -> Path:
-    """A run folder of ``images`` images laid out as RunWriter lays them out (its own records and
-    manifest), each with ``per_image`` detections at layers 74, 75, 76 (one reached): every picture
-    is one small JPEG linked under each name, so 5,000 images take a second or two, not minutes."""
+    """A run folder of ``images`` images laid out as RunWriter lays them out (its own records, header
+    and final merge), each with ``per_image`` detections at layers 74, 75, 76 (one reached): every
+    picture is one small JPEG linked under each name, so 5,000 images take a second or two, not
+    minutes. The records go into manifest.json at once, which the writer's finish() merges as a
+    resumed run's earlier images."""
     import cv2
 
     from kit.outputs import DetectionRecord, ImageRecord, MapRecord
@@ -194,6 +196,7 @@ def large_run(out: Path, images: int, *, per_image: int = 2) -> Path:
     ok, jpeg = cv2.imencode(".jpg", scene(0, (48, 64)))
     assert ok
     source = out / ".picture.jpg"
+    records = []
     with RunWriter(
         out_dir=out, upstream="yolov7", weights="w.pt", method="gradcam", target="class-logit", layers=LEVELS
     ) as writer:
@@ -216,9 +219,9 @@ def large_run(out: Path, images: int, *, per_image: int = 2) -> Path:
                 box = [4.0, 4.0, 30.0, 40.0]
                 dets.append(DetectionRecord(i, box, i % 2, ["cat", "dog"][i % 2], score, level, maps))
             os.link(source, out / f"{stem}_summary.jpg")
-            writer.images.append(
-                ImageRecord(f"imgs/{stem}.jpg", 64, 48, dets, None, summary=f"{stem}_summary.jpg")
-            )
+            record = ImageRecord(f"imgs/{stem}.jpg", 64, 48, dets, None, summary=f"{stem}_summary.jpg")
+            records.append(record.to_json())
+        writer.manifest_path.write_text(json.dumps(writer.manifest(records)), encoding="utf-8")
         writer.finish()
     source.unlink()
     return out

@@ -25,6 +25,7 @@ from tests.kit.conftest import (
     HOSTILE_CLASS,
     HOSTILE_NAMES,
     IMAGE,
+    LEVELS,
     OLD_MANIFEST,
     det,
     energy_map,
@@ -42,7 +43,7 @@ PAGE_TAGS = {
     "nav", "a", "dl", "dt", "dd", "span", "ul", "ol", "li", "section", "details", "summary", "main", "form",
     "label", "select", "option", "input", "button", "output", "div", "article", "figure", "figcaption",
     "bdi", "table", "thead", "tbody", "tr", "th", "td", "svg", "path", "text", "rect", "i", "br",
-    "script", "img",
+    "script", "img", "noscript",
 }  # fmt: skip
 
 
@@ -194,7 +195,24 @@ def test_zero_detections_only_failed_images_and_an_interrupted_run(tmp_path: Pat
     page = page_of(failed)
     assert "2 images, 0 detections, 2 failed" in page.text
     assert "out of memory\nin the forward pass" in page.text
-    assert "This run was interrupted (Ctrl-C): the page shows the 2 images it finished." in page.text
+    assert "This run was interrupted (Ctrl-C): the page shows the 2 images it finished" in page.text
+
+
+def test_a_killed_run_shows_the_records_of_its_parts(tmp_path: Path) -> None:
+    """A run killed before its end (SIGKILL, a crash): manifest.json holds its header alone, every
+    finished image's record is in the run's part files (kit.journal)."""
+    out = tmp_path / "run"
+    with RunWriter(out_dir=out, upstream="yolov7", weights="w", method="m", target="t", layers=LEVELS) as w:
+        w.write_image(source="a.png", image_bgr=scene(1), detections=[yolo_detection(0, 0, 0.9, 1)])
+        w.add_error("b.png", "cannot read image 'b.png'")
+    assert manifest(out)["images"] == [] and manifest(out)["finished"] is False
+    assert main([str(out)]) == 0
+    page = page_of(out)
+    assert [(c["data-image"], c["data-id"]) for c in page.cards] == [("a", "0")]
+    assert "This run did not finish (it was killed, or its last step failed)" in page.text
+    assert "part files in .kit-parts/ hold records that manifest.json does not index yet" in page.text
+    assert "2 images, 1 detection, 1 failed" in page.text
+    assert_links_stay_in(out, page)
 
 
 def test_old_manifests_and_odd_records_are_shown(tmp_path: Path) -> None:
