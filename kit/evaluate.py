@@ -269,6 +269,7 @@ class Evaluator:
         """:meth:`add_image`, returning what this image added: the run records it with the image,
         so that a run split over processes, or resumed, is evaluated as one (:meth:`absorb`)."""
         rows, unmatched, skipped = len(self.rows), len(self.unmatched), len(self.skipped)
+        missed = len(self.missed)
         counts = (self.images, self.ground_truth, self.detections)
         seconds, curve_seconds, error = self.seconds, self.curve_seconds, self.curve_error
         self.score_image(source, image_bgr, result)
@@ -279,6 +280,7 @@ class Evaluator:
             "rows": self.rows[rows:],
             "tried": self._tried[rows:],
             "unmatched": self.unmatched[unmatched:],
+            "missed": self.missed[missed:],
             "skipped": self.skipped[skipped:],
             "layers": list(self.layers),
             "curve_error": self.curve_error if self.curve_error != error else None,
@@ -295,6 +297,7 @@ class Evaluator:
         superset of those, and the others' are dropped here; none after the first curve error.
         """
         self.rows, self.unmatched, self.skipped, self.layers, self._tried = [], [], [], [], []
+        self.missed = []
         self.images = self.ground_truth = self.detections = self.curves_done = 0
         self.curve_error = None
         self.seconds = self.curve_seconds = 0.0
@@ -312,6 +315,7 @@ class Evaluator:
                 self.rows.append(row)
                 self._tried.append(keep)
             self.unmatched += one["unmatched"]
+            self.missed += one.get("missed", [])  # parts written before missed boxes were recorded
             self.skipped += one["skipped"]
             if one["curve_error"] is not None and self.curve_error is None:
                 self.curve_error = one["curve_error"]
@@ -431,8 +435,11 @@ class Evaluator:
         return path, format_table(report)
 
 
+CURVE_KEYS = ("deletion_auc", "insertion_auc", "deletion_curve", "insertion_curve")
+
+
 def _without_curves(measures: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in measures.items() if k not in ("deletion_auc", "insertion_auc")}
+    return {k: v for k, v in measures.items() if k not in CURVE_KEYS}
 
 
 def format_table(report: dict[str, Any]) -> str:

@@ -226,3 +226,31 @@ def test_a_file_name_that_is_not_utf8_is_written_as_the_manifest_spells_it(tmp_p
     report = json.loads(path.read_text(encoding="utf-8"))
     assert [r["file"] for r in report["detections"]] == ["caf\\xe9.png"]
     assert report["unmatched"] == [{"file": "caf\\xe9.png", "id": 1}]
+
+
+def test_a_run_split_over_processes_keeps_its_missed_boxes_and_drops_curves_past_the_cap() -> None:
+    """absorb() of what measure() returned per image equals one evaluator over the images: the
+    missed ground-truth boxes of every image, and curves (areas and curves) for the first ``curves``."""
+    boxes = [[2.0, 2.0, 8.0, 8.0], [12.0, 12.0, 18.0, 18.0]]
+    labels = labels_for({"a.png": (boxes, [0, 0]), "b.png": (boxes, [0, 0])})
+
+    def evaluator() -> Evaluator:
+        return Evaluator(labels=labels, detector=box_brightness_detector(boxes[0]), curves=1, steps=2)
+
+    whole, ranks = evaluator(), [evaluator(), evaluator()]  # b.png measured by a second process
+    measured = []
+    for name, rank in (("a.png", ranks[0]), ("b.png", ranks[1])):
+        image = np.full((20, 20, 3), 90, np.uint8)
+        result = image_maps(boxes[:1], {(0, "a"): peak_at(4, 4)})  # the second box of each is missed
+        whole.add_image(Path(name), image, result)
+        measured.append(rank.measure(Path(name), image, result))
+    merged = evaluator()
+    merged.absorb(measured)
+    assert (
+        merged.report()["missed"]
+        == whole.report()["missed"]
+        == [{"file": name, "class_id": 0, "box_xyxy": boxes[1]} for name in ("a.png", "b.png")]
+    )
+    rows = merged.report()["detections"]
+    assert set(rows[0]["maps"]["a"]) >= {"deletion_auc", "deletion_curve", "insertion_curve"}
+    assert set(rows[1]["maps"]["a"]) == {"pg", "ebpg"}  # past the cap of 1: no area and no curve
