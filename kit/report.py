@@ -362,6 +362,8 @@ def _first(head: dict[str, Any], keys: Sequence[str], inner: str) -> Any:
 
 
 def _shown_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"  # as the manifest writes it
     if isinstance(value, list):
         return ", ".join(_e(v) for v in value) or "–"
     if isinstance(value, dict):

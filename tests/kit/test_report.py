@@ -176,9 +176,11 @@ def test_the_header_names_the_run_and_counts_failed_images_with_their_errors(run
     assert [o["value"] for o in page.find("option") if o.get("value") in ("cat", "dog")] == ["cat", "dog"]
     data = manifest(run)  # a manifest that records them (a newer run) shows them
     data["upstream_commit"], data["weights_sha256"] = "a207844b" * 5, "e3b0c442" * 8
+    data["fuse"] = False
     (run / "manifest.json").write_text(json.dumps(data))
     text = render_report(read_run(run))
     assert "a207844b" * 5 in text and "e3b0c442" * 8 in text and "not recorded" not in text
+    assert "<dt>fuse</dt><dd>false</dd>" in text
 
 
 def test_zero_detections_only_failed_images_and_an_interrupted_run(tmp_path: Path) -> None:
