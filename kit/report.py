@@ -721,19 +721,17 @@ def _audit_section(run: RunView) -> str:
         f"<p>map: {_e(chosen.get('rule', chosen.get('layer', '?')))}. A map with energy in box below "
         f"{_e(audit.get('outside_below', 0.5))} puts more than half its mass outside the box "
         "(docs/audit.md says how to read it).</p>\n",
-        "<div class=scroll><table><thead><tr><th>class</th><th>n</th><th>no gradient</th><th>measured</th>"
-        "<th>median</th><th>p10</th><th>outside</th></tr></thead><tbody>\n",
+        # the columns a reader needs first come first: a phone shows them, and scrolls to the rest
+        "<div class=scroll><table><thead><tr><th>class</th><th>outside</th><th>median</th><th>p10</th>"
+        "<th>n</th><th>measured</th><th>no gradient</th></tr></thead><tbody>\n",
     ]
     for c in [*classes, total]:
         share = _number(c.get("share_outside"))
         outside = f"{_e(c.get('outside', '–'))}" + (f" ({100 * share:.1f}%)" if share is not None else "")
-        cells = [
-            f"<bdi>{_e(c.get('class_name', '?'))}</bdi>",
-            _e(c.get("n", "–")),
-            _e(c.get("no_gradient", 0)),
-        ]
-        cells += [_e(c.get("measured", "–")), _num(_number(c.get("median"))), _num(_number(c.get("p10")))]
-        out.append("<tr>" + "".join(f"<td>{x}</td>" for x in [*cells, outside]) + "</tr>\n")
+        cells = [f"<bdi>{_e(c.get('class_name', '?'))}</bdi>", outside]
+        cells += [_num(_number(c.get("median"))), _num(_number(c.get("p10"))), _e(c.get("n", "–"))]
+        cells += [_e(c.get("measured", "–")), _e(c.get("no_gradient", 0))]
+        out.append("<tr>" + "".join(f"<td>{x}</td>" for x in cells) + "</tr>\n")
     out.append("</tbody></table></div>\n")
     out.append(_class_bars([*classes, total]))
     out.append(_top_list(run, audit))
