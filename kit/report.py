@@ -44,7 +44,6 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Optional
 from urllib.parse import quote
 
-from kit import journal
 from kit.audit import (
     AUDIT_NAME,
     EVAL_NAME,
@@ -75,7 +74,7 @@ MAX_CURVES_DRAWN = 40  # per map and mode: thin lines under the mean curve
 HEAD_KEYS = ("upstream", "weights", "method", "target", "layers")
 COMMIT_KEYS = ("upstream_commit", "commit")
 SHA256_KEYS = ("weights_sha256", "sha256")
-NOT_SETTINGS = {"images", "interrupted", "finished", *HEAD_KEYS, *COMMIT_KEYS, *SHA256_KEYS}
+NOT_SETTINGS = {"images", "interrupted", "finished", "unmerged_parts", *HEAD_KEYS, *COMMIT_KEYS, *SHA256_KEYS}
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2")
 
 
@@ -161,18 +160,12 @@ def read_run(run_dir: PathLike) -> RunView:
         for card in image.cards:
             seen.update((m.layer, None) for m in card.maps)
 
-    parts = journal.part_files(folder)
-    if parts:  # a run that was killed: its records are in its parts, merged as its end would
-        merged = journal.read_manifest(folder)
-        header = {k: v for k, v in merged.items() if k != "images"}
-        for record in merged.get("images") or []:
-            add(record)
+    header = read_manifest(folder / MANIFEST_NAME, add)  # with a killed run's part files
+    if header.get("unmerged_parts"):
         notes.append(
-            f"{len(parts)} part files in {journal.PARTS_DIR}/ hold records that manifest.json does not "
+            f"{header['unmerged_parts']} part files in .kit-parts/ hold records that manifest.json does not "
             "index yet: the page shows them merged as the end of the run would merge them"
         )
-    else:
-        header = read_manifest(folder / MANIFEST_NAME, add)
     given = header.get("layers")
     run_layers = [str(x) for x in given] if isinstance(given, list) else []
     names = [*run_layers, *(n for n in seen if n not in run_layers and n != FUSED)]

@@ -27,7 +27,7 @@ AUDIT_MAY_IMPORT = {"errors", "journal", "outputs", "maps", "results"}
 AUDIT_AT_MODULE_LEVEL = {"errors", "journal"}  # `python -m kit.audit` starts without torch
 # The run report reads a finished run folder through the audit's reader: never the run loop
 # (kit.runner), the facade (kit.api) or the command line (kit.cli), which call it at a run's end.
-REPORT_MAY_IMPORT = {"errors", "audit", "journal"}  # the journal: a killed run's records
+REPORT_MAY_IMPORT = {"errors", "audit"}
 
 # What the setup engine (scripts/upstream/) shares with cam, bench, eval and demo.
 SHARED = {"scripts.upstream.config", "scripts.upstream.errors"}
