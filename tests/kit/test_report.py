@@ -400,8 +400,9 @@ def test_an_image_named_index_html_keeps_its_pictures_and_the_report_says_why_no
     tmp_path: Path, capsys: Any
 ) -> None:
     out = write_run(tmp_path / "run", {"index.html.png": [det(0, 0, 0.9, {"74": energy_map(0.5)})]})
-    assert (out / "index.html").is_dir()  # the image's overlays
-    assert main([str(out)]) == 2
+    if not (out / "index.html").is_dir():  # the writer reserves the name: as a run made before it did
+        (out / "index.html").mkdir()
+    assert main([str(out)]) == 2 and (out / "index.html").is_dir()
     assert "is a folder (the pictures of an image named index.html.*)" in capsys.readouterr().err
 
 
