@@ -20,13 +20,14 @@ BENCH_STAMP :=
 endif
 
 .PHONY: help env dev-env setup-yolov3 setup-yolov7 setup-detectron2 status check-patches refresh-patches \
-        cam demo eval audit bench lint test test-fast clean-env
+        cam demo eval audit report bench lint test test-fast clean-env
 
 help:
 	@echo "make setup-yolov7 | setup-yolov3 | setup-detectron2   clone the pin, apply patches, install"
 	@echo "make cam [UPSTREAM=yolov7] [WEIGHTS=...] [SOURCE=...] [OUT=...] [CONFIG=...] [NPROC=N] [ARGS='...']"
 	@echo "make demo [ARGS='--iterations N']   train the demo detector (yolov7-tiny, synthetic shapes)"
 	@echo "make eval [ARGS='...']              PG, EBPG, deletion/insertion, randomization per method x layers"
+	@echo "make report RUN=<run folder>        index.html: the run's images, detections and maps, for a browser"
 	@echo "make audit RUN=<run folder> [ARGS='--top 50 --layer NAME']   where a run's maps lie against their boxes"
 	@echo "make status | check-patches | refresh-patches UPSTREAM=<name>"
 	@echo "make test | bench"
@@ -92,6 +93,13 @@ audit: export KIT_AUDIT_RUN = $(value RUN)
 audit: $(ENV_STAMP)
 	@test -n "$$KIT_AUDIT_RUN" || { echo "make audit needs RUN=<run folder>, e.g. RUN=runs/cam/yolov7/exp" >&2; exit 2; }
 	$(PYTHON) -m kit.audit "$$KIT_AUDIT_RUN" $(ARGS)
+
+# make report RUN=runs/cam/yolov7/exp: index.html in the run folder, for any run, old ones too
+# (docs/report.md). RUN reaches kit.report verbatim, as make audit's does.
+report: export KIT_REPORT_RUN = $(value RUN)
+report: $(ENV_STAMP)
+	@test -n "$$KIT_REPORT_RUN" || { echo "make report needs RUN=<run folder>, e.g. RUN=runs/cam/yolov7/exp" >&2; exit 2; }
+	$(PYTHON) -m kit.report "$$KIT_REPORT_RUN"
 
 $(VENV)/.kit-bench: $(VENV)/.kit-env pyproject.toml constraints.txt
 	$(VENV)/bin/python -m pip install --progress-bar on -c constraints.txt -e '.[bench]'

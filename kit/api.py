@@ -27,6 +27,7 @@ from kit.methods import CamMethod, get_method
 from kit.options import ArgumentError, check_positive, parse_layers
 from kit.outputs import RunWriter, is_complete, plan_stems, stem_of
 from kit.progress import Progress
+from kit.report import write_report
 from kit.results import ImageResult
 from kit.runner import Source, explain_images, run, source_path
 from kit.targets import Target, get_target
@@ -413,6 +414,10 @@ def _finish(writer: RunWriter, evaluator: Evaluator | None, eval_key: Any, out: 
             evaluator.seconds,
             evaluator.curve_seconds,
         )
+    try:  # index.html: the manifest is final, eval.json written, the lock released (writer.finish)
+        LOG.info("report: %s", printable(write_report(out)))
+    except KitError as error:  # the run's results and exit code stand without it
+        LOG.error("report: %s (python -m kit.report %s writes it later)", error, printable(out))
     return _End(images=len(writer.merged), failed=writer.failed, eval_report=report, eval_table=table)
 
 

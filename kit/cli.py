@@ -27,6 +27,7 @@ from kit.evaluate import DEFAULT_CURVES, DEFAULT_STEPS
 from kit.methods import METHODS
 from kit.options import ArgumentError, check_detector_options, check_positive, parse_layers
 from kit.outputs import check_resumable, check_unlocked, increment_path, latest_path
+from kit.report import write_report
 from kit.targets import TARGETS
 
 LOG = logging.getLogger("kit")
@@ -246,6 +247,10 @@ def explain_sources(
             print(audit.format_table())
         except KitError as error:  # the run itself is done: its exit code stands
             LOG.error("audit: %s", error)
+        try:  # index.html again, now with the audit's list
+            write_report(result.out_dir)
+        except KitError as error:
+            LOG.error("report: %s", error)
     if result.failed:
         LOG.error(
             "%d of %d images failed; see the errors above and in the manifest", result.failed, result.images

@@ -53,7 +53,7 @@ PathLike = Union[str, Path]
 LOCK_NAME = ".kit.lock"
 # Names of the run folder's own files: an image called maps.jpg becomes maps_2, manifest.json.png
 # manifest.json_2 (checked case-insensitively, as on macOS and Windows file systems).
-RESERVED_NAMES = frozenset({"maps", "manifest.json", "eval.json", "audit.json", LOCK_NAME})
+RESERVED_NAMES = frozenset({"maps", "manifest.json", "eval.json", "audit.json", "index.html", LOCK_NAME})
 MAX_NAME_BYTES = 100  # an output stem; with "_summary.jpg" and a temporary suffix far below 255
 MAX_LAYER_BYTES = 60
 JPEG_MAX_SIDE = 65500  # libjpeg's limit: a larger picture is scaled down to fit before encoding

@@ -67,6 +67,10 @@ def test_run_writes_the_run_folder_and_its_overlay_is_the_one_explain_draws(tmp_
     explainer = toy()
     run = explainer.run(source, tmp_path / "out", batch_size=2)
     assert (run.images, run.failed, run.eval_report) == (3, 0, None)
+    page = (tmp_path / "out" / "index.html").read_text(encoding="utf-8")  # the run report, every run
+    assert page.count("<article class=detection") == sum(
+        len(i["detections"]) for i in json.loads(run.manifest.read_text())["images"]
+    )
     manifest = json.loads(run.manifest.read_text())
     assert (manifest["upstream"], manifest["weights"], manifest["img_size"]) == ("toy", "toy.pt", 32)
     assert manifest["layers"] == ["feat"] and [Path(i["file"]).name for i in manifest["images"]] == [
