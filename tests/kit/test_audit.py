@@ -429,26 +429,28 @@ def test_density_puts_the_energy_beside_the_boxs_share_of_the_image(tmp_path: Pa
         audit_run(out, rank="size")
 
 
-def test_make_audit_passes_the_run_folder_verbatim(tmp_path: Path) -> None:
-    """make audit RUN=...: the folder's name reaches kit.audit as one argument, spaces, $ and
-    backticks included; ARGS is split as typed; no RUN is refused with the fix (exit 2)."""
+@pytest.mark.parametrize(("target", "module"), [("audit", "kit.audit"), ("report", "kit.report")])
+def test_make_audit_and_report_pass_the_run_folder_verbatim(target: str, module: str, tmp_path: Path) -> None:
+    """make audit|report RUN=...: the folder's name reaches the module as one argument, spaces, $
+    and backticks included; ARGS is split as typed; no RUN is refused with the fix (exit 2)."""
     repo = Path(__file__).resolve().parents[2]
     fake = tmp_path / "fakepython"
     fake.write_text(f"#!{sys.executable}\nimport json, sys\nprint(json.dumps(sys.argv[1:]))\n")
     fake.chmod(0o755)
-    make = ["make", "-s", "--no-print-directory", "-f", str(repo / "Makefile"), "audit", f"PYTHON={fake}"]
+    make = ["make", "-s", "--no-print-directory", "-f", str(repo / "Makefile"), target, f"PYTHON={fake}"]
     run = "runs/my run $HOME `touch pwned`"
+    args = ["--top", "5", "--rank", "density"] if target == "audit" else []
     done = subprocess.run(
-        [*make, f"RUN={run}", "ARGS=--top 5 --rank density"],
+        [*make, f"RUN={run}", f"ARGS={' '.join(args)}"],
         cwd=tmp_path,
         capture_output=True,
         text=True,
         check=True,
     )
-    assert json.loads(done.stdout) == ["-m", "kit.audit", run, "--top", "5", "--rank", "density"]
+    assert json.loads(done.stdout) == ["-m", module, run, *args]
     assert not (tmp_path / "pwned").exists()
     refused = subprocess.run(make, cwd=tmp_path, capture_output=True, text=True)
-    assert refused.returncode != 0 and "make audit needs RUN=<run folder>" in refused.stderr
+    assert refused.returncode != 0 and f"make {target} needs RUN=<run folder>" in refused.stderr
 
 
 def test_a_run_that_did_not_finish_is_audited_from_its_part_files(tmp_path: Path) -> None:

@@ -457,18 +457,3 @@ def test_an_image_with_many_pictures_keeps_its_order(tmp_path: Path) -> None:
         w.finish()
     write_report(out)
     assert [c["data-id"] for c in page_of(out).cards] == [str(i) for i in range(6)]
-
-
-def test_make_report_passes_the_run_folder_verbatim(tmp_path: Path) -> None:
-    """make report RUN=...: the folder's name reaches kit.report as one argument; no RUN: refused."""
-    repo = Path(__file__).resolve().parents[2]
-    fake = tmp_path / "fakepython"
-    fake.write_text(f"#!{sys.executable}\nimport json, sys\nprint(json.dumps(sys.argv[1:]))\n")
-    fake.chmod(0o755)
-    make = ["make", "-s", "--no-print-directory", "-f", str(repo / "Makefile"), "report", f"PYTHON={fake}"]
-    run = "runs/my run $HOME `touch pwned`"
-    done = subprocess.run([*make, f"RUN={run}"], cwd=tmp_path, capture_output=True, text=True, check=True)
-    assert json.loads(done.stdout) == ["-m", "kit.report", run]
-    assert not (tmp_path / "pwned").exists()
-    refused = subprocess.run(make, cwd=tmp_path, capture_output=True, text=True)
-    assert refused.returncode != 0 and "make report needs RUN=<run folder>" in refused.stderr
