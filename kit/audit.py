@@ -321,8 +321,9 @@ def read_manifest(manifest: Path, on_image: Callable[[Any], None]) -> dict[str, 
     last images in part files beside the manifest (:mod:`kit.journal`); they are read too, merged as
     the run's end would merge them, and ``unmerged_parts`` in the result counts the part files.
     """
-    if journal.part_files(manifest.parent):
-        return _read_unfinished(manifest, on_image)
+    parts = len(journal.part_files(manifest.parent))
+    if parts:
+        return _read_unfinished(manifest, on_image, parts)
     header = _scan(_read_text(manifest), manifest, {"images": on_image})
     if "images" in header and not isinstance(header["images"], int):
         raise AuditError(
@@ -336,7 +337,7 @@ def read_manifest(manifest: Path, on_image: Callable[[Any], None]) -> dict[str, 
     return header
 
 
-def _read_unfinished(manifest: Path, on_image: Callable[[Any], None]) -> dict[str, Any]:
+def _read_unfinished(manifest: Path, on_image: Callable[[Any], None], parts: int) -> dict[str, Any]:
     """:func:`read_manifest` of a run whose last records are still in its part files (held in memory
     at once: the parts of an unfinished run, not a finished run's whole manifest)."""
     folder = manifest.parent
@@ -351,7 +352,7 @@ def _read_unfinished(manifest: Path, on_image: Callable[[Any], None]) -> dict[st
         )
     for image in images:
         on_image(image)
-    return {**data, "images": len(images), "unmerged_parts": len(journal.part_files(folder))}
+    return {**data, "images": len(images), "unmerged_parts": parts}
 
 
 def _read_text(path: Path) -> str:

@@ -139,6 +139,12 @@ def check_kit_arguments(opt: argparse.Namespace) -> None:
     check_positive("--eval-steps", opt.eval_steps, what="steps")
 
 
+def size_of(opt: argparse.Namespace, size_flag: str) -> int | list[int] | None:
+    """The repo's image-size flag's value: ``--img-size`` is ``opt.img_size``, ``--imgsz`` ``opt.imgsz``."""
+    size: int | list[int] | None = getattr(opt, size_flag.lstrip("-").replace("-", "_"))
+    return size
+
+
 def check_yolo_arguments(opt: argparse.Namespace, *, size_flag: str) -> None:
     """A YOLO entry point's flags (detect.py's and the kit's), checked before the model loads.
 
@@ -147,7 +153,7 @@ def check_yolo_arguments(opt: argparse.Namespace, *, size_flag: str) -> None:
     """
     check_kit_arguments(opt)
     check_detector_options(
-        img_size=getattr(opt, size_flag.lstrip("-").replace("-", "_")),
+        img_size=size_of(opt, size_flag),
         conf_thres=opt.conf_thres,
         iou_thres=opt.iou_thres,
         max_det=opt.max_det,
@@ -206,7 +212,7 @@ def run_yolo(upstream: str, opt: argparse.Namespace, *, checkout: Path, size_fla
         checkout=checkout,
         device=opt.device,
         trust_checkpoint=opt.trust_checkpoint,
-        img_size=getattr(opt, size_flag.lstrip("-").replace("-", "_")),
+        img_size=size_of(opt, size_flag),
         conf_thres=opt.conf_thres,
         iou_thres=opt.iou_thres,
         max_det=opt.max_det,
