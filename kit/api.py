@@ -30,7 +30,7 @@ from kit.progress import Progress
 from kit.report import write_report
 from kit.results import ImageResult
 from kit.runner import Source, explain_images, run, source_path
-from kit.targets import Target, get_target
+from kit.targets import ChosenClass, Target, choose_class, get_target
 
 LOG = logging.getLogger("kit")
 UPSTREAMS = ("yolov3", "yolov7", "detectron2")
@@ -162,6 +162,7 @@ class Explainer:
         *,
         method: str = "gradcam",
         target: str = "class-logit",
+        target_class: str | int | None = None,
         layers: Layers = None,
         fuse: bool = False,
         batch_size: int = 1,
@@ -171,7 +172,12 @@ class Explainer:
         source: an image file, a folder, a glob, or a list of them, or BGR uint8 (H, W, 3) arrays
             (named ``array0``, ``array1``, ... by position).
         method: a CAM method (``kit.methods.METHODS``: gradcam, gradcampp, layercam, ...).
-        target: the score each map explains: ``class-logit``, ``class-prob`` or ``score``.
+        target: the score each map explains: ``class-logit``, ``class-prob``, ``score`` (the
+            detection's class); ``box-x1``, ``box-y1``, ``box-x2``, ``box-y2`` (a coordinate of its
+            decoded box, input pixels) or ``box`` (the four maps, each normalized, element-wise max);
+            ``objectness`` (YOLO only).
+        target_class: with a class target, that class (a name of :attr:`names` or an id) is read at
+            each detection's row or proposal instead of the detected class: "why this and not that".
         layers: layer indices or module names (a list, or ``"102,103,104"``); default: the layers
             feeding the head.
         fuse: also give each detection its layers fused into one map, under ``"fused"``.
@@ -180,7 +186,14 @@ class Explainer:
         An image that cannot be read or explained gets an ``error`` and no detections; the others
         go on. Every map is held in memory: for many images, :meth:`run` writes them instead.
         """
-        plan = self._plan(source, method=method, target=target, layers=layers, batch_size=batch_size)
+        plan = self._plan(
+            source,
+            method=method,
+            target=target,
+            target_class=target_class,
+            layers=layers,
+            batch_size=batch_size,
+        )
         results = explain_images(
             self.adapter,
             sources=plan.sources,
@@ -199,6 +212,7 @@ class Explainer:
         *,
         method: str = "gradcam",
         target: str = "class-logit",
+        target_class: str | int | None = None,
         layers: Layers = None,
         fuse: bool = False,
         batch_size: int = 1,
@@ -226,7 +240,14 @@ class Explainer:
         :class:`kit.errors.RunInterrupted` (a KeyboardInterrupt) naming the folder.
         """
 
-        plan = self._plan(source, method=method, target=target, layers=layers, batch_size=batch_size)
+        plan = self._plan(
+            source,
+            method=method,
+            target=target,
+            target_class=target_class,
+            layers=layers,
+            batch_size=batch_size,
+        )
         evaluator = None
         if labels is not None:  # read (and check) the labels before any image is explained
             if eval_curves < 0:
@@ -260,7 +281,13 @@ class Explainer:
                 method=plan.method.name,
                 target=plan.target.name,
                 layers=plan.layers,
-                extra={**self.settings, **self.fingerprint(), "fuse": fuse, "batch_size": batch_size},
+                extra={
+                    **self.settings,
+                    **self.fingerprint(),
+                    "target_class": _chosen(plan.target),
+                    "fuse": fuse,
+                    "batch_size": batch_size,
+                },
                 owner=owner,
                 resume=resume,
                 attempt=attempt,
@@ -333,7 +360,16 @@ class Explainer:
             eval_table=ended.eval_table if group.main else None,
         )
 
-    def _plan(self, source: Sources, *, method: str, target: str, layers: Layers, batch_size: int) -> _Plan:
+    def _plan(
+        self,
+        source: Sources,
+        *,
+        method: str,
+        target: str,
+        target_class: str | int | None,
+        layers: Layers,
+        batch_size: int,
+    ) -> _Plan:
         """Everything checked before any image is read: method, target, layers, batch size, sources."""
         check_positive("batch_size", batch_size, what="images")
         chosen = parse_layers(layers) if isinstance(layers, str) else [str(la) for la in layers or []]
@@ -345,9 +381,12 @@ class Explainer:
         if same:
             a, b = same[0]
             raise ArgumentError(f"--target-layers: {a} and {b} are the same module; give each layer once")
+        chosen_target = get_target(target, objectness=self.adapter.capabilities.objectness)
+        if target_class is not None:
+            chosen_target = choose_class(chosen_target, target_class, self.adapter.names)
         return _Plan(
             method=get_method(method),
-            target=get_target(target),
+            target=chosen_target,
             layers=chosen,
             sources=list_images(source),
         )
@@ -419,6 +458,13 @@ def _finish(writer: RunWriter, evaluator: Evaluator | None, eval_key: Any, out: 
     except KitError as error:  # the run's results and exit code stand without it
         LOG.error("report: %s (python -m kit.report %s writes it later)", error, printable(out))
     return _End(images=len(writer.merged), failed=writer.failed, eval_report=report, eval_table=table)
+
+
+def _chosen(target: Target) -> dict[str, Any] | None:
+    """The manifest's ``target_class``: the class read instead of each detection's own, or None."""
+    if isinstance(target, ChosenClass):
+        return {"id": target.class_id, "name": target.class_name}
+    return None
 
 
 def file_sha256(path: Path) -> str | None:

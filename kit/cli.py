@@ -28,7 +28,7 @@ from kit.methods import METHODS
 from kit.options import ArgumentError, check_detector_options, check_positive, parse_layers
 from kit.outputs import check_resumable, check_unlocked, increment_path, latest_path
 from kit.report import write_report
-from kit.targets import TARGETS
+from kit.targets import CLASS_TARGETS, TARGETS
 
 LOG = logging.getLogger("kit")
 
@@ -45,7 +45,18 @@ def add_kit_arguments(parser: argparse.ArgumentParser, *, default_method: str = 
     group = parser.add_argument_group("explanation (kit)")
     group.add_argument("--method", default=default_method, choices=sorted(METHODS), help="CAM method")
     group.add_argument(
-        "--target", default="class-logit", choices=sorted(TARGETS), help="score each map explains"
+        "--target",
+        default="class-logit",
+        choices=sorted(TARGETS),
+        help="score each map explains: the detection's class (class-logit, class-prob, score), a "
+        "coordinate of its box (box-x1, box-y1, box-x2, box-y2) or all four (box), objectness (YOLO)",
+    )
+    group.add_argument(
+        "--target-class",
+        metavar="NAME|ID",
+        default=None,
+        help="with a class target: explain this class at each detection's row or proposal instead of "
+        "the detected class (why this and not that)",
     )
     group.add_argument(
         "--target-layers",
@@ -132,6 +143,10 @@ def check_kit_arguments(opt: argparse.Namespace) -> None:
     """The kit's own flags (add_kit_arguments), checked before any model is loaded."""
     parse_layers(opt.target_layers)
     check_positive("--batch-size", opt.batch_size, what="images")
+    if getattr(opt, "target_class", None) is not None and opt.target not in CLASS_TARGETS:
+        raise ArgumentError(
+            f"--target-class goes with a class target ({', '.join(CLASS_TARGETS)}), not --target {opt.target}"
+        )
     if opt.eval_curves < 0:
         raise ArgumentError(
             f"--eval-curves must be 0 (no deletion/insertion curves) or more, got {opt.eval_curves}"
@@ -236,6 +251,7 @@ def explain_sources(
         out_dir,
         method=opt.method,
         target=opt.target,
+        target_class=getattr(opt, "target_class", None),
         layers=parse_layers(opt.target_layers),
         fuse=bool(getattr(opt, "fuse", False)),
         batch_size=opt.batch_size,

@@ -35,7 +35,7 @@ from kit.adapters.base import Capabilities, ScoreRoute
 from kit.detections import Detection
 from kit.errors import KitError
 from kit.methods import CamMethod
-from kit.targets import DetectorOutput, Target
+from kit.targets import DetectorOutput, Target, parts_of
 
 NO_CAPABILITIES = Capabilities()  # the general backward only
 
@@ -282,6 +282,70 @@ def _routed_gradients(
     return out
 
 
+def _unit(maps: torch.Tensor) -> torch.Tensor:
+    """Each (h, w) map of an (n, h, w) stack scaled to [0, 1] (min to 0, max to 1; flat: zeros)."""
+    flat = maps.flatten(1)
+    low, high = flat.min(dim=1).values, flat.max(dim=1).values
+    span = (high - low).clamp_min(torch.finfo(maps.dtype).tiny)
+    scaled = (maps - low[:, None, None]) / span[:, None, None]
+    return torch.where((high > low)[:, None, None], scaled, torch.zeros_like(maps))
+
+
+def _explain_target(
+    explanation: Explanation,
+    target: Target,
+    output: DetectorOutput,
+    store: Mapping[str, torch.Tensor],
+    names: Sequence[str],
+    repeated: Mapping[str, list[torch.Tensor]],
+    methods: Sequence[CamMethod],
+    capabilities: Capabilities,
+    chunk_size: int,
+    device: torch.device,
+) -> None:
+    """Every detection's maps for one target into ``explanation``, chunk by chunk."""
+    local_gradients, score_route = capabilities.local_gradients, capabilities.score_route
+    detections = explanation.detections
+    n = len(detections)
+    scores: torch.Tensor | None = None
+    image_of = torch.tensor([d.image_index for d in detections], device=device)
+    # chunks take the images in turn, so a chunk's backward passes each serve many images
+    order = torch.tensor(
+        [k for members in _rounds([d.image_index for d in detections]) for k in members], device=device
+    )
+    for start in range(0, n, chunk_size):
+        idx = order[start : start + chunk_size]
+        chunk = [detections[k] for k in idx.tolist()]
+        picks = torch.stack([idx, image_of[idx]], dim=1)
+        grads: dict[str, torch.Tensor | None] = {}
+        local: dict[str, torch.Tensor] = {}
+        if local_gradients is not None:
+            local = local_gradients(output, {name: store[name] for name in names}, chunk, target)
+            grads.update({name: g for name, g in local.items() if name in names})
+        general = [name for name in names if name not in grads]
+        if general and score_route is not None:
+            activations = [store[g] for g in general]
+            routed = _routed_gradients(score_route, output, store, activations, chunk, target, local)
+            if routed is not None:
+                grads.update(zip(general, routed))
+                general = []
+        if general or repeated:
+            scores = target(output, detections) if scores is None else scores
+        if general:
+            assert scores is not None
+            found = _gradients(scores, [store[name] for name in general], picks)
+            grads.update(zip(general, found))
+        for name in names:
+            _store_maps(explanation, name, store[name], grads[name], idx, image_of[idx], methods)
+        for name, runs in repeated.items():
+            assert scores is not None
+            # each detection at its own level's run of the layer
+            for level in sorted({d.level for d in chunk if d.level is not None}):
+                rows = torch.tensor([j for j, d in enumerate(chunk) if d.level == level], device=device)
+                (grad,) = _gradients(scores, [runs[level]], picks[rows])
+                _store_maps(explanation, name, runs[level], grad, idx[rows], image_of[idx][rows], methods)
+
+
 def explain(
     *,
     forward: Callable[[], DetectorOutput],
@@ -316,7 +380,7 @@ def explain(
     """
     if not layers:
         raise KitError("no target layers given; pass --target-layers or use the adapter's default")
-    local_gradients, score_route = capabilities.local_gradients, capabilities.score_route
+    score_route = capabilities.score_route
     hooked = dict(layers)
     if score_route is not None:
         hooked.update({name: m for name, m in score_route.layers.items() if name not in hooked})
@@ -354,46 +418,36 @@ def explain(
         if n == 0:
             return explanation
 
-        scores: torch.Tensor | None = None
         device = next(iter(store.values())).device
         per_detection = sum(store[name][0].numel() * store[name].element_size() for name in names) + sum(
             runs[0][0].numel() * runs[0].element_size() for runs in repeated.values()
         )
         chunk_size = max(1, min(chunk_size, int(chunk_mb * 2**20) // max(1, per_detection)))
-        image_of = torch.tensor([d.image_index for d in detections], device=device)
-        # chunks take the images in turn, so a chunk's backward passes each serve many images
-        order = torch.tensor(
-            [k for members in _rounds([d.image_index for d in detections]) for k in members], device=device
-        )
-        for start in range(0, n, chunk_size):
-            idx = order[start : start + chunk_size]
-            chunk = [detections[k] for k in idx.tolist()]
-            picks = torch.stack([idx, image_of[idx]], dim=1)
-            grads: dict[str, torch.Tensor | None] = {}
-            local: dict[str, torch.Tensor] = {}
-            if local_gradients is not None:
-                local = local_gradients(output, {name: store[name] for name in names}, chunk, target)
-                grads.update({name: g for name, g in local.items() if name in names})
-            general = [name for name in names if name not in grads]
-            if general and score_route is not None:
-                activations = [store[g] for g in general]
-                routed = _routed_gradients(score_route, output, store, activations, chunk, target, local)
-                if routed is not None:
-                    grads.update(zip(general, routed))
-                    general = []
-            if general or repeated:
-                scores = target(output, detections) if scores is None else scores
-            if general:
-                assert scores is not None
-                found = _gradients(scores, [store[name] for name in general], picks)
-                grads.update(zip(general, found))
-            for name in names:
-                _store_maps(explanation, name, store[name], grads[name], idx, image_of[idx], methods)
-            for name, runs in repeated.items():
-                assert scores is not None
-                # each detection at its own level's run of the layer
-                for level in sorted({d.level for d in chunk if d.level is not None}):
-                    rows = torch.tensor([j for j, d in enumerate(chunk) if d.level == level], device=device)
-                    (grad,) = _gradients(scores, [runs[level]], picks[rows])
-                    _store_maps(explanation, name, runs[level], grad, idx[rows], image_of[idx][rows], methods)
+        parts = parts_of(target)
+        if len(parts) == 1:
+            _explain_target(
+                explanation, target, output, store, names, repeated, methods, capabilities, chunk_size, device
+            )
+            return explanation
+        # a composite target (box): each part from the same forward, then every map normalized
+        # and the element-wise max taken; a layer no part's gradient reached stays flagged
+        done = []
+        for part in parts:
+            one = Explanation(detections=detections, output=output)
+            one.cams = {
+                m: {name: torch.zeros_like(c) for name, c in cams.items()}
+                for m, cams in explanation.cams.items()
+            }
+            one.no_gradient = {name: torch.zeros_like(f) for name, f in explanation.no_gradient.items()}
+            _explain_target(
+                one, part, output, store, names, repeated, methods, capabilities, chunk_size, device
+            )
+            done.append(one)
+        for name in layers:
+            flags = torch.stack([one.no_gradient[name] for one in done])
+            explanation.no_gradient[name] = flags.all(dim=0)
+            for method in methods:
+                maps = torch.stack([_unit(one.cams[method.name][name]) for one in done])
+                maps[flags] = 0.0  # a part with no gradient there adds nothing
+                explanation.cams[method.name][name] = maps.amax(dim=0)
     return explanation

@@ -64,6 +64,7 @@ class Capabilities:
     local_gradients: LocalGradients | None = None
     score_route: ScoreRoute | None = None
     per_level_layers: bool = False
+    objectness: bool = False  # its output has an objectness score (YOLO): --target objectness
 
 
 class Adapter(Protocol):

@@ -32,7 +32,16 @@ from kit.adapters.base import Capabilities, ScoreRoute, named_module
 from kit.detections import Detection
 from kit.errors import KitError
 from kit.maps import Letterbox
-from kit.targets import DetectorOutput, Target
+from kit.targets import DetectorOutput, Target, TargetNotSupportedError
+
+# Box2BoxTransform.apply_deltas: (deltas (n, 4 k), boxes (n, 4)) -> (n, 4 k) decoded boxes
+Decode = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _no_objectness() -> TargetNotSupportedError:
+    return TargetNotSupportedError(
+        "detectron2's detectors have no objectness score; --target objectness is for YOLO models"
+    )
 
 
 @dataclass
@@ -44,6 +53,9 @@ class RcnnOutput:
     instances: list[Any]  # detectron2 Instances per image, boxes in network-input pixels
     features: dict[str, torch.Tensor] = field(default_factory=dict)  # the backbone's outputs
     proposals: list[Any] = field(default_factory=list)  # Instances with proposal_boxes, per image
+    deltas: torch.Tensor | None = None  # (rows, 4 K or 4 class-agnostic): the box regression
+    boxes: torch.Tensor | None = None  # (rows, 4): each row's proposal box, row-aligned with logits
+    decode: Decode | None = None  # the box predictor's box2box_transform.apply_deltas
 
     def _rows(self, detections: Sequence[Detection]) -> tuple[torch.Tensor, torch.Tensor]:
         rows = torch.tensor(
@@ -64,6 +76,22 @@ class RcnnOutput:
         # Fast R-CNN's detection score is the softmax probability of the class.
         return self.class_probability(detections)
 
+    def box(self, detections: Sequence[Detection]) -> torch.Tensor:
+        if self.deltas is None or self.boxes is None or self.decode is None:
+            raise KitError("this Faster R-CNN output kept no box regression; the box targets cannot read it")
+        rows, classes = self._rows(detections)
+        deltas = self.deltas[rows].view(len(rows), -1, 4)
+        if deltas.shape[1] > 1:  # class-specific regression: the detection's class
+            deltas = deltas[torch.arange(len(rows), device=deltas.device), classes]
+        return self.decode(deltas.reshape(len(rows), 4), self.boxes[rows]).view(len(rows), 4)
+
+    def objectness(self, detections: Sequence[Detection]) -> torch.Tensor:
+        raise _no_objectness()
+
+    def class_probabilities(self, detections: Sequence[Detection]) -> torch.Tensor:
+        rows, _ = self._rows(detections)
+        return torch.softmax(self.logits[rows], dim=1)
+
 
 @dataclass
 class RetinaNetOutput:
@@ -71,6 +99,9 @@ class RetinaNetOutput:
 
     logits: list[torch.Tensor]
     instances: list[Any]
+    deltas: list[torch.Tensor] = field(default_factory=list)  # per level (B, H x W x A, 4)
+    anchors: list[torch.Tensor] = field(default_factory=list)  # per level (H x W x A, 4)
+    decode: Decode | None = None  # the model's box2box_transform.apply_deltas
 
     def class_logit(self, detections: Sequence[Detection]) -> torch.Tensor:
         if not detections:
@@ -86,9 +117,28 @@ class RetinaNetOutput:
         # RetinaNet's detection score is the sigmoid of the class logit.
         return self.class_probability(detections)
 
+    def box(self, detections: Sequence[Detection]) -> torch.Tensor:
+        if not self.deltas or not self.anchors or self.decode is None:
+            raise KitError("this RetinaNet output kept no box regression; the box targets cannot read it")
+        if not detections:
+            return self.deltas[0].new_zeros((0, 4))
+        deltas = torch.stack([self.deltas[int(d.level or 0)][d.image_index, d.row] for d in detections])
+        anchors = torch.stack([self.anchors[int(d.level or 0)][d.row] for d in detections])
+        return self.decode(deltas, anchors)
+
+    def objectness(self, detections: Sequence[Detection]) -> torch.Tensor:
+        raise _no_objectness()
+
+    def class_probabilities(self, detections: Sequence[Detection]) -> torch.Tensor:
+        if not detections:
+            return self.logits[0].new_zeros((0, self.logits[0].shape[-1]))
+        rows = [self.logits[int(d.level or 0)][d.image_index, d.row] for d in detections]
+        return torch.sigmoid(torch.stack(rows))
+
 
 def _per_anchor(logits: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """(B, A x K, H, W) -> (B, H x W x A, K): detectron2's ``_transpose_dense_predictions`` layout."""
+    """(B, A x K, H, W) -> (B, H x W x A, K): detectron2's ``_transpose_dense_predictions`` layout
+    (also the box regression, with K = 4)."""
     b, _, h, w = logits.shape
     return logits.view(b, -1, num_classes, h, w).permute(0, 3, 4, 1, 2).reshape(b, -1, num_classes)
 
@@ -183,9 +233,9 @@ class Detectron2Adapter:
         return images, boxes
 
     @contextmanager
-    def _capture_box_logits(self, store: list[torch.Tensor]) -> Iterator[None]:
+    def _capture_box_predictions(self, store: list[tuple[torch.Tensor, torch.Tensor]]) -> Iterator[None]:
         def hook(module: nn.Module, inputs: Any, output: Any) -> None:
-            store.append(output[0])
+            store.append((output[0], output[1]))
 
         handle = self._net.roi_heads.box_predictor.register_forward_hook(hook)
         try:
@@ -201,10 +251,16 @@ class Detectron2Adapter:
             predictions = model.head(levels)
             instances = model.forward_inference(images, levels, predictions)
             logits = [_per_anchor(x, self.num_classes) for x in predictions[0]]
-            return RetinaNetOutput(logits=logits, instances=instances)
+            return RetinaNetOutput(
+                logits=logits,
+                instances=instances,
+                deltas=[_per_anchor(x, 4) for x in predictions[1]],
+                anchors=[a.tensor for a in model.anchor_generator(levels)],
+                decode=model.box2box_transform.apply_deltas,
+            )
         proposals, _ = model.proposal_generator(images, features, None)
-        captured: list[torch.Tensor] = []
-        with self._capture_box_logits(captured):
+        captured: list[tuple[torch.Tensor, torch.Tensor]] = []
+        with self._capture_box_predictions(captured):
             instances, _ = model.roi_heads(images, features, proposals, None)
         if len(captured) != 1:
             raise KitError(
@@ -212,8 +268,16 @@ class Detectron2Adapter:
                 "the adapter explains single-stage box heads (Faster R-CNN)"
             )
         offsets = tuple(int(v) for v in np.cumsum([0] + [len(p) for p in proposals[:-1]]))
+        box_logits, box_deltas = captured[0]
         return RcnnOutput(
-            logits=captured[0], offsets=offsets, instances=instances, features=features, proposals=proposals
+            logits=box_logits,
+            offsets=offsets,
+            instances=instances,
+            features=features,
+            proposals=proposals,
+            deltas=box_deltas,
+            boxes=torch.cat([p.proposal_boxes.tensor for p in proposals]),
+            decode=model.roi_heads.box_predictor.box2box_transform.apply_deltas,
         )
 
     # ---- exact gradients without a backward through every proposal -------------------------
@@ -230,13 +294,14 @@ class Detectron2Adapter:
         pooled: torch.Tensor = pooler(features, [boxes])
         return pooled
 
-    def _box_logits(self, pooled: torch.Tensor) -> torch.Tensor:
-        """Class logits of pooled proposals: box head (FPN) or res5 and the spatial mean (C4)."""
+    def _box_predictions(self, pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Class logits and box regression of pooled proposals: box head (FPN) or res5 and the
+        spatial mean (C4), then the box predictor."""
         heads = self._net.roi_heads
         # StandardROIHeads: box_head; Res5ROIHeads: what _shared_roi_transform does after its pooler.
         x = heads.box_head(pooled) if hasattr(heads, "box_head") else heads.res5(pooled).mean(dim=[2, 3])
-        logits: torch.Tensor = heads.box_predictor(x)[0]
-        return logits
+        logits, deltas = heads.box_predictor(x)[:2]
+        return logits, deltas
 
     def _local_gradients(
         self,
@@ -280,7 +345,15 @@ class Detectron2Adapter:
             boxes = output.proposals[b].proposal_boxes[rows]
             with torch.enable_grad():
                 pooled = self._pool(maps, boxes).detach().requires_grad_(True)
-                local = RcnnOutput(logits=self._box_logits(pooled), offsets=(0,), instances=[])
+                logits, deltas = self._box_predictions(pooled)
+                local = RcnnOutput(
+                    logits=logits,
+                    offsets=(0,),
+                    instances=[],
+                    deltas=deltas,
+                    boxes=boxes.tensor,
+                    decode=self._net.roi_heads.box_predictor.box2box_transform.apply_deltas,
+                )
                 scores = target(
                     local, [replace(chunk[j], image_index=0, row=k) for k, j in enumerate(picked)]
                 )

@@ -88,6 +88,20 @@ class YoloOutput:
             return self.pred[b, r, 4]
         return self.pred[b, r, 4] * self.pred[b, r, 5 + c]
 
+    def box(self, detections: Sequence[Detection]) -> torch.Tensor:
+        b, r, _ = self._index(detections)
+        xywh = self.pred[b, r, :4]
+        half = xywh[:, 2:] / 2
+        return torch.cat([xywh[:, :2] - half, xywh[:, :2] + half], dim=1)
+
+    def objectness(self, detections: Sequence[Detection]) -> torch.Tensor:
+        b, r, _ = self._index(detections)
+        return self.pred[b, r, 4]
+
+    def class_probabilities(self, detections: Sequence[Detection]) -> torch.Tensor:
+        b, r, _ = self._index(detections)
+        return self.pred[b, r, 5:]
+
 
 def _head(model: nn.Module) -> Any:
     layers = getattr(model, "model", None)
@@ -132,6 +146,7 @@ class YoloAdapter:
         # Local: the layers that feed only the head, where the gradient through the head is the
         # whole gradient. Route seeds: the head's inputs, through the head alone.
         self.capabilities = Capabilities(
+            objectness=True,
             local_gradients=partial(self._through_head, only_head=True),
             score_route=ScoreRoute(
                 layers={str(index): seq[index] for index in self._head_sources()},
@@ -311,8 +326,15 @@ class YoloAdapter:
         crop = activation.detach()[b, :, gy, gx][:, :, None, None].requires_grad_(True)
         raw = self._head_level(level, crop).view(len(mine), int(self.head.na), -1)
         raw = raw[torch.arange(len(mine), device=raw.device), a]  # (m, 5 + nc)
+        y = raw.sigmoid()
+        # Detect's decoding of the cell (v5-style: xy = (2 s - 0.5 + cell) stride, wh = (2 s)^2 anchor)
+        stride = self.head.stride[level].to(y)
+        cell = torch.stack([gx, gy], dim=1).to(y)
+        anchor = (self.head.anchors[level].to(y) * stride)[a]  # anchors are kept in grid units
+        xy = (y[:, :2] * 2 - 0.5 + cell) * stride
+        wh = (y[:, 2:4] * 2) ** 2 * anchor
         local = YoloOutput(
-            pred=torch.cat([raw[:, :4], raw[:, 4:].sigmoid()], dim=1)[:, None],
+            pred=torch.cat([xy, wh, y[:, 4:]], dim=1)[:, None],
             logits=raw[:, 5:][:, None],
             level_sizes=(1,),
         )

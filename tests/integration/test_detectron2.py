@@ -149,8 +149,15 @@ RECOMPUTE = """
                     per_anchor = per_anchor.reshape(n, -1, model.num_classes)
                     recomputed.append(float(per_anchor[d.image_index, d.row, d.class_id].sigmoid()))
             target = out.score(dets).tolist()
+            # the box target's decoded boxes, clipped as detectron2 clips, are the kept boxes
+            decoded = out.box(dets)
+            for k, d in enumerate(dets):
+                h, w = images.image_sizes[d.image_index]
+                decoded[k, 0::2] = decoded[k, 0::2].clamp(0, w)
+                decoded[k, 1::2] = decoded[k, 1::2].clamp(0, h)
         return {"scores": [d.score for d in dets], "recomputed": recomputed, "target": target,
-                "images": sorted({d.image_index for d in dets}), "levels": [d.level for d in dets]}
+                "images": sorted({d.image_index for d in dets}), "levels": [d.level for d in dets],
+                "boxes": [list(d.box_xyxy) for d in dets], "decoded": decoded.tolist()}
 
     image = cv2.imread(sys.argv[1])
     print(json.dumps([check(c, w, image) for c, w in zip(sys.argv[2::2], sys.argv[3::2])]))
@@ -179,7 +186,7 @@ LOCAL_EQUALS_FULL = """
     images, _ = adapter.preprocess([cv2.imread(sys.argv[3])])
     # the pooled maps (local gradients) and backbone layers below them (the score route)
     layers = adapter.resolve_layers(adapter.default_layers() + ["backbone.bottom_up.res4"])
-    for name in ("class-prob",):
+    for name in ("class-prob", "box"):
         runs = [explain(forward=lambda: adapter.forward(images), detect=adapter.detect, layers=layers,
                         target=TARGETS[name], methods=[METHODS["gradcam"]], model=model,
                         capabilities=capabilities)
@@ -255,6 +262,7 @@ def test_recorded_index_gives_back_the_detection_score(
         assert found["images"] == [0, 1] and len(found["scores"]) == 12, key
         np.testing.assert_allclose(found["recomputed"], found["scores"], rtol=1e-4, atol=1e-6, err_msg=key)
         np.testing.assert_allclose(found["target"], found["scores"], rtol=1e-4, atol=1e-6, err_msg=key)
+        np.testing.assert_allclose(found["decoded"], found["boxes"], rtol=1e-4, atol=1e-3, err_msg=key)
         if key == "retinanet":
             assert None not in found["levels"], key
 

@@ -204,7 +204,11 @@ LOCAL_EQUALS_GENERAL = """
                           img_size=320, conf_thres=0.0001, iou_thres=0.45, max_det=8)
     batch, _ = adapter.preprocess([cv2.imread("inference/images/horses.jpg")])
     layers = adapter.resolve_layers(adapter.default_layers() + ["14", "28"])  # head inputs, deep
-    for target in ("class-logit", "score"):
+    with torch.no_grad():  # the box target reads the very boxes NMS kept
+        out = adapter.forward(batch)
+        dets = adapter.detect(out)
+        torch.testing.assert_close(out.box(dets), torch.tensor([d.box_xyxy for d in dets]))
+    for target in ("class-logit", "score", "box", "objectness"):
         common = dict(forward=lambda: adapter.forward(batch), detect=adapter.detect, layers=layers,
                       target=TARGETS[target], methods=list(METHODS.values()), model=model)
         fast = explain(**common, capabilities=adapter.capabilities)

@@ -31,6 +31,9 @@ class Detect(nn.Module):
         self.nc, self.no, self.na, self.nl = nc, nc + 5, na, len(ch)
         self.stride = torch.tensor([4.0, 8.0])
         self.m = nn.ModuleList(nn.Conv2d(c, self.no * na, 1) for c in ch)
+        # anchors in grid units, as Model.__init__ leaves them (pixels / stride); one pair per anchor
+        pixels = torch.tensor([[[6.0, 9.0], [12.0, 5.0]], [[20.0, 14.0], [9.0, 30.0]]])[: self.nl, :na]
+        self.register_buffer("anchors", pixels / self.stride[: self.nl].view(-1, 1, 1))
 
     def forward(self, x: list[torch.Tensor]) -> tuple:
         z, logits = [], []
@@ -43,7 +46,7 @@ class Detect(nn.Module):
             yv, xv = torch.meshgrid(torch.arange(ny), torch.arange(nx), indexing="ij")
             grid = torch.stack((xv, yv), 2).view(1, 1, ny, nx, 2).float()
             xy = (y[..., 0:2] * 2 - 0.5 + grid) * self.stride[i]
-            wh = (y[..., 2:4] * 2) ** 2 * 8
+            wh = (y[..., 2:4] * 2) ** 2 * (self.anchors[i] * self.stride[i]).view(1, self.na, 1, 1, 2)
             z.append(torch.cat((xy, wh, y[..., 4:]), 4).view(bs, -1, self.no))
         out = (torch.cat(z, 1), x)
         return (*out, torch.cat(logits, 1)) if self.return_logits else out
