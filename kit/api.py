@@ -24,6 +24,7 @@ from kit.images import list_sources, printable
 from kit.labels import load_labels
 from kit.loaders import Loaded, find_checkout, use_checkout
 from kit.methods import CamMethod, get_method
+from kit.missed import MissedFinder
 from kit.options import ArgumentError, check_positive, parse_layers
 from kit.outputs import RunWriter, is_complete, plan_stems, stem_of
 from kit.progress import Progress
@@ -219,6 +220,7 @@ class Explainer:
         labels: PathLike | None = None,
         eval_curves: int = DEFAULT_CURVES,
         eval_steps: int = DEFAULT_STEPS,
+        explain_missed: bool = False,
         resume: bool = False,
     ) -> RunResult:
         """Explain ``source`` as :meth:`explain` does, into the run folder ``out_dir`` (written into as
@@ -228,6 +230,9 @@ class Explainer:
         labels: the images' ground truth (a folder of YOLO ``<stem>.txt`` or a COCO ``.json``):
             PG, EBPG and deletion/insertion of the matched detections into ``eval.json``
             (``--eval``), with ``eval_curves`` curves of ``eval_steps`` steps.
+        explain_missed: with ``labels``, every ground-truth object no detection matched gets its best
+            pre-NMS candidate explained for its class and a ``why`` (:mod:`kit.missed`): the
+            manifest's ``missed`` per image, overlays ``<stem>/missed<id>_<layer>.jpg``.
         resume: ``out_dir`` holds a run made with the same settings (refused, listing the
             differences, otherwise; a folder that is not a run is refused and left as it is):
             images whose record and files are complete are skipped, the others explained. Implied
@@ -249,6 +254,12 @@ class Explainer:
             batch_size=batch_size,
         )
         evaluator = None
+        if explain_missed and labels is None:
+            raise ArgumentError("explain_missed needs the labels (--eval LABELS) to know what was missed")
+        if explain_missed and self.adapter.capabilities.candidates is None:
+            raise ArgumentError(
+                f"{self.upstream}'s adapter does not list its candidates; it cannot explain_missed"
+            )
         if labels is not None:  # read (and check) the labels before any image is explained
             if eval_curves < 0:
                 raise ArgumentError(f"eval_curves must be 0 (no curves) or more, got {eval_curves}")
@@ -264,6 +275,9 @@ class Explainer:
                 steps=eval_steps,
                 batch_size=batch_size,
             )
+        finder = None
+        if explain_missed and evaluator is not None:
+            finder = MissedFinder(evaluator.labels, self.adapter.capabilities.candidates)
         group = distributed.join(cuda=lambda: self.on_cuda)
         out = Path(out_dir)
         resume = resume or (distributed.restarted() and (out / journal.MANIFEST).is_file())
@@ -285,6 +299,7 @@ class Explainer:
                     **self.settings,
                     **self.fingerprint(),
                     "target_class": _chosen(plan.target),
+                    "explain_missed": explain_missed,
                     "fuse": fuse,
                     "batch_size": batch_size,
                 },
@@ -334,6 +349,7 @@ class Explainer:
                     on_image=None if evaluator is None else evaluate,
                     indices=mine,
                     log_level=logging.DEBUG if group.active else logging.INFO,
+                    finder=finder,
                 )
                 run_writer.close_part()
                 distributed.barrier(group)  # every rank's records are on disk

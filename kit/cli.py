@@ -109,6 +109,12 @@ def add_kit_arguments(parser: argparse.ArgumentParser, *, default_method: str = 
         help=f"steps of a deletion/insertion curve (default {DEFAULT_STEPS})",
     )
     group.add_argument(
+        "--explain-missed",
+        action="store_true",
+        help="with --eval: every ground-truth object no detection matched gets its best pre-NMS "
+        "candidate explained for its class, and why it was not kept (manifest 'missed')",
+    )
+    group.add_argument(
         "--audit",
         action="store_true",
         help="after the run (and --eval): per class, where the maps lie against their boxes and the "
@@ -152,6 +158,10 @@ def check_kit_arguments(opt: argparse.Namespace) -> None:
             f"--eval-curves must be 0 (no deletion/insertion curves) or more, got {opt.eval_curves}"
         )
     check_positive("--eval-steps", opt.eval_steps, what="steps")
+    if getattr(opt, "explain_missed", False) and getattr(opt, "eval", None) is None:
+        raise ArgumentError(
+            "--explain-missed needs --eval LABELS: the ground truth says which objects were missed"
+        )
 
 
 def size_of(opt: argparse.Namespace, size_flag: str) -> int | list[int] | None:
@@ -258,6 +268,7 @@ def explain_sources(
         labels=getattr(opt, "eval", None),
         eval_curves=opt.eval_curves,
         eval_steps=opt.eval_steps,
+        explain_missed=bool(getattr(opt, "explain_missed", False)),
         resume=resumed(opt),
     )
     if result.eval_table is not None:

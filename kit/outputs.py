@@ -45,8 +45,8 @@ from kit import journal
 from kit.errors import OutputError, ShapeError
 from kit.images import printable
 from kit.maps import energy_in_box, normalize
-from kit.render import summary
-from kit.results import DetectionResult, draw_overlay
+from kit.render import MISSED_COLOR, draw_dashed_box, overlay, summary
+from kit.results import DetectionResult, MissedResult, draw_overlay
 
 LOG = logging.getLogger("kit")
 PathLike = Union[str, Path]
@@ -122,13 +122,36 @@ class ImageRecord:
     error: Optional[str]
     summary: Optional[str] = None
     maps_file: Optional[str] = None
+    missed: Optional[list[MissedRecord]] = None  # --explain-missed only
 
     def to_json(self) -> dict[str, Any]:
-        """The manifest entry: like ``asdict`` but maps keyed by layer name."""
+        """The manifest entry: like ``asdict`` but maps keyed by layer name (``missed`` only when
+        the run explains missed objects)."""
         out = asdict(self)
         for det, rec in zip(out["detections"], self.detections):
-            det["maps"] = {m.layer: {k: v for k, v in asdict(m).items() if k != "layer"} for m in rec.maps}
+            det["maps"] = _maps_json(rec.maps)
+        if self.missed is None:
+            del out["missed"]
+            return out
+        for one, rec_ in zip(out["missed"], self.missed):
+            one["candidate"]["maps"] = _maps_json(rec_.maps)
+            del one["maps"]
         return out
+
+
+@dataclass
+class MissedRecord:
+    """A ground-truth object no detection matched, and its best candidate (``--explain-missed``)."""
+
+    gt_box: list[float]
+    class_id: int
+    class_name: str
+    candidate: dict[str, Any]  # box, score, iou, why (+ suppressed_by, other_class, detection), level
+    maps: list[MapRecord] = field(default_factory=list)  # written into candidate["maps"]
+
+
+def _maps_json(maps: Sequence[MapRecord]) -> dict[str, Any]:
+    return {m.layer: {k: v for k, v in asdict(m).items() if k != "layer"} for m in maps}
 
 
 def safe_stem(name: str) -> str:
@@ -312,6 +335,7 @@ class RunWriter:
         source: PathLike,
         image_bgr: np.ndarray,
         detections: Sequence[DetectionResult],
+        missed: Sequence[MissedResult] | None = None,
         index: int | None = None,
         commit: bool = True,
     ) -> ImageRecord:
@@ -326,12 +350,18 @@ class RunWriter:
         """
         height, width = image_bgr.shape[:2]
         _check_maps(source, detections, (height, width))  # before any file is written
+        _check_maps(source, missed or (), (height, width), what="missed object")
         planned = self._stems is not None and index is not None
         stem = self._stems[index] if planned else self._unique_stem(Path(source))  # type: ignore[index]
         written: list[Path] = []
         try:
             record = self._write_files(
-                stem=stem, source=source, image_bgr=image_bgr, detections=detections, written=written
+                stem=stem,
+                source=source,
+                image_bgr=image_bgr,
+                detections=detections,
+                missed=missed,
+                written=written,
             )
         except BaseException:
             self._remove(written, folder=self.out_dir / stem)
@@ -350,10 +380,14 @@ class RunWriter:
         source: PathLike,
         image_bgr: np.ndarray,
         detections: Sequence[DetectionResult],
+        missed: Sequence[MissedResult] | None,
         written: list[Path],
     ) -> ImageRecord:
         height, width = image_bgr.shape[:2]
         arrays: dict[str, np.ndarray] = {}
+        missed_records = (
+            None if missed is None else self._write_missed(stem, image_bgr, missed, arrays, written)
+        )
         tiles: list[tuple[np.ndarray | None, list[float], str]] = []
         records: list[DetectionRecord] = []
         for index, det in enumerate(detections):
@@ -396,7 +430,58 @@ class RunWriter:
             file=printable(source), width=width, height=height, detections=records, error=None,
             summary=self._write_jpeg(f"{stem}_summary.jpg", sheet, written),
             maps_file=self._write_npz(f"maps/{stem}.npz", arrays, written) if arrays else None,
+            missed=missed_records,
         )  # fmt: skip
+
+    def _write_missed(
+        self,
+        stem: str,
+        image_bgr: np.ndarray,
+        missed: Sequence[MissedResult],
+        arrays: dict[str, np.ndarray],
+        written: list[Path],
+    ) -> list[MissedRecord]:
+        """Overlays ``<stem>/missed<id>_<layer>.jpg`` (the ground-truth box dashed, the candidate's
+        box solid) and arrays ``missed<id>_<layer>``; the records of the manifest's ``missed``."""
+        records = []
+        for m in missed:
+            candidate: dict[str, Any] = {
+                "box": list(m.box_xyxy),
+                "score": m.score,
+                "iou": m.iou,
+                "why": m.why,
+                "level": m.level,
+            }
+            if m.why == "suppressed":
+                candidate["suppressed_by"] = m.suppressed_by
+            if m.why == "other_class":
+                candidate["other_class"] = m.other_class
+                candidate["other_class_name"] = m.other_class_name
+            if m.why == "mislocalized":
+                candidate["detection"] = m.detection
+            record = MissedRecord(
+                gt_box=list(m.gt_box_xyxy), class_id=m.class_id, class_name=m.class_name, candidate=candidate
+            )
+            for layer in [la for la in self.layers if la in m.maps] + [
+                la for la in m.maps if la not in self.layers
+            ]:
+                cam = m.maps[layer]
+                if cam is None:
+                    record.maps.append(
+                        MapRecord(layer=layer, overlay=None, energy_in_box=None, no_gradient=True)
+                    )
+                    continue
+                key = f"missed{m.id}_{self._safe_layer(layer)}"
+                rel = f"{stem}/{key}.jpg"
+                label = m.label() + (f" {layer}" if len(self.layers) > 1 else "")
+                picture = overlay(image_bgr, cam, box_xyxy=m.box_xyxy, label=label, color=MISSED_COLOR)
+                draw_dashed_box(picture, m.gt_box_xyxy, color=MISSED_COLOR)
+                self._write_jpeg(rel, picture, written)
+                energy = round(energy_in_box(cam, m.gt_box_xyxy), 6)  # on the object, not the candidate
+                record.maps.append(MapRecord(layer=layer, overlay=rel, energy_in_box=energy, key=key))
+                arrays[key] = cam.astype(np.float16)
+            records.append(record)
+        return records
 
     def add_error(self, source: PathLike, message: str, *, index: int | None = None) -> ImageRecord:
         """Record an image that could not be explained; the run goes on."""
@@ -673,6 +758,9 @@ def is_complete(record: Mapping[str, Any], out_dir: Path) -> bool:
     files = [record.get("summary"), record.get("maps_file")]
     for det in record.get("detections") or []:
         files += [m.get("overlay") for m in (det.get("maps") or {}).values() if isinstance(m, Mapping)]
+    for one in record.get("missed") or []:
+        maps = (one.get("candidate") or {}).get("maps") or {} if isinstance(one, Mapping) else {}
+        files += [m.get("overlay") for m in maps.values() if isinstance(m, Mapping)]
     return all((out_dir / f).is_file() for f in files if isinstance(f, str))
 
 
@@ -830,16 +918,22 @@ class RunLock:
         return False
 
 
-def _check_maps(source: PathLike, detections: Sequence[DetectionResult], hw: tuple[int, int]) -> None:
+def _check_maps(
+    source: PathLike,
+    detections: Sequence[DetectionResult | MissedResult],
+    hw: tuple[int, int],
+    *,
+    what: str = "detection",
+) -> None:
     """Unique detection ids, and maps at the original size."""
     ids = [d.id for d in detections]
     if len(set(ids)) != len(ids):
-        raise OutputError(f"detection ids of {source} are not unique: {ids}")
+        raise OutputError(f"{what} ids of {source} are not unique: {ids}")
     for det in detections:
         for layer, cam in det.maps.items():
             if cam is not None and cam.shape != hw:
                 raise ShapeError(
-                    f"map {layer!r} of detection {det.id} of {source} is {cam.shape}, expected the "
+                    f"map {layer!r} of {what} {det.id} of {source} is {cam.shape}, expected the "
                     f"original size {hw}; bring it back with kit.maps.to_original"
                 )
 

@@ -25,6 +25,7 @@ PALETTE: tuple[Color, ...] = (
     (75, 86, 140), (194, 119, 227), (127, 127, 127), (34, 189, 188), (207, 190, 23),
 )  # fmt: skip
 OUTLINE: Color = (0, 0, 0)
+MISSED_COLOR: Color = (255, 255, 255)  # a missed object's ground truth and candidate (--explain-missed)
 
 
 def color_for(index: int) -> Color:
@@ -126,6 +127,25 @@ def draw_box(image: np.ndarray, box_xyxy: Box, *, label: str, color: Color) -> N
         image, label, (left + pad, top + pad + th), cv2.FONT_HERSHEY_SIMPLEX, scale,
         _text_color(color), max(1, thick - 1), cv2.LINE_AA,
     )  # fmt: skip
+
+
+def draw_dashed_box(image: np.ndarray, box_xyxy: Box, *, color: Color, dash: int = 0) -> None:
+    """Draw a dashed, outlined box in place (a ground-truth box beside a solid detection box)."""
+    h, w = image.shape[:2]
+    _, thick = text_style(image.shape[:2])
+    dash = dash or max(4, 4 * thick)
+    x1, y1, x2, y2 = (float(v) for v in np.asarray(box_xyxy, dtype=np.float64).reshape(4))
+    a, b = _clip(round(x1), w), _clip(round(x2) - 1, w)
+    c, d = _clip(round(y1), h), _clip(round(y2) - 1, h)
+    sides = [((a, c), (b, c)), ((b, c), (b, d)), ((b, d), (a, d)), ((a, d), (a, c))]
+    for width, colour in ((thick + 2, OUTLINE), (thick, color)):
+        for (px, py), (qx, qy) in sides:
+            length = max(abs(qx - px), abs(qy - py))
+            for start in range(0, length + 1, 2 * dash):
+                end = min(length, start + dash)
+                p = (px + (qx - px) * start // max(1, length), py + (qy - py) * start // max(1, length))
+                q = (px + (qx - px) * end // max(1, length), py + (qy - py) * end // max(1, length))
+                cv2.line(image, p, q, colour, width)
 
 
 def draw_note(image: np.ndarray, text: str) -> None:

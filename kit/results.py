@@ -50,12 +50,44 @@ class DetectionResult:
 
 
 @dataclass(frozen=True)
+class MissedResult:
+    """A ground-truth object no kept detection matched (``--explain-missed``), in the image's pixels.
+
+    ``box_xyxy``, ``score`` (for the object's class) and ``iou`` are those of its best candidate,
+    the pre-NMS row or proposal that overlaps it most; ``why`` tells why it was not kept
+    (:data:`kit.missed.REASONS`), with ``suppressed_by`` / ``detection`` (ids of kept detections)
+    and ``other_class`` where they apply. ``maps`` hold the candidate's maps for the object's
+    class as a detection's do (empty for ``no_candidate``).
+    """
+
+    id: int
+    gt_box_xyxy: tuple[float, float, float, float]
+    class_id: int
+    class_name: str
+    box_xyxy: tuple[float, float, float, float]
+    score: float
+    iou: float
+    why: str
+    level: Optional[int]
+    maps: Mapping[str, Optional[np.ndarray]]
+    suppressed_by: Optional[int] = None
+    other_class: Optional[int] = None
+    other_class_name: Optional[str] = None
+    detection: Optional[int] = None
+
+    def label(self) -> str:
+        """The text drawn beside the candidate's box."""
+        return f"missed {self.class_name} {self.score:.2f} {self.why.replace('_', ' ')}"
+
+
+@dataclass(frozen=True)
 class ImageResult:
     """One image: its size, its detections, or the error that stopped it.
 
     ``file`` is the path as given (``array<i>`` for the i-th image passed as an array), ``layers``
     the explained layers (without ``fused``), ``image`` the BGR uint8 picture that was explained
-    (None when it could not be read). A failed image has ``error`` and no detections.
+    (None when it could not be read). A failed image has ``error`` and no detections. ``missed``
+    (``--explain-missed`` only): the image's ground-truth objects no detection matched.
     """
 
     file: str
@@ -65,6 +97,9 @@ class ImageResult:
     layers: tuple[str, ...]
     image: Optional[np.ndarray] = None
     error: Optional[str] = None
+    missed: Optional[tuple[MissedResult, ...]] = (
+        None  # with --explain-missed: the objects no detection matched
+    )
 
     def overlay(self, detection: DetectionResult | int, layer: str) -> np.ndarray:
         """The picture the run folder holds as ``<stem>/det<id>_<layer>.jpg``: the map as a heatmap

@@ -24,14 +24,17 @@ import numpy as np
 from torch import nn
 
 from kit.adapters.base import Adapter
+from kit.detections import Detection
 from kit.engine import Explanation, explain
 from kit.errors import KitError
 from kit.fusion import fuse_reached
 from kit.images import printable, read_image
+from kit.labels import GroundTruth
 from kit.maps import Letterbox, boxes_to_original, normalize, to_original
 from kit.methods import CamMethod
+from kit.missed import MissedFinder, MissedObject
 from kit.outputs import RunWriter
-from kit.results import FUSED, DetectionResult, ImageResult
+from kit.results import FUSED, DetectionResult, ImageResult, MissedResult
 from kit.targets import DetectorOutput, Target
 
 LOG = logging.getLogger("kit")
@@ -47,16 +50,31 @@ def explain_batch(
     target: Target,
     methods: Sequence[CamMethod],
     chunk_size: int = 32,
-) -> tuple[Explanation, list[Letterbox]]:
-    """One forward for the batch, then every detection at every layer with every method."""
+    finder: MissedFinder | None = None,
+    truths: Sequence[GroundTruth | None] = (),
+) -> tuple[Explanation, list[Letterbox], list[MissedObject]]:
+    """One forward for the batch, then every detection at every layer with every method.
+
+    With ``finder`` (``--explain-missed``) and each image's ground truth (``truths``), the best
+    candidate of every object no detection matched is explained with them, after the kept
+    detections in ``explanation.detections``; the missed objects are returned in that order.
+    """
     batch, letterboxes = adapter.preprocess(images)
+    missed: list[MissedObject] = []
 
     def forward() -> DetectorOutput:
         return adapter.forward(batch)
 
+    def detect(output: DetectorOutput) -> list[Detection]:
+        kept = adapter.detect(output)
+        if finder is None:
+            return kept
+        missed.extend(finder.find(output, kept, list(zip(truths, letterboxes))))
+        return kept + [m.detection for m in missed if m.detection is not None]
+
     explanation = explain(
         forward=forward,
-        detect=adapter.detect,
+        detect=detect,
         layers=layers,
         target=target,
         methods=methods,
@@ -64,7 +82,7 @@ def explain_batch(
         chunk_size=chunk_size,
         capabilities=adapter.capabilities,
     )
-    return explanation, letterboxes
+    return explanation, letterboxes, missed
 
 
 def to_image_result(
@@ -78,20 +96,25 @@ def to_image_result(
     file: str = "",
     image: np.ndarray | None = None,
     fuse: bool = False,
+    missed: Sequence[MissedObject] | None = None,
 ) -> ImageResult:
     """Select one image's detections; boxes and maps back in the original pixels, normalized.
 
-    ``layers`` (default: every layer explained) is what the result names as its layers.
+    ``layers`` (default: every layer explained) is what the result names as its layers. ``missed``
+    (``--explain-missed``): the batch's missed objects, whose candidates follow the kept
+    detections in ``explanation.detections``; this image's become the result's ``missed``.
 
     With ``fuse``, each detection also gets a map under the layer name ``fused``: the maps of the
     layers its gradient reached, fused as pytorch-grad-cam does (:func:`kit.fusion.fuse_layers`).
     """
-    picked = [(k, d) for k, d in enumerate(explanation.detections) if d.image_index == image_index]
+    candidates = sum(1 for m in missed or () if m.detection is not None)
+    kept = len(explanation.detections) - candidates
+    picked = [(k, d) for k, d in enumerate(explanation.detections[:kept]) if d.image_index == image_index]
     boxes = boxes_to_original(
         np.array([d.box_xyxy for _, d in picked], dtype=np.float32).reshape(-1, 4), letterbox
     )
-    detections: list[DetectionResult] = []
-    for det_id, ((k, d), box) in enumerate(zip(picked, boxes)):
+
+    def maps_of(k: int) -> dict[str, np.ndarray | None]:
         maps: dict[str, np.ndarray | None] = {}
         for layer, cams in explanation.cams[method].items():
             if bool(explanation.no_gradient[layer][k]):
@@ -100,6 +123,11 @@ def to_image_result(
                 maps[layer] = normalize(to_original(cams[k], letterbox))
         if fuse:
             maps[FUSED] = fuse_reached(list(maps.values()))
+        return maps
+
+    detections: list[DetectionResult] = []
+    for det_id, ((k, d), box) in enumerate(zip(picked, boxes)):
+        maps = maps_of(k)
         x1, y1, x2, y2 = (round(float(v), 2) for v in box)
         detections.append(
             DetectionResult(
@@ -120,7 +148,49 @@ def to_image_result(
         detections=tuple(detections),
         layers=tuple(explanation.cams[method] if layers is None else layers),
         image=image,
+        missed=None if missed is None else _missed_results(missed, image_index, kept, names, maps_of),
     )
+
+
+def _missed_results(
+    missed: Sequence[MissedObject],
+    image_index: int,
+    kept: int,
+    names: Sequence[str],
+    maps_of: Callable[[int], dict[str, np.ndarray | None]],
+) -> tuple[MissedResult, ...]:
+    """One image's missed objects, each with its candidate's maps (its row ``kept + j`` for the
+    j-th explained candidate of the batch)."""
+
+    def name(class_id: int) -> str:
+        return names[class_id] if 0 <= class_id < len(names) else str(class_id)
+
+    out: list[MissedResult] = []
+    position = kept
+    for m in missed:
+        row = position if m.detection is not None else None
+        position += m.detection is not None
+        if m.image_index != image_index:
+            continue
+        out.append(
+            MissedResult(
+                id=len(out),
+                gt_box_xyxy=m.gt_box,
+                class_id=m.class_id,
+                class_name=name(m.class_id),
+                box_xyxy=m.box,
+                score=round(m.score, 5),
+                iou=m.iou,
+                why=m.why,
+                level=None if m.detection is None else m.detection.level,
+                maps={} if row is None else maps_of(row),
+                suppressed_by=m.suppressed_by,
+                other_class=m.other_class,
+                other_class_name=None if m.other_class is None else name(m.other_class),
+                detection=m.kept_id,
+            )
+        )
+    return tuple(out)
 
 
 def source_path(source: Source, position: int) -> Path:
@@ -137,11 +207,13 @@ def explain_images(
     method: CamMethod,
     batch_size: int = 1,
     fuse: bool = False,
+    finder: MissedFinder | None = None,
 ) -> Iterator[tuple[Path, ImageResult]]:
     """Explain each source image in turn; yield its name (:func:`source_path`) and its result.
 
     An image that cannot be read or explained is yielded with its ``error`` (and logged); the
     others go on. ``fuse`` adds a fused multi-layer map per detection (layer name ``fused``).
+    ``finder`` (``--explain-missed``) adds each image's missed objects, explained.
     """
     modules = adapter.resolve_layers(layers)
     names = tuple(layers)
@@ -151,8 +223,15 @@ def explain_images(
         if not batch:
             return
         try:
-            explanation, letterboxes = explain_batch(
-                adapter, [image for _, image in batch], layers=modules, target=target, methods=[method]
+            truths = [] if finder is None else [finder.ground_truth(p, im.shape[:2]) for p, im in batch]
+            explanation, letterboxes, missed = explain_batch(
+                adapter,
+                [image for _, image in batch],
+                layers=modules,
+                target=target,
+                methods=[method],
+                finder=finder,
+                truths=truths,
             )
         except Exception as error:
             if len(batch) > 1:  # find the image that broke it; the others are explained one by one
@@ -176,6 +255,7 @@ def explain_images(
                     file=printable(source),
                     image=image,
                     fuse=fuse,
+                    missed=None if finder is None else missed,
                 )
             except Exception as error:
                 yield failed(source, failure("could not map back the results of", source, error, image=image))
@@ -222,6 +302,7 @@ def run(
     on_image: Callable[[Path, np.ndarray, ImageResult], Mapping[str, Any] | None] | None = None,
     indices: Sequence[int] | None = None,
     log_level: int = logging.INFO,
+    finder: MissedFinder | None = None,
 ) -> int:
     """Explain every source image into ``writer``; return how many images failed.
 
@@ -248,6 +329,7 @@ def run(
             method=method,
             batch_size=batch_size,
             fuse=fuse,
+            finder=finder,
         )
         for index, (source, result) in zip(positions, results):
             write_result(writer, source, result, on_image=on_image, index=index, log_level=log_level)
@@ -279,7 +361,12 @@ def write_result(
         return
     try:
         record = writer.write_image(
-            source=source, image_bgr=result.image, detections=result.detections, index=index, commit=False
+            source=source,
+            image_bgr=result.image,
+            detections=result.detections,
+            missed=result.missed,
+            index=index,
+            commit=False,
         )
     except Exception as error:  # its partial files are removed by the writer
         message = failure("could not write the results of", source, error)

@@ -17,7 +17,7 @@ KIT = Path(__file__).resolve().parents[1] / "kit"
 SCRIPTS = KIT.parent / "scripts"
 
 CORE = ["engine", "methods", "targets", "fusion", "maps", "detections", "errors", "adapters"]
-EVALUATION = ["evaluate", "metrics", "labels"]
+EVALUATION = ["evaluate", "metrics", "labels", "missed"]
 RUN = ["runner", "outputs", "journal", "distributed", "progress", "cli", "api", "loaders", "checkpoints"]
 RUN_AND_EVAL = [*RUN, *EVALUATION, "render"]
 UPSTREAM_PACKAGES = {"models", "utils", "detectron2"}

@@ -58,6 +58,29 @@ class ScoreRoute:
 
 
 @dataclass(frozen=True)
+class Candidates:
+    """Every pre-NMS row, proposal or anchor of one image, as ``--explain-missed`` searches them.
+
+    ``boxes``: (N, 4) xyxy in input pixels (Faster R-CNN: regressed for the class asked for);
+    ``scores``: (N, K) the score the detector thresholds per class (no background); ``rows`` and
+    ``levels``: what a :class:`~kit.detections.Detection` of that candidate carries; ``threshold``:
+    the detector's score threshold; ``multi_label``: whether one row may be kept for several
+    classes (Faster R-CNN, RetinaNet) or only for its best class (YOLO's default NMS).
+    """
+
+    boxes: torch.Tensor
+    scores: torch.Tensor
+    rows: torch.Tensor
+    levels: torch.Tensor | None
+    threshold: float
+    multi_label: bool
+
+
+# (forward output, image index in the batch, class id) -> that image's candidates
+CandidateReader = Callable[[DetectorOutput, int, int], Candidates]
+
+
+@dataclass(frozen=True)
 class Capabilities:
     """What an adapter offers the engine beyond the general backward (all optional, all exact)."""
 
@@ -65,6 +88,7 @@ class Capabilities:
     score_route: ScoreRoute | None = None
     per_level_layers: bool = False
     objectness: bool = False  # its output has an objectness score (YOLO): --target objectness
+    candidates: CandidateReader | None = None  # every pre-NMS candidate: --explain-missed
 
 
 class Adapter(Protocol):

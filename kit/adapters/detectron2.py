@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from kit.adapters.base import Capabilities, ScoreRoute, named_module
+from kit.adapters.base import Candidates, Capabilities, ScoreRoute, named_module
 from kit.detections import Detection
 from kit.errors import KitError
 from kit.maps import Letterbox
@@ -184,9 +184,10 @@ class Detectron2Adapter:
             self.capabilities = Capabilities(
                 local_gradients=self._local_gradients,
                 score_route=ScoreRoute(layers=pooled, gradients=self._local_gradients),
+                candidates=self._candidates,
             )
         else:  # RetinaNet's head runs once per level; a detection's level names its run
-            self.capabilities = Capabilities(per_level_layers=True)
+            self.capabilities = Capabilities(per_level_layers=True, candidates=self._candidates)
 
     # ---- layers ------------------------------------------------------------------------
     def default_layers(self) -> list[str]:
@@ -368,6 +369,43 @@ class Detectron2Adapter:
                         if grad is not None:
                             grads[name][j] = grad[0]
         return grads
+
+    def _candidates(self, output: DetectorOutput, image_index: int, class_id: int) -> Candidates:
+        """Every proposal (Faster R-CNN: its box regressed for ``class_id``, clipped to the image as
+        detectron2 clips) or anchor (RetinaNet: decoded, at every level) of one image, with the
+        class scores the model thresholds."""
+        with torch.no_grad():
+            if isinstance(output, RcnnOutput):
+                start = output.offsets[image_index]
+                count = len(output.proposals[image_index])
+                rows = torch.arange(count)
+                picked = [
+                    Detection(
+                        image_index=image_index, box_xyxy=(0, 0, 0, 0), class_id=class_id, score=0.0, row=r
+                    )
+                    for r in range(count)
+                ]
+                boxes = output.box(picked).float()
+                h, w = output.proposals[image_index].image_size
+                boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w)
+                boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h)
+                scores = torch.softmax(output.logits[start : start + count].float(), dim=1)[:, :-1]
+                threshold = float(self._net.roi_heads.box_predictor.test_score_thresh)
+                return Candidates(boxes.cpu(), scores.cpu(), rows, None, threshold, multi_label=True)
+            if not isinstance(output, RetinaNetOutput) or output.decode is None:
+                raise KitError(f"the detectron2 adapter got a {type(output).__name__}, not its own output")
+            boxes_, scores_, rows_, levels_ = [], [], [], []
+            for level, (logits, deltas, anchors) in enumerate(
+                zip(output.logits, output.deltas, output.anchors)
+            ):
+                boxes_.append(output.decode(deltas[image_index].float(), anchors.float()).cpu())
+                scores_.append(torch.sigmoid(logits[image_index].float()).cpu())
+                rows_.append(torch.arange(len(anchors)))
+                levels_.append(torch.full((len(anchors),), level))
+            threshold = float(self._net.test_score_thresh)
+            return Candidates(
+                torch.cat(boxes_), torch.cat(scores_), torch.cat(rows_), torch.cat(levels_), threshold, True
+            )
 
     def detect(self, output: RcnnOutput | RetinaNetOutput) -> list[Detection]:
         """The model's own kept detections, with the proposal or level and anchor of each."""

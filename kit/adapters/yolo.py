@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from kit.adapters.base import Capabilities, LayerNotFoundError, ScoreRoute, named_module
+from kit.adapters.base import Candidates, Capabilities, LayerNotFoundError, ScoreRoute, named_module
 from kit.detections import Detection
 from kit.errors import KitError
 from kit.maps import Letterbox
@@ -147,6 +147,7 @@ class YoloAdapter:
         # whole gradient. Route seeds: the head's inputs, through the head alone.
         self.capabilities = Capabilities(
             objectness=True,
+            candidates=self._candidates,
             local_gradients=partial(self._through_head, only_head=True),
             score_route=ScoreRoute(
                 layers={str(index): seq[index] for index in self._head_sources()},
@@ -342,6 +343,25 @@ class YoloAdapter:
         (grad,) = torch.autograd.grad(target(local, rows).sum(), crop)
         grads[torch.tensor(mine, device=grads.device), :, gy, gx] = grad[:, :, 0, 0]
         return grads
+
+    def _candidates(self, output: DetectorOutput, image_index: int, class_id: int) -> Candidates:
+        """Every row of one image: its decoded box and objectness x class probability, which the
+        upstream's NMS thresholds (objectness alone for one-class models)."""
+        if not isinstance(output, YoloOutput):
+            raise KitError(f"the YOLO adapter got a {type(output).__name__}, not its own forward output")
+        pred = output.pred[image_index].detach().float()
+        xy, half = pred[:, :2], pred[:, 2:4] / 2
+        scores = pred[:, 4:5] if pred.shape[1] == 6 else pred[:, 4:5] * pred[:, 5:]
+        rows = torch.arange(len(pred))
+        bounds = torch.tensor(np.cumsum(output.level_sizes))
+        return Candidates(
+            boxes=torch.cat([xy - half, xy + half], dim=1).cpu(),
+            scores=scores.cpu(),
+            rows=rows,
+            levels=torch.searchsorted(bounds, rows, right=True),
+            threshold=self.conf_thres,
+            multi_label=False,
+        )
 
     def detect(self, output: YoloOutput) -> list[Detection]:
         """Kept detections of the upstream's own NMS, with the row each came from."""

@@ -236,7 +236,7 @@ def measure(
     samples: list[Sample] = []
     for index, path in enumerate(paths):
         image = read_image(path)
-        explanation, (letterbox,) = explain_batch(
+        explanation, (letterbox,), _ = explain_batch(
             adapter, [image], layers=modules, target=target, methods=methods
         )
         images.append(image)

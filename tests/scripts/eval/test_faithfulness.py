@@ -62,7 +62,7 @@ def test_randomized_maps_are_compared_with_the_trained_ones() -> None:
     modules = adapter.resolve_layers(["feat"])
     methods = [get_method("gradcam")]
     target = get_target("class-logit")
-    explanation, (letterbox,) = explain_batch(
+    explanation, (letterbox,), _ = explain_batch(
         adapter, [image], layers=modules, target=target, methods=methods
     )
     result = to_image_result(
