@@ -45,6 +45,7 @@ from kit.maps import boxes_to_original
 from kit.metrics import (
     DetectionArrays,
     box_iou,
+    box_iou_fn,
     deletion_insertion,
     energy_pointing_game,
     matching_score_fn,
@@ -154,8 +155,11 @@ class Evaluator:
         batch_size: int = 1,
         iou: float = MATCH_IOU,
         per_layer: bool = True,
+        box_deletion: bool = False,
     ) -> None:
-        """``per_layer=False`` measures only each detection's ``fused`` map (``make eval``'s layer sets)."""
+        """``per_layer=False`` measures only each detection's ``fused`` map (``make eval``'s layer sets).
+        ``box_deletion``: the curves also follow the detection's box (ODAM's box deletion,
+        :func:`kit.metrics.box_iou_fn`): ``box_deletion_auc``, lower is better."""
         if curves < 0 or steps < 1:
             raise EvalOptionError(
                 f"--eval-curves must be >= 0 and --eval-steps >= 1, got {curves} and {steps}"
@@ -169,6 +173,7 @@ class Evaluator:
         self.batch_size = batch_size
         self.iou = iou
         self.per_layer = per_layer
+        self.box_deletion = box_deletion
         self.rows: list[dict[str, Any]] = []
         # Detections of evaluated images that matched no ground truth, as (file, id): with ``rows``
         # every evaluated detection is accounted for (kit.audit splits by it).
@@ -244,7 +249,14 @@ class Evaluator:
             if tried:
                 self.curves_done += 1
                 try:
-                    self._add_curves(image_bgr, maps, measures, gt_box=match.gt_box, gt_class=match.gt_class)
+                    self._add_curves(
+                        image_bgr,
+                        maps,
+                        measures,
+                        gt_box=match.gt_box,
+                        gt_class=match.gt_class,
+                        box=np.asarray(det.box_xyxy, dtype=np.float64),
+                    )
                 except (KitError, RuntimeError) as error:  # e.g. out of memory: keep PG and EBPG going
                     self.curve_error = f"{source} detection {det.id}: {error}"
                     LOG.error("eval: deletion/insertion stopped at %s", self.curve_error)
@@ -330,10 +342,17 @@ class Evaluator:
         *,
         gt_box: np.ndarray,
         gt_class: int,
+        box: np.ndarray | None = None,
     ) -> None:
-        """Deletion and insertion AUC of each map; maps that rank the pixels alike share their curves."""
+        """Deletion and insertion AUC of each map (with ``box_deletion``, also the box deletion AUC
+        of the detection's ``box``); maps that rank the pixels alike share their curves."""
         started = time.perf_counter()
         score_fn = matching_score_fn(self.detector, target_box=gt_box, target_class=gt_class)
+        follow_box = (
+            box_iou_fn(self.detector, target_box=box, target_class=gt_class)
+            if self.box_deletion and box is not None
+            else None
+        )
         done: dict[str, dict[str, Any]] = {}
         for layer, cam in maps.items():
             if cam is None:
@@ -355,6 +374,18 @@ class Evaluator:
                     done[ranking][f"{mode}_curve"] = [
                         round(float(y), 4) if math.isfinite(y) else None for y in curve.ys
                     ]
+                if follow_box is not None:
+                    curve = deletion_insertion(
+                        image,
+                        cam,
+                        score_fn=follow_box,
+                        mode="deletion",
+                        steps=self.steps,
+                        batch_size=self.batch_size,
+                    )
+                    done[ranking]["box_deletion_auc"] = (
+                        round(curve.auc, 6) if math.isfinite(curve.auc) else None
+                    )
             measures[layer].update(done[ranking])
         self.curve_seconds += time.perf_counter() - started
 
@@ -374,6 +405,9 @@ class Evaluator:
                     "n_curves": len(curves),
                     "deletion_auc": mean_finite([m["deletion_auc"] for m in curves]),
                     "insertion_auc": mean_finite([m["insertion_auc"] for m in curves]),
+                    "box_deletion_auc": mean_finite(
+                        [m["box_deletion_auc"] for m in curves if "box_deletion_auc" in m]
+                    ),
                     "curves_without_target": sum(1 for m in curves if m["deletion_auc"] is None),
                 }
             )

@@ -246,6 +246,46 @@ def matching_score_fn(
     return score_fn
 
 
+def best_matching_iou(
+    boxes: BoxLike,
+    classes: ArrayLike | Sequence[int],
+    *,
+    target_box: BoxLike,
+    target_class: int,
+) -> float:
+    """The box-deletion score of a target (ODAM, Zhao & Chan, ICLR 2023): the highest IoU with
+    ``target_box`` among detections of ``target_class``; 0.0 when there is none."""
+    b = _boxes(boxes)
+    c = _flat(classes, finite=False)
+    if len(b) != len(c):
+        raise ShapeError(f"boxes and classes must have one row per detection, got {len(b)} and {len(c)}")
+    match = c == target_class
+    return float(box_iou(b[match], target_box)[:, 0].max()) if match.any() else 0.0
+
+
+def box_iou_fn(
+    detect: Callable[[np.ndarray], Sequence[DetectionArrays]],
+    *,
+    target_box: BoxLike,
+    target_class: int,
+) -> Callable[[np.ndarray], np.ndarray]:
+    """A ``score_fn`` for :func:`deletion_insertion` that follows a box, not a score: per perturbed
+    image, :func:`best_matching_iou` with the detection's own box. Its deletion curve is ODAM's box
+    deletion: how fast deleting the most salient pixels moves the box away (lower AUC: the map holds
+    what places the box)."""
+
+    def score_fn(images: np.ndarray) -> np.ndarray:
+        return np.array(
+            [
+                best_matching_iou(boxes, classes, target_box=target_box, target_class=target_class)
+                for boxes, _, classes in detect(images)
+            ],
+            dtype=np.float64,
+        )
+
+    return score_fn
+
+
 def _map(cam: ArrayLike) -> np.ndarray:
     m = _to_numpy(cam)
     if m.ndim != 2 or 0 in m.shape:

@@ -254,3 +254,23 @@ def test_a_run_split_over_processes_keeps_its_missed_boxes_and_drops_curves_past
     rows = merged.report()["detections"]
     assert set(rows[0]["maps"]["a"]) >= {"deletion_auc", "deletion_curve", "insertion_curve"}
     assert set(rows[1]["maps"]["a"]) == {"pg", "ebpg"}  # past the cap of 1: no area and no curve
+
+
+def test_box_deletion_is_measured_only_when_asked() -> None:
+    box = [2.0, 2.0, 8.0, 8.0]
+    labels = labels_for({"a.png": ([box], [0])})
+    image = np.full((20, 20, 3), 200, dtype=np.uint8)
+    result = image_maps([box], {(0, "a"): peak_at(4, 4)})
+    plain = Evaluator(labels=labels, detector=box_brightness_detector(box), curves=5, steps=4)
+    plain.add_image(Path("a.png"), image, result)
+    assert (
+        "box_deletion_auc" not in plain.rows[0]["maps"]["a"]
+        and plain.summary_rows()[0]["box_deletion_auc"] is None
+    )
+    boxed = Evaluator(
+        labels=labels, detector=box_brightness_detector(box), curves=5, steps=4, box_deletion=True
+    )
+    boxed.add_image(Path("a.png"), image, result)
+    # this detector's box never moves, however dark its pixels get: the box curve stays at IoU 1
+    assert boxed.rows[0]["maps"]["a"]["box_deletion_auc"] == 1.0
+    assert boxed.summary_rows()[0]["box_deletion_auc"] == 1.0

@@ -12,8 +12,10 @@ import torch
 from kit.errors import GeometryError, KitError, ShapeError
 from kit.metrics import (
     MetricArgumentError,
+    best_matching_iou,
     best_matching_score,
     box_iou,
+    box_iou_fn,
     deletion_insertion,
     energy_pointing_game,
     matching_score_fn,
@@ -269,3 +271,25 @@ def test_matching_score_fn_drives_deletion() -> None:
     score_fn = matching_score_fn(detect, target_box=OBJECT, target_class=0)
     curve = deletion_insertion(IMAGE, GOOD, score_fn=score_fn, steps=4)
     np.testing.assert_allclose(curve.ys, [1, 0.5, 0, 0, 0])
+
+
+def test_box_deletion_follows_the_best_same_class_box() -> None:
+    boxes = np.array([[0, 0, 2, 1], [0, 0, 4, 1], [2, 0, 4, 1]], dtype=float)
+    target = [0, 0, 2, 1]
+    assert best_matching_iou(boxes, [0, 1, 0], target_box=target, target_class=0) == 1.0
+    assert best_matching_iou(boxes, [0, 1, 0], target_box=target, target_class=1) == pytest.approx(0.5)
+    assert best_matching_iou(boxes, [1, 1, 1], target_box=target, target_class=0) == 0.0
+
+    # A fake detector whose box shrinks as the object's two pixels go dark: IoU falls with them.
+    def detect(batch: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        out = []
+        for image in batch:
+            lit = int((image[0, :2].max(axis=-1) > 0).sum())
+            box = np.array([[0, 0, max(lit, 0.5), 1]])
+            out.append((box, np.array([0.9]), np.array([0])))
+        return out
+
+    curve = deletion_insertion(
+        IMAGE, GOOD, score_fn=box_iou_fn(detect, target_box=OBJECT, target_class=0), steps=4
+    )
+    np.testing.assert_allclose(curve.ys, [1, 0.5, 0.25, 0.25, 0.25])
