@@ -653,6 +653,24 @@ class _MagicOnly(pickle.Unpickler):
         raise pickle.UnpicklingError("no globals while probing the format")
 
 
+def pickled_globals(path: PathLike) -> set[str]:
+    """The globals (``module.name``) the main pickle of a checkpoint names, read from its opcodes
+    without unpickling anything: what a file claims to hold, e.g. to refuse a kind of model with
+    a message of its own before loading it. Best effort: empty for a file that is neither a zip
+    checkpoint nor a plain pickle (a legacy torch file's main pickle follows three others)."""
+    p = Path(path)
+    try:
+        kind = _format(p)
+        if kind not in ("zip", "pickle"):
+            return set()
+        if kind == "zip":
+            with zipfile.ZipFile(p) as z:
+                return _global_names(z.read(next(n for n in z.namelist() if n.endswith("data.pkl"))))
+        return _global_names(p.read_bytes())
+    except Exception:  # unreadable: the loader itself then says what is wrong with the file
+        return set()
+
+
 def _refused_globals(p: Path, kind: str, policy: Policy) -> dict[str, str]:
     """Every global of the file's main pickle that the policy refuses, for the message (best effort)."""
     try:
