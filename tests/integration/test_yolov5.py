@@ -388,3 +388,49 @@ def test_local_head_gradients_equal_the_full_backward(yolov5_checkout: Path, nan
     result = run_in_checkout(yolov5_checkout, LOCAL_EQUALS_GENERAL, str(nano_checkpoint))
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().endswith("ok")
+
+
+def test_make_cam_nproc_2_with_eval_matches_one_process(
+    yolov5_checkout: Path, nano_checkpoint: Path, tmp_path: Path
+) -> None:
+    """torchrun (NPROC=2, one image per rank) writes the detections one process does, and --eval
+    measures them against labels made from those detections (each matches its own box)."""
+    images = yolov5_checkout / "data" / "images"
+    one = tmp_path / "one"
+    result = make_cam(YOLOV5, yolov5_checkout, weights=nano_checkpoint, out=one, args=["--max-det", "3"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    reference = json.loads((one / "manifest.json").read_text())["images"]
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    for image in reference:
+        w, h = image["width"], image["height"]
+        rows = []
+        for det in image["detections"]:
+            x1, y1, x2, y2 = det["box_xyxy"]
+            cx, cy, bw, bh = (x1 + x2) / 2 / w, (y1 + y2) / 2 / h, (x2 - x1) / w, (y2 - y1) / h
+            rows.append(f"{det['class_id']} {cx:.6f} {cy:.6f} {bw:.6f} {bh:.6f}")
+        (labels / f"{Path(image['file']).stem}.txt").write_text("\n".join(rows) + "\n")
+    two = tmp_path / "two"
+    args = ["--max-det", "3", "--eval", str(labels), "--eval-curves", "1", "--eval-steps", "4"]
+    result = make_cam(
+        YOLOV5,
+        yolov5_checkout,
+        weights=nano_checkpoint,
+        out=two,
+        source=images,
+        args=args,
+        variables=["NPROC=2"],
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "--nproc-per-node 2 main_gradcam.py" in result.stderr
+    manifest = json.loads((two / "manifest.json").read_text())
+    assert [Path(i["file"]).name for i in manifest["images"]] == [Path(i["file"]).name for i in reference]
+    for a, b in zip(reference, manifest["images"]):
+        assert [d["class_id"] for d in a["detections"]] == [d["class_id"] for d in b["detections"]]
+        for da, db in zip(a["detections"], b["detections"]):
+            assert da["box_xyxy"] == pytest.approx(db["box_xyxy"], abs=0.05)
+    report = json.loads((two / "eval.json").read_text())
+    assert report["images"]["evaluated"] == 2 and report["labels"]["format"] == "yolo"
+    assert report["summary"]["ground_truth"] == report["summary"]["matched"] == 6
+    assert 0.0 <= report["summary"]["pg"] <= 1.0 and 0.0 <= report["summary"]["ebpg"] <= 1.0
+    assert (two / "index.html").is_file()
