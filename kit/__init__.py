@@ -1,4 +1,4 @@
-"""kit: per-detection Grad-CAM explanations for object detectors (yolov7, yolov3, detectron2).
+"""kit: per-detection Grad-CAM explanations for object detectors (yolov7, yolov3, yolov5, detectron2).
 
     import kit
     explainer = kit.load("yolov7", weights="demo")

@@ -34,11 +34,12 @@ from kit.runner import Source, explain_images, run, source_path
 from kit.targets import ChosenClass, Target, choose_class, get_target
 
 LOG = logging.getLogger("kit")
-UPSTREAMS = ("yolov3", "yolov7", "detectron2")
+UPSTREAMS = ("yolov3", "yolov5", "yolov7", "detectron2")
 # What each upstream's load takes besides weights, device and trust_checkpoint.
 OPTIONS = {
     "yolov7": ("img_size", "conf_thres", "iou_thres", "max_det", "classes", "agnostic_nms", "half"),
     "yolov3": ("img_size", "conf_thres", "iou_thres", "max_det", "classes", "agnostic_nms", "half"),
+    "yolov5": ("img_size", "conf_thres", "iou_thres", "max_det", "classes", "agnostic_nms", "half"),
     "detectron2": ("config_file", "opts", "conf_thres", "max_det"),
 }
 PathLike = Union[str, Path]
@@ -71,8 +72,8 @@ def load(
 ) -> Explainer:
     """Load a detector with its upstream's own code, for :meth:`Explainer.explain` and :meth:`Explainer.run`.
 
-    upstream: ``"yolov7"``, ``"yolov3"`` or ``"detectron2"``.
-    weights: the checkpoint, read through the kit's safe loader (yolov3/yolov7: written by
+    upstream: ``"yolov7"``, ``"yolov3"``, ``"yolov5"`` or ``"detectron2"``.
+    weights: the checkpoint, read through the kit's safe loader (yolov3/yolov5/yolov7: written by
         train.py, ``"demo"`` for the demo detector with yolov7; detectron2: a model-zoo ``.pkl``
         or a ``.pth``; None: the config's ``MODEL.WEIGHTS``).
     checkout: the upstream's checkout, whose code is imported (put first on ``sys.path``); by
@@ -83,8 +84,8 @@ def load(
         ``LOCAL_RANK``-th GPU (of those listed, or of all), or the CPU where there is no CUDA.
     trust_checkpoint: load with full pickle: any code in the file WILL RUN; only for files you
         made or fully trust.
-    options: yolov3/yolov7: ``img_size`` (default 640; demo 256), ``conf_thres`` (0.25),
-        ``iou_thres`` (0.45), ``max_det`` (yolov7 300, yolov3 1000), ``classes`` (class ids to
+    options: yolov3/yolov5/yolov7: ``img_size`` (default 640; demo 256), ``conf_thres`` (0.25),
+        ``iou_thres`` (0.45), ``max_det`` (yolov7 300, yolov3 and yolov5 1000), ``classes`` (class ids to
         keep), ``agnostic_nms``, ``half`` (float16 on CUDA). detectron2: ``config_file`` (default
         Faster R-CNN R50-FPN 3x, relative to the checkout), ``opts`` (``KEY VALUE`` ... config
         overrides), ``conf_thres`` (0.5), ``max_det`` (no cap).

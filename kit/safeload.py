@@ -653,6 +653,27 @@ class _MagicOnly(pickle.Unpickler):
         raise pickle.UnpicklingError("no globals while probing the format")
 
 
+def pickled_globals(path: PathLike) -> set[str]:
+    """The globals (``module.name``) the main pickle of a checkpoint names, read from its opcodes
+    without unpickling anything: what a file claims to hold, e.g. to refuse a kind of model with
+    a message of its own before loading it. Best effort: empty for a file that is none of torch's
+    zip or legacy checkpoints or a plain pickle."""
+    p = Path(path)
+    try:
+        kind = _format(p)
+        if kind == "zip":
+            with zipfile.ZipFile(p) as z:
+                return _global_names(z.read(next(n for n in z.namelist() if n.endswith("data.pkl"))))
+        if kind == "legacy":  # the main pickle follows the magic number, protocol and sys info
+            stream = io.BytesIO(p.read_bytes())
+            for _ in range(3):
+                _MagicOnly(stream).load()  # plain values: any global in them is refused
+            return _global_names(stream.read())
+        return _global_names(p.read_bytes()) if kind == "pickle" else set()
+    except Exception:  # unreadable: the loader itself then says what is wrong with the file
+        return set()
+
+
 def _refused_globals(p: Path, kind: str, policy: Policy) -> dict[str, str]:
     """Every global of the file's main pickle that the policy refuses, for the message (best effort)."""
     try:

@@ -21,16 +21,18 @@ from kit.errors import KitError
 from kit.options import ArgumentError
 
 UPSTREAMS_DIR_ENV = "KIT_UPSTREAMS_DIR"  # as scripts.upstream.config: another folder for all checkouts
-# Files that only a checkout of that upstream has (yolov3 and yolov7 share models/yolo.py).
+# Files that only a checkout of that upstream has (the YOLO repos share models/yolo.py).
 MARKERS: dict[str, tuple[str, ...]] = {
     "yolov7": ("models/yolo.py", "utils/datasets.py", "cfg/training/yolov7.yaml"),
     "yolov3": ("models/yolo.py", "utils/augmentations.py", "models/yolov3.yaml"),
+    "yolov5": ("models/yolo.py", "utils/dataloaders.py", "models/yolov5s.yaml"),
     "detectron2": ("detectron2/modeling/meta_arch/retinanet.py", "configs/Base-RCNN-FPN.yaml"),
 }
 # The top-level packages each upstream's code lives in: one checkout per process can own them.
 PACKAGES: dict[str, tuple[str, ...]] = {
     "yolov7": ("models", "utils"),
     "yolov3": ("models", "utils"),
+    "yolov5": ("models", "utils"),
     "detectron2": ("detectron2",),
 }
 

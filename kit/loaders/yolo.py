@@ -1,19 +1,21 @@
-"""yolov7 and ultralytics/yolov3 v9.6.0: the model loaded with the checkout's own ``attempt_load``
-(patched: checkpoint loader, in-place flag) and explained with the kit's YOLO adapter."""
+"""yolov7, ultralytics/yolov3 v9.6.0 and ultralytics/yolov5 v7.0: the model loaded with the
+checkout's own ``attempt_load`` (patched: checkpoint loader, in-place flag) and explained with the
+kit's YOLO adapter."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from kit.checkpoints import checkpoint_loader, require_files, yolo_checkpoint_check
 from kit.demo import DEMO_NAME
-from kit.errors import KitError
+from kit.errors import CheckpointError, KitError
 from kit.loaders import Loaded, half_precision, upstream_device
 from kit.options import check_detector_options
+from kit.safeload import pickled_globals
 
 LOG = logging.getLogger("kit")
 
@@ -21,7 +23,16 @@ LOG = logging.getLogger("kit")
 # these and never a module a file names). torch.nn: torch's layers.
 ALLOWED_MODULES = ("models.yolo", "models.common", "models.experimental", "torch.nn")
 DEFAULT_IMG_SIZE = 640
-DEFAULT_MAX_DET = {"yolov7": 300, "yolov3": 1000}  # as each detect.py
+DEFAULT_MAX_DET = {"yolov7": 300, "yolov3": 1000, "yolov5": 1000}  # as each detect.py
+# The ultralytics repos (yolov3 v9.6.0, yolov5 v7.0) share a code base: their NMS takes max_det,
+# attempt_load reads one checkpoint here (an ensemble has no single Detect head to explain) and
+# letterbox lives in utils.augmentations; yolov7's NMS does not cap, so the adapter cuts.
+ULTRALYTICS = ("yolov3", "yolov5")
+# yolov5 v7.0 checkpoints of the other tasks: their models.yolo class, and the script that runs them.
+OTHER_TASKS = {
+    "models.yolo.SegmentationModel": ("segmentation", "segment/predict.py", "yolov5s-seg.pt"),
+    "models.yolo.ClassificationModel": ("classification", "classify/predict.py", "yolov5s-cls.pt"),
+}
 
 
 def wants_demo(weights: Sequence[str]) -> bool:
@@ -46,6 +57,45 @@ def load_demo_model(checkout: Path, device: Any) -> tuple[Any, int, str]:
     return model, demo.img_size, str(demo.weights)
 
 
+def refuse_other_tasks(path: str | Path, held: str) -> None:
+    """Refuse a yolov5 segmentation or classification checkpoint, naming the script that runs it.
+
+    ``held`` is the qualified name of the model class the file names or holds. The kit explains
+    detection models: a Segment head's output is not a Detect head's (masks beside the boxes).
+    """
+    if held not in OTHER_TASKS:
+        return
+    task, script, example = OTHER_TASKS[held]
+    raise CheckpointError(
+        f"{path} is a YOLOv5 {task} checkpoint ({held}, e.g. {example}); the kit explains detection "
+        f"checkpoints only (models.yolo.DetectionModel, e.g. yolov5s.pt). Run {script} of the yolov5 "
+        "checkout for it, or pass a detection checkpoint"
+    )
+
+
+def detection_only(validate: Callable[[Any, Path], None]) -> Callable[[Any, Path], None]:
+    """``validate`` of a yolov5 checkpoint after the safe loader read it: the model must be a
+    detection one (a trusted file is read before its class names can be checked otherwise)."""
+
+    def check(ckpt: Any, path: Path) -> None:
+        if isinstance(ckpt, dict):
+            model = ckpt.get("ema") or ckpt.get("model")
+            kind = type(model)
+            for base in kind.__mro__:
+                refuse_other_tasks(path, f"{base.__module__}.{base.__qualname__}")
+        validate(ckpt, path)
+
+    return check
+
+
+def class_names(names: Any, nc: int) -> list[str] | None:
+    """The class names as a list: yolov5 v7.0 keeps a dict {index: name} (data.yaml's format); a
+    class missing from it is named by its index, as detect.py's fallback names are."""
+    if isinstance(names, dict):
+        return [str(names.get(i, f"class{i}")) for i in range(nc)]
+    return None if names is None else [str(name) for name in names]
+
+
 def load(
     upstream: str,
     checkout: Path,
@@ -61,11 +111,12 @@ def load(
     agnostic_nms: bool = False,
     half: bool = False,
 ) -> Loaded:
-    """yolov7 or yolov3 (v9.6.0) from ``checkout``, which must be on ``sys.path`` already.
+    """yolov7, yolov3 (v9.6.0) or yolov5 (v7.0) from ``checkout``, already on ``sys.path``.
 
     ``weights``: a checkpoint written by train.py (yolov7: several make an ensemble; ``demo`` the
-    demo detector). ``img_size``: one size, or (h, w) of which the larger is used as a square
-    (default 640; the demo detector's own 256). ``max_det`` default: that repo's detect.py's.
+    demo detector; yolov5: a detection one, segmentation and classification ones are refused).
+    ``img_size``: one size, or (h, w) of which the larger is used as a square (default 640; the
+    demo detector's own 256). ``max_det`` default: that repo's detect.py's.
     """
     paths = [str(weights)] if isinstance(weights, (str, Path)) else [str(w) for w in weights]
     max_det = DEFAULT_MAX_DET[upstream] if max_det is None else max_det
@@ -73,9 +124,14 @@ def load(
     demo = upstream == "yolov7" and wants_demo(paths)
     if not demo:
         # A missing file must never reach attempt_load: yolov3 v9.6.0's attempt_download would ask
-        # the GitHub API for the *latest* release and fetch weights that are not this pin's.
+        # the GitHub API for the *latest* release and fetch weights that are not this pin's
+        # (yolov5 v7.0's asks for v7.0's, then for the latest when that fails).
         paths = require_files(paths)
-    if upstream == "yolov3" and len(paths) > 1:
+    if upstream == "yolov5":
+        for path in paths:  # before any unpickling, trusted or not
+            for name in pickled_globals(path):
+                refuse_other_tasks(path, name)
+    if upstream in ULTRALYTICS and len(paths) > 1:
         raise KitError(
             f"--weights takes one checkpoint here, got {len(paths)}: an ensemble has no single "
             "Detect head to explain"
@@ -90,13 +146,14 @@ def load(
         from utils.datasets import letterbox
     else:
         from utils.augmentations import letterbox
+    validate = yolo_checkpoint_check(Model)  # yolov5 v7.0: Model is DetectionModel
+    if upstream == "yolov5":
+        validate = detection_only(validate)
 
     from kit.adapters.yolo import YoloAdapter, YoloFunctions
 
     device = upstream_device(select_device, "" if device is None else device)
-    loader = checkpoint_loader(
-        allowed_modules=ALLOWED_MODULES, trust=trust_checkpoint, validate=yolo_checkpoint_check(Model)
-    )
+    loader = checkpoint_loader(allowed_modules=ALLOWED_MODULES, trust=trust_checkpoint, validate=validate)
     default_size = DEFAULT_IMG_SIZE
     if demo:
         model, default_size, shown = load_demo_model(checkout, device)
@@ -106,10 +163,12 @@ def load(
         # yolov7 under no_grad as in its detect.py: IDetect.fuse() updates parameters in place, which
         # autograd refuses for leaves that require grad (every training-cfg checkpoint, yolov7.pt).
         # inplace=False: activations and Detect decode out of place, so gradients reach the head.
+        # yolov5 v7.0's attempt_load reads to the CPU and moves the model to `device`.
+        where = {"device": device} if upstream == "yolov5" else {"map_location": device}
         with torch.no_grad() if upstream == "yolov7" else contextlib.nullcontext():
-            model = attempt_load(
-                paths if len(paths) > 1 else paths[0], map_location=device, inplace=False, loader=loader
-            )
+            model = attempt_load(paths if len(paths) > 1 else paths[0], inplace=False, loader=loader, **where)
+        if upstream == "yolov5":  # its names are a dict {index: name}; the adapter reads a list
+            model.names = class_names(getattr(model, "names", None), int(model.model[-1].nc))
         shown = ",".join(paths)
     if half:
         model = half_precision(model, device)
@@ -119,7 +178,7 @@ def load(
     size = max(sizes)  # the adapter letterboxes to a square, as detect.py does for one size
     if len(set(sizes)) > 1:
         LOG.info("image size %s: explaining at %dx%d (square)", " ".join(map(str, sizes)), size, size)
-    nms = {"max_det": max_det} if upstream == "yolov3" else {}  # v9.6.0's NMS caps, yolov7's does not
+    nms = {"max_det": max_det} if upstream in ULTRALYTICS else {}  # their NMS caps, yolov7's does not
     adapter = YoloAdapter(
         model,
         functions=YoloFunctions(letterbox=letterbox, non_max_suppression=non_max_suppression, nms_kwargs=nms),
@@ -128,14 +187,14 @@ def load(
         iou_thres=iou_thres,
         classes=None if classes is None else list(classes),
         agnostic=agnostic_nms,
-        max_det=max_det if upstream == "yolov7" else None,
+        max_det=None if upstream in ULTRALYTICS else max_det,
     )
     settings: dict[str, Any] = {
         "img_size": adapter.img_size,
         "conf_thres": conf_thres,
         "iou_thres": iou_thres,
     }
-    if upstream == "yolov3":
+    if upstream in ULTRALYTICS:
         settings["max_det"] = max_det
     files = (shown,) if demo else tuple(paths)
     return Loaded(adapter=adapter, weights=shown, settings=settings, files=files, checkout=checkout)

@@ -28,6 +28,7 @@ from scripts.upstream.config import REPO_ROOT, checkout_path, load_project
 WORKERS: dict[str, str] = {
     "yolov7": "scripts.bench.yolo_worker",
     "yolov3": "scripts.bench.yolo_worker",
+    "yolov5": "scripts.bench.yolo_worker",
     "detectron2": "scripts.bench.detectron2_worker",
 }
 
@@ -37,6 +38,9 @@ MODELS: list[tuple[str, str, str, str]] = [
     ("yolov7", "cfg/deploy/yolov7.yaml", "37,50,63", "inference/images/horses.jpg"),
     ("yolov3", "models/yolov3-tiny.yaml", "6,8,10", "data/images/zidane.jpg"),
     ("yolov3", "models/yolov3.yaml", "6,8,10", "data/images/zidane.jpg"),
+    # the backbone's C3 at strides 8 and 16 and its SPPF at 32, below the neck the head reads
+    ("yolov5", "models/yolov5n.yaml", "4,6,9", "data/images/zidane.jpg"),
+    ("yolov5", "models/yolov5s.yaml", "4,6,9", "data/images/zidane.jpg"),
     (
         "detectron2",
         "configs/COCO-Detection/faster_rcnn_R_50_FPN_3x.yaml",

@@ -161,7 +161,7 @@ def _upstream_functions() -> tuple[Any, Any]:
     try:
         from utils.datasets import letterbox  # yolov7
     except ImportError:
-        from utils.augmentations import letterbox  # yolov3 v9.6.0
+        from utils.augmentations import letterbox  # yolov3 v9.6.0, yolov5 v7.0
     return letterbox, non_max_suppression
 
 

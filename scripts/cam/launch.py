@@ -63,6 +63,11 @@ CAM_DEFAULTS: dict[str, CamDefaults] = {
         source="data/images",
         args=("--weights", "{weights}", "--source", "{source}", "--project", "{project}", "--name", "{name}"),
     ),
+    "yolov5": CamDefaults(
+        weights_url="https://github.com/ultralytics/yolov5/releases/download/v7.0/yolov5s.pt",
+        source="data/images",
+        args=("--weights", "{weights}", "--source", "{source}", "--project", "{project}", "--name", "{name}"),
+    ),
     # demo/demo.py's flags. The checkout's only image is a docs figure; pass SOURCE for photos.
     "detectron2": CamDefaults(
         weights_url=(

@@ -65,5 +65,10 @@ def yolov3_checkout(upstreams_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def yolov5_checkout(upstreams_dir: Path) -> Path:
+    return setup_checkout("yolov5", upstreams_dir)
+
+
+@pytest.fixture(scope="session")
 def detectron2_checkout(upstreams_dir: Path) -> Path:
     return setup_checkout("detectron2", upstreams_dir)

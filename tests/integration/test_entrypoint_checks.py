@@ -76,12 +76,14 @@ YOLO_KINDS = {
     "no_model.pt": ("holds a dict with keys 'epoch', 'optimizer' but no 'model' or 'ema'", TRAIN_FIX),
     "linear_model.pt": (
         "its 'model' holds a lone torch.nn.modules.linear.Linear module",
-        "models.yolo.Model",
+        "not a YOLO model ({model_class})",
     ),
 }
-YOLO_CASES = {  # upstream: (cfg, image, size flag)
-    "yolov7": ("cfg/deploy/yolov7-tiny.yaml", "inference/images/bus.jpg", "--img-size"),
-    "yolov3": ("models/yolov3-tiny.yaml", "data/images/bus.jpg", "--imgsz"),
+YOLO_CASES = {  # upstream: (cfg, image, size flag, the Model class a message names)
+    "yolov7": ("cfg/deploy/yolov7-tiny.yaml", "inference/images/bus.jpg", "--img-size", "models.yolo.Model"),
+    "yolov3": ("models/yolov3-tiny.yaml", "data/images/bus.jpg", "--imgsz", "models.yolo.Model"),
+    # v7.0: Model is an alias of DetectionModel
+    "yolov5": ("models/yolov5n.yaml", "data/images/bus.jpg", "--imgsz", "models.yolo.DetectionModel"),
 }
 
 
@@ -127,14 +129,17 @@ def test_yolo_checkpoint_of_another_kind_is_named(
     name: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
     checkout: Path = request.getfixturevalue(f"{name}_checkout")
-    cfg, image, _ = YOLO_CASES[name]
+    cfg, image, _, model_class = YOLO_CASES[name]
     written = run_in_checkout(checkout, YOLO_OTHER_KINDS, cfg, str(tmp_path))
     assert written.returncode == 0, written.stderr[-3000:]
     messages = load_each(checkout, YOLO_LOADER, [tmp_path / file for file in YOLO_KINDS])
     wrong = {
         file: messages[file]
         for file, expected in YOLO_KINDS.items()
-        if not all(text in messages[file] for text in (str(tmp_path / file), *expected))
+        if not all(
+            text.format(model_class=model_class) in messages[file]
+            for text in (str(tmp_path / file), *expected)
+        )
     }
     assert not wrong, wrong
     weights = tmp_path / "state_dict.pt"  # the example, through the whole CLI
@@ -150,7 +155,7 @@ def test_yolo_bad_arguments_stop_before_the_model_loads(
     name: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
     checkout: Path = request.getfixturevalue(f"{name}_checkout")
-    _, image, size_flag = YOLO_CASES[name]
+    _, image, size_flag, _ = YOLO_CASES[name]
     missing = str(tmp_path / "not-loaded.pt")  # the checks come first: a missing file is not reached
     base = ["--weights", missing, "--source", image, "--project", str(tmp_path / "runs")]
     assert_refused(run_entry_point(checkout, *base, size_flag, "0"), f"{size_flag} must be a positive number")

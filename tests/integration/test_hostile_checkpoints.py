@@ -22,6 +22,7 @@ from tests.integration.conftest import run_in_checkout
 from tests.integration.helpers import Upstream, make_cam
 from tests.integration.test_detectron2 import DETECTRON2
 from tests.integration.test_yolov3 import YOLOV3
+from tests.integration.test_yolov5 import YOLOV5
 from tests.integration.test_yolov7 import YOLOV7
 
 pytestmark = pytest.mark.integration
@@ -186,8 +187,9 @@ def _refused_by_the_cli(
     [
         (YOLOV7, "yolov7_checkout", "cfg/deploy/yolov7-tiny.yaml"),
         (YOLOV3, "yolov3_checkout", "models/yolov3-tiny.yaml"),
+        (YOLOV5, "yolov5_checkout", "models/yolov5n.yaml"),
     ],
-    ids=["yolov7", "yolov3"],
+    ids=["yolov7", "yolov3", "yolov5"],
 )
 def test_yolo_hostile_corpus_is_refused_and_runs_nothing(
     upstream: Upstream, fixture: str, cfg: str, request: pytest.FixtureRequest, tmp_path: Path

@@ -1,5 +1,5 @@
 """An existing local checkpoint loads as given: no network, no subprocess (patches 0005 of yolov7,
-0008 of yolov3 on the upstreams' attempt_download).
+0008 of yolov3 and of yolov5 on the upstreams' attempt_download).
 
 yolov7's attempt_download lower-cased the path before checking that it exists, so a checkpoint
 under ``runs/train/Exp/`` was taken for missing: it asked the GitHub API for the latest release
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration import test_yolov3, test_yolov7
+from tests.integration import test_yolov3, test_yolov5, test_yolov7
 from tests.integration.conftest import run_in_checkout
 
 pytestmark = pytest.mark.integration
@@ -57,7 +57,7 @@ ATTEMPT_LOAD = (
 from models.experimental import attempt_load
 with open(LOG, "a") as f:
     f.write(json.dumps(["attempt_load", sys.argv[1]]) + "\\n")
-model = attempt_load(sys.argv[1], map_location="cpu")
+model = attempt_load(sys.argv[1])  # on the CPU: where each repo's default puts it here
 print(type(model).__name__, int(model.stride.max()))
 """
 )
@@ -70,6 +70,7 @@ class Case:
     weights: str  # the path as a user passes it, relative to the working folder
     image: str  # relative to the checkout
     size_flag: str
+    model_class: str = "Model"  # the class attempt_load returns
 
 
 CASES = {
@@ -86,6 +87,14 @@ CASES = {
         "runs/train/Bob's Exp/weights/best.pt",  # a quote: stripped, it does not exist
         "data/images/bus.jpg",
         "--imgsz",
+    ),
+    "yolov5": Case(
+        test_yolov5.SAVE_CHECKPOINT,
+        ("models/yolov5n.yaml", "train"),
+        "runs/train/Bob's Exp/weights/best.pt",  # a quote: stripped, it does not exist
+        "data/images/bus.jpg",
+        "--imgsz",
+        "DetectionModel",
     ),
 }
 
@@ -117,7 +126,7 @@ def test_existing_checkpoint_loads_as_given_offline(
         check=False,
     )
     assert loaded.returncode == 0, loaded.stderr[-3000:]
-    assert loaded.stdout.split()[-2:] == ["Model", "32"]
+    assert loaded.stdout.split()[-2:] == [case.model_class, "32"]
     during = events(log)
     start = next(i for i, e in enumerate(during) if e[0] == "attempt_load")
     assert during[start + 1 :] == [], during[start + 1 :]

@@ -24,7 +24,7 @@ from scripts.upstream.setup_upstream import setup_upstream
 pytestmark = pytest.mark.integration
 
 CONFIG = Path(__file__).resolve().parents[2] / "upstreams.yaml"
-NAMES = ("yolov3", "yolov7", "detectron2")
+NAMES = ("yolov3", "yolov5", "yolov7", "detectron2")
 
 
 @pytest.fixture(params=NAMES)

@@ -108,9 +108,9 @@ def test_load_names_the_upstreams_options_and_the_checkout_it_expected(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with pytest.raises(
-        ArgumentError, match="unknown upstream 'yolov5'; the kit loads yolov3, yolov7, detectron2"
+        ArgumentError, match="unknown upstream 'yolov9'; the kit loads yolov3, yolov5, yolov7, detectron2"
     ):
-        kit.load("yolov5", "w.pt")
+        kit.load("yolov9", "w.pt")
     with pytest.raises(
         ArgumentError, match="detectron2 takes no option img_size; its options are config_file"
     ):

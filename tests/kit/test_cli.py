@@ -319,6 +319,15 @@ BAD_ARGUMENTS = {
         (["--project", "{file}"], "--project: {file} is a file, not a folder"),
         (["--name", "exp", "--project", "{file}/x"], "--project: {file} is a file"),
     ],
+    "yolov5": [
+        *COMMON_BAD,
+        (["--imgsz", "0"], "--imgsz must be a positive number of pixels, got 0"),
+        (["--img", "320", "-5"], "--imgsz must be a positive number of pixels, got -5"),
+        (["--conf-thres", "-0.5"], "--conf-thres must be between 0 and 1, got -0.5"),
+        (["--iou-thres", "inf"], "--iou-thres must be between 0 and 1, got inf"),
+        (["--max-det", "0"], "--max-det must be at least 1"),
+        (["--project", "{file}"], "--project: {file} is a file, not a folder"),
+    ],
     "detectron2": [
         *COMMON_BAD,
         (["--confidence-threshold", "1.5"], "--confidence-threshold must be between 0 and 1, got 1.5"),

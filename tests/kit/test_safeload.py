@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from kit.errors import CheckpointError, CheckpointNotFoundError, KitError, UnsafeCheckpointError
-from kit.safeload import safe_load
+from kit.safeload import pickled_globals, safe_load
 
 FIXTURE_FILES = {
     "kitfx_models/__init__.py": "",
@@ -434,6 +434,32 @@ def test_every_refused_global_is_listed(fixture_pkgs: Path, tmp_path: Path) -> N
     assert "kitfx_models.common.Conv" in message and "kitfx_models.yolo.Model" in message
     assert "--trust-checkpoint" in message and "model.pt" in message
     assert type(safe_load(path, allowed_modules=[], trust=True)["model"]).__name__ == "Model"
+
+
+@pytest.mark.parametrize("how", ["zip", "legacy", "pickle"])
+def test_pickled_globals_names_the_classes_without_loading(
+    fixture_pkgs: Path, tmp_path: Path, marker: Path, how: str
+) -> None:
+    """What a file names, read from its opcodes (e.g. to refuse a kind of model with its own
+    message): nothing is imported or called, even for a file that would run a command."""
+    path = tmp_path / f"model.{how}"
+    obj = {"model": _model(), "evil": Call(os.system, f"touch {marker}")}
+    if how == "pickle":
+        path.write_bytes(pickle.dumps(obj, protocol=2))
+    else:
+        torch.save(obj, path, _use_new_zipfile_serialization=how == "zip")
+    names = pickled_globals(path)
+    assert {"kitfx_models.yolo.Model", "kitfx_models.common.Conv", "torch.nn.modules.conv.Conv2d"} <= names
+    assert {"posix.system", "os.system"} & names
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("content", [b"", b"not a pickle", b"\x80\x02}q\x00(", b"PK\x03\x04xx"])
+def test_pickled_globals_of_a_file_that_is_no_checkpoint_is_empty(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "garbage.pt"
+    path.write_bytes(content)
+    assert pickled_globals(path) == set()
+    assert pickled_globals(tmp_path / "missing.pt") == set()
 
 
 def test_allowed_modules_must_be_module_names() -> None:

@@ -39,7 +39,7 @@ GOOD = (
 
 def test_the_repos_own_upstreams_yaml_is_valid() -> None:
     project = load_project(REAL_CONFIG)
-    assert set(project.upstreams) == {"yolov3", "yolov7", "detectron2"}
+    assert set(project.upstreams) == {"yolov3", "yolov5", "yolov7", "detectron2"}
     for upstream in project.upstreams.values():
         assert len(upstream.commit) == 40
         assert all(p.is_file() for p in project.patch_paths(upstream.name))
