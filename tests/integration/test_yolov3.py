@@ -202,7 +202,11 @@ LOCAL_EQUALS_GENERAL = """
     adapter = YoloAdapter(model, functions=functions, img_size=320, conf_thres=0.0001, iou_thres=0.45)
     batch, _ = adapter.preprocess([cv2.imread("data/images/bus.jpg")])
     layers = adapter.resolve_layers(adapter.default_layers())
-    for target in ("class-logit", "score"):
+    with torch.no_grad():  # the box target reads the very boxes NMS kept
+        out = adapter.forward(batch)
+        dets = adapter.detect(out)
+        torch.testing.assert_close(out.box(dets), torch.tensor([d.box_xyxy for d in dets]))
+    for target in ("class-logit", "score", "box", "objectness"):
         common = dict(forward=lambda: adapter.forward(batch), detect=adapter.detect, layers=layers,
                       target=TARGETS[target], methods=list(METHODS.values()), model=model)
         local = Capabilities(local_gradients=adapter.capabilities.local_gradients)
