@@ -18,6 +18,7 @@ from torch import nn
 
 import kit.api
 from kit import checkpoints, cli, errors, options
+from kit.adapters.base import Capabilities
 from kit.errors import CheckpointError, KitError
 from kit.loaders import Loaded, half_precision
 from tests.conftest import picture, toy_explainer
@@ -389,6 +390,7 @@ def test_weights_demo_is_the_demo_detector_unless_a_file_is_named_demo(
 
 class OneLayerAdapter:  # just enough of kit.runner.Adapter for Explainer.run to start a run
     names = ["thing"]
+    capabilities = Capabilities()
 
     def __init__(self) -> None:
         self.layer = nn.Identity()
