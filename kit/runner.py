@@ -24,6 +24,7 @@ import numpy as np
 from torch import nn
 
 from kit.adapters.base import Adapter
+from kit.drise import DRise
 from kit.engine import Explanation, explain
 from kit.errors import KitError
 from kit.fusion import fuse_reached
@@ -134,7 +135,7 @@ def explain_images(
     sources: Sequence[Source],
     layers: Sequence[str],
     target: Target,
-    method: CamMethod,
+    method: CamMethod | DRise,
     batch_size: int = 1,
     fuse: bool = False,
 ) -> Iterator[tuple[Path, ImageResult]]:
@@ -142,8 +143,10 @@ def explain_images(
 
     An image that cannot be read or explained is yielded with its ``error`` (and logged); the
     others go on. ``fuse`` adds a fused multi-layer map per detection (layer name ``fused``).
+    A :class:`~kit.drise.DRise` method explains each batch by masks, not gradients (its one layer:
+    ``image``; ``layers`` and ``target`` are not used).
     """
-    modules = adapter.resolve_layers(layers)
+    modules = {} if isinstance(method, DRise) else adapter.resolve_layers(layers)
     names = tuple(layers)
     pending: list[tuple[Path, np.ndarray]] = []
 
@@ -151,9 +154,13 @@ def explain_images(
         if not batch:
             return
         try:
-            explanation, letterboxes = explain_batch(
-                adapter, [image for _, image in batch], layers=modules, target=target, methods=[method]
-            )
+            images = [image for _, image in batch]
+            if isinstance(method, DRise):
+                explanation, letterboxes = method.explain_batch(adapter, images)
+            else:
+                explanation, letterboxes = explain_batch(
+                    adapter, images, layers=modules, target=target, methods=[method]
+                )
         except Exception as error:
             if len(batch) > 1:  # find the image that broke it; the others are explained one by one
                 why = " ".join(str(error).split())
@@ -216,7 +223,7 @@ def run(
     writer: RunWriter,
     layers: Sequence[str],
     target: Target,
-    method: CamMethod,
+    method: CamMethod | DRise,
     batch_size: int = 1,
     fuse: bool = False,
     on_image: Callable[[Path, np.ndarray, ImageResult], Mapping[str, Any] | None] | None = None,
