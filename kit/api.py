@@ -18,6 +18,8 @@ from typing import Any, Union
 import numpy as np
 
 from kit import distributed, journal
+from kit import drise as _drise
+from kit.drise import DRise, DRiseSettings
 from kit.errors import KitError, RunInterrupted
 from kit.evaluate import DEFAULT_CURVES, DEFAULT_STEPS, Evaluator, adapter_detector
 from kit.images import list_sources, printable
@@ -168,12 +170,15 @@ class Explainer:
         layers: Layers = None,
         fuse: bool = False,
         batch_size: int = 1,
+        drise: DRiseSettings | None = None,
     ) -> list[ImageResult]:
         """Explain every kept detection of every image; one :class:`ImageResult` per image, in order.
 
         source: an image file, a folder, a glob, or a list of them, or BGR uint8 (H, W, 3) arrays
             (named ``array0``, ``array1``, ... by position).
-        method: a CAM method (``kit.methods.METHODS``: gradcam, gradcampp, layercam, ...).
+        method: a CAM method (``kit.methods.METHODS``: gradcam, gradcampp, layercam, ...), or
+            ``"drise"``: D-RISE (:mod:`kit.drise`), black-box, by random masks; its one layer is
+            ``"image"``, and ``target``, ``target_class``, ``layers`` and ``fuse`` do not apply.
         target: the score each map explains: ``class-logit``, ``class-prob``, ``score`` (the
             detection's class); ``box-x1``, ``box-y1``, ``box-x2``, ``box-y2`` (a coordinate of its
             decoded box, input pixels) or ``box`` (the four maps, each normalized, element-wise max);
@@ -184,6 +189,8 @@ class Explainer:
             feeding the head.
         fuse: also give each detection its layers fused into one map, under ``"fused"``.
         batch_size: images per forward pass.
+        drise: with ``method="drise"``, its settings (:class:`kit.drise.DRiseSettings`: masks, cell,
+            p, seed, batch); default ``DRiseSettings()``.
 
         An image that cannot be read or explained gets an ``error`` and no detections; the others
         go on. Every map is held in memory: for many images, :meth:`run` writes them instead.
@@ -195,6 +202,8 @@ class Explainer:
             target_class=target_class,
             layers=layers,
             batch_size=batch_size,
+            fuse=fuse,
+            drise=drise,
         )
         results = explain_images(
             self.adapter,
@@ -223,6 +232,7 @@ class Explainer:
         eval_steps: int = DEFAULT_STEPS,
         explain_missed: bool = False,
         resume: bool = False,
+        drise: DRiseSettings | None = None,
     ) -> RunResult:
         """Explain ``source`` as :meth:`explain` does, into the run folder ``out_dir`` (written into as
         given; made if missing), exactly as ``main_gradcam.py`` writes it: overlays, summaries,
@@ -234,6 +244,8 @@ class Explainer:
         explain_missed: with ``labels``, every ground-truth object no detection matched gets its best
             pre-NMS candidate explained for its class and a ``why`` (:mod:`kit.missed`): the
             manifest's ``missed`` per image, overlays ``<stem>/missed<id>_<layer>.jpg``.
+        drise: with ``method="drise"``, its settings, as for :meth:`explain` (recorded in the
+            manifest, compared on resume).
         resume: ``out_dir`` holds a run made with the same settings (refused, listing the
             differences, otherwise; a folder that is not a run is refused and left as it is):
             images whose record and files are complete are skipped, the others explained. Implied
@@ -253,10 +265,17 @@ class Explainer:
             target_class=target_class,
             layers=layers,
             batch_size=batch_size,
+            fuse=fuse,
+            drise=drise,
         )
         evaluator = None
         if explain_missed and labels is None:
             raise ArgumentError("explain_missed needs the labels (--eval LABELS) to know what was missed")
+        if explain_missed and isinstance(plan.method, DRise):
+            raise ArgumentError(
+                "explain_missed explains each missed object's candidate with a gradient method; D-RISE "
+                "explains kept detections only: choose another method"
+            )
         if explain_missed and self.adapter.capabilities.candidates is None:
             raise ArgumentError(
                 f"{self.upstream}'s adapter does not list its candidates; it cannot explain_missed"
@@ -294,7 +313,7 @@ class Explainer:
                 upstream=self.upstream,
                 weights=self.weights,
                 method=plan.method.name,
-                target=plan.target.name,
+                target=_drise.TARGET if isinstance(plan.method, DRise) else plan.target.name,
                 layers=plan.layers,
                 extra={
                     **self.settings,
@@ -303,6 +322,7 @@ class Explainer:
                     "explain_missed": explain_missed,
                     "fuse": fuse,
                     "batch_size": batch_size,
+                    **({"drise": plan.method.settings.record()} if isinstance(plan.method, DRise) else {}),
                 },
                 owner=owner,
                 resume=resume,
@@ -386,9 +406,26 @@ class Explainer:
         target_class: str | int | None,
         layers: Layers,
         batch_size: int,
+        fuse: bool,
+        drise: DRiseSettings | None,
     ) -> _Plan:
         """Everything checked before any image is read: method, target, layers, batch size, sources."""
         check_positive("batch_size", batch_size, what="images")
+        if method == _drise.NAME:
+            given = parse_layers(layers) if isinstance(layers, str) else [str(la) for la in layers or []]
+            _drise.check_request(
+                layers=given, fuse=fuse, target=target, target_class=target_class, names=_API_NAMES
+            )
+            return _Plan(
+                method=DRise((drise or DRiseSettings()).checked()),
+                target=get_target("class-logit"),  # not used: D-RISE compares whole detections
+                layers=[_drise.LAYER],
+                sources=list_images(source),
+            )
+        if drise is not None:
+            raise ArgumentError(
+                f"drise= holds D-RISE's settings; it goes with method='drise', not {method!r}"
+            )
         chosen = parse_layers(layers) if isinstance(layers, str) else [str(la) for la in layers or []]
         if len(set(chosen)) != len(chosen):
             raise ArgumentError(f"layers {chosen} name a layer more than once; give each layer once")
@@ -511,9 +548,13 @@ def git_commit(folder: Path | None) -> str | None:
     return sha if result.returncode == 0 and len(sha) == 40 else None
 
 
+# What the facade's callers call the arguments D-RISE refuses (kit.drise.check_request).
+_API_NAMES = {"layers": "layers", "fuse": "fuse=True", "target": "target", "target_class": "target_class"}
+
+
 @dataclass(frozen=True)
 class _Plan:
-    method: CamMethod
+    method: CamMethod | DRise
     target: Target
     layers: list[str]
     sources: list[Source]

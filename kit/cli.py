@@ -2,7 +2,8 @@
 
 Each entry point keeps its repo's own flags (detect.py's or demo.py's) and adds the kit's:
 ``--method``, ``--target``, ``--target-layers``, ``--trust-checkpoint``, ``--batch-size``, ``--fuse``,
-``--eval`` (with ``--eval-curves``, ``--eval-steps``), ``--audit``, ``--resume``.
+``--eval`` (with ``--eval-curves``, ``--eval-steps``), ``--audit``, ``--resume``, and D-RISE's
+``--drise-masks``, ``--drise-cell``, ``--drise-p``, ``--drise-seed``, ``--drise-batch``.
 
 Under ``torchrun`` every process runs the same entry point: :func:`run_folder` lets rank 0 name
 the run folder for all of them, and the run itself splits the images (:mod:`kit.distributed`).
@@ -22,6 +23,8 @@ from pathlib import Path
 from kit import distributed
 from kit.api import Explainer, load
 from kit.audit import audit_run, write_audit
+from kit.drise import NAME as DRISE
+from kit.drise import DRiseSettings, check_request
 from kit.errors import KitError, RunInterrupted
 from kit.evaluate import DEFAULT_CURVES, DEFAULT_STEPS
 from kit.methods import METHODS
@@ -43,7 +46,12 @@ EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT), as a shell reports it
 def add_kit_arguments(parser: argparse.ArgumentParser, *, default_method: str = "gradcam") -> None:
     """Add the kit's flags to an entry point's parser."""
     group = parser.add_argument_group("explanation (kit)")
-    group.add_argument("--method", default=default_method, choices=sorted(METHODS), help="CAM method")
+    group.add_argument(
+        "--method",
+        default=default_method,
+        choices=sorted([*METHODS, DRISE]),
+        help="CAM method, or drise: D-RISE, black-box, by random masks (--drise-*; its one layer is 'image')",
+    )
     group.add_argument(
         "--target",
         default="class-logit",
@@ -108,6 +116,38 @@ def add_kit_arguments(parser: argparse.ArgumentParser, *, default_method: str = 
         metavar="S",
         help=f"steps of a deletion/insertion curve (default {DEFAULT_STEPS})",
     )
+    defaults = DRiseSettings()
+    group.add_argument(
+        "--drise-masks",
+        type=int,
+        default=defaults.masks,
+        metavar="N",
+        help=f"D-RISE: random masks per image, one forward each (default {defaults.masks})",
+    )
+    group.add_argument(
+        "--drise-cell",
+        type=int,
+        default=defaults.cell,
+        metavar="PX",
+        help=f"D-RISE: a mask cell's side, in pixels of the image the model sees (default {defaults.cell})",
+    )
+    group.add_argument(
+        "--drise-p",
+        type=float,
+        default=defaults.p,
+        metavar="P",
+        help=f"D-RISE: probability that a cell is kept, in (0, 1) (default {defaults.p})",
+    )
+    group.add_argument(
+        "--drise-seed", type=int, default=defaults.seed, help="D-RISE: the masks' random seed (default 0)"
+    )
+    group.add_argument(
+        "--drise-batch",
+        type=int,
+        default=defaults.batch,
+        metavar="N",
+        help=f"D-RISE: masked images per forward pass (default {defaults.batch}; speed and memory only)",
+    )
     group.add_argument(
         "--explain-missed",
         action="store_true",
@@ -162,6 +202,37 @@ def check_kit_arguments(opt: argparse.Namespace) -> None:
         raise ArgumentError(
             "--explain-missed needs --eval LABELS: the ground truth says which objects were missed"
         )
+    if getattr(opt, "explain_missed", False) and opt.method == DRISE:
+        raise ArgumentError(
+            "--explain-missed explains missed objects with a gradient method, not --method drise"
+        )
+    drise_settings(opt)
+    if opt.method == DRISE:
+        check_request(
+            layers=parse_layers(opt.target_layers),
+            fuse=bool(getattr(opt, "fuse", False)),
+            target=opt.target,
+            target_class=getattr(opt, "target_class", None),
+            names=CLI_NAMES,
+        )
+
+
+# The flags D-RISE refuses, as kit.drise.check_request names them.
+CLI_NAMES = {
+    "layers": "--target-layers",
+    "fuse": "--fuse",
+    "target": "--target",
+    "target_class": "--target-class",
+}
+DRISE_FLAGS = {f: f"--drise-{f}" for f in ("masks", "cell", "p", "seed", "batch")}
+
+
+def drise_settings(opt: argparse.Namespace) -> DRiseSettings:
+    """The ``--drise-*`` flags as D-RISE's settings, checked (an error names the flag)."""
+    defaults = DRiseSettings()
+    return DRiseSettings(
+        **{f: getattr(opt, f"drise_{f}", getattr(defaults, f)) for f in DRISE_FLAGS}
+    ).checked(DRISE_FLAGS)
 
 
 def size_of(opt: argparse.Namespace, size_flag: str) -> int | list[int] | None:
@@ -189,6 +260,13 @@ def check_yolo_arguments(opt: argparse.Namespace, *, size_flag: str) -> None:
             "max_det": "--max-det",
         },
     )
+    size = size_of(opt, size_flag)
+    longest = max([size] if isinstance(size, int) else list(size or [0]))
+    if opt.method == DRISE and longest and opt.drise_cell > longest:
+        raise ArgumentError(
+            f"--drise-cell {opt.drise_cell} is larger than the image the model sees ({size_flag} {longest}): "
+            f"the masks could not cover any image; pass --drise-cell {longest} or less"
+        )
     check_output_folder(
         Path(opt.project) / opt.name, flag="--project", exist_ok=opt.exist_ok, resume=opt.resume
     )
@@ -270,6 +348,7 @@ def explain_sources(
         eval_steps=opt.eval_steps,
         explain_missed=bool(getattr(opt, "explain_missed", False)),
         resume=resumed(opt),
+        drise=drise_settings(opt) if opt.method == DRISE else None,
     )
     if result.eval_table is not None:
         print(result.eval_table)

@@ -25,6 +25,7 @@ from torch import nn
 
 from kit.adapters.base import Adapter
 from kit.detections import Detection
+from kit.drise import DRise
 from kit.engine import Explanation, explain
 from kit.errors import KitError
 from kit.fusion import fuse_reached
@@ -204,7 +205,7 @@ def explain_images(
     sources: Sequence[Source],
     layers: Sequence[str],
     target: Target,
-    method: CamMethod,
+    method: CamMethod | DRise,
     batch_size: int = 1,
     fuse: bool = False,
     finder: MissedFinder | None = None,
@@ -214,8 +215,10 @@ def explain_images(
     An image that cannot be read or explained is yielded with its ``error`` (and logged); the
     others go on. ``fuse`` adds a fused multi-layer map per detection (layer name ``fused``).
     ``finder`` (``--explain-missed``) adds each image's missed objects, explained.
+    A :class:`~kit.drise.DRise` method explains each batch by masks, not gradients (its one layer:
+    ``image``; ``layers`` and ``target`` are not used).
     """
-    modules = adapter.resolve_layers(layers)
+    modules = {} if isinstance(method, DRise) else adapter.resolve_layers(layers)
     names = tuple(layers)
     pending: list[tuple[Path, np.ndarray]] = []
 
@@ -223,16 +226,21 @@ def explain_images(
         if not batch:
             return
         try:
-            truths = [] if finder is None else [finder.ground_truth(p, im.shape[:2]) for p, im in batch]
-            explanation, letterboxes, missed = explain_batch(
-                adapter,
-                [image for _, image in batch],
-                layers=modules,
-                target=target,
-                methods=[method],
-                finder=finder,
-                truths=truths,
-            )
+            images = [image for _, image in batch]
+            missed: list[MissedObject] = []
+            if isinstance(method, DRise):
+                explanation, letterboxes = method.explain_batch(adapter, images)
+            else:
+                truths = [] if finder is None else [finder.ground_truth(p, im.shape[:2]) for p, im in batch]
+                explanation, letterboxes, missed = explain_batch(
+                    adapter,
+                    images,
+                    layers=modules,
+                    target=target,
+                    methods=[method],
+                    finder=finder,
+                    truths=truths,
+                )
         except Exception as error:
             if len(batch) > 1:  # find the image that broke it; the others are explained one by one
                 why = " ".join(str(error).split())
@@ -296,7 +304,7 @@ def run(
     writer: RunWriter,
     layers: Sequence[str],
     target: Target,
-    method: CamMethod,
+    method: CamMethod | DRise,
     batch_size: int = 1,
     fuse: bool = False,
     on_image: Callable[[Path, np.ndarray, ImageResult], Mapping[str, Any] | None] | None = None,

@@ -55,6 +55,11 @@ class ToyOutput:
     def score(self, detections: Sequence[Detection]) -> torch.Tensor:
         return torch.sigmoid(self.class_logit(detections))
 
+    def class_probabilities(self, detections: Sequence[Detection]) -> torch.Tensor:
+        b = torch.tensor([d.image_index for d in detections])
+        r = torch.tensor([d.row for d in detections])
+        return torch.sigmoid(self.logits[b, r])
+
 
 class ToyAdapter:
     """A detector with one detection per image: the whole content, read at its centre pixel.

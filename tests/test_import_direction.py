@@ -16,7 +16,7 @@ import pytest
 KIT = Path(__file__).resolve().parents[1] / "kit"
 SCRIPTS = KIT.parent / "scripts"
 
-CORE = ["engine", "methods", "targets", "fusion", "maps", "detections", "errors", "adapters"]
+CORE = ["engine", "methods", "targets", "fusion", "maps", "detections", "errors", "adapters", "drise"]
 EVALUATION = ["evaluate", "metrics", "labels", "missed"]
 RUN = ["runner", "outputs", "journal", "distributed", "progress", "cli", "api", "loaders", "checkpoints"]
 RUN_AND_EVAL = [*RUN, *EVALUATION, "render"]

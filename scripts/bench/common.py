@@ -38,6 +38,7 @@ def worker_parser(description: str | None) -> argparse.ArgumentParser:
     parser.add_argument("--folder-images", type=int, default=16, help="0 skips the folder throughput")
     parser.add_argument("--layer-sets", default="head,deep")
     parser.add_argument("--baselines", default="seed,pytorch-grad-cam", help="comma list; empty: kit only")
+    parser.add_argument("--drise-masks", type=int, default=1000, help="D-RISE's masks per image; 0 skips it")
     return parser
 
 
@@ -50,6 +51,7 @@ def worker_arguments(
         "--image", image, "--detections", options.detections, "--img-size", str(options.img_size),
         "--repeat", str(options.repeat), "--layer-sets", options.layer_sets,
         "--baselines", options.baselines, "--folder-images", str(options.folder_images),
+        "--drise-masks", str(options.drise_masks),
     ]  # fmt: skip
 
 
@@ -234,6 +236,31 @@ def measure_folder(
                 f"  {model} {layer_set} folder of {count} at batch {batch_size}: {rate:.2f} images/s",
                 flush=True,
             )
+
+
+def measure_drise(
+    records: Records, *, adapter: Any, image: Any, masks: int, detections: int = 10, batch: int = 16
+) -> None:
+    """D-RISE's seconds for one image at ``masks`` masks (``batch`` masked images per forward),
+    explaining ``detections`` detections, beside plain inference of the same image.
+
+    Timed once without warm-up (the plain forwards before it warm the model up): at 1000 masks it
+    is the slow row. Its cost is the masked forwards (preprocess, forward, NMS) and hardly depends
+    on the number of detections; the per-mask cost is printed for extrapolating to other counts.
+    """
+    import torch
+
+    from kit.drise import DRise, DRiseSettings
+
+    adapter.max_det = detections
+    inputs, _ = adapter.preprocess([image])
+    with torch.no_grad():
+        plain, _ = timed(lambda: adapter.detect(adapter.forward(inputs)), repeat=3)
+        n = len(adapter.detect(adapter.forward(inputs)))
+    drise = DRise(DRiseSettings(masks=masks, batch=batch))
+    seconds, peak = timed(lambda: drise.explain_batch(adapter, [image]), repeat=1, warmup=False)
+    records.add("image", n, f"kit-drise-{masks}", seconds, peak, plain)
+    print(f"  {records.model} D-RISE: {seconds / masks * 1000:.1f} ms per mask", flush=True)
 
 
 def timed(fn: Callable[[], Any], *, repeat: int, warmup: bool = True) -> tuple[float, float]:

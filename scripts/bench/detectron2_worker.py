@@ -199,6 +199,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     for layer_set in args.layer_sets.split(","):
         bench_set(layer_set)
+    if args.drise_masks > 0:
+        common.measure_drise(records, adapter=adapter, image=image, masks=args.drise_masks)
     if args.folder_images > 0:
         sets = {s: common.set_layers(adapter, s, args.deep) for s in args.layer_sets.split(",")}
         common.measure_folder(

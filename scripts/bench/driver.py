@@ -110,6 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--baselines", default="seed,pytorch-grad-cam", help="empty: the kit only")
     parser.add_argument("--folder-images", type=int, default=16, help="0: skip the folder throughput")
     parser.add_argument(
+        "--drise-masks",
+        type=int,
+        default=1000,
+        help="D-RISE's masks per image (the paper's 1000); one image, 10 detections; 0 skips it",
+    )
+    parser.add_argument(
         "--threads",
         type=int,
         default=0,

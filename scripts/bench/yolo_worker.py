@@ -133,6 +133,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     for layer_set in args.layer_sets.split(","):
         bench_set(layer_set)
 
+    if args.drise_masks > 0:  # the adapter of the Grad-CAM rows: their detections, their NMS
+        adapter = YoloAdapter(
+            model,
+            functions=YoloFunctions(letterbox=letterbox, non_max_suppression=nms),
+            img_size=args.img_size,
+            conf_thres=1e-6,
+            iou_thres=0.45,
+        )
+        common.measure_drise(records, adapter=adapter, image=image, masks=args.drise_masks)
+
     if args.folder_images > 0:
         adapter = YoloAdapter(
             model,

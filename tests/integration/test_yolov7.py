@@ -258,3 +258,32 @@ def test_local_head_gradients_equal_the_full_backward(
     result = run_in_checkout(yolov7_checkout, LOCAL_EQUALS_GENERAL, str(weights))
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().endswith("ok")
+
+
+def test_drise_explains_through_the_models_own_forward(
+    yolov7_checkout: Path, tiny_checkpoint: Path, tmp_path: Path
+) -> None:
+    """D-RISE with a few masks (the default 1000 is make bench's): one map per detection, layer image."""
+    out = tmp_path / "drise"
+    source = yolov7_checkout / "inference" / "images" / "bus.jpg"
+    args = ["--method", "drise", "--drise-masks", "16", "--drise-batch", "8"]
+    result = make_cam(YOLOV7, yolov7_checkout, weights=tiny_checkpoint, out=out, source=source, args=args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    manifest = check_run(YOLOV7, out, layers=["image"], target="detection-similarity")
+    assert manifest["method"] == "drise" and manifest["drise"] == {
+        "masks": 16,
+        "cell": 16,
+        "p": 0.5,
+        "seed": 0,
+    }
+    (image,) = manifest["images"]
+    assert all((out / d["maps"]["image"]["overlay"]).is_file() for d in image["detections"])
+    # the same detections as a Grad-CAM run of the image
+    grad = tmp_path / "grad"
+    result = make_cam(YOLOV7, yolov7_checkout, weights=tiny_checkpoint, out=grad, source=source)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (theirs,) = json.loads((grad / "manifest.json").read_text())["images"]
+    keys = ("id", "box_xyxy", "class_id", "score")
+    assert [[d[k] for k in keys] for d in image["detections"]] == [
+        [d[k] for k in keys] for d in theirs["detections"]
+    ]

@@ -158,6 +158,6 @@ def test_explain_missed_without_labels_is_refused_before_anything_runs(tmp_path:
     with pytest.raises(ArgumentError, match="does not list its candidates"):
         plain.run([picture(0)], tmp_path / "run", explain_missed=True, labels=tmp_path)
     opt = type("Opt", (), {"target_layers": "", "batch_size": 1, "eval_curves": 1, "eval_steps": 2,
-                           "explain_missed": True, "eval": None, "target": "class-logit"})()  # fmt: skip
+                           "explain_missed": True, "eval": None, "target": "class-logit", "method": "gradcam"})()  # fmt: skip
     with pytest.raises(ArgumentError, match="--explain-missed needs --eval LABELS"):
         check_kit_arguments(opt)
