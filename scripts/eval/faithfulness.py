@@ -14,7 +14,16 @@ ground-truth box (same class, IoU >= 0.5), per method x layer set:
 - a randomization sanity check (Adebayo et al. 2018): the detector's layers are re-initialised
   from the head down, block by block (cascading), and the Spearman rank correlation of each map
   with the map of the trained detector is reported per stage (same detections, same rows). A
-  faithful map changes: the correlation should fall towards 0.
+  faithful map changes: the correlation should fall towards 0;
+- D-RISE (Petsiuk et al. 2021), the black-box reference: its row on the first ``--drise-images``
+  images, and per gradient method x layer set ``rho D-RISE``, the Spearman rank correlation of
+  each map with D-RISE's map of the same detection (agreement with a method that reads no
+  gradient);
+- the box target (``box``: the four box coordinates' maps, each normalized, max): for Grad-CAM and
+  the best method of the table (highest insertion minus deletion AUC at the first layer set),
+  with the class logit beside it, and ODAM's box deletion (``box del``: the IoU of the best
+  same-class detection with the detection's own box while the most salient pixels are deleted;
+  lower is better), also for D-RISE.
 
 This is a driver over :mod:`kit.evaluate`, the code a run's ``--eval`` scores with: the same
 matching (greedy by score, one detection per box, same class, IoU >= 0.5), the same maps (each
@@ -45,6 +54,7 @@ from torch import nn
 from kit.adapters.base import Adapter
 from kit.adapters.yolo import YoloAdapter
 from kit.detections import Detection
+from kit.drise import DRise, DRiseSettings
 from kit.engine import explain
 from kit.evaluate import (
     MEASURE_HEAD,
@@ -213,6 +223,7 @@ def measure(
     steps: int,
     batch_size: int,
     keep: int = 0,
+    box_deletion: bool = False,
 ) -> tuple[dict[Key, Evaluator], list[np.ndarray], list[Letterbox], list[Sample]]:
     """Explain each image once (every method, every layer) and score it with one evaluator per
     method x layer set; keep the first ``keep`` matched detections (with their maps) for the
@@ -225,6 +236,7 @@ def measure(
             steps=steps,
             batch_size=batch_size,
             per_layer=False,
+            box_deletion=box_deletion,
         )
         for method in methods
         for name in layer_sets
@@ -250,14 +262,109 @@ def measure(
     return evaluators, images, letterboxes, samples
 
 
+def drise_agreement(
+    adapter: Adapter,
+    paths: Sequence[Path],
+    *,
+    labels: Labels,
+    layer_sets: dict[str, list[str]],
+    target: Target,
+    methods: Sequence[CamMethod],
+    settings: DRiseSettings,
+    curves: int,
+    steps: int,
+    batch_size: int,
+) -> tuple[Evaluator, dict[Key, list[float]]]:
+    """D-RISE on ``paths``: its evaluator (box deletion included), and per gradient method x layer
+    set the rank correlation of each matched detection's map with D-RISE's map of it."""
+    drise = DRise(settings)
+    evaluator = Evaluator(
+        labels=labels,
+        detector=adapter_detector(adapter),
+        curves=curves,
+        steps=steps,
+        batch_size=batch_size,
+        per_layer=False,
+        box_deletion=True,
+    )
+    all_layers = sorted({layer for layers in layer_sets.values() for layer in layers}, key=_layer_order)
+    modules = adapter.resolve_layers(all_layers)
+    correlations: dict[Key, list[float]] = {}
+    for path in paths:
+        image = read_image(path)
+        explained, (letterbox,) = drise.explain_batch(adapter, [image])
+        result = to_image_result(
+            explained, image_index=0, letterbox=letterbox, method=drise.name, names=adapter.names
+        )
+        matches = evaluator.score_image(path, image, result)
+        if not matches:
+            continue
+        explanation, (letterbox,), _ = explain_batch(
+            adapter, [image], layers=modules, target=target, methods=methods
+        )
+        assert [d.row for d in explanation.detections] == [
+            d.row for d in explained.detections
+        ]  # one forward's
+        for method in methods:
+            gradient = to_image_result(
+                explanation, image_index=0, letterbox=letterbox, method=method.name, names=adapter.names
+            )
+            for match in matches:
+                reference = detection_maps(result, match.det_id)[FUSED]
+                for name, cam in set_maps(gradient, match.det_id, layer_sets).items():
+                    rho = math.nan if cam is None or reference is None else rank_correlation(cam, reference)
+                    correlations.setdefault((method.name, name), []).append(rho)
+    return evaluator, correlations
+
+
+def best_method(evaluators: dict[Key, Evaluator], layer_set: str) -> str:
+    """The method with the highest insertion minus deletion AUC at ``layer_set`` (Grad-CAM on a tie)."""
+    scored = []
+    for (method, name), evaluator in evaluators.items():
+        (row,) = [r for r in evaluator.summary_rows() if r["layer"] == FUSED] or [_empty_row()]
+        if name == layer_set and row["deletion_auc"] is not None and row["insertion_auc"] is not None:
+            scored.append((row["insertion_auc"] - row["deletion_auc"], method == "gradcam", method))
+    return max(scored)[2] if scored else "gradcam"
+
+
+def box_rows(evaluators: dict[tuple[str, str, str], Evaluator]) -> list[dict[str, Any]]:
+    """One row per target x method x layer set of the box comparison."""
+    rows = []
+    for (target, method, name), evaluator in evaluators.items():
+        (summary,) = [r for r in evaluator.summary_rows() if r["layer"] == FUSED] or [_empty_row()]
+        rows.append(
+            {
+                "target": target,
+                "method": method,
+                "layers": name,
+                **{k: v for k, v in summary.items() if k != "layer"},
+            }
+        )
+    return rows
+
+
+def format_box_table(rows: Sequence[dict[str, Any]]) -> str:
+    table = [["target", "method", "layers", *MEASURE_HEAD, "box del"]]
+    for r in rows:
+        box = r.get("box_deletion_auc")
+        table.append(
+            [r["target"], r["method"], r["layers"], *measure_cells(r), "-" if box is None else f"{box:.3f}"]
+        )
+    return format_columns(table)
+
+
 def table_rows(
-    evaluators: dict[Key, Evaluator], correlations: dict[Key, dict[str, list[float]]]
+    evaluators: dict[Key, Evaluator],
+    correlations: dict[Key, dict[str, list[float]]],
+    agreement: dict[Key, list[float]] | None = None,
 ) -> list[dict[str, Any]]:
-    """One row per method x layer set: the evaluator's fused-map summary and the rho per stage."""
+    """One row per method x layer set: the evaluator's fused-map summary, the rho per stage and
+    (``agreement``) the mean rank correlation with D-RISE's maps."""
     rows = []
     for (method, name), evaluator in evaluators.items():
         (summary,) = [r for r in evaluator.summary_rows() if r["layer"] == FUSED] or [_empty_row()]
         rand = correlations.get((method, name), {})
+        with_drise = (agreement or {}).get((method, name), [])
         rows.append(
             {
                 "method": method,
@@ -265,6 +372,8 @@ def table_rows(
                 **{k: v for k, v in summary.items() if k != "layer"},
                 "randomization": {s: mean_finite(v) for s, v in rand.items()},
                 "randomization_nan": {s: int(sum(not math.isfinite(x) for x in v)) for s, v in rand.items()},
+                "rho_drise": mean_finite(with_drise),
+                "n_rho_drise": sum(1 for x in with_drise if math.isfinite(x)),
             }
         )
     return rows
@@ -272,9 +381,9 @@ def table_rows(
 
 def format_table(rows: Sequence[dict[str, Any]], stages: Sequence[str]) -> str:
     """A fixed-width table: one row per method x layer set."""
-    table = [["method", "layers", *MEASURE_HEAD, *(f"rho@{s}" for s in stages)]]
+    table = [["method", "layers", *MEASURE_HEAD, *(f"rho@{s}" for s in stages), "rho D-RISE"]]
     for r in rows:
-        rho = [r["randomization"].get(s) for s in stages]
+        rho = [r["randomization"].get(s) for s in stages] + [r.get("rho_drise")]
         table.append(
             [r["method"], r["layers"], *measure_cells(r), *("-" if v is None else f"{v:.2f}" for v in rho)]
         )
@@ -306,6 +415,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--sanity", type=int, default=12, help="matched detections in the randomization check"
     )
     parser.add_argument("--stages", default=DEFAULT_STAGES, help="randomize layers from these indices up")
+    parser.add_argument(
+        "--drise-images", type=int, default=12, help="images explained by D-RISE too (0: no D-RISE rows)"
+    )
+    parser.add_argument("--drise-masks", type=int, default=1000, help="D-RISE masks per image")
+    parser.add_argument(
+        "--box-target",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the box target's rows (Grad-CAM and the best method, beside the class logit)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "runs" / "eval" / "exp")
@@ -390,8 +509,68 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print(f"randomization check done ({time.perf_counter() - started:.0f}s)", file=sys.stderr)
 
-    rows = table_rows(evaluators, correlations)
+    adapter = make_adapter(model)
+    agreement: dict[Key, list[float]] = {}
+    drise_row: dict[str, Any] | None = None
+    if args.drise_images > 0:
+        started = time.perf_counter()
+        drise_eval, agreement = drise_agreement(
+            adapter,
+            paths[: args.drise_images],
+            labels=labels,
+            layer_sets=layer_sets,
+            target=target,
+            methods=[m for m in methods if m.uses_gradients] or methods,
+            settings=DRiseSettings(masks=args.drise_masks, seed=args.seed).checked(),
+            curves=args.curves,
+            steps=args.steps,
+            batch_size=args.batch_size,
+        )
+        (summary,) = [r for r in drise_eval.summary_rows() if r["layer"] == FUSED] or [_empty_row()]
+        drise_row = {
+            "method": "drise",
+            "layers": "image",
+            "images": args.drise_images,
+            "masks": args.drise_masks,
+            **{k: v for k, v in summary.items() if k != "layer"},
+        }
+        print(
+            f"D-RISE on {args.drise_images} images done ({time.perf_counter() - started:.0f}s)",
+            file=sys.stderr,
+        )
+    boxes: list[dict[str, Any]] = []
+    if args.box_target:
+        started = time.perf_counter()
+        first_set = next(iter(layer_sets))
+        chosen = list(dict.fromkeys(["gradcam", best_method(evaluators, first_set)]))
+        box_evaluators: dict[tuple[str, str, str], Evaluator] = {}
+        for name in ("class-logit", "box"):
+            found, *_ = measure(
+                adapter,
+                paths,
+                labels=labels,
+                layer_sets={first_set: layer_sets[first_set]},
+                target=get_target(name),
+                methods=[get_method(m) for m in chosen],
+                curves=args.curves,
+                steps=args.steps,
+                batch_size=args.batch_size,
+                box_deletion=True,
+            )
+            box_evaluators.update({(name, m, s): e for (m, s), e in found.items()})
+        boxes = box_rows(box_evaluators)
+        if drise_row is not None:
+            boxes.append({"target": "drise", **drise_row})
+        print(f"box target rows done ({time.perf_counter() - started:.0f}s)", file=sys.stderr)
+
+    rows = table_rows(evaluators, correlations, agreement)
     table = format_table(rows, stages)
+    if drise_row is not None:
+        table += f"\nD-RISE ({args.drise_masks} masks, first {args.drise_images} images): " + "  ".join(
+            f"{h} {c}" for h, c in zip(MEASURE_HEAD, measure_cells(drise_row))
+        )
+    if boxes:
+        table += "\n\n" + format_box_table(boxes)
     print(table)
     out_dir = increment_path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -414,8 +593,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             "curves": args.curves,
             "sanity": args.sanity,
             "stages": stages,
+            "drise_images": args.drise_images,
+            "drise_masks": args.drise_masks,
         },
         "rows": rows,
+        "drise": drise_row,
+        "box_target": boxes,
     }
     (out_dir / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
     (out_dir / "table.txt").write_text(table + "\n")

@@ -50,6 +50,7 @@ def test_demo_trains_saves_and_evaluates_a_few_iterations(yolov7_checkout: Path,
         *("--checkout", str(yolov7_checkout), "--weights-dir", str(weights), "--data-dir", str(data)),
         *("--images", "2", "--methods", "gradcam,layercam", "--conf-thres", "0.0001", "--curves", "1"),
         *("--sanity", "1", "--steps", "2", "--stages", "77,0", "--threads", "1", "--out", str(out)),
+        *("--drise-images", "1", "--drise-masks", "8"),
     )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((out / "eval.json").read_text())
@@ -57,6 +58,14 @@ def test_demo_trains_saves_and_evaluates_a_few_iterations(yolov7_checkout: Path,
         (m, s) for m in ("gradcam", "layercam") for s in ("74,75,76", "57", "57,65,73")
     ]
     assert "PG" in result.stdout and "EBPG" in result.stdout
+    # D-RISE's row and each gradient row's agreement with it; the box target beside the class logit
+    assert report["drise"]["method"] == "drise" and report["drise"]["masks"] == 8
+    assert all("rho_drise" in r for r in report["rows"])
+    rows = report["box_target"]
+    assert {r["target"] for r in rows} == {"class-logit", "box", "drise"}
+    assert {r["method"] for r in rows if r["target"] == "box"} >= {"gradcam"}
+    assert all("box_deletion_auc" in r for r in rows)
+    assert "box del" in result.stdout and "rho D-RISE" in result.stdout
 
 
 def test_main_gradcam_explains_with_the_kept_demo_weights(yolov7_checkout: Path, tmp_path: Path) -> None:

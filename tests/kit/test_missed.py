@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 from typing import Any
@@ -157,7 +158,15 @@ def test_explain_missed_without_labels_is_refused_before_anything_runs(tmp_path:
     plain = Explainer(Loaded(adapter=ToyAdapter(), weights="toy.pt", settings={}), upstream="toy")
     with pytest.raises(ArgumentError, match="does not list its candidates"):
         plain.run([picture(0)], tmp_path / "run", explain_missed=True, labels=tmp_path)
-    opt = type("Opt", (), {"target_layers": "", "batch_size": 1, "eval_curves": 1, "eval_steps": 2,
-                           "explain_missed": True, "eval": None, "target": "class-logit", "method": "gradcam"})()  # fmt: skip
+    opt = argparse.Namespace(
+        target_layers="",
+        batch_size=1,
+        eval_curves=1,
+        eval_steps=2,
+        explain_missed=True,
+        eval=None,
+        target="class-logit",
+        method="gradcam",
+    )
     with pytest.raises(ArgumentError, match="--explain-missed needs --eval LABELS"):
         check_kit_arguments(opt)

@@ -52,7 +52,45 @@ def test_table_has_a_row_per_entry() -> None:
     }
     lines = evaluation.format_table([row], ["77", "0"]).splitlines()
     assert lines[0].split()[:3] == ["method", "layers", "n"]
-    assert lines[1].split() == ["gradcam", "74,75,76", "3", "1.000", "0.500", "2", "-", "0.250", "0.10", "-"]
+    assert lines[1].split() == [
+        "gradcam",
+        "74,75,76",
+        "3",
+        "1.000",
+        "0.500",
+        "2",
+        "-",
+        "0.250",
+        "0.10",
+        "-",
+        "-",
+    ]
+    assert lines[0].endswith("rho D-RISE")
+    row["rho_drise"] = 0.42
+    assert evaluation.format_table([row], ["77"]).splitlines()[1].split()[-1] == "0.42"
+
+
+class Summary:
+    """An Evaluator's summary, as best_method reads it."""
+
+    def __init__(self, deletion: float | None, insertion: float | None) -> None:
+        self.row = {"layer": "fused", "deletion_auc": deletion, "insertion_auc": insertion}
+
+    def summary_rows(self) -> list[dict[str, Any]]:
+        return [self.row]
+
+
+def test_the_best_method_has_the_widest_insertion_minus_deletion_gap_at_the_layer_set() -> None:
+    evaluators: Any = {
+        ("gradcam", "74,75,76"): Summary(0.2, 0.8),
+        ("xgradcam", "74,75,76"): Summary(0.1, 0.9),
+        ("layercam", "57"): Summary(0.0, 1.0),  # another layer set: not compared
+        ("eigencam", "74,75,76"): Summary(None, 0.99),  # no curves
+    }
+    assert evaluation.best_method(evaluators, "74,75,76") == "xgradcam"
+    evaluators[("xgradcam", "74,75,76")] = Summary(0.2, 0.8)  # a tie goes to Grad-CAM
+    assert evaluation.best_method(evaluators, "74,75,76") == "gradcam"
+    assert evaluation.best_method(evaluators, "99") == "gradcam"
 
 
 def test_randomized_maps_are_compared_with_the_trained_ones() -> None:
