@@ -149,12 +149,14 @@ RECOMPUTE = """
                     per_anchor = per_anchor.reshape(n, -1, model.num_classes)
                     recomputed.append(float(per_anchor[d.image_index, d.row, d.class_id].sigmoid()))
             target = out.score(dets).tolist()
-            # the box target's decoded boxes, clipped as detectron2 clips, are the kept boxes
+            # the box target's decoded boxes are the kept boxes (Faster R-CNN's clipped to the image
+            # as fast_rcnn_inference clips them; RetinaNet's inference does not clip)
             decoded = out.box(dets)
             for k, d in enumerate(dets):
                 h, w = images.image_sizes[d.image_index]
-                decoded[k, 0::2] = decoded[k, 0::2].clamp(0, w)
-                decoded[k, 1::2] = decoded[k, 1::2].clamp(0, h)
+                if adapter.kind == "rcnn":
+                    decoded[k, 0::2] = decoded[k, 0::2].clamp(0, w)
+                    decoded[k, 1::2] = decoded[k, 1::2].clamp(0, h)
         return {"scores": [d.score for d in dets], "recomputed": recomputed, "target": target,
                 "images": sorted({d.image_index for d in dets}), "levels": [d.level for d in dets],
                 "boxes": [list(d.box_xyxy) for d in dets], "decoded": decoded.tolist()}
