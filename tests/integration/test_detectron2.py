@@ -355,3 +355,49 @@ NON_FINITE = """
 def test_proposal_indices_skip_rows_with_non_finite_values(detectron2_checkout: Path) -> None:
     result = run_in_checkout(detectron2_checkout, NON_FINITE)
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+@pytest.mark.parametrize("key", ["fpn", "retinanet"])
+def test_box_target_and_missed_objects_end_to_end(
+    key: str, detectron2_checkout: Path, checkpoints: dict[str, Path], tmp_path: Path
+) -> None:
+    """--target box with --eval --explain-missed: every object no detection matched has a why, and
+    every candidate that was explained has its overlays; objectness is refused naming the others."""
+    source = tmp_path / "images"
+    source.mkdir()
+    (source / "lazyconfig.jpg").write_bytes((detectron2_checkout / IMAGE).read_bytes())
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    (labels / "lazyconfig.txt").write_text("0 0.3 0.5 0.2 0.6\n5 0.8 0.3 0.1 0.3\n")
+    out = tmp_path / "run"
+    args = ["--target", "box", "--eval", str(labels), "--explain-missed", "--eval-curves", "0"]
+    result = make_cam(
+        DETECTRON2, detectron2_checkout, weights=checkpoints[key], out=out, source=source,
+        config=CONFIGS[key], args=args,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["target"] == "box" and manifest["explain_missed"] is True
+    (image,) = manifest["images"]
+    assert image["detections"] and all(d["maps"] for d in image["detections"])
+    missed = image["missed"]
+    assert 1 <= len(missed) <= 2 and {m["class_id"] for m in missed} <= {0, 5}
+    for m in missed:
+        candidate = m["candidate"]
+        assert candidate["why"] in {
+            "below_threshold",
+            "suppressed",
+            "other_class",
+            "mislocalized",
+            "no_candidate",
+        }
+        if candidate["why"] != "no_candidate":
+            assert candidate["iou"] >= 0.1 and candidate["maps"]
+            for layer in candidate["maps"].values():
+                assert layer["overlay"] is None or (out / layer["overlay"]).is_file()
+    refused = make_cam(
+        DETECTRON2, detectron2_checkout, weights=checkpoints[key], out=tmp_path / "no", source=source,
+        config=CONFIGS[key], args=["--target", "objectness"],
+    )  # fmt: skip
+    assert refused.returncode != 0
+    assert "objectness" in refused.stderr and "box-x1" in refused.stderr, refused.stderr[-2000:]
