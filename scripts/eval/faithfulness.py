@@ -321,7 +321,7 @@ def best_method(evaluators: dict[Key, Evaluator], layer_set: str) -> str:
     """The method with the highest insertion minus deletion AUC at ``layer_set`` (Grad-CAM on a tie)."""
     scored = []
     for (method, name), evaluator in evaluators.items():
-        (row,) = [r for r in evaluator.summary_rows() if r["layer"] == FUSED] or [_empty_row()]
+        row = fused_summary(evaluator)
         if name == layer_set and row["deletion_auc"] is not None and row["insertion_auc"] is not None:
             scored.append((row["insertion_auc"] - row["deletion_auc"], method == "gradcam", method))
     return max(scored)[2] if scored else "gradcam"
@@ -331,13 +331,12 @@ def box_rows(evaluators: dict[tuple[str, str, str], Evaluator]) -> list[dict[str
     """One row per target x method x layer set of the box comparison."""
     rows = []
     for (target, method, name), evaluator in evaluators.items():
-        (summary,) = [r for r in evaluator.summary_rows() if r["layer"] == FUSED] or [_empty_row()]
         rows.append(
             {
                 "target": target,
                 "method": method,
                 "layers": name,
-                **{k: v for k, v in summary.items() if k != "layer"},
+                **fused_summary(evaluator),
             }
         )
     return rows
@@ -362,14 +361,13 @@ def table_rows(
     (``agreement``) the mean rank correlation with D-RISE's maps."""
     rows = []
     for (method, name), evaluator in evaluators.items():
-        (summary,) = [r for r in evaluator.summary_rows() if r["layer"] == FUSED] or [_empty_row()]
         rand = correlations.get((method, name), {})
         with_drise = (agreement or {}).get((method, name), [])
         rows.append(
             {
                 "method": method,
                 "layers": name,
-                **{k: v for k, v in summary.items() if k != "layer"},
+                **fused_summary(evaluator),
                 "randomization": {s: mean_finite(v) for s, v in rand.items()},
                 "randomization_nan": {s: int(sum(not math.isfinite(x) for x in v)) for s, v in rand.items()},
                 "rho_drise": mean_finite(with_drise),
@@ -526,13 +524,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             steps=args.steps,
             batch_size=args.batch_size,
         )
-        (summary,) = [r for r in drise_eval.summary_rows() if r["layer"] == FUSED] or [_empty_row()]
         drise_row = {
             "method": "drise",
             "layers": "image",
             "images": args.drise_images,
             "masks": args.drise_masks,
-            **{k: v for k, v in summary.items() if k != "layer"},
+            **fused_summary(drise_eval),
         }
         print(
             f"D-RISE on {args.drise_images} images done ({time.perf_counter() - started:.0f}s)",
@@ -609,6 +606,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _layer_order(name: str) -> tuple[int, str]:
     """Numeric layer names (yolov7's indices) in numeric order, others after them by name."""
     return (int(name), "") if name.isdigit() else (sys.maxsize, name)
+
+
+def fused_summary(evaluator: Evaluator) -> dict[str, Any]:
+    """An evaluator's summary of the ``fused`` map (a layer set's map), without its layer name."""
+    (row,) = [r for r in evaluator.summary_rows() if r["layer"] == FUSED] or [_empty_row()]
+    return {k: v for k, v in row.items() if k != "layer"}
 
 
 def _empty_row() -> dict[str, Any]:
