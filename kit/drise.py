@@ -124,8 +124,18 @@ def generate_masks(*, count: int, hw: tuple[int, int], cell: int, p: float, seed
     A grid of ``ceil(h / cell) + 1`` x ``ceil(w / cell) + 1`` cells, each 1 with probability ``p``,
     upsampled bilinearly to ``cell`` px a cell, then cropped at a random offset in ``[0, cell)``
     on each axis. Drawn from ``seed`` alone, mask by mask, so a mask set never depends on how it
-    is consumed.
+    is consumed. (:meth:`DRise.saliency` draws the grids once and renders them batch by batch:
+    1000 masks of an 800 x 1333 input would be 4 GB at once.)
     """
+    grids, shifts = mask_grids(count=count, hw=hw, cell=cell, p=p, seed=seed)
+    return render_masks(grids, shifts, hw=hw, cell=cell)
+
+
+def mask_grids(
+    *, count: int, hw: tuple[int, int], cell: int, p: float, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The random part of :func:`generate_masks`: (count, 1, rows, cols) binary grids and (count, 2)
+    shifts, small whatever the image size."""
     h, w = int(hw[0]), int(hw[1])
     rows, cols = -(-h // cell) + 1, -(-w // cell) + 1
     generator = torch.Generator().manual_seed(seed)
@@ -134,8 +144,17 @@ def generate_masks(*, count: int, hw: tuple[int, int], cell: int, p: float, seed
     for k in range(count):  # mask by mask: the first n masks of any count are the same
         grids[k, 0] = (torch.rand(rows, cols, generator=generator) < p).float()
         shifts[k] = torch.randint(0, cell, (2,), generator=generator)
-    masks = torch.empty(count, h, w)
-    for start in range(0, count, 64):  # the upsampled grids of 64 masks at a time
+    return grids, shifts
+
+
+def render_masks(
+    grids: torch.Tensor, shifts: torch.Tensor, *, hw: tuple[int, int], cell: int
+) -> torch.Tensor:
+    """Grids of :func:`mask_grids` as (n, h, w) masks: upsampled, then cropped at their shifts."""
+    h, w = int(hw[0]), int(hw[1])
+    rows, cols = grids.shape[2:]
+    masks = torch.empty(len(grids), h, w)
+    for start in range(0, len(grids), 64):  # the upsampled grids of 64 masks at a time
         up = F.interpolate(grids[start : start + 64], size=(rows * cell, cols * cell), mode="bilinear")
         for k in range(up.shape[0]):
             dy, dx = (int(v) for v in shifts[start + k])
@@ -245,12 +264,14 @@ class DRise:
                 f"({width} x {height} px, width x height): the masks cannot cover it; pass a cell of "
                 f"{min(height, width)} px or less"
             )
-        masks = generate_masks(count=s.masks, hw=hw, cell=s.cell, p=s.p, seed=s.seed)
+        grids, shifts = mask_grids(count=s.masks, hw=hw, cell=s.cell, p=s.p, seed=s.seed)
         original_hw = image.shape[:2]
         pixels = torch.from_numpy(np.ascontiguousarray(image)).float()
         total = torch.zeros(len(boxes), height * width)
-        for start in range(0, s.masks, s.batch):
-            chunk = masks[start : start + s.batch]
+        for start in range(0, s.masks, s.batch):  # masks rendered a batch at a time: memory stays flat
+            chunk = render_masks(
+                grids[start : start + s.batch], shifts[start : start + s.batch], hw=hw, cell=s.cell
+            )
             # Each mask to the image's own pixels (bilinear), then onto the image: black where masked.
             full = F.interpolate(chunk[:, None], size=original_hw, mode="bilinear")[:, 0]
             masked = [(pixels * m[..., None]).round().to(torch.uint8).numpy() for m in full]
