@@ -120,6 +120,10 @@ class ImageView:
     summary: Optional[str]  # URL of the summary sheet
     error: Optional[str]
     cards: list[CardView] = field(default_factory=list)
+    # --explain-missed: (class id, class name, ground-truth box, why, [(layer, overlay URL)]) per object
+    missed: list[tuple[Optional[int], str, list[float], str, list[tuple[str, str]]]] = field(
+        default_factory=list
+    )
 
 
 @dataclass
@@ -199,6 +203,24 @@ def _image(folder: Path, index: int, record: Any, notes: list[str]) -> ImageView
     for det in detections if isinstance(detections, list) else []:
         if isinstance(det, dict):
             image.cards.append(_card(folder, index, det))
+    missed = record.get("missed") or []
+    for m in missed if isinstance(missed, list) else []:
+        m = _dict(m)
+        candidate = _dict(m.get("candidate"))
+        box = m.get("gt_box")
+        maps = _dict(candidate.get("maps"))
+        links = [
+            (str(layer), url) for layer, v in maps.items() if (url := _href(folder, _dict(v).get("overlay")))
+        ]
+        image.missed.append(
+            (
+                _whole(m.get("class_id")),
+                _text(m.get("class_name"), default="?"),
+                [_number(v) or 0.0 for v in box] if isinstance(box, list) else [],
+                _why(candidate),
+                links,
+            )
+        )
     overlays = [m.overlay for c in image.cards for m in c.maps if m.overlay]
     image.stem = _stem(summary, record.get("maps_file"), overlays)
     if image.stem is None and image.error is None:
@@ -227,6 +249,20 @@ def _card(folder: Path, image: int, det: dict[str, Any]) -> CardView:
         box=[v for v in (_number(x) for x in box) if v is not None] if isinstance(box, list) else None,
         maps=maps,
     )
+
+
+def _why(candidate: dict[str, Any]) -> str:
+    """``--explain-missed``'s reason, in words (kit.missed.REASONS)."""
+    why = _text(candidate.get("why"), default="?")
+    if why == "suppressed":
+        by = _whole(candidate.get("suppressed_by"))
+        return "suppressed" + ("" if by is None else f" by detection {by}")
+    if why == "other_class":
+        return f"scored as {_text(candidate.get('other_class_name'), default='another class')}"
+    if why == "mislocalized":
+        kept = _whole(candidate.get("detection"))
+        return "found, box off" + ("" if kept is None else f" (detection {kept})")
+    return {"below_threshold": "below the threshold", "no_candidate": "no candidate there"}.get(why, why)
 
 
 def _stem(summary: Any, maps_file: Any, overlays: Sequence[str]) -> Optional[str]:
@@ -679,8 +715,10 @@ def _curve_svg(mode: str, by_map: dict[str, list[list[float]]]) -> str:
 def _missed(run: RunView, gt: Optional[int], matched: Optional[int]) -> str:
     missed = (run.eval or {}).get("missed")
     names: dict[Optional[int], str] = {c.class_id: c.class_name for c in run.cards}
+    names.update({m[0]: m[1] for image in run.images for m in image.missed if m[0] not in names})
     if isinstance(missed, list):
         index = {image.file: image.index for image in run.images}
+        explained = {image.file: image.missed for image in run.images}
         rows = []
         for m in missed:
             m = _dict(m)
@@ -689,7 +727,17 @@ def _missed(run: RunView, gt: Optional[int], matched: Optional[int]) -> str:
             where = ", ".join(_num(_number(v), 0) for v in box) if isinstance(box, list) else "?"
             name = _e(names.get(cid, "?" if cid is None else str(cid)))
             link = f'<a href="#i{index[file]}"><bdi>{_e(file)}</bdi></a>' if file in index else _e(file)
-            rows.append(f"<li>{link}: <bdi>{name}</bdi> at [{where}]</li>")
+            why = ""
+            numbers = [_number(v) for v in box] if isinstance(box, list) else []
+            for class_id, _, gt_box, reason, maps in explained.get(file, []):  # --explain-missed
+                same = len(gt_box) == len(numbers) == 4 and all(
+                    v is not None and abs(v - g) < 0.01 for v, g in zip(numbers, gt_box)
+                )
+                if class_id == cid and same:
+                    pictures = " ".join(f'<a href="{_a(url)}">map {_e(layer)}</a>' for layer, url in maps)
+                    why = f": {_e(reason)}" + (f" ({pictures})" if pictures else "")
+                    break
+            rows.append(f"<li>{link}: <bdi>{name}</bdi> at [{where}]{why}</li>")
         body = (
             "<ul class=missed>" + "".join(rows) + "</ul>" if rows else "<p>None: every object was found.</p>"
         )

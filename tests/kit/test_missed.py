@@ -148,6 +148,10 @@ def test_a_run_records_missed_objects_with_maps_and_overlays(tmp_path: Path) -> 
     assert abs(x1 - 4.8) < 4 and abs(y2 - 8.0) < 4
     eval_json = json.loads((tmp_path / "run" / "eval.json").read_text())
     assert len(eval_json["missed"]) == 1
+    # the run report lists the missed object with its reason and a link to the candidate's map
+    page = (tmp_path / "run" / "index.html").read_text()
+    assert "<bdi>other</bdi> at [5, 5, 8, 8]: below the threshold (" in page
+    assert '<a href="a/missed0_feat.jpg">map feat</a>' in page
 
 
 def test_explain_missed_without_labels_is_refused_before_anything_runs(tmp_path: Path) -> None:
