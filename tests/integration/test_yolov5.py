@@ -20,6 +20,7 @@ from tests.integration.helpers import (
     assert_series_applied,
     assert_unsafe_checkpoint_is_refused,
     check_run,
+    local_equals_general,
     make_cam,
 )
 
@@ -355,48 +356,9 @@ def test_kit_load_explains_in_memory_like_the_entry_point(
         assert maps == ["17", "20", "23"]
 
 
-LOCAL_EQUALS_GENERAL = """
-    import sys
-    import cv2, torch
-    from models.experimental import attempt_load
-    from utils.augmentations import letterbox
-    from utils.general import non_max_suppression
-    from kit.adapters.yolo import YoloAdapter, YoloFunctions
-    from kit.adapters.base import Capabilities
-    from kit.engine import explain
-    from kit.methods import METHODS
-    from kit.targets import TARGETS
-    model = attempt_load(sys.argv[1], device="cpu", inplace=False)
-    functions = YoloFunctions(letterbox, non_max_suppression, nms_kwargs={"max_det": 8})
-    adapter = YoloAdapter(model, functions=functions, img_size=320, conf_thres=0.0001, iou_thres=0.45)
-    batch, _ = adapter.preprocess([cv2.imread("data/images/bus.jpg")])
-    layers = adapter.resolve_layers(adapter.default_layers())
-    with torch.no_grad():  # the box target reads the very boxes NMS kept
-        out = adapter.forward(batch)
-        dets = adapter.detect(out)
-        torch.testing.assert_close(out.box(dets), torch.tensor([d.box_xyxy for d in dets]))
-    for target in ("class-logit", "score", "box", "objectness"):
-        # every method reads the same gradients: all of them once, two for the other targets
-        two = [METHODS["gradcam"], METHODS["hirescam"]]
-        methods = list(METHODS.values()) if target == "class-logit" else two
-        common = dict(forward=lambda: adapter.forward(batch), detect=adapter.detect, layers=layers,
-                      target=TARGETS[target], methods=methods, model=model)
-        local = Capabilities(local_gradients=adapter.capabilities.local_gradients)
-        fast = explain(**common, capabilities=local)
-        slow = explain(**common)
-        assert len(fast.detections) == 8
-        for layer in layers:
-            assert torch.equal(fast.no_gradient[layer], slow.no_gradient[layer])
-            for name in fast.cams:
-                torch.testing.assert_close(fast.cams[name][layer], slow.cams[name][layer],
-                                           rtol=1e-3, atol=1e-6)
-    print("ok")
-"""
-
-
 def test_local_head_gradients_equal_the_full_backward(yolov5_checkout: Path, nano_checkpoint: Path) -> None:
     """v7.0's Detect (a 1x1 conv per level): the adapter's per-cell fast path is exact."""
-    result = run_in_checkout(yolov5_checkout, LOCAL_EQUALS_GENERAL, str(nano_checkpoint))
+    result = run_in_checkout(yolov5_checkout, local_equals_general("device"), str(nano_checkpoint))
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().endswith("ok")
 
