@@ -271,6 +271,11 @@ class Explainer:
         evaluator = None
         if explain_missed and labels is None:
             raise ArgumentError("explain_missed needs the labels (--eval LABELS) to know what was missed")
+        if explain_missed and target_class is not None:
+            raise ArgumentError(
+                "explain_missed explains each missed object for its own class; target_class would explain "
+                "another: leave one of them out"
+            )
         if explain_missed and isinstance(plan.method, DRise):
             raise ArgumentError(
                 "explain_missed explains each missed object's candidate with a gradient method; D-RISE "

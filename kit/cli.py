@@ -202,6 +202,11 @@ def check_kit_arguments(opt: argparse.Namespace) -> None:
         raise ArgumentError(
             "--explain-missed needs --eval LABELS: the ground truth says which objects were missed"
         )
+    if getattr(opt, "explain_missed", False) and getattr(opt, "target_class", None) is not None:
+        raise ArgumentError(
+            "--explain-missed explains each missed object for its own class; --target-class would "
+            "explain another: leave one of them out"
+        )
     if getattr(opt, "explain_missed", False) and opt.method == DRISE:
         raise ArgumentError(
             "--explain-missed explains missed objects with a gradient method, not --method drise"

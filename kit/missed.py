@@ -1,21 +1,30 @@
 """``--explain-missed``: why a ground-truth object got no detection, and what the model saw there.
 
 With ``--eval LABELS --explain-missed``, every ground-truth box of an image that no kept detection
-matches (the evaluation's one rule, :func:`kit.evaluate.match_detections`) gets the candidate with
-the highest IoU to it among all of the image's pre-NMS rows, proposals or anchors (any score; the
-adapter's ``candidates`` capability), explained for the ground-truth class in the same forward
-pass as the kept detections. Each such object is told by ``why``:
+matches (the evaluation's one rule, :func:`kit.evaluate.match_detections`) gets one candidate among
+all of the image's pre-NMS rows, proposals or anchors (the adapter's ``candidates`` capability),
+explained for the ground-truth class in the same forward pass as the kept detections:
 
-- ``no_candidate``: no candidate reaches IoU :data:`MIN_IOU` with it (nothing is explained);
-- ``mislocalized``: the candidate is a kept detection of the object's class (``detection``: its
-  id) whose box overlaps too little to match;
+1. a kept detection of the object's class that matched no other object and overlaps it by
+   IoU >= :data:`MIN_IOU`;
+2. else, among the candidates that overlap it by IoU >= 0.5 (they would have matched), the one
+   that scores its class highest; or, when that is below the threshold and another class reaches
+   it, the one that scores another class highest;
+3. else the candidate of highest IoU, whatever its score.
+
+(Picking by IoU alone, the first rule tried, nearly always found a low-scoring neighbour of the
+detection that was there: class confusions and shifted boxes all came out ``below_threshold``.)
+Each such object is told by ``why``:
+
+- ``mislocalized``: rule 1 (``detection``: the kept detection's id);
 - ``suppressed``: the candidate scores the object's class at or above the detector's threshold
-  and is its best class (or the detector keeps several classes per row) but NMS, or the cap on
-  detections, dropped it; ``suppressed_by``: the id of the kept detection of that class that
-  overlaps it most, if one does;
+  and higher than any other class (or the detector keeps several classes per row) but NMS, or the
+  cap on detections, dropped it; ``suppressed_by``: the id of the kept detection of that class
+  that overlaps it most, if one does;
 - ``other_class``: the candidate scores another class (``other_class``) at or above the
   threshold, higher than the object's class;
-- ``below_threshold``: it scores no class at or above the threshold.
+- ``below_threshold``: it scores no class at or above the threshold;
+- ``no_candidate``: no candidate reaches IoU :data:`MIN_IOU` with it (no box, nothing is explained).
 """
 
 from __future__ import annotations
@@ -50,7 +59,7 @@ class MissedObject:
     image_index: int
     gt_box: tuple[float, float, float, float]
     class_id: int
-    box: tuple[float, float, float, float]  # the candidate's
+    box: tuple[float, float, float, float] | None  # the candidate's (None: no_candidate)
     score: float  # the candidate's score for the object's class
     iou: float
     why: str
@@ -106,12 +115,12 @@ class MissedFinder:
         classes = np.array([d.class_id for d in mine], dtype=np.int64)
         matched = match_detections(boxes, scores, classes, gt.boxes, gt.classes, iou=self.iou)
         taken = {one[0] for one in matched if one is not None}
-        out = []
-        for g, (gt_box, gt_class) in enumerate(zip(gt.boxes, gt.classes)):
-            if g in taken:
-                continue
-            out.append(self._explain_one(output, index, mine, boxes, gt_box, int(gt_class), letterbox))
-        return out
+        free = [k for k, one in enumerate(matched) if one is None]  # kept detections no object took
+        return [
+            self._explain_one(output, index, mine, boxes, free, gt_box, int(gt_class), letterbox)
+            for g, (gt_box, gt_class) in enumerate(zip(gt.boxes, gt.classes))
+            if g not in taken
+        ]
 
     def _explain_one(
         self,
@@ -119,54 +128,68 @@ class MissedFinder:
         index: int,
         mine: list[Detection],
         kept_boxes: np.ndarray,
+        free: list[int],
         gt_box: np.ndarray,
         gt_class: int,
         letterbox: Letterbox,
     ) -> MissedObject:
         cand = self.candidates(output, index, gt_class)
         input_boxes = cand.boxes.numpy().astype(np.float64).reshape(-1, 4)
+        gt = _rounded(gt_box)
         ious = (
             box_iou(boxes_to_original(input_boxes, letterbox), gt_box[None])[:, 0]
             if len(input_boxes)
             else None
         )
-        gt = tuple(round(float(v), 2) for v in gt_box)
         if ious is None or float(ious.max()) < MIN_IOU:
-            best = int(np.argmax(ious)) if ious is not None else None
+            best = 0.0 if ious is None else float(ious.max())
             return MissedObject(
-                image_index=index,
-                gt_box=gt,  # type: ignore[arg-type]
-                class_id=gt_class,
-                box=_rounded(boxes_to_original(input_boxes[best : best + 1], letterbox)[0])
-                if best is not None
-                else gt,  # type: ignore[arg-type]
-                score=float(cand.scores[best, gt_class]) if best is not None else 0.0,
-                iou=round(float(ious[best]), 4) if ious is not None and best is not None else 0.0,
-                why="no_candidate",
+                index, gt, gt_class, box=None, score=0.0, iou=round(best, 4), why="no_candidate"
             )
-        j = int(np.argmax(ious))
+        scores = cand.scores.numpy().astype(np.float64)
+        levels = cand.levels.tolist() if cand.levels is not None else [None] * len(cand.rows)
+        position = {(int(r), lv): j for j, (r, lv) in enumerate(zip(cand.rows.tolist(), levels))}
+        overlap = box_iou(kept_boxes[free], gt_box[None])[:, 0] if free else np.zeros(0)
+        poor = [(float(o), k) for o, k in zip(overlap, free) if mine[k].class_id == gt_class and o >= MIN_IOU]
+        good = np.flatnonzero(ious >= self.iou)  # candidates that would have matched it
+        kept_id = None
+        if poor:  # the detector found it, with a box that overlaps too little
+            kept_id = max(poor)[1]
+            j = position.get((mine[kept_id].row, mine[kept_id].level), int(np.argmax(ious)))
+        elif len(good):
+            on_class = int(good[np.argmax(scores[good, gt_class])])
+            others = scores[good].copy()
+            others[:, gt_class] = -np.inf
+            off_class = int(good[np.argmax(others.max(axis=1))])
+            if scores[on_class, gt_class] < cand.threshold and others.max() >= cand.threshold:
+                j = off_class
+            else:
+                j = on_class
+        else:
+            j = int(np.argmax(ious))
         row = int(cand.rows[j])
-        level = None if cand.levels is None else int(cand.levels[j])
-        row_scores = cand.scores[j].numpy().astype(np.float64)
-        score, top = float(row_scores[gt_class]), int(np.argmax(row_scores))
+        level = levels[j]
+        score = float(scores[j, gt_class])
+        rivals = scores[j].copy()
+        rivals[gt_class] = -np.inf
+        top = int(np.argmax(rivals))  # the best other class
         candidate_box = boxes_to_original(input_boxes[j : j + 1], letterbox)[0]
-        why, suppressed_by, other, kept_id = "below_threshold", None, None, None
-        same = [k for k, d in enumerate(mine) if d.row == row and d.level == level and d.class_id == gt_class]
-        if same:
-            why, kept_id = "mislocalized", same[0]
-        elif score >= cand.threshold and (cand.multi_label or top == gt_class):
+        why, suppressed_by, other = "below_threshold", None, None
+        best_is_object = score >= float(rivals[top])
+        if kept_id is not None:
+            why = "mislocalized"
+        elif score >= cand.threshold and (cand.multi_label or best_is_object):
             why = "suppressed"
-            rivals = [k for k, d in enumerate(mine) if d.class_id == gt_class]
-            if rivals:
-                overlaps = box_iou(kept_boxes[rivals], candidate_box[None])[:, 0]
+            same = [k for k, d in enumerate(mine) if d.class_id == gt_class]
+            if same:
+                overlaps = box_iou(kept_boxes[same], candidate_box[None])[:, 0]
                 if float(overlaps.max()) > 0:
-                    suppressed_by = rivals[int(np.argmax(overlaps))]
-        elif top != gt_class and float(row_scores[top]) >= cand.threshold:
+                    suppressed_by = same[int(np.argmax(overlaps))]
+        elif float(rivals[top]) >= cand.threshold and not best_is_object:
             why, other = "other_class", top
-        box_in = tuple(float(v) for v in input_boxes[j])
         return MissedObject(
             image_index=index,
-            gt_box=gt,  # type: ignore[arg-type]
+            gt_box=gt,
             class_id=gt_class,
             box=_rounded(candidate_box),
             score=round(score, 5),
@@ -177,7 +200,7 @@ class MissedFinder:
             kept_id=kept_id,
             detection=Detection(
                 image_index=index,
-                box_xyxy=box_in,  # type: ignore[arg-type]
+                box_xyxy=_rounded(input_boxes[j], digits=None),
                 class_id=gt_class,
                 score=score,
                 row=row,
@@ -186,6 +209,6 @@ class MissedFinder:
         )
 
 
-def _rounded(box: np.ndarray) -> tuple[float, float, float, float]:
-    x1, y1, x2, y2 = (round(float(v), 2) for v in box)
+def _rounded(box: np.ndarray, digits: int | None = 2) -> tuple[float, float, float, float]:
+    x1, y1, x2, y2 = (float(v) if digits is None else round(float(v), digits) for v in box)
     return (x1, y1, x2, y2)

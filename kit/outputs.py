@@ -143,6 +143,7 @@ class ImageRecord:
 class MissedRecord:
     """A ground-truth object no detection matched, and its best candidate (``--explain-missed``)."""
 
+    id: int  # its overlays are <stem>/missed<id>_<layer>.jpg
     gt_box: list[float]
     class_id: int
     class_name: str
@@ -446,7 +447,7 @@ class RunWriter:
         records = []
         for m in missed:
             candidate: dict[str, Any] = {
-                "box": list(m.box_xyxy),
+                "box": None if m.box_xyxy is None else list(m.box_xyxy),
                 "score": m.score,
                 "iou": m.iou,
                 "why": m.why,
@@ -460,7 +461,11 @@ class RunWriter:
             if m.why == "mislocalized":
                 candidate["detection"] = m.detection
             record = MissedRecord(
-                gt_box=list(m.gt_box_xyxy), class_id=m.class_id, class_name=m.class_name, candidate=candidate
+                id=m.id,
+                gt_box=list(m.gt_box_xyxy),
+                class_id=m.class_id,
+                class_name=m.class_name,
+                candidate=candidate,
             )
             for layer in [la for la in self.layers if la in m.maps] + [
                 la for la in m.maps if la not in self.layers
@@ -474,7 +479,8 @@ class RunWriter:
                 key = f"missed{m.id}_{self._safe_layer(layer)}"
                 rel = f"{stem}/{key}.jpg"
                 label = m.label() + (f" {layer}" if len(self.layers) > 1 else "")
-                picture = overlay(image_bgr, cam, box_xyxy=m.box_xyxy, label=label, color=MISSED_COLOR)
+                box = m.box_xyxy if m.box_xyxy is not None else m.gt_box_xyxy  # (no map without a candidate)
+                picture = overlay(image_bgr, cam, box_xyxy=box, label=label, color=MISSED_COLOR)
                 draw_dashed_box(picture, m.gt_box_xyxy, color=MISSED_COLOR)
                 self._write_jpeg(rel, picture, written)
                 energy = round(energy_in_box(cam, m.gt_box_xyxy), 6)  # on the object, not the candidate

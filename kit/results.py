@@ -64,7 +64,7 @@ class MissedResult:
     gt_box_xyxy: tuple[float, float, float, float]
     class_id: int
     class_name: str
-    box_xyxy: tuple[float, float, float, float]
+    box_xyxy: Optional[tuple[float, float, float, float]]  # None: no_candidate
     score: float
     iou: float
     why: str

@@ -16,6 +16,7 @@ row) lives in each adapter's output object; the vocabulary is shared across dete
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Protocol, runtime_checkable
@@ -188,7 +189,7 @@ def choose_class(target: Target, chosen: str | int, names: Sequence[str]) -> Cho
     text = str(chosen).strip()
     if text in names:
         class_id = list(names).index(text)
-    elif text.isdigit() and int(text) < len(names):
+    elif re.fullmatch(r"[0-9]+", text) and int(text) < len(names):  # not isdigit: "²" is a digit
         class_id = int(text)
     else:
         listed = ", ".join(f"{i} {n}" for i, n in enumerate(names))

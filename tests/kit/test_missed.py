@@ -74,14 +74,32 @@ def test_matched_objects_are_not_missed_and_each_reason_is_told() -> None:
     assert other.other_class == 2 and other.score == pytest.approx(0.1) and other.iou == 1.0
     assert other.detection is not None and (other.detection.row, other.detection.class_id) == (2, 1)
     assert below.detection is not None and below.other_class is None
-    assert nothing.detection is None and nothing.iou == 0.0
+    assert nothing.detection is None and nothing.iou == 0.0 and nothing.box is None
+
+
+def test_a_class_confusion_is_told_even_when_a_weak_neighbour_fits_the_box_better() -> None:
+    # the kept class-0 detection (row 0, box [10..30]) sits on an object labelled class 1; a
+    # neighbour row fits the object better but scores nothing: the object was seen as class 0
+    global BOXES, SCORES
+    saved = BOXES, SCORES
+    BOXES = torch.cat([BOXES, torch.tensor([[11.0, 10.0, 31.0, 30.0]])])
+    SCORES = torch.cat([SCORES, torch.tensor([[0.01, 0.01, 0.01]])])
+    try:
+        (m,) = find([[11, 10, 31, 30]], [1], [kept(0, 0, (10, 10, 30, 30))])
+    finally:
+        BOXES, SCORES = saved
+    assert (m.why, m.other_class, m.detection.row) == ("other_class", 0, 0)  # type: ignore[union-attr]
 
 
 def test_suppressed_and_mislocalized() -> None:
-    rival = kept(3, 1, (56, 56, 96, 96), score=0.95)  # kept class-1 box overlapping row 1 (IoU ~0.53)
-    # the object sits where row 1 is; it has IoU 0.39 with the rival's box: not matched
+    rival = kept(3, 1, (80, 80, 120, 120), score=0.95)  # a kept class-1 box overlapping row 1's
+    # the object sits where row 1 is (IoU 0.57) and scores class 1 at 0.7; the rival barely touches it
     (m,) = find([[44, 44, 84, 84]], [1], [rival])
     assert (m.why, m.suppressed_by, m.detection.row) == ("suppressed", 0, 1)  # type: ignore[union-attr]
+    # a kept class-1 box overlapping the object by IoU 0.39 (< 0.5: no match): found, box off
+    near = kept(3, 1, (56, 56, 96, 96), score=0.95)
+    (m,) = find([[44, 44, 84, 84]], [1], [near])
+    assert (m.why, m.kept_id) == ("mislocalized", 0)
     # row 1 itself kept for class 1, but its box overlaps the object too little to match
     itself = kept(1, 1, (50, 50, 90, 90), score=0.7)
     (m,) = find([[70, 70, 110, 110]], [1], [itself])
@@ -173,4 +191,7 @@ def test_explain_missed_without_labels_is_refused_before_anything_runs(tmp_path:
         method="gradcam",
     )
     with pytest.raises(ArgumentError, match="--explain-missed needs --eval LABELS"):
+        check_kit_arguments(opt)
+    opt.eval, opt.target_class = "labels", "blob"
+    with pytest.raises(ArgumentError, match="--target-class would explain another"):
         check_kit_arguments(opt)

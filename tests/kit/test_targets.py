@@ -130,6 +130,7 @@ def test_a_chosen_class_gets_that_classs_gradients() -> None:
         ),
         ("3", "score", "'3' is no class"),
         ("-1", "class-prob", "'-1' is no class"),
+        ("\u00b2", "class-logit", "is no class"),  # a digit to str.isdigit, not a number
         ("dog", "box", "goes with a class target .* not 'box'"),
         ("dog", "objectness", "goes with a class target"),
     ],
