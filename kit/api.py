@@ -27,6 +27,7 @@ from kit.labels import load_labels
 from kit.loaders import Loaded, find_checkout, use_checkout
 from kit.methods import CamMethod, get_method
 from kit.missed import MissedFinder
+from kit.missed import check_request as check_missed_request
 from kit.options import ArgumentError, check_positive, parse_layers
 from kit.outputs import RunWriter, is_complete, plan_stems, stem_of
 from kit.progress import Progress
@@ -269,18 +270,8 @@ class Explainer:
             drise=drise,
         )
         evaluator = None
-        if explain_missed and labels is None:
-            raise ArgumentError("explain_missed needs the labels (--eval LABELS) to know what was missed")
-        if explain_missed and target_class is not None:
-            raise ArgumentError(
-                "explain_missed explains each missed object for its own class; target_class would explain "
-                "another: leave one of them out"
-            )
-        if explain_missed and isinstance(plan.method, DRise):
-            raise ArgumentError(
-                "explain_missed explains each missed object's candidate with a gradient method; D-RISE "
-                "explains kept detections only: choose another method"
-            )
+        if explain_missed:
+            check_missed_request(labels=labels, target_class=target_class, method=plan.method.name)
         if explain_missed and self.adapter.capabilities.candidates is None:
             raise ArgumentError(
                 f"{self.upstream}'s adapter does not list its candidates; it cannot explain_missed"

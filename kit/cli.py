@@ -28,6 +28,7 @@ from kit.drise import DRiseSettings, check_request
 from kit.errors import KitError, RunInterrupted
 from kit.evaluate import DEFAULT_CURVES, DEFAULT_STEPS
 from kit.methods import METHODS
+from kit.missed import check_request as check_missed_request
 from kit.options import ArgumentError, check_detector_options, check_positive, parse_layers
 from kit.outputs import check_resumable, check_unlocked, increment_path, latest_path
 from kit.report import write_report
@@ -198,18 +199,12 @@ def check_kit_arguments(opt: argparse.Namespace) -> None:
             f"--eval-curves must be 0 (no deletion/insertion curves) or more, got {opt.eval_curves}"
         )
     check_positive("--eval-steps", opt.eval_steps, what="steps")
-    if getattr(opt, "explain_missed", False) and getattr(opt, "eval", None) is None:
-        raise ArgumentError(
-            "--explain-missed needs --eval LABELS: the ground truth says which objects were missed"
-        )
-    if getattr(opt, "explain_missed", False) and getattr(opt, "target_class", None) is not None:
-        raise ArgumentError(
-            "--explain-missed explains each missed object for its own class; --target-class would "
-            "explain another: leave one of them out"
-        )
-    if getattr(opt, "explain_missed", False) and opt.method == DRISE:
-        raise ArgumentError(
-            "--explain-missed explains missed objects with a gradient method, not --method drise"
+    if getattr(opt, "explain_missed", False):
+        check_missed_request(
+            labels=getattr(opt, "eval", None),
+            target_class=getattr(opt, "target_class", None),
+            method=opt.method,
+            names=MISSED_NAMES,
         )
     drise_settings(opt)
     if opt.method == DRISE:
@@ -222,6 +217,13 @@ def check_kit_arguments(opt: argparse.Namespace) -> None:
         )
 
 
+# The flags --explain-missed is checked against, as kit.missed.check_request names them.
+MISSED_NAMES = {
+    "explain_missed": "--explain-missed",
+    "labels": "--eval LABELS",
+    "target_class": "--target-class",
+    "method": "--method",
+}
 # The flags D-RISE refuses, as kit.drise.check_request names them.
 CLI_NAMES = {
     "layers": "--target-layers",

@@ -29,7 +29,7 @@ Each such object is told by ``why``:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,11 +37,13 @@ import numpy as np
 
 from kit.adapters.base import CandidateReader
 from kit.detections import Detection
+from kit.drise import NAME as DRISE
 from kit.errors import KitError
 from kit.evaluate import MATCH_IOU, match_detections
 from kit.labels import GroundTruth, LabelError, Labels
 from kit.maps import Letterbox, boxes_to_original
 from kit.metrics import box_iou
+from kit.options import ArgumentError
 from kit.targets import DetectorOutput
 
 MIN_IOU = 0.1  # below it, no candidate is said to be "there"
@@ -67,6 +69,38 @@ class MissedObject:
     other_class: int | None = None
     kept_id: int | None = None  # mislocalized: the kept detection it is
     detection: Detection | None = None
+
+
+# What check_request calls each setting: the Python API's names (the CLI passes its flags).
+API_NAMES = {
+    "explain_missed": "explain_missed",
+    "labels": "the labels",
+    "target_class": "target_class",
+    "method": "method",
+}
+
+
+def check_request(
+    *, labels: object, target_class: object, method: str, names: Mapping[str, str] = API_NAMES
+) -> None:
+    """Refuse what ``--explain-missed`` cannot go with, before anything is loaded or read: no
+    labels, a chosen class (each object is explained for its own), D-RISE (candidates are
+    explained by gradients). ``names`` maps the settings to what the caller calls them."""
+    missed = names["explain_missed"]
+    if labels is None:
+        raise ArgumentError(
+            f"{missed} needs {names['labels']}: the ground truth says which objects were missed"
+        )
+    if target_class is not None:
+        raise ArgumentError(
+            f"{missed} explains each missed object for its own class; {names['target_class']} would "
+            "explain another: leave one of them out"
+        )
+    if method == DRISE:
+        raise ArgumentError(
+            f"{missed} explains each missed object's candidate with a gradient method, not "
+            f"{names['method']} {DRISE}: choose another method"
+        )
 
 
 class MissedFinder:
