@@ -65,6 +65,11 @@ class YoloOutput:
     logits: torch.Tensor  # (B, N, nc): raw class logits, row-aligned with ``pred``
     level_sizes: tuple[int, ...]  # rows contributed by each head level, in order
 
+    def levels(self, rows: torch.Tensor) -> torch.Tensor:
+        """The head level each output row (an int64 tensor of row indices) came from."""
+        bounds = torch.tensor(np.cumsum(self.level_sizes), device=rows.device)
+        return torch.searchsorted(bounds, rows, right=True)
+
     def _index(self, detections: Sequence[Detection]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         device = self.pred.device
         b = torch.tensor([d.image_index for d in detections], device=device)
@@ -353,12 +358,11 @@ class YoloAdapter:
         xy, half = pred[:, :2], pred[:, 2:4] / 2
         scores = pred[:, 4:5] if pred.shape[1] == 6 else pred[:, 4:5] * pred[:, 5:]
         rows = torch.arange(len(pred))
-        bounds = torch.tensor(np.cumsum(output.level_sizes))
         return Candidates(
             boxes=torch.cat([xy - half, xy + half], dim=1).cpu(),
             scores=scores.cpu(),
             rows=rows,
-            levels=torch.searchsorted(bounds, rows, right=True),
+            levels=output.levels(rows),
             threshold=self.conf_thres,
             multi_label=False,
         )
@@ -374,12 +378,12 @@ class YoloAdapter:
             return_indices=True,
             **self.functions.nms_kwargs,
         )
-        bounds = np.cumsum(output.level_sizes)
         detections: list[Detection] = []
         for image_index, (det, row) in enumerate(zip(kept, rows)):
             if self.max_det is not None:
                 det, row = det[: self.max_det], row[: self.max_det]
-            for values, r in zip(det.tolist(), row.tolist()):
+            levels = output.levels(row.long()).tolist()
+            for values, r, level in zip(det.tolist(), row.tolist(), levels):
                 x1, y1, x2, y2, score, cls = values[:6]
                 detections.append(
                     Detection(
@@ -388,7 +392,7 @@ class YoloAdapter:
                         class_id=int(cls),
                         score=float(score),
                         row=int(r),
-                        level=int(np.searchsorted(bounds, r, side="right")),
+                        level=int(level),
                     )
                 )
         return detections
