@@ -59,8 +59,9 @@ def read_text(path: str | Path, *, max_bytes: int = MAX_BYTES, name: str | None 
     name = str(path) if name is None else name
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    except OSError as error:
-        raise ConfigFileError(f"cannot read {name}: {error.strerror}; pass the path of a YAML file") from None
+    except (OSError, ValueError) as error:  # ValueError: a NUL byte in the path
+        why = error.strerror if isinstance(error, OSError) else str(error)
+        raise ConfigFileError(f"cannot read {name!r}: {why}; pass the path of a YAML file") from None
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
         raise ConfigFileError(f"{name} is not a regular file; pass the path of a YAML file")

@@ -9,7 +9,7 @@ and opens ``_BASE_`` through PathManager (a URL is downloaded). Here every file 
   to the checkout's ``configs/`` (so a config of yours outside the checkout can name
   ``Base-RCNN-FPN.yaml``); an absolute path or ``~/...`` as detectron2 takes it;
 - never a URL (``https://``, ``detectron2://``, ``file://``, ...);
-- no cycle, at most ``MAX_BASE_DEPTH`` files deep and ``MAX_FILES`` files in all (a list of bases
+- no cycle, at most ``MAX_BASE_DEPTH`` levels of bases and ``MAX_FILES`` files in all (a list of bases
   in each of ten levels would otherwise read a file billions of times).
 
 yacs reads every text value of a config through ``ast.literal_eval``: :func:`literal_problem`
@@ -29,7 +29,7 @@ from kit.safeyaml import read_yaml
 
 BASE_KEY = "_BASE_"
 MAX_BASE_DEPTH = 10  # levels of _BASE_ below the config named
-MAX_FILES = 64
+MAX_FILES = 32  # genuine chains are 2 or 3 files
 MAX_VALUE_CHARS = 10_000  # a text value yacs evaluates as a Python literal
 
 

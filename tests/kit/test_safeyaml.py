@@ -139,8 +139,10 @@ def test_the_eval_tag_is_arithmetic_only_where_asked(tmp_path: Path) -> None:
 
 
 def test_files_that_are_not_regular_utf8_files_are_refused(tmp_path: Path) -> None:
-    with pytest.raises(ConfigFileError, match="cannot read .*nope.yaml: No such file"):
+    with pytest.raises(ConfigFileError, match="cannot read .*nope.yaml': No such file"):
         read_yaml(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigFileError, match=r"cannot read 'a\\x00b.yaml': embedded null byte"):
+        read_yaml("a\x00b.yaml")
     with pytest.raises(ConfigFileError, match="is not a regular file"):
         read_yaml(tmp_path)
     with pytest.raises(ConfigFileError, match="/dev/zero is not a regular file"):
