@@ -34,7 +34,8 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
         "--config-file",
         default="configs/COCO-Detection/faster_rcnn_R_50_FPN_3x.yaml",
         metavar="FILE",
-        help="path to config file",
+        help="path to config file: a yacs .yaml config, read as plain data with its _BASE_ files "
+        "(local files only); a LazyConfig .py is refused",
     )
     parser.add_argument(
         "--input", nargs="+", required=True, help="image files, folders or globs ('directory/*.jpg')"

@@ -65,3 +65,8 @@ class RunInterrupted(KeyboardInterrupt):
     def __init__(self, out_dir: Path) -> None:
         super().__init__(str(out_dir))
         self.out_dir = out_dir
+
+
+class ConfigFileError(KitError, ValueError):
+    """A config file refused: not plain YAML data (a tag that builds objects or runs code, an alias,
+    too big or too deep), or a detectron2 ``_BASE_`` that is not a local file."""

@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from kit.checkpoints import checkpoint_loader, describe
-from kit.errors import CheckpointError, CheckpointNotFoundError, KitError
+from kit.errors import CheckpointError, CheckpointNotFoundError, ConfigFileError, KitError
 from kit.loaders import Loaded
+from kit.loaders.detectron2_config import literal_problem, read_config
 from kit.options import ArgumentError, check_fraction, check_max_det
 
 LOG = logging.getLogger("kit")
@@ -24,38 +25,101 @@ DEFAULT_CONF_THRES = 0.5  # demo.py's --confidence-threshold
 
 
 def config_path(config_file: str | Path, checkout: Path) -> Path:
-    """The config file as given when it exists, else relative to the checkout."""
+    """The config file as given when it exists, else relative to the checkout.
+
+    A URL (detectron2 would download it), a LazyConfig ``.py`` file (Python: its code would run)
+    and a file that does not exist are refused here, before anything is read.
+    """
+    text = str(config_file)
+    if "://" in text:
+        raise ArgumentError(
+            f"--config-file {text} is a URL: configs are read from local files only, never fetched; "
+            "download it and pass its path"
+        )
     given = Path(config_file)
-    if given.is_file() or given.is_absolute():
-        return given
-    return checkout / given
+    path = given if given.is_file() or given.is_absolute() else checkout / given
+    if path.suffix.lower() == ".py":
+        raise ArgumentError(
+            f"--config-file {text} is a Python file (a LazyConfig): its code would run, and the kit "
+            "builds detectron2 models from yacs YAML configs only; pass a .yaml config such as "
+            f"{DEFAULT_CONFIG}"
+        )
+    if not path.is_file():
+        raise KitError(
+            f"config file not found: {config_file}; pass --config-file with a path such as "
+            f"{DEFAULT_CONFIG} (relative to the checkout)"
+        )
+    return path
+
+
+def merge_config(cfg: Any, data: dict[str, Any], filename: str) -> None:
+    """detectron2's ``CfgNode.merge_from_file`` after its loading step: ``data`` (the file and its
+    bases, read by :func:`kit.loaders.detectron2_config.read_config`) merged into ``cfg``, an old
+    VERSION upgraded as detectron2 upgrades it (detectron2/config/config.py)."""
+    from detectron2.config import CfgNode
+    from detectron2.config.compat import downgrade_config, guess_version, upgrade_config
+
+    loaded = CfgNode(data)
+    version = loaded.get("VERSION", None)
+    if version is None:
+        version = guess_version(loaded, filename)
+    if type(version) is not int or not 0 <= version <= cfg.VERSION:
+        raise ConfigFileError(
+            f"{filename}: VERSION {version!r} is not a config version of this detectron2 "
+            f"(0 to {cfg.VERSION}); drop the key or write {cfg.VERSION}"
+        )
+    if version == cfg.VERSION:
+        cfg.merge_from_other_cfg(loaded)
+        return
+    LOG.warning("config %s is v%d: upgraded to v%d as detectron2 does", filename, version, cfg.VERSION)
+    old = downgrade_config(cfg, to_version=version)
+    old.merge_from_other_cfg(loaded)
+    new = upgrade_config(old)
+    cfg.clear()
+    cfg.update(new)
+
+
+def check_opts(opts: Sequence[str]) -> None:
+    """``KEY VALUE`` pairs whose values yacs can read (it runs ``ast.literal_eval`` on each)."""
+    if isinstance(opts, str):
+        raise ArgumentError(f"opts is a list of KEY VALUE items, e.g. ['MODEL.DEVICE', 'cpu'], not {opts!r}")
+    if len(opts) % 2:
+        raise ArgumentError(f"--opts takes KEY VALUE pairs, got an odd number of items: {list(opts)}")
+    for key, value in zip(opts[0::2], opts[1::2]):
+        if not isinstance(key, str) or not key:
+            raise ArgumentError(f"--opts: the key {key!r} is not a config key such as MODEL.DEVICE")
+        problem = literal_problem(value) if isinstance(value, str) else None
+        if problem:
+            raise ArgumentError(f"--opts {key}: {problem}; pass plain text or a short Python literal")
 
 
 def setup_cfg(
     config_file: str | Path, opts: Sequence[str], conf_thres: float, *, checkout: Path, device: str | None
 ) -> Any:
-    """demo.py's setup_cfg: the config file, then ``opts``, then the confidence threshold."""
+    """demo.py's setup_cfg: the config file, then ``opts``, then the confidence threshold.
+
+    The file is read as data (:mod:`kit.loaders.detectron2_config`), never with detectron2's
+    ``merge_from_file``, which falls back to unsafe YAML and fetches URL bases.
+    """
     import torch
-    import yaml
     from detectron2.config import get_cfg
 
     config = config_path(config_file, checkout)
-    if not config.is_file():
-        raise KitError(
-            f"config file not found: {config_file}; pass --config-file with a path such as "
-            f"{DEFAULT_CONFIG} (relative to the checkout)"
-        )
+    data = read_config(config, checkout=checkout)
+    check_opts(opts)
     cfg = get_cfg()
-    # yacs says "Non-existent config key", a type mismatch, a bad file with these exceptions.
-    refused = (KeyError, ValueError, TypeError, AssertionError, yaml.YAMLError)
+    # yacs says "Non-existent config key", a type mismatch, a bad value with these exceptions.
+    refused = (KeyError, ValueError, TypeError, AssertionError)
     try:
-        cfg.merge_from_file(str(config))
+        merge_config(cfg, data, str(config))
+    except ConfigFileError:
+        raise
     except refused as error:
-        raise ArgumentError(f"--config-file {config_file}: {error}") from None
+        raise ConfigFileError(f"--config-file {config_file}: {error}") from None
     try:
         cfg.merge_from_list(list(opts))
     except refused as error:
-        raise ArgumentError(f"--opts {' '.join(opts)}: {error}") from None
+        raise ArgumentError(f"--opts {' '.join(map(str, opts))}: {error}") from None
     cfg.MODEL.RETINANET.SCORE_THRESH_TEST = conf_thres
     cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = conf_thres
     cfg.MODEL.PANOPTIC_FPN.COMBINE.INSTANCES_CONFIDENCE_THRESH = conf_thres
@@ -141,8 +205,7 @@ def load(
     ``opts`` (``KEY VALUE`` pairs), then ``weights`` (None: the config's ``MODEL.WEIGHTS``)."""
     check_fraction("conf_thres", conf_thres)
     check_max_det(max_det, flag="max_det")
-    if len(opts) % 2:
-        raise ArgumentError(f"--opts takes KEY VALUE pairs, got an odd number of items: {list(opts)}")
+    check_opts(opts)
     if weights is not None:
         opts = [*opts, "MODEL.WEIGHTS", str(weights)]
     cfg = setup_cfg(config_file, opts, conf_thres, checkout=checkout, device=device)

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from kit.errors import ConfigFileError
+from kit.safeyaml import read_yaml
 from scripts.upstream.errors import ConfigError
 from scripts.upstream.gitutil import normalize_url
 
@@ -79,11 +79,7 @@ def load_project(config_path: Path | str | None = None) -> Project:
     """
     path = Path(config_path) if config_path is not None else REPO_ROOT / CONFIG_NAME
     path = path.resolve()
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise ConfigError(f"cannot read {path}: {e.strerror}; pass the path of an upstreams.yaml") from e
-    data = _safe_load(text, path)
+    data = _read_yaml(path)
     if not isinstance(data, dict) or not data:
         raise ConfigError(
             f"{path}: expected a mapping of upstream names to entries, got {type(data).__name__}"
@@ -97,11 +93,13 @@ def load_project(config_path: Path | str | None = None) -> Project:
     return Project(root=root, config_path=path, upstreams=upstreams)
 
 
-def _safe_load(text: str, path: Path) -> Any:
+def _read_yaml(path: Path) -> Any:
+    """The data of the YAML file `path`, read as data only: no tags that build objects, no aliases,
+    size and depth bounded (kit.safeyaml); every refusal names the file."""
     try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from e
+        return read_yaml(path)
+    except ConfigFileError as e:
+        raise ConfigError(str(e)) from None
 
 
 def _validate_entry(path: Path, root: Path, name: str, entry: object) -> Upstream:
@@ -199,7 +197,7 @@ def load_user_urls(project: Project, environ: Mapping[str, str] | None = None) -
     path = user_config_path(environ)
     if not path.is_file():
         return {}
-    data = _safe_load(path.read_text(encoding="utf-8"), path)
+    data = _read_yaml(path)
     if data is None:
         return {}
     if not isinstance(data, dict):

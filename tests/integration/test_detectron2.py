@@ -9,6 +9,7 @@ init): the detectors then give finite, varied scores, and thresholds near 0 keep
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
 import cv2
@@ -401,3 +402,114 @@ def test_box_target_and_missed_objects_end_to_end(
     )  # fmt: skip
     assert refused.returncode != 0
     assert "objectness" in refused.stderr and "box-x1" in refused.stderr, refused.stderr[-2000:]
+
+
+# --- config files are data (issue 22) ---------------------------------------------------------------
+
+# Every .yaml config of the checkout, and old-version configs that detectron2 upgrades, merged by
+# detectron2's own merge_from_file (unsafe YAML: these files are genuine) and by the kit.
+SAME_CFG = """
+    import glob, json, logging, sys
+    from pathlib import Path
+    from detectron2.config import get_cfg
+    from kit.loaders.detectron2 import merge_config
+    from kit.loaders.detectron2_config import read_config
+    logging.disable(logging.WARNING)
+    files = sorted(glob.glob("configs/**/*.yaml", recursive=True)) + sys.argv[1:]
+    differ = []
+    for name in files:
+        theirs, ours = get_cfg(), get_cfg()
+        theirs.merge_from_file(name)
+        merge_config(ours, read_config(name, checkout=Path(".")), name)
+        if theirs != ours or theirs.dump() != ours.dump():
+            differ.append(name)
+    print(json.dumps({"files": len(files), "differ": differ}))
+"""
+
+
+def test_every_checkout_config_gives_detectron2s_own_cfg(detectron2_checkout: Path, tmp_path: Path) -> None:
+    old = [
+        tmp_path / "guessed_v1.yaml",  # no VERSION, MODEL.WEIGHT: detectron2 guesses v1 and upgrades
+        tmp_path / "v0.yaml",
+        tmp_path / "mine" / "faster.yaml",  # outside the checkout, its base named by absolute path
+    ]
+    old[0].write_text("MODEL:\n  WEIGHT: w.pkl\n  ROI_HEADS:\n    SCORE_THRESH: 0.3\nTEST:\n  AUG_ON: true\n")
+    old[1].write_text("VERSION: 0\nMODEL:\n  RPN_HEAD:\n    NAME: StandardRPNHead\n")
+    old[2].parent.mkdir()
+    base = detectron2_checkout / "configs" / "Base-RetinaNet.yaml"  # its anchors: the eval tag
+    old[2].write_text(f"_BASE_: {base}\nMODEL:\n  WEIGHTS: w.pkl\n  RETINANET: {{NUM_CLASSES: 3}}\n")
+    result = run_in_checkout(detectron2_checkout, SAME_CFG, *map(str, old))
+    assert result.returncode == 0, result.stderr[-3000:]
+    found = json.loads(result.stdout.strip().splitlines()[-1])
+    configs = list((detectron2_checkout / "configs").rglob("*.yaml"))
+    assert found == {"files": len(configs) + len(old), "differ": []} and len(configs) >= 90
+
+
+def hostile_configs(folder: Path, checkout: Path, marker: Path, port: int) -> dict[str, Path]:
+    """Configs a careless or hostile user passes, each next to a genuine base of the checkout."""
+    base = checkout / "configs" / "Base-RCNN-FPN.yaml"
+    payload = f'!!python/object/apply:os.system ["touch {marker}"]'
+    texts = {
+        "tag.yaml": f"_BASE_: {base}\nMODEL:\n  WEIGHTS: {payload}\n",
+        "evil_base.yaml": f"MODEL:\n  DEVICE: {payload}\n",
+        "chain.yaml": f"_BASE_: [{base}, middle.yaml]\n",
+        "middle.yaml": "_BASE_: evil_base.yaml\n",
+        "url.yaml": f'_BASE_: "http://127.0.0.1:{port}/Base-RCNN-FPN.yaml"\n',
+        "zoo.yaml": '_BASE_: "detectron2://COCO-Detection/faster_rcnn_R_50_FPN_3x.yaml"\n',
+        "lazy.py": f"import os\nos.system('touch {marker}')\n",
+        "deep.yaml": "MODEL: " + "[" * 50_000 + "\n",
+        "version.yaml": f"_BASE_: {base}\nVERSION: 99\n",
+        "literal.yaml": f"_BASE_: {base}\nMODEL:\n  DEVICE: '{'-' * 5000}1'\n",
+    }
+    for name, text in texts.items():
+        (folder / name).write_text(text)
+    return {name: folder / name for name in texts}
+
+
+HOSTILE_EXPECTED = {
+    "tag.yaml": "tag.yaml, line 3: the tag !!python/object/apply:os.system is not plain data",
+    "chain.yaml": "evil_base.yaml, line 2: the tag !!python/object/apply:os.system",
+    "url.yaml": "is a URL: configs are read from local files only, never fetched",
+    "zoo.yaml": "_BASE_ 'detectron2://COCO-Detection/faster_rcnn_R_50_FPN_3x.yaml' is a URL",
+    "lazy.py": "is a Python file (a LazyConfig): its code would run",
+    "deep.yaml": "nested more than 50 levels deep",
+    "version.yaml": "VERSION 99 is not a config version of this detectron2 (0 to 2)",
+    "literal.yaml": "MODEL.DEVICE: a value nested too deeply to read as a Python literal",
+}
+
+
+def test_hostile_config_files_are_refused_before_anything_runs(
+    detectron2_checkout: Path, tmp_path: Path
+) -> None:
+    """Through the real entry point: exit 2 naming the file and the problem, no payload ran (the
+    marker file does not exist), and the URL base's server saw no connection."""
+    from tests.integration.test_entrypoint_checks import assert_refused, run_entry_point
+
+    marker = tmp_path / "payload-ran"
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        server.setblocking(False)
+        configs = hostile_configs(tmp_path, detectron2_checkout, marker, server.getsockname()[1])
+        base = ["--input", IMAGE, "--output", str(tmp_path / "run"), "--opts", "MODEL.DEVICE", "cpu"]
+        for name, expected in HOSTILE_EXPECTED.items():
+            result = run_entry_point(detectron2_checkout, "--config-file", str(configs[name]), *base)
+            assert_refused(result, str(configs[name]), expected)
+            assert not marker.exists(), name
+        with pytest.raises(BlockingIOError):
+            server.accept()  # nobody connected
+    assert not (tmp_path / "run").exists()
+
+
+def test_opts_values_yacs_cannot_read_are_refused(detectron2_checkout: Path, tmp_path: Path) -> None:
+    from tests.integration.test_entrypoint_checks import assert_refused, run_entry_point
+
+    base = ["--input", IMAGE, "--output", str(tmp_path / "run"), "--opts", "MODEL.DEVICE", "cpu"]
+    deep = "+0" * 4000  # ast.literal_eval: RecursionError (was exit 3)
+    result = run_entry_point(detectron2_checkout, *base, "MODEL.WEIGHTS", deep)
+    assert_refused(result, "--opts MODEL.WEIGHTS: a value nested too deeply")
+    result = run_entry_point(detectron2_checkout, *base, "INPUT.FORMAT", "x" * 100_000)
+    assert_refused(result, "--opts INPUT.FORMAT: a text value of 100000 characters (at most 10000)")
+    result = run_entry_point(detectron2_checkout, *base, "_BASE_", "https://example.com/x.yaml")
+    assert_refused(result, "--opts", "_BASE_")  # fvcore: only in files; never fetched
+    assert not (tmp_path / "run").exists()

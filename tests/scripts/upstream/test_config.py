@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from scripts.__main__ import main
 from scripts.upstream.config import (
     checkout_path,
     load_project,
@@ -179,6 +180,48 @@ def test_user_file_is_validated(isolated: Path, project: Path, text: str, expect
     with pytest.raises(ConfigError, match=expected) as info:
         resolve_url("demo", load_project(project))
     assert str(path) in str(info.value)
+
+
+HOSTILE_USER_FILES = {
+    "tag": (
+        'demo: {url: !!python/object/apply:os.system ["touch MARKER"]}\n',
+        "line 1: the tag !!python/object",
+    ),
+    "alias": ("a: &a [x, x, x]\nb: &b [*a, *a, *a]\ndemo: {url: /x}\n", "line 1: an anchor (&a / *a)"),
+    "deep": ("demo: " + "[" * 60_000 + "\n", "nested more than 50 levels deep"),
+    "big": ("demo: {url: /x}\n" + "#" * 70_000 + "\n", "larger than 65536 bytes"),
+    "latin-1": ("demo: {url: /caf\u00e9}\n", "is not UTF-8 text (byte 0xe9"),
+    "repeated": ("demo: {url: /a}\ndemo: {url: /b}\n", "line 2: the key 'demo' is given twice"),
+}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE_USER_FILES))
+def test_hostile_user_files_are_refused_naming_the_file(
+    isolated: Path, project: Path, case: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The user's upstreams.yaml override is read as data (kit.safeyaml); every refusal is a
+    ConfigError naming the file, and `python -m scripts` exits 2 with one line."""
+    text, expected = HOSTILE_USER_FILES[case]
+    marker = isolated / "ran"
+    path = write_user_file(isolated, "")
+    encoding = "latin-1" if case == "latin-1" else "utf-8"
+    path.write_bytes(text.replace("MARKER", str(marker)).encode(encoding))
+    with pytest.raises(ConfigError) as info:
+        resolve_url("demo", load_project(project))
+    assert str(path) in str(info.value) and expected in str(info.value), str(info.value)
+    assert not marker.exists()
+    assert main(["--config", str(project), "status"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {path}") and "Traceback" not in err, err
+
+
+def test_a_hostile_project_file_is_refused_naming_it(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    path = write_entry(tmp_path, f'  url: !!python/object/apply:os.system ["touch {marker}"]\n')
+    with pytest.raises(ConfigError, match=f"{path}, line 2: the tag !!python/object/apply:os.system"):
+        load_project(path)
+    assert not marker.exists()
+    assert main(["--config", str(path), "status"]) == 2
 
 
 def test_user_file_falls_back_to_home_config(isolated: Path, monkeypatch: pytest.MonkeyPatch) -> None:

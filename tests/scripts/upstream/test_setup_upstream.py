@@ -466,5 +466,5 @@ def test_two_pins_of_one_package_are_an_error(isolated: Path, upstream: Upstream
 def test_cli_reports_errors_without_a_traceback(
     isolated: Path, project: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["--config", str(project), "setup", "nope", "--no-install"]) == 1
+    assert main(["--config", str(project), "setup", "nope", "--no-install"]) == 2
     assert capsys.readouterr().err == f"error: no upstream named 'nope' in {project}; known: demo, other\n"
