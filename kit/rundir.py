@@ -394,11 +394,11 @@ def lock_state(other: Mapping[str, Any]) -> tuple[str, str]:
     this boot (its writer is gone) or its pid runs here (live, as before).
     """
     pid, host = other.get("pid"), other.get("host")
-    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0 or not isinstance(host, str):
+    if not isinstance(pid, int) or isinstance(pid, bool) or not 0 < pid < 2**31 or not isinstance(host, str):
         return UNSURE, "its lock file does not name a process"
     me = identity()
     if host != me["host"]:
-        return UNSURE, f"it runs on another host ({host}), where this process cannot look"
+        return UNSURE, f"it runs on another host ({_plain(host)}), where this process cannot look"
     boot, written = other.get("boot_id"), other.get("written")
     booted = boot_time()
     before_boot = isinstance(written, (int, float)) and booted is not None and written < booted
@@ -416,7 +416,7 @@ def lock_state(other: Mapping[str, Any]) -> tuple[str, str]:
             return STALE, "it was written before this machine started"
         return UNSURE, "an older kit wrote it, without the PID namespace and start time that would tell"
     if pidns != me["pidns"]:
-        return UNSURE, f"it runs in another PID namespace ({pidns}: another container on this host?)"
+        return UNSURE, f"it runs in another PID namespace ({_plain(pidns)}: another container on this host?)"
     if not _running(pid):
         return STALE, "that process no longer runs"
     now = start_time(pid)
@@ -451,7 +451,8 @@ def read_lock(path: Path) -> dict[str, Any] | None:
 
 def in_use(path: Path, other: Mapping[str, Any], why: str = "") -> str:
     """Why a run folder is refused: another run (live, or not provably gone) holds its lock."""
-    who = f"pid {other.get('pid')} on host {other.get('host')}, started {other.get('started')}"
+    pid, host, started = (_plain(other.get(k)) for k in ("pid", "host", "started"))
+    who = f"pid {pid} on host {host}, started {started}"
     if why:
         return (
             f"run folder {path.parent} is locked by a kit run ({who}) that this process cannot check: "
@@ -462,6 +463,13 @@ def in_use(path: Path, other: Mapping[str, Any], why: str = "") -> str:
         f"run folder {path.parent} is in use by another kit run ({who}); wait for it to finish, or choose "
         f"another --name (or drop --exist-ok). If no such run is active, delete {path}."
     )
+
+
+def _plain(value: Any) -> str:
+    """A value of a lock file as a message shows it: no control characters (a terminal would obey
+    them), at most 80 characters."""
+    text = "".join(c if c.isprintable() else "?" for c in str(value))
+    return text if len(text) <= 80 else f"{text[:77]}..."
 
 
 def check_unlocked(out_dir: Path | str) -> None:

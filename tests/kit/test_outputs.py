@@ -528,6 +528,8 @@ def dead_pid() -> int:
         ({"boot_id": "00000000-0000-0000-0000-000000000000"}, "its boot id is not this machine's"),
         ({"pidns": None, "start_time": None, "written": None, "pid": "dead"}, "an older kit wrote it"),
         ({"pid": "unknown"}, "its lock file does not name a process"),
+        ({"pid": 2**70}, "its lock file does not name a process"),  # os.kill would overflow
+        ({"host": "\x1b[2Jevil", "pid": "dead"}, "on another host (?[2Jevil)"),  # no terminal escapes
     ],
 )
 def test_a_lock_whose_writer_cannot_be_checked_is_refused_with_how_to_take_over(
