@@ -29,7 +29,7 @@ from kit.methods import CamMethod, get_method
 from kit.missed import MissedFinder
 from kit.missed import check_request as check_missed_request
 from kit.options import ArgumentError, check_positive, parse_layers
-from kit.outputs import RunWriter, is_complete, plan_stems, stem_of
+from kit.outputs import RunWriter, check_run_folder, is_complete, plan_stems, stem_of
 from kit.progress import Progress
 from kit.report import write_report
 from kit.results import ImageResult
@@ -234,6 +234,7 @@ class Explainer:
         explain_missed: bool = False,
         resume: bool = False,
         drise: DRiseSettings | None = None,
+        overwrite: bool = False,
     ) -> RunResult:
         """Explain ``source`` as :meth:`explain` does, into the run folder ``out_dir`` (written into as
         given; made if missing), exactly as ``main_gradcam.py`` writes it: overlays, summaries,
@@ -251,11 +252,16 @@ class Explainer:
             differences, otherwise; a folder that is not a run is refused and left as it is):
             images whose record and files are complete are skipped, the others explained. Implied
             when torchrun restarted this worker (``TORCHELASTIC_RESTART_COUNT`` > 0).
+        overwrite: ``out_dir`` may hold a run (finished, or not), which this one replaces: its
+            manifest, part files, ``eval.json``, ``audit.json`` and ``index.html`` go (its pictures
+            and maps stay, unlisted, unless this run writes over them). Without it such a folder
+            is refused.
 
         Under torchrun (:mod:`kit.distributed`) every process calls this with the same arguments:
         each explains its share of the images into the one folder, rank 0 merges the records.
-        A folder another run is writing into is refused (its lock). Ctrl-C leaves a valid manifest
-        of the finished images (``"interrupted": true``) and raises
+        A folder another run is writing into is refused (its lock), and so is a folder with a link
+        or special file where the run writes (nothing is written through a link). Ctrl-C leaves a
+        valid manifest of the finished images (``"interrupted": true``) and raises
         :class:`kit.errors.RunInterrupted` (a KeyboardInterrupt) naming the folder.
         """
 
@@ -326,6 +332,7 @@ class Explainer:
                 rank=group.rank,
                 world=group.world,
                 eval_key=eval_key,
+                overwrite=overwrite,
             )
 
         # Rank 0 opens the folder (its lock; on resume, the settings and what is done) and decides
@@ -334,25 +341,27 @@ class Explainer:
         run_writer: RunWriter | None = None
         if group.main:
             try:
+                check_run_folder(out, plan_stems(paths))  # a link where it writes: before any write
                 run_writer = writer(owner=True, attempt=None)
                 started = _start(run_writer, paths, files, eval_key)
             except KitError as error:
-                if run_writer is not None:
-                    run_writer.close()
                 started = error
+            finally:  # a refusal, or anything else, releases the lock at once
+                if run_writer is not None and not isinstance(started, _Start):
+                    run_writer.close()
         started = distributed.broadcast(started, group)
         if isinstance(started, KitError) or started is None:
             raise started or KitError("rank 0 did not start the run")
         if run_writer is None:
             run_writer = writer(owner=False, attempt=started.attempt)
-        run_writer.use(files, started.stems)
-        mine = distributed.shard(started.pending, group)
 
         def evaluate(path: Path, image: np.ndarray, result: ImageResult) -> dict[str, Any] | None:
             return None if evaluator is None else evaluator.measure(path, image, result)
 
-        progress = Progress(out, attempt=started.attempt, total=len(started.pending), group=group)
         try:  # from here on, Ctrl-C leaves partial results: RunInterrupted says where
+            run_writer.use(files, started.stems)
+            mine = distributed.shard(started.pending, group)
+            progress = Progress(out, attempt=started.attempt, total=len(started.pending), group=group)
             with progress:
                 run(
                     self.adapter,
@@ -463,13 +472,15 @@ class _End:
 
 
 def _start(writer: RunWriter, paths: Sequence[Path], files: Sequence[str], eval_key: Any) -> _Start:
-    """Which images are done (resume: record complete, files on disk and, with ``--eval``, measured
-    with the same settings) and the stem of every image."""
+    """Which images are done (resume: a record that passed :mod:`kit.schema` and names one of
+    ``files``, every file on disk and, with ``--eval``, measured with the same settings) and the
+    stem of every image; a link where an image still to explain is written is refused."""
+    writer.use(files)  # only records of this run's sources count
     latest = {e.key: e for e in writer.previous}
     done: dict[int, str] = {}
     for index, key in enumerate(journal.keys_of(files)):
         entry = latest.get(key)
-        if entry is None or not is_complete(entry.record, writer.out_dir):
+        if entry is None or index in writer.redo or not is_complete(entry.record, writer.out_dir):
             continue
         if eval_key is not None and (entry.evaluation is None or entry.eval_key != eval_key):
             continue  # explained, but not measured as this run measures: explained again
@@ -483,7 +494,9 @@ def _start(writer: RunWriter, paths: Sequence[Path], files: Sequence[str], eval_
             len(files) - len(done),
         )
     pending = [i for i in range(len(files)) if i not in done]
-    return _Start(attempt=writer.attempt, stems=plan_stems(paths, done), pending=pending)
+    stems = plan_stems(paths, done)
+    check_run_folder(writer.out_dir, [stems[i] for i in pending])
+    return _Start(attempt=writer.attempt, stems=stems, pending=pending)
 
 
 def _finish(writer: RunWriter, evaluator: Evaluator | None, eval_key: Any, out: Path) -> _End:

@@ -26,7 +26,6 @@ nothing else there.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import heapq
 import json
 import math
@@ -42,7 +41,7 @@ from typing import Any, Callable, Optional, Union
 
 import numpy as np
 
-from kit import journal
+from kit import journal, rundir
 from kit.errors import KitError, OutputError
 
 # Names shared with kit.outputs and kit.results, not imported from them: they load torch, which
@@ -957,18 +956,17 @@ def check_not_in_use(
     """Refuse a run folder that a live run holds (its ``.kit.lock``): its manifest is not final, so
     ``output`` is not written; ``later`` says what to do instead.
 
-    Returns a note when the lock is left by a run that died (same host, process gone), else None.
+    Returns a note when the lock is left by a run that provably died (:func:`kit.rundir.lock_state`),
+    else None.
     """
     folder = Path(run_dir)
     path = folder / LOCK_NAME
-    if not path.exists():
+    if not os.path.lexists(path):
         return None
-    from kit.outputs import RunLock, _read_lock  # the run's own rules (loads torch: only for a lock)
-
-    other = _read_lock(path)
+    other = rundir.read_lock(path)  # a link named like the lock: refused (LinkError)
     if other is None:
         return None
-    if RunLock._stale(other):
+    if rundir.lock_state(other)[0] == rundir.STALE:
         return (
             f"{path} is left by pid {other.get('pid')}, which no longer runs: that run did not finish; "
             f"{reader} covers what its manifest holds"
@@ -981,17 +979,12 @@ def check_not_in_use(
 
 
 def replace_file(path: Path, payload: bytes) -> None:
-    """Write ``payload`` to ``path`` through a temporary sibling and a rename, so that a reader sees
-    the old file or the new one, never half of one; the temporary goes on any failure (OSError raised)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        with tmp.open("wb") as f:
-            f.write(payload)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
+    """Write ``payload`` to ``path`` (a file of a run folder) through a temporary sibling and a
+    rename, so that a reader sees the old file or the new one, never half of one; the temporary goes
+    on any failure (OSError raised). Never through a link: a link or special file at ``path`` raises
+    :class:`kit.rundir.LinkError` (:func:`kit.rundir.write_file`)."""
+    token = f"{os.getpid()}.{secrets.token_hex(4)}"
+    rundir.write_file(path.parent, path.name, lambda f: f.write(payload), token=token)
 
 
 def write_audit(audit: Audit, *, run_dir: Optional[PathLike] = None) -> Path:

@@ -30,7 +30,14 @@ from kit.evaluate import DEFAULT_CURVES, DEFAULT_STEPS
 from kit.methods import METHODS
 from kit.missed import check_request as check_missed_request
 from kit.options import ArgumentError, check_detector_options, check_positive, parse_layers
-from kit.outputs import check_resumable, check_unlocked, increment_path, latest_path
+from kit.outputs import (
+    check_not_finished,
+    check_resumable,
+    check_run_folder,
+    check_unlocked,
+    increment_path,
+    latest_path,
+)
 from kit.report import write_report
 from kit.targets import CLASS_TARGETS, TARGETS
 
@@ -111,6 +118,13 @@ def add_kit_arguments(parser: argparse.ArgumentParser, *, default_method: str = 
         "whose record and files are complete are skipped; refused if the run's settings differ",
     )
     group.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="with --exist-ok: start a fresh run in a folder that holds a run (finished or not), which "
+        "is refused otherwise; the old run's manifest, part files, eval.json, audit.json and index.html "
+        "are replaced, its pictures and maps are overwritten where the new run writes the same names",
+    )
+    group.add_argument(
         "--eval-steps",
         type=int,
         default=DEFAULT_STEPS,
@@ -163,12 +177,16 @@ def add_kit_arguments(parser: argparse.ArgumentParser, *, default_method: str = 
     )
 
 
-def check_output_folder(path: Path | str, *, flag: str, exist_ok: bool, resume: bool = False) -> Path:
+def check_output_folder(
+    path: Path | str, *, flag: str, exist_ok: bool, resume: bool = False, overwrite: bool | None = None
+) -> Path:
     """Refuse a run folder that cannot be made: a file in its way, or a folder we cannot write to.
 
     ``exist_ok``: the run writes into ``path`` itself; else, when ``path`` exists, into a new
     sibling (``exp2``, ...), so its parent must be writable. ``resume``: ``path`` must be a run
-    folder (refused, and left as it is, otherwise); the run writes into it.
+    folder (refused, and left as it is, otherwise); the run writes into it. Either way a folder
+    with a link where the kit writes is refused (:func:`kit.outputs.check_run_folder`); with
+    ``overwrite`` given, so is one that holds a run unless it is True (None: the run refuses it later).
     """
     path = Path(path)
     if resume:
@@ -182,7 +200,10 @@ def check_output_folder(path: Path | str, *, flag: str, exist_ok: bool, resume: 
     if not os.access(written, os.W_OK | os.X_OK):
         raise ArgumentError(f"{flag}: cannot write into {written} (permission denied or read-only); {fix}")
     if exist_ok:
-        check_unlocked(path)  # a folder another run holds: refused before the model loads
+        check_run_folder(path)  # links where the kit writes, and a folder another run holds:
+        check_unlocked(path)  # refused before the model loads
+        if not resume and overwrite is False:
+            check_not_finished(path)
     return path
 
 
@@ -199,6 +220,11 @@ def check_kit_arguments(opt: argparse.Namespace) -> None:
             f"--eval-curves must be 0 (no deletion/insertion curves) or more, got {opt.eval_curves}"
         )
     check_positive("--eval-steps", opt.eval_steps, what="steps")
+    if getattr(opt, "overwrite", False) and (opt.resume or not getattr(opt, "exist_ok", True)):
+        raise ArgumentError(
+            "--overwrite replaces the run in the folder --exist-ok writes into: pass it with --exist-ok, "
+            "and without --resume (which goes on with that run instead)"
+        )
     if getattr(opt, "explain_missed", False):
         check_missed_request(
             labels=getattr(opt, "eval", None),
@@ -275,7 +301,11 @@ def check_yolo_arguments(opt: argparse.Namespace, *, size_flag: str) -> None:
             f"the masks could not cover any image; pass --drise-cell {longest} or less"
         )
     check_output_folder(
-        Path(opt.project) / opt.name, flag="--project", exist_ok=opt.exist_ok, resume=opt.resume
+        Path(opt.project) / opt.name,
+        flag="--project",
+        exist_ok=opt.exist_ok,
+        resume=opt.resume,
+        overwrite=getattr(opt, "overwrite", False),
     )
 
 
@@ -356,6 +386,7 @@ def explain_sources(
         explain_missed=bool(getattr(opt, "explain_missed", False)),
         resume=resumed(opt),
         drise=drise_settings(opt) if opt.method == DRISE else None,
+        overwrite=bool(getattr(opt, "overwrite", False)),
     )
     if result.eval_table is not None:
         print(result.eval_table)

@@ -27,6 +27,8 @@ import hashlib
 import json
 import logging
 import math
+import os
+import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -52,6 +54,8 @@ from kit.metrics import (
     pointing_game,
 )
 from kit.results import FUSED, ImageResult
+from kit.rundir import write_file
+from kit.schema import finite_or_none
 
 LOG = logging.getLogger("kit")
 MATCH_IOU = 0.5
@@ -461,11 +465,13 @@ class Evaluator:
 
     def finish(self, out_dir: Path) -> tuple[Path, str]:
         """Write ``eval.json`` into ``out_dir``; return its path and the table for stdout."""
-        report = self.report()
+        report, replaced = finite_or_none(self.report())  # JSON has no NaN: null, said
+        if replaced:
+            LOG.warning("eval: %d values are not finite numbers; eval.json records them as null", replaced)
         path = Path(out_dir) / "eval.json"
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        tmp.replace(path)
+        payload = (json.dumps(report, indent=2, ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8")
+        token = f"{os.getpid()}.{secrets.token_hex(4)}"
+        write_file(path.parent, path.name, lambda f: f.write(payload), token=token)  # never through a link
         return path, format_table(report)
 
 

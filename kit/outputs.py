@@ -16,21 +16,23 @@ the parts are merged into it in source order and removed (:func:`kit.journal.rea
 reads a folder whose run did not get there).
 
 Every name under ``OUT`` is derived so that it stays there (:func:`safe_stem`): no ``..``, no
-separator, no leading dot, at most 100 bytes, unique case-insensitively. A lock file
-(``.kit.lock``: pid and host) keeps a second run out of a folder in use; temporary files carry
-the writer's pid and a random token and are removed on failure.
+separator, no leading dot, at most 100 bytes, unique case-insensitively. Nothing is written or
+removed through a link (:mod:`kit.rundir`): a link or special file where the kit writes is refused
+before the run (:func:`check_run_folder`). A lock file (``.kit.lock``: pid, host, boot id, PID
+namespace, start time) keeps a second run out of a folder in use; temporary files carry the
+writer's pid and a random token and are removed on failure. Records read back (``--resume``, the
+merge) are checked (:mod:`kit.schema`), and NaN or an infinity never reaches a JSON file.
 """
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import logging
 import os
 import re
 import secrets
-import socket
+import stat
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -41,16 +43,16 @@ from typing import IO, Any, Optional, Union
 import cv2
 import numpy as np
 
-from kit import journal
+from kit import journal, rundir, schema
 from kit.errors import OutputError, ShapeError
 from kit.images import printable
 from kit.maps import energy_in_box, normalize
 from kit.render import MISSED_COLOR, draw_dashed_box, overlay, summary
 from kit.results import DetectionResult, MissedResult, draw_overlay
+from kit.rundir import LOCK_NAME, LinkError, RunLock, check_unlocked  # noqa: F401 - the run folder's names
 
 LOG = logging.getLogger("kit")
 PathLike = Union[str, Path]
-LOCK_NAME = ".kit.lock"
 # Names of the run folder's own files: an image called maps.jpg becomes maps_2, manifest.json.png
 # manifest.json_2 (checked case-insensitively, as on macOS and Windows file systems).
 RESERVED_NAMES = frozenset({"maps", "manifest.json", "eval.json", "audit.json", "index.html", LOCK_NAME})
@@ -66,7 +68,7 @@ def increment_path(path: PathLike, *, exist_ok: bool = False, sep: str = "") -> 
     ``runs/exp`` -> ``runs/exp2``, ``runs/exp3``, ...; a file keeps its suffix (``a.txt`` -> ``a2.txt``).
     """
     path = Path(path)
-    if exist_ok or not path.exists():
+    if exist_ok or not os.path.lexists(path):  # a dangling link counts as taken
         return path
     stem, suffix = (path.stem, path.suffix) if path.is_file() else (path.name, "")
     pattern = re.compile(rf"{re.escape(stem)}{re.escape(sep)}(\d+){re.escape(suffix)}")
@@ -185,12 +187,18 @@ class RunWriter:
     folder's lock (``.kit.lock``) from construction until :meth:`finish` or :meth:`close`; use it
     as a context manager, or call ``close()`` in a ``finally``, so an error or Ctrl-C releases it.
     A second run on the same folder is refused with an :class:`OutputError` naming the first's pid
-    and host; a lock left by a process of this host that no longer runs is taken over. A folder
-    whose last run did not finish (its parts are still there) is refused unless ``resume``.
+    and host; a lock whose writer is provably gone is taken over (:func:`kit.rundir.lock_state`).
+    A folder that holds a run (a finished one, or one whose records would be buried: its parts,
+    or a manifest with images) is refused unless ``resume`` or ``overwrite``; so is a folder with
+    a link or special file where the kit writes (:func:`check_run_folder`).
 
     ``resume``: the folder must hold a run made with the same settings (:meth:`check_settings`);
-    its records so far are in :attr:`previous`. Writers of the other ranks (``owner=False``) write
-    their images' files and their own part, nothing else.
+    its records so far that pass :mod:`kit.schema` are in :attr:`previous` once :meth:`use` named
+    the run's images (the others are logged and their images explained again). ``overwrite``: a
+    fresh run replaces the folder's run: its manifest, part files, ``eval.json``, ``audit.json``
+    and ``index.html`` go; its pictures and maps stay on disk, unlisted, where the new run does not
+    write over them. Writers of the other ranks (``owner=False``) write their images' files and
+    their own part, nothing else.
     """
 
     def __init__(
@@ -211,7 +219,10 @@ class RunWriter:
         rank: int = 0,
         world: int = 1,
         eval_key: Any = None,
+        overwrite: bool = False,
     ) -> None:
+        if resume and overwrite:
+            raise OutputError("resume and overwrite exclude each other: go on with the run, or replace it")
         self.out_dir = Path(out_dir)
         self.layers = list(layers)
         self.header: dict[str, Any] = {
@@ -226,7 +237,11 @@ class RunWriter:
         clash = sorted(set(extra or {}) & (set(self.header) | {"images"}))
         if clash:
             raise OutputError(f"extra manifest keys {clash} would overwrite the run's own; rename them")
+        broken = schema.non_finite(_normalized({**self.header, **(extra or {})}))
+        if broken:
+            raise OutputError(f"the run's settings cannot be recorded in JSON: {broken}")
         self.extra = dict(extra or {})
+        self.overwrite = overwrite
         self.tile_width = tile_width
         self.jpeg_quality = jpeg_quality
         self.owner = owner
@@ -242,8 +257,8 @@ class RunWriter:
         self._taken: set[str] = {n.casefold() for n in RESERVED_NAMES}
         self._layer_names: dict[str, str] = {}
         self._token = f"{os.getpid()}.{secrets.token_hex(4)}"  # in every temporary file's name
-        self._temps: set[Path] = set()
         self._closed = False
+        self.redo: set[int] = set()  # positions whose earlier records were invalid (resume)
         self.attempt = attempt or new_attempt()
         self._part = journal.PartWriter(
             self.out_dir, attempt=self.attempt, rank=rank, world=world, eval_key=eval_key
@@ -254,6 +269,7 @@ class RunWriter:
         if resume:
             check_resumable(self.out_dir)
         else:
+            check_run_folder(self.out_dir)
             try:
                 self.out_dir.mkdir(parents=True, exist_ok=True)
             except OSError as e:
@@ -324,11 +340,21 @@ class RunWriter:
                 ", ".join(unknown),
             )
 
-    def use(self, files: Sequence[str], stems: Sequence[str]) -> None:
+    def use(self, files: Sequence[str], stems: Sequence[str] | None = None) -> None:
         """The run's images (their manifest names, in source order) and each one's stem (:func:`plan_stems`):
-        the ``index`` given to :meth:`write_image` and :meth:`add_error` is a position in them."""
+        the ``index`` given to :meth:`write_image` and :meth:`add_error` is a position in them.
+
+        From here on only records of these images count. A resumed run's owner reads its records
+        so far here (:attr:`previous`, :attr:`redo`): each is checked (:mod:`kit.schema`, and that
+        it names one of these images at its place); what fails is logged once and left out (its
+        image is explained again; a record of a file that is not among them is left out of the
+        manifest, its files stay)."""
+        first = self._keys is None
         self._keys = journal.keys_of(files)
-        self._stems = list(stems)
+        if stems is not None:
+            self._stems = list(stems)
+        if first and self.resumed and self.owner:
+            self.previous = self._records(journal.load_manifest(self.out_dir) or {}, announce=True)
 
     def write_image(
         self,
@@ -352,9 +378,10 @@ class RunWriter:
         height, width = image_bgr.shape[:2]
         _check_maps(source, detections, (height, width))  # before any file is written
         _check_maps(source, missed or (), (height, width), what="missed object")
+        _check_finite(source, detections, missed or ())
         planned = self._stems is not None and index is not None
         stem = self._stems[index] if planned else self._unique_stem(Path(source))  # type: ignore[index]
-        written: list[Path] = []
+        written: list[str] = []
         try:
             record = self._write_files(
                 stem=stem,
@@ -365,7 +392,7 @@ class RunWriter:
                 written=written,
             )
         except BaseException:
-            self._remove(written, folder=self.out_dir / stem)
+            self._remove(written, folder=stem)
             if not planned:
                 self._taken -= {stem.casefold(), f"{stem}_summary.jpg".casefold()}
             raise
@@ -382,7 +409,7 @@ class RunWriter:
         image_bgr: np.ndarray,
         detections: Sequence[DetectionResult],
         missed: Sequence[MissedResult] | None,
-        written: list[Path],
+        written: list[str],
     ) -> ImageRecord:
         height, width = image_bgr.shape[:2]
         arrays: dict[str, np.ndarray] = {}
@@ -440,7 +467,7 @@ class RunWriter:
         image_bgr: np.ndarray,
         missed: Sequence[MissedResult],
         arrays: dict[str, np.ndarray],
-        written: list[Path],
+        written: list[str],
     ) -> list[MissedRecord]:
         """Overlays ``<stem>/missed<id>_<layer>.jpg`` (the ground-truth box dashed, the candidate's
         box solid) and arrays ``missed<id>_<layer>``; the records of the manifest's ``missed``."""
@@ -505,15 +532,37 @@ class RunWriter:
             self.commit(record)  # a later line of the same image replaces the earlier one
 
     def commit(self, record: ImageRecord, evaluation: Mapping[str, Any] | None = None) -> None:
-        """Append ``record`` (and what its evaluation added) to this process's part file."""
+        """Append ``record`` (and what its evaluation added) to this process's part file.
+
+        A measurement's NaN or infinity is recorded as null (with a warning); a record that cannot
+        be written as a line of the part (too large) is recorded as the image's error instead."""
         index, occurrence = self._positions[id(record)]
+        measured = None
+        if evaluation is not None:
+            measured, replaced = schema.finite_or_none(_normalized(dict(evaluation)))
+            if replaced:
+                LOG.warning(
+                    "eval: %d values of %s are not finite numbers; recorded as null", replaced, record.file
+                )
         entry = journal.Entry(
             record=_printable_strings(record.to_json()),
             index=index,
             occurrence=occurrence,
-            evaluation=None if evaluation is None else dict(evaluation),
+            evaluation=measured,
         )
-        self._part.append(entry)
+        try:
+            self._part.append(entry)
+        except OutputError as error:
+            LOG.error("%s", error)
+            failed = ImageRecord(
+                file=record.file,
+                width=record.width,
+                height=record.height,
+                detections=[],
+                error=printable(str(error)),
+            )
+            self._part.append(journal.Entry(record=failed.to_json(), index=index, occurrence=occurrence))
+            record.error = failed.error
         self._committed.add(id(record))
 
     def interrupted(self) -> None:
@@ -556,9 +605,9 @@ class RunWriter:
                         f"and maps of {done} images are in {self.out_dir}, but not indexed. Free some "
                         "space and run again with --resume."
                     ) from e
-                for path in journal.part_files(self.out_dir):
-                    _unlink(path)
-                _rmdir(journal.parts_dir(self.out_dir))
+                rundir.remove_matching(
+                    self.out_dir, journal.PARTS_DIR, keep=lambda name: not journal.is_part_name(name)
+                )
         finally:
             self.close()
         return self.manifest_path
@@ -572,9 +621,6 @@ class RunWriter:
             self._part.close()
         except OutputError as e:
             LOG.error("%s", e)
-        for tmp in list(self._temps):
-            _unlink(tmp)
-        self._temps.clear()
         if self._lock is not None:
             self._lock.release()
 
@@ -595,34 +641,53 @@ class RunWriter:
 
     def _open_new(self) -> None:
         unfinished = journal.part_files(self.out_dir)
-        if unfinished:
-            raise OutputError(
-                f"run folder {self.out_dir} holds a run that did not finish ({len(unfinished)} part files "
-                f"in {journal.PARTS_DIR}/ index its images): resume it with --resume (resume=True), or "
-                "choose another --name (or drop --exist-ok)"
+        recorded = None if self.overwrite else journal.load_manifest(self.out_dir)
+        if recorded is not None and recorded.get("finished") is True:
+            raise OutputError(_finished(self.out_dir, recorded))
+        if not self.overwrite and (unfinished or (recorded is not None and recorded["images"])):
+            held = (
+                f"{len(unfinished)} part files in {journal.PARTS_DIR}/" if unfinished else "its manifest.json"
             )
+            raise OutputError(_unfinished(self.out_dir, held))
+        if self.overwrite:
+            rundir.remove_matching(
+                self.out_dir, journal.PARTS_DIR, keep=lambda name: not journal.is_part_name(name)
+            )
+            for name in DERIVED:
+                rundir.remove(self.out_dir, name)
         self._write_manifest(self.manifest([]))
 
     def _open_resumed(self) -> None:
         recorded = journal.load_manifest(self.out_dir)
         assert recorded is not None  # check_resumable
         self.check_settings(recorded)
-        parts = journal.read_parts(self.out_dir)
-        self.previous = journal.merge_entries(journal.manifest_entries(recorded["images"]), parts)
         _remove_stale_temporaries(self.out_dir)
-        self._write_manifest(self.manifest([e.record for e in self.previous]))
+        images = journal.manifest_entries(recorded["images"])  # the settings now; records as they were
+        self._write_manifest(self.manifest([e.record for e in journal.checked_entries(images)[0]]))
 
-    def _write_merged(self, *, final: bool) -> None:
-        """``manifest.json`` from the manifest as it is and every part, in source order."""
-        recorded = journal.load_manifest(self.out_dir) or {"images": []}
-        parts = journal.read_parts(self.out_dir)
-        earlier = journal.manifest_entries(recorded["images"])
+    def _records(self, recorded: Mapping[str, Any], *, announce: bool = False) -> list[journal.Entry]:
+        """The run's records so far, from its manifest and every part, each checked
+        (:mod:`kit.schema`; with :meth:`use`'s images, against them), the last of each image kept.
+        ``announce``: log what is left out, and note which images to explain again (:attr:`redo`)."""
+        images = recorded.get("images")
+        earlier, left = journal.checked_entries(
+            journal.manifest_entries(images if isinstance(images, list) else []), self._keys
+        )
+        if left and announce:
+            _log_left_out(left, self.out_dir)
+        parts = journal.read_parts(self.out_dir, keys=self._keys)
+        if announce:
+            self.redo = journal.untrusted(parts)
         if self._keys is not None:
             order: list[journal.Key] = self._keys
         else:
             lines = sorted((e for p in parts for e in p.entries), key=lambda e: e.index)
             order = [e.key for e in [*earlier, *lines]]
-        merged = journal.merge_entries(earlier, parts, order)
+        return journal.merge_entries(earlier, parts, order)
+
+    def _write_merged(self, *, final: bool) -> None:
+        """``manifest.json`` from the manifest as it is and every part, in source order."""
+        merged = self._records(journal.load_manifest(self.out_dir) or {"images": []})
         self.header["finished"] = final
         self.merged = [e.record for e in merged]
         self.entries = merged
@@ -656,69 +721,47 @@ class RunWriter:
             self._layer_names[layer] = name
         return self._layer_names[layer]
 
-    def _write_jpeg(self, rel: str, image: np.ndarray, written: list[Path]) -> str:
+    def _write_jpeg(self, rel: str, image: np.ndarray, written: list[str]) -> str:
         image = _fit_jpeg(image)
         ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality])
         if not ok:
             raise OutputError(f"OpenCV could not encode {rel} as JPEG")
         payload = data.tobytes()
-        self._atomic_write(self.out_dir / rel, lambda f: f.write(payload), written)
+        self._atomic_write(rel, lambda f: f.write(payload), written)
         return rel
 
-    def _write_npz(self, rel: str, arrays: dict[str, np.ndarray], written: list[Path]) -> str:
+    def _write_npz(self, rel: str, arrays: dict[str, np.ndarray], written: list[str]) -> str:
         self._atomic_write(
-            self.out_dir / rel,
+            rel,
             lambda f: np.savez_compressed(f, **arrays),  # type: ignore[arg-type]
             written,
         )
         return rel
 
     def _atomic_write(
-        self, path: Path, write: Callable[[IO[bytes]], Any], written: list[Path], *, sync: bool = False
+        self, rel: str, write: Callable[[IO[bytes]], Any], written: list[str], *, sync: bool = False
     ) -> None:
-        """Write to a temporary sibling named for this writer, then rename; the temporary goes on failure.
+        """Write ``rel`` (relative to the run folder) through a temporary sibling named for this
+        writer and a rename, never through a link (:func:`kit.rundir.write_file`).
 
-        ``written`` gets ``path`` (and any folder made for it) once it exists, so a failed image's
-        files can be removed. ``sync``: fsync the file before the rename (the manifest).
+        ``written`` gets ``rel`` (and any folder made for it, first) once it exists, so a failed
+        image's files can be removed. ``sync``: fsync the file before the rename (the manifest).
         """
-        if not path.parent.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            written.append(path.parent)
-        tmp = path.with_name(f".{_shorten(path.name, 120)}.{self._token}.tmp")
-        self._temps.add(tmp)
-        try:
-            with tmp.open("wb") as f:
-                write(f)
-                if sync:
-                    f.flush()
-                    os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except OSError as e:
-            _unlink(tmp)
-            if e.filename is None and e.errno is not None:  # a failed write names no file: name it
-                raise OSError(e.errno, e.strerror, _relative(path, self.out_dir)) from e
-            raise
-        except BaseException:
-            _unlink(tmp)
-            raise
-        finally:
-            self._temps.discard(tmp)
-        written.append(path)
+        rundir.write_file(self.out_dir, rel, write, token=self._token, sync=sync, made=written)
+        written.append(rel)
 
-    def _remove(self, written: list[Path], *, folder: Path) -> None:
-        """Remove the files of a failed image, and its folder when this writer made it or it is empty."""
-        for path in reversed(written):
-            if path.is_dir():
-                _rmdir(path)
-            else:
-                _unlink(path)
-        _rmdir(folder)
+    def _remove(self, written: list[str], *, folder: str) -> None:
+        """Remove the files of a failed image, and its folder when this writer made it or it is
+        empty; never through a link."""
+        for rel in reversed(written):
+            rundir.remove(self.out_dir, rel)
+        rundir.remove(self.out_dir, folder, folder_only=True)
 
     def _write_manifest(self, manifest: Mapping[str, Any]) -> None:
         data = _printable_strings(manifest)
-        text = json.dumps(data, indent=2, ensure_ascii=False, default=_json_default)
+        text = json.dumps(data, indent=2, ensure_ascii=False, default=_json_default, allow_nan=False)
         payload = (text + "\n").encode("utf-8")
-        self._atomic_write(self.manifest_path, lambda f: f.write(payload), [], sync=True)
+        self._atomic_write(journal.MANIFEST, lambda f: f.write(payload), [], sync=True)
 
 
 class ResumeError(OutputError):
@@ -737,11 +780,13 @@ def new_attempt() -> str:
 
 
 def check_resumable(out_dir: PathLike) -> None:
-    """Refuse, before anything is loaded or changed, to resume a folder that is not a kit run."""
+    """Refuse, before anything is loaded or changed, to resume a folder that is not a kit run, or
+    one with a link or special file where the kit writes (:func:`check_run_folder`)."""
     folder = Path(out_dir)
     fix = "pass the run folder (--project/--name, --output) of the run to resume, or drop --resume"
     if not folder.is_dir():
         raise ResumeError(f"--resume: there is no run folder {folder} to resume; {fix}")
+    check_run_folder(folder)
     if journal.load_manifest(folder) is None:
         raise ResumeError(
             f"--resume: {folder} is not a kit run folder (it has no manifest.json); nothing in it was "
@@ -749,25 +794,103 @@ def check_resumable(out_dir: PathLike) -> None:
         )
 
 
+def check_not_finished(out_dir: PathLike) -> None:
+    """Refuse early (before a model is loaded) a new run into a folder that holds a run it would
+    replace or bury, as :class:`RunWriter` does (``--overwrite`` replaces it, ``--resume`` goes on)."""
+    folder = Path(out_dir)
+    recorded = journal.load_manifest(folder) if folder.is_dir() else None
+    if recorded is not None and recorded.get("finished") is True:
+        raise OutputError(_finished(folder, recorded))
+    if (recorded is not None and recorded["images"]) or (folder.is_dir() and journal.part_files(folder)):
+        raise OutputError(_unfinished(folder, "its manifest.json and part files"))
+
+
+def _finished(folder: Path, recorded: Mapping[str, Any]) -> str:
+    return (
+        f"run folder {folder} holds a finished run ({len(recorded['images'])} images in its manifest.json); "
+        "a new run would replace its manifest. Choose another --name (or drop --exist-ok), or pass "
+        "--overwrite (overwrite=True) to replace that run"
+    )
+
+
+def _unfinished(folder: Path, held: str) -> str:
+    return (
+        f"run folder {folder} holds a run that did not finish ({held} index its images): resume it with "
+        "--resume (resume=True), or choose another --name (or drop --exist-ok), or pass --overwrite "
+        "(overwrite=True) to replace it"
+    )
+
+
+# The files a run derives from its manifest at its end: a fresh run (--overwrite) removes the old ones.
+DERIVED = ("eval.json", "audit.json", "index.html")
+# The run folder's own files and folders (besides each image's): checked before a run writes.
+OWN_FILES = ("manifest.json", *DERIVED, LOCK_NAME)
+OWN_FOLDERS = ("maps", journal.PARTS_DIR)
+
+
+def check_run_folder(out_dir: PathLike, stems: Sequence[str] = ()) -> None:
+    """Refuse (:class:`kit.rundir.LinkError`, exit 2) a run folder with a link or special file where
+    the kit writes: its own files and folders, the part files, and for each of ``stems`` the image's
+    folder, summary sheet and maps file. Nothing is changed; a missing folder passes.
+
+    The folder itself may be a link (a ``--project`` on another disk): only what is inside counts.
+    """
+    folder = Path(out_dir)
+    # Its own names one by one; every entry at once (one listing) when there are images to check.
+    top = rundir.entries(folder) if stems else rundir.modes(folder, [*OWN_FILES, *OWN_FOLDERS])
+    if not top:
+        return
+    _check_entries(folder, top, files=OWN_FILES, folders=OWN_FOLDERS)
+    for name, mode in (
+        rundir.entries(folder / journal.PARTS_DIR).items() if _is_dir(top, journal.PARTS_DIR) else []
+    ):
+        if not stat.S_ISREG(mode):
+            raise rundir.refusal(folder / journal.PARTS_DIR / name, mode, "its part files")
+    if not stems:
+        return
+    _check_entries(folder, top, files=[f"{s}_summary.jpg" for s in stems], folders=stems)
+    if _is_dir(top, "maps"):
+        _check_entries(
+            folder / "maps", rundir.entries(folder / "maps"), files=[f"{s}.npz" for s in stems], folders=()
+        )
+
+
+def _is_dir(entries: Mapping[str, int], name: str) -> bool:
+    return name in entries and stat.S_ISDIR(entries[name])
+
+
+def _check_entries(
+    folder: Path, entries: Mapping[str, int], *, files: Sequence[str], folders: Sequence[str]
+) -> None:
+    """Files may be missing, regular files or folders (an old run's image folder: never written
+    through); folders may be missing or folders. Anything else is refused."""
+    for name in files:
+        mode = entries.get(name)
+        if mode is not None and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            raise rundir.refusal(folder / name, mode, "a file it writes")
+    for name in folders:
+        mode = entries.get(name)
+        if mode is not None and not stat.S_ISDIR(mode):
+            raise rundir.refusal(folder / name, mode, "a folder it writes into")
+
+
 def stem_of(record: Mapping[str, Any]) -> str | None:
     """The stem an image's files were written under, read from its record (None: no files)."""
-    summary = record.get("summary")
-    if isinstance(summary, str) and summary.endswith("_summary.jpg"):
-        return summary[: -len("_summary.jpg")]
-    return None
+    return schema.stem_of_summary(record.get("summary"))
 
 
 def is_complete(record: Mapping[str, Any], out_dir: Path) -> bool:
-    """An image explained without error whose every file (summary, maps, overlays) is on disk."""
-    if record.get("error") is not None or stem_of(record) is None:
+    """An image explained without error whose every file (summary, maps, overlays) is a regular
+    file in the run folder, reached without a link. A record that fails :mod:`kit.schema` is never
+    complete."""
+    if record.get("error") is not None or stem_of(record) is None or schema.record_problem(record):
         return False
     files = [record.get("summary"), record.get("maps_file")]
     for det in record.get("detections") or []:
-        files += [m.get("overlay") for m in (det.get("maps") or {}).values() if isinstance(m, Mapping)]
+        files += [m.get("overlay") for m in (det.get("maps") or {}).values()]
     for one in record.get("missed") or []:
-        maps = (one.get("candidate") or {}).get("maps") or {} if isinstance(one, Mapping) else {}
-        files += [m.get("overlay") for m in maps.values() if isinstance(m, Mapping)]
-    return all((out_dir / f).is_file() for f in files if isinstance(f, str))
+        files += [m.get("overlay") for m in (one["candidate"].get("maps") or {}).values()]
+    return all(rundir.is_regular(out_dir, f) for f in files if isinstance(f, str))
 
 
 def plan_stems(sources: Sequence[Path], done: Mapping[int, str] | None = None) -> list[str]:
@@ -803,125 +926,30 @@ _TEMPORARY = re.compile(r"\..+\.\d+\.[0-9a-f]{8}\.tmp")
 
 def _remove_stale_temporaries(out_dir: Path) -> None:
     """Temporary files of the killed processes of an earlier run (this run holds the lock: none is
-    being written)."""
-    for folder, _, names in os.walk(out_dir):
+    being written); the walk never follows a link, and removes through each folder's descriptor."""
+    for _, _, names, fd in os.fwalk(out_dir, follow_symlinks=False):
         for name in names:
             if _TEMPORARY.fullmatch(name):
-                _unlink(Path(folder) / name)
+                try:
+                    os.unlink(name, dir_fd=fd)
+                except FileNotFoundError:
+                    pass
+                except OSError as e:
+                    LOG.warning("could not remove %s: %s", name, e)
+
+
+def _log_left_out(left: Sequence[str], out_dir: Path) -> None:
+    """Say once which records of a run are not trusted (their images are explained again, or are
+    not this run's sources): the first few, and how many."""
+    for line in left[:5]:
+        LOG.warning("%s: left out: %s", out_dir, line)
+    if len(left) > 5:
+        LOG.warning("%s: %d more records left out", out_dir, len(left) - 5)
 
 
 def _normalized(value: Any) -> Any:
     """JSON's view of a value (tuples are lists, paths strings), so that recorded and new compare."""
     return json.loads(json.dumps(value, default=_json_default))
-
-
-def check_unlocked(out_dir: PathLike) -> None:
-    """Refuse early (before a model is loaded) a run folder another live run holds.
-
-    The writer takes the lock itself later; this only saves loading a model for nothing.
-    """
-    path = Path(out_dir) / LOCK_NAME
-    if path.exists():
-        other = _read_lock(path)
-        if other is not None and not RunLock._stale(other):
-            raise OutputError(_in_use(path, other))
-
-
-def _read_lock(path: Path) -> dict[str, Any] | None:
-    """A lock's content; None if it is gone. An unreadable lock is read again for up to 1 s
-    (its writer may be between create and write), then reported as an unknown owner."""
-    for _ in range(20):
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-            if isinstance(data, dict):
-                return data
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError):
-            pass
-        time.sleep(0.05)
-    return {"pid": "unknown", "host": "unknown", "started": "unknown (the lock file is unreadable)"}
-
-
-def _in_use(path: Path, other: Mapping[str, Any]) -> str:
-    return (
-        f"run folder {path.parent} is in use by another kit run (pid {other.get('pid')} on host "
-        f"{other.get('host')}, started {other.get('started')}); wait for it to finish, or choose "
-        f"another --name (or drop --exist-ok). If no such run is active, delete {path}."
-    )
-
-
-class RunLock:
-    """A lock file in a run folder: created with O_CREAT | O_EXCL, holding pid, host and start time.
-
-    A lock held by a live process, or by a process of another host (which cannot be checked), is
-    refused with an :class:`OutputError` that says what to do; a lock whose process is gone (same
-    host, pid not running) is taken over, with a log line.
-    """
-
-    def __init__(self, path: Path, *, token: str) -> None:
-        self.path = path
-        self.token = token
-        self.held = False
-        self.info = {"pid": os.getpid(), "host": socket.gethostname(), "token": token, "started": _now()}
-        for _ in range(3):  # a takeover may race another one: try again
-            if self._create():
-                self.held = True
-                return
-            other = self._read()
-            if other is None:  # vanished meanwhile, or written right now: look again
-                time.sleep(0.05)
-                continue
-            if not self._stale(other):
-                raise OutputError(_in_use(path, other))
-            LOG.warning(
-                "taking over the stale lock %s of pid %s on %s (that process no longer runs)",
-                path,
-                other.get("pid"),
-                other.get("host"),
-            )
-            if self._read() == other:
-                _unlink(path)
-        raise OutputError(f"cannot take the lock {path}: another run keeps taking it; try again")
-
-    def release(self) -> None:
-        """Delete the lock file if it is still this writer's; safe to call twice."""
-        if self.held:
-            self.held = False
-            other = self._read()
-            if other is not None and other.get("token") == self.token:
-                _unlink(self.path)
-
-    def _create(self) -> bool:
-        try:
-            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            return False
-        except OSError as e:
-            raise OutputError(f"cannot create the lock file {self.path}: {e.strerror or e}") from e
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(json.dumps(self.info) + "\n")
-        except BaseException:
-            _unlink(self.path)
-            raise
-        return True
-
-    def _read(self) -> dict[str, Any] | None:
-        return _read_lock(self.path)
-
-    @staticmethod
-    def _stale(other: Mapping[str, Any]) -> bool:
-        pid = other.get("pid")
-        if other.get("host") != socket.gethostname() or not isinstance(pid, int) or pid <= 0:
-            return False
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:  # alive, another user's
-            return False
-        return False
 
 
 def _check_maps(
@@ -944,6 +972,31 @@ def _check_maps(
                 )
 
 
+def _check_finite(
+    source: PathLike, detections: Sequence[DetectionResult], missed: Sequence[MissedResult]
+) -> None:
+    """Every number an image's record holds is finite (JSON has no NaN): a broken model's NaN score,
+    box or map fails the image, named, before any file is written."""
+    for what, ones in (("detection", detections), ("missed object", missed)):
+        for det in ones:
+            numbers: dict[str, Any] = {"score": det.score, "box": det.box_xyxy or ()}
+            if isinstance(det, MissedResult):
+                numbers.update(gt_box=det.gt_box_xyxy, iou=det.iou)
+            for name, value in numbers.items():
+                values = np.asarray(value, dtype=np.float64).ravel()
+                if not np.isfinite(values).all():
+                    raise OutputError(
+                        f"{what} {det.id} of {printable(source)} has a {name} that is not a finite number "
+                        f"({', '.join(map(str, values.tolist()))}): the model's output is broken"
+                    )
+            bad = [layer for layer, cam in det.maps.items() if cam is not None and not np.isfinite(cam).all()]
+            if bad:
+                raise OutputError(
+                    f"{what} {det.id} of {printable(source)} has a map with NaN or infinite values at "
+                    f"{bad[0]}"
+                )
+
+
 def _fit_jpeg(image: np.ndarray) -> np.ndarray:
     """Scale a picture down to fit JPEG's largest side (a 10 x 100000 image still gets its overlay)."""
     h, w = image.shape[:2]
@@ -952,40 +1005,6 @@ def _fit_jpeg(image: np.ndarray) -> np.ndarray:
     scale = JPEG_MAX_SIDE / max(h, w)
     size = (max(1, min(JPEG_MAX_SIDE, round(w * scale))), max(1, min(JPEG_MAX_SIDE, round(h * scale))))
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-
-
-def _shorten(name: str, limit: int) -> str:
-    """``name`` cut to at most ``limit`` bytes of UTF-8 (whole characters)."""
-    return name.encode("utf-8", "surrogateescape")[:limit].decode("utf-8", "ignore")
-
-
-def _relative(path: Path, root: Path) -> str:
-    try:
-        return path.relative_to(root).as_posix()
-    except ValueError:
-        return str(path)
-
-
-def _unlink(path: Path) -> None:
-    try:
-        path.unlink()
-    except FileNotFoundError:
-        pass
-    except OSError as e:
-        LOG.warning("could not remove %s: %s", path, e)
-
-
-def _rmdir(path: Path) -> None:
-    """Remove ``path`` if it is an empty folder."""
-    try:
-        path.rmdir()
-    except OSError as e:
-        if e.errno not in (errno.ENOENT, errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR):
-            LOG.warning("could not remove %s: %s", path, e)
-
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S %z")
 
 
 def _printable_strings(value: Any) -> Any:

@@ -49,7 +49,11 @@ def main(argv: list[str] | None = None) -> int:
     cli.setup_logging()
     cli.check_kit_arguments(opt)
     cli.check_output_folder(
-        Path(opt.project) / opt.name, flag="--project", exist_ok=opt.exist_ok, resume=opt.resume
+        Path(opt.project) / opt.name,
+        flag="--project",
+        exist_ok=opt.exist_ok,
+        resume=opt.resume,
+        overwrite=opt.overwrite,
     )
     kill = os.environ.get("TOY_KILL_AT")
     if kill and os.environ.get("TOY_KILL_RANK", os.environ.get("RANK", "0")) == os.environ.get("RANK", "0"):

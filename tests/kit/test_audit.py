@@ -18,6 +18,7 @@ from kit import audit as audit_module
 from kit.audit import AuditError, audit_run, main, write_audit
 from kit.outputs import LOCK_NAME, RunWriter
 from kit.results import FUSED, DetectionResult
+from kit.rundir import RunLock, identity
 from tests.kit.conftest import IMAGE, OLD_MANIFEST, H, W, det, energy_map, eval_run, write_run
 
 
@@ -345,7 +346,7 @@ def test_odd_file_and_class_names_stay_on_their_line(tmp_path: Path, capsys: Any
 
 # ---- the run's lock ---------------------------------------------------------------------------
 def test_a_run_folder_in_use_is_not_written(run: Path, capsys: Any) -> None:
-    with RunWriter(out_dir=run, upstream="y", weights="w", method="m", target="t", layers=["74"]):
+    with RunLock(run / LOCK_NAME, token="live"):  # a live run holds the folder
         before = snapshot(run)
         assert main([str(run)]) == 2
         err = capsys.readouterr().err
@@ -360,7 +361,7 @@ def test_a_lock_left_by_a_dead_run_is_noted_and_left_alone(run: Path, capsys: An
     gone = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
     )
-    lock = {"pid": int(gone.stdout), "host": os.uname().nodename, "token": "x", "started": "then"}
+    lock = {**identity(), "pid": int(gone.stdout), "token": "x", "started": "then"}  # this host, boot, pidns
     (run / LOCK_NAME).write_text(json.dumps(lock))
     assert main([str(run)]) == 0
     assert "no longer runs" in capsys.readouterr().out and (run / "audit.json").is_file()

@@ -436,6 +436,8 @@ def test_a_folder_another_live_run_holds_is_refused_before_the_model_loads(tmp_p
     import socket
     import subprocess
 
+    from kit.rundir import identity
+
     run = tmp_path / "exp"
     run.mkdir()
     lock = run / ".kit.lock"
@@ -446,7 +448,7 @@ def test_a_folder_another_live_run_holds_is_refused_before_the_model_loads(tmp_p
     gone = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
     )
-    lock.write_text(json.dumps({"pid": int(gone.stdout), "host": socket.gethostname(), "started": "then"}))
+    lock.write_text(json.dumps({**identity(), "pid": int(gone.stdout), "started": "then"}))
     assert cli.check_output_folder(run, flag="--project", exist_ok=True) == run
 
 

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from kit import journal
+from kit import journal, rundir
 from kit.errors import OutputError
 from kit.journal import Entry, PartWriter
 from kit.outputs import plan_stems
@@ -109,3 +112,237 @@ def test_recording_an_image_costs_the_same_late_in_a_run(tmp_path: Path) -> None
     steps = {b - a for a, b in zip(sizes, sizes[1:])}
     # One line each, however long the run (a line's length varies only with its index's digits).
     assert max(steps) - min(steps) <= 2 and part.lines == 300
+
+
+# ---- every line read back is checked: what fails is left out, logged once, and redone ----------
+
+
+def good(name: str, stem: str, **more: Any) -> dict[str, Any]:
+    """A record as the writer makes it: an image with one detection and its files."""
+    return record(
+        name,
+        summary=f"{stem}_summary.jpg",
+        maps_file=f"maps/{stem}.npz",
+        detections=[
+            {
+                "id": 0,
+                "box_xyxy": [1.0, 2.0, 3.0, 4.0],
+                "class_id": 0,
+                "class_name": "blob",
+                "score": 0.9,
+                "level": 0,
+                "maps": {
+                    "feat": {"overlay": f"{stem}/det0_feat.jpg", "energy_in_box": 0.5, "no_gradient": False}
+                },
+            }
+        ],
+        **more,
+    )
+
+
+def with_detection(stem: str, **change: Any) -> dict[str, Any]:
+    rec = good("x.jpg", stem)
+    rec["detections"][0].update(change)
+    return rec
+
+
+MEASURED = {
+    "images": 1,
+    "ground_truth": 1,
+    "detections": 1,
+    "rows": [{"maps": {"feat": {"pg": True, "ebpg": 0.5}}}],
+    "tried": [False],
+    "unmatched": [],
+    "skipped": [],
+    "layers": ["feat"],
+    "curve_error": None,
+    "seconds": 0.1,
+    "curve_seconds": 0.0,
+}
+
+
+def _deep(depth: int) -> Any:
+    value: Any = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+# Each hostile line, and the part of the warning that says why it is left out.
+HOSTILE: list[tuple[str, str]] = [
+    (json.dumps({"index": 1, "image": good("b.jpg", "/etc/passwd")}), "not a summary sheet the kit names"),
+    (json.dumps({"index": 1, "image": good("b.jpg", "..")}), "not a summary sheet the kit names"),
+    (
+        json.dumps({"index": 1, "image": {**good("b.jpg", "b"), "maps_file": "../../etc/x.npz"}}),
+        "is not this image's maps file",
+    ),
+    (
+        json.dumps({"index": 1, "image": with_detection("b", maps={"feat": {"overlay": "b/../../x.jpg"}})}),
+        "is not an overlay of this image's folder",
+    ),
+    (
+        '{"index": 1, "image": ' + json.dumps(with_detection("b", score=0.5)).replace("0.5", "NaN") + "}",
+        "nan",
+    ),
+    (
+        '{"index": 1, "image": '
+        + json.dumps(with_detection("b", score=0.5)).replace("0.5", "Infinity")
+        + "}",
+        "inf",
+    ),
+    (
+        json.dumps({"index": 1, "image": with_detection("b", box_xyxy="1,2,3,4")}),
+        "not a box of 4 finite numbers",
+    ),
+    (json.dumps({"index": 1, "image": with_detection("b", id=True)}), "'id': True is not a whole number"),
+    (json.dumps({"index": 1, "image": {**good("b.jpg", "b"), "detections": {}}}), "is not a list"),
+    (json.dumps({"index": True, "image": good("b.jpg", "b")}), "is not a place in the source list"),
+    (json.dumps({"index": 1, "image": ["b.jpg"]}), "the record is not an object"),
+    (json.dumps({"index": 1, "image": good("/etc/passwd", "b")}), "is not the image at position 1"),
+    (json.dumps({"index": 7, "image": good("b.jpg", "b")}), "is not the image at position 7"),
+    (
+        json.dumps({"index": 1, "image": good("b.jpg", "b"), "eval": {**MEASURED, "rows": "x"}}),
+        "its measurement",
+    ),
+    (json.dumps({"index": 1, "image": {**good("b.jpg", "b"), "x": [[[[[]]]]]}}), ""),  # another key: kept
+    (
+        json.dumps({"index": 1, "image": {**good("b.jpg", "b"), "x": _deep(200)}}),
+        "nests deeper than a record",
+    ),
+]
+
+
+def hostile_part(out: Path, lines: list[str]) -> Path:
+    """A part file: the header, a good line for a.jpg, ``lines``, then a good line for c.jpg."""
+    path = out / journal.PARTS_DIR / "0001-r0.jsonl"
+    path.parent.mkdir(parents=True)
+    header = json.dumps({"kit_part": 1, "attempt": "0001", "rank": 0, "world": 1})
+    first = json.dumps({"index": 0, "image": good("a.jpg", "a"), "eval": MEASURED})
+    last = json.dumps({"index": 2, "image": good("c.jpg", "c")})
+    path.write_text("\n".join([header, first, *lines, last]) + "\n")
+    return path
+
+
+def test_each_hostile_line_is_left_out_with_its_reason_and_the_reading_goes_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    keys = journal.keys_of(["a.jpg", "b.jpg", "c.jpg"])
+    for k, (line, why) in enumerate(HOSTILE):
+        out = tmp_path / f"run{k}"
+        path = hostile_part(out, [line])
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="kit"):
+            part = journal.read_part(path, keys=keys)
+        files = [e.record["file"] for e in part.entries]
+        if not why:  # a record with keys the kit does not know, otherwise good: kept
+            assert files == ["a.jpg", "b.jpg", "c.jpg"] and not caplog.text
+            continue
+        assert files == ["a.jpg", "c.jpg"], line  # left out; the reading went on
+        assert f"{path}: line 3 is not a record" in caplog.text and why in caplog.text, caplog.text
+        assert "explained again on --resume" in caplog.text and part.invalid == (
+            {1} if '"index": 1' in line else set()
+        )
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="kit"):
+            journal.read_part(path, keys=keys)  # read again (the end of the run): not logged again
+        assert not caplog.text
+
+
+def test_without_the_source_list_only_the_schema_is_checked(tmp_path: Path) -> None:
+    """read_manifest (the report, the audit) knows no sources: a record of another file is read,
+    one that fails the schema is not."""
+    (tmp_path / "manifest.json").write_text(json.dumps({"upstream": "toy", "images": []}))
+    hostile_part(tmp_path, [json.dumps({"index": 1, "image": good("/etc/passwd", "b")}), HOSTILE[4][0]])
+    manifest = journal.read_manifest(tmp_path)
+    assert [i["file"] for i in manifest["images"]] == ["a.jpg", "/etc/passwd", "c.jpg"]
+    json.dumps(manifest, allow_nan=False)  # no NaN came through
+
+
+def test_an_image_whose_latest_line_was_left_out_is_explained_again(tmp_path: Path) -> None:
+    keys = journal.keys_of(["a.jpg", "b.jpg", "c.jpg"])
+    bad = json.dumps({"index": 1, "image": with_detection("b", id="zero")})
+    fine = json.dumps({"index": 1, "image": good("b.jpg", "b")})
+    assert journal.untrusted([journal.read_part(hostile_part(tmp_path / "x", [fine, bad]), keys=keys)]) == {1}
+    assert (
+        journal.untrusted([journal.read_part(hostile_part(tmp_path / "y", [bad, fine]), keys=keys)]) == set()
+    )
+    first = journal.read_part(hostile_part(tmp_path / "z", [bad]), keys=keys)
+    later = PartWriter(tmp_path / "z", attempt="0002", rank=0, world=1)  # a later launch redid it
+    later.append(Entry(record=good("b.jpg", "b"), index=1))
+    later.close()
+    assert journal.untrusted(journal.read_parts(tmp_path / "z", keys=keys)) == set()
+    assert journal.untrusted([first]) == {1}
+
+
+def test_a_writer_refuses_what_it_could_not_read_back(tmp_path: Path) -> None:
+    part = PartWriter(tmp_path, attempt="0001", rank=0, world=1)
+    with pytest.raises(OutputError, match="not finite"):
+        part.append(Entry(record=record("a.jpg", score=float("nan")), index=0))
+    with pytest.raises(OutputError, match=r"is 17 MiB, more than the 16 MiB a record may hold.*--max-det"):
+        part.append(Entry(record=record("a.jpg", big="x" * (17 * 2**20)), index=0))
+    part.close()
+    assert not part.path.exists()  # nothing was written
+
+
+def test_a_part_or_manifest_that_is_a_link_or_a_pipe_is_refused(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    write_part(outside, "0001", 0, [(0, "a.jpg")])
+    (outside / "manifest.json").write_text(json.dumps({"images": []}))
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / journal.PARTS_DIR).symlink_to(outside / journal.PARTS_DIR)
+    with pytest.raises(rundir.LinkError, match=r"\.kit-parts is a symbolic link"):
+        journal.part_files(run)
+    (run / journal.PARTS_DIR).unlink()
+    (run / journal.PARTS_DIR).mkdir()
+    (run / journal.PARTS_DIR / "0002-r0.jsonl").symlink_to(outside / journal.PARTS_DIR / "0001-r0.jsonl")
+    with pytest.raises(
+        rundir.LinkError, match=r"0002-r0.jsonl is a symbolic link, where the kit keeps a part"
+    ):
+        journal.read_parts(run)
+    (run / "manifest.json").symlink_to(outside / "manifest.json")
+    with pytest.raises(
+        rundir.LinkError, match=r"manifest.json is a symbolic link, where the kit keeps its manifest"
+    ):
+        journal.load_manifest(run)
+    (run / "manifest.json").unlink()
+    os.mkfifo(run / "manifest.json")
+    with pytest.raises(rundir.LinkError, match=r"manifest.json is a named pipe"):  # not opened: no hang
+        journal.load_manifest(run)
+
+
+READ_PART = """
+import resource, sys
+from kit import journal
+keys = journal.keys_of(["a.jpg", "b.jpg", "c.jpg"])
+part = journal.read_part(__import__("pathlib").Path(sys.argv[1]), keys=keys)
+print(len(part.entries), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024, flush=True)
+"""
+
+
+def test_a_huge_or_dense_part_is_read_in_bounded_memory(tmp_path: Path) -> None:
+    """Lines of 16 MiB of nested JSON (the most a line may hold: the parser's worst case) are parsed
+    and dropped one at a time; a line longer than that (here 1 GiB, no newline) is never read
+    whole. The reader runs in a child process whose peak memory is measured."""
+    dense = b'{"index": 1, "image": [' + b"{}," * (journal.MAX_LINE_BYTES // 3 - 20) + b"{}]}\n"
+    assert len(dense) <= journal.MAX_LINE_BYTES
+    path = hostile_part(tmp_path, [])
+    good_lines = path.read_bytes().splitlines(keepends=True)
+    with path.open("wb") as f:
+        f.write(b"".join(good_lines[:2]))
+        for _ in range(4):
+            f.write(dense)
+        f.write(good_lines[2])
+        f.write(b"[")  # a line that never ends: 1 GiB (a hole in a sparse file, no disk used)
+        f.seek(2**30, os.SEEK_CUR)
+        f.write(b"]")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    result = subprocess.run(
+        [sys.executable, "-c", READ_PART, str(path)], capture_output=True, text=True, timeout=300, env=env
+    )
+    assert result.returncode == 0, result.stderr
+    entries, peak_mb = map(int, result.stdout.split())
+    assert entries == 2  # a.jpg and c.jpg; the dense lines are not records
+    assert peak_mb < 700, peak_mb  # one dense line at a time (measured 450-620 MB), not the whole file
+    assert "line 8 is not a record (it is longer than 16 MiB" in result.stderr

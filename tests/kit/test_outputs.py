@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
+import os
 import re
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +17,15 @@ import cv2
 import numpy as np
 import pytest
 
-from kit import journal
+from kit import cli, journal
+from kit.api import Explainer
+from kit.detections import Detection
 from kit.errors import OutputError, ShapeError
-from kit.outputs import RunWriter, increment_path
+from kit.loaders import Loaded
+from kit.outputs import LOCK_NAME, RunWriter, increment_path
 from kit.results import DetectionResult
+from kit.rundir import LIVE, LinkError, RunLock, boot_time, check_unlocked, identity, lock_state
+from tests.conftest import ToyAdapter, picture, toy_explainer
 
 H, W = 60, 80
 
@@ -267,3 +278,341 @@ def test_layer_file_names_are_bounded_and_unique_case_insensitively(tmp_path: Pa
     assert len(Path(first).stem) <= len("det0_") + 60
     assert (upper, lower) == ("a/det0_Head.jpg", "a/det0_head_2.jpg")  # one file each on any file system
     assert len(list((tmp_path / "a").iterdir())) == 3
+
+
+# ---- links: nothing is written, read or removed through a link inside a run folder -------------
+
+
+def toy_run(*args: str) -> int:
+    """tests/toy_main.py in this process, through the entry points' guarded(): its exit code."""
+    from tests import toy_main
+
+    return cli.guarded(lambda: toy_main.main(list(args)))
+
+
+def sources(folder: Path, names: tuple[str, ...] = ("a.png", "b.png")) -> Path:
+    folder.mkdir()
+    for k, name in enumerate(names):
+        cv2.imwrite(str(folder / name), picture(k))
+    return folder
+
+
+def listing(folder: Path) -> dict[str, bytes | str]:
+    """Every entry under ``folder`` (links not followed) and what it holds: the sentinel's state."""
+    found: dict[str, bytes | str] = {}
+    for path in sorted(folder.rglob("*")):
+        rel = path.relative_to(folder).as_posix()
+        if path.is_symlink():
+            found[rel] = f"-> {os.readlink(path)}"
+        elif path.is_file():
+            found[rel] = path.read_bytes()
+        else:
+            found[rel] = "folder"
+    return found
+
+
+@pytest.mark.parametrize(
+    ("name", "target"),
+    [
+        ("maps", "outside"),  # a folder link where the maps go
+        (journal.PARTS_DIR, "outside"),  # where the part files go (and are removed at the end)
+        ("a", "outside"),  # an image's own folder (a.png's overlays)
+        ("manifest.json", "outside/keep.txt"),  # a file link to a file outside
+        ("a_summary.jpg", "outside/missing.jpg"),  # a dangling link
+        (LOCK_NAME, "outside/keep.txt"),
+        ("index.html", "outside/keep.txt"),
+    ],
+)
+def test_a_link_where_the_kit_writes_is_refused_and_nothing_leaves_the_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, target: str
+) -> None:
+    src = sources(tmp_path / "src")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("mine")
+    run = tmp_path / "runs" / "exp"
+    run.mkdir(parents=True)
+    (run / name).symlink_to(tmp_path / target)
+    before, inside = listing(outside), listing(run)
+    code = toy_run("--source", str(src), "--project", str(run.parent), "--name", "exp", "--exist-ok")
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert f"{run / name} is a symbolic link" in err and "remove it" in err
+    assert listing(outside) == before and listing(run) == inside  # nothing written anywhere
+    with pytest.raises(LinkError, match=re.escape(f"{run / name} is a symbolic link")):
+        toy_explainer().run(src, run)  # the Python API refuses alike
+    assert listing(outside) == before and listing(run) == inside
+
+
+def test_special_files_where_the_kit_writes_are_refused(tmp_path: Path) -> None:
+    """A named pipe would block a reader (the lock, the manifest) forever; a file named like a
+    folder of the kit would fail every image."""
+    src = sources(tmp_path / "src")
+    for name, make in [(LOCK_NAME, os.mkfifo), ("manifest.json", os.mkfifo), ("maps", Path.touch)]:
+        run = tmp_path / name.strip(".")
+        run.mkdir()
+        make(run / name)
+        with pytest.raises(LinkError, match=rf"{re.escape(str(run / name))} is a (named pipe|file), where"):
+            toy_explainer().run(src, run)
+        assert [p.name for p in run.iterdir()] == [name]
+    run = tmp_path / "parts"
+    (run / journal.PARTS_DIR).mkdir(parents=True)
+    os.mkfifo(run / journal.PARTS_DIR / "0001-r0.jsonl")
+    with pytest.raises(LinkError, match="is a named pipe"):
+        toy_explainer().run(src, run, resume=False)
+
+
+def test_a_run_folder_that_is_itself_a_link_is_fine(tmp_path: Path) -> None:
+    """--project on a shared disk: the folder given may be a link; only links inside it count."""
+    src = sources(tmp_path / "src")
+    disk = tmp_path / "shared"
+    disk.mkdir()
+    (tmp_path / "runs").symlink_to(disk)
+    code = toy_run("--source", str(src), "--project", str(tmp_path / "runs"), "--name", "exp")
+    assert code == 0
+    manifest = json.loads((disk / "exp" / "manifest.json").read_text())
+    assert manifest["finished"] and [Path(i["file"]).name for i in manifest["images"]] == ["a.png", "b.png"]
+    assert (disk / "exp" / "a_summary.jpg").is_file() and (disk / "exp" / "maps" / "a.npz").is_file()
+
+
+def test_a_link_made_during_the_run_is_not_written_through(tmp_path: Path) -> None:
+    """After the check at the start: each write opens its folders without following a link, and
+    never replaces a link at its own name."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "det0_model.105.jpg").write_bytes(b"mine")
+    writer = _writer(tmp_path / "run")
+    maps = {(0, "model.105"): _cam(slice(10, 30), slice(10, 30))}
+    (tmp_path / "run" / "img").symlink_to(outside)  # the image's folder, made a link meanwhile
+    with pytest.raises(LinkError, match=r"run/img is a symbolic link, where the kit keeps a folder"):
+        writer.write_image(
+            source="img.jpg",
+            image_bgr=np.zeros((H, W, 3), np.uint8),
+            detections=_results(_detections()[:1], maps),
+        )
+    (tmp_path / "run" / "img").unlink()
+    (tmp_path / "run" / "img").mkdir()
+    (tmp_path / "run" / "img" / "det0_model.105.jpg").symlink_to(outside / "det0_model.105.jpg")
+    with pytest.raises(LinkError, match=r"det0_model.105.jpg is a symbolic link, where the kit keeps a file"):
+        writer.write_image(
+            source="img.jpg",
+            image_bgr=np.zeros((H, W, 3), np.uint8),
+            detections=_results(_detections()[:1], maps),
+        )
+    assert listing(outside) == {"det0_model.105.jpg": b"mine"}
+    assert (tmp_path / "run" / "img" / "det0_model.105.jpg").is_symlink()  # the user's link stays
+    assert not [p for p in (tmp_path / "run").rglob("*.tmp")]
+    writer.close()
+
+
+def test_removals_never_follow_a_link(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failed image's files are removed through the folder they were written in: when that folder
+    became a link meanwhile, the files the link names stay. The end's removal of the part files
+    does the same with a ``.kit-parts`` made a link."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    for name in ("det0_a.jpg", "0001-r0.jsonl"):
+        (outside / name).write_bytes(b"mine")
+    run = tmp_path / "run"
+    writer = _writer(run, layers=["a", "b"])
+    real = os.replace
+
+    def then_swap(src: str, dst: str) -> None:
+        real(src, dst)  # img/det0_a.jpg is in place; now its folder becomes a link
+        if not (run / "img").is_symlink():
+            (run / "img").rename(run / "moved")
+            (run / "img").symlink_to(outside)
+
+    monkeypatch.setattr(os, "replace", then_swap)
+    cam = _cam(slice(0, 9), slice(0, 9))
+    with pytest.raises(LinkError, match=r"run/img is a symbolic link"):  # the second overlay
+        writer.write_image(
+            source="img.jpg",
+            image_bgr=np.zeros((H, W, 3), np.uint8),
+            detections=_results(_detections()[:1], {(0, "a"): cam, (0, "b"): cam}),
+        )
+    monkeypatch.undo()
+    assert listing(outside) == {"0001-r0.jsonl": b"mine", "det0_a.jpg": b"mine"}
+    writer.add_error("x.jpg", "boom")
+    writer.close_part()
+    (run / journal.PARTS_DIR).rename(run / "parts-moved")
+    (run / journal.PARTS_DIR).symlink_to(outside)
+    with pytest.raises(LinkError, match=r"\.kit-parts is a symbolic link"):
+        writer.finish()
+    assert listing(outside) == {"0001-r0.jsonl": b"mine", "det0_a.jpg": b"mine"}
+    assert not (run / LOCK_NAME).exists()  # released however finish ended
+
+
+# ---- NaN and Infinity never reach a JSON file -------------------------------------------------
+
+
+@pytest.mark.parametrize("field", ["score", "box", "map"])
+def test_a_non_finite_score_box_or_map_fails_the_image_before_any_file(tmp_path: Path, field: str) -> None:
+    dets = _detections()[:1]
+    maps: dict[tuple[int, str], np.ndarray | None] = {(0, "model.105"): _cam(slice(0, 9), slice(0, 9))}
+    if field == "score":
+        dets[0]["score"] = float("nan")
+    elif field == "box":
+        dets[0]["box_xyxy"] = [10.0, 10.0, float("inf"), 30.0]
+    else:
+        maps[(0, "model.105")][0, 0] = np.nan  # type: ignore[index]
+    writer = _writer(tmp_path)
+    with pytest.raises(OutputError, match=r"detection 0 of a.jpg has a .*(not a finite number|NaN)"):
+        writer.write_image(
+            source="a.jpg", image_bgr=np.zeros((H, W, 3), np.uint8), detections=_results(dets, maps)
+        )
+    assert sorted(p.name for p in tmp_path.iterdir()) == [LOCK_NAME, "manifest.json"]  # no picture
+    writer.close()
+
+
+class NaNAdapter(ToyAdapter):
+    """A broken model: every detection's score is NaN."""
+
+    def detect(self, output: Any) -> list[Detection]:
+        return [dataclasses.replace(d, score=float("nan")) for d in super().detect(output)]
+
+
+def refuse_constant(constant: str) -> None:
+    raise ValueError(f"{constant} is not JSON")
+
+
+def strict_json(path: Path) -> Any:
+    """A file read as JSON is defined: NaN and Infinity refused (Python's reader takes them)."""
+    return json.loads(path.read_text(encoding="utf-8"), parse_constant=refuse_constant)
+
+
+def test_a_model_that_scores_nan_gives_failed_images_and_a_valid_manifest(tmp_path: Path) -> None:
+    src = sources(tmp_path / "src")
+    explainer = Explainer(
+        Loaded(adapter=NaNAdapter(), weights="toy.pt", settings={"img_size": 32}), upstream="toy"
+    )
+    result = explainer.run(src, tmp_path / "run")
+    assert (result.images, result.failed) == (2, 2)
+    manifest = strict_json(tmp_path / "run" / "manifest.json")
+    assert all("has a score that is not a finite number (nan)" in i["error"] for i in manifest["images"])
+    with pytest.raises(OutputError, match=r"cannot be recorded in JSON: conf_thres holds nan"):
+        _writer(tmp_path / "other", conf_thres=float("nan"))
+    writer = _writer(tmp_path / "eval")
+    record = writer.add_error("x.jpg", "boom")
+    writer.commit(record, {"ebpg": float("inf"), "rows": [1.5]})  # a measurement's NaN: null, said
+    (part,) = journal.part_files(tmp_path / "eval")
+    lines = [json.loads(line, parse_constant=refuse_constant) for line in part.read_text().splitlines()]
+    assert lines[-1]["eval"] == {"ebpg": None, "rows": [1.5]}
+    writer.close()
+
+
+# ---- the lock: who holds it, and when it may be taken over ------------------------------------
+
+
+def lock_file(run: Path, **fields: Any) -> Path:
+    """A lock as this kit writes it for this process, with ``fields`` changed."""
+    run.mkdir(exist_ok=True)
+    info = {**identity(), "token": "x", "started": "then", "written": time.time(), **fields}
+    (run / LOCK_NAME).write_text(json.dumps(info))
+    return run / LOCK_NAME
+
+
+def dead_pid() -> int:
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    return int(gone.stdout)
+
+
+@pytest.mark.parametrize(
+    ("fields", "why"),
+    [
+        ({"pidns": "pid:[4026500000]"}, "it runs in another PID namespace (pid:[4026500000]"),
+        ({"pidns": "pid:[4026500000]", "pid": "dead"}, "another PID namespace"),  # not running here: unknown
+        ({"host": "elsewhere", "pid": "dead"}, "it runs on another host (elsewhere)"),
+        ({"boot_id": "00000000-0000-0000-0000-000000000000"}, "its boot id is not this machine's"),
+        ({"pidns": None, "start_time": None, "written": None, "pid": "dead"}, "an older kit wrote it"),
+        ({"pid": "unknown"}, "its lock file does not name a process"),
+        ({"pid": 2**70}, "its lock file does not name a process"),  # os.kill would overflow
+        ({"host": "\x1b[2Jevil", "pid": "dead"}, "on another host (?[2Jevil)"),  # no terminal escapes
+    ],
+)
+def test_a_lock_whose_writer_cannot_be_checked_is_refused_with_how_to_take_over(
+    tmp_path: Path, fields: dict[str, Any], why: str
+) -> None:
+    if fields.get("pid") == "dead":
+        fields["pid"] = dead_pid()
+    path = lock_file(tmp_path / "run", **fields)
+    held = path.read_bytes()
+    for refuse in (lambda: _writer(tmp_path / "run"), lambda: check_unlocked(tmp_path / "run")):
+        with pytest.raises(OutputError) as refused:
+            refuse()
+        message = str(refused.value)
+        assert why in message and "cannot check" in message
+        assert f"If no such run is writing into it any more, delete {path} and run again" in message
+    assert path.read_bytes() == held  # never taken over on a guess
+
+
+@pytest.mark.parametrize(
+    ("fields", "why"),
+    [
+        ({"pid": "dead"}, "that process no longer runs"),
+        ({"start_time": "other"}, "its pid now belongs to another process"),  # this pid, reused
+        (
+            {"boot_id": "00000000-0000-0000-0000-000000000000", "written": "before boot"},
+            "has restarted since",
+        ),
+        (  # an older kit's lock (no PID namespace, start time, written), from before this boot
+            {"pidns": None, "start_time": None, "written": None, "pid": "dead", "mtime": "before boot"},
+            "written before this machine started",
+        ),
+    ],
+)
+def test_a_lock_whose_writer_is_provably_gone_is_taken_over(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, fields: dict[str, Any], why: str
+) -> None:
+    booted = boot_time()
+    assert booted is not None
+    mtime = fields.pop("mtime", None)
+    if fields.get("pid") == "dead":
+        fields["pid"] = dead_pid()
+    if fields.get("start_time") == "other":
+        fields["start_time"] = identity()["start_time"] + 1
+    if fields.get("written") == "before boot":
+        fields["written"] = booted - 60
+    path = lock_file(tmp_path / "run", **fields)
+    if mtime:
+        os.utime(path, (booted - 60, booted - 60))
+    with caplog.at_level(logging.WARNING, logger="kit"):
+        writer = _writer(tmp_path / "run")
+    assert f"taking over the stale lock {path}" in caplog.text and why in caplog.text
+    assert json.loads(path.read_text())["token"] == writer._token
+    writer.close()
+    assert not path.exists()
+
+
+def test_a_live_run_is_refused_and_its_lock_records_who_it_is(tmp_path: Path) -> None:
+    writer = _writer(tmp_path / "run")
+    held = json.loads((tmp_path / "run" / LOCK_NAME).read_text())
+    me = identity()
+    assert {k: held[k] for k in ("pid", "host", "boot_id", "pidns", "start_time")} == me
+    assert me["boot_id"] and me["pidns"] and isinstance(me["start_time"], int)  # Linux tells all three
+    assert lock_state(held) == (LIVE, "its process runs")
+    with pytest.raises(OutputError, match=rf"in use by another kit run \(pid {os.getpid()} on host"):
+        _writer(tmp_path / "run")
+    writer.close()
+    lock_file(tmp_path / "lonely", pid=os.getpid())  # the same pid and start time: this very process
+    with pytest.raises(OutputError, match="in use by another kit run"):
+        _writer(tmp_path / "lonely")
+
+
+def test_a_lock_that_is_a_link_or_a_pipe_is_refused_at_once(tmp_path: Path) -> None:
+    outside = tmp_path / "outside.json"
+    outside.write_text(json.dumps({"pid": dead_pid(), "host": "x"}))
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / LOCK_NAME).symlink_to(outside)
+    (tmp_path / "b").mkdir()
+    os.mkfifo(tmp_path / "b" / LOCK_NAME)
+    for run, kind in (("a", "a symbolic link"), ("b", "a named pipe")):
+        started = time.monotonic()
+        with pytest.raises(LinkError, match=rf"{LOCK_NAME} is {kind}, where the kit keeps its lock"):
+            check_unlocked(tmp_path / run)
+        with pytest.raises(LinkError):
+            RunLock(tmp_path / run / LOCK_NAME, token="t")
+        assert time.monotonic() - started < 5  # a pipe is not opened for reading (it would block)
+    assert outside.exists()

@@ -21,6 +21,7 @@ from kit import report as report_module
 from kit.audit import audit_run, write_audit
 from kit.outputs import LOCK_NAME, RunWriter
 from kit.report import REPORT_NAME, main, read_run, render_report, write_report
+from kit.rundir import RunLock, identity
 from tests.kit.conftest import (
     HOSTILE_CLASS,
     HOSTILE_NAMES,
@@ -381,7 +382,7 @@ def test_a_folder_that_is_not_a_run_is_refused(tmp_path: Path, capsys: Any) -> N
 def test_a_folder_a_live_run_holds_is_not_written_and_a_dead_runs_lock_is_noted(
     run: Path, capsys: Any
 ) -> None:
-    with RunWriter(out_dir=run, upstream="y", weights="w", method="m", target="t", layers=["74"]):
+    with RunLock(run / LOCK_NAME, token="live"):  # a live run holds the folder
         assert main([str(run)]) == 2
         err = capsys.readouterr().err
         assert f"pid {os.getpid()}" in err and "index.html is not written" in err and "has finished" in err
@@ -389,7 +390,7 @@ def test_a_folder_a_live_run_holds_is_not_written_and_a_dead_runs_lock_is_noted(
     gone = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
     )
-    lock = {"pid": int(gone.stdout), "host": os.uname().nodename, "token": "x", "started": "then"}
+    lock = {**identity(), "pid": int(gone.stdout), "token": "x", "started": "then"}  # this host, boot, pidns
     (run / LOCK_NAME).write_text(json.dumps(lock))
     assert main([str(run)]) == 0
     assert "which no longer runs: that run did not finish; the page covers" in page_of(run).text

@@ -14,13 +14,15 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 import pytest
 
-from kit import journal
+from kit import cli, journal
 from kit.api import Explainer
+from kit.errors import OutputError
 from kit.loaders import Loaded
 from kit.outputs import LOCK_NAME, ResumeError
 from tests.conftest import ToyAdapter
@@ -287,3 +289,130 @@ def test_a_new_run_into_an_unfinished_one_is_refused(images: tuple[Path, Path], 
     with pytest.raises(Exception, match=r"holds a run that did not finish .*resume it with --resume"):
         explainer().run(images[0], out)
     assert (out / journal.PARTS_DIR / "0001-r0.jsonl").is_file()
+
+
+# ---- a finished run is not replaced by accident; records read back are checked ---------------
+
+
+def toy_run(*argv: str) -> int:
+    """tests/toy_main.py in this process, through the entry points' guarded(): its exit code."""
+    from tests import toy_main
+
+    return cli.guarded(lambda: toy_main.main(list(argv)))
+
+
+def test_exist_ok_into_a_finished_run_is_refused_unless_overwrite(
+    images: tuple[Path, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    src, labels = images
+    three = tmp_path / "three"
+    three.mkdir()
+    for name in ("d.png", "e.png", "f.png"):
+        shutil.copy(src / name, three / name)
+    run = ("--project", str(tmp_path), "--name", "exp")
+    assert toy_run("--source", str(src), *run, "--eval", str(labels), *EVAL, "--audit") == 1
+    out = tmp_path / "exp"
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    assert {"manifest.json", "eval.json", "audit.json", "index.html"} <= set(before)
+    capsys.readouterr()
+    assert toy_run("--source", str(three), *run, "--exist-ok") == 2
+    err = capsys.readouterr().err
+    assert "holds a finished run (9 images in its manifest.json)" in err and "--overwrite" in err
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before  # untouched
+    with pytest.raises(OutputError, match="holds a finished run"):  # the API refuses alike
+        explainer().run(three, out)
+    assert toy_run("--source", str(three), *run, "--overwrite") == 2  # needs --exist-ok
+    assert toy_run("--source", str(three), *run, "--exist-ok", "--overwrite", "--resume") == 2
+    assert "--overwrite replaces the run in the folder --exist-ok writes into" in capsys.readouterr().err
+    with caplog.at_level("INFO", logger="kit"):
+        assert toy_run("--source", str(src), *run, "--resume") == 1  # resuming a finished run stays allowed
+    assert "8 of 9 images are done, 1 to explain" in caplog.text  # only notes.txt, which fails again
+    assert json.loads((out / "manifest.json").read_text())["finished"] is True
+
+    assert toy_run("--source", str(three), *run, "--exist-ok", "--overwrite") == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [Path(i["file"]).name for i in manifest["images"]] == ["d.png", "e.png", "f.png"]
+    assert manifest["finished"] is True
+    assert not (out / "eval.json").exists() and not (out / "audit.json").exists()  # the old run's
+    assert (out / "index.html").read_bytes() != before["index.html"]  # written for the new run
+    assert (out / "A_summary.jpg").is_file()  # the old run's pictures stay, unlisted
+
+
+def test_an_unfinished_runs_records_are_not_buried_by_a_new_run(
+    images: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """A manifest with images and no parts (an older kit's interrupted run) counts as a run too; an
+    empty one that never got an image (a run refused at its start) does not."""
+    out = tmp_path / "run"
+    explainer().run(images[0], out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    (out / "manifest.json").write_text(json.dumps({**manifest, "finished": False}))
+    with pytest.raises(OutputError, match=r"holds a run that did not finish \(its manifest.json index"):
+        explainer().run(images[0], out)
+    (out / "manifest.json").write_text(json.dumps({**manifest, "finished": False, "images": []}))
+    explainer().run(images[0], out)  # nothing to lose
+
+
+def tampered(out: Path, records: list[dict[str, Any]], tmp_path: Path) -> Path:
+    """``out`` made a run killed after every image: the manifest holds no image, one part holds every
+    record; the first four records are made hostile."""
+    bad = [dict(r) for r in records]
+    outside = tmp_path / "outside_summary.jpg"
+    outside.write_bytes((out / bad[0]["summary"]).read_bytes())
+    bad[0]["summary"] = "../outside_summary.jpg"  # a file outside that exists: "complete" to the old kit
+    bad[2]["detections"] = "x"  # the wrong type: the old kit's exit 3, and its lock stayed
+    bad[3] = {**bad[3], "file": "/etc/passwd"}  # not the image at its position
+    lines = [json.dumps({"kit_part": 1, "attempt": "0001", "rank": 0, "world": 1})]
+    for index, one in enumerate(bad):
+        line = json.dumps({"index": index, "n": 0, "image": one})
+        if index == 1:
+            line = line.replace('"score": ', '"score": NaN, "_": ', 1)  # NaN, as Python's json writes it
+        lines.append(line)
+    manifest = json.loads((out / "manifest.json").read_text())
+    (out / "manifest.json").write_text(json.dumps({**manifest, "finished": False, "images": []}))
+    (out / journal.PARTS_DIR).mkdir()
+    part = out / journal.PARTS_DIR / "0001-r0.jsonl"
+    part.write_text("\n".join(lines) + "\n")
+    return part
+
+
+def test_a_resumed_run_redoes_every_record_it_cannot_trust(images: tuple[Path, Path], tmp_path: Path) -> None:
+    clean, out = tmp_path / "clean", tmp_path / "tampered"
+    assert toy(*("--source", str(images[0]), "--project", str(tmp_path), "--name", "clean")).returncode == 1
+    shutil.copytree(clean, out)
+    records = json.loads((clean / "manifest.json").read_text())["images"]
+    part = tampered(out, records, tmp_path)
+    resumed = toy("--source", str(images[0]), "--project", str(tmp_path), "--name", "tampered", "--resume")
+    assert resumed.returncode == 1, resumed.stderr  # notes.txt; never 3
+    assert "4 of 9 images are done, 5 to explain" in resumed.stderr  # the 4 tampered and notes.txt
+    for line, why in [
+        (2, "not a summary sheet the kit names"),
+        (3, "'score': nan is not a finite number"),
+        (4, "'detections': 'x' is not a list"),
+        (5, "'/etc/passwd' is not the image at position 3"),
+    ]:
+        assert resumed.stderr.count(f"{part}: line {line} is not a record") == 1, resumed.stderr  # once
+        assert why in resumed.stderr
+    manifest = json.loads((out / "manifest.json").read_text(), parse_constant=lambda c: {}[c])  # NaN: refused
+    assert manifest["images"] == records  # as the clean run wrote them
+    assert "/etc/passwd" not in (out / "manifest.json").read_text()
+    assert not (out / LOCK_NAME).exists() and not (out / journal.PARTS_DIR).exists()
+    assert (tmp_path / "outside_summary.jpg").is_file()  # never removed, never listed
+
+
+def test_every_way_out_of_a_run_start_releases_the_lock(
+    images: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug while deciding what is done (here a TypeError) still ends with the lock released."""
+    from kit import api
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise TypeError("a bug")
+
+    monkeypatch.setattr(api, "_start", broken)
+    with pytest.raises(TypeError, match="a bug"):
+        explainer().run(images[0], tmp_path / "run")
+    assert not (tmp_path / "run" / LOCK_NAME).exists()
