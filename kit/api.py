@@ -22,7 +22,7 @@ from kit import drise as _drise
 from kit.drise import DRise, DRiseSettings
 from kit.errors import KitError, RunInterrupted
 from kit.evaluate import DEFAULT_CURVES, DEFAULT_STEPS, Evaluator, adapter_detector
-from kit.images import list_sources, printable
+from kit.images import ImageLimits, list_sources, printable
 from kit.labels import load_labels
 from kit.loaders import Loaded, find_checkout, use_checkout
 from kit.methods import CamMethod, get_method
@@ -172,6 +172,7 @@ class Explainer:
         fuse: bool = False,
         batch_size: int = 1,
         drise: DRiseSettings | None = None,
+        image_limits: ImageLimits | None = None,
     ) -> list[ImageResult]:
         """Explain every kept detection of every image; one :class:`ImageResult` per image, in order.
 
@@ -192,6 +193,10 @@ class Explainer:
         batch_size: images per forward pass.
         drise: with ``method="drise"``, its settings (:class:`kit.drise.DRiseSettings`: masks, cell,
             p, seed, batch); default ``DRiseSettings()``.
+        image_limits: the largest image file read (:class:`kit.images.ImageLimits`: ``pixels``,
+            from its header, default 89,478,485 as Pillow's bound; ``bytes`` on disk, default
+            256 MiB; ``--max-image-pixels``, ``--max-image-bytes``); a larger one is that image's
+            error, refused before it is decoded.
 
         An image that cannot be read or explained gets an ``error`` and no detections; the others
         go on. Every map is held in memory: for many images, :meth:`run` writes them instead.
@@ -205,6 +210,7 @@ class Explainer:
             batch_size=batch_size,
             fuse=fuse,
             drise=drise,
+            image_limits=image_limits,
         )
         results = explain_images(
             self.adapter,
@@ -214,6 +220,7 @@ class Explainer:
             method=plan.method,
             batch_size=batch_size,
             fuse=fuse,
+            limits=plan.limits,
         )
         return [result for _, result in results]
 
@@ -234,6 +241,7 @@ class Explainer:
         explain_missed: bool = False,
         resume: bool = False,
         drise: DRiseSettings | None = None,
+        image_limits: ImageLimits | None = None,
     ) -> RunResult:
         """Explain ``source`` as :meth:`explain` does, into the run folder ``out_dir`` (written into as
         given; made if missing), exactly as ``main_gradcam.py`` writes it: overlays, summaries,
@@ -247,6 +255,7 @@ class Explainer:
             manifest's ``missed`` per image, overlays ``<stem>/missed<id>_<layer>.jpg``.
         drise: with ``method="drise"``, its settings, as for :meth:`explain` (recorded in the
             manifest, compared on resume).
+        image_limits: the largest image file read, as for :meth:`explain`.
         resume: ``out_dir`` holds a run made with the same settings (refused, listing the
             differences, otherwise; a folder that is not a run is refused and left as it is):
             images whose record and files are complete are skipped, the others explained. Implied
@@ -268,6 +277,7 @@ class Explainer:
             batch_size=batch_size,
             fuse=fuse,
             drise=drise,
+            image_limits=image_limits,
         )
         evaluator = None
         if explain_missed:
@@ -367,6 +377,7 @@ class Explainer:
                     indices=mine,
                     log_level=logging.DEBUG if group.active else logging.INFO,
                     finder=finder,
+                    limits=plan.limits,
                 )
                 run_writer.close_part()
                 distributed.barrier(group)  # every rank's records are on disk
@@ -404,9 +415,12 @@ class Explainer:
         batch_size: int,
         fuse: bool,
         drise: DRiseSettings | None,
+        image_limits: ImageLimits | None = None,
     ) -> _Plan:
-        """Everything checked before any image is read: method, target, layers, batch size, sources."""
+        """Everything checked before any image is read: method, target, layers, batch size, image
+        limits, sources."""
         check_positive("batch_size", batch_size, what="images")
+        limits = _checked_limits(image_limits)
         if method == _drise.NAME:
             given = parse_layers(layers) if isinstance(layers, str) else [str(la) for la in layers or []]
             _drise.check_request(
@@ -417,6 +431,7 @@ class Explainer:
                 target=get_target("class-logit"),  # not used: D-RISE compares whole detections
                 layers=[_drise.LAYER],
                 sources=list_images(source),
+                limits=limits,
             )
         if drise is not None:
             raise ArgumentError(
@@ -439,6 +454,7 @@ class Explainer:
             target=chosen_target,
             layers=chosen,
             sources=list_images(source),
+            limits=limits,
         )
 
 
@@ -554,6 +570,19 @@ class _Plan:
     target: Target
     layers: list[str]
     sources: list[Source]
+    limits: ImageLimits
+
+
+def _checked_limits(limits: object) -> ImageLimits:
+    """``image_limits`` as given (default :class:`ImageLimits`), each limit a positive whole number."""
+    if limits is None:
+        return ImageLimits()
+    if not isinstance(limits, ImageLimits):
+        raise ArgumentError(
+            "image_limits must be a kit.images.ImageLimits(pixels=..., bytes=...), got "
+            f"{type(limits).__name__}"
+        )
+    return limits.checked()
 
 
 def list_images(source: Sources) -> list[Source]:
