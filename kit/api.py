@@ -199,7 +199,9 @@ class Explainer:
             error, refused before it is decoded.
 
         An image that cannot be read or explained gets an ``error`` and no detections; the others
-        go on. Every map is held in memory: for many images, :meth:`run` writes them instead.
+        go on. Every map is held in memory: for many images, :meth:`run` writes them instead. A map
+        is at most 2048 px on its longer side (:data:`kit.maps.MAP_MAX_SIDE`): a larger image's
+        maps are scaled down to that, its boxes stay in its own pixels.
         """
         plan = self._plan(
             source,

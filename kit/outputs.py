@@ -5,7 +5,8 @@ Layout of ``OUT`` (all paths in the manifest are relative to it)::
     manifest.json                 what was run and, per image, detections, maps and errors
     <stem>_summary.jpg            every detection of an image on one sheet
     <stem>/det<id>_<layer>.jpg    one overlay per detection and layer
-    maps/<stem>.npz               normalized maps at original size, float16, key det<id>_<layer>
+    maps/<stem>.npz               normalized maps, float16, key det<id>_<layer>: at the image's size,
+                                  or with its longer side at kit.maps.MAP_MAX_SIDE for a larger image
 
     .kit-parts/                   while a run writes: each process's records, one line per image
 
@@ -44,7 +45,7 @@ import numpy as np
 from kit import journal
 from kit.errors import OutputError, ShapeError
 from kit.images import printable
-from kit.maps import energy_in_box, normalize
+from kit.maps import energy_in_box, map_size, normalize, resize_picture, scale_box
 from kit.render import MISSED_COLOR, draw_dashed_box, overlay, summary
 from kit.results import DetectionResult, MissedResult, draw_overlay
 
@@ -343,8 +344,10 @@ class RunWriter:
         """Write overlays, summary and raw maps of one image; record it (unless ``commit=False``:
         then :meth:`commit` records it, with what its evaluation added).
 
-        Each detection's ``maps`` hold an (H, W) map in [0, 1] at the image's size per layer, or
-        None where the detection had no gradient at that layer (no overlay is drawn there).
+        Each detection's ``maps`` hold an (H, W) map in [0, 1] at the image's size (or at
+        :func:`kit.maps.map_size` of it: an image larger than :data:`kit.maps.MAP_MAX_SIDE` has its
+        maps, overlays and summary drawn at that bounded size) per layer, or None where the
+        detection had no gradient at that layer (no overlay is drawn there).
 
         All or nothing: when a file cannot be written (a full disk, a file-size limit), the files
         this call already wrote are removed and the error is raised; the image is not recorded.
@@ -385,6 +388,7 @@ class RunWriter:
         written: list[Path],
     ) -> ImageRecord:
         height, width = image_bgr.shape[:2]
+        picture = resize_picture(image_bgr, map_size((height, width)))  # what the pictures are drawn on
         arrays: dict[str, np.ndarray] = {}
         missed_records = (
             None if missed is None else self._write_missed(stem, image_bgr, missed, arrays, written)
@@ -412,17 +416,22 @@ class RunWriter:
                 drawn.append(cam)
                 key = f"det{det.id}_{self._safe_layer(layer)}"
                 rel = f"{stem}/{key}.jpg"
-                picture = draw_overlay(image_bgr, det, layer, cam, index=index, layers=self.layers)
-                self._write_jpeg(rel, picture, written)
-                energy = round(energy_in_box(cam, det.box_xyxy), 6)
+                drawn_on = picture if picture.shape[:2] == cam.shape else image_bgr
+                overlay_ = draw_overlay(
+                    drawn_on, det, layer, cam, index=index, layers=self.layers, box_hw=(height, width)
+                )
+                self._write_jpeg(rel, overlay_, written)
+                energy = round(energy_in_box(cam, det.box_xyxy, image_hw=(height, width)), 6)
                 record.maps.append(MapRecord(layer=layer, overlay=rel, energy_in_box=energy, key=key))
                 arrays[key] = cam.astype(np.float16)
             # One summary tile per detection: its layers' maps fused (sum of normalized maps).
             fused = normalize(np.sum(drawn, axis=0)) if drawn else None
-            tiles.append((fused, record.box_xyxy, det.label()))
+            tiles.append(
+                (fused, list(scale_box(record.box_xyxy, (height, width), picture.shape[:2])), det.label())
+            )
         many = len(tiles) > 12  # keep the sheet a viewable size for crowded images
         sheet = summary(
-            image_bgr,
+            picture,  # the image at its maps' size: a summary tile is smaller still
             tiles=tiles,
             max_cols=8 if many else 4,
             tile_width=self.tile_width // 2 if many else self.tile_width,
@@ -443,7 +452,10 @@ class RunWriter:
         written: list[Path],
     ) -> list[MissedRecord]:
         """Overlays ``<stem>/missed<id>_<layer>.jpg`` (the ground-truth box dashed, the candidate's
-        box solid) and arrays ``missed<id>_<layer>``; the records of the manifest's ``missed``."""
+        box solid) and arrays ``missed<id>_<layer>``; the records of the manifest's ``missed``.
+        Drawn at the maps' size, as the detections' overlays are."""
+        hw = image_bgr.shape[:2]
+        picture = resize_picture(image_bgr, map_size(hw)) if missed else image_bgr
         records = []
         for m in missed:
             candidate: dict[str, Any] = {
@@ -480,10 +492,18 @@ class RunWriter:
                 rel = f"{stem}/{key}.jpg"
                 label = m.label() + (f" {layer}" if len(self.layers) > 1 else "")
                 box = m.box_xyxy if m.box_xyxy is not None else m.gt_box_xyxy  # (no map without a candidate)
-                picture = overlay(image_bgr, cam, box_xyxy=box, label=label, color=MISSED_COLOR)
-                draw_dashed_box(picture, m.gt_box_xyxy, color=MISSED_COLOR)
-                self._write_jpeg(rel, picture, written)
-                energy = round(energy_in_box(cam, m.gt_box_xyxy), 6)  # on the object, not the candidate
+                drawn_on = picture if picture.shape[:2] == cam.shape else resize_picture(image_bgr, cam.shape)
+                drawn = overlay(
+                    drawn_on,
+                    cam,
+                    box_xyxy=scale_box(box, hw, cam.shape),
+                    label=label,
+                    color=MISSED_COLOR,
+                )
+                draw_dashed_box(drawn, scale_box(m.gt_box_xyxy, hw, cam.shape), color=MISSED_COLOR)
+                self._write_jpeg(rel, drawn, written)
+                # on the object, not the candidate
+                energy = round(energy_in_box(cam, m.gt_box_xyxy, image_hw=hw), 6)
                 record.maps.append(MapRecord(layer=layer, overlay=rel, energy_in_box=energy, key=key))
                 arrays[key] = cam.astype(np.float16)
             records.append(record)
@@ -931,16 +951,18 @@ def _check_maps(
     *,
     what: str = "detection",
 ) -> None:
-    """Unique detection ids, and maps at the original size."""
+    """Unique detection ids, and maps at the original size or at its bounded size (:func:`map_size`)."""
     ids = [d.id for d in detections]
     if len(set(ids)) != len(ids):
         raise OutputError(f"{what} ids of {source} are not unique: {ids}")
+    bounded = map_size(hw)
     for det in detections:
         for layer, cam in det.maps.items():
-            if cam is not None and cam.shape != hw:
+            if cam is not None and cam.shape not in (hw, bounded):
+                also = "" if bounded == hw else f" or its bounded size {bounded}"
                 raise ShapeError(
                     f"map {layer!r} of {what} {det.id} of {source} is {cam.shape}, expected the "
-                    f"original size {hw}; bring it back with kit.maps.to_original"
+                    f"original size {hw}{also}; bring it back with kit.maps.to_original"
                 )
 
 

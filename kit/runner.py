@@ -31,7 +31,7 @@ from kit.errors import KitError
 from kit.fusion import fuse_reached
 from kit.images import ImageLimits, printable, read_image
 from kit.labels import GroundTruth
-from kit.maps import Letterbox, boxes_to_original, normalize, to_original
+from kit.maps import Letterbox, boxes_to_original, map_size, normalize, to_original
 from kit.methods import CamMethod
 from kit.missed import MissedFinder, MissedObject
 from kit.outputs import RunWriter
@@ -99,7 +99,9 @@ def to_image_result(
     fuse: bool = False,
     missed: Sequence[MissedObject] | None = None,
 ) -> ImageResult:
-    """Select one image's detections; boxes and maps back in the original pixels, normalized.
+    """Select one image's detections; boxes back in the original pixels, maps at
+    :func:`kit.maps.map_size` (the original size, or scaled down to a longer side of
+    :data:`kit.maps.MAP_MAX_SIDE` for a larger image), normalized.
 
     ``layers`` (default: every layer explained) is what the result names as its layers. ``missed``
     (``--explain-missed``): the batch's missed objects, whose candidates follow the kept
@@ -115,13 +117,15 @@ def to_image_result(
         np.array([d.box_xyxy for _, d in picked], dtype=np.float32).reshape(-1, 4), letterbox
     )
 
+    hw = map_size(letterbox.original_hw)
+
     def maps_of(k: int) -> dict[str, np.ndarray | None]:
         maps: dict[str, np.ndarray | None] = {}
         for layer, cams in explanation.cams[method].items():
             if bool(explanation.no_gradient[layer][k]):
                 maps[layer] = None
             else:
-                maps[layer] = normalize(to_original(cams[k], letterbox))
+                maps[layer] = normalize(to_original(cams[k], letterbox, hw=hw))
         if fuse:
             maps[FUSED] = fuse_reached(list(maps.values()))
         return maps

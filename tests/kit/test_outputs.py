@@ -267,3 +267,51 @@ def test_layer_file_names_are_bounded_and_unique_case_insensitively(tmp_path: Pa
     assert len(Path(first).stem) <= len("det0_") + 60
     assert (upper, lower) == ("a/det0_Head.jpg", "a/det0_head_2.jpg")  # one file each on any file system
     assert len(list((tmp_path / "a").iterdir())) == 3
+
+
+def test_a_large_image_gets_its_pictures_at_the_maps_bounded_size(tmp_path: Path) -> None:
+    """A 3000 x 2000 image with maps at 2048 x 1365 (kit.maps.map_size): overlays drawn at that size
+    with the box scaled, energy_in_box measured against the box in the map's pixels, the npz at the
+    maps' size, a missed object's overlay alike; boxes stay in the image's pixels."""
+    from kit.maps import map_size
+    from kit.results import MissedResult
+
+    h, w = 2000, 3000
+    mh, mw = map_size((h, w))
+    assert (mh, mw) == (1365, 2048)
+    cam = np.zeros((mh, mw), np.float32)
+    cam[341:682, 682:1366] = 1.0  # the box (1000, 500, 2000, 1000) in the map's pixels, and nothing else
+    box = (1000.0, 500.0, 2000.0, 1000.0)
+    det = DetectionResult(
+        id=0, box_xyxy=box, class_id=1, class_name="dog", score=0.8, level=0, maps={"l": cam}
+    )
+    missed = MissedResult(
+        id=0, gt_box_xyxy=box, class_id=1, class_name="dog", box_xyxy=(0.0, 0.0, 300.0, 300.0),
+        score=0.1, iou=0.0, why="below_threshold", level=0, maps={"l": cam},
+    )  # fmt: skip
+    image = np.full((h, w, 3), 90, np.uint8)
+    writer = _writer(tmp_path, layers=["l"])
+    record = writer.write_image(source="big.jpg", image_bgr=image, detections=[det], missed=[missed])
+    writer.finish()
+    entry = json.loads((tmp_path / "manifest.json").read_text())["images"][0]
+    assert (entry["width"], entry["height"]) == (w, h) and entry["detections"][0]["box_xyxy"] == list(box)
+    assert entry["detections"][0]["maps"]["l"]["energy_in_box"] == 1.0
+    assert entry["missed"][0]["candidate"]["maps"]["l"]["energy_in_box"] == 1.0  # on the object's box
+    overlay = cv2.imread(str(tmp_path / record.detections[0].maps[0].overlay))
+    assert overlay.shape == (mh, mw, 3)
+    # the heat lies where the box is: JET's red (0, 0, 128) blended half over grey 90 inside (red 109),
+    # JET's blue (128, 0, 0) outside (red 45); (500, 1000) in the map is (732, 1465) in the image
+    assert overlay[500, 1000, 2] > 95 and overlay[100, 100, 2] < 60
+    assert cv2.imread(str(tmp_path / "big" / "missed0_l.jpg")).shape == (mh, mw, 3)
+    with np.load(tmp_path / entry["maps_file"]) as arrays:
+        assert arrays["det0_l"].shape == arrays["missed0_l"].shape == (mh, mw)
+    sheet = cv2.imread(str(tmp_path / entry["summary"]))
+    assert sheet is not None and sheet.shape[1] <= 2 * 480 + 4
+
+
+def test_a_map_of_neither_the_image_size_nor_its_bounded_size_is_refused(tmp_path: Path) -> None:
+    writer = _writer(tmp_path)
+    image = np.zeros((2000, 3000, 3), np.uint8)
+    wrong = _results(_detections()[:1], {(0, "model.105"): np.zeros((1000, 1500), np.float32)})
+    with pytest.raises(ShapeError, match=r"expected the original size \(2000, 3000\) or its bounded size "):
+        writer.write_image(source="a.jpg", image_bgr=image, detections=wrong)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import cv2
+import numpy as np
 
 from tests.conftest import picture
 
@@ -125,3 +126,30 @@ def test_invalid_limits_are_refused_before_the_run(tmp_path: Path) -> None:
         assert done["exit"] == 2
         assert f"error: {flag} must be a positive whole number" in done["stderr"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ok.png"]  # no run folder made
+
+
+def test_an_11000_pixel_png_is_refused_by_default_and_explained_at_a_bounded_size_when_allowed(
+    tmp_path: Path,
+) -> None:
+    """The issue's image: refused from its header by default; with --max-image-pixels raised it is
+    explained, its maps, overlays and npz at 2048 x 2048, and the process's peak memory is the
+    decoded image and a bounded amount more (full-size maps took several GB for this one image)."""
+    source = tmp_path / "images"
+    source.mkdir()
+    big = flat_png(source / "big.png", 11000, 11000)
+    refused = run_toy(["--source", str(big), "--project", str(tmp_path), "--name", "refused"])
+    assert refused["exit"] == 1 and "its header gives 11000 x 11000 pixels (121,000,000)" in refused["stderr"]
+    cv2.imwrite(str(tmp_path / "small.png"), picture(0))
+    alone = run_toy(["--source", str(tmp_path / "small.png"), "--project", str(tmp_path), "--name", "alone"])
+    args = ["--source", str(big), "--project", str(tmp_path), "--name", "allowed"]
+    done = run_toy([*args, "--max-image-pixels", str(11000 * 11000)])
+    assert done["exit"] == 0, done["stderr"]
+    entry = manifest_of(tmp_path / "allowed")["big.png"]
+    assert (entry["width"], entry["height"]) == (11000, 11000)
+    (det,) = entry["detections"]
+    assert det["box_xyxy"] == [0.0, 0.0, 11000.0, 11000.0] and det["maps"]["feat"]["energy_in_box"] == 1.0
+    assert cv2.imread(str(tmp_path / "allowed" / det["maps"]["feat"]["overlay"])).shape == (2048, 2048, 3)
+    with np.load(tmp_path / "allowed" / entry["maps_file"]) as arrays:
+        assert arrays["det0_feat"].shape == (2048, 2048)
+    image_mb = 11000 * 11000 * 3 / 2**20  # 346 MB of pixels, held while the image is explained
+    assert done["peak_mb"] < alone["peak_mb"] + 2.5 * image_mb, (done["peak_mb"], alone["peak_mb"])
