@@ -19,7 +19,9 @@ import glob
 import io
 import os
 import stat
+import struct
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
@@ -247,9 +249,10 @@ def header_size(data: bytes) -> tuple[int, int] | None:
 
     Pillow reads the headers of the formats OpenCV decodes (:data:`PILLOW_FORMATS`; its plugins
     are called directly, so Pillow's own decompression-bomb check and global limit play no part),
-    with a TIFF's first directory read on its own where Pillow refuses the file; the kit reads
-    the three it lacks: Radiance HDR, PAM and PFM. A text header that does not give its size in
-    its first 64 KiB is refused (:class:`ImageReadError`).
+    the kit's own readers where Pillow refuses a JPEG, PNG, BMP, GIF or TIFF (:data:`FALLBACKS`);
+    the kit reads the three formats Pillow lacks: Radiance HDR, PAM and PFM. A file whose
+    signature names a format but whose header gives no size (a text header not within its first
+    64 KiB) is refused (:class:`ImageReadError`): OpenCV would decode it with no limit but its own.
     """
     for read in (_text_header_size, _pillow_size):
         size = read(data)
@@ -311,32 +314,89 @@ def _pfm(head: bytes) -> tuple[int, int] | None:
 
 
 def _pillow_size(data: bytes) -> tuple[int, int] | None:
-    """The size Pillow reads from the header of one of :data:`PILLOW_FORMATS` (None: none of them)."""
+    """The size in the header of one of :data:`PILLOW_FORMATS`, as Pillow reads it, else as the
+    kit's own reader of that format does (:data:`FALLBACKS`); None when no format's signature
+    matches. A file whose signature matches but whose header neither can read is refused: OpenCV
+    might read it otherwise, with no limit but its own."""
     try:
         from PIL import Image
     except ImportError:  # pragma: no cover - pillow is a dependency of the kit
         return None
     Image.init()
     prefix = data[:16]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # "possibly corrupt EXIF" and the like: OpenCV decides
-        for name in PILLOW_FORMATS:
-            factory, accept = Image.OPEN.get(name, (None, None))
-            if factory is None:
-                continue  # a Pillow built without it (AVIF)
-            verdict = accept(prefix) if accept is not None else True
-            if not verdict or isinstance(verdict, str):
-                continue
-            try:
+    for name in PILLOW_FORMATS:
+        if name not in Image.OPEN:
+            continue  # a Pillow built without it (AVIF)
+        factory, accept = Image.OPEN[name]
+        verdict = accept(prefix) if accept is not None else True
+        if not verdict or isinstance(verdict, str):
+            continue  # not this format
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "possibly corrupt EXIF" and the like
                 with factory(io.BytesIO(data), "") as opened:  # reads the header, not the pixels
-                    width, height = opened.size
-            except Exception:  # a header Pillow cannot read (an exotic TIFF): OpenCV may
-                size = _tiff_size(data) if name == "TIFF" else None
-                if size is not None:
-                    return size
-                continue
-            return int(width), int(height)
+                    return int(opened.size[0]), int(opened.size[1])
+        except Exception as error:  # a header Pillow cannot read: an exotic TIFF, junk in a JPEG
+            fallback = FALLBACKS.get(name)
+            size = fallback(data) if fallback is not None else None
+            if size is None:
+                why = " ".join(str(error).split()) or type(error).__name__
+                raise ImageReadError(
+                    f"its {name} header cannot be read ({why}); it was not decoded"
+                ) from error
+            return size
     return None
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """The frame header's size, markers walked as libjpeg walks them: bytes before a marker
+    skipped, standalone markers (TEM, RSTn) stepped over, segments skipped by their length."""
+    at, end = 2, len(data)
+    while at < end:
+        if data[at] != 0xFF:
+            at += 1
+            continue
+        while at < end and data[at] == 0xFF:  # fill bytes
+            at += 1
+        if at >= end:
+            return None
+        marker = data[at]
+        at += 1
+        if marker in SOF_MARKERS and at + 7 <= end:
+            height, width = struct.unpack(">HH", data[at + 3 : at + 7])
+            return width, height
+        if marker in (0xD9, 0xDA):  # end of image, start of scan: no frame header before them
+            return None
+        if marker not in STANDALONE_MARKERS and at + 2 <= end:
+            at += struct.unpack(">H", data[at : at + 2])[0]
+    return None
+
+
+def _png_size(data: bytes) -> tuple[int, int] | None:
+    """IHDR, the chunk every PNG starts with (libpng refuses one without)."""
+    if data[12:16] != b"IHDR" or len(data) < 24:
+        return None
+    width, height = struct.unpack(">II", data[16:24])
+    return width, height
+
+
+def _bmp_size(data: bytes) -> tuple[int, int] | None:
+    """The DIB header's size: 16-bit for the OS/2 core header (12 bytes), else signed 32-bit."""
+    if len(data) < 26:
+        return None
+    (header,) = struct.unpack("<I", data[14:18])
+    width, height = struct.unpack(
+        "<HH" if header == 12 else "<ii", data[18:22] if header == 12 else data[18:26]
+    )
+    return abs(width), abs(height)
+
+
+def _gif_size(data: bytes) -> tuple[int, int] | None:
+    """The logical screen (OpenCV refuses a frame outside it)."""
+    if len(data) < 10:
+        return None
+    width, height = struct.unpack("<HH", data[6:10])
+    return width, height
 
 
 def _tiff_size(data: bytes) -> tuple[int, int] | None:
@@ -355,3 +415,15 @@ def _tiff_size(data: bytes) -> tuple[int, int] | None:
     if isinstance(width, int) and isinstance(height, int):
         return width, height
     return None
+
+
+# The kit's own reader of a format, where Pillow cannot read a header OpenCV might decode.
+FALLBACKS: dict[str, Callable[[bytes], tuple[int, int] | None]] = {
+    "JPEG": _jpeg_size,
+    "PNG": _png_size,
+    "BMP": _bmp_size,
+    "GIF": _gif_size,
+    "TIFF": _tiff_size,
+}
+SOF_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
+STANDALONE_MARKERS = frozenset({0x00, 0x01, *range(0xD0, 0xD8)})

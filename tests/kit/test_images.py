@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import socket
 import struct
@@ -366,3 +367,64 @@ def _capture(into: list[BaseException], call: Callable[[], object]) -> None:
 def _raw(path: Path, data: bytes) -> Path:
     path.write_bytes(data)
     return path
+
+
+def _jpeg_with_tem(image: np.ndarray, size: tuple[int, int] | None = None) -> bytes:
+    """A JPEG with a TEM marker (FF 01) after SOI: libjpeg steps over it, Pillow gives up. ``size``:
+    write another (width, height) into its frame header."""
+    ok, encoded = cv2.imencode(".jpg", image)
+    assert ok
+    data = bytearray(encoded.tobytes())
+    if size is not None:
+        at = data.index(b"\xff\xc0") + 5  # SOF0: length (2), precision (1), then height, width
+        data[at : at + 4] = struct.pack(">HH", size[1], size[0])
+    return b"\xff\xd8\xff\x01" + bytes(data[2:])
+
+
+def test_a_jpeg_pillow_cannot_read_is_read_as_libjpeg_reads_it(tmp_path: Path) -> None:
+    from PIL import Image, UnidentifiedImageError
+
+    image = np.random.default_rng(3).integers(0, 256, (24, 40, 3), dtype=np.uint8)
+    data = _jpeg_with_tem(image)
+    with pytest.raises(UnidentifiedImageError):
+        Image.open(io.BytesIO(data))
+    assert header_size(data) == (40, 24)
+    path = _raw(tmp_path / "tem.jpg", data)
+    np.testing.assert_array_equal(read_image(path), cv2.imread(str(path)))
+    # ... so a frame header announcing a bomb behind such a marker is refused before decoding
+    bomb = _raw(tmp_path / "bomb.jpg", _jpeg_with_tem(image, size=(30000, 30000)))
+    with pytest.raises(ImageReadError, match=r"its header gives 30000 x 30000 pixels \(900,000,000\)"):
+        read_image(bomb)
+
+
+def _bad_crc_png() -> bytes:
+    header = bytearray(png_header(30000, 30000))
+    header[29] ^= 0xFF  # IHDR's CRC: Pillow refuses the file, the size is still in IHDR
+    return bytes(header)
+
+
+FALLBACK_CASES = {
+    "crc.png": _bad_crc_png(),
+    "rle.bmp": b"BM"
+    + struct.pack("<IHHI", 0, 0, 0, 54)  # compression 99: Pillow refuses it
+    + struct.pack("<IiiHHIIiiII", 40, 30000, -30000, 1, 24, 99, 0, 0, 0, 0, 0),
+    "junk.gif": b"GIF89a" + struct.pack("<HHBBB", 30000, 30000, 0, 0, 0) + b"\x99junk",
+}
+
+
+@pytest.mark.parametrize("name", sorted(FALLBACK_CASES))
+def test_a_header_pillow_refuses_is_read_by_the_kits_own_reader(tmp_path: Path, name: str) -> None:
+    data = FALLBACK_CASES[name]
+    assert header_size(data) == (30000, 30000)
+    with pytest.raises(ImageReadError, match="its header gives 30000 x 30000 pixels"):
+        read_image(_raw(tmp_path / name, data))
+
+
+def test_a_known_signature_with_a_header_no_reader_can_read_is_refused(tmp_path: Path) -> None:
+    """The file says it is a WebP, but no size can be read: OpenCV would otherwise decode it with no
+    bound but its own 2^30 pixels."""
+    path = _raw(tmp_path / "odd.webp", b"RIFF\x20\x00\x00\x00WEBPVP8X" + b"\xff" * 24)
+    with pytest.raises(ImageReadError) as info:
+        read_image(path)
+    assert str(info.value).startswith(f"cannot read image '{path}': its WEBP header cannot be read (")
+    assert str(info.value).endswith("); it was not decoded")
