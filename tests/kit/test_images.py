@@ -244,6 +244,17 @@ def test_a_file_that_grows_past_the_limit_after_its_size_was_checked_is_refused(
     monkeypatch.setattr(os, "stat", stale_stat)
     with pytest.raises(ImageReadError, match=r"grows.png': the file is 11 bytes .*limit of 10 bytes"):
         read_image(path, limits=ImageLimits(bytes=10))  # at most limit + 1 bytes are read
+    monkeypatch.undo()
+    with open(path, "ab") as f:
+        f.write(b"\0" * 100)  # grown by 100 bytes after being looked at, as below
+    monkeypatch.setattr(os, "stat", stale_stat)
+    assert read_image(path, limits=ImageLimits(bytes=10**6)).shape == (4, 4, 3)  # read on to its end
+
+
+def test_a_huge_byte_limit_does_not_allocate_it(tmp_path: Path) -> None:
+    """One read(limit + 1) would allocate the limit at once: 10**18 bytes is a MemoryError."""
+    path = _write(tmp_path / "a.png", np.zeros((3, 3, 3), np.uint8))
+    assert read_image(path, limits=ImageLimits(bytes=10**18)).shape == (3, 3, 3)
 
 
 def test_pillows_own_limit_plays_no_part(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
