@@ -33,6 +33,7 @@ import re
 import secrets
 import socket
 import time
+import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -46,7 +47,7 @@ from kit import journal
 from kit.errors import OutputError, ShapeError
 from kit.images import printable
 from kit.maps import energy_in_box, map_size, normalize, resize_picture, scale_box
-from kit.render import MISSED_COLOR, draw_dashed_box, overlay, summary
+from kit.render import MISSED_COLOR, draw_dashed_box, overlay, summary, tile_size
 from kit.results import DetectionResult, MissedResult, draw_overlay
 
 LOG = logging.getLogger("kit")
@@ -394,6 +395,9 @@ class RunWriter:
             None if missed is None else self._write_missed(stem, image_bgr, missed, arrays, written)
         )
         tiles: list[tuple[np.ndarray | None, list[float], str]] = []
+        many = len(detections) > 12  # keep the sheet a viewable size for crowded images
+        tile_width = self.tile_width // 2 if many else self.tile_width
+        small = tile_size(picture.shape[:2], tile_width)  # a tile's map is kept at that size
         records: list[DetectionRecord] = []
         for index, det in enumerate(detections):
             record = DetectionRecord(
@@ -423,18 +427,18 @@ class RunWriter:
                 self._write_jpeg(rel, overlay_, written)
                 energy = round(energy_in_box(cam, det.box_xyxy, image_hw=(height, width)), 6)
                 record.maps.append(MapRecord(layer=layer, overlay=rel, energy_in_box=energy, key=key))
-                arrays[key] = cam.astype(np.float16)
+                arrays[key] = cam  # written as float16 one by one (_write_npz): no copy of every map
             # One summary tile per detection: its layers' maps fused (sum of normalized maps).
             fused = normalize(np.sum(drawn, axis=0)) if drawn else None
+            tile = None if fused is None else cv2.resize(fused, small, interpolation=cv2.INTER_LINEAR)
             tiles.append(
-                (fused, list(scale_box(record.box_xyxy, (height, width), picture.shape[:2])), det.label())
+                (tile, list(scale_box(record.box_xyxy, (height, width), picture.shape[:2])), det.label())
             )
-        many = len(tiles) > 12  # keep the sheet a viewable size for crowded images
         sheet = summary(
             picture,  # the image at its maps' size: a summary tile is smaller still
             tiles=tiles,
             max_cols=8 if many else 4,
-            tile_width=self.tile_width // 2 if many else self.tile_width,
+            tile_width=tile_width,
         )
         return ImageRecord(
             file=printable(source), width=width, height=height, detections=records, error=None,
@@ -505,7 +509,7 @@ class RunWriter:
                 # on the object, not the candidate
                 energy = round(energy_in_box(cam, m.gt_box_xyxy, image_hw=hw), 6)
                 record.maps.append(MapRecord(layer=layer, overlay=rel, energy_in_box=energy, key=key))
-                arrays[key] = cam.astype(np.float16)
+                arrays[key] = cam
             records.append(record)
         return records
 
@@ -686,11 +690,18 @@ class RunWriter:
         return rel
 
     def _write_npz(self, rel: str, arrays: dict[str, np.ndarray], written: list[Path]) -> str:
-        self._atomic_write(
-            self.out_dir / rel,
-            lambda f: np.savez_compressed(f, **arrays),  # type: ignore[arg-type]
-            written,
-        )
+        """``np.savez_compressed`` of ``arrays`` as float16, each converted as it is written (one
+        float16 copy at a time, never one of every map of the image)."""
+
+        def write(f: IO[bytes]) -> None:
+            with zipfile.ZipFile(f, mode="w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as archive:
+                for key, cam in arrays.items():
+                    with archive.open(f"{key}.npy", "w", force_zip64=True) as entry:
+                        np.lib.format.write_array(
+                            entry, np.asarray(cam, dtype=np.float16), allow_pickle=False
+                        )
+
+        self._atomic_write(self.out_dir / rel, write, written)
         return rel
 
     def _atomic_write(

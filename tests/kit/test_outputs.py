@@ -315,3 +315,27 @@ def test_a_map_of_neither_the_image_size_nor_its_bounded_size_is_refused(tmp_pat
     wrong = _results(_detections()[:1], {(0, "model.105"): np.zeros((1000, 1500), np.float32)})
     with pytest.raises(ShapeError, match=r"expected the original size \(2000, 3000\) or its bounded size "):
         writer.write_image(source="a.jpg", image_bgr=image, detections=wrong)
+
+
+def test_the_npz_and_summary_are_those_of_savez_and_of_a_full_size_summary(tmp_path: Path) -> None:
+    """The maps are written to the npz one by one and a summary tile's map is shrunk as soon as it is
+    made (no float16 copy, no full-size fused map of every detection held at once): the npz holds
+    exactly ``cam.astype(float16)`` and the sheet is exactly the one drawn from full-size maps."""
+    from kit.maps import normalize
+    from kit.render import summary
+
+    rng = np.random.default_rng(7)
+    image = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
+    cams = {(i, "model.105"): rng.random((H, W), dtype=np.float32) for i in (0, 1)}
+    dets = _results(_detections(), cams)
+    writer = _writer(tmp_path)
+    record = writer.write_image(source=Path("a.jpg"), image_bgr=image, detections=dets)
+    with np.load(tmp_path / "maps" / "a.npz", allow_pickle=False) as data:
+        assert sorted(data.files) == ["det0_model.105", "det1_model.105"]
+        for i in (0, 1):
+            np.testing.assert_array_equal(
+                data[f"det{i}_model.105"], cams[(i, "model.105")].astype(np.float16)
+            )
+    tiles = [(normalize(cams[(d.id, "model.105")]), list(d.box_xyxy), d.label()) for d in dets]
+    ok, expected = cv2.imencode(".jpg", summary(image, tiles=tiles), [cv2.IMWRITE_JPEG_QUALITY, 90])
+    assert ok and (tmp_path / str(record.summary)).read_bytes() == expected.tobytes()
