@@ -46,6 +46,11 @@ LIMIT_NAMES = {
 # Radiance HDR, PAM and PFM.
 PILLOW_FORMATS = ("PNG", "JPEG", "BMP", "TIFF", "WEBP", "GIF", "PPM", "SUN", "JPEG2000", "AVIF")
 HEADER_BYTES = 65536  # where a text header (PAM, PFM, Radiance) must give the size
+# Where a JPEG's frame header or a PNG's IHDR must be: Pillow walks their segments and chunks in
+# Python, so a 256 MiB file of tiny chunks would take a minute; 16 MiB takes a few seconds. TIFF,
+# JPEG 2000 and AVIF are read by offsets and boxes (a TIFF's directory is often at its end): whole.
+HEADER_WINDOW = 16 * 2**20
+SEEKING_FORMATS = frozenset({"TIFF", "JPEG2000", "AVIF"})
 # Never block on open (a FIFO put in a file's place) nor take a terminal as controlling tty.
 OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
 OPEN_FLAGS |= getattr(os, "O_BINARY", 0)
@@ -346,14 +351,15 @@ def _pillow_size(data: bytes) -> tuple[int, int] | None:
         verdict = accept(prefix) if accept is not None else True
         if not verdict or isinstance(verdict, str):
             continue  # not this format
+        head = data if name in SEEKING_FORMATS else data[:HEADER_WINDOW]  # (see HEADER_WINDOW)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # "possibly corrupt EXIF" and the like
-                with factory(io.BytesIO(data), "") as opened:  # reads the header, not the pixels
+                with factory(io.BytesIO(head), "") as opened:  # reads the header, not the pixels
                     return int(opened.size[0]), int(opened.size[1])
         except Exception as error:  # a header Pillow cannot read: an exotic TIFF, junk in a JPEG
             fallback = FALLBACKS.get(name)
-            size = fallback(data) if fallback is not None else None
+            size = fallback(head) if fallback is not None else None
             if size is None:
                 why = " ".join(str(error).split()) or type(error).__name__
                 raise ImageReadError(
@@ -368,9 +374,10 @@ def _jpeg_size(data: bytes) -> tuple[int, int] | None:
     skipped, standalone markers (TEM, RSTn) stepped over, segments skipped by their length."""
     at, end = 2, len(data)
     while at < end:
-        if data[at] != 0xFF:
-            at += 1
-            continue
+        if data[at] != 0xFF:  # bytes before a marker: skipped, as libjpeg does
+            at = data.find(b"\xff", at)
+            if at < 0:
+                return None
         while at < end and data[at] == 0xFF:  # fill bytes
             at += 1
         if at >= end:

@@ -439,3 +439,25 @@ def test_a_known_signature_with_a_header_no_reader_can_read_is_refused(tmp_path:
         read_image(path)
     assert str(info.value).startswith(f"cannot read image '{path}': its WEBP header cannot be read (")
     assert str(info.value).endswith("); it was not decoded")
+
+
+def test_headers_are_read_within_a_window_except_where_formats_seek(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pillow walks PNG chunks and JPEG segments in Python (a 256 MiB PNG of tiny chunks took it a
+    minute): it gets the first HEADER_WINDOW bytes, and a PNG whose IDAT lies beyond is read from
+    its IHDR. A TIFF, whose directory often follows its pixels, is read whole."""
+    from PIL import Image
+
+    import kit.images
+
+    monkeypatch.setattr(kit.images, "HEADER_WINDOW", 1000)
+    given: list[int] = []
+    factory, accept = Image.OPEN["PNG"]
+    monkeypatch.setitem(
+        Image.OPEN, "PNG", (lambda fp, name: given.append(len(fp.getvalue())) or factory(fp, name), accept)
+    )
+    crowded = png_header(30000, 30000)[:33] + _chunk(b"tEXt", b"a\x00b") * 1000 + _chunk(b"IEND", b"")
+    assert header_size(crowded) == (30000, 30000) and given == [1000]
+    ok, tiff = cv2.imencode(".tiff", np.zeros((100, 90, 3), np.uint8), [cv2.IMWRITE_TIFF_COMPRESSION, 1])
+    data = tiff.tobytes()
+    assert ok and struct.unpack("<I", data[4:8])[0] > 1000  # its first directory, after the pixels
+    assert header_size(data) == (90, 100)
