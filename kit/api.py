@@ -193,15 +193,11 @@ class Explainer:
         batch_size: images per forward pass.
         drise: with ``method="drise"``, its settings (:class:`kit.drise.DRiseSettings`: masks, cell,
             p, seed, batch); default ``DRiseSettings()``.
-        image_limits: the largest image file read (:class:`kit.images.ImageLimits`: ``pixels``,
-            from its header, default 89,478,485 as Pillow's bound; ``bytes`` on disk, default
-            256 MiB; ``--max-image-pixels``, ``--max-image-bytes``); a larger one is that image's
-            error, refused before it is decoded.
+        image_limits: :class:`kit.images.ImageLimits` (``--max-image-pixels``, ``--max-image-bytes``).
 
         An image that cannot be read or explained gets an ``error`` and no detections; the others
-        go on. Every map is held in memory: for many images, :meth:`run` writes them instead. A map
-        is at most 2048 px on its longer side (:data:`kit.maps.MAP_MAX_SIDE`): a larger image's
-        maps are scaled down to that, its boxes stay in its own pixels.
+        go on. Every map is held in memory (at most 2048 px on its longer side, boxes in the
+        image's pixels: :func:`kit.maps.map_size`): for many images, :meth:`run` writes them instead.
         """
         plan = self._plan(
             source,
@@ -212,7 +208,6 @@ class Explainer:
             batch_size=batch_size,
             fuse=fuse,
             drise=drise,
-            image_limits=image_limits,
         )
         results = explain_images(
             self.adapter,
@@ -222,7 +217,7 @@ class Explainer:
             method=plan.method,
             batch_size=batch_size,
             fuse=fuse,
-            limits=plan.limits,
+            limits=_checked_limits(image_limits),
         )
         return [result for _, result in results]
 
@@ -279,8 +274,8 @@ class Explainer:
             batch_size=batch_size,
             fuse=fuse,
             drise=drise,
-            image_limits=image_limits,
         )
+        limits = _checked_limits(image_limits)
         evaluator = None
         if explain_missed:
             check_missed_request(labels=labels, target_class=target_class, method=plan.method.name)
@@ -379,7 +374,7 @@ class Explainer:
                     indices=mine,
                     log_level=logging.DEBUG if group.active else logging.INFO,
                     finder=finder,
-                    limits=plan.limits,
+                    limits=limits,
                 )
                 run_writer.close_part()
                 distributed.barrier(group)  # every rank's records are on disk
@@ -417,12 +412,9 @@ class Explainer:
         batch_size: int,
         fuse: bool,
         drise: DRiseSettings | None,
-        image_limits: ImageLimits | None = None,
     ) -> _Plan:
-        """Everything checked before any image is read: method, target, layers, batch size, image
-        limits, sources."""
+        """Everything checked before any image is read: method, target, layers, batch size, sources."""
         check_positive("batch_size", batch_size, what="images")
-        limits = _checked_limits(image_limits)
         if method == _drise.NAME:
             given = parse_layers(layers) if isinstance(layers, str) else [str(la) for la in layers or []]
             _drise.check_request(
@@ -433,7 +425,6 @@ class Explainer:
                 target=get_target("class-logit"),  # not used: D-RISE compares whole detections
                 layers=[_drise.LAYER],
                 sources=list_images(source),
-                limits=limits,
             )
         if drise is not None:
             raise ArgumentError(
@@ -456,7 +447,6 @@ class Explainer:
             target=chosen_target,
             layers=chosen,
             sources=list_images(source),
-            limits=limits,
         )
 
 
@@ -572,7 +562,6 @@ class _Plan:
     target: Target
     layers: list[str]
     sources: list[Source]
-    limits: ImageLimits
 
 
 def _checked_limits(limits: object) -> ImageLimits:

@@ -355,18 +355,11 @@ class Evaluator:
         """Deletion and insertion AUC of each map (with ``box_deletion``, also the box deletion AUC
         of the detection's ``box``); maps that rank the pixels alike share their curves.
 
-        Measured at the maps' size: for an image larger than its maps (:func:`kit.maps.map_size`),
-        on the image scaled down to them, with the boxes scaled alike (the detector sees it at its
-        input size either way), so a curve's memory does not grow with the image's pixels.
+        Measured at the maps' size (:func:`_at_map_size`): a curve's memory does not grow with the
+        image's pixels, and the detector sees the image at its input size either way.
         """
         started = time.perf_counter()
-        drawn = [cam for cam in maps.values() if cam is not None]
-        hw = (drawn[0].shape[0], drawn[0].shape[1]) if drawn else (image.shape[0], image.shape[1])
-        if hw != image.shape[:2]:
-            gt_box = scale_box(gt_box, image.shape[:2], hw)
-            box = None if box is None else scale_box(box, image.shape[:2], hw)
-            image = resize_picture(image, hw)
-        maps = {layer: m if m is None or m.shape == hw else resize_map(m, hw) for layer, m in maps.items()}
+        image, maps, gt_box, box = _at_map_size(image, maps, gt_box, box)
         score_fn = matching_score_fn(self.detector, target_box=gt_box, target_class=gt_class)
         follow_box = (
             box_iou_fn(self.detector, target_box=box, target_class=gt_class)
@@ -487,6 +480,21 @@ class Evaluator:
         tmp.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         tmp.replace(path)
         return path, format_table(report)
+
+
+def _at_map_size(
+    image: np.ndarray, maps: dict[str, np.ndarray | None], gt_box: np.ndarray, box: np.ndarray | None
+) -> tuple[np.ndarray, dict[str, np.ndarray | None], np.ndarray, np.ndarray | None]:
+    """The image, maps and boxes at the size of the first map (:func:`kit.maps.map_size`): the
+    image scaled down and the boxes with it when the maps are smaller; unchanged when not."""
+    drawn = [cam for cam in maps.values() if cam is not None]
+    hw = (drawn[0].shape[0], drawn[0].shape[1]) if drawn else (image.shape[0], image.shape[1])
+    if hw != image.shape[:2]:
+        gt_box = scale_box(gt_box, image.shape[:2], hw)
+        box = None if box is None else scale_box(box, image.shape[:2], hw)
+        image = resize_picture(image, hw)
+    maps = {layer: m if m is None or m.shape == hw else resize_map(m, hw) for layer, m in maps.items()}
+    return image, maps, gt_box, box
 
 
 CURVE_KEYS = ("deletion_auc", "insertion_auc", "deletion_curve", "insertion_curve")

@@ -400,34 +400,11 @@ class RunWriter:
         small = tile_size(picture.shape[:2], tile_width)  # a tile's map is kept at that size
         records: list[DetectionRecord] = []
         for index, det in enumerate(detections):
-            record = DetectionRecord(
-                id=det.id,
-                box_xyxy=list(det.box_xyxy),
-                class_id=det.class_id,
-                class_name=det.class_name,
-                score=det.score,
-                level=det.level,
-            )
+            record, drawn = self._write_detection(
+                stem=stem, det=det, index=index, image_bgr=image_bgr, picture=picture, arrays=arrays,
+                written=written,
+            )  # fmt: skip
             records.append(record)
-            drawn: list[np.ndarray] = []
-            for layer in self._layers_of(det):
-                cam = det.maps[layer]
-                if cam is None:
-                    record.maps.append(
-                        MapRecord(layer=layer, overlay=None, energy_in_box=None, no_gradient=True)
-                    )
-                    continue
-                drawn.append(cam)
-                key = f"det{det.id}_{self._safe_layer(layer)}"
-                rel = f"{stem}/{key}.jpg"
-                drawn_on = picture if picture.shape[:2] == cam.shape else image_bgr
-                overlay_ = draw_overlay(
-                    drawn_on, det, layer, cam, index=index, layers=self.layers, box_hw=(height, width)
-                )
-                self._write_jpeg(rel, overlay_, written)
-                energy = round(energy_in_box(cam, det.box_xyxy, image_hw=(height, width)), 6)
-                record.maps.append(MapRecord(layer=layer, overlay=rel, energy_in_box=energy, key=key))
-                arrays[key] = cam  # written as float16 one by one (_write_npz): no copy of every map
             # One summary tile per detection: its layers' maps fused (sum of normalized maps).
             fused = normalize(np.sum(drawn, axis=0)) if drawn else None
             tile = None if fused is None else cv2.resize(fused, small, interpolation=cv2.INTER_LINEAR)
@@ -447,6 +424,43 @@ class RunWriter:
             missed=missed_records,
         )  # fmt: skip
 
+    def _write_detection(
+        self,
+        *,
+        stem: str,
+        det: DetectionResult,
+        index: int,
+        image_bgr: np.ndarray,
+        picture: np.ndarray,
+        arrays: dict[str, np.ndarray],
+        written: list[Path],
+    ) -> tuple[DetectionRecord, list[np.ndarray]]:
+        """One detection's overlays (drawn on ``picture``, the image at its maps' size) and its
+        record; its maps go into ``arrays`` for the npz. Returns the record and the maps drawn."""
+        height, width = image_bgr.shape[:2]
+        record = DetectionRecord(
+            id=det.id, box_xyxy=list(det.box_xyxy), class_id=det.class_id, class_name=det.class_name,
+            score=det.score, level=det.level,
+        )  # fmt: skip
+        drawn: list[np.ndarray] = []
+        for layer in self._layers_of(det):
+            cam = det.maps[layer]
+            if cam is None:
+                record.maps.append(MapRecord(layer=layer, overlay=None, energy_in_box=None, no_gradient=True))
+                continue
+            drawn.append(cam)
+            key = f"det{det.id}_{self._safe_layer(layer)}"
+            rel = f"{stem}/{key}.jpg"
+            drawn_on = picture if picture.shape[:2] == cam.shape else image_bgr
+            overlay_ = draw_overlay(
+                drawn_on, det, layer, cam, index=index, layers=self.layers, box_hw=(height, width)
+            )
+            self._write_jpeg(rel, overlay_, written)
+            energy = round(energy_in_box(cam, det.box_xyxy, image_hw=(height, width)), 6)
+            record.maps.append(MapRecord(layer=layer, overlay=rel, energy_in_box=energy, key=key))
+            arrays[key] = cam  # written as float16 one by one (_write_npz): no copy of every map
+        return record, drawn
+
     def _write_missed(
         self,
         stem: str,
@@ -462,26 +476,12 @@ class RunWriter:
         picture = resize_picture(image_bgr, map_size(hw)) if missed else image_bgr
         records = []
         for m in missed:
-            candidate: dict[str, Any] = {
-                "box": None if m.box_xyxy is None else list(m.box_xyxy),
-                "score": m.score,
-                "iou": m.iou,
-                "why": m.why,
-                "level": m.level,
-            }
-            if m.why == "suppressed":
-                candidate["suppressed_by"] = m.suppressed_by
-            if m.why == "other_class":
-                candidate["other_class"] = m.other_class
-                candidate["other_class_name"] = m.other_class_name
-            if m.why == "mislocalized":
-                candidate["detection"] = m.detection
             record = MissedRecord(
                 id=m.id,
                 gt_box=list(m.gt_box_xyxy),
                 class_id=m.class_id,
                 class_name=m.class_name,
-                candidate=candidate,
+                candidate=_candidate(m),
             )
             for layer in [la for la in self.layers if la in m.maps] + [
                 la for la in m.maps if la not in self.layers
@@ -953,6 +953,25 @@ class RunLock:
         except PermissionError:  # alive, another user's
             return False
         return False
+
+
+def _candidate(m: MissedResult) -> dict[str, Any]:
+    """A missed object's best candidate as the manifest records it (the fields its ``why`` uses)."""
+    candidate: dict[str, Any] = {
+        "box": None if m.box_xyxy is None else list(m.box_xyxy),
+        "score": m.score,
+        "iou": m.iou,
+        "why": m.why,
+        "level": m.level,
+    }
+    if m.why == "suppressed":
+        candidate["suppressed_by"] = m.suppressed_by
+    if m.why == "other_class":
+        candidate["other_class"] = m.other_class
+        candidate["other_class_name"] = m.other_class_name
+    if m.why == "mislocalized":
+        candidate["detection"] = m.detection
+    return candidate
 
 
 def _check_maps(
