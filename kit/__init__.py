@@ -3,7 +3,7 @@
     import kit
     explainer = kit.load("yolov7", weights="demo")
     results = explainer.explain("inference/images", method="gradcam", target="class-logit")
-    results[0].detections[0].maps["74"]  # float32 (height, width) in the image's pixels, or None
+    results[0].detections[0].maps["74"]  # float32 (height, width): the image's (longer side <= 2048), or None
     explainer.run("inference/images", out_dir="runs/cam/nb")  # the run folder main_gradcam.py writes
 
 The public names are those of ``__all__``; they are imported on first use, so that ``import kit``

@@ -22,7 +22,7 @@ from kit import drise as _drise
 from kit.drise import DRise, DRiseSettings
 from kit.errors import KitError, RunInterrupted
 from kit.evaluate import DEFAULT_CURVES, DEFAULT_STEPS, Evaluator, adapter_detector
-from kit.images import list_sources, printable
+from kit.images import ImageLimits, list_sources, printable
 from kit.labels import load_labels
 from kit.loaders import Loaded, find_checkout, use_checkout
 from kit.methods import CamMethod, get_method
@@ -172,6 +172,7 @@ class Explainer:
         fuse: bool = False,
         batch_size: int = 1,
         drise: DRiseSettings | None = None,
+        image_limits: ImageLimits | None = None,
     ) -> list[ImageResult]:
         """Explain every kept detection of every image; one :class:`ImageResult` per image, in order.
 
@@ -192,9 +193,11 @@ class Explainer:
         batch_size: images per forward pass.
         drise: with ``method="drise"``, its settings (:class:`kit.drise.DRiseSettings`: masks, cell,
             p, seed, batch); default ``DRiseSettings()``.
+        image_limits: :class:`kit.images.ImageLimits` (``--max-image-pixels``, ``--max-image-bytes``).
 
         An image that cannot be read or explained gets an ``error`` and no detections; the others
-        go on. Every map is held in memory: for many images, :meth:`run` writes them instead.
+        go on. Every map is held in memory (at most 2048 px on its longer side, boxes in the
+        image's pixels: :func:`kit.maps.map_size`): for many images, :meth:`run` writes them instead.
         """
         plan = self._plan(
             source,
@@ -214,6 +217,7 @@ class Explainer:
             method=plan.method,
             batch_size=batch_size,
             fuse=fuse,
+            limits=_checked_limits(image_limits),
         )
         return [result for _, result in results]
 
@@ -235,6 +239,7 @@ class Explainer:
         resume: bool = False,
         drise: DRiseSettings | None = None,
         overwrite: bool = False,
+        image_limits: ImageLimits | None = None,
     ) -> RunResult:
         """Explain ``source`` as :meth:`explain` does, into the run folder ``out_dir`` (written into as
         given; made if missing), exactly as ``main_gradcam.py`` writes it: overlays, summaries,
@@ -248,6 +253,7 @@ class Explainer:
             manifest's ``missed`` per image, overlays ``<stem>/missed<id>_<layer>.jpg``.
         drise: with ``method="drise"``, its settings, as for :meth:`explain` (recorded in the
             manifest, compared on resume).
+        image_limits: the largest image file read, as for :meth:`explain`.
         resume: ``out_dir`` holds a run made with the same settings (refused, listing the
             differences, otherwise; a folder that is not a run is refused and left as it is):
             images whose record and files are complete are skipped, the others explained. Implied
@@ -275,6 +281,7 @@ class Explainer:
             fuse=fuse,
             drise=drise,
         )
+        limits = _checked_limits(image_limits)
         evaluator = None
         if explain_missed:
             check_missed_request(labels=labels, target_class=target_class, method=plan.method.name)
@@ -376,6 +383,7 @@ class Explainer:
                     indices=mine,
                     log_level=logging.DEBUG if group.active else logging.INFO,
                     finder=finder,
+                    limits=limits,
                 )
                 run_writer.close_part()
                 distributed.barrier(group)  # every rank's records are on disk
@@ -567,6 +575,18 @@ class _Plan:
     target: Target
     layers: list[str]
     sources: list[Source]
+
+
+def _checked_limits(limits: object) -> ImageLimits:
+    """``image_limits`` as given (default :class:`ImageLimits`), each limit a positive whole number."""
+    if limits is None:
+        return ImageLimits()
+    if not isinstance(limits, ImageLimits):
+        raise ArgumentError(
+            "image_limits must be a kit.images.ImageLimits(pixels=..., bytes=...), got "
+            f"{type(limits).__name__}"
+        )
+    return limits.checked()
 
 
 def list_images(source: Sources) -> list[Source]:

@@ -2,7 +2,8 @@
 
 Each entry point keeps its repo's own flags (detect.py's or demo.py's) and adds the kit's:
 ``--method``, ``--target``, ``--target-layers``, ``--trust-checkpoint``, ``--batch-size``, ``--fuse``,
-``--eval`` (with ``--eval-curves``, ``--eval-steps``), ``--audit``, ``--resume``, and D-RISE's
+``--eval`` (with ``--eval-curves``, ``--eval-steps``), ``--audit``, ``--resume``,
+``--max-image-pixels``, ``--max-image-bytes``, and D-RISE's
 ``--drise-masks``, ``--drise-cell``, ``--drise-p``, ``--drise-seed``, ``--drise-batch``.
 
 Under ``torchrun`` every process runs the same entry point: :func:`run_folder` lets rank 0 name
@@ -27,6 +28,7 @@ from kit.drise import NAME as DRISE
 from kit.drise import DRiseSettings, check_request
 from kit.errors import KitError, RunInterrupted
 from kit.evaluate import DEFAULT_CURVES, DEFAULT_STEPS
+from kit.images import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, ImageLimits
 from kit.methods import METHODS
 from kit.missed import check_request as check_missed_request
 from kit.options import ArgumentError, check_detector_options, check_positive, parse_layers
@@ -175,6 +177,23 @@ def add_kit_arguments(parser: argparse.ArgumentParser, *, default_method: str = 
         help="after the run (and --eval): per class, where the maps lie against their boxes and the "
         "detections most outside them; a table on stdout and audit.json (python -m kit.audit)",
     )
+    group.add_argument(
+        "--max-image-pixels",
+        type=int,
+        default=MAX_IMAGE_PIXELS,
+        metavar="N",
+        help="refuse an image whose header announces more pixels, before decoding it (default "
+        f"{MAX_IMAGE_PIXELS}, Pillow's bound: a 64-megapixel photo fits); that image's error, the run goes "
+        "on",
+    )
+    group.add_argument(
+        "--max-image-bytes",
+        type=int,
+        default=MAX_IMAGE_BYTES,
+        metavar="N",
+        help="refuse an image file larger than this many bytes on disk, before reading it (default "
+        f"{MAX_IMAGE_BYTES}: 256 MiB); that image's error, the run goes on",
+    )
 
 
 def check_output_folder(
@@ -233,6 +252,7 @@ def check_kit_arguments(opt: argparse.Namespace) -> None:
             names=MISSED_NAMES,
         )
     drise_settings(opt)
+    image_limits(opt)
     if opt.method == DRISE:
         check_request(
             layers=parse_layers(opt.target_layers),
@@ -266,6 +286,14 @@ def drise_settings(opt: argparse.Namespace) -> DRiseSettings:
     return DRiseSettings(
         **{f: getattr(opt, f"drise_{f}", getattr(defaults, f)) for f in DRISE_FLAGS}
     ).checked(DRISE_FLAGS)
+
+
+def image_limits(opt: argparse.Namespace) -> ImageLimits:
+    """``--max-image-pixels`` and ``--max-image-bytes`` as the run's image limits, checked."""
+    return ImageLimits(
+        pixels=getattr(opt, "max_image_pixels", MAX_IMAGE_PIXELS),
+        bytes=getattr(opt, "max_image_bytes", MAX_IMAGE_BYTES),
+    ).checked({"pixels": "--max-image-pixels", "bytes": "--max-image-bytes"})
 
 
 def size_of(opt: argparse.Namespace, size_flag: str) -> int | list[int] | None:
@@ -387,6 +415,7 @@ def explain_sources(
         resume=resumed(opt),
         drise=drise_settings(opt) if opt.method == DRISE else None,
         overwrite=bool(getattr(opt, "overwrite", False)),
+        image_limits=image_limits(opt),
     )
     if result.eval_table is not None:
         print(result.eval_table)

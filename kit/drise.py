@@ -37,7 +37,7 @@ from kit.adapters.base import Adapter
 from kit.detections import Detection
 from kit.engine import Explanation
 from kit.errors import KitError
-from kit.maps import Letterbox, boxes_to_original
+from kit.maps import Letterbox, boxes_to_original, map_size, resize_picture, scale_box
 from kit.options import ArgumentError
 
 NAME = "drise"  # the --method value
@@ -255,7 +255,12 @@ class DRise:
     ) -> torch.Tensor:
         """The D-RISE maps (n, h, w) of n detections of one image, given their boxes in the image's
         pixels and class probabilities; ``hw`` is the image's size as the model sees it (the
-        masks' resolution)."""
+        masks' resolution).
+
+        An image larger than its maps' bounded size (:func:`kit.maps.map_size`) is masked scaled
+        down to that size, its boxes with it: the model sees it at ``hw`` either way, and the
+        masked copies then take memory that does not grow with the image's pixels.
+        """
         s = self.settings
         height, width = hw
         if s.cell > min(height, width):
@@ -265,7 +270,11 @@ class DRise:
                 f"{min(height, width)} px or less"
             )
         grids, shifts = mask_grids(count=s.masks, hw=hw, cell=s.cell, p=s.p, seed=s.seed)
-        original_hw = image.shape[:2]
+        original_hw = map_size(image.shape[:2])
+        if original_hw != image.shape[:2]:
+            scale = torch.tensor(scale_box([1.0, 1.0, 1.0, 1.0], image.shape[:2], original_hw))
+            boxes = boxes * scale.to(boxes.dtype)
+            image = resize_picture(image, original_hw)
         pixels = torch.from_numpy(np.ascontiguousarray(image)).float()
         total = torch.zeros(len(boxes), height * width)
         for start in range(0, s.masks, s.batch):  # masks rendered a batch at a time: memory stays flat

@@ -43,7 +43,7 @@ from kit.errors import KitError
 from kit.fusion import fuse_reached
 from kit.images import printable
 from kit.labels import LabelError, Labels
-from kit.maps import boxes_to_original
+from kit.maps import boxes_to_original, resize_map, resize_picture, scale_box
 from kit.metrics import (
     DetectionArrays,
     box_iou,
@@ -121,8 +121,16 @@ def detection_maps(result: ImageResult, det_id: int) -> dict[str, np.ndarray | N
     return maps
 
 
-def localization(cam: np.ndarray, gt_box: np.ndarray) -> dict[str, Any]:
-    """PG and EBPG of one map for one ground-truth box, as ``eval.json`` records them."""
+def localization(
+    cam: np.ndarray, gt_box: np.ndarray, *, image_hw: tuple[int, int] | None = None
+) -> dict[str, Any]:
+    """PG and EBPG of one map for one ground-truth box, as ``eval.json`` records them.
+
+    ``image_hw``: the size of the image whose pixels the box is in, when the map was kept at a
+    bounded size (:func:`kit.maps.map_size`): the box is scaled to the map, measured there.
+    """
+    if image_hw is not None:
+        gt_box = scale_box(gt_box, image_hw, (cam.shape[0], cam.shape[1]))
     return {"pg": pointing_game(cam, gt_box), "ebpg": round(energy_pointing_game(cam, gt_box), 6)}
 
 
@@ -248,7 +256,7 @@ class Evaluator:
                 if layer not in self.layers:
                     self.layers.append(layer)
                 if cam is not None:
-                    measures[layer] = localization(cam, match.gt_box)
+                    measures[layer] = localization(cam, match.gt_box, image_hw=image_bgr.shape[:2])
             tried = self.curves_done < self.curves and self.curve_error is None
             if tried:
                 self.curves_done += 1
@@ -349,8 +357,13 @@ class Evaluator:
         box: np.ndarray | None = None,
     ) -> None:
         """Deletion and insertion AUC of each map (with ``box_deletion``, also the box deletion AUC
-        of the detection's ``box``); maps that rank the pixels alike share their curves."""
+        of the detection's ``box``); maps that rank the pixels alike share their curves.
+
+        Measured at the maps' size (:func:`_at_map_size`): a curve's memory does not grow with the
+        image's pixels, and the detector sees the image at its input size either way.
+        """
         started = time.perf_counter()
+        image, maps, gt_box, box = _at_map_size(image, maps, gt_box, box)
         score_fn = matching_score_fn(self.detector, target_box=gt_box, target_class=gt_class)
         follow_box = (
             box_iou_fn(self.detector, target_box=box, target_class=gt_class)
@@ -473,6 +486,21 @@ class Evaluator:
         token = f"{os.getpid()}.{secrets.token_hex(4)}"
         write_file(path.parent, path.name, lambda f: f.write(payload), token=token)  # never through a link
         return path, format_table(report)
+
+
+def _at_map_size(
+    image: np.ndarray, maps: dict[str, np.ndarray | None], gt_box: np.ndarray, box: np.ndarray | None
+) -> tuple[np.ndarray, dict[str, np.ndarray | None], np.ndarray, np.ndarray | None]:
+    """The image, maps and boxes at the size of the first map (:func:`kit.maps.map_size`): the
+    image scaled down and the boxes with it when the maps are smaller; unchanged when not."""
+    drawn = [cam for cam in maps.values() if cam is not None]
+    hw = (drawn[0].shape[0], drawn[0].shape[1]) if drawn else (image.shape[0], image.shape[1])
+    if hw != image.shape[:2]:
+        gt_box = scale_box(gt_box, image.shape[:2], hw)
+        box = None if box is None else scale_box(box, image.shape[:2], hw)
+        image = resize_picture(image, hw)
+    maps = {layer: m if m is None or m.shape == hw else resize_map(m, hw) for layer, m in maps.items()}
+    return image, maps, gt_box, box
 
 
 CURVE_KEYS = ("deletion_auc", "insertion_auc", "deletion_curve", "insertion_curve")

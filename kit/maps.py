@@ -6,6 +6,13 @@ original pixels without stretching the padding into the picture.
 
 Coordinates: boxes are ``(x1, y1, x2, y2)`` in continuous pixel-edge coordinates, as detectors
 report them: pixel column ``c`` covers ``[c, c + 1)``; a box ``(0, 0, W, H)`` is the whole image.
+
+Bounded maps: a map is kept at the image's size only up to :data:`MAP_MAX_SIDE` pixels on its
+longer side (:func:`map_size`); a larger image's maps are scaled down to that, so one image's
+memory does not grow with its pixel count. Boxes stay in the image's pixels; whatever measures or
+draws a map against a box scales the box to the map (:func:`scale_box`, ``energy_in_box``'s
+``image_hw``). The network saw the image at its input size (640 px for YOLO, about 1333 for
+detectron2), so a map of 2048 px holds all it can tell.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import torch
 from kit.errors import GeometryError, ShapeError
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
+MAP_MAX_SIDE = 2048  # a map's longer side at most: larger images get maps (and pictures) this size
 BoxLike = Union[np.ndarray, torch.Tensor, Sequence[float]]
 
 
@@ -92,12 +100,48 @@ class Letterbox:
         return cls(input_hw=_hw(input_hw), content=(top, left, new_h, new_w), original_hw=(h0, w0))
 
 
-def to_original(cam: ArrayLike, letterbox: Letterbox) -> np.ndarray:
-    """Bring a (h, w) map from feature resolution to the original image: float32 (H0, W0).
+def map_size(original_hw: tuple[int, int], max_side: int | None = None) -> tuple[int, int]:
+    """The size a map of an image of ``original_hw`` is kept at: the image's own, or, when its
+    longer side exceeds ``max_side`` (default :data:`MAP_MAX_SIDE`), scaled down to that side with
+    the aspect ratio kept (each side at least 1 pixel)."""
+    h, w = _hw(original_hw)
+    limit = MAP_MAX_SIDE if max_side is None else int(max_side)
+    if max(h, w) <= limit:
+        return h, w
+    scale = limit / max(h, w)
+    return max(1, min(limit, round(h * scale))), max(1, min(limit, round(w * scale)))
+
+
+def scale_box(box_xyxy: BoxLike, from_hw: tuple[int, int], to_hw: tuple[int, int]) -> np.ndarray:
+    """A box in the pixels of an image of ``from_hw`` as (4,) float64 in the pixels of ``to_hw``
+    (a map kept at :func:`map_size`); the same values when the sizes are equal."""
+    b = _to_numpy(box_xyxy, np.float64).reshape(4)
+    if tuple(from_hw) == tuple(to_hw):
+        return b
+    sy, sx = to_hw[0] / from_hw[0], to_hw[1] / from_hw[1]
+    return b * np.array([sx, sy, sx, sy])
+
+
+def resize_map(cam: ArrayLike, hw: tuple[int, int]) -> np.ndarray:
+    """A (h, w) map at another size, float32: bilinear, area averaging when shrinking both axes."""
+    return _resize(_to_numpy(cam), _hw(hw))
+
+
+def resize_picture(image: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """An image at ``hw`` (the size of its maps) to draw on: area averaging when shrinking."""
+    if image.shape[:2] == tuple(hw):
+        return image
+    shrink = hw[0] < image.shape[0] and hw[1] < image.shape[1]
+    return cv2.resize(image, (hw[1], hw[0]), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
+def to_original(cam: ArrayLike, letterbox: Letterbox, *, hw: tuple[int, int] | None = None) -> np.ndarray:
+    """Bring a (h, w) map from feature resolution to the original image: float32 (H0, W0), or
+    ``hw`` (:func:`map_size`: the original image scaled down to a bounded size).
 
     The map is upsampled bilinearly to the network input, the padding is cropped away, and the
-    content is resized to the original size, so heat stays on the pixels it belongs to.
-    Non-finite values become 0 first, so one NaN cannot spread through the interpolation.
+    content is resized to the original size (or ``hw``), so heat stays on the pixels it belongs
+    to. Non-finite values become 0 first, so one NaN cannot spread through the interpolation.
     """
     m = _to_numpy(cam)
     if m.ndim != 2 or 0 in m.shape:
@@ -106,7 +150,7 @@ def to_original(cam: ArrayLike, letterbox: Letterbox) -> np.ndarray:
     ih, iw = letterbox.input_hw
     top, left, ch, cw = letterbox.content
     m = _resize(m, (ih, iw))[top : top + ch, left : left + cw]
-    return _resize(np.ascontiguousarray(m), letterbox.original_hw)
+    return _resize(np.ascontiguousarray(m), letterbox.original_hw if hw is None else _hw(hw))
 
 
 def boxes_to_original(boxes_xyxy: ArrayLike, letterbox: Letterbox) -> np.ndarray:
@@ -142,11 +186,13 @@ def normalize(cam: ArrayLike) -> np.ndarray:
     return (m * scale).astype(np.float32)
 
 
-def energy_in_box(cam: ArrayLike, box_xyxy: BoxLike) -> float:
+def energy_in_box(cam: ArrayLike, box_xyxy: BoxLike, *, image_hw: tuple[int, int] | None = None) -> float:
     """Share of the map's positive mass inside the box, in [0, 1]; 0.0 for an all-zero map.
 
     Pixel-inclusive: every pixel the box overlaps counts fully (columns floor(x1) .. ceil(x2) - 1,
     at least one), so a box that covers the image gets 1.0 whatever its sub-pixel edges.
+    ``image_hw``: the size of the image whose pixels the box is in, when the map was kept at
+    another (:func:`map_size`); the box is scaled to the map and measured in the map's pixels.
     """
     m = np.maximum(np.nan_to_num(_to_numpy(cam, np.float64), nan=0.0, posinf=0.0, neginf=0.0), 0.0)
     if m.ndim != 2:
@@ -154,7 +200,10 @@ def energy_in_box(cam: ArrayLike, box_xyxy: BoxLike) -> float:
     total = float(m.sum())
     if total <= 0.0:
         return 0.0
-    x1, y1, x2, y2 = (float(v) for v in _to_numpy(box_xyxy, np.float64).reshape(4))
+    box = _to_numpy(box_xyxy, np.float64).reshape(4)
+    if image_hw is not None:
+        box = scale_box(box, _hw(image_hw), (m.shape[0], m.shape[1]))
+    x1, y1, x2, y2 = (float(v) for v in box)
     if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
         raise GeometryError(f"box {(x1, y1, x2, y2)} has non-finite coordinates")
     r0, r1 = _pixel_span(y1, y2, m.shape[0])

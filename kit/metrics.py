@@ -2,8 +2,10 @@
 
 Plus the helpers they need: box IoU, the "best matching detection" score that ODAM uses to follow
 one object through perturbed images, and Spearman rank correlation for randomization sanity checks.
-All take plain NumPy arrays (or tensors, for maps) at the original image's resolution: bring a
-feature-resolution map there with :func:`kit.maps.to_original` first.
+All take plain NumPy arrays (or tensors, for maps) and boxes at one resolution: bring a
+feature-resolution map to the image with :func:`kit.maps.to_original` first (a run keeps a large
+image's maps at a bounded size, :func:`kit.maps.map_size`; :mod:`kit.evaluate` then scales the
+boxes and the image to the map).
 
 Coordinates follow :mod:`kit.maps`: boxes are ``(x1, y1, x2, y2)`` in pixel-edge coordinates and a
 pixel belongs to a box when it overlaps it (the rule of :func:`kit.maps.energy_in_box`).
@@ -112,7 +114,8 @@ def deletion_insertion(
     if image.ndim != 3 or image.shape[:2] != m.shape:
         raise ShapeError(
             f"expected an (H, W, C) image and an (H, W) map of the same size, got {image.shape} and "
-            f"{m.shape}; bring the map to the image with kit.maps.to_original"
+            f"{m.shape}; bring the map to the image with kit.maps.to_original, or the image to a map kept "
+            "at a bounded size with kit.maps.resize_picture"
         )
     if mode not in ("deletion", "insertion"):
         raise MetricArgumentError(f"mode must be 'deletion' or 'insertion', got {mode!r}")

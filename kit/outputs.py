@@ -5,7 +5,8 @@ Layout of ``OUT`` (all paths in the manifest are relative to it)::
     manifest.json                 what was run and, per image, detections, maps and errors
     <stem>_summary.jpg            every detection of an image on one sheet
     <stem>/det<id>_<layer>.jpg    one overlay per detection and layer
-    maps/<stem>.npz               normalized maps at original size, float16, key det<id>_<layer>
+    maps/<stem>.npz               normalized maps, float16, key det<id>_<layer>: at the image's size,
+                                  or with its longer side at kit.maps.MAP_MAX_SIDE for a larger image
 
     .kit-parts/                   while a run writes: each process's records, one line per image
 
@@ -34,6 +35,7 @@ import re
 import secrets
 import stat
 import time
+import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -46,8 +48,8 @@ import numpy as np
 from kit import journal, rundir, schema
 from kit.errors import OutputError, ShapeError
 from kit.images import printable
-from kit.maps import energy_in_box, normalize
-from kit.render import MISSED_COLOR, draw_dashed_box, overlay, summary
+from kit.maps import energy_in_box, map_size, normalize, resize_picture, scale_box
+from kit.render import MISSED_COLOR, draw_dashed_box, overlay, summary, tile_size
 from kit.results import DetectionResult, MissedResult, draw_overlay
 from kit.rundir import LOCK_NAME, LinkError, RunLock, check_unlocked  # noqa: F401 - the run folder's names
 
@@ -369,8 +371,10 @@ class RunWriter:
         """Write overlays, summary and raw maps of one image; record it (unless ``commit=False``:
         then :meth:`commit` records it, with what its evaluation added).
 
-        Each detection's ``maps`` hold an (H, W) map in [0, 1] at the image's size per layer, or
-        None where the detection had no gradient at that layer (no overlay is drawn there).
+        Each detection's ``maps`` hold an (H, W) map in [0, 1] at the image's size (or at
+        :func:`kit.maps.map_size` of it: an image larger than :data:`kit.maps.MAP_MAX_SIDE` has its
+        maps, overlays and summary drawn at that bounded size) per layer, or None where the
+        detection had no gradient at that layer (no overlay is drawn there).
 
         All or nothing: when a file cannot be written (a full disk, a file-size limit), the files
         this call already wrote are removed and the error is raised; the image is not recorded.
@@ -412,47 +416,33 @@ class RunWriter:
         written: list[str],
     ) -> ImageRecord:
         height, width = image_bgr.shape[:2]
+        picture = resize_picture(image_bgr, map_size((height, width)))  # what the pictures are drawn on
         arrays: dict[str, np.ndarray] = {}
         missed_records = (
             None if missed is None else self._write_missed(stem, image_bgr, missed, arrays, written)
         )
         tiles: list[tuple[np.ndarray | None, list[float], str]] = []
+        many = len(detections) > 12  # keep the sheet a viewable size for crowded images
+        tile_width = self.tile_width // 2 if many else self.tile_width
+        small = tile_size(picture.shape[:2], tile_width)  # a tile's map is kept at that size
         records: list[DetectionRecord] = []
         for index, det in enumerate(detections):
-            record = DetectionRecord(
-                id=det.id,
-                box_xyxy=list(det.box_xyxy),
-                class_id=det.class_id,
-                class_name=det.class_name,
-                score=det.score,
-                level=det.level,
-            )
+            record, drawn = self._write_detection(
+                stem=stem, det=det, index=index, image_bgr=image_bgr, picture=picture, arrays=arrays,
+                written=written,
+            )  # fmt: skip
             records.append(record)
-            drawn: list[np.ndarray] = []
-            for layer in self._layers_of(det):
-                cam = det.maps[layer]
-                if cam is None:
-                    record.maps.append(
-                        MapRecord(layer=layer, overlay=None, energy_in_box=None, no_gradient=True)
-                    )
-                    continue
-                drawn.append(cam)
-                key = f"det{det.id}_{self._safe_layer(layer)}"
-                rel = f"{stem}/{key}.jpg"
-                picture = draw_overlay(image_bgr, det, layer, cam, index=index, layers=self.layers)
-                self._write_jpeg(rel, picture, written)
-                energy = round(energy_in_box(cam, det.box_xyxy), 6)
-                record.maps.append(MapRecord(layer=layer, overlay=rel, energy_in_box=energy, key=key))
-                arrays[key] = cam.astype(np.float16)
             # One summary tile per detection: its layers' maps fused (sum of normalized maps).
             fused = normalize(np.sum(drawn, axis=0)) if drawn else None
-            tiles.append((fused, record.box_xyxy, det.label()))
-        many = len(tiles) > 12  # keep the sheet a viewable size for crowded images
+            tile = None if fused is None else cv2.resize(fused, small, interpolation=cv2.INTER_LINEAR)
+            tiles.append(
+                (tile, list(scale_box(record.box_xyxy, (height, width), picture.shape[:2])), det.label())
+            )
         sheet = summary(
-            image_bgr,
+            picture,  # the image at its maps' size: a summary tile is smaller still
             tiles=tiles,
             max_cols=8 if many else 4,
-            tile_width=self.tile_width // 2 if many else self.tile_width,
+            tile_width=tile_width,
         )
         return ImageRecord(
             file=printable(source), width=width, height=height, detections=records, error=None,
@@ -460,6 +450,43 @@ class RunWriter:
             maps_file=self._write_npz(f"maps/{stem}.npz", arrays, written) if arrays else None,
             missed=missed_records,
         )  # fmt: skip
+
+    def _write_detection(
+        self,
+        *,
+        stem: str,
+        det: DetectionResult,
+        index: int,
+        image_bgr: np.ndarray,
+        picture: np.ndarray,
+        arrays: dict[str, np.ndarray],
+        written: list[str],
+    ) -> tuple[DetectionRecord, list[np.ndarray]]:
+        """One detection's overlays (drawn on ``picture``, the image at its maps' size) and its
+        record; its maps go into ``arrays`` for the npz. Returns the record and the maps drawn."""
+        height, width = image_bgr.shape[:2]
+        record = DetectionRecord(
+            id=det.id, box_xyxy=list(det.box_xyxy), class_id=det.class_id, class_name=det.class_name,
+            score=det.score, level=det.level,
+        )  # fmt: skip
+        drawn: list[np.ndarray] = []
+        for layer in self._layers_of(det):
+            cam = det.maps[layer]
+            if cam is None:
+                record.maps.append(MapRecord(layer=layer, overlay=None, energy_in_box=None, no_gradient=True))
+                continue
+            drawn.append(cam)
+            key = f"det{det.id}_{self._safe_layer(layer)}"
+            rel = f"{stem}/{key}.jpg"
+            drawn_on = picture if picture.shape[:2] == cam.shape else image_bgr
+            overlay_ = draw_overlay(
+                drawn_on, det, layer, cam, index=index, layers=self.layers, box_hw=(height, width)
+            )
+            self._write_jpeg(rel, overlay_, written)
+            energy = round(energy_in_box(cam, det.box_xyxy, image_hw=(height, width)), 6)
+            record.maps.append(MapRecord(layer=layer, overlay=rel, energy_in_box=energy, key=key))
+            arrays[key] = cam  # written as float16 one by one (_write_npz): no copy of every map
+        return record, drawn
 
     def _write_missed(
         self,
@@ -470,29 +497,18 @@ class RunWriter:
         written: list[str],
     ) -> list[MissedRecord]:
         """Overlays ``<stem>/missed<id>_<layer>.jpg`` (the ground-truth box dashed, the candidate's
-        box solid) and arrays ``missed<id>_<layer>``; the records of the manifest's ``missed``."""
+        box solid) and arrays ``missed<id>_<layer>``; the records of the manifest's ``missed``.
+        Drawn at the maps' size, as the detections' overlays are."""
+        hw = image_bgr.shape[:2]
+        picture = resize_picture(image_bgr, map_size(hw)) if missed else image_bgr
         records = []
         for m in missed:
-            candidate: dict[str, Any] = {
-                "box": None if m.box_xyxy is None else list(m.box_xyxy),
-                "score": m.score,
-                "iou": m.iou,
-                "why": m.why,
-                "level": m.level,
-            }
-            if m.why == "suppressed":
-                candidate["suppressed_by"] = m.suppressed_by
-            if m.why == "other_class":
-                candidate["other_class"] = m.other_class
-                candidate["other_class_name"] = m.other_class_name
-            if m.why == "mislocalized":
-                candidate["detection"] = m.detection
             record = MissedRecord(
                 id=m.id,
                 gt_box=list(m.gt_box_xyxy),
                 class_id=m.class_id,
                 class_name=m.class_name,
-                candidate=candidate,
+                candidate=_candidate(m),
             )
             for layer in [la for la in self.layers if la in m.maps] + [
                 la for la in m.maps if la not in self.layers
@@ -507,12 +523,20 @@ class RunWriter:
                 rel = f"{stem}/{key}.jpg"
                 label = m.label() + (f" {layer}" if len(self.layers) > 1 else "")
                 box = m.box_xyxy if m.box_xyxy is not None else m.gt_box_xyxy  # (no map without a candidate)
-                picture = overlay(image_bgr, cam, box_xyxy=box, label=label, color=MISSED_COLOR)
-                draw_dashed_box(picture, m.gt_box_xyxy, color=MISSED_COLOR)
-                self._write_jpeg(rel, picture, written)
-                energy = round(energy_in_box(cam, m.gt_box_xyxy), 6)  # on the object, not the candidate
+                drawn_on = picture if picture.shape[:2] == cam.shape else resize_picture(image_bgr, cam.shape)
+                drawn = overlay(
+                    drawn_on,
+                    cam,
+                    box_xyxy=scale_box(box, hw, cam.shape),
+                    label=label,
+                    color=MISSED_COLOR,
+                )
+                draw_dashed_box(drawn, scale_box(m.gt_box_xyxy, hw, cam.shape), color=MISSED_COLOR)
+                self._write_jpeg(rel, drawn, written)
+                # on the object, not the candidate
+                energy = round(energy_in_box(cam, m.gt_box_xyxy, image_hw=hw), 6)
                 record.maps.append(MapRecord(layer=layer, overlay=rel, energy_in_box=energy, key=key))
-                arrays[key] = cam.astype(np.float16)
+                arrays[key] = cam
             records.append(record)
         return records
 
@@ -731,11 +755,18 @@ class RunWriter:
         return rel
 
     def _write_npz(self, rel: str, arrays: dict[str, np.ndarray], written: list[str]) -> str:
-        self._atomic_write(
-            rel,
-            lambda f: np.savez_compressed(f, **arrays),  # type: ignore[arg-type]
-            written,
-        )
+        """``np.savez_compressed`` of ``arrays`` as float16, each converted as it is written (one
+        float16 copy at a time, never one of every map of the image)."""
+
+        def write(f: IO[bytes]) -> None:
+            with zipfile.ZipFile(f, mode="w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as archive:
+                for key, cam in arrays.items():
+                    with archive.open(f"{key}.npy", "w", force_zip64=True) as entry:
+                        np.lib.format.write_array(
+                            entry, np.asarray(cam, dtype=np.float16), allow_pickle=False
+                        )
+
+        self._atomic_write(rel, write, written)
         return rel
 
     def _atomic_write(
@@ -952,6 +983,25 @@ def _normalized(value: Any) -> Any:
     return json.loads(json.dumps(value, default=_json_default))
 
 
+def _candidate(m: MissedResult) -> dict[str, Any]:
+    """A missed object's best candidate as the manifest records it (the fields its ``why`` uses)."""
+    candidate: dict[str, Any] = {
+        "box": None if m.box_xyxy is None else list(m.box_xyxy),
+        "score": m.score,
+        "iou": m.iou,
+        "why": m.why,
+        "level": m.level,
+    }
+    if m.why == "suppressed":
+        candidate["suppressed_by"] = m.suppressed_by
+    if m.why == "other_class":
+        candidate["other_class"] = m.other_class
+        candidate["other_class_name"] = m.other_class_name
+    if m.why == "mislocalized":
+        candidate["detection"] = m.detection
+    return candidate
+
+
 def _check_maps(
     source: PathLike,
     detections: Sequence[DetectionResult | MissedResult],
@@ -959,16 +1009,18 @@ def _check_maps(
     *,
     what: str = "detection",
 ) -> None:
-    """Unique detection ids, and maps at the original size."""
+    """Unique detection ids, and maps at the original size or at its bounded size (:func:`map_size`)."""
     ids = [d.id for d in detections]
     if len(set(ids)) != len(ids):
         raise OutputError(f"{what} ids of {source} are not unique: {ids}")
+    bounded = map_size(hw)
     for det in detections:
         for layer, cam in det.maps.items():
-            if cam is not None and cam.shape != hw:
+            if cam is not None and cam.shape not in (hw, bounded):
+                also = "" if bounded == hw else f" or its bounded size {bounded}"
                 raise ShapeError(
                     f"map {layer!r} of {what} {det.id} of {source} is {cam.shape}, expected the "
-                    f"original size {hw}; bring it back with kit.maps.to_original"
+                    f"original size {hw}{also}; bring it back with kit.maps.to_original"
                 )
 
 

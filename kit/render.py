@@ -78,8 +78,7 @@ def summary(
     if max_cols < 1 or tile_width < 1:
         raise ValueError(f"max_cols and tile_width must be >= 1, got {max_cols} and {tile_width}")
     h, w = image_bgr.shape[:2]
-    fit = min(tile_width / w, 2 * tile_width / h)
-    size = (max(1, round(w * fit)), max(1, round(h * fit)))  # cv2 order: (width, height)
+    size = tile_size((h, w), tile_width)
     scale = (size[0] / w, size[1] / h)
     shrink = size[0] < w and size[1] < h
     base = cv2.resize(image_bgr, size, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
@@ -104,6 +103,15 @@ def summary(
             )  # fmt: skip
         sheet.append(tile)
     return _grid(sheet, cols=min(max_cols, len(sheet)))
+
+
+def tile_size(hw: tuple[int, ...], tile_width: int) -> tuple[int, int]:
+    """A summary tile's size, cv2 order ``(width, height)``, for an image of ``hw``: ``tile_width``
+    wide, or less so that it fits in ``tile_width`` x ``2 * tile_width``; at least 1 pixel a side.
+    (A map given to :func:`summary` at this size is drawn as it is.)"""
+    h, w = hw[0], hw[1]
+    fit = min(tile_width / w, 2 * tile_width / h)
+    return max(1, round(w * fit)), max(1, round(h * fit))
 
 
 def draw_box(image: np.ndarray, box_xyxy: Box, *, label: str, color: Color) -> None:

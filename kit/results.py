@@ -15,6 +15,7 @@ from typing import Optional
 import numpy as np
 
 from kit.errors import KitError
+from kit.maps import resize_picture, scale_box
 from kit.render import color_for, overlay
 
 FUSED = "fused"  # the layer name of the multi-layer map added by fuse=True (--fuse)
@@ -31,9 +32,10 @@ class DetectionResult:
     ``box_xyxy`` is in the original image's pixels (rounded to 0.01 px), ``score`` what the
     detector's NMS kept it with (rounded to 1e-5), ``level`` the head level it came from (YOLO,
     RetinaNet; None where a detector has none). ``maps`` holds, per layer name, a float32
-    (height, width) map in [0, 1] at the image's size, or None where no gradient reached that
-    layer (a YOLO detection has gradient only at the head level that produced it); with
-    ``fuse=True`` also ``"fused"``.
+    (height, width) map in [0, 1] at the image's size (for an image whose longer side exceeds
+    :data:`kit.maps.MAP_MAX_SIDE`, 2048 px, scaled down to that side: :func:`kit.maps.map_size`),
+    or None where no gradient reached that layer (a YOLO detection has gradient only at the head
+    level that produced it); with ``fuse=True`` also ``"fused"``.
     """
 
     id: int
@@ -103,7 +105,8 @@ class ImageResult:
 
     def overlay(self, detection: DetectionResult | int, layer: str) -> np.ndarray:
         """The picture the run folder holds as ``<stem>/det<id>_<layer>.jpg``: the map as a heatmap
-        over the image, the box and its label (BGR uint8, the image's size).
+        over the image, the box and its label (BGR uint8 at the map's size: the image's, or for a
+        large image, the image scaled down as its maps are).
 
         ``detection`` is a DetectionResult of this image or its id. Raises :class:`NoMapError`
         where the detection has no map at ``layer`` (the run folder draws none there either).
@@ -140,8 +143,17 @@ def draw_overlay(
     *,
     index: int,
     layers: tuple[str, ...] | list[str],
+    box_hw: tuple[int, int] | None = None,
 ) -> np.ndarray:
     """One detection's map at one layer over the image, with its box and label; ``index`` picks
-    the box colour, the layer is named in the label when the run explains several layers."""
+    the box colour, the layer is named in the label when the run explains several layers.
+
+    Drawn at the map's size: an image larger than its map (:func:`kit.maps.map_size`) is scaled
+    down to it and the box with it. ``box_hw``: the size of the image the box's pixels are in,
+    when ``image_bgr`` is already scaled (default: ``image_bgr``'s own size).
+    """
     label = detection.label() + (f" {layer}" if len(layers) > 1 else "")
-    return overlay(image_bgr, cam, box_xyxy=detection.box_xyxy, label=label, color=color_for(index))
+    hw = (cam.shape[0], cam.shape[1])
+    box = scale_box(detection.box_xyxy, box_hw or image_bgr.shape[:2], hw)
+    picture = resize_picture(image_bgr, hw)
+    return overlay(picture, cam, box_xyxy=box, label=label, color=color_for(index))

@@ -29,9 +29,9 @@ from kit.drise import DRise
 from kit.engine import Explanation, explain
 from kit.errors import KitError
 from kit.fusion import fuse_reached
-from kit.images import printable, read_image
+from kit.images import ImageLimits, printable, read_image
 from kit.labels import GroundTruth
-from kit.maps import Letterbox, boxes_to_original, normalize, to_original
+from kit.maps import Letterbox, boxes_to_original, map_size, normalize, to_original
 from kit.methods import CamMethod
 from kit.missed import MissedFinder, MissedObject
 from kit.outputs import RunWriter
@@ -99,7 +99,9 @@ def to_image_result(
     fuse: bool = False,
     missed: Sequence[MissedObject] | None = None,
 ) -> ImageResult:
-    """Select one image's detections; boxes and maps back in the original pixels, normalized.
+    """Select one image's detections; boxes back in the original pixels, maps at
+    :func:`kit.maps.map_size` (the original size, or scaled down to a longer side of
+    :data:`kit.maps.MAP_MAX_SIDE` for a larger image), normalized.
 
     ``layers`` (default: every layer explained) is what the result names as its layers. ``missed``
     (``--explain-missed``): the batch's missed objects, whose candidates follow the kept
@@ -115,13 +117,15 @@ def to_image_result(
         np.array([d.box_xyxy for _, d in picked], dtype=np.float32).reshape(-1, 4), letterbox
     )
 
+    hw = map_size(letterbox.original_hw)
+
     def maps_of(k: int) -> dict[str, np.ndarray | None]:
         maps: dict[str, np.ndarray | None] = {}
         for layer, cams in explanation.cams[method].items():
             if bool(explanation.no_gradient[layer][k]):
                 maps[layer] = None
             else:
-                maps[layer] = normalize(to_original(cams[k], letterbox))
+                maps[layer] = normalize(to_original(cams[k], letterbox, hw=hw))
         if fuse:
             maps[FUSED] = fuse_reached(list(maps.values()))
         return maps
@@ -209,12 +213,15 @@ def explain_images(
     batch_size: int = 1,
     fuse: bool = False,
     finder: MissedFinder | None = None,
+    limits: ImageLimits | None = None,
 ) -> Iterator[tuple[Path, ImageResult]]:
     """Explain each source image in turn; yield its name (:func:`source_path`) and its result.
 
     An image that cannot be read or explained is yielded with its ``error`` (and logged); the
     others go on. ``fuse`` adds a fused multi-layer map per detection (layer name ``fused``).
-    ``finder`` (``--explain-missed``) adds each image's missed objects, explained.
+    ``finder`` (``--explain-missed``) adds each image's missed objects, explained. ``limits``: the
+    largest image file read (:class:`kit.images.ImageLimits`, default its defaults); a larger one
+    is that image's error.
     A :class:`~kit.drise.DRise` method explains each batch by masks, not gradients (its one layer:
     ``image``; ``layers`` and ``target`` are not used).
     """
@@ -276,7 +283,7 @@ def explain_images(
             image = item
         else:
             try:
-                image = read_image(item)
+                image = read_image(item, limits=limits)
             except Exception as error:
                 yield failed(source, failure("cannot read image", source, error))
                 continue
@@ -311,6 +318,7 @@ def run(
     indices: Sequence[int] | None = None,
     log_level: int = logging.INFO,
     finder: MissedFinder | None = None,
+    limits: ImageLimits | None = None,
 ) -> int:
     """Explain every source image into ``writer``; return how many images failed.
 
@@ -321,6 +329,7 @@ def run(
     position in the whole run (:meth:`RunWriter.use`; default: its position here).
     ``log_level``: of the one line per image
     (DEBUG under torchrun, where one progress display on rank 0 replaces N processes' lines).
+    ``limits``: the largest image read (:class:`kit.images.ImageLimits`).
 
     On KeyboardInterrupt, or anything else that ends the run early, every finished image stays
     recorded (``"interrupted": true`` for Ctrl-C), the writer is closed (lock released,
@@ -338,6 +347,7 @@ def run(
             batch_size=batch_size,
             fuse=fuse,
             finder=finder,
+            limits=limits,
         )
         for index, (source, result) in zip(positions, results):
             write_result(writer, source, result, on_image=on_image, index=index, log_level=log_level)

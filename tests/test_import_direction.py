@@ -35,6 +35,7 @@ SHARED = {"scripts.upstream.config", "scripts.upstream.errors"}
 # offline fallback draws demo images; `make eval` measures on the demo set with the demo model.
 CROSSINGS = {
     "bench/driver.py": {"scripts.demo.shapes"},  # the scale row explains synthetic shapes
+    "bench/large_image.py": {"scripts.demo.shapes"},  # a photo of tiled shapes the demo detector finds
     "cam/launch.py": {"scripts.demo.shapes"},
     "eval/faithfulness.py": {"scripts.demo.shapes", "scripts.demo.train"},
 }

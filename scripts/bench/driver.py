@@ -130,6 +130,15 @@ def build_parser() -> argparse.ArgumentParser:
         "needs the yolov7 checkout); 0 skips it",
     )
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "runs" / "bench" / "latest.json")
+    parser.add_argument(
+        "--large-image",
+        action="store_true",
+        help="measure instead the peak memory of one run of one large image (scripts/bench/large_image.py, "
+        "the yolov7 checkout's demo detector), each case in a child process",
+    )
+    parser.add_argument(
+        "--max-rss-gb", type=float, default=12.0, help="--large-image: kill a child above this"
+    )
     return parser
 
 
@@ -204,6 +213,10 @@ def run_worker(command: list[str], env: dict[str, str] | None) -> tuple[int, lis
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.large_image:
+        from scripts.bench import large_image
+
+        return large_image.main(["--max-rss-gb", str(args.max_rss_gb), "--out", str(args.out)])
     problem = check_baselines([b for b in args.baselines.split(",") if b])
     if problem:
         print(problem, file=sys.stderr)

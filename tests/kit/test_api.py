@@ -11,6 +11,7 @@ import pytest
 
 import kit
 from kit.api import RunResult
+from kit.images import ImageLimits
 from kit.loaders import CheckoutError, find_checkout
 from kit.options import ArgumentError
 from kit.results import FUSED, DetectionResult, ImageResult, NoMapError
@@ -132,3 +133,73 @@ def test_load_names_the_upstreams_options_and_the_checkout_it_expected(
     (tmp_path / "none" / "yolov7").mkdir(parents=True)
     with pytest.raises(CheckoutError, match="is not a yolov7 checkout"):
         find_checkout("yolov7", tmp_path / "none" / "yolov7")
+
+
+def test_image_limits_refuse_one_image_and_the_others_go_on(tmp_path: Path) -> None:
+    small, large = tmp_path / "small.png", tmp_path / "large.png"
+    cv2.imwrite(str(small), picture(0, (10, 10)))
+    cv2.imwrite(str(large), picture(1, (20, 30)))
+    explainer = toy()
+    first, second = explainer.explain([small, large], image_limits=ImageLimits(pixels=100))
+    assert first.error is None and len(first.detections) == 1
+    assert second.error == (
+        f"cannot read image '{large}': its header gives 30 x 20 pixels (600), more than the limit of 100 "
+        "pixels; it was not decoded. Raise the limit with --max-image-pixels N "
+        "(image_limits=ImageLimits(pixels=N) in Python) for an image you trust"
+    )
+    run = explainer.run(
+        [small, large], tmp_path / "out", image_limits=ImageLimits(bytes=large.stat().st_size - 1)
+    )
+    assert (run.images, run.failed) == (2, 1)
+    entries = json.loads(run.manifest.read_text())["images"]
+    assert entries[0]["error"] is None
+    assert "the file is" in entries[1]["error"] and "--max-image-bytes N" in entries[1]["error"]
+
+
+@pytest.mark.parametrize(
+    ("limits", "message"),
+    [
+        (ImageLimits(pixels=0), "ImageLimits.pixels must be a positive whole number of pixels, got 0"),
+        (ImageLimits(bytes=-1), "ImageLimits.bytes must be a positive whole number of bytes, got -1"),
+        (1000, "image_limits must be a kit.images.ImageLimits"),
+    ],
+)
+def test_bad_image_limits_are_refused_before_any_image(tmp_path: Path, limits: object, message: str) -> None:
+    with pytest.raises(ArgumentError, match=message):
+        toy().explain(picture(0), image_limits=limits)  # type: ignore[arg-type]
+    with pytest.raises(ArgumentError, match=message):
+        toy().run(picture(0), tmp_path / "out", image_limits=limits)  # type: ignore[arg-type]
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_large_images_maps_are_kept_at_a_bounded_size_and_drawn_there(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """3000 x 2400: maps at 2048 x 1638 (the longer side at kit.maps.MAP_MAX_SIDE), the same heat as
+    the full-size map scaled down; boxes, width and height in the image's pixels; the overlay and
+    the run folder's pictures at the maps' size, energy_in_box as at full size."""
+    import kit.maps
+
+    image = picture(3, (2400, 3000))
+    explainer = toy()
+    (result,) = explainer.explain(image)
+    (d,) = result.detections
+    cam = d.maps["feat"]
+    assert cam is not None and cam.shape == (1638, 2048) and cam.dtype == np.float32
+    assert (result.width, result.height) == (3000, 2400) and d.box_xyxy == (0.0, 0.0, 3000.0, 2400.0)
+    assert result.overlay(d, "feat").shape == (1638, 2048, 3)
+    monkeypatch.setattr(kit.maps, "MAP_MAX_SIDE", 10**6)  # as before: maps at the image's size
+    (full,) = explainer.explain(image)
+    full_cam = full.detections[0].maps["feat"]
+    assert full_cam is not None and full_cam.shape == (2400, 3000)
+    scaled = cv2.resize(full_cam, (2048, 1638), interpolation=cv2.INTER_AREA)
+    assert float(np.abs(scaled - cam).max()) < 0.02
+    monkeypatch.undo()
+    run = explainer.run(image, tmp_path / "out")
+    entry = json.loads(run.manifest.read_text())["images"][0]
+    assert (entry["width"], entry["height"]) == (3000, 2400)
+    written = entry["detections"][0]["maps"]["feat"]
+    assert cv2.imread(str(tmp_path / "out" / written["overlay"])).shape == (1638, 2048, 3)
+    assert written["energy_in_box"] == 1.0  # the box is the whole image
+    with np.load(tmp_path / "out" / entry["maps_file"]) as arrays:
+        assert arrays["det0_feat"].shape == (1638, 2048)

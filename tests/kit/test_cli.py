@@ -103,6 +103,8 @@ def kit_options(**changes: object) -> argparse.Namespace:
         ({"eval_curves": -1}, r"--eval-curves must be 0 .* or more, got -1"),
         ({"eval_steps": 0}, r"--eval-steps must be a positive number of steps, got 0"),
         ({"target_layers": "1,,2"}, r"empty entry"),
+        ({"max_image_pixels": -5}, r"--max-image-pixels must be a positive whole number of pixels, got -5"),
+        ({"max_image_bytes": 0}, r"--max-image-bytes must be a positive whole number of bytes, got 0"),
     ],
 )
 def test_kit_arguments_are_checked(changes: dict[str, object], message: str) -> None:
@@ -299,6 +301,8 @@ COMMON_BAD = [
     (["--batch-size", "0"], "--batch-size must be a positive number of images, got 0"),
     (["--eval-curves", "-2"], "--eval-curves must be 0 (no deletion/insertion curves) or more, got -2"),
     (["--eval-steps", "0"], "--eval-steps must be a positive number of steps, got 0"),
+    (["--max-image-pixels", "0"], "--max-image-pixels must be a positive whole number of pixels, got 0"),
+    (["--max-image-bytes", "-1"], "--max-image-bytes must be a positive whole number of bytes, got -1"),
 ]
 BAD_ARGUMENTS = {
     "yolov7": [

@@ -378,3 +378,41 @@ def test_a_drise_run_folder_with_eval_audit_report_and_resume(
     ]
     assert cli.guarded(lambda: toy_main().main(other)) == cli.EXIT_REFUSED
     assert '"masks": 6' in capsys.readouterr().err
+
+
+def test_a_large_image_is_masked_at_its_maps_bounded_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Above kit.maps.MAP_MAX_SIDE (here 40 px, above the toy's 32 px input) the masked copies are the
+    image scaled down to the maps' size, the targets' boxes with it; the maps agree with masking at
+    full size, and the boxes stay in the image's pixels."""
+    import kit.drise
+    import kit.maps
+    from tests.conftest import ToyAdapter
+
+    image = picture(5, (48, 64))
+    settings = DRiseSettings(masks=64, cell=4, p=0.5, seed=0, batch=16)
+    adapter = ToyAdapter()
+    shapes: list[tuple[int, ...]] = []
+    preprocess = adapter.preprocess
+    monkeypatch.setattr(
+        adapter, "preprocess", lambda images: shapes.extend(i.shape for i in images) or preprocess(images)
+    )
+    explainer = Explainer(Loaded(adapter=adapter, weights="toy.pt", settings={}), upstream="toy")
+    (full,) = explainer.explain(image, method="drise", drise=settings)
+    monkeypatch.setattr(kit.maps, "MAP_MAX_SIDE", 40)
+    shapes.clear()
+    targets: list[list[float]] = []
+    real_similarity = kit.drise.similarity
+    monkeypatch.setattr(
+        kit.drise,
+        "similarity",
+        lambda boxes, *rest: targets.extend(boxes.tolist()) or real_similarity(boxes, *rest),
+    )
+    (bounded,) = explainer.explain(image, method="drise", drise=settings)
+    assert targets and all(box == [0.0, 0.0, 40.0, 30.0] for box in targets)  # the box, scaled with the image
+    assert shapes[0] == (48, 64, 3) and set(shapes[1:]) == {(30, 40, 3)}  # the unmasked forward, then masks
+    (d,), (e,) = bounded.detections, full.detections
+    assert d.box_xyxy == e.box_xyxy == (0.0, 0.0, 64.0, 48.0)
+    cam, full_cam = d.maps[LAYER], e.maps[LAYER]
+    assert cam is not None and full_cam is not None and cam.shape == (30, 40)
+    scaled = cv2.resize(full_cam, (40, 30), interpolation=cv2.INTER_AREA)
+    assert float(np.corrcoef(scaled.ravel(), cam.ravel())[0, 1]) > 0.9

@@ -274,3 +274,35 @@ def test_box_deletion_is_measured_only_when_asked() -> None:
     # this detector's box never moves, however dark its pixels get: the box curve stays at IoU 1
     assert boxed.rows[0]["maps"]["a"]["box_deletion_auc"] == 1.0
     assert boxed.summary_rows()[0]["box_deletion_auc"] == 1.0
+
+
+def test_a_large_image_is_measured_at_its_maps_bounded_size() -> None:
+    """A 4000 x 3000 image whose maps are 2048 x 1536: PG and EBPG read the ground-truth box scaled to
+    the map, and the curves perturb the image scaled down to the map (the detector never gets the
+    full-size image), with the boxes scaled alike."""
+    h, w, mh, mw = 3000, 4000, 1536, 2048
+    gt = [1000.0, 800.0, 2000.0, 1600.0]  # in the map: (512, 409.6, 1024, 819.2)
+    labels = Labels(path=Path("labels"), format="yolo", class_rule="class ids as written (0..1)")
+    labels._entries[Path("big.png")] = np.array([[0, 1500 / w, 1200 / h, 1000 / w, 800 / h]])
+    seen: list[tuple[int, ...]] = []
+
+    def detect(images: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        seen.extend(image.shape for image in images)
+        out = []
+        for image in images:  # class 0 at the box, scored by its mean brightness, in the image's pixels
+            s = image.shape[0] / h
+            x1, y1, x2, y2 = (int(round(v * s)) for v in gt)
+            score = image[y1:y2, x1:x2].mean() / 255.0
+            out.append((np.array([gt]) * s, np.array([score]), np.array([0])))
+        return out
+
+    cam = np.zeros((mh, mw), np.float32)
+    cam[410:820, 512:1024] = 1.0  # exactly the pixels the scaled box overlaps
+    result = image_maps([gt], {(0, "a"): cam})
+    evaluator = Evaluator(labels=labels, detector=detect, curves=1, steps=4)
+    evaluator.add_image(Path("big.png"), np.full((h, w, 3), 200, np.uint8), result)
+    (row,) = evaluator.report()["detections"]
+    measured = row["maps"]["a"]
+    assert measured["pg"] is True and measured["ebpg"] == 1.0
+    assert measured["deletion_auc"] < 0.5 < measured["insertion_auc"]
+    assert seen and set(seen) == {(mh, mw, 3)}

@@ -8,7 +8,18 @@ import pytest
 import torch
 
 from kit.errors import GeometryError, ShapeError
-from kit.maps import Letterbox, boxes_to_original, energy_in_box, normalize, to_original
+from kit.maps import (
+    MAP_MAX_SIDE,
+    Letterbox,
+    boxes_to_original,
+    energy_in_box,
+    map_size,
+    normalize,
+    resize_map,
+    resize_picture,
+    scale_box,
+    to_original,
+)
 
 
 def yolo_letterbox(
@@ -150,3 +161,59 @@ def test_energy_in_box_constructed_cases() -> None:
     assert energy_in_box(cam, [5, 2, 6.5, 4]) == pytest.approx(4 / 6)  # columns 5 and 6 of 5..7
     assert energy_in_box(np.zeros((10, 20)), [0, 0, 20, 10]) == 0.0  # zero map -> 0, not NaN
     assert energy_in_box(cam, [-50, -50, 500, 500]) == 1.0
+
+
+# ---- bounded maps: a large image's maps are kept with the longer side at MAP_MAX_SIDE --------------
+
+
+@pytest.mark.parametrize(
+    ("hw", "expected"),
+    [
+        ((480, 640), (480, 640)),  # within the cap: the image's own size
+        ((2048, 2048), (2048, 2048)),
+        ((6936, 9248), (1536, 2048)),  # 64 megapixels, 4:3
+        ((11000, 11000), (2048, 2048)),
+        ((10000, 10), (2048, 2)),
+        ((10, 100000), (1, 2048)),  # a side never below one pixel
+    ],
+)
+def test_map_size_caps_the_longer_side_and_keeps_the_aspect(
+    hw: tuple[int, int], expected: tuple[int, int]
+) -> None:
+    assert MAP_MAX_SIDE == 2048
+    assert map_size(hw) == expected
+    assert map_size((300, 200), max_side=100) == (100, 67)
+
+
+def test_a_large_images_map_is_the_same_heat_at_the_bounded_size() -> None:
+    """to_original at map_size equals the full-size map scaled down (area), within interpolation."""
+    lb = Letterbox.from_ratio_pad(original_hw=(6000, 8000), input_hw=(480, 640), ratio=0.08, pad=(0.0, 0.0))
+    cam = np.zeros((15, 20), np.float32)
+    cam[3:6, 10:14] = 1.0
+    small = to_original(cam, lb, hw=map_size((6000, 8000)))
+    assert small.shape == (1536, 2048) and small.dtype == np.float32
+    full = to_original(cam, lb)
+    assert full.shape == (6000, 8000)
+    shrunk = cv2.resize(full, (2048, 1536), interpolation=cv2.INTER_AREA)
+    assert float(np.abs(shrunk - small).max()) < 0.05
+    np.testing.assert_array_equal(to_original(cam, lb, hw=(6000, 8000)), full)  # hw = original: as before
+
+
+def test_energy_in_box_on_a_bounded_map_matches_the_full_size_map() -> None:
+    cam = np.zeros((1000, 2000), np.float32)
+    cam[100:300, 400:900] = 1.0  # full size: the heat is exactly the box
+    box = (400.0, 100.0, 900.0, 300.0)
+    small = cv2.resize(cam, (500, 250), interpolation=cv2.INTER_AREA)
+    assert energy_in_box(cam, box) == 1.0
+    assert energy_in_box(small, box, image_hw=(1000, 2000)) == 1.0
+    assert energy_in_box(small, box) < 0.5  # without image_hw the box would be read in map pixels
+    assert energy_in_box(cam, box, image_hw=(1000, 2000)) == energy_in_box(cam, box)  # same size: same
+
+
+def test_scale_box_and_resize_picture() -> None:
+    np.testing.assert_array_equal(scale_box((10, 20, 30, 40), (100, 200), (50, 50)), [2.5, 10, 7.5, 20])
+    np.testing.assert_array_equal(scale_box((1, 2, 3, 4), (8, 8), (8, 8)), [1, 2, 3, 4])
+    image = np.random.default_rng(0).integers(0, 256, (40, 60, 3), dtype=np.uint8)
+    assert resize_picture(image, (40, 60)) is image  # nothing to do: not even a copy
+    assert resize_picture(image, (20, 30)).shape == (20, 30, 3)
+    assert resize_map(np.ones((40, 60)), (4, 6)).dtype == np.float32

@@ -616,3 +616,75 @@ def test_a_lock_that_is_a_link_or_a_pipe_is_refused_at_once(tmp_path: Path) -> N
             RunLock(tmp_path / run / LOCK_NAME, token="t")
         assert time.monotonic() - started < 5  # a pipe is not opened for reading (it would block)
     assert outside.exists()
+
+
+def test_a_large_image_gets_its_pictures_at_the_maps_bounded_size(tmp_path: Path) -> None:
+    """A 3000 x 2000 image with maps at 2048 x 1365 (kit.maps.map_size): overlays drawn at that size
+    with the box scaled, energy_in_box measured against the box in the map's pixels, the npz at the
+    maps' size, a missed object's overlay alike; boxes stay in the image's pixels."""
+    from kit.maps import map_size
+    from kit.results import MissedResult
+
+    h, w = 2000, 3000
+    mh, mw = map_size((h, w))
+    assert (mh, mw) == (1365, 2048)
+    cam = np.zeros((mh, mw), np.float32)
+    cam[341:682, 682:1366] = 1.0  # the box (1000, 500, 2000, 1000) in the map's pixels, and nothing else
+    box = (1000.0, 500.0, 2000.0, 1000.0)
+    det = DetectionResult(
+        id=0, box_xyxy=box, class_id=1, class_name="dog", score=0.8, level=0, maps={"l": cam}
+    )
+    missed = MissedResult(
+        id=0, gt_box_xyxy=box, class_id=1, class_name="dog", box_xyxy=(0.0, 0.0, 300.0, 300.0),
+        score=0.1, iou=0.0, why="below_threshold", level=0, maps={"l": cam},
+    )  # fmt: skip
+    image = np.full((h, w, 3), 90, np.uint8)
+    writer = _writer(tmp_path, layers=["l"])
+    record = writer.write_image(source="big.jpg", image_bgr=image, detections=[det], missed=[missed])
+    writer.finish()
+    entry = json.loads((tmp_path / "manifest.json").read_text())["images"][0]
+    assert (entry["width"], entry["height"]) == (w, h) and entry["detections"][0]["box_xyxy"] == list(box)
+    assert entry["detections"][0]["maps"]["l"]["energy_in_box"] == 1.0
+    assert entry["missed"][0]["candidate"]["maps"]["l"]["energy_in_box"] == 1.0  # on the object's box
+    overlay = cv2.imread(str(tmp_path / record.detections[0].maps[0].overlay))
+    assert overlay.shape == (mh, mw, 3)
+    # the heat lies where the box is: JET's red (0, 0, 128) blended half over grey 90 inside (red 109),
+    # JET's blue (128, 0, 0) outside (red 45); (500, 1000) in the map is (732, 1465) in the image
+    assert overlay[500, 1000, 2] > 95 and overlay[100, 100, 2] < 60
+    assert cv2.imread(str(tmp_path / "big" / "missed0_l.jpg")).shape == (mh, mw, 3)
+    with np.load(tmp_path / entry["maps_file"]) as arrays:
+        assert arrays["det0_l"].shape == arrays["missed0_l"].shape == (mh, mw)
+    sheet = cv2.imread(str(tmp_path / entry["summary"]))
+    assert sheet is not None and sheet.shape[1] <= 2 * 480 + 4
+
+
+def test_a_map_of_neither_the_image_size_nor_its_bounded_size_is_refused(tmp_path: Path) -> None:
+    writer = _writer(tmp_path)
+    image = np.zeros((2000, 3000, 3), np.uint8)
+    wrong = _results(_detections()[:1], {(0, "model.105"): np.zeros((1000, 1500), np.float32)})
+    with pytest.raises(ShapeError, match=r"expected the original size \(2000, 3000\) or its bounded size "):
+        writer.write_image(source="a.jpg", image_bgr=image, detections=wrong)
+
+
+def test_the_npz_and_summary_are_those_of_savez_and_of_a_full_size_summary(tmp_path: Path) -> None:
+    """The maps are written to the npz one by one and a summary tile's map is shrunk as soon as it is
+    made (no float16 copy, no full-size fused map of every detection held at once): the npz holds
+    exactly ``cam.astype(float16)`` and the sheet is exactly the one drawn from full-size maps."""
+    from kit.maps import normalize
+    from kit.render import summary
+
+    rng = np.random.default_rng(7)
+    image = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
+    cams = {(i, "model.105"): rng.random((H, W), dtype=np.float32) for i in (0, 1)}
+    dets = _results(_detections(), cams)
+    writer = _writer(tmp_path)
+    record = writer.write_image(source=Path("a.jpg"), image_bgr=image, detections=dets)
+    with np.load(tmp_path / "maps" / "a.npz", allow_pickle=False) as data:
+        assert sorted(data.files) == ["det0_model.105", "det1_model.105"]
+        for i in (0, 1):
+            np.testing.assert_array_equal(
+                data[f"det{i}_model.105"], cams[(i, "model.105")].astype(np.float16)
+            )
+    tiles = [(normalize(cams[(d.id, "model.105")]), list(d.box_xyxy), d.label()) for d in dets]
+    ok, expected = cv2.imencode(".jpg", summary(image, tiles=tiles), [cv2.IMWRITE_JPEG_QUALITY, 90])
+    assert ok and (tmp_path / str(record.summary)).read_bytes() == expected.tobytes()
