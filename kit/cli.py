@@ -23,6 +23,7 @@ from pathlib import Path
 from kit import distributed
 from kit.api import Explainer, load
 from kit.audit import audit_run, write_audit
+from kit.display import shown
 from kit.drise import NAME as DRISE
 from kit.drise import DRiseSettings, check_request
 from kit.errors import KitError, RunInterrupted
@@ -408,11 +409,11 @@ def guarded(main: Callable[[], int]) -> int:
     except KitError as error:
         # Under torchrun every rank refuses alike (rank 0 shares its refusals): one line is enough.
         if main_rank or isinstance(error, distributed.DistributedError):
-            print(f"error: {error}", file=sys.stderr)
+            print(f"error: {shown(str(error))}", file=sys.stderr)
         return EXIT_REFUSED
     except KeyboardInterrupt as interrupt:
         if main_rank:
-            print(interrupted_message(interrupt), file=sys.stderr)
+            print(shown(interrupted_message(interrupt)), file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception:
         traceback.print_exc()

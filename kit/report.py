@@ -64,8 +64,8 @@ from kit.audit import (
     replace_file,
     run_folder,
     run_parser,
-    shown,
 )
+from kit.display import shown
 
 REPORT_NAME = "index.html"
 OPEN_GRID_UP_TO = 500  # images: a larger run's grid starts folded (one click opens it)
