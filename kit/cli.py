@@ -2,8 +2,8 @@
 
 Each entry point keeps its repo's own flags (detect.py's or demo.py's) and adds the kit's:
 ``--method``, ``--target``, ``--target-layers``, ``--trust-checkpoint``, ``--batch-size``, ``--fuse``,
-``--eval`` (with ``--eval-curves``, ``--eval-steps``), ``--audit``, ``--resume``, and D-RISE's
-``--drise-masks``, ``--drise-cell``, ``--drise-p``, ``--drise-seed``, ``--drise-batch``.
+``--eval`` (with ``--eval-curves``, ``--eval-steps``), ``--audit``, ``--resume``, ``--dist-timeout``,
+and D-RISE's ``--drise-masks``, ``--drise-cell``, ``--drise-p``, ``--drise-seed``, ``--drise-batch``.
 
 Under ``torchrun`` every process runs the same entry point: :func:`run_folder` lets rank 0 name
 the run folder for all of them, and the run itself splits the images (:mod:`kit.distributed`).
@@ -157,6 +157,14 @@ def add_kit_arguments(parser: argparse.ArgumentParser, *, default_method: str = 
         "candidate explained for its class, and why it was not kept (manifest 'missed')",
     )
     group.add_argument(
+        "--dist-timeout",
+        type=float,
+        default=distributed.DEFAULT_WAIT_MINUTES,
+        metavar="MINUTES",
+        help="under torchrun (or with WORLD_SIZE/RANK set): stop with exit 2 when the other processes have "
+        f"not all joined within MINUTES (default {distributed.DEFAULT_WAIT_MINUTES:g}; fractions allowed)",
+    )
+    group.add_argument(
         "--audit",
         action="store_true",
         help="after the run (and --eval): per class, where the maps lie against their boxes and the "
@@ -200,6 +208,7 @@ def check_kit_arguments(opt: argparse.Namespace) -> None:
             f"--eval-curves must be 0 (no deletion/insertion curves) or more, got {opt.eval_curves}"
         )
     check_positive("--eval-steps", opt.eval_steps, what="steps")
+    distributed.check_wait(getattr(opt, "dist_timeout", distributed.DEFAULT_WAIT_MINUTES))
     if getattr(opt, "explain_missed", False):
         check_missed_request(
             labels=getattr(opt, "eval", None),
@@ -293,7 +302,8 @@ def run_folder(explainer: Explainer, requested: Path, *, opt: argparse.Namespace
     A worker torchrun restarted without ``--exist-ok`` goes on in the newest such folder, the one
     its first attempt made.
     """
-    group = distributed.join(cuda=lambda: explainer.on_cuda)
+    wait = getattr(opt, "dist_timeout", distributed.DEFAULT_WAIT_MINUTES)
+    group = distributed.join(cuda=lambda: explainer.on_cuda, wait_minutes=wait)
     chosen = None
     if group.main:
         if getattr(opt, "resume", False) or opt.exist_ok:

@@ -103,6 +103,7 @@ def kit_options(**changes: object) -> argparse.Namespace:
         ({"eval_curves": -1}, r"--eval-curves must be 0 .* or more, got -1"),
         ({"eval_steps": 0}, r"--eval-steps must be a positive number of steps, got 0"),
         ({"target_layers": "1,,2"}, r"empty entry"),
+        ({"dist_timeout": float("nan")}, r"--dist-timeout must be a number of minutes above 0 .*, got nan"),
     ],
 )
 def test_kit_arguments_are_checked(changes: dict[str, object], message: str) -> None:
