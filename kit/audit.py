@@ -452,6 +452,15 @@ def _scan(text: str, path: Path, streams: dict[str, Callable[[Any], None]]) -> d
             f"{path} is not valid JSON ({e.msg}: line {e.lineno}, column {e.colno}): {why}. "
             "Run again to rewrite it, or restore it from a copy"
         ) from e
+    except RecursionError:
+        raise AuditError(
+            f"{path} is nested deeper than Python's JSON parser follows: it is not a manifest the kit "
+            "wrote; pass the folder of a run of the kit"
+        ) from None
+    except MemoryError:
+        raise AuditError(f"{path} does not fit in memory; pass the folder of a run of the kit") from None
+    except ValueError as e:  # an integer of thousands of digits
+        raise AuditError(f"{path} is not a manifest the kit wrote ({e}); pass the folder of a run") from None
     return header
 
 

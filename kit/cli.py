@@ -12,6 +12,7 @@ the run folder for all of them, and the run itself splits the images (:mod:`kit.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -19,6 +20,7 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from kit import distributed
 from kit.api import Explainer, load
@@ -172,6 +174,26 @@ def add_kit_arguments(parser: argparse.ArgumentParser, *, default_method: str = 
     )
 
 
+def _os_errors_refused(check: Callable[..., Path]) -> Callable[..., Path]:
+    """An OSError while checking a folder the user named (a name too long, a path through a file, a
+    loop of links) is that folder refused, naming the flag, not a bug."""
+
+    @functools.wraps(check)
+    def checked(path: Path | str, *, flag: str, **kwargs: Any) -> Path:
+        try:
+            return check(path, flag=flag, **kwargs)
+        except KitError:  # the check's own refusal (some are OSErrors too)
+            raise
+        except OSError as error:
+            raise ArgumentError(
+                f"{flag}: {path} cannot be used: {error.strerror or error}; pass a folder you can write to "
+                f"with {flag}"
+            ) from error
+
+    return checked
+
+
+@_os_errors_refused
 def check_output_folder(path: Path | str, *, flag: str, exist_ok: bool, resume: bool = False) -> Path:
     """Refuse a run folder that cannot be made: a file in its way, or a folder we cannot write to.
 
@@ -398,7 +420,7 @@ def interrupted_message(interrupt: KeyboardInterrupt) -> str:
         images = len(json.loads(manifest.read_text(encoding="utf-8"))["images"])
     except FileNotFoundError:
         return f"interrupted: no image was finished; nothing written to {interrupt.out_dir}"
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
         return f"interrupted: partial results in {interrupt.out_dir} (its manifest.json could not be read)"
     return f"interrupted: partial results in {interrupt.out_dir} (manifest is valid: {images} images)"
 

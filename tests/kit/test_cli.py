@@ -128,6 +128,24 @@ def test_output_folder_that_is_a_file_or_under_one_is_refused(tmp_path: Path) ->
     assert not (tmp_path / "runs").is_dir()  # nothing was made
 
 
+def test_paths_the_filesystem_refuses_are_refusals_not_bugs(tmp_path: Path) -> None:
+    """A name too long, a path through a file, a loop of links: exit 2 naming the flag (was exit 3)."""
+    (tmp_path / "file").write_text("")
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    for path in (tmp_path / ("x" * 300), tmp_path / "file" / "x" / ("y" * 300)):
+        for resume in (False, True):
+            refused = r"^--(project|resume): .*(cannot be used|is a file|no run folder)"
+            with pytest.raises(KitError, match=refused):
+                cli.check_output_folder(path, flag="--project", exist_ok=True, resume=resume)
+    with pytest.raises(
+        errors.SourceNotFoundError, match="cannot be listed: File name too long; pass an image"
+    ):
+        kit.api.list_images(str(tmp_path / ("x" * 300)))
+    with pytest.raises(errors.SourceNotFoundError) as info:  # the kit's own refusal, as it was
+        kit.api.list_images([str(tmp_path / "loop" / "a.png")])
+    assert str(info.value).count("does not exist") == 1 and "cannot be listed" not in str(info.value)
+
+
 def test_output_folder_that_cannot_be_written_is_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

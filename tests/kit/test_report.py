@@ -322,6 +322,12 @@ def test_a_damaged_eval_or_audit_json_is_noted_and_left_out(run: Path) -> None:
     page = page_of(run)
     assert not page.find("section", id="eval") and not page.find("section", id="audit")
     assert "eval.json is not valid JSON" in page.text and "audit.json is not the audit" in page.text
+    (run / "eval.json").write_text('{"detections": ' + "[" * 100_000 + "]" * 100_000 + "}")  # hostile
+    (run / "audit.json").write_text('{"top": [' + "9" * 5000 + "]}")
+    assert main([str(run)]) == 0
+    page = page_of(run)
+    assert "eval.json is not valid JSON (RecursionError)" in page.text
+    assert "audit.json is not valid JSON (Exceeds the limit (4300 digits)" in page.text
 
 
 # ---- writing, refusals, the command line ------------------------------------------------------
