@@ -23,6 +23,7 @@ import math
 import os
 import signal
 import socket
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -48,6 +49,7 @@ JOIN_SECONDS = 120.0  # creating the process group once every rank has reached t
 POLL_SECONDS = 0.1  # the wait returns to Python this often, so Ctrl-C and SIGTERM stop it at once
 # What a torchrun worker's environment has beyond the variables any env:// launch sets.
 TORCHRUN_MARKER = "TORCHELASTIC_RUN_ID"
+MAX_WORLD = 2**20  # processes in a group (torch's store counts them in a C int)
 LAUNCH_VARIABLES = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 
@@ -90,7 +92,12 @@ def launched() -> Group:
     rank = number("RANK", 0)
     local_world = number("LOCAL_WORLD_SIZE", 1 if world == 1 else world)
     group = Group(rank=rank, world=world, local_rank=number("LOCAL_RANK", 0), local_world=local_world)
-    if world < 1 or not 0 <= rank < world or not 0 <= group.local_rank < max(local_world, 1):
+    if not 1 <= world <= MAX_WORLD or not 1 <= local_world <= MAX_WORLD:
+        raise DistributedError(
+            f"WORLD_SIZE={world}, LOCAL_WORLD_SIZE={local_world}: a group has 1 to {MAX_WORLD} processes; "
+            "start the run with torchrun, which sets them, or unset them to run as one process"
+        )
+    if not 0 <= rank < world or not 0 <= group.local_rank < local_world:
         raise DistributedError(
             f"RANK={rank}, WORLD_SIZE={world}, LOCAL_RANK={group.local_rank} do not describe a process of a "
             "group; start the run with torchrun, which sets them"
@@ -347,22 +354,56 @@ class Rendezvous:
             time.sleep(POLL_SECONDS)
 
     def _store(self, deadline: float) -> Any:
+        """torch's TCPStore at host:port (this rank's server, or a client of it). Made on a helper
+        thread and waited for here: a client whose peer accepts the connection but never answers
+        as a store (another service on MASTER_PORT) blocks in C++ with no timeout of its own."""
         import torch.distributed as dist
 
         left = datetime.timedelta(seconds=max(deadline - time.monotonic(), 1.0))
-        try:
-            return dist.TCPStore(
-                self.host,
-                self.port,
-                self.group.world,
-                is_master=self.hosts_store,
-                timeout=min(left, datetime.timedelta(seconds=60)),
-                wait_for_workers=False,
-                multi_tenant=self.hosts_store,
-            )
-        except (RuntimeError, ValueError) as error:
+        made: dict[str, Any] = {}
+
+        def make() -> None:
+            try:
+                made["store"] = dist.TCPStore(
+                    self.host,
+                    self.port,
+                    self.group.world,
+                    is_master=self.hosts_store,
+                    timeout=min(left, datetime.timedelta(seconds=60)),
+                    wait_for_workers=False,
+                    multi_tenant=self.hosts_store,
+                )
+            except Exception as error:  # handed to the waiting thread, which says what it means
+                made["error"] = error
+
+        maker = threading.Thread(target=make, name="kit-rendezvous", daemon=True)
+        maker.start()
+        while maker.is_alive():  # joined a short step at a time: Ctrl-C and SIGTERM come through
+            if time.monotonic() >= deadline:
+                raise self._gave_up(
+                    f"something at {shown(self.host)}:{self.port} accepted the connection but never "
+                    "answered as torch's store (is MASTER_PORT another service's port?)"
+                )
+            maker.join(POLL_SECONDS)
+        error = made.get("error")
+        if isinstance(error, (RuntimeError, ValueError, TypeError)):
             why = " ".join(str(error).split())
             raise DistributedError(f"cannot open the group's store: {why}; {self.explanation()}") from error
+        if error is not None:
+            raise error
+        return made["store"]
+
+    def _absent(self, store: Any, prefix: str, *, joined: int) -> str:
+        """Which ranks never joined (the first ten of them, found by asking the store one by one)."""
+        absent: list[int] = []
+        for rank in range(self.group.world):
+            if not store.check([f"{prefix}rank{rank}"]):
+                absent.append(rank)
+                if len(absent) > 10:
+                    break
+        listed = ", ".join(map(str, absent[:10])) + (", ..." if len(absent) > 10 else "")
+        missing = self.group.world - joined
+        return f"{missing} rank{'s' if missing != 1 else ''} never joined ({listed})"
 
     def _meet(self, store: Any, deadline: float, notice: float) -> None:
         """Count this rank in; wait, a short step at a time, until every rank is."""
@@ -373,9 +414,7 @@ class Rendezvous:
         while joined < self.group.world:
             notice = self._notice(notice)
             if time.monotonic() >= deadline:
-                absent = [r for r in range(self.group.world) if not store.check([f"{prefix}rank{r}"])]
-                listed = ", ".join(map(str, absent[:10])) + (", ..." if len(absent) > 10 else "")
-                raise self._gave_up(f"rank{'s' if len(absent) != 1 else ''} {listed} never joined")
+                raise self._gave_up(self._absent(store, prefix, joined=joined))
             time.sleep(POLL_SECONDS)
             joined = store.add(f"{prefix}joined", 0)
 

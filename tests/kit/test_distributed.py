@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import cv2
@@ -50,6 +51,16 @@ def test_torchruns_environment_describes_the_group(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("RANK", "4")
     with pytest.raises(DistributedError, match="RANK=4, WORLD_SIZE=4.*start the run with torchrun"):
         distributed.launched()
+    monkeypatch.setenv("RANK", "0")
+    for world in ("0", "99999999999999999999", str(2**20 + 1)):
+        monkeypatch.setenv("WORLD_SIZE", world)
+        with pytest.raises(DistributedError, match=rf"WORLD_SIZE={world}, .*a group has 1 to 1048576"):
+            distributed.launched()
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(10**30))
+    with pytest.raises(DistributedError, match="LOCAL_WORLD_SIZE=1000000000000000000000000000000: a group"):
+        distributed.launched()
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "x")
     with pytest.raises(DistributedError, match="RANK='x' is not a number"):
         distributed.launched()
@@ -114,7 +125,7 @@ def start(source: Path, out: Path, env: dict[str, str], *flags: str) -> subproce
 
 
 @pytest.mark.parametrize(
-    ("rank", "why"), [(1, "nothing answered at 127.0.0.1:{port}"), (0, "rank 1 never joined")]
+    ("rank", "why"), [(1, "nothing answered at 127.0.0.1:{port}"), (0, "1 rank never joined (1)")]
 )
 def test_a_stray_launch_environment_gives_up_and_says_what_it_waited_for(
     source: Path, tmp_path: Path, rank: int, why: str
@@ -152,6 +163,27 @@ def test_ctrl_c_and_sigterm_stop_the_wait_at_once_with_exit_130(
     _, rest = proc.communicate(timeout=20)  # long before the 30 minutes
     assert proc.returncode == 130, rest
     assert rest.startswith("interrupted while waiting for 1 other process") and "Traceback" not in rest
+
+
+def test_a_port_where_something_else_listens_is_given_up_on_and_ctrl_c_stops_it(
+    source: Path, tmp_path: Path
+) -> None:
+    """A service on MASTER_PORT that accepts connections but is no torch store: torch's client
+    would wait for its answer forever, in C++ (neither its timeout nor Ctrl-C reaches it)."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # the kernel accepts; nothing ever answers
+        port = silent.getsockname()[1]
+        proc = start(source, tmp_path, stray(1, port), "--dist-timeout", "0.05")
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 2, err
+        assert "accepted the connection but never answered as torch's store" in err and "Traceback" not in err
+        proc = start(source, tmp_path, stray(1, port), "--dist-timeout", "30")
+        assert proc.stderr is not None and proc.stderr.readline().startswith("waiting for 1 other process")
+        time.sleep(1)  # into the store's connection
+        proc.send_signal(signal.SIGINT)
+        _, rest = proc.communicate(timeout=20)
+        assert proc.returncode == 130, rest
 
 
 def test_processes_started_by_hand_with_the_variables_meet_and_run(source: Path, tmp_path: Path) -> None:
