@@ -120,7 +120,7 @@ def test_a_run_over_hostile_names_shows_them_escaped_and_keeps_them(tmp_path: Pa
     assert "ev\\u202elig\\u200dn\\nx.png" in visible and escaped in visible
     assert not any(c in visible for c in [*HIDDEN, "\x1b"]) and HOSTILE not in visible
 
-    bad = src / "bad\u202e\x1b[31m.txt"
+    bad = src / "bad\u202e\x1b[31m\nx.txt"
     bad.write_text("not an image")
     shutil.rmtree(tmp_path / "run")
     failed = subprocess.run(
@@ -132,7 +132,12 @@ def test_a_run_over_hostile_names_shows_them_escaped_and_keeps_them(tmp_path: Pa
     )
     assert failed.returncode == 1, failed.stderr
     line = next(x for x in failed.stderr.splitlines() if x.startswith("cannot read image"))
-    assert "bad\\u202e\\x1b[31m.txt" in line
+    assert "bad\\u202e\\x1b[31m" in line  # (the message's whitespace, the name's newline too, is one space)
     assert not any(c in failed.stderr for c in [*HIDDEN, "\x1b"])
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text(encoding="utf-8"))
     assert str(bad) in [i["file"] for i in manifest["images"]]
+    page = _Visible()
+    page.feed((tmp_path / "run" / "index.html").read_text(encoding="utf-8"))
+    visible = "".join(page.parts)
+    assert visible.count(shown(str(bad))) >= 1 and visible.count("cannot read image") == 2
+    assert not any(c in visible for c in [*HIDDEN, "\x1b"])
