@@ -19,6 +19,39 @@ DEV_STAMP :=
 BENCH_STAMP :=
 endif
 
+# Make exports a variable given on its command line (or in the environment) to every recipe, and
+# expands it to do so: a $(shell ...) in WEIGHTS would run even though no recipe uses it. These are
+# read with $(value ...) only, and never exported under their own names.
+unexport WEIGHTS SOURCE OUT CONFIG RUN NPROC UPSTREAM
+
+# UPSTREAM and NPROC go into a command line: checked before any recipe runs (exit 2 with the fix).
+# $(call kit_strip,TEXT,CHARS): TEXT without the characters CHARS (a list of single characters).
+kit_strip = $(if $2,$(call kit_strip,$(subst $(firstword $2),,$1),$(wordlist 2,$(words $2),$2)),$1)
+KIT_NAME_CHARS := a b c d e f g h i j k l m n o p q r s t u v w x y z 0 1 2 3 4 5 6 7 8 9 _ -
+KIT_DIGITS := 0 1 2 3 4 5 6 7 8 9
+KIT_ROOT := $(dir $(lastword $(MAKEFILE_LIST)))
+# The upstreams' names: the top-level keys of upstreams.yaml.
+kit_upstreams = $(shell sed -n 's/^\([a-z0-9_-][a-z0-9_-]*\):.*/\1/p' '$(KIT_ROOT)upstreams.yaml' 2>/dev/null)
+KIT_BAD_UPSTREAM = UPSTREAM='$(value UPSTREAM)' is not the name of an upstream; pass one of \
+	$(or $(kit_upstreams),the names in upstreams.yaml), e.g. UPSTREAM=yolov7
+KIT_BAD_NPROC = NPROC='$(value NPROC)' is not a number of processes; pass digits only, 1 or more, \
+	e.g. NPROC=2, or leave NPROC out for one process
+kit_upstream_ok = $(and $(filter 1,$(words $(value UPSTREAM))),$(if $(strip \
+	$(call kit_strip,$(value UPSTREAM),$(KIT_NAME_CHARS))),,ok),$(or $(if $(kit_upstreams),,ok),$(filter \
+	$(value UPSTREAM),$(kit_upstreams))))
+kit_nproc_ok = $(or $(if $(strip $(value NPROC)),,ok),$(and $(filter 1,$(words $(value NPROC))),$(if $(strip \
+	$(call kit_strip,$(value NPROC),$(KIT_DIGITS))),,ok),$(strip $(subst 0,,$(value NPROC)))))
+ifneq ($(filter cam refresh-patches,$(MAKECMDGOALS)),)
+ifeq ($(kit_upstream_ok),)
+$(error $(KIT_BAD_UPSTREAM))
+endif
+endif
+ifneq ($(filter cam,$(MAKECMDGOALS)),)
+ifeq ($(kit_nproc_ok),)
+$(error $(KIT_BAD_NPROC))
+endif
+endif
+
 .PHONY: help env dev-env setup-yolov3 setup-yolov5 setup-yolov7 setup-detectron2 status check-patches refresh-patches \
         cam demo eval audit report bench lint test test-fast clean-env
 
@@ -64,20 +97,21 @@ check-patches: $(ENV_STAMP)
 	$(PYTHON) -m scripts check-patches
 
 refresh-patches: $(ENV_STAMP)
-	$(PYTHON) -m scripts refresh-patches $(UPSTREAM)
+	$(PYTHON) -m scripts refresh-patches $(value UPSTREAM)
 
 # WEIGHTS, SOURCE, OUT and CONFIG reach scripts/cam/launch.py verbatim: $(value) keeps make from expanding
 # a $ in them and the shell reads them from the environment, quoted, so spaces, quotes, $HOME,
 # backticks and ; are a file name's characters, never shell syntax. ARGS is split by the shell as
 # typed (ARGS="--method gradcampp --conf-thres 0.4"; quote inside it as in a shell). NPROC=N runs
-# N processes under torchrun (python -m torch.distributed.run --nproc-per-node N).
+# N processes under torchrun (python -m torch.distributed.run --nproc-per-node N). UPSTREAM and NPROC
+# were checked above, before any recipe.
 cam: export KIT_CAM_WEIGHTS = $(value WEIGHTS)
 cam: export KIT_CAM_SOURCE = $(value SOURCE)
 cam: export KIT_CAM_OUT = $(value OUT)
 cam: export KIT_CAM_CONFIG = $(value CONFIG)
 cam: $(ENV_STAMP)
-	$(PYTHON) -m scripts cam $(UPSTREAM) --weights="$$KIT_CAM_WEIGHTS" --source="$$KIT_CAM_SOURCE" \
-		--out="$$KIT_CAM_OUT" --config="$$KIT_CAM_CONFIG" --nproc="$(NPROC)" -- $(ARGS)
+	$(PYTHON) -m scripts cam $(value UPSTREAM) --weights="$$KIT_CAM_WEIGHTS" --source="$$KIT_CAM_SOURCE" \
+		--out="$$KIT_CAM_OUT" --config="$$KIT_CAM_CONFIG" --nproc="$(value NPROC)" -- $(ARGS)
 
 # Trains with the yolov7 checkout's own Model and ComputeLoss (make setup-yolov7 first); writes
 # weights/demo/, data/demo/ and the copy kept in the repository, kit/demo/.

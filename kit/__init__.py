@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from kit import display as _display  # noqa: F401  (every kit log line shows names escaped)
+
 __version__ = "0.1.0"
 __all__ = ["DetectionResult", "Explainer", "ImageResult", "KitError", "RunResult", "load"]
 

@@ -20,7 +20,7 @@ import numpy as np
 from kit import distributed, journal
 from kit import drise as _drise
 from kit.drise import DRise, DRiseSettings
-from kit.errors import KitError, RunInterrupted
+from kit.errors import KitError, RunInterrupted, SourceNotFoundError
 from kit.evaluate import DEFAULT_CURVES, DEFAULT_STEPS, Evaluator, adapter_detector
 from kit.images import ImageLimits, list_sources, printable
 from kit.labels import load_labels
@@ -602,7 +602,15 @@ def list_images(source: Sources) -> list[Source]:
                 )
             found.append(item)
         elif isinstance(item, (str, Path)):
-            found.extend(list_sources(item))
+            try:
+                found.extend(list_sources(item))
+            except KitError:  # the kit's own refusal (SourceNotFoundError is an OSError too)
+                raise
+            except OSError as error:  # a name too long, a folder we may not list, a path through a file
+                raise SourceNotFoundError(
+                    f"image source {printable(item)!r} cannot be listed: {error.strerror or error}; pass an "
+                    "image file, a folder of images or a quoted glob pattern you can read"
+                ) from error
         else:
             raise ArgumentError(
                 f"image source {position} is a {type(item).__name__}; pass a path, a folder, a glob "

@@ -42,6 +42,7 @@ from typing import Any, Callable, Optional, Union
 import numpy as np
 
 from kit import journal, rundir
+from kit.display import shown
 from kit.errors import KitError, OutputError
 
 # Names shared with kit.outputs and kit.results, not imported from them: they load torch, which
@@ -450,6 +451,15 @@ def _scan(text: str, path: Path, streams: dict[str, Callable[[Any], None]]) -> d
             f"{path} is not valid JSON ({e.msg}: line {e.lineno}, column {e.colno}): {why}. "
             "Run again to rewrite it, or restore it from a copy"
         ) from e
+    except RecursionError:
+        raise AuditError(
+            f"{path} is nested deeper than Python's JSON parser follows: it is not a manifest the kit "
+            "wrote; pass the folder of a run of the kit"
+        ) from None
+    except MemoryError:
+        raise AuditError(f"{path} does not fit in memory; pass the folder of a run of the kit") from None
+    except ValueError as e:  # an integer of thousands of digits
+        raise AuditError(f"{path} is not a manifest the kit wrote ({e}); pass the folder of a run") from None
     return header
 
 
@@ -854,16 +864,6 @@ def _top(
 
 
 # ---- the table -------------------------------------------------------------------------------
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-
-
-def shown(text: str) -> str:
-    """``text`` safe to print on one terminal line: control characters (newlines, escapes) and
-    undecodable bytes as ``\\xNN`` escapes; ``audit.json`` keeps the names as the manifest has them."""
-    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
-    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
-
-
 def format_columns(table: Sequence[Sequence[str]]) -> str:
     """Rows of cells as left-aligned columns two spaces apart, as kit.evaluate's tables."""
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]

@@ -2,7 +2,7 @@
 
 Each entry point keeps its repo's own flags (detect.py's or demo.py's) and adds the kit's:
 ``--method``, ``--target``, ``--target-layers``, ``--trust-checkpoint``, ``--batch-size``, ``--fuse``,
-``--eval`` (with ``--eval-curves``, ``--eval-steps``), ``--audit``, ``--resume``,
+``--eval`` (with ``--eval-curves``, ``--eval-steps``), ``--audit``, ``--resume``, ``--dist-timeout``,
 ``--max-image-pixels``, ``--max-image-bytes``, and D-RISE's
 ``--drise-masks``, ``--drise-cell``, ``--drise-p``, ``--drise-seed``, ``--drise-batch``.
 
@@ -13,6 +13,7 @@ the run folder for all of them, and the run itself splits the images (:mod:`kit.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -20,10 +21,12 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from kit import distributed
 from kit.api import Explainer, load
 from kit.audit import audit_run, write_audit
+from kit.display import shown
 from kit.drise import NAME as DRISE
 from kit.drise import DRiseSettings, check_request
 from kit.errors import KitError, RunInterrupted
@@ -172,6 +175,14 @@ def add_kit_arguments(parser: argparse.ArgumentParser, *, default_method: str = 
         "candidate explained for its class, and why it was not kept (manifest 'missed')",
     )
     group.add_argument(
+        "--dist-timeout",
+        type=float,
+        default=distributed.DEFAULT_WAIT_MINUTES,
+        metavar="MINUTES",
+        help="under torchrun (or with WORLD_SIZE/RANK set): stop with exit 2 when the other processes have "
+        f"not all joined within MINUTES (default {distributed.DEFAULT_WAIT_MINUTES:g}; fractions allowed)",
+    )
+    group.add_argument(
         "--audit",
         action="store_true",
         help="after the run (and --eval): per class, where the maps lie against their boxes and the "
@@ -196,6 +207,26 @@ def add_kit_arguments(parser: argparse.ArgumentParser, *, default_method: str = 
     )
 
 
+def _os_errors_refused(check: Callable[..., Path]) -> Callable[..., Path]:
+    """An OSError while checking a folder the user named (a name too long, a path through a file, a
+    loop of links) is that folder refused, naming the flag, not a bug."""
+
+    @functools.wraps(check)
+    def checked(path: Path | str, *, flag: str, **kwargs: Any) -> Path:
+        try:
+            return check(path, flag=flag, **kwargs)
+        except KitError:  # the check's own refusal (some are OSErrors too)
+            raise
+        except OSError as error:
+            raise ArgumentError(
+                f"{flag}: {path} cannot be used: {error.strerror or error}; pass a folder you can write to "
+                f"with {flag}"
+            ) from error
+
+    return checked
+
+
+@_os_errors_refused
 def check_output_folder(
     path: Path | str, *, flag: str, exist_ok: bool, resume: bool = False, overwrite: bool | None = None
 ) -> Path:
@@ -244,6 +275,7 @@ def check_kit_arguments(opt: argparse.Namespace) -> None:
             "--overwrite replaces the run in the folder --exist-ok writes into: pass it with --exist-ok, "
             "and without --resume (which goes on with that run instead)"
         )
+    distributed.check_wait(getattr(opt, "dist_timeout", distributed.DEFAULT_WAIT_MINUTES))
     if getattr(opt, "explain_missed", False):
         check_missed_request(
             labels=getattr(opt, "eval", None),
@@ -350,7 +382,8 @@ def run_folder(explainer: Explainer, requested: Path, *, opt: argparse.Namespace
     A worker torchrun restarted without ``--exist-ok`` goes on in the newest such folder, the one
     its first attempt made.
     """
-    group = distributed.join(cuda=lambda: explainer.on_cuda)
+    wait = getattr(opt, "dist_timeout", distributed.DEFAULT_WAIT_MINUTES)
+    group = distributed.join(cuda=lambda: explainer.on_cuda, wait_minutes=wait)
     chosen = None
     if group.main:
         if getattr(opt, "resume", False) or opt.exist_ok:
@@ -447,7 +480,7 @@ def interrupted_message(interrupt: KeyboardInterrupt) -> str:
         images = len(json.loads(manifest.read_text(encoding="utf-8"))["images"])
     except FileNotFoundError:
         return f"interrupted: no image was finished; nothing written to {interrupt.out_dir}"
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
         return f"interrupted: partial results in {interrupt.out_dir} (its manifest.json could not be read)"
     return f"interrupted: partial results in {interrupt.out_dir} (manifest is valid: {images} images)"
 
@@ -468,11 +501,11 @@ def guarded(main: Callable[[], int]) -> int:
     except KitError as error:
         # Under torchrun every rank refuses alike (rank 0 shares its refusals): one line is enough.
         if main_rank or isinstance(error, distributed.DistributedError):
-            print(f"error: {error}", file=sys.stderr)
+            print(f"error: {shown(str(error))}", file=sys.stderr)
         return EXIT_REFUSED
     except KeyboardInterrupt as interrupt:
         if main_rank:
-            print(interrupted_message(interrupt), file=sys.stderr)
+            print(shown(interrupted_message(interrupt)), file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception:
         traceback.print_exc()

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from kit.adapters.base import Adapter
+from kit.display import shown
 from kit.errors import KitError
 from kit.fusion import fuse_reached
 from kit.images import printable
@@ -528,7 +529,7 @@ def format_table(report: dict[str, Any]) -> str:
             f"{images['not_in_labels']} not in the labels, {len(images['skipped'])} skipped"
         )
     table = [["map", *MEASURE_HEAD]]
-    table += [[r["layer"], *measure_cells(r)] for r in s["layers"]]
+    table += [[shown(str(r["layer"])), *measure_cells(r)] for r in s["layers"]]
     return "\n".join([*lines, format_columns(table)])
 
 

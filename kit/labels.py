@@ -22,6 +22,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +37,12 @@ LOG = logging.getLogger("kit")
 PathLike = Union[str, Path]
 NORMALIZED_SLACK = 1e-6  # rounding in label writers (yolov7 checks <= 1 exactly)
 EXAMPLES = 5  # file names quoted in a warning
+# The largest label files read, so that a hostile or mistaken one cannot take the memory: one image's
+# YOLO txt (tens of KB for hundreds of objects, polygons included), a COCO json (train2017's is
+# 448 MB; parsing takes about 4x its size in memory).
+MAX_TXT_BYTES = 16 * 2**20
+MAX_JSON_BYTES = 512 * 2**20
+READ_CHUNK = 2**20
 
 
 class LabelError(KitError, ValueError):
@@ -101,11 +109,20 @@ def load_labels(path: PathLike, *, names: Sequence[str], sources: Sequence[PathL
     ``names`` are the model's class names (their index is the class id).
     """
     p = Path(path)
-    if p.is_dir():
+    try:
+        is_dir, is_file, exists = p.is_dir(), p.is_file(), p.exists()
+    except OSError as error:  # a name too long, a path through a file, a loop of links
+        raise LabelError(f"--eval {p}: cannot be read ({error.strerror or error})") from error
+    if is_dir:
         return _load_yolo(p, names=names, sources=[Path(s) for s in sources])
-    if p.is_file() and p.suffix.lower() == ".json":
+    if is_file and p.suffix.lower() == ".json":
         return _load_coco(p, names=names, sources=[Path(s) for s in sources])
-    if p.is_file():
+    if exists and not is_file:
+        raise LabelError(
+            f"--eval {p}: not a regular file or folder (a FIFO, socket or device is never read); pass a "
+            "folder of YOLO .txt labels or a COCO .json"
+        )
+    if is_file:
         raise LabelError(
             f"--eval {p}: expected a folder of YOLO .txt label files (one <image stem>.txt per image) "
             "or a COCO .json file; for one YOLO label file, pass its folder"
@@ -125,8 +142,11 @@ def _load_yolo(folder: Path, *, names: Sequence[str], sources: Sequence[Path]) -
     labels = Labels(path=folder, format="yolo", class_rule=f"class ids as written (0..{len(names) - 1})")
     for source in sources:
         txt = folder / f"{source.stem}.txt"
-        if txt.is_file():
-            labels._entries[source] = read_yolo_file(txt, nc=len(names), names=names)
+        if _is_label_file(txt):
+            try:
+                labels._entries[source] = read_yolo_file(txt, nc=len(names), names=names)
+            except MemoryError:
+                raise LabelError(f"{txt}: the label file does not fit in memory") from None
         else:
             labels._entries[source] = np.zeros((0, 5))
             labels.without_file.append(source)
@@ -147,8 +167,8 @@ def read_yolo_file(path: Path, *, nc: int, names: Sequence[str] = ()) -> np.ndar
     """Rows ``(class, cx, cy, w, h)`` normalized, (n, 5) float64; LabelError naming file and line."""
     rows: list[list[float]] = []
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
+        text = read_bounded(path, limit=MAX_TXT_BYTES, what="label file").decode("utf-8")
+    except UnicodeDecodeError as error:
         raise LabelError(f"{path}: cannot read the label file ({error})") from error
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
@@ -235,15 +255,13 @@ def map_categories(
 
 
 def _load_coco(path: Path, *, names: Sequence[str], sources: Sequence[Path]) -> Labels:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise LabelError(
-            f"{path}:{error.lineno}: not valid JSON ({error.msg}, column {error.colno})"
-        ) from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise LabelError(f"{path}: cannot read the file ({error})") from error
-    if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("images", "categories")):
+    data = read_json(path)
+    annotations = data.get("annotations") if isinstance(data, dict) else None
+    if (
+        not isinstance(data, dict)
+        or not all(isinstance(data.get(k), list) for k in ("images", "categories"))
+        or not isinstance(annotations, (list, type(None)))
+    ):
         raise LabelError(
             f"{path}: not a COCO detection file: expected an object with lists `images`, `annotations` "
             "and `categories`"
@@ -265,7 +283,7 @@ def _load_coco(path: Path, *, names: Sequence[str], sources: Sequence[Path]) -> 
                 raise LabelError(f"{path}: images[{i}] ({image['file_name']}): {key} {value!r} is not a size")
         images[image["id"]] = {**image, "boxes": [], "classes": []}
     labels = Labels(path=path, format="coco", class_rule=rule)
-    for i, raw in enumerate(data.get("annotations") or []):
+    for i, raw in enumerate(annotations or []):
         ann = _entry(path, "annotations", i, raw, {"image_id": int, "category_id": int, "bbox": list})
         where = f"{path}: annotations[{i}] (id {ann.get('id', '?')})"
         if ann["image_id"] not in images:
@@ -311,6 +329,61 @@ def _load_coco(path: Path, *, names: Sequence[str], sources: Sequence[Path]) -> 
     return labels
 
 
+def read_bounded(path: Path, *, limit: int, what: str) -> bytes:
+    """The bytes of the regular file ``path``, at most ``limit`` of them; LabelError naming the file
+    otherwise. Opened without blocking (a FIFO put in its place never hangs the run)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as error:
+        raise LabelError(f"{path}: cannot read the {what} ({error.strerror or error})") from error
+    with os.fdopen(fd, "rb") as file:
+        info = os.fstat(file.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise LabelError(
+                f"{path}: the {what} is not a regular file (a FIFO, socket or device is never read)"
+            )
+        size, read, chunks = info.st_size, 0, []
+        while size <= limit:  # in pieces: a file that grows while it is read stops at the limit too
+            chunk = file.read(min(READ_CHUNK, limit + 1 - read))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            read += len(chunk)
+            size = max(size, read)
+    if size > limit:
+        raise LabelError(
+            f"{path}: the {what} is larger than {limit // 2**20} MiB ({size} bytes); the kit does not "
+            "read label files that large: give the labels of the run's images only"
+        )
+    return b"".join(chunks)
+
+
+def read_json(path: Path) -> Any:
+    """``path`` parsed as JSON (at most MAX_JSON_BYTES); every way it cannot be is a LabelError: not
+    UTF-8, not JSON, nested deeper than Python's parser follows, an integer of thousands of digits,
+    or more than memory holds."""
+    try:
+        data = read_bounded(path, limit=MAX_JSON_BYTES, what="file")
+        return json.loads(data.decode("utf-8"))
+    except LabelError:
+        raise
+    except json.JSONDecodeError as error:
+        where = f"{path}:{error.lineno}"
+        raise LabelError(f"{where}: not valid JSON ({error.msg}, column {error.colno})") from None
+    except UnicodeDecodeError as error:
+        raise LabelError(f"{path}: cannot read the file: not UTF-8 text ({error})") from None
+    except RecursionError:
+        raise LabelError(
+            f"{path}: its JSON is nested deeper than Python's parser follows; a COCO file has a few levels"
+        ) from None
+    except MemoryError:
+        raise LabelError(
+            f"{path}: its JSON does not fit in memory; give the labels of the run's images only"
+        ) from None
+    except ValueError as error:  # e.g. an integer of more than 4300 digits
+        raise LabelError(f"{path}: not a COCO detection file: {error}") from None
+
+
 def _warn_some(files: Sequence[Path], what: str) -> None:
     """One warning ``eval: <count> <what>: a.png, b.png, ...`` naming up to EXAMPLES of ``files``."""
     if files:
@@ -332,8 +405,29 @@ def _entry(path: Path, key: str, index: int, value: Any, required: Mapping[str, 
     return value
 
 
+def _is_label_file(path: Path) -> bool:
+    """Whether the label file ``path`` is there: False when nothing is (or its name cannot be: too
+    long for the filesystem), a LabelError when something other than a regular file is."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:  # no such file, a dangling link, a name too long
+        return False
+    if not stat.S_ISREG(mode):
+        raise LabelError(
+            f"{path}: the label file is not a regular file (a folder, FIFO, socket or device); replace it "
+            "with the image's `class cx cy w h` rows, or remove it if the image has no objects"
+        )
+    return True
+
+
 def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    """A finite JSON number (an integer too large for a float is not one)."""
+    if not isinstance(v, (int, float)) or isinstance(v, bool):
+        return False
+    try:
+        return math.isfinite(v)
+    except OverflowError:
+        return False
 
 
 def _find_image(path: Path, source: Path, candidates: list[dict[str, Any]]) -> dict[str, Any] | None:

@@ -64,8 +64,8 @@ from kit.audit import (
     replace_file,
     run_folder,
     run_parser,
-    shown,
 )
+from kit.display import shown
 
 REPORT_NAME = "index.html"
 OPEN_GRID_UP_TO = 500  # images: a larger run's grid starts folded (one click opens it)
@@ -301,8 +301,9 @@ def _read_json(path: Path, key: str, notes: list[str]) -> Optional[dict[str, Any
     except AuditError as error:
         notes.append(f"{error} ({path.name} left out of the page)")
         return None
-    except ValueError as error:
-        notes.append(f"{path} is not valid JSON ({error}): left out of the page")
+    except (ValueError, RecursionError, MemoryError) as error:  # also nested too deep, numbers too long
+        why = type(error).__name__ if isinstance(error, (RecursionError, MemoryError)) else error
+        notes.append(f"{path} is not valid JSON ({why}): left out of the page")
         return None
     if not isinstance(data, dict) or not isinstance(data.get(key), list):
         notes.append(f"{path} is not the {path.stem} of a run of the kit (no '{key}' list): left out")

@@ -16,18 +16,26 @@ import pytest
 KIT = Path(__file__).resolve().parents[1] / "kit"
 SCRIPTS = KIT.parent / "scripts"
 
-CORE = ["engine", "methods", "targets", "fusion", "maps", "detections", "errors", "adapters", "drise"]
+CORE = [
+    *("engine", "methods", "targets", "fusion", "maps", "detections", "errors", "display", "adapters"),
+    "drise",
+]
 EVALUATION = ["evaluate", "metrics", "labels", "missed"]
 RUN = ["runner", "outputs", "journal", "distributed", "progress", "cli", "api", "loaders", "checkpoints"]
 RUN_AND_EVAL = [*RUN, *EVALUATION, "render"]
 UPSTREAM_PACKAGES = {"models", "utils", "detectron2"}
 # The audit reads run folders: it may know the folder's rules (outputs, lazily: they load torch) and
 # the kit's errors, never the run loop, the facade or evaluation.
-AUDIT_MAY_IMPORT = {"errors", "journal", "rundir", "outputs", "maps", "results"}
-AUDIT_AT_MODULE_LEVEL = {"errors", "journal", "rundir"}  # `python -m kit.audit` starts without torch
+AUDIT_MAY_IMPORT = {"errors", "display", "journal", "rundir", "outputs", "maps", "results"}
+AUDIT_AT_MODULE_LEVEL = {
+    "errors",
+    "display",
+    "journal",
+    "rundir",
+}  # `python -m kit.audit` starts without torch
 # The run report reads a finished run folder through the audit's reader: never the run loop
 # (kit.runner), the facade (kit.api) or the command line (kit.cli), which call it at a run's end.
-REPORT_MAY_IMPORT = {"errors", "audit"}
+REPORT_MAY_IMPORT = {"errors", "display", "audit"}
 
 # What the setup engine (scripts/upstream/) shares with cam, bench, eval and demo.
 SHARED = {"scripts.upstream.config", "scripts.upstream.errors"}

@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from kit.display import shown
 from kit.errors import DownloadError, KitError
 from scripts.upstream.config import REPO_ROOT, checkout_path, load_project, url_env_var
 from scripts.upstream.errors import CheckoutError, ConfigError, KitSetupError
@@ -40,6 +41,7 @@ DEMO_NAME = "demo"  # WEIGHTS=demo: the demo detector (kit.demo.DEMO_NAME; the k
 # (it gets the terminal's Ctrl-C too, unless the signal was sent to the driver alone).
 INTERRUPT_GRACE_SECONDS = 10.0
 EXIT_REFUSED, EXIT_INTERNAL, EXIT_INTERRUPTED = 2, 3, 130
+PROCESSES_PER_CORE = 4  # NPROC's bound: a few per core for GPUs and oversubscription, not thousands
 
 
 @dataclass(frozen=True)
@@ -168,6 +170,11 @@ def run_cam(
 ) -> int:
     if nproc < 1:
         raise ConfigError(f"NPROC must be a number of processes, 1 or more; got {nproc}")
+    if nproc > max_nproc():
+        raise ConfigError(
+            f"NPROC={nproc} is more than {max_nproc()} processes ({PROCESSES_PER_CORE} per CPU core this "
+            f"machine lets us use): each process loads the model; pass NPROC={usable_cores()} or less"
+        )
     if name not in CAM_DEFAULTS:
         raise ConfigError(f"make cam knows no upstream {name!r}; choose one of: {', '.join(CAM_DEFAULTS)}")
     if config and CAM_DEFAULTS[name].config is None:
@@ -209,14 +216,14 @@ def run_cam(
         except DownloadError as error:
             if name not in DEMO_FALLBACK:
                 raise
-            print(f"warning: {error}", file=sys.stderr)
+            print(f"warning: {shown(str(error))}", file=sys.stderr)
             weights_path = "demo"
             if not source:
                 source_path = demo_sample()
             print(
                 "no weights given and the released ones cannot be downloaded: running the demo "
                 f"detector (kit/demo, yolov7-tiny trained on synthetic shapes by `make demo`) on "
-                f"{source_path} instead. Pass WEIGHTS=... SOURCE=... to explain your own.",
+                f"{shown(str(source_path))} instead. Pass WEIGHTS=... SOURCE=... to explain your own.",
                 file=sys.stderr,
             )
     if out:
@@ -234,7 +241,7 @@ def run_cam(
         config=config_path,
         nproc=nproc,
     )
-    print("+ " + " ".join(command), file=sys.stderr, flush=True)
+    print("+ " + " ".join(shown(part) for part in command), file=sys.stderr, flush=True)
     return run_child(command, cwd=checkout)
 
 
@@ -281,13 +288,29 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     return parser.parse_args(argv[:split]), argv[split + 1 :]
 
 
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def max_nproc() -> int:
+    """The most processes NPROC may start: each loads the model, so many more than cores is a typo."""
+    return PROCESSES_PER_CORE * usable_cores()
+
+
+def parse_nproc(value: str) -> int:
+    """NPROC as make passes it: empty for one process, else ASCII digits (no sign, no spaces inside)."""
+    text = value.strip()
+    if not text:
+        return 1
+    if not (text.isascii() and text.isdigit()) or len(text) > 9:
+        raise ConfigError(f"NPROC must be a number of processes, got {shown(value)!r}; e.g. NPROC=2")
+    return int(text)
+
+
 def main(argv: Sequence[str]) -> int:
     args, extra = parse_args(argv)
     try:
-        try:
-            nproc = int(args.nproc or 1)
-        except ValueError:
-            raise ConfigError(f"NPROC must be a number of processes, got {args.nproc!r}") from None
+        nproc = parse_nproc(args.nproc)
         return run_cam(
             args.name,
             weights=args.weights or None,
@@ -298,7 +321,7 @@ def main(argv: Sequence[str]) -> int:
             nproc=nproc,
         )
     except (KitSetupError, KitError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {shown(str(error))}", file=sys.stderr)
         return EXIT_REFUSED
     except KeyboardInterrupt:
         print("interrupted before main_gradcam.py started; nothing was explained", file=sys.stderr)

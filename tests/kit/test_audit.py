@@ -273,6 +273,10 @@ def test_a_folder_that_is_not_a_run_is_refused_with_what_to_pass(
         (b'{"images": []} trailing', "extra data"),
         (b'{"images": [\xff]}', "not UTF-8"),
         (b'{"images": [{"file": "a", }]}', "is damaged"),
+        # hostile: refused (exit 2), never an exception the command calls a bug (exit 3)
+        (b'{"images": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "nested deeper than Python's JSON"),
+        (b'{"images": [' + b"[" * 100_000 + b"]" * 100_000 + b"]}", "nested deeper than Python's JSON"),
+        (b'{"images": [{"width": ' + b"9" * 5000 + b"}]}", "not a manifest the kit wrote .*4300 digits"),
     ],
 )
 def test_a_damaged_manifest_names_the_file_and_what_to_do(
@@ -282,6 +286,7 @@ def test_a_damaged_manifest_names_the_file_and_what_to_do(
     with pytest.raises(AuditError, match=message) as error:
         audit_run(tmp_path)
     assert str(tmp_path / "manifest.json") in str(error.value)
+    assert main([str(tmp_path), "--no-write"]) == 2
 
 
 def test_a_manifest_cut_anywhere_is_refused_never_misread(run: Path) -> None:

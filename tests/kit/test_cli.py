@@ -105,6 +105,7 @@ def kit_options(**changes: object) -> argparse.Namespace:
         ({"target_layers": "1,,2"}, r"empty entry"),
         ({"max_image_pixels": -5}, r"--max-image-pixels must be a positive whole number of pixels, got -5"),
         ({"max_image_bytes": 0}, r"--max-image-bytes must be a positive whole number of bytes, got 0"),
+        ({"dist_timeout": float("nan")}, r"--dist-timeout must be a number of minutes above 0 .*, got nan"),
     ],
 )
 def test_kit_arguments_are_checked(changes: dict[str, object], message: str) -> None:
@@ -127,6 +128,24 @@ def test_output_folder_that_is_a_file_or_under_one_is_refused(tmp_path: Path) ->
         ):
             cli.check_output_folder(path, flag="--project", exist_ok=True)
     assert not (tmp_path / "runs").is_dir()  # nothing was made
+
+
+def test_paths_the_filesystem_refuses_are_refusals_not_bugs(tmp_path: Path) -> None:
+    """A name too long, a path through a file, a loop of links: exit 2 naming the flag (was exit 3)."""
+    (tmp_path / "file").write_text("")
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    for path in (tmp_path / ("x" * 300), tmp_path / "file" / "x" / ("y" * 300)):
+        for resume in (False, True):
+            refused = r"^--(project|resume): .*(cannot be used|is a file|no run folder)"
+            with pytest.raises(KitError, match=refused):
+                cli.check_output_folder(path, flag="--project", exist_ok=True, resume=resume)
+    with pytest.raises(
+        errors.SourceNotFoundError, match="cannot be listed: File name too long; pass an image"
+    ):
+        kit.api.list_images(str(tmp_path / ("x" * 300)))
+    with pytest.raises(errors.SourceNotFoundError) as info:  # the kit's own refusal, as it was
+        kit.api.list_images([str(tmp_path / "loop" / "a.png")])
+    assert str(info.value).count("does not exist") == 1 and "cannot be listed" not in str(info.value)
 
 
 def test_output_folder_that_cannot_be_written_is_refused(

@@ -266,7 +266,9 @@ def test_control_characters_and_bidi_names_stay_readable(tmp_path: Path) -> None
     write_report(out)
     text = (out / REPORT_NAME).read_text(encoding="utf-8")
     assert "\x1b" not in text and "esc\\x1b[31m" in text
-    assert ">esc\\x1b[31m\u202eevil.png</bdi>" in text  # a right-to-left override stays in its box
+    # a right-to-left override is shown as its escape (it would reorder the text around it)
+    assert ">esc\\x1b[31m\\u202eevil.png</bdi>" in text and "\u202e" not in text
+    assert "lone \\xff" in text  # a class name with an undecodable byte, as file names show it
 
 
 # ---- --eval and --audit -----------------------------------------------------------------------
@@ -321,6 +323,12 @@ def test_a_damaged_eval_or_audit_json_is_noted_and_left_out(run: Path) -> None:
     page = page_of(run)
     assert not page.find("section", id="eval") and not page.find("section", id="audit")
     assert "eval.json is not valid JSON" in page.text and "audit.json is not the audit" in page.text
+    (run / "eval.json").write_text('{"detections": ' + "[" * 100_000 + "]" * 100_000 + "}")  # hostile
+    (run / "audit.json").write_text('{"top": [' + "9" * 5000 + "]}")
+    assert main([str(run)]) == 0
+    page = page_of(run)
+    assert "eval.json is not valid JSON (RecursionError)" in page.text
+    assert "audit.json is not valid JSON (Exceeds the limit (4300 digits)" in page.text
 
 
 # ---- writing, refusals, the command line ------------------------------------------------------
