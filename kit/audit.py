@@ -34,6 +34,7 @@ import re
 import secrets
 import sys
 import traceback
+import zipfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -659,6 +660,37 @@ def _text(value: Any, *, default: str) -> str:
     return value if isinstance(value, str) else default if value is None else str(value)
 
 
+MAX_MAP_BYTES = 64 * 2**20  # a map the kit writes: at most 2048 x 2048 float16 (8 MiB); old runs' more
+_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+
+
+def read_map(archive: zipfile.ZipFile, key: Any) -> Optional[np.ndarray]:
+    """The map ``key`` of a run's ``maps/<stem>.npz``, or None when it is missing or not one the kit
+    could have written. A run folder may come from someone else: the member's declared size and its
+    array header are checked before anything is decompressed or allocated (a small npz can declare
+    gigabytes), and nothing is unpickled."""
+    if not isinstance(key, str):
+        return None
+    try:
+        info = archive.getinfo(f"{key}.npy")
+        if info.file_size > MAX_MAP_BYTES:
+            return None
+        with archive.open(info) as f:
+            version = np.lib.format.read_magic(f)
+            if version not in _HEADER_READERS:
+                return None
+            shape, fortran, dtype = _HEADER_READERS[version](f)
+            size = math.prod(shape) * dtype.itemsize
+            if dtype.kind != "f" or len(shape) != 2 or size > info.file_size:
+                return None
+            data = f.read(size + 1)
+    except (KeyError, OSError, ValueError, EOFError, zipfile.BadZipFile):
+        return None
+    if len(data) != size:
+        return None
+    return np.frombuffer(data, dtype=dtype).reshape(shape, order="F" if fortran else "C")
+
+
 def _check_empty_maps(
     folder: Path, dets: list[_Det], maps_files: list[Optional[str]], notes: list[str]
 ) -> None:
@@ -676,26 +708,23 @@ def _check_empty_maps(
     for image, members in zeros.items():
         rel = maps_files[image]
         path = (folder / rel).resolve() if rel else None
-        arrays = None
+        archive = None
         if path is not None and path.is_relative_to(root) and path.is_file():
             try:
-                arrays = np.load(path, allow_pickle=False)
-            except (OSError, ValueError):
-                arrays = None
+                archive = zipfile.ZipFile(path)
+            except (OSError, ValueError, zipfile.BadZipFile):
+                archive = None
         for d in members:
             for name, pick in list(d.picks.items()):
                 if pick[0] != 0.0:
                     continue
-                try:
-                    cam = None if arrays is None else arrays[pick[4]]
-                except (KeyError, OSError, ValueError):
-                    cam = None
+                cam = None if archive is None else read_map(archive, pick[4])
                 if cam is None:
                     unchecked += 1
                 elif not np.any(np.nan_to_num(np.asarray(cam, dtype=np.float32)) > 0):
                     d.picks[name] = (None, EMPTY, *pick[2:])
-        if arrays is not None:
-            arrays.close()
+        if archive is not None:
+            archive.close()
     if unchecked:
         notes.append(
             f"{unchecked} maps have energy_in_box 0 but their maps/<stem>.npz could not be read: each is "

@@ -483,3 +483,56 @@ def test_a_run_that_did_not_finish_is_audited_from_its_part_files(tmp_path: Path
     assert audit.run["images"] == 2 and audit.run["detections"] == 2
     assert [c.n for c in audit.overall.classes] == [1, 1]
     assert any("did not finish" in note and "--resume" in note for note in audit.notes)
+
+
+@pytest.mark.parametrize(
+    "shape, payload_mb",
+    [((40000, 40000), 2), ((40000, 40000), 200)],  # a header beyond its bytes; a member that inflates far
+)
+def test_a_map_that_would_decompress_beyond_a_maps_size_is_not_read(
+    tmp_path: Path, shape: tuple[int, int], payload_mb: int
+) -> None:
+    """A run folder from someone else: its maps/<stem>.npz may declare a 6.4 GB array in a few MB of
+    deflated zeros. The audit checks the member's size and the array header before reading, in a
+    child whose address space is capped: the map counts as unreadable (0, with a note), never a crash."""
+    import io
+    import zipfile
+
+    out = write_run(tmp_path / "run", {"a.png": [det(0, 0, 0.9, {"74": np.zeros((H, W), np.float32)})]})
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": shape})
+    npz = out / "maps" / "a.npz"
+    keys = list(np.load(npz).files)
+    npz.unlink()
+    with zipfile.ZipFile(npz, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        for key in keys:
+            with z.open(f"{key}.npy", "w", force_zip64=True) as member:
+                member.write(header.getvalue())
+                for _ in range(payload_mb):
+                    member.write(b"\0" * 2**20)
+    assert npz.stat().st_size < 2**20 * (1 + payload_mb // 100)
+    code = (
+        "import resource, sys\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (3 * 2**30, 3 * 2**30))\n"
+        "from kit.audit import audit_run\n"
+        "a = audit_run(sys.argv[1])\n"
+        "print(a.overall.total.measured, a.overall.total.empty, any('could not be read' in n for n in a.notes))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(out)], capture_output=True, text=True, timeout=300, env=env
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["1", "0", "True"]  # counted as 0, said so, not read
+
+
+def test_read_map_reads_what_the_writer_wrote(tmp_path: Path) -> None:
+    import zipfile
+
+    cam = np.linspace(0, 1, H * W, dtype=np.float32).reshape(H, W)
+    out = write_run(tmp_path / "run", {"a.png": [det(0, 0, 0.9, {"74": cam})]})
+    with zipfile.ZipFile(out / "maps" / "a.npz") as archive:
+        read = audit_module.read_map(archive, "det0_74")
+        assert audit_module.read_map(archive, "det9_74") is None and audit_module.read_map(archive, 3) is None
+    assert read is not None
+    np.testing.assert_array_equal(read, cam.astype(np.float16))
