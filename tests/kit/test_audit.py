@@ -516,7 +516,8 @@ def test_a_map_that_would_decompress_beyond_a_maps_size_is_not_read(
         "resource.setrlimit(resource.RLIMIT_AS, (3 * 2**30, 3 * 2**30))\n"
         "from kit.audit import audit_run\n"
         "a = audit_run(sys.argv[1])\n"
-        "print(a.overall.total.measured, a.overall.total.empty, any('could not be read' in n for n in a.notes))\n"
+        "noted = any('could not be read' in n for n in a.notes)\n"
+        "print(a.overall.total.measured, a.overall.total.empty, noted)\n"
     )
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     result = subprocess.run(
