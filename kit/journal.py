@@ -41,6 +41,7 @@ LOG = logging.getLogger("kit")
 PARTS_DIR = ".kit-parts"
 MANIFEST = "manifest.json"
 PART_VERSION = 1
+MAX_MANIFEST_BYTES = 512 * 2**20  # parsing takes about 4x this; a 5,000-image run's is a few MB
 MAX_LINE_BYTES = 16 * 1024 * 1024  # one image's record; a longer line is not one the kit wrote
 SHOWN_PROBLEMS = 5  # invalid lines logged per part file and reading; the rest are counted
 _PART_NAME = re.compile(r"(?P<attempt>[0-9a-z]+)-r(?P<rank>\d+)\.jsonl")
@@ -445,10 +446,18 @@ def load_manifest(out_dir: Path | str) -> dict[str, Any] | None:
     path = Path(out_dir) / MANIFEST
     try:
         with rundir.open_regular(path, what="its manifest") as f:
-            data = json.loads(f.read().decode("utf-8"))
+            too_big = os.fstat(f.fileno()).st_size > MAX_MANIFEST_BYTES
+            raw = b"" if too_big else f.read(MAX_MANIFEST_BYTES + 1)
+            if too_big or len(raw) > MAX_MANIFEST_BYTES:
+                raise OutputError(
+                    f"{path} is larger than {MAX_MANIFEST_BYTES // 2**20} MiB, more than a manifest of "
+                    "hundreds of thousands of images; it was left as it is and not read"
+                )
+            data = json.loads(raw.decode("utf-8"))
+            del raw
     except FileNotFoundError:
         return None
-    except rundir.LinkError:
+    except (rundir.LinkError, OutputError):
         raise
     except (OSError, ValueError, RecursionError) as e:
         raise OutputError(f"{path} cannot be read as a kit manifest ({e}); it was left as it is") from e

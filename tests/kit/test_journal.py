@@ -356,3 +356,31 @@ def test_a_huge_or_dense_part_is_read_in_bounded_memory(tmp_path: Path) -> None:
     # environment that makes parsing dearer scales both), never two at once nor the 1 GiB line.
     assert peak_mb < one_line_mb * 1.5, (peak_mb, one_line_mb)
     assert "line 8 is not a record (it is longer than 16 MiB" in result.stderr
+
+
+def test_a_manifest_beyond_the_size_limit_is_refused_unread(tmp_path: Path) -> None:
+    """A run folder from someone else may hold a manifest.json of gigabytes (sparse: no disk used);
+    make report, make audit and --resume refuse it from its size, in a child whose address space is
+    capped below it."""
+    run = tmp_path / "run"
+    run.mkdir()
+    with (run / "manifest.json").open("wb") as f:
+        f.write(b'{"images": [')
+        f.seek(journal.MAX_MANIFEST_BYTES + 2**20, os.SEEK_CUR)
+        f.write(b"]}")
+    code = (
+        "import resource, sys\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (2**30, 2**30))\n"
+        "from kit import journal\n"
+        "from kit.errors import OutputError\n"
+        "try:\n"
+        "    journal.load_manifest(sys.argv[1])\n"
+        "except OutputError as e:\n"
+        "    print(e)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(run)], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert result.returncode == 0, result.stderr
+    assert "is larger than 512 MiB" in result.stdout and "not read" in result.stdout
