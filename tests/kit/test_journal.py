@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +15,7 @@ from kit import journal, rundir
 from kit.errors import OutputError
 from kit.journal import Entry, PartWriter
 from kit.outputs import plan_stems
+from tests.children import GIB, run_python
 
 
 def record(name: str, **more: Any) -> dict[str, Any]:
@@ -345,11 +344,8 @@ def test_a_huge_or_dense_part_is_read_in_bounded_memory(tmp_path: Path) -> None:
         f.write(b"[")  # a line that never ends: 1 GiB (a hole in a sparse file, no disk used)
         f.seek(2**30, os.SEEK_CUR)
         f.write(b"]")
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    result = subprocess.run(
-        [sys.executable, "-c", READ_PART, str(path)], capture_output=True, text=True, timeout=300, env=env
-    )
-    assert result.returncode == 0, result.stderr
+    result = run_python(READ_PART, str(path))
+    assert result.exit == 0, result.stderr
     entries, one_line_mb, peak_mb = map(int, result.stdout.split())
     assert entries == 2  # a.jpg and c.jpg; the dense lines are not records
     # One dense line at a time (measured 570 MB against a yardstick of 450 MB in a quiet process; an
@@ -368,19 +364,15 @@ def test_a_manifest_beyond_the_size_limit_is_refused_unread(tmp_path: Path) -> N
         f.write(b'{"images": [')
         f.seek(journal.MAX_MANIFEST_BYTES + 2**20, os.SEEK_CUR)
         f.write(b"]}")
-    code = (
-        "import resource, sys\n"
-        "resource.setrlimit(resource.RLIMIT_AS, (2**30, 2**30))\n"
-        "from kit import journal\n"
-        "from kit.errors import OutputError\n"
-        "try:\n"
-        "    journal.load_manifest(sys.argv[1])\n"
-        "except OutputError as e:\n"
-        "    print(e)\n"
-    )
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    result = subprocess.run(
-        [sys.executable, "-c", code, str(run)], capture_output=True, text=True, timeout=120, env=env
-    )
-    assert result.returncode == 0, result.stderr
+    code = """
+        import sys
+        from kit import journal
+        from kit.errors import OutputError
+        try:
+            journal.load_manifest(sys.argv[1])
+        except OutputError as e:
+            print(e)
+    """
+    result = run_python(code, str(run), address_space=GIB, timeout=120)
+    assert result.exit == 0, result.stderr
     assert "is larger than 512 MiB" in result.stdout and "not read" in result.stdout

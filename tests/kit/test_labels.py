@@ -7,7 +7,6 @@ import logging
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from kit.labels import (
     read_bounded,
     read_yolo_file,
 )
+from tests.children import run_child
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TOY = str(REPO_ROOT / "tests" / "toy_main.py")
@@ -353,20 +353,6 @@ MEMORY_BUDGET = (
 
 
 def run_measured(command: list[str], folder: Path, *, timeout: float) -> tuple[int, str, int]:
-    """Run ``command``; its exit code, stderr and peak resident memory in bytes (its own ru_maxrss)."""
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    with (folder / "stderr").open("w+") as err:
-        child = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=err)
-        deadline = time.monotonic() + timeout
-        while True:
-            pid, status, usage = os.wait4(child.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.monotonic() > deadline:
-                child.kill()
-                os.wait4(child.pid, 0)
-                raise AssertionError(f"still running after {timeout} s: {command}")
-            time.sleep(0.1)
-        child.returncode = os.waitstatus_to_exitcode(status)
-        err.seek(0)
-        return child.returncode, err.read(), usage.ru_maxrss * 1024
+    """Run ``command``; its exit code, stderr and peak resident memory in bytes."""
+    outcome = run_child(command, timeout=timeout, cwd=folder)
+    return outcome.exit, outcome.stderr, int(outcome.peak_mb * 2**20)

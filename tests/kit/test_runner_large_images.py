@@ -7,11 +7,8 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import struct
-import subprocess
 import sys
-import time
 import zlib
 from pathlib import Path
 from typing import Any
@@ -19,6 +16,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from tests.children import run_child
 from tests.conftest import picture
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,31 +46,11 @@ def flat_png(path: Path, width: int, height: int, colour: tuple[int, int, int] =
 def run_toy(args: list[str], *, timeout: float = 180, address_space: int = 8 * GIB) -> dict[str, Any]:
     """The toy entry point in a child under RLIMIT_AS ``address_space`` (a regression fails there, it
     cannot take the machine): its exit code, peak RSS in MB, stderr; killed after ``timeout`` s."""
-
-    def limit() -> None:
-        resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
-
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen(
-        [sys.executable, str(TOY_MAIN), *args],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        env=env,
-        preexec_fn=limit,
-    )
-    deadline = time.monotonic() + timeout
-    while True:
-        pid, status, usage = os.wait4(process.pid, os.WNOHANG)
-        if pid:
-            break
-        if time.monotonic() > deadline:
-            process.kill()
-            os.wait4(process.pid, 0)
-            raise AssertionError(f"the run did not end within {timeout} s (blocked on a FIFO?)")
-        time.sleep(0.05)
-    process.returncode = os.waitstatus_to_exitcode(status)
-    stderr = process.stderr.read().decode("utf-8", "replace") if process.stderr else ""
-    return {"exit": process.returncode, "peak_mb": usage.ru_maxrss / 1024, "stderr": stderr}
+    outcome = run_child(
+        [sys.executable, str(TOY_MAIN), *args], address_space=address_space, timeout=timeout,
+        env={"OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    return {"exit": outcome.exit, "peak_mb": outcome.peak_mb, "stderr": outcome.stderr}
 
 
 def manifest_of(run: Path) -> dict[str, dict[str, Any]]:

@@ -5,10 +5,6 @@ a child process under a memory limit, which must end with exit 2 and a bounded p
 from __future__ import annotations
 
 import os
-import resource
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -17,6 +13,7 @@ import yaml
 from kit import safeyaml
 from kit.errors import ConfigFileError, KitError
 from kit.safeyaml import load_yaml, read_yaml
+from tests.children import run_python
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MEMORY_LIMIT = 1 << 30  # address space of the child: 1 GiB
@@ -165,10 +162,8 @@ def test_the_error_types_are_the_kits_refusals() -> None:
 
 
 # What the child runs: read the file, exit 2 on a refusal (as every entry point does), 0 when read.
-# Its peak is its own VmHWM, printed last (ru_maxrss of a child forked from pytest counts pytest's).
 CHILD = """
     import sys
-    from pathlib import Path
     from kit.errors import KitError
     from kit.safeyaml import read_yaml
     try:
@@ -176,31 +171,14 @@ CHILD = """
     except KitError as error:
         print(error, file=sys.stderr)
         sys.exit(2)
-    finally:
-        status = Path("/proc/self/status").read_text()
-        print(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")))
 """
-
-
-def limit_memory() -> None:
-    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
 
 
 def read_in_child(path: Path, *, max_bytes: int = safeyaml.MAX_BYTES) -> tuple[int, str, float]:
     """Exit code, stderr and resident peak (MB) of a child process reading ``path`` under a 1 GiB
     address-space limit."""
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(CHILD), str(path), str(max_bytes)],
-        capture_output=True,
-        text=True,
-        env=env,
-        preexec_fn=limit_memory,
-        timeout=300,
-        check=False,
-    )
-    peak_kb = int(result.stdout.split()[-1])
-    return result.returncode, result.stderr, peak_kb / 1024
+    outcome = run_python(CHILD, str(path), str(max_bytes), address_space=MEMORY_LIMIT)
+    return outcome.exit, outcome.stderr, outcome.peak_mb
 
 
 BILLION_LAUGHS = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
