@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
-import subprocess
 import sys
 from html.parser import HTMLParser
 from pathlib import Path
@@ -17,6 +15,7 @@ import numpy as np
 import pytest
 
 from kit.display import ShownFilter, install, shown
+from tests.children import run_child
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TOY = str(REPO_ROOT / "tests" / "toy_main.py")
@@ -101,14 +100,9 @@ def test_a_run_over_hostile_names_shows_them_escaped_and_keeps_them(tmp_path: Pa
     src.mkdir()
     image = np.random.default_rng(0).integers(0, 255, (30, 40, 3), dtype=np.uint8)
     (src / HOSTILE).write_bytes(cv2.imencode(".png", image)[1].tobytes())
-    ok = subprocess.run(
-        [sys.executable, TOY, "--source", str(src), "--project", str(tmp_path), "--name", "run"],
-        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert ok.returncode == 0, ok.stderr
+    command = [sys.executable, TOY, "--source", str(src), "--project", str(tmp_path), "--name", "run"]
+    ok = run_child(command)
+    assert ok.exit == 0, ok.stderr
     escaped = shown(str(src / HOSTILE))
     assert f"{escaped}: 1 detections" in ok.stderr.splitlines()
     assert not any(c in ok.stderr + ok.stdout for c in HIDDEN)
@@ -123,14 +117,10 @@ def test_a_run_over_hostile_names_shows_them_escaped_and_keeps_them(tmp_path: Pa
     bad = src / "bad\u202e\x1b[31m\nx.txt"
     bad.write_text("not an image")
     shutil.rmtree(tmp_path / "run")
-    failed = subprocess.run(
-        [sys.executable, TOY, "--source", str(src), "--project", str(tmp_path), "--name", "run"],
-        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=300,
+    failed = run_child(
+        [sys.executable, TOY, "--source", str(src), "--project", str(tmp_path), "--name", "run"]
     )
-    assert failed.returncode == 1, failed.stderr
+    assert failed.exit == 1, failed.stderr
     line = next(x for x in failed.stderr.splitlines() if x.startswith("cannot read image"))
     assert "bad\\u202e\\x1b[31m" in line  # (the message's whitespace, the name's newline too, is one space)
     assert not any(c in failed.stderr for c in [*HIDDEN, "\x1b"])

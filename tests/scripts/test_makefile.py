@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,15 +14,6 @@ from scripts.cam import launch
 from scripts.upstream.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def fake_python(tmp_path: Path) -> Path:
-    """A PYTHON that prints its arguments as JSON instead of running anything."""
-    fake = tmp_path / "fakepython"
-    fake.write_text(f"#!{sys.executable}\nimport json, sys\nprint(json.dumps(sys.argv[1:]))\n")
-    fake.chmod(0o755)
-    return fake
 
 
 def make(*args: str, python: Path, dry: bool = False) -> subprocess.CompletedProcess[str]:

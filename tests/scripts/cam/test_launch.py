@@ -30,15 +30,6 @@ HOSTILE = {
 }
 
 
-@pytest.fixture
-def fake_python(tmp_path: Path) -> Path:
-    """A PYTHON that prints its arguments as JSON instead of running anything."""
-    fake = tmp_path / "fakepython"
-    fake.write_text(f"#!{sys.executable}\nimport json, sys\nprint(json.dumps(sys.argv[1:]))\n")
-    fake.chmod(0o755)
-    return fake
-
-
 def make_cam_argv(fake_python: Path, *variables: str, cwd: Path) -> list[str]:
     result = subprocess.run(
         ["make", "-s", "--no-print-directory", "-f", str(REPO_ROOT / "Makefile"), "cam",
