@@ -614,10 +614,13 @@ def _maps_of(value: Any) -> dict[str, Any]:
 
 
 def _number(value: Any) -> Optional[float]:
-    """A finite float, or None (null, bool, text, NaN, infinity)."""
+    """A finite float, or None (null, bool, text, NaN, infinity, an integer beyond a float)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:  # 10**400 in a manifest from someone else
+        return None
     return value if math.isfinite(value) else None
 
 
