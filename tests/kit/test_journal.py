@@ -194,6 +194,11 @@ HOSTILE: list[tuple[str, str]] = [
         json.dumps({"index": 1, "image": with_detection("b", box_xyxy="1,2,3,4")}),
         "not a box of 4 finite numbers",
     ),
+    (json.dumps({"index": 1, "image": with_detection("b", score=10**400)}), "score"),  # beyond a float
+    (
+        json.dumps({"index": 1, "image": with_detection("b", box_xyxy=[0, 0, 10**400, 1])}),
+        "not a box of 4 finite numbers",
+    ),
     (json.dumps({"index": 1, "image": with_detection("b", id=True)}), "'id': True is not a whole number"),
     (json.dumps({"index": 1, "image": {**good("b.jpg", "b"), "detections": {}}}), "is not a list"),
     (json.dumps({"index": True, "image": good("b.jpg", "b")}), "is not a place in the source list"),
