@@ -29,7 +29,7 @@ from kit.methods import CamMethod, get_method
 from kit.missed import MissedFinder
 from kit.missed import check_request as check_missed_request
 from kit.options import ArgumentError, check_positive, parse_layers
-from kit.outputs import RunWriter, check_run_folder, is_complete, plan_stems, stem_of
+from kit.outputs import RunWriter, check_not_foreign, check_run_folder, is_complete, plan_stems, stem_of
 from kit.progress import Progress
 from kit.report import write_report
 from kit.results import ImageResult
@@ -349,6 +349,8 @@ class Explainer:
         if group.main:
             try:
                 check_run_folder(out, plan_stems(paths))  # a link where it writes: before any write
+                if not resume and not overwrite:  # a folder of the user's files: not replaced silently
+                    check_not_foreign(out, plan_stems(paths))
                 run_writer = writer(owner=True, attempt=None)
                 started = _start(run_writer, paths, files, eval_key)
             except KitError as error:

@@ -358,9 +358,10 @@ def _read_unfinished(manifest: Path, on_image: Callable[[Any], None], parts: int
 
 def _read_text(path: Path) -> str:
     """The manifest's text, or an AuditError that names the file and what to do."""
-    try:
-        with path.open(encoding="utf-8") as f:
-            text = f.read()
+    try:  # a regular file of bounded size: a sparse file of gigabytes, or a pipe, is refused unread
+        text = journal.read_run_file(path, what=path.name).decode("utf-8")
+    except OutputError as e:
+        raise AuditError(f"{e}; pass the folder of a run of the kit") from None
     except UnicodeDecodeError as e:
         raise AuditError(
             f"{path} is not UTF-8 text ({e.reason}): it is not a manifest the kit wrote, or it is "
@@ -613,10 +614,13 @@ def _maps_of(value: Any) -> dict[str, Any]:
 
 
 def _number(value: Any) -> Optional[float]:
-    """A finite float, or None (null, bool, text, NaN, infinity)."""
+    """A finite float, or None (null, bool, text, NaN, infinity, an integer beyond a float)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:  # 10**400 in a manifest from someone else
+        return None
     return value if math.isfinite(value) else None
 
 

@@ -42,6 +42,7 @@ PARTS_DIR = ".kit-parts"
 MANIFEST = "manifest.json"
 PART_VERSION = 1
 MAX_MANIFEST_BYTES = 512 * 2**20  # parsing takes about 4x this; a 5,000-image run's is a few MB
+READ_CHUNK = 2**20
 MAX_LINE_BYTES = 16 * 1024 * 1024  # one image's record; a longer line is not one the kit wrote
 SHOWN_PROBLEMS = 5  # invalid lines logged per part file and reading; the rest are counted
 _PART_NAME = re.compile(r"(?P<attempt>[0-9a-z]+)-r(?P<rank>\d+)\.jsonl")
@@ -440,21 +441,33 @@ def read_manifest(out_dir: Path | str) -> dict[str, Any]:
     return {**manifest, "images": images}
 
 
+def read_run_file(path: Path, *, what: str, limit: int = MAX_MANIFEST_BYTES) -> bytes:
+    """The bytes of a JSON file of a run folder (``manifest.json``, ``eval.json``, ``audit.json``):
+    a regular file reached without a link (else :class:`rundir.LinkError`), refused unread beyond
+    ``limit`` bytes (:class:`OutputError`). Read in chunks, so the memory taken is the file's size,
+    never ``limit`` (a buffer of ``limit`` bytes failed a small run under an address-space limit)."""
+    with rundir.open_regular(path, what=what) as f:
+        size = os.fstat(f.fileno()).st_size
+        chunks: list[bytes] = []
+        total = 0
+        while size <= limit and total <= limit:
+            chunk = f.read(min(READ_CHUNK, limit + 1 - total))
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+            total += len(chunk)
+    raise OutputError(
+        f"{path} is larger than {limit // 2**20} MiB, more than the kit writes there for hundreds of "
+        "thousands of images; it was left as it is and not read"
+    )
+
+
 def load_manifest(out_dir: Path | str) -> dict[str, Any] | None:
     """``manifest.json`` of a run folder as a dict; None when there is none. A file that is not a
     manifest is refused with :class:`OutputError`."""
     path = Path(out_dir) / MANIFEST
     try:
-        with rundir.open_regular(path, what="its manifest") as f:
-            too_big = os.fstat(f.fileno()).st_size > MAX_MANIFEST_BYTES
-            raw = b"" if too_big else f.read(MAX_MANIFEST_BYTES + 1)
-            if too_big or len(raw) > MAX_MANIFEST_BYTES:
-                raise OutputError(
-                    f"{path} is larger than {MAX_MANIFEST_BYTES // 2**20} MiB, more than a manifest of "
-                    "hundreds of thousands of images; it was left as it is and not read"
-                )
-            data = json.loads(raw.decode("utf-8"))
-            del raw
+        data = json.loads(read_run_file(path, what="its manifest").decode("utf-8"))
     except FileNotFoundError:
         return None
     except (rundir.LinkError, OutputError):

@@ -836,6 +836,29 @@ def check_not_finished(out_dir: PathLike) -> None:
         raise OutputError(_unfinished(folder, "its manifest.json and part files"))
 
 
+def check_not_foreign(out_dir: PathLike, stems: Sequence[str]) -> None:
+    """Refuse (before any write) a new run into an existing folder that is not a kit run (no
+    manifest.json, no part files) but holds files the run would replace: its derived files
+    (index.html, eval.json, audit.json) or, for each of ``stems``, the summary sheet, the maps file
+    or a non-empty image folder. ``--exist-ok`` into a folder of the user's own files replaced them
+    silently; ``--overwrite`` is how to say so."""
+    folder = Path(out_dir)
+    if not folder.is_dir() or journal.part_files(folder) or journal.load_manifest(folder) is not None:
+        return
+    top = rundir.entries(folder)
+    maps = rundir.entries(folder / "maps") if _is_dir(top, "maps") else {}
+    found = [n for n in (*DERIVED, *(f"{s}_summary.jpg" for s in stems)) if n in top]
+    found += [f"maps/{s}.npz" for s in stems if f"{s}.npz" in maps]
+    found += [f"{s}/" for s in stems if _is_dir(top, s) and rundir.entries(folder / s)]
+    if found:
+        shown = ", ".join(found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
+        raise OutputError(
+            f"{folder} is not a kit run folder (no manifest.json) and holds files the run would replace "
+            f"({shown}); nothing was changed. Choose another --name (or drop --exist-ok), or pass "
+            "--overwrite (overwrite=True) to replace them"
+        )
+
+
 def _finished(folder: Path, recorded: Mapping[str, Any]) -> str:
     return (
         f"run folder {folder} holds a finished run ({len(recorded['images'])} images in its manifest.json); "

@@ -534,3 +534,51 @@ def test_read_map_reads_what_the_writer_wrote(tmp_path: Path) -> None:
         assert audit_module.read_map(archive, "det9_74") is None and audit_module.read_map(archive, 3) is None
     assert read is not None
     np.testing.assert_array_equal(read, cam.astype(np.float16))
+
+
+def _capped(module: str, folder: Path) -> subprocess.CompletedProcess[str]:
+    """``python -m <module> <folder>`` in a child whose address space is capped at 1.5 GiB."""
+    code = (
+        "import resource, runpy, sys\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (3 * 2**29, 3 * 2**29))\n"
+        "sys.argv = [sys.argv[1], sys.argv[2]]\n"
+        "runpy.run_module(sys.argv[0], run_name='__main__', alter_sys=True)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    return subprocess.run(
+        [sys.executable, "-c", code, module, str(folder)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+
+
+def sparse(path: Path, size: int) -> None:
+    with path.open("wb") as f:
+        f.truncate(size)
+
+
+@pytest.mark.parametrize("module", ["kit.audit", "kit.report"])
+def test_a_sparse_manifest_of_gigabytes_is_refused_unread_by_audit_and_report(
+    tmp_path: Path, module: str
+) -> None:
+    """make audit / make report on a folder from someone else whose manifest.json is a sparse file of
+    3 GB: exit 2 naming the file and its limit, in a child capped below its size (it was read
+    whole: MemoryError, exit 3, or gigabytes of memory)."""
+    out = write_run(tmp_path / "run", {"a.png": [det(0, 0, 0.9, {"74": energy_map(0.9)})]})
+    sparse(out / "manifest.json", 3 * 2**30)
+    result = _capped(module, out)
+    assert result.returncode == 2, result.stderr
+    assert "manifest.json is larger than 512 MiB" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_sparse_eval_json_of_gigabytes_is_noted_and_the_audit_goes_on(tmp_path: Path) -> None:
+    """eval.json of 3 GB (sparse) beside a real run: the audit notes it and has no matched/unmatched
+    split, in a child capped below its size (it was read whole: exit 3)."""
+    out = write_run(tmp_path / "run", {"a.png": [det(0, 0, 0.9, {"74": energy_map(0.9)})]})
+    sparse(out / "eval.json", 3 * 2**30)
+    result = _capped("kit.audit", out)
+    assert result.returncode == 0, result.stderr
+    assert "eval.json is larger than 512 MiB" in result.stdout + result.stderr
+    assert json.loads((out / "audit.json").read_text())["all"]["measured"] == 1

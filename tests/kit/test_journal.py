@@ -193,6 +193,11 @@ HOSTILE: list[tuple[str, str]] = [
         json.dumps({"index": 1, "image": with_detection("b", box_xyxy="1,2,3,4")}),
         "not a box of 4 finite numbers",
     ),
+    (json.dumps({"index": 1, "image": with_detection("b", score=10**400)}), "score"),  # beyond a float
+    (
+        json.dumps({"index": 1, "image": with_detection("b", box_xyxy=[0, 0, 10**400, 1])}),
+        "not a box of 4 finite numbers",
+    ),
     (json.dumps({"index": 1, "image": with_detection("b", id=True)}), "'id': True is not a whole number"),
     (json.dumps({"index": 1, "image": {**good("b.jpg", "b"), "detections": {}}}), "is not a list"),
     (json.dumps({"index": True, "image": good("b.jpg", "b")}), "is not a place in the source list"),
@@ -376,3 +381,26 @@ def test_a_manifest_beyond_the_size_limit_is_refused_unread(tmp_path: Path) -> N
     result = run_python(code, str(run), address_space=GIB, timeout=120)
     assert result.exit == 0, result.stderr
     assert "is larger than 512 MiB" in result.stdout and "not read" in result.stdout
+
+
+def test_a_small_manifest_reads_with_little_address_space_to_spare(tmp_path: Path) -> None:
+    """Reading a run's small manifest takes memory of its size, not the 512 MiB limit: a buffer of
+    the limit failed every run's end (MemoryError, exit 3) under an address-space limit such as
+    ``ulimit -v`` on a cluster. The child allows 256 MiB beyond what it has mapped."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "manifest.json").write_text(json.dumps({"images": [{"file": "a.png"}]}))
+    code = (
+        "import resource, sys\n"
+        "from kit import journal\n"
+        "with open('/proc/self/statm') as f:\n"
+        "    mapped = int(f.read().split()[0]) * resource.getpagesize()\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (mapped + 2**28, mapped + 2**28))\n"
+        "print(journal.load_manifest(sys.argv[1]))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(run)], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "{'images': [{'file': 'a.png'}]}"

@@ -466,3 +466,23 @@ def test_an_image_with_many_pictures_keeps_its_order(tmp_path: Path) -> None:
         w.finish()
     write_report(out)
     assert [c["data-id"] for c in page_of(out).cards] == [str(i) for i in range(6)]
+
+
+def test_integers_beyond_a_float_in_a_manifest_are_shown_as_unknown_not_a_crash(
+    tmp_path: Path, capsys: Any
+) -> None:
+    """A manifest from someone else with 10**400 as a detection's score, box and energy_in_box (valid
+    JSON, 401 digits: below Python's limit on digits): make report and make audit write the page and
+    the table, those values unknown (float() of it raised OverflowError: exit 3)."""
+    from kit import audit as audit_module
+
+    out = write_run(tmp_path / "run", {"a.png": [det(0, 0, 0.9, {"74": energy_map(0.9)})]})
+    manifest = json.loads((out / "manifest.json").read_text())
+    d = manifest["images"][0]["detections"][0]
+    d["score"], d["box_xyxy"][2], d["maps"]["74"]["energy_in_box"] = 10**400, 10**400, 10**400
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    assert main([str(out)]) == 0
+    assert audit_module.main([str(out)]) == 0
+    audited = json.loads((out / "audit.json").read_text())
+    assert audited["all"]["n"] == 1 and audited["all"]["measured"] == 0  # its energy is unknown
+    assert 'data-energy=""' in (out / REPORT_NAME).read_text()

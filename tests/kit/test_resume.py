@@ -341,6 +341,47 @@ def test_exist_ok_into_a_finished_run_is_refused_unless_overwrite(
     assert (out / "A_summary.jpg").is_file()  # the old run's pictures stay, unlisted
 
 
+def test_exist_ok_into_a_folder_of_the_users_own_files_replaces_none_unless_overwrite(
+    images: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--exist-ok into a folder that is not a kit run but holds files named as the run's (the user's
+    index.html, a sheet named like an image's, a folder named like an image's stem): refused before
+    any write, every file kept (they were replaced silently); --overwrite replaces them."""
+    src = images[0]
+    out = tmp_path / "mine"
+    (out / "A").mkdir(parents=True)
+    (out / "maps").mkdir()
+    mine = {
+        "index.html": b"my page",
+        "d_summary.jpg": b"my sheet",
+        "A/notes.txt": b"mine",
+        "maps/e.npz": b"x",
+    }
+    for rel, data in mine.items():
+        (out / rel).write_bytes(data)
+    before = sorted(p.relative_to(out).as_posix() for p in out.rglob("*"))
+    capsys.readouterr()
+    assert toy_run("--source", str(src), "--project", str(tmp_path), "--name", "mine", "--exist-ok") == 2
+    err = capsys.readouterr().err
+    assert "is not a kit run folder" in err and "index.html, d_summary.jpg, maps/e.npz, A/" in err
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == before  # no lock, no manifest
+    assert all((out / rel).read_bytes() == data for rel, data in mine.items())
+    with pytest.raises(OutputError, match="is not a kit run folder"):  # the API refuses alike
+        explainer().run(src, out)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_bytes(b"unrelated")
+    assert toy_run("--source", str(src), "--project", str(tmp_path), "--name", "other", "--exist-ok") == 1
+    assert (other / "notes.txt").read_bytes() == b"unrelated" and (other / "manifest.json").is_file()
+    assert (
+        toy_run(
+            "--source", str(src), "--project", str(tmp_path), "--name", "mine", "--exist-ok", "--overwrite"
+        )
+        == 1
+    )
+    assert (out / "d_summary.jpg").read_bytes() != b"my sheet"
+
+
 def test_an_unfinished_runs_records_are_not_buried_by_a_new_run(
     images: tuple[Path, Path], tmp_path: Path
 ) -> None:
