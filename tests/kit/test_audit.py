@@ -19,7 +19,7 @@ from kit.audit import AuditError, audit_run, main, write_audit
 from kit.outputs import LOCK_NAME, RunWriter
 from kit.results import FUSED, DetectionResult
 from kit.rundir import RunLock, identity
-from tests.children import GIB, run_python
+from tests.children import GIB, Outcome, run_child, run_python
 from tests.kit.conftest import IMAGE, OLD_MANIFEST, H, W, det, energy_map, eval_run, write_run
 
 
@@ -536,22 +536,9 @@ def test_read_map_reads_what_the_writer_wrote(tmp_path: Path) -> None:
     np.testing.assert_array_equal(read, cam.astype(np.float16))
 
 
-def _capped(module: str, folder: Path) -> subprocess.CompletedProcess[str]:
+def _capped(module: str, folder: Path) -> Outcome:
     """``python -m <module> <folder>`` in a child whose address space is capped at 1.5 GiB."""
-    code = (
-        "import resource, runpy, sys\n"
-        "resource.setrlimit(resource.RLIMIT_AS, (3 * 2**29, 3 * 2**29))\n"
-        "sys.argv = [sys.argv[1], sys.argv[2]]\n"
-        "runpy.run_module(sys.argv[0], run_name='__main__', alter_sys=True)\n"
-    )
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    return subprocess.run(
-        [sys.executable, "-c", code, module, str(folder)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-    )
+    return run_child([sys.executable, "-m", module, str(folder)], address_space=3 * 2**29, timeout=120)
 
 
 def sparse(path: Path, size: int) -> None:
@@ -569,7 +556,7 @@ def test_a_sparse_manifest_of_gigabytes_is_refused_unread_by_audit_and_report(
     out = write_run(tmp_path / "run", {"a.png": [det(0, 0, 0.9, {"74": energy_map(0.9)})]})
     sparse(out / "manifest.json", 3 * 2**30)
     result = _capped(module, out)
-    assert result.returncode == 2, result.stderr
+    assert result.exit == 2, result.stderr
     assert "manifest.json is larger than 512 MiB" in result.stderr and "Traceback" not in result.stderr
 
 
@@ -579,6 +566,6 @@ def test_a_sparse_eval_json_of_gigabytes_is_noted_and_the_audit_goes_on(tmp_path
     out = write_run(tmp_path / "run", {"a.png": [det(0, 0, 0.9, {"74": energy_map(0.9)})]})
     sparse(out / "eval.json", 3 * 2**30)
     result = _capped("kit.audit", out)
-    assert result.returncode == 0, result.stderr
+    assert result.exit == 0, result.stderr
     assert "eval.json is larger than 512 MiB" in result.stdout + result.stderr
     assert json.loads((out / "audit.json").read_text())["all"]["measured"] == 1

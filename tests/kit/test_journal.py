@@ -398,9 +398,6 @@ def test_a_small_manifest_reads_with_little_address_space_to_spare(tmp_path: Pat
         "resource.setrlimit(resource.RLIMIT_AS, (mapped + 2**28, mapped + 2**28))\n"
         "print(journal.load_manifest(sys.argv[1]))\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    result = subprocess.run(
-        [sys.executable, "-c", code, str(run)], capture_output=True, text=True, timeout=120, env=env
-    )
-    assert result.returncode == 0, result.stderr
+    result = run_python(code, str(run), timeout=120)
+    assert result.exit == 0, result.stderr
     assert result.stdout.strip() == "{'images': [{'file': 'a.png'}]}"
