@@ -49,6 +49,7 @@ import itertools
 import pickle
 import pickletools
 import reprlib
+import struct
 import sys
 import tarfile
 import types
@@ -413,8 +414,10 @@ def safe_load(
             )
         limits = Limits(p.stat().st_size, kind, _zip_records(p) if kind == "zip" else None)
         if kind == "pickle":
-            with p.open("rb") as f:
-                loaded = RestrictedUnpickler(f, policy=policy, limits=limits, encoding="latin1").load()
+            # From memory: a file's reader allocates the length an opcode declares (up to 2**64)
+            # before it finds the file shorter; a buffer returns what there is.
+            data = io.BytesIO(p.read_bytes())
+            loaded = RestrictedUnpickler(data, policy=policy, limits=limits, encoding="latin1").load()
         else:
             # From memory: torch reads a legacy file it is handed as a path through its pre-0.4
             # tar reader first (which extracts members); a buffer goes straight to the pickles.
@@ -535,6 +538,7 @@ class RestrictedUnpickler(pickle._Unpickler):
     stack: list[Any]
     metastack: list[list[Any]]
     append: Callable[[Any], None]
+    read: Callable[[int], bytes]
 
     def __init__(self, file: Any, *, policy: Policy, limits: Limits, **kwargs: Any) -> None:
         super().__init__(file, **kwargs)
@@ -547,6 +551,16 @@ class RestrictedUnpickler(pickle._Unpickler):
         loaded = super().load()
         self.limits.main_loaded |= self._persistent_load is not None
         return loaded
+
+    def _bytearray8(self) -> None:
+        """BYTEARRAY8 as pickle reads it, but sized by the bytes there are: pickle zero-fills a
+        bytearray of the declared length (up to 2**63) before reading into it."""
+        (size,) = struct.unpack("<Q", self.read(8))
+        data = self.read(min(size, self.limits.size))
+        if len(data) != size:
+            raise pickle.UnpicklingError(f"BYTEARRAY8 of {size} bytes where the file has {len(data)}")
+        self.limits.charge(size, "a bytearray")
+        self.append(bytearray(data))
 
     def _nest_tuple(self) -> None:
         """Depth of the tuple just made: hashing one (a dict key, a set member) recurses in C
@@ -739,6 +753,7 @@ for _op in (pickle.TUPLE, pickle.TUPLE1, pickle.TUPLE2, pickle.TUPLE3):
     RestrictedUnpickler.dispatch[_op[0]] = _tuple_maker(_op)
 for _op, _method in [
     (pickle.REDUCE, RestrictedUnpickler._reduce),
+    (pickle.BYTEARRAY8, RestrictedUnpickler._bytearray8),
     (pickle.NEWOBJ, RestrictedUnpickler._newobj),
     (pickle.NEWOBJ_EX, RestrictedUnpickler._newobj_ex),
     (pickle.BUILD, RestrictedUnpickler._build),

@@ -186,6 +186,7 @@ def corpus() -> dict[str, bytes]:
             ) * 1000
             + b"e"
         ),
+        "bytearray8.pkl": b"\x80\x05\x96" + struct.pack("<Q", 1 << 31) + b".",  # zero-filled 2 GiB
         "bytearray-repeat.pkl": raw(
             b"B" + struct.pack("<I", 1 << 20) + one_mb + b"q\x00" + b"0" + b"]("
             + (g("__builtin__", "bytearray") + t(b"h\x00") + b"R") * 1000
