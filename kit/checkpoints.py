@@ -232,6 +232,16 @@ def check_class_names(names: Any, nc: int | None, where: str) -> None:
             _refuse(where, f"entry {index}", name, f"expected a string of at most {MAX_NAME} characters")
 
 
+# The attributes of each kind of layer that fusing, the checks here and forward read (torch's own
+# __setstate__ fills those that older torch versions did not save, e.g. Conv's padding_mode).
+CONV_ATTRIBUTES = (
+    *("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups"),
+    *("transposed", "output_padding"),
+)
+NORM_ATTRIBUTES = ("num_features", "eps", "momentum", "affine", "track_running_stats")
+UPSAMPLE_ATTRIBUTES = ("size", "scale_factor", "mode", "align_corners")
+
+
 def _check_layers(model: nn.Module, where: str, path: Path) -> None:
     """Each layer's sizes against its weights: fusing a Conv with its BatchNorm (attempt_load) makes
     a new Conv from the attributes and a BatchNorm's n x n diagonal, and an Upsample, a padding or
@@ -240,9 +250,9 @@ def _check_layers(model: nn.Module, where: str, path: Path) -> None:
     for name, layer in model.named_modules():
         at = f"{where} layer {name}"
         if isinstance(layer, nn.modules.conv._ConvNd):
-            _check_conv(layer, at)
+            _check_conv(_attributes(layer, CONV_ATTRIBUTES, at), layer._parameters.get("weight"), at)
         elif isinstance(layer, nn.modules.batchnorm._NormBase):
-            n = layer.num_features
+            n = _attributes(layer, NORM_ATTRIBUTES, at)["num_features"]
             if not (_integer(n) and n >= 1 and 4 * n * n <= diagonal):
                 _refuse(
                     at,
@@ -255,36 +265,52 @@ def _check_layers(model: nn.Module, where: str, path: Path) -> None:
                 if t is not None and (not isinstance(t, torch.Tensor) or t.numel() != n):
                     _refuse(at, key, t, f"expected num_features = {n} values")
         elif isinstance(layer, nn.Upsample):
-            _check_upsample(layer, at)
+            _check_upsample(_attributes(layer, UPSAMPLE_ATTRIBUTES, at), at)
 
 
-def _check_conv(conv: nn.modules.conv._ConvNd, at: str) -> None:
-    c_in, c_out, groups = conv.in_channels, conv.out_channels, conv.groups
+def _attributes(layer: nn.Module, names: Sequence[str], at: str) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for name in names:
+        try:
+            found[name] = getattr(layer, name)
+        except AttributeError:
+            raise CheckpointError(
+                f"{at} ({type(layer).__name__}) has no {name}; the file was not written by train.py, or "
+                "was changed after"
+            ) from None
+    return found
+
+
+def _whole(value: Any, low: int, high: int | None = None) -> tuple[int, ...] | None:
+    """A tuple or list of whole numbers in low..high, as a tuple; None otherwise."""
+    if not isinstance(value, (tuple, list)) or not all(_integer(v) and v >= low for v in value):
+        return None
+    return tuple(int(v) for v in value) if high is None or all(v <= high for v in value) else None
+
+
+def _check_conv(a: dict[str, Any], weight: Any, at: str) -> None:
+    c_in, c_out, groups = a["in_channels"], a["out_channels"], a["groups"]
     if not (
         all(_integer(v) and v >= 1 for v in (c_in, c_out, groups)) and c_in % groups == c_out % groups == 0
     ):
         _refuse(at, "channels", (c_in, c_out, groups), "expected in, out and groups that groups divides")
-    kernel = tuple(conv.kernel_size)
-    first, second = (c_in, c_out // groups) if conv.transposed else (c_out, c_in // groups)
-    weight = conv._parameters.get("weight")
+    kernel = _whole(a["kernel_size"], 1)
+    if kernel is None:
+        _refuse(at, "kernel_size", a["kernel_size"], "expected a tuple of whole numbers")
+    first, second = (c_in, c_out // groups) if a["transposed"] else (c_out, c_in // groups)
     if not isinstance(weight, torch.Tensor) or tuple(weight.shape) != (first, second, *kernel):
         _refuse(at, "weight", weight, f"expected the shape its attributes say: {(first, second, *kernel)}")
-    steps = [*conv.stride, *conv.dilation, *conv.output_padding]
-    if not isinstance(conv.padding, str):
-        steps += list(conv.padding)
-    if (
-        not all(_integer(v) and 0 <= v <= MAX_LAYER_STEP for v in steps)
-        or min([*conv.stride, *conv.dilation]) < 1
-    ):
-        _refuse(
-            at, "stride, dilation or padding", tuple(steps), f"expected whole numbers up to {MAX_LAYER_STEP}"
-        )
+    padding = a["padding"] if a["padding"] in ("same", "valid") else _whole(a["padding"], 0, MAX_LAYER_STEP)
+    steps = [_whole(a[k], 1, MAX_LAYER_STEP) for k in ("stride", "dilation")]
+    if padding is None or None in steps or _whole(a["output_padding"], 0, MAX_LAYER_STEP) is None:
+        shown = tuple(a[k] for k in ("stride", "padding", "dilation", "output_padding"))
+        _refuse(at, "stride, padding, dilation or output_padding", shown, f"expected up to {MAX_LAYER_STEP}")
 
 
-def _check_upsample(layer: nn.Upsample, at: str) -> None:
-    scale, size = layer.scale_factor, layer.size
-    scales = [] if scale is None else list(scale) if isinstance(scale, tuple) else [scale]
-    sizes = [] if size is None else list(size) if isinstance(size, tuple) else [size]
+def _check_upsample(a: dict[str, Any], at: str) -> None:
+    scale, size = a["scale_factor"], a["size"]
+    scales = [] if scale is None else list(scale) if isinstance(scale, (tuple, list)) else [scale]
+    sizes = [] if size is None else list(size) if isinstance(size, (tuple, list)) else [size]
     if not all(isinstance(v, (int, float)) and 0 < v <= MAX_UPSAMPLE for v in scales):
         _refuse(at, "scale_factor", scale, f"expected at most {MAX_UPSAMPLE}")
     if not all(_integer(v) and 1 <= v <= MAX_UPSAMPLE_SIZE for v in sizes):
