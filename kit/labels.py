@@ -243,7 +243,13 @@ def _load_coco(path: Path, *, names: Sequence[str], sources: Sequence[Path]) -> 
         ) from None
     except (OSError, UnicodeDecodeError) as error:
         raise LabelError(f"{path}: cannot read the file ({error})") from error
-    if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("images", "categories")):
+    except (RecursionError, ValueError) as error:  # nested too deep; an integer of 4300+ digits
+        raise LabelError(f"{path}: not a COCO detection file ({type(error).__name__}: {error})") from None
+    if (
+        not isinstance(data, dict)
+        or not all(isinstance(data.get(k), list) for k in ("images", "categories"))
+        or not isinstance(data.get("annotations"), (list, type(None)))
+    ):
         raise LabelError(
             f"{path}: not a COCO detection file: expected an object with lists `images`, `annotations` "
             "and `categories`"
@@ -333,7 +339,13 @@ def _entry(path: Path, key: str, index: int, value: Any, required: Mapping[str, 
 
 
 def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    """A finite JSON number (an integer too large for a float is not one)."""
+    if not isinstance(v, (int, float)) or isinstance(v, bool):
+        return False
+    try:
+        return math.isfinite(v)
+    except OverflowError:
+        return False
 
 
 def _find_image(path: Path, source: Path, candidates: list[dict[str, Any]]) -> dict[str, Any] | None:
