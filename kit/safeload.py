@@ -306,13 +306,15 @@ class Limits:
         self.declared: dict[str, tuple[int, int]] = {}  # legacy: root storage key -> bytes, element size
         self.main_loaded = False  # legacy: the next pickle is the list of storage keys
 
-    def charge(self, nbytes: int, what: str) -> None:
+    def charge(self, nbytes: int, what: str | Callable[[], str]) -> None:
+        """Count ``nbytes`` more; past the budget, refuse naming ``what`` made the last of them."""
         self.used += nbytes
         if self.used > self.budget:
             raise _Refused(
-                f"{what} brings what the file makes to {self.used:,} bytes, more than "
-                f"{BUDGET_FACTOR}x its {self.size:,} bytes on disk (plus {BUDGET_SLACK >> 20} MiB); "
-                "a genuine checkpoint holds its tensors' bytes"
+                f"it makes {self.used:,} bytes of tensors, arrays and Python objects (the last of them: "
+                f"{what if isinstance(what, str) else what()}), more than {BUDGET_FACTOR}x its "
+                f"{self.size:,} bytes on disk plus {BUDGET_SLACK >> 20} MiB; a genuine checkpoint is mostly "
+                "its tensors' bytes"
             )
 
     def storage(self, pid: tuple[Any, ...]) -> None:
@@ -537,6 +539,7 @@ class RestrictedUnpickler(pickle._Unpickler):
     fix_imports: bool
     stack: list[Any]
     metastack: list[list[Any]]
+    memo: dict[int, Any]
     append: Callable[[Any], None]
     read: Callable[[int], bytes]
 
@@ -627,7 +630,9 @@ class RestrictedUnpickler(pickle._Unpickler):
             ok = False
         if not ok:
             _refuse(f"the file calls {func.name} with arguments it never needs: {_short(args)}")
-        self.limits.charge(_materialized(func.name, args), f"{func.name} of {_short(args[2:3] or args[:1])}")
+        self.limits.charge(
+            _materialized(func.name, args), lambda: f"{func.name} of {_short(args[2:3] or args[:1])}"
+        )
         self.stack[-1] = result = func.obj(*args)
         if isinstance(result, np.dtype):
             self._dtypes[id(result)] = (result, args[0])  # BUILD may set its byte order, once
@@ -664,6 +669,7 @@ class RestrictedUnpickler(pickle._Unpickler):
             if hooked:
                 _refuse(f"{type(inst).__qualname__} comes with hooks ({', '.join(hooked)}), which would run")
             type(inst).__setstate__(inst, state)  # nn.Module's (or torch.nn's own) __setstate__
+            self.limits.charge(sys.getsizeof(vars(inst)), _OBJECTS)
         elif type(inst) is np.ndarray:
             # (version, shape, dtype, is_fortran, data): raw bytes of exactly that many plain values
             parts: tuple[Any, ...] = state if isinstance(state, tuple) and len(state) == 5 else (None,) * 5
@@ -672,7 +678,7 @@ class RestrictedUnpickler(pickle._Unpickler):
                 _refuse("a numpy array of Python objects or of a dtype with fields, views or metadata")
             if type(data) not in (bytes, str) or len(data) != _numel(shape) * dtype.itemsize or version != 1:
                 _refuse(f"a numpy array whose data does not match its shape {_short(shape)} and dtype")
-            self.limits.charge(len(data), f"a numpy array of shape {_short(shape)}")
+            self.limits.charge(len(data), lambda: f"a numpy array of shape {_short(shape)}")
             inst.__setstate__(state)
         elif isinstance(inst, np.dtype):
             made = self._dtypes.pop(id(inst), None)
@@ -719,7 +725,9 @@ def _filler(kinds: tuple[type, ...], op: bytes) -> Callable[[RestrictedUnpickler
         target = _below_mark(unpickler) if depth is None else _at(unpickler.stack, -depth)
         if type(target) not in kinds:
             _refuse(f"{_NAMES[op]} into a {type(target).__qualname__}; only plain containers are filled")
+        before = sys.getsizeof(target)
         original(unpickler)
+        unpickler.limits.charge(sys.getsizeof(target) - before, _OBJECTS)
 
     return fill
 
@@ -763,6 +771,45 @@ for _op, _method in [
     ],
 ]:
     RestrictedUnpickler.dispatch[_op[0]] = _method
+
+# Python objects count too: 3 MB of EMPTY_SET (216 bytes each) made 650 MB. Each opcode's handler
+# charges what it made: the new object on top of the stack (its shallow size: a list's item
+# array, a dict's table, a string), the growth of the memo, a slot of the stack. Small ints,
+# None, booleans and the empty tuple are CPython's singletons.
+_OBJECTS = "the Python objects it makes"
+_MAKERS = (
+    *(pickle.EMPTY_LIST, pickle.EMPTY_DICT, pickle.EMPTY_SET, pickle.LIST, pickle.DICT, pickle.FROZENSET),
+    *(pickle.TUPLE, pickle.TUPLE1, pickle.TUPLE2, pickle.TUPLE3, pickle.INT, pickle.BININT, pickle.BININT2),
+    *(pickle.LONG, pickle.LONG1, pickle.LONG4, pickle.FLOAT, pickle.BINFLOAT),
+    *(pickle.STRING, pickle.BINSTRING, pickle.SHORT_BINSTRING, pickle.UNICODE, pickle.BINUNICODE),
+    *(pickle.SHORT_BINUNICODE, pickle.BINUNICODE8, pickle.BINBYTES, pickle.SHORT_BINBYTES, pickle.BINBYTES8),
+)
+# Objects whose size counts data charged (or bounded) elsewhere: a tensor's or storage's
+# sys.getsizeof includes its bytes; a module's attributes are charged at BUILD.
+_SHALLOW = (pickle.REDUCE, pickle.NEWOBJ, pickle.NEWOBJ_EX, pickle.PERSID, pickle.BINPERSID)
+_MEMO = (pickle.PUT, pickle.BINPUT, pickle.LONG_BINPUT, pickle.MEMOIZE)
+_PUSHES = (pickle.GET, pickle.BINGET, pickle.LONG_BINGET, pickle.DUP, pickle.MARK)
+
+
+def _counted(op: bytes, run: Callable[[Any], None]) -> Callable[[RestrictedUnpickler], None]:
+    def make(unpickler: RestrictedUnpickler) -> None:
+        run(unpickler)
+        unpickler.limits.charge(sys.getsizeof(unpickler.stack[-1]), _OBJECTS)
+
+    def memo(unpickler: RestrictedUnpickler) -> None:
+        before = sys.getsizeof(unpickler.memo)
+        run(unpickler)
+        unpickler.limits.charge(sys.getsizeof(unpickler.memo) - before + 32, _OBJECTS)  # + its int key
+
+    def push(unpickler: RestrictedUnpickler) -> None:
+        run(unpickler)
+        unpickler.limits.charge(64 if op in _SHALLOW or op == pickle.MARK else 8, _OBJECTS)
+
+    return make if op in _MAKERS else memo if op in _MEMO else push
+
+
+for _op in (*_MAKERS, *_SHALLOW, *_MEMO, *_PUSHES):
+    RestrictedUnpickler.dispatch[_op[0]] = _counted(_op, RestrictedUnpickler.dispatch[_op[0]])
 
 
 def _children(obj: Any) -> Iterable[Any] | None:

@@ -165,7 +165,7 @@ def corpus() -> dict[str, bytes]:
         "frozenset.pkl": b"\x80\x04" + b"(" + key + b"\x91.",
         "deep-list.pkl": raw(b"]" * DEEP + b"a" * (DEEP - 1)),
         "deep-list.zip": torch_zip(raw(b"]" * DEEP + b"a" * (DEEP - 1)), {}),
-        "memo-chain.pkl": raw(_memo_chain(DEEP)),
+        "memo-chain.pkl": raw(_memo_chain(DEEP // 10)),  # deep enough for any recursive walk
         # memory: storages and views
         "deflate-bomb.zip": deflated_zeros(raw(dict_of(w=floats(1 << 26))), "0", 1 << 28),
         "short-record.zip": torch_zip(raw(dict_of(w=floats(1 << 26))), {"0": b"\0" * 16}),
@@ -186,6 +186,8 @@ def corpus() -> dict[str, bytes]:
             ) * 1000
             + b"e"
         ),
+        # memory: Python objects, 216 bytes for each byte of EMPTY_SET
+        "empty-sets.pkl": b"\x80\x04(" + b"\x8f" * 3_000_000 + b"l.",
         "bytearray8.pkl": b"\x80\x05\x96" + struct.pack("<Q", 1 << 31) + b".",  # zero-filled 2 GiB
         "bytearray-repeat.pkl": raw(
             b"B" + struct.pack("<I", 1 << 20) + one_mb + b"q\x00" + b"0" + b"]("

@@ -692,6 +692,7 @@ REFUSALS = {
     "legacy-short.legacy": "uninitialized memory",
     "numpy-repeat.pkl": "a numpy array of shape .* more than 4x its",
     "bytearray-repeat.pkl": "builtins.bytearray .* more than 4x its",
+    "empty-sets.pkl": r"it makes [\d,]+ bytes of tensors, arrays and Python objects .* more than 4x its",
     "bytearray8.pkl": "BYTEARRAY8 of 2147483648 bytes where the file has 1",
 }
 
