@@ -17,13 +17,21 @@ from kit.errors import CheckpointError, CheckpointNotFoundError
 from kit.safeload import BUDGET_FACTOR, BUDGET_SLACK, safe_load
 
 
+def shown(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` cut to ``limit`` characters; a whole number past repr's 4300 digits by its size."""
+    if isinstance(value, int) and value.bit_length() > 64:
+        return f"<a whole number of {value.bit_length()} bits>"
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def describe(obj: Any) -> str:
     """What a checkpoint file holds, in words (for errors about checkpoints of another kind)."""
     if isinstance(obj, Mapping) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
         first = next(iter(obj))
-        return f"a raw state_dict ({len(obj)} tensors, e.g. {first!r})"
+        return f"a raw state_dict ({len(obj)} tensors, e.g. {shown(first)})"
     if isinstance(obj, Mapping):
-        keys = ", ".join(repr(k) for k in list(obj)[:8]) + (", ..." if len(obj) > 8 else "")
+        keys = ", ".join(shown(k) for k in list(obj)[:8]) + (", ..." if len(obj) > 8 else "")
         return f"a dict with keys {keys}" if obj else "an empty dict"
     if isinstance(obj, torch.Tensor):
         return f"a single tensor of shape {tuple(obj.shape)}"

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from kit.checkpoints import checkpoint_loader, describe
+from kit.checkpoints import checkpoint_loader, describe, shown
 from kit.errors import CheckpointError, CheckpointNotFoundError, KitError
 from kit.loaders import Loaded
 from kit.options import ArgumentError, check_fraction, check_max_det
@@ -99,9 +99,9 @@ def check_checkpoint(data: Any, path: Path) -> None:
             isinstance(value, np.ndarray) and value.dtype.kind in "biufc"
         )
         if type(name) is not str or not numeric:
-            shown = repr(name)[:80] if isinstance(name, (str, int, float)) else describe(name)
+            key = shown(name) if isinstance(name, (str, int, float)) else describe(name)
             raise CheckpointError(
-                f"{where} holds {describe(value)} under {shown}; a detectron2 checkpoint maps weight "
+                f"{where} holds {describe(value)} under {key}; a detectron2 checkpoint maps weight "
                 f"names to tensors or numeric arrays; {fix}"
             )
 

@@ -16,7 +16,7 @@ import pytest
 import torch
 from torch import nn
 
-from kit.checkpoints import check_class_names, yolo_checkpoint_check
+from kit.checkpoints import check_class_names, describe, yolo_checkpoint_check
 from kit.errors import CheckpointError
 from kit.loaders.detectron2 import check_checkpoint
 from kit.loaders.yolo import class_names
@@ -201,3 +201,11 @@ def test_detectron2_weights_are_tensors_or_numeric_arrays_by_name(
         with pytest.raises(CheckpointError, match=message):
             check_checkpoint(data, Path("m.pkl"))
     check_checkpoint({"model": {"w": np.zeros(2, np.float16), "n": torch.tensor(3)}}, Path("m.pkl"))
+
+
+def test_what_a_file_holds_is_described_in_a_line_whatever_its_keys() -> None:
+    """repr of a whole number past 4300 digits raises (ValueError, exit 3); a key may be any length."""
+    text = describe({10**5000: 1, "k" * 500: 2})
+    assert text.startswith("a dict with keys <a whole number of 16610 bits>, 'kkk") and len(text) < 200
+    with pytest.raises(CheckpointError, match=r"its 'model' holds a lone .*Linear module"):
+        check({10**5000: 1, "model": nn.Linear(1, 1)}, Path("a.pt"))
