@@ -858,3 +858,23 @@ def test_a_declared_length_is_not_allocated_before_it_is_read(tmp_path: Path, op
     with pytest.raises(CheckpointError, match="cannot read checkpoint") as info:
         safe_load(path, allowed_modules=[])
     assert not isinstance(info.value.__cause__, MemoryError), info.value.__cause__
+
+
+@pytest.mark.parametrize(("offset", "size", "refused"), [(1, 2, False), (3, 2, True), (0, 5, True)])
+def test_legacy_storage_views_stay_inside_their_storage(
+    tmp_path: Path, offset: int, size: int, refused: bool
+) -> None:
+    """Files of torch < 1.0 name a view (key, offset, size) of a storage in its persistent id."""
+    view = hostile.t(hostile.s("v"), hostile.i(offset), hostile.i(size))
+    storage = hostile.g("torch", "FloatStorage")
+    pid = hostile.t(hostile.s("storage"), storage, hostile.s("0"), hostile.s("cpu"), hostile.i(4), view)
+    rebuild = hostile.g("torch._utils", "_rebuild_tensor_v2")
+    args = hostile.t(pid + b"Q", hostile.i(0), hostile.ints([size]), hostile.ints([1]), b"\x89", b"}")
+    main = hostile.raw(hostile.dict_of(w=rebuild + args + b"R", pad=hostile.s("x" * 64)))
+    data = hostile.legacy(main, ["0"], [(4, struct.pack("<4f", 1, 2, 3, 4))])
+    path = hostile.write(tmp_path / "view.pt", data)
+    if refused:
+        with pytest.raises(CheckpointError, match="a storage view .* outside its storage of 16 bytes"):
+            safe_load(path, allowed_modules=[])
+    else:
+        assert safe_load(path, allowed_modules=[])["w"].tolist() == [2.0, 3.0]
