@@ -93,6 +93,20 @@ def torch_zip(data_pkl: bytes, storages: dict[str, bytes], *, deflate: Sequence[
     return buffer.getvalue()
 
 
+def deflated_record(name: str, nbytes: int) -> bytes:
+    """A torch zip whose record ``name`` is ``nbytes`` zero bytes, deflated."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED, compresslevel=1) as z:
+        info = zipfile.ZipInfo(f"archive/{name}")
+        info.compress_type = zipfile.ZIP_DEFLATED
+        chunk = b"\0" * (1 << 24)
+        with z.open(info, "w", force_zip64=True) as w:
+            for start in range(0, nbytes, len(chunk)):
+                w.write(chunk[: nbytes - start])
+        z.writestr("archive/version", "3\n")
+    return buffer.getvalue()
+
+
 def deflated_zeros(data_pkl: bytes, key: str, nbytes: int) -> bytes:
     """A torch zip whose storage ``key`` is ``nbytes`` zero bytes, deflated (a decompression bomb:
     1 GiB of zeros takes 1 MB)."""
@@ -110,11 +124,14 @@ def deflated_zeros(data_pkl: bytes, key: str, nbytes: int) -> bytes:
     return buffer.getvalue()
 
 
-def legacy(main: bytes, keys: Sequence[str], storages: Sequence[tuple[int, bytes]]) -> bytes:
+def legacy(
+    main: bytes, keys: Sequence[str], storages: Sequence[tuple[int, bytes]], *, info: bytes | None = None
+) -> bytes:
     """A legacy (non-zip) torch file: magic number, protocol, system info, the main pickle, the
     list of storage keys, then each storage as its element count (8 bytes) and its bytes."""
     head = MAGIC + pickle.dumps(1001, protocol=2)
-    info = pickle.dumps({"protocol_version": 1001, "little_endian": True, "type_sizes": {}}, protocol=2)
+    if info is None:
+        info = pickle.dumps({"protocol_version": 1001, "little_endian": True, "type_sizes": {}}, protocol=2)
     tail = b"".join(struct.pack("<q", n) + data for n, data in storages)
     return head + info + main + pickle.dumps(list(keys), protocol=2) + tail
 
@@ -165,6 +182,11 @@ def corpus() -> dict[str, bytes]:
         "frozenset.pkl": b"\x80\x04" + b"(" + key + b"\x91.",
         "deep-list.pkl": raw(b"]" * DEEP + b"a" * (DEEP - 1)),
         "deep-list.zip": torch_zip(raw(b"]" * DEEP + b"a" * (DEEP - 1)), {}),
+        # the system info pickle before the main one, which pickled_globals read with pickle's own
+        "hash-key-info.legacy": legacy(raw(dict_of(w=floats(4, legacy=True))), ["0"], [(4, b"\0" * 16)],
+                                       info=raw(b"}" + key + b"K\x01s")),
+        # a deflated data.pkl, which pickled_globals (yolov5's loader) read before the loader
+        "deflate-pkl.zip": deflated_record("data.pkl", 1 << 28),
         "memo-chain.pkl": raw(_memo_chain(DEEP // 10)),  # deep enough for any recursive walk
         # memory: storages and views
         "deflate-bomb.zip": deflated_zeros(raw(dict_of(w=floats(1 << 26))), "0", 1 << 28),
@@ -205,9 +227,10 @@ def load_each(paths: Sequence[str]) -> None:
     import resource
 
     from kit.cli import guarded
-    from kit.safeload import safe_load
+    from kit.safeload import pickled_globals, safe_load
 
     def load(path: str) -> int:
+        pickled_globals(path)  # as yolov5's loader does first
         safe_load(path, allowed_modules=["torch.nn"])
         return 0
 

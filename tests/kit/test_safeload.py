@@ -681,6 +681,8 @@ REFUSALS = {
     "frozenset.pkl": "tuples nested more than 100 deep",
     "deep-list.pkl": "nested more than 100 deep",
     "deep-list.zip": "nested more than 100 deep",
+    "hash-key-info.legacy": "tuples nested more than 100 deep",
+    "deflate-pkl.zip": "are compressed",
     "memo-chain.pkl": "nested more than 100 deep",
     "deflate-bomb.zip": "are compressed",
     "short-record.zip": "declared as 268,435,456 bytes but the archive holds 16 bytes",
