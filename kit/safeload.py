@@ -30,7 +30,7 @@ the C stack when hashed or printed, or a few bytes that make gigabytes (a deflat
 a tensor view far larger than its storage, a legacy storage the file declares but never fills).
 Containers nest at most :data:`MAX_DEPTH` deep, zip records are stored as torch.save writes them,
 every storage is exactly the bytes the file holds for it, every view fits inside its storage, and
-tensors, arrays and bytearrays together stay within a small multiple of the file's size
+the tensors, arrays and Python objects it makes stay within a small multiple of the file's size
 (:class:`Limits`). Such a file raises :class:`CheckpointError` (trusting it would not help).
 
 Anything else raises :class:`UnsafeCheckpointError`, naming the global and what the file does with
@@ -285,7 +285,7 @@ TYPE_GLOBALS: dict[str, Callable[[], Any]] = {
 # model, its _modules, a layer, its _parameters, ...); 100 keeps every recursive walk later on
 # (repr, deepcopy, nn.Module.apply, hashing a tuple) far from Python's limit of 1000 frames.
 MAX_DEPTH = 100
-BUDGET_FACTOR = 4  # bytes of tensors, arrays and bytearrays per byte of the file
+BUDGET_FACTOR = 4  # bytes of tensors, arrays and Python objects per byte of the file
 BUDGET_SLACK = 16 << 20
 
 
@@ -294,9 +294,9 @@ class _Refused(CheckpointError):
 
 
 class Limits:
-    """What one file may make: tensors, numpy arrays and bytearrays of at most
-    ``BUDGET_FACTOR * size + BUDGET_SLACK`` bytes in all (views counted as their own elements,
-    shared objects once), and storages that are exactly bytes of the file."""
+    """What one file may make: tensors, numpy arrays and Python objects of at most
+    ``BUDGET_FACTOR * size + BUDGET_SLACK`` bytes in all (each view counted as its own elements,
+    a memo-shared object once), and storages that are exactly bytes of the file."""
 
     def __init__(self, size: int, kind: str, records: dict[str, int] | None = None) -> None:
         self.size, self.kind = size, kind
