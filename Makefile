@@ -53,7 +53,7 @@ endif
 endif
 
 .PHONY: help env dev-env setup-yolov3 setup-yolov5 setup-yolov7 setup-detectron2 status check-patches refresh-patches \
-        cam demo eval audit report bench lint test test-fast clean-env
+        cam demo eval audit report bench lint test test-fast fuzz clean-env
 
 help:
 	@echo "make setup-yolov7 | setup-yolov3 | setup-yolov5 | setup-detectron2   clone the pin, apply patches, install"
@@ -64,6 +64,7 @@ help:
 	@echo "make audit RUN=<run folder> [ARGS='--top 50 --layer NAME']   where a run's maps lie against their boxes"
 	@echo "make status | check-patches | refresh-patches UPSTREAM=<name>"
 	@echo "make test | bench"
+	@echo "make fuzz [ARGS='--seconds 600 --seed N']   fuzz the checkpoint loader and label readers (failing cases: runs/fuzz/)"
 
 $(VENV)/.kit-env: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
@@ -159,6 +160,11 @@ test: lint
 
 test-fast: dev-env
 	$(PYTHON) -m pytest -q -ra -m "not integration"
+
+# make test runs a fixed seed's few thousand cases (tests/kit/test_fuzz.py); this runs the same
+# fuzzer for longer (default 120 s per kind), from a new seed unless ARGS gives one.
+fuzz: dev-env
+	$(PYTHON) -m tests.kit.fuzz $(ARGS)
 
 clean-env:
 	rm -rf $(VENV)

@@ -25,6 +25,14 @@ with the opcodes that act on objects replaced), for torch's zip and legacy forma
   Python objects, and the loaded object holds no class, function or other callable besides
   modules, so nothing the file named can be called later.
 
+A file may also be well-formed and still built to take the process down: nesting that overflows
+the C stack when hashed or printed, or a few bytes that make gigabytes (a deflated zip record,
+a tensor view far larger than its storage, a legacy storage the file declares but never fills).
+Containers nest at most :data:`MAX_DEPTH` deep, zip records are stored as torch.save writes them,
+every storage is exactly the bytes the file holds for it, every view fits inside its storage, and
+the tensors, arrays and Python objects it makes stay within a small multiple of the file's size
+(:class:`Limits`). Such a file raises :class:`CheckpointError` (trusting it would not help).
+
 Anything else raises :class:`UnsafeCheckpointError`, naming the global and what the file does with
 it, unless the user says the file is trusted (``trust=True``, the CLI's ``--trust-checkpoint``):
 then ``torch.load(weights_only=False)`` or ``pickle.load`` runs, and with them any code in the file.
@@ -37,15 +45,17 @@ import codecs
 import collections
 import importlib
 import io
+import itertools
 import pickle
 import pickletools
 import reprlib
+import struct
 import sys
 import tarfile
 import types
 import weakref
 import zipfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, NoReturn, Union
 
@@ -152,12 +162,11 @@ def _numel(shape: Sequence[int]) -> int:
 def _check_rebuild_tensor(
     storage: Any, offset: Any, size: Any, stride: Any, requires_grad: Any, hooks: Any, metadata: Any = None
 ) -> bool:
-    storages = (torch.storage.TypedStorage, torch.UntypedStorage)
     plain_metadata = metadata is None or (
         isinstance(metadata, dict) and all(type(k) is str and type(v) is bool for k, v in metadata.items())
     )
     return (
-        isinstance(storage, storages)
+        isinstance(storage, torch.storage.TypedStorage)
         and type(offset) is int
         and _is_shape(size)
         and _is_shape(stride)
@@ -168,6 +177,30 @@ def _check_rebuild_tensor(
         and _no_hooks(hooks)
         and plain_metadata
     )
+
+
+def _check_view(storage: Any, offset: int, size: Sequence[int], stride: Sequence[int]) -> None:
+    """A view inside its storage, with no more elements than it: torch grows a storage to fit a
+    view reaching past it, and a view of overlapping rows (size (n, n), stride (1, 1)) makes n*n
+    elements of 2n as soon as anything copies it."""
+    count, n = storage._size(), _numel(size)
+    end = offset if n == 0 else offset + 1 + sum((k - 1) * st for k, st in zip(size, stride))
+    if n > count or end > count or offset < 0:
+        raise _Refused(
+            f"a tensor of size {_short(tuple(size))}, stride {_short(tuple(stride))} at offset {offset} "
+            f"{'has more elements than' if n > count else 'reaches past'} its storage of {count:,} elements"
+        )
+
+
+def _materialized(name: str, args: tuple[Any, ...]) -> int:
+    """Bytes a rebuild makes that are not the file's own: views (each counted; a copy of the model,
+    as attempt_load's .float(), makes them real), arrays of a buffer, bytearrays, encoded text."""
+    if name == "torch._utils._rebuild_tensor_v2":
+        _check_view(*args[:4])
+        return _numel(args[2]) * torch._utils._element_size(args[0].dtype)
+    if name.endswith("._frombuffer") or name in ("builtins.bytearray", "_codecs.encode"):
+        return len(args[0]) if args else 0
+    return 0
 
 
 def _latin1(encoding: Any) -> bool:
@@ -248,6 +281,100 @@ TYPE_GLOBALS: dict[str, Callable[[], Any]] = {
     "torch.storage.UntypedStorage": lambda: torch.UntypedStorage,
 }
 
+# Bounds of what a file may build (see Limits). Genuine checkpoints nest under 20 levels (dict,
+# model, its _modules, a layer, its _parameters, ...); 100 keeps every recursive walk later on
+# (repr, deepcopy, nn.Module.apply, hashing a tuple) far from Python's limit of 1000 frames.
+MAX_DEPTH = 100
+BUDGET_FACTOR = 4  # bytes of tensors, arrays and Python objects per byte of the file
+BUDGET_SLACK = 16 << 20
+
+
+class _Refused(CheckpointError):
+    """A file beyond the loader's bounds; safe_load adds the path (trust would not help)."""
+
+
+class Limits:
+    """What one file may make: tensors, numpy arrays and Python objects of at most
+    ``BUDGET_FACTOR * size + BUDGET_SLACK`` bytes in all (each view counted as its own elements,
+    a memo-shared object once), and storages that are exactly bytes of the file."""
+
+    def __init__(self, size: int, kind: str, records: dict[str, int] | None = None) -> None:
+        self.size, self.kind = size, kind
+        self.budget = BUDGET_FACTOR * size + BUDGET_SLACK
+        self.used = 0
+        self.records = records or {}  # zip: storage key -> bytes of its record
+        self.declared: dict[str, tuple[int, int]] = {}  # legacy: root storage key -> bytes, element size
+        self.main_loaded = False  # legacy: the next pickle is the list of storage keys
+
+    def charge(self, nbytes: int, what: str | Callable[[], str]) -> None:
+        """Count ``nbytes`` more; past the budget, refuse naming ``what`` made the last of them."""
+        self.used += nbytes
+        if self.used > self.budget:
+            raise _Refused(
+                f"it makes {self.used:,} bytes of tensors, arrays and Python objects (the last of them: "
+                f"{what if isinstance(what, str) else what()}), more than {BUDGET_FACTOR}x its "
+                f"{self.size:,} bytes on disk plus {BUDGET_SLACK >> 20} MiB; a genuine checkpoint is mostly "
+                "its tensors' bytes"
+            )
+
+    def storage(self, pid: tuple[Any, ...]) -> None:
+        """A persistent id torch's reader is about to allocate for: its size must be the file's."""
+        fields = (len(pid) == 5) if self.kind == "zip" else (len(pid) == 6)
+        if not fields or pid[0] not in ("storage", b"storage"):
+            raise _Refused(f"a persistent id {_short(pid)} that torch.save never writes")
+        key, numel, dtype = pid[2], pid[4], getattr(pid[1], "dtype", torch.uint8)
+        if not (type(key) is str and type(numel) is int and numel >= 0 and isinstance(dtype, torch.dtype)):
+            raise _Refused(f"a storage {_short(pid[1:5])} with a key, size or type torch.save never writes")
+        nbytes = numel * torch._utils._element_size(dtype)
+        if self.kind == "zip":
+            if self.records.get(key) != nbytes:
+                held = self.records.get(key)
+                raise _Refused(
+                    f"storage {key!r} is declared as {nbytes:,} bytes but the archive holds "
+                    f"{'no record data/' + key if held is None else f'{held:,} bytes'} for it"
+                )
+        elif key not in self.declared:
+            self.declared[key] = (nbytes, torch._utils._element_size(dtype))
+            total = sum(n for n, _ in self.declared.values())
+            if total + 8 * len(self.declared) > self.size:
+                raise _Refused(
+                    f"its storages are declared as {total:,} bytes, more than the file's {self.size:,} "
+                    "bytes: they would hold uninitialized memory"
+                )
+        if self.kind != "zip" and pid[5] is not None:
+            view = pid[5]
+            root = self.declared[key][0]
+            if not (
+                isinstance(view, tuple)
+                and len(view) == 3
+                and type(view[0]) is str
+                and all(type(v) is int and v >= 0 for v in view[1:])
+                and (view[1] + view[2]) * torch._utils._element_size(dtype) <= root
+            ):
+                raise _Refused(f"a storage view {_short(view)} outside its storage of {root:,} bytes")
+
+    def storage_keys(self, keys: Any, file: Any) -> None:
+        """Legacy: the storages the file fills, each an element count and its bytes after the list.
+        A storage declared but not filled would keep uninitialized memory."""
+        if not isinstance(keys, list) or not all(type(k) is str and k in self.declared for k in keys):
+            raise _Refused(f"a list of storages {_short(keys)} that does not name the declared ones")
+        missing = sorted(set(self.declared) - set(keys))
+        if missing:
+            raise _Refused(
+                f"storages {', '.join(missing[:5])} are declared but never filled: they would hold "
+                "uninitialized memory"
+            )
+        data, at = file.getbuffer(), file.tell()
+        try:
+            for key in keys:
+                nbytes, size = self.declared[key]
+                count = int.from_bytes(data[at : at + 8], "little", signed=True)
+                at += 8 + nbytes
+                if at > len(data) or count * size != nbytes:
+                    raise _Refused(f"storage {key!r} is declared as {nbytes:,} bytes the file does not hold")
+        finally:
+            del data  # a BytesIO cannot grow while a view of its buffer lives
+
 
 def safe_load(
     path: PathLike,
@@ -287,18 +414,24 @@ def safe_load(
                 "it is a TorchScript archive (torch.jit.save), whose code runs when it is loaded; "
                 "this entry point needs a checkpoint written by torch.save"
             )
+        limits = Limits(p.stat().st_size, kind, _zip_records(p) if kind == "zip" else None)
         if kind == "pickle":
-            with p.open("rb") as f:
-                loaded = RestrictedUnpickler(f, policy=policy, encoding="latin1").load()
+            # From memory: a file's reader allocates the length an opcode declares (up to 2**64)
+            # before it finds the file shorter; a buffer returns what there is.
+            data = io.BytesIO(p.read_bytes())
+            loaded = RestrictedUnpickler(data, policy=policy, limits=limits, encoding="latin1").load()
         else:
             # From memory: torch reads a legacy file it is handed as a path through its pre-0.4
             # tar reader first (which extracts members); a buffer goes straight to the pickles.
             source: Any = p if kind == "zip" else io.BytesIO(p.read_bytes())
             loaded = torch.load(
-                source, map_location=map_location, weights_only=False, pickle_module=policy.module()
+                source, map_location=map_location, weights_only=False, pickle_module=policy.module(limits)
             )
+        _check_depth(loaded)
         _check_loaded(loaded)
         return loaded
+    except _Refused as e:
+        raise CheckpointError(f"refusing to load {str(p)!r}: {e}") from None
     except UnsafeCheckpointError as e:
         wanted = _refused_globals(p, kind, policy)
         listed = "".join(f"\n  - {name}: {why}" for name, why in wanted.items() if name not in str(e))
@@ -372,16 +505,20 @@ class Policy:
                 )
         return cls
 
-    def module(self) -> types.SimpleNamespace:
-        """A ``pickle_module`` for ``torch.load``: its Unpickler and load follow this policy."""
+    def module(self, limits: Limits) -> types.SimpleNamespace:
+        """A ``pickle_module`` for ``torch.load``: its Unpickler and load follow this policy and
+        the file's limits."""
         policy = self
 
         class Unpickler(RestrictedUnpickler):
             def __init__(self, file: Any, **kwargs: Any) -> None:
-                super().__init__(file, policy=policy, **kwargs)
+                super().__init__(file, policy=policy, limits=limits, **kwargs)
 
         def load(file: Any, **kwargs: Any) -> Any:
-            return Unpickler(file, **kwargs).load()
+            loaded = Unpickler(file, **kwargs).load()
+            if limits.main_loaded and limits.kind == "legacy":  # the storage keys, then the storages
+                limits.storage_keys(loaded, file)
+            return loaded
 
         return types.SimpleNamespace(__name__=__name__, Unpickler=Unpickler, load=load)
 
@@ -402,13 +539,41 @@ class RestrictedUnpickler(pickle._Unpickler):
     fix_imports: bool
     stack: list[Any]
     metastack: list[list[Any]]
+    memo: dict[int, Any]
     append: Callable[[Any], None]
+    read: Callable[[int], bytes]
 
-    def __init__(self, file: Any, *, policy: Policy, **kwargs: Any) -> None:
+    def __init__(self, file: Any, *, policy: Policy, limits: Limits, **kwargs: Any) -> None:
         super().__init__(file, **kwargs)
-        self.policy = policy
+        self.policy, self.limits = policy, limits
         self._persistent_load: Callable[[Any], Any] | None = None
         self._dtypes: dict[int, tuple[np.dtype[Any], str]] = {}  # made by REDUCE, not yet BUILT
+        self._tall: dict[int, tuple[tuple[Any, ...], int]] = {}  # tuples holding tuples: their depth
+
+    def load(self) -> Any:
+        loaded = super().load()
+        self.limits.main_loaded |= self._persistent_load is not None
+        return loaded
+
+    def _bytearray8(self) -> None:
+        """BYTEARRAY8 as pickle reads it, but sized by the bytes there are: pickle zero-fills a
+        bytearray of the declared length (up to 2**63) before reading into it."""
+        (size,) = struct.unpack("<Q", self.read(8))
+        data = self.read(min(size, self.limits.size))
+        if len(data) != size:
+            raise pickle.UnpicklingError(f"BYTEARRAY8 of {size} bytes where the file has {len(data)}")
+        self.limits.charge(size, "a bytearray")
+        self.append(bytearray(data))
+
+    def _nest_tuple(self) -> None:
+        """Depth of the tuple just made: hashing one (a dict key, a set member) recurses in C
+        through nested tuples, which a deep enough file turns into a stack overflow."""
+        made = self.stack[-1]
+        depth = 1 + max((self._tall.get(id(v), (v, 1))[1] for v in made if type(v) is tuple), default=0)
+        if depth > MAX_DEPTH:
+            raise _Refused(f"tuples nested more than {MAX_DEPTH} deep")
+        if depth > 1:
+            self._tall[id(made)] = (made, depth)  # held: its id is never reused while we look it up
 
     # torch.load sets ``unpickler.persistent_load`` to its storage reader.
     @property
@@ -427,6 +592,9 @@ class RestrictedUnpickler(pickle._Unpickler):
             if len(pid) < 2 or not isinstance(pid[1], _Global) or pid[1].kind != "class":
                 _refuse(f"a module reference that is not an allowed class: {_short(pid[1:2])}")
             return pid[1]
+        if not isinstance(pid, tuple):
+            raise _Refused(f"a persistent id {_short(pid)} that torch.save never writes")
+        self.limits.storage(pid)  # before torch's reader allocates what the file declares
         return self._persistent_load(pid)
 
     def find_class(self, module: str, name: str) -> Any:
@@ -462,6 +630,9 @@ class RestrictedUnpickler(pickle._Unpickler):
             ok = False
         if not ok:
             _refuse(f"the file calls {func.name} with arguments it never needs: {_short(args)}")
+        self.limits.charge(
+            _materialized(func.name, args), lambda: f"{func.name} of {_short(args[2:3] or args[:1])}"
+        )
         self.stack[-1] = result = func.obj(*args)
         if isinstance(result, np.dtype):
             self._dtypes[id(result)] = (result, args[0])  # BUILD may set its byte order, once
@@ -498,6 +669,7 @@ class RestrictedUnpickler(pickle._Unpickler):
             if hooked:
                 _refuse(f"{type(inst).__qualname__} comes with hooks ({', '.join(hooked)}), which would run")
             type(inst).__setstate__(inst, state)  # nn.Module's (or torch.nn's own) __setstate__
+            self.limits.charge(sys.getsizeof(vars(inst)), _OBJECTS)
         elif type(inst) is np.ndarray:
             # (version, shape, dtype, is_fortran, data): raw bytes of exactly that many plain values
             parts: tuple[Any, ...] = state if isinstance(state, tuple) and len(state) == 5 else (None,) * 5
@@ -506,6 +678,7 @@ class RestrictedUnpickler(pickle._Unpickler):
                 _refuse("a numpy array of Python objects or of a dtype with fields, views or metadata")
             if type(data) not in (bytes, str) or len(data) != _numel(shape) * dtype.itemsize or version != 1:
                 _refuse(f"a numpy array whose data does not match its shape {_short(shape)} and dtype")
+            self.limits.charge(len(data), lambda: f"a numpy array of shape {_short(shape)}")
             inst.__setstate__(state)
         elif isinstance(inst, np.dtype):
             made = self._dtypes.pop(id(inst), None)
@@ -552,7 +725,9 @@ def _filler(kinds: tuple[type, ...], op: bytes) -> Callable[[RestrictedUnpickler
         target = _below_mark(unpickler) if depth is None else _at(unpickler.stack, -depth)
         if type(target) not in kinds:
             _refuse(f"{_NAMES[op]} into a {type(target).__qualname__}; only plain containers are filled")
+        before = sys.getsizeof(target)
         original(unpickler)
+        unpickler.limits.charge(sys.getsizeof(target) - before, _OBJECTS)
 
     return fill
 
@@ -570,8 +745,23 @@ for _op, _kinds in [
     (pickle.ADDITEMS, (set,)),
 ]:
     RestrictedUnpickler.dispatch[_op[0]] = _filler(_kinds, _op)
+
+
+def _tuple_maker(op: bytes) -> Callable[[RestrictedUnpickler], None]:
+    original: Callable[[Any], None] = pickle._Unpickler.dispatch[op[0]]
+
+    def make(unpickler: RestrictedUnpickler) -> None:
+        original(unpickler)
+        unpickler._nest_tuple()
+
+    return make
+
+
+for _op in (pickle.TUPLE, pickle.TUPLE1, pickle.TUPLE2, pickle.TUPLE3):
+    RestrictedUnpickler.dispatch[_op[0]] = _tuple_maker(_op)
 for _op, _method in [
     (pickle.REDUCE, RestrictedUnpickler._reduce),
+    (pickle.BYTEARRAY8, RestrictedUnpickler._bytearray8),
     (pickle.NEWOBJ, RestrictedUnpickler._newobj),
     (pickle.NEWOBJ_EX, RestrictedUnpickler._newobj_ex),
     (pickle.BUILD, RestrictedUnpickler._build),
@@ -581,6 +771,92 @@ for _op, _method in [
     ],
 ]:
     RestrictedUnpickler.dispatch[_op[0]] = _method
+
+# Python objects count too: 3 MB of EMPTY_SET (216 bytes each) made 650 MB. Each opcode's handler
+# charges what it made: the new object on top of the stack (its shallow size: a list's item
+# array, a dict's table, a string), the growth of the memo, a slot of the stack. Small ints,
+# None, booleans and the empty tuple are CPython's singletons.
+_OBJECTS = "the Python objects it makes"
+_MAKERS = (
+    *(pickle.EMPTY_LIST, pickle.EMPTY_DICT, pickle.EMPTY_SET, pickle.LIST, pickle.DICT, pickle.FROZENSET),
+    *(pickle.TUPLE, pickle.TUPLE1, pickle.TUPLE2, pickle.TUPLE3, pickle.INT, pickle.BININT, pickle.BININT2),
+    *(pickle.LONG, pickle.LONG1, pickle.LONG4, pickle.FLOAT, pickle.BINFLOAT),
+    *(pickle.STRING, pickle.BINSTRING, pickle.SHORT_BINSTRING, pickle.UNICODE, pickle.BINUNICODE),
+    *(pickle.SHORT_BINUNICODE, pickle.BINUNICODE8, pickle.BINBYTES, pickle.SHORT_BINBYTES, pickle.BINBYTES8),
+)
+# Objects whose size counts data charged (or bounded) elsewhere: a tensor's or storage's
+# sys.getsizeof includes its bytes; a module's attributes are charged at BUILD.
+_SHALLOW = (pickle.REDUCE, pickle.NEWOBJ, pickle.NEWOBJ_EX, pickle.PERSID, pickle.BINPERSID)
+_MEMO = (pickle.PUT, pickle.BINPUT, pickle.LONG_BINPUT, pickle.MEMOIZE)
+_PUSHES = (pickle.GET, pickle.BINGET, pickle.LONG_BINGET, pickle.DUP, pickle.MARK)
+
+
+def _counted(op: bytes, run: Callable[[Any], None]) -> Callable[[RestrictedUnpickler], None]:
+    def make(unpickler: RestrictedUnpickler) -> None:
+        run(unpickler)
+        unpickler.limits.charge(sys.getsizeof(unpickler.stack[-1]), _OBJECTS)
+
+    def memo(unpickler: RestrictedUnpickler) -> None:
+        before = sys.getsizeof(unpickler.memo)
+        run(unpickler)
+        unpickler.limits.charge(sys.getsizeof(unpickler.memo) - before + 32, _OBJECTS)  # + its int key
+
+    def push(unpickler: RestrictedUnpickler) -> None:
+        run(unpickler)
+        unpickler.limits.charge(64 if op in _SHALLOW or op == pickle.MARK else 8, _OBJECTS)
+
+    return make if op in _MAKERS else memo if op in _MEMO else push
+
+
+for _op in (*_MAKERS, *_SHALLOW, *_MEMO, *_PUSHES):
+    RestrictedUnpickler.dispatch[_op[0]] = _counted(_op, RestrictedUnpickler.dispatch[_op[0]])
+
+
+def _children(obj: Any) -> Iterable[Any] | None:
+    """What a recursive walk (repr, deepcopy, hash, nn.Module.apply) enters below ``obj``; None: a leaf."""
+    if isinstance(obj, dict):
+        return itertools.chain(obj.keys(), obj.values())
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return obj
+    if isinstance(obj, nn.Module):
+        return vars(obj).values()
+    return None
+
+
+def _check_depth(root: Any) -> None:
+    """Containers and modules nested at most MAX_DEPTH deep, without recursing: a walk with an
+    explicit path, each object measured once (shared ones too), a reference back into the path
+    counted as repr counts it ([...])."""
+    depths: dict[int, int] = {}
+    on_path: set[int] = set()
+    path: list[tuple[Any, Iterator[Any], list[int]]] = []
+
+    def enter(obj: Any) -> int | None:  # the depth of a leaf or measured object; None: entered
+        children = _children(obj)
+        if children is None or id(obj) in on_path:
+            return 0
+        if id(obj) in depths:
+            return depths[id(obj)]
+        if len(path) >= MAX_DEPTH:
+            raise _Refused(f"containers or modules nested more than {MAX_DEPTH} deep")
+        on_path.add(id(obj))
+        path.append((obj, iter(children), [0]))
+        return None
+
+    enter(root)
+    while path:
+        obj, children, deepest = path[-1]
+        for child in children:
+            depth = enter(child)
+            if depth is None:
+                break
+            deepest[0] = max(deepest[0], depth)
+        else:
+            path.pop()
+            on_path.discard(id(obj))
+            depths[id(obj)] = deepest[0] + 1
+            if path:
+                path[-1][2][0] = max(path[-1][2][0], deepest[0] + 1)
 
 
 def _check_loaded(root: Any) -> None:
@@ -613,9 +889,49 @@ def _check_loaded(root: Any) -> None:
             bad = [k for k, v in attributes.items() if (_MODULE_STATE_HOOKS in k and v) or k.startswith("__")]
             if bad or attributes.get("_compiled_call_impl") is not None:
                 _refuse(f"{type(obj).__qualname__} comes with hooks or special attributes ({', '.join(bad)})")
+            _check_members(obj, attributes)
             todo.extend(attributes.values())
         elif isinstance(obj, (np.ndarray, np.generic)) and not _plain_dtype(obj.dtype):
             _refuse(f"a numpy value of dtype {_short(obj.dtype)}, which may hold or view anything")
+
+
+def _zip_records(p: Path) -> dict[str, int]:
+    """Storage key -> bytes of its record, for a torch zip whose records are all stored (torch.save
+    compresses nothing: a deflated record is a decompression bomb) and fit the file once."""
+    with zipfile.ZipFile(p) as z:
+        infos = z.infolist()
+    stored = zipfile.ZIP_STORED
+    packed = [i.filename for i in infos if (i.compress_type, i.compress_size) != (stored, i.file_size)]
+    if packed:
+        raise _Refused(
+            f"its records {', '.join(packed[:3])} are compressed; torch.save writes them stored, and a "
+            "compressed record can expand to any size"
+        )
+    total = sum(i.file_size for i in infos)
+    if total > p.stat().st_size:
+        raise _Refused(f"its records add up to {total:,} bytes, more than the file's: they overlap")
+    prefix = infos[0].filename.split("/")[0] + "/data/" if infos else ""
+    return {i.filename[len(prefix) :]: i.file_size for i in infos if i.filename.startswith(prefix)}
+
+
+# What nn.Module's own walks (.float(), .modules(), state_dict) expect in each of its dicts.
+_MEMBERS = (("_modules", nn.Module), ("_parameters", torch.Tensor), ("_buffers", torch.Tensor))
+
+
+def _check_members(module: nn.Module, attributes: dict[str, Any]) -> None:
+    """Submodules that are modules and parameters and buffers that are tensors (or None), by
+    string names: anything else fails in torch's own code after the load (model.float())."""
+    for key, kind in _MEMBERS:
+        wrong = [
+            k
+            for k, v in attributes[key].items()
+            if type(k) is not str or not (v is None or isinstance(v, kind))
+        ]
+        if wrong:
+            raise _Refused(
+                f"{type(module).__qualname__}.{key} holds {_short(attributes[key][wrong[0]])} under "
+                f"{_short(wrong[0])}, where torch keeps a {kind.__name__}"
+            )
 
 
 def _torch_made(obj: Any) -> bool:
@@ -662,12 +978,14 @@ def pickled_globals(path: PathLike) -> set[str]:
     try:
         kind = _format(p)
         if kind == "zip":
+            _zip_records(p)  # stored records only: reading a deflated one could make any size
             with zipfile.ZipFile(p) as z:
                 return _global_names(z.read(next(n for n in z.namelist() if n.endswith("data.pkl"))))
         if kind == "legacy":  # the main pickle follows the magic number, protocol and sys info
             stream = io.BytesIO(p.read_bytes())
-            for _ in range(3):
-                _MagicOnly(stream).load()  # plain values: any global in them is refused
+            for _ in range(3):  # skipped opcode by opcode: building them could nest deep enough to crash
+                for _op in pickletools.genops(stream):
+                    pass
             return _global_names(stream.read())
         return _global_names(p.read_bytes()) if kind == "pickle" else set()
     except Exception:  # unreadable: the loader itself then says what is wrong with the file

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from kit.checkpoints import checkpoint_loader, describe
+from kit.checkpoints import checkpoint_loader, describe, short_repr
 from kit.errors import CheckpointError, CheckpointNotFoundError, ConfigFileError, KitError
 from kit.loaders import Loaded
 from kit.loaders.detectron2_config import literal_problem, read_config
@@ -156,6 +156,18 @@ def check_checkpoint(data: Any, path: Path) -> None:
     if not any(isinstance(v, (torch.Tensor, np.ndarray)) for v in weights.values()):
         what = describe(weights)
         raise CheckpointError(f"{where} holds {what} and no weights (tensors or arrays); {fix}")
+    # The checkpointer matches weights by name (str methods) and converts arrays with
+    # torch.from_numpy: anything else stopped the run with a ValueError or TypeError (exit 3).
+    for name, value in weights.items():
+        numeric = isinstance(value, torch.Tensor) or (
+            isinstance(value, np.ndarray) and value.dtype.kind in "biufc"
+        )
+        if type(name) is not str or not numeric:
+            key = short_repr(name) if isinstance(name, (str, int, float)) else describe(name)
+            raise CheckpointError(
+                f"{where} holds {describe(value)} under {key}; a detectron2 checkpoint maps weight "
+                f"names to tensors or numeric arrays; {fix}"
+            )
 
 
 def safe_checkpointer(model: Any, *, trust: bool) -> Any:

@@ -10,7 +10,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from kit.checkpoints import checkpoint_loader, require_files, yolo_checkpoint_check
+from kit.checkpoints import (
+    check_class_names,
+    check_strides,
+    checkpoint_loader,
+    require_files,
+    yolo_checkpoint_check,
+    yolo_model_key,
+)
 from kit.demo import DEMO_NAME
 from kit.errors import CheckpointError, KitError
 from kit.loaders import Loaded, half_precision, upstream_device
@@ -79,7 +86,7 @@ def detection_only(validate: Callable[[Any, Path], None]) -> Callable[[Any, Path
 
     def check(ckpt: Any, path: Path) -> None:
         if isinstance(ckpt, dict):
-            model = ckpt.get("ema") or ckpt.get("model")
+            model = ckpt.get(yolo_model_key(ckpt))
             kind = type(model)
             for base in kind.__mro__:
                 refuse_other_tasks(path, f"{base.__module__}.{base.__qualname__}")
@@ -88,12 +95,30 @@ def detection_only(validate: Callable[[Any, Path], None]) -> Callable[[Any, Path
     return check
 
 
-def class_names(names: Any, nc: int) -> list[str] | None:
-    """The class names as a list: yolov5 v7.0 keeps a dict {index: name} (data.yaml's format); a
-    class missing from it is named by its index, as detect.py's fallback names are."""
+def class_names(names: Any, nc: int | None, *, where: str = "the model's class names") -> list[str] | None:
+    """The class names as a list of strings: yolov5 v7.0 keeps a dict {index: name} (data.yaml's
+    format), where a class missing is named by its index, as detect.py's fallback names are; whole
+    numbers (``names: [0, 1]`` in a data.yaml) are printed as they are. Anything else (a module, a
+    tensor, bytes, a list in the list) is refused here, before it can stop a run after its first
+    image (:func:`kit.checkpoints.check_class_names`)."""
+    check_class_names(names, nc, where)
     if isinstance(names, dict):
-        return [str(names.get(i, f"class{i}")) for i in range(nc)]
+        count = nc if nc is not None else max(names, default=-1) + 1
+        return [str(names.get(i, f"class{i}")) for i in range(count)]
     return None if names is None else [str(name) for name in names]
+
+
+def _names_and_stride(model: Any, shown: str) -> None:
+    """The loaded model's class names as strings, and a stride the image size can be rounded to
+    (both checked in the checkpoint already: here for what attempt_load made of them)."""
+    from torch import nn
+
+    layers = getattr(model, "model", None)
+    head = layers[-1] if isinstance(layers, nn.Sequential) and len(layers) else None
+    nc = getattr(head, "nc", None)
+    if hasattr(model, "names"):
+        model.names = class_names(model.names, None if nc is None else int(nc), where=f"{shown}: class names")
+    check_strides(getattr(model, "stride", None), f"{shown}: the model's stride", levels=None)
 
 
 def load(
@@ -167,9 +192,8 @@ def load(
         where = {"device": device} if upstream == "yolov5" else {"map_location": device}
         with torch.no_grad() if upstream == "yolov7" else contextlib.nullcontext():
             model = attempt_load(paths if len(paths) > 1 else paths[0], inplace=False, loader=loader, **where)
-        if upstream == "yolov5":  # its names are a dict {index: name}; the adapter reads a list
-            model.names = class_names(getattr(model, "names", None), int(model.model[-1].nc))
         shown = ",".join(paths)
+        _names_and_stride(model, shown)  # yolov5's names are a dict {index: name}; the adapter reads a list
     if half:
         model = half_precision(model, device)
     sizes = (

@@ -11,6 +11,7 @@ must exit 2 with no marker written; a genuine train.py checkpoint still explains
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -145,6 +146,60 @@ print("utils.aws.resume" in sys.modules)
 """
 
 
+# A genuine train.py checkpoint with one number changed, each one the upstream's attempt_load or
+# the kit allocates from (a list of nl grids, nc names, an image rounded up to the stride), or
+# class names a run cannot print.
+TAMPERED_CORPUS = (
+    PRELUDE
+    + """
+from models.yolo import Model
+model = Model(sys.argv[3], ch=3, nc=4)
+model.names = [f"class{i}" for i in range(4)]
+head = model.model[-1]
+def tampered(name, change):
+    copy = deepcopy(model)
+    change(copy, copy.model[-1])
+    torch.save({"epoch": 2, "model": copy.half(), "ema": None, "optimizer": None}, out / name)
+tampered("nl-huge.pt", lambda m, h: setattr(h, "nl", 10**9))
+tampered("nc-huge.pt", lambda m, h: (setattr(h, "nc", 10**8), delattr(m, "names")))
+def strides(m, h):
+    h.stride = m.stride = h.stride * 128  # 32 -> 4096
+tampered("stride-4096.pt", strides)
+tampered("names-module.pt", lambda m, h: setattr(m, "names", ["a", torch.nn.Linear(1, 1), "c", "d"]))
+tampered("names-self.pt", lambda m, h: (m.names.append(m.names), m.names.pop(0)))
+tampered("conv-channels.pt", lambda m, h: setattr(m.model[0].conv, "out_channels", 10**6))
+print(json.dumps(sorted(p.name for p in out.iterdir())))
+"""
+)
+TAMPERED = {  # what each refusal names
+    "nl-huge.pt": "Detect head's nl is 1000000000",
+    "nc-huge.pt": "Detect head's nc is 100000000",
+    "stride-4096.pt": r"Detect head's stride is the tensor \[.*4096.0\]",
+    "names-module.pt": "class names entry 1 is a lone torch.nn.modules.linear.Linear module",
+    "names-self.pt": "class names entry 3 is a builtins.list",
+    "conv-channels.pt": "layer model.0.conv weight is a single tensor",
+}
+# Every tampered file through the upstream's loader (attempt_load, then the kit's adapter), in one
+# process whose address space is limited to what it mapped so far plus 1.5 GB.
+LOAD_TAMPERED = """
+import json, resource, sys
+from pathlib import Path
+import torch
+from kit.errors import KitError
+from kit.loaders.yolo import load
+vm = int(open("/proc/self/status").read().split("VmSize:")[1].split()[0]) * 1024 + (3 << 29)
+resource.setrlimit(resource.RLIMIT_AS, (vm, vm))
+out = {}
+for path in sys.argv[2:]:
+    try:
+        load(sys.argv[1], Path.cwd(), path, img_size=320)
+        out[Path(path).name] = "loaded"
+    except KitError as error:
+        out[Path(path).name] = str(error)
+print(json.dumps(out))
+"""
+
+
 def _image(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "a.jpg"
@@ -225,3 +280,36 @@ def test_detectron2_hostile_corpus_is_refused_and_runs_nothing(
     check = run_in_checkout(detectron2_checkout, ALL_REFUSED.format(loader="detectron2"), *names)
     assert check.returncode == 0, check.stdout + check.stderr[-2000:]
     assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    ("upstream", "fixture", "cfg"),
+    [
+        (YOLOV7, "yolov7_checkout", "cfg/deploy/yolov7-tiny.yaml"),
+        (YOLOV3, "yolov3_checkout", "models/yolov3-tiny.yaml"),
+        (YOLOV5, "yolov5_checkout", "models/yolov5n.yaml"),
+    ],
+    ids=["yolov7", "yolov3", "yolov5"],
+)
+def test_yolo_numbers_the_code_allocates_from_are_refused_before_it_does(
+    upstream: Upstream, fixture: str, cfg: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """Issue 22: nl = 10**9 made yolov3's and yolov5's attempt_load build a list of 10**9 grids,
+    nc = 10**8 made 10**8 class names, a stride of 4096 raised the image size to 4096, a module
+    among the class names stopped the run after its first image with exit 3."""
+    checkout: Path = request.getfixturevalue(fixture)
+    out, marker, names = _corpus(checkout, tmp_path, TAMPERED_CORPUS, cfg)
+    assert sorted(names) == sorted(TAMPERED)
+    cli = make_cam(upstream, checkout, weights=out / "names-module.pt", out=tmp_path / "run",
+                   source=_image(tmp_path / "images"))  # fmt: skip
+    assert cli.returncode == 2, (cli.returncode, cli.stderr[-2000:])
+    assert "Traceback" not in cli.stderr and TAMPERED["names-module.pt"] in cli.stderr, cli.stderr[-2000:]
+    assert not (tmp_path / "run" / "manifest.json").exists()
+    result = run_in_checkout(
+        checkout, LOAD_TAMPERED, upstream.name, *[str(out / n) for n in sorted(TAMPERED)]
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    refused = json.loads(result.stdout.strip().splitlines()[-1])
+    for name, message in TAMPERED.items():
+        assert re.search(message, refused[name]), (name, refused[name])
+        assert refused[name].startswith(str(out / name)), refused[name]

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import copyreg
 import io
+import json
 import os
 import pickle
+import re
 import struct
 import sys
 import tarfile
@@ -29,6 +31,7 @@ from torch import nn
 
 from kit.errors import CheckpointError, CheckpointNotFoundError, KitError, UnsafeCheckpointError
 from kit.safeload import pickled_globals, safe_load
+from tests.kit import hostile
 
 FIXTURE_FILES = {
     "kitfx_models/__init__.py": "",
@@ -664,3 +667,216 @@ def test_zero_stride_views_are_refused(tmp_path: Path) -> None:
     torch.save({"w": torch.zeros(1).expand(1000)}, path)
     with pytest.raises(UnsafeCheckpointError, match="_rebuild_tensor_v2"):
         safe_load(path, allowed_modules=[])
+
+
+# ---------------------------------------------------------------- bounds: nesting and memory
+
+REPO = Path(__file__).resolve().parents[2]
+CHILD_LIMIT = 5 << 30  # address space: torch and the CLI map about 3.6 GB before any file is read
+CHILD_GROWTH = 256 << 20  # peak RSS a child may add over its imports while refusing the corpus
+REFUSALS = {
+    "hash-key.pkl": "tuples nested more than 100 deep",
+    "hash-key.zip": "tuples nested more than 100 deep",
+    "set-member.pkl": "tuples nested more than 100 deep",
+    "frozenset.pkl": "tuples nested more than 100 deep",
+    "deep-list.pkl": "nested more than 100 deep",
+    "deep-list.zip": "nested more than 100 deep",
+    "hash-key-info.legacy": "tuples nested more than 100 deep",
+    "deflate-pkl.zip": "are compressed",
+    "memo-chain.pkl": "nested more than 100 deep",
+    "deflate-bomb.zip": "are compressed",
+    "short-record.zip": "declared as 268,435,456 bytes but the archive holds 16 bytes",
+    "overlap-view.zip": r"size \(100000, 100000\), stride \(1, 1\) .* has more elements than its storage",
+    "view-beyond.zip": "reaches past its storage of 4 elements",
+    "view-beyond.legacy": "reaches past its storage of 4 elements",
+    "many-views.zip": "more than 4x its",
+    "legacy-unfilled.legacy": "uninitialized memory",
+    "legacy-short.legacy": "uninitialized memory",
+    "numpy-repeat.pkl": "a numpy array of shape .* more than 4x its",
+    "bytearray-repeat.pkl": "builtins.bytearray .* more than 4x its",
+    "empty-sets.pkl": r"it makes [\d,]+ bytes of tensors, arrays and Python objects .* more than 4x its",
+    "bytearray8.pkl": "BYTEARRAY8 of 2147483648 bytes where the file has 1",
+}
+
+
+def test_the_hostile_corpus_is_refused_with_exit_2_in_bounded_memory(tmp_path: Path) -> None:
+    """The issue's files (nesting that overflowed the C stack, exit 139; a few bytes that made
+    gigabytes) through the entry points' path (kit.cli.guarded), in a child with its address
+    space limited: each exits 2 with its reason, and the child's peak RSS stays near its imports."""
+    files = hostile.corpus()
+    assert set(files) == set(REFUSALS)
+    paths = [str(hostile.write(tmp_path / name, data)) for name, data in sorted(files.items())]
+    code, peak, out = hostile.run_child(["load", *paths], limit_bytes=CHILD_LIMIT, cwd=REPO)
+    assert code == 0, out[-3000:]
+    lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    start = lines[0]["rss"]
+    outcomes = {line["name"]: line for line in lines[1:]}
+    assert set(outcomes) == set(REFUSALS), out[-3000:]
+    for name, expected in REFUSALS.items():
+        outcome = outcomes[name]
+        assert outcome["code"] == 2, (name, outcome)
+        assert re.search(expected, outcome["message"]), (name, outcome["message"])
+        named = rf"error: (refusing to load|cannot read checkpoint) '{re.escape(str(tmp_path / name))}'"
+        assert re.match(named, outcome["message"]), outcome
+    assert peak - start < CHILD_GROWTH, (peak - start) >> 20
+
+
+@pytest.mark.parametrize("depth", [99, 100, 101])
+def test_tuples_nest_up_to_the_bound(tmp_path: Path, depth: int) -> None:
+    """Tuples nested ``depth`` deep (the corpus hashes deeper ones as dict keys and set members)."""
+    path = hostile.write(tmp_path / "t.pkl", hostile.raw(b")" + b"\x85" * (depth - 1)))
+    if depth <= 100:
+        loaded = safe_load(path, allowed_modules=[])
+        assert hash(loaded) and len(loaded) == 1
+    else:
+        with pytest.raises(CheckpointError, match="tuples nested more than 100 deep"):
+            safe_load(path, allowed_modules=[])
+
+
+@pytest.mark.parametrize("depth", [100, 101])
+def test_containers_and_modules_nest_up_to_the_bound(tmp_path: Path, depth: int) -> None:
+    """Counted through dicts, lists and modules alike (a module's attributes are one level)."""
+    inner: Any = [1]
+    for level in range(depth - 1):
+        if level % 3 == 1:
+            module = nn.Sequential()
+            module.extra = inner  # in the module's __dict__: one level below it
+            inner = module
+        else:
+            inner = {"k": inner} if level % 3 == 0 else [inner]
+    path = tmp_path / "deep.pt"
+    torch.save(inner, path)
+    if depth <= 100:
+        safe_load(path, allowed_modules=["torch.nn"])
+    else:
+        with pytest.raises(CheckpointError, match="nested more than 100 deep"):
+            safe_load(path, allowed_modules=["torch.nn"])
+
+
+def test_shared_and_self_referencing_containers_are_measured_once(tmp_path: Path) -> None:
+    """A list holding itself (repr prints [...]) and a diamond of lists shared 50 levels deep
+    (2**50 paths) load: each object is measured once."""
+    loop: list[Any] = [1]
+    loop.append(loop)
+    diamond: list[Any] = [0]
+    for _ in range(50):
+        diamond = [diamond, diamond]
+    path = tmp_path / "shared.pkl"
+    path.write_bytes(pickle.dumps({"loop": loop, "diamond": diamond}, protocol=2))
+    loaded = safe_load(path, allowed_modules=[])
+    assert loaded["loop"][1] is loaded["loop"] and loaded["diamond"][0] is loaded["diamond"][1]
+
+
+def test_views_torch_saves_load(tmp_path: Path) -> None:
+    """Slices, transposes, empty tensors, a model and its state_dict sharing storages."""
+    base = torch.arange(12.0)
+    model = nn.Linear(3, 2)
+    tensors = {"slice": base[2:7], "t": base.view(3, 4).t(), "empty": base[12:], "scalar": base[5]}
+    torch.save({**tensors, "model": model, "sd": model.state_dict()}, tmp_path / "views.pt")
+    torch.save({**tensors}, tmp_path / "views.legacy.pt", _use_new_zipfile_serialization=False)
+    for name in ("views.pt", "views.legacy.pt"):
+        loaded = safe_load(tmp_path / name, allowed_modules=["torch.nn"])
+        for key, value in tensors.items():
+            assert torch.equal(loaded[key], value), (name, key)
+    assert loaded["slice"].untyped_storage().data_ptr() == loaded["t"].untyped_storage().data_ptr()
+
+
+def test_views_within_the_budget_load_and_one_more_is_refused(tmp_path: Path) -> None:
+    """The budget is 4x the file plus 16 MiB of tensors: views of one storage count each."""
+    storage = hostile.tensor("0", 1 << 18, size=[1 << 18], stride=[1], memo=0)  # 1 MiB
+    view = hostile.g("torch._utils", "_rebuild_tensor_v2")
+    view += (
+        hostile.t(b"h\x00", hostile.i(0), hostile.ints([1 << 18]), hostile.ints([1]), b"\x89", b"}") + b"R"
+    )
+    for count, refused in ((18, False), (30, True)):  # 1 MiB file: 4 + 16 MiB, 1 MiB a view
+        data = hostile.torch_zip(
+            hostile.raw(b"](" + storage + view * (count - 1) + b"e"), {"0": b"\0" * (1 << 20)}
+        )
+        path = hostile.write(tmp_path / f"{count}.pt", data)
+        if refused:
+            with pytest.raises(CheckpointError, match="more than 4x its"):
+                safe_load(path, allowed_modules=[])
+        else:
+            assert len(safe_load(path, allowed_modules=[])) == count
+
+
+LEGACY_ONE = hostile.raw(hostile.dict_of(w=hostile.floats(4, legacy=True), pad=hostile.s("x" * 100)))
+
+
+@pytest.mark.parametrize(
+    ("keys", "storages", "message"),
+    [
+        ([], [], "storages 0 are declared but never filled"),
+        (["0"], [(3, b"\0" * 12)], "declared as 16 bytes the file does not hold"),
+        (["0"], [(4, b"\0" * 8)], "declared as 16 bytes the file does not hold"),
+        (["0", "9"], [(4, b"\0" * 16)], "does not name the declared ones"),
+    ],
+    ids=["unfilled", "other-count", "short", "unknown-key"],
+)
+def test_legacy_storages_must_be_filled_from_the_file(
+    tmp_path: Path, keys: list[str], storages: list[tuple[int, bytes]], message: str
+) -> None:
+    """A storage the file declares but does not fill would hold uninitialized heap memory."""
+    path = hostile.write(tmp_path / "legacy.pt", hostile.legacy(LEGACY_ONE, keys, storages))
+    with pytest.raises(CheckpointError, match=message):
+        safe_load(path, allowed_modules=[])
+    good = hostile.write(
+        tmp_path / "good.pt", hostile.legacy(LEGACY_ONE, ["0"], [(4, struct.pack("<4f", 1, 2, 3, 4))])
+    )
+    assert safe_load(good, allowed_modules=[])["w"].tolist() == [1, 2, 3, 4]
+
+
+def test_a_module_whose_submodules_are_not_modules_is_refused(tmp_path: Path) -> None:
+    """model.float() walks _modules, _parameters and _buffers: an int there fails after the load."""
+    for key, value in (
+        ("_modules", {"0": 5}),
+        ("_parameters", {"w": [1]}),
+        ("_buffers", {1: torch.zeros(1)}),
+    ):
+        model = nn.Sequential(nn.Identity())
+        vars(model)[key] = value
+        path = tmp_path / "odd.pt"
+        torch.save({"model": model}, path)
+        with pytest.raises(CheckpointError, match=rf"Sequential\.{key} holds"):
+            safe_load(path, allowed_modules=["torch.nn"])
+
+
+def test_a_storage_record_of_another_size_is_refused(tmp_path: Path) -> None:
+    data = hostile.torch_zip(hostile.raw(hostile.dict_of(w=hostile.floats(8))), {"0": b"\0" * 64})
+    with pytest.raises(CheckpointError, match="declared as 32 bytes but the archive holds 64 bytes"):
+        safe_load(hostile.write(tmp_path / "long.pt", data), allowed_modules=[])
+    data = hostile.torch_zip(hostile.raw(hostile.dict_of(w=hostile.floats(8))), {})
+    with pytest.raises(CheckpointError, match="holds no record data/0"):
+        safe_load(hostile.write(tmp_path / "none.pt", data), allowed_modules=[])
+
+
+@pytest.mark.parametrize(
+    "opcode", [b"\x8e", b"\x8d", b"\x96"], ids=["BINBYTES8", "BINUNICODE8", "BYTEARRAY8"]
+)
+def test_a_declared_length_is_not_allocated_before_it_is_read(tmp_path: Path, opcode: bytes) -> None:
+    """A file's reader allocated the length an opcode declares (BYTEARRAY8: zero-filled, so a
+    12-byte file took 2 GiB of RSS); the loader reads what the file holds and finds it short."""
+    path = hostile.write(tmp_path / "long.pkl", b"\x80\x05" + opcode + struct.pack("<Q", 1 << 60) + b"abc.")
+    with pytest.raises(CheckpointError, match="cannot read checkpoint") as info:
+        safe_load(path, allowed_modules=[])
+    assert not isinstance(info.value.__cause__, MemoryError), info.value.__cause__
+
+
+@pytest.mark.parametrize(("offset", "size", "refused"), [(1, 2, False), (3, 2, True), (0, 5, True)])
+def test_legacy_storage_views_stay_inside_their_storage(
+    tmp_path: Path, offset: int, size: int, refused: bool
+) -> None:
+    """Files of torch < 1.0 name a view (key, offset, size) of a storage in its persistent id."""
+    view = hostile.t(hostile.s("v"), hostile.i(offset), hostile.i(size))
+    storage = hostile.g("torch", "FloatStorage")
+    pid = hostile.t(hostile.s("storage"), storage, hostile.s("0"), hostile.s("cpu"), hostile.i(4), view)
+    rebuild = hostile.g("torch._utils", "_rebuild_tensor_v2")
+    args = hostile.t(pid + b"Q", hostile.i(0), hostile.ints([size]), hostile.ints([1]), b"\x89", b"}")
+    main = hostile.raw(hostile.dict_of(w=rebuild + args + b"R", pad=hostile.s("x" * 64)))
+    data = hostile.legacy(main, ["0"], [(4, struct.pack("<4f", 1, 2, 3, 4))])
+    path = hostile.write(tmp_path / "view.pt", data)
+    if refused:
+        with pytest.raises(CheckpointError, match="a storage view .* outside its storage of 16 bytes"):
+            safe_load(path, allowed_modules=[])
+    else:
+        assert safe_load(path, allowed_modules=[])["w"].tolist() == [2.0, 3.0]
