@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from kit.errors import CheckpointError, CheckpointNotFoundError
-from kit.safeload import BUDGET_FACTOR, BUDGET_SLACK, safe_load
+from kit.errors import CheckpointError
+from kit.safeload import BUDGET_FACTOR, BUDGET_SLACK, check_checkpoint_file, safe_load
 
 
 def short_repr(value: Any, limit: int = 80) -> str:
@@ -109,11 +109,7 @@ def checkpoint_loader(
 def require_files(paths: Sequence[str], *, what: str = "weights") -> list[str]:
     """Refuse early, with the fix, when a weights file is missing (instead of an upstream download)."""
     for path in paths:
-        if not Path(path).is_file():
-            raise CheckpointNotFoundError(
-                f"{what} file not found: {path}. Pass an existing checkpoint with --weights PATH "
-                "(or WEIGHTS=PATH with make cam)."
-            )
+        check_checkpoint_file(path, what=what)
     return list(paths)
 
 

@@ -49,6 +49,7 @@ import itertools
 import pickle
 import pickletools
 import reprlib
+import stat
 import struct
 import sys
 import tarfile
@@ -376,6 +377,36 @@ class Limits:
             del data  # a BytesIO cannot grow while a view of its buffer lives
 
 
+MAX_CHECKPOINT_BYTES = 16 * 2**30  # far above any detector's checkpoint; loading takes about its size
+
+
+def check_checkpoint_file(path: PathLike, *, what: str = "checkpoint") -> Path:
+    """``path`` when it is a regular file of a checkpoint's size, else the refusal that says why: a
+    missing file, a FIFO (reading it would block), a device such as /dev/zero, a folder, or a file
+    (a sparse one, say) larger than any checkpoint, which would be read into memory."""
+    p = Path(path)
+    try:
+        info = p.stat()
+    except (OSError, ValueError):  # missing, a NUL in the name, a name too long
+        raise CheckpointNotFoundError(
+            f"{what} file not found: {str(p)!r}; pass an existing checkpoint with --weights PATH "
+            "(or WEIGHTS=PATH with make cam)"
+        ) from None
+    if not stat.S_ISREG(info.st_mode):
+        kind = (
+            "a folder" if stat.S_ISDIR(info.st_mode) else "not a regular file (a pipe, a device or a socket)"
+        )
+        raise CheckpointError(
+            f"{what} {str(p)!r} is {kind}; pass the checkpoint file itself with --weights PATH"
+        )
+    if info.st_size > MAX_CHECKPOINT_BYTES:
+        raise CheckpointError(
+            f"{what} {str(p)!r} is {info.st_size:,} bytes, larger than any detector checkpoint "
+            f"({MAX_CHECKPOINT_BYTES // 2**30} GiB at most); it was not read"
+        )
+    return p
+
+
 def safe_load(
     path: PathLike,
     *,
@@ -389,12 +420,7 @@ def safe_load(
     module names of the upstream's model code (``models.yolo``, imported here if not yet), and
     ``torch.nn`` for torch's layers. ``trust=True`` loads with full pickle (the file's code runs).
     """
-    p = Path(path)
-    if not p.is_file():
-        raise CheckpointNotFoundError(
-            f"checkpoint {str(p)!r} does not exist; pass the weights file with --weights PATH "
-            "(or WEIGHTS=path with make)"
-        )
+    p = check_checkpoint_file(path)
     policy = Policy(allowed_modules)
     kind = "pickle"
     try:

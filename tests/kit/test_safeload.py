@@ -29,6 +29,8 @@ import pytest
 import torch
 from torch import nn
 
+from kit import safeload
+from kit.checkpoints import require_files
 from kit.errors import CheckpointError, CheckpointNotFoundError, KitError, UnsafeCheckpointError
 from kit.safeload import pickled_globals, safe_load
 from tests.kit import hostile
@@ -473,9 +475,32 @@ def test_allowed_modules_must_be_module_names() -> None:
 
 
 def test_missing_file_says_how_to_pass_weights(tmp_path: Path) -> None:
-    with pytest.raises(CheckpointNotFoundError, match=r"nope\.pt.*--weights PATH.*WEIGHTS=path") as info:
+    with pytest.raises(CheckpointNotFoundError, match=r"nope\.pt.*--weights PATH.*WEIGHTS=PATH") as info:
         safe_load(tmp_path / "nope.pt", allowed_modules=[])
     assert isinstance(info.value, FileNotFoundError) and isinstance(info.value, KitError)
+
+
+def test_weights_that_are_no_regular_file_or_beyond_any_checkpoints_size_are_refused_unread(
+    tmp_path: Path,
+) -> None:
+    """/dev/zero and a FIFO were reported as "not found"; a sparse file of 50 GB was read into memory
+    (a minute, then gigabytes). Each is refused from its stat, before it is opened: a FIFO would block."""
+    fifo = tmp_path / "w.pt"
+    os.mkfifo(fifo)
+    sparse = tmp_path / "big.pt"
+    with sparse.open("wb") as f:
+        f.truncate(safeload.MAX_CHECKPOINT_BYTES + 1)
+    cases = [
+        (Path("/dev/zero"), r"'/dev/zero' is not a regular file \(a pipe, a device or a socket\)"),
+        (fifo, r"w\.pt' is not a regular file"),
+        (tmp_path, r"is a folder; pass the checkpoint file itself with --weights PATH"),
+        (sparse, r"big\.pt' is 17,179,869,185 bytes, larger than any detector checkpoint \(16 GiB at most\)"),
+    ]
+    for path, message in cases:
+        with pytest.raises(CheckpointError, match=message):
+            safe_load(path, allowed_modules=[])
+        with pytest.raises(CheckpointError, match=message):
+            require_files([str(path)])  # what the YOLO loaders call first
 
 
 @pytest.mark.parametrize(
