@@ -237,7 +237,8 @@ def _refused_by_the_cli(
     return result
 
 
-@pytest.mark.parametrize(
+# Each YOLO upstream with the small model cfg its tests build a checkpoint from.
+EVERY_YOLO = pytest.mark.parametrize(
     ("upstream", "fixture", "cfg"),
     [
         (YOLOV7, "yolov7_checkout", "cfg/deploy/yolov7-tiny.yaml"),
@@ -246,6 +247,9 @@ def _refused_by_the_cli(
     ],
     ids=["yolov7", "yolov3", "yolov5"],
 )
+
+
+@EVERY_YOLO
 def test_yolo_hostile_corpus_is_refused_and_runs_nothing(
     upstream: Upstream, fixture: str, cfg: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
@@ -282,15 +286,7 @@ def test_detectron2_hostile_corpus_is_refused_and_runs_nothing(
     assert not marker.exists()
 
 
-@pytest.mark.parametrize(
-    ("upstream", "fixture", "cfg"),
-    [
-        (YOLOV7, "yolov7_checkout", "cfg/deploy/yolov7-tiny.yaml"),
-        (YOLOV3, "yolov3_checkout", "models/yolov3-tiny.yaml"),
-        (YOLOV5, "yolov5_checkout", "models/yolov5n.yaml"),
-    ],
-    ids=["yolov7", "yolov3", "yolov5"],
-)
+@EVERY_YOLO
 def test_yolo_numbers_the_code_allocates_from_are_refused_before_it_does(
     upstream: Upstream, fixture: str, cfg: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:

@@ -97,14 +97,19 @@ def deflated_record(name: str, nbytes: int) -> bytes:
     """A torch zip whose record ``name`` is ``nbytes`` zero bytes, deflated."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED, compresslevel=1) as z:
-        info = zipfile.ZipInfo(f"archive/{name}")
-        info.compress_type = zipfile.ZIP_DEFLATED
-        chunk = b"\0" * (1 << 24)
-        with z.open(info, "w", force_zip64=True) as w:
-            for start in range(0, nbytes, len(chunk)):
-                w.write(chunk[: nbytes - start])
+        _deflated(z, f"archive/{name}", nbytes)
         z.writestr("archive/version", "3\n")
     return buffer.getvalue()
+
+
+def _deflated(z: zipfile.ZipFile, name: str, nbytes: int) -> None:
+    """The record ``name`` of ``nbytes`` zero bytes, deflated, written in 16 MiB chunks."""
+    info = zipfile.ZipInfo(name)
+    info.compress_type = zipfile.ZIP_DEFLATED
+    chunk = b"\0" * (1 << 24)
+    with z.open(info, "w", force_zip64=True) as w:
+        for start in range(0, nbytes, len(chunk)):
+            w.write(chunk[: nbytes - start])
 
 
 def deflated_zeros(data_pkl: bytes, key: str, nbytes: int) -> bytes:
@@ -114,12 +119,7 @@ def deflated_zeros(data_pkl: bytes, key: str, nbytes: int) -> bytes:
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED, compresslevel=1) as z:
         z.writestr("archive/data.pkl", data_pkl)
         z.writestr("archive/byteorder", "little")
-        info = zipfile.ZipInfo(f"archive/data/{key}")
-        info.compress_type = zipfile.ZIP_DEFLATED
-        chunk = b"\0" * (1 << 24)
-        with z.open(info, "w", force_zip64=True) as w:
-            for start in range(0, nbytes, len(chunk)):
-                w.write(chunk[: nbytes - start])
+        _deflated(z, f"archive/data/{key}", nbytes)
         z.writestr("archive/version", "3\n")
     return buffer.getvalue()
 
@@ -280,30 +280,14 @@ def run_child(
     args: Sequence[str], *, limit_bytes: int | None = None, timeout: float = 300, cwd: Path | None = None
 ) -> tuple[int, int, str]:
     """Run ``python -m tests.kit.hostile args`` with an optional address-space limit: (exit code,
-    or -signal, peak RSS in bytes, stdout and stderr)."""
-    import os
-    import resource
-    import subprocess
+    or -signal, peak RSS in bytes, stdout then stderr), through :func:`tests.children.run_child`."""
     import sys
-    import tempfile
-    import threading
 
-    def limit() -> None:
-        if limit_bytes is not None:
-            resource.setrlimit(resource.RLIMIT_AS, (limit_bytes, limit_bytes))
+    from tests.children import run_child as run
 
-    with tempfile.TemporaryFile() as output:
-        command = [sys.executable, "-m", "tests.kit.hostile", *args]
-        child = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, preexec_fn=limit, cwd=cwd)
-        timer = threading.Timer(timeout, child.kill)
-        timer.start()
-        try:
-            _, status, usage = os.wait4(child.pid, 0)  # wait4: this child's own peak RSS
-        finally:
-            timer.cancel()
-        child.returncode = os.waitstatus_to_exitcode(status)
-        output.seek(0)
-        return child.returncode, usage.ru_maxrss * 1024, output.read().decode(errors="replace")
+    outcome = run([sys.executable, "-m", "tests.kit.hostile", *args], address_space=limit_bytes,
+                  timeout=timeout, cwd=cwd)  # fmt: skip
+    return outcome.exit, int(outcome.peak_mb * 2**20), outcome.stdout + outcome.stderr
 
 
 LIMIT = 8 << 30  # address space of the measuring child: torch alone maps about 3.6 GB
