@@ -24,12 +24,13 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Union
+from typing import Union
 
 import cv2
 import numpy as np
 
 from kit.errors import ImageReadError, SourceNotFoundError
+from kit.files import read_at_most
 from kit.options import ArgumentError
 
 # The formats YOLO's loaders accept (yolov7 utils/datasets.py img_formats); OpenCV reads them all.
@@ -54,7 +55,6 @@ SEEKING_FORMATS = frozenset({"TIFF", "JPEG2000", "AVIF"})
 # Never block on open (a FIFO put in a file's place) nor take a terminal as controlling tty.
 OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
 OPEN_FLAGS |= getattr(os, "O_BINARY", 0)
-READ_CHUNK = 1 << 24  # a file that grew after its size was checked is read on in chunks of 16 MiB
 
 PathLike = Union[str, Path]
 
@@ -195,7 +195,7 @@ def _read_bytes(path: Path, shown: str, limit: int) -> bytes:
     try:
         with open(fd, "rb", closefd=False) as f:
             _check_regular(shown, os.fstat(fd).st_mode)  # replaced after the first look
-            data = _read_at_most(f, limit + 1, expected=info.st_size)
+            data = read_at_most(f, limit + 1, expected=info.st_size)
     except OSError as e:
         raise ImageReadError(f"cannot read image {shown}: {e.strerror or e}") from e
     finally:
@@ -204,20 +204,6 @@ def _read_bytes(path: Path, shown: str, limit: int) -> bytes:
     if not data:
         raise ImageReadError(f"cannot read image {shown}: the file is empty (0 bytes)")
     return data
-
-
-def _read_at_most(f: BinaryIO, most: int, *, expected: int) -> bytes:
-    """Up to ``most`` bytes of ``f``: the ``expected`` size (plus one, to see EOF) in one read, then
-    chunks if the file grew meanwhile (one ``read(most)`` would allocate ``most`` bytes at once)."""
-    chunks = [f.read(min(most, expected + 1))]
-    total = len(chunks[0])
-    while total < most:
-        more = f.read(min(READ_CHUNK, most - total))
-        if not more:
-            break
-        chunks.append(more)
-        total += len(more)
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 KINDS = (

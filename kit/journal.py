@@ -36,13 +36,13 @@ from typing import IO, Any, Optional
 
 from kit import rundir, schema
 from kit.errors import OutputError
+from kit.files import read_at_most
 
 LOG = logging.getLogger("kit")
 PARTS_DIR = ".kit-parts"
 MANIFEST = "manifest.json"
 PART_VERSION = 1
 MAX_MANIFEST_BYTES = 512 * 2**20  # parsing takes about 4x this; a 5,000-image run's is a few MB
-READ_CHUNK = 2**20
 MAX_LINE_BYTES = 16 * 1024 * 1024  # one image's record; a longer line is not one the kit wrote
 SHOWN_PROBLEMS = 5  # invalid lines logged per part file and reading; the rest are counted
 _PART_NAME = re.compile(r"(?P<attempt>[0-9a-z]+)-r(?P<rank>\d+)\.jsonl")
@@ -448,14 +448,9 @@ def read_run_file(path: Path, *, what: str, limit: int = MAX_MANIFEST_BYTES) -> 
     never ``limit`` (a buffer of ``limit`` bytes failed a small run under an address-space limit)."""
     with rundir.open_regular(path, what=what) as f:
         size = os.fstat(f.fileno()).st_size
-        chunks: list[bytes] = []
-        total = 0
-        while size <= limit and total <= limit:
-            chunk = f.read(min(READ_CHUNK, limit + 1 - total))
-            if not chunk:
-                return b"".join(chunks)
-            chunks.append(chunk)
-            total += len(chunk)
+        data = b"" if size > limit else read_at_most(f, limit + 1, expected=size)
+    if size <= limit and len(data) <= limit:
+        return data
     raise OutputError(
         f"{path} is larger than {limit // 2**20} MiB, more than the kit writes there for hundreds of "
         "thousands of images; it was left as it is and not read"

@@ -32,6 +32,7 @@ from typing import Any, Union
 import numpy as np
 
 from kit.errors import KitError
+from kit.files import read_at_most
 
 LOG = logging.getLogger("kit")
 PathLike = Union[str, Path]
@@ -42,7 +43,6 @@ EXAMPLES = 5  # file names quoted in a warning
 # 448 MB; parsing takes about 4x its size in memory).
 MAX_TXT_BYTES = 16 * 2**20
 MAX_JSON_BYTES = 512 * 2**20
-READ_CHUNK = 2**20
 
 
 class LabelError(KitError, ValueError):
@@ -342,20 +342,15 @@ def read_bounded(path: Path, *, limit: int, what: str) -> bytes:
             raise LabelError(
                 f"{path}: the {what} is not a regular file (a FIFO, socket or device is never read)"
             )
-        size, read, chunks = info.st_size, 0, []
-        while size <= limit:  # in pieces: a file that grows while it is read stops at the limit too
-            chunk = file.read(min(READ_CHUNK, limit + 1 - read))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            read += len(chunk)
-            size = max(size, read)
+        size = info.st_size
+        data = b"" if size > limit else read_at_most(file, limit + 1, expected=size)
+        size = max(size, len(data))  # a file that grew while it was read stops at the limit too
     if size > limit:
         raise LabelError(
             f"{path}: the {what} is larger than {limit // 2**20} MiB ({size} bytes); the kit does not "
             "read label files that large: give the labels of the run's images only"
         )
-    return b"".join(chunks)
+    return data
 
 
 def read_json(path: Path) -> Any:
