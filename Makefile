@@ -115,7 +115,7 @@ cam: $(ENV_STAMP)
 		--out="$$KIT_CAM_OUT" --config="$$KIT_CAM_CONFIG" --nproc="$(value NPROC)" -- $(ARGS)
 
 # Trains with the yolov7 checkout's own Model and ComputeLoss (make setup-yolov7 first); writes
-# weights/demo/, data/demo/ and the copy kept in the repository, kit/demo/.
+# weights/demo/, data/demo/ and the copy kept in the repository, kit/upstreams/demo/.
 demo: $(ENV_STAMP)
 	$(PYTHON) -m scripts demo --install $(ARGS)
 
@@ -123,18 +123,18 @@ eval: $(ENV_STAMP)
 	$(PYTHON) -m scripts eval $(ARGS)
 
 # make audit RUN=runs/cam/yolov7/exp [ARGS='--top 50 --layer 75 --rank density']: docs/audit.md.
-# RUN reaches kit.audit verbatim, as make cam's WEIGHTS do.
+# RUN reaches kit.evaluation.audit verbatim, as make cam's WEIGHTS do.
 audit: export KIT_AUDIT_RUN = $(value RUN)
 audit: $(ENV_STAMP)
 	@test -n "$$KIT_AUDIT_RUN" || { echo "make audit needs RUN=<run folder>, e.g. RUN=runs/cam/yolov7/exp" >&2; exit 2; }
-	$(PYTHON) -m kit.audit "$$KIT_AUDIT_RUN" $(ARGS)
+	$(PYTHON) -m kit.evaluation.audit "$$KIT_AUDIT_RUN" $(ARGS)
 
 # make report RUN=runs/cam/yolov7/exp: index.html in the run folder, for any run, old ones too
-# (docs/report.md). RUN reaches kit.report verbatim, as make audit's does.
+# (docs/report.md). RUN reaches kit.report.page verbatim, as make audit's does.
 report: export KIT_REPORT_RUN = $(value RUN)
 report: $(ENV_STAMP)
 	@test -n "$$KIT_REPORT_RUN" || { echo "make report needs RUN=<run folder>, e.g. RUN=runs/cam/yolov7/exp" >&2; exit 2; }
-	$(PYTHON) -m kit.report "$$KIT_REPORT_RUN"
+	$(PYTHON) -m kit.report.page "$$KIT_REPORT_RUN"
 
 $(VENV)/.kit-bench: $(VENV)/.kit-env pyproject.toml constraints.txt
 	$(VENV)/bin/python -m pip install --progress-bar on -c constraints.txt -e '.[bench]'

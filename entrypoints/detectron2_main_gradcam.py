@@ -4,7 +4,7 @@
 Flags follow detectron2's demo/demo.py (--config-file, --input, --output, --confidence-threshold,
 --opts KEY VALUE ...) plus the kit's (--method, --target, --target-layers, --trust-checkpoint,
 --batch-size, ...). The flags are checked, then the run is kit.load and Explainer.run
-(kit.loaders.detectron2: the model built from the config with detectron2's own build_model, its
+(kit.upstreams.loaders.detectron2: the model built from the config with detectron2's own build_model, its
 weights read by DetectionCheckpointer through the kit's safe loader; Faster R-CNN C4/FPN, RetinaNet).
 
     python main_gradcam.py --config-file configs/COCO-Detection/faster_rcnn_R_50_FPN_3x.yaml \\
@@ -22,8 +22,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # the checkout's detectron2 package, used without installing it
 
 import kit  # noqa: E402
-from kit import cli, options  # noqa: E402
-from kit.errors import KitError  # noqa: E402
+from kit.cli import main as cli  # noqa: E402
+from kit.core import options  # noqa: E402
+from kit.core.errors import KitError  # noqa: E402
 
 
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:

@@ -4,7 +4,7 @@
 Flags follow v7.0's detect.py (--weights, --source, --data, --imgsz, --conf-thres, --iou-thres,
 --max-det, --device, --classes, --agnostic-nms, --project/--name/--exist-ok, --half) plus the kit's
 (--method, --target, --target-layers, --trust-checkpoint, --batch-size, ...). The flags are
-checked, then the run is kit.load and Explainer.run (kit.loaders.yolo: the upstream's own
+checked, then the run is kit.load and Explainer.run (kit.upstreams.loaders.yolo: the upstream's own
 attempt_load, patched, with inplace=False, through the kit's safe loader). Detection checkpoints
 only: a segmentation one (yolov5s-seg.pt) is refused; segment/predict.py runs it.
 
@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # yolov5's packages (models, utils) live beside this file
 
-from kit import cli  # noqa: E402
+from kit.cli import main as cli  # noqa: E402
 
 
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:

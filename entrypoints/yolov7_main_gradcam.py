@@ -4,7 +4,7 @@
 Flags follow yolov7's detect.py (--weights, --source, --img-size, --conf-thres, --iou-thres,
 --device, --project/--name/--exist-ok) plus the kit's (--method, --target, --target-layers,
 --trust-checkpoint, --batch-size, ...). The flags are checked, then the run is kit.load and
-Explainer.run (kit.loaders.yolo: yolov7's own attempt_load, patched, through the kit's safe loader).
+Explainer.run (kit.upstreams.loaders.yolo: yolov7's own attempt_load, patched, through the kit's safe loader).
 
     python main_gradcam.py --weights yolov7.pt --source inference/images --method gradcampp
 """
@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # yolov7's packages (models, utils) live beside this file
 
-from kit import cli  # noqa: E402
+from kit.cli import main as cli  # noqa: E402
 
 
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:

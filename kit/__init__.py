@@ -7,30 +7,30 @@
     explainer.run("inference/images", out_dir="runs/cam/nb")  # the run folder main_gradcam.py writes
 
 The public names are those of ``__all__``; they are imported on first use, so that ``import kit``
-(and the command-line tools that only need ``kit.errors``) does not load torch.
+(and the command-line tools that only need ``kit.core.errors``) does not load torch.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from kit import display as _display  # noqa: F401  (every kit log line shows names escaped)
+from kit.core import display as _display  # noqa: F401  (every kit log line shows names escaped)
 
 __version__ = "0.1.0"
 __all__ = ["DetectionResult", "Explainer", "ImageResult", "KitError", "RunResult", "load"]
 
 if TYPE_CHECKING:
     from kit.api import Explainer, RunResult, load
-    from kit.errors import KitError
-    from kit.results import DetectionResult, ImageResult
+    from kit.core.errors import KitError
+    from kit.core.results import DetectionResult, ImageResult
 
 _HOMES = {
     "load": "kit.api",
     "Explainer": "kit.api",
     "RunResult": "kit.api",
-    "ImageResult": "kit.results",
-    "DetectionResult": "kit.results",
-    "KitError": "kit.errors",
+    "ImageResult": "kit.core.results",
+    "DetectionResult": "kit.core.results",
+    "KitError": "kit.core.errors",
 }
 
 

@@ -17,24 +17,25 @@ from typing import Any, Union
 
 import numpy as np
 
-from kit import distributed, journal
-from kit import drise as _drise
-from kit.drise import DRise, DRiseSettings
-from kit.errors import KitError, RunInterrupted, SourceNotFoundError
-from kit.evaluate import DEFAULT_CURVES, DEFAULT_STEPS, Evaluator, adapter_detector
-from kit.images import ImageLimits, list_sources, printable
-from kit.labels import load_labels
-from kit.loaders import Loaded, find_checkout, use_checkout
-from kit.methods import CamMethod, get_method
-from kit.missed import MissedFinder
-from kit.missed import check_request as check_missed_request
-from kit.options import ArgumentError, check_positive, parse_layers
-from kit.outputs import RunWriter, check_not_foreign, check_run_folder, is_complete, plan_stems, stem_of
-from kit.progress import Progress
-from kit.report import write_report
-from kit.results import ImageResult
-from kit.runner import Source, explain_images, run, source_path
-from kit.targets import ChosenClass, Target, choose_class, get_target
+from kit.core.errors import KitError, RunInterrupted, SourceNotFoundError
+from kit.core.images import ImageLimits, list_sources, printable
+from kit.core.options import ArgumentError, check_positive, parse_layers
+from kit.core.results import ImageResult
+from kit.core.targets import ChosenClass, Target, choose_class, get_target
+from kit.evaluation.evaluate import DEFAULT_CURVES, DEFAULT_STEPS, Evaluator, adapter_detector
+from kit.evaluation.labels import load_labels
+from kit.evaluation.missed import MissedFinder
+from kit.evaluation.missed import check_request as check_missed_request
+from kit.methods import drise as _drise
+from kit.methods.cam import CamMethod, get_method
+from kit.methods.drise import DRise, DRiseSettings
+from kit.report.page import write_report
+from kit.run import distributed
+from kit.run.progress import Progress
+from kit.run.runner import Source, explain_images, run, source_path
+from kit.rundir import journal
+from kit.rundir.writer import RunWriter, check_not_foreign, check_run_folder, is_complete, plan_stems, stem_of
+from kit.upstreams.loaders import Loaded, find_checkout, use_checkout
 
 LOG = logging.getLogger("kit")
 UPSTREAMS = ("yolov3", "yolov5", "yolov7", "detectron2")
@@ -93,7 +94,7 @@ def load(
         Faster R-CNN R50-FPN 3x, relative to the checkout), ``opts`` (``KEY VALUE`` ... config
         overrides), ``conf_thres`` (0.5), ``max_det`` (no cap).
 
-    Every value is checked before the model loads; a bad one raises a :class:`kit.errors.KitError`
+    Every value is checked before the model loads; a bad one raises a :class:`kit.core.errors.KitError`
     that says what to pass.
     """
     if upstream not in UPSTREAMS:
@@ -108,13 +109,13 @@ def load(
     device = distributed.local_device(device, style="torch" if upstream == "detectron2" else "index")
     loaded: Loaded
     if upstream == "detectron2":
-        from kit.loaders import detectron2
+        from kit.upstreams.loaders import detectron2
 
         if weights is not None and not isinstance(weights, (str, Path)):
             raise ArgumentError("detectron2 takes one weights file")
         loaded = detectron2.load(folder, weights, device=device, trust_checkpoint=trust_checkpoint, **options)
     else:
-        from kit.loaders import yolo
+        from kit.upstreams.loaders import yolo
 
         if weights is None:
             raise ArgumentError(f"{upstream} needs weights: a checkpoint written by train.py, or 'demo'")
@@ -178,8 +179,8 @@ class Explainer:
 
         source: an image file, a folder, a glob, or a list of them, or BGR uint8 (H, W, 3) arrays
             (named ``array0``, ``array1``, ... by position).
-        method: a CAM method (``kit.methods.METHODS``: gradcam, gradcampp, layercam, ...), or
-            ``"drise"``: D-RISE (:mod:`kit.drise`), black-box, by random masks; its one layer is
+        method: a CAM method (``kit.methods.cam.METHODS``: gradcam, gradcampp, layercam, ...), or
+            ``"drise"``: D-RISE (:mod:`kit.methods.drise`), black-box, by random masks; its one layer is
             ``"image"``, and ``target``, ``target_class``, ``layers`` and ``fuse`` do not apply.
         target: the score each map explains: ``class-logit``, ``class-prob``, ``score`` (the
             detection's class); ``box-x1``, ``box-y1``, ``box-x2``, ``box-y2`` (a coordinate of its
@@ -191,13 +192,13 @@ class Explainer:
             feeding the head.
         fuse: also give each detection its layers fused into one map, under ``"fused"``.
         batch_size: images per forward pass.
-        drise: with ``method="drise"``, its settings (:class:`kit.drise.DRiseSettings`: masks, cell,
+        drise: with ``method="drise"``, its settings (:class:`kit.methods.drise.DRiseSettings`: masks, cell,
             p, seed, batch); default ``DRiseSettings()``.
-        image_limits: :class:`kit.images.ImageLimits` (``--max-image-pixels``, ``--max-image-bytes``).
+        image_limits: :class:`kit.core.images.ImageLimits` (``--max-image-pixels``, ``--max-image-bytes``).
 
         An image that cannot be read or explained gets an ``error`` and no detections; the others
         go on. Every map is held in memory (at most 2048 px on its longer side, boxes in the
-        image's pixels: :func:`kit.maps.map_size`): for many images, :meth:`run` writes them instead.
+        image's pixels: :func:`kit.core.geometry.map_size`): for many images, :meth:`run` writes them instead.
         """
         plan = self._plan(
             source,
@@ -249,7 +250,7 @@ class Explainer:
             PG, EBPG and deletion/insertion of the matched detections into ``eval.json``
             (``--eval``), with ``eval_curves`` curves of ``eval_steps`` steps.
         explain_missed: with ``labels``, every ground-truth object no detection matched gets its best
-            pre-NMS candidate explained for its class and a ``why`` (:mod:`kit.missed`): the
+            pre-NMS candidate explained for its class and a ``why`` (:mod:`kit.evaluation.missed`): the
             manifest's ``missed`` per image, overlays ``<stem>/missed<id>_<layer>.jpg``.
         drise: with ``method="drise"``, its settings, as for :meth:`explain` (recorded in the
             manifest, compared on resume).
@@ -263,12 +264,12 @@ class Explainer:
             and maps stay, unlisted, unless this run writes over them). Without it such a folder
             is refused.
 
-        Under torchrun (:mod:`kit.distributed`) every process calls this with the same arguments:
+        Under torchrun (:mod:`kit.run.distributed`) every process calls this with the same arguments:
         each explains its share of the images into the one folder, rank 0 merges the records.
         A folder another run is writing into is refused (its lock), and so is a folder with a link
         or special file where the run writes (nothing is written through a link). Ctrl-C leaves a
         valid manifest of the finished images (``"interrupted": true``) and raises
-        :class:`kit.errors.RunInterrupted` (a KeyboardInterrupt) naming the folder.
+        :class:`kit.core.errors.RunInterrupted` (a KeyboardInterrupt) naming the folder.
         """
 
         plan = self._plan(
@@ -482,7 +483,7 @@ class _End:
 
 
 def _start(writer: RunWriter, paths: Sequence[Path], files: Sequence[str], eval_key: Any) -> _Start:
-    """Which images are done (resume: a record that passed :mod:`kit.schema` and names one of
+    """Which images are done (resume: a record that passed :mod:`kit.rundir.schema` and names one of
     ``files``, every file on disk and, with ``--eval``, measured with the same settings) and the
     stem of every image; a link where an image still to explain is written is refused."""
     writer.use(files)  # only records of this run's sources count
@@ -529,7 +530,7 @@ def _finish(writer: RunWriter, evaluator: Evaluator | None, eval_key: Any, out: 
     try:  # index.html: the manifest is final, eval.json written, the lock released (writer.finish)
         LOG.info("report: %s", printable(write_report(out)))
     except KitError as error:  # the run's results and exit code stand without it
-        LOG.error("report: %s (python -m kit.report %s writes it later)", error, printable(out))
+        LOG.error("report: %s (python -m kit.report.page %s writes it later)", error, printable(out))
     return _End(images=len(writer.merged), failed=writer.failed, eval_report=report, eval_table=table)
 
 
@@ -567,7 +568,7 @@ def git_commit(folder: Path | None) -> str | None:
     return sha if result.returncode == 0 and len(sha) == 40 else None
 
 
-# What the facade's callers call the arguments D-RISE refuses (kit.drise.check_request).
+# What the facade's callers call the arguments D-RISE refuses (kit.methods.drise.check_request).
 _API_NAMES = {"layers": "layers", "fuse": "fuse=True", "target": "target", "target_class": "target_class"}
 
 
@@ -585,7 +586,7 @@ def _checked_limits(limits: object) -> ImageLimits:
         return ImageLimits()
     if not isinstance(limits, ImageLimits):
         raise ArgumentError(
-            "image_limits must be a kit.images.ImageLimits(pixels=..., bytes=...), got "
+            "image_limits must be a kit.core.images.ImageLimits(pixels=..., bytes=...), got "
             f"{type(limits).__name__}"
         )
     return limits.checked()

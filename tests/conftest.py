@@ -1,4 +1,4 @@
-"""Shared test pieces: a toy detector adapter that runs through :func:`kit.runner.run` in milliseconds.
+"""Shared test pieces: a toy detector adapter that runs through :func:`kit.run.runner.run` in milliseconds.
 
 Also imported (as ``tests.conftest``) by the subprocess scripts of ``kit/test_runner_robustness.py``,
 with the project root on ``sys.path``, so a run can be interrupted or run under a file-size limit in
@@ -17,10 +17,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from kit.adapters.base import Capabilities
-from kit.detections import Detection
-from kit.errors import KitError
-from kit.maps import Letterbox
+from kit.core.contract import Capabilities
+from kit.core.detection import Detection
+from kit.core.errors import KitError
+from kit.core.geometry import Letterbox
 
 if TYPE_CHECKING:
     from kit.api import Explainer
@@ -157,7 +157,7 @@ def installed_checkout(folder: Path) -> Callable[[object, str], Path]:
 def toy_explainer() -> Explainer:
     """The toy detector behind the public facade, as kit.load would return it."""
     from kit.api import Explainer
-    from kit.loaders import Loaded
+    from kit.upstreams.loaders import Loaded
 
     return Explainer(
         Loaded(adapter=ToyAdapter(), weights="toy.pt", settings={"img_size": 32}), upstream="toy"

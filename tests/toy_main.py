@@ -17,9 +17,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kit import cli, outputs  # noqa: E402
 from kit.api import Explainer  # noqa: E402
-from kit.loaders import Loaded  # noqa: E402
+from kit.cli import main as cli  # noqa: E402
+from kit.rundir import writer as outputs
+from kit.upstreams.loaders import Loaded  # noqa: E402
 from tests.conftest import ToyAdapter  # noqa: E402
 
 

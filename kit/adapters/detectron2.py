@@ -28,11 +28,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from kit.adapters.base import Candidates, Capabilities, ScoreRoute, named_module
-from kit.detections import Detection
-from kit.errors import KitError
-from kit.maps import Letterbox
-from kit.targets import DetectorOutput, Target, TargetNotSupportedError
+from kit.core.contract import Candidates, Capabilities, ScoreRoute, named_module
+from kit.core.detection import Detection
+from kit.core.errors import KitError
+from kit.core.geometry import Letterbox
+from kit.core.targets import DetectorOutput, Target, TargetNotSupportedError
 
 # Box2BoxTransform.apply_deltas: (deltas (n, 4 k), boxes (n, 4)) -> (n, 4 k) decoded boxes
 Decode = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]

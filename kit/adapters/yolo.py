@@ -20,11 +20,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from kit.adapters.base import Candidates, Capabilities, LayerNotFoundError, ScoreRoute, named_module
-from kit.detections import Detection
-from kit.errors import KitError
-from kit.maps import Letterbox
-from kit.targets import DetectorOutput, Target
+from kit.core.contract import Candidates, Capabilities, LayerNotFoundError, ScoreRoute, named_module
+from kit.core.detection import Detection
+from kit.core.errors import KitError
+from kit.core.geometry import Letterbox
+from kit.core.targets import DetectorOutput, Target
 
 
 def check_resizable(hw: tuple[int, int], img_size: int) -> None:

@@ -119,8 +119,8 @@ def measure_kit(
     detections, repeat = args.detections, args.repeat
     import torch
 
-    from kit.engine import explain
-    from kit.methods import METHODS
+    from kit.core.engine import explain
+    from kit.methods.cam import METHODS
 
     adapter.max_det = None
     with torch.no_grad():  # detect.py's inference: the forward and the upstream's postprocessing
@@ -208,8 +208,8 @@ def measure_folder(
     """
     import numpy as np
 
-    from kit.methods import METHODS
-    from kit.runner import explain_batch
+    from kit.methods.cam import METHODS
+    from kit.run.runner import explain_batch
 
     rng = np.random.default_rng(0)
     folder = [image if i % 2 == 0 else image[:, ::-1] for i in range(count)]
@@ -250,7 +250,7 @@ def measure_drise(
     """
     import torch
 
-    from kit.drise import DRise, DRiseSettings
+    from kit.methods.drise import DRise, DRiseSettings
 
     adapter.max_det = detections
     inputs, _ = adapter.preprocess([image])

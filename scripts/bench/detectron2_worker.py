@@ -155,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import detectron2.data.transforms as T
 
     from kit.adapters.detectron2 import Detectron2Adapter
-    from kit.targets import Score
+    from kit.core.targets import Score
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     cfg, model = build_random_model(checkout / args.cfg, img_size=args.img_size)

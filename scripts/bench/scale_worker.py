@@ -28,7 +28,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch
 
     import kit
-    from kit import distributed
+    from kit.run import distributed
 
     group = distributed.launched()
     if not group.active:

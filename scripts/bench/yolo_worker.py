@@ -83,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from models.yolo import Model
 
     from kit.adapters.yolo import YoloAdapter, YoloFunctions
-    from kit.targets import ClassLogit
+    from kit.core.targets import ClassLogit
 
     letterbox, nms = _upstream_functions()
     torch.manual_seed(0)

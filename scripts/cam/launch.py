@@ -2,7 +2,7 @@
 
 Defaults per upstream (released weights, sample images, how the entry point spells its flags)
 are data in CAM_DEFAULTS. Weights are downloaded once, to ``weights/<upstream>/`` (or
-``$KIT_WEIGHTS_DIR``), through ``kit.download`` (progress bar, ``.part`` file renamed when
+``$KIT_WEIGHTS_DIR``), through ``kit.upstreams.download`` (progress bar, ``.part`` file renamed when
 complete, sha256 recorded beside it). ``KIT_<NAME>_WEIGHTS_URL`` points the download at a mirror.
 
 Offline, with no weights given, yolov7 falls back to the demo detector kept in the repository
@@ -27,8 +27,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from kit.display import shown
-from kit.errors import DownloadError, KitError
+from kit.core.display import shown
+from kit.core.errors import DownloadError, KitError
 from scripts.upstream.config import REPO_ROOT, checkout_path, load_project, url_env_var
 from scripts.upstream.errors import CheckoutError, ConfigError, KitSetupError
 
@@ -36,7 +36,9 @@ WEIGHTS_DIR_ENV = "KIT_WEIGHTS_DIR"
 # Upstreams whose entry point takes `--weights demo` (kit/demo): the offline fallback of make cam.
 DEMO_FALLBACK = ("yolov7",)
 DEMO_SAMPLE_IMAGES = 8
-DEMO_NAME = "demo"  # WEIGHTS=demo: the demo detector (kit.demo.DEMO_NAME; the kit is not imported here)
+DEMO_NAME = (
+    "demo"  # WEIGHTS=demo: the demo detector (kit.upstreams.demo.DEMO_NAME; the kit is not imported here)
+)
 # After Ctrl-C, how long the child may take to finish its manifest before it is sent SIGINT itself
 # (it gets the terminal's Ctrl-C too, unless the signal was sent to the driver alone).
 INTERRUPT_GRACE_SECONDS = 10.0
@@ -99,7 +101,7 @@ def weights_dir(name: str) -> Path:
 
 def default_weights(name: str) -> Path:
     """The released weights of `name`, downloaded once; a clear error without network."""
-    from kit.download import download  # the kit is installed by setup
+    from kit.upstreams.download import download  # the kit is installed by setup
 
     url = weights_url(name)
     dest = weights_dir(name) / url.rsplit("/", 1)[-1]
@@ -206,7 +208,7 @@ def run_cam(
     elif weights:
         weights_path = (cwd / weights).resolve()
     elif config:  # that config's model-zoo checkpoint, not the default one
-        from kit.download import download
+        from kit.upstreams.download import download
 
         url = zoo_weights_url(checkout, config)
         weights_path = download(url, weights_dir(name) / url.rsplit("/", 1)[-1])

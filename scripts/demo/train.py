@@ -10,7 +10,7 @@ up to the non-determinism of CPU kernels.
 
 Writes ``<weights-dir>/yolov7-tiny-shapes.pt`` (a float16 state_dict) and ``.json`` (cfg,
 classes, image size, training record, recall), and ``<data-dir>/{images,labels}`` (the held-out
-evaluation set, YOLO format). ``--install`` also copies the weights to ``kit/demo/``, the copy
+evaluation set, YOLO format). ``--install`` also copies the weights to ``kit/upstreams/demo/``, the copy
 kept in the repository so that nothing has to train before first use.
 """
 
@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from kit.download import file_sha256
+from kit.upstreams.download import file_sha256
 from scripts.demo import shapes
 from scripts.upstream.config import REPO_ROOT, checkout_path, load_project
 
@@ -100,7 +100,7 @@ def train(
 
 def load_demo_model(checkout: Path, weights: Path) -> Any:
     """Model(cfg, nc=3) with the float16 state_dict loaded, as float32, fused, in eval mode."""
-    from kit.demo import load_demo_model as load
+    from kit.upstreams.demo import load_demo_model as load
 
     return load(build_model(checkout), weights)
 
@@ -108,12 +108,13 @@ def load_demo_model(checkout: Path, weights: Path) -> Any:
 def evaluate(
     model: Any, data_dir: Path, *, conf_thres: float = 0.25, iou_thres: float = 0.45
 ) -> dict[str, Any]:
-    """Recall and precision at IoU 0.5, matched as ``--eval`` and ``make eval`` match (kit.evaluate)."""
+    """Recall and precision at IoU 0.5, matched as ``--eval`` and ``make eval`` match
+    (kit.evaluation.evaluate)."""
     from utils.general import non_max_suppression
 
-    from kit.evaluate import MATCH_IOU, match_detections
-    from kit.images import read_image
-    from kit.labels import GroundTruth, load_labels
+    from kit.core.images import read_image
+    from kit.evaluation.evaluate import MATCH_IOU, match_detections
+    from kit.evaluation.labels import GroundTruth, load_labels
 
     paths = sorted((data_dir / "images").glob("*.png"))
     labels = load_labels(data_dir / "labels", names=shapes.CLASSES, sources=paths)
@@ -157,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--weights-dir", type=Path, default=REPO_ROOT / "weights" / "demo")
     parser.add_argument("--data-dir", type=Path, default=REPO_ROOT / "data" / "demo")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--install", action="store_true", help="also copy the weights to kit/demo/")
+    parser.add_argument("--install", action="store_true", help="also copy the weights to kit/upstreams/demo/")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
 

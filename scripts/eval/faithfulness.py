@@ -25,12 +25,12 @@ ground-truth box (same class, IoU >= 0.5), per method x layer set:
   same-class detection with the detection's own box while the most salient pixels are deleted;
   lower is better), also for D-RISE.
 
-This is a driver over :mod:`kit.evaluate`, the code a run's ``--eval`` scores with: the same
+This is a driver over :mod:`kit.evaluation.evaluate`, the code a run's ``--eval`` scores with: the same
 matching (greedy by score, one detection per box, same class, IoU >= 0.5), the same maps (each
 layer's map normalized in the image's pixels, as the run writes it) and the same fused map (a
 layer set's map for a detection fuses the set's layers its gradient reaches, as ``--fuse`` does:
 for the head inputs 74,75,76 that is the layer of the detection's own level), the same detector
-wrapper for the curves. One :class:`kit.evaluate.Evaluator` per method x layer set measures the
+wrapper for the curves. One :class:`kit.evaluation.evaluate.Evaluator` per method x layer set measures the
 set's fused map. Writes a table to stdout and ``eval.json`` to the run folder.
 """
 
@@ -51,12 +51,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from kit.adapters.base import Adapter
 from kit.adapters.yolo import YoloAdapter
-from kit.detections import Detection
-from kit.drise import DRise, DRiseSettings
-from kit.engine import explain
-from kit.evaluate import (
+from kit.core.contract import Adapter
+from kit.core.detection import Detection
+from kit.core.engine import explain
+from kit.core.geometry import Letterbox
+from kit.core.images import read_image
+from kit.core.results import FUSED, ImageResult
+from kit.core.targets import Target
+from kit.evaluation.evaluate import (
     MEASURE_HEAD,
     Evaluator,
     Match,
@@ -66,14 +69,11 @@ from kit.evaluate import (
     mean_finite,
     measure_cells,
 )
-from kit.images import read_image
-from kit.labels import Labels, load_labels
-from kit.maps import Letterbox
-from kit.methods import CamMethod
-from kit.metrics import rank_correlation
-from kit.results import FUSED, ImageResult
-from kit.runner import explain_batch, to_image_result
-from kit.targets import Target
+from kit.evaluation.labels import Labels, load_labels
+from kit.evaluation.metrics import rank_correlation
+from kit.methods.cam import CamMethod
+from kit.methods.drise import DRise, DRiseSettings
+from kit.run.runner import explain_batch, to_image_result
 from scripts.demo import shapes
 from scripts.upstream.config import REPO_ROOT, checkout_path, load_project
 
@@ -105,7 +105,8 @@ def parse_layer_sets(value: str) -> dict[str, list[str]]:
 def set_maps(
     result: ImageResult, det_id: int, layer_sets: dict[str, list[str]]
 ) -> dict[str, np.ndarray | None]:
-    """Per layer set, one detection's fused map (kit.evaluate.detection_maps); None: no layer reached."""
+    """Per layer set, one detection's fused map (kit.evaluation.evaluate.detection_maps); None: no layer
+    reached."""
     return {
         name: detection_maps(result.restricted(layers), det_id)[FUSED] for name, layers in layer_sets.items()
     }
@@ -124,7 +125,7 @@ def measure_image(
     """Score one explained image with every (method, layer set) evaluator.
 
     Each method's maps are taken to the image's pixels as a run writes them
-    (:func:`kit.runner.to_image_result`) and each layer set is handed to its evaluator as that
+    (:func:`kit.run.runner.to_image_result`) and each layer set is handed to its evaluator as that
     run's maps. Returns the matches (the same for every evaluator: the detections are the same)
     and each matched detection's set maps.
     """
@@ -441,10 +442,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from utils.general import non_max_suppression
 
     from kit.adapters.yolo import YoloFunctions
-    from kit.demo import demo_weights
-    from kit.methods import METHODS, get_method
-    from kit.outputs import increment_path
-    from kit.targets import get_target
+    from kit.core.targets import get_target
+    from kit.methods.cam import METHODS, get_method
+    from kit.rundir.writer import increment_path
+    from kit.upstreams.demo import demo_weights
     from scripts.demo.train import load_demo_model
 
     demo = demo_weights(args.weights_dir)
@@ -584,7 +585,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             "conf_thres": args.conf_thres,
             "iou_thres": args.iou_thres,
             "match_iou": first.iou,
-            "matching": "greedy by score, one detection per box, same class (kit.evaluate.match_detections)",
+            "matching": (
+                "greedy by score, one detection per box, same class "
+                "(kit.evaluation.evaluate.match_detections)"
+            ),
             "target": target.name,
             "steps": args.steps,
             "curves": args.curves,

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kit.errors import ConfigFileError
-from kit.safeyaml import read_yaml
+from kit.core.errors import ConfigFileError
+from kit.upstreams.safeyaml import read_yaml
 from scripts.upstream.errors import ConfigError
 from scripts.upstream.gitutil import normalize_url
 
@@ -95,7 +95,7 @@ def load_project(config_path: Path | str | None = None) -> Project:
 
 def _read_yaml(path: Path) -> Any:
     """The data of the YAML file `path`, read as data only: no tags that build objects, no aliases,
-    size and depth bounded (kit.safeyaml); every refusal names the file."""
+    size and depth bounded (kit.upstreams.safeyaml); every refusal names the file."""
     try:
         return read_yaml(path)
     except ConfigFileError as e:

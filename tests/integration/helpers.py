@@ -230,10 +230,10 @@ LOCAL_EQUALS_GENERAL = """
     from utils.augmentations import letterbox
     from utils.general import non_max_suppression
     from kit.adapters.yolo import YoloAdapter, YoloFunctions
-    from kit.adapters.base import Capabilities
-    from kit.engine import explain
-    from kit.methods import METHODS
-    from kit.targets import TARGETS
+    from kit.core.contract import Capabilities
+    from kit.core.engine import explain
+    from kit.methods.cam import METHODS
+    from kit.core.targets import TARGETS
     model = attempt_load(sys.argv[1], map_location="cpu", inplace=False)
     functions = YoloFunctions(letterbox, non_max_suppression, nms_kwargs={"max_det": 8})
     adapter = YoloAdapter(model, functions=functions, img_size=320, conf_thres=0.0001, iou_thres=0.45)

@@ -110,7 +110,7 @@ RECOMPUTE = """
     import detectron2.data.transforms as T
     from detectron2.config import get_cfg
     from detectron2.modeling import build_model
-    from kit.loaders.detectron2 import safe_checkpointer
+    from kit.upstreams.loaders.detectron2 import safe_checkpointer
     from kit.adapters.detectron2 import Detectron2Adapter
     def check(config, weights, image):
         cfg = get_cfg()
@@ -173,12 +173,12 @@ LOCAL_EQUALS_FULL = """
     import detectron2.data.transforms as T
     from detectron2.config import get_cfg
     from detectron2.modeling import build_model
-    from kit.loaders.detectron2 import safe_checkpointer
+    from kit.upstreams.loaders.detectron2 import safe_checkpointer
     from kit.adapters.detectron2 import Detectron2Adapter
-    from kit.adapters.base import Capabilities
-    from kit.engine import explain
-    from kit.methods import METHODS
-    from kit.targets import TARGETS
+    from kit.core.contract import Capabilities
+    from kit.core.engine import explain
+    from kit.methods.cam import METHODS
+    from kit.core.targets import TARGETS
     cfg = get_cfg()
     cfg.merge_from_file(sys.argv[1])
     cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.01"])
@@ -412,8 +412,8 @@ SAME_CFG = """
     import glob, json, logging, sys
     from pathlib import Path
     from detectron2.config import get_cfg
-    from kit.loaders.detectron2 import merge_config
-    from kit.loaders.detectron2_config import read_config
+    from kit.upstreams.loaders.detectron2 import merge_config
+    from kit.upstreams.loaders.detectron2_config import read_config
     logging.disable(logging.WARNING)
     files = sorted(glob.glob("configs/**/*.yaml", recursive=True)) + sys.argv[1:]
     differ = []

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from kit import journal
+from kit.rundir import journal
 from tests.integration.conftest import REPO_ROOT, run_in_checkout
 from tests.integration.helpers import make_cam
 from tests.integration.test_yolov7 import YOLOV7
@@ -87,13 +87,13 @@ YOLO_CASES = {  # upstream: (cfg, image, size flag, the Model class a message na
 }
 
 
-# Each file through the loader the entry point builds (kit.loaders), in one process: the
+# Each file through the loader the entry point builds (kit.upstreams.loaders), in one process: the
 # message it raises, or "loaded". One file per upstream also goes through the whole CLI below.
 LOAD_EACH = """
 import json, sys
 from pathlib import Path
-from kit import checkpoints
-from kit.errors import KitError
+from kit.upstreams import checkpoints
+from kit.core.errors import KitError
 {loader}
 out = {{}}
 for path in sys.argv[1:]:
@@ -106,12 +106,12 @@ print(json.dumps(out))
 """
 YOLO_LOADER = """
 from models.yolo import Model
-from kit.loaders.yolo import ALLOWED_MODULES
+from kit.upstreams.loaders.yolo import ALLOWED_MODULES
 validate = checkpoints.yolo_checkpoint_check(Model)
 load = checkpoints.checkpoint_loader(allowed_modules=ALLOWED_MODULES, trust=False, validate=validate)
 """
 DETECTRON2_LOADER = """
-from kit.loaders.detectron2 import ALLOWED_MODULES, check_checkpoint
+from kit.upstreams.loaders.detectron2 import ALLOWED_MODULES, check_checkpoint
 load = checkpoints.checkpoint_loader(allowed_modules=ALLOWED_MODULES, trust=False, validate=check_checkpoint)
 """
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kit.metrics import energy_pointing_game
+from kit.evaluation.metrics import energy_pointing_game
 from scripts.demo import shapes
 
 pytestmark = pytest.mark.integration

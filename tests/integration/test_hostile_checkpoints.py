@@ -104,9 +104,9 @@ REDUCE_EVERY_CLASS = """
 import inspect, io, json, pickle, sys
 import torch
 from torch import nn
-from kit.loaders.yolo import ALLOWED_MODULES
-from kit.errors import UnsafeCheckpointError
-from kit.safeload import safe_load
+from kit.upstreams.loaders.yolo import ALLOWED_MODULES
+from kit.core.errors import UnsafeCheckpointError
+from kit.upstreams.safeload import safe_load
 from pathlib import Path
 path, refused, loaded = Path(sys.argv[1]), [], []
 import importlib
@@ -133,9 +133,9 @@ print(json.dumps({"classes": len(classes), "refused": len(refused), "loaded": lo
 # prints whether a module with import side effects got imported on the way.
 ALL_REFUSED = """
 import sys
-from kit.loaders.{loader} import ALLOWED_MODULES
-from kit.errors import UnsafeCheckpointError
-from kit.safeload import safe_load
+from kit.upstreams.loaders.{loader} import ALLOWED_MODULES
+from kit.core.errors import UnsafeCheckpointError
+from kit.upstreams.safeload import safe_load
 for path in sys.argv[1:]:
     try:
         safe_load(path, allowed_modules=ALLOWED_MODULES)
@@ -185,8 +185,8 @@ LOAD_TAMPERED = """
 import json, resource, sys
 from pathlib import Path
 import torch
-from kit.errors import KitError
-from kit.loaders.yolo import load
+from kit.core.errors import KitError
+from kit.upstreams.loaders.yolo import load
 vm = int(open("/proc/self/status").read().split("VmSize:")[1].split()[0]) * 1024 + (3 << 29)
 resource.setrlimit(resource.RLIMIT_AS, (vm, vm))
 out = {}

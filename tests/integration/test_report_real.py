@@ -20,8 +20,8 @@ import sys
 sys.path.append(sys.argv[3])  # the project, for the demo's synthetic shapes
 from pathlib import Path
 import kit
-from kit.audit import audit_run, write_audit
-from kit.report import write_report
+from kit.evaluation.audit import audit_run, write_audit
+from kit.report.page import write_report
 from scripts.demo.shapes import write_split
 
 images = write_split(Path(sys.argv[1]), count=2)

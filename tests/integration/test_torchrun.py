@@ -25,7 +25,7 @@ ARGS = ("--max-det", "3", "--img-size", "256", "--eval-curves", "2", "--eval-ste
 # main_gradcam.py with os.replace patched to SIGKILL the process at the K-th file it puts in place.
 KILLED_AT = """
 import os, runpy, signal, sys
-from kit import outputs
+from kit.rundir import writer as outputs
 real, calls = os.replace, [0]
 def replace(src, dst):
     calls[0] += 1

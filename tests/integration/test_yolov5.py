@@ -244,9 +244,9 @@ VALIDATE = """
     from pathlib import Path
     import torch
     from models.yolo import ClassificationModel, DetectionModel, Model, SegmentationModel
-    from kit.checkpoints import yolo_checkpoint_check
-    from kit.errors import CheckpointError
-    from kit.loaders.yolo import detection_only
+    from kit.upstreams.checkpoints import yolo_checkpoint_check
+    from kit.core.errors import CheckpointError
+    from kit.upstreams.loaders.yolo import detection_only
     check = detection_only(yolo_checkpoint_check(Model))
     detection = DetectionModel("models/yolov5n.yaml")
     models = {"detection": detection, "segmentation": SegmentationModel("models/segment/yolov5n-seg.yaml"),

@@ -195,9 +195,9 @@ LOCAL_EQUALS_GENERAL = """
     from utils.datasets import letterbox
     from utils.general import non_max_suppression
     from kit.adapters.yolo import YoloAdapter, YoloFunctions
-    from kit.engine import explain
-    from kit.methods import METHODS
-    from kit.targets import TARGETS
+    from kit.core.engine import explain
+    from kit.methods.cam import METHODS
+    from kit.core.targets import TARGETS
     with torch.no_grad():  # as main_gradcam.py loads
         model = attempt_load(sys.argv[1], map_location="cpu", inplace=False)
     adapter = YoloAdapter(model, functions=YoloFunctions(letterbox, non_max_suppression),

@@ -1,4 +1,5 @@
-"""Run folders for the tests of the modules that read them (kit.audit, kit.report): written by the
+"""Run folders for the tests of the modules that read them (kit.evaluation.audit, kit.report.page):
+written by the
 kit's own RunWriter, as a run writes them, on tiny images whose maps have known energy_in_box."""
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ from typing import Any, NoReturn
 import numpy as np
 import pytest
 
-from kit.evaluate import Evaluator
-from kit.labels import load_labels
-from kit.outputs import RunWriter
-from kit.results import DetectionResult, ImageResult
+from kit.core.results import DetectionResult, ImageResult
+from kit.evaluation.evaluate import Evaluator
+from kit.evaluation.labels import load_labels
+from kit.rundir.writer import RunWriter
 
 H = W = 10
 BOX = (0.0, 0.0, 5.0, 10.0)  # the left half: pixel columns 0..4
@@ -117,7 +118,7 @@ OLD_MANIFEST: dict[str, Any] = {
 }
 
 
-# ---- runs with pictures a person can look at (kit.report) -------------------------------------
+# ---- runs with pictures a person can look at (kit.report.page) -------------------------------------
 SCENE_HW = (120, 160)
 LEVELS = ("74", "75", "76")  # a YOLO head: a detection has gradient only at its own level
 
@@ -191,7 +192,7 @@ def large_run(out: Path, images: int, *, per_image: int = 2) -> Path:
     resumed run's earlier images."""
     import cv2
 
-    from kit.outputs import DetectionRecord, ImageRecord, MapRecord
+    from kit.rundir.writer import DetectionRecord, ImageRecord, MapRecord
 
     ok, jpeg = cv2.imencode(".jpg", scene(0, (48, 64)))
     assert ok
@@ -235,7 +236,7 @@ def large_run_5000(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 # File, class and weights names that would run script, break out of an attribute or a URL, or read
 # as markup if the page did not escape them (the stems keep quotes, spaces, #, % and & where the
-# run folder allows them: kit.outputs.safe_stem replaces only <, >, " and separators).
+# run folder allows them: kit.rundir.writer.safe_stem replaces only <, >, " and separators).
 HOSTILE_NAMES = (
     '"><script>alert(1)</script>.png',
     'it\'s "quoted".png',
@@ -259,7 +260,7 @@ def hostile_run(out: Path) -> Path:
     return out
 
 
-# ---- a real browser (kit.report's page) --------------------------------------------------------
+# ---- a real browser (kit.report.page's page) --------------------------------------------------------
 # Debian's chromium, driven by Playwright (its own browser download is never used). As root and
 # offline, chromium needs --no-sandbox and no background networking (connections it would try are
 # refused here, and logged as errors).

@@ -4,8 +4,8 @@ Cases come from a seeded generator: pickles made of random opcodes with plausibl
 genuine checkpoints (torch's zip and legacy formats, plain pickles of numpy weights) with bytes
 flipped, cut, inserted or repeated, in the file or in the zip's data.pkl, and YOLO label files
 and COCO json with their tokens and values replaced by odd ones. A worker process, its address
-space limited, reads each case as the kit does (:func:`kit.safeload.safe_load` and the YOLO
-checkpoint check, then model.float() as attempt_load does; :func:`kit.labels.load_labels` and
+space limited, reads each case as the kit does (:func:`kit.upstreams.safeload.safe_load` and the YOLO
+checkpoint check, then model.float() as attempt_load does; :func:`kit.evaluation.labels.load_labels` and
 the ground truth of each image) and reports the outcome. A failure is any other exception, a
 refusal caused by running out of memory or recursion, a signal, a case that runs past its time,
 or a worker whose peak RSS grew past the budget; its case is kept in ``--out`` to reproduce.
@@ -327,9 +327,9 @@ def _load_checkpoint(path: Path) -> None:
     attempt_load's model.float() and its walk over the modules; detectron2's check of weights."""
     from torch import nn
 
-    from kit.checkpoints import describe, yolo_checkpoint_check
-    from kit.loaders.detectron2 import check_checkpoint
-    from kit.safeload import safe_load
+    from kit.upstreams.checkpoints import describe, yolo_checkpoint_check
+    from kit.upstreams.loaders.detectron2 import check_checkpoint
+    from kit.upstreams.safeload import safe_load
 
     loaded = safe_load(path, allowed_modules=["torch.nn"])
     describe(loaded)
@@ -345,7 +345,7 @@ IMAGES = {"a.jpg": (48, 64), "b.jpg": (32, 32), "c.jpg": (10, 10)}
 
 
 def _load_labels(path: Path) -> None:
-    from kit.labels import load_labels, read_yolo_file
+    from kit.evaluation.labels import load_labels, read_yolo_file
 
     if path.suffix == ".txt":
         read_yolo_file(path, nc=3, names=["cat", "dog", "bird"])
@@ -361,7 +361,7 @@ def _selftest(path: Path) -> None:
     """Cases that fail in each way the driver must catch (tests/kit/test_fuzz.py)."""
     import signal
 
-    from kit.labels import LabelError
+    from kit.evaluation.labels import LabelError
 
     what = path.read_bytes()
     if what == b"signal":
@@ -385,13 +385,13 @@ def _refusal_of_a_bug(error: BaseException) -> str | None:
 
 def work(kind: str, paths: Sequence[str], progress: Path) -> None:
     """Read each case; one JSON line per case on stdout. Progress names the case being read."""
-    from kit.errors import CheckpointError, UnsafeCheckpointError
-    from kit.labels import LabelError
+    from kit.core.errors import CheckpointError, UnsafeCheckpointError
+    from kit.evaluation.labels import LabelError
 
     refusals: tuple[type[BaseException], ...] = (CheckpointError, UnsafeCheckpointError, LabelError)
     read = {"checkpoint": _load_checkpoint, "labels": _load_labels, "selftest": _selftest}[kind]
     if kind == "checkpoint":  # imported before the address space is narrowed to what they map
-        import kit.checkpoints  # noqa: F401
+        import kit.upstreams.checkpoints  # noqa: F401
     start = _narrow_address_space()
     print(json.dumps({"start_rss": start}), flush=True)
     for path in paths:

@@ -220,14 +220,14 @@ def corpus() -> dict[str, bytes]:
 
 
 def load_each(paths: Sequence[str]) -> None:
-    """Each file through the entry points' path (kit.cli.guarded around safe_load): one JSON line
+    """Each file through the entry points' path (kit.cli.main.guarded around safe_load): one JSON line
     per file with its exit code, first message line and the process's peak RSS so far."""
     import contextlib
     import json
     import resource
 
-    from kit.cli import guarded
-    from kit.safeload import pickled_globals, safe_load
+    from kit.cli.main import guarded
+    from kit.upstreams.safeload import pickled_globals, safe_load
 
     def load(path: str) -> int:
         pickled_globals(path)  # as yolov5's loader does first
@@ -252,8 +252,8 @@ def touch(path: str) -> None:
     """Load with the kit's loader, then copy every tensor as attempt_load's model.float() does."""
     import torch
 
-    from kit.errors import KitError
-    from kit.safeload import safe_load
+    from kit.core.errors import KitError
+    from kit.upstreams.safeload import safe_load
 
     try:
         loaded = safe_load(path, allowed_modules=["torch.nn"])

@@ -11,10 +11,10 @@ import pytest
 
 import kit
 from kit.api import RunResult
-from kit.images import ImageLimits
-from kit.loaders import CheckoutError, find_checkout
-from kit.options import ArgumentError
-from kit.results import FUSED, DetectionResult, ImageResult, NoMapError
+from kit.core.images import ImageLimits
+from kit.core.options import ArgumentError
+from kit.core.results import FUSED, DetectionResult, ImageResult, NoMapError
+from kit.upstreams.loaders import CheckoutError, find_checkout
 from tests.conftest import picture
 from tests.conftest import toy_explainer as toy
 
@@ -161,7 +161,7 @@ def test_image_limits_refuse_one_image_and_the_others_go_on(tmp_path: Path) -> N
     [
         (ImageLimits(pixels=0), "ImageLimits.pixels must be a positive whole number of pixels, got 0"),
         (ImageLimits(bytes=-1), "ImageLimits.bytes must be a positive whole number of bytes, got -1"),
-        (1000, "image_limits must be a kit.images.ImageLimits"),
+        (1000, "image_limits must be a kit.core.images.ImageLimits"),
     ],
 )
 def test_bad_image_limits_are_refused_before_any_image(tmp_path: Path, limits: object, message: str) -> None:
@@ -175,10 +175,10 @@ def test_bad_image_limits_are_refused_before_any_image(tmp_path: Path, limits: o
 def test_a_large_images_maps_are_kept_at_a_bounded_size_and_drawn_there(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """3000 x 2400: maps at 2048 x 1638 (the longer side at kit.maps.MAP_MAX_SIDE), the same heat as
+    """3000 x 2400: maps at 2048 x 1638 (the longer side at kit.core.geometry.MAP_MAX_SIDE), the same heat as
     the full-size map scaled down; boxes, width and height in the image's pixels; the overlay and
     the run folder's pictures at the maps' size, energy_in_box as at full size."""
-    import kit.maps
+    import kit.core.geometry
 
     image = picture(3, (2400, 3000))
     explainer = toy()
@@ -188,7 +188,7 @@ def test_a_large_images_maps_are_kept_at_a_bounded_size_and_drawn_there(
     assert cam is not None and cam.shape == (1638, 2048) and cam.dtype == np.float32
     assert (result.width, result.height) == (3000, 2400) and d.box_xyxy == (0.0, 0.0, 3000.0, 2400.0)
     assert result.overlay(d, "feat").shape == (1638, 2048, 3)
-    monkeypatch.setattr(kit.maps, "MAP_MAX_SIDE", 10**6)  # as before: maps at the image's size
+    monkeypatch.setattr(kit.core.geometry, "MAP_MAX_SIDE", 10**6)  # as before: maps at the image's size
     (full,) = explainer.explain(image)
     full_cam = full.detections[0].maps["feat"]
     assert full_cam is not None and full_cam.shape == (2400, 3000)

@@ -1,4 +1,4 @@
-"""kit.audit: per-class energy_in_box of a run folder written by the kit's own RunWriter, the
+"""kit.evaluation.audit: per-class energy_in_box of a run folder written by the kit's own RunWriter, the
 matched/unmatched split from a real --eval report, old and damaged manifests, locked folders."""
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from kit import audit as audit_module
-from kit.audit import AuditError, audit_run, main, write_audit
-from kit.outputs import LOCK_NAME, RunWriter
-from kit.results import FUSED, DetectionResult
-from kit.rundir import RunLock, identity
+from kit.core.results import FUSED, DetectionResult
+from kit.evaluation import audit as audit_module
+from kit.evaluation.audit import AuditError, audit_run, main, write_audit
+from kit.rundir.folder import RunLock, identity
+from kit.rundir.writer import LOCK_NAME, RunWriter
 from tests.children import GIB, Outcome, run_child, run_python
 from tests.kit.conftest import IMAGE, OLD_MANIFEST, H, W, det, energy_map, eval_run, write_run
 
@@ -384,14 +384,18 @@ def test_the_command_line_refuses_bad_values(run: Path, capsys: Any) -> None:
 
 
 def test_the_names_shared_with_the_run_folder_are_the_run_folders() -> None:
-    from kit import outputs, results
+    from kit.core import results
+    from kit.rundir import writer as outputs
 
     assert audit_module.LOCK_NAME == outputs.LOCK_NAME and audit_module.FUSED == results.FUSED
     assert {audit_module.MANIFEST_NAME, audit_module.EVAL_NAME} <= outputs.RESERVED_NAMES
 
 
 def test_python_m_kit_audit_runs_without_loading_torch(run: Path) -> None:
-    code = "import sys, kit.audit; sys.exit(kit.audit.main(sys.argv[1:]) or ('torch' in sys.modules) * 9)"
+    code = (
+        "import sys\nimport kit.evaluation.audit as a\n"
+        "sys.exit(a.main(sys.argv[1:]) or ('torch' in sys.modules) * 9)"
+    )
     done = subprocess.run(
         [sys.executable, "-c", code, str(run), "--no-write"], capture_output=True, text=True
     )
@@ -400,7 +404,7 @@ def test_python_m_kit_audit_runs_without_loading_torch(run: Path) -> None:
 
 
 def test_a_reader_that_stops_early_is_no_error(tmp_path: Path) -> None:
-    """``python -m kit.audit RUN | head``: audit.json is written first, the exit is quiet."""
+    """``python -m kit.evaluation.audit RUN | head``: audit.json is written first, the exit is quiet."""
     dets = [
         {"id": i, "class_id": 0, "score": 0.5, "maps": {"74": {"energy_in_box": i / 4000}}}
         for i in range(3000)
@@ -408,7 +412,7 @@ def test_a_reader_that_stops_early_is_no_error(tmp_path: Path) -> None:
     (tmp_path / "manifest.json").write_text(
         json.dumps({"layers": ["74"], "images": [{"file": "a", "detections": dets}]})
     )
-    command = [sys.executable, "-m", "kit.audit", str(tmp_path), "--top", "3000"]
+    command = [sys.executable, "-m", "kit.evaluation.audit", str(tmp_path), "--top", "3000"]
     with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as process:
         assert process.stdout is not None and process.stdout.readline().startswith(b"audit of")
         process.stdout.close()  # the table is larger than the pipe's buffer: the audit's next write fails
@@ -436,7 +440,9 @@ def test_density_puts_the_energy_beside_the_boxs_share_of_the_image(tmp_path: Pa
         audit_run(out, rank="size")
 
 
-@pytest.mark.parametrize(("target", "module"), [("audit", "kit.audit"), ("report", "kit.report")])
+@pytest.mark.parametrize(
+    ("target", "module"), [("audit", "kit.evaluation.audit"), ("report", "kit.report.page")]
+)
 def test_make_audit_and_report_pass_the_run_folder_verbatim(target: str, module: str, tmp_path: Path) -> None:
     """make audit|report RUN=...: the folder's name reaches the module as one argument, spaces, $
     and backticks included; ARGS is split as typed; no RUN is refused with the fix (exit 2)."""
@@ -514,7 +520,7 @@ def test_a_map_that_would_decompress_beyond_a_maps_size_is_not_read(
     assert npz.stat().st_size < 2**20 * (1 + payload_mb // 100)
     code = """
         import sys
-        from kit.audit import audit_run
+        from kit.evaluation.audit import audit_run
         a = audit_run(sys.argv[1])
         noted = any("could not be read" in n for n in a.notes)
         print(a.overall.total.measured, a.overall.total.empty, noted)
@@ -546,7 +552,7 @@ def sparse(path: Path, size: int) -> None:
         f.truncate(size)
 
 
-@pytest.mark.parametrize("module", ["kit.audit", "kit.report"])
+@pytest.mark.parametrize("module", ["kit.evaluation.audit", "kit.report.page"])
 def test_a_sparse_manifest_of_gigabytes_is_refused_unread_by_audit_and_report(
     tmp_path: Path, module: str
 ) -> None:
@@ -565,7 +571,7 @@ def test_a_sparse_eval_json_of_gigabytes_is_noted_and_the_audit_goes_on(tmp_path
     split, in a child capped below its size (it was read whole: exit 3)."""
     out = write_run(tmp_path / "run", {"a.png": [det(0, 0, 0.9, {"74": energy_map(0.9)})]})
     sparse(out / "eval.json", 3 * 2**30)
-    result = _capped("kit.audit", out)
+    result = _capped("kit.evaluation.audit", out)
     assert result.exit == 0, result.stderr
     assert "eval.json is larger than 512 MiB" in result.stdout + result.stderr
     assert json.loads((out / "audit.json").read_text())["all"]["measured"] == 1

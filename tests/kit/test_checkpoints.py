@@ -16,10 +16,10 @@ import pytest
 import torch
 from torch import nn
 
-from kit.checkpoints import check_class_names, describe, yolo_checkpoint_check
-from kit.errors import CheckpointError
-from kit.loaders.detectron2 import check_checkpoint
-from kit.loaders.yolo import class_names
+from kit.core.errors import CheckpointError
+from kit.upstreams.checkpoints import check_class_names, describe, yolo_checkpoint_check
+from kit.upstreams.loaders.detectron2 import check_checkpoint
+from kit.upstreams.loaders.yolo import class_names
 
 
 class Detect(nn.Module):

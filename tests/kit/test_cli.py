@@ -17,10 +17,12 @@ import torch
 from torch import nn
 
 import kit.api
-from kit import checkpoints, cli, errors, options
-from kit.adapters.base import Capabilities
-from kit.errors import CheckpointError, KitError
-from kit.loaders import Loaded, half_precision
+from kit.cli import main as cli
+from kit.core import errors, options
+from kit.core.contract import Capabilities
+from kit.core.errors import CheckpointError, KitError
+from kit.upstreams import checkpoints
+from kit.upstreams.loaders import Loaded, half_precision
 from tests.conftest import picture, toy_explainer
 
 
@@ -399,7 +401,7 @@ def test_entry_points_refuse_bad_arguments_before_loading(
 def test_weights_demo_is_the_demo_detector_unless_a_file_is_named_demo(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from kit.loaders.yolo import wants_demo
+    from kit.upstreams.loaders.yolo import wants_demo
 
     monkeypatch.chdir(tmp_path)
     assert wants_demo(["demo"])
@@ -411,7 +413,7 @@ def test_weights_demo_is_the_demo_detector_unless_a_file_is_named_demo(
     assert not wants_demo(["demo"])
 
 
-class OneLayerAdapter:  # just enough of kit.runner.Adapter for Explainer.run to start a run
+class OneLayerAdapter:  # just enough of kit.run.runner.Adapter for Explainer.run to start a run
     names = ["thing"]
     capabilities = Capabilities()
 
@@ -459,7 +461,7 @@ def test_a_folder_another_live_run_holds_is_refused_before_the_model_loads(tmp_p
     import socket
     import subprocess
 
-    from kit.rundir import identity
+    from kit.rundir.folder import identity
 
     run = tmp_path / "exp"
     run.mkdir()

@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from kit.demo import DEMO_DIR, demo_weights, load_demo_model
-from kit.download import file_sha256
-from kit.errors import CheckpointNotFoundError
+from kit.core.errors import CheckpointNotFoundError
+from kit.upstreams.demo import DEMO_DIR, demo_weights, load_demo_model
+from kit.upstreams.download import file_sha256
 from scripts.demo import shapes
 
 

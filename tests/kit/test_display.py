@@ -1,4 +1,4 @@
-"""Names shown escaped (kit.display): control, bidi and zero-width characters never reach a
+"""Names shown escaped (kit.core.display): control, bidi and zero-width characters never reach a
 terminal line, a log line or the run report raw; the manifest keeps the real name."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
-from kit.display import ShownFilter, install, shown
+from kit.core.display import ShownFilter, install, shown
 from tests.children import run_child
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -1,4 +1,4 @@
-"""kit.distributed: the shares, torchrun's environment, the device per rank (without a process group);
+"""kit.run.distributed: the shares, torchrun's environment, the device per rank (without a process group);
 joining a group from a stray or hand-made launch environment (subprocesses)."""
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ import cv2
 import numpy as np
 import pytest
 
-from kit import distributed
-from kit.distributed import DistributedError, Group
-from kit.options import ArgumentError
+from kit.core.options import ArgumentError
+from kit.run import distributed
+from kit.run.distributed import DistributedError, Group
 
 
 @pytest.mark.parametrize(("items", "world"), [(10, 2), (10, 3), (7, 4), (2, 3), (0, 2), (5, 1)])

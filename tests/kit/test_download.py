@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from kit import download as dl
-from kit.errors import ChecksumError, DownloadError, KitError
+from kit.core.errors import ChecksumError, DownloadError, KitError
+from kit.upstreams import download as dl
 
 PAYLOAD = bytes(range(256)) * 5000  # 1.28 MB: more than one chunk
 SHA = hashlib.sha256(PAYLOAD).hexdigest()

@@ -1,4 +1,4 @@
-"""D-RISE (kit/drise.py): masks, similarity, maps where the evidence is, and the run around it."""
+"""D-RISE (kit/methods/drise.py): masks, similarity, maps where the evidence is, and the run around it."""
 
 from __future__ import annotations
 
@@ -15,12 +15,14 @@ import pytest
 import torch
 from torch import nn
 
-from kit import cli
-from kit.adapters.base import Capabilities
 from kit.api import Explainer
-from kit.audit import audit_run
-from kit.detections import Detection
-from kit.drise import (
+from kit.cli import main as cli
+from kit.core.contract import Capabilities
+from kit.core.detection import Detection
+from kit.core.geometry import Letterbox
+from kit.core.options import ArgumentError
+from kit.evaluation.audit import audit_run
+from kit.methods.drise import (
     LAYER,
     TARGET,
     DRise,
@@ -29,9 +31,7 @@ from kit.drise import (
     generate_masks,
     similarity,
 )
-from kit.loaders import Loaded
-from kit.maps import Letterbox
-from kit.options import ArgumentError
+from kit.upstreams.loaders import Loaded
 from tests.conftest import picture, toy_explainer
 
 # ---- a detector whose evidence is known: two regions, each one object ----------------------------
@@ -381,11 +381,12 @@ def test_a_drise_run_folder_with_eval_audit_report_and_resume(
 
 
 def test_a_large_image_is_masked_at_its_maps_bounded_size(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Above kit.maps.MAP_MAX_SIDE (here 40 px, above the toy's 32 px input) the masked copies are the
+    """Above kit.core.geometry.MAP_MAX_SIDE (here 40 px, above the toy's 32 px input) the masked copies
+    are the
     image scaled down to the maps' size, the targets' boxes with it; the maps agree with masking at
     full size, and the boxes stay in the image's pixels."""
-    import kit.drise
-    import kit.maps
+    import kit.core.geometry
+    import kit.methods.drise
     from tests.conftest import ToyAdapter
 
     image = picture(5, (48, 64))
@@ -398,12 +399,12 @@ def test_a_large_image_is_masked_at_its_maps_bounded_size(monkeypatch: pytest.Mo
     )
     explainer = Explainer(Loaded(adapter=adapter, weights="toy.pt", settings={}), upstream="toy")
     (full,) = explainer.explain(image, method="drise", drise=settings)
-    monkeypatch.setattr(kit.maps, "MAP_MAX_SIDE", 40)
+    monkeypatch.setattr(kit.core.geometry, "MAP_MAX_SIDE", 40)
     shapes.clear()
     targets: list[list[float]] = []
-    real_similarity = kit.drise.similarity
+    real_similarity = kit.methods.drise.similarity
     monkeypatch.setattr(
-        kit.drise,
+        kit.methods.drise,
         "similarity",
         lambda boxes, *rest: targets.extend(boxes.tolist()) or real_similarity(boxes, *rest),
     )

@@ -8,13 +8,13 @@ import pytest
 import torch
 from torch import nn
 
-import kit.engine
-from kit.adapters.base import Capabilities
-from kit.detections import Detection
-from kit.engine import LayerOutputError, explain, hooked_activations
-from kit.errors import KitError
-from kit.methods import METHODS
-from kit.targets import TARGETS, ClassLogit
+import kit.core.engine
+from kit.core.contract import Capabilities
+from kit.core.detection import Detection
+from kit.core.engine import LayerOutputError, explain, hooked_activations
+from kit.core.errors import KitError
+from kit.core.targets import TARGETS, ClassLogit
+from kit.methods.cam import METHODS
 
 
 class TinyDetector(nn.Module):
@@ -162,7 +162,7 @@ def test_large_layers_get_smaller_chunks(monkeypatch: pytest.MonkeyPatch) -> Non
     model = TinyDetector()
     x = torch.rand(3, 3, 8, 8, generator=torch.Generator().manual_seed(4))
     chunks: list[int] = []
-    real = kit.engine._store_maps
+    real = kit.core.engine._store_maps
 
     def spy(
         explanation: object, name: str, activation: object, grad: object, rows: torch.Tensor, *a: object
@@ -171,7 +171,7 @@ def test_large_layers_get_smaller_chunks(monkeypatch: pytest.MonkeyPatch) -> Non
             chunks.append(len(rows))
         real(explanation, name, activation, grad, rows, *a)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(kit.engine, "_store_maps", spy)
+    monkeypatch.setattr(kit.core.engine, "_store_maps", spy)
     for budget, expected in ((1.0, [6]), (2 * 1664 / 2**20, [2, 2, 2]), (1e-9, [1] * 6)):
         chunks.clear()
         result = run(model, x, BATCH_DETECTIONS, chunk_mb=budget)

@@ -11,12 +11,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from kit.cli import add_kit_arguments
-from kit.evaluate import EvalOptionError, Evaluator, detection_maps, match_detections
-from kit.fusion import fuse_reached
-from kit.labels import Labels
-from kit.metrics import energy_pointing_game
-from kit.results import FUSED, DetectionResult, ImageResult
+from kit.cli.main import add_kit_arguments
+from kit.core.fusion import fuse_reached
+from kit.core.results import FUSED, DetectionResult, ImageResult
+from kit.evaluation.evaluate import EvalOptionError, Evaluator, detection_maps, match_detections
+from kit.evaluation.labels import Labels
+from kit.evaluation.metrics import energy_pointing_game
 
 
 def test_matching_is_greedy_by_score_and_one_to_one() -> None:

@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from kit.errors import ShapeError
-from kit.fusion import fuse_layers
-from kit.methods import METHODS
+from kit.core.errors import ShapeError
+from kit.core.fusion import fuse_layers
+from kit.methods.cam import METHODS
 
 
 def test_single_layer_is_its_min_max_scaling() -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from kit.labels import LabelError, load_labels
+from kit.evaluation.labels import LabelError, load_labels
 from tests.kit import fuzz
 
 CASES = {"checkpoint": 2000, "labels": 4000}

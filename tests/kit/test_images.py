@@ -15,8 +15,8 @@ import cv2
 import numpy as np
 import pytest
 
-from kit.errors import ImageReadError, KitError, SourceNotFoundError
-from kit.images import (
+from kit.core.errors import ImageReadError, KitError, SourceNotFoundError
+from kit.core.images import (
     IMAGE_SUFFIXES,
     MAX_IMAGE_PIXELS,
     ImageLimits,
@@ -25,7 +25,7 @@ from kit.images import (
     printable,
     read_image,
 )
-from kit.options import ArgumentError
+from kit.core.options import ArgumentError
 
 
 def _write(path: Path, image: np.ndarray) -> Path:
@@ -297,9 +297,9 @@ def test_an_image_whose_header_gives_no_size_is_decoded_then_held_to_the_limit(
 ) -> None:
     """The rule for a format no header reader knows: OpenCV decodes it (its own bound, 2^30
     pixels), and the decoded image is held to the same limit."""
-    import kit.images
+    import kit.core.images
 
-    monkeypatch.setattr(kit.images, "header_size", lambda data: None)
+    monkeypatch.setattr(kit.core.images, "header_size", lambda data: None)
     path = _write(tmp_path / "x.png", np.zeros((20, 30, 3), np.uint8))
     assert read_image(path, limits=ImageLimits(pixels=600)).shape == (20, 30, 3)
     refusal = r"x.png': it decodes to 30 x 20 pixels \(600\), more than the limit of 599 pixels. Raise"
@@ -447,9 +447,9 @@ def test_headers_are_read_within_a_window_except_where_formats_seek(monkeypatch:
     its IHDR. A TIFF, whose directory often follows its pixels, is read whole."""
     from PIL import Image
 
-    import kit.images
+    import kit.core.images
 
-    monkeypatch.setattr(kit.images, "HEADER_WINDOW", 1000)
+    monkeypatch.setattr(kit.core.images, "HEADER_WINDOW", 1000)
     given: list[int] = []
     factory, accept = Image.OPEN["PNG"]
     monkeypatch.setitem(

@@ -11,10 +11,11 @@ from typing import Any
 
 import pytest
 
-from kit import journal, rundir
-from kit.errors import OutputError
-from kit.journal import Entry, PartWriter
-from kit.outputs import plan_stems
+from kit.core.errors import OutputError
+from kit.rundir import folder as rundir
+from kit.rundir import journal
+from kit.rundir.journal import Entry, PartWriter
+from kit.rundir.writer import plan_stems
 from tests.children import GIB, run_python
 
 
@@ -318,7 +319,7 @@ def test_a_part_or_manifest_that_is_a_link_or_a_pipe_is_refused(tmp_path: Path) 
 
 READ_PART = """
 import json, resource, sys
-from kit import journal
+from kit.rundir import journal
 def peak():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
 path = __import__("pathlib").Path(sys.argv[1])
@@ -371,8 +372,8 @@ def test_a_manifest_beyond_the_size_limit_is_refused_unread(tmp_path: Path) -> N
         f.write(b"]}")
     code = """
         import sys
-        from kit import journal
-        from kit.errors import OutputError
+        from kit.rundir import journal
+        from kit.core.errors import OutputError
         try:
             journal.load_manifest(sys.argv[1])
         except OutputError as e:
@@ -392,7 +393,7 @@ def test_a_small_manifest_reads_with_little_address_space_to_spare(tmp_path: Pat
     (run / "manifest.json").write_text(json.dumps({"images": [{"file": "a.png"}]}))
     code = (
         "import resource, sys\n"
-        "from kit import journal\n"
+        "from kit.rundir import journal\n"
         "with open('/proc/self/statm') as f:\n"
         "    mapped = int(f.read().split()[0]) * resource.getpagesize()\n"
         "resource.setrlimit(resource.RLIMIT_AS, (mapped + 2**28, mapped + 2**28))\n"

@@ -14,8 +14,8 @@ import cv2
 import numpy as np
 import pytest
 
-from kit.errors import KitError
-from kit.labels import (
+from kit.core.errors import KitError
+from kit.evaluation.labels import (
     MAX_JSON_BYTES,
     MAX_TXT_BYTES,
     LabelError,
@@ -285,7 +285,7 @@ def test_label_files_larger_than_the_limit_are_refused_before_reading(
 MEMORY_PROBE = """
 import resource, sys
 resource.setrlimit(resource.RLIMIT_AS, (int(sys.argv[2]), int(sys.argv[2])))
-from kit.labels import LabelError, read_json
+from kit.evaluation.labels import LabelError, read_json
 try:
     read_json(__import__("pathlib").Path(sys.argv[1]))
 except LabelError as error:

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from kit.errors import GeometryError, ShapeError
-from kit.maps import (
+from kit.core.errors import GeometryError, ShapeError
+from kit.core.geometry import (
     MAP_MAX_SIDE,
     Letterbox,
     boxes_to_original,

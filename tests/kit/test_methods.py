@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from kit.errors import KitError, ShapeError
-from kit.methods import (
+from kit.core.errors import KitError, ShapeError
+from kit.methods.cam import (
     METHODS,
     CamMethod,
     EigenCAM,

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from kit.errors import GeometryError, KitError, ShapeError
-from kit.metrics import (
+from kit.core.errors import GeometryError, KitError, ShapeError
+from kit.evaluation.metrics import (
     MetricArgumentError,
     best_matching_iou,
     best_matching_score,

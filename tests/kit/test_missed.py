@@ -12,16 +12,16 @@ import numpy as np
 import pytest
 import torch
 
-from kit.adapters.base import Candidates, Capabilities
 from kit.api import Explainer
-from kit.cli import check_kit_arguments
-from kit.detections import Detection
-from kit.errors import KitError
-from kit.labels import GroundTruth
-from kit.loaders import Loaded
-from kit.maps import Letterbox
-from kit.missed import MissedFinder
-from kit.options import ArgumentError
+from kit.cli.main import check_kit_arguments
+from kit.core.contract import Candidates, Capabilities
+from kit.core.detection import Detection
+from kit.core.errors import KitError
+from kit.core.geometry import Letterbox
+from kit.core.options import ArgumentError
+from kit.evaluation.labels import GroundTruth
+from kit.evaluation.missed import MissedFinder
+from kit.upstreams.loaders import Loaded
 from tests.conftest import ToyAdapter, picture
 
 IDENTITY = Letterbox.identity((100, 100))

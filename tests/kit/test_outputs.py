@@ -17,14 +17,15 @@ import cv2
 import numpy as np
 import pytest
 
-from kit import cli, journal
 from kit.api import Explainer
-from kit.detections import Detection
-from kit.errors import OutputError, ShapeError
-from kit.loaders import Loaded
-from kit.outputs import LOCK_NAME, RunWriter, increment_path
-from kit.results import DetectionResult
-from kit.rundir import LIVE, LinkError, RunLock, boot_time, check_unlocked, identity, lock_state
+from kit.cli import main as cli
+from kit.core.detection import Detection
+from kit.core.errors import OutputError, ShapeError
+from kit.core.results import DetectionResult
+from kit.rundir import journal
+from kit.rundir.folder import LIVE, LinkError, RunLock, boot_time, check_unlocked, identity, lock_state
+from kit.rundir.writer import LOCK_NAME, RunWriter, increment_path
+from kit.upstreams.loaders import Loaded
 from tests.conftest import ToyAdapter, picture, toy_explainer
 
 H, W = 60, 80
@@ -619,11 +620,11 @@ def test_a_lock_that_is_a_link_or_a_pipe_is_refused_at_once(tmp_path: Path) -> N
 
 
 def test_a_large_image_gets_its_pictures_at_the_maps_bounded_size(tmp_path: Path) -> None:
-    """A 3000 x 2000 image with maps at 2048 x 1365 (kit.maps.map_size): overlays drawn at that size
+    """A 3000 x 2000 image with maps at 2048 x 1365 (kit.core.geometry.map_size): overlays drawn at that size
     with the box scaled, energy_in_box measured against the box in the map's pixels, the npz at the
     maps' size, a missed object's overlay alike; boxes stay in the image's pixels."""
-    from kit.maps import map_size
-    from kit.results import MissedResult
+    from kit.core.geometry import map_size
+    from kit.core.results import MissedResult
 
     h, w = 2000, 3000
     mh, mw = map_size((h, w))
@@ -670,8 +671,8 @@ def test_the_npz_and_summary_are_those_of_savez_and_of_a_full_size_summary(tmp_p
     """The maps are written to the npz one by one and a summary tile's map is shrunk as soon as it is
     made (no float16 copy, no full-size fused map of every detection held at once): the npz holds
     exactly ``cam.astype(float16)`` and the sheet is exactly the one drawn from full-size maps."""
-    from kit.maps import normalize
-    from kit.render import summary
+    from kit.core.geometry import normalize
+    from kit.core.render import summary
 
     rng = np.random.default_rng(7)
     image = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)

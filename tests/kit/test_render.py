@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from kit.errors import ShapeError
-from kit.render import PALETTE, color_for, overlay, summary, text_style
+from kit.core.errors import ShapeError
+from kit.core.render import PALETTE, color_for, overlay, summary, text_style
 
 GRAY = 100
 

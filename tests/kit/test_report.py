@@ -1,4 +1,4 @@
-"""kit.report: index.html from run folders written by the kit's own RunWriter (and by hand for old,
+"""kit.report.page: index.html from run folders written by the kit's own RunWriter (and by hand for old,
 damaged and hostile ones), read back with an HTML parser: what a browser would build from it."""
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ from urllib.parse import unquote
 
 import pytest
 
-from kit import report as report_module
-from kit.audit import audit_run, write_audit
-from kit.outputs import LOCK_NAME, RunWriter
-from kit.report import REPORT_NAME, main, read_run, render_report, write_report
-from kit.rundir import RunLock, identity
+from kit.evaluation.audit import audit_run, write_audit
+from kit.report import page as report_module
+from kit.report.page import REPORT_NAME, main, read_run, render_report, write_report
+from kit.rundir.folder import RunLock, identity
+from kit.rundir.writer import LOCK_NAME, RunWriter
 from tests.kit.conftest import (
     HOSTILE_CLASS,
     HOSTILE_NAMES,
@@ -203,7 +203,7 @@ def test_zero_detections_only_failed_images_and_an_interrupted_run(tmp_path: Pat
 
 def test_a_killed_run_shows_the_records_of_its_parts(tmp_path: Path) -> None:
     """A run killed before its end (SIGKILL, a crash): manifest.json holds its header alone, every
-    finished image's record is in the run's part files (kit.journal)."""
+    finished image's record is in the run's part files (kit.rundir.journal)."""
     out = tmp_path / "run"
     with RunWriter(out_dir=out, upstream="yolov7", weights="w", method="m", target="t", layers=LEVELS) as w:
         w.write_image(source="a.png", image_bgr=scene(1), detections=[yolo_detection(0, 0, 0.9, 1)])
@@ -416,7 +416,7 @@ def test_an_image_named_index_html_keeps_its_pictures_and_the_report_says_why_no
 
 
 def test_python_m_kit_report_runs_without_loading_torch(run: Path) -> None:
-    code = "import sys, kit.report; sys.exit(kit.report.main(sys.argv[1:]) or ('torch' in sys.modules) * 9)"
+    code = "import sys, kit.report.page as r; sys.exit(r.main(sys.argv[1:]) or ('torch' in sys.modules) * 9)"
     done = subprocess.run([sys.executable, "-c", code, str(run)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert (run / REPORT_NAME).is_file()
@@ -474,7 +474,7 @@ def test_integers_beyond_a_float_in_a_manifest_are_shown_as_unknown_not_a_crash(
     """A manifest from someone else with 10**400 as a detection's score, box and energy_in_box (valid
     JSON, 401 digits: below Python's limit on digits): make report and make audit write the page and
     the table, those values unknown (float() of it raised OverflowError: exit 3)."""
-    from kit import audit as audit_module
+    from kit.evaluation import audit as audit_module
 
     out = write_run(tmp_path / "run", {"a.png": [det(0, 0, 0.9, {"74": energy_map(0.9)})]})
     manifest = json.loads((out / "manifest.json").read_text())

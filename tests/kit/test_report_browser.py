@@ -1,4 +1,4 @@
-"""kit.report's page in headless Chromium (Debian's, driven by Playwright), opened from file:// as a
+"""kit.report.page's page in headless Chromium (Debian's, driven by Playwright), opened from file:// as a
 person opens it: the cards are the manifest's detections, the filters hide the right cards, sorting
 orders them, every picture loads (also under hostile names), nothing is logged as an error, and it
 reads at 1400 and 400 CSS pixels wide (a screenshot of each is kept in the test's folder).
@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from kit.audit import audit_run, write_audit
-from kit.report import write_report
+from kit.evaluation.audit import audit_run, write_audit
+from kit.report.page import write_report
 from tests.kit.conftest import (
     HOSTILE_CLASS,
     HOSTILE_NAMES,

@@ -20,11 +20,12 @@ import cv2
 import numpy as np
 import pytest
 
-from kit import cli, journal
 from kit.api import Explainer
-from kit.errors import OutputError
-from kit.loaders import Loaded
-from kit.outputs import LOCK_NAME, ResumeError
+from kit.cli import main as cli
+from kit.core.errors import OutputError
+from kit.rundir import journal
+from kit.rundir.writer import LOCK_NAME, ResumeError
+from kit.upstreams.loaders import Loaded
 from tests.conftest import ToyAdapter
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -188,7 +189,7 @@ def test_more_ranks_than_images_wait_and_exit_0(images: tuple[Path, Path], tmp_p
 HOLD = """
 import sys
 from pathlib import Path
-from kit.outputs import RunWriter
+from kit.rundir.writer import RunWriter
 writer = RunWriter(out_dir=Path(sys.argv[1]), upstream="toy", weights="toy.pt", method="gradcam",
                    target="class-logit", layers=["feat"])
 print("locked", flush=True)

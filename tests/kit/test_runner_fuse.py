@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from kit.detections import Detection
-from kit.engine import Explanation
-from kit.fusion import fuse_layers
-from kit.maps import Letterbox, normalize, to_original
-from kit.runner import FUSED, to_image_result
+from kit.core.detection import Detection
+from kit.core.engine import Explanation
+from kit.core.fusion import fuse_layers
+from kit.core.geometry import Letterbox, normalize, to_original
+from kit.run.runner import FUSED, to_image_result
 
 
 def test_fused_map_uses_only_the_layers_the_gradient_reached() -> None:

@@ -25,13 +25,13 @@ import cv2
 import numpy as np
 import pytest
 
-from kit import journal
-from kit.errors import OutputError
-from kit.methods import get_method
-from kit.outputs import LOCK_NAME, MAX_NAME_BYTES, RunWriter, safe_stem
-from kit.results import DetectionResult
-from kit.runner import run
-from kit.targets import get_target
+from kit.core.errors import OutputError
+from kit.core.results import DetectionResult
+from kit.core.targets import get_target
+from kit.methods.cam import get_method
+from kit.run.runner import run
+from kit.rundir import journal
+from kit.rundir.writer import LOCK_NAME, MAX_NAME_BYTES, RunWriter, safe_stem
 from tests.conftest import ToyAdapter
 
 REPO_ROOT = Path(__file__).resolve().parents[2]  # tests/kit/<this file> -> the project root
@@ -133,7 +133,8 @@ def test_a_failing_forward_of_a_batch_is_retried_one_image_at_a_time(tmp_path: P
 
 def test_extreme_aspect_ratios_are_explained_when_the_letterbox_allows(tmp_path: Path) -> None:
     """10000 x 10 and 10 x 10000: maps (and overlays) at their bounded size, 2048 x 2 (the longer side
-    capped at kit.maps.MAP_MAX_SIDE), summary tiles bounded, JPEGs readable; boxes in original pixels."""
+    capped at kit.core.geometry.MAP_MAX_SIDE), summary tiles bounded, JPEGs readable; boxes in original
+    pixels."""
     tall, wide = _png(tmp_path / "tall.png", (10000, 10)), _png(tmp_path / "wide.png", (10, 10000), seed=1)
     out = tmp_path / "run"
     failed, manifest = _run(ToyAdapter(img_size=2000), [tall, wide], out, batch_size=2)
@@ -344,11 +345,11 @@ import json, os, resource, sys, time
 from pathlib import Path
 sys.path.insert(0, {str(REPO_ROOT)!r})
 from tests.conftest import ToyAdapter
-from kit import cli
-from kit.methods import get_method
-from kit.outputs import RunWriter
-from kit.runner import run
-from kit.targets import get_target
+from kit.cli import main as cli
+from kit.methods.cam import get_method
+from kit.rundir.writer import RunWriter
+from kit.run.runner import run
+from kit.core.targets import get_target
 """
 
 RUN_SCRIPT = """

@@ -1,4 +1,4 @@
-"""kit.safeeval: the arithmetic of detectron2's ``!!python/object/apply:eval`` configs gives what
+"""kit.upstreams.safeeval: the arithmetic of detectron2's ``!!python/object/apply:eval`` configs gives what
 ``eval`` gives, and nothing beyond arithmetic is evaluated."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from kit.safeeval import MAX_STEPS, ExpressionError, evaluate
+from kit.upstreams.safeeval import MAX_STEPS, ExpressionError, evaluate
 
 # detectron2's configs/Base-RetinaNet.yaml and a project config of the same checkout.
 GENUINE = [

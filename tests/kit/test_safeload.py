@@ -29,10 +29,10 @@ import pytest
 import torch
 from torch import nn
 
-from kit import safeload
-from kit.checkpoints import require_files
-from kit.errors import CheckpointError, CheckpointNotFoundError, KitError, UnsafeCheckpointError
-from kit.safeload import pickled_globals, safe_load
+from kit.core.errors import CheckpointError, CheckpointNotFoundError, KitError, UnsafeCheckpointError
+from kit.upstreams import safeload
+from kit.upstreams.checkpoints import require_files
+from kit.upstreams.safeload import pickled_globals, safe_load
 from tests.kit import hostile
 
 FIXTURE_FILES = {
@@ -726,7 +726,7 @@ REFUSALS = {
 
 def test_the_hostile_corpus_is_refused_with_exit_2_in_bounded_memory(tmp_path: Path) -> None:
     """The issue's files (nesting that overflowed the C stack, exit 139; a few bytes that made
-    gigabytes) through the entry points' path (kit.cli.guarded), in a child with its address
+    gigabytes) through the entry points' path (kit.cli.main.guarded), in a child with its address
     space limited: each exits 2 with its reason, and the child's peak RSS stays near its imports."""
     files = hostile.corpus()
     assert set(files) == set(REFUSALS)

@@ -1,4 +1,4 @@
-"""kit.safeyaml: a YAML file is read as data only. Every refusal is a ConfigFileError naming the
+"""kit.upstreams.safeyaml: a YAML file is read as data only. Every refusal is a ConfigFileError naming the
 file (and the line where there is one); hostile files that could crash or fill memory are read in
 a child process under a memory limit, which must end with exit 2 and a bounded peak."""
 
@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kit import safeyaml
-from kit.errors import ConfigFileError, KitError
-from kit.safeyaml import load_yaml, read_yaml
+from kit.core.errors import ConfigFileError, KitError
+from kit.upstreams import safeyaml
+from kit.upstreams.safeyaml import load_yaml, read_yaml
 from tests.children import run_python
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -164,8 +164,8 @@ def test_the_error_types_are_the_kits_refusals() -> None:
 # What the child runs: read the file, exit 2 on a refusal (as every entry point does), 0 when read.
 CHILD = """
     import sys
-    from kit.errors import KitError
-    from kit.safeyaml import read_yaml
+    from kit.core.errors import KitError
+    from kit.upstreams.safeyaml import read_yaml
     try:
         read_yaml(sys.argv[1], max_bytes=int(sys.argv[2]))
     except KitError as error:

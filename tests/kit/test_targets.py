@@ -10,11 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from kit.detections import Detection
-from kit.engine import explain
-from kit.errors import KitError
-from kit.methods import METHODS
-from kit.targets import (
+from kit.core.detection import Detection
+from kit.core.engine import explain
+from kit.core.errors import KitError
+from kit.core.targets import (
     TARGETS,
     BoxCoordinate,
     TargetNotSupportedError,
@@ -22,6 +21,7 @@ from kit.targets import (
     choose_class,
     get_target,
 )
+from kit.methods.cam import METHODS
 from tests.conftest import picture
 from tests.conftest import toy_explainer as toy
 from tests.kit.test_engine import DETECTIONS, TinyDetector, TinyOutput, assert_cams_match_reference

@@ -8,8 +8,8 @@ from torch import nn
 
 from kit.adapters.detectron2 import Detectron2Adapter, RcnnOutput, RetinaNetOutput, _per_anchor
 from kit.adapters.yolo import LayerNotFoundError
-from kit.detections import Detection
-from kit.errors import KitError
+from kit.core.detection import Detection
+from kit.core.errors import KitError
 
 
 def det(image: int, row: int, cls: int, level: int | None = None) -> Detection:

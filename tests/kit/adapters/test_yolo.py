@@ -8,7 +8,6 @@ import torch
 import torchvision
 from torch import nn
 
-from kit.adapters.base import Capabilities
 from kit.adapters.yolo import (
     ImageSizeError,
     LayerNotFoundError,
@@ -16,9 +15,10 @@ from kit.adapters.yolo import (
     YoloFunctions,
     check_resizable,
 )
-from kit.engine import explain
-from kit.methods import METHODS
-from kit.targets import TARGETS
+from kit.core.contract import Capabilities
+from kit.core.engine import explain
+from kit.core.targets import TARGETS
+from kit.methods.cam import METHODS
 
 
 class Detect(nn.Module):

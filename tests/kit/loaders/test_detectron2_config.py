@@ -1,4 +1,4 @@
-"""kit.loaders.detectron2_config: a detectron2 config and its ``_BASE_`` chain, read as data and
+"""kit.upstreams.loaders.detectron2_config: a detectron2 config and its ``_BASE_`` chain, read as data and
 merged as fvcore merges them (checked against fvcore's own ``load_yaml_with_base``), with bases
 that are local files only. No detectron2 checkout needed; the equality over the checkout's real
 configs is in tests/integration/test_detectron2.py."""
@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from kit.errors import ConfigFileError
-from kit.loaders.detectron2_config import MAX_BASE_DEPTH, MAX_FILES, literal_problem, read_config
+from kit.core.errors import ConfigFileError
+from kit.upstreams.loaders.detectron2_config import MAX_BASE_DEPTH, MAX_FILES, literal_problem, read_config
 
 
 def write(path: Path, text: str) -> Path:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from kit.targets import TARGETS
+from kit.core.targets import TARGETS
 from scripts.bench import common as bench_common
 from scripts.bench import driver as bench
 
@@ -113,7 +113,7 @@ def test_the_folder_measurement_explains_every_image_at_each_batch_size(
 ) -> None:
     import numpy as np
 
-    from kit import runner
+    from kit.run import runner
     from tests.kit.adapters.test_yolo import make_adapter
 
     adapter = make_adapter()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from kit.errors import DownloadError
+from kit.core.errors import DownloadError
 from scripts.cam import launch as cam
 from tests.conftest import installed_checkout
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from kit.errors import KitError
+from kit.core.errors import KitError
 from scripts.cam import launch as cam
 from scripts.upstream.errors import CheckoutError, ConfigError
 from tests.conftest import installed_checkout

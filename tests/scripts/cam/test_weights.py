@@ -1,5 +1,5 @@
 """make cam's default weights: the release of each pin, downloaded once into weights/<upstream>/,
-up to the network call (kit.download.download, replaced here)."""
+up to the network call (kit.upstreams.download.download, replaced here)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-import kit.download
+import kit.upstreams.download
 from scripts.cam import launch as cam
 
 # The released file of each YOLO pin: its tag, never "latest".
@@ -25,7 +25,9 @@ def test_default_weights_are_the_pinned_release_downloaded_into_weights_dir(
     calls: list[tuple[str, Path]] = []
     monkeypatch.setenv(cam.WEIGHTS_DIR_ENV, str(tmp_path / "w"))
     monkeypatch.delenv(f"KIT_{name.upper()}_WEIGHTS_URL", raising=False)
-    monkeypatch.setattr(kit.download, "download", lambda url, dest: calls.append((url, dest)) or dest)
+    monkeypatch.setattr(
+        kit.upstreams.download, "download", lambda url, dest: calls.append((url, dest)) or dest
+    )
     assert cam.default_weights(name) == tmp_path / "w" / name / RELEASES[name].rsplit("/", 1)[1]
     assert calls == [(RELEASES[name], tmp_path / "w" / name / RELEASES[name].rsplit("/", 1)[1])]
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kit.labels import read_yolo_file
+from kit.evaluation.labels import read_yolo_file
 from scripts.demo import shapes
 
 

@@ -11,9 +11,9 @@ import pytest
 import torch
 from torch import nn
 
-from kit.methods import get_method
-from kit.runner import explain_batch, to_image_result
-from kit.targets import get_target
+from kit.core.targets import get_target
+from kit.methods.cam import get_method
+from kit.run.runner import explain_batch, to_image_result
 from scripts.eval import faithfulness as evaluation
 from tests.conftest import ToyAdapter
 

@@ -1,5 +1,6 @@
 """`make eval` and a run's --eval score with the same code: the same images, detector and method
-through scripts/eval/faithfulness.py's path and through main_gradcam.py's (kit.cli.explain_sources) give the
+through scripts/eval/faithfulness.py's path and through main_gradcam.py's (kit.cli.main.explain_sources)
+give the
 same matches, PG, EBPG and deletion/insertion AUC."""
 
 from __future__ import annotations
@@ -13,14 +14,14 @@ import cv2
 import numpy as np
 import pytest
 
-from kit import cli
 from kit.api import Explainer
-from kit.detections import Detection
-from kit.evaluate import Evaluator
-from kit.labels import load_labels
-from kit.loaders import Loaded
-from kit.methods import get_method
-from kit.targets import get_target
+from kit.cli import main as cli
+from kit.core.detection import Detection
+from kit.core.targets import get_target
+from kit.evaluation.evaluate import Evaluator
+from kit.evaluation.labels import load_labels
+from kit.methods.cam import get_method
+from kit.upstreams.loaders import Loaded
 from scripts.eval import faithfulness as evaluation
 from tests.conftest import ToyAdapter
 
@@ -65,7 +66,7 @@ def write_data(folder: Path, count: int) -> tuple[Path, Path]:
 
 def test_make_eval_scores_as_a_run_with_eval_does(tmp_path: Path) -> None:
     """The same images, detector and method through `make eval`'s code and through --eval (the run
-    loop with the Evaluator as kit.cli builds it): the same matches, PG, EBPG and curves."""
+    loop with the Evaluator as kit.cli.main builds it): the same matches, PG, EBPG and curves."""
     images, labels_dir = write_data(tmp_path, 3)
     opt = argparse.Namespace(**vars(cli_options()))
     opt.eval, opt.eval_curves, opt.eval_steps, opt.method = str(labels_dir), 2, 4, "gradcam"

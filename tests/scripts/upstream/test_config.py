@@ -199,7 +199,7 @@ HOSTILE_USER_FILES = {
 def test_hostile_user_files_are_refused_naming_the_file(
     isolated: Path, project: Path, case: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The user's upstreams.yaml override is read as data (kit.safeyaml); every refusal is a
+    """The user's upstreams.yaml override is read as data (kit.upstreams.safeyaml); every refusal is a
     ConfigError naming the file, and `python -m scripts` exits 2 with one line."""
     text, expected = HOSTILE_USER_FILES[case]
     marker = isolated / "ran"

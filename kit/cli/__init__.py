@@ -1,0 +1,1 @@
+"""The command line: one flag table for every entry point."""

@@ -1,0 +1,1 @@
+"""Evaluation: labels, matching, metrics, missed objects and the audit."""

@@ -1,0 +1,1138 @@
+"""``python -m kit.evaluation.audit RUN``: where a whole run's maps lie against their boxes, per class.
+
+A run folder's manifest holds, per detection and map, ``energy_in_box``: the share of the map's
+mass inside the detection's box. The audit reads every detection of a run at one map and gives,
+per class, how many detections there are, the median and 10th percentile of ``energy_in_box``,
+and the share of maps that put more than half their mass outside the box (``energy_in_box <
+0.5``); then the K detections whose maps lie most outside their boxes: the candidates for
+shortcut cues (context, background, watermarks), the list a person opens first. With the run's
+``--eval`` results (``eval.json``), the same statistics for matched and unmatched detections.
+
+Detections without a value at the map are counted apart, never as 0: no gradient reached the
+layer (``energy_in_box`` null), the map is all zero (``energy_in_box`` 0 and no mass in
+``maps/<stem>.npz``), the value is not a number in [0, 1], or the detection has no such map.
+
+The audit reads any manifest the kit wrote (older ones lack ``interrupted``; fields missing from
+a record are tolerated and counted) one image at a time, so memory grows with the number of
+detections, not with the size of their records. It writes ``audit.json`` into the run folder
+(temporary file, then rename), never while a live run holds the folder's lock, and changes
+nothing else there.
+
+    audit = audit_run("runs/cam/yolov7/exp")  # reads only
+    print(audit.format_table())
+    write_audit(audit)  # <run>/audit.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import json
+import math
+import os
+import re
+import secrets
+import sys
+import traceback
+import zipfile
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Optional, Union
+
+import numpy as np
+
+from kit.core.display import shown
+from kit.core.errors import KitError, OutputError
+from kit.rundir import folder as rundir
+from kit.rundir import journal
+
+# Names shared with kit.rundir.writer and kit.core.results, not imported from them: they load torch, which
+# takes seconds and half a gigabyte before the first line of a manifest is read (tests hold them equal).
+MANIFEST_NAME = "manifest.json"
+EVAL_NAME = "eval.json"
+LOCK_NAME = ".kit.lock"  # kit.rundir.writer.LOCK_NAME
+FUSED = "fused"  # kit.core.results.FUSED: the layer name of --fuse's map
+PathLike = Union[str, Path]
+AUDIT_NAME = "audit.json"
+AUDIT_VERSION = 1
+OUTSIDE = 0.5  # a map with energy_in_box below this puts more than half its mass outside the box
+DEFAULT_TOP = 20
+REACHED = "reached"  # --layer: each detection's map at the one layer its gradient reached
+RANKS = {  # --rank: the order of the top list
+    "energy": "lowest energy_in_box first",
+    "density": "lowest density first (energy_in_box / box share: small boxes not favoured)",
+}
+
+# Why a detection has no value at the audited map (counted apart, never as 0).
+NO_GRADIENT = "no_gradient"  # energy_in_box null: no gradient reached the layer
+EMPTY = "empty"  # an all-zero map: energy_in_box 0 by definition, not "outside"
+INVALID = "invalid"  # NaN, infinite, not a number, or outside [0, 1]
+MISSING = "missing"  # the detection has no map of that name at all
+UNMEASURED = (NO_GRADIENT, EMPTY, INVALID, MISSING)
+MATCH_GROUPS = ("matched", "unmatched", "not evaluated", "not matched")
+
+EXIT_OK, EXIT_REFUSED, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 2, 3, 130  # as the entry points' (README)
+
+
+class AuditError(KitError, ValueError):
+    """A folder that is not a run, a manifest that cannot be read, or a run folder in use."""
+
+
+# ---- results -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ClassStats:
+    """``energy_in_box`` of one class's detections (or of all: ``class_name`` "all") at the audited map.
+
+    ``n`` counts every detection; ``measured`` those with a value, of which ``outside`` have
+    ``energy_in_box < 0.5``; ``median``, ``p10`` (numpy's linear interpolation) and
+    ``share_outside`` are over the measured ones (None when there is none). The rest are counted
+    by why they have no value: ``no_gradient``, ``empty`` (all-zero map), ``invalid``, ``missing``.
+    """
+
+    class_id: Optional[int]
+    class_name: str
+    n: int
+    measured: int
+    median: Optional[float]
+    p10: Optional[float]
+    outside: int
+    share_outside: Optional[float]
+    no_gradient: int = 0
+    empty: int = 0
+    invalid: int = 0
+    missing: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Breakdown:
+    """All detections of a group (the run, or its matched / unmatched ones) and each class's."""
+
+    total: ClassStats
+    classes: tuple[ClassStats, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"all": self.total.to_json(), "classes": [c.to_json() for c in self.classes]}
+
+
+@dataclass(frozen=True)
+class TopEntry:
+    """One of the detections whose maps lie most outside their boxes, and where to look at it.
+
+    ``overlay`` is the picture in the run folder (relative to it), ``layer`` the map's layer,
+    ``match`` "matched"/"unmatched"/... with ``--eval`` results, else None. ``box_share`` is the
+    box's share of the image's area and ``density`` = energy_in_box / box_share: how many times
+    denser the map is inside the box than over the whole image (1: no denser; a uniform map has
+    energy_in_box = box_share, so a small box has a low energy_in_box even when the map is on it).
+    """
+
+    file: str
+    id: Optional[int]
+    class_id: Optional[int]
+    class_name: str
+    score: Optional[float]
+    energy_in_box: float
+    layer: Optional[str]
+    overlay: Optional[str]
+    match: Optional[str] = None
+    box_share: Optional[float] = None
+    density: Optional[float] = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Audit:
+    """What :func:`audit_run` found; :meth:`to_json` is ``audit.json``, :meth:`format_table` the table."""
+
+    run_dir: Path
+    run: dict[str, Any]  # the manifest's settings and counts of images and detections
+    layer: Optional[str]  # the audited map: a layer name, "fused", "reached", or None (no maps)
+    layer_rule: str  # in words: which map each detection was audited at
+    layers: tuple[str, ...]  # every map name the run has
+    overall: Breakdown
+    split: dict[str, Breakdown]  # with --eval results: "matched", "unmatched", ...; else empty
+    split_rule: Optional[str]  # how matched/unmatched were read from eval.json
+    top: tuple[TopEntry, ...]
+    top_k: int
+    rank: str = "energy"  # the top list's order: lowest energy_in_box, or lowest density
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def to_json(self) -> dict[str, Any]:
+        """``audit.json``: plain JSON values only (no NaN)."""
+        return {
+            "audit_version": AUDIT_VERSION,
+            "run": self.run,
+            "map": {"layer": self.layer, "rule": self.layer_rule, "available": list(self.layers)},
+            "outside_below": OUTSIDE,
+            "all": self.overall.total.to_json(),
+            "classes": [c.to_json() for c in self.overall.classes],
+            "eval": None
+            if not self.split and self.split_rule is None
+            else {"rule": self.split_rule, "groups": {k: v.to_json() for k, v in self.split.items()}},
+            "top_k": self.top_k,
+            "top_by": RANKS[self.rank],
+            "top": [t.to_json() for t in self.top],
+            "notes": list(self.notes),
+        }
+
+    def format_table(self) -> str:
+        """The audit as text for a terminal: headline, per-class table, split, top-K list, notes."""
+        return _format(self)
+
+
+# ---- reading the run folder ------------------------------------------------------------------
+class _Det:
+    """One detection at the audited map(s), kept small (a run may hold hundreds of thousands)."""
+
+    __slots__ = ("image", "id", "class_id", "class_name", "score", "box_share", "picks", "match")
+
+    def __init__(
+        self,
+        image: int,
+        det_id: Optional[int],
+        class_id: Optional[int],
+        class_name: str,
+        score: Optional[float],
+        box_share: Optional[float],
+        picks: dict[str, _Pick],
+    ) -> None:
+        self.image = image
+        self.id = det_id
+        self.class_id = class_id
+        self.class_name = class_name
+        self.score = score
+        self.box_share = box_share
+        self.picks = picks  # candidate map name ("fused", "reached" or the --layer) -> its value
+        self.match: Optional[str] = None
+
+
+# A detection's value at one map: (energy or None, why none or None, layer, overlay, npz key).
+_Pick = tuple[Optional[float], Optional[str], Optional[str], Optional[str], Optional[str]]
+
+
+def run_folder(path: PathLike) -> Path:
+    """The run folder ``path`` names (a ``manifest.json`` stands for its folder), or an AuditError
+    that says what the folder is instead and what to pass."""
+    p = Path(path)
+    if p.name == MANIFEST_NAME and p.is_file():
+        return p.parent
+    if not p.exists():
+        raise AuditError(f"{p} does not exist; pass a run folder (the folder holding manifest.json)")
+    if not p.is_dir():
+        raise AuditError(f"{p} is a file, not a run folder; pass the folder holding manifest.json")
+    if (p / MANIFEST_NAME).is_file():
+        return p
+    if (p / EVAL_NAME).is_file() and (p / "table.txt").is_file():
+        raise AuditError(
+            f"{p} is not a run folder (no {MANIFEST_NAME}): it holds make eval's eval.json and table.txt. "
+            "Pass the folder of a run (make cam, main_gradcam.py, Explainer.run)"
+        )
+    try:
+        runs = sorted(q.parent.name for q in p.glob(f"*/{MANIFEST_NAME}"))
+    except OSError:
+        runs = []
+    hint = f"; run folders in it: {', '.join(runs[:8])}{', ...' if len(runs) > 8 else ''}" if runs else ""
+    raise AuditError(
+        f"{p} is not a run folder: it has no {MANIFEST_NAME}. Pass the folder a run wrote "
+        f"(e.g. runs/cam/yolov7/exp){hint}"
+    )
+
+
+def audit_run(
+    run_dir: PathLike, *, layer: Optional[str] = None, top: int = DEFAULT_TOP, rank: str = "energy"
+) -> Audit:
+    """Audit the run folder ``run_dir`` at one map; reads only (see :func:`write_audit`).
+
+    layer: the map to audit: a layer name of the run, ``"fused"``, or ``"reached"`` (each
+        detection's map at the one layer its gradient reached). Default: ``fused`` when the run
+        has fused maps (``--fuse``), the layer when it has one, else ``reached``.
+    top: how many of the detections whose maps lie most outside their boxes to list (K >= 0).
+    rank: their order: ``"energy"`` (lowest energy_in_box first) or ``"density"`` (lowest
+        energy_in_box / box share first, which does not favour small boxes).
+
+    Raises :class:`AuditError` when ``run_dir`` is not a run folder, its manifest cannot be read,
+    or ``layer`` is none of the run's maps.
+    """
+    if isinstance(top, bool) or not isinstance(top, int) or top < 0:
+        raise AuditError(f"top must be a whole number >= 0 (how many detections to list), got {top!r}")
+    if rank not in RANKS:
+        raise AuditError(f"unknown rank {rank!r}; rank by {' or '.join(RANKS)}")
+    folder = run_folder(run_dir)
+    reader = _ManifestReader(layer)
+    header = read_manifest(folder / MANIFEST_NAME, reader.add_image)
+    source, chosen, rule = reader.choose(header, layer)
+    notes = list(reader.notes)
+    dets = reader.dets
+    for d in dets:  # keep only the audited map's value, under its name
+        d.picks = {chosen: d.picks[source]} if chosen is not None and source in d.picks else {}
+    _check_empty_maps(folder, dets, reader.maps_files, notes)
+    split_rule = _read_matches(folder, dets, reader.files, notes)
+    key = chosen or ""
+    overall = _breakdown(dets, key)
+    split = {}
+    if split_rule is not None:
+        for group in MATCH_GROUPS:
+            members = [d for d in dets if d.match == group]
+            if members:
+                split[group] = _breakdown(members, key)
+    if header.get("unmerged_parts"):
+        notes.append(
+            "the run did not finish (killed, or still running elsewhere): the audit covers the "
+            f"{reader.image_count} images recorded so far; run the same command with --resume to finish it"
+        )
+    if header.get("interrupted") is True:
+        notes.append(
+            f"the run was interrupted (Ctrl-C): the audit covers the {reader.image_count} images it finished"
+        )
+    run = {
+        **{
+            k: _plain(header.get(k))
+            for k in ("upstream", "weights", "method", "target", "layers", "interrupted")
+        },
+        "images": reader.image_count,
+        "failed_images": reader.failed,
+        "detections": len(dets),
+    }
+    return Audit(
+        run_dir=folder,
+        run=run,
+        layer=chosen,
+        layer_rule=rule,
+        layers=tuple(reader.layer_order(header)),
+        overall=overall,
+        split=split,
+        split_rule=split_rule,
+        top=_top(dets, key, top, reader.files, with_match=split_rule is not None, rank=rank),
+        top_k=top,
+        rank=rank,
+        notes=tuple(notes),
+    )
+
+
+def read_manifest(manifest: Path, on_image: Callable[[Any], None]) -> dict[str, Any]:
+    """A run's ``manifest.json``: its top-level values, with each image record handed to ``on_image``
+    one at a time (``images`` maps to their count). Any manifest the kit wrote reads, old ones too;
+    an AuditError names the file and what to do when it is not a kit manifest or cannot be read.
+
+    A run that did not finish (killed, or still going on another machine) keeps the records of its
+    last images in part files beside the manifest (:mod:`kit.rundir.journal`); they are read too, merged as
+    the run's end would merge them, and ``unmerged_parts`` in the result counts the part files.
+    """
+    parts = len(journal.part_files(manifest.parent))
+    if parts:
+        return _read_unfinished(manifest, on_image, parts)
+    header = _scan(_read_text(manifest), manifest, {"images": on_image})
+    if "images" in header and not isinstance(header["images"], int):
+        raise AuditError(
+            f"{manifest} is not a kit manifest: its 'images' is not a list; pass the folder of a run"
+        )
+    if "images" not in header:
+        raise AuditError(
+            f"{manifest} is not a kit manifest: it has no 'images' list (keys: "
+            f"{', '.join(sorted(header)[:10]) or 'none'}). Pass the folder of a run of the kit"
+        )
+    return header
+
+
+def _read_unfinished(manifest: Path, on_image: Callable[[Any], None], parts: int) -> dict[str, Any]:
+    """:func:`read_manifest` of a run whose last records are still in its part files (held in memory
+    at once: the parts of an unfinished run, not a finished run's whole manifest)."""
+    folder = manifest.parent
+    try:
+        data = journal.read_manifest(folder)
+    except OutputError as error:
+        raise AuditError(f"{error}; pass the folder of a run of the kit") from None
+    images = data.get("images")
+    if not isinstance(images, list):
+        raise AuditError(
+            f"{manifest} is not a kit manifest: its 'images' is not a list; pass the folder of a run"
+        )
+    for image in images:
+        on_image(image)
+    return {**data, "images": len(images), "unmerged_parts": parts}
+
+
+def _read_text(path: Path) -> str:
+    """The manifest's text, or an AuditError that names the file and what to do."""
+    try:  # a regular file of bounded size: a sparse file of gigabytes, or a pipe, is refused unread
+        text = journal.read_run_file(path, what=path.name).decode("utf-8")
+    except OutputError as e:
+        raise AuditError(f"{e}; pass the folder of a run of the kit") from None
+    except UnicodeDecodeError as e:
+        raise AuditError(
+            f"{path} is not UTF-8 text ({e.reason}): it is not a manifest the kit wrote, or it is "
+            "damaged; run again, or restore it from a copy"
+        ) from e
+    except OSError as e:
+        raise AuditError(f"cannot read {path}: {e.strerror or e}") from e
+    if not text.strip():
+        raise AuditError(
+            f"{path} is empty: the run did not write it (or it was cut); run again, or restore it from a copy"
+        )
+    return text
+
+
+_SPACE = re.compile(r"[ \t\n\r]*")
+_TOKEN_START = re.compile(r"[-+.0-9eEa-zA-Z]{0,9}")  # of a number, true/false/null, NaN, Infinity
+
+
+def _scan(text: str, path: Path, streams: dict[str, Callable[[Any], None]]) -> dict[str, Any]:
+    """A JSON object's top-level keys; the items of a list under a key of ``streams`` are handed to
+    its function one at a time (never all held as parsed objects), and the key maps to their count."""
+    decoder = json.JSONDecoder()
+
+    def skip(i: int) -> int:
+        m = _SPACE.match(text, i)
+        return m.end() if m else i
+
+    def expect(i: int, chars: str) -> str:
+        if i >= len(text):
+            raise json.JSONDecodeError("the file ends here: it was cut short", text, i)
+        if text[i] not in chars:
+            wanted = " or ".join(repr(c) for c in chars)
+            raise json.JSONDecodeError(f"expected {wanted}", text, i)
+        return text[i]
+
+    header: dict[str, Any] = {}
+    if not text.lstrip().startswith("{"):
+        raise AuditError(
+            f"{path} is not a kit manifest (a JSON object with 'images'); pass the folder of a run"
+        )
+    try:
+        i = skip(0)
+        expect(i, "{")
+        i = skip(i + 1)
+        if text.startswith("}", i):
+            i += 1
+        else:
+            while True:
+                expect(i, '"')
+                key, i = decoder.raw_decode(text, i)
+                i = skip(i)
+                expect(i, ":")
+                i = skip(i + 1)
+                if key in streams and text.startswith("[", i):
+                    count = 0
+                    i = skip(i + 1)
+                    if text.startswith("]", i):
+                        i += 1
+                    else:
+                        while True:
+                            record, i = decoder.raw_decode(text, i)
+                            streams[key](record)
+                            count += 1
+                            i = skip(i)
+                            if expect(i, ",]") == "]":
+                                i += 1
+                                break
+                            i = skip(i + 1)
+                    header[key] = count
+                else:
+                    header[key], i = decoder.raw_decode(text, i)
+                i = skip(i)
+                if expect(i, ",}") == "}":
+                    i += 1
+                    break
+                i = skip(i + 1)
+        if skip(i) != len(text):
+            raise json.JSONDecodeError("extra data after the manifest", text, skip(i))
+    except json.JSONDecodeError as e:
+        # Cut short: the decoder ran out of text (an unterminated string, or nothing but the start
+        # of one number or literal after the error): the rest of the manifest is missing, not wrong.
+        cut = e.msg.startswith("Unterminated string") or _TOKEN_START.fullmatch(text[e.pos :].rstrip())
+        why = (
+            "it was cut short (the kit replaces it whole, so a copy or a crash of the machine cut it)"
+            if cut
+            else "it is damaged"
+        )
+        raise AuditError(
+            f"{path} is not valid JSON ({e.msg}: line {e.lineno}, column {e.colno}): {why}. "
+            "Run again to rewrite it, or restore it from a copy"
+        ) from e
+    except RecursionError:
+        raise AuditError(
+            f"{path} is nested deeper than Python's JSON parser follows: it is not a manifest the kit "
+            "wrote; pass the folder of a run of the kit"
+        ) from None
+    except MemoryError:
+        raise AuditError(f"{path} does not fit in memory; pass the folder of a run of the kit") from None
+    except ValueError as e:  # an integer of thousands of digits
+        raise AuditError(f"{path} is not a manifest the kit wrote ({e}); pass the folder of a run") from None
+    return header
+
+
+class _ManifestReader:
+    """Per image record: its detections, each with its value at the candidate maps."""
+
+    def __init__(self, layer: Optional[str]) -> None:
+        self.layer = layer
+        self.dets: list[_Det] = []
+        self.files: list[str] = []
+        self.maps_files: list[Optional[str]] = []
+        self.image_count = 0
+        self.failed = 0
+        self.seen: dict[str, None] = {}  # map names in order of first sight
+        self.has_fused = False
+        self.several_reached = 0
+        self.bad_images = 0
+        self.bad_detections = 0
+        self._names: dict[str, str] = {}  # one str per class/layer name (memory)
+
+    @property
+    def notes(self) -> list[str]:
+        notes = []
+        if self.bad_images:
+            notes.append(f"{self.bad_images} image records of the manifest are not objects: left out")
+        if self.bad_detections:
+            notes.append(
+                f"{self.bad_detections} detection records are not objects (or an image's detections not "
+                "a list): left out"
+            )
+        return notes
+
+    def intern(self, name: str) -> str:
+        return self._names.setdefault(name, name)
+
+    def add_image(self, record: Any) -> None:
+        self.image_count += 1
+        if not isinstance(record, dict):
+            self.bad_images += 1
+            return
+        if record.get("error") is not None:
+            self.failed += 1
+        detections = record.get("detections") or []
+        if not isinstance(detections, list):
+            self.bad_detections += 1
+            return
+        index = len(self.files)
+        width, height = _number(record.get("width")), _number(record.get("height"))
+        area = width * height if width and height and width > 0 and height > 0 else None
+        self.files.append(_text(record.get("file"), default="?"))
+        maps_file = record.get("maps_file")
+        self.maps_files.append(maps_file if isinstance(maps_file, str) else None)
+        for det in detections:
+            if not isinstance(det, dict):
+                self.bad_detections += 1
+                continue
+            self.dets.append(self._detection(index, det, area))
+
+    def _detection(self, image: int, det: dict[str, Any], area: Optional[float]) -> _Det:
+        maps = _maps_of(det.get("maps"))
+        for name in maps:
+            if name not in self.seen:
+                self.seen[self.intern(name)] = None
+        picks: dict[str, _Pick] = {}
+        if self.layer is None or self.layer == FUSED:
+            if FUSED in maps:
+                self.has_fused = True
+            picks[FUSED] = self._pick(FUSED, maps.get(FUSED))
+        if self.layer is None or self.layer == REACHED:
+            picks[REACHED] = self._reached(maps)
+        if self.layer is not None and self.layer not in picks:
+            picks[self.layer] = self._pick(self.layer, maps.get(self.layer))
+        class_id = _whole(det.get("class_id"))
+        class_name = _text(det.get("class_name"), default="?" if class_id is None else str(class_id))
+        name = self.intern(class_name)
+        share = _box_share(det.get("box_xyxy"), area)
+        return _Det(image, _whole(det.get("id")), class_id, name, _number(det.get("score")), share, picks)
+
+    def _pick(self, layer: str, rec: Any) -> _Pick:
+        if not isinstance(rec, dict):
+            return (None, MISSING, layer, None, None)
+        overlay, key = rec.get("overlay"), rec.get("key")
+        overlay = overlay if isinstance(overlay, str) else None
+        key = key if isinstance(key, str) else None
+        energy = rec.get("energy_in_box")
+        if energy is None or rec.get("no_gradient") is True:
+            return (None, NO_GRADIENT, layer, overlay, key)
+        value = _number(energy)
+        if value is None or not 0.0 <= value <= 1.0:
+            return (None, INVALID, layer, overlay, key)
+        return (value, None, layer, overlay, key)
+
+    def _reached(self, maps: dict[str, Any]) -> _Pick:
+        """The map at the one layer the detection's gradient reached (the first, if several did)."""
+        picks = [self._pick(self.intern(name), rec) for name, rec in maps.items() if name != FUSED]
+        reached = [p for p in picks if p[1] != NO_GRADIENT]
+        if len(reached) > 1:
+            self.several_reached += 1
+        if reached:
+            return reached[0]
+        return picks[0] if picks else (None, MISSING, None, None, None)
+
+    def layer_order(self, header: dict[str, Any]) -> list[str]:
+        """Every map name: the run's layers in order, then others as first seen (``fused`` last)."""
+        given = header.get("layers")
+        run_layers = [str(la) for la in given] if isinstance(given, list) else []
+        names = [*run_layers, *(n for n in self.seen if n not in run_layers and n != FUSED)]
+        return [*dict.fromkeys(names), *([FUSED] if FUSED in self.seen else [])]
+
+    def choose(self, header: dict[str, Any], layer: Optional[str]) -> tuple[str, Optional[str], str]:
+        """Which candidate value to keep, the audited map's name, and in words what it is."""
+        names = self.layer_order(header)
+        layers = [n for n in names if n != FUSED]
+        fused = "fused (each detection's layers fused into one map, as --fuse writes it)"
+        if layer is not None:
+            if layer == REACHED:
+                return REACHED, REACHED, _reached_rule(layers, self.several_reached)
+            if layer not in names:
+                raise AuditError(
+                    f"this run has no map {layer!r}; its maps are {', '.join(names) or 'none'} "
+                    f"(or {REACHED!r}: each detection's map at the layer its gradient reached)"
+                )
+            return layer, layer, fused if layer == FUSED else f"{layer} (--layer)"
+        if self.has_fused:
+            return FUSED, FUSED, fused[:-1] + "; the default when a run has it)"
+        if len(layers) == 1:
+            return REACHED, layers[0], f"{layers[0]} (the run's only layer)"
+        if not layers:
+            return REACHED, None, "none: the run has no maps"
+        return REACHED, REACHED, _reached_rule(layers, self.several_reached)
+
+
+def _reached_rule(layers: Sequence[str], several: int) -> str:
+    rule = (
+        f"reached: each detection's map at the layer its gradient reached, of {', '.join(layers)} "
+        "(YOLO at the default layers: the head level that found it)"
+    )
+    if several:
+        rule += f"; {several} detections reached several layers: the first of them in this order is used"
+    return rule
+
+
+def _maps_of(value: Any) -> dict[str, Any]:
+    """A detection's maps by layer name (the manifest's dict; a list of records with ``layer`` too)."""
+    if isinstance(value, dict):
+        return {str(k): v for k, v in value.items()}
+    if isinstance(value, list):
+        return {str(m["layer"]): m for m in value if isinstance(m, dict) and "layer" in m}
+    return {}
+
+
+def _number(value: Any) -> Optional[float]:
+    """A finite float, or None (null, bool, text, NaN, infinity, an integer beyond a float)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        value = float(value)
+    except OverflowError:  # 10**400 in a manifest from someone else
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _plain(value: Any) -> Any:
+    """A manifest value as strict JSON: NaN and infinities (which Python's json reads) become None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return value
+
+
+def _box_share(box: Any, area: Optional[float]) -> Optional[float]:
+    """The box's share of the image's area (the box clipped to the image), or None if unknown."""
+    if area is None or not isinstance(box, list) or len(box) != 4:
+        return None
+    x1, y1, x2, y2 = (_number(v) for v in box)
+    if x1 is None or y1 is None or x2 is None or y2 is None:
+        return None
+    share = max(0.0, x2 - x1) * max(0.0, y2 - y1) / area
+    return min(share, 1.0) if share > 0 else None
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _whole(value: Any) -> Optional[int]:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
+def _text(value: Any, *, default: str) -> str:
+    return value if isinstance(value, str) else default if value is None else str(value)
+
+
+MAX_MAP_BYTES = 64 * 2**20  # a map the kit writes: at most 2048 x 2048 float16 (8 MiB); old runs' more
+_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+
+
+def read_map(archive: zipfile.ZipFile, key: Any) -> Optional[np.ndarray]:
+    """The map ``key`` of a run's ``maps/<stem>.npz``, or None when it is missing or not one the kit
+    could have written. A run folder may come from someone else: the member's declared size and its
+    array header are checked before anything is decompressed or allocated (a small npz can declare
+    gigabytes), and nothing is unpickled."""
+    if not isinstance(key, str):
+        return None
+    try:
+        info = archive.getinfo(f"{key}.npy")
+        if info.file_size > MAX_MAP_BYTES:
+            return None
+        with archive.open(info) as f:
+            version = np.lib.format.read_magic(f)
+            if version not in _HEADER_READERS:
+                return None
+            shape, fortran, dtype = _HEADER_READERS[version](f)
+            size = math.prod(shape) * dtype.itemsize
+            if dtype.kind != "f" or len(shape) != 2 or size > info.file_size:
+                return None
+            data = f.read(size + 1)
+    except (KeyError, OSError, ValueError, EOFError, zipfile.BadZipFile):
+        return None
+    if len(data) != size:
+        return None
+    return np.frombuffer(data, dtype=dtype).reshape(shape, order="F" if fortran else "C")
+
+
+def _check_empty_maps(
+    folder: Path, dets: list[_Det], maps_files: list[Optional[str]], notes: list[str]
+) -> None:
+    """A value of exactly 0 is an all-zero map or a map wholly outside the box: ``maps/<stem>.npz`` tells.
+
+    Only these few maps are read (each image's npz at most once); one that cannot be read keeps its 0.
+    """
+    zeros: dict[int, list[_Det]] = {}
+    for d in dets:
+        for pick in d.picks.values():
+            if pick[0] == 0.0 and pick[4] is not None:
+                zeros.setdefault(d.image, []).append(d)
+    unchecked = 0
+    root = folder.resolve()
+    for image, members in zeros.items():
+        rel = maps_files[image]
+        path = (folder / rel).resolve() if rel else None
+        archive = None
+        if path is not None and path.is_relative_to(root) and path.is_file():
+            try:
+                archive = zipfile.ZipFile(path)
+            except (OSError, ValueError, zipfile.BadZipFile):
+                archive = None
+        for d in members:
+            for name, pick in list(d.picks.items()):
+                if pick[0] != 0.0:
+                    continue
+                cam = None if archive is None else read_map(archive, pick[4])
+                if cam is None:
+                    unchecked += 1
+                elif not np.any(np.nan_to_num(np.asarray(cam, dtype=np.float32)) > 0):
+                    d.picks[name] = (None, EMPTY, *pick[2:])
+        if archive is not None:
+            archive.close()
+    if unchecked:
+        notes.append(
+            f"{unchecked} maps have energy_in_box 0 but their maps/<stem>.npz could not be read: each is "
+            "either all zero or wholly outside its box, and is counted as 0"
+        )
+
+
+# ---- eval.json -------------------------------------------------------------------------------
+def _read_matches(folder: Path, dets: list[_Det], files: list[str], notes: list[str]) -> Optional[str]:
+    """Mark each detection matched / unmatched / not evaluated from ``eval.json``; return the rule used
+    (None without usable --eval results)."""
+    path = folder / EVAL_NAME
+    if not path.is_file():
+        return None
+    listed: dict[str, list[tuple[str, Optional[int]]]] = {"detections": [], "unmatched": []}
+
+    def keep(name: str) -> Callable[[Any], None]:
+        def add(row: Any) -> None:
+            if isinstance(row, dict):
+                listed[name].append((_text(row.get("file"), default="?"), _whole(row.get("id"))))
+
+        return add
+
+    try:
+        report = _scan(_read_text(path), path, {name: keep(name) for name in listed})
+    except AuditError as e:
+        notes.append(f"{e} (no matched/unmatched split)")
+        return None
+    if not isinstance(report.get("detections"), int):
+        notes.append(
+            f"{path} is not the --eval report of a run (no 'detections' list): no matched/unmatched split"
+        )
+        return None
+    by_key: dict[tuple[str, Optional[int]], list[_Det]] = {}
+    for d in dets:
+        by_key.setdefault((files[d.image], d.id), []).append(d)
+    known = [(key, group) for group, name in (("matched", "detections"), ("unmatched", "unmatched"))
+             for key in listed[name] if key in by_key]  # fmt: skip
+    unknown = len(listed["detections"]) + len(listed["unmatched"]) - len(known)
+    if unknown and not known:
+        notes.append(f"{path} names none of the manifest's detections: it is another run's; no split")
+        return None
+    for key, group in known:
+        for d in by_key[key]:
+            d.match = group
+    options = _dict(report.get("options"))
+    if isinstance(report.get("unmatched"), int):
+        rule = (
+            f"each detection the run's --eval evaluated, matched to a ground-truth box (greedy by score, "
+            f"IoU >= {options.get('match_iou', 0.5)}) or unmatched"
+        )
+        rest = "not evaluated"
+    else:
+        # Older eval.json: only the matched rows. When its count of evaluated detections is every
+        # detection of the images it did not skip, the others are the unmatched ones.
+        summary, images = _dict(report.get("summary")), _dict(report.get("images"))
+        skipped = {
+            _text(s.get("file"), default="?") for s in images.get("skipped") or [] if isinstance(s, dict)
+        }
+        for d in dets:
+            if d.match is None and files[d.image] in skipped:
+                d.match = "not evaluated"
+        evaluated = sum(1 for d in dets if d.match != "not evaluated")
+        if _whole(summary.get("detections")) == evaluated:
+            rule = (
+                "the matched detections as eval.json lists them; it evaluated every other detection of "
+                "the run, so the rest are unmatched"
+            )
+            rest = "unmatched"
+        else:
+            rule = (
+                "the matched detections as eval.json lists them (written before it listed unmatched ones); "
+                "it "
+                f"evaluated {summary.get('detections')} of {evaluated}: the rest are 'not matched' "
+                "(unmatched, or in images the labels do not cover); run --eval again for the exact split"
+            )
+            rest = "not matched"
+    for d in dets:
+        if d.match is None:
+            d.match = rest
+    if unknown:
+        notes.append(
+            f"{unknown} detections of {EVAL_NAME} are not in the manifest: it may belong to another run "
+            "of this folder (--exist-ok); the split uses the others"
+        )
+    return rule
+
+
+# ---- statistics ------------------------------------------------------------------------------
+def _stats(class_id: Optional[int], class_name: str, dets: Sequence[_Det], key: str) -> ClassStats:
+    values = []
+    why = dict.fromkeys(UNMEASURED, 0)
+    for d in dets:
+        pick = d.picks.get(key)
+        if pick is None:
+            why[MISSING] += 1
+        elif pick[0] is None:
+            why[pick[1] or INVALID] += 1
+        else:
+            values.append(pick[0])
+    energies = np.asarray(values, dtype=np.float64)
+    outside = int(np.count_nonzero(energies < OUTSIDE))
+    measured = len(values)
+    return ClassStats(
+        class_id=class_id,
+        class_name=class_name,
+        n=len(dets),
+        measured=measured,
+        median=float(np.median(energies)) if measured else None,
+        p10=float(np.percentile(energies, 10)) if measured else None,
+        outside=outside,
+        share_outside=outside / measured if measured else None,
+        no_gradient=why[NO_GRADIENT],
+        empty=why[EMPTY],
+        invalid=why[INVALID],
+        missing=why[MISSING],
+    )
+
+
+def _breakdown(dets: Sequence[_Det], key: str) -> Breakdown:
+    groups: dict[tuple[Optional[int], str], list[_Det]] = {}
+    for d in dets:
+        groups.setdefault((d.class_id, d.class_name), []).append(d)
+    order = sorted(groups, key=lambda k: (k[0] is None, k[0] if k[0] is not None else 0, k[1]))
+    return Breakdown(
+        total=_stats(None, "all", dets, key),
+        classes=tuple(_stats(cid, name, groups[(cid, name)], key) for cid, name in order),
+    )
+
+
+def _top(
+    dets: Sequence[_Det], key: str, k: int, files: list[str], *, with_match: bool, rank: str
+) -> tuple[TopEntry, ...]:
+    """The ``k`` measured detections of lowest energy_in_box (or density, with a known box share);
+    ties: higher score first, then file, id."""
+
+    def density(d: _Det, energy: float) -> Optional[float]:
+        return None if d.box_share is None else energy / d.box_share
+
+    measured = [(d, d.picks[key]) for d in dets if key in d.picks and d.picks[key][0] is not None]
+    if rank == "density":
+        measured = [(d, pick) for d, pick in measured if d.box_share is not None]
+
+    def order(item: tuple[_Det, _Pick]) -> tuple[float, float, str, int]:
+        d, pick = item
+        energy = pick[0] or 0.0
+        first = energy if rank == "energy" else density(d, energy) or 0.0
+        return (first, -(d.score if d.score is not None else -math.inf), files[d.image], d.id or 0)
+
+    return tuple(
+        TopEntry(
+            file=files[d.image],
+            id=d.id,
+            class_id=d.class_id,
+            class_name=d.class_name,
+            score=d.score,
+            energy_in_box=float(pick[0] or 0.0),
+            layer=pick[2],
+            overlay=pick[3],
+            match=d.match if with_match else None,
+            box_share=d.box_share,
+            density=density(d, float(pick[0] or 0.0)),
+        )
+        for d, pick in heapq.nsmallest(k, measured, key=order)
+    )
+
+
+# ---- the table -------------------------------------------------------------------------------
+def format_columns(table: Sequence[Sequence[str]]) -> str:
+    """Rows of cells as left-aligned columns two spaces apart, as kit.evaluation.evaluate's tables."""
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in table)
+
+
+def _num(value: Optional[float], digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _stat_table(
+    rows: Sequence[tuple[str, ClassStats]], *, first: str, extra: Sequence[str]
+) -> list[list[str]]:
+    head = [first, "class", "n", "no grad", *extra, "measured", "median", "p10", "outside"]
+    table = [head if first else head[1:]]
+    for label, s in rows:
+        name = s.class_name if s.class_id is None else f"{s.class_name} ({s.class_id})"
+        share = "-" if s.share_outside is None else f"{s.outside} ({100 * s.share_outside:.1f}%)"
+        cells = [shown(name), str(s.n), str(s.no_gradient), *(str(getattr(s, e)) for e in extra)]
+        cells += [str(s.measured), _num(s.median), _num(s.p10), share]
+        table.append([label, *cells] if first else cells)
+    return table
+
+
+def _format(audit: Audit) -> str:
+    run = audit.run
+    what = ", ".join(str(run[k]) for k in ("upstream", "method", "target") if run.get(k) is not None)
+    failed = f" ({run['failed_images']} failed)" if run["failed_images"] else ""
+    lines = [
+        f"audit of {shown(str(audit.run_dir))}: {run['images']} images{failed}, {run['detections']} "
+        f"detections{f' ({what})' if what else ''}",
+        f"map: {shown(audit.layer_rule)}",
+    ]
+    if audit.layers:
+        lines.append(
+            f"     the run has {', '.join(shown(la) for la in audit.layers)}: choose with --layer NAME "
+            f"(or --layer {REACHED})"
+        )
+    lines.append(
+        f"energy_in_box = share of a map's mass inside its box; outside = measured maps with energy_in_box "
+        f"< {OUTSIDE} (more than half their mass outside the box)"
+    )
+    everything = [audit.overall.total, *audit.overall.classes]
+    for b in audit.split.values():
+        everything += [b.total, *b.classes]
+    extra = [e for e in (EMPTY, INVALID, MISSING) if any(getattr(s, e) for s in everything)]
+    overall = [("", s) for s in (*audit.overall.classes, audit.overall.total)]
+    lines += ["", format_columns(_stat_table(overall, first="", extra=extra))]
+    if audit.split_rule is not None:
+        lines += ["", f"matched vs unmatched ({EVAL_NAME}): {audit.split_rule}"]
+        rows = [(group, s) for group, b in audit.split.items() for s in (*b.classes, b.total)]
+        if rows:
+            lines.append(format_columns(_stat_table(rows, first="match", extra=extra)))
+    measured = audit.overall.total.measured
+    lines += [
+        "",
+        f"top {len(audit.top)} of {measured} measured: the maps most outside their boxes, "
+        f"{RANKS[audit.rank]}; open the overlay (in the run folder) first",
+        "(box = the box's share of the image; density = energy / box: a map no denser in the box than "
+        "elsewhere has 1)",
+    ]
+    if audit.top:
+        head = ["rank", "energy", "box", "density", "score", "class", "id"]
+        head += ["match"] if audit.split_rule else []
+        head += [*(["layer"] if audit.layer == REACHED else []), "overlay", "file"]
+        table = [head]
+        for rank, t in enumerate(audit.top, 1):
+            row = [str(rank), _num(t.energy_in_box), _num(t.box_share), _num(t.density, 2), _num(t.score)]
+            row += [shown(t.class_name), str(t.id)]
+            row += [t.match or "-"] if audit.split_rule else []
+            row += [shown(t.layer or "-")] if audit.layer == REACHED else []
+            table.append([*row, shown(t.overlay or "-"), shown(t.file)])
+        lines.append(format_columns(table))
+    if audit.notes:
+        lines += ["", "notes:", *(f"- {shown(n)}" for n in audit.notes)]
+    return "\n".join(lines)
+
+
+# ---- writing audit.json ----------------------------------------------------------------------
+AUDIT_LATER = "Audit it when that run has finished (--no-write prints the table of what it has finished now)"
+
+
+def check_not_in_use(
+    run_dir: PathLike,
+    *,
+    output: str = AUDIT_NAME,
+    reader: str = "the audit",
+    later: str = AUDIT_LATER,
+) -> Optional[str]:
+    """Refuse a run folder that a live run holds (its ``.kit.lock``): its manifest is not final, so
+    ``output`` is not written; ``later`` says what to do instead.
+
+    Returns a note when the lock is left by a run that provably died (:func:`kit.rundir.folder.lock_state`),
+    else None.
+    """
+    folder = Path(run_dir)
+    path = folder / LOCK_NAME
+    if not os.path.lexists(path):
+        return None
+    other = rundir.read_lock(path)  # a link named like the lock: refused (LinkError)
+    if other is None:
+        return None
+    if rundir.lock_state(other)[0] == rundir.STALE:
+        return (
+            f"{path} is left by pid {other.get('pid')}, which no longer runs: that run did not finish; "
+            f"{reader} covers what its manifest holds"
+        )
+    raise AuditError(
+        f"run folder {folder} is in use by a kit run (pid {other.get('pid')} on host {other.get('host')}, "
+        f"started {other.get('started')}): its manifest is not final, so {output} is not written. "
+        f"{later}. If no such run is active, delete {path}"
+    )
+
+
+def replace_file(path: Path, payload: bytes) -> None:
+    """Write ``payload`` to ``path`` (a file of a run folder) through a temporary sibling and a
+    rename, so that a reader sees the old file or the new one, never half of one; the temporary goes
+    on any failure (OSError raised). Never through a link: a link or special file at ``path`` raises
+    :class:`kit.rundir.folder.LinkError` (:func:`kit.rundir.folder.write_file`)."""
+    token = f"{os.getpid()}.{secrets.token_hex(4)}"
+    rundir.write_file(path.parent, path.name, lambda f: f.write(payload), token=token)
+
+
+def write_audit(audit: Audit, *, run_dir: Optional[PathLike] = None) -> Path:
+    """Write ``audit.json`` into the run folder (``audit.run_dir`` unless ``run_dir``): a temporary
+    file, then a rename, so a reader never sees half of it. Refused while a live run holds the folder."""
+    folder = Path(run_dir) if run_dir is not None else audit.run_dir
+    check_not_in_use(folder)
+    path = folder / AUDIT_NAME
+    text = json.dumps(audit.to_json(), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    payload = text.encode("utf-8", "backslashreplace")  # a lone surrogate stays a valid \\udcNN escape
+    try:
+        replace_file(path, payload)
+    except OSError as e:
+        raise AuditError(
+            f"cannot write {path}: {e.strerror or e}; --no-write prints the table without writing"
+        ) from e
+    return path
+
+
+# ---- command line ----------------------------------------------------------------------------
+def _top_count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {value}")
+    return value
+
+
+def run_parser(module: str, description: str) -> argparse.ArgumentParser:
+    """The flags of ``python -m <module> RUN``, a command that reads a run folder (more may be added)."""
+    p = argparse.ArgumentParser(prog=f"python -m {module}", description=description)
+    p.add_argument(
+        "run", help="a run folder (holding manifest.json) of make cam, main_gradcam.py or Explainer.run"
+    )
+    return p
+
+
+def parser() -> argparse.ArgumentParser:
+    p = run_parser(
+        "kit.evaluation.audit",
+        "Per class, where a run's maps lie against their boxes (energy_in_box), and the detections "
+        "whose maps lie most outside them; writes audit.json into the run folder.",
+    )
+    p.add_argument(
+        "--layer",
+        default=None,
+        help=f"the map to audit: a layer name of the run, {FUSED!r}, or {REACHED!r} (each detection's map at "
+        "the layer its gradient reached); default: fused when the run has it, else the run's layer(s)",
+    )
+    p.add_argument(
+        "--top",
+        type=_top_count,
+        default=DEFAULT_TOP,
+        metavar="K",
+        help=f"list the K detections whose maps lie most outside their boxes (default {DEFAULT_TOP})",
+    )
+    p.add_argument(
+        "--rank",
+        choices=sorted(RANKS),
+        default="energy",
+        help="order of the top list: energy (lowest energy_in_box first, the default) or density "
+        "(energy_in_box / the box's share of the image: small boxes, whose energy is low even under a "
+        "uniform map, are not favoured)",
+    )
+    p.add_argument("--no-write", action="store_true", help=f"print the table only; do not write {AUDIT_NAME}")
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``python -m kit.evaluation.audit``: 0 when audited, 2 for a folder that is not a run, a manifest that
+    cannot be read or a folder in use, 3 for a bug (as the entry points' exit codes)."""
+    try:
+        opt = parser().parse_args(argv)
+    except SystemExit as e:  # argparse has printed why
+        return e.code if isinstance(e.code, int) else EXIT_REFUSED
+    try:
+        folder = run_folder(opt.run)
+        note = None if opt.no_write else check_not_in_use(folder)  # before reading a big manifest
+        audit = audit_run(folder, layer=opt.layer, top=opt.top, rank=opt.rank)
+        if note:
+            audit = replace(audit, notes=(*audit.notes, note))
+        path = None if opt.no_write else write_audit(audit)  # first: a reader may stop reading the table
+        print(audit.format_table(), flush=True)
+        if path is not None:
+            print(f"audit written to {shown(str(path))}", file=sys.stderr)
+        return EXIT_OK
+    except BrokenPipeError:  # the table piped into `head`: fine, and nothing more to say
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so that the exit's flush does not fail again
+        return EXIT_OK
+    except (Exception, KeyboardInterrupt) as error:
+        return command_failed(error, output=AUDIT_NAME)
+
+
+def command_failed(error: BaseException, *, output: str) -> int:
+    """The exit code of a command that reads a run folder and writes ``output`` into it, when it
+    ended with ``error``; says why on stderr: 2 refused (a KitError: one line), 130 Ctrl-C, 3 a bug
+    (the traceback and a request to report it), as the entry points' exit codes."""
+    if isinstance(error, KitError):
+        print(f"error: {shown(str(error))}", file=sys.stderr)
+        return EXIT_REFUSED
+    if isinstance(error, KeyboardInterrupt):
+        print(f"interrupted: {output} not written (or left as it was)", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    traceback.print_exception(type(error), error, error.__traceback__)
+    print(
+        f"internal error (exit {EXIT_INTERNAL}): this is a bug, not a problem with your run folder; "
+        "please report it with the command line and the traceback above",
+        file=sys.stderr,
+    )
+    return EXIT_INTERNAL
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,360 @@
+"""Standard measures of a detector CAM: pointing game, energy pointing game, deletion/insertion.
+
+Plus the helpers they need: box IoU, the "best matching detection" score that ODAM uses to follow
+one object through perturbed images, and Spearman rank correlation for randomization sanity checks.
+All take plain NumPy arrays (or tensors, for maps) and boxes at one resolution: bring a
+feature-resolution map to the image with :func:`kit.core.geometry.to_original` first (a run keeps a large
+image's maps at a bounded size, :func:`kit.core.geometry.map_size`; :mod:`kit.evaluation.evaluate` then
+scales the
+boxes and the image to the map).
+
+Coordinates follow :mod:`kit.core.geometry`: boxes are ``(x1, y1, x2, y2)`` in pixel-edge coordinates and a
+pixel belongs to a box when it overlaps it (the rule of :func:`kit.core.geometry.energy_in_box`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Literal, NamedTuple, Union
+
+import cv2
+import numpy as np
+import torch
+
+from kit.core.errors import GeometryError, KitError, ShapeError
+from kit.core.geometry import energy_in_box
+
+ArrayLike = Union[np.ndarray, torch.Tensor]
+BoxLike = Union[np.ndarray, torch.Tensor, Sequence[float]]
+Baseline = Union[Literal["black", "blur", "mean"], np.ndarray]
+
+# RISE's blur for the insertion canvas (Petsiuk et al. 2018, evaluation.py): 11x11 Gaussian, sigma 5.
+BLUR_KSIZE = 11
+BLUR_SIGMA = 5.0
+
+
+class MetricArgumentError(KitError, ValueError):
+    """A metric option outside its allowed values (mode, steps, baseline)."""
+
+
+class Curve(NamedTuple):
+    """A deletion or insertion curve: score ``ys`` against the perturbed fraction ``xs``, and its AUC."""
+
+    xs: np.ndarray
+    ys: np.ndarray
+    auc: float
+
+
+def pointing_game(cam: ArrayLike, gt_box_xyxy: BoxLike, tolerance: float = 0.0) -> bool:
+    """Pointing game (Zhang et al., ECCV 2016, arXiv 1608.00507): does the map's peak hit the box?
+
+    The peak is the first maximum in row-major order (``np.argmax``), as in ODAM's
+    ``tools/eval_pointgame.py``; a tie elsewhere does not count. It is a hit when the peak pixel
+    overlaps the box grown by ``tolerance`` pixels on every side (Zhang et al. allow 15 px; a
+    square tolerance here, slightly more generous at the corners than their radius). A map with no
+    positive value points nowhere and is a miss (ODAM leaves such maps out of the count).
+    """
+    m = _map(cam)
+    if tolerance < 0 or not math.isfinite(tolerance):
+        raise GeometryError(f"tolerance must be a finite number of pixels >= 0, got {tolerance}")
+    if m.max() <= 0:
+        return False
+    row, col = np.unravel_index(int(np.argmax(m)), m.shape)
+    x1, y1, x2, y2 = _box(gt_box_xyxy)
+    r0, r1 = _pixel_span(y1 - tolerance, y2 + tolerance)
+    c0, c1 = _pixel_span(x1 - tolerance, x2 + tolerance)
+    return bool(r0 <= row < r1 and c0 <= col < c1)
+
+
+def energy_pointing_game(cam: ArrayLike, gt_box_xyxy: BoxLike) -> float:
+    """Energy-based pointing game (Wang et al., Score-CAM, CVPR-W 2020, arXiv 1910.01279).
+
+    Share of the map's positive mass inside the box, ``sum(inside) / sum(all)``, in [0, 1]; 0.0 for
+    an all-zero map. ODAM computes the same ``(heatmap * box_mask).sum() / heatmap.sum()``.
+    """
+    return energy_in_box(cam, gt_box_xyxy)
+
+
+def deletion_insertion(
+    image_bgr: np.ndarray,
+    cam: ArrayLike,
+    *,
+    score_fn: Callable[[np.ndarray], np.ndarray],
+    mode: Literal["deletion", "insertion"] = "deletion",
+    steps: int = 100,
+    baseline: Baseline | None = None,
+    normalize: bool | None = None,
+    batch_size: int = 16,
+) -> Curve:
+    """Deletion or insertion curve and AUC (RISE, Petsiuk et al., BMVC 2018, arXiv 1806.07421).
+
+    Pixels are ranked by the map, most salient first (ties in row-major order). At step
+    ``k = 0..steps`` the first ``round(k / steps * H * W)`` of them are *deleted* (replaced by the
+    baseline's pixels) from the image, or *inserted* (copied from the image) into the baseline.
+
+    ``score_fn`` takes a batch ``(b, H, W, 3)`` of perturbed images (same dtype as ``image_bgr``)
+    and returns ``b`` scores; it is called with up to ``batch_size`` steps at once. For a detector,
+    the detector form of ODAM (``tools/eval_delet.py``, ``eval_insert.py``) scores each image by the
+    best same-class detection with IoU > 0.5 to the target box: see :func:`best_matching_score`
+    and :func:`matching_score_fn`.
+
+    ``baseline``: ``"black"`` (zeros, RISE's deletion default), ``"blur"`` (Gaussian 11x11, sigma 5,
+    RISE's insertion canvas), ``"mean"`` (the image's mean colour) or an image of the same shape.
+    Default: black for deletion, blur for insertion. ODAM deletes with random noise and inserts
+    onto black; noise is left out so that curves are reproducible.
+
+    ``normalize`` divides the curve by the score of the intact image (first point of a deletion
+    curve, last of an insertion curve); default: on for deletion as ODAM does, off for insertion.
+    If that score is not positive the target was not found on the intact image, and the curve and
+    AUC are NaN. ``xs`` is the exact deleted/inserted fraction in [0, 1]; the AUC is the trapezoid
+    rule over it. Lower deletion AUC and higher insertion AUC mean a more faithful map.
+    """
+    image = np.asarray(image_bgr)
+    m = _map(cam)
+    if image.ndim != 3 or image.shape[:2] != m.shape:
+        raise ShapeError(
+            f"expected an (H, W, C) image and an (H, W) map of the same size, got {image.shape} and "
+            f"{m.shape}; bring the map to the image with kit.core.geometry.to_original, or the image to a "
+            "map kept at a bounded size with kit.core.geometry.resize_picture"
+        )
+    if mode not in ("deletion", "insertion"):
+        raise MetricArgumentError(f"mode must be 'deletion' or 'insertion', got {mode!r}")
+    if steps < 1 or batch_size < 1:
+        raise MetricArgumentError(f"steps and batch_size must be >= 1, got {steps} and {batch_size}")
+    deletion = mode == "deletion"
+    canvas = _baseline(image, "black" if baseline is None and deletion else baseline)
+    if normalize is None:
+        normalize = deletion
+    # A pixel shows `first` until the ranking reaches it, `second` from then on.
+    first, second = (image, canvas) if deletion else (canvas, image)
+
+    n = m.size
+    order = np.argsort(-m.ravel(), kind="stable")
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(n)
+    rank_map = rank.reshape(m.shape)
+    counts = np.rint(np.linspace(0, n, steps + 1)).astype(np.int64)
+
+    ys = np.empty(steps + 1, dtype=np.float64)
+    for start in range(0, steps + 1, batch_size):
+        chunk = counts[start : start + batch_size]
+        reached = (rank_map[None] < chunk[:, None, None])[..., None]  # (b, H, W, 1)
+        batch = np.where(reached, second[None], first[None]).astype(image.dtype, copy=False)
+        scores = np.asarray(score_fn(batch), dtype=np.float64).reshape(-1)
+        if scores.shape != (len(chunk),):
+            raise ShapeError(f"score_fn must return one score per image: {len(chunk)}, got {scores.shape}")
+        ys[start : start + len(chunk)] = scores
+
+    if normalize:
+        intact = ys[0] if deletion else ys[-1]
+        ys = ys / intact if intact > 0 else np.full_like(ys, np.nan)
+    xs = counts / n
+    return Curve(xs=xs, ys=ys, auc=_trapezoid(xs, ys))
+
+
+def rank_correlation(a: ArrayLike, b: ArrayLike) -> float:
+    """Spearman rank correlation of two maps of the same shape (ties get their average rank).
+
+    Used by the randomization sanity check (Adebayo et al., NeurIPS 2018, arXiv 1810.03292): a map
+    that survives randomizing the model's weights does not explain the model. A constant map has no
+    ranking, so its correlation is undefined: NaN, not 0, so that it is not counted as "changed";
+    aggregate with ``np.nanmean`` and report the count of NaNs. Non-finite values become 0 first.
+    """
+    x, y = _flat(a), _flat(b)
+    if x.shape != y.shape:
+        raise ShapeError(f"maps must have the same shape, got {np.shape(a)} and {np.shape(b)}")
+    rx, ry = _average_ranks(x), _average_ranks(y)
+    rx, ry = rx - rx.mean(), ry - ry.mean()
+    denominator = math.sqrt(float((rx * rx).sum()) * float((ry * ry).sum()))
+    if denominator == 0.0:
+        return math.nan
+    return float(np.clip((rx * ry).sum() / denominator, -1.0, 1.0))
+
+
+def box_iou(boxes_a: BoxLike, boxes_b: BoxLike) -> np.ndarray:
+    """Intersection over union of every box in ``boxes_a`` (n, 4) with every one in ``boxes_b`` (m, 4).
+
+    Returns (n, m) float64; 0 where the union is empty. Boxes are ``(x1, y1, x2, y2)``.
+    """
+    a, b = _boxes(boxes_a), _boxes(boxes_b)
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.clip(rb - lt, 0, None).prod(axis=2)
+    area_a = np.clip(a[:, 2:] - a[:, :2], 0, None).prod(axis=1)
+    area_b = np.clip(b[:, 2:] - b[:, :2], 0, None).prod(axis=1)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
+def best_matching_score(
+    boxes: BoxLike,
+    scores: ArrayLike | Sequence[float],
+    classes: ArrayLike | Sequence[int],
+    *,
+    target_box: BoxLike,
+    target_class: int,
+    iou_thres: float = 0.5,
+) -> float:
+    """The ODAM score of a target: best score among detections of its class with IoU > ``iou_thres``.
+
+    As in ODAM's ``tools/eval_delet.py``: ``max(class_mask * scores * (iou > 0.5))``, 0.0 when no
+    detection matches (or there is none).
+    """
+    b = _boxes(boxes)
+    s = _flat(scores, finite=False).astype(np.float64)
+    c = _flat(classes, finite=False)
+    if not (len(b) == len(s) == len(c)):
+        raise ShapeError(
+            f"boxes, scores and classes must have one row per detection, got {len(b)}, {len(s)}, {len(c)}"
+        )
+    if len(b) == 0:
+        return 0.0
+    match = (c == target_class) & (box_iou(b, target_box)[:, 0] > iou_thres)
+    return float(s[match].max()) if match.any() else 0.0
+
+
+DetectionArrays = tuple[BoxLike, Union[ArrayLike, Sequence[float]], Union[ArrayLike, Sequence[int]]]
+
+
+def matching_score_fn(
+    detect: Callable[[np.ndarray], Sequence[DetectionArrays]],
+    *,
+    target_box: BoxLike,
+    target_class: int,
+    iou_thres: float = 0.5,
+) -> Callable[[np.ndarray], np.ndarray]:
+    """A ``score_fn`` for :func:`deletion_insertion` from a batch detector.
+
+    ``detect`` runs the detector on a batch of images and returns, per image, its kept
+    ``(boxes, scores, classes)`` in the images' pixel coordinates.
+    """
+
+    def score_fn(images: np.ndarray) -> np.ndarray:
+        per_image = detect(images)
+        return np.array(
+            [
+                best_matching_score(
+                    boxes,
+                    scores,
+                    classes,
+                    target_box=target_box,
+                    target_class=target_class,
+                    iou_thres=iou_thres,
+                )
+                for boxes, scores, classes in per_image
+            ],
+            dtype=np.float64,
+        )
+
+    return score_fn
+
+
+def best_matching_iou(
+    boxes: BoxLike,
+    classes: ArrayLike | Sequence[int],
+    *,
+    target_box: BoxLike,
+    target_class: int,
+) -> float:
+    """The box-deletion score of a target (ODAM, Zhao & Chan, ICLR 2023): the highest IoU with
+    ``target_box`` among detections of ``target_class``; 0.0 when there is none."""
+    b = _boxes(boxes)
+    c = _flat(classes, finite=False)
+    if len(b) != len(c):
+        raise ShapeError(f"boxes and classes must have one row per detection, got {len(b)} and {len(c)}")
+    match = c == target_class
+    return float(box_iou(b[match], target_box)[:, 0].max()) if match.any() else 0.0
+
+
+def box_iou_fn(
+    detect: Callable[[np.ndarray], Sequence[DetectionArrays]],
+    *,
+    target_box: BoxLike,
+    target_class: int,
+) -> Callable[[np.ndarray], np.ndarray]:
+    """A ``score_fn`` for :func:`deletion_insertion` that follows a box, not a score: per perturbed
+    image, :func:`best_matching_iou` with the detection's own box. Its deletion curve is ODAM's box
+    deletion: how fast deleting the most salient pixels moves the box away (lower AUC: the map holds
+    what places the box)."""
+
+    def score_fn(images: np.ndarray) -> np.ndarray:
+        return np.array(
+            [
+                best_matching_iou(boxes, classes, target_box=target_box, target_class=target_class)
+                for boxes, _, classes in detect(images)
+            ],
+            dtype=np.float64,
+        )
+
+    return score_fn
+
+
+def _map(cam: ArrayLike) -> np.ndarray:
+    m = _to_numpy(cam)
+    if m.ndim != 2 or 0 in m.shape:
+        raise ShapeError(f"expected one non-empty (H, W) map, got shape {m.shape}")
+    return np.nan_to_num(m, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+def _flat(x: ArrayLike | Sequence[float], *, finite: bool = True) -> np.ndarray:
+    a = _to_numpy(x).reshape(-1)
+    return np.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0) if finite else a
+
+
+def _to_numpy(x: ArrayLike | Sequence[float]) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        return x.detach().to("cpu", torch.float64).numpy()
+    return np.asarray(x, dtype=np.float64)
+
+
+def _box(box: BoxLike) -> tuple[float, float, float, float]:
+    values = _to_numpy(box).reshape(-1)
+    if values.shape != (4,) or not np.isfinite(values).all():
+        raise GeometryError(f"expected one finite (x1, y1, x2, y2) box, got {values.tolist()}")
+    x1, y1, x2, y2 = (float(v) for v in values)
+    return x1, y1, x2, y2
+
+
+def _boxes(boxes: BoxLike) -> np.ndarray:
+    b = _to_numpy(boxes)
+    if b.size % 4 != 0 or (b.ndim > 1 and b.shape[-1] != 4):
+        raise ShapeError(f"expected (n, 4) boxes (x1, y1, x2, y2), got shape {b.shape}")
+    return b.reshape(-1, 4)
+
+
+def _pixel_span(lo: float, hi: float) -> tuple[int, int]:
+    """Indices [start, stop) of the pixels the interval [lo, hi] overlaps (at least one), as
+    kit.core.geometry."""
+    start = math.floor(min(lo, hi))
+    return start, max(math.ceil(max(lo, hi)), start + 1)
+
+
+def _average_ranks(x: np.ndarray) -> np.ndarray:
+    """Ranks 1..n with ties sharing their mean rank (scipy.stats.rankdata's 'average')."""
+    _, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
+    upper = np.cumsum(counts)
+    return (upper - (counts - 1) / 2.0)[inverse.reshape(-1)]
+
+
+def _baseline(image: np.ndarray, baseline: Baseline | None) -> np.ndarray:
+    if isinstance(baseline, np.ndarray):
+        if baseline.shape != image.shape:
+            raise ShapeError(
+                f"a baseline image must have the image's shape {image.shape}, got {baseline.shape}"
+            )
+        return baseline.astype(image.dtype, copy=False)
+    if baseline == "black":
+        return np.zeros_like(image)
+    if baseline in (None, "blur"):
+        return cv2.GaussianBlur(image, (BLUR_KSIZE, BLUR_KSIZE), BLUR_SIGMA)
+    if baseline == "mean":
+        mean = image.reshape(-1, image.shape[2]).mean(axis=0)
+        if np.issubdtype(image.dtype, np.integer):
+            mean = np.rint(mean)
+        return np.broadcast_to(mean, image.shape).astype(image.dtype)
+    raise MetricArgumentError(f"baseline must be 'black', 'blur', 'mean' or an image, got {baseline!r}")
+
+
+def _trapezoid(xs: np.ndarray, ys: np.ndarray) -> float:
+    return float(np.sum((ys[1:] + ys[:-1]) / 2.0 * np.diff(xs)))

@@ -1,0 +1,330 @@
+"""D-RISE (Petsiuk et al., CVPR 2021): black-box saliency for detectors, by random masks.
+
+Every detector the kit loads can be explained this way, whatever its layers: the adapter's own
+``preprocess``, ``forward`` and ``detect`` are all it needs. For each image:
+
+1. one unmasked forward gives the detections to explain (the same ones, ids, boxes and scores a
+   Grad-CAM run of the same batch gives);
+2. ``masks`` random masks (RISE, Petsiuk et al., BMVC 2018, Sec. 3.2): a binary grid of cells of
+   ``cell`` px of the image as the model sees it, each cell kept with probability ``p``,
+   upsampled bilinearly and shifted by a random offset within a cell, so the edges fall anywhere;
+3. each masked image (masked pixels are black, 0, as in RISE) goes through the same forward and
+   the model's own NMS, in batches of ``batch`` images;
+4. D-RISE Sec. 3.2: the weight of mask i for detection t is the best similarity, over the masked
+   image's detections j, of d_t to d_j: IoU(box_t, box_j) x cosine(P_t, P_j) x O_j, with P the
+   class-probability vector and O_j the objectness where the model has one (YOLO; the target's
+   own objectness is 1 in the paper); 0 when the masked image has no detection;
+5. the map is sum_i w_i M_i / (masks x p) (RISE Eq. 6), in the pixels of the model's input; the run
+   loop brings it back to the image's pixels and normalizes it, as it does a CAM.
+
+One set of masks serves every detection of an image, and the masks depend only on the seed and
+the image's size as the model sees it: a run is reproducible whatever its batch sizes and order.
+The map's one layer is ``image``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from kit.core.contract import Adapter
+from kit.core.detection import Detection
+from kit.core.engine import Explanation
+from kit.core.errors import KitError
+from kit.core.geometry import Letterbox, boxes_to_original, map_size, resize_picture, scale_box
+from kit.core.options import ArgumentError
+
+NAME = "drise"  # the --method value
+LAYER = "image"  # the one layer of a D-RISE map: the image itself
+# What the manifest records as the run's target: D-RISE explains the whole detection vector.
+TARGET = "detection-similarity"
+# The names a caller of the Python API gives the settings (the CLI passes its flags instead).
+API_NAMES = {f: f"DRiseSettings.{f}" for f in ("masks", "cell", "p", "seed", "batch")}
+COSINE_EPS = 1e-8
+
+
+class DRiseError(KitError, ValueError):
+    """An image D-RISE cannot explain with the settings given (its cell does not fit)."""
+
+
+@dataclass(frozen=True)
+class DRiseSettings:
+    """The D-RISE settings (CLI: ``--drise-masks``, ``--drise-cell``, ``--drise-p``, ``--drise-seed``,
+    ``--drise-batch``).
+
+    masks: random masks per image (the paper uses 1000). cell: a grid cell's side in pixels of the
+    image as the model sees it (16: a 640 px input has 40 x 40 cells). p: the probability that a
+    cell is kept. seed: the masks' random seed. batch: masked images per forward pass (speed and
+    memory only; the maps do not depend on it).
+    """
+
+    masks: int = 1000
+    cell: int = 16
+    p: float = 0.5
+    seed: int = 0
+    batch: int = 16
+
+    def checked(self, names: Mapping[str, str] = API_NAMES) -> DRiseSettings:
+        """These settings, or an ArgumentError naming the bad one as ``names`` calls it."""
+        if not _is_int(self.masks) or self.masks < 1:
+            raise ArgumentError(f"{names['masks']} must be 1 or more masks, got {self.masks}; e.g. 1000")
+        if not _is_int(self.cell) or self.cell < 1:
+            raise ArgumentError(
+                f"{names['cell']} must be a positive number of pixels, got {self.cell}; e.g. 16"
+            )
+        if not isinstance(self.p, (int, float)) or math.isnan(self.p) or not 0.0 < self.p < 1.0:
+            raise ArgumentError(
+                f"{names['p']} must be between 0 and 1, both excluded (the probability a cell is kept), "
+                f"got {self.p}; e.g. 0.5"
+            )
+        if not _is_int(self.seed) or self.seed < 0:
+            raise ArgumentError(f"{names['seed']} must be 0 or more, got {self.seed}")
+        if not _is_int(self.batch) or self.batch < 1:
+            raise ArgumentError(f"{names['batch']} must be a positive number of images, got {self.batch}")
+        return self
+
+    def record(self) -> dict[str, Any]:
+        """The settings that decide the maps, for the manifest (``batch`` does not: left out)."""
+        values = asdict(self)
+        del values["batch"]
+        return values
+
+
+def check_request(
+    *, layers: Sequence[str], fuse: bool, target: str, target_class: object, names: Mapping[str, str]
+) -> None:
+    """Refuse what D-RISE has no use for: layers, fusion, a target score. ``names`` maps
+    ``layers``, ``fuse``, ``target``, ``target_class`` to what the caller calls them."""
+    if [str(layer) for layer in layers] not in ([], [LAYER]):
+        raise ArgumentError(
+            f"{names['layers']} does not go with D-RISE: it explains the image itself, its one layer is "
+            f"'{LAYER}'; leave {names['layers']} out"
+        )
+    if fuse:
+        raise ArgumentError(
+            f"{names['fuse']} fuses the maps of several layers; D-RISE has one map per detection "
+            f"(layer '{LAYER}'); leave {names['fuse']} out"
+        )
+    if target != "class-logit" or target_class is not None:
+        raise ArgumentError(
+            f"{names['target']} and {names['target_class']} do not go with D-RISE: it explains the whole "
+            "detection (its box, class probabilities and objectness), not one score; leave them out"
+        )
+
+
+def generate_masks(*, count: int, hw: tuple[int, int], cell: int, p: float, seed: int) -> torch.Tensor:
+    """``count`` RISE masks of ``hw`` pixels as float32 (count, h, w) in [0, 1] (RISE Sec. 3.2).
+
+    A grid of ``ceil(h / cell) + 1`` x ``ceil(w / cell) + 1`` cells, each 1 with probability ``p``,
+    upsampled bilinearly to ``cell`` px a cell, then cropped at a random offset in ``[0, cell)``
+    on each axis. Drawn from ``seed`` alone, mask by mask, so a mask set never depends on how it
+    is consumed. (:meth:`DRise.saliency` draws the grids once and renders them batch by batch:
+    1000 masks of an 800 x 1333 input would be 4 GB at once.)
+    """
+    grids, shifts = mask_grids(count=count, hw=hw, cell=cell, p=p, seed=seed)
+    return render_masks(grids, shifts, hw=hw, cell=cell)
+
+
+def mask_grids(
+    *, count: int, hw: tuple[int, int], cell: int, p: float, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The random part of :func:`generate_masks`: (count, 1, rows, cols) binary grids and (count, 2)
+    shifts, small whatever the image size."""
+    h, w = int(hw[0]), int(hw[1])
+    rows, cols = -(-h // cell) + 1, -(-w // cell) + 1
+    generator = torch.Generator().manual_seed(seed)
+    grids = torch.empty(count, 1, rows, cols)
+    shifts = torch.empty(count, 2, dtype=torch.long)
+    for k in range(count):  # mask by mask: the first n masks of any count are the same
+        grids[k, 0] = (torch.rand(rows, cols, generator=generator) < p).float()
+        shifts[k] = torch.randint(0, cell, (2,), generator=generator)
+    return grids, shifts
+
+
+def render_masks(
+    grids: torch.Tensor, shifts: torch.Tensor, *, hw: tuple[int, int], cell: int
+) -> torch.Tensor:
+    """Grids of :func:`mask_grids` as (n, h, w) masks: upsampled, then cropped at their shifts."""
+    h, w = int(hw[0]), int(hw[1])
+    rows, cols = grids.shape[2:]
+    masks = torch.empty(len(grids), h, w)
+    for start in range(0, len(grids), 64):  # the upsampled grids of 64 masks at a time
+        up = F.interpolate(grids[start : start + 64], size=(rows * cell, cols * cell), mode="bilinear")
+        for k in range(up.shape[0]):
+            dy, dx = (int(v) for v in shifts[start + k])
+            masks[start + k] = up[k, 0, dy : dy + h, dx : dx + w]
+    return masks
+
+
+def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """IoU of every box of ``a`` (n, 4) with every box of ``b`` (m, 4), xyxy: (n, m)."""
+    lt = torch.maximum(a[:, None, :2], b[None, :, :2])
+    rb = torch.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = (rb - lt).clamp(min=0).prod(dim=2)
+    area_a = (a[:, 2:] - a[:, :2]).clamp(min=0).prod(dim=1)
+    area_b = (b[:, 2:] - b[:, :2]).clamp(min=0).prod(dim=1)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return torch.where(union > 0, inter / union.clamp(min=1e-12), torch.zeros_like(inter))
+
+
+def similarity(
+    target_boxes: torch.Tensor,
+    target_probabilities: torch.Tensor,
+    boxes: torch.Tensor,
+    probabilities: torch.Tensor,
+    objectness: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """D-RISE Eq. 2 for every (target t, detection j): IoU x cosine(P_t, P_j) x O_j, (n, m).
+
+    Without ``objectness`` (detectors that have none) the factor is 1, as is the target's own.
+    """
+    iou = box_iou(target_boxes, boxes)
+    t = F.normalize(target_probabilities, dim=1, eps=COSINE_EPS)
+    d = F.normalize(probabilities, dim=1, eps=COSINE_EPS)
+    score = iou * (t @ d.T)
+    return score if objectness is None else score * objectness[None, :]
+
+
+class DRise:
+    """D-RISE as the run loop drives it: ``explain_batch`` in place of the gradient engine's."""
+
+    name = NAME
+
+    def __init__(self, settings: DRiseSettings | None = None) -> None:
+        self.settings = (settings or DRiseSettings()).checked()
+
+    def __repr__(self) -> str:
+        return f"DRise({self.settings})"
+
+    def explain_batch(
+        self, adapter: Adapter, images: Sequence[np.ndarray]
+    ) -> tuple[Explanation, list[Letterbox]]:
+        """One unmasked forward for the batch (its detections), then each image's masks.
+
+        The maps are ``cams[NAME][LAYER]``: (n, h, w) at the network input's size, as the run loop
+        takes a CAM (:func:`kit.run.runner.to_image_result`); no detection lacks one.
+        """
+        batch, letterboxes = adapter.preprocess(images)
+        with torch.no_grad():
+            output = adapter.forward(batch)
+            detections = adapter.detect(output)
+            probabilities = (
+                output.class_probabilities(detections).float().cpu()
+                if detections
+                else torch.zeros(0, len(adapter.names))
+            )
+        input_hw = letterboxes[0].input_hw if letterboxes else (1, 1)
+        maps = torch.zeros(len(detections), *input_hw)
+        for index, (image, letterbox) in enumerate(zip(images, letterboxes)):
+            mine = [k for k, d in enumerate(detections) if d.image_index == index]
+            if not mine:
+                continue  # nothing to explain: no masked forward at all
+            boxes = boxes_to_original(
+                np.array([detections[k].box_xyxy for k in mine]).reshape(-1, 4), letterbox
+            )
+            top, left, height, width = letterbox.content
+            maps[mine, top : top + height, left : left + width] = self.saliency(
+                adapter,
+                image,
+                boxes=torch.as_tensor(boxes, dtype=torch.float32),
+                probabilities=probabilities[mine],
+                hw=(height, width),
+            )
+        explanation = Explanation(
+            detections=detections,
+            output=output,
+            cams={NAME: {LAYER: maps}},
+            no_gradient={LAYER: torch.zeros(len(detections), dtype=torch.bool)},
+        )
+        return explanation, letterboxes
+
+    def saliency(
+        self,
+        adapter: Adapter,
+        image: np.ndarray,
+        *,
+        boxes: torch.Tensor,
+        probabilities: torch.Tensor,
+        hw: tuple[int, int],
+    ) -> torch.Tensor:
+        """The D-RISE maps (n, h, w) of n detections of one image, given their boxes in the image's
+        pixels and class probabilities; ``hw`` is the image's size as the model sees it (the
+        masks' resolution).
+
+        An image larger than its maps' bounded size (:func:`kit.core.geometry.map_size`) is masked scaled
+        down to that size, its boxes with it: the model sees it at ``hw`` either way, and the
+        masked copies then take memory that does not grow with the image's pixels.
+        """
+        s = self.settings
+        height, width = hw
+        if s.cell > min(height, width):
+            raise DRiseError(
+                f"the D-RISE cell of {s.cell} px (--drise-cell) is larger than the image the model sees "
+                f"({width} x {height} px, width x height): the masks cannot cover it; pass a cell of "
+                f"{min(height, width)} px or less"
+            )
+        grids, shifts = mask_grids(count=s.masks, hw=hw, cell=s.cell, p=s.p, seed=s.seed)
+        original_hw = map_size(image.shape[:2])
+        if original_hw != image.shape[:2]:
+            scale = torch.tensor(scale_box([1.0, 1.0, 1.0, 1.0], image.shape[:2], original_hw))
+            boxes = boxes * scale.to(boxes.dtype)
+            image = resize_picture(image, original_hw)
+        pixels = torch.from_numpy(np.ascontiguousarray(image)).float()
+        total = torch.zeros(len(boxes), height * width)
+        for start in range(0, s.masks, s.batch):  # masks rendered a batch at a time: memory stays flat
+            chunk = render_masks(
+                grids[start : start + s.batch], shifts[start : start + s.batch], hw=hw, cell=s.cell
+            )
+            # Each mask to the image's own pixels (bilinear), then onto the image: black where masked.
+            full = F.interpolate(chunk[:, None], size=original_hw, mode="bilinear")[:, 0]
+            masked = [(pixels * m[..., None]).round().to(torch.uint8).numpy() for m in full]
+            weights = self._weights(adapter, masked, boxes=boxes, probabilities=probabilities)
+            total += weights @ chunk.reshape(len(chunk), -1)  # sum_i w_i M_i (RISE Eq. 6)
+        return (total / (s.masks * s.p)).reshape(len(boxes), height, width)
+
+    def _weights(
+        self,
+        adapter: Adapter,
+        masked: Sequence[np.ndarray],
+        *,
+        boxes: torch.Tensor,
+        probabilities: torch.Tensor,
+    ) -> torch.Tensor:
+        """(n targets, len(masked)): each target's best similarity among each masked image's detections."""
+        batch, letterboxes = adapter.preprocess(masked)
+        with torch.no_grad():
+            output = adapter.forward(batch)
+            found = adapter.detect(output)
+            found_probabilities = output.class_probabilities(found).float().cpu() if found else None
+            objectness = (
+                output.objectness(found).float().cpu() if found and adapter.capabilities.objectness else None
+            )
+        weights = torch.zeros(len(boxes), len(masked))
+        for index, letterbox in enumerate(letterboxes):
+            mine = [k for k, d in enumerate(found) if d.image_index == index]
+            if not mine or found_probabilities is None:
+                continue  # no detection in this masked image: its weight stays 0
+            found_boxes = boxes_to_original(_boxes(found, mine), letterbox)
+            score = similarity(
+                boxes,
+                probabilities,
+                torch.as_tensor(found_boxes, dtype=torch.float32),
+                found_probabilities[mine],
+                None if objectness is None else objectness[mine],
+            )
+            weights[:, index] = score.max(dim=1).values.clamp(min=0)
+        return weights
+
+
+def _boxes(detections: Sequence[Detection], picked: Sequence[int]) -> np.ndarray:
+    return np.array([detections[k].box_xyxy for k in picked], dtype=np.float64).reshape(-1, 4)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

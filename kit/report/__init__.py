@@ -1,0 +1,1 @@
+"""The report: index.html of a run folder."""

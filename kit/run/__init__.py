@@ -1,0 +1,1 @@
+"""The run: request, runner, distributed runs, progress."""

@@ -1,0 +1,1 @@
+"""What an upstream is: its spec, loaders, the safe checkpoint reader and the demo detector."""

@@ -1,0 +1,82 @@
+"""The demo detector kept in the repository: yolov7-tiny trained on synthetic shapes.
+
+``make demo`` (``scripts/demo/train.py``) trains it with the pinned yolov7's own model code and loss
+and writes ``yolov7-tiny-shapes.pt`` (a float16 state_dict, loadable with
+``torch.load(weights_only=True)``) and ``yolov7-tiny-shapes.json`` (the cfg to build, class
+names, image size, and how it was trained and scored). This module reads that record and loads
+the weights into a model the caller builds with the upstream's own ``Model`` (the entry point,
+``make demo``, ``make eval``), so the kit imports no upstream code.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from kit.core.errors import CheckpointError, CheckpointNotFoundError
+
+if TYPE_CHECKING:  # torch is imported when a model is loaded: DEMO_NAME is read before any flag check
+    from torch import nn
+
+DEMO_DIR = Path(__file__).resolve().parent
+STEM = "yolov7-tiny-shapes"
+DEMO_NAME = "demo"  # what --weights accepts to mean these weights
+
+
+@dataclass(frozen=True)
+class DemoWeights:
+    """Where the demo weights are and how to build the model that takes them."""
+
+    weights: Path  # float16 state_dict
+    cfg: str  # model cfg, relative to the yolov7 checkout
+    nc: int
+    names: tuple[str, ...]
+    img_size: int
+    record: dict  # the whole JSON record (training, evaluation)
+
+
+def demo_weights(directory: Path | None = None) -> DemoWeights:
+    """Read the demo record in ``directory`` (default: this package); clear errors if absent."""
+    folder = DEMO_DIR if directory is None else Path(directory)
+    meta, weights = folder / f"{STEM}.json", folder / f"{STEM}.pt"
+    for path in (meta, weights):
+        if not path.is_file():
+            raise CheckpointNotFoundError(
+                f"demo weights not found: {path}. Run `make demo` to train them (about 10 minutes on "
+                "2 CPU cores), or pass your own checkpoint with --weights PATH."
+            )
+    try:
+        record = json.loads(meta.read_text())
+        return DemoWeights(
+            weights=weights,
+            cfg=str(record["cfg"]),
+            nc=int(record["nc"]),
+            names=tuple(str(n) for n in record["names"]),
+            img_size=int(record["img_size"]),
+            record=record,
+        )
+    except (ValueError, KeyError, TypeError) as error:
+        raise CheckpointError(f"{meta} is not a demo record ({type(error).__name__}: {error})") from error
+
+
+def load_demo_model(model: nn.Module, weights: Path, *, device: Any = None) -> nn.Module:
+    """Load the demo's float16 state_dict into ``model`` (yolov7's unfused ``Model(cfg, nc=nc)``).
+
+    Returns it as float32, fused, in eval mode, on ``device`` (default: the CPU), with the
+    upstream's in-place flags off (as ``attempt_load(inplace=False)``), since gradients need
+    out-of-place ops. ``weights_only=True``: the file holds tensors only.
+    """
+    import torch
+
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    model.load_state_dict({k: v.float() for k, v in state.items()})
+    with torch.no_grad():  # IDetect.fuse() updates parameters in place
+        fused = model.float().fuse().eval()  # type: ignore[operator]
+    if device is not None:
+        fused = fused.to(device)
+    for m in fused.modules():
+        if isinstance(getattr(m, "inplace", None), bool):
+            m.inplace = False
+    return fused

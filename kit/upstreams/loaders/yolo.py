@@ -1,0 +1,224 @@
+"""yolov7, ultralytics/yolov3 v9.6.0 and ultralytics/yolov5 v7.0: the model loaded with the
+checkout's own ``attempt_load`` (patched: checkpoint loader, in-place flag) and explained with the
+kit's YOLO adapter."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from kit.upstreams.checkpoints import (
+    check_class_names,
+    check_strides,
+    checkpoint_loader,
+    require_files,
+    yolo_checkpoint_check,
+    yolo_model_key,
+)
+from kit.upstreams.demo import DEMO_NAME
+from kit.core.errors import CheckpointError, KitError
+from kit.upstreams.loaders import Loaded, half_precision, upstream_device
+from kit.core.options import check_detector_options
+from kit.upstreams.safeload import pickled_globals
+
+LOG = logging.getLogger("kit")
+
+# The modules whose nn.Module classes a checkpoint may rebuild (the safe loader's list; it imports
+# these and never a module a file names). torch.nn: torch's layers.
+ALLOWED_MODULES = ("models.yolo", "models.common", "models.experimental", "torch.nn")
+DEFAULT_IMG_SIZE = 640
+DEFAULT_MAX_DET = {"yolov7": 300, "yolov3": 1000, "yolov5": 1000}  # as each detect.py
+# The ultralytics repos (yolov3 v9.6.0, yolov5 v7.0) share a code base: their NMS takes max_det,
+# attempt_load reads one checkpoint here (an ensemble has no single Detect head to explain) and
+# letterbox lives in utils.augmentations; yolov7's NMS does not cap, so the adapter cuts.
+ULTRALYTICS = ("yolov3", "yolov5")
+# yolov5 v7.0 checkpoints of the other tasks: their models.yolo class, and the script that runs them.
+OTHER_TASKS = {
+    "models.yolo.SegmentationModel": ("segmentation", "segment/predict.py", "yolov5s-seg.pt"),
+    "models.yolo.ClassificationModel": ("classification", "classify/predict.py", "yolov5s-cls.pt"),
+}
+
+
+def wants_demo(weights: Sequence[str]) -> bool:
+    """``demo`` is the demo detector unless a *file* named demo is in the way (a folder named
+    demo, as many projects have, is not a checkpoint)."""
+    return list(weights) == [DEMO_NAME] and not Path(DEMO_NAME).is_file()
+
+
+def load_demo_model(checkout: Path, device: Any) -> tuple[Any, int, str]:
+    """The demo detector: yolov7's Model(cfg, nc=3) with the kit's float16 state_dict, fused.
+
+    Returns the model, its training image size and the weights path (for the manifest).
+    """
+    from models.yolo import Model
+
+    from kit.upstreams.demo import demo_weights
+    from kit.upstreams.demo import load_demo_model as load_weights
+
+    demo = demo_weights()
+    model: Any = load_weights(Model(str(checkout / demo.cfg), ch=3, nc=demo.nc), demo.weights, device=device)
+    model.names = list(demo.names)
+    return model, demo.img_size, str(demo.weights)
+
+
+def refuse_other_tasks(path: str | Path, held: str) -> None:
+    """Refuse a yolov5 segmentation or classification checkpoint, naming the script that runs it.
+
+    ``held`` is the qualified name of the model class the file names or holds. The kit explains
+    detection models: a Segment head's output is not a Detect head's (masks beside the boxes).
+    """
+    if held not in OTHER_TASKS:
+        return
+    task, script, example = OTHER_TASKS[held]
+    raise CheckpointError(
+        f"{path} is a YOLOv5 {task} checkpoint ({held}, e.g. {example}); the kit explains detection "
+        f"checkpoints only (models.yolo.DetectionModel, e.g. yolov5s.pt). Run {script} of the yolov5 "
+        "checkout for it, or pass a detection checkpoint"
+    )
+
+
+def detection_only(validate: Callable[[Any, Path], None]) -> Callable[[Any, Path], None]:
+    """``validate`` of a yolov5 checkpoint after the safe loader read it: the model must be a
+    detection one (a trusted file is read before its class names can be checked otherwise)."""
+
+    def check(ckpt: Any, path: Path) -> None:
+        if isinstance(ckpt, dict):
+            model = ckpt.get(yolo_model_key(ckpt))
+            kind = type(model)
+            for base in kind.__mro__:
+                refuse_other_tasks(path, f"{base.__module__}.{base.__qualname__}")
+        validate(ckpt, path)
+
+    return check
+
+
+def class_names(names: Any, nc: int | None, *, where: str = "the model's class names") -> list[str] | None:
+    """The class names as a list of strings: yolov5 v7.0 keeps a dict {index: name} (data.yaml's
+    format), where a class missing is named by its index, as detect.py's fallback names are; whole
+    numbers (``names: [0, 1]`` in a data.yaml) are printed as they are. Anything else (a module, a
+    tensor, bytes, a list in the list) is refused here, before it can stop a run after its first
+    image (:func:`kit.upstreams.checkpoints.check_class_names`)."""
+    check_class_names(names, nc, where)
+    if isinstance(names, dict):
+        count = nc if nc is not None else max(names, default=-1) + 1
+        return [str(names.get(i, f"class{i}")) for i in range(count)]
+    return None if names is None else [str(name) for name in names]
+
+
+def _names_and_stride(model: Any, shown: str) -> None:
+    """The loaded model's class names as strings, and a stride the image size can be rounded to
+    (both checked in the checkpoint already: here for what attempt_load made of them)."""
+    from torch import nn
+
+    layers = getattr(model, "model", None)
+    head = layers[-1] if isinstance(layers, nn.Sequential) and len(layers) else None
+    nc = getattr(head, "nc", None)
+    if hasattr(model, "names"):
+        model.names = class_names(model.names, None if nc is None else int(nc), where=f"{shown}: class names")
+    check_strides(getattr(model, "stride", None), f"{shown}: the model's stride", levels=None)
+
+
+def load(
+    upstream: str,
+    checkout: Path,
+    weights: str | Path | Sequence[str | Path],
+    *,
+    device: str | None = None,
+    trust_checkpoint: bool = False,
+    img_size: int | Sequence[int] | None = None,
+    conf_thres: float = 0.25,
+    iou_thres: float = 0.45,
+    max_det: int | None = None,
+    classes: Sequence[int] | None = None,
+    agnostic_nms: bool = False,
+    half: bool = False,
+) -> Loaded:
+    """yolov7, yolov3 (v9.6.0) or yolov5 (v7.0) from ``checkout``, already on ``sys.path``.
+
+    ``weights``: a checkpoint written by train.py (yolov7: several make an ensemble; ``demo`` the
+    demo detector; yolov5: a detection one, segmentation and classification ones are refused).
+    ``img_size``: one size, or (h, w) of which the larger is used as a square (default 640; the
+    demo detector's own 256). ``max_det`` default: that repo's detect.py's.
+    """
+    paths = [str(weights)] if isinstance(weights, (str, Path)) else [str(w) for w in weights]
+    max_det = DEFAULT_MAX_DET[upstream] if max_det is None else max_det
+    check_detector_options(img_size=img_size, conf_thres=conf_thres, iou_thres=iou_thres, max_det=max_det)
+    demo = upstream == "yolov7" and wants_demo(paths)
+    if not demo:
+        # A missing file must never reach attempt_load: yolov3 v9.6.0's attempt_download would ask
+        # the GitHub API for the *latest* release and fetch weights that are not this pin's
+        # (yolov5 v7.0's asks for v7.0's, then for the latest when that fails).
+        paths = require_files(paths)
+    if upstream == "yolov5":
+        for path in paths:  # before any unpickling, trusted or not
+            for name in pickled_globals(path):
+                refuse_other_tasks(path, name)
+    if upstream in ULTRALYTICS and len(paths) > 1:
+        raise KitError(
+            f"--weights takes one checkpoint here, got {len(paths)}: an ensemble has no single "
+            "Detect head to explain"
+        )
+
+    from models.experimental import attempt_load
+    from models.yolo import Model
+    from utils.general import check_img_size, non_max_suppression
+    from utils.torch_utils import select_device
+
+    if upstream == "yolov7":
+        from utils.datasets import letterbox
+    else:
+        from utils.augmentations import letterbox
+    validate = yolo_checkpoint_check(Model)  # yolov5 v7.0: Model is DetectionModel
+    if upstream == "yolov5":
+        validate = detection_only(validate)
+
+    from kit.adapters.yolo import YoloAdapter, YoloFunctions
+
+    device = upstream_device(select_device, "" if device is None else device)
+    loader = checkpoint_loader(allowed_modules=ALLOWED_MODULES, trust=trust_checkpoint, validate=validate)
+    default_size = DEFAULT_IMG_SIZE
+    if demo:
+        model, default_size, shown = load_demo_model(checkout, device)
+    else:
+        import torch
+
+        # yolov7 under no_grad as in its detect.py: IDetect.fuse() updates parameters in place, which
+        # autograd refuses for leaves that require grad (every training-cfg checkpoint, yolov7.pt).
+        # inplace=False: activations and Detect decode out of place, so gradients reach the head.
+        # yolov5 v7.0's attempt_load reads to the CPU and moves the model to `device`.
+        where = {"device": device} if upstream == "yolov5" else {"map_location": device}
+        with torch.no_grad() if upstream == "yolov7" else contextlib.nullcontext():
+            model = attempt_load(paths if len(paths) > 1 else paths[0], inplace=False, loader=loader, **where)
+        shown = ",".join(paths)
+        _names_and_stride(model, shown)  # yolov5's names are a dict {index: name}; the adapter reads a list
+    if half:
+        model = half_precision(model, device)
+    sizes = (
+        [default_size] if img_size is None else [img_size] if isinstance(img_size, int) else list(img_size)
+    )
+    size = max(sizes)  # the adapter letterboxes to a square, as detect.py does for one size
+    if len(set(sizes)) > 1:
+        LOG.info("image size %s: explaining at %dx%d (square)", " ".join(map(str, sizes)), size, size)
+    nms = {"max_det": max_det} if upstream in ULTRALYTICS else {}  # their NMS caps, yolov7's does not
+    adapter = YoloAdapter(
+        model,
+        functions=YoloFunctions(letterbox=letterbox, non_max_suppression=non_max_suppression, nms_kwargs=nms),
+        img_size=check_img_size(size, s=int(model.stride.max())),
+        conf_thres=conf_thres,
+        iou_thres=iou_thres,
+        classes=None if classes is None else list(classes),
+        agnostic=agnostic_nms,
+        max_det=None if upstream in ULTRALYTICS else max_det,
+    )
+    settings: dict[str, Any] = {
+        "img_size": adapter.img_size,
+        "conf_thres": conf_thres,
+        "iou_thres": iou_thres,
+    }
+    if upstream in ULTRALYTICS:
+        settings["max_det"] = max_det
+    files = (shown,) if demo else tuple(paths)
+    return Loaded(adapter=adapter, weights=shown, settings=settings, files=files, checkout=checkout)
