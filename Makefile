@@ -161,10 +161,10 @@ test: lint
 test-fast: dev-env
 	$(PYTHON) -m pytest -q -ra -m "not integration"
 
-# make test runs a fixed seed's few thousand cases (tests/kit/test_fuzz.py); this runs the same
+# make test runs a fixed seed's few thousand cases (tests/unit/test_fuzz.py); this runs the same
 # fuzzer for longer (default 120 s per kind), from a new seed unless ARGS gives one.
 fuzz: dev-env
-	$(PYTHON) -m tests.kit.fuzz $(ARGS)
+	$(PYTHON) -m tests.fuzz $(ARGS)
 
 clean-env:
 	rm -rf $(VENV)

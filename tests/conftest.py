@@ -25,6 +25,9 @@ from kit.core.geometry import Letterbox
 if TYPE_CHECKING:
     from kit.api import Explainer
 
+# The run folders and the browser of tests/runs.py are fixtures of every test folder.
+pytest_plugins = ("tests.runs",)
+
 
 class ToyModel(nn.Module):
     """One 3x3 conv (the explained layer ``feat``), then a 1x1 head of 2 class logits per pixel."""

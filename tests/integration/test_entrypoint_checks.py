@@ -1,7 +1,7 @@
 """Each real entry point, in its real checkout: bad arguments and checkpoints of another kind are
 refused with exit 2 and a message naming them; --weights demo; Ctrl-C is one line and exit 130.
 
-The matrix of bad values is in tests/kit/test_cli.py (no checkout needed); here each entry point
+The matrix of bad values is in tests/unit/kit/cli/test_main.py (no checkout needed); here each entry point
 runs as users run it, as a process, with the upstream's own model classes.
 """
 

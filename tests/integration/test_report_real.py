@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tests.integration.conftest import REPO_ROOT, run_in_checkout
-from tests.kit.conftest import LOAD_PICTURES, launch_chromium, open_page
+from tests.runs import LOAD_PICTURES, launch_chromium, open_page
 
 pytestmark = pytest.mark.integration
 

@@ -1,0 +1,153 @@
+"""`make bench`'s driver and its workers agree: every model has a worker that takes the driver's flags.
+
+No timing here: speed is measured by `make bench`, never asserted in a test.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import json
+from pathlib import Path
+
+import pytest
+
+from kit.core.targets import TARGETS
+from scripts.bench import common as bench_common
+from scripts.bench import driver as bench
+
+
+@pytest.mark.parametrize(("upstream", "cfg", "deep", "image"), bench.MODELS, ids=lambda v: str(v))
+def test_every_model_has_a_worker_that_parses_the_drivers_flags(
+    upstream: str, cfg: str, deep: str, image: str
+) -> None:
+    assert upstream in bench.WORKERS, f"no worker for {upstream}: add it to scripts/bench/driver.py WORKERS"
+    worker = importlib.import_module(bench.WORKERS[upstream])  # imports no upstream code
+    assert callable(worker.main)
+    # the worker parses with worker_parser: the flags the driver's arguments are for
+    assert worker.common is bench_common and "common.worker_parser(" in inspect.getsource(worker.main)
+    options = bench.build_parser().parse_args(["--detections", "1,10", "--baselines", ""])
+    argv = bench_common.worker_arguments(
+        checkout=Path("upstreams") / upstream,
+        upstream=upstream,
+        cfg=cfg,
+        deep=deep,
+        image=image,
+        options=options,
+    )
+    args = bench_common.worker_parser(worker.__doc__).parse_args(argv)
+    assert (args.upstream, args.cfg, args.deep, args.image) == (upstream, cfg, deep, image)
+    assert (args.detections, args.baselines, args.img_size) == ("1,10", "", 640)
+
+
+def test_the_models_filter_names_each_model_once() -> None:
+    stems = [Path(cfg).stem for _, cfg, _, _ in bench.MODELS]
+    assert len(stems) == len(set(stems)), "--models takes cfg stems; two models share one"
+    assert set(bench.WORKERS) >= {upstream for upstream, _, _, _ in bench.MODELS}
+
+
+def test_the_table_fits_long_model_names() -> None:
+    records = bench_common.Records(upstream="detectron2", model="faster_rcnn_R_50_FPN_3x", img_size=640)
+    records.add("head", 1, "plain", 2.0, 100.0, 2.0)
+    records.add("head", 1, "kit-gradcam", 3.0, 120.0, 2.0)
+    lines = bench.table(records.items).splitlines()
+    assert len({line.index(" head ") for line in lines[1:]}) == 1
+    assert lines[2].split()[-3:] == ["3.000", "1.5", "120"]
+
+
+def test_baselines_are_checked_before_anything_is_measured(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert bench.main(["--baselines", "seed,sed"]) == 2
+    assert "unknown ['sed']" in capsys.readouterr().err
+    assert bench.main(["--models", "yolov9"]) == 2
+    assert "--models: unknown ['yolov9']" in capsys.readouterr().err
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "pytorch_grad_cam" else real(name, *a)
+    )
+    assert bench.main([]) == 2
+    err = capsys.readouterr().err
+    assert "needs the grad-cam package" in err and "make bench" in err and "--baselines seed" in err
+
+
+FAKE_WORKER = """
+import sys
+from pathlib import Path
+from scripts.bench.common import Records, worker_parser
+args = worker_parser("a fake worker").parse_args(sys.argv[1:])
+records = Records(upstream=args.upstream, model=Path(args.cfg).stem, img_size=args.img_size)
+import atexit
+atexit.register(records.emit)
+records.add("head", 1, "plain", 1.0, 10.0, 1.0)
+if "bad" in args.cfg:
+    raise RuntimeError("the worker dies after its first record")
+records.add("head", 1, "kit-gradcam", 1.5, 12.0, 1.0)
+records.emit()
+"""
+
+
+def test_a_failing_worker_keeps_its_records_and_the_others_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "fakeworker.py").write_text(FAKE_WORKER)
+    for cfg in ("bad.yaml", "good.yaml"):
+        (tmp_path / cfg).write_text("")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    monkeypatch.setattr(bench, "WORKERS", {"fake": "fakeworker"})
+    monkeypatch.setattr(
+        bench, "MODELS", [("fake", "bad.yaml", "1", "x.jpg"), ("fake", "good.yaml", "1", "x.jpg")]
+    )
+    monkeypatch.setattr(bench, "checkout_path", lambda project, upstream: tmp_path)
+    out = tmp_path / "latest.json"
+    assert bench.main(["--baselines", "", "--out", str(out)]) == 1
+    captured = capsys.readouterr()
+    assert "fake bad.yaml: worker failed" in captured.err and "failed: fake bad.yaml" in captured.err
+    found = [(r["model"], r["method"]) for r in json.loads(out.read_text())["records"]]
+    assert found == [("bad", "plain"), ("good", "plain"), ("good", "kit-gradcam")]
+
+
+def test_the_folder_measurement_explains_every_image_at_each_batch_size(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import numpy as np
+
+    from kit.run import runner
+    from tests.unit.kit.adapters.test_yolo import make_adapter
+
+    adapter = make_adapter()
+    seen: list[tuple[int, tuple[str, ...]]] = []
+    real = runner.explain_batch
+
+    def spy(adapter: object, images: list, **kwargs: object) -> object:
+        seen.append((len(images), tuple(kwargs["layers"])))  # type: ignore[arg-type]
+        return real(adapter, images, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(runner, "explain_batch", spy)
+    records = bench_common.Records(upstream="yolov7", model="toy", img_size=64)
+    sets = {"head": adapter.resolve_layers(["2", "3"]), "deep": adapter.resolve_layers(["1"])}
+    image = np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8)
+    bench_common.measure_folder(
+        records,
+        adapter=adapter,
+        image=image,
+        count=5,
+        layer_sets=sets,
+        target=TARGETS["class-logit"],
+        detections=3,
+        batch_sizes=(1, 4),
+    )
+    assert adapter.max_det == 3
+    # per set and batch size: one warm-up batch, then the folder of 5 in batches
+    head, deep = ("2", "3"), ("1",)
+    assert seen == [(1, head)] + [(1, head)] * 5 + [(4, head), (4, head), (1, head)] + [(1, deep)] + [
+        (1, deep)
+    ] * 5 + [(4, deep), (4, deep), (1, deep)]
+    assert [(r["layers"], r["method"], r["images"], r["detections"]) for r in records.items] == [
+        ("head", "kit-gradcam-folder-batch1", 5, 3),
+        ("head", "kit-gradcam-folder-batch4", 5, 3),
+        ("deep", "kit-gradcam-folder-batch1", 5, 3),
+        ("deep", "kit-gradcam-folder-batch4", 5, 3),
+    ]
+    assert all(r["images_per_second"] > 0 for r in records.items)
