@@ -209,6 +209,20 @@ def demo(ws: Workspace) -> dict[str, Any]:
     return ws.record(out, "yolov7", [source, labels])
 
 
+def demo_drise(ws: Workspace) -> dict[str, Any]:
+    """`make cam` with the demo detector and D-RISE (64 masks), whose maps a trained detector makes
+    differ from one detection to the next (random weights give near-uniform ones), and --eval."""
+    source = ws.shape_images("demo-drise", [0, 1])
+    labels = ws.shapes() / "labels"
+    out = ws.root / "runs" / "demo-drise"
+    args = [
+        *("--method", "drise", "--drise-masks", "64", "--drise-cell", "32", "--drise-seed", "1"),
+        *("--eval", str(labels), *EVAL_FLAGS),
+    ]
+    ws.make_cam("yolov7", weights="demo", source=source, out=out, args=args)
+    return ws.record(out, "yolov7", [source, labels])
+
+
 YOLOV3_LABELS = {
     # 15: a detection of the recorded run (so one matches); 0: where the bus's door is, missed
     "bus": "15 0.698309 0.748139 0.351086 0.245981\n0 0.5 0.55 0.2 0.6\n",
@@ -355,6 +369,7 @@ def make_eval(ws: Workspace) -> str:
 # name -> (what it runs, the upstreams it needs). Each run case's reference is references/<name>.json.
 RUN_CASES: dict[str, tuple[Callable[[Workspace], dict[str, Any]], tuple[str, ...]]] = {
     "demo": (demo, ("yolov7",)),
+    "demo-drise": (demo_drise, ("yolov7",)),
     "yolov3": (yolov3, ("yolov3",)),
     "yolov5": (yolov5, ("yolov5",)),
     "faster-rcnn": (faster_rcnn, ("detectron2",)),

@@ -86,16 +86,21 @@ def normalize_json(data: Any, *, paths: Mapping[str, str], head: str | None) -> 
 
 
 def npz_arrays(path: Path) -> dict[str, dict[str, Any]]:
-    """Each array of an ``.npz`` as its dtype, shape and the sha256 of its values (C order)."""
+    """Each array of an ``.npz`` as its dtype, shape and the sha256 of its values (C order), with
+    their sum and maximum for a reader of a difference."""
     arrays: dict[str, dict[str, Any]] = {}
     with zipfile.ZipFile(path) as archive:
         for name in sorted(archive.namelist()):
             with archive.open(name) as entry:
                 array = np.lib.format.read_array(entry, allow_pickle=False)
+            values = array.astype(np.float64)
             arrays[name.removesuffix(".npy")] = {
                 "dtype": str(array.dtype),
                 "shape": list(array.shape),
                 "sha256": sha256(np.ascontiguousarray(array).tobytes()),
+                # equal whenever the hash is; where it is not, they show how far apart the maps are
+                "sum": round(float(values.sum()), 3),
+                "max": round(float(values.max()), 4) if values.size else None,
             }
     return arrays
 
