@@ -149,3 +149,46 @@ def test_randomized_maps_are_compared_with_the_trained_ones() -> None:
     assert correlations(["2"])["2"] == [pytest.approx(1.0)]
     (rho,) = correlations(["0"])["0"]
     assert rho < 0.99  # every weight re-initialised: the map changes
+
+
+def test_the_report_adds_the_drise_line_and_the_box_table() -> None:
+    row = {"method": "gradcam", "layers": "57", "n": 2, "pg": 0.5, "ebpg": 0.25, "n_curves": 1}
+    row |= {"deletion_auc": 0.1, "insertion_auc": 0.6, "randomization": {"0": 0.05}}
+    drise = {"method": "drise", "layers": "image", "images": 3, "masks": 50, "n": 1, "pg": 1.0}
+    drise |= {
+        "ebpg": 0.75,
+        "n_curves": 1,
+        "deletion_auc": 0.2,
+        "insertion_auc": 0.4,
+        "box_deletion_auc": 0.125,
+    }
+    boxes = [{"target": "box", **{**row, "box_deletion_auc": 0.5}}, {"target": "drise", **drise}]
+    lines = table.format_report([row], stages=["0"], drise=drise, boxes=boxes).splitlines()
+    assert lines[:2] == table.format_table([row], ["0"]).splitlines()
+    assert lines[2] == (
+        "D-RISE (50 masks, first 3 images): "
+        "n 1  PG 1.000  EBPG 0.750  n_curve 1  del AUC 0.200  ins AUC 0.400"
+    )
+    assert lines[3] == "" and lines[4].split()[:3] == ["target", "method", "layers"]
+    assert lines[5].split()[:3] == ["box", "gradcam", "57"] and lines[5].split()[-1] == "0.500"
+    assert lines[6].split()[:3] == ["drise", "drise", "image"] and lines[6].split()[-1] == "0.125"
+    assert table.format_report([row], stages=["0"], drise=None, boxes=[]) == table.format_table([row], ["0"])
+
+
+def test_the_drise_row_keeps_its_images_and_masks_before_the_measures() -> None:
+    found = table.drise_row(Summary(0.25, 0.5), images=3, masks=50)  # type: ignore[arg-type]
+    assert list(found)[:4] == ["method", "layers", "images", "masks"]
+    assert (found["deletion_auc"], found["insertion_auc"]) == (0.25, 0.5) and "layer" not in found
+
+
+def test_every_layer_of_the_sets_once_in_the_model_order() -> None:
+    settings = measures.EvalSettings(
+        labels=Labels(Path("unused"), format="yolo", class_rule="not read"),
+        layer_sets=evaluation.parse_layer_sets("74,75,76;57;57,65,73;model.9.cv1"),
+        target=get_target("class-logit"),
+        methods=(get_method("gradcam"),),
+        curves=0,
+        steps=2,
+        batch_size=1,
+    )
+    assert settings.layers == ["57", "65", "73", "74", "75", "76", "model.9.cv1"]
