@@ -67,7 +67,7 @@ DEFAULT_STAGES = "77,74,58,38,0"
 MATCHING = "greedy by score, one detection per box, same class (kit.evaluation.evaluate.match_detections)"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class DemoDetector:
     """The demo detector evaluated, and how an adapter wraps a model of its architecture (the
     trained one, or a randomized copy)."""
@@ -91,7 +91,7 @@ class DemoDetector:
         return adapter
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Evaluation:
     """One `make eval`: its options, the detector, the images, and what every measure shares."""
 
@@ -119,7 +119,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     evaluation = prepare(args, checkout)
     clock = Stopwatch()
-    measured = measure(evaluation.detector.adapter(), evaluation.paths, evaluation.settings, keep=args.sanity)
+    measured = measure(
+        evaluation.detector.adapter(), evaluation.paths, settings=evaluation.settings, keep=args.sanity
+    )
     first = next(iter(measured.evaluators.values()))
     clock.lap(
         f"{len(first.rows)} of {first.detections} detections matched to {first.ground_truth} "
@@ -154,18 +156,18 @@ def prepare(args: argparse.Namespace, checkout: Path) -> Evaluation:
     from utils.datasets import letterbox as yolo_letterbox
     from utils.general import non_max_suppression
 
+    methods = [get_method(n.strip()) for n in args.methods.split(",") if n.strip()] or list(METHODS.values())
     demo = demo_weights(args.weights_dir)
     detector = DemoDetector(
-        demo,
-        load_demo_model(checkout, demo.weights),
-        YoloFunctions(letterbox=yolo_letterbox, non_max_suppression=non_max_suppression),
+        demo=demo,
+        model=load_demo_model(checkout, demo.weights),
+        functions=YoloFunctions(letterbox=yolo_letterbox, non_max_suppression=non_max_suppression),
         conf_thres=args.conf_thres,
         iou_thres=args.iou_thres,
     )
     if len(list((args.data_dir / "images").glob("eval_*.png"))) < args.images:
         shapes.write_split(args.data_dir, count=args.images, split="eval")
     paths = sorted((args.data_dir / "images").glob("eval_*.png"))[: args.images]
-    methods = [get_method(n.strip()) for n in args.methods.split(",") if n.strip()] or list(METHODS.values())
     settings = EvalSettings(
         labels=load_labels(args.data_dir / "labels", names=demo.names, sources=paths),
         layer_sets=parse_layer_sets(args.layer_sets),
@@ -176,7 +178,7 @@ def prepare(args: argparse.Namespace, checkout: Path) -> Evaluation:
         batch_size=args.batch_size,
     )
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
-    return Evaluation(args, detector, paths, settings, stages)
+    return Evaluation(args=args, detector=detector, paths=paths, settings=settings, stages=stages)
 
 
 def drise_rows(
@@ -191,7 +193,7 @@ def drise_rows(
     evaluator, agreement = drise_agreement(
         evaluation.detector.adapter(),
         evaluation.paths[: args.drise_images],
-        replace(evaluation.settings, methods=tuple(gradient)),
+        settings=replace(evaluation.settings, methods=tuple(gradient)),
         drise=DRiseSettings(masks=args.drise_masks, seed=args.seed).checked(),
     )
     clock.lap(f"D-RISE on {args.drise_images} images done")
@@ -215,7 +217,7 @@ def box_target_rows(
             target=get_target(name),
             methods=tuple(get_method(m) for m in chosen),
         )
-        found = measure(evaluation.detector.adapter(), evaluation.paths, settings, box_deletion=True)
+        found = measure(evaluation.detector.adapter(), evaluation.paths, settings=settings, box_deletion=True)
         evaluators.update({(name, m, s): e for (m, s), e in found.evaluators.items()})
     boxes = box_rows(evaluators)
     if drise is not None:

@@ -38,7 +38,7 @@ Key = tuple[str, str]  # (method, layer set)
 SetMaps = dict[str, np.ndarray | None]  # layer set -> one detection's fused map (None: no layer reached)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class EvalSettings:
     """What every measure of one evaluation shares: the ground truth, the layer sets (each scored as
     one fused map), the target and methods explained, and the deletion/insertion curves' budget
@@ -106,7 +106,7 @@ class Sample:
     maps: dict[Key, np.ndarray | None]
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Measured:
     """What :func:`measure` found: one evaluator per method x layer set, the images read and their
     letterboxes (in the order of the paths), and the detections kept for the randomization check."""
@@ -132,9 +132,10 @@ def correlation(first: np.ndarray | None, second: np.ndarray | None) -> float:
 
 def measure_image(
     evaluators: dict[Key, Evaluator],
+    explained: Explained,
+    *,
     source: Path,
     image: np.ndarray,
-    explained: Explained,
     settings: EvalSettings,
 ) -> tuple[list[Match], dict[int, dict[Key, np.ndarray | None]]]:
     """Score one explained image with every (method, layer set) evaluator.
@@ -158,8 +159,8 @@ def measure_image(
 def measure(
     adapter: Adapter,
     paths: Sequence[Path],
-    settings: EvalSettings,
     *,
+    settings: EvalSettings,
     keep: int = 0,
     box_deletion: bool = False,
 ) -> Measured:
@@ -171,13 +172,13 @@ def measure(
         for method in settings.methods
         for name in settings.layer_sets
     }
-    measured = Measured(evaluators, images=[], letterboxes=[], samples=[])
+    measured = Measured(evaluators=evaluators, images=[], letterboxes=[], samples=[])
     for index, path in enumerate(paths):
         image = read_image(path)
         explained = settings.explain(adapter, image)
         measured.images.append(image)
         measured.letterboxes.append(explained.letterbox)
-        matches, maps = measure_image(evaluators, path, image, explained, settings)
+        matches, maps = measure_image(evaluators, explained, source=path, image=image, settings=settings)
         for match in matches[: max(0, keep - len(measured.samples))]:
             detection = explained.explanation.detections[match.det_id]  # one image: det_id is its row
             measured.samples.append(Sample(image=index, detection=detection, maps=maps[match.det_id]))
@@ -261,8 +262,8 @@ def randomization(
 def drise_agreement(
     adapter: Adapter,
     paths: Sequence[Path],
-    settings: EvalSettings,
     *,
+    settings: EvalSettings,
     drise: DRiseSettings,
 ) -> tuple[Evaluator, dict[Key, list[float]]]:
     """D-RISE on ``paths``: its evaluator (box deletion included), and per gradient method x layer

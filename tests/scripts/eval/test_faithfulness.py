@@ -123,7 +123,7 @@ def test_randomized_maps_are_compared_with_the_trained_ones() -> None:
         detection=explanation.detections[0],
         maps={("gradcam", "feat"): measures.set_maps(result, 0, {"feat": ["feat"]})["feat"]},
     )
-    measured = measures.Measured({}, images=[image], letterboxes=[letterbox], samples=[sample])
+    measured = measures.Measured(evaluators={}, images=[image], letterboxes=[letterbox], samples=[sample])
 
     class Stacked(nn.Module):  # randomize_from walks model.model
         def __init__(self, inner: nn.Module) -> None:

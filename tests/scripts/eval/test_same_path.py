@@ -86,7 +86,7 @@ def test_make_eval_scores_as_a_run_with_eval_does(tmp_path: Path) -> None:
         steps=4,
         batch_size=1,
     )
-    measured = measures.measure(TwiceToyAdapter(), paths, settings, keep=2)
+    measured = measures.measure(TwiceToyAdapter(), paths, settings=settings, keep=2)
     evaluators, samples = measured.evaluators, measured.samples
     made: Evaluator = evaluators[("gradcam", "feat")]
     report = made.report()
