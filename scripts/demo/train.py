@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from kit.upstreams.demo import DEMO_DIR
+from kit.upstreams import demo as kit_demo
 from kit.upstreams.download import file_sha256
 from scripts.demo import shapes
 from scripts.upstream.config import REPO_ROOT, checkout_path, load_project
@@ -37,7 +37,7 @@ from scripts.upstream.config import REPO_ROOT, checkout_path, load_project
 CFG = "cfg/training/yolov7-tiny.yaml"
 HYP = "data/hyp.scratch.tiny.yaml"
 STEM = "yolov7-tiny-shapes"
-KIT_DEMO_DIR = DEMO_DIR  # the copy kept in the repository, read by kit.upstreams.demo.demo_weights
+KIT_DEMO_DIR = kit_demo.DEMO_DIR  # the copy kept in the repository, read by kit.upstreams.demo.demo_weights
 
 
 def training_batch(iteration: int, *, batch_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -101,9 +101,7 @@ def train(
 
 def load_demo_model(checkout: Path, weights: Path) -> Any:
     """Model(cfg, nc=3) with the float16 state_dict loaded, as float32, fused, in eval mode."""
-    from kit.upstreams.demo import load_demo_model as load
-
-    return load(build_model(checkout), weights)
+    return kit_demo.load_demo_model(build_model(checkout), weights)
 
 
 def evaluate(
