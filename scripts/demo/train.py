@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from kit.upstreams import demo as kit_demo
 from kit.upstreams.download import file_sha256
 from scripts.demo import shapes
 from scripts.upstream.config import REPO_ROOT, checkout_path, load_project
@@ -36,7 +37,7 @@ from scripts.upstream.config import REPO_ROOT, checkout_path, load_project
 CFG = "cfg/training/yolov7-tiny.yaml"
 HYP = "data/hyp.scratch.tiny.yaml"
 STEM = "yolov7-tiny-shapes"
-KIT_DEMO_DIR = REPO_ROOT / "kit" / "demo"
+KIT_DEMO_DIR = kit_demo.DEMO_DIR  # the copy kept in the repository, read by kit.upstreams.demo.demo_weights
 
 
 def training_batch(iteration: int, *, batch_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -100,9 +101,7 @@ def train(
 
 def load_demo_model(checkout: Path, weights: Path) -> Any:
     """Model(cfg, nc=3) with the float16 state_dict loaded, as float32, fused, in eval mode."""
-    from kit.upstreams.demo import load_demo_model as load
-
-    return load(build_model(checkout), weights)
+    return kit_demo.load_demo_model(build_model(checkout), weights)
 
 
 def evaluate(
@@ -141,34 +140,54 @@ def evaluate(
     }
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def yolov7_parser(prog: str, description: str | None) -> argparse.ArgumentParser:
+    """The flags `make demo` and `make eval` share: the yolov7 checkout, the evaluation set's folder
+    and torch's threads (the description, a module's docstring, is shown as written)."""
     parser = argparse.ArgumentParser(
-        prog="python -m scripts demo",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
         "--checkout", type=Path, help="yolov7 checkout (default: the one make setup-yolov7 made)"
     )
+    parser.add_argument("--data-dir", type=Path, default=REPO_ROOT / "data" / "demo")
+    parser.add_argument("--threads", type=int, default=2)
+    return parser
+
+
+def open_checkout(given: Path | None, *, threads: int) -> Path | None:
+    """The yolov7 checkout (``given``, or the one make setup-yolov7 made) first on sys.path, as for
+    main_gradcam.py, and torch on ``threads`` threads; None, said on stderr, when it is no checkout
+    of yolov7 (the caller exits 2)."""
+    checkout = (given or checkout_path(load_project(), "yolov7")).resolve()
+    for needed in ("models/yolo.py", CFG):
+        if not (checkout / needed).is_file():
+            print(
+                f"error: {checkout} is not a yolov7 checkout (no {needed}); run `make setup-yolov7` first",
+                file=sys.stderr,
+            )
+            return None
+    sys.path.insert(0, str(checkout))
+    torch.set_num_threads(threads)
+    return checkout
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = yolov7_parser("python -m scripts demo", __doc__)
     parser.add_argument("--iterations", type=int, default=1000)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=2e-3, help="AdamW peak learning rate")
     parser.add_argument("--seed", type=int, default=shapes.DEFAULT_SEED)
     parser.add_argument("--eval-images", type=int, default=100, help="size of the held-out set")
     parser.add_argument("--weights-dir", type=Path, default=REPO_ROOT / "weights" / "demo")
-    parser.add_argument("--data-dir", type=Path, default=REPO_ROOT / "data" / "demo")
-    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--install", action="store_true", help="also copy the weights to kit/upstreams/demo/")
     parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
-    checkout = (args.checkout or checkout_path(load_project(), "yolov7")).resolve()
-    if not (checkout / CFG).is_file():
-        print(f"error: {checkout} has no {CFG}; run `make setup-yolov7` first", file=sys.stderr)
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if (checkout := open_checkout(args.checkout, threads=args.threads)) is None:
         return 2
-    sys.path.insert(0, str(checkout))
-    torch.set_num_threads(args.threads)
-
     data_dir = args.data_dir.resolve()
     shapes.write_split(data_dir, count=args.eval_images, split="eval", seed=args.seed)
     model, seconds = train(
@@ -179,14 +198,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         seed=args.seed,
         progress=not args.no_progress,
     )
-    weights_dir = args.weights_dir.resolve()
+    weights = save_weights(model, args.weights_dir.resolve())
+    scores = evaluate(load_demo_model(checkout, weights), data_dir)  # the weights as saved
+    record = training_record(args, weights=weights, seconds=seconds, scores=scores)
+    weights.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
+    print(
+        f"trained {args.iterations} iterations in {seconds / 60:.1f} min; recall@0.5 "
+        f"{scores['found']}/{scores['objects']}, precision@0.5 {scores['found']}/{scores['detections']} "
+        f"on {args.eval_images} held-out images in {data_dir}"
+    )
+    print(f"weights: {weights}")
+    if args.install:
+        install(weights)
+    return 0
+
+
+def save_weights(model: Any, weights_dir: Path) -> Path:
+    """``model``'s state_dict as float16 in ``weights_dir``/yolov7-tiny-shapes.pt; returns its path."""
     weights_dir.mkdir(parents=True, exist_ok=True)
     weights = weights_dir / f"{STEM}.pt"
     state = {k: v.detach().half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
     torch.save(state, weights)
-    scores = evaluate(load_demo_model(checkout, weights), data_dir)  # the weights as saved
+    return weights
 
-    record = {
+
+def training_record(
+    args: argparse.Namespace, *, weights: Path, seconds: float, scores: dict[str, Any]
+) -> dict[str, Any]:
+    """The demo record kept beside the weights: how to build the model, how it was trained, its scores."""
+    return {
         "cfg": CFG,
         "nc": len(shapes.CLASSES),
         "names": list(shapes.CLASSES),
@@ -206,16 +246,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         },
         "evaluation": {"images": args.eval_images, "split": "eval", **scores},
     }
-    (weights_dir / f"{STEM}.json").write_text(json.dumps(record, indent=2) + "\n")
-    print(
-        f"trained {args.iterations} iterations in {seconds / 60:.1f} min; recall@0.5 "
-        f"{scores['found']}/{scores['objects']}, precision@0.5 {scores['found']}/{scores['detections']} "
-        f"on {args.eval_images} held-out images in {data_dir}"
-    )
-    print(f"weights: {weights}")
-    if args.install:
-        KIT_DEMO_DIR.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(weights, KIT_DEMO_DIR / weights.name)
-        shutil.copy2(weights_dir / f"{STEM}.json", KIT_DEMO_DIR / f"{STEM}.json")
-        print(f"installed in {KIT_DEMO_DIR}")
-    return 0
+
+
+def install(weights: Path) -> None:
+    """Copy the weights and their record to kit/upstreams/demo/, the copy the repository keeps."""
+    KIT_DEMO_DIR.mkdir(parents=True, exist_ok=True)
+    for path in (weights, weights.with_suffix(".json")):
+        shutil.copy2(path, KIT_DEMO_DIR / path.name)
+    print(f"installed in {KIT_DEMO_DIR}")

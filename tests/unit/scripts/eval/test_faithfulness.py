@@ -1,9 +1,10 @@
-"""`make eval` (scripts/eval/faithfulness.py): layer sets, randomization, the table (the same scores
-as --eval: test_same_path.py)."""
+"""`make eval` (scripts/eval/): layer sets, randomization, the table (the same scores as --eval:
+test_same_path.py)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -12,9 +13,11 @@ import torch
 from torch import nn
 
 from kit.core.targets import get_target
+from kit.evaluation.labels import Labels
 from kit.methods.cam import get_method
 from kit.run.runner import explain_batch, to_image_result
 from scripts.eval import faithfulness as evaluation
+from scripts.eval import measures, table
 from tests.conftest import ToyAdapter
 
 
@@ -32,7 +35,7 @@ def test_randomization_cascades_from_the_given_layer_up_only() -> None:
     torch.manual_seed(0)
     model = Tiny()
     before = [p.detach().clone() for p in model.parameters()]
-    evaluation.randomize_from(model, 1, seed=0)
+    measures.randomize_from(model, 1, seed=0)
     after = list(model.parameters())
     assert torch.equal(before[0], after[0]) and torch.equal(before[1], after[1])  # layer 0 kept
     assert all(not torch.equal(b, a) for b, a in zip(before[2:], after[2:]))
@@ -50,7 +53,7 @@ def test_table_has_a_row_per_entry() -> None:
         "insertion_auc": 0.25,
         "randomization": {"77": 0.1},
     }
-    lines = evaluation.format_table([row], ["77", "0"]).splitlines()
+    lines = table.format_table([row], ["77", "0"]).splitlines()
     assert lines[0].split()[:3] == ["method", "layers", "n"]
     assert lines[1].split() == [
         "gradcam",
@@ -67,7 +70,7 @@ def test_table_has_a_row_per_entry() -> None:
     ]
     assert lines[0].endswith("rho D-RISE")
     row["rho_drise"] = 0.42
-    assert evaluation.format_table([row], ["77"]).splitlines()[1].split()[-1] == "0.42"
+    assert table.format_table([row], ["77"]).splitlines()[1].split()[-1] == "0.42"
 
 
 class Summary:
@@ -87,10 +90,10 @@ def test_the_best_method_has_the_widest_insertion_minus_deletion_gap_at_the_laye
         ("layercam", "57"): Summary(0.0, 1.0),  # another layer set: not compared
         ("eigencam", "74,75,76"): Summary(None, 0.99),  # no curves
     }
-    assert evaluation.best_method(evaluators, "74,75,76") == "xgradcam"
+    assert table.best_method(evaluators, "74,75,76") == "xgradcam"
     evaluators[("xgradcam", "74,75,76")] = Summary(0.2, 0.8)  # a tie goes to Grad-CAM
-    assert evaluation.best_method(evaluators, "74,75,76") == "gradcam"
-    assert evaluation.best_method(evaluators, "99") == "gradcam"
+    assert table.best_method(evaluators, "74,75,76") == "gradcam"
+    assert table.best_method(evaluators, "99") == "gradcam"
 
 
 def test_randomized_maps_are_compared_with_the_trained_ones() -> None:
@@ -106,11 +109,21 @@ def test_randomized_maps_are_compared_with_the_trained_ones() -> None:
     result = to_image_result(
         explanation, image_index=0, letterbox=letterbox, method="gradcam", names=adapter.names
     )
-    sample = evaluation.Sample(
+    settings = measures.EvalSettings(
+        labels=Labels(Path("unused"), format="yolo", class_rule="not read by the randomization"),
+        layer_sets={"feat": ["feat"]},
+        target=target,
+        methods=tuple(methods),
+        curves=0,
+        steps=4,
+        batch_size=1,
+    )
+    sample = measures.Sample(
         image=0,
         detection=explanation.detections[0],
-        maps={("gradcam", "feat"): evaluation.set_maps(result, 0, {"feat": ["feat"]})["feat"]},
+        maps={("gradcam", "feat"): measures.set_maps(result, 0, {"feat": ["feat"]})["feat"]},
     )
+    measured = measures.Measured(evaluators={}, images=[image], letterboxes=[letterbox], samples=[sample])
 
     class Stacked(nn.Module):  # randomize_from walks model.model
         def __init__(self, inner: nn.Module) -> None:
@@ -124,16 +137,11 @@ def test_randomized_maps_are_compared_with_the_trained_ones() -> None:
         return fresh
 
     def correlations(stages: Sequence[str]) -> dict[str, list[float]]:
-        return evaluation.randomization(
+        return measures.randomization(
             Stacked(adapter.model),
-            [sample],
-            images=[image],
-            letterboxes=[letterbox],
+            measured,
+            settings=settings,
             make_adapter=make_adapter,
-            layers=["feat"],
-            layer_sets={"feat": ["feat"]},
-            target=target,
-            methods=methods,
             stages=stages,
             seed=1,  # ToyModel is built under seed 0: seed 0 would re-draw the same weights
         )[("gradcam", "feat")]
@@ -141,3 +149,46 @@ def test_randomized_maps_are_compared_with_the_trained_ones() -> None:
     assert correlations(["2"])["2"] == [pytest.approx(1.0)]
     (rho,) = correlations(["0"])["0"]
     assert rho < 0.99  # every weight re-initialised: the map changes
+
+
+def test_the_report_adds_the_drise_line_and_the_box_table() -> None:
+    row = {"method": "gradcam", "layers": "57", "n": 2, "pg": 0.5, "ebpg": 0.25, "n_curves": 1}
+    row |= {"deletion_auc": 0.1, "insertion_auc": 0.6, "randomization": {"0": 0.05}}
+    drise = {"method": "drise", "layers": "image", "images": 3, "masks": 50, "n": 1, "pg": 1.0}
+    drise |= {
+        "ebpg": 0.75,
+        "n_curves": 1,
+        "deletion_auc": 0.2,
+        "insertion_auc": 0.4,
+        "box_deletion_auc": 0.125,
+    }
+    boxes = [{"target": "box", **{**row, "box_deletion_auc": 0.5}}, {"target": "drise", **drise}]
+    lines = table.format_report([row], stages=["0"], drise=drise, boxes=boxes).splitlines()
+    assert lines[:2] == table.format_table([row], ["0"]).splitlines()
+    assert lines[2] == (
+        "D-RISE (50 masks, first 3 images): "
+        "n 1  PG 1.000  EBPG 0.750  n_curve 1  del AUC 0.200  ins AUC 0.400"
+    )
+    assert lines[3] == "" and lines[4].split()[:3] == ["target", "method", "layers"]
+    assert lines[5].split()[:3] == ["box", "gradcam", "57"] and lines[5].split()[-1] == "0.500"
+    assert lines[6].split()[:3] == ["drise", "drise", "image"] and lines[6].split()[-1] == "0.125"
+    assert table.format_report([row], stages=["0"], drise=None, boxes=[]) == table.format_table([row], ["0"])
+
+
+def test_the_drise_row_keeps_its_images_and_masks_before_the_measures() -> None:
+    found = table.drise_row(Summary(0.25, 0.5), images=3, masks=50)  # type: ignore[arg-type]
+    assert list(found)[:4] == ["method", "layers", "images", "masks"]
+    assert (found["deletion_auc"], found["insertion_auc"]) == (0.25, 0.5) and "layer" not in found
+
+
+def test_every_layer_of_the_sets_once_in_the_model_order() -> None:
+    settings = measures.EvalSettings(
+        labels=Labels(Path("unused"), format="yolo", class_rule="not read"),
+        layer_sets=evaluation.parse_layer_sets("74,75,76;57;57,65,73;model.9.cv1"),
+        target=get_target("class-logit"),
+        methods=(get_method("gradcam"),),
+        curves=0,
+        steps=2,
+        batch_size=1,
+    )
+    assert settings.layers == ["57", "65", "73", "74", "75", "76", "model.9.cv1"]

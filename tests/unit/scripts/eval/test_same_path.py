@@ -1,5 +1,5 @@
 """`make eval` and a run's --eval score with the same code: the same images, detector and method
-through scripts/eval/faithfulness.py's path and through main_gradcam.py's (kit.cli.main.explain_sources)
+through scripts/eval's path and through main_gradcam.py's (kit.cli.main.explain_sources)
 give the
 same matches, PG, EBPG and deletion/insertion AUC."""
 
@@ -22,7 +22,7 @@ from kit.evaluation.evaluate import Evaluator
 from kit.evaluation.labels import load_labels
 from kit.methods.cam import get_method
 from kit.upstreams.loaders import Loaded
-from scripts.eval import faithfulness as evaluation
+from scripts.eval import measures, table
 from tests.conftest import ToyAdapter
 
 
@@ -77,18 +77,17 @@ def test_make_eval_scores_as_a_run_with_eval_does(tmp_path: Path) -> None:
     run = json.loads((tmp_path / "run" / "eval.json").read_text())
 
     paths = sorted(images.glob("*.png"))
-    evaluators, _, _, samples = evaluation.measure(
-        TwiceToyAdapter(),
-        paths,
+    settings = measures.EvalSettings(
         labels=load_labels(labels_dir, names=["blob", "other"], sources=paths),
         layer_sets={"feat": ["feat"]},
         target=get_target("class-logit"),
-        methods=[get_method("gradcam")],
+        methods=(get_method("gradcam"),),
         curves=2,
         steps=4,
         batch_size=1,
-        keep=2,
     )
+    measured = measures.measure(TwiceToyAdapter(), paths, settings=settings, keep=2)
+    evaluators, samples = measured.evaluators, measured.samples
     made: Evaluator = evaluators[("gradcam", "feat")]
     report = made.report()
     # one detection per box: the 0.9 detection of each image, never its 0.6 duplicate
@@ -104,7 +103,7 @@ def test_make_eval_scores_as_a_run_with_eval_does(tmp_path: Path) -> None:
             assert (key in ours["maps"]["fused"]) == (key in theirs["maps"]["fused"])
             assert ours["maps"]["fused"].get(key) == pytest.approx(theirs["maps"]["fused"].get(key), abs=1e-6)
     fused = run["summary"]["layers"][-1]
-    (row,) = evaluation.table_rows(evaluators, {})
+    (row,) = table.table_rows(evaluators, {})
     assert fused["layer"] == "fused" and (row["n"], row["n_curves"]) == (fused["n"], fused["n_curves"]) == (
         3,
         2,

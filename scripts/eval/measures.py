@@ -1,0 +1,295 @@
+"""The measures of `make eval`, over :mod:`kit.evaluation.evaluate` (the code a run's ``--eval`` scores with).
+
+One :class:`EvalSettings` holds what every measure of an evaluation shares (ground truth, layer
+sets, target, methods, the curves' budget); :func:`measure` scores each method x layer set,
+:func:`randomization` re-explains the kept detections under re-initialised weights, and
+:func:`drise_agreement` compares the gradient maps with D-RISE's.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from kit.core.contract import Adapter
+from kit.core.detection import Detection
+from kit.core.engine import Explanation, explain
+from kit.core.geometry import Letterbox
+from kit.core.images import read_image
+from kit.core.results import FUSED, ImageResult
+from kit.core.targets import Target
+from kit.evaluation.evaluate import Evaluator, Match, adapter_detector, detection_maps
+from kit.evaluation.labels import Labels
+from kit.evaluation.metrics import rank_correlation
+from kit.methods.cam import CamMethod
+from kit.methods.drise import DRise, DRiseSettings
+from kit.run.runner import explain_batch, to_image_result
+
+Key = tuple[str, str]  # (method, layer set)
+SetMaps = dict[str, np.ndarray | None]  # layer set -> one detection's fused map (None: no layer reached)
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalSettings:
+    """What every measure of one evaluation shares: the ground truth, the layer sets (each scored as
+    one fused map), the target and methods explained, and the deletion/insertion curves' budget
+    (the first ``curves`` matched detections, ``steps`` steps, ``batch_size`` images a forward)."""
+
+    labels: Labels
+    layer_sets: dict[str, list[str]]
+    target: Target
+    methods: tuple[CamMethod, ...]
+    curves: int
+    steps: int
+    batch_size: int
+
+    @property
+    def layers(self) -> list[str]:
+        """Every layer of the sets once: numeric names (yolov7's indices) in numeric order, others after."""
+        return sorted({layer for layers in self.layer_sets.values() for layer in layers}, key=_layer_order)
+
+    def evaluator(self, adapter: Adapter, *, box_deletion: bool) -> Evaluator:
+        """An evaluator of one fused map a detection, scoring with ``adapter``'s detector."""
+        return Evaluator(
+            labels=self.labels,
+            detector=adapter_detector(adapter),
+            curves=self.curves,
+            steps=self.steps,
+            batch_size=self.batch_size,
+            per_layer=False,
+            box_deletion=box_deletion,
+        )
+
+    def set_maps(self, result: ImageResult, det_id: int) -> SetMaps:
+        """Per layer set, one detection's fused map (:func:`kit.evaluation.evaluate.detection_maps`)."""
+        return set_maps(result, det_id, self.layer_sets)
+
+    def explain(self, adapter: Adapter, image: np.ndarray) -> Explained:
+        """One image explained as the run explains it: every detection, every layer, every method."""
+        modules = adapter.resolve_layers(self.layers)
+        explanation, (letterbox,), _ = explain_batch(
+            adapter, [image], layers=modules, target=self.target, methods=self.methods
+        )
+        return Explained(explanation, letterbox, names=adapter.names)
+
+
+@dataclass(frozen=True)
+class Explained:
+    """One image's explanation and what takes its maps to the image's pixels as a run writes them."""
+
+    explanation: Explanation
+    letterbox: Letterbox
+    names: Sequence[str]
+
+    def result(self, method: str) -> ImageResult:
+        """The image's result for ``method`` (:func:`kit.run.runner.to_image_result`)."""
+        return to_image_result(
+            self.explanation, image_index=0, letterbox=self.letterbox, method=method, names=self.names
+        )
+
+
+@dataclass
+class Sample:
+    """A matched detection kept for the randomization check, with its map per (method, layer set)."""
+
+    image: int
+    detection: Detection
+    maps: dict[Key, np.ndarray | None]
+
+
+@dataclass(kw_only=True)
+class Measured:
+    """What :func:`measure` found: one evaluator per method x layer set, the images read and their
+    letterboxes (in the order of the paths), and the detections kept for the randomization check."""
+
+    evaluators: dict[Key, Evaluator]
+    images: list[np.ndarray]
+    letterboxes: list[Letterbox]
+    samples: list[Sample]
+
+
+def set_maps(result: ImageResult, det_id: int, layer_sets: dict[str, list[str]]) -> SetMaps:
+    """Per layer set, one detection's fused map (kit.evaluation.evaluate.detection_maps); None: no layer
+    reached."""
+    return {
+        name: detection_maps(result.restricted(layers), det_id)[FUSED] for name, layers in layer_sets.items()
+    }
+
+
+def correlation(first: np.ndarray | None, second: np.ndarray | None) -> float:
+    """The Spearman rank correlation of two maps; NaN where either is missing (or constant)."""
+    return math.nan if first is None or second is None else rank_correlation(first, second)
+
+
+def measure_image(
+    evaluators: dict[Key, Evaluator],
+    explained: Explained,
+    *,
+    source: Path,
+    image: np.ndarray,
+    settings: EvalSettings,
+) -> tuple[list[Match], dict[int, dict[Key, np.ndarray | None]]]:
+    """Score one explained image with every (method, layer set) evaluator.
+
+    Each method's maps are taken to the image's pixels as a run writes them and each layer set is
+    handed to its evaluator as that run's maps. Returns the matches (the same for every evaluator:
+    the detections are the same) and each matched detection's set maps.
+    """
+    matches: list[Match] = []
+    maps: dict[int, dict[Key, np.ndarray | None]] = {}
+    for method in dict.fromkeys(m for m, _ in evaluators):
+        result = explained.result(method)
+        for name, layers in settings.layer_sets.items():
+            matches = evaluators[(method, name)].score_image(source, image, result.restricted(layers))
+        for match in matches:
+            for name, cam in settings.set_maps(result, match.det_id).items():
+                maps.setdefault(match.det_id, {})[(method, name)] = cam
+    return matches, maps
+
+
+def measure(
+    adapter: Adapter,
+    paths: Sequence[Path],
+    *,
+    settings: EvalSettings,
+    keep: int = 0,
+    box_deletion: bool = False,
+) -> Measured:
+    """Explain each image once (every method, every layer) and score it with one evaluator per
+    method x layer set; keep the first ``keep`` matched detections (with their maps) for the
+    randomization check."""
+    evaluators = {
+        (method.name, name): settings.evaluator(adapter, box_deletion=box_deletion)
+        for method in settings.methods
+        for name in settings.layer_sets
+    }
+    measured = Measured(evaluators=evaluators, images=[], letterboxes=[], samples=[])
+    for index, path in enumerate(paths):
+        image = read_image(path)
+        explained = settings.explain(adapter, image)
+        measured.images.append(image)
+        measured.letterboxes.append(explained.letterbox)
+        matches, maps = measure_image(evaluators, explained, source=path, image=image, settings=settings)
+        for match in matches[: max(0, keep - len(measured.samples))]:
+            detection = explained.explanation.detections[match.det_id]  # one image: det_id is its row
+            measured.samples.append(Sample(image=index, detection=detection, maps=maps[match.det_id]))
+    return measured
+
+
+def randomize_from(model: Any, start: int, *, seed: int) -> None:
+    """Re-initialise (PyTorch's default init) every parameterized module of model.model[start:]."""
+    torch.manual_seed(seed + start)
+    for layer in list(model.model)[start:]:
+        for module in layer.modules():
+            reset = getattr(module, "reset_parameters", None)
+            if callable(reset):
+                reset()
+
+
+def explain_fixed(
+    adapter: Adapter,
+    image: np.ndarray,
+    *,
+    model: nn.Module,
+    detections: list[Detection],
+    settings: EvalSettings,
+) -> Explanation:
+    """The given detections of ``image`` explained again through ``adapter`` (on ``model``, whose
+    parameters need no gradient); its own detections are not used: the randomized model explains
+    the trained model's detections, row for row."""
+    tensor, _ = adapter.preprocess([image])
+
+    def forward() -> Any:
+        return adapter.forward(tensor)
+
+    def same(_output: Any) -> list[Detection]:
+        return list(detections)
+
+    return explain(
+        forward=forward,
+        detect=same,
+        layers=adapter.resolve_layers(settings.layers),
+        target=settings.target,
+        methods=settings.methods,
+        model=model,
+        capabilities=adapter.capabilities,
+    )
+
+
+def randomization(
+    model: nn.Module,
+    measured: Measured,
+    *,
+    settings: EvalSettings,
+    make_adapter: Callable[[nn.Module], Adapter],
+    stages: Sequence[str],
+    seed: int,
+) -> dict[Key, dict[str, list[float]]]:
+    """Cascading randomization (Adebayo et al. 2018): per stage, the same detections explained again.
+
+    Returns, per (method, layer set) and stage, the Spearman correlation of each sample's map with
+    its map under the trained weights (NaN where either map is None or constant).
+    """
+    correlations: dict[Key, dict[str, list[float]]] = {}
+    randomized = copy.deepcopy(model)
+    for stage in stages:
+        randomize_from(randomized, int(stage), seed=seed)
+        adapter = make_adapter(randomized)
+        for image_index in sorted({s.image for s in measured.samples}):
+            mine = [s for s in measured.samples if s.image == image_index]
+            image = measured.images[image_index]
+            fixed = [s.detection for s in mine]
+            explanation = explain_fixed(adapter, image, model=randomized, detections=fixed, settings=settings)
+            explained = Explained(explanation, measured.letterboxes[image_index], names=adapter.names)
+            for method in settings.methods:
+                result = explained.result(method.name)
+                for k, sample in enumerate(mine):  # det_id k: the k-th fixed detection
+                    for name, after in settings.set_maps(result, k).items():
+                        rho = correlation(sample.maps[(method.name, name)], after)
+                        correlations.setdefault((method.name, name), {}).setdefault(stage, []).append(rho)
+    return correlations
+
+
+def drise_agreement(
+    adapter: Adapter,
+    paths: Sequence[Path],
+    *,
+    settings: EvalSettings,
+    drise: DRiseSettings,
+) -> tuple[Evaluator, dict[Key, list[float]]]:
+    """D-RISE on ``paths``: its evaluator (box deletion included), and per gradient method x layer
+    set the rank correlation of each matched detection's map with D-RISE's map of it."""
+    method = DRise(drise)
+    evaluator = settings.evaluator(adapter, box_deletion=True)
+    correlations: dict[Key, list[float]] = {}
+    for path in paths:
+        image = read_image(path)
+        explanation, (letterbox,) = method.explain_batch(adapter, [image])
+        result = Explained(explanation, letterbox, names=adapter.names).result(method.name)
+        matches = evaluator.score_image(path, image, result)
+        if not matches:
+            continue
+        gradient = settings.explain(adapter, image)
+        if [d.row for d in gradient.explanation.detections] != [d.row for d in explanation.detections]:
+            raise RuntimeError(f"{path}: D-RISE and the gradient methods saw different detections")
+        for cam_method in settings.methods:
+            cams = gradient.result(cam_method.name)
+            for match in matches:
+                reference = detection_maps(result, match.det_id)[FUSED]
+                for name, cam in settings.set_maps(cams, match.det_id).items():
+                    correlations.setdefault((cam_method.name, name), []).append(correlation(cam, reference))
+    return evaluator, correlations
+
+
+def _layer_order(name: str) -> tuple[int, str]:
+    """Numeric layer names (yolov7's indices) in numeric order, others after them by name."""
+    return (int(name), "") if name.isdigit() else (sys.maxsize, name)

@@ -1,0 +1,99 @@
+"""`make demo` (scripts/demo/train.py) without a checkout: the checkout check both commands share,
+the saved weights, their record and --install. Training itself runs on the real yolov7 checkout in
+tests/integration/test_yolov7_demo.py."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from scripts.demo import train
+from scripts.eval import faithfulness
+
+
+@pytest.mark.parametrize("main", [train.main, faithfulness.main], ids=["demo", "eval"])
+def test_a_folder_that_is_no_yolov7_checkout_is_refused_with_exit_2(
+    main: object, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = list(sys.path)
+    assert callable(main) and main(["--checkout", str(tmp_path)]) == 2
+    assert f"{tmp_path.resolve()} is not a yolov7 checkout (no models/yolo.py)" in capsys.readouterr().err
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "yolo.py").write_text("")
+    assert main(["--checkout", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"(no {train.CFG}); run `make setup-yolov7` first" in err
+    assert sys.path == before  # a refused folder never reaches sys.path
+
+
+def test_a_checkout_goes_first_on_sys_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for needed in ("models/yolo.py", train.CFG):
+        (tmp_path / needed).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / needed).write_text("")
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    threads = torch.get_num_threads()
+    try:
+        assert train.open_checkout(tmp_path, threads=1) == tmp_path.resolve()
+        assert sys.path[0] == str(tmp_path.resolve()) and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_weights_are_saved_as_float16_with_integer_buffers_kept(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+    weights = train.save_weights(model, tmp_path / "new")
+    assert weights == tmp_path / "new" / "yolov7-tiny-shapes.pt"
+    state = torch.load(weights, weights_only=True)
+    assert state["0.weight"].dtype == torch.float16
+    assert torch.equal(state["0.weight"], model[0].weight.detach().half())
+    assert state["1.num_batches_tracked"].dtype == torch.int64
+
+
+def test_the_record_names_the_weights_by_hash_and_keeps_the_training_options(tmp_path: Path) -> None:
+    weights = tmp_path / "yolov7-tiny-shapes.pt"
+    weights.write_bytes(b"weights")
+    args = train.parse_args(
+        ["--iterations", "3", "--batch-size", "2", "--eval-images", "5", "--threads", "1"]
+    )
+    record = train.training_record(args, weights=weights, seconds=12.345, scores={"found": 4, "objects": 5})
+    assert record["sha256"] == hashlib.sha256(b"weights").hexdigest()
+    assert (record["cfg"], record["nc"], record["names"]) == (train.CFG, 3, ["circle", "square", "triangle"])
+    assert record["training"]["iterations"] == 3 and record["training"]["batch_size"] == 2
+    assert record["training"]["seconds"] == 12.3 and record["training"]["threads"] == 1
+    assert record["evaluation"] == {"images": 5, "split": "eval", "found": 4, "objects": 5}
+
+
+def test_install_copies_the_weights_and_their_record_where_the_kit_reads_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    weights = tmp_path / "out" / "yolov7-tiny-shapes.pt"
+    weights.parent.mkdir()
+    weights.write_bytes(b"w")
+    weights.with_suffix(".json").write_text(json.dumps({"cfg": train.CFG}))
+    monkeypatch.setattr(train, "KIT_DEMO_DIR", tmp_path / "kit_demo")
+    train.install(weights)
+    assert (tmp_path / "kit_demo" / weights.name).read_bytes() == b"w"
+    assert json.loads((tmp_path / "kit_demo" / "yolov7-tiny-shapes.json").read_text()) == {"cfg": train.CFG}
+
+
+def test_the_kit_demo_folder_is_the_one_demo_weights_reads() -> None:
+    from kit.upstreams import demo
+
+    assert train.KIT_DEMO_DIR == demo.DEMO_DIR and (train.KIT_DEMO_DIR / f"{train.STEM}.json").is_file()
+
+
+def test_both_commands_share_the_checkout_data_and_thread_flags() -> None:
+    demo = train.parse_args([])
+    evaluation = faithfulness.parse_args([])
+    for args in (demo, evaluation):
+        assert isinstance(args, argparse.Namespace)
+        assert args.checkout is None and args.threads == 2
+    assert demo.data_dir == evaluation.data_dir
