@@ -37,14 +37,9 @@ from kit.methods.drise import NAME as DRISE
 from kit.methods.drise import DRiseSettings, check_request
 from kit.report.page import write_report
 from kit.run import distributed
-from kit.rundir.writer import (
-    check_not_finished,
-    check_resumable,
-    check_run_folder,
-    check_unlocked,
-    increment_path,
-    latest_path,
-)
+from kit.rundir.lock import check_unlocked
+from kit.rundir.naming import check_run_folder, increment_path, latest_path
+from kit.rundir.writer import check_not_finished, check_resumable
 
 LOG = logging.getLogger("kit")
 

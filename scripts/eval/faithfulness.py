@@ -444,7 +444,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from kit.adapters.yolo import YoloFunctions
     from kit.core.targets import get_target
     from kit.methods.cam import METHODS, get_method
-    from kit.rundir.writer import increment_path
+    from kit.rundir.naming import increment_path
     from kit.upstreams.demo import demo_weights
     from scripts.demo.train import load_demo_model
 
