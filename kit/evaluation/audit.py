@@ -58,7 +58,7 @@ from kit.rundir.reader import (
     scan_json,
     stream_manifest,
 )
-from kit.rundir.schema import AUDIT_NAME, EVAL_NAME, FUSED, MANIFEST_NAME
+from kit.rundir.schema import AUDIT_NAME, EVAL_NAME, FUSED, HEAD_KEYS, MANIFEST_NAME
 
 PathLike = Union[str, Path]
 AUDIT_VERSION = 1
@@ -253,27 +253,10 @@ def audit_run(
     _check_empty_maps(folder, dets, reader.maps_files, notes)
     split_rule = _read_matches(folder, dets, reader.files, notes)
     key = chosen or ""
-    overall = _breakdown(dets, key)
-    split = {}
-    if split_rule is not None:
-        for group in MATCH_GROUPS:
-            members = [d for d in dets if d.match == group]
-            if members:
-                split[group] = _breakdown(members, key)
-    if header.get("unmerged_parts"):
-        notes.append(
-            "the run did not finish (killed, or still running elsewhere): the audit covers the "
-            f"{reader.image_count} images recorded so far; run the same command with --resume to finish it"
-        )
-    if header.get("interrupted") is True:
-        notes.append(
-            f"the run was interrupted (Ctrl-C): the audit covers the {reader.image_count} images it finished"
-        )
+    split = _split(dets, key) if split_rule is not None else {}
+    notes += _run_notes(header, reader.image_count)
     run = {
-        **{
-            k: _plain(header.get(k))
-            for k in ("upstream", "weights", "method", "target", "layers", "interrupted")
-        },
+        **{k: _plain(header.get(k)) for k in (*HEAD_KEYS, "interrupted")},
         "images": reader.image_count,
         "failed_images": reader.failed,
         "detections": len(dets),
@@ -284,7 +267,7 @@ def audit_run(
         layer=chosen,
         layer_rule=rule,
         layers=tuple(reader.layer_order(header)),
-        overall=overall,
+        overall=_breakdown(dets, key),
         split=split,
         split_rule=split_rule,
         top=_top(dets, key, top, reader.files, with_match=split_rule is not None, rank=rank),
@@ -292,6 +275,29 @@ def audit_run(
         rank=rank,
         notes=tuple(notes),
     )
+
+
+def _split(dets: Sequence[_Det], key: str) -> dict[str, Breakdown]:
+    """The statistics of each match group (matched, unmatched, ...) that has detections."""
+    split = {}
+    for group in MATCH_GROUPS:
+        members = [d for d in dets if d.match == group]
+        if members:
+            split[group] = _breakdown(members, key)
+    return split
+
+
+def _run_notes(header: dict[str, Any], images: int) -> list[str]:
+    """What the audit says of a run that did not finish, or was interrupted."""
+    notes = []
+    if header.get("unmerged_parts"):
+        notes.append(
+            "the run did not finish (killed, or still running elsewhere): the audit covers the "
+            f"{images} images recorded so far; run the same command with --resume to finish it"
+        )
+    if header.get("interrupted") is True:
+        notes.append(f"the run was interrupted (Ctrl-C): the audit covers the {images} images it finished")
+    return notes
 
 
 class _ManifestReader:
@@ -525,13 +531,53 @@ def _check_empty_maps(
 
 
 # ---- eval.json -------------------------------------------------------------------------------
+Listed = dict[str, list[tuple[str, Optional[int]]]]  # eval.json's "detections"/"unmatched": (file, id)
+
+
 def _read_matches(folder: Path, dets: list[_Det], files: list[str], notes: list[str]) -> Optional[str]:
     """Mark each detection matched / unmatched / not evaluated from ``eval.json``; return the rule used
     (None without usable --eval results)."""
     path = folder / EVAL_NAME
-    if not path.is_file():
+    read = _read_eval(path, notes) if path.is_file() else None
+    if read is None:
         return None
-    listed: dict[str, list[tuple[str, Optional[int]]]] = {"detections": [], "unmatched": []}
+    report, listed = read
+    by_key: dict[tuple[str, Optional[int]], list[_Det]] = {}
+    for d in dets:
+        by_key.setdefault((files[d.image], d.id), []).append(d)
+    known = [(key, group) for group, name in (("matched", "detections"), ("unmatched", "unmatched"))
+             for key in listed[name] if key in by_key]  # fmt: skip
+    unknown = len(listed["detections"]) + len(listed["unmatched"]) - len(known)
+    if unknown and not known:
+        notes.append(f"{path} names none of the manifest's detections: it is another run's; no split")
+        return None
+    for key, group in known:
+        for d in by_key[key]:
+            d.match = group
+    if isinstance(report.get("unmatched"), int):
+        options = as_dict(report.get("options"))
+        rule = (
+            f"each detection the run's --eval evaluated, matched to a ground-truth box (greedy by score, "
+            f"IoU >= {options.get('match_iou', 0.5)}) or unmatched"
+        )
+        rest = "not evaluated"
+    else:
+        rule, rest = _older_split(report, dets, files)
+    for d in dets:
+        if d.match is None:
+            d.match = rest
+    if unknown:
+        notes.append(
+            f"{unknown} detections of {EVAL_NAME} are not in the manifest: it may belong to another run "
+            "of this folder (--exist-ok); the split uses the others"
+        )
+    return rule
+
+
+def _read_eval(path: Path, notes: list[str]) -> Optional[tuple[dict[str, Any], Listed]]:
+    """``eval.json``'s top-level values and the (file, id) of its matched ("detections") and
+    unmatched rows, streamed; None, with a note, when it is not a run's --eval report."""
+    listed: Listed = {"detections": [], "unmatched": []}
 
     def keep(name: str) -> Callable[[Any], None]:
         def add(row: Any) -> None:
@@ -550,59 +596,34 @@ def _read_matches(folder: Path, dets: list[_Det], files: list[str], notes: list[
             f"{path} is not the --eval report of a run (no 'detections' list): no matched/unmatched split"
         )
         return None
-    by_key: dict[tuple[str, Optional[int]], list[_Det]] = {}
+    return report, listed
+
+
+def _older_split(report: dict[str, Any], dets: Sequence[_Det], files: list[str]) -> tuple[str, str]:
+    """An older eval.json lists only the matched rows: the rule, and what the other detections are.
+    When its count of evaluated detections is every detection of the images it did not skip, the
+    others are the unmatched ones (those of skipped images are marked "not evaluated" here)."""
+    summary, images = as_dict(report.get("summary")), as_dict(report.get("images"))
+    skipped = {
+        as_text(s.get("file"), default="?") for s in images.get("skipped") or [] if isinstance(s, dict)
+    }
     for d in dets:
-        by_key.setdefault((files[d.image], d.id), []).append(d)
-    known = [(key, group) for group, name in (("matched", "detections"), ("unmatched", "unmatched"))
-             for key in listed[name] if key in by_key]  # fmt: skip
-    unknown = len(listed["detections"]) + len(listed["unmatched"]) - len(known)
-    if unknown and not known:
-        notes.append(f"{path} names none of the manifest's detections: it is another run's; no split")
-        return None
-    for key, group in known:
-        for d in by_key[key]:
-            d.match = group
-    options = as_dict(report.get("options"))
-    if isinstance(report.get("unmatched"), int):
+        if d.match is None and files[d.image] in skipped:
+            d.match = "not evaluated"
+    evaluated = sum(1 for d in dets if d.match != "not evaluated")
+    if as_whole(summary.get("detections")) == evaluated:
         rule = (
-            f"each detection the run's --eval evaluated, matched to a ground-truth box (greedy by score, "
-            f"IoU >= {options.get('match_iou', 0.5)}) or unmatched"
+            "the matched detections as eval.json lists them; it evaluated every other detection of "
+            "the run, so the rest are unmatched"
         )
-        rest = "not evaluated"
-    else:
-        # Older eval.json: only the matched rows. When its count of evaluated detections is every
-        # detection of the images it did not skip, the others are the unmatched ones.
-        summary, images = as_dict(report.get("summary")), as_dict(report.get("images"))
-        skipped = {
-            as_text(s.get("file"), default="?") for s in images.get("skipped") or [] if isinstance(s, dict)
-        }
-        for d in dets:
-            if d.match is None and files[d.image] in skipped:
-                d.match = "not evaluated"
-        evaluated = sum(1 for d in dets if d.match != "not evaluated")
-        if as_whole(summary.get("detections")) == evaluated:
-            rule = (
-                "the matched detections as eval.json lists them; it evaluated every other detection of "
-                "the run, so the rest are unmatched"
-            )
-            rest = "unmatched"
-        else:
-            rule = (
-                "the matched detections as eval.json lists them (written before it listed unmatched ones); "
-                "it "
-                f"evaluated {summary.get('detections')} of {evaluated}: the rest are 'not matched' "
-                "(unmatched, or in images the labels do not cover); run --eval again for the exact split"
-            )
-            rest = "not matched"
-    for d in dets:
-        if d.match is None:
-            d.match = rest
-    if unknown:
-        notes.append(
-            f"{unknown} detections of {EVAL_NAME} are not in the manifest: it may belong to another run "
-            "of this folder (--exist-ok); the split uses the others"
-        )
-    return rule
+        return rule, "unmatched"
+    rule = (
+        "the matched detections as eval.json lists them (written before it listed unmatched ones); "
+        "it "
+        f"evaluated {summary.get('detections')} of {evaluated}: the rest are 'not matched' "
+        "(unmatched, or in images the labels do not cover); run --eval again for the exact split"
+    )
+    return rule, "not matched"
 
 
 # ---- statistics ------------------------------------------------------------------------------
