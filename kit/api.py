@@ -412,7 +412,7 @@ class Explainer:
             run_writer.close()  # the lock and temporary files go however the run ended (a no-op after finish)
         return RunResult(
             out_dir=out,
-            manifest=out / "manifest.json",
+            manifest=out / MANIFEST_NAME,
             images=ended.images,
             failed=ended.failed,
             eval_report=ended.eval_report,

@@ -36,7 +36,7 @@ import zipfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -45,6 +45,7 @@ from kit.core.errors import KitError
 from kit.core.table import format_columns
 from kit.rundir.naming import replace_file
 from kit.rundir.reader import (
+    PathLike,
     RunFolderError,
     as_dict,
     as_number,
@@ -60,7 +61,6 @@ from kit.rundir.reader import (
 )
 from kit.rundir.schema import AUDIT_NAME, EVAL_NAME, FUSED, HEAD_KEYS, MANIFEST_NAME
 
-PathLike = Union[str, Path]
 AUDIT_VERSION = 1
 OUTSIDE = 0.5  # a map with energy_in_box below this puts more than half its mass outside the box
 DEFAULT_TOP = 20

@@ -22,12 +22,12 @@ import os
 import re
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Optional
 
 from kit.core.errors import OutputError
 from kit.core.files import read_at_most
 from kit.rundir import journal, lock
-from kit.rundir.naming import LinkError, open_regular
+from kit.rundir.naming import LinkError, PathLike, open_regular
 from kit.rundir.schema import (
     EVAL_NAME,
     FUSED,
@@ -38,7 +38,6 @@ from kit.rundir.schema import (
 )
 
 LOG = logging.getLogger("kit")
-PathLike = Union[str, Path]
 MAX_MANIFEST_BYTES = 512 * 2**20  # parsing takes about 4x this; a 5,000-image run's is a few MB
 PASS_A_RUN = "pass the folder of a run of the kit"
 

@@ -39,7 +39,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, Union
+from typing import IO, Any
 
 import cv2
 import numpy as np
@@ -51,7 +51,7 @@ from kit.core.render import MISSED_COLOR, draw_dashed_box, overlay, summary, til
 from kit.core.results import DetectionResult, MissedResult, draw_overlay
 from kit.rundir import journal, naming, reader, schema
 from kit.rundir.lock import RunLock
-from kit.rundir.naming import check_run_folder, free_stem, is_folder_in, safe_stem
+from kit.rundir.naming import PathLike, check_run_folder, free_stem, is_folder_in, safe_stem
 from kit.rundir.schema import (
     BOOKKEEPING,
     DERIVED,
@@ -70,7 +70,6 @@ from kit.rundir.schema import (
 )
 
 LOG = logging.getLogger("kit")
-PathLike = Union[str, Path]
 MAX_LAYER_BYTES = 60
 JPEG_MAX_SIDE = 65500  # libjpeg's limit: a larger picture is scaled down to fit before encoding
 
