@@ -59,7 +59,7 @@ from kit.rundir.reader import (
     scan_json,
     stream_manifest,
 )
-from kit.rundir.schema import AUDIT_NAME, EVAL_NAME, FUSED, HEAD_KEYS, MANIFEST_NAME
+from kit.rundir.schema import AUDIT_NAME, EVAL_NAME, FUSED, HEAD_KEYS, MANIFEST_NAME, finite_or_none
 
 AUDIT_VERSION = 1
 OUTSIDE = 0.5  # a map with energy_in_box below this puts more than half its mass outside the box
@@ -256,7 +256,7 @@ def audit_run(
     split = _split(dets, key) if split_rule is not None else {}
     notes += _run_notes(header, reader.image_count)
     run = {
-        **{k: _plain(header.get(k)) for k in (*HEAD_KEYS, "interrupted")},
+        **{k: finite_or_none(header.get(k))[0] for k in (*HEAD_KEYS, "interrupted")},  # strict JSON
         "images": reader.image_count,
         "failed_images": reader.failed,
         "detections": len(dets),
@@ -434,17 +434,6 @@ def _reached_rule(layers: Sequence[str], several: int) -> str:
     if several:
         rule += f"; {several} detections reached several layers: the first of them in this order is used"
     return rule
-
-
-def _plain(value: Any) -> Any:
-    """A manifest value as strict JSON: NaN and infinities (which Python's json reads) become None."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    return value
 
 
 def _box_share(box: Any, area: Optional[float]) -> Optional[float]:

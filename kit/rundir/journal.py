@@ -37,7 +37,7 @@ from typing import IO, Any, Optional
 
 from kit.core.errors import OutputError
 from kit.rundir import naming, schema
-from kit.rundir.schema import MANIFEST_NAME, PART_VERSION, PARTS_DIR
+from kit.rundir.schema import MANIFEST_NAME, PART_VERSION, PARTS_DIR, shown_value
 
 LOG = logging.getLogger("kit")
 MAX_LINE_BYTES = 16 * 1024 * 1024  # one image's record; a longer line is not one the kit wrote
@@ -263,7 +263,7 @@ def _complete_lines(f: IO[bytes], part: Part) -> Iterator[bytes]:
 def _take_header(part: Part, raw: bytes) -> bool:
     value, problem = _parse(raw)
     if problem is None and value.get("kit_part") != PART_VERSION:
-        problem = f"not a kit part header (kit_part {_shown(value.get('kit_part'))})"
+        problem = f"not a kit part header (kit_part {shown_value(value.get('kit_part'))})"
     if problem is not None:
         _warn(part.path, 1, f"{problem}; the lines after it are not read")
         return False
@@ -319,11 +319,6 @@ def _parse(raw: bytes) -> tuple[dict[str, Any], str | None]:
     return value, None
 
 
-def _shown(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else f"{text[:37]}..."
-
-
 def check_line(
     value: Mapping[str, Any], *, keys: Sequence[Key] | None = None, eval_key: Any = None
 ) -> tuple[Entry | None, str | None]:
@@ -334,7 +329,11 @@ def check_line(
     if not (isinstance(index, int) and isinstance(occurrence, int)) or not (
         schema.safe_count(index) and schema.safe_count(occurrence)
     ):
-        return None, f"its position ({_shown(index)}, {_shown(occurrence)}) is not a place in the source list"
+        return (
+            None,
+            f"its position ({shown_value(index)}, {shown_value(occurrence)}) is not a place in the "
+            "source list",
+        )
     problem = schema.record_problem(record)
     if problem is None and value.get("eval") is not None:
         problem = schema.measured_problem(value.get("eval"))
@@ -347,7 +346,7 @@ def check_line(
     if keys is not None and (index >= len(keys) or keys[index] != entry.key):
         return (
             None,
-            f"{_shown(record.get('file'))} is not the image at position {index} of this run's sources",
+            f"{shown_value(record.get('file'))} is not the image at position {index} of this run's sources",
         )
     return entry, None
 
@@ -387,7 +386,7 @@ def checked_entries(
     for entry in entries:
         problem = schema.record_problem(entry.record)
         if problem is None and known is not None and entry.key not in known:
-            problem = f"{_shown(entry.record.get('file'))} is not one of this run's sources"
+            problem = f"{shown_value(entry.record.get('file'))} is not one of this run's sources"
         if problem is None:
             kept.append(entry)
         else:

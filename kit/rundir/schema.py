@@ -78,7 +78,7 @@ def check_version(manifest: Mapping[str, Any], path: Path | str) -> int:
     version = manifest.get(VERSION_KEY, 1)
     if not _is_int(version) or version < 1:
         raise SchemaVersionError(
-            f"{path} has {VERSION_KEY} {_shown(version)}, not a version the kit writes (a whole number "
+            f"{path} has {VERSION_KEY} {shown_value(version)}, not a version the kit writes (a whole number "
             f"from 1 to {SCHEMA_VERSION}); it is not a manifest of the kit, or it is damaged"
         )
     if version > SCHEMA_VERSION:
@@ -189,36 +189,37 @@ def _optional(check: Check) -> Check:
 
 
 def _int(value: Any) -> str | None:
-    return None if _is_int(value) else f"{_shown(value)} is not a whole number"
+    return None if _is_int(value) else f"{shown_value(value)} is not a whole number"
 
 
 def _count(value: Any) -> str | None:
-    return None if _is_int(value) and value >= 0 else f"{_shown(value)} is not a count"
+    return None if _is_int(value) and value >= 0 else f"{shown_value(value)} is not a count"
 
 
 def _size(value: Any) -> str | None:
-    return None if _is_int(value) and value > 0 else f"{_shown(value)} is not a size in pixels"
+    return None if _is_int(value) and value > 0 else f"{shown_value(value)} is not a size in pixels"
 
 
 def _number(value: Any) -> str | None:
-    return None if _is_number(value) else f"{_shown(value)} is not a finite number"
+    return None if _is_number(value) else f"{shown_value(value)} is not a finite number"
 
 
 def _text(value: Any) -> str | None:
-    return None if isinstance(value, str) else f"{_shown(value)} is not text"
+    return None if isinstance(value, str) else f"{shown_value(value)} is not text"
 
 
 def _flag(value: Any) -> str | None:
-    return None if isinstance(value, bool) else f"{_shown(value)} is not true or false"
+    return None if isinstance(value, bool) else f"{shown_value(value)} is not true or false"
 
 
 def _box(value: Any) -> str | None:
     if isinstance(value, list) and len(value) == 4 and all(_is_number(v) for v in value):
         return None
-    return f"{_shown(value)} is not a box of 4 finite numbers"
+    return f"{shown_value(value)} is not a box of 4 finite numbers"
 
 
-def _shown(value: Any) -> str:
+def shown_value(value: Any) -> str:
+    """A value read back, as a message shows it: its ``repr``, cut to 40 characters."""
     text = repr(value)
     return text if len(text) <= 40 else f"{text[:37]}..."
 
@@ -226,7 +227,7 @@ def _shown(value: Any) -> str:
 def _fields(value: Any, checks: Mapping[str, Check], *, required: tuple[str, ...] = ()) -> str | None:
     """``value`` is a JSON object whose fields pass their checks (missing optional ones count as None)."""
     if not isinstance(value, dict):
-        return f"{_shown(value)} is not an object"
+        return f"{shown_value(value)} is not an object"
     for name in required:
         if name not in value:
             return f"'{name}' is missing"
@@ -240,7 +241,7 @@ def _fields(value: Any, checks: Mapping[str, Check], *, required: tuple[str, ...
 def _each(check: Check) -> Check:
     def checked(value: Any) -> str | None:
         if not isinstance(value, list):
-            return f"{_shown(value)} is not a list"
+            return f"{shown_value(value)} is not a list"
         for position, item in enumerate(value):
             problem = check(item)
             if problem:
@@ -275,7 +276,7 @@ def _map_entry(stem: str | None) -> Check:
             return None
         head, _, name = value.partition("/") if isinstance(value, str) else ("", "", "")
         if stem is None or head != stem or not safe_stem(name) or not name.endswith(".jpg"):
-            return f"{_shown(value)} is not an overlay of this image's folder"
+            return f"{shown_value(value)} is not an overlay of this image's folder"
         return None
 
     checks = {
@@ -294,11 +295,11 @@ def _maps(stem: str | None) -> Check:
         if value is None:
             return None
         if not isinstance(value, dict):
-            return f"{_shown(value)} is not an object of layers"
+            return f"{shown_value(value)} is not an object of layers"
         for layer, one in value.items():
             problem = entry(one)
             if problem:
-                return f"layer {_shown(layer)}: {problem}"
+                return f"layer {shown_value(layer)}: {problem}"
         return None
 
     return checked
@@ -347,10 +348,10 @@ def record_problem(record: Any) -> str | None:
     summary = record.get("summary")
     stem = stem_of_summary(summary)
     if summary is not None and stem is None:
-        return f"'summary': {_shown(summary)} is not a summary sheet the kit names"
+        return f"'summary': {shown_value(summary)} is not a summary sheet the kit names"
     maps_file = record.get("maps_file")
     if maps_file is not None and (stem is None or maps_file != maps_name(stem)):
-        return f"'maps_file': {_shown(maps_file)} is not this image's maps file"
+        return f"'maps_file': {shown_value(maps_file)} is not this image's maps file"
     checks = {
         "file": _text,
         "width": _optional(_size),
@@ -366,7 +367,7 @@ def record_problem(record: Any) -> str | None:
 def _measures(value: Any) -> str | None:
     checks = {
         "pg": lambda v: (
-            None if isinstance(v, bool) or _is_number(v) else f"{_shown(v)} is not a hit or a number"
+            None if isinstance(v, bool) or _is_number(v) else f"{shown_value(v)} is not a hit or a number"
         ),
         "ebpg": _optional(_number),
         **{k: _optional(_number) for k in ("deletion_auc", "insertion_auc", "box_deletion_auc")},
@@ -380,8 +381,8 @@ def _measures(value: Any) -> str | None:
 def _row(value: Any) -> str | None:
     def maps(one: Any) -> str | None:
         if not isinstance(one, dict):
-            return f"{_shown(one)} is not an object of maps"
-        return next((f"{_shown(k)}: {p}" for k, m in one.items() if (p := _measures(m))), None)
+            return f"{shown_value(one)} is not an object of maps"
+        return next((f"{shown_value(k)}: {p}" for k, m in one.items() if (p := _measures(m))), None)
 
     return _fields(value, {"maps": maps}, required=("maps",))
 
