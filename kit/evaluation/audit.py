@@ -209,12 +209,8 @@ class _Det:
         box_share: Optional[float],
         picks: dict[str, _Pick],
     ) -> None:
-        self.image = image
-        self.id = det_id
-        self.class_id = class_id
-        self.class_name = class_name
-        self.score = score
-        self.box_share = box_share
+        self.image, self.id, self.class_id, self.class_name = image, det_id, class_id, class_name
+        self.score, self.box_share = score, box_share
         self.picks = picks  # candidate map name ("fused", "reached" or the --layer) -> its value
         self.match: Optional[str] = None
 

@@ -169,7 +169,7 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_number(value: Any) -> bool:
+def is_finite_number(value: Any) -> bool:
     """A finite number that fits a float (an integer of 400 digits does not: math.isfinite raises)."""
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         return False
@@ -201,7 +201,7 @@ def _size(value: Any) -> str | None:
 
 
 def _number(value: Any) -> str | None:
-    return None if _is_number(value) else f"{shown_value(value)} is not a finite number"
+    return None if is_finite_number(value) else f"{shown_value(value)} is not a finite number"
 
 
 def _text(value: Any) -> str | None:
@@ -213,7 +213,7 @@ def _flag(value: Any) -> str | None:
 
 
 def _box(value: Any) -> str | None:
-    if isinstance(value, list) and len(value) == 4 and all(_is_number(v) for v in value):
+    if isinstance(value, list) and len(value) == 4 and all(is_finite_number(v) for v in value):
         return None
     return f"{shown_value(value)} is not a box of 4 finite numbers"
 
@@ -367,7 +367,9 @@ def record_problem(record: Any) -> str | None:
 def _measures(value: Any) -> str | None:
     checks = {
         "pg": lambda v: (
-            None if isinstance(v, bool) or _is_number(v) else f"{shown_value(v)} is not a hit or a number"
+            None
+            if isinstance(v, bool) or is_finite_number(v)
+            else f"{shown_value(v)} is not a hit or a number"
         ),
         "ebpg": _optional(_number),
         **{k: _optional(_number) for k in ("deletion_auc", "insertion_auc", "box_deletion_auc")},
