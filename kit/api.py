@@ -35,8 +35,9 @@ from kit.run.progress import Progress
 from kit.run.runner import Source, explain_images, run, source_path
 from kit.rundir import journal
 from kit.rundir.naming import check_run_folder, plan_stems
+from kit.rundir.reader import is_complete, stem_of
 from kit.rundir.schema import MANIFEST_NAME
-from kit.rundir.writer import RunSettings, RunWriter, check_not_foreign, is_complete, stem_of
+from kit.rundir.writer import RunSettings, RunWriter, check_not_foreign
 from kit.upstreams.loaders import Loaded, find_checkout, use_checkout
 
 LOG = logging.getLogger("kit")

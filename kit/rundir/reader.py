@@ -27,7 +27,7 @@ from typing import Any, Optional
 from kit.core.errors import OutputError
 from kit.core.files import read_at_most
 from kit.rundir import journal, lock
-from kit.rundir.naming import LinkError, PathLike, open_regular
+from kit.rundir.naming import LinkError, PathLike, is_regular, open_regular
 from kit.rundir.schema import (
     EVAL_NAME,
     FUSED,
@@ -35,6 +35,8 @@ from kit.rundir.schema import (
     MANIFEST_NAME,
     SchemaVersionError,
     check_version,
+    record_problem,
+    stem_of_summary,
 )
 
 LOG = logging.getLogger("kit")
@@ -342,6 +344,26 @@ class _Scanner:
             if self.expect(i, ",]") == "]":
                 return count, i + 1
             i = self.skip(i + 1)
+
+
+# ---- a record, for --resume --------------------------------------------------------------------
+def stem_of(record: Mapping[str, Any]) -> str | None:
+    """The stem an image's files were written under, read from its record (None: no files)."""
+    return stem_of_summary(record.get("summary"))
+
+
+def is_complete(record: Mapping[str, Any], out_dir: Path) -> bool:
+    """An image explained without error whose every file (summary, maps, overlays) is a regular
+    file in the run folder, reached without a link. A record that fails :mod:`kit.rundir.schema` is
+    never complete."""
+    if record.get("error") is not None or stem_of(record) is None or record_problem(record):
+        return False
+    files = [record.get("summary"), record.get("maps_file")]
+    for det in record.get("detections") or []:
+        files += [m.get("overlay") for m in (det.get("maps") or {}).values()]
+    for one in record.get("missed") or []:
+        files += [m.get("overlay") for m in (one["candidate"].get("maps") or {}).values()]
+    return all(is_regular(out_dir, f) for f in files if isinstance(f, str))
 
 
 # ---- a record's values, read tolerantly ----------------------------------------------------------

@@ -786,25 +786,6 @@ def _unfinished(folder: Path, held: str) -> str:
     )
 
 
-def stem_of(record: Mapping[str, Any]) -> str | None:
-    """The stem an image's files were written under, read from its record (None: no files)."""
-    return schema.stem_of_summary(record.get("summary"))
-
-
-def is_complete(record: Mapping[str, Any], out_dir: Path) -> bool:
-    """An image explained without error whose every file (summary, maps, overlays) is a regular
-    file in the run folder, reached without a link. A record that fails :mod:`kit.rundir.schema` is never
-    complete."""
-    if record.get("error") is not None or stem_of(record) is None or schema.record_problem(record):
-        return False
-    files = [record.get("summary"), record.get("maps_file")]
-    for det in record.get("detections") or []:
-        files += [m.get("overlay") for m in (det.get("maps") or {}).values()]
-    for one in record.get("missed") or []:
-        files += [m.get("overlay") for m in (one["candidate"].get("maps") or {}).values()]
-    return all(naming.is_regular(out_dir, f) for f in files if isinstance(f, str))
-
-
 def _remove_stale_temporaries(out_dir: Path) -> None:
     """Temporary files of the killed processes of an earlier run (this run holds the lock: none is
     being written); the walk never follows a link, and removes through each folder's descriptor."""
