@@ -117,7 +117,9 @@ def _header(settings: RunSettings, layers: list[str]) -> dict[str, Any]:
 
 
 class RunWriter:
-    """Writes one run's pictures, maps and manifest under ``out_dir``.
+    """Writes one run's pictures, maps and manifest under ``out_dir``: a run of ``settings``
+    (:class:`RunSettings`, the manifest's header after its ``schema_version``), by the process of
+    ``rank`` among ``world``, in the launch ``attempt`` (default: a new one, :func:`new_attempt`).
 
     Each image's record goes to this process's part file (:mod:`kit.rundir.journal`: one fsync'd JSON
     line per image) as soon as its files are written; ``manifest.json`` is written when the run
