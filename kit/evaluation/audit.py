@@ -32,7 +32,6 @@ import math
 import os
 import sys
 import traceback
-import zipfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -54,6 +53,8 @@ from kit.rundir.reader import (
     check_final,
     map_names,
     maps_of,
+    open_maps,
+    read_map,
     read_text,
     run_folder,
     scan_json,
@@ -443,37 +444,6 @@ def _box_share(box: Any, area: Optional[float]) -> Optional[float]:
     return min(share, 1.0) if share > 0 else None
 
 
-MAX_MAP_BYTES = 64 * 2**20  # a map the kit writes: at most 2048 x 2048 float16 (8 MiB); old runs' more
-_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
-
-
-def read_map(archive: zipfile.ZipFile, key: Any) -> Optional[np.ndarray]:
-    """The map ``key`` of a run's ``maps/<stem>.npz``, or None when it is missing or not one the kit
-    could have written. A run folder may come from someone else: the member's declared size and its
-    array header are checked before anything is decompressed or allocated (a small npz can declare
-    gigabytes), and nothing is unpickled."""
-    if not isinstance(key, str):
-        return None
-    try:
-        info = archive.getinfo(f"{key}.npy")
-        if info.file_size > MAX_MAP_BYTES:
-            return None
-        with archive.open(info) as f:
-            version = np.lib.format.read_magic(f)
-            if version not in _HEADER_READERS:
-                return None
-            shape, fortran, dtype = _HEADER_READERS[version](f)
-            size = math.prod(shape) * dtype.itemsize
-            if dtype.kind != "f" or len(shape) != 2 or size > info.file_size:
-                return None
-            data = f.read(size + 1)
-    except (KeyError, OSError, ValueError, EOFError, zipfile.BadZipFile):
-        return None
-    if len(data) != size:
-        return None
-    return np.frombuffer(data, dtype=dtype).reshape(shape, order="F" if fortran else "C")
-
-
 def _check_empty_maps(
     folder: Path, dets: list[_Det], maps_files: list[Optional[str]], notes: list[str]
 ) -> None:
@@ -487,16 +457,8 @@ def _check_empty_maps(
             if pick[0] == 0.0 and pick[4] is not None:
                 zeros.setdefault(d.image, []).append(d)
     unchecked = 0
-    root = folder.resolve()
     for image, members in zeros.items():
-        rel = maps_files[image]
-        path = (folder / rel).resolve() if rel else None
-        archive = None
-        if path is not None and path.is_relative_to(root) and path.is_file():
-            try:
-                archive = zipfile.ZipFile(path)
-            except (OSError, ValueError, zipfile.BadZipFile):
-                archive = None
+        archive = open_maps(folder, maps_files[image])
         for d in members:
             for name, pick in list(d.picks.items()):
                 if pick[0] != 0.0:

@@ -10,7 +10,8 @@ them (:func:`read_manifest`, :func:`stream_manifest`); and a record's values are
 
 :func:`stream_manifest` hands a manifest's image records to a function one at a time, so that
 memory grows with what the caller keeps, not with the size of the records (the audit of a run of
-hundreds of thousands of detections). Torch-free.
+hundreds of thousands of detections). A map of ``maps/<stem>.npz`` is read only when its declared
+size and array header are a map's, never unpickled (:func:`read_map`). Torch-free.
 """
 
 from __future__ import annotations
@@ -20,9 +21,12 @@ import logging
 import math
 import os
 import re
+import zipfile
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Optional
+
+import numpy as np
 
 from kit.core.errors import OutputError
 from kit.core.files import read_at_most
@@ -344,6 +348,50 @@ class _Scanner:
             if self.expect(i, ",]") == "]":
                 return count, i + 1
             i = self.skip(i + 1)
+
+
+# ---- maps/<stem>.npz ---------------------------------------------------------------------------
+MAX_MAP_BYTES = 64 * 2**20  # a map the kit writes: at most 2048 x 2048 float16 (8 MiB); old runs' more
+_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+
+
+def open_maps(folder: Path, rel: Optional[str]) -> Optional[zipfile.ZipFile]:
+    """An image's ``maps/<stem>.npz`` (``rel``, as its record names it) opened as a zip archive, or
+    None when it is missing, outside the run folder, or not a zip file; the caller closes it."""
+    path = (folder / rel).resolve() if rel else None
+    if path is None or not path.is_relative_to(folder.resolve()) or not path.is_file():
+        return None
+    try:
+        return zipfile.ZipFile(path)
+    except (OSError, ValueError, zipfile.BadZipFile):
+        return None
+
+
+def read_map(archive: zipfile.ZipFile, key: Any) -> Optional[np.ndarray]:
+    """The map ``key`` of a run's ``maps/<stem>.npz``, or None when it is missing or not one the kit
+    could have written. A run folder may come from someone else: the member's declared size and its
+    array header are checked before anything is decompressed or allocated (a small npz can declare
+    gigabytes), and nothing is unpickled."""
+    if not isinstance(key, str):
+        return None
+    try:
+        info = archive.getinfo(f"{key}.npy")
+        if info.file_size > MAX_MAP_BYTES:
+            return None
+        with archive.open(info) as f:
+            version = np.lib.format.read_magic(f)
+            if version not in _HEADER_READERS:
+                return None
+            shape, fortran, dtype = _HEADER_READERS[version](f)
+            size = math.prod(shape) * dtype.itemsize
+            if dtype.kind != "f" or len(shape) != 2 or size > info.file_size:
+                return None
+            data = f.read(size + 1)
+    except (KeyError, OSError, ValueError, EOFError, zipfile.BadZipFile):
+        return None
+    if len(data) != size:
+        return None
+    return np.frombuffer(data, dtype=dtype).reshape(shape, order="F" if fortran else "C")
 
 
 # ---- a record, for --resume --------------------------------------------------------------------

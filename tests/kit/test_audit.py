@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from kit.core.results import FUSED, DetectionResult
-from kit.evaluation import audit as audit_module
 from kit.evaluation.audit import AuditError, audit_run, main, write_audit
+from kit.rundir import reader
 from kit.rundir.lock import RunLock, identity
 from kit.rundir.reader import RunFolderError
 from kit.rundir.schema import LOCK_NAME
@@ -538,8 +538,8 @@ def test_read_map_reads_what_the_writer_wrote(tmp_path: Path) -> None:
     cam = np.linspace(0, 1, H * W, dtype=np.float32).reshape(H, W)
     out = write_run(tmp_path / "run", {"a.png": [det(0, 0, 0.9, {"74": cam})]})
     with zipfile.ZipFile(out / "maps" / "a.npz") as archive:
-        read = audit_module.read_map(archive, "det0_74")
-        assert audit_module.read_map(archive, "det9_74") is None and audit_module.read_map(archive, 3) is None
+        read = reader.read_map(archive, "det0_74")
+        assert reader.read_map(archive, "det9_74") is None and reader.read_map(archive, 3) is None
     assert read is not None
     np.testing.assert_array_equal(read, cam.astype(np.float16))
 
