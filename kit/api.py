@@ -7,7 +7,6 @@ then :meth:`Explainer.run`.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import subprocess
 from collections.abc import Sequence
@@ -18,6 +17,7 @@ from typing import Any, Union
 import numpy as np
 
 from kit.core.errors import KitError, RunInterrupted, SourceNotFoundError
+from kit.core.files import file_sha256
 from kit.core.images import ImageLimits, list_sources, printable
 from kit.core.options import ArgumentError, check_positive, parse_layers
 from kit.core.results import ImageResult
@@ -34,7 +34,10 @@ from kit.run import distributed
 from kit.run.progress import Progress
 from kit.run.runner import Source, explain_images, run, source_path
 from kit.rundir import journal
-from kit.rundir.writer import RunWriter, check_not_foreign, check_run_folder, is_complete, plan_stems, stem_of
+from kit.rundir.naming import check_run_folder, plan_stems
+from kit.rundir.reader import is_complete, stem_of
+from kit.rundir.schema import MANIFEST_NAME
+from kit.rundir.writer import RunSettings, RunWriter, check_not_foreign
 from kit.upstreams.loaders import Loaded, find_checkout, use_checkout
 
 LOG = logging.getLogger("kit")
@@ -146,7 +149,7 @@ class Explainer:
         """What identifies the model beyond its settings, recorded in the manifest and compared when
         a run is resumed: the sha256 of each weights file and the checkout's commit."""
         if self._fingerprint is None:
-            digests = [file_sha256(Path(f)) for f in self._loaded.files]
+            digests = [weights_sha256(Path(f)) for f in self._loaded.files]
             self._fingerprint = {
                 "weights_sha256": digests[0] if len(digests) == 1 else digests or None,
                 "upstream_commit": git_commit(self._loaded.checkout),
@@ -310,7 +313,7 @@ class Explainer:
             finder = MissedFinder(evaluator.labels, self.adapter.capabilities.candidates)
         group = distributed.join(cuda=lambda: self.on_cuda)
         out = Path(out_dir)
-        resume = resume or (distributed.restarted() and (out / journal.MANIFEST).is_file())
+        resume = resume or (distributed.restarted() and (out / MANIFEST_NAME).is_file())
         paths = [source_path(s, i) for i, s in enumerate(plan.sources)]
         files = [printable(p) for p in paths]
         eval_key = (
@@ -319,28 +322,32 @@ class Explainer:
 
         def writer(*, owner: bool, attempt: str | None) -> RunWriter:
             return RunWriter(
+                RunSettings(
+                    upstream=self.upstream,
+                    weights=self.weights,
+                    method=plan.method.name,
+                    target=_drise.TARGET if isinstance(plan.method, DRise) else plan.target.name,
+                    layers=plan.layers,
+                    extra={
+                        **self.settings,
+                        **self.fingerprint(),
+                        "target_class": _chosen(plan.target),
+                        "explain_missed": explain_missed,
+                        "fuse": fuse,
+                        "batch_size": batch_size,
+                        **(
+                            {"drise": plan.method.settings.record()} if isinstance(plan.method, DRise) else {}
+                        ),
+                    },
+                    eval_key=eval_key,
+                ),
                 out_dir=out,
-                upstream=self.upstream,
-                weights=self.weights,
-                method=plan.method.name,
-                target=_drise.TARGET if isinstance(plan.method, DRise) else plan.target.name,
-                layers=plan.layers,
-                extra={
-                    **self.settings,
-                    **self.fingerprint(),
-                    "target_class": _chosen(plan.target),
-                    "explain_missed": explain_missed,
-                    "fuse": fuse,
-                    "batch_size": batch_size,
-                    **({"drise": plan.method.settings.record()} if isinstance(plan.method, DRise) else {}),
-                },
                 owner=owner,
                 resume=resume,
+                overwrite=overwrite,
                 attempt=attempt,
                 rank=group.rank,
                 world=group.world,
-                eval_key=eval_key,
-                overwrite=overwrite,
             )
 
         # Rank 0 opens the folder (its lock; on resume, the settings and what is done) and decides
@@ -406,7 +413,7 @@ class Explainer:
             run_writer.close()  # the lock and temporary files go however the run ended (a no-op after finish)
         return RunResult(
             out_dir=out,
-            manifest=out / "manifest.json",
+            manifest=out / MANIFEST_NAME,
             images=ended.images,
             failed=ended.failed,
             eval_report=ended.eval_report,
@@ -541,16 +548,12 @@ def _chosen(target: Target) -> dict[str, Any] | None:
     return None
 
 
-def file_sha256(path: Path) -> str | None:
-    """The sha256 of a file, read in chunks; None when it cannot be read."""
-    digest = hashlib.sha256()
+def weights_sha256(path: Path) -> str | None:
+    """The sha256 of a weights file (:func:`kit.core.files.file_sha256`); None when it cannot be read."""
     try:
-        with path.open("rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                digest.update(chunk)
+        return file_sha256(path)
     except OSError:
         return None
-    return digest.hexdigest()
 
 
 def git_commit(folder: Path | None) -> str | None:

@@ -18,7 +18,7 @@ import pytest
 from kit.core.results import DetectionResult, ImageResult
 from kit.evaluation.evaluate import Evaluator
 from kit.evaluation.labels import load_labels
-from kit.rundir.writer import RunWriter
+from kit.rundir.writer import RunSettings, RunWriter
 
 H = W = 10
 BOX = (0.0, 0.0, 5.0, 10.0)  # the left half: pixel columns 0..4
@@ -53,7 +53,8 @@ def write_run(
     image: np.ndarray = IMAGE,
 ) -> Path:
     with RunWriter(
-        out_dir=out, upstream="yolov7", weights="w.pt", method="gradcam", target="class-logit", layers=layers
+        RunSettings(upstream="yolov7", weights="w.pt", method="gradcam", target="class-logit", layers=layers),
+        out_dir=out,
     ) as writer:
         for name, dets in images.items():
             writer.write_image(source=Path("imgs") / name, image_bgr=image, detections=dets)
@@ -168,13 +169,15 @@ def picture_run(out: Path, names: Sequence[str] = ("street.jpg", "park.png", "em
     the second two, the third none, and one image failed."""
     plans = [[(0, 0.91, 0), (1, 0.55, 1), (0, 0.32, 2)], [(1, 0.78, 2), (0, 0.66, 0)], []]
     with RunWriter(
+        RunSettings(
+            upstream="yolov7",
+            weights="runs/train/exp/weights/best.pt",
+            method="gradcam",
+            target="class-logit",
+            layers=LEVELS,
+            extra={"img_size": 320, "conf_thres": 0.25, "iou_thres": 0.45},
+        ),
         out_dir=out,
-        upstream="yolov7",
-        weights="runs/train/exp/weights/best.pt",
-        method="gradcam",
-        target="class-logit",
-        layers=LEVELS,
-        extra={"img_size": 320, "conf_thres": 0.25, "iou_thres": 0.45},
     ) as writer:
         for k, (name, plan) in enumerate(zip(names, plans)):
             dets = [yolo_detection(i, cls, score, level) for i, (cls, score, level) in enumerate(plan)]
@@ -192,14 +195,15 @@ def large_run(out: Path, images: int, *, per_image: int = 2) -> Path:
     resumed run's earlier images."""
     import cv2
 
-    from kit.rundir.writer import DetectionRecord, ImageRecord, MapRecord
+    from kit.rundir.schema import DetectionRecord, ImageRecord, MapRecord
 
     ok, jpeg = cv2.imencode(".jpg", scene(0, (48, 64)))
     assert ok
     source = out / ".picture.jpg"
     records = []
     with RunWriter(
-        out_dir=out, upstream="yolov7", weights="w.pt", method="gradcam", target="class-logit", layers=LEVELS
+        RunSettings(upstream="yolov7", weights="w.pt", method="gradcam", target="class-logit", layers=LEVELS),
+        out_dir=out,
     ) as writer:
         source.write_bytes(jpeg.tobytes())
         for n in range(images):

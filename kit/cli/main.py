@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import logging
 import os
 import sys
@@ -25,7 +24,7 @@ from typing import Any
 
 from kit.api import Explainer, load
 from kit.core.display import shown
-from kit.core.errors import KitError, RunInterrupted
+from kit.core.errors import KitError, OutputError, RunInterrupted
 from kit.core.images import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, ImageLimits
 from kit.core.options import ArgumentError, check_detector_options, check_positive, parse_layers
 from kit.core.targets import CLASS_TARGETS, TARGETS
@@ -37,14 +36,10 @@ from kit.methods.drise import NAME as DRISE
 from kit.methods.drise import DRiseSettings, check_request
 from kit.report.page import write_report
 from kit.run import distributed
-from kit.rundir.writer import (
-    check_not_finished,
-    check_resumable,
-    check_run_folder,
-    check_unlocked,
-    increment_path,
-    latest_path,
-)
+from kit.rundir import reader
+from kit.rundir.lock import check_unlocked
+from kit.rundir.naming import check_run_folder, increment_path, latest_path
+from kit.rundir.writer import check_not_finished, check_resumable
 
 LOG = logging.getLogger("kit")
 
@@ -475,13 +470,13 @@ def interrupted_message(interrupt: KeyboardInterrupt) -> str:
     """One line for Ctrl-C: where the partial results are and whether their manifest reads."""
     if not isinstance(interrupt, RunInterrupted):
         return "interrupted before any image was explained; nothing was written"
-    manifest = interrupt.out_dir / "manifest.json"
     try:
-        images = len(json.loads(manifest.read_text(encoding="utf-8"))["images"])
-    except FileNotFoundError:
-        return f"interrupted: no image was finished; nothing written to {interrupt.out_dir}"
-    except (OSError, ValueError, KeyError, TypeError, RecursionError):
+        manifest = reader.load_manifest(interrupt.out_dir)
+    except OutputError:
         return f"interrupted: partial results in {interrupt.out_dir} (its manifest.json could not be read)"
+    if manifest is None:
+        return f"interrupted: no image was finished; nothing written to {interrupt.out_dir}"
+    images = len(manifest["images"])
     return f"interrupted: partial results in {interrupt.out_dir} (manifest is valid: {images} images)"
 
 

@@ -1,11 +1,14 @@
-"""Reading a file from outside in bounded memory (standard library only, so that every reader,
-torch-free ones included, can use it)."""
+"""Reading a file from outside in bounded memory, and its digest (standard library only, so that
+every reader, torch-free ones included, can use it)."""
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
 from typing import IO
 
 READ_CHUNK = 1 << 24  # a file that grew after its size was checked is read on in chunks of 16 MiB
+HASH_CHUNK = 1 << 20
 
 
 def read_at_most(f: IO[bytes], most: int, *, expected: int = 0) -> bytes:
@@ -22,3 +25,12 @@ def read_at_most(f: IO[bytes], most: int, *, expected: int = 0) -> bytes:
         chunks.append(more)
         total += len(more)
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def file_sha256(path: Path | str) -> str:
+    """The hex SHA-256 of the file at ``path``, read in chunks of 1 MiB (OSError as raised)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(HASH_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -30,31 +30,38 @@ import heapq
 import json
 import math
 import os
-import re
-import secrets
 import sys
 import traceback
-import zipfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Optional
 
 import numpy as np
 
 from kit.core.display import shown
-from kit.core.errors import KitError, OutputError
-from kit.rundir import folder as rundir
-from kit.rundir import journal
+from kit.core.errors import KitError
+from kit.core.table import format_columns
+from kit.rundir.naming import replace_file
+from kit.rundir.reader import (
+    PathLike,
+    RunFolderError,
+    as_dict,
+    as_number,
+    as_text,
+    as_whole,
+    check_final,
+    map_names,
+    maps_of,
+    open_maps,
+    read_map,
+    read_text,
+    run_folder,
+    scan_json,
+    stream_manifest,
+)
+from kit.rundir.schema import AUDIT_NAME, EVAL_NAME, FUSED, HEAD_KEYS, MANIFEST_NAME, finite_or_none
 
-# Names shared with kit.rundir.writer and kit.core.results, not imported from them: they load torch, which
-# takes seconds and half a gigabyte before the first line of a manifest is read (tests hold them equal).
-MANIFEST_NAME = "manifest.json"
-EVAL_NAME = "eval.json"
-LOCK_NAME = ".kit.lock"  # kit.rundir.writer.LOCK_NAME
-FUSED = "fused"  # kit.core.results.FUSED: the layer name of --fuse's map
-PathLike = Union[str, Path]
-AUDIT_NAME = "audit.json"
 AUDIT_VERSION = 1
 OUTSIDE = 0.5  # a map with energy_in_box below this puts more than half its mass outside the box
 DEFAULT_TOP = 20
@@ -75,8 +82,10 @@ MATCH_GROUPS = ("matched", "unmatched", "not evaluated", "not matched")
 EXIT_OK, EXIT_REFUSED, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 2, 3, 130  # as the entry points' (README)
 
 
-class AuditError(KitError, ValueError):
-    """A folder that is not a run, a manifest that cannot be read, or a run folder in use."""
+class AuditError(RunFolderError):
+    """An audit that cannot be made as asked (a layer the run does not have, a bad ``top`` or
+    ``rank``); a folder that is not a run, or cannot be read, is a
+    :class:`kit.rundir.reader.RunFolderError`."""
 
 
 # ---- results -------------------------------------------------------------------------------
@@ -201,46 +210,14 @@ class _Det:
         box_share: Optional[float],
         picks: dict[str, _Pick],
     ) -> None:
-        self.image = image
-        self.id = det_id
-        self.class_id = class_id
-        self.class_name = class_name
-        self.score = score
-        self.box_share = box_share
+        self.image, self.id, self.class_id, self.class_name = image, det_id, class_id, class_name
+        self.score, self.box_share = score, box_share
         self.picks = picks  # candidate map name ("fused", "reached" or the --layer) -> its value
         self.match: Optional[str] = None
 
 
 # A detection's value at one map: (energy or None, why none or None, layer, overlay, npz key).
 _Pick = tuple[Optional[float], Optional[str], Optional[str], Optional[str], Optional[str]]
-
-
-def run_folder(path: PathLike) -> Path:
-    """The run folder ``path`` names (a ``manifest.json`` stands for its folder), or an AuditError
-    that says what the folder is instead and what to pass."""
-    p = Path(path)
-    if p.name == MANIFEST_NAME and p.is_file():
-        return p.parent
-    if not p.exists():
-        raise AuditError(f"{p} does not exist; pass a run folder (the folder holding manifest.json)")
-    if not p.is_dir():
-        raise AuditError(f"{p} is a file, not a run folder; pass the folder holding manifest.json")
-    if (p / MANIFEST_NAME).is_file():
-        return p
-    if (p / EVAL_NAME).is_file() and (p / "table.txt").is_file():
-        raise AuditError(
-            f"{p} is not a run folder (no {MANIFEST_NAME}): it holds make eval's eval.json and table.txt. "
-            "Pass the folder of a run (make cam, main_gradcam.py, Explainer.run)"
-        )
-    try:
-        runs = sorted(q.parent.name for q in p.glob(f"*/{MANIFEST_NAME}"))
-    except OSError:
-        runs = []
-    hint = f"; run folders in it: {', '.join(runs[:8])}{', ...' if len(runs) > 8 else ''}" if runs else ""
-    raise AuditError(
-        f"{p} is not a run folder: it has no {MANIFEST_NAME}. Pass the folder a run wrote "
-        f"(e.g. runs/cam/yolov7/exp){hint}"
-    )
 
 
 def audit_run(
@@ -264,7 +241,7 @@ def audit_run(
         raise AuditError(f"unknown rank {rank!r}; rank by {' or '.join(RANKS)}")
     folder = run_folder(run_dir)
     reader = _ManifestReader(layer)
-    header = read_manifest(folder / MANIFEST_NAME, reader.add_image)
+    header = stream_manifest(folder / MANIFEST_NAME, reader.add_image)
     source, chosen, rule = reader.choose(header, layer)
     notes = list(reader.notes)
     dets = reader.dets
@@ -273,27 +250,10 @@ def audit_run(
     _check_empty_maps(folder, dets, reader.maps_files, notes)
     split_rule = _read_matches(folder, dets, reader.files, notes)
     key = chosen or ""
-    overall = _breakdown(dets, key)
-    split = {}
-    if split_rule is not None:
-        for group in MATCH_GROUPS:
-            members = [d for d in dets if d.match == group]
-            if members:
-                split[group] = _breakdown(members, key)
-    if header.get("unmerged_parts"):
-        notes.append(
-            "the run did not finish (killed, or still running elsewhere): the audit covers the "
-            f"{reader.image_count} images recorded so far; run the same command with --resume to finish it"
-        )
-    if header.get("interrupted") is True:
-        notes.append(
-            f"the run was interrupted (Ctrl-C): the audit covers the {reader.image_count} images it finished"
-        )
+    split = _split(dets, key) if split_rule is not None else {}
+    notes += _run_notes(header, reader.image_count)
     run = {
-        **{
-            k: _plain(header.get(k))
-            for k in ("upstream", "weights", "method", "target", "layers", "interrupted")
-        },
+        **{k: finite_or_none(header.get(k))[0] for k in (*HEAD_KEYS, "interrupted")},  # strict JSON
         "images": reader.image_count,
         "failed_images": reader.failed,
         "detections": len(dets),
@@ -304,7 +264,7 @@ def audit_run(
         layer=chosen,
         layer_rule=rule,
         layers=tuple(reader.layer_order(header)),
-        overall=overall,
+        overall=_breakdown(dets, key),
         split=split,
         split_rule=split_rule,
         top=_top(dets, key, top, reader.files, with_match=split_rule is not None, rank=rank),
@@ -314,156 +274,27 @@ def audit_run(
     )
 
 
-def read_manifest(manifest: Path, on_image: Callable[[Any], None]) -> dict[str, Any]:
-    """A run's ``manifest.json``: its top-level values, with each image record handed to ``on_image``
-    one at a time (``images`` maps to their count). Any manifest the kit wrote reads, old ones too;
-    an AuditError names the file and what to do when it is not a kit manifest or cannot be read.
+def _split(dets: Sequence[_Det], key: str) -> dict[str, Breakdown]:
+    """The statistics of each match group (matched, unmatched, ...) that has detections."""
+    split = {}
+    for group in MATCH_GROUPS:
+        members = [d for d in dets if d.match == group]
+        if members:
+            split[group] = _breakdown(members, key)
+    return split
 
-    A run that did not finish (killed, or still going on another machine) keeps the records of its
-    last images in part files beside the manifest (:mod:`kit.rundir.journal`); they are read too, merged as
-    the run's end would merge them, and ``unmerged_parts`` in the result counts the part files.
-    """
-    parts = len(journal.part_files(manifest.parent))
-    if parts:
-        return _read_unfinished(manifest, on_image, parts)
-    header = _scan(_read_text(manifest), manifest, {"images": on_image})
-    if "images" in header and not isinstance(header["images"], int):
-        raise AuditError(
-            f"{manifest} is not a kit manifest: its 'images' is not a list; pass the folder of a run"
+
+def _run_notes(header: dict[str, Any], images: int) -> list[str]:
+    """What the audit says of a run that did not finish, or was interrupted."""
+    notes = []
+    if header.get("unmerged_parts"):
+        notes.append(
+            "the run did not finish (killed, or still running elsewhere): the audit covers the "
+            f"{images} images recorded so far; run the same command with --resume to finish it"
         )
-    if "images" not in header:
-        raise AuditError(
-            f"{manifest} is not a kit manifest: it has no 'images' list (keys: "
-            f"{', '.join(sorted(header)[:10]) or 'none'}). Pass the folder of a run of the kit"
-        )
-    return header
-
-
-def _read_unfinished(manifest: Path, on_image: Callable[[Any], None], parts: int) -> dict[str, Any]:
-    """:func:`read_manifest` of a run whose last records are still in its part files (held in memory
-    at once: the parts of an unfinished run, not a finished run's whole manifest)."""
-    folder = manifest.parent
-    try:
-        data = journal.read_manifest(folder)
-    except OutputError as error:
-        raise AuditError(f"{error}; pass the folder of a run of the kit") from None
-    images = data.get("images")
-    if not isinstance(images, list):
-        raise AuditError(
-            f"{manifest} is not a kit manifest: its 'images' is not a list; pass the folder of a run"
-        )
-    for image in images:
-        on_image(image)
-    return {**data, "images": len(images), "unmerged_parts": parts}
-
-
-def _read_text(path: Path) -> str:
-    """The manifest's text, or an AuditError that names the file and what to do."""
-    try:  # a regular file of bounded size: a sparse file of gigabytes, or a pipe, is refused unread
-        text = journal.read_run_file(path, what=path.name).decode("utf-8")
-    except OutputError as e:
-        raise AuditError(f"{e}; pass the folder of a run of the kit") from None
-    except UnicodeDecodeError as e:
-        raise AuditError(
-            f"{path} is not UTF-8 text ({e.reason}): it is not a manifest the kit wrote, or it is "
-            "damaged; run again, or restore it from a copy"
-        ) from e
-    except OSError as e:
-        raise AuditError(f"cannot read {path}: {e.strerror or e}") from e
-    if not text.strip():
-        raise AuditError(
-            f"{path} is empty: the run did not write it (or it was cut); run again, or restore it from a copy"
-        )
-    return text
-
-
-_SPACE = re.compile(r"[ \t\n\r]*")
-_TOKEN_START = re.compile(r"[-+.0-9eEa-zA-Z]{0,9}")  # of a number, true/false/null, NaN, Infinity
-
-
-def _scan(text: str, path: Path, streams: dict[str, Callable[[Any], None]]) -> dict[str, Any]:
-    """A JSON object's top-level keys; the items of a list under a key of ``streams`` are handed to
-    its function one at a time (never all held as parsed objects), and the key maps to their count."""
-    decoder = json.JSONDecoder()
-
-    def skip(i: int) -> int:
-        m = _SPACE.match(text, i)
-        return m.end() if m else i
-
-    def expect(i: int, chars: str) -> str:
-        if i >= len(text):
-            raise json.JSONDecodeError("the file ends here: it was cut short", text, i)
-        if text[i] not in chars:
-            wanted = " or ".join(repr(c) for c in chars)
-            raise json.JSONDecodeError(f"expected {wanted}", text, i)
-        return text[i]
-
-    header: dict[str, Any] = {}
-    if not text.lstrip().startswith("{"):
-        raise AuditError(
-            f"{path} is not a kit manifest (a JSON object with 'images'); pass the folder of a run"
-        )
-    try:
-        i = skip(0)
-        expect(i, "{")
-        i = skip(i + 1)
-        if text.startswith("}", i):
-            i += 1
-        else:
-            while True:
-                expect(i, '"')
-                key, i = decoder.raw_decode(text, i)
-                i = skip(i)
-                expect(i, ":")
-                i = skip(i + 1)
-                if key in streams and text.startswith("[", i):
-                    count = 0
-                    i = skip(i + 1)
-                    if text.startswith("]", i):
-                        i += 1
-                    else:
-                        while True:
-                            record, i = decoder.raw_decode(text, i)
-                            streams[key](record)
-                            count += 1
-                            i = skip(i)
-                            if expect(i, ",]") == "]":
-                                i += 1
-                                break
-                            i = skip(i + 1)
-                    header[key] = count
-                else:
-                    header[key], i = decoder.raw_decode(text, i)
-                i = skip(i)
-                if expect(i, ",}") == "}":
-                    i += 1
-                    break
-                i = skip(i + 1)
-        if skip(i) != len(text):
-            raise json.JSONDecodeError("extra data after the manifest", text, skip(i))
-    except json.JSONDecodeError as e:
-        # Cut short: the decoder ran out of text (an unterminated string, or nothing but the start
-        # of one number or literal after the error): the rest of the manifest is missing, not wrong.
-        cut = e.msg.startswith("Unterminated string") or _TOKEN_START.fullmatch(text[e.pos :].rstrip())
-        why = (
-            "it was cut short (the kit replaces it whole, so a copy or a crash of the machine cut it)"
-            if cut
-            else "it is damaged"
-        )
-        raise AuditError(
-            f"{path} is not valid JSON ({e.msg}: line {e.lineno}, column {e.colno}): {why}. "
-            "Run again to rewrite it, or restore it from a copy"
-        ) from e
-    except RecursionError:
-        raise AuditError(
-            f"{path} is nested deeper than Python's JSON parser follows: it is not a manifest the kit "
-            "wrote; pass the folder of a run of the kit"
-        ) from None
-    except MemoryError:
-        raise AuditError(f"{path} does not fit in memory; pass the folder of a run of the kit") from None
-    except ValueError as e:  # an integer of thousands of digits
-        raise AuditError(f"{path} is not a manifest the kit wrote ({e}); pass the folder of a run") from None
-    return header
+    if header.get("interrupted") is True:
+        notes.append(f"the run was interrupted (Ctrl-C): the audit covers the {images} images it finished")
+    return notes
 
 
 class _ManifestReader:
@@ -510,9 +341,9 @@ class _ManifestReader:
             self.bad_detections += 1
             return
         index = len(self.files)
-        width, height = _number(record.get("width")), _number(record.get("height"))
+        width, height = as_number(record.get("width")), as_number(record.get("height"))
         area = width * height if width and height and width > 0 and height > 0 else None
-        self.files.append(_text(record.get("file"), default="?"))
+        self.files.append(as_text(record.get("file"), default="?"))
         maps_file = record.get("maps_file")
         self.maps_files.append(maps_file if isinstance(maps_file, str) else None)
         for det in detections:
@@ -522,7 +353,7 @@ class _ManifestReader:
             self.dets.append(self._detection(index, det, area))
 
     def _detection(self, image: int, det: dict[str, Any], area: Optional[float]) -> _Det:
-        maps = _maps_of(det.get("maps"))
+        maps = maps_of(det.get("maps"))
         for name in maps:
             if name not in self.seen:
                 self.seen[self.intern(name)] = None
@@ -535,11 +366,11 @@ class _ManifestReader:
             picks[REACHED] = self._reached(maps)
         if self.layer is not None and self.layer not in picks:
             picks[self.layer] = self._pick(self.layer, maps.get(self.layer))
-        class_id = _whole(det.get("class_id"))
-        class_name = _text(det.get("class_name"), default="?" if class_id is None else str(class_id))
+        class_id = as_whole(det.get("class_id"))
+        class_name = as_text(det.get("class_name"), default="?" if class_id is None else str(class_id))
         name = self.intern(class_name)
         share = _box_share(det.get("box_xyxy"), area)
-        return _Det(image, _whole(det.get("id")), class_id, name, _number(det.get("score")), share, picks)
+        return _Det(image, as_whole(det.get("id")), class_id, name, as_number(det.get("score")), share, picks)
 
     def _pick(self, layer: str, rec: Any) -> _Pick:
         if not isinstance(rec, dict):
@@ -550,7 +381,7 @@ class _ManifestReader:
         energy = rec.get("energy_in_box")
         if energy is None or rec.get("no_gradient") is True:
             return (None, NO_GRADIENT, layer, overlay, key)
-        value = _number(energy)
+        value = as_number(energy)
         if value is None or not 0.0 <= value <= 1.0:
             return (None, INVALID, layer, overlay, key)
         return (value, None, layer, overlay, key)
@@ -567,10 +398,7 @@ class _ManifestReader:
 
     def layer_order(self, header: dict[str, Any]) -> list[str]:
         """Every map name: the run's layers in order, then others as first seen (``fused`` last)."""
-        given = header.get("layers")
-        run_layers = [str(la) for la in given] if isinstance(given, list) else []
-        names = [*run_layers, *(n for n in self.seen if n not in run_layers and n != FUSED)]
-        return [*dict.fromkeys(names), *([FUSED] if FUSED in self.seen else [])]
+        return map_names(header, self.seen)
 
     def choose(self, header: dict[str, Any], layer: Optional[str]) -> tuple[str, Optional[str], str]:
         """Which candidate value to keep, the audited map's name, and in words what it is."""
@@ -605,95 +433,15 @@ def _reached_rule(layers: Sequence[str], several: int) -> str:
     return rule
 
 
-def _maps_of(value: Any) -> dict[str, Any]:
-    """A detection's maps by layer name (the manifest's dict; a list of records with ``layer`` too)."""
-    if isinstance(value, dict):
-        return {str(k): v for k, v in value.items()}
-    if isinstance(value, list):
-        return {str(m["layer"]): m for m in value if isinstance(m, dict) and "layer" in m}
-    return {}
-
-
-def _number(value: Any) -> Optional[float]:
-    """A finite float, or None (null, bool, text, NaN, infinity, an integer beyond a float)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    try:
-        value = float(value)
-    except OverflowError:  # 10**400 in a manifest from someone else
-        return None
-    return value if math.isfinite(value) else None
-
-
-def _plain(value: Any) -> Any:
-    """A manifest value as strict JSON: NaN and infinities (which Python's json reads) become None."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    return value
-
-
 def _box_share(box: Any, area: Optional[float]) -> Optional[float]:
     """The box's share of the image's area (the box clipped to the image), or None if unknown."""
     if area is None or not isinstance(box, list) or len(box) != 4:
         return None
-    x1, y1, x2, y2 = (_number(v) for v in box)
+    x1, y1, x2, y2 = (as_number(v) for v in box)
     if x1 is None or y1 is None or x2 is None or y2 is None:
         return None
     share = max(0.0, x2 - x1) * max(0.0, y2 - y1) / area
     return min(share, 1.0) if share > 0 else None
-
-
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _whole(value: Any) -> Optional[int]:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return None
-
-
-def _text(value: Any, *, default: str) -> str:
-    return value if isinstance(value, str) else default if value is None else str(value)
-
-
-MAX_MAP_BYTES = 64 * 2**20  # a map the kit writes: at most 2048 x 2048 float16 (8 MiB); old runs' more
-_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
-
-
-def read_map(archive: zipfile.ZipFile, key: Any) -> Optional[np.ndarray]:
-    """The map ``key`` of a run's ``maps/<stem>.npz``, or None when it is missing or not one the kit
-    could have written. A run folder may come from someone else: the member's declared size and its
-    array header are checked before anything is decompressed or allocated (a small npz can declare
-    gigabytes), and nothing is unpickled."""
-    if not isinstance(key, str):
-        return None
-    try:
-        info = archive.getinfo(f"{key}.npy")
-        if info.file_size > MAX_MAP_BYTES:
-            return None
-        with archive.open(info) as f:
-            version = np.lib.format.read_magic(f)
-            if version not in _HEADER_READERS:
-                return None
-            shape, fortran, dtype = _HEADER_READERS[version](f)
-            size = math.prod(shape) * dtype.itemsize
-            if dtype.kind != "f" or len(shape) != 2 or size > info.file_size:
-                return None
-            data = f.read(size + 1)
-    except (KeyError, OSError, ValueError, EOFError, zipfile.BadZipFile):
-        return None
-    if len(data) != size:
-        return None
-    return np.frombuffer(data, dtype=dtype).reshape(shape, order="F" if fortran else "C")
 
 
 def _check_empty_maps(
@@ -709,16 +457,8 @@ def _check_empty_maps(
             if pick[0] == 0.0 and pick[4] is not None:
                 zeros.setdefault(d.image, []).append(d)
     unchecked = 0
-    root = folder.resolve()
     for image, members in zeros.items():
-        rel = maps_files[image]
-        path = (folder / rel).resolve() if rel else None
-        archive = None
-        if path is not None and path.is_relative_to(root) and path.is_file():
-            try:
-                archive = zipfile.ZipFile(path)
-            except (OSError, ValueError, zipfile.BadZipFile):
-                archive = None
+        archive = open_maps(folder, maps_files[image])
         for d in members:
             for name, pick in list(d.picks.items()):
                 if pick[0] != 0.0:
@@ -738,31 +478,17 @@ def _check_empty_maps(
 
 
 # ---- eval.json -------------------------------------------------------------------------------
+Listed = dict[str, list[tuple[str, Optional[int]]]]  # eval.json's "detections"/"unmatched": (file, id)
+
+
 def _read_matches(folder: Path, dets: list[_Det], files: list[str], notes: list[str]) -> Optional[str]:
     """Mark each detection matched / unmatched / not evaluated from ``eval.json``; return the rule used
     (None without usable --eval results)."""
     path = folder / EVAL_NAME
-    if not path.is_file():
+    read = _read_eval(path, notes) if path.is_file() else None
+    if read is None:
         return None
-    listed: dict[str, list[tuple[str, Optional[int]]]] = {"detections": [], "unmatched": []}
-
-    def keep(name: str) -> Callable[[Any], None]:
-        def add(row: Any) -> None:
-            if isinstance(row, dict):
-                listed[name].append((_text(row.get("file"), default="?"), _whole(row.get("id"))))
-
-        return add
-
-    try:
-        report = _scan(_read_text(path), path, {name: keep(name) for name in listed})
-    except AuditError as e:
-        notes.append(f"{e} (no matched/unmatched split)")
-        return None
-    if not isinstance(report.get("detections"), int):
-        notes.append(
-            f"{path} is not the --eval report of a run (no 'detections' list): no matched/unmatched split"
-        )
-        return None
+    report, listed = read
     by_key: dict[tuple[str, Optional[int]], list[_Det]] = {}
     for d in dets:
         by_key.setdefault((files[d.image], d.id), []).append(d)
@@ -775,38 +501,15 @@ def _read_matches(folder: Path, dets: list[_Det], files: list[str], notes: list[
     for key, group in known:
         for d in by_key[key]:
             d.match = group
-    options = _dict(report.get("options"))
     if isinstance(report.get("unmatched"), int):
+        options = as_dict(report.get("options"))
         rule = (
             f"each detection the run's --eval evaluated, matched to a ground-truth box (greedy by score, "
             f"IoU >= {options.get('match_iou', 0.5)}) or unmatched"
         )
         rest = "not evaluated"
     else:
-        # Older eval.json: only the matched rows. When its count of evaluated detections is every
-        # detection of the images it did not skip, the others are the unmatched ones.
-        summary, images = _dict(report.get("summary")), _dict(report.get("images"))
-        skipped = {
-            _text(s.get("file"), default="?") for s in images.get("skipped") or [] if isinstance(s, dict)
-        }
-        for d in dets:
-            if d.match is None and files[d.image] in skipped:
-                d.match = "not evaluated"
-        evaluated = sum(1 for d in dets if d.match != "not evaluated")
-        if _whole(summary.get("detections")) == evaluated:
-            rule = (
-                "the matched detections as eval.json lists them; it evaluated every other detection of "
-                "the run, so the rest are unmatched"
-            )
-            rest = "unmatched"
-        else:
-            rule = (
-                "the matched detections as eval.json lists them (written before it listed unmatched ones); "
-                "it "
-                f"evaluated {summary.get('detections')} of {evaluated}: the rest are 'not matched' "
-                "(unmatched, or in images the labels do not cover); run --eval again for the exact split"
-            )
-            rest = "not matched"
+        rule, rest = _older_split(report, dets, files)
     for d in dets:
         if d.match is None:
             d.match = rest
@@ -816,6 +519,58 @@ def _read_matches(folder: Path, dets: list[_Det], files: list[str], notes: list[
             "of this folder (--exist-ok); the split uses the others"
         )
     return rule
+
+
+def _read_eval(path: Path, notes: list[str]) -> Optional[tuple[dict[str, Any], Listed]]:
+    """``eval.json``'s top-level values and the (file, id) of its matched ("detections") and
+    unmatched rows, streamed; None, with a note, when it is not a run's --eval report."""
+    listed: Listed = {"detections": [], "unmatched": []}
+
+    def keep(name: str) -> Callable[[Any], None]:
+        def add(row: Any) -> None:
+            if isinstance(row, dict):
+                listed[name].append((as_text(row.get("file"), default="?"), as_whole(row.get("id"))))
+
+        return add
+
+    try:
+        report = scan_json(read_text(path), path, {name: keep(name) for name in listed})
+    except RunFolderError as e:
+        notes.append(f"{e} (no matched/unmatched split)")
+        return None
+    if not isinstance(report.get("detections"), int):
+        notes.append(
+            f"{path} is not the --eval report of a run (no 'detections' list): no matched/unmatched split"
+        )
+        return None
+    return report, listed
+
+
+def _older_split(report: dict[str, Any], dets: Sequence[_Det], files: list[str]) -> tuple[str, str]:
+    """An older eval.json lists only the matched rows: the rule, and what the other detections are.
+    When its count of evaluated detections is every detection of the images it did not skip, the
+    others are the unmatched ones (those of skipped images are marked "not evaluated" here)."""
+    summary, images = as_dict(report.get("summary")), as_dict(report.get("images"))
+    skipped = {
+        as_text(s.get("file"), default="?") for s in images.get("skipped") or [] if isinstance(s, dict)
+    }
+    for d in dets:
+        if d.match is None and files[d.image] in skipped:
+            d.match = "not evaluated"
+    evaluated = sum(1 for d in dets if d.match != "not evaluated")
+    if as_whole(summary.get("detections")) == evaluated:
+        rule = (
+            "the matched detections as eval.json lists them; it evaluated every other detection of "
+            "the run, so the rest are unmatched"
+        )
+        return rule, "unmatched"
+    rule = (
+        "the matched detections as eval.json lists them (written before it listed unmatched ones); "
+        "it "
+        f"evaluated {summary.get('detections')} of {evaluated}: the rest are 'not matched' "
+        "(unmatched, or in images the labels do not cover); run --eval again for the exact split"
+    )
+    return rule, "not matched"
 
 
 # ---- statistics ------------------------------------------------------------------------------
@@ -898,12 +653,6 @@ def _top(
 
 
 # ---- the table -------------------------------------------------------------------------------
-def format_columns(table: Sequence[Sequence[str]]) -> str:
-    """Rows of cells as left-aligned columns two spaces apart, as kit.evaluation.evaluate's tables."""
-    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in table)
-
-
 def _num(value: Optional[float], digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
@@ -980,45 +729,10 @@ def _format(audit: Audit) -> str:
 AUDIT_LATER = "Audit it when that run has finished (--no-write prints the table of what it has finished now)"
 
 
-def check_not_in_use(
-    run_dir: PathLike,
-    *,
-    output: str = AUDIT_NAME,
-    reader: str = "the audit",
-    later: str = AUDIT_LATER,
-) -> Optional[str]:
-    """Refuse a run folder that a live run holds (its ``.kit.lock``): its manifest is not final, so
-    ``output`` is not written; ``later`` says what to do instead.
-
-    Returns a note when the lock is left by a run that provably died (:func:`kit.rundir.folder.lock_state`),
-    else None.
-    """
-    folder = Path(run_dir)
-    path = folder / LOCK_NAME
-    if not os.path.lexists(path):
-        return None
-    other = rundir.read_lock(path)  # a link named like the lock: refused (LinkError)
-    if other is None:
-        return None
-    if rundir.lock_state(other)[0] == rundir.STALE:
-        return (
-            f"{path} is left by pid {other.get('pid')}, which no longer runs: that run did not finish; "
-            f"{reader} covers what its manifest holds"
-        )
-    raise AuditError(
-        f"run folder {folder} is in use by a kit run (pid {other.get('pid')} on host {other.get('host')}, "
-        f"started {other.get('started')}): its manifest is not final, so {output} is not written. "
-        f"{later}. If no such run is active, delete {path}"
-    )
-
-
-def replace_file(path: Path, payload: bytes) -> None:
-    """Write ``payload`` to ``path`` (a file of a run folder) through a temporary sibling and a
-    rename, so that a reader sees the old file or the new one, never half of one; the temporary goes
-    on any failure (OSError raised). Never through a link: a link or special file at ``path`` raises
-    :class:`kit.rundir.folder.LinkError` (:func:`kit.rundir.folder.write_file`)."""
-    token = f"{os.getpid()}.{secrets.token_hex(4)}"
-    rundir.write_file(path.parent, path.name, lambda f: f.write(payload), token=token)
+def check_not_in_use(run_dir: PathLike) -> Optional[str]:
+    """Refuse a run folder that a live run holds: its manifest is not final, so ``audit.json`` is not
+    written (:func:`kit.rundir.reader.check_final`); a note when a dead run left its lock."""
+    return check_final(run_dir, output=AUDIT_NAME, reader="the audit", later=AUDIT_LATER)
 
 
 def write_audit(audit: Audit, *, run_dir: Optional[PathLike] = None) -> Path:

@@ -27,8 +27,6 @@ import hashlib
 import json
 import logging
 import math
-import os
-import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -45,6 +43,7 @@ from kit.core.fusion import fuse_reached
 from kit.core.geometry import boxes_to_original, resize_map, resize_picture, scale_box
 from kit.core.images import printable
 from kit.core.results import FUSED, ImageResult
+from kit.core.table import format_columns
 from kit.evaluation.labels import LabelError, Labels
 from kit.evaluation.metrics import (
     DetectionArrays,
@@ -55,8 +54,8 @@ from kit.evaluation.metrics import (
     matching_score_fn,
     pointing_game,
 )
-from kit.rundir.folder import write_file
-from kit.rundir.schema import finite_or_none
+from kit.rundir.naming import replace_file
+from kit.rundir.schema import EVAL_NAME, finite_or_none
 
 LOG = logging.getLogger("kit")
 MATCH_IOU = 0.5
@@ -484,10 +483,9 @@ class Evaluator:
         report, replaced = finite_or_none(self.report())  # JSON has no NaN: null, said
         if replaced:
             LOG.warning("eval: %d values are not finite numbers; eval.json records them as null", replaced)
-        path = Path(out_dir) / "eval.json"
+        path = Path(out_dir) / EVAL_NAME
         payload = (json.dumps(report, indent=2, ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8")
-        token = f"{os.getpid()}.{secrets.token_hex(4)}"
-        write_file(path.parent, path.name, lambda f: f.write(payload), token=token)  # never through a link
+        replace_file(path, payload)  # never through a link
         return path, format_table(report)
 
 
@@ -548,12 +546,6 @@ def measure_cells(row: dict[str, Any]) -> list[str]:
         f(row["deletion_auc"]),
         f(row["insertion_auc"]),
     ]
-
-
-def format_columns(table: Sequence[Sequence[str]]) -> str:
-    """Rows of cells as fixed-width, left-aligned columns two spaces apart (no trailing spaces)."""
-    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in table)
 
 
 def mean_finite(values: Sequence[float | None]) -> float | None:

@@ -33,6 +33,7 @@ import numpy as np
 
 from kit.core.errors import KitError
 from kit.core.files import read_at_most
+from kit.rundir.schema import is_finite_number
 
 LOG = logging.getLogger("kit")
 PathLike = Union[str, Path]
@@ -291,7 +292,7 @@ def _load_coco(path: Path, *, names: Sequence[str], sources: Sequence[Path]) -> 
         if ann["category_id"] not in mapping:
             raise LabelError(f"{where}: category_id {ann['category_id']} is not in `categories`")
         bbox = ann["bbox"]
-        if len(bbox) != 4 or not all(_is_number(v) for v in bbox) or bbox[2] < 0 or bbox[3] < 0:
+        if len(bbox) != 4 or not all(is_finite_number(v) for v in bbox) or bbox[2] < 0 or bbox[3] < 0:
             raise LabelError(
                 f"{where}: bbox {bbox!r} is not [x, y, width, height] in pixels with width, height >= 0"
             )
@@ -413,16 +414,6 @@ def _is_label_file(path: Path) -> bool:
             "with the image's `class cx cy w h` rows, or remove it if the image has no objects"
         )
     return True
-
-
-def _is_number(v: Any) -> bool:
-    """A finite JSON number (an integer too large for a float is not one)."""
-    if not isinstance(v, (int, float)) or isinstance(v, bool):
-        return False
-    try:
-        return math.isfinite(v)
-    except OverflowError:
-        return False
 
 
 def _find_image(path: Path, source: Path, candidates: list[dict[str, Any]]) -> dict[str, Any] | None:

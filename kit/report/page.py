@@ -22,7 +22,7 @@ id="score-filter">`` (also ``#layer-filter``, ``#sort``, ``#shown-count``).
 
 Every name from the run folder is escaped for HTML and percent-encoded in links, and a
 Content-Security-Policy lets only the page's own script run and only the run folder's pictures
-load. The manifest is read with :mod:`kit.evaluation.audit`'s reader (old and damaged manifests alike),
+load. The manifest is read with :mod:`kit.rundir.reader` (old and damaged manifests alike),
 without torch; ``index.html`` is written through a temporary file and a rename, never while a
 live run holds the folder.
 
@@ -36,7 +36,6 @@ import base64
 import hashlib
 import html
 import json
-import math
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -45,40 +44,25 @@ from typing import Any, Optional
 from urllib.parse import quote
 
 from kit.core.display import shown
-from kit.evaluation.audit import (
-    AUDIT_NAME,
-    EVAL_NAME,
-    EXIT_OK,
-    EXIT_REFUSED,
-    FUSED,
-    MANIFEST_NAME,
-    AuditError,
-    PathLike,
-    _maps_of,
-    _number,
-    _read_text,
-    _text,
-    _whole,
-    check_not_in_use,
-    command_failed,
-    read_manifest,
-    replace_file,
-    run_folder,
-    run_parser,
-)
+from kit.evaluation.audit import EXIT_OK, EXIT_REFUSED, command_failed, run_parser
+from kit.rundir import reader
+from kit.rundir.naming import replace_file
+from kit.rundir.reader import PathLike, RunFolderError
+from kit.rundir.schema import AUDIT_NAME, EVAL_NAME, FUSED, HEAD_KEYS, MANIFEST_NAME, REPORT_NAME, VERSION_KEY
 
-REPORT_NAME = "index.html"
 OPEN_GRID_UP_TO = 500  # images: a larger run's grid starts folded (one click opens it)
 MAX_CURVES_DRAWN = 40  # per map and mode: thin lines under the mean curve
-# Keys of the manifest's header shown in this order (any others follow, as the run wrote them).
-HEAD_KEYS = ("upstream", "weights", "method", "target", "layers")
 COMMIT_KEYS = ("upstream_commit", "commit")
 SHA256_KEYS = ("weights_sha256", "sha256")
-NOT_SETTINGS = {"images", "interrupted", "finished", "unmerged_parts", *HEAD_KEYS, *COMMIT_KEYS, *SHA256_KEYS}
+# Keys of the manifest's header shown apart (HEAD_KEYS first, in order), or not at all.
+NOT_SETTINGS = {
+    *("images", "interrupted", "finished", "unmerged_parts", VERSION_KEY),
+    *(*HEAD_KEYS, *COMMIT_KEYS, *SHA256_KEYS),
+}
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2")
 
 
-class ReportError(AuditError):
+class ReportError(RunFolderError):
     """A folder that is not a finished run, or an ``index.html`` that cannot be written."""
 
 
@@ -150,10 +134,10 @@ class RunView:
 def read_run(run_dir: PathLike) -> RunView:
     """Read a run folder (its manifest, and eval.json and audit.json when there): reads only.
 
-    Raises :class:`kit.evaluation.audit.AuditError` when the folder is not a run or its manifest cannot be
+    Raises :class:`kit.rundir.reader.RunFolderError` when the folder is not a run or its manifest cannot be
     read; an ``eval.json`` or ``audit.json`` that cannot be used is noted and left out.
     """
-    folder = run_folder(run_dir)
+    folder = reader.run_folder(run_dir)
     images: list[ImageView] = []
     notes: list[str] = []
     seen: dict[str, None] = {}
@@ -164,23 +148,19 @@ def read_run(run_dir: PathLike) -> RunView:
         for card in image.cards:
             seen.update((m.layer, None) for m in card.maps)
 
-    header = read_manifest(folder / MANIFEST_NAME, add)  # with a killed run's part files
+    header = reader.stream_manifest(folder / MANIFEST_NAME, add)  # with a killed run's part files
     if header.get("unmerged_parts"):
         notes.append(
             f"{header['unmerged_parts']} part files in .kit-parts/ hold records that manifest.json does not "
             "index yet: the page shows them merged as the end of the run would merge them"
         )
-    given = header.get("layers")
-    run_layers = [str(x) for x in given] if isinstance(given, list) else []
-    names = [*run_layers, *(n for n in seen if n not in run_layers and n != FUSED)]
-    layers = [*dict.fromkeys(names), *([FUSED] if FUSED in seen else [])]
     return RunView(
         folder=folder,
         header=header,
         images=images,
-        layers=layers,
-        eval=_read_json(folder / EVAL_NAME, "detections", notes),
-        audit=_read_json(folder / AUDIT_NAME, "top", notes),
+        layers=reader.map_names(header, seen),
+        eval=reader.read_json(folder / EVAL_NAME, "detections", notes),
+        audit=reader.read_json(folder / AUDIT_NAME, "top", notes),
         notes=notes,
     )
 
@@ -192,12 +172,12 @@ def _image(folder: Path, index: int, record: Any, notes: list[str]) -> ImageView
     summary = record.get("summary")
     image = ImageView(
         index=index,
-        file=_text(record.get("file"), default="?"),
+        file=reader.as_text(record.get("file"), default="?"),
         stem=None,
-        width=_whole(record.get("width")),
-        height=_whole(record.get("height")),
+        width=reader.as_whole(record.get("width")),
+        height=reader.as_whole(record.get("height")),
         summary=_href(folder, summary),
-        error=None if record.get("error") is None else _text(record.get("error"), default=""),
+        error=None if record.get("error") is None else reader.as_text(record.get("error"), default=""),
     )
     detections = record.get("detections") or []
     for det in detections if isinstance(detections, list) else []:
@@ -205,18 +185,20 @@ def _image(folder: Path, index: int, record: Any, notes: list[str]) -> ImageView
             image.cards.append(_card(folder, index, det))
     missed = record.get("missed") or []
     for m in missed if isinstance(missed, list) else []:
-        m = _dict(m)
-        candidate = _dict(m.get("candidate"))
+        m = reader.as_dict(m)
+        candidate = reader.as_dict(m.get("candidate"))
         box = m.get("gt_box")
-        maps = _dict(candidate.get("maps"))
+        maps = reader.as_dict(candidate.get("maps"))
         links = [
-            (str(layer), url) for layer, v in maps.items() if (url := _href(folder, _dict(v).get("overlay")))
+            (str(layer), url)
+            for layer, v in maps.items()
+            if (url := _href(folder, reader.as_dict(v).get("overlay")))
         ]
         image.missed.append(
             (
-                _whole(m.get("class_id")),
-                _text(m.get("class_name"), default="?"),
-                [_number(v) or 0.0 for v in box] if isinstance(box, list) else [],
+                reader.as_whole(m.get("class_id")),
+                reader.as_text(m.get("class_name"), default="?"),
+                [reader.as_number(v) or 0.0 for v in box] if isinstance(box, list) else [],
                 _why(candidate),
                 links,
             )
@@ -230,37 +212,39 @@ def _image(folder: Path, index: int, record: Any, notes: list[str]) -> ImageView
 
 def _card(folder: Path, image: int, det: dict[str, Any]) -> CardView:
     maps = []
-    for layer, rec in _maps_of(det.get("maps")).items():
+    for layer, rec in reader.maps_of(det.get("maps")).items():
         rec = rec if isinstance(rec, dict) else {}
         overlay = rec.get("overlay")
-        energy = _number(rec.get("energy_in_box"))
+        energy = reader.as_number(rec.get("energy_in_box"))
         no_gradient = rec.get("no_gradient") is True or (overlay is None and energy is None)
         href = None if no_gradient else _href(folder, overlay)
         maps.append(MapView(layer, href, energy, no_gradient, overlay if isinstance(overlay, str) else None))
-    class_id = _whole(det.get("class_id"))
+    class_id = reader.as_whole(det.get("class_id"))
     box = det.get("box_xyxy")
     return CardView(
         image=image,
-        id=_whole(det.get("id")),
+        id=reader.as_whole(det.get("id")),
         class_id=class_id,
-        class_name=_text(det.get("class_name"), default="?" if class_id is None else str(class_id)),
-        score=_number(det.get("score")),
-        level=_whole(det.get("level")),
-        box=[v for v in (_number(x) for x in box) if v is not None] if isinstance(box, list) else None,
+        class_name=reader.as_text(det.get("class_name"), default="?" if class_id is None else str(class_id)),
+        score=reader.as_number(det.get("score")),
+        level=reader.as_whole(det.get("level")),
+        box=[v for v in (reader.as_number(x) for x in box) if v is not None]
+        if isinstance(box, list)
+        else None,
         maps=maps,
     )
 
 
 def _why(candidate: dict[str, Any]) -> str:
     """``--explain-missed``'s reason, in words (kit.evaluation.missed.REASONS)."""
-    why = _text(candidate.get("why"), default="?")
+    why = reader.as_text(candidate.get("why"), default="?")
     if why == "suppressed":
-        by = _whole(candidate.get("suppressed_by"))
+        by = reader.as_whole(candidate.get("suppressed_by"))
         return "suppressed" + ("" if by is None else f" by detection {by}")
     if why == "other_class":
-        return f"scored as {_text(candidate.get('other_class_name'), default='another class')}"
+        return f"scored as {reader.as_text(candidate.get('other_class_name'), default='another class')}"
     if why == "mislocalized":
-        kept = _whole(candidate.get("detection"))
+        kept = reader.as_whole(candidate.get("detection"))
         return "found, box off" + ("" if kept is None else f" (detection {kept})")
     return {"below_threshold": "below the threshold", "no_candidate": "no candidate there"}.get(why, why)
 
@@ -292,30 +276,11 @@ def _href(folder: Path, rel: Any) -> Optional[str]:
         return None
 
 
-def _read_json(path: Path, key: str, notes: list[str]) -> Optional[dict[str, Any]]:
-    """eval.json or audit.json, when the run has it and it is one (else a note)."""
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(_read_text(path))
-    except AuditError as error:
-        notes.append(f"{error} ({path.name} left out of the page)")
-        return None
-    except (ValueError, RecursionError, MemoryError) as error:  # also nested too deep, numbers too long
-        why = type(error).__name__ if isinstance(error, (RecursionError, MemoryError)) else error
-        notes.append(f"{path} is not valid JSON ({why}): left out of the page")
-        return None
-    if not isinstance(data, dict) or not isinstance(data.get(key), list):
-        notes.append(f"{path} is not the {path.stem} of a run of the kit (no '{key}' list): left out")
-        return None
-    return data
-
-
 # ---- the page --------------------------------------------------------------------------------
 def render_report(run: RunView, *, notes: Sequence[str] = ()) -> str:
     """The page of ``run`` (see :func:`read_run`) as HTML text."""
     head = run.header
-    title = f"{run.folder.name or run.folder}: {_text(_value(head, 'upstream'), default='run')}"
+    title = f"{run.folder.name or run.folder}: {reader.as_text(_value(head, 'upstream'), default='run')}"
     script_hash = base64.b64encode(hashlib.sha256(SCRIPT.encode("utf-8")).digest()).decode("ascii")
     csp = (
         "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; "
@@ -368,8 +333,10 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
-def _num(value: Optional[float], digits: int = 3) -> str:
-    return "–" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
+def _num(value: Any, digits: int = 3) -> str:
+    """A number of the run's files to ``digits`` decimals; "–" for none or for no finite number."""
+    number = reader.as_number(value)
+    return "–" if number is None else f"{number:.{digits}f}"
 
 
 def _value(head: dict[str, Any], key: str) -> Any:
@@ -427,6 +394,25 @@ def _header(run: RunView, notes: Sequence[str]) -> str:
     out.append(' <a href="#audit">Audit</a>' if run.audit is not None else "")
     out.append(' <a href="#failed">Failed images</a>' if failed else "")
     out.append("</nav>\n<dl class=settings>\n")
+    out += [f"<dt>{k}</dt><dd>{v}</dd>\n" for k, v in _settings(run)]
+    out.append("</dl>\n")
+    if notes:
+        out.append("<ul class=notes>" + "".join(f"<li>{_e(n)}</li>" for n in notes) + "</ul>\n")
+    if failed:
+        out.append(f'<section id="failed"><h2>Failed images ({len(failed)})</h2>\n<ul class=failed>')
+        out += [
+            f'<li><a href="#i{i.index}"><bdi>{_e(i.file)}</bdi></a>: '
+            f"<span class=error>{_lines(i.error)}</span>{' (its detections are kept)' * bool(i.cards)}</li>\n"
+            for i in failed
+        ]
+        out.append("</ul></section>\n")
+    out.append("</header>\n")
+    return "".join(out)
+
+
+def _settings(run: RunView) -> list[tuple[str, str]]:
+    """The header's rows: what was run (the manifest's settings), then the counts of images and detections."""
+    head, cards, failed = run.header, run.cards, run.failed
     commit, sha256 = _first(head, COMMIT_KEYS, "commit"), _first(head, SHA256_KEYS, "sha256")
     missing = "<span class=muted>not recorded in this manifest</span>"
     rows: list[tuple[str, str]] = [
@@ -448,20 +434,7 @@ def _header(run: RunView, notes: Sequence[str]) -> str:
         ("images", f"{len(run.images)} ({len(failed)} failed)" if failed else str(len(run.images))),
         ("detections", f"{len(cards)}{': ' + per_class if per_class else ''}"),
     ]
-    out += [f"<dt>{k}</dt><dd>{v}</dd>\n" for k, v in rows]
-    out.append("</dl>\n")
-    if notes:
-        out.append("<ul class=notes>" + "".join(f"<li>{_e(n)}</li>" for n in notes) + "</ul>\n")
-    if failed:
-        out.append(f'<section id="failed"><h2>Failed images ({len(failed)})</h2>\n<ul class=failed>')
-        out += [
-            f'<li><a href="#i{i.index}"><bdi>{_e(i.file)}</bdi></a>: '
-            f"<span class=error>{_lines(i.error)}</span>{' (its detections are kept)' * bool(i.cards)}</li>\n"
-            for i in failed
-        ]
-        out.append("</ul></section>\n")
-    out.append("</header>\n")
-    return "".join(out)
+    return rows
 
 
 def _grid(run: RunView) -> str:
@@ -601,28 +574,30 @@ def _matches(run: RunView) -> dict[tuple[str, Optional[int]], str]:
     found: dict[tuple[str, Optional[int]], str] = {}
     for row in run.eval.get("unmatched") or []:
         if isinstance(row, dict):
-            found[(_text(row.get("file"), default="?"), _whole(row.get("id")))] = "unmatched"
+            found[(reader.as_text(row.get("file"), default="?"), reader.as_whole(row.get("id")))] = (
+                "unmatched"
+            )
     for row in run.eval.get("detections") or []:
         if isinstance(row, dict):
-            iou = _number(row.get("iou"))
-            key = (_text(row.get("file"), default="?"), _whole(row.get("id")))
+            iou = reader.as_number(row.get("iou"))
+            key = (reader.as_text(row.get("file"), default="?"), reader.as_whole(row.get("id")))
             found[key] = f"matched, IoU {_num(iou, 2)}" if iou is not None else "matched"
     return found
 
 
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
 def _eval_section(run: RunView) -> str:
     report = run.eval or {}
-    s, images, labels = _dict(report.get("summary")), _dict(report.get("images")), _dict(report.get("labels"))
-    gt, matched = _whole(s.get("ground_truth")), _whole(s.get("matched"))
+    s, images, labels = (
+        reader.as_dict(report.get("summary")),
+        reader.as_dict(report.get("images")),
+        reader.as_dict(report.get("labels")),
+    )
+    gt, matched = reader.as_whole(s.get("ground_truth")), reader.as_whole(s.get("matched"))
     out = [
         '<section id="eval" class=block><h2>Evaluation (--eval)</h2>\n<p>',
         f"{_e(images.get('evaluated', '?'))} images, {_e(gt if gt is not None else '?')} ground-truth boxes, "
         f"{_e(s.get('detections', '?'))} detections, {_e(matched if matched is not None else '?')} matched: "
-        f"recall {_num(_number(s.get('recall')))}, precision {_num(_number(s.get('precision')))}.",
+        f"recall {_num(s.get('recall'))}, precision {_num(s.get('precision'))}.",
         f" Labels: <bdi>{_e(labels.get('path'))}</bdi> ({_e(labels.get('format'))}; "
         f"{_e(labels.get('class_rule'))})."
         if labels
@@ -631,10 +606,13 @@ def _eval_section(run: RunView) -> str:
         "<th>curves</th><th>deletion AUC</th><th>insertion AUC</th></tr></thead><tbody>\n",
     ]
     for row in s.get("layers") or []:
-        row = _dict(row)
-        cells = [_e(row.get("layer")), _e(row.get("n", "–")), _num(_number(row.get("pg")))]
-        cells += [_num(_number(row.get("ebpg"))), _e(row.get("n_curves", "–"))]
-        cells += [_num(_number(row.get("deletion_auc"))), _num(_number(row.get("insertion_auc")))]
+        row = reader.as_dict(row)
+        cells = [_e(row.get("layer")), _e(row.get("n", "–")), _num(row.get("pg"))]
+        cells += [_num(row.get("ebpg")), _e(row.get("n_curves", "–"))]
+        cells += [
+            _num(row.get("deletion_auc")),
+            _num(row.get("insertion_auc")),
+        ]
         out.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>\n")
     out.append(
         "</tbody></table></div>\n<p class=hint>PG: the map's peak in the ground-truth box; EBPG: the "
@@ -652,14 +630,15 @@ def _eval_section(run: RunView) -> str:
 def _curve_plots(report: dict[str, Any]) -> str:
     curves: dict[str, dict[str, list[list[float]]]] = {"deletion": {}, "insertion": {}}
     for row in report.get("detections") or []:
-        for layer, measures in _dict(_dict(row).get("maps")).items():
+        for layer, measures in reader.as_dict(reader.as_dict(row).get("maps")).items():
             for mode, by_map in curves.items():
-                ys = _dict(measures).get(f"{mode}_curve")
-                if isinstance(ys, list) and len(ys) > 1 and all(_number(y) is not None for y in ys):
+                ys = reader.as_dict(measures).get(f"{mode}_curve")
+                if isinstance(ys, list) and len(ys) > 1 and all(reader.as_number(y) is not None for y in ys):
                     by_map.setdefault(str(layer), []).append([float(y) for y in ys])
     if not any(curves.values()):
         n = sum(
-            _whole(_dict(r).get("n_curves")) or 0 for r in _dict(report.get("summary")).get("layers") or []
+            reader.as_whole(reader.as_dict(r).get("n_curves")) or 0
+            for r in reader.as_dict(report.get("summary")).get("layers") or []
         )
         if n:
             return (
@@ -722,14 +701,14 @@ def _missed(run: RunView, gt: Optional[int], matched: Optional[int]) -> str:
         explained = {image.file: image.missed for image in run.images}
         rows = []
         for m in missed:
-            m = _dict(m)
-            file, cid = _text(m.get("file"), default="?"), _whole(m.get("class_id"))
+            m = reader.as_dict(m)
+            file, cid = reader.as_text(m.get("file"), default="?"), reader.as_whole(m.get("class_id"))
             box = m.get("box_xyxy")
-            where = ", ".join(_num(_number(v), 0) for v in box) if isinstance(box, list) else "?"
+            where = ", ".join(_num(v, 0) for v in box) if isinstance(box, list) else "?"
             name = _e(names.get(cid, "?" if cid is None else str(cid)))
             link = f'<a href="#i{index[file]}"><bdi>{_e(file)}</bdi></a>' if file in index else _e(file)
             why = ""
-            numbers = [_number(v) for v in box] if isinstance(box, list) else []
+            numbers = [reader.as_number(v) for v in box] if isinstance(box, list) else []
             for class_id, _, gt_box, reason, maps in explained.get(file, []):  # --explain-missed
                 same = len(gt_box) == len(numbers) == 4 and all(
                     v is not None and abs(v - g) < 0.01 for v, g in zip(numbers, gt_box)
@@ -755,9 +734,9 @@ def _missed(run: RunView, gt: Optional[int], matched: Optional[int]) -> str:
 # ---- --audit ---------------------------------------------------------------------------------
 def _audit_section(run: RunView) -> str:
     audit = run.audit or {}
-    chosen = _dict(audit.get("map"))
-    total = _dict(audit.get("all"))
-    classes = [_dict(c) for c in audit.get("classes") or []]
+    chosen = reader.as_dict(audit.get("map"))
+    total = reader.as_dict(audit.get("all"))
+    classes = [reader.as_dict(c) for c in audit.get("classes") or []]
     out = [
         '<section id="audit" class=block><h2>Audit: where the maps lie against their boxes</h2>\n',
         f"<p>map: {_e(chosen.get('rule', chosen.get('layer', '?')))}. A map with energy in box below "
@@ -768,10 +747,14 @@ def _audit_section(run: RunView) -> str:
         "<th>n</th><th>measured</th><th>no gradient</th></tr></thead><tbody>\n",
     ]
     for c in [*classes, total]:
-        share = _number(c.get("share_outside"))
+        share = reader.as_number(c.get("share_outside"))
         outside = f"{_e(c.get('outside', '–'))}" + (f" ({100 * share:.1f}%)" if share is not None else "")
         cells = [f"<bdi>{_e(c.get('class_name', '?'))}</bdi>", outside]
-        cells += [_num(_number(c.get("median"))), _num(_number(c.get("p10"))), _e(c.get("n", "–"))]
+        cells += [
+            _num(c.get("median")),
+            _num(c.get("p10")),
+            _e(c.get("n", "–")),
+        ]
         cells += [_e(c.get("measured", "–")), _e(c.get("no_gradient", 0))]
         out.append("<tr>" + "".join(f"<td>{x}</td>" for x in cells) + "</tr>\n")
     out.append("</tbody></table></div>\n")
@@ -786,7 +769,7 @@ def _audit_section(run: RunView) -> str:
 
 def _class_bars(classes: Sequence[dict[str, Any]]) -> str:
     """Per class: a bar of the share of maps mostly outside the box, a tick at the median energy."""
-    rows = [c for c in classes if _number(c.get("share_outside")) is not None]
+    rows = [c for c in classes if reader.as_number(c.get("share_outside")) is not None]
     if not rows:
         return ""
     row_h, label_w, w = 24, 120, 420
@@ -795,8 +778,8 @@ def _class_bars(classes: Sequence[dict[str, Any]]) -> str:
     parts = []
     for k, c in enumerate(rows):
         y = 6 + k * row_h
-        share = _number(c.get("share_outside")) or 0.0
-        median = _number(c.get("median"))
+        share = reader.as_number(c.get("share_outside")) or 0.0
+        median = reader.as_number(c.get("median"))
         name = shown(str(c.get("class_name", "?")))
         parts.append(
             f'<text x="{label_w - 6}" y="{y + 14}" text-anchor=end>{_e(name[:18])}</text>'
@@ -820,7 +803,7 @@ def _class_bars(classes: Sequence[dict[str, Any]]) -> str:
 
 
 def _top_list(run: RunView, audit: dict[str, Any]) -> str:
-    top = [_dict(t) for t in audit.get("top") or []]
+    top = [reader.as_dict(t) for t in audit.get("top") or []]
     if not top:
         return "<p class=muted>No measured detections to list.</p>\n"
     by_file = {image.file: image for image in run.images}
@@ -830,7 +813,7 @@ def _top_list(run: RunView, audit: dict[str, Any]) -> str:
         "cues (context, background, borders).</p>\n<ol class=top>\n"
     ]
     for t in top:
-        file, det_id = _text(t.get("file"), default="?"), _whole(t.get("id"))
+        file, det_id = reader.as_text(t.get("file"), default="?"), reader.as_whole(t.get("id"))
         image = by_file.get(file)
         match = f" · {_e(t['match'])}" if t.get("match") else ""
         href = _href(run.folder, t.get("overlay"))
@@ -843,9 +826,9 @@ def _top_list(run: RunView, audit: dict[str, Any]) -> str:
         link = f'<a href="#d{image.index}-{det_id}">{name} #{det_id}</a>' if image else f"{name} #{det_id}"
         out.append(
             f"<li>{picture}<p>{link}<br><bdi>{_e(t.get('class_name', '?'))}</bdi> "
-            f"{_num(_number(t.get('score')))} · in box <b>{_num(_number(t.get('energy_in_box')))}</b> · "
-            f"box {_num(_number(t.get('box_share')))} of the image · density "
-            f"{_num(_number(t.get('density')), 2)}{match}</p></li>\n"
+            f"{_num(t.get('score'))} · in box <b>{_num(t.get('energy_in_box'))}</b> · "
+            f"box {_num(t.get('box_share'))} of the image · density "
+            f"{_num(t.get('density'), 2)}{match}</p></li>\n"
         )
     out.append("</ol>\n")
     return "".join(out)
@@ -856,13 +839,14 @@ def write_report(run_dir: PathLike) -> Path:
     """Write ``index.html`` into the run folder ``run_dir`` from its files; return its path.
 
     Call it when the run is final: after the manifest is complete and ``eval.json``/``audit.json``
-    are written. Refused (:class:`kit.evaluation.audit.AuditError`, a :class:`kit.core.errors.KitError`) for a
-    folder that is not a run, a manifest that cannot be read, a folder a live run holds, or a page
-    that cannot be written; the page is written through a temporary file and a rename.
+    are written. Refused (:class:`kit.rundir.reader.RunFolderError`, a
+    :class:`kit.core.errors.KitError`) for a folder that is not a run, a manifest that cannot be read,
+    a folder a live run holds, or a page that cannot be written; the page is written through a
+    temporary file and a rename.
     """
-    folder = run_folder(run_dir)
+    folder = reader.run_folder(run_dir)
     later = "Write the report when that run has finished"
-    note = check_not_in_use(folder, output=REPORT_NAME, reader="the page", later=later)
+    note = reader.check_final(folder, output=REPORT_NAME, reader="the page", later=later)
     page = render_report(read_run(folder), notes=[note] if note else [])
     path = folder / REPORT_NAME
     if path.is_dir():

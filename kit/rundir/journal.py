@@ -18,8 +18,9 @@ At the end of a run (after a barrier under torchrun) rank 0 merges the existing
 once (a resumed run redid it) counts with its last record, and the images come in the order one
 process would have written them, the run's sorted source order. Then the parts are removed.
 
-:func:`read_manifest` reads a run folder as the merge would, so that a run that was killed (its
-``manifest.json`` holds only the header, its records are in the parts) reads like any other.
+:func:`kit.rundir.reader.read_manifest` reads a run folder as the merge would, so that a run that
+was killed (its ``manifest.json`` holds only the header, its records are in the parts) reads like
+any other.
 """
 
 from __future__ import annotations
@@ -35,15 +36,10 @@ from pathlib import Path
 from typing import IO, Any, Optional
 
 from kit.core.errors import OutputError
-from kit.core.files import read_at_most
-from kit.rundir import folder as rundir
-from kit.rundir import schema
+from kit.rundir import naming, schema
+from kit.rundir.schema import MANIFEST_NAME, PART_VERSION, PARTS_DIR, shown_value
 
 LOG = logging.getLogger("kit")
-PARTS_DIR = ".kit-parts"
-MANIFEST = "manifest.json"
-PART_VERSION = 1
-MAX_MANIFEST_BYTES = 512 * 2**20  # parsing takes about 4x this; a 5,000-image run's is a few MB
 MAX_LINE_BYTES = 16 * 1024 * 1024  # one image's record; a longer line is not one the kit wrote
 SHOWN_PROBLEMS = 5  # invalid lines logged per part file and reading; the rest are counted
 _PART_NAME = re.compile(r"(?P<attempt>[0-9a-z]+)-r(?P<rank>\d+)\.jsonl")
@@ -107,7 +103,7 @@ def parts_dir(out_dir: Path | str) -> Path:
 
 def part_files(out_dir: Path | str) -> list[Path]:
     """The part files of a run folder, oldest attempt first, then by rank. A ``.kit-parts`` that is
-    a link raises :class:`kit.rundir.folder.LinkError` (its files would be read, and later removed,
+    a link raises :class:`kit.rundir.naming.LinkError` (its files would be read, and later removed,
     elsewhere)."""
     folder = parts_dir(out_dir)
     try:
@@ -117,9 +113,9 @@ def part_files(out_dir: Path | str) -> list[Path]:
     if not stat.S_ISDIR(mode):
         if stat.S_ISREG(mode):
             return []
-        raise rundir.refusal(folder, mode, "its part files")
+        raise naming.refusal(folder, mode, "its part files")
     found = []
-    for name in rundir.entries(folder):
+    for name in naming.entries(folder):
         match = _PART_NAME.fullmatch(name)
         if match:
             found.append(((match["attempt"], int(match["rank"])), folder / name))
@@ -184,7 +180,7 @@ class PartWriter:
 
     def _flush(self) -> None:
         if self._file is None:
-            self._file = rundir.open_append(self.root, self.rel)  # never through a link; kept open
+            self._file = naming.open_append(self.root, self.rel)  # never through a link; kept open
             if os.fstat(self._file.fileno()).st_size == 0:
                 self._file.write(_line(self.header))
         while self._pending:
@@ -224,12 +220,12 @@ def read_part(path: Path, *, keys: Sequence[Key] | None = None) -> Part:
     fails :func:`check_line` (with ``keys``, the run's images by position: also when it does not
     name the image at its position) is left out with a warning, and the reading goes on. Of lines
     naming the same image, the last one is kept. A part that is a link or a special file raises
-    :class:`kit.rundir.folder.LinkError`.
+    :class:`kit.rundir.naming.LinkError`.
     """
     part = Part(path=path, header={})
     kept: dict[Key, Entry] = {}
     problems = 0
-    with rundir.open_regular(path, what="a part file") as f:
+    with naming.open_regular(path, what="a part file") as f:
         for number, raw in enumerate(_complete_lines(f, part), start=1):
             if number == 1:
                 if not _take_header(part, raw):
@@ -267,7 +263,7 @@ def _complete_lines(f: IO[bytes], part: Part) -> Iterator[bytes]:
 def _take_header(part: Part, raw: bytes) -> bool:
     value, problem = _parse(raw)
     if problem is None and value.get("kit_part") != PART_VERSION:
-        problem = f"not a kit part header (kit_part {_shown(value.get('kit_part'))})"
+        problem = f"not a kit part header (kit_part {shown_value(value.get('kit_part'))})"
     if problem is not None:
         _warn(part.path, 1, f"{problem}; the lines after it are not read")
         return False
@@ -323,11 +319,6 @@ def _parse(raw: bytes) -> tuple[dict[str, Any], str | None]:
     return value, None
 
 
-def _shown(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else f"{text[:37]}..."
-
-
 def check_line(
     value: Mapping[str, Any], *, keys: Sequence[Key] | None = None, eval_key: Any = None
 ) -> tuple[Entry | None, str | None]:
@@ -338,7 +329,11 @@ def check_line(
     if not (isinstance(index, int) and isinstance(occurrence, int)) or not (
         schema.safe_count(index) and schema.safe_count(occurrence)
     ):
-        return None, f"its position ({_shown(index)}, {_shown(occurrence)}) is not a place in the source list"
+        return (
+            None,
+            f"its position ({shown_value(index)}, {shown_value(occurrence)}) is not a place in the "
+            "source list",
+        )
     problem = schema.record_problem(record)
     if problem is None and value.get("eval") is not None:
         problem = schema.measured_problem(value.get("eval"))
@@ -351,7 +346,7 @@ def check_line(
     if keys is not None and (index >= len(keys) or keys[index] != entry.key):
         return (
             None,
-            f"{_shown(record.get('file'))} is not the image at position {index} of this run's sources",
+            f"{shown_value(record.get('file'))} is not the image at position {index} of this run's sources",
         )
     return entry, None
 
@@ -375,7 +370,7 @@ def manifest_entries(images: Iterable[Mapping[str, Any]]) -> list[Entry]:
     records = [dict(image) for image in images if isinstance(image, Mapping)]
     keys = keys_of([str(r.get("file")) for r in records])
     return [
-        Entry(record=r, index=i, occurrence=k[1], where=f"{MANIFEST} image {i + 1}")
+        Entry(record=r, index=i, occurrence=k[1], where=f"{MANIFEST_NAME} image {i + 1}")
         for i, (r, k) in enumerate(zip(records, keys))
     ]
 
@@ -391,11 +386,11 @@ def checked_entries(
     for entry in entries:
         problem = schema.record_problem(entry.record)
         if problem is None and known is not None and entry.key not in known:
-            problem = f"{_shown(entry.record.get('file'))} is not one of this run's sources"
+            problem = f"{shown_value(entry.record.get('file'))} is not one of this run's sources"
         if problem is None:
             kept.append(entry)
         else:
-            left.append(f"{entry.where or MANIFEST}: {problem}")
+            left.append(f"{entry.where or MANIFEST_NAME}: {problem}")
     return kept, left
 
 
@@ -417,60 +412,3 @@ def merge_entries(earlier: Iterable[Entry], parts: Iterable[Part], order: Sequen
     known = sorted((k for k in latest if k in position), key=position.__getitem__)
     rest = sorted((k for k in latest if k not in position), key=first_seen.__getitem__)
     return [latest[k] for k in [*known, *rest]]
-
-
-def read_manifest(out_dir: Path | str) -> dict[str, Any]:
-    """A run folder's manifest with the records its parts hold (a run still going, or killed).
-
-    The parts' images are merged as the end of the run would merge them (source order, by each
-    line's position in the source list). Raises :class:`OutputError` for a folder that is not a run.
-    """
-    folder = Path(out_dir)
-    path = folder / MANIFEST
-    manifest = load_manifest(folder)
-    parts = read_parts(folder)
-    if manifest is None:
-        if not parts:
-            raise OutputError(f"{folder} is not a kit run folder: it has no {MANIFEST}")
-        manifest = {}
-    if not parts:
-        return manifest
-    earlier = manifest_entries(manifest.get("images") or [])
-    recorded = sorted((e for part in parts for e in part.entries), key=lambda e: e.index)  # stable
-    merged = merge_entries(earlier, parts, [e.key for e in [*earlier, *recorded]])
-    images = [e.record for e in merged]
-    LOG.debug("%s: %d images from %s and its parts", folder, len(images), path.name)
-    return {**manifest, "images": images}
-
-
-def read_run_file(path: Path, *, what: str, limit: int = MAX_MANIFEST_BYTES) -> bytes:
-    """The bytes of a JSON file of a run folder (``manifest.json``, ``eval.json``, ``audit.json``):
-    a regular file reached without a link (else :class:`rundir.LinkError`), refused unread beyond
-    ``limit`` bytes (:class:`OutputError`). Read in chunks, so the memory taken is the file's size,
-    never ``limit`` (a buffer of ``limit`` bytes failed a small run under an address-space limit)."""
-    with rundir.open_regular(path, what=what) as f:
-        size = os.fstat(f.fileno()).st_size
-        data = b"" if size > limit else read_at_most(f, limit + 1, expected=size)
-    if size <= limit and len(data) <= limit:
-        return data
-    raise OutputError(
-        f"{path} is larger than {limit // 2**20} MiB, more than the kit writes there for hundreds of "
-        "thousands of images; it was left as it is and not read"
-    )
-
-
-def load_manifest(out_dir: Path | str) -> dict[str, Any] | None:
-    """``manifest.json`` of a run folder as a dict; None when there is none. A file that is not a
-    manifest is refused with :class:`OutputError`."""
-    path = Path(out_dir) / MANIFEST
-    try:
-        data = json.loads(read_run_file(path, what="its manifest").decode("utf-8"))
-    except FileNotFoundError:
-        return None
-    except (rundir.LinkError, OutputError):
-        raise
-    except (OSError, ValueError, RecursionError) as e:
-        raise OutputError(f"{path} cannot be read as a kit manifest ({e}); it was left as it is") from e
-    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
-        raise OutputError(f"{path} is not a kit manifest (no 'images' list); it was left as it is")
-    return data

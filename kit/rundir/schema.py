@@ -1,22 +1,165 @@
-"""What an image's record may hold when it is read back from a run folder (``--resume``, the merge).
+"""The run folder's format, in one place: every file name, every manifest key, the records the
+writer serializes into the manifest, and what a record read back may hold. Torch-free (the audit,
+the report and the journal read through it).
 
-A record comes from a file anyone could have edited (``manifest.json``, a part file of
-``.kit-parts/``), so each one is checked before it is trusted: the type of every field the kit
-uses, every number finite (JSON has no NaN or Infinity), and every path one the writer would have
-made for it (``<stem>_summary.jpg``, ``maps/<stem>.npz``, ``<stem>/<name>.jpg``: relative, one
-stem, no ``..``, no leading dot). Each check returns None for a good value, else a short reason.
+**Versions.** ``manifest.json`` carries ``schema_version`` (:data:`SCHEMA_VERSION`); a manifest
+without it was written before versions (version 1, the same records) and still reads. A manifest
+of a newer version than this kit knows is refused (:func:`check_version`) with the file, its
+version and what to do: upgrade the kit.
 
-Torch-free, like the journal that calls it.
+**Records read back.** A record comes from a file anyone could have edited (``manifest.json``, a
+part file of ``.kit-parts/``), so each one is checked before it is trusted: the type of every
+field the kit uses, every number finite (JSON has no NaN or Infinity), and every path one the
+writer would have made for it (``<stem>_summary.jpg``, ``maps/<stem>.npz``, ``<stem>/<name>.jpg``:
+relative, one stem, no ``..``, no leading dot). Each check returns None for a good value, else a
+short reason.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Iterator, Mapping
-from typing import Any, Callable
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
 
-MAX_STEM_BYTES = 240  # a stem is at most 100 bytes, plus _2, _3, ... (kit.rundir.writer.safe_stem)
+from kit.core.errors import OutputError
+
+# ---- versions ------------------------------------------------------------------------------------
+SCHEMA_VERSION = 2  # 2: manifest.json names its version; 1: the same records, before versions
+VERSION_KEY = "schema_version"
+PART_VERSION = 1  # the header line of a part file: {"kit_part": 1, ...}
+
+# ---- the files of a run folder -------------------------------------------------------------------
+MANIFEST_NAME = "manifest.json"
+EVAL_NAME = "eval.json"  # --eval's report
+AUDIT_NAME = "audit.json"  # --audit / python -m kit.evaluation.audit
+REPORT_NAME = "index.html"  # the page (python -m kit.report.page)
+LOCK_NAME = ".kit.lock"  # the lock of the run that writes the folder
+PARTS_DIR = ".kit-parts"  # each process's part file while a run writes
+MAPS_DIR = "maps"  # maps/<stem>.npz
+SUMMARY_SUFFIX = "_summary.jpg"  # <stem>_summary.jpg
+# The files a run derives from its manifest at its end: a fresh run (--overwrite) removes the old ones.
+DERIVED = (EVAL_NAME, AUDIT_NAME, REPORT_NAME)
+# The run folder's own files and folders (besides each image's): checked before a run writes.
+OWN_FILES = (MANIFEST_NAME, *DERIVED, LOCK_NAME)
+OWN_FOLDERS = (MAPS_DIR, PARTS_DIR)
+# Names no image's stem may take: an image called maps.jpg becomes maps_2, manifest.json.png
+# manifest.json_2 (checked case-insensitively, as on macOS and Windows file systems).
+RESERVED_NAMES = frozenset({MAPS_DIR, MANIFEST_NAME, EVAL_NAME, AUDIT_NAME, REPORT_NAME, LOCK_NAME})
+
+# ---- the manifest's keys -------------------------------------------------------------------------
+HEAD_KEYS = ("upstream", "weights", "method", "target", "layers")  # what was run, in this order
+FUSED = "fused"  # the layer name of --fuse's map (kit.core.results.FUSED; a test holds them equal)
+# Keys that record how a run went, not what decides its maps (not compared on resume).
+BOOKKEEPING = frozenset(
+    {"interrupted", "finished", "images", "processes", "batch_size", "kit_version", "argv", VERSION_KEY}
+)
+
+
+def summary_name(stem: str) -> str:
+    """An image's summary sheet: ``<stem>_summary.jpg``."""
+    return f"{stem}{SUMMARY_SUFFIX}"
+
+
+def maps_name(stem: str) -> str:
+    """An image's maps: ``maps/<stem>.npz``."""
+    return f"{MAPS_DIR}/{stem}.npz"
+
+
+class SchemaVersionError(OutputError):
+    """A manifest of a newer format than this kit reads."""
+
+
+def check_version(manifest: Mapping[str, Any], path: Path | str) -> int:
+    """The schema version of ``manifest`` (read from ``path``): 1 when it names none. A version this
+    kit does not know (newer, or not a whole number) raises :class:`SchemaVersionError`."""
+    version = manifest.get(VERSION_KEY, 1)
+    if not _is_int(version) or version < 1:
+        raise SchemaVersionError(
+            f"{path} has {VERSION_KEY} {shown_value(version)}, not a version the kit writes (a whole number "
+            f"from 1 to {SCHEMA_VERSION}); it is not a manifest of the kit, or it is damaged"
+        )
+    if version > SCHEMA_VERSION:
+        raise SchemaVersionError(
+            f"{path} has {VERSION_KEY} {version}, newer than this kit reads (up to {SCHEMA_VERSION}): a "
+            "newer kit wrote it; upgrade the kit to read it (it was left as it is)"
+        )
+    return int(version)
+
+
+# ---- the records the writer serializes -----------------------------------------------------------
+@dataclass
+class MapRecord:
+    """One map of one detection: where its overlay is, and how much of it falls in the box."""
+
+    layer: str
+    overlay: Optional[str]
+    energy_in_box: Optional[float]
+    no_gradient: bool = False
+    key: Optional[str] = None  # the array's name in maps/<stem>.npz
+
+
+@dataclass
+class DetectionRecord:
+    """A detection in original-image pixels with its maps."""
+
+    id: int
+    box_xyxy: list[float]
+    class_id: int
+    class_name: str
+    score: float
+    level: Optional[int]
+    maps: list[MapRecord] = field(default_factory=list)
+
+
+@dataclass
+class MissedRecord:
+    """A ground-truth object no detection matched, and its best candidate (``--explain-missed``)."""
+
+    id: int  # its overlays are <stem>/missed<id>_<layer>.jpg
+    gt_box: list[float]
+    class_id: int
+    class_name: str
+    candidate: dict[str, Any]  # box, score, iou, why (+ suppressed_by, other_class, detection), level
+    maps: list[MapRecord] = field(default_factory=list)  # written into candidate["maps"]
+
+
+@dataclass
+class ImageRecord:
+    """One source file: its detections, or the error that stopped it."""
+
+    file: str
+    width: Optional[int]
+    height: Optional[int]
+    detections: list[DetectionRecord]
+    error: Optional[str]
+    summary: Optional[str] = None
+    maps_file: Optional[str] = None
+    missed: Optional[list[MissedRecord]] = None  # --explain-missed only
+
+    def to_json(self) -> dict[str, Any]:
+        """The manifest entry: like ``asdict`` but maps keyed by layer name (``missed`` only when
+        the run explains missed objects)."""
+        out = asdict(self)
+        for det, rec in zip(out["detections"], self.detections):
+            det["maps"] = _maps_json(rec.maps)
+        if self.missed is None:
+            del out["missed"]
+            return out
+        for one, rec_ in zip(out["missed"], self.missed):
+            one["candidate"]["maps"] = _maps_json(rec_.maps)
+            del one["maps"]
+        return out
+
+
+def _maps_json(maps: Sequence[MapRecord]) -> dict[str, Any]:
+    return {m.layer: {k: v for k, v in asdict(m).items() if k != "layer"} for m in maps}
+
+
+# ---- what a record read back may hold ------------------------------------------------------------
+MAX_STEM_BYTES = 240  # a stem is at most 100 bytes, plus _2, _3, ... (kit.rundir.naming.safe_stem)
 MAX_DEPTH = 64  # a record is a few levels deep; deeper is not one the kit wrote
 
 Check = Callable[[Any], "str | None"]
@@ -26,7 +169,7 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_number(value: Any) -> bool:
+def is_finite_number(value: Any) -> bool:
     """A finite number that fits a float (an integer of 400 digits does not: math.isfinite raises)."""
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         return False
@@ -46,36 +189,37 @@ def _optional(check: Check) -> Check:
 
 
 def _int(value: Any) -> str | None:
-    return None if _is_int(value) else f"{_shown(value)} is not a whole number"
+    return None if _is_int(value) else f"{shown_value(value)} is not a whole number"
 
 
 def _count(value: Any) -> str | None:
-    return None if _is_int(value) and value >= 0 else f"{_shown(value)} is not a count"
+    return None if _is_int(value) and value >= 0 else f"{shown_value(value)} is not a count"
 
 
 def _size(value: Any) -> str | None:
-    return None if _is_int(value) and value > 0 else f"{_shown(value)} is not a size in pixels"
+    return None if _is_int(value) and value > 0 else f"{shown_value(value)} is not a size in pixels"
 
 
 def _number(value: Any) -> str | None:
-    return None if _is_number(value) else f"{_shown(value)} is not a finite number"
+    return None if is_finite_number(value) else f"{shown_value(value)} is not a finite number"
 
 
 def _text(value: Any) -> str | None:
-    return None if isinstance(value, str) else f"{_shown(value)} is not text"
+    return None if isinstance(value, str) else f"{shown_value(value)} is not text"
 
 
 def _flag(value: Any) -> str | None:
-    return None if isinstance(value, bool) else f"{_shown(value)} is not true or false"
+    return None if isinstance(value, bool) else f"{shown_value(value)} is not true or false"
 
 
 def _box(value: Any) -> str | None:
-    if isinstance(value, list) and len(value) == 4 and all(_is_number(v) for v in value):
+    if isinstance(value, list) and len(value) == 4 and all(is_finite_number(v) for v in value):
         return None
-    return f"{_shown(value)} is not a box of 4 finite numbers"
+    return f"{shown_value(value)} is not a box of 4 finite numbers"
 
 
-def _shown(value: Any) -> str:
+def shown_value(value: Any) -> str:
+    """A value read back, as a message shows it: its ``repr``, cut to 40 characters."""
     text = repr(value)
     return text if len(text) <= 40 else f"{text[:37]}..."
 
@@ -83,7 +227,7 @@ def _shown(value: Any) -> str:
 def _fields(value: Any, checks: Mapping[str, Check], *, required: tuple[str, ...] = ()) -> str | None:
     """``value`` is a JSON object whose fields pass their checks (missing optional ones count as None)."""
     if not isinstance(value, dict):
-        return f"{_shown(value)} is not an object"
+        return f"{shown_value(value)} is not an object"
     for name in required:
         if name not in value:
             return f"'{name}' is missing"
@@ -97,7 +241,7 @@ def _fields(value: Any, checks: Mapping[str, Check], *, required: tuple[str, ...
 def _each(check: Check) -> Check:
     def checked(value: Any) -> str | None:
         if not isinstance(value, list):
-            return f"{_shown(value)} is not a list"
+            return f"{shown_value(value)} is not a list"
         for position, item in enumerate(value):
             problem = check(item)
             if problem:
@@ -120,8 +264,8 @@ def safe_stem(stem: Any) -> bool:
 
 def stem_of_summary(summary: Any) -> str | None:
     """The stem of ``<stem>_summary.jpg``; None when ``summary`` is no such name."""
-    if isinstance(summary, str) and summary.endswith("_summary.jpg"):
-        stem = summary[: -len("_summary.jpg")]
+    if isinstance(summary, str) and summary.endswith(SUMMARY_SUFFIX):
+        stem = summary[: -len(SUMMARY_SUFFIX)]
         return stem if safe_stem(stem) else None
     return None
 
@@ -132,7 +276,7 @@ def _map_entry(stem: str | None) -> Check:
             return None
         head, _, name = value.partition("/") if isinstance(value, str) else ("", "", "")
         if stem is None or head != stem or not safe_stem(name) or not name.endswith(".jpg"):
-            return f"{_shown(value)} is not an overlay of this image's folder"
+            return f"{shown_value(value)} is not an overlay of this image's folder"
         return None
 
     checks = {
@@ -151,11 +295,11 @@ def _maps(stem: str | None) -> Check:
         if value is None:
             return None
         if not isinstance(value, dict):
-            return f"{_shown(value)} is not an object of layers"
+            return f"{shown_value(value)} is not an object of layers"
         for layer, one in value.items():
             problem = entry(one)
             if problem:
-                return f"layer {_shown(layer)}: {problem}"
+                return f"layer {shown_value(layer)}: {problem}"
         return None
 
     return checked
@@ -204,10 +348,10 @@ def record_problem(record: Any) -> str | None:
     summary = record.get("summary")
     stem = stem_of_summary(summary)
     if summary is not None and stem is None:
-        return f"'summary': {_shown(summary)} is not a summary sheet the kit names"
+        return f"'summary': {shown_value(summary)} is not a summary sheet the kit names"
     maps_file = record.get("maps_file")
-    if maps_file is not None and (stem is None or maps_file != f"maps/{stem}.npz"):
-        return f"'maps_file': {_shown(maps_file)} is not this image's maps file"
+    if maps_file is not None and (stem is None or maps_file != maps_name(stem)):
+        return f"'maps_file': {shown_value(maps_file)} is not this image's maps file"
     checks = {
         "file": _text,
         "width": _optional(_size),
@@ -223,7 +367,9 @@ def record_problem(record: Any) -> str | None:
 def _measures(value: Any) -> str | None:
     checks = {
         "pg": lambda v: (
-            None if isinstance(v, bool) or _is_number(v) else f"{_shown(v)} is not a hit or a number"
+            None
+            if isinstance(v, bool) or is_finite_number(v)
+            else f"{shown_value(v)} is not a hit or a number"
         ),
         "ebpg": _optional(_number),
         **{k: _optional(_number) for k in ("deletion_auc", "insertion_auc", "box_deletion_auc")},
@@ -237,8 +383,8 @@ def _measures(value: Any) -> str | None:
 def _row(value: Any) -> str | None:
     def maps(one: Any) -> str | None:
         if not isinstance(one, dict):
-            return f"{_shown(one)} is not an object of maps"
-        return next((f"{_shown(k)}: {p}" for k, m in one.items() if (p := _measures(m))), None)
+            return f"{shown_value(one)} is not an object of maps"
+        return next((f"{shown_value(k)}: {p}" for k, m in one.items() if (p := _measures(m))), None)
 
     return _fields(value, {"maps": maps}, required=("maps",))
 

@@ -13,12 +13,12 @@ Layout of ``OUT`` (all paths in the manifest are relative to it)::
 Each finished image's record is appended to its process's part file at once (:mod:`kit.rundir.journal`),
 so a run that dies half-way, even by SIGKILL, keeps a record of every image it finished;
 ``manifest.json`` is written atomically when the run starts, after Ctrl-C and at the end, when
-the parts are merged into it in source order and removed (:func:`kit.rundir.journal.read_manifest`
+the parts are merged into it in source order and removed (:func:`kit.rundir.reader.read_manifest`
 reads a folder whose run did not get there).
 
 Every name under ``OUT`` is derived so that it stays there (:func:`safe_stem`): no ``..``, no
 separator, no leading dot, at most 100 bytes, unique case-insensitively. Nothing is written or
-removed through a link (:mod:`kit.rundir.folder`): a link or special file where the kit writes is refused
+removed through a link (:mod:`kit.rundir.naming`): a link or special file where the kit writes is refused
 before the run (:func:`check_run_folder`). A lock file (``.kit.lock``: pid, host, boot id, PID
 namespace, start time) keeps a second run out of a folder in use; temporary files carry the
 writer's pid and a random token and are removed on failure. Records read back (``--resume``, the
@@ -33,14 +33,13 @@ import logging
 import os
 import re
 import secrets
-import stat
 import time
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, Optional, Union
+from typing import IO, Any
 
 import cv2
 import numpy as np
@@ -50,136 +49,77 @@ from kit.core.geometry import energy_in_box, map_size, normalize, resize_picture
 from kit.core.images import printable
 from kit.core.render import MISSED_COLOR, draw_dashed_box, overlay, summary, tile_size
 from kit.core.results import DetectionResult, MissedResult, draw_overlay
-from kit.rundir import folder as rundir
-from kit.rundir import journal, schema
-from kit.rundir.folder import LOCK_NAME, LinkError, RunLock, check_unlocked  # noqa: F401 - the run folder's names
+from kit.rundir import journal, naming, reader, schema
+from kit.rundir.lock import RunLock
+from kit.rundir.naming import PathLike, check_run_folder, free_stem, is_folder_in, safe_stem
+from kit.rundir.schema import (
+    BOOKKEEPING,
+    DERIVED,
+    LOCK_NAME,
+    MANIFEST_NAME,
+    MAPS_DIR,
+    PARTS_DIR,
+    RESERVED_NAMES,
+    SCHEMA_VERSION,
+    VERSION_KEY,
+    DetectionRecord,
+    ImageRecord,
+    MapRecord,
+    MissedRecord,
+    summary_name,
+)
 
 LOG = logging.getLogger("kit")
-PathLike = Union[str, Path]
-# Names of the run folder's own files: an image called maps.jpg becomes maps_2, manifest.json.png
-# manifest.json_2 (checked case-insensitively, as on macOS and Windows file systems).
-RESERVED_NAMES = frozenset({"maps", "manifest.json", "eval.json", "audit.json", "index.html", LOCK_NAME})
-MAX_NAME_BYTES = 100  # an output stem; with "_summary.jpg" and a temporary suffix far below 255
 MAX_LAYER_BYTES = 60
 JPEG_MAX_SIDE = 65500  # libjpeg's limit: a larger picture is scaled down to fit before encoding
-_UNSAFE = re.compile(r'[\x00-\x1f\x7f/\\:*?"<>|\ud800-\udfff]')  # separators, controls, surrogates
 
 
-def increment_path(path: PathLike, *, exist_ok: bool = False, sep: str = "") -> Path:
-    """Return ``path`` if free (or ``exist_ok``), else the next free ``path{sep}N`` (N >= 2), as yolov7.
+@dataclass(frozen=True)
+class RunSettings:
+    """What decides a run's maps, as its manifest records them, and how its pictures are drawn.
 
-    ``runs/exp`` -> ``runs/exp2``, ``runs/exp3``, ...; a file keeps its suffix (``a.txt`` -> ``a2.txt``).
+    ``extra``: more settings for the manifest's header (they may not reuse its own keys);
+    ``eval_key``: the ``--eval`` settings the run's measurements are made with (each part file's
+    header names them, so a resumed run never mixes measurements of other settings).
     """
-    path = Path(path)
-    if exist_ok or not os.path.lexists(path):  # a dangling link counts as taken
-        return path
-    stem, suffix = (path.stem, path.suffix) if path.is_file() else (path.name, "")
-    pattern = re.compile(rf"{re.escape(stem)}{re.escape(sep)}(\d+){re.escape(suffix)}")
-    taken = [int(m.group(1)) for p in path.parent.iterdir() if (m := pattern.fullmatch(p.name))]
-    return path.with_name(f"{stem}{sep}{max(taken, default=1) + 1}{suffix}")
+
+    upstream: str
+    weights: str
+    method: str
+    target: str
+    layers: Sequence[str]
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    eval_key: Any = None
+    tile_width: int = 480
+    jpeg_quality: int = 90
 
 
-def latest_path(path: PathLike, *, sep: str = "") -> Path:
-    """The newest of ``path``, ``path{sep}2``, ``path{sep}3``, ... that exists (``path`` if none does):
-    the folder :func:`increment_path` handed out last."""
-    path = Path(path)
-    if not path.parent.is_dir():
-        return path
-    pattern = re.compile(rf"{re.escape(path.name)}{re.escape(sep)}(\d+)")
-    taken = [
-        int(m.group(1)) for p in path.parent.iterdir() if (m := pattern.fullmatch(p.name)) and p.is_dir()
-    ]
-    return path.with_name(f"{path.name}{sep}{max(taken)}") if taken else path
-
-
-@dataclass
-class MapRecord:
-    """One map of one detection: where its overlay is, and how much of it falls in the box."""
-
-    layer: str
-    overlay: Optional[str]
-    energy_in_box: Optional[float]
-    no_gradient: bool = False
-    key: Optional[str] = None  # the array's name in maps/<stem>.npz
-
-
-@dataclass
-class DetectionRecord:
-    """A detection in original-image pixels with its maps."""
-
-    id: int
-    box_xyxy: list[float]
-    class_id: int
-    class_name: str
-    score: float
-    level: Optional[int]
-    maps: list[MapRecord] = field(default_factory=list)
-
-
-@dataclass
-class ImageRecord:
-    """One source file: its detections, or the error that stopped it."""
-
-    file: str
-    width: Optional[int]
-    height: Optional[int]
-    detections: list[DetectionRecord]
-    error: Optional[str]
-    summary: Optional[str] = None
-    maps_file: Optional[str] = None
-    missed: Optional[list[MissedRecord]] = None  # --explain-missed only
-
-    def to_json(self) -> dict[str, Any]:
-        """The manifest entry: like ``asdict`` but maps keyed by layer name (``missed`` only when
-        the run explains missed objects)."""
-        out = asdict(self)
-        for det, rec in zip(out["detections"], self.detections):
-            det["maps"] = _maps_json(rec.maps)
-        if self.missed is None:
-            del out["missed"]
-            return out
-        for one, rec_ in zip(out["missed"], self.missed):
-            one["candidate"]["maps"] = _maps_json(rec_.maps)
-            del one["maps"]
-        return out
-
-
-@dataclass
-class MissedRecord:
-    """A ground-truth object no detection matched, and its best candidate (``--explain-missed``)."""
-
-    id: int  # its overlays are <stem>/missed<id>_<layer>.jpg
-    gt_box: list[float]
-    class_id: int
-    class_name: str
-    candidate: dict[str, Any]  # box, score, iou, why (+ suppressed_by, other_class, detection), level
-    maps: list[MapRecord] = field(default_factory=list)  # written into candidate["maps"]
-
-
-def _maps_json(maps: Sequence[MapRecord]) -> dict[str, Any]:
-    return {m.layer: {k: v for k, v in asdict(m).items() if k != "layer"} for m in maps}
-
-
-def safe_stem(name: str) -> str:
-    """A file-name stem that cannot leave the run folder, derived from an image's stem.
-
-    Separators (``/``, ``\\``), control characters, characters Windows refuses and undecodable
-    bytes (surrogates) become ``_``; leading dots and spaces go (no ``..``, no hidden files), as
-    do trailing ones; the result is at most :data:`MAX_NAME_BYTES` bytes of UTF-8. A name that
-    had to change gets ``-`` and 8 hex digits of the original name's hash, so two names shortened
-    or cleaned to the same text still differ. An ordinary stem (``bus``, ``Bild_ä``) is kept.
-    """
-    cleaned = _UNSAFE.sub("_", name).lstrip(". ").rstrip(". ")
-    if cleaned == name and cleaned and len(cleaned.encode("utf-8")) <= MAX_NAME_BYTES:
-        return cleaned
-    digest = hashlib.sha1(os.fsencode(name)).hexdigest()[:8]
-    room = MAX_NAME_BYTES - len(digest) - 1
-    head = cleaned.encode("utf-8")[:room].decode("utf-8", "ignore").rstrip(". ")
-    return f"{head or 'image'}-{digest}"
+def _header(settings: RunSettings, layers: list[str]) -> dict[str, Any]:
+    """The manifest's header of a run of ``settings``; refused (OutputError) when ``extra`` would
+    overwrite one of its keys or holds what JSON cannot (NaN)."""
+    header: dict[str, Any] = {
+        VERSION_KEY: SCHEMA_VERSION,
+        "upstream": settings.upstream,
+        "weights": settings.weights,
+        "method": settings.method,
+        "target": settings.target,
+        "layers": layers,
+        "interrupted": False,
+        "finished": False,
+    }
+    clash = sorted(set(settings.extra) & (set(header) | {"images"}))
+    if clash:
+        raise OutputError(f"extra manifest keys {clash} would overwrite the run's own; rename them")
+    broken = schema.non_finite(_normalized({**header, **settings.extra}))
+    if broken:
+        raise OutputError(f"the run's settings cannot be recorded in JSON: {broken}")
+    return header
 
 
 class RunWriter:
-    """Writes one run's pictures, maps and manifest under ``out_dir``.
+    """Writes one run's pictures, maps and manifest under ``out_dir``: a run of ``settings``
+    (:class:`RunSettings`, the manifest's header after its ``schema_version``), by the process of
+    ``rank`` among ``world``, in the launch ``attempt`` (default: a new one, :func:`new_attempt`).
 
     Each image's record goes to this process's part file (:mod:`kit.rundir.journal`: one fsync'd JSON
     line per image) as soon as its files are written; ``manifest.json`` is written when the run
@@ -190,7 +130,7 @@ class RunWriter:
     folder's lock (``.kit.lock``) from construction until :meth:`finish` or :meth:`close`; use it
     as a context manager, or call ``close()`` in a ``finally``, so an error or Ctrl-C releases it.
     A second run on the same folder is refused with an :class:`OutputError` naming the first's pid
-    and host; a lock whose writer is provably gone is taken over (:func:`kit.rundir.folder.lock_state`).
+    and host; a lock whose writer is provably gone is taken over (:func:`kit.rundir.lock.lock_state`).
     A folder that holds a run (a finished one, or one whose records would be buried: its parts,
     or a manifest with images) is refused unless ``resume`` or ``overwrite``; so is a folder with
     a link or special file where the kit writes (:func:`check_run_folder`).
@@ -206,47 +146,25 @@ class RunWriter:
 
     def __init__(
         self,
+        settings: RunSettings,
         *,
         out_dir: PathLike,
-        upstream: str,
-        weights: str,
-        method: str,
-        target: str,
-        layers: Sequence[str],
-        extra: Mapping[str, Any] | None = None,
-        tile_width: int = 480,
-        jpeg_quality: int = 90,
         owner: bool = True,
         resume: bool = False,
+        overwrite: bool = False,
         attempt: str | None = None,
         rank: int = 0,
         world: int = 1,
-        eval_key: Any = None,
-        overwrite: bool = False,
     ) -> None:
         if resume and overwrite:
             raise OutputError("resume and overwrite exclude each other: go on with the run, or replace it")
         self.out_dir = Path(out_dir)
-        self.layers = list(layers)
-        self.header: dict[str, Any] = {
-            "upstream": upstream,
-            "weights": weights,
-            "method": method,
-            "target": target,
-            "layers": self.layers,
-            "interrupted": False,
-            "finished": False,
-        }
-        clash = sorted(set(extra or {}) & (set(self.header) | {"images"}))
-        if clash:
-            raise OutputError(f"extra manifest keys {clash} would overwrite the run's own; rename them")
-        broken = schema.non_finite(_normalized({**self.header, **(extra or {})}))
-        if broken:
-            raise OutputError(f"the run's settings cannot be recorded in JSON: {broken}")
-        self.extra = dict(extra or {})
+        self.layers = list(settings.layers)
+        self.header: dict[str, Any] = _header(settings, self.layers)
+        self.extra = dict(settings.extra)
         self.overwrite = overwrite
-        self.tile_width = tile_width
-        self.jpeg_quality = jpeg_quality
+        self.tile_width = settings.tile_width
+        self.jpeg_quality = settings.jpeg_quality
         self.owner = owner
         self.resumed = resume
         self.images: list[ImageRecord] = []  # this process's records of this run
@@ -259,16 +177,19 @@ class RunWriter:
         self._stems: Sequence[str] | None = None
         self._taken: set[str] = {n.casefold() for n in RESERVED_NAMES}
         self._layer_names: dict[str, str] = {}
-        self._token = f"{os.getpid()}.{secrets.token_hex(4)}"  # in every temporary file's name
+        self._token = naming.new_token()  # in every temporary file's name
         self._closed = False
         self.redo: set[int] = set()  # positions whose earlier records were invalid (resume)
         self.attempt = attempt or new_attempt()
         self._part = journal.PartWriter(
-            self.out_dir, attempt=self.attempt, rank=rank, world=world, eval_key=eval_key
+            self.out_dir, attempt=self.attempt, rank=rank, world=world, eval_key=settings.eval_key
         )
         self._lock: RunLock | None = None
-        if not owner:
-            return
+        if owner:
+            self._open(resume=resume)
+
+    def _open(self, *, resume: bool) -> None:
+        """The owner's start: the folder checked (and made), its lock taken, the manifest written."""
         if resume:
             check_resumable(self.out_dir)
         else:
@@ -301,7 +222,7 @@ class RunWriter:
 
     @property
     def manifest_path(self) -> Path:
-        return self.out_dir / "manifest.json"
+        return self.out_dir / MANIFEST_NAME
 
     @property
     def failed(self) -> int:
@@ -357,7 +278,7 @@ class RunWriter:
         if stems is not None:
             self._stems = list(stems)
         if first and self.resumed and self.owner:
-            self.previous = self._records(journal.load_manifest(self.out_dir) or {}, announce=True)
+            self.previous = self._records(reader.load_manifest(self.out_dir) or {}, announce=True)
 
     def write_image(
         self,
@@ -400,7 +321,7 @@ class RunWriter:
         except BaseException:
             self._remove(written, folder=stem)
             if not planned:
-                self._taken -= {stem.casefold(), f"{stem}_summary.jpg".casefold()}
+                self._taken -= {stem.casefold(), summary_name(stem).casefold()}
             raise
         self._add(record, index)
         if commit:
@@ -448,8 +369,8 @@ class RunWriter:
         )
         return ImageRecord(
             file=printable(source), width=width, height=height, detections=records, error=None,
-            summary=self._write_jpeg(f"{stem}_summary.jpg", sheet, written),
-            maps_file=self._write_npz(f"maps/{stem}.npz", arrays, written) if arrays else None,
+            summary=self._write_jpeg(summary_name(stem), sheet, written),
+            maps_file=self._write_npz(schema.maps_name(stem), arrays, written) if arrays else None,
             missed=missed_records,
         )  # fmt: skip
 
@@ -631,8 +552,8 @@ class RunWriter:
                         f"and maps of {done} images are in {self.out_dir}, but not indexed. Free some "
                         "space and run again with --resume."
                     ) from e
-                rundir.remove_matching(
-                    self.out_dir, journal.PARTS_DIR, keep=lambda name: not journal.is_part_name(name)
+                naming.remove_matching(
+                    self.out_dir, PARTS_DIR, keep=lambda name: not journal.is_part_name(name)
                 )
         finally:
             self.close()
@@ -667,24 +588,20 @@ class RunWriter:
 
     def _open_new(self) -> None:
         unfinished = journal.part_files(self.out_dir)
-        recorded = None if self.overwrite else journal.load_manifest(self.out_dir)
+        recorded = None if self.overwrite else reader.load_manifest(self.out_dir)
         if recorded is not None and recorded.get("finished") is True:
             raise OutputError(_finished(self.out_dir, recorded))
         if not self.overwrite and (unfinished or (recorded is not None and recorded["images"])):
-            held = (
-                f"{len(unfinished)} part files in {journal.PARTS_DIR}/" if unfinished else "its manifest.json"
-            )
+            held = f"{len(unfinished)} part files in {PARTS_DIR}/" if unfinished else "its manifest.json"
             raise OutputError(_unfinished(self.out_dir, held))
         if self.overwrite:
-            rundir.remove_matching(
-                self.out_dir, journal.PARTS_DIR, keep=lambda name: not journal.is_part_name(name)
-            )
+            naming.remove_matching(self.out_dir, PARTS_DIR, keep=lambda name: not journal.is_part_name(name))
             for name in DERIVED:
-                rundir.remove(self.out_dir, name)
+                naming.remove(self.out_dir, name)
         self._write_manifest(self.manifest([]))
 
     def _open_resumed(self) -> None:
-        recorded = journal.load_manifest(self.out_dir)
+        recorded = reader.load_manifest(self.out_dir)
         assert recorded is not None  # check_resumable
         self.check_settings(recorded)
         _remove_stale_temporaries(self.out_dir)
@@ -713,7 +630,7 @@ class RunWriter:
 
     def _write_merged(self, *, final: bool) -> None:
         """``manifest.json`` from the manifest as it is and every part, in source order."""
-        merged = self._records(journal.load_manifest(self.out_dir) or {"images": []})
+        merged = self._records(reader.load_manifest(self.out_dir) or {"images": []})
         self.header["finished"] = final
         self.merged = [e.record for e in merged]
         self.entries = merged
@@ -725,8 +642,8 @@ class RunWriter:
         The stem's folder and its ``_summary.jpg`` must both be free of every name taken so far,
         the run folder's own files included.
         """
-        candidate = _free_stem(safe_stem(source.stem or source.name), self._taken)
-        self._taken |= {candidate.casefold(), f"{candidate}_summary.jpg".casefold()}
+        candidate = free_stem(safe_stem(source.stem or source.name), self._taken)
+        self._taken |= {candidate.casefold(), summary_name(candidate).casefold()}
         return candidate
 
     def _layers_of(self, det: DetectionResult) -> list[str]:
@@ -775,36 +692,30 @@ class RunWriter:
         self, rel: str, write: Callable[[IO[bytes]], Any], written: list[str], *, sync: bool = False
     ) -> None:
         """Write ``rel`` (relative to the run folder) through a temporary sibling named for this
-        writer and a rename, never through a link (:func:`kit.rundir.folder.write_file`).
+        writer and a rename, never through a link (:func:`kit.rundir.naming.write_file`).
 
         ``written`` gets ``rel`` (and any folder made for it, first) once it exists, so a failed
         image's files can be removed. ``sync``: fsync the file before the rename (the manifest).
         """
-        rundir.write_file(self.out_dir, rel, write, token=self._token, sync=sync, made=written)
+        naming.write_file(self.out_dir, rel, write, token=self._token, sync=sync, made=written)
         written.append(rel)
 
     def _remove(self, written: list[str], *, folder: str) -> None:
         """Remove the files of a failed image, and its folder when this writer made it or it is
         empty; never through a link."""
         for rel in reversed(written):
-            rundir.remove(self.out_dir, rel)
-        rundir.remove(self.out_dir, folder, folder_only=True)
+            naming.remove(self.out_dir, rel)
+        naming.remove(self.out_dir, folder, folder_only=True)
 
     def _write_manifest(self, manifest: Mapping[str, Any]) -> None:
         data = _printable_strings(manifest)
         text = json.dumps(data, indent=2, ensure_ascii=False, default=_json_default, allow_nan=False)
         payload = (text + "\n").encode("utf-8")
-        self._atomic_write(journal.MANIFEST, lambda f: f.write(payload), [], sync=True)
+        self._atomic_write(MANIFEST_NAME, lambda f: f.write(payload), [], sync=True)
 
 
 class ResumeError(OutputError):
     """A run folder that cannot be resumed as asked: not a run, or made with other settings."""
-
-
-# Manifest keys that record how a run went, not what decides its maps (not compared on resume).
-BOOKKEEPING = frozenset(
-    {"interrupted", "finished", "images", "processes", "batch_size", "kit_version", "argv"}
-)
 
 
 def new_attempt() -> str:
@@ -820,7 +731,7 @@ def check_resumable(out_dir: PathLike) -> None:
     if not folder.is_dir():
         raise ResumeError(f"--resume: there is no run folder {folder} to resume; {fix}")
     check_run_folder(folder)
-    if journal.load_manifest(folder) is None:
+    if reader.load_manifest(folder) is None:
         raise ResumeError(
             f"--resume: {folder} is not a kit run folder (it has no manifest.json); nothing in it was "
             f"changed; {fix}"
@@ -831,7 +742,7 @@ def check_not_finished(out_dir: PathLike) -> None:
     """Refuse early (before a model is loaded) a new run into a folder that holds a run it would
     replace or bury, as :class:`RunWriter` does (``--overwrite`` replaces it, ``--resume`` goes on)."""
     folder = Path(out_dir)
-    recorded = journal.load_manifest(folder) if folder.is_dir() else None
+    recorded = reader.load_manifest(folder) if folder.is_dir() else None
     if recorded is not None and recorded.get("finished") is True:
         raise OutputError(_finished(folder, recorded))
     if (recorded is not None and recorded["images"]) or (folder.is_dir() and journal.part_files(folder)):
@@ -845,13 +756,13 @@ def check_not_foreign(out_dir: PathLike, stems: Sequence[str]) -> None:
     or a non-empty image folder. ``--exist-ok`` into a folder of the user's own files replaced them
     silently; ``--overwrite`` is how to say so."""
     folder = Path(out_dir)
-    if not folder.is_dir() or journal.part_files(folder) or journal.load_manifest(folder) is not None:
+    if not folder.is_dir() or journal.part_files(folder) or reader.load_manifest(folder) is not None:
         return
-    top = rundir.entries(folder)
-    maps = rundir.entries(folder / "maps") if _is_dir(top, "maps") else {}
-    found = [n for n in (*DERIVED, *(f"{s}_summary.jpg" for s in stems)) if n in top]
-    found += [f"maps/{s}.npz" for s in stems if f"{s}.npz" in maps]
-    found += [f"{s}/" for s in stems if _is_dir(top, s) and rundir.entries(folder / s)]
+    top = naming.entries(folder)
+    maps = naming.entries(folder / MAPS_DIR) if is_folder_in(top, MAPS_DIR) else {}
+    found = [n for n in (*DERIVED, *(summary_name(s) for s in stems)) if n in top]
+    found += [schema.maps_name(s) for s in stems if f"{s}.npz" in maps]
+    found += [f"{s}/" for s in stems if is_folder_in(top, s) and naming.entries(folder / s)]
     if found:
         shown = ", ".join(found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
         raise OutputError(
@@ -877,115 +788,12 @@ def _unfinished(folder: Path, held: str) -> str:
     )
 
 
-# The files a run derives from its manifest at its end: a fresh run (--overwrite) removes the old ones.
-DERIVED = ("eval.json", "audit.json", "index.html")
-# The run folder's own files and folders (besides each image's): checked before a run writes.
-OWN_FILES = ("manifest.json", *DERIVED, LOCK_NAME)
-OWN_FOLDERS = ("maps", journal.PARTS_DIR)
-
-
-def check_run_folder(out_dir: PathLike, stems: Sequence[str] = ()) -> None:
-    """Refuse (:class:`kit.rundir.folder.LinkError`, exit 2) a run folder with a link or special file where
-    the kit writes: its own files and folders, the part files, and for each of ``stems`` the image's
-    folder, summary sheet and maps file. Nothing is changed; a missing folder passes.
-
-    The folder itself may be a link (a ``--project`` on another disk): only what is inside counts.
-    """
-    folder = Path(out_dir)
-    # Its own names one by one; every entry at once (one listing) when there are images to check.
-    top = rundir.entries(folder) if stems else rundir.modes(folder, [*OWN_FILES, *OWN_FOLDERS])
-    if not top:
-        return
-    _check_entries(folder, top, files=OWN_FILES, folders=OWN_FOLDERS)
-    for name, mode in (
-        rundir.entries(folder / journal.PARTS_DIR).items() if _is_dir(top, journal.PARTS_DIR) else []
-    ):
-        if not stat.S_ISREG(mode):
-            raise rundir.refusal(folder / journal.PARTS_DIR / name, mode, "its part files")
-    if not stems:
-        return
-    _check_entries(folder, top, files=[f"{s}_summary.jpg" for s in stems], folders=stems)
-    if _is_dir(top, "maps"):
-        _check_entries(
-            folder / "maps", rundir.entries(folder / "maps"), files=[f"{s}.npz" for s in stems], folders=()
-        )
-
-
-def _is_dir(entries: Mapping[str, int], name: str) -> bool:
-    return name in entries and stat.S_ISDIR(entries[name])
-
-
-def _check_entries(
-    folder: Path, entries: Mapping[str, int], *, files: Sequence[str], folders: Sequence[str]
-) -> None:
-    """Files may be missing, regular files or folders (an old run's image folder: never written
-    through); folders may be missing or folders. Anything else is refused."""
-    for name in files:
-        mode = entries.get(name)
-        if mode is not None and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
-            raise rundir.refusal(folder / name, mode, "a file it writes")
-    for name in folders:
-        mode = entries.get(name)
-        if mode is not None and not stat.S_ISDIR(mode):
-            raise rundir.refusal(folder / name, mode, "a folder it writes into")
-
-
-def stem_of(record: Mapping[str, Any]) -> str | None:
-    """The stem an image's files were written under, read from its record (None: no files)."""
-    return schema.stem_of_summary(record.get("summary"))
-
-
-def is_complete(record: Mapping[str, Any], out_dir: Path) -> bool:
-    """An image explained without error whose every file (summary, maps, overlays) is a regular
-    file in the run folder, reached without a link. A record that fails :mod:`kit.rundir.schema` is never
-    complete."""
-    if record.get("error") is not None or stem_of(record) is None or schema.record_problem(record):
-        return False
-    files = [record.get("summary"), record.get("maps_file")]
-    for det in record.get("detections") or []:
-        files += [m.get("overlay") for m in (det.get("maps") or {}).values()]
-    for one in record.get("missed") or []:
-        files += [m.get("overlay") for m in (one["candidate"].get("maps") or {}).values()]
-    return all(rundir.is_regular(out_dir, f) for f in files if isinstance(f, str))
-
-
-def plan_stems(sources: Sequence[Path], done: Mapping[int, str] | None = None) -> list[str]:
-    """Each image's stem, decided once for the whole run in source order, as one process names
-    them (:func:`safe_stem`, then ``_2``, ``_3``, ... against every name taken so far), whichever
-    process writes it and whether or not it fails. ``done``: stems an earlier run already wrote
-    (by position); they are kept, and no other image takes them."""
-    done = dict(done or {})
-    taken = {n.casefold() for n in RESERVED_NAMES}
-    for stem in done.values():
-        taken |= {stem.casefold(), f"{stem}_summary.jpg".casefold()}
-    stems = []
-    for index, source in enumerate(sources):
-        if index in done:
-            stems.append(done[index])
-            continue
-        stem = _free_stem(safe_stem(source.stem or source.name), taken)
-        taken |= {stem.casefold(), f"{stem}_summary.jpg".casefold()}
-        stems.append(stem)
-    return stems
-
-
-def _free_stem(stem: str, taken: set[str]) -> str:
-    candidate, n = stem, 1
-    while {candidate.casefold(), f"{candidate}_summary.jpg".casefold()} & taken:
-        n += 1
-        candidate = f"{stem}_{n}"
-    return candidate
-
-
-_TEMPORARY = re.compile(r"\..+\.\d+\.[0-9a-f]{8}\.tmp")
-
-
 def _remove_stale_temporaries(out_dir: Path) -> None:
     """Temporary files of the killed processes of an earlier run (this run holds the lock: none is
     being written); the walk never follows a link, and removes through each folder's descriptor."""
     for _, _, names, fd in os.fwalk(out_dir, follow_symlinks=False):
         for name in names:
-            if _TEMPORARY.fullmatch(name):
+            if naming.TEMPORARY.fullmatch(name):
                 try:
                     os.unlink(name, dir_fd=fd)
                 except FileNotFoundError:

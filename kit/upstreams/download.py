@@ -18,6 +18,7 @@ from typing import Union
 from tqdm import tqdm
 
 from kit.core.errors import ChecksumError, DownloadError
+from kit.core.files import file_sha256
 
 PathLike = Union[str, Path]
 CHUNK = 1 << 20
@@ -54,15 +55,6 @@ def sidecar(dest: PathLike) -> Path:
     """The ``<dest>.sha256`` file that records a download's digest."""
     dest = Path(dest)
     return dest.with_name(dest.name + ".sha256")
-
-
-def file_sha256(path: PathLike) -> str:
-    """Hex SHA-256 of a file, read in chunks."""
-    h = hashlib.sha256()
-    with Path(path).open("rb") as f:
-        for chunk in iter(lambda: f.read(CHUNK), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _fetch(url: str, part: Path, *, timeout: float, progress: bool) -> str:

@@ -53,7 +53,7 @@ from kit.evaluation.evaluate import Evaluator
 from kit.evaluation.labels import load_labels
 from kit.methods.cam import METHODS, get_method
 from kit.methods.drise import DRiseSettings
-from kit.rundir.writer import increment_path
+from kit.rundir.naming import increment_path
 from kit.upstreams.demo import DemoWeights, demo_weights
 from scripts.demo import shapes
 from scripts.demo.train import load_demo_model, open_checkout, yolov7_parser

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from kit.rundir import journal
+from kit.rundir import reader
 from tests.integration.conftest import REPO_ROOT, run_in_checkout
 from tests.integration.helpers import make_cam
 from tests.integration.test_yolov7 import YOLOV7
@@ -278,7 +278,7 @@ def test_ctrl_c_stops_with_one_line_a_valid_manifest_and_130(yolov7_checkout: Pa
     )
     manifest = out / "manifest.json"
     deadline = time.monotonic() + 300
-    while not (manifest.exists() and journal.read_manifest(out)["images"]):  # the parts hold them
+    while not (manifest.exists() and reader.read_manifest(out)["images"]):  # the parts hold them
         if child.poll() is not None or time.monotonic() > deadline:
             child.kill()
             pytest.fail(f"no image was finished: {child.communicate()[1][-3000:]}")

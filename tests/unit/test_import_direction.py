@@ -40,7 +40,8 @@ UPSTREAM_PACKAGES = {"models", "utils", "detectron2"}
 # What the audit and the report import at module level: `python -m kit.evaluation.audit` and
 # `python -m kit.report.page` start without torch.
 TORCH_FREE_AT_MODULE_LEVEL = {
-    *("kit.core.errors", "kit.core.display", "kit.core.files", "kit.rundir", "kit.evaluation.audit"),
+    *("kit.core.errors", "kit.core.display", "kit.core.files", "kit.core.table", "kit.rundir"),
+    "kit.evaluation.audit",
 }
 
 # What the setup engine (scripts/upstream/) shares with cam, bench, eval and demo.

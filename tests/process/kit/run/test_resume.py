@@ -23,8 +23,9 @@ import pytest
 from kit.api import Explainer
 from kit.cli import main as cli
 from kit.core.errors import OutputError
-from kit.rundir import journal
-from kit.rundir.writer import LOCK_NAME, ResumeError
+from kit.rundir import journal, reader
+from kit.rundir.schema import LOCK_NAME
+from kit.rundir.writer import ResumeError
 from kit.upstreams.loaders import Loaded
 from tests.conftest import ToyAdapter
 
@@ -151,7 +152,7 @@ def test_a_run_killed_at_any_moment_resumes_to_the_same_result(
     out = reference.parent / f"killed{kill_at}"
     killed = toy(*args(images, out), env={"TOY_KILL_AT": str(kill_at)})
     assert killed.returncode == -9, killed.stderr  # SIGKILL: no handler ran
-    before = journal.read_manifest(out)  # the parts hold what it finished
+    before = reader.read_manifest(out)  # the parts hold what it finished
     assert len(before["images"]) < len(NAMES) and before["finished"] is False
     resumed = toy(*args(images, out, "--resume"))
     assert resumed.returncode == 1, resumed.stderr
@@ -189,9 +190,9 @@ def test_more_ranks_than_images_wait_and_exit_0(images: tuple[Path, Path], tmp_p
 HOLD = """
 import sys
 from pathlib import Path
-from kit.rundir.writer import RunWriter
-writer = RunWriter(out_dir=Path(sys.argv[1]), upstream="toy", weights="toy.pt", method="gradcam",
-                   target="class-logit", layers=["feat"])
+from kit.rundir.writer import RunSettings, RunWriter
+writer = RunWriter(RunSettings(upstream="toy", weights="toy.pt", method="gradcam", target="class-logit",
+                               layers=["feat"]), out_dir=Path(sys.argv[1]))
 print("locked", flush=True)
 sys.stdin.read()
 writer.finish()

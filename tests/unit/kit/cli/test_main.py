@@ -461,7 +461,7 @@ def test_a_folder_another_live_run_holds_is_refused_before_the_model_loads(tmp_p
     import socket
     import subprocess
 
-    from kit.rundir.folder import identity
+    from kit.rundir.lock import identity
 
     run = tmp_path / "exp"
     run.mkdir()

@@ -15,10 +15,12 @@ import numpy as np
 import pytest
 
 from kit.core.results import FUSED, DetectionResult
-from kit.evaluation import audit as audit_module
 from kit.evaluation.audit import AuditError, audit_run, main, write_audit
-from kit.rundir.folder import RunLock, identity
-from kit.rundir.writer import LOCK_NAME, RunWriter
+from kit.rundir import reader
+from kit.rundir.lock import RunLock, identity
+from kit.rundir.reader import RunFolderError
+from kit.rundir.schema import LOCK_NAME
+from kit.rundir.writer import RunSettings, RunWriter
 from tests.children import GIB, Outcome, run_child, run_python
 from tests.runs import IMAGE, OLD_MANIFEST, H, W, det, energy_map, eval_run, write_run
 
@@ -165,7 +167,7 @@ def test_an_all_zero_map_is_empty_not_outside_and_a_map_wholly_outside_is_zero(t
 def test_empty_run_and_failed_images(tmp_path: Path, capsys: Any) -> None:
     out = tmp_path / "run"
     with RunWriter(
-        out_dir=out, upstream="yolov7", weights="w", method="gradcam", target="t", layers=["74"]
+        RunSettings(upstream="yolov7", weights="w", method="gradcam", target="t", layers=["74"]), out_dir=out
     ) as w:
         w.write_image(source="none.png", image_bgr=IMAGE, detections=[])
         w.add_error("broken.png", "cannot read image 'broken.png'")
@@ -244,18 +246,18 @@ def test_an_eval_json_that_is_not_a_run_report_is_noted_not_fatal(tmp_path: Path
 def test_a_folder_that_is_not_a_run_is_refused_with_what_to_pass(
     tmp_path: Path, run: Path, capsys: Any
 ) -> None:
-    with pytest.raises(AuditError, match="does not exist"):
+    with pytest.raises(RunFolderError, match="does not exist"):
         audit_run(tmp_path / "nowhere")
-    with pytest.raises(AuditError, match=r"has no manifest.json.*run folders in it: run"):
+    with pytest.raises(RunFolderError, match=r"has no manifest.json.*run folders in it: run"):
         audit_run(tmp_path)
     (tmp_path / "notes.txt").write_text("x")
-    with pytest.raises(AuditError, match="is a file, not a run folder"):
+    with pytest.raises(RunFolderError, match="is a file, not a run folder"):
         audit_run(tmp_path / "notes.txt")
     made = tmp_path / "eval_exp"
     made.mkdir()
     (made / "eval.json").write_text("{}")
     (made / "table.txt").write_text("")
-    with pytest.raises(AuditError, match="make eval's eval.json"):
+    with pytest.raises(RunFolderError, match="make eval's eval.json"):
         audit_run(made)
     assert audit_run(run / "manifest.json").run_dir == run  # the manifest stands for its folder
     assert main([str(tmp_path)]) == 2
@@ -284,7 +286,7 @@ def test_a_damaged_manifest_names_the_file_and_what_to_do(
     tmp_path: Path, content: bytes, message: str
 ) -> None:
     (tmp_path / "manifest.json").write_bytes(content)
-    with pytest.raises(AuditError, match=message) as error:
+    with pytest.raises(RunFolderError, match=message) as error:
         audit_run(tmp_path)
     assert str(tmp_path / "manifest.json") in str(error.value)
     assert main([str(tmp_path), "--no-write"]) == 2
@@ -295,7 +297,9 @@ def test_a_manifest_cut_anywhere_is_refused_never_misread(run: Path) -> None:
     text = (run / "manifest.json").read_bytes()
     for cut in range(1, len(text) - 2, max(1, len(text) // 150)):
         (run / "manifest.json").write_bytes(text[:cut])
-        with pytest.raises(AuditError, match="manifest.json is (not valid JSON|not a kit manifest)") as error:
+        with pytest.raises(
+            RunFolderError, match="manifest.json is (not valid JSON|not a kit manifest)"
+        ) as error:
             audit_run(run)
         assert "cut short" in str(error.value) or "not a kit manifest" in str(error.value), cut
     assert main([str(run)]) == 2 and not (run / "audit.json").exists()
@@ -357,7 +361,7 @@ def test_a_run_folder_in_use_is_not_written(run: Path, capsys: Any) -> None:
         assert main([str(run)]) == 2
         err = capsys.readouterr().err
         assert f"pid {os.getpid()}" in err and "not final" in err and "--no-write" in err
-        with pytest.raises(AuditError, match="in use"):
+        with pytest.raises(RunFolderError, match="in use"):
             write_audit(audit_run(run))
         assert main([str(run), "--no-write"]) == 0  # reading what it finished is safe
         assert snapshot(run) == before
@@ -383,12 +387,12 @@ def test_the_command_line_refuses_bad_values(run: Path, capsys: Any) -> None:
         audit_run(run, top=-1)
 
 
-def test_the_names_shared_with_the_run_folder_are_the_run_folders() -> None:
+def test_the_schema_names_the_fused_map_as_the_results_do() -> None:
     from kit.core import results
-    from kit.rundir import writer as outputs
+    from kit.rundir import schema
 
-    assert audit_module.LOCK_NAME == outputs.LOCK_NAME and audit_module.FUSED == results.FUSED
-    assert {audit_module.MANIFEST_NAME, audit_module.EVAL_NAME} <= outputs.RESERVED_NAMES
+    assert schema.FUSED == results.FUSED  # the schema is torch-free, so it cannot import it
+    assert {schema.MANIFEST_NAME, schema.EVAL_NAME, schema.LOCK_NAME} <= schema.RESERVED_NAMES
 
 
 def test_python_m_kit_audit_runs_without_loading_torch(run: Path) -> None:
@@ -470,12 +474,10 @@ def test_a_run_that_did_not_finish_is_audited_from_its_part_files(tmp_path: Path
     """A run killed (SIGKILL: no handler wrote the manifest) keeps its last records in part files;
     the audit reads them, says the run did not finish, and counts every recorded detection."""
     writer = RunWriter(
+        RunSettings(
+            upstream="yolov7", weights="w.pt", method="gradcam", target="class-logit", layers=("74",)
+        ),
         out_dir=tmp_path / "run",
-        upstream="yolov7",
-        weights="w.pt",
-        method="gradcam",
-        target="class-logit",
-        layers=("74",),
     )
     writer.write_image(
         source=Path("imgs/a.jpg"), image_bgr=IMAGE, detections=[det(0, 0, 0.9, {"74": energy_map(0.2)})]
@@ -536,8 +538,8 @@ def test_read_map_reads_what_the_writer_wrote(tmp_path: Path) -> None:
     cam = np.linspace(0, 1, H * W, dtype=np.float32).reshape(H, W)
     out = write_run(tmp_path / "run", {"a.png": [det(0, 0, 0.9, {"74": cam})]})
     with zipfile.ZipFile(out / "maps" / "a.npz") as archive:
-        read = audit_module.read_map(archive, "det0_74")
-        assert audit_module.read_map(archive, "det9_74") is None and audit_module.read_map(archive, 3) is None
+        read = reader.read_map(archive, "det0_74")
+        assert reader.read_map(archive, "det9_74") is None and reader.read_map(archive, 3) is None
     assert read is not None
     np.testing.assert_array_equal(read, cam.astype(np.float16))
 

@@ -19,9 +19,10 @@ import pytest
 
 from kit.evaluation.audit import audit_run, write_audit
 from kit.report import page as report_module
-from kit.report.page import REPORT_NAME, main, read_run, render_report, write_report
-from kit.rundir.folder import RunLock, identity
-from kit.rundir.writer import LOCK_NAME, RunWriter
+from kit.report.page import main, read_run, render_report, write_report
+from kit.rundir.lock import RunLock, identity
+from kit.rundir.schema import LOCK_NAME, REPORT_NAME
+from kit.rundir.writer import RunSettings, RunWriter
 from tests.runs import (
     HOSTILE_CLASS,
     HOSTILE_NAMES,
@@ -190,7 +191,9 @@ def test_zero_detections_only_failed_images_and_an_interrupted_run(tmp_path: Pat
     page = page_of(empty)
     assert page.cards == [] and "This run has no detections." in page.text and "0 of 0" in page.text
     failed = tmp_path / "failed"
-    with RunWriter(out_dir=failed, upstream="yolov3", weights="w", method="m", target="t", layers=["9"]) as w:
+    with RunWriter(
+        RunSettings(upstream="yolov3", weights="w", method="m", target="t", layers=["9"]), out_dir=failed
+    ) as w:
         w.add_error("x.jpg", "cannot read image 'x.jpg'")
         w.add_error("y.jpg", "out of memory\nin the forward pass")
         w.interrupted()
@@ -205,7 +208,9 @@ def test_a_killed_run_shows_the_records_of_its_parts(tmp_path: Path) -> None:
     """A run killed before its end (SIGKILL, a crash): manifest.json holds its header alone, every
     finished image's record is in the run's part files (kit.rundir.journal)."""
     out = tmp_path / "run"
-    with RunWriter(out_dir=out, upstream="yolov7", weights="w", method="m", target="t", layers=LEVELS) as w:
+    with RunWriter(
+        RunSettings(upstream="yolov7", weights="w", method="m", target="t", layers=LEVELS), out_dir=out
+    ) as w:
         w.write_image(source="a.png", image_bgr=scene(1), detections=[yolo_detection(0, 0, 0.9, 1)])
         w.add_error("b.png", "cannot read image 'b.png'")
     assert manifest(out)["images"] == [] and manifest(out)["finished"] is False
@@ -460,7 +465,9 @@ def test_an_image_with_many_pictures_keeps_its_order(tmp_path: Path) -> None:
     dets = [yolo_detection(i, i % 2, 0.9 - i / 20, i % 3, fused=False) for i in range(6)]
     out = tmp_path / "run"
     layers = ["74", "75", "76"]
-    with RunWriter(out_dir=out, upstream="y", weights="w", method="m", target="t", layers=layers) as w:
+    with RunWriter(
+        RunSettings(upstream="y", weights="w", method="m", target="t", layers=layers), out_dir=out
+    ) as w:
         w.write_image(source="one.png", image_bgr=scene(1), detections=dets)
         w.write_image(source="two.png", image_bgr=IMAGE, detections=[])
         w.finish()

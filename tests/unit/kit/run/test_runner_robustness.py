@@ -30,8 +30,10 @@ from kit.core.results import DetectionResult
 from kit.core.targets import get_target
 from kit.methods.cam import get_method
 from kit.run.runner import run
-from kit.rundir import journal
-from kit.rundir.writer import LOCK_NAME, MAX_NAME_BYTES, RunWriter, safe_stem
+from kit.rundir import journal, reader
+from kit.rundir.naming import MAX_NAME_BYTES, safe_stem
+from kit.rundir.schema import LOCK_NAME
+from kit.rundir.writer import RunSettings, RunWriter
 from tests.conftest import ToyAdapter
 
 REPO_ROOT = Path(__file__).resolve().parents[4]  # tests/unit/kit/run/<this file> -> the project root
@@ -47,8 +49,10 @@ def _png(path: Path | bytes, shape: tuple[int, int] = (24, 32), *, seed: int = 0
 
 
 def _writer(out: Path, **kwargs: Any) -> RunWriter:
-    return RunWriter(out_dir=out, upstream="toy", weights="none", method="gradcam", target="class-logit",
-                     layers=["feat"], **kwargs)  # fmt: skip
+    settings = RunSettings(
+        upstream="toy", weights="none", method="gradcam", target="class-logit", layers=["feat"]
+    )
+    return RunWriter(settings, out_dir=out, **kwargs)
 
 
 def _run(adapter: ToyAdapter, sources: list[Path], out: Path, **kwargs: Any) -> tuple[int, dict[str, Any]]:
@@ -201,7 +205,7 @@ def test_a_failed_record_is_written_after_the_next_image(tmp_path: Path, monkeyp
     failed = run(ToyAdapter(), sources=sources, writer=writer, layers=["feat"],
                  target=get_target("class-logit"), method=get_method("gradcam"))  # fmt: skip
     assert failed == 0
-    on_disk = journal.read_manifest(tmp_path / "run")  # a's record caught up with b's
+    on_disk = reader.read_manifest(tmp_path / "run")  # a's record caught up with b's
     assert [Path(e["file"]).name for e in on_disk["images"]] == ["a.png", "b.png"]
 
     monkeypatch.setattr(
@@ -210,7 +214,7 @@ def test_a_failed_record_is_written_after_the_next_image(tmp_path: Path, monkeyp
     with pytest.raises(OutputError, match=r"cannot write the manifest .*manifest\.json: big; .* 2 images"):
         writer.finish()
     assert not (tmp_path / "run" / LOCK_NAME).exists()
-    assert len(journal.read_manifest(tmp_path / "run")["images"]) == 2  # the parts stay for --resume
+    assert len(reader.read_manifest(tmp_path / "run")["images"]) == 2  # the parts stay for --resume
 
 
 # ---- names --------------------------------------------------------------------------------------
@@ -347,7 +351,7 @@ sys.path.insert(0, {str(REPO_ROOT)!r})
 from tests.conftest import ToyAdapter
 from kit.cli import main as cli
 from kit.methods.cam import get_method
-from kit.rundir.writer import RunWriter
+from kit.rundir.writer import RunSettings, RunWriter
 from kit.run.runner import run
 from kit.core.targets import get_target
 """
@@ -355,8 +359,8 @@ from kit.core.targets import get_target
 RUN_SCRIPT = """
 def main():
     out, sources = Path(sys.argv[1]), [Path(p) for p in sys.argv[2:]]
-    writer = RunWriter(out_dir=out, upstream="toy", weights="none", method="gradcam",
-                       target="class-logit", layers=["feat"])
+    writer = RunWriter(RunSettings(upstream="toy", weights="none", method="gradcam",
+                                   target="class-logit", layers=["feat"]), out_dir=out)
     failed = run(ToyAdapter(delay=DELAY), sources=sources, writer=writer, layers=["feat"],
                  target=get_target("class-logit"), method=get_method("gradcam"))
     writer.finish()
@@ -415,7 +419,7 @@ def test_ctrl_c_keeps_a_valid_manifest_and_exits_130_with_one_line(tmp_path: Pat
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             try:
-                if len(journal.read_manifest(out)["images"]) >= 3:
+                if len(reader.read_manifest(out)["images"]) >= 3:
                     break
             except (OSError, ValueError):
                 pass
@@ -458,8 +462,8 @@ def test_a_keyboard_interrupt_inside_the_run_is_recorded_and_raised(tmp_path: Pa
 
 
 HOLD_SCRIPT = """
-writer = RunWriter(out_dir=Path(sys.argv[1]), upstream="toy", weights="none", method="gradcam",
-                   target="class-logit", layers=["feat"])
+writer = RunWriter(RunSettings(upstream="toy", weights="none", method="gradcam", target="class-logit",
+                               layers=["feat"]), out_dir=Path(sys.argv[1]))
 print("locked", flush=True)
 sys.stdin.read()  # hold the lock until the test closes stdin or kills this process
 writer.finish()

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 
 from kit.core.errors import OutputError
-from kit.rundir import folder as rundir
-from kit.rundir import journal
+from kit.rundir import journal, reader
+from kit.rundir import naming as rundir
 from kit.rundir.journal import Entry, PartWriter
-from kit.rundir.writer import plan_stems
+from kit.rundir.naming import plan_stems
 from tests.children import GIB, run_python
 
 
@@ -79,16 +79,16 @@ def test_the_merge_keeps_each_images_last_record_in_source_order(tmp_path: Path)
 
 def test_read_manifest_reads_a_run_that_never_merged(tmp_path: Path) -> None:
     with pytest.raises(OutputError, match="is not a kit run folder: it has no manifest.json"):
-        journal.read_manifest(tmp_path)
+        reader.read_manifest(tmp_path)
     (tmp_path / "manifest.json").write_text(json.dumps({"upstream": "toy", "images": []}))
     write_part(tmp_path, "0001", 1, [(1, "b.jpg"), (3, "d.jpg")])
     write_part(tmp_path, "0001", 0, [(0, "a.jpg"), (2, "c.jpg")])
-    manifest = journal.read_manifest(tmp_path)
+    manifest = reader.read_manifest(tmp_path)
     assert manifest["upstream"] == "toy"
     assert [i["file"] for i in manifest["images"]] == ["a.jpg", "b.jpg", "c.jpg", "d.jpg"]
     (tmp_path / "manifest.json").write_text("[1, 2]")
     with pytest.raises(OutputError, match="is not a kit manifest"):
-        journal.read_manifest(tmp_path)
+        reader.read_manifest(tmp_path)
 
 
 def test_stems_are_planned_for_the_whole_run_whatever_fails_or_is_done() -> None:
@@ -258,7 +258,7 @@ def test_without_the_source_list_only_the_schema_is_checked(tmp_path: Path) -> N
     one that fails the schema is not."""
     (tmp_path / "manifest.json").write_text(json.dumps({"upstream": "toy", "images": []}))
     hostile_part(tmp_path, [json.dumps({"index": 1, "image": good("/etc/passwd", "b")}), HOSTILE[4][0]])
-    manifest = journal.read_manifest(tmp_path)
+    manifest = reader.read_manifest(tmp_path)
     assert [i["file"] for i in manifest["images"]] == ["a.jpg", "/etc/passwd", "c.jpg"]
     json.dumps(manifest, allow_nan=False)  # no NaN came through
 
@@ -310,11 +310,11 @@ def test_a_part_or_manifest_that_is_a_link_or_a_pipe_is_refused(tmp_path: Path) 
     with pytest.raises(
         rundir.LinkError, match=r"manifest.json is a symbolic link, where the kit keeps its manifest"
     ):
-        journal.load_manifest(run)
+        reader.load_manifest(run)
     (run / "manifest.json").unlink()
     os.mkfifo(run / "manifest.json")
     with pytest.raises(rundir.LinkError, match=r"manifest.json is a named pipe"):  # not opened: no hang
-        journal.load_manifest(run)
+        reader.load_manifest(run)
 
 
 READ_PART = """
@@ -368,14 +368,14 @@ def test_a_manifest_beyond_the_size_limit_is_refused_unread(tmp_path: Path) -> N
     run.mkdir()
     with (run / "manifest.json").open("wb") as f:
         f.write(b'{"images": [')
-        f.seek(journal.MAX_MANIFEST_BYTES + 2**20, os.SEEK_CUR)
+        f.seek(reader.MAX_MANIFEST_BYTES + 2**20, os.SEEK_CUR)
         f.write(b"]}")
     code = """
         import sys
-        from kit.rundir import journal
+        from kit.rundir import reader
         from kit.core.errors import OutputError
         try:
-            journal.load_manifest(sys.argv[1])
+            reader.load_manifest(sys.argv[1])
         except OutputError as e:
             print(e)
     """
@@ -393,11 +393,11 @@ def test_a_small_manifest_reads_with_little_address_space_to_spare(tmp_path: Pat
     (run / "manifest.json").write_text(json.dumps({"images": [{"file": "a.png"}]}))
     code = (
         "import resource, sys\n"
-        "from kit.rundir import journal\n"
+        "from kit.rundir import reader\n"
         "with open('/proc/self/statm') as f:\n"
         "    mapped = int(f.read().split()[0]) * resource.getpagesize()\n"
         "resource.setrlimit(resource.RLIMIT_AS, (mapped + 2**28, mapped + 2**28))\n"
-        "print(journal.load_manifest(sys.argv[1]))\n"
+        "print(reader.load_manifest(sys.argv[1]))\n"
     )
     result = run_python(code, str(run), timeout=120)
     assert result.exit == 0, result.stderr

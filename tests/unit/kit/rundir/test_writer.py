@@ -22,9 +22,11 @@ from kit.cli import main as cli
 from kit.core.detection import Detection
 from kit.core.errors import OutputError, ShapeError
 from kit.core.results import DetectionResult
-from kit.rundir import journal
-from kit.rundir.folder import LIVE, LinkError, RunLock, boot_time, check_unlocked, identity, lock_state
-from kit.rundir.writer import LOCK_NAME, RunWriter, increment_path
+from kit.rundir import journal, reader
+from kit.rundir.lock import LIVE, RunLock, boot_time, check_unlocked, identity, lock_state
+from kit.rundir.naming import LinkError, increment_path
+from kit.rundir.schema import LOCK_NAME
+from kit.rundir.writer import RunSettings, RunWriter
 from kit.upstreams.loaders import Loaded
 from tests.conftest import ToyAdapter, picture, toy_explainer
 
@@ -33,13 +35,15 @@ H, W = 60, 80
 
 def _writer(out: Path, layers: list[str] | None = None, **extra: Any) -> RunWriter:
     return RunWriter(
+        RunSettings(
+            upstream="yolov7",
+            weights="weights/yolov7.pt",
+            method="gradcam",
+            target="class_logit",
+            layers=layers or ["model.105"],
+            extra=extra,
+        ),
         out_dir=out,
-        upstream="yolov7",
-        weights="weights/yolov7.pt",
-        method="gradcam",
-        target="class_logit",
-        layers=layers or ["model.105"],
-        extra=extra or None,
     )
 
 
@@ -191,7 +195,7 @@ def test_every_image_is_recorded_at_once_and_the_manifest_is_valid_from_the_star
     writer.add_error("x.jpg", "boom")
     (part,) = journal.part_files(tmp_path)  # one fsync'd line per image, no finish() needed
     assert [e.record["file"] for e in journal.read_part(part).entries] == ["x.jpg"]
-    assert [i["file"] for i in journal.read_manifest(tmp_path)["images"]] == ["x.jpg"]
+    assert [i["file"] for i in reader.read_manifest(tmp_path)["images"]] == ["x.jpg"]
     manifest = json.loads(writer.finish().read_text())
     assert [i["file"] for i in manifest["images"]] == ["x.jpg"] and manifest["finished"] is True
     assert not journal.parts_dir(tmp_path).exists()  # merged, then removed
