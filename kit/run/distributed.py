@@ -31,8 +31,7 @@ from types import FrameType
 from typing import Any, TypeVar
 
 from kit.core.display import shown
-from kit.core.errors import KitError
-from kit.core.options import ArgumentError
+from kit.core.errors import ArgumentError, KitError
 
 LOG = logging.getLogger("kit")
 T = TypeVar("T")
