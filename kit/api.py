@@ -214,9 +214,7 @@ class Explainer:
         explain_missed: with ``labels``, every ground-truth object no detection matched gets its best
             pre-NMS candidate explained for its class and a ``why`` (:mod:`kit.evaluation.missed`): the
             manifest's ``missed`` per image, overlays ``<stem>/missed<id>_<layer>.jpg``.
-        drise: with ``method="drise"``, its settings, as for :meth:`explain` (recorded in the
-            manifest, compared on resume).
-        image_limits: the largest image file read, as for :meth:`explain`.
+        drise, image_limits: as for :meth:`explain` (D-RISE's settings recorded, compared on resume).
         resume: ``out_dir`` holds a run made with the same settings (refused, listing the
             differences, otherwise; a folder that is not a run is refused and left as it is):
             images whose record and files are complete are skipped, the others explained. Implied
@@ -244,7 +242,9 @@ class Explainer:
                 f"{request.spelled('explain_missed')}"
             )
         evaluator = self._evaluator(request, plan)
-        finder = MissedFinder(evaluator.labels, candidates) if request.explain_missed and evaluator else None
+        finder = None
+        if request.explain_missed and evaluator is not None:
+            finder = MissedFinder(evaluator.labels, candidates)
         group = distributed.join(cuda=lambda: self.on_cuda, wait_minutes=request.dist_timeout)
         out = Path(out_dir)
         resume = request.resume or (distributed.restarted() and (out / journal.MANIFEST).is_file())
