@@ -39,7 +39,8 @@ PYTHON_NAMES: dict[str, str] = {
     "image_limits.pixels": "ImageLimits.pixels",
     "image_limits.bytes": "ImageLimits.bytes",
 }
-# The keywords Explainer.explain takes (run takes every field but ``names``).
+# The keywords Explainer.explain takes; run takes RUN_KEYWORDS (every field but ``names`` and
+# ``exist_ok``: run writes into the folder it is given).
 EXPLAIN_KEYWORDS = (
     "method",
     "target",
@@ -124,8 +125,8 @@ class ExplainRequest:
         cls, keywords: Mapping[str, Any], *, allowed: Sequence[str] | None = None
     ) -> ExplainRequest:
         """The request of the Python API's keywords (``allowed``: those the caller takes, default
-        every setting); an unknown keyword is a TypeError naming it and the known ones, as Python's."""
-        known = allowed if allowed is not None else [f.name for f in fields(cls) if f.name != "names"]
+        :data:`RUN_KEYWORDS`); an unknown keyword is a TypeError naming it and the known ones, as Python's."""
+        known = allowed if allowed is not None else RUN_KEYWORDS
         unknown = sorted(set(keywords) - set(known))
         if unknown:
             raise TypeError(
@@ -256,3 +257,6 @@ def parse_layers(value: str, *, flag: str = "--target-layers") -> list[str]:
     if repeated:
         raise ArgumentError(f"{flag} {value!r} names {', '.join(repeated)} more than once; {example}")
     return parts
+
+
+RUN_KEYWORDS = tuple(f.name for f in fields(ExplainRequest) if f.name not in ("names", "exist_ok"))

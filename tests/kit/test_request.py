@@ -110,6 +110,8 @@ def test_unknown_names_keep_their_own_errors() -> None:
 def test_the_keywords_are_the_settings() -> None:
     with pytest.raises(TypeError, match="unexpected keyword argument.*labels; the settings are method"):
         ExplainRequest.from_keywords({"labels": "l"}, allowed=EXPLAIN_KEYWORDS)
+    with pytest.raises(TypeError, match="unexpected keyword argument.*exist_ok"):  # run writes into out_dir
+        ExplainRequest.from_keywords({"exist_ok": False})
     with pytest.raises(ArgumentError, match="drise= holds D-RISE's settings; it goes with method='drise'"):
         ExplainRequest.from_keywords({"drise": DRiseSettings()})
     request = ExplainRequest.from_keywords({"layers": " 74, 75", "image_limits": None})
