@@ -245,7 +245,8 @@ def parse_layers(value: str, *, flag: str = "--target-layers") -> list[str]:
     example = "give comma-separated layer indices or module names such as 102,103,104"
     if not all(parts):
         raise ArgumentError(
-            f"{flag} {value!r} has an empty entry; {example}, or leave it out for the default"
+            f"{flag} {value!r} has an empty entry; {example}, or leave the "
+            f"{'flag' if flag.startswith('--') else 'keyword'} out for the default"
         )
     for part in parts:
         if part.startswith("-") and part[1:].isdigit():
