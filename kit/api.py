@@ -248,16 +248,7 @@ class Explainer:
         group = distributed.join(cuda=lambda: self.on_cuda, wait_minutes=request.dist_timeout)
         out = Path(out_dir)
         resume = request.resume or (distributed.restarted() and (out / journal.MANIFEST).is_file())
-        folder_run = _FolderRun(
-            explainer=self,
-            request=request,
-            plan=plan,
-            out=out,
-            group=group,
-            resume=resume,
-            evaluator=evaluator,
-        )
-        return folder_run.execute(finder)
+        return _FolderRun(self, request, plan, evaluator, out=out, group=group, resume=resume).execute(finder)
 
     def _evaluator(self, request: ExplainRequest, plan: _Plan) -> Evaluator | None:
         """With labels, the evaluation: the labels read (and checked) before any image is explained."""
@@ -328,10 +319,10 @@ class _FolderRun:
     explainer: Explainer
     request: ExplainRequest
     plan: _Plan
+    evaluator: Evaluator | None
     out: Path
     group: distributed.Group
     resume: bool
-    evaluator: Evaluator | None
 
     @property
     def paths(self) -> list[Path]:

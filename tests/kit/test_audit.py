@@ -441,7 +441,8 @@ def test_density_puts_the_energy_beside_the_boxs_share_of_the_image(tmp_path: Pa
 
 
 @pytest.mark.parametrize(
-    ("target", "module"), [("audit", "kit audit"), ("report", "kit report")]  # python -m kit <command>
+    ("target", "module"),
+    [("audit", "kit audit"), ("report", "kit report")],  # python -m kit <command>
 )
 def test_make_audit_and_report_pass_the_run_folder_verbatim(target: str, module: str, tmp_path: Path) -> None:
     """make audit|report RUN=...: the folder's name reaches the module as one argument, spaces, $
