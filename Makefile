@@ -123,18 +123,18 @@ eval: $(ENV_STAMP)
 	$(PYTHON) -m scripts eval $(ARGS)
 
 # make audit RUN=runs/cam/yolov7/exp [ARGS='--top 50 --layer 75 --rank density']: docs/audit.md.
-# RUN reaches kit.evaluation.audit verbatim, as make cam's WEIGHTS do.
+# RUN reaches python -m kit audit (kit.evaluation.audit) verbatim, as make cam's WEIGHTS do.
 audit: export KIT_AUDIT_RUN = $(value RUN)
 audit: $(ENV_STAMP)
 	@test -n "$$KIT_AUDIT_RUN" || { echo "make audit needs RUN=<run folder>, e.g. RUN=runs/cam/yolov7/exp" >&2; exit 2; }
-	$(PYTHON) -m kit.evaluation.audit "$$KIT_AUDIT_RUN" $(ARGS)
+	$(PYTHON) -m kit audit "$$KIT_AUDIT_RUN" $(ARGS)
 
 # make report RUN=runs/cam/yolov7/exp: index.html in the run folder, for any run, old ones too
-# (docs/report.md). RUN reaches kit.report.page verbatim, as make audit's does.
+# (docs/report.md). RUN reaches python -m kit report (kit.report.page) verbatim, as make audit's does.
 report: export KIT_REPORT_RUN = $(value RUN)
 report: $(ENV_STAMP)
 	@test -n "$$KIT_REPORT_RUN" || { echo "make report needs RUN=<run folder>, e.g. RUN=runs/cam/yolov7/exp" >&2; exit 2; }
-	$(PYTHON) -m kit.report.page "$$KIT_REPORT_RUN"
+	$(PYTHON) -m kit report "$$KIT_REPORT_RUN"
 
 $(VENV)/.kit-bench: $(VENV)/.kit-env pyproject.toml constraints.txt
 	$(VENV)/bin/python -m pip install --progress-bar on -c constraints.txt -e '.[bench]'

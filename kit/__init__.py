@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any
 from kit.core import display as _display  # noqa: F401  (every kit log line shows names escaped)
 
 __version__ = "0.1.0"
-__all__ = ["DetectionResult", "Explainer", "ImageResult", "KitError", "RunResult", "load"]
+__all__ = ["DetectionResult", "ExplainRequest", "Explainer", "ImageResult", "KitError", "RunResult", "load"]
 
 if TYPE_CHECKING:
-    from kit.api import Explainer, RunResult, load
+    from kit.api import Explainer, ExplainRequest, RunResult, load
     from kit.core.errors import KitError
     from kit.core.results import DetectionResult, ImageResult
 
@@ -31,6 +31,7 @@ _HOMES = {
     "ImageResult": "kit.core.results",
     "DetectionResult": "kit.core.results",
     "KitError": "kit.core.errors",
+    "ExplainRequest": "kit.api",  # kit.run.request's, as the API takes it
 }
 
 

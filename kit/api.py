@@ -16,22 +16,22 @@ from typing import Any, Union
 
 import numpy as np
 
-from kit.core.errors import KitError, RunInterrupted, SourceNotFoundError
+from kit.core.errors import ArgumentError, KitError, RunInterrupted, SourceNotFoundError
 from kit.core.files import file_sha256
-from kit.core.images import ImageLimits, list_sources, printable
-from kit.core.options import ArgumentError, check_positive, parse_layers
+from kit.core.images import list_sources, printable
 from kit.core.results import ImageResult
 from kit.core.targets import ChosenClass, Target, choose_class, get_target
-from kit.evaluation.evaluate import DEFAULT_CURVES, DEFAULT_STEPS, Evaluator, adapter_detector
+from kit.evaluation.audit import audit_run, write_audit
+from kit.evaluation.evaluate import Evaluator, adapter_detector
 from kit.evaluation.labels import load_labels
 from kit.evaluation.missed import MissedFinder
-from kit.evaluation.missed import check_request as check_missed_request
 from kit.methods import drise as _drise
 from kit.methods.cam import CamMethod, get_method
-from kit.methods.drise import DRise, DRiseSettings
+from kit.methods.drise import DRise
 from kit.report.page import write_report
 from kit.run import distributed
 from kit.run.progress import Progress
+from kit.run.request import EXPLAIN_KEYWORDS, ExplainRequest
 from kit.run.runner import Source, explain_images, run, source_path
 from kit.rundir import journal
 from kit.rundir.naming import check_run_folder, plan_stems
@@ -40,6 +40,7 @@ from kit.rundir.schema import MANIFEST_NAME
 from kit.rundir.writer import RunSettings, RunWriter, check_not_foreign
 from kit.upstreams.loaders import Loaded, find_checkout, use_checkout
 
+__all__ = ["ExplainRequest", "Explainer", "RunResult", "git_commit", "list_images", "load", "weights_sha256"]
 LOG = logging.getLogger("kit")
 UPSTREAMS = ("yolov3", "yolov5", "yolov7", "detectron2")
 # What each upstream's load takes besides weights, device and trust_checkpoint.
@@ -52,7 +53,6 @@ OPTIONS = {
 PathLike = Union[str, Path]
 # A file, folder or glob; several of them; or BGR uint8 (H, W, 3) arrays.
 Sources = Union[PathLike, np.ndarray, Sequence[Union[PathLike, np.ndarray]]]
-Layers = Union[str, Sequence[str], None]
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,7 @@ class RunResult:
     failed: int
     eval_report: Path | None = None
     eval_table: str | None = None
+    audit_table: str | None = None
 
 
 def load(
@@ -166,98 +167,57 @@ class Explainer:
         return self.adapter.default_layers()
 
     def explain(
-        self,
-        source: Sources,
-        *,
-        method: str = "gradcam",
-        target: str = "class-logit",
-        target_class: str | int | None = None,
-        layers: Layers = None,
-        fuse: bool = False,
-        batch_size: int = 1,
-        drise: DRiseSettings | None = None,
-        image_limits: ImageLimits | None = None,
+        self, source: Sources, request: ExplainRequest | None = None, **settings: Any
     ) -> list[ImageResult]:
         """Explain every kept detection of every image; one :class:`ImageResult` per image, in order.
 
         source: an image file, a folder, a glob, or a list of them, or BGR uint8 (H, W, 3) arrays
             (named ``array0``, ``array1``, ... by position).
-        method: a CAM method (``kit.methods.cam.METHODS``: gradcam, gradcampp, layercam, ...), or
-            ``"drise"``: D-RISE (:mod:`kit.methods.drise`), black-box, by random masks; its one layer is
-            ``"image"``, and ``target``, ``target_class``, ``layers`` and ``fuse`` do not apply.
-        target: the score each map explains: ``class-logit``, ``class-prob``, ``score`` (the
-            detection's class); ``box-x1``, ``box-y1``, ``box-x2``, ``box-y2`` (a coordinate of its
-            decoded box, input pixels) or ``box`` (the four maps, each normalized, element-wise max);
-            ``objectness`` (YOLO only).
-        target_class: with a class target, that class (a name of :attr:`names` or an id) is read at
-            each detection's row or proposal instead of the detected class: "why this and not that".
-        layers: layer indices or module names (a list, or ``"102,103,104"``); default: the layers
-            feeding the head.
-        fuse: also give each detection its layers fused into one map, under ``"fused"``.
-        batch_size: images per forward pass.
-        drise: with ``method="drise"``, its settings (:class:`kit.methods.drise.DRiseSettings`: masks, cell,
-            p, seed, batch); default ``DRiseSettings()``.
-        image_limits: :class:`kit.core.images.ImageLimits` (``--max-image-pixels``, ``--max-image-bytes``).
+        settings: the keywords ``method`` (default ``"gradcam"``: a CAM method of
+            ``kit.methods.cam.METHODS``, or ``"drise"``), ``target`` (``"class-logit"``, the score each
+            map explains), ``target_class`` (a class read instead of the detected one), ``layers``
+            (default: those feeding the head), ``fuse`` (also the layers fused, under ``"fused"``),
+            ``batch_size`` (1), ``drise`` (D-RISE's :class:`kit.methods.drise.DRiseSettings`) and
+            ``image_limits`` (:class:`kit.core.images.ImageLimits`), each as
+            :class:`kit.run.request.ExplainRequest` describes it; or, instead, ``request``: an
+            :class:`ExplainRequest` made before.
 
-        An image that cannot be read or explained gets an ``error`` and no detections; the others
-        go on. Every map is held in memory (at most 2048 px on its longer side, boxes in the
+        Every setting is checked before any image is read (an :class:`ArgumentError` naming the
+        keyword). An image that cannot be read or explained gets an ``error`` and no detections; the
+        others go on. Every map is held in memory (at most 2048 px on its longer side, boxes in the
         image's pixels: :func:`kit.core.geometry.map_size`): for many images, :meth:`run` writes them instead.
         """
-        plan = self._plan(
-            source,
-            method=method,
-            target=target,
-            target_class=target_class,
-            layers=layers,
-            batch_size=batch_size,
-            fuse=fuse,
-            drise=drise,
-        )
+        request = _request_of(request, settings, allowed=EXPLAIN_KEYWORDS)
+        plan = self._plan(source, request)
         results = explain_images(
             self.adapter,
             sources=plan.sources,
             layers=plan.layers,
             target=plan.target,
             method=plan.method,
-            batch_size=batch_size,
-            fuse=fuse,
-            limits=_checked_limits(image_limits),
+            batch_size=request.batch_size,
+            fuse=request.fuse,
+            limits=request.image_limits,
         )
         return [result for _, result in results]
 
     def run(
-        self,
-        source: Sources,
-        out_dir: PathLike,
-        *,
-        method: str = "gradcam",
-        target: str = "class-logit",
-        target_class: str | int | None = None,
-        layers: Layers = None,
-        fuse: bool = False,
-        batch_size: int = 1,
-        labels: PathLike | None = None,
-        eval_curves: int = DEFAULT_CURVES,
-        eval_steps: int = DEFAULT_STEPS,
-        explain_missed: bool = False,
-        resume: bool = False,
-        drise: DRiseSettings | None = None,
-        overwrite: bool = False,
-        image_limits: ImageLimits | None = None,
+        self, source: Sources, out_dir: PathLike, request: ExplainRequest | None = None, **settings: Any
     ) -> RunResult:
         """Explain ``source`` as :meth:`explain` does, into the run folder ``out_dir`` (written into as
         given; made if missing), exactly as ``main_gradcam.py`` writes it: overlays, summaries,
         ``maps/<stem>.npz`` and ``manifest.json``.
 
+        settings: those of :meth:`explain` and the keywords below (every field of
+        :class:`kit.run.request.ExplainRequest`); or, instead, ``request``.
+
         labels: the images' ground truth (a folder of YOLO ``<stem>.txt`` or a COCO ``.json``):
             PG, EBPG and deletion/insertion of the matched detections into ``eval.json``
-            (``--eval``), with ``eval_curves`` curves of ``eval_steps`` steps.
+            (``--eval``), with ``eval_curves`` curves (default 20) of ``eval_steps`` steps (16).
         explain_missed: with ``labels``, every ground-truth object no detection matched gets its best
             pre-NMS candidate explained for its class and a ``why`` (:mod:`kit.evaluation.missed`): the
             manifest's ``missed`` per image, overlays ``<stem>/missed<id>_<layer>.jpg``.
-        drise: with ``method="drise"``, its settings, as for :meth:`explain` (recorded in the
-            manifest, compared on resume).
-        image_limits: the largest image file read, as for :meth:`explain`.
+        drise, image_limits: as for :meth:`explain` (D-RISE's settings recorded, compared on resume).
         resume: ``out_dir`` holds a run made with the same settings (refused, listing the
             differences, otherwise; a folder that is not a run is refused and left as it is):
             images whose record and files are complete are skipped, the others explained. Implied
@@ -266,6 +226,8 @@ class Explainer:
             manifest, part files, ``eval.json``, ``audit.json`` and ``index.html`` go (its pictures
             and maps stay, unlisted, unless this run writes over them). Without it such a folder
             is refused.
+        audit: after the run (and the evaluation), ``audit.json``; its table is ``audit_table``.
+        dist_timeout: under torchrun, the minutes to wait for every process to join (default 5).
 
         Under torchrun (:mod:`kit.run.distributed`) every process calls this with the same arguments:
         each explains its share of the images into the one folder, rank 0 merges the records.
@@ -274,199 +236,248 @@ class Explainer:
         valid manifest of the finished images (``"interrupted": true``) and raises
         :class:`kit.core.errors.RunInterrupted` (a KeyboardInterrupt) naming the folder.
         """
-
-        plan = self._plan(
-            source,
-            method=method,
-            target=target,
-            target_class=target_class,
-            layers=layers,
-            batch_size=batch_size,
-            fuse=fuse,
-            drise=drise,
-        )
-        limits = _checked_limits(image_limits)
-        evaluator = None
-        if explain_missed:
-            check_missed_request(labels=labels, target_class=target_class, method=plan.method.name)
-        if explain_missed and self.adapter.capabilities.candidates is None:
+        request = _request_of(request, settings)
+        plan = self._plan(source, request)
+        candidates = self.adapter.capabilities.candidates
+        if request.explain_missed and candidates is None:
             raise ArgumentError(
-                f"{self.upstream}'s adapter does not list its candidates; it cannot explain_missed"
+                f"{self.upstream}'s adapter does not list its candidates; it cannot "
+                f"{request.spelled('explain_missed')}"
             )
-        if labels is not None:  # read (and check) the labels before any image is explained
-            if eval_curves < 0:
-                raise ArgumentError(f"eval_curves must be 0 (no curves) or more, got {eval_curves}")
-            check_positive("eval_steps", eval_steps, what="steps")
-            evaluator = Evaluator(
-                labels=load_labels(
-                    str(labels),
-                    names=self.adapter.names,
-                    sources=[source_path(s, i) for i, s in enumerate(plan.sources)],
-                ),
-                detector=adapter_detector(self.adapter),
-                curves=eval_curves,
-                steps=eval_steps,
-                batch_size=batch_size,
-            )
+        evaluator = self._evaluator(request, plan)
         finder = None
-        if explain_missed and evaluator is not None:
-            finder = MissedFinder(evaluator.labels, self.adapter.capabilities.candidates)
-        group = distributed.join(cuda=lambda: self.on_cuda)
+        if request.explain_missed and evaluator is not None:
+            finder = MissedFinder(evaluator.labels, candidates)
+        group = distributed.join(cuda=lambda: self.on_cuda, wait_minutes=request.dist_timeout)
         out = Path(out_dir)
-        resume = resume or (distributed.restarted() and (out / MANIFEST_NAME).is_file())
-        paths = [source_path(s, i) for i, s in enumerate(plan.sources)]
-        files = [printable(p) for p in paths]
-        eval_key = (
-            None if labels is None else {"labels": str(labels), "curves": eval_curves, "steps": eval_steps}
+        resume = request.resume or (distributed.restarted() and (out / MANIFEST_NAME).is_file())
+        return _FolderRun(self, request, plan, evaluator, out=out, group=group, resume=resume).execute(finder)
+
+    def _evaluator(self, request: ExplainRequest, plan: _Plan) -> Evaluator | None:
+        """With labels, the evaluation: the labels read (and checked) before any image is explained."""
+        if request.labels is None:
+            return None
+        return Evaluator(
+            labels=load_labels(
+                str(request.labels),
+                names=self.adapter.names,
+                sources=[source_path(s, i) for i, s in enumerate(plan.sources)],
+            ),
+            detector=adapter_detector(self.adapter),
+            curves=request.eval_curves,
+            steps=request.eval_steps,
+            batch_size=request.batch_size,
         )
 
-        def writer(*, owner: bool, attempt: str | None) -> RunWriter:
-            return RunWriter(
-                RunSettings(
-                    upstream=self.upstream,
-                    weights=self.weights,
-                    method=plan.method.name,
-                    target=_drise.TARGET if isinstance(plan.method, DRise) else plan.target.name,
-                    layers=plan.layers,
-                    extra={
-                        **self.settings,
-                        **self.fingerprint(),
-                        "target_class": _chosen(plan.target),
-                        "explain_missed": explain_missed,
-                        "fuse": fuse,
-                        "batch_size": batch_size,
-                        **(
-                            {"drise": plan.method.settings.record()} if isinstance(plan.method, DRise) else {}
-                        ),
-                    },
-                    eval_key=eval_key,
-                ),
-                out_dir=out,
-                owner=owner,
-                resume=resume,
-                overwrite=overwrite,
-                attempt=attempt,
-                rank=group.rank,
-                world=group.world,
+    def _plan(self, source: Sources, request: ExplainRequest) -> _Plan:
+        """The request met with this model, before any image is read: its layers resolved, the
+        target read for the chosen class, the sources listed."""
+        if request.is_drise:
+            return _Plan(
+                method=DRise(request.drise_settings),
+                target=get_target("class-logit"),  # not used: D-RISE compares whole detections
+                layers=[_drise.LAYER],
+                sources=list_images(source),
             )
+        chosen = request.layer_list or self.adapter.default_layers()
+        modules = self.adapter.resolve_layers(chosen)  # a bad layer stops before any image is read
+        same = [(a, b) for i, a in enumerate(chosen) for b in chosen[i + 1 :] if modules[a] is modules[b]]
+        if same:
+            a, b = same[0]
+            raise ArgumentError(
+                f"{request.spelled('layers')}: {a} and {b} are the same module; give each layer once"
+            )
+        chosen_target = get_target(request.target, objectness=self.adapter.capabilities.objectness)
+        if request.target_class is not None:
+            chosen_target = choose_class(chosen_target, request.target_class, self.adapter.names)
+        return _Plan(
+            method=get_method(request.method),
+            target=chosen_target,
+            layers=chosen,
+            sources=list_images(source),
+        )
 
-        # Rank 0 opens the folder (its lock; on resume, the settings and what is done) and decides
-        # every image's stem; the others learn it, or rank 0's refusal, from rank 0.
+
+def _request_of(
+    request: ExplainRequest | None, settings: dict[str, Any], *, allowed: Sequence[str] | None = None
+) -> ExplainRequest:
+    """The request given, or the one of the keywords (checked when made); not both."""
+    if request is None:
+        return ExplainRequest.from_keywords(settings, allowed=allowed)
+    if settings:
+        raise TypeError(
+            "pass the settings as keywords or as request=, not both "
+            f"(got request= and {', '.join(sorted(settings))})"
+        )
+    if not isinstance(request, ExplainRequest):
+        raise ArgumentError(f"request must be a kit.run.request.ExplainRequest, got {type(request).__name__}")
+    return request
+
+
+@dataclass(frozen=True)
+class _FolderRun:
+    """One call of :meth:`Explainer.run`, once its settings met the model: the run folder opened
+    (rank 0), the images shared out, the records merged, evaluated, audited and shown."""
+
+    explainer: Explainer
+    request: ExplainRequest
+    plan: _Plan
+    evaluator: Evaluator | None
+    out: Path
+    group: distributed.Group
+    resume: bool
+
+    @property
+    def paths(self) -> list[Path]:
+        return [source_path(s, i) for i, s in enumerate(self.plan.sources)]
+
+    def writer(self, *, owner: bool, attempt: str | None) -> RunWriter:
+        explainer, plan, request = self.explainer, self.plan, self.request
+        settings = RunSettings(
+            upstream=explainer.upstream,
+            weights=explainer.weights,
+            method=plan.method.name,
+            target=_drise.TARGET if isinstance(plan.method, DRise) else plan.target.name,
+            layers=plan.layers,
+            extra={
+                **explainer.settings,
+                **explainer.fingerprint(),
+                "target_class": _chosen(plan.target),
+                "explain_missed": request.explain_missed,
+                "fuse": request.fuse,
+                "batch_size": request.batch_size,
+                **({"drise": plan.method.settings.record()} if isinstance(plan.method, DRise) else {}),
+            },
+            eval_key=request.eval_key,
+        )
+        return RunWriter(
+            settings,
+            out_dir=self.out,
+            owner=owner,
+            resume=self.resume,
+            overwrite=request.overwrite,
+            attempt=attempt,
+            rank=self.group.rank,
+            world=self.group.world,
+        )
+
+    def open(self) -> tuple[RunWriter, _Start]:
+        """Rank 0 opens the folder (its lock; on resume, the settings and what is done) and decides
+        every image's stem; the others learn it, or rank 0's refusal, from rank 0."""
         started: _Start | KitError | None = None
         run_writer: RunWriter | None = None
-        if group.main:
+        paths = self.paths
+        if self.group.main:
             try:
-                check_run_folder(out, plan_stems(paths))  # a link where it writes: before any write
-                if not resume and not overwrite:  # a folder of the user's files: not replaced silently
-                    check_not_foreign(out, plan_stems(paths))
-                run_writer = writer(owner=True, attempt=None)
-                started = _start(run_writer, paths, files, eval_key)
+                check_run_folder(self.out, plan_stems(paths))  # a link where it writes: before any write
+                if not self.resume and not self.request.overwrite:  # a folder of the user's files: kept
+                    check_not_foreign(self.out, plan_stems(paths))
+                run_writer = self.writer(owner=True, attempt=None)
+                started = _start(run_writer, paths, [printable(p) for p in paths], self.request.eval_key)
             except KitError as error:
                 started = error
             finally:  # a refusal, or anything else, releases the lock at once
                 if run_writer is not None and not isinstance(started, _Start):
                     run_writer.close()
-        started = distributed.broadcast(started, group)
+        started = distributed.broadcast(started, self.group)
         if isinstance(started, KitError) or started is None:
             raise started or KitError("rank 0 did not start the run")
-        if run_writer is None:
-            run_writer = writer(owner=False, attempt=started.attempt)
+        return run_writer or self.writer(owner=False, attempt=started.attempt), started
 
-        def evaluate(path: Path, image: np.ndarray, result: ImageResult) -> dict[str, Any] | None:
-            return None if evaluator is None else evaluator.measure(path, image, result)
-
+    def execute(self, finder: MissedFinder | None) -> RunResult:
+        """Every rank: its share explained into the folder; rank 0 ends the run; all learn how."""
+        run_writer, started = self.open()
+        evaluator, group = self.evaluator, self.group
         try:  # from here on, Ctrl-C leaves partial results: RunInterrupted says where
-            run_writer.use(files, started.stems)
+            run_writer.use([printable(p) for p in self.paths], started.stems)
             mine = distributed.shard(started.pending, group)
-            progress = Progress(out, attempt=started.attempt, total=len(started.pending), group=group)
-            with progress:
+            with Progress(self.out, attempt=started.attempt, total=len(started.pending), group=group):
                 run(
-                    self.adapter,
-                    sources=[plan.sources[i] for i in mine],
+                    self.explainer.adapter,
+                    sources=[self.plan.sources[i] for i in mine],
                     writer=run_writer,
-                    layers=plan.layers,
-                    target=plan.target,
-                    method=plan.method,
-                    batch_size=batch_size,
-                    fuse=fuse,
-                    on_image=None if evaluator is None else evaluate,
+                    layers=self.plan.layers,
+                    target=self.plan.target,
+                    method=self.plan.method,
+                    batch_size=self.request.batch_size,
+                    fuse=self.request.fuse,
+                    on_image=None if evaluator is None else evaluator.measure,
                     indices=mine,
                     log_level=logging.DEBUG if group.active else logging.INFO,
                     finder=finder,
-                    limits=limits,
+                    limits=self.request.image_limits,
                 )
                 run_writer.close_part()
                 distributed.barrier(group)  # every rank's records are on disk
-            ended: _End | KitError | None = None
-            if group.main:
-                try:
-                    ended = _finish(run_writer, evaluator, eval_key, out)
-                except KitError as error:
-                    ended = error
-            ended = distributed.broadcast(ended, group)
+            ended = distributed.broadcast(self.end(run_writer) if group.main else None, group)
             if isinstance(ended, KitError) or ended is None:
                 raise ended or KitError("rank 0 ended the run without a result")
         except KeyboardInterrupt as interrupt:
             run_writer.interrupted()  # (the run loop did it already when the interrupt came there)
-            raise RunInterrupted(out) from interrupt
+            raise RunInterrupted(self.out) from interrupt
         finally:
             run_writer.close()  # the lock and temporary files go however the run ended (a no-op after finish)
         return RunResult(
-            out_dir=out,
-            manifest=out / MANIFEST_NAME,
+            out_dir=self.out,
+            manifest=self.out / MANIFEST_NAME,
             images=ended.images,
             failed=ended.failed,
             eval_report=ended.eval_report,
             eval_table=ended.eval_table if group.main else None,
+            audit_table=ended.audit_table if group.main else None,
         )
 
-    def _plan(
-        self,
-        source: Sources,
-        *,
-        method: str,
-        target: str,
-        target_class: str | int | None,
-        layers: Layers,
-        batch_size: int,
-        fuse: bool,
-        drise: DRiseSettings | None,
-    ) -> _Plan:
-        """Everything checked before any image is read: method, target, layers, batch size, sources."""
-        check_positive("batch_size", batch_size, what="images")
-        if method == _drise.NAME:
-            given = parse_layers(layers) if isinstance(layers, str) else [str(la) for la in layers or []]
-            _drise.check_request(
-                layers=given, fuse=fuse, target=target, target_class=target_class, names=_API_NAMES
-            )
-            return _Plan(
-                method=DRise((drise or DRiseSettings()).checked()),
-                target=get_target("class-logit"),  # not used: D-RISE compares whole detections
-                layers=[_drise.LAYER],
-                sources=list_images(source),
-            )
-        if drise is not None:
-            raise ArgumentError(
-                f"drise= holds D-RISE's settings; it goes with method='drise', not {method!r}"
-            )
-        chosen = parse_layers(layers) if isinstance(layers, str) else [str(la) for la in layers or []]
-        if len(set(chosen)) != len(chosen):
-            raise ArgumentError(f"layers {chosen} name a layer more than once; give each layer once")
-        chosen = chosen or self.adapter.default_layers()
-        modules = self.adapter.resolve_layers(chosen)  # a bad layer stops before any image is read
-        same = [(a, b) for i, a in enumerate(chosen) for b in chosen[i + 1 :] if modules[a] is modules[b]]
-        if same:
-            a, b = same[0]
-            raise ArgumentError(f"--target-layers: {a} and {b} are the same module; give each layer once")
-        chosen_target = get_target(target, objectness=self.adapter.capabilities.objectness)
-        if target_class is not None:
-            chosen_target = choose_class(chosen_target, target_class, self.adapter.names)
-        return _Plan(
-            method=get_method(method),
-            target=chosen_target,
-            layers=chosen,
-            sources=list_images(source),
+    def end(self, writer: RunWriter) -> _End | KitError:
+        """Rank 0, once every rank's records are on disk: the final manifest, eval.json from every
+        image's measurement in source order, audit.json, then index.html once, with all of them."""
+        try:
+            manifest = writer.finish()
+            LOG.info("results in %s (manifest: %s)", printable(self.out), manifest.name)
+            report, table = self.evaluate(writer)
+        except KitError as error:
+            return error
+        audit_table = _audit(self.out) if self.request.audit else None
+        try:  # index.html: the manifest is final, eval.json and audit.json written, the lock released
+            LOG.info("report: %s", printable(write_report(self.out)))
+        except KitError as error:  # the run's results and exit code stand without it
+            LOG.error("report: %s (python -m kit report %s writes it later)", error, printable(self.out))
+        return _End(
+            images=len(writer.merged),
+            failed=writer.failed,
+            eval_report=report,
+            eval_table=table,
+            audit_table=audit_table,
         )
+
+    def evaluate(self, writer: RunWriter) -> tuple[Path | None, str | None]:
+        """With labels, eval.json and its table from the images measured with this run's settings."""
+        evaluator = self.evaluator
+        if evaluator is None:
+            return None, None
+        key = self.request.eval_key
+        evaluator.absorb(
+            [e.evaluation for e in writer.entries if e.evaluation is not None and e.eval_key == key]
+        )
+        report, table = evaluator.finish(self.out)
+        LOG.info(
+            "eval: %s (%.1fs, of which %.1fs deletion/insertion)",
+            report,
+            evaluator.seconds,
+            evaluator.curve_seconds,
+        )
+        return report, table
+
+
+def _audit(out: Path) -> str | None:
+    """The finished run's audit.json; its table, or None when it could not be made (logged: the run's
+    results and exit code stand without it)."""
+    try:
+        audit = audit_run(out)
+        write_audit(audit)
+    except KitError as error:
+        LOG.error("audit: %s", error)
+        return None
+    return audit.format_table()
 
 
 @dataclass(frozen=True)
@@ -487,6 +498,7 @@ class _End:
     failed: int
     eval_report: Path | None
     eval_table: str | None
+    audit_table: str | None = None
 
 
 def _start(writer: RunWriter, paths: Sequence[Path], files: Sequence[str], eval_key: Any) -> _Start:
@@ -515,30 +527,6 @@ def _start(writer: RunWriter, paths: Sequence[Path], files: Sequence[str], eval_
     stems = plan_stems(paths, done)
     check_run_folder(writer.out_dir, [stems[i] for i in pending])
     return _Start(attempt=writer.attempt, stems=stems, pending=pending)
-
-
-def _finish(writer: RunWriter, evaluator: Evaluator | None, eval_key: Any, out: Path) -> _End:
-    """Rank 0, once every rank's records are on disk: the final manifest, and eval.json from every
-    image's measurement in source order."""
-    manifest = writer.finish()
-    LOG.info("results in %s (manifest: %s)", printable(out), manifest.name)
-    report = table = None
-    if evaluator is not None:
-        evaluator.absorb(
-            [e.evaluation for e in writer.entries if e.evaluation is not None and e.eval_key == eval_key]
-        )
-        report, table = evaluator.finish(out)
-        LOG.info(
-            "eval: %s (%.1fs, of which %.1fs deletion/insertion)",
-            report,
-            evaluator.seconds,
-            evaluator.curve_seconds,
-        )
-    try:  # index.html: the manifest is final, eval.json written, the lock released (writer.finish)
-        LOG.info("report: %s", printable(write_report(out)))
-    except KitError as error:  # the run's results and exit code stand without it
-        LOG.error("report: %s (python -m kit.report.page %s writes it later)", error, printable(out))
-    return _End(images=len(writer.merged), failed=writer.failed, eval_report=report, eval_table=table)
 
 
 def _chosen(target: Target) -> dict[str, Any] | None:
@@ -571,28 +559,12 @@ def git_commit(folder: Path | None) -> str | None:
     return sha if result.returncode == 0 and len(sha) == 40 else None
 
 
-# What the facade's callers call the arguments D-RISE refuses (kit.methods.drise.check_request).
-_API_NAMES = {"layers": "layers", "fuse": "fuse=True", "target": "target", "target_class": "target_class"}
-
-
 @dataclass(frozen=True)
 class _Plan:
     method: CamMethod | DRise
     target: Target
     layers: list[str]
     sources: list[Source]
-
-
-def _checked_limits(limits: object) -> ImageLimits:
-    """``image_limits`` as given (default :class:`ImageLimits`), each limit a positive whole number."""
-    if limits is None:
-        return ImageLimits()
-    if not isinstance(limits, ImageLimits):
-        raise ArgumentError(
-            "image_limits must be a kit.core.images.ImageLimits(pixels=..., bytes=...), got "
-            f"{type(limits).__name__}"
-        )
-    return limits.checked()
 
 
 def list_images(source: Sources) -> list[Source]:

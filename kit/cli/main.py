@@ -1,10 +1,9 @@
 """Command-line pieces shared by the per-repo ``main_gradcam.py`` entry points.
 
-Each entry point keeps its repo's own flags (detect.py's or demo.py's) and adds the kit's:
-``--method``, ``--target``, ``--target-layers``, ``--trust-checkpoint``, ``--batch-size``, ``--fuse``,
-``--eval`` (with ``--eval-curves``, ``--eval-steps``), ``--audit``, ``--resume``, ``--dist-timeout``,
-``--max-image-pixels``, ``--max-image-bytes``, and D-RISE's
-``--drise-masks``, ``--drise-cell``, ``--drise-p``, ``--drise-seed``, ``--drise-batch``.
+Each entry point keeps its repo's own flags (detect.py's or demo.py's) and adds the kit's, from
+one table (:mod:`kit.cli.flags`): ``--method``, ``--target``, ``--target-layers``, ``--eval``,
+``--audit``, ``--resume``, ``--drise-*``, ... Those flags become one
+:class:`kit.run.request.ExplainRequest`, checked when made, before the model loads.
 
 Under ``torchrun`` every process runs the same entry point: :func:`run_folder` lets rank 0 name
 the run folder for all of them, and the run itself splits the images (:mod:`kit.run.distributed`).
@@ -19,23 +18,17 @@ import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from kit.api import Explainer, load
+from kit.cli.flags import add_flags, request_of
 from kit.core.display import shown
-from kit.core.errors import KitError, OutputError, RunInterrupted
-from kit.core.images import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, ImageLimits
-from kit.core.options import ArgumentError, check_detector_options, check_positive, parse_layers
-from kit.core.targets import CLASS_TARGETS, TARGETS
-from kit.evaluation.audit import audit_run, write_audit
-from kit.evaluation.evaluate import DEFAULT_CURVES, DEFAULT_STEPS
-from kit.evaluation.missed import check_request as check_missed_request
-from kit.methods.cam import METHODS
-from kit.methods.drise import NAME as DRISE
-from kit.methods.drise import DRiseSettings, check_request
-from kit.report.page import write_report
+from kit.core.errors import ArgumentError, KitError, OutputError, RunInterrupted
+from kit.core.options import check_detector_options
 from kit.run import distributed
+from kit.run.request import ExplainRequest
 from kit.rundir import reader
 from kit.rundir.lock import check_unlocked
 from kit.rundir.naming import check_run_folder, increment_path, latest_path
@@ -52,154 +45,8 @@ EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT), as a shell reports it
 
 
 def add_kit_arguments(parser: argparse.ArgumentParser, *, default_method: str = "gradcam") -> None:
-    """Add the kit's flags to an entry point's parser."""
-    group = parser.add_argument_group("explanation (kit)")
-    group.add_argument(
-        "--method",
-        default=default_method,
-        choices=sorted([*METHODS, DRISE]),
-        help="CAM method, or drise: D-RISE, black-box, by random masks (--drise-*; its one layer is 'image')",
-    )
-    group.add_argument(
-        "--target",
-        default="class-logit",
-        choices=sorted(TARGETS),
-        help="score each map explains: the detection's class (class-logit, class-prob, score), a "
-        "coordinate of its box (box-x1, box-y1, box-x2, box-y2) or all four (box), objectness (YOLO)",
-    )
-    group.add_argument(
-        "--target-class",
-        metavar="NAME|ID",
-        default=None,
-        help="with a class target: explain this class at each detection's row or proposal instead of "
-        "the detected class (why this and not that)",
-    )
-    group.add_argument(
-        "--target-layers",
-        default="",
-        help="comma-separated layers (indices or module names); default: the layers feeding the head",
-    )
-    group.add_argument(
-        "--trust-checkpoint",
-        action="store_true",
-        help="load the checkpoint with full pickle: any code in the file WILL RUN; only for files you "
-        "made or fully trust (without it, a file that needs more than tensors and model classes is refused)",
-    )
-    group.add_argument("--batch-size", type=int, default=1, help="images per forward pass")
-    group.add_argument(
-        "--half",
-        action="store_true",
-        help="float16 model and inputs (CUDA only, like detect.py on a GPU); maps are computed in float32",
-    )
-    group.add_argument(
-        "--fuse",
-        action="store_true",
-        help="also write each detection's layers fused into one map (layer name 'fused')",
-    )
-    group.add_argument(
-        "--eval",
-        metavar="LABELS",
-        default=None,
-        help="ground truth of the images (a folder of YOLO <stem>.txt labels or a COCO .json): after the "
-        "run, PG, EBPG and deletion/insertion AUC of the detections that match it, into eval.json",
-    )
-    group.add_argument(
-        "--eval-curves",
-        type=int,
-        default=DEFAULT_CURVES,
-        metavar="N",
-        help=f"deletion/insertion curves for the first N matched detections (default {DEFAULT_CURVES}; "
-        "each takes 2 x (steps + 1) forwards per map)",
-    )
-    group.add_argument(
-        "--resume",
-        action="store_true",
-        help="go on with the existing run folder (--project/--name, --output) of a run that stopped: images "
-        "whose record and files are complete are skipped; refused if the run's settings differ",
-    )
-    group.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="with --exist-ok: start a fresh run in a folder that holds a run (finished or not), which "
-        "is refused otherwise; the old run's manifest, part files, eval.json, audit.json and index.html "
-        "are replaced, its pictures and maps are overwritten where the new run writes the same names",
-    )
-    group.add_argument(
-        "--eval-steps",
-        type=int,
-        default=DEFAULT_STEPS,
-        metavar="S",
-        help=f"steps of a deletion/insertion curve (default {DEFAULT_STEPS})",
-    )
-    defaults = DRiseSettings()
-    group.add_argument(
-        "--drise-masks",
-        type=int,
-        default=defaults.masks,
-        metavar="N",
-        help=f"D-RISE: random masks per image, one forward each (default {defaults.masks})",
-    )
-    group.add_argument(
-        "--drise-cell",
-        type=int,
-        default=defaults.cell,
-        metavar="PX",
-        help=f"D-RISE: a mask cell's side, in pixels of the image the model sees (default {defaults.cell})",
-    )
-    group.add_argument(
-        "--drise-p",
-        type=float,
-        default=defaults.p,
-        metavar="P",
-        help=f"D-RISE: probability that a cell is kept, in (0, 1) (default {defaults.p})",
-    )
-    group.add_argument(
-        "--drise-seed", type=int, default=defaults.seed, help="D-RISE: the masks' random seed (default 0)"
-    )
-    group.add_argument(
-        "--drise-batch",
-        type=int,
-        default=defaults.batch,
-        metavar="N",
-        help=f"D-RISE: masked images per forward pass (default {defaults.batch}; speed and memory only)",
-    )
-    group.add_argument(
-        "--explain-missed",
-        action="store_true",
-        help="with --eval: every ground-truth object no detection matched gets its best pre-NMS "
-        "candidate explained for its class, and why it was not kept (manifest 'missed')",
-    )
-    group.add_argument(
-        "--dist-timeout",
-        type=float,
-        default=distributed.DEFAULT_WAIT_MINUTES,
-        metavar="MINUTES",
-        help="under torchrun (or with WORLD_SIZE/RANK set): stop with exit 2 when the other processes have "
-        f"not all joined within MINUTES (default {distributed.DEFAULT_WAIT_MINUTES:g}; fractions allowed)",
-    )
-    group.add_argument(
-        "--audit",
-        action="store_true",
-        help="after the run (and --eval): per class, where the maps lie against their boxes and the "
-        "detections most outside them; a table on stdout and audit.json (python -m kit.evaluation.audit)",
-    )
-    group.add_argument(
-        "--max-image-pixels",
-        type=int,
-        default=MAX_IMAGE_PIXELS,
-        metavar="N",
-        help="refuse an image whose header announces more pixels, before decoding it (default "
-        f"{MAX_IMAGE_PIXELS}, Pillow's bound: a 64-megapixel photo fits); that image's error, the run goes "
-        "on",
-    )
-    group.add_argument(
-        "--max-image-bytes",
-        type=int,
-        default=MAX_IMAGE_BYTES,
-        metavar="N",
-        help="refuse an image file larger than this many bytes on disk, before reading it (default "
-        f"{MAX_IMAGE_BYTES}: 256 MiB); that image's error, the run goes on",
-    )
+    """Add the kit's flags (the table :data:`kit.cli.flags.FLAGS`) to an entry point's parser."""
+    add_flags(parser, default_method=default_method)
 
 
 def _os_errors_refused(check: Callable[..., Path]) -> Callable[..., Path]:
@@ -252,75 +99,10 @@ def check_output_folder(
     return path
 
 
-def check_kit_arguments(opt: argparse.Namespace) -> None:
-    """The kit's own flags (add_kit_arguments), checked before any model is loaded."""
-    parse_layers(opt.target_layers)
-    check_positive("--batch-size", opt.batch_size, what="images")
-    if getattr(opt, "target_class", None) is not None and opt.target not in CLASS_TARGETS:
-        raise ArgumentError(
-            f"--target-class goes with a class target ({', '.join(CLASS_TARGETS)}), not --target {opt.target}"
-        )
-    if opt.eval_curves < 0:
-        raise ArgumentError(
-            f"--eval-curves must be 0 (no deletion/insertion curves) or more, got {opt.eval_curves}"
-        )
-    check_positive("--eval-steps", opt.eval_steps, what="steps")
-    if getattr(opt, "overwrite", False) and (opt.resume or not getattr(opt, "exist_ok", True)):
-        raise ArgumentError(
-            "--overwrite replaces the run in the folder --exist-ok writes into: pass it with --exist-ok, "
-            "and without --resume (which goes on with that run instead)"
-        )
-    distributed.check_wait(getattr(opt, "dist_timeout", distributed.DEFAULT_WAIT_MINUTES))
-    if getattr(opt, "explain_missed", False):
-        check_missed_request(
-            labels=getattr(opt, "eval", None),
-            target_class=getattr(opt, "target_class", None),
-            method=opt.method,
-            names=MISSED_NAMES,
-        )
-    drise_settings(opt)
-    image_limits(opt)
-    if opt.method == DRISE:
-        check_request(
-            layers=parse_layers(opt.target_layers),
-            fuse=bool(getattr(opt, "fuse", False)),
-            target=opt.target,
-            target_class=getattr(opt, "target_class", None),
-            names=CLI_NAMES,
-        )
-
-
-# The flags --explain-missed is checked against, as kit.evaluation.missed.check_request names them.
-MISSED_NAMES = {
-    "explain_missed": "--explain-missed",
-    "labels": "--eval LABELS",
-    "target_class": "--target-class",
-    "method": "--method",
-}
-# The flags D-RISE refuses, as kit.methods.drise.check_request names them.
-CLI_NAMES = {
-    "layers": "--target-layers",
-    "fuse": "--fuse",
-    "target": "--target",
-    "target_class": "--target-class",
-}
-DRISE_FLAGS = {f: f"--drise-{f}" for f in ("masks", "cell", "p", "seed", "batch")}
-
-
-def drise_settings(opt: argparse.Namespace) -> DRiseSettings:
-    """The ``--drise-*`` flags as D-RISE's settings, checked (an error names the flag)."""
-    defaults = DRiseSettings()
-    return DRiseSettings(
-        **{f: getattr(opt, f"drise_{f}", getattr(defaults, f)) for f in DRISE_FLAGS}
-    ).checked(DRISE_FLAGS)
-
-
-def image_limits(opt: argparse.Namespace) -> ImageLimits:
-    """``--max-image-pixels`` and ``--max-image-bytes`` as the run's image limits, checked."""
-    return ImageLimits(
-        pixels=getattr(opt, "max_image_pixels", MAX_IMAGE_PIXELS),
-        bytes=getattr(opt, "max_image_bytes", MAX_IMAGE_BYTES),
-    ).checked({"pixels": "--max-image-pixels", "bytes": "--max-image-bytes"})
+def check_kit_arguments(opt: argparse.Namespace) -> ExplainRequest:
+    """The kit's own flags (add_kit_arguments), checked before any model is loaded: the run's
+    request, whose errors name the flags."""
+    return request_of(opt)
 
 
 def size_of(opt: argparse.Namespace, size_flag: str) -> int | list[int] | None:
@@ -329,13 +111,14 @@ def size_of(opt: argparse.Namespace, size_flag: str) -> int | list[int] | None:
     return size
 
 
-def check_yolo_arguments(opt: argparse.Namespace, *, size_flag: str) -> None:
-    """A YOLO entry point's flags (detect.py's and the kit's), checked before the model loads.
+def check_yolo_arguments(opt: argparse.Namespace, *, size_flag: str) -> ExplainRequest:
+    """A YOLO entry point's flags (detect.py's and the kit's), checked before the model loads;
+    returns the run's request.
 
     ``size_flag`` is the repo's image-size flag (``--img-size`` in yolov7, ``--imgsz`` in yolov3);
     its value is ``opt``'s attribute of that name.
     """
-    check_kit_arguments(opt)
+    request = check_kit_arguments(opt)
     check_detector_options(
         img_size=size_of(opt, size_flag),
         conf_thres=opt.conf_thres,
@@ -350,9 +133,10 @@ def check_yolo_arguments(opt: argparse.Namespace, *, size_flag: str) -> None:
     )
     size = size_of(opt, size_flag)
     longest = max([size] if isinstance(size, int) else list(size or [0]))
-    if opt.method == DRISE and longest and opt.drise_cell > longest:
+    cell = request.drise_settings.cell
+    if request.is_drise and longest and cell > longest:
         raise ArgumentError(
-            f"--drise-cell {opt.drise_cell} is larger than the image the model sees ({size_flag} {longest}): "
+            f"--drise-cell {cell} is larger than the image the model sees ({size_flag} {longest}): "
             f"the masks could not cover any image; pass --drise-cell {longest} or less"
         )
     check_output_folder(
@@ -362,6 +146,7 @@ def check_yolo_arguments(opt: argparse.Namespace, *, size_flag: str) -> None:
         resume=opt.resume,
         overwrite=getattr(opt, "overwrite", False),
     )
+    return request
 
 
 def resumed(opt: argparse.Namespace) -> bool:
@@ -401,7 +186,7 @@ def run_yolo(upstream: str, opt: argparse.Namespace, *, checkout: Path, size_fla
     :func:`check_yolo_arguments`). Returns the process exit code.
     """
     setup_logging()
-    check_yolo_arguments(opt, size_flag=size_flag)
+    request = check_yolo_arguments(opt, size_flag=size_flag)
     explainer = load(
         upstream,
         opt.weights,
@@ -417,47 +202,29 @@ def run_yolo(upstream: str, opt: argparse.Namespace, *, checkout: Path, size_fla
         half=opt.half,
     )
     out_dir = run_folder(explainer, Path(opt.project) / opt.name, opt=opt)
-    return explain_sources(explainer, opt=opt, source=opt.source, out_dir=out_dir)
+    return explain_sources(explainer, opt=opt, source=opt.source, out_dir=out_dir, request=request)
 
 
 def explain_sources(
-    explainer: Explainer, *, opt: argparse.Namespace, source: str | Sequence[str], out_dir: Path
+    explainer: Explainer,
+    *,
+    opt: argparse.Namespace,
+    source: str | Sequence[str],
+    out_dir: Path,
+    request: ExplainRequest | None = None,
 ) -> int:
-    """Run ``explainer`` over ``source`` into ``out_dir`` with the kit's flags (``opt``); return the
-    process exit code. ``source`` is a file, folder or glob, or several (detectron2's ``--input``).
+    """Run ``explainer`` over ``source`` into ``out_dir`` with the kit's flags (``opt``), or the
+    ``request`` the entry point made of them when it checked them; return the process exit code.
+    ``source`` is a file, folder or glob, or several (detectron2's ``--input``). With ``--audit``,
+    the run audits itself before it writes ``index.html`` (once).
     """
-    check_kit_arguments(opt)  # the entry point checked them before loading; a caller may not have
-    result = explainer.run(
-        [source] if isinstance(source, str) else list(source),
-        out_dir,
-        method=opt.method,
-        target=opt.target,
-        target_class=getattr(opt, "target_class", None),
-        layers=parse_layers(opt.target_layers),
-        fuse=bool(getattr(opt, "fuse", False)),
-        batch_size=opt.batch_size,
-        labels=getattr(opt, "eval", None),
-        eval_curves=opt.eval_curves,
-        eval_steps=opt.eval_steps,
-        explain_missed=bool(getattr(opt, "explain_missed", False)),
-        resume=resumed(opt),
-        drise=drise_settings(opt) if opt.method == DRISE else None,
-        overwrite=bool(getattr(opt, "overwrite", False)),
-        image_limits=image_limits(opt),
-    )
-    if result.eval_table is not None:
-        print(result.eval_table)
-    if getattr(opt, "audit", False) and distributed.launched().main:  # of the merged run, once
-        try:
-            audit = audit_run(result.out_dir)
-            write_audit(audit)
-            print(audit.format_table())
-        except KitError as error:  # the run itself is done: its exit code stands
-            LOG.error("audit: %s", error)
-        try:  # index.html again, now with the audit's list
-            write_report(result.out_dir)
-        except KitError as error:
-            LOG.error("report: %s", error)
+    request = request or check_kit_arguments(opt)  # the entry point checked them; a caller may not have
+    if resumed(opt) and not request.resume:  # a worker torchrun restarted goes on by itself
+        request = replace(request, resume=True)
+    result = explainer.run([source] if isinstance(source, str) else list(source), out_dir, request)
+    for table in (result.eval_table, result.audit_table):
+        if table is not None:
+            print(table)
     if result.failed:
         LOG.error(
             "%d of %d images failed; see the errors above and in the manifest", result.failed, result.images

@@ -15,6 +15,11 @@ class KitError(Exception):
     """Base class of every error raised on purpose by the kit."""
 
 
+class ArgumentError(KitError, ValueError):
+    """A setting refused before anything is loaded (a flag, a keyword, an option of :func:`kit.load`);
+    the message names it as the caller spelled it, and the fix."""
+
+
 class MethodNotFoundError(KitError, ValueError):
     """A CAM method name that is not in ``kit.methods.cam.METHODS``."""
 

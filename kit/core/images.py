@@ -29,9 +29,8 @@ from typing import Union
 import cv2
 import numpy as np
 
-from kit.core.errors import ImageReadError, SourceNotFoundError
+from kit.core.errors import ArgumentError, ImageReadError, SourceNotFoundError
 from kit.core.files import read_at_most
-from kit.core.options import ArgumentError
 
 # The formats YOLO's loaders accept (yolov7 utils/datasets.py img_formats); OpenCV reads them all.
 IMAGE_SUFFIXES = frozenset({".bmp", ".dng", ".jpeg", ".jpg", ".mpo", ".png", ".tif", ".tiff", ".webp"})

@@ -1,6 +1,8 @@
-"""Checks of the values a run takes, shared by :func:`kit.load`, ``Explainer.explain``/``run`` and
-the entry points' flags: each refuses a bad value before anything is loaded, naming it (as the
-caller calls it: ``img_size`` in Python, ``--img-size`` on a command line) and the fix.
+"""Checks of a detector's own values (sizes, thresholds, the detection cap), shared by the loaders
+of :func:`kit.load` and the entry points' flags: each refuses a bad value before anything is loaded,
+naming it (as the caller calls it: ``img_size`` in Python, ``--img-size`` on a command line) and
+the fix. The run's settings are checked once, in :class:`kit.run.request.ExplainRequest`; these
+stay in the core because the loaders (below the run) use them.
 """
 
 from __future__ import annotations
@@ -8,38 +10,9 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
-from kit.core.errors import KitError
+from kit.core.errors import ArgumentError
 
-
-class ArgumentError(KitError, ValueError):
-    """A command-line value refused before anything is loaded; the message names it and the fix."""
-
-
-def parse_layers(value: str) -> list[str]:
-    """'102, 103,104' -> ['102', '103', '104']; empty or blank -> [] (the adapter's default).
-
-    Refused with the fix: an empty entry ('102,,103', ','), a layer given twice, and a negative
-    index (Python's -1 would be the head itself, not a layer feeding it).
-    """
-    if not value.strip():
-        return []
-    parts = [part.strip() for part in value.split(",")]
-    example = "give comma-separated layer indices or module names such as 102,103,104"
-    if not all(parts):
-        raise ArgumentError(
-            f"--target-layers {value!r} has an empty entry; {example}, or leave the flag out for the default"
-        )
-    for part in parts:
-        if part.startswith("-") and part[1:].isdigit():
-            raise ArgumentError(
-                f"--target-layers: layer {part} is negative; indices count from 0 (a negative index "
-                f"would count back from the head, -1 being the head itself); {example}"
-            )
-    repeated = sorted({part for part in parts if parts.count(part) > 1})
-    if repeated:
-        names = ", ".join(repeated)
-        raise ArgumentError(f"--target-layers {value!r} names {names} more than once; {example}")
-    return parts
+__all__ = ["ArgumentError", "check_detector_options", "check_fraction", "check_max_det", "check_positive"]
 
 
 def check_positive(flag: str, value: int, *, what: str = "pixels") -> int:

@@ -31,8 +31,7 @@ from types import FrameType
 from typing import Any, TypeVar
 
 from kit.core.display import shown
-from kit.core.errors import KitError
-from kit.core.options import ArgumentError
+from kit.core.errors import ArgumentError, KitError
 
 LOG = logging.getLogger("kit")
 T = TypeVar("T")
@@ -169,7 +168,8 @@ _joined: Group | None = None
 
 
 def check_wait(minutes: float, *, flag: str = "--dist-timeout") -> float:
-    """How long joining the group may take, in minutes: more than 0, finite, at most a week."""
+    """How long joining the group may take, in minutes: more than 0, finite, at most a week
+    (checked where the run's settings are, :class:`kit.run.request.ExplainRequest`)."""
     if not (isinstance(minutes, (int, float)) and math.isfinite(minutes) and 0 < minutes <= MAX_WAIT_MINUTES):
         raise ArgumentError(
             f"{flag} must be a number of minutes above 0 and at most {MAX_WAIT_MINUTES:g}, got {minutes!r}; "
@@ -199,9 +199,10 @@ def join(*, cuda: Callable[[], bool], wait_minutes: float = DEFAULT_WAIT_MINUTES
     ``cuda()``: whether the model runs on a CUDA device (backend nccl; that device is made current), else
     gloo with ``cores // local processes`` torch threads. Joining waits at most ``wait_minutes`` for
     the other processes (:class:`Rendezvous`: it says what it waits for, and stops with a
-    DistributedError); Ctrl-C stops the wait at once. SIGTERM, which torchrun sends the other ranks
-    when one dies or is interrupted, becomes a KeyboardInterrupt, so that each rank keeps what it
-    finished and rank 0 indexes it as an interrupted run. A plain process joins nothing.
+    DistributedError; the request checked the value, :func:`check_wait`); Ctrl-C stops the wait at
+    once. SIGTERM, which torchrun sends the other ranks when one dies or is interrupted, becomes a
+    KeyboardInterrupt, so that each rank keeps what it finished and rank 0 indexes it as an
+    interrupted run. A plain process joins nothing.
     """
     global _joined
     group = launched()
@@ -214,7 +215,6 @@ def join(*, cuda: Callable[[], bool], wait_minutes: float = DEFAULT_WAIT_MINUTES
 
     if not dist.is_available():
         raise DistributedError("this torch build has no torch.distributed; run without torchrun")
-    check_wait(wait_minutes, flag="wait_minutes")
     timeout = collective_timeout()
     on_cuda = cuda()
     backend = "nccl" if on_cuda else "gloo"

@@ -33,6 +33,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "api": {"core", "methods", "adapters", "upstreams", "rundir", "evaluation", "run", "report"},
     "cli": {"core", "methods", "adapters", "upstreams", "rundir", "evaluation", "run", "report", "api"},
     "__init__": {"core", "api"},
+    "__main__": {"cli"},  # python -m kit <command>: the command line's table of commands
 }
 # Imports that run against MAY_IMPORT today, each to be removed; the list only shrinks.
 KNOWN_UPWARD: dict[str, set[str]] = {"core/engine.py": {"methods"}}

@@ -22,6 +22,7 @@ from tests.conftest import toy_explainer as toy
 def test_the_public_names_are_listed_and_import_on_first_use() -> None:
     assert sorted(kit.__all__) == [
         "DetectionResult",
+        "ExplainRequest",
         "Explainer",
         "ImageResult",
         "KitError",

@@ -21,6 +21,7 @@ from kit.cli import main as cli
 from kit.core import errors, options
 from kit.core.contract import Capabilities
 from kit.core.errors import CheckpointError, KitError
+from kit.run import request
 from kit.upstreams import checkpoints
 from kit.upstreams.loaders import Loaded, half_precision
 from tests.conftest import picture, toy_explainer
@@ -52,7 +53,7 @@ def test_half_converts_the_model_on_cuda() -> None:
     ],
 )
 def test_parse_layers_accepts_indices_and_names(value: str, expected: list[str]) -> None:
-    assert options.parse_layers(value) == expected
+    assert request.parse_layers(value) == expected
 
 
 @pytest.mark.parametrize(
@@ -69,7 +70,7 @@ def test_parse_layers_accepts_indices_and_names(value: str, expected: list[str])
 )
 def test_parse_layers_refuses_empty_negative_and_repeated(value: str, message: str) -> None:
     with pytest.raises(options.ArgumentError, match=message):
-        options.parse_layers(value)
+        request.parse_layers(value)
 
 
 def test_sizes_thresholds_and_max_det() -> None:

@@ -445,7 +445,8 @@ def test_density_puts_the_energy_beside_the_boxs_share_of_the_image(tmp_path: Pa
 
 
 @pytest.mark.parametrize(
-    ("target", "module"), [("audit", "kit.evaluation.audit"), ("report", "kit.report.page")]
+    ("target", "module"),
+    [("audit", "kit audit"), ("report", "kit report")],  # python -m kit <command>
 )
 def test_make_audit_and_report_pass_the_run_folder_verbatim(target: str, module: str, tmp_path: Path) -> None:
     """make audit|report RUN=...: the folder's name reaches the module as one argument, spaces, $
@@ -464,7 +465,7 @@ def test_make_audit_and_report_pass_the_run_folder_verbatim(target: str, module:
         text=True,
         check=True,
     )
-    assert json.loads(done.stdout) == ["-m", module, run, *args]
+    assert json.loads(done.stdout) == ["-m", *module.split(), run, *args]
     assert not (tmp_path / "pwned").exists()
     refused = subprocess.run(make, cwd=tmp_path, capture_output=True, text=True)
     assert refused.returncode != 0 and f"make {target} needs RUN=<run folder>" in refused.stderr
