@@ -26,13 +26,14 @@ from kit.evaluation.evaluate import DEFAULT_CURVES, DEFAULT_STEPS, Evaluator, ad
 from kit.evaluation.labels import load_labels
 from kit.evaluation.missed import MissedFinder
 from kit.evaluation.missed import check_request as check_missed_request
-from kit.methods import drise as _drise
-from kit.methods.cam import CamMethod, get_method
-from kit.methods.drise import DRise, DRiseSettings
+from kit.methods.base import API_NAMES as _API_NAMES
+from kit.methods.base import Method, Request
+from kit.methods.drise import DRiseSettings
+from kit.methods.registry import get_method
 from kit.report.page import write_report
 from kit.run import distributed
 from kit.run.progress import Progress
-from kit.run.runner import Source, explain_images, run, source_path
+from kit.run.runner import RunSettings, Source, explain_images, run, source_path
 from kit.rundir import journal
 from kit.rundir.writer import RunWriter, check_not_foreign, check_run_folder, is_complete, plan_stems, stem_of
 from kit.upstreams.loaders import Loaded, find_checkout, use_checkout
@@ -179,7 +180,7 @@ class Explainer:
 
         source: an image file, a folder, a glob, or a list of them, or BGR uint8 (H, W, 3) arrays
             (named ``array0``, ``array1``, ... by position).
-        method: a CAM method (``kit.methods.cam.METHODS``: gradcam, gradcampp, layercam, ...), or
+        method: a name in ``kit.methods.registry.METHODS``: a CAM method (gradcam, gradcampp, ...), or
             ``"drise"``: D-RISE (:mod:`kit.methods.drise`), black-box, by random masks; its one layer is
             ``"image"``, and ``target``, ``target_class``, ``layers`` and ``fuse`` do not apply.
         target: the score each map explains: ``class-logit``, ``class-prob``, ``score`` (the
@@ -210,16 +211,8 @@ class Explainer:
             fuse=fuse,
             drise=drise,
         )
-        results = explain_images(
-            self.adapter,
-            sources=plan.sources,
-            layers=plan.layers,
-            target=plan.target,
-            method=plan.method,
-            batch_size=batch_size,
-            fuse=fuse,
-            limits=_checked_limits(image_limits),
-        )
+        settings = plan.settings(batch_size=batch_size, fuse=fuse, limits=_checked_limits(image_limits))
+        results = explain_images(self.adapter, sources=plan.sources, settings=settings)
         return [result for _, result in results]
 
     def run(
@@ -285,7 +278,7 @@ class Explainer:
         limits = _checked_limits(image_limits)
         evaluator = None
         if explain_missed:
-            check_missed_request(labels=labels, target_class=target_class, method=plan.method.name)
+            check_missed_request(labels=labels, target_class=target_class, method=plan.method)
         if explain_missed and self.adapter.capabilities.candidates is None:
             raise ArgumentError(
                 f"{self.upstream}'s adapter does not list its candidates; it cannot explain_missed"
@@ -323,7 +316,7 @@ class Explainer:
                 upstream=self.upstream,
                 weights=self.weights,
                 method=plan.method.name,
-                target=_drise.TARGET if isinstance(plan.method, DRise) else plan.target.name,
+                target=plan.method.recorded_target(plan.target),
                 layers=plan.layers,
                 extra={
                     **self.settings,
@@ -332,7 +325,7 @@ class Explainer:
                     "explain_missed": explain_missed,
                     "fuse": fuse,
                     "batch_size": batch_size,
-                    **({"drise": plan.method.settings.record()} if isinstance(plan.method, DRise) else {}),
+                    **plan.method.record(),
                 },
                 owner=owner,
                 resume=resume,
@@ -377,16 +370,10 @@ class Explainer:
                     self.adapter,
                     sources=[plan.sources[i] for i in mine],
                     writer=run_writer,
-                    layers=plan.layers,
-                    target=plan.target,
-                    method=plan.method,
-                    batch_size=batch_size,
-                    fuse=fuse,
+                    settings=plan.settings(batch_size=batch_size, fuse=fuse, limits=limits, finder=finder),
                     on_image=None if evaluator is None else evaluate,
                     indices=mine,
                     log_level=logging.DEBUG if group.active else logging.INFO,
-                    finder=finder,
-                    limits=limits,
                 )
                 run_writer.close_part()
                 distributed.barrier(group)  # every rank's records are on disk
@@ -427,22 +414,24 @@ class Explainer:
     ) -> _Plan:
         """Everything checked before any image is read: method, target, layers, batch size, sources."""
         check_positive("batch_size", batch_size, what="images")
-        if method == _drise.NAME:
-            given = parse_layers(layers) if isinstance(layers, str) else [str(la) for la in layers or []]
-            _drise.check_request(
-                layers=given, fuse=fuse, target=target, target_class=target_class, names=_API_NAMES
-            )
-            return _Plan(
-                method=DRise((drise or DRiseSettings()).checked()),
-                target=get_target("class-logit"),  # not used: D-RISE compares whole detections
-                layers=[_drise.LAYER],
-                sources=list_images(source),
-            )
-        if drise is not None:
+        explainer = get_method(method)
+        if drise is not None and explainer.settings_type is None:
             raise ArgumentError(
                 f"drise= holds D-RISE's settings; it goes with method='drise', not {method!r}"
             )
+        explainer = explainer.configured(drise)
         chosen = parse_layers(layers) if isinstance(layers, str) else [str(la) for la in layers or []]
+        explainer.check_request(
+            Request(layers=chosen, fuse=fuse, target=target, target_class=target_class, names=_API_NAMES)
+        )
+        own = explainer.layers(chosen)
+        if own is not None:  # a method that explains its own "layers" (D-RISE: the image)
+            return _Plan(
+                method=explainer,
+                target=get_target("class-logit"),  # not used: the method explains whole detections
+                layers=own,
+                sources=list_images(source),
+            )
         if len(set(chosen)) != len(chosen):
             raise ArgumentError(f"layers {chosen} name a layer more than once; give each layer once")
         chosen = chosen or self.adapter.default_layers()
@@ -455,7 +444,7 @@ class Explainer:
         if target_class is not None:
             chosen_target = choose_class(chosen_target, target_class, self.adapter.names)
         return _Plan(
-            method=get_method(method),
+            method=explainer,
             target=chosen_target,
             layers=chosen,
             sources=list_images(source),
@@ -568,16 +557,26 @@ def git_commit(folder: Path | None) -> str | None:
     return sha if result.returncode == 0 and len(sha) == 40 else None
 
 
-# What the facade's callers call the arguments D-RISE refuses (kit.methods.drise.check_request).
-_API_NAMES = {"layers": "layers", "fuse": "fuse=True", "target": "target", "target_class": "target_class"}
-
-
 @dataclass(frozen=True)
 class _Plan:
-    method: CamMethod | DRise
+    method: Method
     target: Target
     layers: list[str]
     sources: list[Source]
+
+    def settings(
+        self, *, batch_size: int, fuse: bool, limits: ImageLimits, finder: MissedFinder | None = None
+    ) -> RunSettings:
+        """What the run loop explains each image with."""
+        return RunSettings(
+            layers=self.layers,
+            target=self.target,
+            method=self.method,
+            batch_size=batch_size,
+            fuse=fuse,
+            finder=finder,
+            limits=limits,
+        )
 
 
 def _checked_limits(limits: object) -> ImageLimits:

@@ -32,9 +32,9 @@ from kit.core.targets import CLASS_TARGETS, TARGETS
 from kit.evaluation.audit import audit_run, write_audit
 from kit.evaluation.evaluate import DEFAULT_CURVES, DEFAULT_STEPS
 from kit.evaluation.missed import check_request as check_missed_request
-from kit.methods.cam import METHODS
-from kit.methods.drise import NAME as DRISE
-from kit.methods.drise import DRiseSettings, check_request
+from kit.methods.base import Method, Request
+from kit.methods.drise import DRiseSettings
+from kit.methods.registry import METHODS, get_method
 from kit.report.page import write_report
 from kit.run import distributed
 from kit.rundir.writer import (
@@ -62,7 +62,7 @@ def add_kit_arguments(parser: argparse.ArgumentParser, *, default_method: str = 
     group.add_argument(
         "--method",
         default=default_method,
-        choices=sorted([*METHODS, DRISE]),
+        choices=sorted(METHODS),
         help="CAM method, or drise: D-RISE, black-box, by random masks (--drise-*; its one layer is 'image')",
     )
     group.add_argument(
@@ -280,19 +280,20 @@ def check_kit_arguments(opt: argparse.Namespace) -> None:
         check_missed_request(
             labels=getattr(opt, "eval", None),
             target_class=getattr(opt, "target_class", None),
-            method=opt.method,
+            method=get_method(opt.method),
             names=MISSED_NAMES,
         )
-    drise_settings(opt)
+    method = chosen_method(opt)
     image_limits(opt)
-    if opt.method == DRISE:
-        check_request(
+    method.check_request(
+        Request(
             layers=parse_layers(opt.target_layers),
             fuse=bool(getattr(opt, "fuse", False)),
             target=opt.target,
             target_class=getattr(opt, "target_class", None),
             names=CLI_NAMES,
         )
+    )
 
 
 # The flags --explain-missed is checked against, as kit.evaluation.missed.check_request names them.
@@ -302,7 +303,7 @@ MISSED_NAMES = {
     "target_class": "--target-class",
     "method": "--method",
 }
-# The flags D-RISE refuses, as kit.methods.drise.check_request names them.
+# The flags a method may refuse, as kit.methods.base.Method.check_request names them.
 CLI_NAMES = {
     "layers": "--target-layers",
     "fuse": "--fuse",
@@ -318,6 +319,18 @@ def drise_settings(opt: argparse.Namespace) -> DRiseSettings:
     return DRiseSettings(
         **{f: getattr(opt, f"drise_{f}", getattr(defaults, f)) for f in DRISE_FLAGS}
     ).checked(DRISE_FLAGS)
+
+
+def method_settings(opt: argparse.Namespace) -> DRiseSettings | None:
+    """The chosen method's settings from its flags (D-RISE's ``--drise-*``, checked whatever the
+    method); None for a method that takes none."""
+    settings = drise_settings(opt)
+    return settings if get_method(opt.method).settings_type is DRiseSettings else None
+
+
+def chosen_method(opt: argparse.Namespace) -> Method:
+    """``--method`` with its settings (an unknown name or a bad setting: an error naming it)."""
+    return get_method(opt.method).configured(method_settings(opt))
 
 
 def image_limits(opt: argparse.Namespace) -> ImageLimits:
@@ -355,11 +368,7 @@ def check_yolo_arguments(opt: argparse.Namespace, *, size_flag: str) -> None:
     )
     size = size_of(opt, size_flag)
     longest = max([size] if isinstance(size, int) else list(size or [0]))
-    if opt.method == DRISE and longest and opt.drise_cell > longest:
-        raise ArgumentError(
-            f"--drise-cell {opt.drise_cell} is larger than the image the model sees ({size_flag} {longest}): "
-            f"the masks could not cover any image; pass --drise-cell {longest} or less"
-        )
+    chosen_method(opt).check_input_side(longest, names={**DRISE_FLAGS, "size": size_flag})
     check_output_folder(
         Path(opt.project) / opt.name,
         flag="--project",
@@ -446,7 +455,7 @@ def explain_sources(
         eval_steps=opt.eval_steps,
         explain_missed=bool(getattr(opt, "explain_missed", False)),
         resume=resumed(opt),
-        drise=drise_settings(opt) if opt.method == DRISE else None,
+        drise=method_settings(opt),
         overwrite=bool(getattr(opt, "overwrite", False)),
         image_limits=image_limits(opt),
     )

@@ -71,9 +71,9 @@ from kit.evaluation.evaluate import (
 )
 from kit.evaluation.labels import Labels, load_labels
 from kit.evaluation.metrics import rank_correlation
-from kit.methods.cam import CamMethod
+from kit.methods.cam import CamMethod, explain_batch
 from kit.methods.drise import DRise, DRiseSettings
-from kit.run.runner import explain_batch, to_image_result
+from kit.run.runner import to_image_result
 from scripts.demo import shapes
 from scripts.upstream.config import REPO_ROOT, checkout_path, load_project
 
@@ -249,7 +249,7 @@ def measure(
     samples: list[Sample] = []
     for index, path in enumerate(paths):
         image = read_image(path)
-        explanation, (letterbox,), _ = explain_batch(
+        explanation, (letterbox,) = explain_batch(
             adapter, [image], layers=modules, target=target, methods=methods
         )
         images.append(image)
@@ -300,7 +300,7 @@ def drise_agreement(
         matches = evaluator.score_image(path, image, result)
         if not matches:
             continue
-        explanation, (letterbox,), _ = explain_batch(
+        explanation, (letterbox,) = explain_batch(
             adapter, [image], layers=modules, target=target, methods=methods
         )
         assert [d.row for d in explanation.detections] == [
@@ -443,7 +443,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from kit.adapters.yolo import YoloFunctions
     from kit.core.targets import get_target
-    from kit.methods.cam import METHODS, get_method
+    from kit.methods.cam import CAM_METHODS, get_cam_method
     from kit.rundir.writer import increment_path
     from kit.upstreams.demo import demo_weights
     from scripts.demo.train import load_demo_model
@@ -463,7 +463,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         adapter.names = list(demo.names)
         return adapter
 
-    methods = [get_method(n.strip()) for n in args.methods.split(",") if n.strip()] or list(METHODS.values())
+    methods = [get_cam_method(n.strip()) for n in args.methods.split(",") if n.strip()] or list(
+        CAM_METHODS.values()
+    )
     layer_sets = parse_layer_sets(args.layer_sets)
     target = get_target("class-logit")
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
@@ -549,7 +551,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 labels=labels,
                 layer_sets={first_set: layer_sets[first_set]},
                 target=get_target(name),
-                methods=[get_method(m) for m in chosen],
+                methods=[get_cam_method(m) for m in chosen],
                 curves=args.curves,
                 steps=args.steps,
                 batch_size=args.batch_size,

@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 from kit.core.targets import get_target
-from kit.methods.cam import get_method
-from kit.run.runner import explain_batch, to_image_result
+from kit.methods.cam import explain_batch, get_cam_method
+from kit.run.runner import to_image_result
 from scripts.eval import faithfulness as evaluation
 from tests.conftest import ToyAdapter
 
@@ -98,9 +98,9 @@ def test_randomized_maps_are_compared_with_the_trained_ones() -> None:
     adapter = ToyAdapter()
     image = np.random.default_rng(1).integers(0, 255, size=(24, 32, 3), dtype=np.uint8)
     modules = adapter.resolve_layers(["feat"])
-    methods = [get_method("gradcam")]
+    methods = [get_cam_method("gradcam")]
     target = get_target("class-logit")
-    explanation, (letterbox,), _ = explain_batch(
+    explanation, (letterbox,) = explain_batch(
         adapter, [image], layers=modules, target=target, methods=methods
     )
     result = to_image_result(
