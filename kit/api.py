@@ -25,14 +25,12 @@ from kit.evaluation.audit import audit_run, write_audit
 from kit.evaluation.evaluate import Evaluator, adapter_detector
 from kit.evaluation.labels import load_labels
 from kit.evaluation.missed import MissedFinder
-from kit.methods import drise as _drise
-from kit.methods.cam import CamMethod, get_method
-from kit.methods.drise import DRise
+from kit.methods.base import Method
 from kit.report.page import write_report
 from kit.run import distributed
 from kit.run.progress import Progress
 from kit.run.request import EXPLAIN_KEYWORDS, ExplainRequest
-from kit.run.runner import Source, explain_images, run, source_path
+from kit.run.runner import LoopSettings, Source, explain_images, run, source_path
 from kit.rundir import journal
 from kit.rundir.naming import check_run_folder, plan_stems
 from kit.rundir.reader import is_complete, stem_of
@@ -189,16 +187,7 @@ class Explainer:
         """
         request = _request_of(request, settings, allowed=EXPLAIN_KEYWORDS)
         plan = self._plan(source, request)
-        results = explain_images(
-            self.adapter,
-            sources=plan.sources,
-            layers=plan.layers,
-            target=plan.target,
-            method=plan.method,
-            batch_size=request.batch_size,
-            fuse=request.fuse,
-            limits=request.image_limits,
-        )
+        results = explain_images(self.adapter, sources=plan.sources, settings=plan.settings(request))
         return [result for _, result in results]
 
     def run(
@@ -247,7 +236,7 @@ class Explainer:
         evaluator = self._evaluator(request, plan)
         finder = None
         if request.explain_missed and evaluator is not None:
-            finder = MissedFinder(evaluator.labels, candidates)
+            finder = MissedFinder(evaluator.labels, candidates, iou=evaluator.iou)
         group = distributed.join(cuda=lambda: self.on_cuda, wait_minutes=request.dist_timeout)
         out = Path(out_dir)
         resume = request.resume or (distributed.restarted() and (out / MANIFEST_NAME).is_file())
@@ -272,11 +261,13 @@ class Explainer:
     def _plan(self, source: Sources, request: ExplainRequest) -> _Plan:
         """The request met with this model, before any image is read: its layers resolved, the
         target read for the chosen class, the sources listed."""
-        if request.is_drise:
+        method = request.configured_method()
+        own = method.layers(request.layer_list)
+        if own is not None:  # a method that explains its own "layers" (D-RISE: the image)
             return _Plan(
-                method=DRise(request.drise_settings),
-                target=get_target("class-logit"),  # not used: D-RISE compares whole detections
-                layers=[_drise.LAYER],
+                method=method,
+                target=get_target("class-logit"),  # not used: the method explains whole detections
+                layers=own,
                 sources=list_images(source),
             )
         chosen = request.layer_list or self.adapter.default_layers()
@@ -291,7 +282,7 @@ class Explainer:
         if request.target_class is not None:
             chosen_target = choose_class(chosen_target, request.target_class, self.adapter.names)
         return _Plan(
-            method=get_method(request.method),
+            method=method,
             target=chosen_target,
             layers=chosen,
             sources=list_images(source),
@@ -337,7 +328,7 @@ class _FolderRun:
             upstream=explainer.upstream,
             weights=explainer.weights,
             method=plan.method.name,
-            target=_drise.TARGET if isinstance(plan.method, DRise) else plan.target.name,
+            target=plan.method.recorded_target(plan.target),
             layers=plan.layers,
             extra={
                 **explainer.settings,
@@ -346,7 +337,7 @@ class _FolderRun:
                 "explain_missed": request.explain_missed,
                 "fuse": request.fuse,
                 "batch_size": request.batch_size,
-                **({"drise": plan.method.settings.record()} if isinstance(plan.method, DRise) else {}),
+                **plan.method.record(),
             },
             eval_key=request.eval_key,
         )
@@ -396,16 +387,10 @@ class _FolderRun:
                     self.explainer.adapter,
                     sources=[self.plan.sources[i] for i in mine],
                     writer=run_writer,
-                    layers=self.plan.layers,
-                    target=self.plan.target,
-                    method=self.plan.method,
-                    batch_size=self.request.batch_size,
-                    fuse=self.request.fuse,
+                    settings=self.plan.settings(self.request, finder=finder),
                     on_image=None if evaluator is None else evaluator.measure,
                     indices=mine,
                     log_level=logging.DEBUG if group.active else logging.INFO,
-                    finder=finder,
-                    limits=self.request.image_limits,
                 )
                 run_writer.close_part()
                 distributed.barrier(group)  # every rank's records are on disk
@@ -561,10 +546,22 @@ def git_commit(folder: Path | None) -> str | None:
 
 @dataclass(frozen=True)
 class _Plan:
-    method: CamMethod | DRise
+    method: Method
     target: Target
     layers: list[str]
     sources: list[Source]
+
+    def settings(self, request: ExplainRequest, *, finder: MissedFinder | None = None) -> LoopSettings:
+        """What the run loop explains each image with."""
+        return LoopSettings(
+            layers=self.layers,
+            target=self.target,
+            method=self.method,
+            batch_size=request.batch_size,
+            fuse=request.fuse,
+            finder=finder,
+            limits=request.image_limits,
+        )
 
 
 def list_images(source: Sources) -> list[Source]:

@@ -16,9 +16,8 @@ from typing import Any
 from kit.core.images import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, ImageLimits
 from kit.core.targets import TARGETS
 from kit.evaluation.evaluate import DEFAULT_CURVES, DEFAULT_STEPS
-from kit.methods.cam import METHODS
-from kit.methods.drise import NAME as DRISE
 from kit.methods.drise import DRiseSettings
+from kit.methods.registry import METHODS
 from kit.run.distributed import DEFAULT_WAIT_MINUTES
 from kit.run.request import ExplainRequest
 
@@ -51,7 +50,7 @@ FLAGS: tuple[Flag, ...] = (
         "method",
         "CAM method, or drise: D-RISE, black-box, by random masks (--drise-*; its one layer is 'image')",
         default="gradcam",
-        choices=sorted([*METHODS, DRISE]),
+        choices=sorted(METHODS),
     ),
     Flag(
         "--target",

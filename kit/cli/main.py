@@ -133,12 +133,7 @@ def check_yolo_arguments(opt: argparse.Namespace, *, size_flag: str) -> ExplainR
     )
     size = size_of(opt, size_flag)
     longest = max([size] if isinstance(size, int) else list(size or [0]))
-    cell = request.drise_settings.cell
-    if request.is_drise and longest and cell > longest:
-        raise ArgumentError(
-            f"--drise-cell {cell} is larger than the image the model sees ({size_flag} {longest}): "
-            f"the masks could not cover any image; pass --drise-cell {longest} or less"
-        )
+    request.configured_method().check_input_side(longest, names={"cell": "--drise-cell", "size": size_flag})
     check_output_folder(
         Path(opt.project) / opt.name,
         flag="--project",

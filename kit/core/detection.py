@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 
 
 @dataclass(frozen=True)
@@ -11,7 +12,8 @@ class Detection:
 
     ``row`` is the index in the model output that produced it (YOLO: the anchor row of the
     inference tensor; Faster R-CNN: the proposal; RetinaNet: the anchor within ``level``),
-    so a target can read exactly that row's score.
+    so a target can read exactly that row's score. ``row`` and ``level`` are its origin: where
+    in the detector's output it, or a pre-NMS candidate, is found again.
     """
 
     image_index: int
@@ -20,3 +22,25 @@ class Detection:
     score: float
     row: int
     level: int | None = None
+
+    @property
+    def origin(self) -> tuple[int, int | None]:
+        """Where the detector made it: its output row (proposal, anchor) and head level."""
+        return (self.row, self.level)
+
+
+class MissedReason(str, Enum):
+    """Why a ground-truth object got no kept detection (``--explain-missed``); the value is what the
+    manifest records."""
+
+    BELOW_THRESHOLD = "below_threshold"  # its candidate scores no class at the detector's threshold
+    SUPPRESSED = "suppressed"  # it does, for the object's class, but NMS (or the cap) dropped it
+    OTHER_CLASS = "other_class"  # another class scores higher, at the threshold
+    MISLOCALIZED = "mislocalized"  # a kept detection of its class overlaps it, too little
+    NO_CANDIDATE = "no_candidate"  # no candidate overlaps it at all
+
+    def __str__(self) -> str:  # the value, as json.dumps writes it (not "MissedReason.SUPPRESSED")
+        return str(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self.value), spec)

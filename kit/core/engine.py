@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -35,9 +35,38 @@ from kit.core.contract import Capabilities, ScoreRoute
 from kit.core.detection import Detection
 from kit.core.errors import KitError
 from kit.core.targets import DetectorOutput, Target, parts_of
-from kit.methods.cam import CamMethod
 
 NO_CAPABILITIES = Capabilities()  # the general backward only
+
+
+class MapMethod(Protocol):
+    """What the engine asks of a gradient method: ``(activations, gradients) -> maps``, (N,C,H,W) ->
+    (N,H,W) float32 (the CAM family of :mod:`kit.methods.cam` is one). The engine gives each method the
+    activations and gradients it found; the method combines them."""
+
+    @property
+    def name(self) -> str:
+        """The key of its maps in :attr:`Explanation.cams`."""
+        ...
+
+    @property
+    def uses_gradients(self) -> bool:
+        """False for a method whose map ignores the gradients (EigenCAM): computed for every row."""
+        ...
+
+    def __call__(self, activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor: ...
+
+
+@dataclass(frozen=True)
+class Chunks:
+    """How many detections share one chunk of backward passes: at most ``size``, and where the layers
+    are large, as many as keep one gradient per detection and layer within ``mb`` megabytes."""
+
+    size: int = 32
+    mb: float = 256.0
+
+
+DEFAULT_CHUNKS = Chunks()
 
 
 class LayerOutputError(KitError, TypeError):
@@ -184,7 +213,7 @@ def _store_maps(
     grad: torch.Tensor | None,
     rows: torch.Tensor,
     images: torch.Tensor,
-    methods: Sequence[CamMethod],
+    methods: Sequence[MapMethod],
 ) -> None:
     """Maps of detections ``rows`` at one activation from their gradients ``grad`` (row-aligned).
 
@@ -291,59 +320,79 @@ def _unit(maps: torch.Tensor) -> torch.Tensor:
     return torch.where((high > low)[:, None, None], scaled, torch.zeros_like(maps))
 
 
-def _explain_target(
-    explanation: Explanation,
+@dataclass(frozen=True)
+class _Pass:
+    """One forward pass as each part of a target is explained from it: its output, the hooked
+    activations (``store``; ``repeated``: every run of a layer that runs once per head level), the
+    layers that run once (``names``), the methods, the adapter's capabilities and the chunk size."""
+
+    output: DetectorOutput
+    store: Mapping[str, torch.Tensor]
+    names: Sequence[str]
+    repeated: Mapping[str, list[torch.Tensor]]
+    methods: Sequence[MapMethod]
+    capabilities: Capabilities
+    chunk_size: int
+    device: torch.device
+
+
+def _chunk_gradients(
+    one: _Pass,
     target: Target,
-    output: DetectorOutput,
-    store: Mapping[str, torch.Tensor],
-    names: Sequence[str],
-    repeated: Mapping[str, list[torch.Tensor]],
-    methods: Sequence[CamMethod],
-    capabilities: Capabilities,
-    chunk_size: int,
-    device: torch.device,
-) -> None:
+    chunk: list[Detection],
+    scores: Callable[[], torch.Tensor],
+    picks: torch.Tensor,
+) -> dict[str, torch.Tensor | None]:
+    """A chunk's gradients at every layer that runs once: local where the adapter answers, routed
+    where its score route does, else the general backward from ``scores()`` (computed once, lazily)."""
+    local_gradients, score_route = one.capabilities.local_gradients, one.capabilities.score_route
+    grads: dict[str, torch.Tensor | None] = {}
+    local: dict[str, torch.Tensor] = {}
+    if local_gradients is not None:
+        local = local_gradients(one.output, {name: one.store[name] for name in one.names}, chunk, target)
+        grads.update({name: g for name, g in local.items() if name in one.names})
+    general = [name for name in one.names if name not in grads]
+    if general and score_route is not None:
+        activations = [one.store[g] for g in general]
+        routed = _routed_gradients(score_route, one.output, one.store, activations, chunk, target, local)
+        if routed is not None:
+            grads.update(zip(general, routed))
+            general = []
+    if general:
+        found = _gradients(scores(), [one.store[name] for name in general], picks)
+        grads.update(zip(general, found))
+    return grads
+
+
+def _explain_target(explanation: Explanation, target: Target, one: _Pass) -> None:
     """Every detection's maps for one target into ``explanation``, chunk by chunk."""
-    local_gradients, score_route = capabilities.local_gradients, capabilities.score_route
     detections = explanation.detections
-    n = len(detections)
-    scores: torch.Tensor | None = None
+    device = one.device
+    computed: list[torch.Tensor] = []
+
+    def scores() -> torch.Tensor:  # the general backward's scores, computed once
+        if not computed:
+            computed.append(target(one.output, detections))
+        return computed[0]
+
     image_of = torch.tensor([d.image_index for d in detections], device=device)
     # chunks take the images in turn, so a chunk's backward passes each serve many images
     order = torch.tensor(
         [k for members in _rounds([d.image_index for d in detections]) for k in members], device=device
     )
-    for start in range(0, n, chunk_size):
-        idx = order[start : start + chunk_size]
+    for start in range(0, len(detections), one.chunk_size):
+        idx = order[start : start + one.chunk_size]
         chunk = [detections[k] for k in idx.tolist()]
         picks = torch.stack([idx, image_of[idx]], dim=1)
-        grads: dict[str, torch.Tensor | None] = {}
-        local: dict[str, torch.Tensor] = {}
-        if local_gradients is not None:
-            local = local_gradients(output, {name: store[name] for name in names}, chunk, target)
-            grads.update({name: g for name, g in local.items() if name in names})
-        general = [name for name in names if name not in grads]
-        if general and score_route is not None:
-            activations = [store[g] for g in general]
-            routed = _routed_gradients(score_route, output, store, activations, chunk, target, local)
-            if routed is not None:
-                grads.update(zip(general, routed))
-                general = []
-        if general or repeated:
-            scores = target(output, detections) if scores is None else scores
-        if general:
-            assert scores is not None
-            found = _gradients(scores, [store[name] for name in general], picks)
-            grads.update(zip(general, found))
-        for name in names:
-            _store_maps(explanation, name, store[name], grads[name], idx, image_of[idx], methods)
-        for name, runs in repeated.items():
-            assert scores is not None
+        grads = _chunk_gradients(one, target, chunk, scores, picks)
+        for name in one.names:
+            _store_maps(explanation, name, one.store[name], grads[name], idx, image_of[idx], one.methods)
+        for name, runs in one.repeated.items():
             # each detection at its own level's run of the layer
             for level in sorted({d.level for d in chunk if d.level is not None}):
                 rows = torch.tensor([j for j, d in enumerate(chunk) if d.level == level], device=device)
-                (grad,) = _gradients(scores, [runs[level]], picks[rows])
-                _store_maps(explanation, name, runs[level], grad, idx[rows], image_of[idx][rows], methods)
+                (grad,) = _gradients(scores(), [runs[level]], picks[rows])
+                _store_maps(explanation, name, runs[level], grad, idx[rows], image_of[idx][rows], one.methods)
 
 
 def explain(
@@ -352,25 +401,25 @@ def explain(
     detect: Callable[[Any], list[Detection]],
     layers: Mapping[str, nn.Module],
     target: Target,
-    methods: Sequence[CamMethod],
+    methods: Sequence[MapMethod],
     model: nn.Module | None = None,
-    chunk_size: int = 32,
     capabilities: Capabilities = NO_CAPABILITIES,
-    chunk_mb: float = 256.0,
+    chunks: Chunks = DEFAULT_CHUNKS,
 ) -> Explanation:
     """Explain every detection of one forward pass at every layer with every method.
 
     ``forward`` runs the model on the prepared batch; ``detect`` turns its output into kept
     detections (NMS, under no_grad, on detached values); ``target`` maps output and
-    detections to one differentiable score each. ``model`` (optional) has its parameters
+    detections to one differentiable score each; each of ``methods`` combines a layer's activations
+    and gradients into maps (:class:`MapMethod`). ``model`` (optional) has its parameters
     frozen for the call. ``capabilities`` (the adapter's): ``local_gradients`` gives the exact
     gradients of a chunk of detections at the layers it answers without a backward through
     the whole head; ``score_route`` lets the other layers start their backward at the head's
     inputs (see :class:`ScoreRoute`). Layers neither answers take the general path: a
     backward from each detection's score.
 
-    A chunk holds at most ``chunk_size`` detections and, where the layers are large, as many
-    as keep one gradient per detection and layer within ``chunk_mb`` (Faster R-CNN's stride-4
+    A chunk holds at most ``chunks.size`` detections and, where the layers are large, as many
+    as keep one gradient per detection and layer within ``chunks.mb`` (Faster R-CNN's stride-4
     FPN map is ~30 MB per detection; Grad-CAM++ holds a few such stacks at once).
 
     With ``capabilities.per_level_layers``, a layer that runs once per head level (a head shared
@@ -378,76 +427,137 @@ def explain(
     detection's ``level``; its maps are resized to the largest call's resolution so one layer
     keeps one (n, h, w) stack. Without it, a layer that runs more than once is refused.
     """
-    if not layers:
-        raise KitError("no target layers given; pass --target-layers or use the adapter's default")
-    score_route = capabilities.score_route
-    hooked = dict(layers)
-    if score_route is not None:
-        hooked.update({name: m for name, m in score_route.layers.items() if name not in hooked})
     calls: dict[str, list[torch.Tensor]] = {}
+    hooked = _hooked_layers(layers, capabilities)
     with frozen_parameters(model), hooked_activations(hooked, calls=calls) as store, torch.enable_grad():
         output = forward()
-        missing = [name for name in layers if name not in store]
-        if missing:
-            raise KitError(
-                f"layers {missing} did not run during the forward pass; they cannot be explained. "
-                "Choose layers on the path to the detection head."
-            )
+        _check_ran(layers, store)
         with torch.no_grad():
             detections = detect(output)
-        explanation = Explanation(detections=detections, output=output)
-        repeated = {name: runs for name, runs in calls.items() if len(runs) > 1 and name in layers}
-        if repeated and not capabilities.per_level_layers:
-            name, runs = next(iter(repeated.items()))
-            raise KitError(
-                f"layer {name!r} runs {len(runs)} times in one forward pass, and this detector's "
-                "detections do not say which run made them; choose a layer that runs once"
-            )
+        repeated = _repeated_layers(layers, calls, detections, capabilities)
         names = [name for name in layers if name not in repeated]
-        n = len(detections)
-        shapes = {name: tuple(store[name].shape[2:]) for name in names}
-        for name, runs in repeated.items():
-            _check_levels(name, len(runs), detections)
-            shapes[name] = (max(r.shape[2] for r in runs), max(r.shape[3] for r in runs))
-        for method in methods:
-            explanation.cams[method.name] = {
-                name: torch.zeros((n, *shapes[name]), dtype=torch.float32) for name in layers
-            }
-        for name in layers:
-            explanation.no_gradient[name] = torch.zeros(n, dtype=torch.bool)
-        if n == 0:
-            return explanation
-
-        device = next(iter(store.values())).device
-        per_detection = sum(store[name][0].numel() * store[name].element_size() for name in names) + sum(
-            runs[0][0].numel() * runs[0].element_size() for runs in repeated.values()
+        explanation = _empty(
+            detections, output, layers=list(layers), store=store, repeated=repeated, methods=methods
         )
-        chunk_size = max(1, min(chunk_size, int(chunk_mb * 2**20) // max(1, per_detection)))
-        parts = parts_of(target)
-        if len(parts) == 1:
-            _explain_target(
-                explanation, target, output, store, names, repeated, methods, capabilities, chunk_size, device
-            )
+        if not detections:
             return explanation
-        # a composite target (box): each part from the same forward, then every map normalized
-        # and the element-wise max taken; a layer no part's gradient reached stays flagged
-        done = []
-        for part in parts:
-            one = Explanation(detections=detections, output=output)
-            one.cams = {
-                m: {name: torch.zeros_like(c) for name, c in cams.items()}
-                for m, cams in explanation.cams.items()
-            }
-            one.no_gradient = {name: torch.zeros_like(f) for name, f in explanation.no_gradient.items()}
-            _explain_target(
-                one, part, output, store, names, repeated, methods, capabilities, chunk_size, device
-            )
-            done.append(one)
-        for name in layers:
-            flags = torch.stack([one.no_gradient[name] for one in done])
-            explanation.no_gradient[name] = flags.all(dim=0)
-            for method in methods:
-                maps = torch.stack([_unit(one.cams[method.name][name]) for one in done])
-                maps[flags] = 0.0  # a part with no gradient there adds nothing
-                explanation.cams[method.name][name] = maps.amax(dim=0)
+        one = _Pass(
+            output=output,
+            store=store,
+            names=names,
+            repeated=repeated,
+            methods=methods,
+            capabilities=capabilities,
+            chunk_size=_chunk_size(chunks, store, names, repeated),
+            device=next(iter(store.values())).device,
+        )
+        _explain_parts(explanation, target, one, list(layers))
     return explanation
+
+
+def _hooked_layers(layers: Mapping[str, nn.Module], capabilities: Capabilities) -> dict[str, nn.Module]:
+    """The explained layers and the adapter's score-route layers: every layer hooked in the forward."""
+    if not layers:
+        raise KitError("no target layers given; pass --target-layers or use the adapter's default")
+    hooked = dict(layers)
+    if capabilities.score_route is not None:
+        hooked.update({name: m for name, m in capabilities.score_route.layers.items() if name not in hooked})
+    return hooked
+
+
+def _check_ran(layers: Mapping[str, nn.Module], store: Mapping[str, torch.Tensor]) -> None:
+    missing = [name for name in layers if name not in store]
+    if missing:
+        raise KitError(
+            f"layers {missing} did not run during the forward pass; they cannot be explained. "
+            "Choose layers on the path to the detection head."
+        )
+
+
+def _repeated_layers(
+    layers: Mapping[str, nn.Module],
+    calls: Mapping[str, list[torch.Tensor]],
+    detections: Sequence[Detection],
+    capabilities: Capabilities,
+) -> dict[str, list[torch.Tensor]]:
+    """The explained layers that ran more than once, each with its runs; refused unless the adapter
+    says each detection's ``level`` names its run (``per_level_layers``)."""
+    repeated = {name: runs for name, runs in calls.items() if len(runs) > 1 and name in layers}
+    if repeated and not capabilities.per_level_layers:
+        name, runs = next(iter(repeated.items()))
+        raise KitError(
+            f"layer {name!r} runs {len(runs)} times in one forward pass, and this detector's "
+            "detections do not say which run made them; choose a layer that runs once"
+        )
+    for name, runs in repeated.items():
+        _check_levels(name, len(runs), detections)
+    return repeated
+
+
+def _empty(
+    detections: list[Detection],
+    output: Any,
+    *,
+    layers: list[str],
+    store: Mapping[str, torch.Tensor],
+    repeated: Mapping[str, list[torch.Tensor]],
+    methods: Sequence[MapMethod],
+) -> Explanation:
+    """An explanation whose maps are all zero, a (n, h, w) stack per method and layer (a repeated
+    layer's at its largest run's resolution), and every ``no_gradient`` flag False."""
+    n = len(detections)
+    explanation = Explanation(detections=detections, output=output)
+    shapes: dict[str, tuple[int, ...]] = {}
+    for name in layers:
+        runs = repeated.get(name)
+        hw = (
+            tuple(store[name].shape[2:])
+            if runs is None
+            else (max(r.shape[2] for r in runs), max(r.shape[3] for r in runs))
+        )
+        shapes[name] = (n, *hw)
+        explanation.no_gradient[name] = torch.zeros(n, dtype=torch.bool)
+    for method in methods:
+        explanation.cams[method.name] = {
+            name: torch.zeros(shape, dtype=torch.float32) for name, shape in shapes.items()
+        }
+    return explanation
+
+
+def _chunk_size(
+    chunks: Chunks,
+    store: Mapping[str, torch.Tensor],
+    names: Sequence[str],
+    repeated: Mapping[str, list[torch.Tensor]],
+) -> int:
+    """At most ``chunks.size``, and as many detections as keep one gradient per layer within ``chunks.mb``."""
+    per_detection = sum(store[name][0].numel() * store[name].element_size() for name in names) + sum(
+        runs[0][0].numel() * runs[0].element_size() for runs in repeated.values()
+    )
+    return max(1, min(chunks.size, int(chunks.mb * 2**20) // max(1, per_detection)))
+
+
+def _explain_parts(explanation: Explanation, target: Target, one: _Pass, layers: Sequence[str]) -> None:
+    """Maps of every detection for ``target``; a composite target (box): each part from the same
+    forward, then every map normalized and the element-wise max taken; a layer no part's gradient
+    reached stays flagged."""
+    parts = parts_of(target)
+    if len(parts) == 1:
+        _explain_target(explanation, target, one)
+        return
+    done = []
+    for part in parts:
+        each = Explanation(detections=explanation.detections, output=explanation.output)
+        each.cams = {
+            m: {name: torch.zeros_like(c) for name, c in cams.items()} for m, cams in explanation.cams.items()
+        }
+        each.no_gradient = {name: torch.zeros_like(f) for name, f in explanation.no_gradient.items()}
+        _explain_target(each, part, one)
+        done.append(each)
+    for name in layers:
+        flags = torch.stack([each.no_gradient[name] for each in done])
+        explanation.no_gradient[name] = flags.all(dim=0)
+        for method in one.methods:
+            maps = torch.stack([_unit(each.cams[method.name][name]) for each in done])
+            maps[flags] = 0.0  # a part with no gradient there adds nothing
+            explanation.cams[method.name][name] = maps.amax(dim=0)

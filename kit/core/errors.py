@@ -21,7 +21,8 @@ class ArgumentError(KitError, ValueError):
 
 
 class MethodNotFoundError(KitError, ValueError):
-    """A CAM method name that is not in ``kit.methods.cam.METHODS``."""
+    """A method name that is not in ``kit.methods.registry.METHODS`` (or a CAM method name not in
+    ``kit.methods.cam.CAM_METHODS``)."""
 
 
 class ShapeError(KitError, ValueError):

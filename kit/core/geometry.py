@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 import torch
 
+from kit.core.detection import Detection
 from kit.core.errors import GeometryError, ShapeError
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
@@ -166,6 +167,21 @@ def boxes_to_original(boxes_xyxy: ArrayLike, letterbox: Letterbox) -> np.ndarray
     out = np.empty_like(b)
     out[:, [0, 2]] = np.clip((b[:, [0, 2]] - left) * (w0 / cw), 0, w0)
     out[:, [1, 3]] = np.clip((b[:, [1, 3]] - top) * (h0 / ch), 0, h0)
+    return out
+
+
+def original_boxes(
+    detections: Sequence[Detection], letterbox: Letterbox
+) -> list[tuple[float, float, float, float]]:
+    """Detections' boxes as a result records them: float32 input pixels mapped back to the original
+    image's (:func:`boxes_to_original`), rounded to 0.01 px."""
+    boxes = boxes_to_original(
+        np.array([d.box_xyxy for d in detections], dtype=np.float32).reshape(-1, 4), letterbox
+    )
+    out = []
+    for box in boxes:
+        x1, y1, x2, y2 = (round(float(v), 2) for v in box)
+        out.append((x1, y1, x2, y2))
     return out
 
 

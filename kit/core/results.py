@@ -14,11 +14,17 @@ from typing import Optional
 
 import numpy as np
 
+from kit.core.detection import MissedReason
 from kit.core.errors import KitError
 from kit.core.geometry import resize_picture, scale_box
 from kit.core.render import color_for, overlay
 
 FUSED = "fused"  # the layer name of the multi-layer map added by fuse=True (--fuse)
+
+
+def rounded_score(score: float) -> float:
+    """A detection's score as a result records it: to 1e-5."""
+    return round(score, 5)
 
 
 class NoMapError(KitError, LookupError):
@@ -58,8 +64,8 @@ class MissedResult:
 
     ``box_xyxy``, ``score`` (for the object's class) and ``iou`` are those of its best candidate,
     the pre-NMS row or proposal that overlaps it most; ``why`` tells why it was not kept
-    (:data:`kit.evaluation.missed.REASONS`), with ``suppressed_by`` / ``detection`` (ids of kept detections)
-    and ``other_class`` where they apply. ``maps`` hold the candidate's maps for the object's
+    (:class:`kit.core.detection.MissedReason`), with ``suppressed_by`` / ``detection`` (ids of kept
+    detections) and ``other_class`` where they apply. ``maps`` hold the candidate's maps for the object's
     class as a detection's do (empty for ``no_candidate``).
     """
 
@@ -70,7 +76,7 @@ class MissedResult:
     box_xyxy: Optional[tuple[float, float, float, float]]  # None: no_candidate
     score: float
     iou: float
-    why: str
+    why: MissedReason
     level: Optional[int]
     maps: Mapping[str, Optional[np.ndarray]]
     suppressed_by: Optional[int] = None
@@ -103,6 +109,9 @@ class ImageResult:
     missed: Optional[tuple[MissedResult, ...]] = (
         None  # with --explain-missed: the objects no detection matched
     )
+    # with --explain-missed: each detection's ground-truth match (index, IoU) or None, as found
+    # once for the image (kit.evaluation.evaluate.match_result); the evaluation takes it as it is
+    matches: Optional[tuple[Optional[tuple[int, float]], ...]] = None
 
     def overlay(self, detection: DetectionResult | int, layer: str) -> np.ndarray:
         """The picture the run folder holds as ``<stem>/det<id>_<layer>.jpg``: the map as a heatmap

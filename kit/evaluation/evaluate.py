@@ -31,20 +31,28 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import torch
 
 from kit.core.contract import Adapter
+from kit.core.detection import Detection
 from kit.core.display import shown
 from kit.core.errors import KitError
 from kit.core.fusion import fuse_reached
-from kit.core.geometry import boxes_to_original, resize_map, resize_picture, scale_box
+from kit.core.geometry import (
+    Letterbox,
+    boxes_to_original,
+    original_boxes,
+    resize_map,
+    resize_picture,
+    scale_box,
+)
 from kit.core.images import printable
-from kit.core.results import FUSED, ImageResult
+from kit.core.results import FUSED, DetectionResult, ImageResult, rounded_score
 from kit.core.table import format_columns
-from kit.evaluation.labels import LabelError, Labels
+from kit.evaluation.labels import GroundTruth, LabelError, Labels
 from kit.evaluation.metrics import (
     DetectionArrays,
     box_iou,
@@ -79,6 +87,10 @@ class Match:
     iou: float
 
 
+# A detection's match: (ground-truth index, IoU), or None.
+GtMatch = Optional[tuple[int, float]]
+
+
 def match_detections(
     boxes: np.ndarray,
     scores: np.ndarray,
@@ -87,7 +99,7 @@ def match_detections(
     gt_classes: np.ndarray,
     *,
     iou: float = MATCH_IOU,
-) -> list[tuple[int, float] | None]:
+) -> list[GtMatch]:
     """Per detection, ``(gt index, IoU)`` of the ground-truth box it matches, or None.
 
     Greedy by score, as detection benchmarks match (PASCAL VOC, COCO): the best-scoring detection
@@ -95,7 +107,7 @@ def match_detections(
     box is matched at most once. Ties in score keep the detections' order.
     """
     n = len(boxes)
-    out: list[tuple[int, float] | None] = [None] * n
+    out: list[GtMatch] = [None] * n
     if n == 0 or len(gt_boxes) == 0:
         return out
     overlaps = box_iou(np.asarray(boxes).reshape(-1, 4), np.asarray(gt_boxes).reshape(-1, 4))
@@ -107,6 +119,18 @@ def match_detections(
             taken[g] = True
             out[int(k)] = (g, float(overlaps[k, g]))
     return out
+
+
+def match_result(
+    detections: Sequence[Detection], letterbox: Letterbox, gt: GroundTruth, *, iou: float = MATCH_IOU
+) -> list[GtMatch]:
+    """:func:`match_detections` of one image's kept detections on the boxes and scores its result
+    records (:func:`kit.core.geometry.original_boxes`, :func:`kit.core.results.rounded_score`): what
+    ``--explain-missed`` finds and the evaluation measures are matched by this one call."""
+    boxes = np.array(original_boxes(detections, letterbox), dtype=np.float64).reshape(-1, 4)
+    scores = np.array([rounded_score(d.score) for d in detections], dtype=np.float64)
+    classes = np.array([d.class_id for d in detections], dtype=np.int64)
+    return match_detections(boxes, scores, classes, gt.boxes, gt.classes, iou=iou)
 
 
 def detection_maps(result: ImageResult, det_id: int) -> dict[str, np.ndarray | None]:
@@ -210,7 +234,8 @@ class Evaluator:
 
     def score_image(self, source: Path, image_bgr: np.ndarray, result: ImageResult) -> list[Match]:
         """:meth:`add_image`, returning the image's matches (``make eval`` keeps some for its
-        randomization check)."""
+        randomization check). A result that holds its matching (``--explain-missed`` matched it) is
+        taken as it is; any other is matched here."""
         started = time.perf_counter()
         try:
             gt = self.labels.ground_truth(source, image_bgr.shape[:2])
@@ -224,14 +249,7 @@ class Evaluator:
         self.ground_truth += len(gt)
         dets = result.detections
         self.detections += len(dets)
-        found = match_detections(
-            np.array([d.box_xyxy for d in dets], dtype=np.float64).reshape(-1, 4),
-            np.array([d.score for d in dets], dtype=np.float64),
-            np.array([d.class_id for d in dets], dtype=np.int64),
-            gt.boxes,
-            gt.classes,
-            iou=self.iou,
-        )
+        found = list(result.matches) if result.matches is not None else self._match(dets, gt)
         taken = {one[0] for one in found if one is not None}
         self.missed += [
             {
@@ -250,46 +268,59 @@ class Evaluator:
             g, overlap = one
             match = Match(det_id=det.id, gt_box=gt.boxes[g], gt_class=int(gt.classes[g]), iou=overlap)
             matches.append(match)
-            maps = detection_maps(result, det.id)
-            if not self.per_layer:
-                maps = {FUSED: maps[FUSED]}
-            measures: dict[str, dict[str, Any]] = {}
-            for layer, cam in maps.items():
-                if layer not in self.layers:
-                    self.layers.append(layer)
-                if cam is not None:
-                    measures[layer] = localization(cam, match.gt_box, image_hw=image_bgr.shape[:2])
-            tried = self.curves_done < self.curves and self.curve_error is None
-            if tried:
-                self.curves_done += 1
-                try:
-                    self._add_curves(
-                        image_bgr,
-                        maps,
-                        measures,
-                        gt_box=match.gt_box,
-                        gt_class=match.gt_class,
-                        box=np.asarray(det.box_xyxy, dtype=np.float64),
-                    )
-                except (KitError, RuntimeError) as error:  # e.g. out of memory: keep PG and EBPG going
-                    self.curve_error = f"{source} detection {det.id}: {error}"
-                    LOG.error("eval: deletion/insertion stopped at %s", self.curve_error)
-            self.rows.append(
-                {
-                    "file": printable(source),
-                    "id": det.id,
-                    "class_id": det.class_id,
-                    "class_name": det.class_name,
-                    "score": det.score,
-                    "box_xyxy": list(det.box_xyxy),
-                    "gt_box_xyxy": [round(float(v), 2) for v in match.gt_box],
-                    "iou": round(overlap, 4),
-                    "maps": measures,
-                }
-            )
-            self._tried.append(tried)
+            self._score_match(source, image_bgr, result, det, match)
         self.seconds += time.perf_counter() - started
         return matches
+
+    def _match(self, dets: Sequence[DetectionResult], gt: GroundTruth) -> list[GtMatch]:
+        """An image's detections matched as recorded (their rounded boxes and scores)."""
+        boxes = np.array([d.box_xyxy for d in dets], dtype=np.float64).reshape(-1, 4)
+        scores = np.array([d.score for d in dets], dtype=np.float64)
+        classes = np.array([d.class_id for d in dets], dtype=np.int64)
+        return match_detections(boxes, scores, classes, gt.boxes, gt.classes, iou=self.iou)
+
+    def _score_match(
+        self, source: Path, image_bgr: np.ndarray, result: ImageResult, det: DetectionResult, match: Match
+    ) -> None:
+        """One matched detection's row: PG and EBPG of each of its maps, and its curves while any are due."""
+        maps = detection_maps(result, det.id)
+        if not self.per_layer:
+            maps = {FUSED: maps[FUSED]}
+        measures: dict[str, dict[str, Any]] = {}
+        for layer, cam in maps.items():
+            if layer not in self.layers:
+                self.layers.append(layer)
+            if cam is not None:
+                measures[layer] = localization(cam, match.gt_box, image_hw=image_bgr.shape[:2])
+        tried = self.curves_done < self.curves and self.curve_error is None
+        if tried:
+            self.curves_done += 1
+            try:
+                self._add_curves(
+                    image_bgr,
+                    maps,
+                    measures,
+                    gt_box=match.gt_box,
+                    gt_class=match.gt_class,
+                    box=np.asarray(det.box_xyxy, dtype=np.float64),
+                )
+            except (KitError, RuntimeError) as error:  # e.g. out of memory: keep PG and EBPG going
+                self.curve_error = f"{source} detection {det.id}: {error}"
+                LOG.error("eval: deletion/insertion stopped at %s", self.curve_error)
+        self.rows.append(
+            {
+                "file": printable(source),
+                "id": det.id,
+                "class_id": det.class_id,
+                "class_name": det.class_name,
+                "score": det.score,
+                "box_xyxy": list(det.box_xyxy),
+                "gt_box_xyxy": [round(float(v), 2) for v in match.gt_box],
+                "iou": round(match.iou, 4),
+                "maps": measures,
+            }
+        )
+        self._tried.append(tried)
 
     def measure(self, source: Path, image_bgr: np.ndarray, result: ImageResult) -> dict[str, Any]:
         """:meth:`add_image`, returning what this image added: the run records it with the image,

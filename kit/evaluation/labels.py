@@ -255,6 +255,51 @@ def map_categories(
     return mapping, rule
 
 
+def _coco_images(path: Path, listed: list[Any]) -> dict[int, dict[str, Any]]:
+    """A COCO file's ``images`` by id, each checked, with empty ``boxes`` and ``classes``."""
+    images: dict[int, dict[str, Any]] = {}
+    for i, raw in enumerate(listed):
+        image = _entry(path, "images", i, raw, {"id": int, "file_name": str})
+        if image["id"] in images:
+            raise LabelError(f"{path}: images[{i}]: image id {image['id']} is listed twice")
+        for key in ("width", "height"):
+            value = image.get(key)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
+                raise LabelError(f"{path}: images[{i}] ({image['file_name']}): {key} {value!r} is not a size")
+        images[image["id"]] = {**image, "boxes": [], "classes": []}
+    return images
+
+
+def _coco_boxes(
+    path: Path, annotations: list[Any], *, images: dict[int, dict[str, Any]], mapping: dict[int, int | None]
+) -> int:
+    """Each annotation's box (xyxy) and class into its image's ``boxes`` and ``classes``, checked;
+    returns how many crowd annotations were left out."""
+    crowd = 0
+    for i, raw in enumerate(annotations):
+        ann = _entry(path, "annotations", i, raw, {"image_id": int, "category_id": int, "bbox": list})
+        where = f"{path}: annotations[{i}] (id {ann.get('id', '?')})"
+        if ann["image_id"] not in images:
+            raise LabelError(f"{where}: image_id {ann['image_id']} is not in `images`")
+        if ann["category_id"] not in mapping:
+            raise LabelError(f"{where}: category_id {ann['category_id']} is not in `categories`")
+        bbox = ann["bbox"]
+        if len(bbox) != 4 or not all(is_finite_number(v) for v in bbox) or bbox[2] < 0 or bbox[3] < 0:
+            raise LabelError(
+                f"{where}: bbox {bbox!r} is not [x, y, width, height] in pixels with width, height >= 0"
+            )
+        if ann.get("iscrowd", 0):
+            crowd += 1
+            continue
+        cls = mapping[ann["category_id"]]
+        if cls is None:
+            continue
+        x, y, w, h = (float(v) for v in bbox)
+        images[ann["image_id"]]["boxes"].append([x, y, x + w, y + h])
+        images[ann["image_id"]]["classes"].append(cls)
+    return crowd
+
+
 def _load_coco(path: Path, *, names: Sequence[str], sources: Sequence[Path]) -> Labels:
     data = read_json(path)
     annotations = data.get("annotations") if isinstance(data, dict) else None
@@ -273,38 +318,9 @@ def _load_coco(path: Path, *, names: Sequence[str], sources: Sequence[Path]) -> 
     if not categories:
         raise LabelError(f"{path}: `categories` is empty; list the categories with their id and name")
     mapping, rule = map_categories(categories, names)
-    images: dict[int, dict[str, Any]] = {}
-    for i, raw in enumerate(data["images"]):
-        image = _entry(path, "images", i, raw, {"id": int, "file_name": str})
-        if image["id"] in images:
-            raise LabelError(f"{path}: images[{i}]: image id {image['id']} is listed twice")
-        for key in ("width", "height"):
-            value = image.get(key)
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
-                raise LabelError(f"{path}: images[{i}] ({image['file_name']}): {key} {value!r} is not a size")
-        images[image["id"]] = {**image, "boxes": [], "classes": []}
+    images = _coco_images(path, data["images"])
     labels = Labels(path=path, format="coco", class_rule=rule)
-    for i, raw in enumerate(annotations or []):
-        ann = _entry(path, "annotations", i, raw, {"image_id": int, "category_id": int, "bbox": list})
-        where = f"{path}: annotations[{i}] (id {ann.get('id', '?')})"
-        if ann["image_id"] not in images:
-            raise LabelError(f"{where}: image_id {ann['image_id']} is not in `images`")
-        if ann["category_id"] not in mapping:
-            raise LabelError(f"{where}: category_id {ann['category_id']} is not in `categories`")
-        bbox = ann["bbox"]
-        if len(bbox) != 4 or not all(is_finite_number(v) for v in bbox) or bbox[2] < 0 or bbox[3] < 0:
-            raise LabelError(
-                f"{where}: bbox {bbox!r} is not [x, y, width, height] in pixels with width, height >= 0"
-            )
-        if ann.get("iscrowd", 0):
-            labels.crowd_ignored += 1
-            continue
-        cls = mapping[ann["category_id"]]
-        if cls is None:
-            continue
-        x, y, w, h = (float(v) for v in bbox)
-        images[ann["image_id"]]["boxes"].append([x, y, x + w, y + h])
-        images[ann["image_id"]]["classes"].append(cls)
+    labels.crowd_ignored = _coco_boxes(path, annotations or [], images=images, mapping=mapping)
     by_name: dict[str, list[dict[str, Any]]] = {}
     for image in images.values():
         by_name.setdefault(Path(image["file_name"]).name, []).append(image)

@@ -112,6 +112,30 @@ def deletion_insertion(
     """
     image = np.asarray(image_bgr)
     m = _map(cam)
+    _check_curve(image, m, mode=mode, steps=steps, batch_size=batch_size)
+    deletion = mode == "deletion"
+    canvas = _baseline(image, "black" if baseline is None and deletion else baseline)
+    if normalize is None:
+        normalize = deletion
+    n = m.size
+    order = np.argsort(-m.ravel(), kind="stable")
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(n)
+    counts = np.rint(np.linspace(0, n, steps + 1)).astype(np.int64)
+    # A pixel shows `first` until the ranking reaches it, `second` from then on.
+    first, second = (image, canvas) if deletion else (canvas, image)
+    ranks = rank.reshape(m.shape)
+    ys = _scores_along(
+        first, second, ranks, counts, score_fn=score_fn, batch_size=batch_size, dtype=image.dtype
+    )
+    if normalize:
+        intact = ys[0] if deletion else ys[-1]
+        ys = ys / intact if intact > 0 else np.full_like(ys, np.nan)
+    xs = counts / n
+    return Curve(xs=xs, ys=ys, auc=_trapezoid(xs, ys))
+
+
+def _check_curve(image: np.ndarray, m: np.ndarray, *, mode: str, steps: int, batch_size: int) -> None:
     if image.ndim != 3 or image.shape[:2] != m.shape:
         raise ShapeError(
             f"expected an (H, W, C) image and an (H, W) map of the same size, got {image.shape} and "
@@ -122,35 +146,30 @@ def deletion_insertion(
         raise MetricArgumentError(f"mode must be 'deletion' or 'insertion', got {mode!r}")
     if steps < 1 or batch_size < 1:
         raise MetricArgumentError(f"steps and batch_size must be >= 1, got {steps} and {batch_size}")
-    deletion = mode == "deletion"
-    canvas = _baseline(image, "black" if baseline is None and deletion else baseline)
-    if normalize is None:
-        normalize = deletion
-    # A pixel shows `first` until the ranking reaches it, `second` from then on.
-    first, second = (image, canvas) if deletion else (canvas, image)
 
-    n = m.size
-    order = np.argsort(-m.ravel(), kind="stable")
-    rank = np.empty(n, dtype=np.int64)
-    rank[order] = np.arange(n)
-    rank_map = rank.reshape(m.shape)
-    counts = np.rint(np.linspace(0, n, steps + 1)).astype(np.int64)
 
-    ys = np.empty(steps + 1, dtype=np.float64)
-    for start in range(0, steps + 1, batch_size):
+def _scores_along(
+    first: np.ndarray,
+    second: np.ndarray,
+    rank_map: np.ndarray,
+    counts: np.ndarray,
+    *,
+    score_fn: Callable[[np.ndarray], np.ndarray],
+    batch_size: int,
+    dtype: np.dtype,
+) -> np.ndarray:
+    """The score at each step: the ``counts[k]`` best-ranked pixels from ``second``, the rest from
+    ``first`` (as ``dtype``, the image's); ``batch_size`` steps per call of ``score_fn``."""
+    ys = np.empty(len(counts), dtype=np.float64)
+    for start in range(0, len(counts), batch_size):
         chunk = counts[start : start + batch_size]
         reached = (rank_map[None] < chunk[:, None, None])[..., None]  # (b, H, W, 1)
-        batch = np.where(reached, second[None], first[None]).astype(image.dtype, copy=False)
+        batch = np.where(reached, second[None], first[None]).astype(dtype, copy=False)
         scores = np.asarray(score_fn(batch), dtype=np.float64).reshape(-1)
         if scores.shape != (len(chunk),):
             raise ShapeError(f"score_fn must return one score per image: {len(chunk)}, got {scores.shape}")
         ys[start : start + len(chunk)] = scores
-
-    if normalize:
-        intact = ys[0] if deletion else ys[-1]
-        ys = ys / intact if intact > 0 else np.full_like(ys, np.nan)
-    xs = counts / n
-    return Curve(xs=xs, ys=ys, auc=_trapezoid(xs, ys))
+    return ys
 
 
 def rank_correlation(a: ArrayLike, b: ArrayLike) -> float:

@@ -35,19 +35,19 @@ from pathlib import Path
 
 import numpy as np
 
-from kit.core.contract import CandidateReader
-from kit.core.detection import Detection
+from kit.core.contract import CandidateReader, Candidates
+from kit.core.detection import Detection, MissedReason
 from kit.core.errors import KitError
 from kit.core.geometry import Letterbox, boxes_to_original
 from kit.core.options import ArgumentError
 from kit.core.targets import DetectorOutput
-from kit.evaluation.evaluate import MATCH_IOU, match_detections
+from kit.evaluation.evaluate import MATCH_IOU, GtMatch, match_result
 from kit.evaluation.labels import GroundTruth, LabelError, Labels
 from kit.evaluation.metrics import box_iou
-from kit.methods.drise import NAME as DRISE
+from kit.methods.base import Method
 
 MIN_IOU = 0.1  # below it, no candidate is said to be "there"
-REASONS = ("below_threshold", "suppressed", "other_class", "mislocalized", "no_candidate")
+REASONS = tuple(reason.value for reason in MissedReason)
 
 
 @dataclass(frozen=True)
@@ -64,11 +64,21 @@ class MissedObject:
     box: tuple[float, float, float, float] | None  # the candidate's (None: no_candidate)
     score: float  # the candidate's score for the object's class
     iou: float
-    why: str
+    reason: MissedReason
     suppressed_by: int | None = None
     other_class: int | None = None
     kept_id: int | None = None  # mislocalized: the kept detection it is
     detection: Detection | None = None
+
+
+@dataclass
+class Found:
+    """What :meth:`MissedFinder.find` found in a batch: the missed objects, and per image (by batch
+    position) its kept detections' matching (:func:`kit.evaluation.evaluate.match_result`), which
+    the evaluation takes as it is: each image is matched once."""
+
+    missed: list[MissedObject]
+    matches: dict[int, list[GtMatch]]
 
 
 # What check_request calls each setting: the Python API's names (the CLI passes its flags).
@@ -81,11 +91,11 @@ API_NAMES = {
 
 
 def check_request(
-    *, labels: object, target_class: object, method: str, names: Mapping[str, str] = API_NAMES
+    *, labels: object, target_class: object, method: Method, names: Mapping[str, str] = API_NAMES
 ) -> None:
     """Refuse what ``--explain-missed`` cannot go with, before anything is loaded or read: no
-    labels, a chosen class (each object is explained for its own), D-RISE (candidates are
-    explained by gradients). ``names`` maps the settings to what the caller calls them."""
+    labels, a chosen class (each object is explained for its own), a method that cannot explain
+    candidates (D-RISE: by gradients only). ``names`` maps the settings to what the caller calls them."""
     missed = names["explain_missed"]
     if labels is None:
         raise ArgumentError(
@@ -96,10 +106,10 @@ def check_request(
             f"{missed} explains each missed object for its own class; {names['target_class']} would "
             "explain another: leave one of them out"
         )
-    if method == DRISE:
+    if not method.explains_candidates:
         raise ArgumentError(
             f"{missed} explains each missed object's candidate with a gradient method, not "
-            f"{names['method']} {DRISE}: choose another method"
+            f"{names['method']} {method.name}: choose another method"
         )
 
 
@@ -128,30 +138,36 @@ class MissedFinder:
         output: DetectorOutput,
         kept: Sequence[Detection],
         images: Sequence[tuple[GroundTruth | None, Letterbox]],
-    ) -> list[MissedObject]:
+    ) -> Found:
         """Missed objects of every image of the batch (``images``: ground truth and letterbox by
-        batch position), in image order, then ground-truth order."""
-        found: list[MissedObject] = []
+        batch position), in image order, then ground-truth order; and each image's matching."""
+        found = Found(missed=[], matches={})
         for index, (gt, letterbox) in enumerate(images):
-            if gt is None or len(gt.boxes) == 0:
+            if gt is None:
                 continue
             mine = [d for d in kept if d.image_index == index]
-            found += self._image(output, index, mine, gt, letterbox)
+            matched = match_result(mine, letterbox, gt, iou=self.iou)
+            found.matches[index] = matched
+            found.missed += self._image(output, index, mine, matched, gt, letterbox)
         return found
 
     def _image(
-        self, output: DetectorOutput, index: int, mine: list[Detection], gt: GroundTruth, letterbox: Letterbox
+        self,
+        output: DetectorOutput,
+        index: int,
+        mine: list[Detection],
+        matched: Sequence[GtMatch],
+        gt: GroundTruth,
+        letterbox: Letterbox,
     ) -> list[MissedObject]:
         boxes = boxes_to_original(
             np.array([d.box_xyxy for d in mine], dtype=np.float64).reshape(-1, 4), letterbox
         )
-        scores = np.array([d.score for d in mine], dtype=np.float64)
-        classes = np.array([d.class_id for d in mine], dtype=np.int64)
-        matched = match_detections(boxes, scores, classes, gt.boxes, gt.classes, iou=self.iou)
         taken = {one[0] for one in matched if one is not None}
         free = [k for k, one in enumerate(matched) if one is None]  # kept detections no object took
+        kept = _Kept(detections=mine, boxes=boxes, free=free)
         return [
-            self._explain_one(output, index, mine, boxes, free, gt_box, int(gt_class), letterbox)
+            self._explain_one(output, index, kept, gt_box, int(gt_class), letterbox)
             for g, (gt_box, gt_class) in enumerate(zip(gt.boxes, gt.classes))
             if g not in taken
         ]
@@ -160,9 +176,7 @@ class MissedFinder:
         self,
         output: DetectorOutput,
         index: int,
-        mine: list[Detection],
-        kept_boxes: np.ndarray,
-        free: list[int],
+        kept: _Kept,
         gt_box: np.ndarray,
         gt_class: int,
         letterbox: Letterbox,
@@ -178,49 +192,16 @@ class MissedFinder:
         if ious is None or float(ious.max()) < MIN_IOU:
             best = 0.0 if ious is None else float(ious.max())
             return MissedObject(
-                index, gt, gt_class, box=None, score=0.0, iou=round(best, 4), why="no_candidate"
+                index, gt, gt_class, box=None, score=0.0, iou=round(best, 4), reason=MissedReason.NO_CANDIDATE
             )
         scores = cand.scores.numpy().astype(np.float64)
         levels = cand.levels.tolist() if cand.levels is not None else [None] * len(cand.rows)
-        position = {(int(r), lv): j for j, (r, lv) in enumerate(zip(cand.rows.tolist(), levels))}
-        overlap = box_iou(kept_boxes[free], gt_box[None])[:, 0] if free else np.zeros(0)
-        poor = [(float(o), k) for o, k in zip(overlap, free) if mine[k].class_id == gt_class and o >= MIN_IOU]
-        good = np.flatnonzero(ious >= self.iou)  # candidates that would have matched it
-        kept_id = None
-        if poor:  # the detector found it, with a box that overlaps too little
-            kept_id = max(poor)[1]
-            j = position.get((mine[kept_id].row, mine[kept_id].level), int(np.argmax(ious)))
-        elif len(good):
-            on_class = int(good[np.argmax(scores[good, gt_class])])
-            others = scores[good].copy()
-            others[:, gt_class] = -np.inf
-            off_class = int(good[np.argmax(others.max(axis=1))])
-            if scores[on_class, gt_class] < cand.threshold and others.max() >= cand.threshold:
-                j = off_class
-            else:
-                j = on_class
-        else:
-            j = int(np.argmax(ious))
-        row = int(cand.rows[j])
-        level = levels[j]
+        j, kept_id = self._best_candidate(cand, ious, scores, levels, kept, gt_box=gt_box, gt_class=gt_class)
         score = float(scores[j, gt_class])
-        rivals = scores[j].copy()
-        rivals[gt_class] = -np.inf
-        top = int(np.argmax(rivals))  # the best other class
         candidate_box = boxes_to_original(input_boxes[j : j + 1], letterbox)[0]
-        why, suppressed_by, other = "below_threshold", None, None
-        best_is_object = score >= float(rivals[top])
-        if kept_id is not None:
-            why = "mislocalized"
-        elif score >= cand.threshold and (cand.multi_label or best_is_object):
-            why = "suppressed"
-            same = [k for k, d in enumerate(mine) if d.class_id == gt_class]
-            if same:
-                overlaps = box_iou(kept_boxes[same], candidate_box[None])[:, 0]
-                if float(overlaps.max()) > 0:
-                    suppressed_by = same[int(np.argmax(overlaps))]
-        elif float(rivals[top]) >= cand.threshold and not best_is_object:
-            why, other = "other_class", top
+        why, suppressed_by, other = _reason(
+            cand, scores[j], kept, candidate_box, gt_class=gt_class, kept_id=kept_id
+        )
         return MissedObject(
             image_index=index,
             gt_box=gt,
@@ -228,7 +209,7 @@ class MissedFinder:
             box=_rounded(candidate_box),
             score=round(score, 5),
             iou=round(float(ious[j]), 4),
-            why=why,
+            reason=why,
             suppressed_by=suppressed_by,
             other_class=other,
             kept_id=kept_id,
@@ -237,10 +218,83 @@ class MissedFinder:
                 box_xyxy=_rounded(input_boxes[j], digits=None),
                 class_id=gt_class,
                 score=score,
-                row=row,
-                level=level,
+                row=int(cand.rows[j]),
+                level=levels[j],
             ),
         )
+
+    def _best_candidate(
+        self,
+        cand: Candidates,
+        ious: np.ndarray,
+        scores: np.ndarray,
+        levels: list[int | None],
+        kept: _Kept,
+        *,
+        gt_box: np.ndarray,
+        gt_class: int,
+    ) -> tuple[int, int | None]:
+        """The candidate explained for a missed object (the module's rules 1-3), and the id of the
+        kept detection it is (rule 1: mislocalized), if any."""
+        position = {(int(r), lv): j for j, (r, lv) in enumerate(zip(cand.rows.tolist(), levels))}
+        free = kept.free
+        overlap = box_iou(kept.boxes[free], gt_box[None])[:, 0] if free else np.zeros(0)
+        mine = kept.detections
+        poor = [(float(o), k) for o, k in zip(overlap, free) if mine[k].class_id == gt_class and o >= MIN_IOU]
+        good = np.flatnonzero(ious >= self.iou)  # candidates that would have matched it
+        if poor:  # the detector found it, with a box that overlaps too little
+            kept_id = max(poor)[1]
+            return position.get(mine[kept_id].origin, int(np.argmax(ious))), kept_id
+        if len(good):
+            on_class = int(good[np.argmax(scores[good, gt_class])])
+            others = scores[good].copy()
+            others[:, gt_class] = -np.inf
+            off_class = int(good[np.argmax(others.max(axis=1))])
+            if scores[on_class, gt_class] < cand.threshold and others.max() >= cand.threshold:
+                return off_class, None
+            return on_class, None
+        return int(np.argmax(ious)), None
+
+
+@dataclass(frozen=True)
+class _Kept:
+    """One image's kept detections as the missed objects are told against them: their boxes in the
+    image's pixels, and ``free``, those no ground-truth object matched."""
+
+    detections: list[Detection]
+    boxes: np.ndarray
+    free: list[int]
+
+
+def _reason(
+    cand: Candidates,
+    scores: np.ndarray,
+    kept: _Kept,
+    candidate_box: np.ndarray,
+    *,
+    gt_class: int,
+    kept_id: int | None,
+) -> tuple[MissedReason, int | None, int | None]:
+    """Why the candidate (its per-class ``scores``) was not kept: the reason, the kept detection that
+    suppressed it (if one overlaps it) and the other class (for ``other_class``)."""
+    score = float(scores[gt_class])
+    rivals = scores.copy()
+    rivals[gt_class] = -np.inf
+    top = int(np.argmax(rivals))  # the best other class
+    best_is_object = score >= float(rivals[top])
+    if kept_id is not None:
+        return MissedReason.MISLOCALIZED, None, None
+    if score >= cand.threshold and (cand.multi_label or best_is_object):
+        suppressed_by = None
+        same = [k for k, d in enumerate(kept.detections) if d.class_id == gt_class]
+        if same:
+            overlaps = box_iou(kept.boxes[same], candidate_box[None])[:, 0]
+            if float(overlaps.max()) > 0:
+                suppressed_by = same[int(np.argmax(overlaps))]
+        return MissedReason.SUPPRESSED, suppressed_by, None
+    if float(rivals[top]) >= cand.threshold and not best_is_object:
+        return MissedReason.OTHER_CLASS, None, top
+    return MissedReason.BELOW_THRESHOLD, None, None
 
 
 def _rounded(box: np.ndarray, digits: int | None = 2) -> tuple[float, float, float, float]:

@@ -12,11 +12,19 @@ agree with that package's within float32 rounding; ``tests/kit/test_methods.py``
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from kit.core.errors import MethodNotFoundError, ShapeError
+from kit.core.contract import Adapter
+from kit.core.detection import Detection
+from kit.core.engine import DEFAULT_CHUNKS, Chunks, Explanation, MapMethod, explain
+from kit.core.errors import ShapeError
+from kit.core.geometry import Letterbox
+from kit.core.targets import DetectorOutput, Target, get_target
+from kit.methods.base import NO_JOB, BatchJob, Method, MoreDetections, look_up
 
 # pytorch-grad-cam 1.5.7 uses this epsilon in Grad-CAM++'s denominator; we keep it so maps agree.
 GRADCAMPP_EPS = 1e-6
@@ -24,7 +32,7 @@ GRADCAMPP_EPS = 1e-6
 XGRADCAM_EPS = 1e-7
 
 
-class CamMethod:
+class CamMethod(Method):
     """A CAM method: ``method(activations, gradients) -> maps`` with shapes (N,C,H,W) -> (N,H,W).
 
     A subclass overrides :meth:`channel_weights` (Grad-CAM family) or :meth:`cam` (pixel-wise and
@@ -56,6 +64,14 @@ class CamMethod:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"
+
+    def explain_batch(
+        self, adapter: Adapter, images: Sequence[np.ndarray], job: BatchJob = NO_JOB
+    ) -> tuple[Explanation, list[Letterbox]]:
+        """One forward for the batch, then every detection at every layer (:func:`explain_batch`)."""
+        return explain_batch(
+            adapter, images, layers=job.layers, target=job.target, methods=[self], more=job.more
+        )
 
 
 class GradCAM(CamMethod):
@@ -144,19 +160,54 @@ class EigenGradCAM(CamMethod):
         return first_component_projection(gradients * activations)
 
 
-METHODS: dict[str, CamMethod] = {
+# The CAM family, by name (every method, D-RISE included: kit.methods.registry.METHODS).
+CAM_METHODS: dict[str, CamMethod] = {
     m.name: m
     for m in (GradCAM(), GradCAMPlusPlus(), XGradCAM(), LayerCAM(), HiResCAM(), EigenCAM(), EigenGradCAM())
 }
 
 
-def get_method(name: str) -> CamMethod:
-    """Return the method registered as ``name``; raise with the valid names otherwise."""
-    try:
-        return METHODS[name]
-    except KeyError:
-        valid = ", ".join(sorted(METHODS))
-        raise MethodNotFoundError(f"unknown CAM method {name!r}; choose one of: {valid}") from None
+def get_cam_method(name: str) -> CamMethod:
+    """A CAM method by name (the gradient methods several of which share one engine pass: ``make eval``);
+    an unknown name raises with the valid ones."""
+    return look_up(CAM_METHODS, name, what="CAM method")
+
+
+def explain_batch(
+    adapter: Adapter,
+    images: Sequence[np.ndarray],
+    *,
+    layers: Mapping[str, nn.Module] | None = None,
+    target: Target | None = None,
+    methods: Sequence[MapMethod],
+    chunks: Chunks = DEFAULT_CHUNKS,
+    more: MoreDetections | None = None,
+) -> tuple[Explanation, list[Letterbox]]:
+    """One forward for the batch, then every detection at every layer with every method (they share
+    the gradients); and each image's letterbox.
+
+    ``layers``: default the adapter's (:meth:`~kit.core.contract.Adapter.default_layers`); ``target``:
+    default the class logit. ``more`` (``--explain-missed``) adds detections explained after the
+    kept ones, in the order it gives them.
+    """
+    batch, letterboxes = adapter.preprocess(images)
+    modules = adapter.resolve_layers(adapter.default_layers()) if layers is None else layers
+
+    def detect(output: DetectorOutput) -> list[Detection]:
+        kept = adapter.detect(output)
+        return kept if more is None else kept + more(output, kept, letterboxes)
+
+    explanation = explain(
+        forward=lambda: adapter.forward(batch),
+        detect=detect,
+        layers=modules,
+        target=get_target("class-logit") if target is None else target,
+        methods=methods,
+        model=adapter.model,
+        capabilities=adapter.capabilities,
+        chunks=chunks,
+    )
+    return explanation, letterboxes
 
 
 def _as_float32_pair(activations: Tensor, gradients: Tensor) -> tuple[Tensor, Tensor]:

@@ -27,11 +27,12 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from kit.core.contract import Adapter
 from kit.core.detection import Detection
@@ -39,6 +40,8 @@ from kit.core.engine import Explanation
 from kit.core.errors import KitError
 from kit.core.geometry import Letterbox, boxes_to_original, map_size, resize_picture, scale_box
 from kit.core.options import ArgumentError
+from kit.core.targets import Target
+from kit.methods.base import NO_JOB, BatchJob, Method, Request
 
 NAME = "drise"  # the --method value
 LAYER = "image"  # the one layer of a D-RISE map: the image itself
@@ -94,28 +97,6 @@ class DRiseSettings:
         values = asdict(self)
         del values["batch"]
         return values
-
-
-def check_request(
-    *, layers: Sequence[str], fuse: bool, target: str, target_class: object, names: Mapping[str, str]
-) -> None:
-    """Refuse what D-RISE has no use for: layers, fusion, a target score. ``names`` maps
-    ``layers``, ``fuse``, ``target``, ``target_class`` to what the caller calls them."""
-    if [str(layer) for layer in layers] not in ([], [LAYER]):
-        raise ArgumentError(
-            f"{names['layers']} does not go with D-RISE: it explains the image itself, its one layer is "
-            f"'{LAYER}'; leave {names['layers']} out"
-        )
-    if fuse:
-        raise ArgumentError(
-            f"{names['fuse']} fuses the maps of several layers; D-RISE has one map per detection "
-            f"(layer '{LAYER}'); leave {names['fuse']} out"
-        )
-    if target != "class-logit" or target_class is not None:
-        raise ArgumentError(
-            f"{names['target']} and {names['target_class']} do not go with D-RISE: it explains the whole "
-            "detection (its box, class probabilities and objectness), not one score; leave them out"
-        )
 
 
 def generate_masks(*, count: int, hw: tuple[int, int], cell: int, p: float, seed: int) -> torch.Tensor:
@@ -191,10 +172,12 @@ def similarity(
     return score if objectness is None else score * objectness[None, :]
 
 
-class DRise:
-    """D-RISE as the run loop drives it: ``explain_batch`` in place of the gradient engine's."""
+class DRise(Method):
+    """D-RISE as a :class:`kit.methods.base.Method`: black-box, no layers, no target score."""
 
     name = NAME
+    settings_type: Optional[type] = DRiseSettings
+    explains_candidates = False  # a candidate is not a detection of the masked images' forwards
 
     def __init__(self, settings: DRiseSettings | None = None) -> None:
         self.settings = (settings or DRiseSettings()).checked()
@@ -202,14 +185,66 @@ class DRise:
     def __repr__(self) -> str:
         return f"DRise({self.settings})"
 
+    def configured(self, settings: object | None) -> DRise:
+        """D-RISE with ``settings`` (default :class:`DRiseSettings`), checked."""
+        if settings is not None and not isinstance(settings, DRiseSettings):
+            raise ArgumentError(
+                f"D-RISE's settings are a DRiseSettings(masks=..., cell=..., p=..., seed=..., batch=...), "
+                f"got {type(settings).__name__}"
+            )
+        return DRise((settings or DRiseSettings()).checked())
+
+    def layers(self, requested: Sequence[str]) -> list[str] | None:
+        return [LAYER]
+
+    def check_request(self, request: Request) -> None:
+        """Refuse what D-RISE has no use for: layers, fusion, a target score."""
+        layers, names = request.layers, request.names
+        if [str(layer) for layer in layers] not in ([], [LAYER]):
+            raise ArgumentError(
+                f"{names['layers']} does not go with D-RISE: it explains the image itself, its one layer is "
+                f"'{LAYER}'; leave {names['layers']} out"
+            )
+        if request.fuse:
+            raise ArgumentError(
+                f"{names['fuse']} fuses the maps of several layers; D-RISE has one map per detection "
+                f"(layer '{LAYER}'); leave {names['fuse']} out"
+            )
+        if request.target != "class-logit" or request.target_class is not None:
+            raise ArgumentError(
+                f"{names['target']} and {names['target_class']} do not go with D-RISE: it explains the whole "
+                "detection (its box, class probabilities and objectness), not one score; leave them out"
+            )
+
+    def check_input_side(self, side: int, *, names: Mapping[str, str]) -> None:
+        """Refuse a longest input side (``names['size']``) smaller than a cell (``names['cell']``)."""
+        cell = self.settings.cell
+        if side and cell > side:
+            raise ArgumentError(
+                f"{names['cell']} {cell} is larger than the image the model sees ({names['size']} {side}): "
+                f"the masks could not cover any image; pass {names['cell']} {side} or less"
+            )
+
+    def recorded_target(self, target: Target) -> str:
+        return TARGET  # the whole detection vector, whatever target the run names
+
+    def record(self) -> dict[str, Any]:
+        return {"drise": self.settings.record()}
+
+    def resolve_layers(self, adapter: Adapter, names: Sequence[str]) -> dict[str, nn.Module]:
+        return {}  # black-box: no layer is hooked
+
     def explain_batch(
-        self, adapter: Adapter, images: Sequence[np.ndarray]
+        self, adapter: Adapter, images: Sequence[np.ndarray], job: BatchJob = NO_JOB
     ) -> tuple[Explanation, list[Letterbox]]:
         """One unmasked forward for the batch (its detections), then each image's masks.
 
         The maps are ``cams[NAME][LAYER]``: (n, h, w) at the network input's size, as the run loop
-        takes a CAM (:func:`kit.run.runner.to_image_result`); no detection lacks one.
+        takes a CAM (:func:`kit.run.runner.to_image_result`); no detection lacks one. The job's
+        ``layers`` and ``target`` are not used; ``more`` is refused (:attr:`explains_candidates`).
         """
+        if job.more is not None:
+            raise DRiseError("D-RISE explains kept detections only, not pre-NMS candidates")
         batch, letterboxes = adapter.preprocess(images)
         with torch.no_grad():
             output = adapter.forward(batch)

@@ -23,8 +23,9 @@ from kit.core.targets import CLASS_TARGETS, get_target
 from kit.evaluation.evaluate import DEFAULT_CURVES, DEFAULT_STEPS
 from kit.evaluation.missed import check_request as check_missed_request
 from kit.methods import drise as _drise
-from kit.methods.cam import get_method
+from kit.methods.base import Method, Request
 from kit.methods.drise import DRiseSettings
+from kit.methods.registry import get_method
 from kit.run.distributed import DEFAULT_WAIT_MINUTES, check_wait
 
 PathLike = Union[str, Path]
@@ -111,14 +112,15 @@ class ExplainRequest:
         self._check_run()
         if self.drise is not None:
             self.drise.checked(self._nested("drise", DRiseSettings))
-        if self.is_drise:
-            _drise.check_request(
+        self.configured_method().check_request(
+            Request(
                 layers=self.layer_list,
                 fuse=self.fuse,
                 target=self.target,
                 target_class=self.target_class,
                 names={k: self.spelled(k) for k in ("layers", "fuse", "target", "target_class")},
             )
+        )
 
     @classmethod
     def from_keywords(
@@ -134,21 +136,15 @@ class ExplainRequest:
             )
         drise = keywords.get("drise")
         method = keywords.get("method", cls.method)
-        if drise is not None and method != _drise.NAME:
+        if drise is not None and get_method(method).settings_type is not type(drise):
             raise ArgumentError(
                 f"drise= holds D-RISE's settings; it goes with method='drise', not {method!r}"
             )
         return cls(**keywords)
 
-    @property
-    def is_drise(self) -> bool:
-        """Whether the method is D-RISE (black-box: no layers, no target, no gradients)."""
-        return self.method == _drise.NAME
-
-    @property
-    def drise_settings(self) -> DRiseSettings:
-        """D-RISE's settings as used: those given, or the defaults."""
-        return self.drise or DRiseSettings()
+    def configured_method(self) -> Method:
+        """The method with its settings (``drise``: D-RISE's; None: the method's defaults)."""
+        return get_method(self.method).configured(self.drise)
 
     @property
     def layer_list(self) -> list[str]:
@@ -195,8 +191,7 @@ class ExplainRequest:
 
     def _check_choices(self) -> None:
         """The method, the target and the class: names the kit knows, in a combination that works."""
-        if not self.is_drise:
-            get_method(self.method)
+        get_method(self.method)
         get_target(self.target)
         check_positive(self.spelled("batch_size"), self.batch_size, what="images")
         if self.target_class is not None and self.target not in CLASS_TARGETS:
@@ -228,7 +223,7 @@ class ExplainRequest:
             check_missed_request(
                 labels=self.labels,
                 target_class=self.target_class,
-                method=self.method,
+                method=get_method(self.method),
                 names={k: self.spelled(k) for k in ("explain_missed", "labels", "target_class", "method")},
             )
 

@@ -17,73 +17,100 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Optional, Union
 
 import numpy as np
 from torch import nn
 
 from kit.core.contract import Adapter
 from kit.core.detection import Detection
-from kit.core.engine import Explanation, explain
+from kit.core.engine import Explanation
 from kit.core.errors import KitError
 from kit.core.fusion import fuse_reached
-from kit.core.geometry import Letterbox, boxes_to_original, map_size, normalize, to_original
+from kit.core.geometry import Letterbox, map_size, normalize, original_boxes, to_original
 from kit.core.images import ImageLimits, printable, read_image
-from kit.core.results import FUSED, DetectionResult, ImageResult, MissedResult
+from kit.core.results import FUSED, DetectionResult, ImageResult, MissedResult, rounded_score
 from kit.core.targets import DetectorOutput, Target
+from kit.evaluation.evaluate import GtMatch
 from kit.evaluation.labels import GroundTruth
 from kit.evaluation.missed import MissedFinder, MissedObject
-from kit.methods.cam import CamMethod
-from kit.methods.drise import DRise
+from kit.methods.base import BatchJob, Method
 from kit.rundir.writer import RunWriter
 
 LOG = logging.getLogger("kit")
 # An image to explain: a file, or a BGR uint8 (H, W, 3) array (named ``array<i>`` by its position).
 Source = Union[Path, np.ndarray]
+# Called with each image and its result once written (``--eval``); what it returns is recorded with it.
+OnImage = Callable[[Path, np.ndarray, ImageResult], Optional[Mapping[str, Any]]]
 
 
-def explain_batch(
+@dataclass(frozen=True)
+class LoopSettings:
+    """What the run loop explains each image with: the layer names, the target, the method, images
+    per forward pass, ``fuse`` (a fused multi-layer map per detection, layer name ``fused``),
+    ``finder`` (``--explain-missed``: each image's missed objects, explained) and ``limits`` (the
+    largest image file read: :class:`kit.core.images.ImageLimits`, default its defaults).
+
+    (The run loop's own settings object until the request of :mod:`kit.run` carries them all.)
+    """
+
+    layers: Sequence[str]
+    target: Target
+    method: Method
+    batch_size: int = 1
+    fuse: bool = False
+    finder: Optional[MissedFinder] = None
+    limits: Optional[ImageLimits] = None
+
+
+@dataclass
+class ExplainedBatch:
+    """A batch as its method explained it: ``explanation.detections`` holds the kept detections
+    (``kept`` of them) then the candidates of missed objects; ``missed`` pairs each missed object
+    with its candidate's index there (None: no candidate was explained); ``matches``: per image
+    (by batch position) its kept detections' ground-truth matching, where the finder matched it."""
+
+    explanation: Explanation
+    letterboxes: list[Letterbox]
+    kept: int
+    missed: list[tuple[MissedObject, Optional[int]]] = field(default_factory=list)
+    matches: dict[int, list[GtMatch]] = field(default_factory=dict)
+
+
+def run_batch(
     adapter: Adapter,
     images: Sequence[np.ndarray],
     *,
-    layers: dict[str, nn.Module],
-    target: Target,
-    methods: Sequence[CamMethod],
-    chunk_size: int = 32,
-    finder: MissedFinder | None = None,
+    layers: Mapping[str, nn.Module],
+    settings: LoopSettings,
     truths: Sequence[GroundTruth | None] = (),
-) -> tuple[Explanation, list[Letterbox], list[MissedObject]]:
-    """One forward for the batch, then every detection at every layer with every method.
+) -> ExplainedBatch:
+    """One batch through the run's method; with a finder (``--explain-missed``) and each image's
+    ground truth (``truths``), every missed object's candidate is explained after the kept detections,
+    its index recorded as it is added."""
+    finder = settings.finder
+    missed: list[tuple[MissedObject, Optional[int]]] = []
+    counted: list[int] = []
+    matches: dict[int, list[GtMatch]] = {}
 
-    With ``finder`` (``--explain-missed``) and each image's ground truth (``truths``), the best
-    candidate of every object no detection matched is explained with them, after the kept
-    detections in ``explanation.detections``; the missed objects are returned in that order.
-    """
-    batch, letterboxes = adapter.preprocess(images)
-    missed: list[MissedObject] = []
+    def more(output: DetectorOutput, kept: list[Detection], letterboxes: list[Letterbox]) -> list[Detection]:
+        assert finder is not None
+        counted.append(len(kept))
+        candidates: list[Detection] = []
+        found = finder.find(output, kept, list(zip(truths, letterboxes)))
+        matches.update(found.matches)
+        for m in found.missed:
+            index = None if m.detection is None else len(kept) + len(candidates)
+            candidates += [] if m.detection is None else [m.detection]
+            missed.append((m, index))
+        return candidates
 
-    def forward() -> DetectorOutput:
-        return adapter.forward(batch)
-
-    def detect(output: DetectorOutput) -> list[Detection]:
-        kept = adapter.detect(output)
-        if finder is None:
-            return kept
-        missed.extend(finder.find(output, kept, list(zip(truths, letterboxes))))
-        return kept + [m.detection for m in missed if m.detection is not None]
-
-    explanation = explain(
-        forward=forward,
-        detect=detect,
-        layers=layers,
-        target=target,
-        methods=methods,
-        model=adapter.model,
-        chunk_size=chunk_size,
-        capabilities=adapter.capabilities,
-    )
-    return explanation, letterboxes, missed
+    job = BatchJob(layers=layers, target=settings.target, more=None if finder is None else more)
+    explanation, letterboxes = settings.method.explain_batch(adapter, images, job)
+    kept = counted[0] if counted else len(explanation.detections)
+    return ExplainedBatch(explanation, letterboxes, kept=kept, missed=missed, matches=matches)
 
 
 def to_image_result(
@@ -93,105 +120,95 @@ def to_image_result(
     letterbox: Letterbox,
     method: str,
     names: Sequence[str],
-    layers: Sequence[str] | None = None,
-    file: str = "",
-    image: np.ndarray | None = None,
     fuse: bool = False,
-    missed: Sequence[MissedObject] | None = None,
+    kept: int | None = None,
 ) -> ImageResult:
     """Select one image's detections; boxes back in the original pixels, maps at
     :func:`kit.core.geometry.map_size` (the original size, or scaled down to a longer side of
-    :data:`kit.core.geometry.MAP_MAX_SIDE` for a larger image), normalized.
-
-    ``layers`` (default: every layer explained) is what the result names as its layers. ``missed``
-    (``--explain-missed``): the batch's missed objects, whose candidates follow the kept
-    detections in ``explanation.detections``; this image's become the result's ``missed``.
+    :data:`kit.core.geometry.MAP_MAX_SIDE` for a larger image), normalized. ``kept``: how many of
+    ``explanation.detections`` are kept detections (default all; the rest are missed objects'
+    candidates, :func:`missed_results`). The result's layers are those explained; it names no file.
 
     With ``fuse``, each detection also gets a map under the layer name ``fused``: the maps of the
     layers its gradient reached, fused as pytorch-grad-cam does (:func:`kit.core.fusion.fuse_layers`).
     """
-    candidates = sum(1 for m in missed or () if m.detection is not None)
-    kept = len(explanation.detections) - candidates
-    picked = [(k, d) for k, d in enumerate(explanation.detections[:kept]) if d.image_index == image_index]
-    boxes = boxes_to_original(
-        np.array([d.box_xyxy for _, d in picked], dtype=np.float32).reshape(-1, 4), letterbox
-    )
-
-    hw = map_size(letterbox.original_hw)
-
-    def maps_of(k: int) -> dict[str, np.ndarray | None]:
-        maps: dict[str, np.ndarray | None] = {}
-        for layer, cams in explanation.cams[method].items():
-            if bool(explanation.no_gradient[layer][k]):
-                maps[layer] = None
-            else:
-                maps[layer] = normalize(to_original(cams[k], letterbox, hw=hw))
-        if fuse:
-            maps[FUSED] = fuse_reached(list(maps.values()))
-        return maps
-
-    detections: list[DetectionResult] = []
-    for det_id, ((k, d), box) in enumerate(zip(picked, boxes)):
-        maps = maps_of(k)
-        x1, y1, x2, y2 = (round(float(v), 2) for v in box)
-        detections.append(
-            DetectionResult(
-                id=det_id,
-                box_xyxy=(x1, y1, x2, y2),
-                class_id=d.class_id,
-                class_name=names[d.class_id] if 0 <= d.class_id < len(names) else str(d.class_id),
-                score=round(d.score, 5),
-                level=d.level,
-                maps=maps,
-            )
+    count = len(explanation.detections) if kept is None else kept
+    picked = [(k, d) for k, d in enumerate(explanation.detections[:count]) if d.image_index == image_index]
+    boxes = original_boxes([d for _, d in picked], letterbox)
+    detections = tuple(
+        DetectionResult(
+            id=det_id,
+            box_xyxy=box,
+            class_id=d.class_id,
+            class_name=class_name(names, d.class_id),
+            score=rounded_score(d.score),
+            level=d.level,
+            maps=maps_of(explanation, k, method=method, letterbox=letterbox, fuse=fuse),
         )
+        for det_id, ((k, d), box) in enumerate(zip(picked, boxes))
+    )
     height, width = letterbox.original_hw
     return ImageResult(
-        file=file,
+        file="",
         width=width,
         height=height,
-        detections=tuple(detections),
-        layers=tuple(explanation.cams[method] if layers is None else layers),
-        image=image,
-        missed=None if missed is None else _missed_results(missed, image_index, kept, names, maps_of),
+        detections=detections,
+        layers=tuple(explanation.cams[method]),
     )
 
 
-def _missed_results(
-    missed: Sequence[MissedObject],
-    image_index: int,
-    kept: int,
-    names: Sequence[str],
-    maps_of: Callable[[int], dict[str, np.ndarray | None]],
+def class_name(names: Sequence[str], class_id: int) -> str:
+    """The class's name, or its id as text where the detector names no such class."""
+    return names[class_id] if 0 <= class_id < len(names) else str(class_id)
+
+
+def maps_of(
+    explanation: Explanation, k: int, *, method: str, letterbox: Letterbox, fuse: bool = False
+) -> dict[str, np.ndarray | None]:
+    """The ``k``-th detection's maps by layer, in the original image's pixels (bounded:
+    :func:`kit.core.geometry.map_size`) and normalized; None where no gradient reached the layer."""
+    hw = map_size(letterbox.original_hw)
+    maps: dict[str, np.ndarray | None] = {}
+    for layer, cams in explanation.cams[method].items():
+        if bool(explanation.no_gradient[layer][k]):
+            maps[layer] = None
+        else:
+            maps[layer] = normalize(to_original(cams[k], letterbox, hw=hw))
+    if fuse:
+        maps[FUSED] = fuse_reached(list(maps.values()))
+    return maps
+
+
+def missed_results(
+    explained: ExplainedBatch, *, image_index: int, method: str, names: Sequence[str], fuse: bool = False
 ) -> tuple[MissedResult, ...]:
-    """One image's missed objects, each with its candidate's maps (its row ``kept + j`` for the
-    j-th explained candidate of the batch)."""
-
-    def name(class_id: int) -> str:
-        return names[class_id] if 0 <= class_id < len(names) else str(class_id)
-
+    """One image's missed objects, each with its candidate's maps (at the index recorded when it was
+    added to the batch's detections)."""
+    letterbox = explained.letterboxes[image_index]
     out: list[MissedResult] = []
-    position = kept
-    for m in missed:
-        row = position if m.detection is not None else None
-        position += m.detection is not None
+    for m, row in explained.missed:
         if m.image_index != image_index:
             continue
+        maps = (
+            {}
+            if row is None
+            else maps_of(explained.explanation, row, method=method, letterbox=letterbox, fuse=fuse)
+        )
         out.append(
             MissedResult(
                 id=len(out),
                 gt_box_xyxy=m.gt_box,
                 class_id=m.class_id,
-                class_name=name(m.class_id),
+                class_name=class_name(names, m.class_id),
                 box_xyxy=m.box,
-                score=round(m.score, 5),
+                score=rounded_score(m.score),
                 iou=m.iou,
-                why=m.why,
+                why=m.reason,
                 level=None if m.detection is None else m.detection.level,
-                maps={} if row is None else maps_of(row),
+                maps=maps,
                 suppressed_by=m.suppressed_by,
                 other_class=m.other_class,
-                other_class_name=None if m.other_class is None else name(m.other_class),
+                other_class_name=None if m.other_class is None else class_name(names, m.other_class),
                 detection=m.kept_id,
             )
         )
@@ -204,95 +221,92 @@ def source_path(source: Source, position: int) -> Path:
 
 
 def explain_images(
-    adapter: Adapter,
-    *,
-    sources: Sequence[Source],
-    layers: Sequence[str],
-    target: Target,
-    method: CamMethod | DRise,
-    batch_size: int = 1,
-    fuse: bool = False,
-    finder: MissedFinder | None = None,
-    limits: ImageLimits | None = None,
+    adapter: Adapter, *, sources: Sequence[Source], settings: LoopSettings
 ) -> Iterator[tuple[Path, ImageResult]]:
     """Explain each source image in turn; yield its name (:func:`source_path`) and its result.
 
     An image that cannot be read or explained is yielded with its ``error`` (and logged); the
-    others go on. ``fuse`` adds a fused multi-layer map per detection (layer name ``fused``).
-    ``finder`` (``--explain-missed``) adds each image's missed objects, explained. ``limits``: the
-    largest image file read (:class:`kit.core.images.ImageLimits`, default its defaults); a larger one
-    is that image's error.
-    A :class:`~kit.methods.drise.DRise` method explains each batch by masks, not gradients (its one layer:
-    ``image``; ``layers`` and ``target`` are not used).
+    others go on; a larger image file than ``settings.limits`` allows is that image's error.
     """
-    modules = {} if isinstance(method, DRise) else adapter.resolve_layers(layers)
-    names = tuple(layers)
+    modules = settings.method.resolve_layers(adapter, settings.layers)
     pending: list[tuple[Path, np.ndarray]] = []
-
-    def explain_pending(batch: list[tuple[Path, np.ndarray]]) -> Iterator[tuple[Path, ImageResult]]:
-        if not batch:
-            return
-        try:
-            images = [image for _, image in batch]
-            missed: list[MissedObject] = []
-            if isinstance(method, DRise):
-                explanation, letterboxes = method.explain_batch(adapter, images)
-            else:
-                truths = [] if finder is None else [finder.ground_truth(p, im.shape[:2]) for p, im in batch]
-                explanation, letterboxes, missed = explain_batch(
-                    adapter,
-                    images,
-                    layers=modules,
-                    target=target,
-                    methods=[method],
-                    finder=finder,
-                    truths=truths,
-                )
-        except Exception as error:
-            if len(batch) > 1:  # find the image that broke it; the others are explained one by one
-                why = " ".join(str(error).split())
-                LOG.warning("a batch of %d images failed (%s); one at a time now", len(batch), why)
-                for item in batch:
-                    yield from explain_pending([item])
-                return
-            source, image = batch[0]
-            yield failed(source, failure("could not explain", source, error, image=image))
-            return
-        for index, (source, image) in enumerate(batch):
-            try:
-                result = to_image_result(
-                    explanation,
-                    image_index=index,
-                    letterbox=letterboxes[index],
-                    method=method.name,
-                    names=adapter.names,
-                    layers=names,
-                    file=printable(source),
-                    image=image,
-                    fuse=fuse,
-                    missed=None if finder is None else missed,
-                )
-            except Exception as error:
-                yield failed(source, failure("could not map back the results of", source, error, image=image))
-                continue
-            yield source, result
-
     for position, item in enumerate(sources):
         source = source_path(item, position)
         if isinstance(item, np.ndarray):
             image = item
         else:
             try:
-                image = read_image(item, limits=limits)
+                image = read_image(item, limits=settings.limits)
             except Exception as error:
                 yield failed(source, failure("cannot read image", source, error))
                 continue
         pending.append((source, image))
-        if len(pending) >= batch_size:
+        if len(pending) >= settings.batch_size:
             batch, pending = pending, []
-            yield from explain_pending(batch)
-    batch, pending = pending, []
-    yield from explain_pending(batch)
+            yield from _explain_pending(adapter, batch, modules=modules, settings=settings)
+    yield from _explain_pending(adapter, pending, modules=modules, settings=settings)
+
+
+def _explain_pending(
+    adapter: Adapter,
+    batch: list[tuple[Path, np.ndarray]],
+    *,
+    modules: Mapping[str, nn.Module],
+    settings: LoopSettings,
+) -> Iterator[tuple[Path, ImageResult]]:
+    """One batch's results; a batch that fails is explained again one image at a time, so only the
+    image that broke it is recorded failed."""
+    if not batch:
+        return
+    finder = settings.finder
+    try:
+        images = [image for _, image in batch]
+        truths = [] if finder is None else [finder.ground_truth(p, im.shape[:2]) for p, im in batch]
+        explained = run_batch(adapter, images, layers=dict(modules), settings=settings, truths=truths)
+    except Exception as error:
+        if len(batch) > 1:  # find the image that broke it; the others are explained one by one
+            why = " ".join(str(error).split())
+            LOG.warning("a batch of %d images failed (%s); one at a time now", len(batch), why)
+            for item in batch:
+                yield from _explain_pending(adapter, [item], modules=modules, settings=settings)
+            return
+        source, image = batch[0]
+        yield failed(source, failure("could not explain", source, error, image=image))
+        return
+    for index, (source, image) in enumerate(batch):
+        try:
+            result = _image_result(adapter, explained, index=index, settings=settings)
+        except Exception as error:
+            yield failed(source, failure("could not map back the results of", source, error, image=image))
+            continue
+        yield source, replace(result, file=printable(source), image=image)
+
+
+def _image_result(
+    adapter: Adapter, explained: ExplainedBatch, *, index: int, settings: LoopSettings
+) -> ImageResult:
+    """The ``index``-th image of an explained batch as its result (with ``missed`` under a finder)."""
+    name = settings.method.name
+    result = to_image_result(
+        explained.explanation,
+        image_index=index,
+        letterbox=explained.letterboxes[index],
+        method=name,
+        names=adapter.names,
+        fuse=settings.fuse,
+        kept=explained.kept,
+    )
+    if settings.finder is None:
+        return replace(result, layers=tuple(settings.layers))
+    found = explained.matches.get(index)
+    return replace(
+        result,
+        layers=tuple(settings.layers),
+        missed=missed_results(
+            explained, image_index=index, method=name, names=adapter.names, fuse=settings.fuse
+        ),
+        matches=None if found is None else tuple(found),
+    )
 
 
 def failed(source: Path, message: str) -> tuple[Path, ImageResult]:
@@ -309,27 +323,19 @@ def run(
     *,
     sources: Sequence[Source],
     writer: RunWriter,
-    layers: Sequence[str],
-    target: Target,
-    method: CamMethod | DRise,
-    batch_size: int = 1,
-    fuse: bool = False,
-    on_image: Callable[[Path, np.ndarray, ImageResult], Mapping[str, Any] | None] | None = None,
+    settings: LoopSettings,
+    on_image: OnImage | None = None,
     indices: Sequence[int] | None = None,
     log_level: int = logging.INFO,
-    finder: MissedFinder | None = None,
-    limits: ImageLimits | None = None,
 ) -> int:
-    """Explain every source image into ``writer``; return how many images failed.
+    """Explain every source image into ``writer`` (:func:`explain_images`); return how many images failed.
 
-    ``fuse`` adds a fused multi-layer map per detection (layer name ``fused``). ``on_image`` is
-    called with each image and its result right after they are written (``--eval`` measures them
-    there, so no image's maps outlive its turn); what it returns is recorded with the image (its
-    measurement), and when it fails, the image is marked failed. ``indices``: each source's
-    position in the whole run (:meth:`RunWriter.use`; default: its position here).
-    ``log_level``: of the one line per image
-    (DEBUG under torchrun, where one progress display on rank 0 replaces N processes' lines).
-    ``limits``: the largest image read (:class:`kit.core.images.ImageLimits`).
+    ``on_image`` is called with each image and its result right after they are written (``--eval``
+    measures them there, so no image's maps outlive its turn); what it returns is recorded with the
+    image (its measurement), and when it fails, the image is marked failed. ``indices``: each
+    source's position in the whole run (:meth:`RunWriter.use`; default: its position here).
+    ``log_level``: of the one line per image (DEBUG under torchrun, where one progress display on
+    rank 0 replaces N processes' lines).
 
     On KeyboardInterrupt, or anything else that ends the run early, every finished image stays
     recorded (``"interrupted": true`` for Ctrl-C), the writer is closed (lock released,
@@ -338,17 +344,7 @@ def run(
     started = time.perf_counter()
     positions = list(range(len(sources))) if indices is None else list(indices)
     try:
-        results = explain_images(
-            adapter,
-            sources=sources,
-            layers=layers,
-            target=target,
-            method=method,
-            batch_size=batch_size,
-            fuse=fuse,
-            finder=finder,
-            limits=limits,
-        )
+        results = explain_images(adapter, sources=sources, settings=settings)
         for index, (source, result) in zip(positions, results):
             write_result(writer, source, result, on_image=on_image, index=index, log_level=log_level)
     except KeyboardInterrupt:
@@ -368,7 +364,7 @@ def write_result(
     source: Path,
     result: ImageResult,
     *,
-    on_image: Callable[[Path, np.ndarray, ImageResult], Mapping[str, Any] | None] | None = None,
+    on_image: OnImage | None = None,
     index: int | None = None,
     log_level: int = logging.INFO,
 ) -> None:

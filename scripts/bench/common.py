@@ -120,7 +120,7 @@ def measure_kit(
     import torch
 
     from kit.core.engine import explain
-    from kit.methods.cam import METHODS
+    from kit.methods.cam import CAM_METHODS
 
     adapter.max_det = None
     with torch.no_grad():  # detect.py's inference: the forward and the upstream's postprocessing
@@ -141,7 +141,7 @@ def measure_kit(
                     detect=adapter.detect,
                     layers=layers,
                     target=target,
-                    methods=[METHODS[method]],
+                    methods=[CAM_METHODS[method]],
                     model=adapter.model,
                     capabilities=adapter.capabilities,
                 )
@@ -208,8 +208,7 @@ def measure_folder(
     """
     import numpy as np
 
-    from kit.methods.cam import METHODS
-    from kit.run.runner import explain_batch
+    from kit.methods.cam import CAM_METHODS, explain_batch
 
     rng = np.random.default_rng(0)
     folder = [image if i % 2 == 0 else image[:, ::-1] for i in range(count)]
@@ -224,7 +223,9 @@ def measure_folder(
             ) -> None:
                 for start in range(0, len(images), size):
                     batch = images[start : start + size]
-                    explain_batch(adapter, batch, layers=layers, target=target, methods=[METHODS["gradcam"]])
+                    explain_batch(
+                        adapter, batch, layers=layers, target=target, methods=[CAM_METHODS["gradcam"]]
+                    )
 
             explain(folder[:batch_size])
             seconds, peak = timed(partial(explain, folder), repeat=1, warmup=False)

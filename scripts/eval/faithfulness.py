@@ -51,7 +51,7 @@ from kit.adapters.yolo import YoloAdapter, YoloFunctions
 from kit.core.targets import get_target
 from kit.evaluation.evaluate import Evaluator
 from kit.evaluation.labels import load_labels
-from kit.methods.cam import METHODS, get_method
+from kit.methods.cam import CAM_METHODS, get_cam_method
 from kit.methods.drise import DRiseSettings
 from kit.rundir.naming import increment_path
 from kit.upstreams.demo import DemoWeights, demo_weights
@@ -156,7 +156,9 @@ def prepare(args: argparse.Namespace, checkout: Path) -> Evaluation:
     from utils.datasets import letterbox as yolo_letterbox
     from utils.general import non_max_suppression
 
-    methods = [get_method(n.strip()) for n in args.methods.split(",") if n.strip()] or list(METHODS.values())
+    methods = [get_cam_method(n.strip()) for n in args.methods.split(",") if n.strip()] or list(
+        CAM_METHODS.values()
+    )
     demo = demo_weights(args.weights_dir)
     detector = DemoDetector(
         demo=demo,
@@ -215,7 +217,7 @@ def box_target_rows(
             evaluation.settings,
             layer_sets={first_set: evaluation.settings.layer_sets[first_set]},
             target=get_target(name),
-            methods=tuple(get_method(m) for m in chosen),
+            methods=tuple(get_cam_method(m) for m in chosen),
         )
         found = measure(evaluation.detector.adapter(), evaluation.paths, settings=settings, box_deletion=True)
         evaluators.update({(name, m, s): e for (m, s), e in found.evaluators.items()})

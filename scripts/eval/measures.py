@@ -30,9 +30,9 @@ from kit.core.targets import Target
 from kit.evaluation.evaluate import Evaluator, Match, adapter_detector, detection_maps
 from kit.evaluation.labels import Labels
 from kit.evaluation.metrics import rank_correlation
-from kit.methods.cam import CamMethod
+from kit.methods.cam import CamMethod, explain_batch
 from kit.methods.drise import DRise, DRiseSettings
-from kit.run.runner import explain_batch, to_image_result
+from kit.run.runner import to_image_result
 
 Key = tuple[str, str]  # (method, layer set)
 SetMaps = dict[str, np.ndarray | None]  # layer set -> one detection's fused map (None: no layer reached)
@@ -76,7 +76,7 @@ class EvalSettings:
     def explain(self, adapter: Adapter, image: np.ndarray) -> Explained:
         """One image explained as the run explains it: every detection, every layer, every method."""
         modules = adapter.resolve_layers(self.layers)
-        explanation, (letterbox,), _ = explain_batch(
+        explanation, (letterbox,) = explain_batch(
             adapter, [image], layers=modules, target=self.target, methods=self.methods
         )
         return Explained(explanation, letterbox, names=adapter.names)

@@ -232,7 +232,7 @@ LOCAL_EQUALS_GENERAL = """
     from kit.adapters.yolo import YoloAdapter, YoloFunctions
     from kit.core.contract import Capabilities
     from kit.core.engine import explain
-    from kit.methods.cam import METHODS
+    from kit.methods.cam import CAM_METHODS as METHODS
     from kit.core.targets import TARGETS
     model = attempt_load(sys.argv[1], map_location="cpu", inplace=False)
     functions = YoloFunctions(letterbox, non_max_suppression, nms_kwargs={"max_det": 8})

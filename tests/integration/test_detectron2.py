@@ -177,7 +177,7 @@ LOCAL_EQUALS_FULL = """
     from kit.adapters.detectron2 import Detectron2Adapter
     from kit.core.contract import Capabilities
     from kit.core.engine import explain
-    from kit.methods.cam import METHODS
+    from kit.methods.cam import CAM_METHODS as METHODS
     from kit.core.targets import TARGETS
     cfg = get_cfg()
     cfg.merge_from_file(sys.argv[1])

@@ -196,7 +196,7 @@ LOCAL_EQUALS_GENERAL = """
     from utils.general import non_max_suppression
     from kit.adapters.yolo import YoloAdapter, YoloFunctions
     from kit.core.engine import explain
-    from kit.methods.cam import METHODS
+    from kit.methods.cam import CAM_METHODS as METHODS
     from kit.core.targets import TARGETS
     with torch.no_grad():  # as main_gradcam.py loads
         model = attempt_load(sys.argv[1], map_location="cpu", inplace=False)

@@ -16,9 +16,9 @@ from kit.adapters.yolo import (
     check_resizable,
 )
 from kit.core.contract import Capabilities
-from kit.core.engine import explain
+from kit.core.engine import Chunks, explain
 from kit.core.targets import TARGETS
-from kit.methods.cam import METHODS
+from kit.methods.cam import CAM_METHODS
 
 
 class Detect(nn.Module):
@@ -173,16 +173,16 @@ def test_local_gradients_equal_the_general_backward(target: str) -> None:
         detect=adapter.detect,
         layers=layers,
         target=TARGETS[target],
-        methods=list(METHODS.values()),
+        methods=list(CAM_METHODS.values()),
         model=adapter.model,
     )
     local_only = Capabilities(local_gradients=adapter.capabilities.local_gradients)
-    fast = explain(**common, capabilities=local_only, chunk_size=5)  # type: ignore[arg-type]
+    fast = explain(**common, capabilities=local_only, chunks=Chunks(size=5))  # type: ignore[arg-type]
     slow = explain(**common)  # type: ignore[arg-type]
     assert [d.level for d in fast.detections] and {0, 1} <= {d.level for d in fast.detections}
     for layer in ("2", "3", "1"):
         assert torch.equal(fast.no_gradient[layer], slow.no_gradient[layer])
-        for name in METHODS:
+        for name in CAM_METHODS:
             torch.testing.assert_close(fast.cams[name][layer], slow.cams[name][layer], rtol=1e-4, atol=1e-7)
     levels = torch.tensor([d.level for d in fast.detections])
     assert torch.equal(fast.no_gradient["2"], levels != 0)
@@ -203,15 +203,15 @@ def test_score_route_gives_the_general_backwards_gradients(target: str, chained:
         detect=adapter.detect,
         layers=adapter.resolve_layers(names),
         target=TARGETS[target],
-        methods=list(METHODS.values()),
+        methods=list(CAM_METHODS.values()),
         model=adapter.model,
     )
-    routed = explain(**common, capabilities=adapter.capabilities, chunk_size=5)  # type: ignore[arg-type]
+    routed = explain(**common, capabilities=adapter.capabilities, chunks=Chunks(size=5))  # type: ignore[arg-type]
     slow = explain(**common)  # type: ignore[arg-type]
     assert {0, 1} <= {d.level for d in routed.detections}
     for layer in names:
         assert torch.equal(routed.no_gradient[layer], slow.no_gradient[layer])
-        for name in METHODS:
+        for name in CAM_METHODS:
             torch.testing.assert_close(routed.cams[name][layer], slow.cams[name][layer], rtol=1e-4, atol=1e-7)
     assert slow.cams["gradcam"][names[0]].abs().sum() > 0  # the deep layer has maps to compare
 
@@ -274,7 +274,7 @@ def test_float16_model_gives_float32_maps_close_to_float32() -> None:
                 detect=adapter.detect,
                 layers=adapter.resolve_layers(["0", "2", "3"]),
                 target=TARGETS["class-logit"],
-                methods=[METHODS["gradcam"]],
+                methods=[CAM_METHODS["gradcam"]],
                 model=adapter.model,
                 capabilities=adapter.capabilities,
             )

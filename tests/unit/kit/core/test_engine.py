@@ -11,10 +11,10 @@ from torch import nn
 import kit.core.engine
 from kit.core.contract import Capabilities
 from kit.core.detection import Detection
-from kit.core.engine import LayerOutputError, explain, hooked_activations
+from kit.core.engine import Chunks, LayerOutputError, explain, hooked_activations
 from kit.core.errors import KitError
 from kit.core.targets import TARGETS, ClassLogit
-from kit.methods.cam import METHODS
+from kit.methods.cam import CAM_METHODS
 
 
 class TinyDetector(nn.Module):
@@ -72,7 +72,7 @@ def run(
         detect=lambda output: list(detections),
         layers=layers,
         target=kwargs.pop("target", ClassLogit()),  # type: ignore[arg-type]
-        methods=list(METHODS.values()),
+        methods=list(CAM_METHODS.values()),
         model=model,
         **kwargs,  # type: ignore[arg-type]
     )
@@ -105,7 +105,7 @@ def assert_cams_match_reference(
         ref = reference_gradients(model, x, det)
         for layer in ("p3", "p4"):
             a, g = acts[layer][det.image_index][None], ref[layer][None]
-            for name, method in METHODS.items():
+            for name, method in CAM_METHODS.items():
                 got = result.cams[name][layer][k]  # type: ignore[attr-defined]
                 torch.testing.assert_close(got, method(a, g)[0], rtol=1e-5, atol=1e-6)
     return acts
@@ -115,7 +115,7 @@ def assert_cams_match_reference(
 def test_cams_equal_per_detection_backward(chunk_size: int) -> None:
     model = TinyDetector()
     x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
-    result = run(model, x, chunk_size=chunk_size)
+    result = run(model, x, chunks=Chunks(size=chunk_size))
     assert_cams_match_reference(model, x, result, DETECTIONS)
 
 
@@ -140,7 +140,7 @@ def test_a_batch_gives_each_image_its_own_maps_in_fewer_backwards(
     calls = []
     grad = torch.autograd.grad
     monkeypatch.setattr(torch.autograd, "grad", lambda *a, **k: calls.append(1) or grad(*a, **k))
-    result = run(model, x, BATCH_DETECTIONS, chunk_size=chunk_size)
+    result = run(model, x, BATCH_DETECTIONS, chunks=Chunks(size=chunk_size))
     monkeypatch.setattr(torch.autograd, "grad", grad)
     # one backward per round of (at most) one detection per image, not one per detection
     expected_calls = {1: 6, 4: 3, 32: 3}[chunk_size]
@@ -152,7 +152,7 @@ def test_a_batch_gives_each_image_its_own_maps_in_fewer_backwards(
         alone = x[det.image_index : det.image_index + 1]
         ref = reference_gradients(model, alone, Detection(**{**det.__dict__, "image_index": 0}))
         for layer in ("p3", "p4"):
-            expected = METHODS["gradcam"](acts[layer][det.image_index][None], ref[layer][None])[0]
+            expected = CAM_METHODS["gradcam"](acts[layer][det.image_index][None], ref[layer][None])[0]
             got = result.cams["gradcam"][layer][k]  # type: ignore[attr-defined]
             torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-6)
 
@@ -174,7 +174,7 @@ def test_large_layers_get_smaller_chunks(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setattr(kit.core.engine, "_store_maps", spy)
     for budget, expected in ((1.0, [6]), (2 * 1664 / 2**20, [2, 2, 2]), (1e-9, [1] * 6)):
         chunks.clear()
-        result = run(model, x, BATCH_DETECTIONS, chunk_mb=budget)
+        result = run(model, x, BATCH_DETECTIONS, chunks=Chunks(mb=budget))
         assert chunks == expected
         assert_cams_match_reference(model, x, result, BATCH_DETECTIONS)
 
@@ -225,7 +225,7 @@ def test_no_detections_gives_empty_maps() -> None:
         detect=lambda output: [],
         layers={"p3": model.p3},
         target=TARGETS["class-logit"],
-        methods=[METHODS["gradcam"]],
+        methods=[CAM_METHODS["gradcam"]],
         model=model,
     )
     assert result.detections == []
@@ -240,7 +240,7 @@ def test_layer_that_is_not_a_feature_map_is_refused_clearly() -> None:
             detect=lambda output: [],
             layers={"flat": model},  # the whole model outputs (B, N, 3)
             target=ClassLogit(),
-            methods=[METHODS["gradcam"]],
+            methods=[CAM_METHODS["gradcam"]],
         )
     assert all(not m._forward_hooks for m in model.modules())
 
@@ -254,7 +254,7 @@ def test_layer_that_never_runs_is_refused() -> None:
             detect=lambda output: [],
             layers={"unused": unused},
             target=ClassLogit(),
-            methods=[METHODS["gradcam"]],
+            methods=[CAM_METHODS["gradcam"]],
         )
 
 
@@ -279,7 +279,7 @@ class SharedHeadDetector(nn.Module):
 def test_layer_run_once_per_level_is_explained_at_each_detections_level() -> None:
     model = SharedHeadDetector().eval()
     x = torch.randn(2, 3, 8, 8)
-    gradcam = METHODS["gradcam"]
+    gradcam = CAM_METHODS["gradcam"]
     result = explain(
         forward=lambda: TinyOutput(model(x)),
         detect=lambda output: list(DETECTIONS),
@@ -287,7 +287,7 @@ def test_layer_run_once_per_level_is_explained_at_each_detections_level() -> Non
         target=ClassLogit(),
         methods=[gradcam],
         model=model,
-        chunk_size=2,
+        chunks=Chunks(size=2),
         capabilities=Capabilities(per_level_layers=True),
     )
     cams = result.cams["gradcam"]["subnet"]
@@ -320,7 +320,7 @@ def test_layer_run_several_times_needs_a_level_per_detection() -> None:
             detect=lambda output: [det],
             layers={"subnet": model.subnet},
             target=ClassLogit(),
-            methods=[METHODS["gradcam"]],
+            methods=[CAM_METHODS["gradcam"]],
             model=model,
         )
     assert not model.subnet._forward_hooks
@@ -336,6 +336,6 @@ def test_a_layer_run_twice_is_refused_unless_the_adapter_maps_detections_to_runs
             detect=lambda output: list(DETECTIONS),
             layers={"subnet": model.subnet},
             target=ClassLogit(),
-            methods=[METHODS["gradcam"]],
+            methods=[CAM_METHODS["gradcam"]],
             model=model,
         )

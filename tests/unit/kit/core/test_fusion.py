@@ -9,7 +9,7 @@ from torch import nn
 
 from kit.core.errors import ShapeError
 from kit.core.fusion import fuse_layers
-from kit.methods.cam import METHODS
+from kit.methods.cam import CAM_METHODS
 
 
 def test_single_layer_is_its_min_max_scaling() -> None:
@@ -82,7 +82,7 @@ def test_agrees_with_pytorch_grad_cam_on_two_layers(name: str) -> None:
             h.remove()
     scores = out[torch.arange(2), torch.tensor(categories)]
     grads = torch.autograd.grad(scores.sum(), store)
-    per_layer = [METHODS[name](a, g) for a, g in zip(store, grads)]
+    per_layer = [CAM_METHODS[name](a, g) for a, g in zip(store, grads)]
     ours = fuse_layers(per_layer, size=(12, 12))
 
     cls = {"gradcam": reference.GradCAM, "layercam": reference.LayerCAM, "eigencam": reference.EigenCAM}[name]

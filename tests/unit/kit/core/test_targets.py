@@ -21,7 +21,7 @@ from kit.core.targets import (
     choose_class,
     get_target,
 )
-from kit.methods.cam import METHODS
+from kit.methods.cam import CAM_METHODS
 from tests.conftest import picture
 from tests.conftest import toy_explainer as toy
 from tests.unit.kit.core.test_engine import DETECTIONS, TinyDetector, TinyOutput, assert_cams_match_reference
@@ -37,7 +37,9 @@ class BoxOutput(TinyOutput):
         return torch.stack([z[:, 0], z[:, 1] * 2, -z[:, 2], z[:, 0] * z[:, 1]], dim=1)
 
 
-def explained(target: object, methods: Sequence = (METHODS["gradcam"], METHODS["layercam"])) -> object:
+def explained(
+    target: object, methods: Sequence = (CAM_METHODS["gradcam"], CAM_METHODS["layercam"])
+) -> object:
     model = TinyDetector().eval()
     x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
     return explain(
@@ -113,7 +115,7 @@ def test_a_chosen_class_gets_that_classs_gradients() -> None:
         detect=lambda output: list(DETECTIONS),
         layers={"p3": model.p3, "p4": model.p4},
         target=target,
-        methods=list(METHODS.values()),
+        methods=list(CAM_METHODS.values()),
         model=model,
     )
     # the same maps as for detections whose own class is 2

@@ -19,6 +19,7 @@ from kit.core.detection import Detection
 from kit.core.errors import KitError
 from kit.core.geometry import Letterbox
 from kit.core.options import ArgumentError
+from kit.evaluation import evaluate
 from kit.evaluation.labels import GroundTruth
 from kit.evaluation.missed import MissedFinder
 from kit.upstreams.loaders import Loaded
@@ -44,7 +45,7 @@ def find(
 ) -> list:
     finder = MissedFinder(labels=None, candidates=reader(multi))  # type: ignore[arg-type]
     truth = GroundTruth(boxes=np.array(gt_boxes, dtype=np.float64), classes=np.array(gt_classes))
-    return finder.find(object(), kept, [(truth, IDENTITY)])  # type: ignore[arg-type]
+    return finder.find(object(), kept, [(truth, IDENTITY)]).missed  # type: ignore[arg-type]
 
 
 def kept(row: int, cls: int, box: tuple[float, ...], score: float = 0.9) -> Detection:
@@ -65,7 +66,7 @@ def test_matched_objects_are_not_missed_and_each_reason_is_told() -> None:
         [0, 1, 1, 1, 2],
         [k0, k1],
     )
-    assert [(m.gt_box, m.why) for m in found] == [
+    assert [(m.gt_box, m.reason) for m in found] == [
         ((0.0, 60.0, 20.0, 80.0), "other_class"),
         ((60.0, 0.0, 80.0, 20.0), "below_threshold"),
         ((400.0, 400.0, 420.0, 420.0), "no_candidate"),
@@ -88,26 +89,26 @@ def test_a_class_confusion_is_told_even_when_a_weak_neighbour_fits_the_box_bette
         (m,) = find([[11, 10, 31, 30]], [1], [kept(0, 0, (10, 10, 30, 30))])
     finally:
         BOXES, SCORES = saved
-    assert (m.why, m.other_class, m.detection.row) == ("other_class", 0, 0)  # type: ignore[union-attr]
+    assert (m.reason, m.other_class, m.detection.row) == ("other_class", 0, 0)  # type: ignore[union-attr]
 
 
 def test_suppressed_and_mislocalized() -> None:
     rival = kept(3, 1, (80, 80, 120, 120), score=0.95)  # a kept class-1 box overlapping row 1's
     # the object sits where row 1 is (IoU 0.57) and scores class 1 at 0.7; the rival barely touches it
     (m,) = find([[44, 44, 84, 84]], [1], [rival])
-    assert (m.why, m.suppressed_by, m.detection.row) == ("suppressed", 0, 1)  # type: ignore[union-attr]
+    assert (m.reason, m.suppressed_by, m.detection.row) == ("suppressed", 0, 1)  # type: ignore[union-attr]
     # a kept class-1 box overlapping the object by IoU 0.39 (< 0.5: no match): found, box off
     near = kept(3, 1, (56, 56, 96, 96), score=0.95)
     (m,) = find([[44, 44, 84, 84]], [1], [near])
-    assert (m.why, m.kept_id) == ("mislocalized", 0)
+    assert (m.reason, m.kept_id) == ("mislocalized", 0)
     # row 1 itself kept for class 1, but its box overlaps the object too little to match
     itself = kept(1, 1, (50, 50, 90, 90), score=0.7)
     (m,) = find([[70, 70, 110, 110]], [1], [itself])
-    assert (m.why, m.kept_id) == ("mislocalized", 0)
+    assert (m.reason, m.kept_id) == ("mislocalized", 0)
     # a detector that keeps several classes per row: row 2 scores class 2 at 0.6 >= 0.5, and no
     # class-2 detection was kept: dropped (NMS or the detections cap) without a rival to name
     (m,) = find([[0, 60, 20, 80]], [2], [], multi=True)
-    assert (m.why, m.suppressed_by) == ("suppressed", None)
+    assert (m.reason, m.suppressed_by) == ("suppressed", None)
 
 
 def test_a_detector_without_candidates_is_refused() -> None:
@@ -131,17 +132,22 @@ class CandidateToy(ToyAdapter):
         return Candidates(boxes, torch.sigmoid(logits), rows, torch.zeros_like(rows), 0.99, False)
 
 
-def test_a_run_records_missed_objects_with_maps_and_overlays(tmp_path: Path) -> None:
+def two_images(tmp_path: Path, b_labels: str = "") -> tuple[Path, Path]:
+    """Images a and b and their labels: a holds the whole image (matched by the toy's detection,
+    class 0) and a small class-1 object in a corner; b what ``b_labels`` says (default: nothing)."""
     images = tmp_path / "images"
     images.mkdir()
     labels = tmp_path / "labels"
     labels.mkdir()
     for name, seed in (("a", 1), ("b", 2)):
         cv2.imwrite(str(images / f"{name}.png"), picture(seed, (32, 32)))
-    # a: the whole image (matched by the toy's detection, class 0) and a small class-1 object in
-    # a corner; b: no objects
     (labels / "a.txt").write_text("0 0.5 0.5 1.0 1.0\n1 0.2 0.2 0.1 0.1\n")
-    (labels / "b.txt").write_text("")
+    (labels / "b.txt").write_text(b_labels)
+    return images, labels
+
+
+def test_a_run_records_missed_objects_with_maps_and_overlays(tmp_path: Path) -> None:
+    images, labels = two_images(tmp_path)
     explainer = Explainer(Loaded(adapter=CandidateToy(), weights="toy.pt", settings={}), upstream="toy")
     result = explainer.run(images, tmp_path / "run", labels=labels, explain_missed=True, eval_curves=0)
     manifest = json.loads(result.manifest.read_text())
@@ -170,6 +176,30 @@ def test_a_run_records_missed_objects_with_maps_and_overlays(tmp_path: Path) -> 
     page = (tmp_path / "run" / "index.html").read_text()
     assert "<bdi>other</bdi> at [5, 5, 8, 8]: below the threshold (" in page
     assert '<a href="a/missed0_feat.jpg">map feat</a>' in page
+
+
+def test_each_image_is_matched_once_and_the_evaluation_takes_that_matching(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    images, labels = two_images(tmp_path, "1 0.5 0.5 0.5 0.5\n")
+    calls: list[int] = []
+    real = evaluate.match_detections
+
+    def counted(boxes: np.ndarray, *args: Any, **kwargs: Any) -> Any:
+        calls.append(len(boxes))
+        return real(boxes, *args, **kwargs)
+
+    monkeypatch.setattr(evaluate, "match_detections", counted)
+    explainer = Explainer(Loaded(adapter=CandidateToy(), weights="toy.pt", settings={}), upstream="toy")
+    explainer.run(images, tmp_path / "run", labels=labels, explain_missed=True, eval_curves=0)
+    assert calls == [1, 1]  # one matching per image, by the finder; the evaluation took it
+    calls.clear()
+    explainer.run(images, tmp_path / "plain", labels=labels, eval_curves=0)
+    assert calls == [1, 1]  # without --explain-missed the evaluation matches each image itself
+    with_missed, plain = (json.loads((tmp_path / d / "eval.json").read_text()) for d in ("run", "plain"))
+    for report in (with_missed, plain):
+        report.pop("seconds")
+    assert with_missed == plain
 
 
 def test_explain_missed_without_labels_is_refused_before_anything_runs(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from torch import nn
 
 from kit.core.errors import KitError, ShapeError
 from kit.methods.cam import (
-    METHODS,
+    CAM_METHODS,
     CamMethod,
     EigenCAM,
     GradCAM,
@@ -18,7 +18,7 @@ from kit.methods.cam import (
     LayerCAM,
     XGradCAM,
     first_component_projection,
-    get_method,
+    get_cam_method,
 )
 
 # Two channels of a 2x2 activation, shared by the hand computations below.
@@ -105,36 +105,36 @@ def test_eigencam_ignores_gradients_and_reuses_repeated_rows() -> None:
     torch.testing.assert_close(cams, EigenCAM()(a, torch.zeros(3, 4, 5, 5)))
 
 
-@pytest.mark.parametrize("name", sorted(n for n, m in METHODS.items() if m.uses_gradients))
+@pytest.mark.parametrize("name", sorted(n for n, m in CAM_METHODS.items() if m.uses_gradients))
 def test_zero_gradients_give_zero_map_without_nan(name: str) -> None:
     a = torch.rand(3, 4, 5, 6)
-    cam = METHODS[name](a, torch.zeros_like(a))
+    cam = CAM_METHODS[name](a, torch.zeros_like(a))
     assert cam.shape == (3, 5, 6)
     assert torch.equal(cam, torch.zeros(3, 5, 6))
 
 
-@pytest.mark.parametrize("name", sorted(METHODS))
+@pytest.mark.parametrize("name", sorted(CAM_METHODS))
 def test_nan_free_on_zero_activations(name: str) -> None:
-    cam = METHODS[name](torch.zeros(2, 3, 4, 4), torch.randn(2, 3, 4, 4))
+    cam = CAM_METHODS[name](torch.zeros(2, 3, 4, 4), torch.randn(2, 3, 4, 4))
     assert torch.equal(cam, torch.zeros(2, 4, 4))
 
 
-@pytest.mark.parametrize("name", sorted(METHODS))
+@pytest.mark.parametrize("name", sorted(CAM_METHODS))
 def test_batch_rows_are_independent_and_float32(name: str) -> None:
     torch.manual_seed(0)
     a, g = torch.randn(4, 3, 5, 5, dtype=torch.float64), torch.randn(4, 3, 5, 5, dtype=torch.float64)
-    batch = METHODS[name](a, g)
+    batch = CAM_METHODS[name](a, g)
     assert batch.dtype == torch.float32
     for n in range(4):
-        torch.testing.assert_close(batch[n : n + 1], METHODS[name](a[n : n + 1], g[n : n + 1]))
-    half = METHODS[name](a.half(), g.half())
+        torch.testing.assert_close(batch[n : n + 1], CAM_METHODS[name](a[n : n + 1], g[n : n + 1]))
+    half = CAM_METHODS[name](a.half(), g.half())
     assert half.dtype == torch.float32 and torch.isfinite(half).all()
 
 
-@pytest.mark.parametrize("name", sorted(METHODS))
+@pytest.mark.parametrize("name", sorted(CAM_METHODS))
 def test_does_not_track_gradients(name: str) -> None:
     a = torch.rand(1, 2, 3, 3, requires_grad=True)
-    assert not METHODS[name](a * 2, torch.ones(1, 2, 3, 3)).requires_grad
+    assert not CAM_METHODS[name](a * 2, torch.ones(1, 2, 3, 3)).requires_grad
 
 
 def test_shape_mismatch_names_both_shapes() -> None:
@@ -143,10 +143,10 @@ def test_shape_mismatch_names_both_shapes() -> None:
 
 
 def test_get_method_and_unknown_name() -> None:
-    assert get_method("gradcampp") is METHODS["gradcampp"]
-    assert all(isinstance(m, CamMethod) and m.name == k for k, m in METHODS.items())
+    assert get_cam_method("gradcampp") is CAM_METHODS["gradcampp"]
+    assert all(isinstance(m, CamMethod) and m.name == k for k, m in CAM_METHODS.items())
     with pytest.raises(ValueError, match="'scorecam'.*eigencam, eigengradcam, gradcam, gradcampp") as info:
-        get_method("scorecam")
+        get_cam_method("scorecam")
     assert isinstance(info.value, KitError)
 
 
@@ -192,7 +192,7 @@ def _minmax(cam: np.ndarray) -> np.ndarray:
     return cam / (1e-7 + cam.max(axis=(1, 2), keepdims=True))
 
 
-@pytest.mark.parametrize("name", sorted(METHODS))
+@pytest.mark.parametrize("name", sorted(CAM_METHODS))
 def test_agrees_with_pytorch_grad_cam(name: str) -> None:
     reference = pytest.importorskip("pytorch_grad_cam")
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
@@ -210,7 +210,7 @@ def test_agrees_with_pytorch_grad_cam(name: str) -> None:
         handle.remove()
     scores = out[torch.arange(2), torch.tensor(categories)]
     (grads,) = torch.autograd.grad(scores.sum(), store[0])
-    ours = METHODS[name](store[0], grads).numpy()
+    ours = CAM_METHODS[name](store[0], grads).numpy()
     ours = _minmax(_minmax(ours))  # the package scales per layer, then again after aggregating layers
 
     cls = {

@@ -23,7 +23,7 @@ def test_fused_map_uses_only_the_layers_the_gradient_reached() -> None:
         no_gradient={"a": torch.tensor([False]), "b": torch.tensor([False]), "c": torch.tensor([True])},
     )
     box = Letterbox.identity((16, 16))
-    given = {"method": "gradcam", "names": ["x"], "layers": ["a", "b", "c"], "file": "x.png"}
+    given = {"method": "gradcam", "names": ["x"]}
     (plain,) = to_image_result(explanation, image_index=0, letterbox=box, **given).detections
     assert FUSED not in plain.maps
     (fused,) = to_image_result(explanation, image_index=0, letterbox=box, fuse=True, **given).detections

@@ -8,6 +8,7 @@ yolov7's does.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import os
@@ -28,8 +29,8 @@ import pytest
 from kit.core.errors import OutputError
 from kit.core.results import DetectionResult
 from kit.core.targets import get_target
-from kit.methods.cam import get_method
-from kit.run.runner import run
+from kit.methods.registry import get_method
+from kit.run.runner import LoopSettings, run
 from kit.rundir import journal, reader
 from kit.rundir.naming import MAX_NAME_BYTES, safe_stem
 from kit.rundir.schema import LOCK_NAME
@@ -55,10 +56,13 @@ def _writer(out: Path, **kwargs: Any) -> RunWriter:
     return RunWriter(settings, out_dir=out, **kwargs)
 
 
+GRADCAM = LoopSettings(layers=["feat"], target=get_target("class-logit"), method=get_method("gradcam"))
+
+
 def _run(adapter: ToyAdapter, sources: list[Path], out: Path, **kwargs: Any) -> tuple[int, dict[str, Any]]:
     writer = _writer(out)
-    failed = run(adapter, sources=sources, writer=writer, layers=["feat"], target=get_target("class-logit"),
-                 method=get_method("gradcam"), **kwargs)  # fmt: skip
+    settings = dataclasses.replace(GRADCAM, **kwargs)
+    failed = run(adapter, sources=sources, writer=writer, settings=settings)
     manifest = json.loads(writer.finish().read_bytes().decode("utf-8"))  # strict UTF-8
     return failed, manifest
 
@@ -202,8 +206,7 @@ def test_a_failed_record_is_written_after_the_next_image(tmp_path: Path, monkeyp
 
     monkeypatch.setattr(part, "_flush", flaky)
     sources = [_png(tmp_path / "a.png"), _png(tmp_path / "b.png")]
-    failed = run(ToyAdapter(), sources=sources, writer=writer, layers=["feat"],
-                 target=get_target("class-logit"), method=get_method("gradcam"))  # fmt: skip
+    failed = run(ToyAdapter(), sources=sources, writer=writer, settings=GRADCAM)
     assert failed == 0
     on_disk = reader.read_manifest(tmp_path / "run")  # a's record caught up with b's
     assert [Path(e["file"]).name for e in on_disk["images"]] == ["a.png", "b.png"]
@@ -350,8 +353,9 @@ from pathlib import Path
 sys.path.insert(0, {str(REPO_ROOT)!r})
 from tests.conftest import ToyAdapter
 from kit.cli import main as cli
-from kit.methods.cam import get_method
+from kit.methods.registry import get_method
 from kit.rundir.writer import RunSettings, RunWriter
+from kit.run.runner import LoopSettings
 from kit.run.runner import run
 from kit.core.targets import get_target
 """
@@ -361,8 +365,8 @@ def main():
     out, sources = Path(sys.argv[1]), [Path(p) for p in sys.argv[2:]]
     writer = RunWriter(RunSettings(upstream="toy", weights="none", method="gradcam",
                                    target="class-logit", layers=["feat"]), out_dir=out)
-    failed = run(ToyAdapter(delay=DELAY), sources=sources, writer=writer, layers=["feat"],
-                 target=get_target("class-logit"), method=get_method("gradcam"))
+    settings = LoopSettings(layers=["feat"], target=get_target("class-logit"), method=get_method("gradcam"))
+    failed = run(ToyAdapter(delay=DELAY), sources=sources, writer=writer, settings=settings)
     writer.finish()
     return 1 if failed else 0
 
@@ -451,8 +455,7 @@ def test_a_keyboard_interrupt_inside_the_run_is_recorded_and_raised(tmp_path: Pa
 
     writer = _writer(tmp_path / "run")
     with pytest.raises(KeyboardInterrupt):
-        run(adapter, sources=sources, writer=writer, layers=["feat"], target=get_target("class-logit"),
-            method=get_method("gradcam"), on_image=stop)  # fmt: skip
+        run(adapter, sources=sources, writer=writer, settings=GRADCAM, on_image=stop)
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert manifest["interrupted"] is True and len(manifest["images"]) == 2
     assert not (tmp_path / "run" / LOCK_NAME).exists()

@@ -113,18 +113,18 @@ def test_the_folder_measurement_explains_every_image_at_each_batch_size(
 ) -> None:
     import numpy as np
 
-    from kit.run import runner
+    from kit.methods import cam
     from tests.unit.kit.adapters.test_yolo import make_adapter
 
     adapter = make_adapter()
     seen: list[tuple[int, tuple[str, ...]]] = []
-    real = runner.explain_batch
+    real = cam.explain_batch
 
     def spy(adapter: object, images: list, **kwargs: object) -> object:
         seen.append((len(images), tuple(kwargs["layers"])))  # type: ignore[arg-type]
         return real(adapter, images, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(runner, "explain_batch", spy)
+    monkeypatch.setattr(cam, "explain_batch", spy)
     records = bench_common.Records(upstream="yolov7", model="toy", img_size=64)
     sets = {"head": adapter.resolve_layers(["2", "3"]), "deep": adapter.resolve_layers(["1"])}
     image = np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8)

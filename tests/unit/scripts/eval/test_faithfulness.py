@@ -14,8 +14,8 @@ from torch import nn
 
 from kit.core.targets import get_target
 from kit.evaluation.labels import Labels
-from kit.methods.cam import get_method
-from kit.run.runner import explain_batch, to_image_result
+from kit.methods.cam import explain_batch, get_cam_method
+from kit.run.runner import to_image_result
 from scripts.eval import faithfulness as evaluation
 from scripts.eval import measures, table
 from tests.conftest import ToyAdapter
@@ -101,9 +101,9 @@ def test_randomized_maps_are_compared_with_the_trained_ones() -> None:
     adapter = ToyAdapter()
     image = np.random.default_rng(1).integers(0, 255, size=(24, 32, 3), dtype=np.uint8)
     modules = adapter.resolve_layers(["feat"])
-    methods = [get_method("gradcam")]
+    methods = [get_cam_method("gradcam")]
     target = get_target("class-logit")
-    explanation, (letterbox,), _ = explain_batch(
+    explanation, (letterbox,) = explain_batch(
         adapter, [image], layers=modules, target=target, methods=methods
     )
     result = to_image_result(
@@ -186,7 +186,7 @@ def test_every_layer_of_the_sets_once_in_the_model_order() -> None:
         labels=Labels(Path("unused"), format="yolo", class_rule="not read"),
         layer_sets=evaluation.parse_layer_sets("74,75,76;57;57,65,73;model.9.cv1"),
         target=get_target("class-logit"),
-        methods=(get_method("gradcam"),),
+        methods=(get_cam_method("gradcam"),),
         curves=0,
         steps=2,
         batch_size=1,

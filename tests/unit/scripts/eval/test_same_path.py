@@ -20,7 +20,7 @@ from kit.core.detection import Detection
 from kit.core.targets import get_target
 from kit.evaluation.evaluate import Evaluator
 from kit.evaluation.labels import load_labels
-from kit.methods.cam import get_method
+from kit.methods.cam import get_cam_method
 from kit.upstreams.loaders import Loaded
 from scripts.eval import measures, table
 from tests.conftest import ToyAdapter
@@ -81,7 +81,7 @@ def test_make_eval_scores_as_a_run_with_eval_does(tmp_path: Path) -> None:
         labels=load_labels(labels_dir, names=["blob", "other"], sources=paths),
         layer_sets={"feat": ["feat"]},
         target=get_target("class-logit"),
-        methods=(get_method("gradcam"),),
+        methods=(get_cam_method("gradcam"),),
         curves=2,
         steps=4,
         batch_size=1,
