@@ -143,8 +143,10 @@ class ExplainRequest:
         return cls(**keywords)
 
     def configured_method(self) -> Method:
-        """The method with its settings (``drise``: D-RISE's; None: the method's defaults)."""
-        return get_method(self.method).configured(self.drise)
+        """The method with its settings (``drise``: D-RISE's, for the method that takes them; the
+        command line always has them, from its flags' defaults)."""
+        method = get_method(self.method)
+        return method.configured(self.drise if method.settings_type is not None else None)
 
     @property
     def layer_list(self) -> list[str]:

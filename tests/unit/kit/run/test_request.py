@@ -18,7 +18,7 @@ from kit.cli import main as cli
 from kit.core.errors import ArgumentError, KitError, MethodNotFoundError
 from kit.core.images import ImageLimits
 from kit.core.targets import TargetNotSupportedError
-from kit.methods.drise import DRiseSettings
+from kit.methods.drise import DRise, DRiseSettings
 from kit.run.request import EXPLAIN_KEYWORDS, ExplainRequest
 from tests.conftest import picture, toy_explainer
 from tests.runs import det, energy_map, write_run
@@ -101,7 +101,7 @@ def parsed(argv: list[str], *, exist_ok: bool = False) -> argparse.Namespace:
 
 
 def test_unknown_names_keep_their_own_errors() -> None:
-    with pytest.raises(MethodNotFoundError, match="unknown CAM method 'nope'"):
+    with pytest.raises(MethodNotFoundError, match="unknown method 'nope'; choose one of: drise, "):
         ExplainRequest(method="nope")
     with pytest.raises(TargetNotSupportedError, match="unknown target 'nope'"):
         ExplainRequest(target="nope")
@@ -118,7 +118,7 @@ def test_the_keywords_are_the_settings() -> None:
     assert request.layers == ("74", "75") and request.layer_list == ["74", "75"]
     assert request.image_limits == ImageLimits()
     assert ExplainRequest(layers=[74, 75]).layers == ("74", "75") and ExplainRequest(layers=None).layers == ()
-    assert ExplainRequest(method="drise").drise_settings == DRiseSettings()
+    assert ExplainRequest(method="drise").configured_method().record() == DRise(DRiseSettings()).record()
     assert ExplainRequest(labels="l", eval_curves=3).eval_key == {"labels": "l", "curves": 3, "steps": 16}
 
 
