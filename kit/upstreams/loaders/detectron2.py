@@ -9,11 +9,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from kit.upstreams.checkpoints import checkpoint_loader, describe, short_repr
 from kit.core.errors import CheckpointError, CheckpointNotFoundError, ConfigFileError, KitError
+from kit.core.options import ArgumentError, check_fraction, check_max_det
+from kit.upstreams.checkpoints import checkpoint_loader, describe, short_repr
 from kit.upstreams.loaders import Loaded
 from kit.upstreams.loaders.detectron2_config import literal_problem, read_config
-from kit.core.options import ArgumentError, check_fraction, check_max_det
 
 LOG = logging.getLogger("kit")
 
