@@ -114,12 +114,8 @@ def load(
 
         if weights is None:
             raise ArgumentError(f"{upstream} needs weights: a checkpoint written by train.py, or 'demo'")
-        loaded = yolo.load(
-            upstream,
-            folder,
-            weights,
-            options=yolo.YoloOptions(device=device, trust_checkpoint=trust_checkpoint, **options),
-        )
+        settings = yolo.YoloOptions(device=device, trust_checkpoint=trust_checkpoint, **options)
+        loaded = yolo.load(upstream, folder, weights, options=settings)
     return Explainer(loaded, upstream=upstream)
 
 

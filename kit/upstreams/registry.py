@@ -113,6 +113,7 @@ class UpstreamSpec:
         return self.yolo is not None and self.yolo.demo
 
 
+DETECTRON2_CONFIG = "configs/COCO-Detection/faster_rcnn_R_50_FPN_3x.yaml"  # demo.py's --config-file default
 YOLO_OPTIONS = ("img_size", "conf_thres", "iou_thres", "max_det", "classes", "agnostic_nms", "half")
 YOLO_PACKAGES = ("models", "utils")
 YOLO_CAM_ARGS = (
@@ -266,7 +267,7 @@ DETECTRON2 = UpstreamSpec(
             "https://dl.fbaipublicfiles.com/detectron2/COCO-Detection/faster_rcnn_R_50_FPN_3x/"
             "137849458/model_final_280758.pkl"
         ),
-        config="configs/COCO-Detection/faster_rcnn_R_50_FPN_3x.yaml",
+        config=DETECTRON2_CONFIG,
         args=(
             *("--config-file", "{config}", "--input", "{source}", "--output", "{out}"),
             *("--opts", "MODEL.WEIGHTS", "{weights}"),
