@@ -51,10 +51,13 @@ def yolo_description(spec: UpstreamSpec, flags: EntryFlags) -> str:
     only = spec.yolo is not None and spec.yolo.detection_only
     note = " Detection checkpoints only: a segmentation one is refused." if only else ""
     body = YOLO_DESCRIPTION.format(script=flags.script, flags=", ".join(own), note=note)
+    example = (
+        f"python main_gradcam.py --weights {spec.default_weights} --source {spec.images} --method gradcampp"
+    )
     title = (
         f"Per-detection Grad-CAM for {flags.title}, installed by the kit as main_gradcam.py in the checkout."
     )
-    return f"{textwrap.fill(title, 100)}\n\n{textwrap.fill(body, 100)}\n\n    {flags.example}\n"
+    return f"{textwrap.fill(title, 100)}\n\n{textwrap.fill(body, 100)}\n\n    {example}\n"
 
 
 def add_yolo_flags(parser: argparse.ArgumentParser, spec: UpstreamSpec, flags: EntryFlags) -> None:

@@ -57,7 +57,6 @@ class EntryFlags:
     conf_help: str
     iou_help: str
     data_flag: bool = False  # --data dataset.yaml (yolov5 v7.0's detect.py; a .pt carries its names)
-    example: str = ""  # one command line for the docstring
 
     @property
     def size_flag(self) -> str:
@@ -116,18 +115,18 @@ class UpstreamSpec:
 DETECTRON2_CONFIG = "configs/COCO-Detection/faster_rcnn_R_50_FPN_3x.yaml"  # demo.py's --config-file default
 YOLO_OPTIONS = ("img_size", "conf_thres", "iou_thres", "max_det", "classes", "agnostic_nms", "half")
 YOLO_PACKAGES = ("models", "utils")
-YOLO_CAM_ARGS = (
-    "--weights",
-    "{weights}",
-    "--source",
-    "{source}",
-    "--project",
-    "{project}",
-    "--name",
-    "{name}",
+YOLO_CAM_ARGS = tuple("--weights {weights} --source {source} --project {project} --name {name}".split())
+ULTRALYTICS_ENTRY = EntryFlags(
+    title="ultralytics/yolov3 v9.6.0",
+    script="v9.6.0's detect.py",
+    weights_help="model.pt path",
+    size_flags=("--imgsz", "--img", "--img-size"),
+    size_default=(640,),
+    size_help="inference size; h,w is accepted as in detect.py and the larger is used as a square",
+    max_det_help="maximum detections per image",
+    conf_help="confidence threshold",
+    iou_help="NMS IoU threshold",
 )
-ULTRALYTICS_SIZE_FLAGS = ("--imgsz", "--img", "--img-size")
-ULTRALYTICS_SIZE_HELP = "inference size; h,w is accepted as in detect.py and the larger is used as a square"
 ULTRALYTICS_CODE = YoloCode(
     letterbox_module="utils.augmentations",
     nms_caps=True,
@@ -178,7 +177,6 @@ YOLOV7 = UpstreamSpec(
         max_det_help="maximum detections explained per image",
         conf_help="object confidence threshold",
         iou_help="IOU threshold for NMS",
-        example="python main_gradcam.py --weights yolov7.pt --source inference/images --method gradcampp",
     ),
 )
 YOLOV3 = UpstreamSpec(
@@ -201,30 +199,14 @@ YOLOV3 = UpstreamSpec(
         BenchModel("models/yolov3.yaml", "6,8,10", "data/images/zidane.jpg"),
     ),
     yolo=ULTRALYTICS_CODE,
-    entry=EntryFlags(
-        title="ultralytics/yolov3 v9.6.0",
-        script="v9.6.0's detect.py",
-        weights_help="model.pt path",
-        size_flags=ULTRALYTICS_SIZE_FLAGS,
-        size_default=(640,),
-        size_help=ULTRALYTICS_SIZE_HELP,
-        max_det_help="maximum detections per image",
-        conf_help="confidence threshold",
-        iou_help="NMS IoU threshold",
-        example="python main_gradcam.py --weights yolov3.pt --source data/images --method gradcampp",
-    ),
+    entry=ULTRALYTICS_ENTRY,
 )
-YOLOV5 = UpstreamSpec(
+# ultralytics/yolov3 v9.6.0 runs on the code base of yolov5 (v6.0): v7.0 has the same flags and functions.
+YOLOV5 = dataclasses.replace(
+    YOLOV3,
     name="yolov5",
-    images="data/images",
-    families=(Family.YOLO,),
-    loader="yolo",
-    options=YOLO_OPTIONS,
     markers=("models/yolo.py", "utils/dataloaders.py", "models/yolov5s.yaml"),
-    packages=YOLO_PACKAGES,
-    device_style="index",
     default_weights="yolov5s.pt",
-    default_max_det=1000,
     cam=CamDefaults(
         weights_url="https://github.com/ultralytics/yolov5/releases/download/v7.0/yolov5s.pt",
         args=YOLO_CAM_ARGS,
@@ -236,18 +218,8 @@ YOLOV5 = UpstreamSpec(
     ),
     # v7.0's attempt_load reads to the CPU and moves the model to `device`
     yolo=dataclasses.replace(ULTRALYTICS_CODE, device_keyword="device", detection_only=True),
-    entry=EntryFlags(
-        title="ultralytics/yolov5 v7.0",
-        script="v7.0's detect.py",
-        weights_help="model.pt path",
-        size_flags=ULTRALYTICS_SIZE_FLAGS,
-        size_default=(640,),
-        size_help=ULTRALYTICS_SIZE_HELP,
-        max_det_help="maximum detections per image",
-        conf_help="confidence threshold",
-        iou_help="NMS IoU threshold",
-        data_flag=True,
-        example="python main_gradcam.py --weights yolov5s.pt --source data/images --method gradcampp",
+    entry=dataclasses.replace(
+        ULTRALYTICS_ENTRY, title="ultralytics/yolov5 v7.0", script="v7.0's detect.py", data_flag=True
     ),
 )
 DETECTRON2 = UpstreamSpec(
