@@ -201,9 +201,8 @@ def read_model(spec: UpstreamSpec, paths: list[str], *, fns: CheckoutCode, loade
     where = {code.device_keyword: device}
     with torch.no_grad() if code.load_under_no_grad else contextlib.nullcontext():
         model = fns.attempt_load(paths if len(paths) > 1 else paths[0], inplace=False, loader=loader, **where)
-    _names_and_stride(
-        model, ",".join(paths)
-    )  # yolov5's names are a dict {index: name}; the adapter reads a list
+    # yolov5's names are a dict {index: name}; the adapter reads a list
+    _names_and_stride(model, ",".join(paths))
     return model
 
 
