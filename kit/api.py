@@ -37,17 +37,11 @@ from kit.rundir.reader import is_complete, stem_of
 from kit.rundir.schema import MANIFEST_NAME
 from kit.rundir.writer import RunSettings, RunWriter, check_not_foreign
 from kit.upstreams.loaders import Loaded, find_checkout, use_checkout
+from kit.upstreams.registry import SPECS
 
 __all__ = ["ExplainRequest", "Explainer", "RunResult", "git_commit", "list_images", "load", "weights_sha256"]
 LOG = logging.getLogger("kit")
-UPSTREAMS = ("yolov3", "yolov5", "yolov7", "detectron2")
-# What each upstream's load takes besides weights, device and trust_checkpoint.
-OPTIONS = {
-    "yolov7": ("img_size", "conf_thres", "iou_thres", "max_det", "classes", "agnostic_nms", "half"),
-    "yolov3": ("img_size", "conf_thres", "iou_thres", "max_det", "classes", "agnostic_nms", "half"),
-    "yolov5": ("img_size", "conf_thres", "iou_thres", "max_det", "classes", "agnostic_nms", "half"),
-    "detectron2": ("config_file", "opts", "conf_thres", "max_det"),
-}
+UPSTREAMS = tuple(SPECS)
 PathLike = Union[str, Path]
 # A file, folder or glob; several of them; or BGR uint8 (H, W, 3) arrays.
 Sources = Union[PathLike, np.ndarray, Sequence[Union[PathLike, np.ndarray]]]
@@ -101,16 +95,17 @@ def load(
     """
     if upstream not in UPSTREAMS:
         raise ArgumentError(f"unknown upstream {upstream!r}; the kit loads {', '.join(UPSTREAMS)}")
-    unknown = sorted(set(options) - set(OPTIONS[upstream]))
+    spec = SPECS[upstream]
+    unknown = sorted(set(options) - set(spec.options))
     if unknown:
         raise ArgumentError(
-            f"{upstream} takes no option {', '.join(unknown)}; its options are {', '.join(OPTIONS[upstream])}"
+            f"{upstream} takes no option {', '.join(unknown)}; its options are {', '.join(spec.options)}"
         )
     folder = find_checkout(upstream, checkout)
     use_checkout(upstream, folder)
-    device = distributed.local_device(device, style="torch" if upstream == "detectron2" else "index")
+    device = distributed.local_device(device, style=spec.device_style)
     loaded: Loaded
-    if upstream == "detectron2":
+    if spec.loader == "detectron2":
         from kit.upstreams.loaders import detectron2
 
         if weights is not None and not isinstance(weights, (str, Path)):
@@ -121,9 +116,8 @@ def load(
 
         if weights is None:
             raise ArgumentError(f"{upstream} needs weights: a checkpoint written by train.py, or 'demo'")
-        loaded = yolo.load(
-            upstream, folder, weights, device=device, trust_checkpoint=trust_checkpoint, **options
-        )
+        settings = yolo.YoloOptions(device=device, trust_checkpoint=trust_checkpoint, **options)
+        loaded = yolo.load(upstream, folder, weights, options=settings)
     return Explainer(loaded, upstream=upstream)
 
 

@@ -407,6 +407,19 @@ def check_checkpoint_file(path: PathLike, *, what: str = "checkpoint") -> Path:
     return p
 
 
+def _refuse_format(kind: str) -> None:
+    """Refuse the formats that cannot be read without running their code."""
+    if kind == "tar":
+        _refuse(
+            "a torch checkpoint in the pre-0.4 tar format is not read safely; re-save it with a current torch"
+        )
+    if kind == "torchscript":
+        _refuse(
+            "it is a TorchScript archive (torch.jit.save), whose code runs when it is loaded; "
+            "this entry point needs a checkpoint written by torch.save"
+        )
+
+
 def safe_load(
     path: PathLike,
     *,
@@ -430,16 +443,7 @@ def safe_load(
                 with p.open("rb") as f:
                     return pickle.load(f, encoding="latin1")  # the user vouched for this file
             return torch.load(p, map_location=map_location, weights_only=False)
-        if kind == "tar":
-            _refuse(
-                "a torch checkpoint in the pre-0.4 tar format is not read safely; "
-                "re-save it with a current torch"
-            )
-        if kind == "torchscript":
-            _refuse(
-                "it is a TorchScript archive (torch.jit.save), whose code runs when it is loaded; "
-                "this entry point needs a checkpoint written by torch.save"
-            )
+        _refuse_format(kind)
         limits = Limits(p.stat().st_size, kind, _zip_records(p) if kind == "zip" else None)
         if kind == "pickle":
             # From memory: a file's reader allocates the length an opcode declares (up to 2**64)

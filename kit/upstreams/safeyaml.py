@@ -26,8 +26,8 @@ from typing import Any, cast
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from kit.upstreams import safeeval
 from kit.core.errors import ConfigFileError
+from kit.upstreams import safeeval
 
 MAX_BYTES = 64 << 10  # detectron2's largest config is under 2 kB, upstreams.yaml under 5 kB; the
 # pure-Python parser takes about 2 s and 30 MB for 64 kB of the costliest YAML (a long flow list)

@@ -146,6 +146,16 @@ def pytorch_grad_cam_run(
     )
 
 
+def resized_input(aug: Any, image: np.ndarray) -> dict[str, Any]:
+    """The seed's model input: the image resized as the config says, CHW float, its original size."""
+    resized = aug.get_transform(image).apply_image(image)
+    return {
+        "image": torch.as_tensor(resized.astype("float32").transpose(2, 0, 1)),
+        "height": image.shape[0],
+        "width": image.shape[1],
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = common.worker_parser(__doc__).parse_args(argv)
 
@@ -174,12 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     records = common.Records(upstream=args.upstream, model=name, img_size=args.img_size, weights=weights)
     atexit.register(records.emit)  # the records so far, also if the worker dies
-    resized = aug.get_transform(image).apply_image(image)
-    seed_inputs = {
-        "image": torch.as_tensor(resized.astype("float32").transpose(2, 0, 1)),
-        "height": image.shape[0],
-        "width": image.shape[1],
-    }
+    seed_inputs = resized_input(aug, image)
 
     baselines = {b for b in args.baselines.split(",") if b}
 

@@ -21,32 +21,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from kit.upstreams.registry import SPECS
 from scripts.bench.common import worker_arguments
-from scripts.upstream.config import REPO_ROOT, checkout_path, load_project
+from scripts.upstream.config import REPO_ROOT, Project, checkout_path, load_project
 
-# The worker module that measures an upstream's models (all take scripts.bench.common's flags).
-WORKERS: dict[str, str] = {
-    "yolov7": "scripts.bench.yolo_worker",
-    "yolov3": "scripts.bench.yolo_worker",
-    "yolov5": "scripts.bench.yolo_worker",
-    "detectron2": "scripts.bench.detectron2_worker",
-}
+# The worker module of each loader (all take scripts.bench.common's flags), and so of each upstream.
+LOADER_WORKERS = {"yolo": "scripts.bench.yolo_worker", "detectron2": "scripts.bench.detectron2_worker"}
+WORKERS: dict[str, str] = {name: LOADER_WORKERS[spec.loader] for name, spec in SPECS.items()}
 
-# (upstream, cfg, deep layer set, image of the checkout): the models each upstream is measured on.
+# (upstream, cfg, deep layer set, image of the checkout): the models each upstream is measured on,
+# from its spec (kit.upstreams.registry).
 MODELS: list[tuple[str, str, str, str]] = [
-    ("yolov7", "cfg/deploy/yolov7-tiny.yaml", "14,21,28", "inference/images/horses.jpg"),
-    ("yolov7", "cfg/deploy/yolov7.yaml", "37,50,63", "inference/images/horses.jpg"),
-    ("yolov3", "models/yolov3-tiny.yaml", "6,8,10", "data/images/zidane.jpg"),
-    ("yolov3", "models/yolov3.yaml", "6,8,10", "data/images/zidane.jpg"),
-    # the backbone's C3 at strides 8 and 16 and its SPPF at 32, below the neck the head reads
-    ("yolov5", "models/yolov5n.yaml", "4,6,9", "data/images/zidane.jpg"),
-    ("yolov5", "models/yolov5s.yaml", "4,6,9", "data/images/zidane.jpg"),
-    (
-        "detectron2",
-        "configs/COCO-Detection/faster_rcnn_R_50_FPN_3x.yaml",
-        "backbone.bottom_up.res3,backbone.bottom_up.res4",
-        "docs/tutorials/lazyconfig.jpg",  # the checkout's only image
-    ),
+    (name, model.cfg, model.deep, model.image) for name, spec in SPECS.items() for model in spec.bench
 ]
 
 
@@ -211,25 +197,13 @@ def run_worker(command: list[str], env: dict[str, str] | None) -> tuple[int, lis
     return process.returncode, records
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.large_image:
-        from scripts.bench import large_image
-
-        return large_image.main(["--max-rss-gb", str(args.max_rss_gb), "--out", str(args.out)])
-    problem = check_baselines([b for b in args.baselines.split(",") if b])
-    if problem:
-        print(problem, file=sys.stderr)
-        return 2
-    project = load_project()
-    wanted = {m for m in args.models.split(",") if m}
-    known = {Path(cfg).stem for _, cfg, _, _ in MODELS}
-    if wanted - known:
-        print(f"--models: unknown {sorted(wanted - known)}; choose from {sorted(known)}", file=sys.stderr)
-        return 2
+def measure_models(
+    args: argparse.Namespace, project: Project, wanted: set[str]
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """One worker per model of MODELS that is set up (and ``wanted``): their records, and the
+    models whose worker failed (the others are still measured)."""
     records: list[dict[str, Any]] = []
     failed: list[str] = []
-    started = time.perf_counter()
     for upstream, cfg, deep, image in MODELS:
         if wanted and Path(cfg).stem not in wanted:
             continue
@@ -249,20 +223,48 @@ def main(argv: Sequence[str] | None = None) -> int:
         if code != 0:  # the other models are still measured; the run exits non-zero at the end
             print(f"{upstream} {cfg}: worker failed with exit code {code}", file=sys.stderr, flush=True)
             failed.append(f"{upstream} {cfg}")
-    yolov7 = checkout_path(project, "yolov7")
-    if args.scale_images > 0 and (not wanted or "yolov7-tiny" in wanted):
-        if (yolov7 / "cfg/training/yolov7-tiny.yaml").is_file():
-            import tempfile
+    return records, failed
 
-            with tempfile.TemporaryDirectory(prefix="kit-bench-scale-") as folder:
-                found = measure_scale(yolov7, args.scale_images, Path(folder))
-            records += found
-            if len(found) < 2:
-                failed.append("scale row")
-        else:
-            print(
-                f"scale row: yolov7 not set up ({yolov7}); run `make setup-yolov7` to include it", flush=True
-            )
+
+def scale_row(
+    args: argparse.Namespace, project: Project, wanted: set[str]
+) -> tuple[list[dict[str, Any]], bool]:
+    """The scale row's records (the demo detector in the yolov7 checkout, when set up), and
+    whether it failed."""
+    yolov7 = checkout_path(project, "yolov7")
+    if args.scale_images <= 0 or (wanted and "yolov7-tiny" not in wanted):
+        return [], False
+    if not (yolov7 / "cfg/training/yolov7-tiny.yaml").is_file():
+        print(f"scale row: yolov7 not set up ({yolov7}); run `make setup-yolov7` to include it", flush=True)
+        return [], False
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="kit-bench-scale-") as folder:
+        found = measure_scale(yolov7, args.scale_images, Path(folder))
+    return found, len(found) < 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.large_image:
+        from scripts.bench import large_image
+
+        return large_image.main(["--max-rss-gb", str(args.max_rss_gb), "--out", str(args.out)])
+    problem = check_baselines([b for b in args.baselines.split(",") if b])
+    if problem:
+        print(problem, file=sys.stderr)
+        return 2
+    project = load_project()
+    wanted = {m for m in args.models.split(",") if m}
+    known = {Path(cfg).stem for _, cfg, _, _ in MODELS}
+    if wanted - known:
+        print(f"--models: unknown {sorted(wanted - known)}; choose from {sorted(known)}", file=sys.stderr)
+        return 2
+    started = time.perf_counter()
+    records, failed = measure_models(args, project, wanted)
+    found, scale_failed = scale_row(args, project, wanted)
+    records += found
+    failed += ["scale row"] if scale_failed else []
     if not records:
         print("nothing measured: set up an upstream first (make setup-yolov7)", file=sys.stderr)
         return 1

@@ -14,6 +14,7 @@ image and one set of detections for every method, so the figures compare like wi
 
 from __future__ import annotations
 
+import argparse
 import atexit
 import sys
 from collections.abc import Sequence
@@ -74,95 +75,111 @@ def pytorch_grad_cam_run(
     return common.time_grad_cam(Logits(), layers, batch, picks, lambda out, row, cls: out[row, cls])
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = common.worker_parser(__doc__).parse_args(argv)
-
-    checkout = args.checkout.resolve()
-    sys.path.insert(0, str(checkout))
-    import cv2
+def build_model(checkout: Path, cfg: str) -> Any:
+    """The checkout's Model from ``cfg`` with random weights (seed 0), fused, activations out of place."""
     from models.yolo import Model
 
-    from kit.adapters.yolo import YoloAdapter, YoloFunctions
-    from kit.core.targets import ClassLogit
-
-    letterbox, nms = _upstream_functions()
     torch.manual_seed(0)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     with torch.no_grad():
-        model = Model(str(checkout / args.cfg), ch=3, nc=80).eval()
+        model = Model(str(checkout / cfg), ch=3, nc=80).eval()
         model.fuse()
     for m in model.modules():
         if hasattr(m, "inplace"):
             m.inplace = False
+    return model
+
+
+def make_adapter(model: Any, *, upstream: str, img_size: int, conf_thres: float) -> Any:
+    """The kit's YOLO adapter on ``model`` with the checkout's letterbox and NMS (the module of its
+    letterbox from the upstream's spec)."""
+    import importlib
+
+    from utils.general import non_max_suppression
+
+    from kit.adapters.yolo import YoloAdapter, YoloFunctions
+    from kit.upstreams.loaders.yolo import yolo_code
+    from kit.upstreams.registry import get_spec
+
+    letterbox = importlib.import_module(yolo_code(get_spec(upstream)).letterbox_module).letterbox
+    return YoloAdapter(
+        model,
+        functions=YoloFunctions(letterbox=letterbox, non_max_suppression=non_max_suppression),
+        img_size=img_size,
+        conf_thres=conf_thres,
+        iou_thres=0.45,
+    )
+
+
+def bench_set(
+    records: common.Records, layer_set: str, *, model: Any, image: np.ndarray, args: argparse.Namespace
+) -> None:
+    """The kit at one layer set for each count of detections, and beside it the baselines."""
+    from kit.core.targets import ClassLogit
+
+    adapter = make_adapter(model, upstream=args.upstream, img_size=args.img_size, conf_thres=1e-6)
+    baselines = {b for b in args.baselines.split(",") if b}
+    layers = common.set_layers(adapter, layer_set, args.deep)
+    batch, _ = adapter.preprocess([image])
+    for step in common.measure_kit(records, layer_set, adapter, batch, layers, ClassLogit(), args):
+        if step.n > args.skip_slow_above or not baselines:
+            continue
+        picks = [(d.row, d.class_id) for d in step.detections]
+        head = adapter.head
+        head.return_logits = True
+        try:
+            for p in model.parameters():
+                p.requires_grad_(True)
+            common.measure_baselines(
+                records,
+                step,
+                baselines,
+                seed=partial(seed_algorithm, model, batch, layers, picks),
+                grad_cam=partial(pytorch_grad_cam_run, model, batch, layers, picks),
+            )
+        finally:
+            head.return_logits = False
+            for p in model.parameters():
+                p.requires_grad_(False)
+
+
+def bench_drise(records: common.Records, *, model: Any, image: np.ndarray, args: argparse.Namespace) -> None:
+    """D-RISE on the image, at a threshold that lets the intact image's best DRISE_ROWS rows through.
+
+    Random weights score every row near 1e-4: at the Grad-CAM rows' 1e-6 all 25,200 rows of a
+    640 px image reach NMS on every masked image, and NMS, not the forward, is what a mask
+    costs. A trained detector at 0.25 passes tens to hundreds of rows.
+    """
+    adapter = make_adapter(model, upstream=args.upstream, img_size=args.img_size, conf_thres=1e-6)
+    batch, _ = adapter.preprocess([image])
+    with torch.no_grad():
+        pred = adapter.forward(batch).pred[0]
+    scores = (pred[:, 4:5] * pred[:, 5:]).amax(dim=1)
+    adapter.conf_thres = float(scores.topk(DRISE_ROWS).values[-1])
+    print(f"  D-RISE: conf_thres {adapter.conf_thres:.3g} lets {DRISE_ROWS} rows through", flush=True)
+    common.measure_drise(records, adapter=adapter, image=image, masks=args.drise_masks)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = common.worker_parser(__doc__).parse_args(argv)
+    checkout = args.checkout.resolve()
+    sys.path.insert(0, str(checkout))
+    import cv2
+
+    from kit.core.targets import ClassLogit
+
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    model = build_model(checkout, args.cfg)
     name = Path(args.cfg).stem
     image = np.asarray(cv2.imread(str(checkout / args.image)))
     records = common.Records(upstream=args.upstream, model=name, img_size=args.img_size)
     atexit.register(records.emit)  # the records so far, also if the worker dies
-
-    baselines = {b for b in args.baselines.split(",") if b}
-
-    def bench_set(layer_set: str) -> None:
-        adapter = YoloAdapter(
-            model,
-            functions=YoloFunctions(letterbox=letterbox, non_max_suppression=nms),
-            img_size=args.img_size,
-            conf_thres=1e-6,
-            iou_thres=0.45,
-        )
-        layers = common.set_layers(adapter, layer_set, args.deep)
-        batch, _ = adapter.preprocess([image])
-        for step in common.measure_kit(records, layer_set, adapter, batch, layers, ClassLogit(), args):
-            if step.n > args.skip_slow_above or not baselines:
-                continue
-            picks = [(d.row, d.class_id) for d in step.detections]
-            head = adapter.head
-            head.return_logits = True
-            try:
-                for p in model.parameters():
-                    p.requires_grad_(True)
-                common.measure_baselines(
-                    records,
-                    step,
-                    baselines,
-                    seed=partial(seed_algorithm, model, batch, layers, picks),
-                    grad_cam=partial(pytorch_grad_cam_run, model, batch, layers, picks),
-                )
-            finally:
-                head.return_logits = False
-                for p in model.parameters():
-                    p.requires_grad_(False)
-
     for layer_set in args.layer_sets.split(","):
-        bench_set(layer_set)
-
+        bench_set(records, layer_set, model=model, image=image, args=args)
     if args.drise_masks > 0:
-        # Random weights score every row near 1e-4: at the Grad-CAM rows' 1e-6 all 25,200 rows of a
-        # 640 px image reach NMS on every masked image, and NMS, not the forward, is what a mask
-        # costs. A trained detector at 0.25 passes tens to hundreds of rows; so the threshold here
-        # lets the intact image's best DRISE_ROWS rows through.
-        adapter = YoloAdapter(
-            model,
-            functions=YoloFunctions(letterbox=letterbox, non_max_suppression=nms),
-            img_size=args.img_size,
-            conf_thres=1e-6,
-            iou_thres=0.45,
-        )
-        batch, _ = adapter.preprocess([image])
-        with torch.no_grad():
-            pred = adapter.forward(batch).pred[0]
-        scores = (pred[:, 4:5] * pred[:, 5:]).amax(dim=1)
-        adapter.conf_thres = float(scores.topk(DRISE_ROWS).values[-1])
-        print(f"  D-RISE: conf_thres {adapter.conf_thres:.3g} lets {DRISE_ROWS} rows through", flush=True)
-        common.measure_drise(records, adapter=adapter, image=image, masks=args.drise_masks)
-
+        bench_drise(records, model=model, image=image, args=args)
     if args.folder_images > 0:
-        adapter = YoloAdapter(
-            model,
-            functions=YoloFunctions(letterbox=letterbox, non_max_suppression=nms),
-            img_size=args.img_size,
-            conf_thres=0.001 if "tiny" not in name else 1e-5,
-            iou_thres=0.45,
-        )
+        conf = 0.001 if "tiny" not in name else 1e-5
+        adapter = make_adapter(model, upstream=args.upstream, img_size=args.img_size, conf_thres=conf)
         sets = {s: common.set_layers(adapter, s, args.deep) for s in args.layer_sets.split(",")}
         common.measure_folder(
             records,
@@ -174,17 +191,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     records.emit()
     return 0
-
-
-def _upstream_functions() -> tuple[Any, Any]:
-    """letterbox and non_max_suppression of whichever YOLO repo is first on sys.path."""
-    from utils.general import non_max_suppression
-
-    try:
-        from utils.datasets import letterbox  # yolov7
-    except ImportError:
-        from utils.augmentations import letterbox  # yolov3 v9.6.0, yolov5 v7.0
-    return letterbox, non_max_suppression
 
 
 if __name__ == "__main__":

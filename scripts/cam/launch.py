@@ -1,9 +1,10 @@
 """`make cam`: run an upstream's main_gradcam.py with the project's defaults.
 
 Defaults per upstream (released weights, sample images, how the entry point spells its flags)
-are data in CAM_DEFAULTS. Weights are downloaded once, to ``weights/<upstream>/`` (or
-``$KIT_WEIGHTS_DIR``), through ``kit.upstreams.download`` (progress bar, ``.part`` file renamed when
-complete, sha256 recorded beside it). ``KIT_<NAME>_WEIGHTS_URL`` points the download at a mirror.
+are data in the upstream's spec (``kit.upstreams.registry``). Weights are downloaded once, to
+``weights/<upstream>/`` (or ``$KIT_WEIGHTS_DIR``), through ``kit.upstreams.download`` (progress
+bar, ``.part`` file renamed when complete, sha256 recorded beside it).
+``KIT_<NAME>_WEIGHTS_URL`` points the download at a mirror.
 
 Offline, with no weights given, yolov7 falls back to the demo detector kept in the repository
 (``kit/demo``, trained by `make demo`) on a few of its synthetic evaluation images, and says so,
@@ -24,68 +25,26 @@ import subprocess
 import sys
 import traceback
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from kit.core.display import shown
 from kit.core.errors import DownloadError, KitError
+from kit.upstreams.demo import DEMO_NAME
+from kit.upstreams.registry import SPECS, CamDefaults
 from scripts.upstream.config import REPO_ROOT, checkout_path, load_project, url_env_var
 from scripts.upstream.errors import CheckoutError, ConfigError, KitSetupError
 
 WEIGHTS_DIR_ENV = "KIT_WEIGHTS_DIR"
+# make cam's defaults per upstream: its spec's (kit.upstreams.registry); the sample images are spec.images.
+CAM_DEFAULTS: dict[str, CamDefaults] = {name: spec.cam for name, spec in SPECS.items()}
 # Upstreams whose entry point takes `--weights demo` (kit/demo): the offline fallback of make cam.
-DEMO_FALLBACK = ("yolov7",)
+DEMO_FALLBACK = tuple(name for name, spec in SPECS.items() if spec.demo_fallback)
 DEMO_SAMPLE_IMAGES = 8
-DEMO_NAME = (
-    "demo"  # WEIGHTS=demo: the demo detector (kit.upstreams.demo.DEMO_NAME; the kit is not imported here)
-)
 # After Ctrl-C, how long the child may take to finish its manifest before it is sent SIGINT itself
 # (it gets the terminal's Ctrl-C too, unless the signal was sent to the driver alone).
 INTERRUPT_GRACE_SECONDS = 10.0
 EXIT_REFUSED, EXIT_INTERNAL, EXIT_INTERRUPTED = 2, 3, 130
 PROCESSES_PER_CORE = 4  # NPROC's bound: a few per core for GPUs and oversubscription, not thousands
-
-
-@dataclass(frozen=True)
-class CamDefaults:
-    """How `make cam` runs one upstream's entry point."""
-
-    weights_url: str  # the released checkpoint of the pinned version (never "latest")
-    source: str  # default images, relative to the checkout
-    args: tuple[str, ...]  # entry-point flags; {weights} {source} {project} {name} {out} {config} filled in
-    config: str | None = None  # default model config, relative to the checkout (detectron2)
-
-
-CAM_DEFAULTS: dict[str, CamDefaults] = {
-    "yolov7": CamDefaults(
-        weights_url="https://github.com/WongKinYiu/yolov7/releases/download/v0.1/yolov7.pt",
-        source="inference/images",
-        args=("--weights", "{weights}", "--source", "{source}", "--project", "{project}", "--name", "{name}"),
-    ),
-    "yolov3": CamDefaults(
-        weights_url="https://github.com/ultralytics/yolov3/releases/download/v9.6.0/yolov3.pt",
-        source="data/images",
-        args=("--weights", "{weights}", "--source", "{source}", "--project", "{project}", "--name", "{name}"),
-    ),
-    "yolov5": CamDefaults(
-        weights_url="https://github.com/ultralytics/yolov5/releases/download/v7.0/yolov5s.pt",
-        source="data/images",
-        args=("--weights", "{weights}", "--source", "{source}", "--project", "{project}", "--name", "{name}"),
-    ),
-    # demo/demo.py's flags. The checkout's only image is a docs figure; pass SOURCE for photos.
-    "detectron2": CamDefaults(
-        weights_url=(
-            "https://dl.fbaipublicfiles.com/detectron2/COCO-Detection/faster_rcnn_R_50_FPN_3x/"
-            "137849458/model_final_280758.pkl"
-        ),
-        source="docs/tutorials/lazyconfig.jpg",
-        config="configs/COCO-Detection/faster_rcnn_R_50_FPN_3x.yaml",
-        args=(
-            *("--config-file", "{config}", "--input", "{source}", "--output", "{out}"),
-            *("--opts", "MODEL.WEIGHTS", "{weights}"),
-        ),
-    ),
-}
 
 
 def weights_url(name: str, environ: os._Environ[str] | dict[str, str] | None = None) -> str:
@@ -160,16 +119,8 @@ def build_command(
     return [python, *launcher, "main_gradcam.py", *args, *extra]
 
 
-def run_cam(
-    name: str,
-    *,
-    weights: str | None,
-    source: str | None,
-    out: str | None,
-    extra: Sequence[str],
-    config: str | None = None,
-    nproc: int = 1,
-) -> int:
+def check_request(name: str, *, config: str | None, nproc: int) -> None:
+    """make cam's own arguments, checked before anything is read or downloaded."""
     if nproc < 1:
         raise ConfigError(f"NPROC must be a number of processes, 1 or more; got {nproc}")
     if nproc > max_nproc():
@@ -181,6 +132,10 @@ def run_cam(
         raise ConfigError(f"make cam knows no upstream {name!r}; choose one of: {', '.join(CAM_DEFAULTS)}")
     if config and CAM_DEFAULTS[name].config is None:
         raise ConfigError(f"CONFIG is for upstreams that take a config file (detectron2), not {name}")
+
+
+def installed_checkout(name: str) -> Path:
+    """The checkout of ``name``, refused unless the kit's current entry point is installed in it."""
     project = load_project()
     checkout = checkout_path(project, name)
     installed = checkout / "main_gradcam.py"
@@ -194,53 +149,74 @@ def run_cam(
             f"changed since `make setup-{name}`, or the file was edited. Run `make setup-{name}` to install "
             "the current one (the old one is kept beside it as main_gradcam.py.<hash>.orig)."
         )
+    return checkout
+
+
+def chosen_weights(
+    name: str, *, weights: str | None, config: str | None, checkout: Path
+) -> Path | str | None:
+    """The weights to run: ``demo``, the file given, the config's model-zoo checkpoint or the
+    released one (downloaded once). None: no weights given and the download failed where the
+    upstream has the demo detector to fall back to (the error is printed)."""
     cwd = Path.cwd()
-    source_path = (cwd / source).resolve() if source else checkout / CAM_DEFAULTS[name].source
-    config_path = (cwd / config).resolve() if config else None
-    weights_path: Path | str
     if weights == DEMO_NAME and not (cwd / weights).is_file():  # a file named demo wins, a folder does not
         if name not in DEMO_FALLBACK:
             raise ConfigError(
                 f"WEIGHTS=demo is the demo detector of {', '.join(DEMO_FALLBACK)} (kit/demo); "
                 f"{name} has none: pass a checkpoint with WEIGHTS=PATH"
             )
-        weights_path = DEMO_NAME
-    elif weights:
-        weights_path = (cwd / weights).resolve()
-    elif config:  # that config's model-zoo checkpoint, not the default one
+        return DEMO_NAME
+    if weights:
+        return (cwd / weights).resolve()
+    if config:  # that config's model-zoo checkpoint, not the default one
         from kit.upstreams.download import download
 
         url = zoo_weights_url(checkout, config)
-        weights_path = download(url, weights_dir(name) / url.rsplit("/", 1)[-1])
-    else:
-        try:
-            weights_path = default_weights(name)
-        except DownloadError as error:
-            if name not in DEMO_FALLBACK:
-                raise
-            print(f"warning: {shown(str(error))}", file=sys.stderr)
-            weights_path = "demo"
-            if not source:
-                source_path = demo_sample()
-            print(
-                "no weights given and the released ones cannot be downloaded: running the demo "
-                f"detector (kit/demo, yolov7-tiny trained on synthetic shapes by `make demo`) on "
-                f"{shown(str(source_path))} instead. Pass WEIGHTS=... SOURCE=... to explain your own.",
-                file=sys.stderr,
-            )
-    if out:
-        out_path = (cwd / out).resolve()
-        extra = [*extra, "--exist-ok"]
-    else:
-        out_path = REPO_ROOT / "runs" / "cam" / name / "exp"
+        return download(url, weights_dir(name) / url.rsplit("/", 1)[-1])
+    try:
+        return default_weights(name)
+    except DownloadError as error:
+        if name not in DEMO_FALLBACK:
+            raise
+        print(f"warning: {shown(str(error))}", file=sys.stderr)
+        return None
+
+
+def run_cam(
+    name: str,
+    *,
+    weights: str | None,
+    source: str | None,
+    out: str | None,
+    extra: Sequence[str],
+    config: str | None = None,
+    nproc: int = 1,
+) -> int:
+    """Run ``name``'s installed entry point with make cam's defaults for what is not given."""
+    check_request(name, config=config, nproc=nproc)
+    checkout = installed_checkout(name)
+    cwd = Path.cwd()
+    source_path = (cwd / source).resolve() if source else checkout / SPECS[name].images
+    weights_path = chosen_weights(name, weights=weights, config=config, checkout=checkout)
+    if weights_path is None:
+        weights_path = DEMO_NAME
+        if not source:
+            source_path = demo_sample()
+        print(
+            "no weights given and the released ones cannot be downloaded: running the demo "
+            f"detector (kit/demo, yolov7-tiny trained on synthetic shapes by `make demo`) on "
+            f"{shown(str(source_path))} instead. Pass WEIGHTS=... SOURCE=... to explain your own.",
+            file=sys.stderr,
+        )
+    out_path = (cwd / out).resolve() if out else REPO_ROOT / "runs" / "cam" / name / "exp"
     command = build_command(
         name,
         python=sys.executable,
         weights=weights_path,
         source=source_path,
         out=out_path,
-        extra=extra,
-        config=config_path,
+        extra=[*extra, "--exist-ok"] if out else extra,
+        config=(cwd / config).resolve() if config else None,
         nproc=nproc,
     )
     print("+ " + " ".join(shown(part) for part in command), file=sys.stderr, flush=True)

@@ -12,9 +12,11 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from kit.upstreams.registry import SPECS
 from scripts.upstream.config import load_project, url_and_origin, url_env_var
 from scripts.upstream.gitutil import is_reachable
 
@@ -54,21 +56,16 @@ def upstreams_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("upstreams")
 
 
-@pytest.fixture(scope="session")
-def yolov7_checkout(upstreams_dir: Path) -> Path:
-    return setup_checkout("yolov7", upstreams_dir)
+def checkout_fixture(name: str) -> Any:
+    """The session fixture ``<name>_checkout``: ``name`` set up once per session."""
+
+    @pytest.fixture(scope="session", name=f"{name}_checkout")
+    def checkout(upstreams_dir: Path) -> Path:
+        return setup_checkout(name, upstreams_dir)
+
+    return checkout
 
 
-@pytest.fixture(scope="session")
-def yolov3_checkout(upstreams_dir: Path) -> Path:
-    return setup_checkout("yolov3", upstreams_dir)
-
-
-@pytest.fixture(scope="session")
-def yolov5_checkout(upstreams_dir: Path) -> Path:
-    return setup_checkout("yolov5", upstreams_dir)
-
-
-@pytest.fixture(scope="session")
-def detectron2_checkout(upstreams_dir: Path) -> Path:
-    return setup_checkout("detectron2", upstreams_dir)
+# yolov7_checkout, yolov3_checkout, ...: one per upstream of the registry.
+for _name in SPECS:
+    globals()[f"{_name}_checkout"] = checkout_fixture(_name)

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from scripts.upstream.config import load_project
 from tests.integration.conftest import REPO_ROOT, run_in_checkout
 
 
@@ -37,14 +38,22 @@ class Upstream:
     """
 
     name: str
-    pin: str
-    patches: int
     unsafe_checkpoint: tuple[str, str]
     cam_args: tuple[str, ...] = ()
     cam_args_last: tuple[str, ...] = ()
     manifest: Mapping[str, Any] = field(default_factory=dict)
     detections_per_image: int | None = None
     class_name: Callable[[int], str] | None = None
+
+    @property
+    def pin(self) -> str:
+        """The commit upstreams.yaml pins (the setup engine's file holds it once)."""
+        return load_project().upstream(self.name).commit
+
+    @property
+    def patches(self) -> int:
+        """How many patches its series has."""
+        return len(load_project().upstream(self.name).patches)
 
 
 def assert_series_applied(upstream: Upstream, checkout: Path) -> None:

@@ -42,8 +42,6 @@ DEFAULT_LAYERS = {
 FAST = ("--confidence-threshold", "0.01", "--max-det", "4", "--opts", "INPUT.MIN_SIZE_TEST", "256")
 DETECTRON2 = Upstream(
     name="detectron2",
-    pin="02b5c4e295e990042a714712c21dc79b731e8833",
-    patches=4,
     # the model zoo's .pkl format: a plain pickle
     unsafe_checkpoint=(
         "evil.pkl",

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from kit.rundir import reader
+from kit.upstreams.registry import get_spec
 from tests.integration.conftest import REPO_ROOT, run_in_checkout
 from tests.integration.helpers import make_cam
 from tests.integration.test_yolov7 import YOLOV7
@@ -79,12 +80,19 @@ YOLO_KINDS = {
         "not a YOLO model ({model_class})",
     ),
 }
-YOLO_CASES = {  # upstream: (cfg, image, size flag, the Model class a message names)
-    "yolov7": ("cfg/deploy/yolov7-tiny.yaml", "inference/images/bus.jpg", "--img-size", "models.yolo.Model"),
-    "yolov3": ("models/yolov3-tiny.yaml", "data/images/bus.jpg", "--imgsz", "models.yolo.Model"),
+YOLO_CASES = {  # upstream: (cfg, image, the Model class a message names)
+    "yolov7": ("cfg/deploy/yolov7-tiny.yaml", "inference/images/bus.jpg", "models.yolo.Model"),
+    "yolov3": ("models/yolov3-tiny.yaml", "data/images/bus.jpg", "models.yolo.Model"),
     # v7.0: Model is an alias of DetectionModel
-    "yolov5": ("models/yolov5n.yaml", "data/images/bus.jpg", "--imgsz", "models.yolo.DetectionModel"),
+    "yolov5": ("models/yolov5n.yaml", "data/images/bus.jpg", "models.yolo.DetectionModel"),
 }
+
+
+def size_flag(name: str) -> str:
+    """The repo's image-size flag, as its spec names it (``--img-size``, ``--imgsz``)."""
+    flags = get_spec(name).entry
+    assert flags is not None
+    return flags.size_flag
 
 
 # Each file through the loader the entry point builds (kit.upstreams.loaders), in one process: the
@@ -129,7 +137,7 @@ def test_yolo_checkpoint_of_another_kind_is_named(
     name: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
     checkout: Path = request.getfixturevalue(f"{name}_checkout")
-    cfg, image, _, model_class = YOLO_CASES[name]
+    cfg, image, model_class = YOLO_CASES[name]
     written = run_in_checkout(checkout, YOLO_OTHER_KINDS, cfg, str(tmp_path))
     assert written.returncode == 0, written.stderr[-3000:]
     messages = load_each(checkout, YOLO_LOADER, [tmp_path / file for file in YOLO_KINDS])
@@ -155,10 +163,11 @@ def test_yolo_bad_arguments_stop_before_the_model_loads(
     name: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
     checkout: Path = request.getfixturevalue(f"{name}_checkout")
-    _, image, size_flag, _ = YOLO_CASES[name]
+    _, image, _ = YOLO_CASES[name]
+    flag = size_flag(name)
     missing = str(tmp_path / "not-loaded.pt")  # the checks come first: a missing file is not reached
     base = ["--weights", missing, "--source", image, "--project", str(tmp_path / "runs")]
-    assert_refused(run_entry_point(checkout, *base, size_flag, "0"), f"{size_flag} must be a positive number")
+    assert_refused(run_entry_point(checkout, *base, flag, "0"), f"{flag} must be a positive number")
     assert_refused(run_entry_point(checkout, *base, "--target-layers", "-1"), "layer -1 is negative")
     assert_refused(run_entry_point(checkout, *base, "--max-det", "-1"), "--max-det must be at least 1")
     (tmp_path / "file").write_text("")

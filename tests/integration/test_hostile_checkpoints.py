@@ -186,13 +186,13 @@ import json, resource, sys
 from pathlib import Path
 import torch
 from kit.core.errors import KitError
-from kit.upstreams.loaders.yolo import load
+from kit.upstreams.loaders.yolo import YoloOptions, load
 vm = int(open("/proc/self/status").read().split("VmSize:")[1].split()[0]) * 1024 + (3 << 29)
 resource.setrlimit(resource.RLIMIT_AS, (vm, vm))
 out = {}
 for path in sys.argv[2:]:
     try:
-        load(sys.argv[1], Path.cwd(), path, img_size=320)
+        load(sys.argv[1], Path.cwd(), path, options=YoloOptions(img_size=320))
         out[Path(path).name] = "loaded"
     except KitError as error:
         out[Path(path).name] = str(error)

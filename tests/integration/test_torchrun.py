@@ -20,7 +20,7 @@ from tests.integration.helpers import Upstream, make_cam
 
 pytestmark = pytest.mark.integration
 
-YOLOV7 = Upstream(name="yolov7", pin="", patches=0, unsafe_checkpoint=("", ""))
+YOLOV7 = Upstream(name="yolov7", unsafe_checkpoint=("", ""))
 ARGS = ("--max-det", "3", "--img-size", "256", "--eval-curves", "2", "--eval-steps", "2")
 # main_gradcam.py with os.replace patched to SIGKILL the process at the K-th file it puts in place.
 KILLED_AT = """

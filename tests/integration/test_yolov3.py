@@ -22,8 +22,6 @@ pytestmark = pytest.mark.integration
 
 YOLOV3 = Upstream(
     name="yolov3",
-    pin="7eb23e3c1d387cdcefbad266046af369a9f40399",  # tag v9.6.0
-    patches=9,
     unsafe_checkpoint=("evil.pt", 'import torch\ntorch.save({"model": evil}, path)'),
     cam_args=("--imgsz", "320", "--conf-thres", "0.0001", "--max-det", "8"),
     manifest={"max_det": 8, "img_size": 320, "conf_thres": 0.0001},

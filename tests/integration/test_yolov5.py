@@ -28,8 +28,6 @@ pytestmark = pytest.mark.integration
 
 YOLOV5 = Upstream(
     name="yolov5",
-    pin="915bbf294bb74c859f0b41f1c23bc395014ea679",  # tag v7.0
-    patches=8,
     unsafe_checkpoint=("evil.pt", 'import torch\ntorch.save({"model": evil}, path)'),
     cam_args=("--imgsz", "320", "--conf-thres", "0.0001", "--max-det", "8"),
     manifest={"max_det": 8, "img_size": 320, "conf_thres": 0.0001},

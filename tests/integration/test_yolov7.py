@@ -23,8 +23,6 @@ pytestmark = pytest.mark.integration
 
 YOLOV7 = Upstream(
     name="yolov7",
-    pin="a207844b1ce82d204ab36d87d496728d3d2348e7",
-    patches=5,
     unsafe_checkpoint=("evil.pt", 'import torch\ntorch.save({"model": evil}, path)'),
     cam_args=("--img-size", "320", "--conf-thres", "0.0001", "--max-det", "6"),
     manifest={"img_size": 320, "conf_thres": 0.0001},

@@ -19,22 +19,9 @@ from typing import Any
 from kit.core.contract import Adapter
 from kit.core.errors import KitError
 from kit.core.options import ArgumentError
+from kit.upstreams.registry import get_spec
 
 UPSTREAMS_DIR_ENV = "KIT_UPSTREAMS_DIR"  # as scripts.upstream.config: another folder for all checkouts
-# Files that only a checkout of that upstream has (the YOLO repos share models/yolo.py).
-MARKERS: dict[str, tuple[str, ...]] = {
-    "yolov7": ("models/yolo.py", "utils/datasets.py", "cfg/training/yolov7.yaml"),
-    "yolov3": ("models/yolo.py", "utils/augmentations.py", "models/yolov3.yaml"),
-    "yolov5": ("models/yolo.py", "utils/dataloaders.py", "models/yolov5s.yaml"),
-    "detectron2": ("detectron2/modeling/meta_arch/retinanet.py", "configs/Base-RCNN-FPN.yaml"),
-}
-# The top-level packages each upstream's code lives in: one checkout per process can own them.
-PACKAGES: dict[str, tuple[str, ...]] = {
-    "yolov7": ("models", "utils"),
-    "yolov3": ("models", "utils"),
-    "yolov5": ("models", "utils"),
-    "detectron2": ("detectron2",),
-}
 
 
 class CheckoutError(KitError):
@@ -63,7 +50,7 @@ def upstreams_dir() -> Path:
 
 def is_checkout(upstream: str, folder: Path) -> bool:
     """Whether ``folder`` holds a checkout of ``upstream`` (its marker files are there)."""
-    return all((folder / marker).is_file() for marker in MARKERS[upstream])
+    return all((folder / marker).is_file() for marker in get_spec(upstream).markers)
 
 
 def find_checkout(upstream: str, checkout: str | Path | None = None) -> Path:
@@ -74,7 +61,7 @@ def find_checkout(upstream: str, checkout: str | Path | None = None) -> Path:
     if checkout is not None:
         folder = Path(checkout).expanduser().resolve()
         if not is_checkout(upstream, folder):
-            missing = [m for m in MARKERS[upstream] if not (folder / m).is_file()]
+            missing = [m for m in get_spec(upstream).markers if not (folder / m).is_file()]
             raise CheckoutError(
                 f"{folder} is not a {upstream} checkout (it has no {', '.join(missing)}); {setup}"
             )
@@ -97,7 +84,7 @@ def use_checkout(upstream: str, folder: Path) -> None:
     both call theirs ``models`` and ``utils``): a process holds one checkout of them.
     """
     root = folder.resolve()
-    for name in PACKAGES[upstream]:
+    for name in get_spec(upstream).packages:
         module = sys.modules.get(name)
         if module is None:
             continue

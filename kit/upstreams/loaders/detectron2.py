@@ -9,18 +9,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from kit.upstreams.checkpoints import checkpoint_loader, describe, short_repr
 from kit.core.errors import CheckpointError, CheckpointNotFoundError, ConfigFileError, KitError
+from kit.core.options import ArgumentError, check_fraction, check_max_det
+from kit.upstreams.checkpoints import checkpoint_loader, describe, short_repr
 from kit.upstreams.loaders import Loaded
 from kit.upstreams.loaders.detectron2_config import literal_problem, read_config
-from kit.core.options import ArgumentError, check_fraction, check_max_det
+from kit.upstreams.registry import DETECTRON2_CONFIG
 
 LOG = logging.getLogger("kit")
 
 # The modules whose classes a checkpoint may rebuild: none. Model-zoo .pkl files are dicts of numpy
 # arrays and .pth files (DetectionCheckpointer.save) dicts of tensors and plain values.
 ALLOWED_MODULES: tuple[str, ...] = ()
-DEFAULT_CONFIG = "configs/COCO-Detection/faster_rcnn_R_50_FPN_3x.yaml"
+DEFAULT_CONFIG = DETECTRON2_CONFIG
 DEFAULT_CONF_THRES = 0.5  # demo.py's --confidence-threshold
 
 

@@ -7,9 +7,12 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kit.core.errors import CheckpointError, KitError
+from kit.core.options import check_detector_options
 from kit.upstreams.checkpoints import (
     check_class_names,
     check_strides,
@@ -19,9 +22,8 @@ from kit.upstreams.checkpoints import (
     yolo_model_key,
 )
 from kit.upstreams.demo import DEMO_NAME
-from kit.core.errors import CheckpointError, KitError
 from kit.upstreams.loaders import Loaded, half_precision, upstream_device
-from kit.core.options import check_detector_options
+from kit.upstreams.registry import UpstreamSpec, YoloCode, get_spec
 from kit.upstreams.safeload import pickled_globals
 
 LOG = logging.getLogger("kit")
@@ -29,12 +31,6 @@ LOG = logging.getLogger("kit")
 # The modules whose nn.Module classes a checkpoint may rebuild (the safe loader's list; it imports
 # these and never a module a file names). torch.nn: torch's layers.
 ALLOWED_MODULES = ("models.yolo", "models.common", "models.experimental", "torch.nn")
-DEFAULT_IMG_SIZE = 640
-DEFAULT_MAX_DET = {"yolov7": 300, "yolov3": 1000, "yolov5": 1000}  # as each detect.py
-# The ultralytics repos (yolov3 v9.6.0, yolov5 v7.0) share a code base: their NMS takes max_det,
-# attempt_load reads one checkpoint here (an ensemble has no single Detect head to explain) and
-# letterbox lives in utils.augmentations; yolov7's NMS does not cap, so the adapter cuts.
-ULTRALYTICS = ("yolov3", "yolov5")
 # yolov5 v7.0 checkpoints of the other tasks: their models.yolo class, and the script that runs them.
 OTHER_TASKS = {
     "models.yolo.SegmentationModel": ("segmentation", "segment/predict.py", "yolov5s-seg.pt"),
@@ -121,104 +117,169 @@ def _names_and_stride(model: Any, shown: str) -> None:
     check_strides(getattr(model, "stride", None), f"{shown}: the model's stride", levels=None)
 
 
-def load(
-    upstream: str,
-    checkout: Path,
-    weights: str | Path | Sequence[str | Path],
-    *,
-    device: str | None = None,
-    trust_checkpoint: bool = False,
-    img_size: int | Sequence[int] | None = None,
-    conf_thres: float = 0.25,
-    iou_thres: float = 0.45,
-    max_det: int | None = None,
-    classes: Sequence[int] | None = None,
-    agnostic_nms: bool = False,
-    half: bool = False,
-) -> Loaded:
-    """yolov7, yolov3 (v9.6.0) or yolov5 (v7.0) from ``checkout``, already on ``sys.path``.
+@dataclass(frozen=True)
+class YoloOptions:
+    """What :func:`load` takes besides the upstream, its checkout and the weights (``kit.load``'s
+    options of a YOLO upstream, detect.py's flags of its entry point)."""
 
-    ``weights``: a checkpoint written by train.py (yolov7: several make an ensemble; ``demo`` the
-    demo detector; yolov5: a detection one, segmentation and classification ones are refused).
-    ``img_size``: one size, or (h, w) of which the larger is used as a square (default 640; the
-    demo detector's own 256). ``max_det`` default: that repo's detect.py's.
-    """
-    paths = [str(weights)] if isinstance(weights, (str, Path)) else [str(w) for w in weights]
-    max_det = DEFAULT_MAX_DET[upstream] if max_det is None else max_det
-    check_detector_options(img_size=img_size, conf_thres=conf_thres, iou_thres=iou_thres, max_det=max_det)
-    demo = upstream == "yolov7" and wants_demo(paths)
-    if not demo:
-        # A missing file must never reach attempt_load: yolov3 v9.6.0's attempt_download would ask
-        # the GitHub API for the *latest* release and fetch weights that are not this pin's
-        # (yolov5 v7.0's asks for v7.0's, then for the latest when that fails).
-        paths = require_files(paths)
-    if upstream == "yolov5":
-        for path in paths:  # before any unpickling, trusted or not
-            for name in pickled_globals(path):
-                refuse_other_tasks(path, name)
-    if upstream in ULTRALYTICS and len(paths) > 1:
-        raise KitError(
-            f"--weights takes one checkpoint here, got {len(paths)}: an ensemble has no single "
-            "Detect head to explain"
-        )
+    device: str | None = None
+    trust_checkpoint: bool = False
+    img_size: int | Sequence[int] | None = None
+    conf_thres: float = 0.25
+    iou_thres: float = 0.45
+    max_det: int | None = None
+    classes: Sequence[int] | None = None
+    agnostic_nms: bool = False
+    half: bool = False
+
+
+@dataclass(frozen=True)
+class CheckoutCode:
+    """The checkout's own functions the loader and the adapter call."""
+
+    attempt_load: Callable[..., Any]
+    model_class: type
+    check_img_size: Callable[..., int]
+    non_max_suppression: Callable[..., Any]
+    letterbox: Callable[..., Any]
+    select_device: Callable[[str], Any]
+
+
+def checkout_code(code: YoloCode) -> CheckoutCode:
+    """Import the checkout's functions (it is first on ``sys.path``); letterbox from the module
+    the spec names (yolov7 ``utils.datasets``, ultralytics ``utils.augmentations``)."""
+    import importlib
 
     from models.experimental import attempt_load
     from models.yolo import Model
     from utils.general import check_img_size, non_max_suppression
     from utils.torch_utils import select_device
 
-    if upstream == "yolov7":
-        from utils.datasets import letterbox
-    else:
-        from utils.augmentations import letterbox
-    validate = yolo_checkpoint_check(Model)  # yolov5 v7.0: Model is DetectionModel
-    if upstream == "yolov5":
+    return CheckoutCode(
+        attempt_load=attempt_load,
+        model_class=Model,  # yolov5 v7.0: Model is DetectionModel
+        check_img_size=check_img_size,
+        non_max_suppression=non_max_suppression,
+        letterbox=importlib.import_module(code.letterbox_module).letterbox,
+        select_device=select_device,
+    )
+
+
+def weights_paths(spec: UpstreamSpec, weights: str | Path | Sequence[str | Path]) -> tuple[list[str], bool]:
+    """The checkpoint paths, each checked before anything unpickles it, and whether they name the
+    demo detector."""
+    code = yolo_code(spec)
+    paths = [str(weights)] if isinstance(weights, (str, Path)) else [str(w) for w in weights]
+    demo = code.demo and wants_demo(paths)
+    if not demo:
+        # A missing file must never reach attempt_load: yolov3 v9.6.0's attempt_download would ask
+        # the GitHub API for the *latest* release and fetch weights that are not this pin's
+        # (yolov5 v7.0's asks for v7.0's, then for the latest when that fails).
+        paths = require_files(paths)
+    if code.detection_only:
+        for path in paths:  # before any unpickling, trusted or not
+            for name in pickled_globals(path):
+                refuse_other_tasks(path, name)
+    if code.one_checkpoint and len(paths) > 1:
+        raise KitError(
+            f"--weights takes one checkpoint here, got {len(paths)}: an ensemble has no single "
+            "Detect head to explain"
+        )
+    return paths, demo
+
+
+def read_model(spec: UpstreamSpec, paths: list[str], *, fns: CheckoutCode, loader: Any, device: Any) -> Any:
+    """The model of ``paths`` read with the checkout's ``attempt_load`` through ``loader`` (the
+    kit's safe loader) onto ``device``, its class names as strings and its stride checked."""
+    import torch
+
+    code = yolo_code(spec)
+    # yolov7 under no_grad as in its detect.py: IDetect.fuse() updates parameters in place, which
+    # autograd refuses for leaves that require grad (every training-cfg checkpoint, yolov7.pt).
+    # inplace=False: activations and Detect decode out of place, so gradients reach the head.
+    # yolov5 v7.0's attempt_load reads to the CPU and moves the model to `device`.
+    where = {code.device_keyword: device}
+    with torch.no_grad() if code.load_under_no_grad else contextlib.nullcontext():
+        model = fns.attempt_load(paths if len(paths) > 1 else paths[0], inplace=False, loader=loader, **where)
+    # yolov5's names are a dict {index: name}; the adapter reads a list
+    _names_and_stride(model, ",".join(paths))
+    return model
+
+
+def square_size(img_size: int | Sequence[int] | None, default: int) -> int:
+    """One side to letterbox to: ``img_size``, or the larger of (h, w) as a square, as detect.py
+    does for one size (``default`` when None)."""
+    sizes = [default] if img_size is None else [img_size] if isinstance(img_size, int) else list(img_size)
+    size = max(sizes)
+    if len(set(sizes)) > 1:
+        LOG.info("image size %s: explaining at %dx%d (square)", " ".join(map(str, sizes)), size, size)
+    return size
+
+
+def yolo_code(spec: UpstreamSpec) -> YoloCode:
+    """The spec's YOLO settings; an upstream the YOLO loader does not load is refused."""
+    if spec.yolo is None:
+        raise KitError(f"{spec.name} is not loaded by the YOLO loader (its loader is {spec.loader!r})")
+    return spec.yolo
+
+
+def load(
+    upstream: str,
+    checkout: Path,
+    weights: str | Path | Sequence[str | Path],
+    *,
+    options: YoloOptions | None = None,
+) -> Loaded:
+    """yolov7, yolov3 (v9.6.0) or yolov5 (v7.0) from ``checkout``, already on ``sys.path``.
+
+    ``weights``: a checkpoint written by train.py (yolov7: several make an ensemble; ``demo`` the
+    demo detector; yolov5: a detection one, segmentation and classification ones are refused).
+    ``options.img_size``: one size, or (h, w) of which the larger is used as a square (default
+    640; the demo detector's own 256). ``options.max_det`` default: that repo's detect.py's.
+    """
+    spec, opt = get_spec(upstream), options or YoloOptions()
+    code = yolo_code(spec)
+    max_det = spec.default_max_det if opt.max_det is None else opt.max_det
+    check_detector_options(
+        img_size=opt.img_size, conf_thres=opt.conf_thres, iou_thres=opt.iou_thres, max_det=max_det
+    )
+    paths, demo = weights_paths(spec, weights)
+    fns = checkout_code(code)
+    validate = yolo_checkpoint_check(fns.model_class)
+    if code.detection_only:
         validate = detection_only(validate)
 
     from kit.adapters.yolo import YoloAdapter, YoloFunctions
 
-    device = upstream_device(select_device, "" if device is None else device)
-    loader = checkpoint_loader(allowed_modules=ALLOWED_MODULES, trust=trust_checkpoint, validate=validate)
-    default_size = DEFAULT_IMG_SIZE
+    device = upstream_device(fns.select_device, "" if opt.device is None else opt.device)
+    loader = checkpoint_loader(allowed_modules=ALLOWED_MODULES, trust=opt.trust_checkpoint, validate=validate)
+    default_size = code.img_size
     if demo:
         model, default_size, shown = load_demo_model(checkout, device)
     else:
-        import torch
-
-        # yolov7 under no_grad as in its detect.py: IDetect.fuse() updates parameters in place, which
-        # autograd refuses for leaves that require grad (every training-cfg checkpoint, yolov7.pt).
-        # inplace=False: activations and Detect decode out of place, so gradients reach the head.
-        # yolov5 v7.0's attempt_load reads to the CPU and moves the model to `device`.
-        where = {"device": device} if upstream == "yolov5" else {"map_location": device}
-        with torch.no_grad() if upstream == "yolov7" else contextlib.nullcontext():
-            model = attempt_load(paths if len(paths) > 1 else paths[0], inplace=False, loader=loader, **where)
-        shown = ",".join(paths)
-        _names_and_stride(model, shown)  # yolov5's names are a dict {index: name}; the adapter reads a list
-    if half:
+        model, shown = read_model(spec, paths, fns=fns, loader=loader, device=device), ",".join(paths)
+    if opt.half:
         model = half_precision(model, device)
-    sizes = (
-        [default_size] if img_size is None else [img_size] if isinstance(img_size, int) else list(img_size)
-    )
-    size = max(sizes)  # the adapter letterboxes to a square, as detect.py does for one size
-    if len(set(sizes)) > 1:
-        LOG.info("image size %s: explaining at %dx%d (square)", " ".join(map(str, sizes)), size, size)
-    nms = {"max_det": max_det} if upstream in ULTRALYTICS else {}  # their NMS caps, yolov7's does not
     adapter = YoloAdapter(
         model,
-        functions=YoloFunctions(letterbox=letterbox, non_max_suppression=non_max_suppression, nms_kwargs=nms),
-        img_size=check_img_size(size, s=int(model.stride.max())),
-        conf_thres=conf_thres,
-        iou_thres=iou_thres,
-        classes=None if classes is None else list(classes),
-        agnostic=agnostic_nms,
-        max_det=None if upstream in ULTRALYTICS else max_det,
+        functions=YoloFunctions(
+            letterbox=fns.letterbox,
+            non_max_suppression=fns.non_max_suppression,
+            nms_kwargs={"max_det": max_det} if code.nms_caps else {},  # their NMS caps, yolov7's does not
+        ),
+        img_size=fns.check_img_size(square_size(opt.img_size, default_size), s=int(model.stride.max())),
+        conf_thres=opt.conf_thres,
+        iou_thres=opt.iou_thres,
+        classes=None if opt.classes is None else list(opt.classes),
+        agnostic=opt.agnostic_nms,
+        max_det=None if code.nms_caps else max_det,
     )
     settings: dict[str, Any] = {
         "img_size": adapter.img_size,
-        "conf_thres": conf_thres,
-        "iou_thres": iou_thres,
+        "conf_thres": opt.conf_thres,
+        "iou_thres": opt.iou_thres,
     }
-    if upstream in ULTRALYTICS:
+    if code.nms_caps:
         settings["max_det"] = max_det
     files = (shown,) if demo else tuple(paths)
     return Loaded(adapter=adapter, weights=shown, settings=settings, files=files, checkout=checkout)
