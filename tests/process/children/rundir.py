@@ -18,10 +18,11 @@ from pathlib import Path
 
 from kit.core.errors import OutputError
 from kit.rundir import journal
-from kit.rundir.writer import RunWriter
 
 
 def hold_lock(out: Path) -> int:
+    from kit.rundir.writer import RunWriter  # torch: not for the readers, which run in little memory
+
     writer = RunWriter(
         out_dir=out, upstream="toy", weights="toy.pt", method="gradcam", target="class-logit", layers=["feat"]
     )
