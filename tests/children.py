@@ -12,9 +12,11 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 GIB = 2**30
@@ -87,3 +89,18 @@ def dead_pid() -> int:
 def grow(megabytes: int, *, hold_seconds: float = 0) -> list[str]:
     """The command of a child that writes ``megabytes`` MB into its memory, then waits ``hold_seconds``."""
     return child("ends", "grow", str(megabytes), str(hold_seconds))
+
+
+def wait_for(
+    ready: Callable[[], bool], *, process: subprocess.Popen[Any], what: str, timeout: float = 120
+) -> None:
+    """Poll ``ready`` until it holds; fail, saying ``what`` was awaited, if ``process`` ends first or
+    ``timeout`` seconds pass (a guard against a hung child, never a bound on anyone's speed)."""
+    waited = 0.0
+    while not ready():
+        if process.poll() is not None:
+            raise AssertionError(f"the child ended (exit {process.returncode}) before {what}")
+        if waited > timeout:
+            raise AssertionError(f"still waiting for {what} after {timeout} s: the child hangs")
+        time.sleep(0.05)
+        waited += 0.05

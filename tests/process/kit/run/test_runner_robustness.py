@@ -14,7 +14,6 @@ import os
 import signal
 import socket
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ import pytest
 from kit.core.errors import OutputError
 from kit.rundir import journal
 from kit.rundir.writer import LOCK_NAME
-from tests.children import child, child_env
+from tests.children import child, child_env, wait_for
 from tests.unit.kit.run.test_runner_robustness import (
     _assert_inside_and_clean,
     _by_name,
@@ -59,6 +58,14 @@ def test_a_full_disk_fails_only_the_big_image(tmp_path: Path) -> None:
     _assert_inside_and_clean(out)
 
 
+def images_written(out: Path) -> int:
+    """The images a run being written has recorded so far (0 before its first record)."""
+    try:
+        return len(journal.read_manifest(out)["images"])
+    except (OSError, ValueError):
+        return 0
+
+
 def test_ctrl_c_keeps_a_valid_manifest_and_exits_130_with_one_line(tmp_path: Path) -> None:
     sources = [_png(tmp_path / f"img{k:02d}.png", seed=k) for k in range(40)]
     out = tmp_path / "run"
@@ -70,14 +77,7 @@ def test_ctrl_c_keeps_a_valid_manifest_and_exits_130_with_one_line(tmp_path: Pat
         env=child_env(),
     )
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if len(journal.read_manifest(out)["images"]) >= 3:
-                    break
-            except (OSError, ValueError):
-                pass
-            time.sleep(0.05)
+        wait_for(lambda: images_written(out) >= 3, process=proc, what="3 images written")
         proc.send_signal(signal.SIGINT)
         _, stderr = proc.communicate(timeout=60)
     finally:

@@ -8,14 +8,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from scripts.cam import launch as cam
 from scripts.upstream.errors import ConfigError
-from tests.children import child
+from tests.children import child, wait_for
 from tests.conftest import fake_cam_checkout
 
 REPO_ROOT = Path(__file__).resolve().parents[4]
@@ -112,10 +111,7 @@ def test_run_child_reports_a_signal_as_a_shell_does(tmp_path: Path) -> None:
 def test_ctrl_c_lets_the_child_finish_and_returns_its_130(tmp_path: Path) -> None:
     done = tmp_path / "manifest.json"
     driver = subprocess.Popen(child("cam", "driver", str(done)), cwd=REPO_ROOT, start_new_session=True)
-    deadline = time.monotonic() + 60
-    while not Path(f"{done}.ready").exists():
-        assert time.monotonic() < deadline and driver.poll() is None
-        time.sleep(0.05)
+    wait_for(Path(f"{done}.ready").exists, process=driver, what="the entry point to wait")
     os.killpg(driver.pid, signal.SIGINT)  # the terminal's Ctrl-C: driver and child alike
     assert driver.wait(timeout=30) == 130
     assert done.read_text() == "manifest"  # the driver waited instead of killing its child
@@ -128,10 +124,7 @@ def test_ctrl_c_sent_to_the_driver_alone_is_passed_on(
     driver = subprocess.Popen(
         child("cam", "driver", str(done), "--grace=0.5"), cwd=REPO_ROOT, start_new_session=True
     )
-    deadline = time.monotonic() + 60
-    while not Path(f"{done}.ready").exists():
-        assert time.monotonic() < deadline and driver.poll() is None
-        time.sleep(0.05)
+    wait_for(Path(f"{done}.ready").exists, process=driver, what="the entry point to wait")
     driver.send_signal(signal.SIGINT)  # `kill -INT <driver>`: the child did not get it
     assert driver.wait(timeout=30) == 130
     assert done.read_text() == "manifest"
