@@ -53,7 +53,8 @@ endif
 endif
 
 .PHONY: help env dev-env setup-yolov3 setup-yolov5 setup-yolov7 setup-detectron2 status check-patches refresh-patches \
-        cam demo eval audit report bench lint test test-fast fuzz clean-env
+        cam demo eval audit report bench lint test test-unit test-process test-integration test-fast \
+        fuzz clean-env
 
 help:
 	@echo "make setup-yolov7 | setup-yolov3 | setup-yolov5 | setup-detectron2   clone the pin, apply patches, install"
@@ -63,7 +64,7 @@ help:
 	@echo "make report RUN=<run folder>        index.html: the run's images, detections and maps, for a browser"
 	@echo "make audit RUN=<run folder> [ARGS='--top 50 --layer NAME']   where a run's maps lie against their boxes"
 	@echo "make status | check-patches | refresh-patches UPSTREAM=<name>"
-	@echo "make test | bench"
+	@echo "make test | test-unit | test-process | test-integration | bench   (test: lint and every tier)"
 	@echo "make fuzz [ARGS='--seconds 600 --seed N']   fuzz the checkpoint loader and label readers (failing cases: runs/fuzz/)"
 
 $(VENV)/.kit-env: pyproject.toml constraints.txt
@@ -151,15 +152,28 @@ lint: dev-env
 	$(PYTHON) -m ruff format --check kit scripts entrypoints tests
 	$(PYTHON) -m mypy
 
-# The test command of the README and of CI. Two pytest workers (pytest-xdist), a test file each at
-# a time: the integration tests are mostly one-process subprocesses, so one worker leaves a core
-# idle (17:51 -> 11:16 on 2 cores). TEST_WORKERS=0 runs in one process.
+# The test command of the README and of CI: lint, then every tier in one pytest run. Two pytest
+# workers (pytest-xdist), a test file each at a time: the integration tests are mostly one-process
+# subprocesses, so one worker leaves a core idle (17:51 -> 11:16 on 2 cores). TEST_WORKERS=0 runs in
+# one process. The tiers (tests/unit, tests/process, tests/integration; CONTRIBUTING.md, Tests) run
+# alone with their own target: test-unit is the fast one (no child process, no upstream, no browser).
 TEST_WORKERS ?= 2
+PYTEST = $(PYTHON) -m pytest -q -ra -n $(TEST_WORKERS) --dist loadfile
 test: lint
-	$(PYTHON) -m pytest -q -ra --durations=15 -n $(TEST_WORKERS) --dist loadfile
+	$(PYTEST) --durations=15
 
+test-unit: dev-env
+	$(PYTEST) -m unit tests/unit
+
+test-process: dev-env
+	$(PYTEST) -m process tests/process
+
+test-integration: dev-env
+	$(PYTEST) --durations=15 -m integration tests/integration
+
+# The unit and process tiers: everything but the real upstreams.
 test-fast: dev-env
-	$(PYTHON) -m pytest -q -ra -m "not integration"
+	$(PYTEST) -m "not integration" tests/unit tests/process
 
 # make test runs a fixed seed's few thousand cases (tests/unit/test_fuzz.py); this runs the same
 # fuzzer for longer (default 120 s per kind), from a new seed unless ARGS gives one.

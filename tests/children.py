@@ -12,10 +12,11 @@ import os
 import subprocess
 import sys
 import tempfile
-import textwrap
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 GIB = 2**30
@@ -29,28 +30,8 @@ class Outcome:
     peak_mb: float  # the child's own peak resident memory (ru_maxrss)
 
 
-# The child's peak cannot be read from wait4 here: a process forked from pytest starts with pytest's
-# pages counted, and Linux carries that high-water mark across exec (a 1 GB worker made a 450 MB read
-# look like 976 MB). This small launcher, started fresh, forks the command itself and reports its
-# child's ru_maxrss, which then counts the command's own pages only; it ends as its child ended.
-LAUNCHER = """
-import os, resource, signal, sys
-limit, peak_file, command = int(sys.argv[1]), sys.argv[2], sys.argv[3:]
-pid = os.fork()
-if pid == 0:
-    if limit:
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    os.execvp(command[0], command)
-_, status, usage = os.wait4(pid, 0)
-with open(peak_file, "w") as f:
-    f.write(str(usage.ru_maxrss))
-if os.WIFSIGNALED(status):
-    signal.signal(os.WTERMSIG(status), signal.SIG_DFL)
-    os.kill(os.getpid(), os.WTERMSIG(status))
-sys.exit(os.waitstatus_to_exitcode(status))
-"""
-
-
+# The launcher (tests/process/children/launcher.py) forks the command itself, so that its peak counts
+# the command's own pages, not pytest's.
 def run_child(
     command: Sequence[str],
     *,
@@ -64,24 +45,62 @@ def run_child(
     with tempfile.TemporaryDirectory() as folder:
         files = Path(folder)
         peak = files / "peak"
-        launcher = [sys.executable, "-c", LAUNCHER, str(address_space or 0), str(peak), *command]
+        launcher = child("launcher", str(address_space or 0), str(peak), *command)
         with (files / "out").open("w+") as out, (files / "err").open("w+") as err:
-            child = subprocess.Popen(
+            process = subprocess.Popen(
                 launcher, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=full_env, cwd=cwd,
                 start_new_session=True,
             )  # fmt: skip
             try:
-                child.wait(timeout)
+                process.wait(timeout)
             except subprocess.TimeoutExpired:
-                os.killpg(child.pid, 9)
-                child.wait()
+                os.killpg(process.pid, 9)
+                process.wait()
                 raise AssertionError(f"still running after {timeout} s: {list(command)}") from None
             out.seek(0)
             err.seek(0)
             kib = int(peak.read_text()) if peak.exists() else 0
-            return Outcome(child.returncode, out.read(), err.read(), kib / 1024)
+            return Outcome(process.returncode, out.read(), err.read(), kib / 1024)
 
 
-def run_python(code: str, *args: str, **kwargs: object) -> Outcome:
-    """``python -c code args...`` through :func:`run_child` (same keywords)."""
-    return run_child([sys.executable, "-c", textwrap.dedent(code), *args], **kwargs)  # type: ignore[arg-type]
+def child(module: str, *args: str) -> list[str]:
+    """The command of ``tests/process/children/<module>.py`` with ``args`` (``python -m``)."""
+    return [sys.executable, "-m", f"tests.process.children.{module}", *args]
+
+
+def child_env(**more: str) -> dict[str, str]:
+    """The environment a child started with ``subprocess`` needs to import this checkout first."""
+    path = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "PYTHONPATH": path, **more}
+
+
+def run_module(module: str, *args: str, **kwargs: object) -> Outcome:
+    """:func:`child` ``module`` through :func:`run_child` (same keywords)."""
+    return run_child(child(module, *args), **kwargs)  # type: ignore[arg-type]
+
+
+def dead_pid() -> int:
+    """The pid of a process of this host that has ended (and been reaped): a lock's writer gone."""
+    ended = subprocess.Popen(child("ends", "exit", "0"), env=child_env())
+    assert ended.wait(timeout=120) == 0
+    return ended.pid
+
+
+def grow(megabytes: int, *, hold_seconds: float = 0) -> list[str]:
+    """The command of a child that writes ``megabytes`` MB into its memory, then waits ``hold_seconds``."""
+    return child("ends", "grow", str(megabytes), str(hold_seconds))
+
+
+def wait_for(
+    ready: Callable[[], bool], *, process: subprocess.Popen[Any], what: str, timeout: float = 120
+) -> None:
+    """Poll ``ready`` until it holds; fail, saying ``what`` was awaited, if ``process`` ends first or
+    ``timeout`` seconds pass (a guard against a hung child, never a bound on anyone's speed)."""
+    waited = 0.0
+    while not ready():
+        if process.poll() is not None:
+            raise AssertionError(f"the child ended (exit {process.returncode}) before {what}")
+        if waited > timeout:
+            raise AssertionError(f"still waiting for {what} after {timeout} s: the child hangs")
+        time.sleep(0.05)
+        waited += 0.05

@@ -1,8 +1,13 @@
 """Shared test pieces: a toy detector adapter that runs through :func:`kit.run.runner.run` in milliseconds.
 
-Also imported (as ``tests.conftest``) by the subprocess scripts of ``kit/test_runner_robustness.py``,
-with the project root on ``sys.path``, so a run can be interrupted or run under a file-size limit in
-a process of its own.
+Also imported (as ``tests.conftest``) by the children of the process tier (``tests/process/children/``,
+``tests/toy_main.py``), with the project root on ``sys.path``, so a run can be interrupted or run
+under a file-size limit in a process of its own.
+
+Every test is in one tier, by its folder: ``tests/unit`` (no child process, no upstream, no browser),
+``tests/process`` (CLI subprocesses, torchrun, signals, Chromium, the children of ``tests/children.py``)
+and ``tests/integration`` (real upstreams). The tier is the test's marker (``pytest -m unit``); a test
+outside the three folders is a collection error.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
@@ -25,8 +31,25 @@ from kit.core.geometry import Letterbox
 if TYPE_CHECKING:
     from kit.api import Explainer
 
-# The run folders and the browser of tests/runs.py are fixtures of every test folder.
+# The run folders and the browser of tests/runs.py are fixtures of every tier (the report's unit and
+# browser tests, and the integration test on a real run, share them).
 pytest_plugins = ("tests.runs",)
+
+TIERS = ("unit", "process", "integration")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark each test with its tier, the first folder under tests/; refuse a test that has none."""
+    tests = Path(__file__).resolve().parent
+    for item in items:
+        relative = Path(item.path).resolve().relative_to(tests)
+        tier = relative.parts[0] if len(relative.parts) > 1 else ""
+        if tier not in TIERS:
+            raise pytest.UsageError(
+                f"{item.nodeid} is in no test tier: move {relative} under tests/unit, tests/process "
+                "or tests/integration (CONTRIBUTING.md, Tests)"
+            )
+        item.add_marker(getattr(pytest.mark, tier))
 
 
 class ToyModel(nn.Module):
@@ -155,6 +178,18 @@ def installed_checkout(folder: Path) -> Callable[[object, str], Path]:
         return folder / name
 
     return checkout_path
+
+
+def fake_cam_checkout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """``make cam``'s driver against a fake checkout in ``tmp_path``: the commands it would run are
+    appended to the list returned, none is started."""
+    from scripts.cam import launch as cam
+
+    calls: list[list[str]] = []
+    monkeypatch.setattr(cam, "checkout_path", installed_checkout(tmp_path / "checkouts"))
+    monkeypatch.setattr(cam, "run_child", lambda command, cwd: calls.append(list(command)) or 0)
+    monkeypatch.chdir(tmp_path)
+    return calls
 
 
 def toy_explainer() -> Explainer:

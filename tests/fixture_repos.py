@@ -15,6 +15,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
+
+import scripts.upstream.config
+
 # Fixture commits never depend on the machine: fixed people, fixed dates, no user config.
 _FIXED = {
     "GIT_AUTHOR_NAME": "Upstream Dev",
@@ -264,3 +268,31 @@ def tree_snapshot(repo: Path) -> dict[str, bytes]:
         for p in sorted(repo.rglob("*"))
         if p.is_file() and ".git" not in p.relative_to(repo).parts
     }
+
+
+def isolate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """No real upstreams.yaml, no real upstreams/, no user override file, no KIT_*_URL, and a hostile
+    ~/.gitconfig that would change commit ids or patch bytes if the engine let user config leak."""
+    for key in list(os.environ):
+        if key.startswith("KIT_") or key.startswith("GIT_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setattr(scripts.upstream.config, "REPO_ROOT", tmp_path / "no-real-repo-root")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("KIT_UPSTREAMS_DIR", str(tmp_path / "checkouts"))
+    home = tmp_path / "home"
+    home.mkdir()
+    hooks = home / "hooks"
+    hooks.mkdir()
+    (hooks / "applypatch-msg").write_text('#!/bin/sh\necho hooked >> "$1"\n', encoding="utf-8")
+    (hooks / "applypatch-msg").chmod(0o755)
+    (home / ".gitconfig").write_text(
+        "[user]\n\tname = Someone Else\n\temail = else@example.com\n"
+        f"[core]\n\thooksPath = {hooks}\n\tautocrlf = true\n"
+        "[am]\n\tmessageid = true\n\tkeepcr = false\n"
+        "[commit]\n\tgpgsign = true\n"
+        "[diff]\n\tnoprefix = true\n\tcontext = 5\n"
+        "[format]\n\tsignOff = true\n\tnumbered = true\n\tsignature = evil\n\tuseAutoBase = true\n",
+        encoding="utf-8",
+    )
+    monkeypatch.setenv("HOME", str(home))
+    return tmp_path

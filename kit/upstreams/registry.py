@@ -115,8 +115,15 @@ class UpstreamSpec:
 DETECTRON2_CONFIG = "configs/COCO-Detection/faster_rcnn_R_50_FPN_3x.yaml"  # demo.py's --config-file default
 YOLO_OPTIONS = ("img_size", "conf_thres", "iou_thres", "max_det", "classes", "agnostic_nms", "half")
 YOLO_PACKAGES = ("models", "utils")
-YOLO_CAM_ARGS = tuple(
-    ["--weights", "{weights}", "--source", "{source}", "--project", "{project}", "--name", "{name}"]
+YOLO_CAM_ARGS = (
+    "--weights",
+    "{weights}",
+    "--source",
+    "{source}",
+    "--project",
+    "{project}",
+    "--name",
+    "{name}",
 )
 ULTRALYTICS_ENTRY = EntryFlags(
     title="ultralytics/yolov3 v9.6.0",

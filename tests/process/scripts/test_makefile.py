@@ -10,9 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from scripts.cam import launch
-from scripts.upstream.errors import ConfigError
-
 REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
@@ -99,25 +96,3 @@ def test_no_value_is_expanded_by_make_even_where_no_recipe_uses_it(
         result = make(target, f"RUN={value}", f"WEIGHTS={value}", python=fake_python)
         assert result.returncode == 0 and value in json.loads(result.stdout)
     assert not sentinel.exists()
-
-
-@pytest.mark.parametrize(("value", "expected"), [("", 1), (" ", 1), ("2", 2), (" 3 ", 3), ("010", 10)])
-def test_the_driver_reads_nproc_as_plain_digits(value: str, expected: int) -> None:
-    assert launch.parse_nproc(value) == expected
-
-
-@pytest.mark.parametrize("value", ["+3", "3_0", "٣", "²", "1e3", "2 3", "0x2", "1" * 5000, "-1"])
-def test_the_driver_refuses_nproc_that_is_not_plain_digits(value: str) -> None:
-    with pytest.raises(ConfigError, match="NPROC must be a number of processes, got"):
-        launch.parse_nproc(value)
-
-
-def test_the_driver_refuses_more_processes_than_the_machine_can_hold(
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    too_many = launch.max_nproc() + 1
-    assert launch.main(["yolov7", f"--nproc={too_many}"]) == 2
-    err = capsys.readouterr().err
-    assert f"NPROC={too_many} is more than {launch.max_nproc()} processes" in err
-    assert f"pass NPROC={launch.usable_cores()} or less" in err
-    assert launch.main(["yolov7", "--nproc=999999999"]) == 2

@@ -27,6 +27,7 @@ from kit.rundir import journal, reader
 from kit.rundir.schema import LOCK_NAME
 from kit.rundir.writer import ResumeError
 from kit.upstreams.loaders import Loaded
+from tests.children import child, child_env
 from tests.conftest import ToyAdapter
 
 REPO_ROOT = Path(__file__).resolve().parents[4]
@@ -187,25 +188,14 @@ def test_more_ranks_than_images_wait_and_exit_0(images: tuple[Path, Path], tmp_p
     assert not (tmp_path / "run" / journal.PARTS_DIR).exists()
 
 
-HOLD = """
-import sys
-from pathlib import Path
-from kit.rundir.writer import RunSettings, RunWriter
-writer = RunWriter(RunSettings(upstream="toy", weights="toy.pt", method="gradcam", target="class-logit",
-                               layers=["feat"]), out_dir=Path(sys.argv[1]))
-print("locked", flush=True)
-sys.stdin.read()
-writer.finish()
-"""
-
-
 def test_two_runs_at_once_on_one_folder_the_second_is_refused(
     images: tuple[Path, Path], tmp_path: Path
 ) -> None:
     out = tmp_path / "run"
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    command = [sys.executable, "-c", HOLD, str(out)]
-    holder = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+    command = child("rundir", "hold-lock", str(out))
+    holder = subprocess.Popen(
+        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=child_env()
+    )
     try:
         assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
         second = toy(

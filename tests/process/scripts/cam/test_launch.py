@@ -8,16 +8,14 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
-import time
 from pathlib import Path
 
 import pytest
 
-from kit.core.errors import KitError
 from scripts.cam import launch as cam
-from scripts.upstream.errors import CheckoutError, ConfigError
-from tests.conftest import installed_checkout
+from scripts.upstream.errors import ConfigError
+from tests.children import child, wait_for
+from tests.conftest import fake_cam_checkout
 
 REPO_ROOT = Path(__file__).resolve().parents[4]
 
@@ -77,29 +75,7 @@ def test_make_cam_without_values_passes_none(fake_python: Path, tmp_path: Path) 
 @pytest.fixture
 def checkout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
     """run_cam against a fake checkout; returns the commands it would run."""
-    calls: list[list[str]] = []
-    monkeypatch.setattr(cam, "checkout_path", installed_checkout(tmp_path / "checkouts"))
-    monkeypatch.setattr(cam, "run_child", lambda command, cwd: calls.append(list(command)) or 0)
-    monkeypatch.chdir(tmp_path)
-    return calls
-
-
-def test_weights_demo_reaches_the_entry_point_even_with_a_demo_folder(
-    checkout: list[list[str]], tmp_path: Path
-) -> None:
-    (tmp_path / "demo").mkdir()  # many projects have one; it is not a checkpoint
-    assert cam.run_cam("yolov7", weights="demo", source="imgs", out="run", extra=[]) == 0
-    command = checkout.pop()
-    assert command[command.index("--weights") + 1] == "demo"
-    assert command[command.index("--source") + 1] == str(tmp_path / "imgs")
-    (tmp_path / "demo").rmdir()
-    (tmp_path / "demo").write_bytes(b"")  # a file named demo: that file
-    cam.run_cam("yolov7", weights="demo", source="imgs", out="run", extra=[])
-    command = checkout.pop()
-    assert command[command.index("--weights") + 1] == str(tmp_path / "demo")
-    (tmp_path / "demo").unlink()
-    with pytest.raises(ConfigError, match=r"WEIGHTS=demo is the demo detector of yolov7.*yolov3 has none"):
-        cam.run_cam("yolov3", weights="demo", source=None, out=None, extra=[])
+    return fake_cam_checkout(tmp_path, monkeypatch)
 
 
 def test_nproc_runs_the_entry_point_under_torchrun(
@@ -121,67 +97,21 @@ def test_nproc_runs_the_entry_point_under_torchrun(
         cam.run_cam("yolov7", weights="demo", source=None, out=None, extra=[], nproc=0)
 
 
-def test_driver_exit_codes(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    def raising(error: BaseException) -> None:
-        def run_cam(*args: object, **kwargs: object) -> int:
-            raise error
-
-        monkeypatch.setattr(cam, "run_cam", run_cam)
-
-    for code in (0, 1, 2, 3, 130):  # the entry point's code, as it is
-        monkeypatch.setattr(cam, "run_cam", lambda *a, code=code, **k: code)
-        assert cam.main(["yolov7"]) == code
-    raising(KitError("no such file"))
-    assert cam.main(["yolov7"]) == 2 and capsys.readouterr().err == "error: no such file\n"
-    raising(KeyboardInterrupt())
-    assert cam.main(["yolov7"]) == 130
-    assert capsys.readouterr().err.startswith("interrupted before main_gradcam.py started")
-    raising(ZeroDivisionError("boom"))
-    assert cam.main(["yolov7"]) == 3  # a bug in the driver never looks like "some images failed"
-    err = capsys.readouterr().err
-    assert "Traceback" in err and "ZeroDivisionError: boom" in err and "please report it" in err
-
-
 @pytest.mark.parametrize(("code", "expected"), [(0, 0), (1, 1), (2, 2), (3, 3), (130, 130)])
 def test_run_child_returns_the_childs_exit_code(code: int, expected: int, tmp_path: Path) -> None:
-    assert cam.run_child([sys.executable, "-c", f"raise SystemExit({code})"], cwd=tmp_path) == expected
+    assert cam.run_child(child("ends", "exit", str(code)), cwd=REPO_ROOT) == expected
 
 
 def test_run_child_reports_a_signal_as_a_shell_does(tmp_path: Path) -> None:
-    kill = "import os, signal; os.kill(os.getpid(), signal.SIGTERM)"
-    assert cam.run_child([sys.executable, "-c", kill], cwd=tmp_path) == 128 + signal.SIGTERM
+    assert cam.run_child(child("ends", "signal", "SIGTERM"), cwd=REPO_ROOT) == 128 + signal.SIGTERM
 
 
 # The driver in a process group of its own, as `make cam` in a terminal; its child writes what it
-# finished when Ctrl-C reaches it and exits 130 (as main_gradcam.py does).
-DRIVER = """
-import sys
-from pathlib import Path
-from scripts.cam import launch as cam
-child = '''
-import signal, sys, time
-from pathlib import Path
-def stop(*_):
-    time.sleep(0.5)  # finishing the manifest takes a moment
-    Path(sys.argv[1]).write_text("manifest")
-    sys.exit(130)
-signal.signal(signal.SIGINT, stop)
-Path(sys.argv[1] + ".ready").write_text("")
-time.sleep(60)
-'''
-sys.exit(cam.run_child([sys.executable, "-c", child, sys.argv[1]], cwd=Path.cwd()))
-"""
-
-
+# finished when Ctrl-C reaches it and exits 130 (as main_gradcam.py does): tests/process/children/cam.py.
 def test_ctrl_c_lets_the_child_finish_and_returns_its_130(tmp_path: Path) -> None:
     done = tmp_path / "manifest.json"
-    driver = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(DRIVER), str(done)], cwd=REPO_ROOT, start_new_session=True
-    )
-    deadline = time.monotonic() + 60
-    while not Path(f"{done}.ready").exists():
-        assert time.monotonic() < deadline and driver.poll() is None
-        time.sleep(0.05)
+    driver = subprocess.Popen(child("cam", "driver", str(done)), cwd=REPO_ROOT, start_new_session=True)
+    wait_for(Path(f"{done}.ready").exists, process=driver, what="the entry point to wait")
     os.killpg(driver.pid, signal.SIGINT)  # the terminal's Ctrl-C: driver and child alike
     assert driver.wait(timeout=30) == 130
     assert done.read_text() == "manifest"  # the driver waited instead of killing its child
@@ -191,34 +121,10 @@ def test_ctrl_c_sent_to_the_driver_alone_is_passed_on(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     done = tmp_path / "manifest.json"
-    monkeypatch.setattr(cam, "INTERRUPT_GRACE_SECONDS", 0.5)
     driver = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(DRIVER).replace("from scripts.cam import launch as cam",
-         "from scripts.cam import launch as cam\ncam.INTERRUPT_GRACE_SECONDS = 0.5"), str(done)],
-        cwd=REPO_ROOT, start_new_session=True,
-    )  # fmt: skip
-    deadline = time.monotonic() + 60
-    while not Path(f"{done}.ready").exists():
-        assert time.monotonic() < deadline and driver.poll() is None
-        time.sleep(0.05)
+        child("cam", "driver", str(done), "--grace=0.5"), cwd=REPO_ROOT, start_new_session=True
+    )
+    wait_for(Path(f"{done}.ready").exists, process=driver, what="the entry point to wait")
     driver.send_signal(signal.SIGINT)  # `kill -INT <driver>`: the child did not get it
     assert driver.wait(timeout=30) == 130
     assert done.read_text() == "manifest"
-
-
-def test_a_stale_or_edited_entry_point_is_refused_with_the_fix(
-    checkout: list[list[str]], tmp_path: Path
-) -> None:
-    """A checkout set up by an older kit would run the old main_gradcam.py against the new kit."""
-    cam.run_cam("yolov7", weights="demo", source=None, out=None, extra=[])
-    installed = tmp_path / "checkouts" / "yolov7" / "main_gradcam.py"
-    installed.write_text("# an older kit's entry point\n")
-    original = cam.checkout_path
-    cam.checkout_path = lambda project, name: installed.parent  # type: ignore[assignment]
-    try:
-        with pytest.raises(
-            CheckoutError, match=r"not the kit's current entry point .*Run `make setup-yolov7`"
-        ):
-            cam.run_cam("yolov7", weights="demo", source=None, out=None, extra=[])
-    finally:
-        cam.checkout_path = original

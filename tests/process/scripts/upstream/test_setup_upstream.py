@@ -5,8 +5,6 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -14,7 +12,7 @@ import pytest
 import scripts.upstream.checkout
 import scripts.upstream.setup_upstream
 from scripts.__main__ import main
-from scripts.upstream.checkout import UPSTREAM_HEAD, locked
+from scripts.upstream.checkout import UPSTREAM_HEAD
 from scripts.upstream.config import load_project
 from scripts.upstream.envinstall import union_requirements
 from scripts.upstream.errors import (
@@ -361,23 +359,6 @@ def test_install_without_entry_point_fails_before_doing_anything(
     assert not (isolated / "checkouts" / "demo").exists()
     result = setup(config)  # without install, a missing entry point is only a note
     assert result.entry_point == "missing" and not (result.path / "main_gradcam.py").exists()
-
-
-def test_lock_makes_a_second_run_wait(isolated: Path) -> None:
-    lock = isolated / ".demo.lock"
-    entered = threading.Event()
-
-    def second() -> None:
-        with locked(lock):
-            entered.set()
-
-    with locked(lock):
-        thread = threading.Thread(target=second)
-        thread.start()
-        time.sleep(0.2)
-        assert not entered.is_set()
-    thread.join(timeout=5)
-    assert entered.is_set()
 
 
 def test_works_from_inside_another_repository_with_git_env_set(

@@ -456,28 +456,6 @@ def test_ctrl_c_during_a_run_names_its_folder(
         )
 
 
-def test_a_folder_another_live_run_holds_is_refused_before_the_model_loads(tmp_path: Path) -> None:
-    """--exist-ok on a folder whose lock names a live process of this host: refused at argument
-    checking; a lock whose process is gone is left for the writer to take over."""
-    import socket
-    import subprocess
-
-    from kit.rundir.lock import identity
-
-    run = tmp_path / "exp"
-    run.mkdir()
-    lock = run / ".kit.lock"
-    lock.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": "now"}))
-    with pytest.raises(KitError, match=rf"in use by another kit run \(pid {os.getpid()}"):
-        cli.check_output_folder(run, flag="--project", exist_ok=True)
-    cli.check_output_folder(run, flag="--project", exist_ok=False)  # a new exp2 is made instead
-    gone = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
-    )
-    lock.write_text(json.dumps({**identity(), "pid": int(gone.stdout), "started": "then"}))
-    assert cli.check_output_folder(run, flag="--project", exist_ok=True) == run
-
-
 def test_audit_after_a_run_prints_the_table_and_writes_audit_json(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

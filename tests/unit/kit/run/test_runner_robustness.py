@@ -13,12 +13,6 @@ import errno
 import json
 import os
 import re
-import signal
-import socket
-import subprocess
-import sys
-import textwrap
-import time
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +31,6 @@ from kit.rundir.schema import LOCK_NAME
 from kit.rundir.writer import RunSettings, RunWriter
 from tests.conftest import ToyAdapter
 
-REPO_ROOT = Path(__file__).resolve().parents[4]  # tests/unit/kit/run/<this file> -> the project root
 PNG_BYTES = cv2.imencode(".png", np.full((24, 32, 3), 120, np.uint8))[1].tobytes()
 
 
@@ -347,101 +340,6 @@ def test_temporary_names_carry_pid_and_a_random_token_and_go_on_failure(
 
 # ---- subprocesses: a full disk, Ctrl-C, two runs on one folder ----------------------------------
 
-SCRIPT_HEAD = f"""
-import json, os, resource, sys, time
-from pathlib import Path
-sys.path.insert(0, {str(REPO_ROOT)!r})
-from tests.conftest import ToyAdapter
-from kit.cli import main as cli
-from kit.methods.registry import get_method
-from kit.rundir.writer import RunSettings, RunWriter
-from kit.run.runner import LoopSettings
-from kit.run.runner import run
-from kit.core.targets import get_target
-"""
-
-RUN_SCRIPT = """
-def main():
-    out, sources = Path(sys.argv[1]), [Path(p) for p in sys.argv[2:]]
-    writer = RunWriter(RunSettings(upstream="toy", weights="none", method="gradcam",
-                                   target="class-logit", layers=["feat"]), out_dir=out)
-    settings = LoopSettings(layers=["feat"], target=get_target("class-logit"), method=get_method("gradcam"))
-    failed = run(ToyAdapter(delay=DELAY), sources=sources, writer=writer, settings=settings)
-    writer.finish()
-    return 1 if failed else 0
-
-sys.exit(cli.guarded(main))
-"""
-
-
-def _script(tmp_path: Path, body: str, name: str) -> Path:
-    path = tmp_path / name
-    path.write_text(SCRIPT_HEAD + textwrap.dedent(body))
-    return path
-
-
-def test_a_full_disk_fails_only_the_big_image(tmp_path: Path) -> None:
-    """RLIMIT_FSIZE: writing past it fails with EFBIG (Python ignores SIGXFSZ); small images still go."""
-    src = tmp_path / "src"
-    src.mkdir()
-    big = (1500, 1500)
-    sources = [_png(src / "small1.png"), _png(src / "big.png", big), _png(src / "small2.png", seed=1)]
-    limit = 200_000
-    assert (src / "big.png").stat().st_size > limit  # its overlay (a JPEG of noise) is too
-    script = _script(
-        tmp_path,
-        f"resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit}))\nDELAY = 0\n" + RUN_SCRIPT,
-        "full_disk.py",
-    )
-    out = tmp_path / "run"
-    command = [sys.executable, str(script), str(out), *map(str, sources)]
-    proc = subprocess.run(command, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 1, proc.stderr
-    assert "Traceback" not in proc.stderr
-    entries = _by_name(json.loads((out / "manifest.json").read_text()))
-    assert entries["big.png"]["error"].startswith(
-        f"could not write the results of '{sources[1]}': OSError: [Errno {errno.EFBIG}] File too large: "
-        "'big/det0_feat.jpg'"
-    )
-    for name in ("small1.png", "small2.png"):
-        assert entries[name]["error"] is None and all(p.is_file() for p in _files_of(out, entries[name]))
-    assert not [p for p in out.rglob("*") if p.name.startswith("big")]
-    _assert_inside_and_clean(out)
-
-
-def test_ctrl_c_keeps_a_valid_manifest_and_exits_130_with_one_line(tmp_path: Path) -> None:
-    sources = [_png(tmp_path / f"img{k:02d}.png", seed=k) for k in range(40)]
-    script = _script(tmp_path, "DELAY = 0.1\n" + RUN_SCRIPT, "interrupt.py")
-    out = tmp_path / "run"
-    proc = subprocess.Popen(
-        [sys.executable, str(script), str(out), *map(str, sources)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if len(reader.read_manifest(out)["images"]) >= 3:
-                    break
-            except (OSError, ValueError):
-                pass
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGINT)
-        _, stderr = proc.communicate(timeout=60)
-    finally:
-        proc.kill()
-    assert proc.returncode == 130, stderr
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and "interrupt" in lines[0].lower() and "Traceback" not in stderr, stderr
-    manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["interrupted"] is True
-    assert 3 <= len(manifest["images"]) < len(sources)
-    for entry in manifest["images"]:
-        assert entry["error"] is None and all(p.is_file() for p in _files_of(out, entry))
-    _assert_inside_and_clean(out, parts=True)  # lock released, no temporary file left
-
 
 def test_a_keyboard_interrupt_inside_the_run_is_recorded_and_raised(tmp_path: Path) -> None:
     sources = [_png(tmp_path / f"i{k}.png", seed=k) for k in range(4)]
@@ -462,56 +360,6 @@ def test_a_keyboard_interrupt_inside_the_run_is_recorded_and_raised(tmp_path: Pa
     with pytest.raises(OutputError, match=r"holds a run that did not finish .*resume it with --resume"):
         _writer(tmp_path / "run")  # a new run would bury the interrupted one's records
     _writer(tmp_path / "run", resume=True).close()  # the folder is free again, to resume
-
-
-HOLD_SCRIPT = """
-writer = RunWriter(RunSettings(upstream="toy", weights="none", method="gradcam", target="class-logit",
-                               layers=["feat"]), out_dir=Path(sys.argv[1]))
-print("locked", flush=True)
-sys.stdin.read()  # hold the lock until the test closes stdin or kills this process
-writer.finish()
-"""
-
-
-def test_two_runs_on_one_folder_second_is_refused_until_the_first_ends(tmp_path: Path, caplog: Any) -> None:
-    out = tmp_path / "run"
-    holder = subprocess.Popen(
-        [sys.executable, str(_script(tmp_path, HOLD_SCRIPT, "hold.py")), str(out)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
-        host = socket.gethostname()
-        with pytest.raises(OutputError) as info:
-            _writer(out)
-        message = str(info.value)
-        assert f"pid {holder.pid} on host {host}" in message and LOCK_NAME in message
-        assert "--name" in message  # says what to do
-
-        # The same through an entry point's guarded(): exit 2, one line naming the holder.
-        second = subprocess.run(
-            [sys.executable, str(_script(tmp_path, "DELAY = 0\n" + RUN_SCRIPT, "second.py")), str(out),
-             str(_png(tmp_path / "a.png"))],
-            capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
-        assert second.returncode == 2, second.stderr
-        assert second.stderr.startswith("error: ") and f"pid {holder.pid}" in second.stderr
-        assert len(second.stderr.strip().splitlines()) == 1
-        assert json.loads((out / "manifest.json").read_text())["images"] == []  # not overwritten
-
-        holder.kill()  # dies holding the lock: a stale lock of this host
-        holder.wait(timeout=30)
-    finally:
-        holder.kill()
-    assert (out / LOCK_NAME).is_file()
-    with caplog.at_level("WARNING", logger="kit"):
-        writer = _writer(out)
-    assert f"taking over the stale lock {out / LOCK_NAME} of pid {holder.pid}" in caplog.text
-    assert json.loads((out / LOCK_NAME).read_text())["pid"] == os.getpid()
-    writer.finish()
-    assert not (out / LOCK_NAME).exists()
 
 
 def test_a_lock_of_another_host_is_never_taken_over(tmp_path: Path) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import inspect
-import json
 from pathlib import Path
 
 import pytest
@@ -70,42 +69,6 @@ def test_baselines_are_checked_before_anything_is_measured(
     assert bench.main([]) == 2
     err = capsys.readouterr().err
     assert "needs the grad-cam package" in err and "make bench" in err and "--baselines seed" in err
-
-
-FAKE_WORKER = """
-import sys
-from pathlib import Path
-from scripts.bench.common import Records, worker_parser
-args = worker_parser("a fake worker").parse_args(sys.argv[1:])
-records = Records(upstream=args.upstream, model=Path(args.cfg).stem, img_size=args.img_size)
-import atexit
-atexit.register(records.emit)
-records.add("head", 1, "plain", 1.0, 10.0, 1.0)
-if "bad" in args.cfg:
-    raise RuntimeError("the worker dies after its first record")
-records.add("head", 1, "kit-gradcam", 1.5, 12.0, 1.0)
-records.emit()
-"""
-
-
-def test_a_failing_worker_keeps_its_records_and_the_others_run(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    (tmp_path / "fakeworker.py").write_text(FAKE_WORKER)
-    for cfg in ("bad.yaml", "good.yaml"):
-        (tmp_path / cfg).write_text("")
-    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
-    monkeypatch.setattr(bench, "WORKERS", {"fake": "fakeworker"})
-    monkeypatch.setattr(
-        bench, "MODELS", [("fake", "bad.yaml", "1", "x.jpg"), ("fake", "good.yaml", "1", "x.jpg")]
-    )
-    monkeypatch.setattr(bench, "checkout_path", lambda project, upstream: tmp_path)
-    out = tmp_path / "latest.json"
-    assert bench.main(["--baselines", "", "--out", str(out)]) == 1
-    captured = capsys.readouterr()
-    assert "fake bad.yaml: worker failed" in captured.err and "failed: fake bad.yaml" in captured.err
-    found = [(r["model"], r["method"]) for r in json.loads(out.read_text())["records"]]
-    assert found == [("bad", "plain"), ("good", "plain"), ("good", "kit-gradcam")]
 
 
 def test_the_folder_measurement_explains_every_image_at_each_batch_size(
