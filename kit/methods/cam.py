@@ -7,7 +7,7 @@ EigenCAM, ...) overrides :meth:`CamMethod.cam` instead. Every method works on a 
 once, one per explained detection, so the engine can chunk detections freely.
 
 Every formula follows pytorch-grad-cam 1.5.7 (same epsilons, same SVD call), so that the maps
-agree with that package's within float32 rounding; ``tests/kit/test_methods.py`` checks it.
+agree with that package's within float32 rounding; ``tests/unit/kit/methods/test_cam.py`` checks it.
 """
 
 from __future__ import annotations
