@@ -7,7 +7,7 @@ import json
 import os
 from pathlib import Path
 
-from kit.rundir import journal
+from kit.rundir import journal, reader
 from tests.children import GIB, run_module
 from tests.unit.kit.rundir.test_journal import hostile_part
 
@@ -47,7 +47,7 @@ def test_a_manifest_beyond_the_size_limit_is_refused_unread(tmp_path: Path) -> N
     run.mkdir()
     with (run / "manifest.json").open("wb") as f:
         f.write(b'{"images": [')
-        f.seek(journal.MAX_MANIFEST_BYTES + 2**20, os.SEEK_CUR)
+        f.seek(reader.MAX_MANIFEST_BYTES + 2**20, os.SEEK_CUR)
         f.write(b"]}")
     result = run_module("rundir", "load-manifest", str(run), address_space=GIB, timeout=120)
     assert result.exit == 0, result.stderr
