@@ -15,6 +15,7 @@ from typing import Any, NoReturn
 import numpy as np
 import pytest
 
+from kit.core.detection import Detection
 from kit.core.results import DetectionResult, ImageResult
 from kit.evaluation.evaluate import Evaluator
 from kit.evaluation.labels import load_labels
@@ -41,7 +42,10 @@ def det(
     box: tuple[float, float, float, float] = BOX,
 ) -> DetectionResult:
     return DetectionResult(
-        id=i, box_xyxy=box, class_id=cls, class_name=["cat", "dog"][cls], score=score, level=0, maps=maps
+        id=i,
+        detection=Detection(image_index=0, box_xyxy=box, class_id=cls, score=score, row=i, level=0),
+        class_name=["cat", "dog"][cls],
+        maps=maps,
     )
 
 
@@ -155,11 +159,8 @@ def yolo_detection(
         maps["fused"] = cam
     return DetectionResult(
         id=i,
-        box_xyxy=box,
-        class_id=cls,
+        detection=Detection(image_index=0, box_xyxy=box, class_id=cls, score=score, row=i, level=level),
         class_name=["cat", "dog"][cls],
-        score=score,
-        level=level,
         maps=maps,
     )
 

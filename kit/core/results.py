@@ -14,7 +14,7 @@ from typing import Optional
 
 import numpy as np
 
-from kit.core.detection import MissedReason
+from kit.core.detection import Detection, MissedReason
 from kit.core.errors import KitError
 from kit.core.geometry import resize_picture, scale_box
 from kit.core.render import color_for, overlay
@@ -33,11 +33,13 @@ class NoMapError(KitError, LookupError):
 
 @dataclass(frozen=True)
 class DetectionResult:
-    """One kept detection of an image and its maps.
+    """One kept detection of an image and its maps: the :class:`~kit.core.detection.Detection` the
+    adapter made, taken to the image's pixels, with its id, class name and maps.
 
     ``box_xyxy`` is in the original image's pixels (rounded to 0.01 px), ``score`` what the
     detector's NMS kept it with (rounded to 1e-5), ``level`` the head level it came from (YOLO,
-    RetinaNet; None where a detector has none). ``maps`` holds, per layer name, a float32
+    RetinaNet; None where a detector has none), ``origin`` where in the detector's output it was
+    made (row, level). ``maps`` holds, per layer name, a float32
     (height, width) map in [0, 1] at the image's size (for an image whose longer side exceeds
     :data:`kit.core.geometry.MAP_MAX_SIDE`, 2048 px, scaled down to that side:
     :func:`kit.core.geometry.map_size`),
@@ -46,12 +48,30 @@ class DetectionResult:
     """
 
     id: int
-    box_xyxy: tuple[float, float, float, float]
-    class_id: int
+    detection: Detection  # in the image's pixels, its score rounded (:func:`rounded_score`)
     class_name: str
-    score: float
-    level: Optional[int]
     maps: Mapping[str, Optional[np.ndarray]]
+
+    @property
+    def box_xyxy(self) -> tuple[float, float, float, float]:
+        return self.detection.box_xyxy
+
+    @property
+    def class_id(self) -> int:
+        return self.detection.class_id
+
+    @property
+    def score(self) -> float:
+        return self.detection.score
+
+    @property
+    def level(self) -> Optional[int]:
+        return self.detection.level
+
+    @property
+    def origin(self) -> tuple[int, int | None]:
+        """Where the detector made it: its output row (proposal, anchor) and head level."""
+        return self.detection.origin
 
     def label(self) -> str:
         """The text drawn beside the box: id, class name and score."""

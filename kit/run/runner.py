@@ -138,11 +138,8 @@ def to_image_result(
     detections = tuple(
         DetectionResult(
             id=det_id,
-            box_xyxy=box,
-            class_id=d.class_id,
+            detection=replace(d, box_xyxy=box, score=rounded_score(d.score)),
             class_name=class_name(names, d.class_id),
-            score=rounded_score(d.score),
-            level=d.level,
             maps=maps_of(explanation, k, method=method, letterbox=letterbox, fuse=fuse),
         )
         for det_id, ((k, d), box) in enumerate(zip(picked, boxes))

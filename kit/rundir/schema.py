@@ -22,9 +22,12 @@ import numbers
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from kit.core.errors import OutputError
+
+if TYPE_CHECKING:  # the records are torch-free; the results they serialize are not
+    from kit.core.results import DetectionResult
 
 # ---- versions ------------------------------------------------------------------------------------
 SCHEMA_VERSION = 2  # 2: manifest.json names its version; 1: the same records, before versions
@@ -112,6 +115,19 @@ class DetectionRecord:
     score: float
     level: Optional[int]
     maps: list[MapRecord] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, result: DetectionResult) -> DetectionRecord:
+        """The record of a detection's result, its maps still to add (the writer adds each as it
+        writes its overlay)."""
+        return cls(
+            id=result.id,
+            box_xyxy=list(result.box_xyxy),
+            class_id=result.class_id,
+            class_name=result.class_name,
+            score=result.score,
+            level=result.level,
+        )
 
 
 @dataclass

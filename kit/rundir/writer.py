@@ -388,10 +388,7 @@ class RunWriter:
         """One detection's overlays (drawn on ``picture``, the image at its maps' size) and its
         record; its maps go into ``arrays`` for the npz. Returns the record and the maps drawn."""
         height, width = image_bgr.shape[:2]
-        record = DetectionRecord(
-            id=det.id, box_xyxy=list(det.box_xyxy), class_id=det.class_id, class_name=det.class_name,
-            score=det.score, level=det.level,
-        )  # fmt: skip
+        record = DetectionRecord.of(det)
         drawn: list[np.ndarray] = []
         for layer in self._layers_of(det):
             cam = det.maps[layer]

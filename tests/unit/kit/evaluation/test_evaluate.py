@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from kit.cli.main import add_kit_arguments
+from kit.core.detection import Detection
 from kit.core.fusion import fuse_reached
 from kit.core.results import FUSED, DetectionResult, ImageResult
 from kit.evaluation.evaluate import EvalOptionError, Evaluator, detection_maps, match_detections
@@ -66,11 +67,10 @@ def image_maps(boxes: list[list[float]], maps: dict[tuple[int, str], np.ndarray 
     dets = tuple(
         DetectionResult(
             id=i,
-            box_xyxy=(b[0], b[1], b[2], b[3]),
-            class_id=0,
+            detection=Detection(
+                image_index=0, box_xyxy=(b[0], b[1], b[2], b[3]), class_id=0, score=0.9 - 0.1 * i, row=i
+            ),
             class_name="thing",
-            score=0.9 - 0.1 * i,
-            level=None,
             maps={layer: m for (j, layer), m in maps.items() if j == i},
         )
         for i, b in enumerate(boxes)

@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 import pytest
 
+from kit.core.detection import Detection
 from kit.core.errors import OutputError
 from kit.core.results import DetectionResult
 from kit.core.targets import get_target
@@ -274,7 +275,10 @@ def test_hostile_names_stay_inside_the_run_folder_and_unique(tmp_path: Path) -> 
     cam[5:10, 5:10] = 1.0
     det = [
         DetectionResult(
-            0, (0, 0, 10, 10), class_id=0, class_name="0", score=0.5, level=None, maps={"feat": cam}
+            id=0,
+            detection=Detection(image_index=0, box_xyxy=(0, 0, 10, 10), class_id=0, score=0.5, row=0),
+            class_name="0",
+            maps={"feat": cam},
         )
     ]
     records = [writer.write_image(source=name, image_bgr=image, detections=det) for name in HOSTILE]

@@ -76,11 +76,15 @@ def _results(
     return [
         DetectionResult(
             id=d["id"],
-            box_xyxy=tuple(d["box_xyxy"]),
-            class_id=d["class_id"],
+            detection=Detection(
+                image_index=0,
+                box_xyxy=tuple(d["box_xyxy"]),
+                class_id=d["class_id"],
+                score=d["score"],
+                row=d["id"],
+                level=d["level"],
+            ),
             class_name=d["class_name"],
-            score=d["score"],
-            level=d["level"],
             maps={layer: m for (i, layer), m in maps.items() if i == d["id"]},
         )
         for d in dets
@@ -518,7 +522,10 @@ def test_a_large_image_gets_its_pictures_at_the_maps_bounded_size(tmp_path: Path
     cam[341:682, 682:1366] = 1.0  # the box (1000, 500, 2000, 1000) in the map's pixels, and nothing else
     box = (1000.0, 500.0, 2000.0, 1000.0)
     det = DetectionResult(
-        id=0, box_xyxy=box, class_id=1, class_name="dog", score=0.8, level=0, maps={"l": cam}
+        id=0,
+        detection=Detection(image_index=0, box_xyxy=box, class_id=1, score=0.8, row=0, level=0),
+        class_name="dog",
+        maps={"l": cam},
     )
     missed = MissedResult(
         id=0, gt_box_xyxy=box, class_id=1, class_name="dog", box_xyxy=(0.0, 0.0, 300.0, 300.0),
