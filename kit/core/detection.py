@@ -44,3 +44,25 @@ class MissedReason(str, Enum):
 
     def __format__(self, spec: str) -> str:
         return format(str(self.value), spec)
+
+
+@dataclass(frozen=True)
+class MissedObject:
+    """A ground-truth box of one image that no kept detection matched, and its best candidate.
+
+    Boxes are in the image's pixels (the candidate's also as a :class:`Detection` in input pixels,
+    ``candidate``, which the engine explains; None for ``no_candidate``). ``score`` is the
+    candidate's score for the object's class (rounded to 1e-5), ``iou`` its overlap with the object.
+    """
+
+    image_index: int
+    gt_box: tuple[float, float, float, float]
+    class_id: int
+    box: tuple[float, float, float, float] | None  # the candidate's (None: no_candidate)
+    score: float  # the candidate's score for the object's class
+    iou: float
+    reason: MissedReason
+    suppressed_by: int | None = None
+    other_class: int | None = None
+    kept_id: int | None = None  # mislocalized: the kept detection it is
+    candidate: Detection | None = None  # in input pixels: what the engine explains

@@ -14,7 +14,7 @@ from typing import Optional
 
 import numpy as np
 
-from kit.core.detection import Detection, MissedReason
+from kit.core.detection import Detection, MissedObject, MissedReason
 from kit.core.errors import KitError
 from kit.core.geometry import resize_picture, scale_box
 from kit.core.render import color_for, overlay
@@ -80,7 +80,8 @@ class DetectionResult:
 
 @dataclass(frozen=True)
 class MissedResult:
-    """A ground-truth object no kept detection matched (``--explain-missed``), in the image's pixels.
+    """A ground-truth object no kept detection matched (``--explain-missed``): the
+    :class:`~kit.core.detection.MissedObject` the evaluation found, with its id, class names and maps.
 
     ``box_xyxy``, ``score`` (for the object's class) and ``iou`` are those of its best candidate,
     the pre-NMS row or proposal that overlaps it most; ``why`` tells why it was not kept
@@ -90,19 +91,51 @@ class MissedResult:
     """
 
     id: int
-    gt_box_xyxy: tuple[float, float, float, float]
-    class_id: int
+    missed: MissedObject
     class_name: str
-    box_xyxy: Optional[tuple[float, float, float, float]]  # None: no_candidate
-    score: float
-    iou: float
-    why: MissedReason
-    level: Optional[int]
     maps: Mapping[str, Optional[np.ndarray]]
-    suppressed_by: Optional[int] = None
-    other_class: Optional[int] = None
     other_class_name: Optional[str] = None
-    detection: Optional[int] = None
+
+    @property
+    def gt_box_xyxy(self) -> tuple[float, float, float, float]:
+        return self.missed.gt_box
+
+    @property
+    def class_id(self) -> int:
+        return self.missed.class_id
+
+    @property
+    def box_xyxy(self) -> Optional[tuple[float, float, float, float]]:  # None: no_candidate
+        return self.missed.box
+
+    @property
+    def score(self) -> float:
+        return self.missed.score
+
+    @property
+    def iou(self) -> float:
+        return self.missed.iou
+
+    @property
+    def why(self) -> MissedReason:
+        return self.missed.reason
+
+    @property
+    def level(self) -> Optional[int]:
+        return None if self.missed.candidate is None else self.missed.candidate.level
+
+    @property
+    def suppressed_by(self) -> Optional[int]:
+        return self.missed.suppressed_by
+
+    @property
+    def other_class(self) -> Optional[int]:
+        return self.missed.other_class
+
+    @property
+    def detection(self) -> Optional[int]:
+        """The kept detection it is (``mislocalized``), by id."""
+        return self.missed.kept_id
 
     def label(self) -> str:
         """The text drawn beside the candidate's box."""

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from kit.core.contract import CandidateReader, Candidates
-from kit.core.detection import Detection, MissedReason
+from kit.core.detection import Detection, MissedObject, MissedReason
 from kit.core.errors import KitError
 from kit.core.geometry import Letterbox, boxes_to_original
 from kit.core.options import ArgumentError
@@ -48,27 +48,6 @@ from kit.methods.base import Method
 
 MIN_IOU = 0.1  # below it, no candidate is said to be "there"
 REASONS = tuple(reason.value for reason in MissedReason)
-
-
-@dataclass(frozen=True)
-class MissedObject:
-    """A ground-truth box of one image that no kept detection matched, and its best candidate.
-
-    Boxes are in the image's pixels (the candidate's also as a :class:`Detection` in input pixels,
-    ``detection``, which the engine explains; None for ``no_candidate``).
-    """
-
-    image_index: int
-    gt_box: tuple[float, float, float, float]
-    class_id: int
-    box: tuple[float, float, float, float] | None  # the candidate's (None: no_candidate)
-    score: float  # the candidate's score for the object's class
-    iou: float
-    reason: MissedReason
-    suppressed_by: int | None = None
-    other_class: int | None = None
-    kept_id: int | None = None  # mislocalized: the kept detection it is
-    detection: Detection | None = None
 
 
 @dataclass
@@ -213,7 +192,7 @@ class MissedFinder:
             suppressed_by=suppressed_by,
             other_class=other,
             kept_id=kept_id,
-            detection=Detection(
+            candidate=Detection(
                 image_index=index,
                 box_xyxy=_rounded(input_boxes[j], digits=None),
                 class_id=gt_class,

@@ -25,7 +25,7 @@ import numpy as np
 from torch import nn
 
 from kit.core.contract import Adapter
-from kit.core.detection import Detection
+from kit.core.detection import Detection, MissedObject
 from kit.core.engine import Explanation
 from kit.core.errors import KitError
 from kit.core.fusion import fuse_reached
@@ -35,7 +35,7 @@ from kit.core.results import FUSED, DetectionResult, ImageResult, MissedResult, 
 from kit.core.targets import DetectorOutput, Target
 from kit.evaluation.evaluate import GtMatch
 from kit.evaluation.labels import GroundTruth
-from kit.evaluation.missed import MissedFinder, MissedObject
+from kit.evaluation.missed import MissedFinder
 from kit.methods.base import BatchJob, Method
 from kit.rundir.writer import RunWriter
 
@@ -102,8 +102,8 @@ def run_batch(
         found = finder.find(output, kept, list(zip(truths, letterboxes)))
         matches.update(found.matches)
         for m in found.missed:
-            index = None if m.detection is None else len(kept) + len(candidates)
-            candidates += [] if m.detection is None else [m.detection]
+            index = None if m.candidate is None else len(kept) + len(candidates)
+            candidates += [] if m.candidate is None else [m.candidate]
             missed.append((m, index))
         return candidates
 
@@ -191,22 +191,14 @@ def missed_results(
             if row is None
             else maps_of(explained.explanation, row, method=method, letterbox=letterbox, fuse=fuse)
         )
+        other = m.other_class
         out.append(
             MissedResult(
                 id=len(out),
-                gt_box_xyxy=m.gt_box,
-                class_id=m.class_id,
+                missed=m,  # its score is rounded as a result's is
                 class_name=class_name(names, m.class_id),
-                box_xyxy=m.box,
-                score=rounded_score(m.score),
-                iou=m.iou,
-                why=m.reason,
-                level=None if m.detection is None else m.detection.level,
                 maps=maps,
-                suppressed_by=m.suppressed_by,
-                other_class=m.other_class,
-                other_class_name=None if m.other_class is None else class_name(names, m.other_class),
-                detection=m.kept_id,
+                other_class_name=None if other is None else class_name(names, other),
             )
         )
     return tuple(out)

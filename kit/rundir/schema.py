@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 from kit.core.errors import OutputError
 
 if TYPE_CHECKING:  # the records are torch-free; the results they serialize are not
-    from kit.core.results import DetectionResult
+    from kit.core.results import DetectionResult, MissedResult
 
 # ---- versions ------------------------------------------------------------------------------------
 SCHEMA_VERSION = 2  # 2: manifest.json names its version; 1: the same records, before versions
@@ -140,6 +140,32 @@ class MissedRecord:
     class_name: str
     candidate: dict[str, Any]  # box, score, iou, why (+ suppressed_by, other_class, detection), level
     maps: list[MapRecord] = field(default_factory=list)  # written into candidate["maps"]
+
+    @classmethod
+    def of(cls, result: MissedResult) -> MissedRecord:
+        """The record of a missed object's result, its maps still to add: its best candidate holds
+        the fields its ``why`` uses."""
+        candidate: dict[str, Any] = {
+            "box": None if result.box_xyxy is None else list(result.box_xyxy),
+            "score": result.score,
+            "iou": result.iou,
+            "why": result.why,
+            "level": result.level,
+        }
+        if result.why == "suppressed":
+            candidate["suppressed_by"] = result.suppressed_by
+        if result.why == "other_class":
+            candidate["other_class"] = result.other_class
+            candidate["other_class_name"] = result.other_class_name
+        if result.why == "mislocalized":
+            candidate["detection"] = result.detection
+        return cls(
+            id=result.id,
+            gt_box=list(result.gt_box_xyxy),
+            class_id=result.class_id,
+            class_name=result.class_name,
+            candidate=candidate,
+        )
 
 
 @dataclass

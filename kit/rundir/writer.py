@@ -423,13 +423,7 @@ class RunWriter:
         picture = resize_picture(image_bgr, map_size(hw)) if missed else image_bgr
         records = []
         for m in missed:
-            record = MissedRecord(
-                id=m.id,
-                gt_box=list(m.gt_box_xyxy),
-                class_id=m.class_id,
-                class_name=m.class_name,
-                candidate=_candidate(m),
-            )
+            record = MissedRecord.of(m)
             for layer in [la for la in self.layers if la in m.maps] + [
                 la for la in m.maps if la not in self.layers
             ]:
@@ -811,25 +805,6 @@ def _log_left_out(left: Sequence[str], out_dir: Path) -> None:
 def _normalized(value: Any) -> Any:
     """JSON's view of a value (tuples are lists, paths strings), so that recorded and new compare."""
     return json.loads(json.dumps(value, default=_json_default))
-
-
-def _candidate(m: MissedResult) -> dict[str, Any]:
-    """A missed object's best candidate as the manifest records it (the fields its ``why`` uses)."""
-    candidate: dict[str, Any] = {
-        "box": None if m.box_xyxy is None else list(m.box_xyxy),
-        "score": m.score,
-        "iou": m.iou,
-        "why": m.why,
-        "level": m.level,
-    }
-    if m.why == "suppressed":
-        candidate["suppressed_by"] = m.suppressed_by
-    if m.why == "other_class":
-        candidate["other_class"] = m.other_class
-        candidate["other_class_name"] = m.other_class_name
-    if m.why == "mislocalized":
-        candidate["detection"] = m.detection
-    return candidate
 
 
 def _check_maps(

@@ -73,9 +73,9 @@ def test_matched_objects_are_not_missed_and_each_reason_is_told() -> None:
     ]
     other, below, nothing = found
     assert other.other_class == 2 and other.score == pytest.approx(0.1) and other.iou == 1.0
-    assert other.detection is not None and (other.detection.row, other.detection.class_id) == (2, 1)
-    assert below.detection is not None and below.other_class is None
-    assert nothing.detection is None and nothing.iou == 0.0 and nothing.box is None
+    assert other.candidate is not None and (other.candidate.row, other.candidate.class_id) == (2, 1)
+    assert below.candidate is not None and below.other_class is None
+    assert nothing.candidate is None and nothing.iou == 0.0 and nothing.box is None
 
 
 def test_a_class_confusion_is_told_even_when_a_weak_neighbour_fits_the_box_better() -> None:
@@ -89,14 +89,14 @@ def test_a_class_confusion_is_told_even_when_a_weak_neighbour_fits_the_box_bette
         (m,) = find([[11, 10, 31, 30]], [1], [kept(0, 0, (10, 10, 30, 30))])
     finally:
         BOXES, SCORES = saved
-    assert (m.reason, m.other_class, m.detection.row) == ("other_class", 0, 0)  # type: ignore[union-attr]
+    assert (m.reason, m.other_class, m.candidate.row) == ("other_class", 0, 0)  # type: ignore[union-attr]
 
 
 def test_suppressed_and_mislocalized() -> None:
     rival = kept(3, 1, (80, 80, 120, 120), score=0.95)  # a kept class-1 box overlapping row 1's
     # the object sits where row 1 is (IoU 0.57) and scores class 1 at 0.7; the rival barely touches it
     (m,) = find([[44, 44, 84, 84]], [1], [rival])
-    assert (m.reason, m.suppressed_by, m.detection.row) == ("suppressed", 0, 1)  # type: ignore[union-attr]
+    assert (m.reason, m.suppressed_by, m.candidate.row) == ("suppressed", 0, 1)  # type: ignore[union-attr]
     # a kept class-1 box overlapping the object by IoU 0.39 (< 0.5: no match): found, box off
     near = kept(3, 1, (56, 56, 96, 96), score=0.95)
     (m,) = find([[44, 44, 84, 84]], [1], [near])

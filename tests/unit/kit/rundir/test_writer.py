@@ -15,7 +15,7 @@ import pytest
 
 from kit.api import Explainer
 from kit.cli import main as cli
-from kit.core.detection import Detection
+from kit.core.detection import Detection, MissedObject, MissedReason
 from kit.core.errors import OutputError, ShapeError
 from kit.core.results import DetectionResult
 from kit.rundir import journal, reader
@@ -527,10 +527,14 @@ def test_a_large_image_gets_its_pictures_at_the_maps_bounded_size(tmp_path: Path
         class_name="dog",
         maps={"l": cam},
     )
-    missed = MissedResult(
-        id=0, gt_box_xyxy=box, class_id=1, class_name="dog", box_xyxy=(0.0, 0.0, 300.0, 300.0),
-        score=0.1, iou=0.0, why="below_threshold", level=0, maps={"l": cam},
+    candidate = Detection(
+        image_index=0, box_xyxy=(0.0, 0.0, 300.0, 300.0), class_id=1, score=0.1, row=3, level=0
+    )
+    found = MissedObject(
+        image_index=0, gt_box=box, class_id=1, box=(0.0, 0.0, 300.0, 300.0), score=0.1, iou=0.0,
+        reason=MissedReason.BELOW_THRESHOLD, candidate=candidate,
     )  # fmt: skip
+    missed = MissedResult(id=0, missed=found, class_name="dog", maps={"l": cam})
     image = np.full((h, w, 3), 90, np.uint8)
     writer = _writer(tmp_path, layers=["l"])
     record = writer.write_image(source="big.jpg", image_bgr=image, detections=[det], missed=[missed])
