@@ -103,6 +103,11 @@ class MapRecord:
     no_gradient: bool = False
     key: Optional[str] = None  # the array's name in maps/<stem>.npz
 
+    @classmethod
+    def unreached(cls, layer: str) -> MapRecord:
+        """The record of a layer no gradient reached: no overlay, no array."""
+        return cls(layer=layer, overlay=None, energy_in_box=None, no_gradient=True)
+
 
 @dataclass
 class DetectionRecord:

@@ -393,7 +393,7 @@ class RunWriter:
         for layer in self._layers_of(det):
             cam = det.maps[layer]
             if cam is None:
-                record.maps.append(MapRecord(layer=layer, overlay=None, energy_in_box=None, no_gradient=True))
+                record.maps.append(MapRecord.unreached(layer))
                 continue
             drawn.append(cam)
             key = f"det{det.id}_{self._safe_layer(layer)}"
@@ -424,14 +424,10 @@ class RunWriter:
         records = []
         for m in missed:
             record = MissedRecord.of(m)
-            for layer in [la for la in self.layers if la in m.maps] + [
-                la for la in m.maps if la not in self.layers
-            ]:
+            for layer in self._layers_of(m):
                 cam = m.maps[layer]
                 if cam is None:
-                    record.maps.append(
-                        MapRecord(layer=layer, overlay=None, energy_in_box=None, no_gradient=True)
-                    )
+                    record.maps.append(MapRecord.unreached(layer))
                     continue
                 key = f"missed{m.id}_{self._safe_layer(layer)}"
                 rel = f"{stem}/{key}.jpg"
@@ -637,8 +633,9 @@ class RunWriter:
         self._taken |= {candidate.casefold(), summary_name(candidate).casefold()}
         return candidate
 
-    def _layers_of(self, det: DetectionResult) -> list[str]:
-        """Layers with a map for ``det``: the run's layers first, then any others in given order."""
+    def _layers_of(self, det: DetectionResult | MissedResult) -> list[str]:
+        """Layers with a map for ``det`` (or a missed object's candidate): the run's layers first,
+        then any others in given order."""
         given = list(det.maps)
         return [la for la in self.layers if la in given] + [la for la in given if la not in self.layers]
 
