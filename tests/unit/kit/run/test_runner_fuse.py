@@ -32,3 +32,31 @@ def test_fused_map_uses_only_the_layers_the_gradient_reached() -> None:
     fused_map = fused.maps[FUSED]
     assert fused_map is not None and np.allclose(fused_map, expected)
     assert fused_map.shape == (16, 16) and fused_map.max() == 1.0
+
+
+def test_a_result_is_the_adapters_detection_in_the_images_pixels_with_its_origin() -> None:
+    """The result carries the detection the adapter made (row, level: where it is found again),
+    its box taken back through the letterbox and rounded, its score rounded."""
+    made = Detection(
+        image_index=0, box_xyxy=(2.0, 4.0, 10.0, 12.0), class_id=1, score=0.8765432, row=37, level=2
+    )
+    explanation = Explanation(
+        detections=[made],
+        output=None,
+        cams={"gradcam": {"a": torch.ones(1, 4, 4)}},
+        no_gradient={"a": torch.tensor([False])},
+    )
+    letterbox = Letterbox(input_hw=(16, 16), content=(0, 0, 16, 16), original_hw=(8, 8))  # scaled by 2
+    (result,) = to_image_result(
+        explanation, image_index=0, letterbox=letterbox, method="gradcam", names=["a", "b"]
+    ).detections
+    assert result.detection == Detection(
+        image_index=0, box_xyxy=(1.0, 2.0, 5.0, 6.0), class_id=1, score=0.87654, row=37, level=2
+    )
+    assert (result.box_xyxy, result.class_id, result.class_name, result.score) == (
+        (1.0, 2.0, 5.0, 6.0),
+        1,
+        "b",
+        0.87654,
+    )
+    assert (result.level, result.origin) == (2, (37, 2))

@@ -109,3 +109,45 @@ def test_a_version_that_is_no_whole_number_from_1_is_refused(tmp_path: Path, ver
         SchemaVersionError, match=r"not a version the kit writes \(a whole number from 1 to 2\)"
     ):
         reader.load_manifest(run)
+
+
+def test_the_records_are_the_results_serialization() -> None:
+    """A detection's and a missed object's record are made from their results in one place each; the
+    manifest's shape (keys, the candidate's fields for its reason) is what it was."""
+    import numpy as np
+
+    from kit.core.detection import Detection, MissedObject, MissedReason
+    from kit.core.results import DetectionResult, MissedResult
+    from kit.rundir.schema import DetectionRecord, ImageRecord, MapRecord, MissedRecord
+
+    kept = Detection(image_index=0, box_xyxy=(1.0, 2.0, 5.0, 6.0), class_id=1, score=0.5, row=4, level=1)
+    result = DetectionResult(id=0, detection=kept, class_name="dog", maps={"l": np.zeros((8, 8), np.float32)})
+    record = DetectionRecord.of(result)
+    assert record == DetectionRecord(0, [1.0, 2.0, 5.0, 6.0], 1, "dog", 0.5, 1, [])
+    candidate = Detection(
+        image_index=0, box_xyxy=(9.0, 9.0, 30.0, 30.0), class_id=0, score=0.7, row=8, level=2
+    )
+    found = MissedObject(
+        image_index=0, gt_box=(2.0, 2.0, 6.0, 6.0), class_id=0, box=(4.5, 4.5, 15.0, 15.0), score=0.7,
+        iou=0.05, reason=MissedReason.SUPPRESSED, suppressed_by=0, other_class=1, candidate=candidate,
+    )  # fmt: skip
+    missed = MissedRecord.of(MissedResult(id=0, missed=found, class_name="cat", maps={}))
+    missed.maps.append(MapRecord.unreached("l"))
+    entry = ImageRecord("a.jpg", 8, 8, [record], None, missed=[missed]).to_json()
+    assert json.loads(json.dumps(entry["missed"])) == [
+        {
+            "id": 0,
+            "gt_box": [2.0, 2.0, 6.0, 6.0],
+            "class_id": 0,
+            "class_name": "cat",
+            "candidate": {
+                "box": [4.5, 4.5, 15.0, 15.0],
+                "score": 0.7,
+                "iou": 0.05,
+                "why": "suppressed",  # only the field its reason uses: no other_class
+                "level": 2,
+                "suppressed_by": 0,
+                "maps": {"l": {"overlay": None, "energy_in_box": None, "no_gradient": True, "key": None}},
+            },
+        }
+    ]
