@@ -40,6 +40,27 @@ def setup_checkout(name: str, parent: Path) -> Path:
     return parent / name
 
 
+CHILDREN = Path(__file__).resolve().parent / "children"
+
+
+def run_child_in_checkout(checkout: Path, child: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``tests/integration/children/<child>.py`` with ``args`` in ``checkout``.
+
+    The checkout is the working directory; each child puts it first on ``sys.path`` (a script's own
+    folder is ``sys.path[0]``), so it imports the upstream's packages as the upstream's scripts do."""
+    script = CHILDREN / f"{child}.py"
+    if not script.is_file():
+        known = sorted(p.stem for p in CHILDREN.glob("[!_]*.py"))
+        raise ValueError(f"no child {child!r} in {CHILDREN}: use one of {known}")
+    return subprocess.run(
+        [sys.executable, str(script), *args],
+        cwd=checkout,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
 def run_in_checkout(checkout: Path, code: str, *args: str) -> subprocess.CompletedProcess[str]:
     """Run a Python snippet with the checkout as working directory and first import path."""
     return subprocess.run(

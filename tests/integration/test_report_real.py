@@ -10,28 +10,10 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import REPO_ROOT, run_in_checkout
+from tests.integration.conftest import REPO_ROOT, run_child_in_checkout
 from tests.runs import LOAD_PICTURES, launch_chromium, open_page
 
 pytestmark = pytest.mark.integration
-
-RUN = """
-import sys
-sys.path.append(sys.argv[3])  # the project, for the demo's synthetic shapes
-from pathlib import Path
-import kit
-from kit.evaluation.audit import audit_run, write_audit
-from kit.report.page import write_report
-from scripts.demo.shapes import write_split
-
-images = write_split(Path(sys.argv[1]), count=2)
-explainer = kit.load("yolov7", "demo", max_det=3)
-result = explainer.run(
-    str(images), sys.argv[2], fuse=True, labels=str(images.parent / "labels"), eval_curves=1, eval_steps=2
-)
-write_audit(audit_run(result.out_dir, top=3))
-print(write_report(result.out_dir))
-"""
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +25,9 @@ def test_a_real_runs_report_opens_with_every_picture(
     yolov7_checkout: Path, tmp_path: Path, browser: Any
 ) -> None:
     out = tmp_path / "run"
-    done = run_in_checkout(yolov7_checkout, RUN, str(tmp_path / "shapes"), str(out), str(REPO_ROOT))
+    done = run_child_in_checkout(
+        yolov7_checkout, "report_run", str(tmp_path / "shapes"), str(out), str(REPO_ROOT)
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     index = Path(done.stdout.strip().splitlines()[-1])
     assert index == out / "index.html"
