@@ -11,7 +11,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from scripts.upstream.config import load_project
-from tests.integration.conftest import REPO_ROOT, run_in_checkout
+from tests.integration.conftest import REPO_ROOT, run_child_in_checkout, run_in_checkout
 
 
 @dataclass(frozen=True)
@@ -32,9 +31,9 @@ class Upstream:
     after (detectron2's ``--opts`` takes the rest of the line). ``manifest`` holds entries every
     run records with those flags; ``detections_per_image`` what ``--max-det`` caps each image at
     (random weights score far more boxes); ``class_name`` the name the test checkpoints give class
-    i (None: the upstream's own names). ``unsafe_checkpoint`` is a file name and the statements
-    that write ``evil``, an object whose unpickling runs a command, to ``path`` in the upstream's
-    checkpoint format.
+    i (None: the upstream's own names). ``unsafe_checkpoint`` is a file name and the upstream's
+    checkpoint format (a FORMAT of tests/integration/children/save_unsafe_checkpoint.py) in which
+    an object whose unpickling runs a command is written there.
     """
 
     name: str
@@ -154,24 +153,15 @@ def check_run(
     return manifest
 
 
-# Writes `evil` (unpickling it runs `touch <argv[2]>`) to argv[1]; the upstream's statements follow.
-UNSAFE_PICKLE = """\
-import os, sys
-class Evil:
-    def __reduce__(self):
-        return (os.system, ("touch " + sys.argv[2],))
-evil, path = Evil(), sys.argv[1]
-"""
-
-
 def assert_unsafe_checkpoint_is_refused(upstream: Upstream, checkout: Path, tmp_path: Path) -> None:
     """A checkpoint whose pickle would run a command is refused, naming the callable and the
     opt-in flag, and the command never runs."""
     marker = tmp_path / "pwned"
-    name, save = upstream.unsafe_checkpoint
+    name, fmt = upstream.unsafe_checkpoint
     evil = tmp_path / name
-    written = run_in_checkout(checkout, UNSAFE_PICKLE + textwrap.dedent(save), str(evil), str(marker))
+    written = run_child_in_checkout(checkout, "save_unsafe_checkpoint", fmt, str(evil), str(marker))
     assert written.returncode == 0, written.stderr[-3000:]
+    assert json.loads(written.stdout.strip().splitlines()[-1]) == {"format": fmt, "path": str(evil)}
     assert evil.is_file() and not marker.exists()
     result = make_cam(upstream, checkout, weights=evil, out=tmp_path / "evil")
     assert result.returncode != 0
@@ -196,20 +186,31 @@ def assert_detects_like_unpatched(
     checkout: Path,
     tmp_path: Path,
     *,
-    code: str,
+    code: str | None = None,
+    child: str | None = None,
     args: Sequence[str],
     unpatched_args: Sequence[str] | None = None,
     runs: int,
 ) -> None:
     """The patched tree detects exactly what the unpatched pin does with the same weights.
 
-    `code` runs the upstream's own pipeline in either tree and prints, as its last line, a JSON list
-    of `runs` runs (one per image or config), each ``{"boxes", "scores", "classes"}``.
+    ``child`` (a module of tests/integration/children/; ``code``, a snippet, where a test module is
+    not converted yet) runs the upstream's own pipeline in either tree and prints, as its last line,
+    a JSON list of `runs` runs (one per image or config), each ``{"boxes", "scores", "classes"}``.
     ``unpatched_args`` (default ``args``) are its arguments in the unpatched tree.
     """
+    if (code is None) == (child is None):
+        raise ValueError(f"pass one of code= or child= (got code={code!r}, child={child!r})")
+
+    def run(tree: Path, tree_args: Sequence[str]) -> subprocess.CompletedProcess[str]:
+        if child is not None:
+            return run_child_in_checkout(tree, child, *tree_args)
+        assert code is not None
+        return run_in_checkout(tree, code, *tree_args)
+
     with unpatched_worktree(checkout, upstream.pin, tmp_path / "unpatched") as unpatched:
-        before = run_in_checkout(unpatched, code, *(args if unpatched_args is None else unpatched_args))
-        after = run_in_checkout(checkout, code, *args)
+        before = run(unpatched, args if unpatched_args is None else unpatched_args)
+        after = run(checkout, args)
     assert before.returncode == 0, before.stderr[-3000:]
     assert after.returncode == 0, after.stderr[-3000:]
     a = json.loads(before.stdout.strip().splitlines()[-1])

@@ -43,10 +43,7 @@ FAST = ("--confidence-threshold", "0.01", "--max-det", "4", "--opts", "INPUT.MIN
 DETECTRON2 = Upstream(
     name="detectron2",
     # the model zoo's .pkl format: a plain pickle
-    unsafe_checkpoint=(
-        "evil.pkl",
-        'import pickle\npickle.dump({"model": {"w": evil}, "__author__": "x"}, open(path, "wb"))',
-    ),
+    unsafe_checkpoint=("evil.pkl", "detectron2"),
     cam_args_last=FAST,  # --opts takes the rest of the line
     manifest={"confidence_threshold": 0.01, "min_size_test": 256},
     detections_per_image=4,  # random weights score far more boxes above 0.01

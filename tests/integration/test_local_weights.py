@@ -19,8 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration import test_yolov3, test_yolov5, test_yolov7
-from tests.integration.conftest import run_in_checkout
+from tests.integration.conftest import run_child_in_checkout
 
 pytestmark = pytest.mark.integration
 
@@ -65,7 +64,7 @@ print(type(model).__name__, int(model.stride.max()))
 
 @dataclass(frozen=True)
 class Case:
-    save: str  # the upstream's checkpoint writer (its test module's SAVE_CHECKPOINT)
+    save: str  # the upstream's checkpoint writer (a module of tests/integration/children/)
     save_args: tuple[str, ...]  # around the output path: (cfg,) before it, the rest after
     weights: str  # the path as a user passes it, relative to the working folder
     image: str  # relative to the checkout
@@ -75,21 +74,21 @@ class Case:
 
 CASES = {
     "yolov7": Case(
-        test_yolov7.SAVE_CHECKPOINT,
+        "yolov7_save_checkpoint",
         ("cfg/deploy/yolov7-tiny.yaml",),
         "runs/train/Exp/weights/best.pt",  # a capital letter: lower-cased, it does not exist
         "inference/images/bus.jpg",
         "--img-size",
     ),
     "yolov3": Case(
-        test_yolov3.SAVE_CHECKPOINT,
+        "yolov3_save_checkpoint",
         ("models/yolov3-tiny.yaml", "train"),
         "runs/train/Bob's Exp/weights/best.pt",  # a quote: stripped, it does not exist
         "data/images/bus.jpg",
         "--imgsz",
     ),
     "yolov5": Case(
-        test_yolov5.SAVE_CHECKPOINT,
+        "yolov5_save_checkpoint",
         ("models/yolov5n.yaml", "train"),
         "runs/train/Bob's Exp/weights/best.pt",  # a quote: stripped, it does not exist
         "data/images/bus.jpg",
@@ -112,7 +111,7 @@ def test_existing_checkpoint_loads_as_given_offline(
     relative = case.weights
     weights = tmp_path / relative  # relative to the working folder, as train.py leaves it
     weights.parent.mkdir(parents=True)
-    written = run_in_checkout(checkout, case.save, case.save_args[0], str(weights), *case.save_args[1:])
+    written = run_child_in_checkout(checkout, case.save, case.save_args[0], str(weights), *case.save_args[1:])
     assert written.returncode == 0, written.stderr[-3000:]
 
     # attempt_load itself: no network, no subprocess, the file as given

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.integration.conftest import run_in_checkout
+from tests.integration.conftest import run_child_in_checkout, run_in_checkout
 from tests.integration.helpers import (
     Upstream,
     assert_detects_like_unpatched,
@@ -22,31 +22,13 @@ pytestmark = pytest.mark.integration
 
 YOLOV3 = Upstream(
     name="yolov3",
-    unsafe_checkpoint=("evil.pt", 'import torch\ntorch.save({"model": evil}, path)'),
+    unsafe_checkpoint=("evil.pt", "torch"),
     cam_args=("--imgsz", "320", "--conf-thres", "0.0001", "--max-det", "8"),
     manifest={"max_det": 8, "img_size": 320, "conf_thres": 0.0001},
     # random weights score thousands of boxes above 1e-4: --max-det caps them
     detections_per_image=8,
-    class_name="class{}".format,  # the names SAVE_CHECKPOINT gives
+    class_name="class{}".format,  # the names children/yolov3_save_checkpoint.py gives
 )
-
-SAVE_CHECKPOINT = """
-    import sys
-    from copy import deepcopy
-    from datetime import datetime
-    import torch
-    from models.yolo import Model
-    torch.manual_seed(0)
-    cfg, out, layout = sys.argv[1], sys.argv[2], sys.argv[3]
-    model = Model(cfg, ch=3, nc=80)
-    model.names = [f"class{i}" for i in range(80)]
-    # "train": what v9.6.0's train.py saves (half-precision model and EMA objects);
-    # "release": what its strip_optimizer leaves (EMA moved to model; ema, optimizer... None)
-    ema = deepcopy(model).half() if layout == "train" else None
-    torch.save({"epoch": -1, "best_fitness": None, "model": deepcopy(model).half(),
-                "ema": ema, "updates": 0 if ema else None, "optimizer": None,
-                "wandb_id": None, "date": datetime.now().isoformat()}, out)
-"""
 
 # Detections of the upstream's own pipeline: letterbox, model, NMS. Runs in the patched and in
 # the unpatched tree. The unpatched one needs, on this environment, what the patches fix: a
@@ -81,8 +63,10 @@ DETECT = """
 
 
 def save_checkpoint(checkout: Path, cfg: str, out: Path, layout: str) -> Path:
-    result = run_in_checkout(checkout, SAVE_CHECKPOINT, cfg, str(out), layout)
-    assert result.returncode == 0, result.stderr
+    """``cfg`` with random weights saved to ``out`` as ``layout`` (children/yolov3_save_checkpoint.py)."""
+    result = run_child_in_checkout(checkout, "yolov3_save_checkpoint", cfg, str(out), layout)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert out.is_file()
     return out
 
 

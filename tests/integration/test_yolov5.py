@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.integration.conftest import run_in_checkout
+from tests.integration.conftest import run_child_in_checkout, run_in_checkout
 from tests.integration.helpers import (
     Upstream,
     assert_detects_like_unpatched,
@@ -28,12 +28,12 @@ pytestmark = pytest.mark.integration
 
 YOLOV5 = Upstream(
     name="yolov5",
-    unsafe_checkpoint=("evil.pt", 'import torch\ntorch.save({"model": evil}, path)'),
+    unsafe_checkpoint=("evil.pt", "torch"),
     cam_args=("--imgsz", "320", "--conf-thres", "0.0001", "--max-det", "8"),
     manifest={"max_det": 8, "img_size": 320, "conf_thres": 0.0001},
     # random weights score thousands of boxes above 1e-4: --max-det caps them
     detections_per_image=8,
-    class_name="class{}".format,  # the names SAVE_CHECKPOINT gives
+    class_name="class{}".format,  # the names children/yolov5_save_checkpoint.py gives
 )
 
 # What v7.0's train.py saves, with the model class of the cfg (models/segment/*: segmentation).
@@ -41,32 +41,6 @@ YOLOV5 = Upstream(
 # "release": then strip_optimizer(), as train.py leaves best.pt and as the released yolov5s.pt is
 # (EMA moved to model; ema, optimizer, updates None; parameters without grad);
 # "classify": a ClassificationModel cut from the detection model, as classify/train.py builds one.
-SAVE_CHECKPOINT = """
-    import sys
-    from copy import deepcopy
-    from datetime import datetime
-    import torch
-    from models.yolo import ClassificationModel, DetectionModel, SegmentationModel
-    from utils.general import strip_optimizer
-    torch.manual_seed(0)
-    cfg, out, layout = sys.argv[1], sys.argv[2], sys.argv[3]
-    model = (SegmentationModel if "segment/" in cfg else DetectionModel)(cfg, ch=3, nc=80)
-    model.names = {i: f"class{i}" for i in range(80)}  # v7.0: data.yaml's names, a dict
-    model.hyp = {"box": 0.05, "cls": 0.5, "obj": 1.0}
-    model.class_weights = torch.ones(80)
-    if layout == "classify":
-        model = ClassificationModel(model=model, nc=10, cutoff=10)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.937, nesterov=True)
-    torch.save({"epoch": 3, "best_fitness": 0.1, "model": deepcopy(model).half(),
-                "ema": deepcopy(model).half(), "updates": 12, "optimizer": optimizer.state_dict(),
-                "opt": {"weights": "yolov5s.pt", "imgsz": 640, "save_dir": "runs/train/exp"},
-                "git": {"remote": "https://github.com/ultralytics/yolov5", "branch": "master",
-                        "commit": "915bbf2"},
-                "date": datetime.now().isoformat()}, out)
-    if layout == "release":
-        strip_optimizer(out)
-"""
-
 # Detections of the upstream's own pipeline: letterbox, model, NMS. Runs in the patched and in
 # the unpatched tree. The unpatched one needs, on this environment, what the patches fix: a
 # pkg_resources (setuptools no longer has it), IPython and psutil (imported by models.yolo, not
@@ -101,8 +75,10 @@ DETECT = """
 
 
 def save_checkpoint(checkout: Path, cfg: str, out: Path, layout: str) -> Path:
-    result = run_in_checkout(checkout, SAVE_CHECKPOINT, cfg, str(out), layout)
-    assert result.returncode == 0, result.stderr
+    """``cfg`` with random weights saved to ``out`` as ``layout`` (children/yolov5_save_checkpoint.py)."""
+    result = run_child_in_checkout(checkout, "yolov5_save_checkpoint", cfg, str(out), layout)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert out.is_file()
     return out
 
 
