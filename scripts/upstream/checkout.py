@@ -123,16 +123,6 @@ def set_sparse(repo: Path, exclude: Sequence[str]) -> None:
         git("sparse-checkout", "disable", cwd=repo, stream=True)
 
 
-def init_at_pin(repo: Path, url: str, pin: str, exclude: Sequence[str]) -> None:
-    """Make `repo` a new checkout of `url` at `pin` with `exclude` left out, and mark the pin."""
-    git("init", "--quiet", "--template=", str(repo))
-    git("config", "core.autocrlf", "false", cwd=repo)
-    configure_remote(repo, url)
-    fetch_pin(repo, pin)
-    set_sparse(repo, exclude)
-    checkout_pin(repo, pin)
-
-
 def checkout_pin(repo: Path, pin: str) -> None:
     """Detach HEAD at `pin` (work tree included), verify it and point UPSTREAM_HEAD at it."""
     git("checkout", "--quiet", "--force", "--detach", pin, cwd=repo, stream=True)

@@ -7,17 +7,18 @@ touched and only the blobs the patches touch are fetched.
 
 from __future__ import annotations
 
+import sys
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from scripts.upstream import command
-from scripts.upstream.checkout import configure_remote, fetch_pin
-from scripts.upstream.config import Project, load_project, resolve_url
+from scripts.upstream.config import Project, load_project, url_and_origin
 from scripts.upstream.errors import KitSetupError
-from scripts.upstream.gitutil import git, is_reachable
+from scripts.upstream.gitutil import git
 from scripts.upstream.patchfile import dep3_problems, failed_paths
+from scripts.upstream.source import PIP_INDEX, bring_pin, init_repo, reachable
 
 
 @dataclass
@@ -47,16 +48,16 @@ def check_patches(
                     f"{_rel(project, stray)} is not in the series of {name}; it is not checked"
                 )
         if paths:
-            url = resolve_url(name, project)
-            ok, reason = is_reachable(url)
+            url, origin = url_and_origin(name, project)
+            ok, reason = reachable(upstream, url, origin, python=sys.executable)
             if not ok:
-                message = f"cannot reach {url}: {reason}"
+                message = f"cannot reach {url or PIP_INDEX}: {reason}"
                 if strict:
                     result.problems.append(message)
                 else:
                     result.skipped = message
             else:
-                result.problems += _apply_strictly(project, name, url, paths)
+                result.problems += _apply_strictly(project, name, (url, origin), paths)
         results.append(result)
     return results
 
@@ -65,16 +66,16 @@ def _rel(project: Project, path: Path) -> str:
     return str(path.relative_to(project.root))
 
 
-def _apply_strictly(project: Project, name: str, url: str, paths: Sequence[Path]) -> list[str]:
-    pin = project.upstream(name).commit
+def _apply_strictly(project: Project, name: str, source: tuple[str, str], paths: Sequence[Path]) -> list[str]:
+    upstream = project.upstream(name)
+    url, origin = source
     with tempfile.TemporaryDirectory(prefix=f"kit-check-{name}-") as tmp:
         repo = Path(tmp) / "repo.git"
-        git("init", "--quiet", "--bare", "--template=", str(repo))
-        configure_remote(repo, url)
+        init_repo(repo, upstream, url, bare=True)
         try:
-            fetch_pin(repo, pin, depth=1)
+            pin = bring_pin(repo, upstream, url=url, origin=origin, python=sys.executable, depth=1)
         except KitSetupError as e:
-            return [f"{name}: cannot fetch the pin {pin}: {e}"]
+            return [f"{name}: cannot fetch the pin {upstream.pin_label}: {e}"]
         index = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
         git("read-tree", pin, cwd=repo, env=index)
         for path in paths:

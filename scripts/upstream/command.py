@@ -1,6 +1,6 @@
 """What the upstream commands (setup, status, check-patches, refresh-patches, install-requirements)
 share: the `--config` and `--root` flags, and how an error ends a command (one line; exit 2 for a
-refused upstreams.yaml, user file or name, exit 1 for the others).
+refused upstreams.yaml, user file, name or source archive, exit 1 for the others).
 
 Each command's module has `main(argv) -> int`, run by `python -m scripts <command>`.
 """
@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from scripts.upstream.errors import ConfigError, KitSetupError
+from scripts.upstream.errors import ArchiveError, ConfigError, KitSetupError
 
 
 def parser(command: str, description: str, *, root: bool = False) -> argparse.ArgumentParser:
@@ -39,7 +39,8 @@ def run(body: Callable[[], int]) -> int:
     refused input, as the entry points' exit 2), Ctrl-C exit 130."""
     try:
         return body()
-    except ConfigError as e:  # refused input (upstreams.yaml, the user file, a name): exit 2
+    except (ConfigError, ArchiveError) as e:  # refused input (upstreams.yaml, the user file, a name,
+        # an archive whose sha256 or members are refused): exit 2
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KitSetupError as e:

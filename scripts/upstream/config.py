@@ -1,8 +1,10 @@
 """Load and validate upstreams.yaml; resolve each upstream's URL and checkout directory.
 
+An entry pins its source one of two ways: a git commit (`url`, `commit`) or a package's sdist on
+the package index (`package`, `version`, `sha256`; `url` optional, see scripts/upstream/sdist.py).
 URL precedence, highest first: env `KIT_<NAME>_URL`, the user file
 `${XDG_CONFIG_HOME:-~/.config}/kit/upstreams.yaml` (`<name>: {url: ...}`), then upstreams.yaml.
-The pinned commit never changes with the URL.
+The pinned commit (or the sdist's sha256) never changes with the URL.
 """
 
 from __future__ import annotations
@@ -25,7 +27,14 @@ UPSTREAMS_DIR_ENV = "KIT_UPSTREAMS_DIR"
 
 REQUIRED_KEYS = ("url", "commit", "patches", "entry_point")
 OPTIONAL_KEYS = ("exclude", "requirements")
+# The keys that pin an sdist instead of a commit (`url` is then optional: pip's configured index).
+SDIST_KEYS = ("package", "version", "sha256")
 _SHA_RE = re.compile(r"[0-9a-f]{40}")
+_SHA256_RE = re.compile(r"[0-9a-f]{64}")
+# A project name (PEP 508) and an exact public version in canonical form (PEP 440, no local part).
+_PACKAGE_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?")
+_NUMBER = r"(0|[1-9][0-9]*)"
+_VERSION_RE = re.compile(rf"{_NUMBER}(\.{_NUMBER})*((a|b|rc){_NUMBER})?(\.post{_NUMBER})?")
 _NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]*")
 _PATCH_NAME_RE = re.compile(r"[^/\\]+\.patch")
 _REQUIREMENT_RE = re.compile(
@@ -44,6 +53,22 @@ class Upstream:
     exclude: tuple[str, ...]
     requirements: tuple[str, ...]
     entry_point: str
+    # The sdist pin (all three set) instead of `commit` (then ""); `url` may be "": pip's index.
+    package: str = ""
+    version: str = ""
+    sha256: str = ""
+
+    @property
+    def kind(self) -> str:
+        """'sdist' for a package's source archive from the package index, 'git' for a commit."""
+        return "sdist" if self.package else "git"
+
+    @property
+    def pin_label(self) -> str:
+        """The pin as messages show it: the short SHA, or `package==version (sha256 ...)`."""
+        if self.kind == "sdist":
+            return f"{self.package}=={self.version} (sdist sha256 {self.sha256[:12]})"
+        return self.commit[:12]
 
 
 @dataclass(frozen=True)
@@ -106,18 +131,39 @@ def _validate_entry(path: Path, root: Path, name: str, entry: object) -> Upstrea
     where = f"{path}: upstream {name!r}"
     if not isinstance(entry, dict):
         raise ConfigError(f"{where}: expected a mapping with keys {', '.join(REQUIRED_KEYS)}")
-    allowed = REQUIRED_KEYS + OPTIONAL_KEYS
+    sdist = any(key in entry for key in SDIST_KEYS)
+    allowed = (*REQUIRED_KEYS, *OPTIONAL_KEYS, *SDIST_KEYS)
     for key in entry:
         if key not in allowed:
             raise ConfigError(f"{where}: unknown key {key!r}; allowed keys: {', '.join(allowed)}")
-    for key in REQUIRED_KEYS:
+    required = ("patches", "entry_point", *SDIST_KEYS) if sdist else REQUIRED_KEYS
+    for key in required:
         if key not in entry:
             raise ConfigError(
                 f"{where}: missing required key {key!r}; add it (see the comment atop {path.name})"
             )
+    if sdist and "commit" in entry:
+        raise ConfigError(
+            f"{where}: key 'commit' beside {', '.join(SDIST_KEYS)}: an entry pins either a git commit "
+            "(url, commit) or a package's sdist (package, version, sha256), not both"
+        )
+    package, version, sha256 = _sdist_pin(where, entry) if sdist else ("", "", "")
+    url = _string(where, "url", entry["url"]) if "url" in entry else ""
+    return Upstream(
+        name=name,
+        url=normalize_url(url, base=root) if url else "",
+        commit="" if sdist else _commit(where, entry["commit"]),
+        patches=tuple(_patches(where, root, name, entry["patches"])),
+        exclude=tuple(_excludes(where, entry.get("exclude", []))),
+        requirements=tuple(_requirements(where, entry.get("requirements", []))),
+        entry_point=_entry_point(where, entry["entry_point"]),
+        package=package,
+        version=version,
+        sha256=sha256,
+    )
 
-    url = _string(where, "url", entry["url"])
-    commit = entry["commit"]
+
+def _commit(where: str, commit: object) -> str:
     if not isinstance(commit, str):
         raise ConfigError(f"{where}: key 'commit': {commit!r} is not a string; write the SHA in quotes")
     if not _SHA_RE.fullmatch(commit):
@@ -125,7 +171,32 @@ def _validate_entry(path: Path, root: Path, name: str, entry: object) -> Upstrea
             f"{where}: key 'commit': {commit!r} is not a full 40-hex commit SHA in lowercase; "
             "write the whole SHA (git rev-parse <ref>), never a branch, tag or short SHA"
         )
-    patches = _string_list(where, "patches", entry["patches"])
+    return commit
+
+
+def _sdist_pin(where: str, entry: dict[str, object]) -> tuple[str, str, str]:
+    """`package`, `version` and `sha256` of an sdist entry, each checked by itself."""
+    package, version, sha256 = (entry[key] for key in SDIST_KEYS)
+    if not isinstance(package, str) or not _PACKAGE_RE.fullmatch(package):
+        raise ConfigError(
+            f"{where}: key 'package': {package!r} is not a package name as the index spells it, "
+            "e.g. ultralytics (letters, digits, '.', '_', '-')"
+        )
+    if not isinstance(version, str) or not _VERSION_RE.fullmatch(version):
+        raise ConfigError(
+            f"{where}: key 'version': {version!r} is not one exact release, e.g. '8.4.190'; "
+            "write it in quotes, never a range, a wildcard or 'latest'"
+        )
+    if not isinstance(sha256, str) or not _SHA256_RE.fullmatch(sha256):
+        raise ConfigError(
+            f"{where}: key 'sha256': {sha256!r} is not the 64-hex sha256 of the archive in lowercase; "
+            "copy it from the index's file list (or sha256sum the .tar.gz)"
+        )
+    return package, version, sha256
+
+
+def _patches(where: str, root: Path, name: str, value: object) -> list[str]:
+    patches = _string_list(where, "patches", value)
     for patch in patches:
         if not _PATCH_NAME_RE.fullmatch(patch):
             raise ConfigError(f"{where}: key 'patches': {patch!r} must be a file name ending in .patch")
@@ -136,30 +207,34 @@ def _validate_entry(path: Path, root: Path, name: str, entry: object) -> Upstrea
             )
     if len(set(patches)) != len(patches):
         raise ConfigError(f"{where}: key 'patches' lists a file twice; each patch is applied once")
-    exclude = _string_list(where, "exclude", entry.get("exclude", []))
+    return patches
+
+
+def _excludes(where: str, value: object) -> list[str]:
+    exclude = _string_list(where, "exclude", value)
     for pattern in exclude:
         if pattern.startswith("!") or not pattern.strip("/"):
             raise ConfigError(
                 f"{where}: key 'exclude': {pattern!r} must name paths to leave out, e.g. 'paper/' (no '!')"
             )
-    requirements = _string_list(where, "requirements", entry.get("requirements", []))
+    return exclude
+
+
+def _requirements(where: str, value: object) -> list[str]:
+    requirements = _string_list(where, "requirements", value)
     for req in requirements:
         if not _REQUIREMENT_RE.fullmatch(req.strip()):
             raise ConfigError(
                 f"{where}: key 'requirements': {req!r} is not pinned; write it as name==version"
             )
-    entry_point = _string(where, "entry_point", entry["entry_point"])
+    return [r.strip() for r in requirements]
+
+
+def _entry_point(where: str, value: object) -> str:
+    entry_point = _string(where, "entry_point", value)
     if Path(entry_point).is_absolute() or ".." in Path(entry_point).parts:
         raise ConfigError(f"{where}: key 'entry_point': {entry_point!r} must be a path inside the project")
-    return Upstream(
-        name=name,
-        url=normalize_url(url, base=root),
-        commit=commit,
-        patches=tuple(patches),
-        exclude=tuple(exclude),
-        requirements=tuple(r.strip() for r in requirements),
-        entry_point=entry_point,
-    )
+    return entry_point
 
 
 def _string(where: str, key: str, value: object) -> str:

@@ -29,9 +29,25 @@ def pip_install(python: str, project: Project, args: Sequence[str]) -> None:
         raise InstallError(f"pip failed (exit {rc}): {' '.join(cmd)}; see pip's message above")
 
 
-def install_kit(python: str, project: Project, upstream: Upstream) -> None:
-    """The kit itself (editable) plus the upstream's pinned requirements, in one pip run."""
+def install_kit(python: str, project: Project, upstream: Upstream, *, checkout: Path | None = None) -> None:
+    """The kit itself (editable) plus the upstream's pinned requirements, in one pip run; then, for an
+    sdist upstream, its `checkout` editable without dependencies, so that the patched code is what
+    `import <package>` runs (with `--no-build-isolation` where `python` has setuptools: offline)."""
     pip_install(python, project, ["-e", str(project.root), *upstream.requirements])
+    if upstream.kind == "sdist" and checkout is not None:
+        pip_install(python, project, ["--no-deps", *no_build_isolation(python), "-e", str(checkout)])
+
+
+def no_build_isolation(python: str) -> list[str]:
+    """`--no-build-isolation` where `python` has setuptools: pip then builds with it, without the
+    index; otherwise [] (pip fetches the build requirements)."""
+    probe = subprocess.run(
+        [python, "-m", "pip", "show", "--quiet", "setuptools"],
+        check=False,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+    )
+    return ["--no-build-isolation"] if probe.returncode == 0 else []
 
 
 def union_requirements(project: Project, names: Sequence[str]) -> list[str]:

@@ -41,3 +41,11 @@ class EntryPointError(KitSetupError):
 
 class InstallError(KitSetupError):
     """pip failed."""
+
+
+class ArchiveError(KitSetupError):
+    """A source archive is refused (its sha256 is not the pinned one, or a member is hostile)."""
+
+
+class FetchError(KitSetupError):
+    """A source archive cannot be fetched (offline, no such file, pip failed)."""

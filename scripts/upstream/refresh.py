@@ -53,7 +53,7 @@ def refresh_patches(
         state = inspect_checkout(repo, upstream, project.patch_paths(name))
         if not state.on_pin:
             raise CheckoutError(
-                f"{repo}: HEAD is not on top of the pin {upstream.commit[:12]} ({UPSTREAM_HEAD} is "
+                f"{repo}: HEAD is not on top of the pin {upstream.pin_label} ({UPSTREAM_HEAD} is "
                 f"{(state.upstream_head or 'missing')[:12]}); run setup for {name} first"
             )
         if state.changes:
@@ -89,7 +89,7 @@ def refresh_patches(
         if new_text != old_text:
             project.config_path.write_bytes(new_text.encode("utf-8"))
             print(f"updated the patches of {name} in {project.config_path.name}")
-        write_state(repo, SeriesState(pin=upstream.commit, patches=tuple(applied)))
+        write_state(repo, SeriesState(pin=state.upstream_head or "", patches=tuple(applied)))
     print(f"{name}: {len(names)} patch(es) in patches/{name}/")
     return names
 

@@ -25,6 +25,7 @@ from scripts.upstream.gitutil import (
     rev_parse,
 )
 from scripts.upstream.patchfile import failed_paths, file_sha256
+from scripts.upstream.source import is_pin
 
 STATE_FILE = "kit-state.json"
 # One commit per patch with fixed committer and dates, so the same inputs give the same commit ids.
@@ -101,7 +102,7 @@ class CheckoutState:
 
     head: str
     upstream_head: str | None
-    on_pin: bool  # upstream-head is the pin and an ancestor of HEAD
+    on_pin: bool  # upstream-head is the pin (an sdist's: its base commit) and an ancestor of HEAD
     based: bool  # HEAD is upstream-head or a descendant of it
     setup_commits: tuple[AppliedPatch, ...]  # setup's commits still in place, in order
     user_commits: tuple[str, ...]  # commits on top that setup did not make
@@ -148,7 +149,7 @@ def inspect_checkout(repo: Path, upstream: Upstream, patches: Sequence[Path]) ->
     return CheckoutState(
         head=head,
         upstream_head=upstream_head,
-        on_pin=based and upstream_head == upstream.commit,
+        on_pin=based and is_pin(repo, upstream, upstream_head),
         based=based,
         setup_commits=tuple(setup_commits),
         user_commits=tuple(on_top[len(setup_commits) :]),

@@ -21,8 +21,6 @@ from scripts.upstream.checkout import (
     clean_path_on_failure,
     configure_remote,
     current_sparse_patterns,
-    fetch_pin,
-    init_at_pin,
     lock_file_for,
     locked,
     part_path,
@@ -39,6 +37,7 @@ from scripts.upstream.series import (
     state_path,
     write_state,
 )
+from scripts.upstream.source import bring_pin, describe, init_repo
 
 
 @dataclass(frozen=True)
@@ -71,47 +70,63 @@ def setup_upstream(
         if part.exists():
             print(f"removing {part}, left over from an interrupted run")
             shutil.rmtree(part)
+        where = _Source(url=url, origin=origin, python=python)
         if dest.exists():
-            action = _update(project, upstream, dest, url)
+            action = _update(project, upstream, dest, where)
         else:
-            print(f"{name}: fetching {upstream.commit} from {url} ({origin})")
-            _create(project, upstream, dest, url)
+            print(f"{name}: {describe(upstream, url, origin)}")
+            _create(project, upstream, dest, where)
             action = "created"
         head = rev_parse(dest, "HEAD") or ""
         entry = install_entry_point(project, upstream, dest)
     n = len(upstream.patches)
     print(
-        f"{name}: {action} at {head[:12]} (pin {upstream.commit[:12]} + {n} patch{'es' * (n != 1)}) in {dest}"
+        f"{name}: {action} at {head[:12]} (pin {upstream.pin_label} + {n} patch{'es' * (n != 1)}) in {dest}"
     )
     if entry == "missing":
         print(f"{name}: note: {upstream.entry_point} does not exist yet; main_gradcam.py not installed")
     elif entry == "installed":
         print(f"{name}: installed {upstream.entry_point} as {dest / 'main_gradcam.py'}")
     if install:
-        install_kit(python, project, upstream)
+        install_kit(python, project, upstream, checkout=dest)
     return SetupResult(name=name, path=dest, head=head, action=action, entry_point=entry)
 
 
-def _create(project: Project, upstream: Upstream, dest: Path, url: str) -> None:
+@dataclass(frozen=True)
+class _Source:
+    """Where this run takes the base from: the URL after overrides, where it came from, and the
+    interpreter whose pip downloads an sdist."""
+
+    url: str
+    origin: str
+    python: str
+
+
+def _create(project: Project, upstream: Upstream, dest: Path, where: _Source) -> None:
     part = part_path(dest)
     with clean_path_on_failure(part):
-        init_at_pin(part, url, upstream.commit, upstream.exclude)
+        init_repo(part, upstream, where.url)
+        base = bring_pin(part, upstream, url=where.url, origin=where.origin, python=where.python)
+        set_sparse(part, upstream.exclude)
+        checkout_pin(part, base)
         _apply_and_record(project, upstream, part)
         part.rename(dest)
 
 
 def _apply_and_record(project: Project, upstream: Upstream, repo: Path) -> None:
     applied = apply_series(repo, project.patch_paths(upstream.name), label=upstream.name)
-    write_state(repo, SeriesState(pin=upstream.commit, patches=tuple(applied)))
+    base = rev_parse(repo, UPSTREAM_HEAD) or ""  # the pinned commit, or the sdist's base commit
+    write_state(repo, SeriesState(pin=base, patches=tuple(applied)))
 
 
-def _update(project: Project, upstream: Upstream, dest: Path, url: str) -> str:
+def _update(project: Project, upstream: Upstream, dest: Path, where: _Source) -> str:
     name = upstream.name
     if not (dest / ".git").is_dir() or rev_parse(dest, UPSTREAM_HEAD) is None:
         raise CheckoutError(
             f"{dest} exists but was not made by setup (no {UPSTREAM_HEAD}); move it away and run setup again"
         )
-    configure_remote(dest, url)
+    if upstream.kind == "git":
+        configure_remote(dest, where.url)
     state = inspect_checkout(dest, upstream, project.patch_paths(name))
     if state.up_to_date:
         extra = []
@@ -129,10 +144,8 @@ def _update(project: Project, upstream: Upstream, dest: Path, url: str) -> str:
         )
     if state.user_commits or state.changes:
         raise DirtyCheckoutError(_refusal(dest, name, state.user_commits, state.changes))
-    print(
-        f"{name}: the series, pin or excluded paths changed; re-applying from the pin {upstream.commit[:12]}"
-    )
-    _rebuild(project, upstream, dest)
+    print(f"{name}: the series, pin or excluded paths changed; re-applying from the pin {upstream.pin_label}")
+    _rebuild(project, upstream, dest, where)
     return "re-applied"
 
 
@@ -151,7 +164,7 @@ def _refusal(dest: Path, name: str, commits: tuple[str, ...], changes: tuple[str
     return "\n".join(lines)
 
 
-def _rebuild(project: Project, upstream: Upstream, dest: Path) -> None:
+def _rebuild(project: Project, upstream: Upstream, dest: Path, where: _Source) -> None:
     """Reset to the pin and apply the series; on any failure restore the checkout as it was."""
     head = rev_parse(dest, "HEAD") or ""
     branch = git("symbolic-ref", "--quiet", "HEAD", cwd=dest, check=False).out
@@ -160,9 +173,9 @@ def _rebuild(project: Project, upstream: Upstream, dest: Path) -> None:
     state_file = state_path(dest)
     old_state = state_file.read_bytes() if state_file.exists() else None
     try:
-        fetch_pin(dest, upstream.commit)
+        base = bring_pin(dest, upstream, url=where.url, origin=where.origin, python=where.python)
         set_sparse(dest, upstream.exclude)
-        checkout_pin(dest, upstream.commit)
+        checkout_pin(dest, base)
         _apply_and_record(project, upstream, dest)
     except BaseException:
         git("am", "--abort", cwd=dest, check=False)

@@ -14,6 +14,7 @@ from scripts.upstream.config import Project, checkout_path, load_project, url_an
 from scripts.upstream.envinstall import ENTRY_POINT_NAME, entry_point_source
 from scripts.upstream.gitutil import subject
 from scripts.upstream.series import CheckoutState, inspect_checkout
+from scripts.upstream.source import PIP_INDEX
 
 # What `status` reports the versions of: label -> distributions that provide it, first found wins.
 LIBRARIES = {
@@ -35,7 +36,7 @@ class UpstreamStatus:
     path: Path
     url: str
     url_origin: str
-    pin: str
+    pin: str  # as messages show it: the short SHA, or package==version and the sdist's sha256
     state: CheckoutState | None  # None: not set up
     user_commit_subjects: tuple[str, ...]
     entry_point: str  # installed | differs | not installed | no source
@@ -62,7 +63,7 @@ def upstream_status(project: Project, name: str, root: Path | str | None = None)
             )
         else:
             entry = "installed (source missing)"
-    return UpstreamStatus(name, path, url, origin, upstream.commit, state, subjects, entry)
+    return UpstreamStatus(name, path, url, origin, upstream.pin_label, state, subjects, entry)
 
 
 def library_versions() -> dict[str, str]:
@@ -81,20 +82,21 @@ def library_versions() -> dict[str, str]:
 
 
 def format_upstream(s: UpstreamStatus) -> list[str]:
-    lines = [f"{s.name}: {s.path}", f"  url: {s.url} (from {s.url_origin})"]
+    lines = [f"{s.name}: {s.path}", f"  url: {s.url or PIP_INDEX} (from {s.url_origin})"]
     st = s.state
     if st is None:
         return [*lines, f"  not set up (make setup-{s.name})"]
-    if st.on_pin:
+    base = (st.upstream_head or "?")[:12]
+    if st.on_pin and base != s.pin:  # an sdist: the pin is the archive, the base its commit
         lines.append(
-            f"  pin: {s.pin[:12]} ({UPSTREAM_HEAD} is the pin and an ancestor of HEAD {st.head[:12]})"
+            f"  pin: {s.pin}, base commit {base} ({UPSTREAM_HEAD}, an ancestor of HEAD {st.head[:12]})"
         )
+    elif st.on_pin:
+        lines.append(f"  pin: {s.pin} ({UPSTREAM_HEAD} is the pin and an ancestor of HEAD {st.head[:12]})")
     elif not st.based:
-        lines.append(f"  pin: {s.pin[:12]}, but HEAD {st.head[:12]} is not on top of {UPSTREAM_HEAD}")
+        lines.append(f"  pin: {s.pin}, but HEAD {st.head[:12]} is not on top of {UPSTREAM_HEAD}")
     else:
-        lines.append(
-            f"  pin: {s.pin[:12]}, but {UPSTREAM_HEAD} is {(st.upstream_head or '?')[:12]}: run setup"
-        )
+        lines.append(f"  pin: {s.pin}, but {UPSTREAM_HEAD} is {base}: run setup")
     if not st.sparse_ok:
         lines.append("  excluded paths differ from upstreams.yaml: run setup")
     lines.append("  patches:" if st.patch_status or st.dropped else "  patches: none in the series")

@@ -34,14 +34,30 @@ def write_entry(root: Path, body: str, patches: tuple[str, ...] = ()) -> Path:
 GOOD = (
     f"  url: https://example.com/demo\n  commit: {PIN}\n  patches: []\n  entry_point: entrypoints/demo.py\n"
 )
+SHA256 = "c7a0ebb21d10f1de98682b6a4dc22bc0d1d0634b9398c086bd03b1e5bf40cbc3"
+SDIST = (
+    f"  package: demo-pkg\n  version: '1.2.3'\n  sha256: {SHA256}\n  patches: []\n  entry_point: e/demo.py\n"
+)
 
 
 def test_the_repos_own_upstreams_yaml_is_valid() -> None:
     project = load_project(REAL_CONFIG)
-    assert set(project.upstreams) == {"yolov3", "yolov5", "yolov7", "detectron2"}
+    assert set(project.upstreams) == {"yolov3", "yolov5", "yolov7", "detectron2", "ultralytics"}
     for upstream in project.upstreams.values():
-        assert len(upstream.commit) == 40
+        assert len(upstream.commit) == (0 if upstream.kind == "sdist" else 40)
         assert all(p.is_file() for p in project.patch_paths(upstream.name))
+    ultralytics = project.upstream("ultralytics")
+    assert (ultralytics.kind, ultralytics.package, ultralytics.version, ultralytics.url) == (
+        "sdist",
+        "ultralytics",
+        "8.4.190",
+        "",
+    )
+    assert ultralytics.sha256 == "c7a0ebb21d10f1de98682b6a4dc22bc0d1d0634b9398c086bd03b1e5bf40cbc3"
+    # every requirement is pinned at the version constraints.txt pins
+    pins = {line.split("==")[0].lower(): line for line in project.constraints.read_text().split()}
+    for upstream in project.upstreams.values():
+        assert all(pins[r.split("==")[0].lower()] == r for r in upstream.requirements), upstream.name
 
 
 def test_minimal_entry_gets_empty_defaults(tmp_path: Path) -> None:
@@ -85,6 +101,46 @@ def test_invalid_entries_raise_config_error_naming_entry_and_key(
     assert str(tmp_path / "upstreams.yaml") in message
     for part in expected:
         assert part in message
+
+
+def test_an_sdist_entry_pins_package_version_and_sha256_and_needs_no_url(tmp_path: Path) -> None:
+    demo = load_project(write_entry(tmp_path, SDIST)).upstream("demo")
+    assert (demo.kind, demo.package, demo.version, demo.sha256) == ("sdist", "demo-pkg", "1.2.3", SHA256)
+    assert (demo.url, demo.commit, demo.pin_label) == ("", "", "demo-pkg==1.2.3 (sdist sha256 c7a0ebb21d10)")
+    mirrored = load_project(write_entry(tmp_path, SDIST + "  url: mirror/\n")).upstream("demo")
+    assert mirrored.url == str(tmp_path.resolve() / "mirror")
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (SDIST.replace("'1.2.3'", "1.2"), ["'version'", "1.2", "in quotes", "never a range"]),
+        (SDIST.replace("'1.2.3'", "'>=1.2'"), ["'version'", "'>=1.2'", "one exact release"]),
+        (SDIST.replace("'1.2.3'", "latest"), ["'version'", "'latest'"]),
+        (SDIST.replace("'1.2.3'", "'1.2.3+local'"), ["'version'", "'1.2.3+local'"]),
+        (SDIST.replace("'1.2.3'", "'01.2'"), ["'version'", "'01.2'"]),
+        (SDIST.replace(SHA256, SHA256[:12]), ["'sha256'", "64-hex", "sha256sum"]),
+        (SDIST.replace(SHA256, SHA256.upper()), ["'sha256'", "lowercase"]),
+        (SDIST.replace(SHA256, "1" * 64), ["'sha256'", "1111111111"]),
+        (SDIST.replace("demo-pkg", "'../evil'"), ["'package'", "'../evil'", "package name"]),
+        (SDIST.replace("demo-pkg", "'demo pkg'"), ["'package'", "'demo pkg'"]),
+        (SDIST.replace(f"  sha256: {SHA256}\n", ""), ["missing required key 'sha256'"]),
+        (SDIST.replace("  version: '1.2.3'\n", ""), ["missing required key 'version'"]),
+        (SDIST + f"  commit: {PIN}\n", ["'commit'", "either a git commit", "not both"]),
+        (GOOD + f"  sha256: {SHA256}\n", ["missing required key 'package'"]),
+        (SDIST + "  url: ''\n", ["'url'", "non-empty string"]),
+    ],
+)
+def test_invalid_sdist_entries_are_refused_naming_the_key(
+    tmp_path: Path, body: str, expected: list[str]
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_project(write_entry(tmp_path, body))
+    message = str(info.value)
+    assert str(tmp_path / "upstreams.yaml") in message and "'demo'" in message
+    for part in expected:
+        assert part in message
+    assert main(["--config", str(tmp_path / "upstreams.yaml"), "status"]) == 2
 
 
 def test_existing_patch_file_is_accepted(tmp_path: Path) -> None:
