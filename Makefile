@@ -53,11 +53,12 @@ endif
 endif
 
 .PHONY: help env dev-env setup-yolov3 setup-yolov5 setup-yolov7 setup-detectron2 status check-patches refresh-patches \
-        cam demo eval audit report bench lint test test-unit test-process test-integration test-fast \
+        setup-ultralytics cam demo eval audit report bench lint test test-unit test-process test-integration test-fast \
         fuzz clean-env
 
 help:
 	@echo "make setup-yolov7 | setup-yolov3 | setup-yolov5 | setup-detectron2   clone the pin, apply patches, install"
+	@echo "make setup-ultralytics              its pinned sdist (sha256-checked), patches, editable install"
 	@echo "make cam [UPSTREAM=yolov7] [WEIGHTS=...] [SOURCE=...] [OUT=...] [CONFIG=...] [NPROC=N] [ARGS='...']"
 	@echo "make demo [ARGS='--iterations N']   train the demo detector (yolov7-tiny, synthetic shapes)"
 	@echo "make eval [ARGS='...']              PG, EBPG, deletion/insertion, randomization per method x layers"
@@ -89,7 +90,7 @@ ifeq ($(DEV_STAMP),)
 	$(PYTHON) -m scripts install-requirements --all
 endif
 
-setup-yolov3 setup-yolov5 setup-yolov7 setup-detectron2: setup-%: env
+setup-yolov3 setup-yolov5 setup-yolov7 setup-detectron2 setup-ultralytics: setup-%: env
 	$(PYTHON) -m scripts setup $*
 
 status: $(ENV_STAMP)
