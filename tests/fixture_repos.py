@@ -8,12 +8,14 @@ patch series and upstreams.yaml under tmp_path. The fixtures built from these (`
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import subprocess
+import tarfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytest
 
@@ -271,13 +273,14 @@ def tree_snapshot(repo: Path) -> dict[str, bytes]:
 
 
 def isolate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """No real upstreams.yaml, no real upstreams/, no user override file, no KIT_*_URL, and a hostile
+    """No real upstreams.yaml, no real upstreams/, no user override file or cache, no KIT_*_URL, and a hostile
     ~/.gitconfig that would change commit ids or patch bytes if the engine let user config leak."""
     for key in list(os.environ):
         if key.startswith("KIT_") or key.startswith("GIT_"):
             monkeypatch.delenv(key)
     monkeypatch.setattr(scripts.upstream.config, "REPO_ROOT", tmp_path / "no-real-repo-root")
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # the sdist cache: never the user's
     monkeypatch.setenv("KIT_UPSTREAMS_DIR", str(tmp_path / "checkouts"))
     home = tmp_path / "home"
     home.mkdir()
@@ -296,3 +299,96 @@ def isolate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     )
     monkeypatch.setenv("HOME", str(home))
     return tmp_path
+
+
+# --- sdists: a package's source archive, as the index serves it ------------------------------------
+
+SDIST_NAME = "demo-pkg"
+SDIST_VERSION = "1.0.0"
+
+
+def sdist_files(version: str = SDIST_VERSION) -> dict[str, str | bytes]:
+    """The files of the fixture sdist (below its top folder): a setuptools project with a package."""
+    return {
+        "PKG-INFO": f"Metadata-Version: 2.1\nName: {SDIST_NAME}\nVersion: {version}\n",
+        "pyproject.toml": (
+            '[build-system]\nrequires = ["setuptools"]\nbuild-backend = "setuptools.build_meta"\n\n'
+            f'[project]\nname = "{SDIST_NAME}"\nversion = "{version}"\n\n'
+            '[tool.setuptools]\npackages = ["demo_pkg"]\n'
+        ),
+        "README.md": "# demo upstream\n\nA detector.\n",
+        "demo_pkg/__init__.py": f'__version__ = "{version}"\n',
+        "demo_pkg/model.py": "".join(MODEL_LINES),
+        "demo_pkg/run.sh": "#!/bin/sh\necho run\n",  # executable in the archive
+        "data/crlf.txt": b"one\r\ntwo\r\nthree\r\n",
+    }
+
+
+def tar_member(
+    name: str, data: bytes = b"", *, kind: bytes = tarfile.REGTYPE, mode: int = 0o644
+) -> tuple[tarfile.TarInfo, bytes]:
+    info = tarfile.TarInfo(name)
+    info.type, info.mode, info.mtime = kind, mode, 1_700_000_000
+    info.size = len(data) if kind == tarfile.REGTYPE else 0
+    return info, data
+
+
+def write_tar_gz(path: Path, members: Sequence[tuple[tarfile.TarInfo, bytes]]) -> str:
+    """Write `members` as a .tar.gz at `path`; returns its sha256."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w:gz") as tar:
+        for info, data in members:
+            tar.addfile(info, io.BytesIO(data) if info.isfile() else None)
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def sdist_members(
+    files: Mapping[str, str | bytes], *, top: str = f"{SDIST_NAME}-{SDIST_VERSION}"
+) -> list[tuple[tarfile.TarInfo, bytes]]:
+    """The members of an sdist holding `files` under `top/`, with its folders, as setuptools writes."""
+    members = [tar_member(top, kind=tarfile.DIRTYPE, mode=0o755)]
+    folders = sorted({str(PurePosixPath(rel).parent) for rel in files} - {"."})
+    members += [tar_member(f"{top}/{d}", kind=tarfile.DIRTYPE, mode=0o755) for d in folders]
+    for rel, content in files.items():
+        data = content.encode() if isinstance(content, str) else content
+        members.append(tar_member(f"{top}/{rel}", data, mode=0o755 if rel.endswith(".sh") else 0o644))
+    return members
+
+
+def make_sdist(folder: Path, version: str = SDIST_VERSION) -> tuple[Path, str]:
+    """`folder/demo-pkg-<version>.tar.gz`, the fixture sdist; returns its path and sha256."""
+    path = folder / f"{SDIST_NAME}-{version}.tar.gz"
+    return path, write_tar_gz(path, sdist_members(sdist_files(version), top=f"{SDIST_NAME}-{version}"))
+
+
+def sdist_as_repo(path: Path, version: str = SDIST_VERSION) -> Upstream:
+    """A git repo holding the fixture sdist's files (for PatchBench: patches against its base)."""
+    run_git("init", "--quiet", "--initial-branch=main", str(path))
+    write_files(path, sdist_files(version))
+    run_git("add", "-A", cwd=path)
+    run_git("commit", "--quiet", "-m", "sdist", cwd=path)
+    return Upstream(path, [run_git("rev-parse", "HEAD", cwd=path)])
+
+
+def write_sdist_project(
+    root: Path, *, sha256: str, patches: Mapping[str, bytes], version: str = SDIST_VERSION
+) -> Path:
+    """A project root whose 'demo' upstream is the fixture sdist (no url: the override names it)."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "patches" / "demo").mkdir(parents=True, exist_ok=True)
+    for file_name, data in patches.items():
+        (root / "patches" / "demo" / file_name).write_bytes(data)
+    write_files(root, {"entrypoints/demo_main_gradcam.py": "print('cam')\n"})
+    (root / "constraints.txt").write_text("tqdm==4.70.1\n", encoding="utf-8")
+    text = (
+        "# Fixture upstreams: an sdist\n"
+        "demo:\n"
+        f"  package: {SDIST_NAME}\n"
+        f'  version: "{version}"\n'
+        f"  sha256: {sha256}\n"
+        "  requirements: [tqdm==4.70.1]\n"
+        "  entry_point: entrypoints/demo_main_gradcam.py\n"
+        f"  patches:{yaml_list(list(patches))}"
+    )
+    (root / "upstreams.yaml").write_text(text, encoding="utf-8")
+    return root / "upstreams.yaml"

@@ -74,16 +74,17 @@ def sha256_of(path: Path) -> str:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError as e:
         raise ArchiveError(f"cannot read the archive {path}: {e.strerror}") from None
-    with os.fdopen(fd, "rb") as f:
-        info = os.fstat(f.fileno())
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_ARCHIVE_BYTES:
+        os.close(fd)
         if not stat.S_ISREG(info.st_mode):
             raise ArchiveError(f"{path} is not a regular file; name the .tar.gz archive itself")
-        if info.st_size > MAX_ARCHIVE_BYTES:
-            raise ArchiveError(
-                f"{path} has {info.st_size} bytes, more than an sdist may ({MAX_ARCHIVE_BYTES}); "
-                "name the package's source archive"
-            )
-        digest = hashlib.sha256()
+        raise ArchiveError(
+            f"{path} has {info.st_size} bytes, more than an sdist may ({MAX_ARCHIVE_BYTES}); "
+            "name the package's source archive"
+        )
+    digest = hashlib.sha256()
+    with os.fdopen(fd, "rb") as f:
         while chunk := f.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
