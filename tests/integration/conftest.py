@@ -19,6 +19,7 @@ import pytest
 from kit.upstreams.registry import SPECS
 from scripts.upstream.config import load_project, url_and_origin, url_env_var
 from scripts.upstream.gitutil import is_reachable
+from scripts.upstream.source import offline_reason
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -27,7 +28,11 @@ def setup_checkout(name: str, parent: Path) -> Path:
     """Set `name` up under `parent` (no pip installs: the test environment has the requirements)."""
     project = load_project()
     url, origin = url_and_origin(name, project)
-    reachable, reason = is_reachable(url)
+    if project.upstream(name).kind == "sdist":  # never downloaded by a test: cached or a local file
+        why_not = offline_reason(project.upstream(name), url)
+        reachable, reason = why_not is None, why_not or ""
+    else:
+        reachable, reason = is_reachable(url)
     if not reachable:
         pytest.skip(
             f"{name} upstream not reachable at {url} ({origin}): {reason}. "
