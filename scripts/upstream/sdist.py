@@ -2,8 +2,8 @@
 
 The archive is fetched once into `${XDG_CACHE_HOME:-~/.cache}/kit/sdist/` and checked against the
 pinned sha256 before anything reads it; a setup after that runs offline from the cache. The URL
-(`KIT_<NAME>_URL`, the user file, `url:` of the entry) may name the `.tar.gz` itself, a folder
-holding it, or an index for pip's `--index-url` (any URL with a scheme); without one, pip's own
+(`KIT_<NAME>_URL`, the user file, `url:` of the entry) may name the `.tar.gz` itself (a path or
+a URL), a folder holding it, or an index for pip's `--index-url` (any other URL); without one, pip's own
 configuration (pip.conf, PIP_INDEX_URL) says where the index is. The sha256 never changes with it.
 
 The archive is untrusted input: only regular files and folders under its one top folder are
@@ -19,6 +19,7 @@ import os
 import shutil
 import stat
 import subprocess
+import sys
 import tarfile
 import tempfile
 import zlib
@@ -90,14 +91,17 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def verify(path: Path, upstream: Upstream, *, what: str) -> None:
-    """Refuse `path` unless its sha256 is the pinned one; both hashes are named."""
+_POINT_ELSEWHERE = "Point the URL at the genuine archive (the sha256 never follows the URL)."
+
+
+def verify(path: Path, upstream: Upstream, *, what: str, fix: str = _POINT_ELSEWHERE) -> None:
+    """Refuse `path` unless its sha256 is the pinned one; both hashes are named, then `fix`."""
     got = sha256_of(path)
     if got != upstream.sha256:
         raise ArchiveError(
             f"{upstream.name}: {what} {path} has sha256 {got}, but upstreams.yaml pins "
             f"{upstream.package}=={upstream.version} to sha256 {upstream.sha256}; refused, nothing was "
-            "unpacked. Point the URL at the genuine archive (the sha256 never follows the URL)."
+            f"unpacked. {fix}"
         )
 
 
@@ -128,7 +132,8 @@ def obtain_archive(upstream: Upstream, url: str, origin: str, *, python: str) ->
     downloaded with pip. A mismatching hash is refused; no file of the user's is changed."""
     cached = cache_dir() / archive_name(upstream)
     if cached.is_file():
-        verify(cached, upstream, what="the cached archive")
+        fix = f"The cache is the kit's: remove that file (rm '{cached}') to fetch the archive again."
+        verify(cached, upstream, what="the cached archive", fix=fix)
         return cached
     cached.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".fetch-", dir=cached.parent) as tmp:
@@ -148,8 +153,10 @@ def obtain_archive(upstream: Upstream, url: str, origin: str, *, python: str) ->
 def _pip_download(upstream: Upstream, url: str, origin: str, *, python: str, dest: Path) -> Path:
     """`pip download` of the pinned sdist into `dest`; pip checks the hash before it builds anything."""
     requirement = dest / "requirement.txt"
-    requirement.write_text(f"{upstream.package}=={upstream.version} --hash=sha256:{upstream.sha256}\n")
-    index = ["--index-url", url] if url else []
+    direct = url.endswith(".tar.gz")  # the archive's own URL, else an index (or pip's configured one)
+    wanted = f"{upstream.package} @ {url}" if direct else f"{upstream.package}=={upstream.version}"
+    requirement.write_text(f"{wanted} --hash=sha256:{upstream.sha256}\n")
+    index = ["--index-url", url] if url and not direct else []
     cmd = [python, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "--require-hashes"]
     cmd += [*no_build_isolation(python), *index, "-r", str(requirement), "-d", str(dest / "get")]
     print("+ " + " ".join(cmd), flush=True)
@@ -213,6 +220,11 @@ def _members(tar: tarfile.TarFile, archive: Path, tops: set[str]) -> Iterator[ta
 def unpack(archive: Path, dest: Path, upstream: Upstream) -> None:
     """Unpack the (verified) sdist `archive` into the new folder `dest`, without its top folder.
     Every member is checked before any is written."""
+    if not hasattr(tarfile, "data_filter"):
+        raise FetchError(
+            f"this Python ({sys.version.split()[0]}) has no tarfile 'data' filter, which unpacking "
+            f"{archive.name} safely needs; use Python 3.9.17, 3.10.12, 3.11.4 or later"
+        )
     try:
         with tarfile.open(archive, "r:gz") as tar:
             members = list(_members(tar, archive, top_folder(upstream)))

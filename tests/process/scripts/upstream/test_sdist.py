@@ -233,18 +233,21 @@ def test_offline_without_a_cache_says_how_to_point_at_a_local_archive(
     assert not (isolated / "checkouts" / "demo").exists()
 
 
-def test_pip_downloads_from_an_index_url_and_checks_the_hash(
-    isolated: Path, demo: Sdist, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("kind", ["index", "archive"])
+def test_pip_downloads_from_an_index_url_or_the_archives_url(
+    isolated: Path, demo: Sdist, monkeypatch: pytest.MonkeyPatch, kind: str
 ) -> None:
     pip_isolated(monkeypatch)
     index = isolated / "simple" / SDIST_NAME
     index.mkdir(parents=True)
     (index / demo.archive.name).write_bytes(demo.archive.read_bytes())
     (index / "index.html").write_text(f'<a href="{demo.archive.name}">{demo.archive.name}</a>\n')
-    monkeypatch.setenv("KIT_DEMO_URL", (isolated / "simple").as_uri())
+    url = (isolated / "simple") if kind == "index" else (index / demo.archive.name)
+    monkeypatch.setenv("KIT_DEMO_URL", url.as_uri())
     result = setup(demo.config, python=sys.executable)
     assert head(result.path, "HEAD~2") == head(result.path, UPSTREAM_HEAD)
-    assert (isolated / "cache" / "kit" / "sdist" / demo.archive.name).is_file()
+    cached = isolated / "cache" / "kit" / "sdist" / demo.archive.name
+    assert cached.read_bytes() == demo.archive.read_bytes()
 
 
 def test_install_puts_the_checkout_editable_after_the_requirements(isolated: Path, demo: Sdist) -> None:

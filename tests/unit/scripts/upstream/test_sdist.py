@@ -174,3 +174,20 @@ def test_a_file_that_is_no_tar_gz_is_refused(tmp_path: Path) -> None:
 def test_the_cache_follows_xdg_cache_home(tmp_path: Path) -> None:
     assert sdist.cache_dir({"XDG_CACHE_HOME": str(tmp_path)}) == tmp_path / "kit" / "sdist"
     assert sdist.cache_dir({"XDG_CACHE_HOME": "relative"}) == Path.home() / ".cache" / "kit" / "sdist"
+
+
+def test_a_cached_archive_that_lost_its_hash_is_refused_saying_how_to_fetch_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    archive, sha = make_sdist(tmp_path / "mirror")
+    cached = tmp_path / "cache" / "kit" / "sdist" / archive.name
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(archive.read_bytes()[:-1])  # truncated
+    with pytest.raises(ArchiveError) as info:
+        sdist.obtain_archive(pin(sha), str(archive), "env KIT_DEMO_URL", python="unused")
+    assert f"the cached archive {cached}" in str(info.value) and f"rm '{cached}'" in str(info.value)
+    assert cached.read_bytes() == archive.read_bytes()[:-1]  # refused, not replaced behind the user's back
+    cached.unlink()
+    assert sdist.obtain_archive(pin(sha), str(archive), "env KIT_DEMO_URL", python="unused") == cached
+    assert cached.read_bytes() == archive.read_bytes()
