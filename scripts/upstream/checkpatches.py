@@ -49,7 +49,7 @@ def check_patches(
                 )
         if paths:
             url, origin = url_and_origin(name, project)
-            ok, reason = reachable(upstream, url, origin, python=sys.executable)
+            ok, reason = reachable(upstream, url, origin=origin, python=sys.executable)
             if not ok:
                 message = f"cannot reach {url or PIP_INDEX}: {reason}"
                 if strict:
@@ -71,7 +71,7 @@ def _apply_strictly(project: Project, name: str, source: tuple[str, str], paths:
     url, origin = source
     with tempfile.TemporaryDirectory(prefix=f"kit-check-{name}-") as tmp:
         repo = Path(tmp) / "repo.git"
-        init_repo(repo, upstream, url, bare=True)
+        init_repo(repo, upstream, url=url, bare=True)
         try:
             pin = bring_pin(repo, upstream, url=url, origin=origin, python=sys.executable, depth=1)
         except KitSetupError as e:

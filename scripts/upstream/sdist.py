@@ -127,7 +127,7 @@ def local_archive(upstream: Upstream, url: str) -> Path | None:
     return path
 
 
-def obtain_archive(upstream: Upstream, url: str, origin: str, *, python: str) -> Path:
+def obtain_archive(upstream: Upstream, url: str, *, origin: str, python: str) -> Path:
     """The verified archive in the cache: the cached copy, else copied from a local URL, else
     downloaded with pip. A mismatching hash is refused; no file of the user's is changed."""
     cached = cache_dir() / archive_name(upstream)
@@ -143,14 +143,14 @@ def obtain_archive(upstream: Upstream, url: str, origin: str, *, python: str) ->
             got = Path(tmp) / archive_name(upstream)
             shutil.copyfile(source, got)
         else:
-            got = _pip_download(upstream, url, origin, python=python, dest=Path(tmp))
+            got = _pip_download(upstream, url, origin=origin, python=python, dest=Path(tmp))
         verify(got, upstream, what="the downloaded archive")
         os.replace(got, cached)
     print(f"{upstream.name}: cached {cached} (sha256 {upstream.sha256})")
     return cached
 
 
-def _pip_download(upstream: Upstream, url: str, origin: str, *, python: str, dest: Path) -> Path:
+def _pip_download(upstream: Upstream, url: str, *, origin: str, python: str, dest: Path) -> Path:
     """`pip download` of the pinned sdist into `dest`; pip checks the hash before it builds anything."""
     requirement = dest / "requirement.txt"
     direct = url.endswith(".tar.gz")  # the archive's own URL, else an index (or pip's configured one)
@@ -188,7 +188,7 @@ def top_folder(upstream: Upstream) -> set[str]:
     return {name.removesuffix(".tar.gz") for name in _file_names(upstream)}
 
 
-def _members(tar: tarfile.TarFile, archive: Path, tops: set[str]) -> Iterator[tarfile.TarInfo]:
+def _members(tar: tarfile.TarFile, archive: Path, *, tops: set[str]) -> Iterator[tarfile.TarInfo]:
     """Each member checked, renamed to its path below the top folder; the first bad one raises."""
     seen: set[str] = set()
     total = 0
@@ -217,7 +217,7 @@ def _members(tar: tarfile.TarFile, archive: Path, tops: set[str]) -> Iterator[ta
             yield member.replace(name=rel, deep=False)
 
 
-def unpack(archive: Path, dest: Path, upstream: Upstream) -> None:
+def unpack(archive: Path, dest: Path, *, upstream: Upstream) -> None:
     """Unpack the (verified) sdist `archive` into the new folder `dest`, without its top folder.
     Every member is checked before any is written."""
     if not hasattr(tarfile, "data_filter"):
@@ -227,7 +227,7 @@ def unpack(archive: Path, dest: Path, upstream: Upstream) -> None:
         )
     try:
         with tarfile.open(archive, "r:gz") as tar:
-            members = list(_members(tar, archive, top_folder(upstream)))
+            members = list(_members(tar, archive, tops=top_folder(upstream)))
             dest.mkdir()
             tar.extractall(dest, members=members, filter="data")
     except (tarfile.TarError, EOFError, zlib.error) as e:
@@ -245,7 +245,7 @@ def base_message(upstream: Upstream) -> str:
     )
 
 
-def records_pin(repo: Path, upstream: Upstream, rev: str | None) -> bool:
+def records_pin(repo: Path, upstream: Upstream, *, rev: str | None) -> bool:
     """Whether commit `rev` is a base commit of this pin (its message records the archive's sha256)."""
     if rev is None:
         return False
@@ -253,7 +253,7 @@ def records_pin(repo: Path, upstream: Upstream, rev: str | None) -> bool:
     return message == base_message(upstream).strip()
 
 
-def commit_tree(repo: Path, tree_dir: Path, upstream: Upstream) -> str:
+def commit_tree(repo: Path, tree_dir: Path, *, upstream: Upstream) -> str:
     """Commit every file of `tree_dir` into `repo`'s object store (no ref, no work tree change)."""
     git_dir = git("rev-parse", "--absolute-git-dir", cwd=repo).out
     with tempfile.TemporaryDirectory(prefix="kit-index-") as tmp:
@@ -269,12 +269,12 @@ def bring_base(repo: Path, upstream: Upstream, *, url: str, origin: str, python:
     """The base commit of the pin in `repo`: the one already there (refs/patches/upstream-head), else
     made from the archive (fetched or cached). Returns its SHA."""
     current = rev_parse(repo, UPSTREAM_HEAD)
-    if records_pin(repo, upstream, current):
+    if records_pin(repo, upstream, rev=current):
         return current or ""
-    archive = obtain_archive(upstream, url, origin, python=python)
+    archive = obtain_archive(upstream, url, origin=origin, python=python)
     with tempfile.TemporaryDirectory(prefix="kit-sdist-") as tmp:
         tree = Path(tmp) / "tree"
-        unpack(archive, tree, upstream)
-        sha = commit_tree(repo, tree, upstream)
+        unpack(archive, tree, upstream=upstream)
+        sha = commit_tree(repo, tree, upstream=upstream)
     print(f"{upstream.name}: base commit {sha} = {archive_name(upstream)} (sha256 {upstream.sha256[:12]}...)")
     return sha

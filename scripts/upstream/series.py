@@ -149,7 +149,7 @@ def inspect_checkout(repo: Path, upstream: Upstream, patches: Sequence[Path]) ->
     return CheckoutState(
         head=head,
         upstream_head=upstream_head,
-        on_pin=based and is_pin(repo, upstream, upstream_head),
+        on_pin=based and is_pin(repo, upstream, rev=upstream_head),
         based=based,
         setup_commits=tuple(setup_commits),
         user_commits=tuple(on_top[len(setup_commits) :]),

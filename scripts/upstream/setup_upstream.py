@@ -74,7 +74,7 @@ def setup_upstream(
         if dest.exists():
             action = _update(project, upstream, dest, where)
         else:
-            print(f"{name}: {describe(upstream, url, origin)}")
+            print(f"{name}: {describe(upstream, url, origin=origin)}")
             _create(project, upstream, dest, where)
             action = "created"
         head = rev_parse(dest, "HEAD") or ""
@@ -105,7 +105,7 @@ class _Source:
 def _create(project: Project, upstream: Upstream, dest: Path, where: _Source) -> None:
     part = part_path(dest)
     with clean_path_on_failure(part):
-        init_repo(part, upstream, where.url)
+        init_repo(part, upstream, url=where.url)
         base = bring_pin(part, upstream, url=where.url, origin=where.origin, python=where.python)
         set_sparse(part, upstream.exclude)
         checkout_pin(part, base)

@@ -16,14 +16,14 @@ from scripts.upstream.gitutil import git, is_reachable
 PIP_INDEX = "the package index of pip's configuration"
 
 
-def describe(upstream: Upstream, url: str, origin: str) -> str:
+def describe(upstream: Upstream, url: str, *, origin: str) -> str:
     """'fetching <pin> from <where> (<origin>)' for the first setup's message."""
     if upstream.kind == "sdist" and sdist.is_cached(upstream):
         return f"{upstream.pin_label} from the cache {sdist.cache_dir() / sdist.archive_name(upstream)}"
     return f"fetching {upstream.commit or upstream.pin_label} from {url or PIP_INDEX} ({origin})"
 
 
-def init_repo(repo: Path, upstream: Upstream, url: str, *, bare: bool = False) -> None:
+def init_repo(repo: Path, upstream: Upstream, *, url: str, bare: bool = False) -> None:
     """A new, empty repository at `repo` for `upstream`'s checkout (a git kind's with its remote)."""
     git("init", "--quiet", *(["--bare"] if bare else []), "--template=", str(repo))
     git("config", "core.autocrlf", "false", cwd=repo)
@@ -42,21 +42,21 @@ def bring_pin(
     return upstream.commit
 
 
-def is_pin(repo: Path, upstream: Upstream, rev: str | None) -> bool:
+def is_pin(repo: Path, upstream: Upstream, *, rev: str | None) -> bool:
     """Whether `rev` is the base `upstream` pins: the commit itself, or a base commit recording the
     pinned archive's sha256."""
     if upstream.kind == "sdist":
-        return sdist.records_pin(repo, upstream, rev)
+        return sdist.records_pin(repo, upstream, rev=rev)
     return rev == upstream.commit
 
 
-def reachable(upstream: Upstream, url: str, origin: str, *, python: str) -> tuple[bool, str]:
+def reachable(upstream: Upstream, url: str, *, origin: str, python: str) -> tuple[bool, str]:
     """Whether the base can be had, and why not: `git ls-remote` for a commit; for an sdist the
     verified archive in the cache, else fetched into it (a hash mismatch is raised, not skipped)."""
     if upstream.kind == "git":
         return is_reachable(url)
     try:
-        archive = sdist.obtain_archive(upstream, url, origin, python=python)
+        archive = sdist.obtain_archive(upstream, url, origin=origin, python=python)
     except ArchiveError:
         raise
     except KitSetupError as e:

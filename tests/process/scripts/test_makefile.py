@@ -53,7 +53,7 @@ def test_a_bad_upstream_stops_make_before_any_shell(
     result = make(target, f"UPSTREAM={upstream}", python=fake_python, dry=dry)
     assert result.returncode == 2, result.stdout
     assert f"UPSTREAM='{upstream}' is not the name of an upstream" in result.stderr
-    assert "pass one of yolov3 yolov5 yolov7 detectron2, e.g. UPSTREAM=yolov7" in result.stderr
+    assert "pass one of yolov3 yolov5 yolov7 detectron2 ultralytics, e.g. UPSTREAM=yolov7" in result.stderr
     assert result.stdout == "" and not sentinel.exists()
 
 

@@ -44,7 +44,7 @@ def pin(sha256: str) -> Upstream:
 def test_a_good_sdist_unpacks_below_its_top_folder_with_its_bytes_and_modes(tmp_path: Path) -> None:
     archive, sha = make_sdist(tmp_path)
     sdist.verify(archive, pin(sha), what="the archive")
-    sdist.unpack(archive, tmp_path / "tree", pin(sha))
+    sdist.unpack(archive, tmp_path / "tree", upstream=pin(sha))
     got = {
         str(p.relative_to(tmp_path / "tree")): p.read_bytes()
         for p in (tmp_path / "tree").rglob("*")
@@ -136,7 +136,7 @@ def test_hostile_members_are_refused_before_anything_is_written(
     archive = tmp_path / "in" / f"{TOP}.tar.gz"
     sha = write_tar_gz(archive, [*GOOD[:3], extra, *GOOD[3:]])
     with pytest.raises(ArchiveError) as info:
-        sdist.unpack(archive, tmp_path / "tree", pin(sha))
+        sdist.unpack(archive, tmp_path / "tree", upstream=pin(sha))
     assert expected in str(info.value) and archive.name in str(info.value)
     assert not (tmp_path / "tree").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]  # nothing beside, nothing above
@@ -148,7 +148,7 @@ def test_more_members_than_the_bound_are_refused(tmp_path: Path, monkeypatch: py
     archive = tmp_path / f"{TOP}.tar.gz"
     sha = write_tar_gz(archive, [GOOD[0], *many])
     with pytest.raises(ArchiveError, match="more than 64 members"):
-        sdist.unpack(archive, tmp_path / "tree", pin(sha))
+        sdist.unpack(archive, tmp_path / "tree", upstream=pin(sha))
     assert not (tmp_path / "tree").exists()
 
 
@@ -159,7 +159,7 @@ def test_members_whose_sizes_add_up_beyond_the_bound_are_refused(
     archive = tmp_path / f"{TOP}.tar.gz"
     sha = write_tar_gz(archive, [GOOD[0], *(tar_member(f"{TOP}/f{i}", b"z" * 400) for i in range(3))])
     with pytest.raises(ArchiveError, match="unpacks to more than 1000 bytes"):
-        sdist.unpack(archive, tmp_path / "tree", pin(sha))
+        sdist.unpack(archive, tmp_path / "tree", upstream=pin(sha))
     assert not (tmp_path / "tree").exists()
 
 
@@ -167,7 +167,7 @@ def test_a_file_that_is_no_tar_gz_is_refused(tmp_path: Path) -> None:
     archive = tmp_path / f"{TOP}.tar.gz"
     archive.write_bytes(b"\x1f\x8b\x08\x00garbage" * 10)
     with pytest.raises(ArchiveError, match="not a readable .tar.gz"):
-        sdist.unpack(archive, tmp_path / "tree", pin("0" * 64))
+        sdist.unpack(archive, tmp_path / "tree", upstream=pin("0" * 64))
     assert not (tmp_path / "tree").exists()
 
 
@@ -185,9 +185,9 @@ def test_a_cached_archive_that_lost_its_hash_is_refused_saying_how_to_fetch_agai
     cached.parent.mkdir(parents=True)
     cached.write_bytes(archive.read_bytes()[:-1])  # truncated
     with pytest.raises(ArchiveError) as info:
-        sdist.obtain_archive(pin(sha), str(archive), "env KIT_DEMO_URL", python="unused")
+        sdist.obtain_archive(pin(sha), str(archive), origin="env KIT_DEMO_URL", python="unused")
     assert f"the cached archive {cached}" in str(info.value) and f"rm '{cached}'" in str(info.value)
     assert cached.read_bytes() == archive.read_bytes()[:-1]  # refused, not replaced behind the user's back
     cached.unlink()
-    assert sdist.obtain_archive(pin(sha), str(archive), "env KIT_DEMO_URL", python="unused") == cached
+    assert sdist.obtain_archive(pin(sha), str(archive), origin="env KIT_DEMO_URL", python="unused") == cached
     assert cached.read_bytes() == archive.read_bytes()
