@@ -84,8 +84,10 @@ def apply_series(repo: Path, patches: Sequence[Path], *, label: str) -> list[App
         result = git(*AM_COMMAND, str(patch), cwd=repo, check=False, env=KIT_COMMITTER)
         if result.returncode != 0:
             output = result.stdout.decode("utf-8", "replace") + result.stderr
+            # a 3-way merge that conflicted names its files only in the index (am --quiet)
+            unmerged = git("diff", "--name-only", "--diff-filter=U", cwd=repo, check=False).out.splitlines()
             git("am", "--abort", cwd=repo, check=False)
-            files = ", ".join(failed_paths(output)) or "see git's words below"
+            files = ", ".join(failed_paths(output) or unmerged) or "see git's words below"
             raise PatchApplyError(
                 f"{label}: patch {patch} does not apply (files: {files}).\n{output.strip()}\n"
                 "The checkout is as it was before this run. Fix the patch (make it from a checkout "

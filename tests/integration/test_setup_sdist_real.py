@@ -15,6 +15,7 @@ import pytest
 
 from scripts.upstream import sdist
 from scripts.upstream.checkout import UPSTREAM_HEAD
+from scripts.upstream.checkpatches import check_patches
 from scripts.upstream.config import load_project, url_and_origin
 from scripts.upstream.gitutil import git, rev_parse
 from scripts.upstream.series import inspect_checkout
@@ -73,3 +74,5 @@ def test_the_real_sdist_becomes_a_reproducible_base_with_the_series_on_top(
     other = setup_upstream("ultralytics", project=project, root=tmp_path / "b", install=False)
     assert (rev_parse(other.path, UPSTREAM_HEAD), other.head) == (base, first.head)
     print(f"ultralytics 8.4.190: base commit {base}")
+    [checked] = check_patches(project, ["ultralytics"], strict=True)  # the series, strictly, on the base
+    assert (checked.problems, checked.skipped) == ([], None)

@@ -4,6 +4,7 @@ sdist built here, named through KIT_DEMO_URL (a file, a folder, or a local index
 from __future__ import annotations
 
 import os
+import re
 import sys
 import tarfile
 import tempfile
@@ -16,7 +17,7 @@ from scripts.__main__ import main
 from scripts.upstream.checkout import UPSTREAM_HEAD
 from scripts.upstream.checkpatches import check_patches
 from scripts.upstream.config import load_project
-from scripts.upstream.errors import DirtyCheckoutError
+from scripts.upstream.errors import DirtyCheckoutError, PatchApplyError
 from scripts.upstream.refresh import refresh_patches
 from scripts.upstream.setup_upstream import SetupResult, setup_upstream
 from scripts.upstream.status import status
@@ -211,6 +212,26 @@ def test_a_new_release_is_rebuilt_from_its_archive(
     assert f"SHA256: {sha}" in run_git("log", "-1", "--format=%B", UPSTREAM_HEAD, cwd=result.path)
     assert (result.path / "demo_pkg" / "__init__.py").read_text() == '__version__ = "1.0.1"\n'
     assert (result.path / "demo_pkg" / "kit_hook.py").is_file()
+
+
+def test_a_patch_failing_on_a_new_release_leaves_the_checkout_and_names_the_new_base(
+    isolated: Path, demo: Sdist, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo = setup(demo.config).path
+    before, old_head, old_base = tree_snapshot(repo), head(repo), head(repo, UPSTREAM_HEAD)
+    files = {**sdist_files("1.0.1"), "demo_pkg/model.py": MODEL.replace("value_5 = 5\n", "value_5 = 7\n")}
+    archive = isolated / "mirror" / f"{SDIST_NAME}-1.0.1.tar.gz"
+    sha = write_tar_gz(archive, sdist_members(files, top=f"{SDIST_NAME}-1.0.1"))
+    demo.config.write_text(demo.config.read_text().replace(demo.sha256, sha).replace('"1.0.0"', '"1.0.1"'))
+    monkeypatch.setenv("KIT_DEMO_URL", str(archive))
+    capsys.readouterr()
+    with pytest.raises(PatchApplyError, match="0001-model-value_5-is-50.patch .*demo_pkg/model.py"):
+        setup(demo.config)
+    assert (head(repo), head(repo, UPSTREAM_HEAD), tree_snapshot(repo)) == (old_head, old_base, before)
+    # the new base stays in the checkout's objects, to rebase the series onto by hand
+    found = re.search(rf"base commit ([0-9a-f]{{40}}) = {SDIST_NAME}-1.0.1.tar.gz", capsys.readouterr().out)
+    assert found and run_git("cat-file", "-t", found.group(1), cwd=repo) == "commit"
+    assert f"SHA256: {sha}" in run_git("log", "-1", "--format=%B", found.group(1), cwd=repo)
 
 
 def pip_isolated(monkeypatch: pytest.MonkeyPatch) -> None:
