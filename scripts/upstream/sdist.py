@@ -135,17 +135,23 @@ def obtain_archive(upstream: Upstream, url: str, *, origin: str, python: str) ->
         fix = f"The cache is the kit's: remove that file (rm '{cached}') to fetch the archive again."
         verify(cached, upstream, what="the cached archive", fix=fix)
         return cached
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".fetch-", dir=cached.parent) as tmp:
-        source = local_archive(upstream, url)
-        if source is not None:
-            verify(source, upstream, what=f"the archive ({origin})")
-            got = Path(tmp) / archive_name(upstream)
-            shutil.copyfile(source, got)
-        else:
-            got = _pip_download(upstream, url, origin=origin, python=python, dest=Path(tmp))
-        verify(got, upstream, what="the downloaded archive")
-        os.replace(got, cached)
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=".fetch-", dir=cached.parent) as tmp:
+            source = local_archive(upstream, url)
+            if source is not None:
+                verify(source, upstream, what=f"the archive ({origin})")
+                got = Path(tmp) / archive_name(upstream)
+                shutil.copyfile(source, got)
+            else:
+                got = _pip_download(upstream, url, origin=origin, python=python, dest=Path(tmp))
+            verify(got, upstream, what="the downloaded archive")
+            os.replace(got, cached)
+    except OSError as e:  # the cache cannot be written: read-only, full, not a folder
+        raise FetchError(
+            f"{upstream.name}: cannot keep {archive_name(upstream)} in {cached.parent} ({e}); "
+            "make it writable or set XDG_CACHE_HOME to a folder that is"
+        ) from None
     print(f"{upstream.name}: cached {cached} (sha256 {upstream.sha256})")
     return cached
 

@@ -191,3 +191,13 @@ def test_a_cached_archive_that_lost_its_hash_is_refused_saying_how_to_fetch_agai
     cached.unlink()
     assert sdist.obtain_archive(pin(sha), str(archive), origin="env KIT_DEMO_URL", python="unused") == cached
     assert cached.read_bytes() == archive.read_bytes()
+
+
+def test_a_cache_that_cannot_be_written_is_an_error_naming_it_and_xdg_cache_home(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "cache").write_text("a file where the cache folder would be")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    archive, sha = make_sdist(tmp_path / "mirror")
+    with pytest.raises(FetchError, match=f"cannot keep {TOP}.tar.gz in {tmp_path / 'cache'}.*XDG_CACHE_HOME"):
+        sdist.obtain_archive(pin(sha), str(archive), origin="env KIT_DEMO_URL", python="unused")
