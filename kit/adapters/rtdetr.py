@@ -108,6 +108,18 @@ def _decoder(model: nn.Module) -> Any:
     return head
 
 
+def _checked_size(img_size: int, *, stride: int) -> int:
+    """The square input side: a multiple of the model's stride (the levels' shapes must agree for the
+    encoder's upsampling), as the package's ``check_imgsz`` requires; refused, not rounded."""
+    if img_size < stride or img_size % stride:
+        fit = max(stride, -(-img_size // stride) * stride)
+        raise KitError(
+            f"image size (imgsz, --img-size) {img_size} is not a multiple of the RT-DETR model's stride "
+            f"{stride}: its encoder levels would not line up; pass {fit}"
+        )
+    return img_size
+
+
 def _names(names: Mapping[int, str] | Sequence[str] | None, nc: int) -> list[str]:
     if names is None:
         return [str(i) for i in range(nc)]
@@ -140,7 +152,7 @@ class RTDETRAdapter:
         self.head: Any = _decoder(model)
         self.nc = int(self.head.nc)
         self.names: list[str] = _names(names, self.nc)
-        self.img_size = int(img_size)
+        self.img_size = _checked_size(int(img_size), stride=int(max(getattr(model, "stride", [32]))))
         self.conf_thres = float(conf_thres)
         self.max_det = max_det
         self.classes = None if classes is None else [int(c) for c in classes]

@@ -102,7 +102,12 @@ def forward(adapter: RTDETRAdapter, images: list[np.ndarray]) -> tuple[RTDETROut
 
 
 @pytest.mark.parametrize(
-    "settings", [{"conf_thres": 0.5}, {"conf_thres": 0.45, "classes": [1, 2], "max_det": 7}]
+    "settings",
+    [
+        {"conf_thres": 0.5},
+        {"conf_thres": 0.45},  # image 0: two queries kept for two classes each
+        {"conf_thres": 0.45, "classes": [1, 2], "max_det": 7},
+    ],
 )
 def test_detections_are_the_package_predictors_with_their_query(package: Any, settings: dict) -> None:
     adapter = adapter_of(package, **settings)
@@ -130,6 +135,9 @@ def test_detections_are_the_package_predictors_with_their_query(package: Any, se
             assert d.level is None and 0 <= d.row < 30
             assert float(candidates.scores[d.row, d.class_id]) == pytest.approx(d.score, abs=1e-6)
             np.testing.assert_allclose(candidates.boxes[d.row].numpy(), d.box_xyxy, atol=1e-4)
+    kept = [(d.image_index, d.row) for d in detections]
+    twice = {one for one in kept if kept.count(one) > 1}
+    assert bool(twice) == (settings == {"conf_thres": 0.45})  # the top-k runs over query x class pairs
     if "classes" in settings:
         assert {d.class_id for d in detections} <= {1, 2}
         assert max(sum(d.image_index == i for d in detections) for i in (0, 1)) <= 7
@@ -319,9 +327,16 @@ def test_models_it_cannot_explain_are_refused(package: Any) -> None:
         net.eval()
     with pytest.raises(KitError, match="3 classes but 2 names"):
         RTDETRAdapter(net, names={0: "a", 1: "b"}, img_size=SIDE)
+    with pytest.raises(KitError, match=r"image size \(imgsz, --img-size\) 100 is not a multiple.*pass 128"):
+        RTDETRAdapter(net, img_size=100)
     adapter = RTDETRAdapter(net, img_size=SIDE)
     with pytest.raises(KitError, match=r"shape \(H, W, 3\)"):
         adapter.preprocess([np.zeros((8, 8), dtype=np.uint8)])
+    # rows the head chose otherwise than its top-k over query x class scores: no query is guessed
+    output, _ = forward(adapter, pictures()[:1])
+    output.topk[0, :2, 5] = output.topk[0, [1, 0], 5] + 1
+    with pytest.raises(KitError, match="top-k rows do not match its decoder scores"):
+        adapter.detect(output)
 
 
 def test_rtdetr_l_names_its_stages() -> None:
