@@ -3,28 +3,35 @@ modules: backbone, AIFI hybrid encoder, RTDETRDecoder), against the package's ow
 
 from __future__ import annotations
 
+import json
 import os
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import pytest
 import torch
 
 from kit.adapters.rtdetr import RTDETRAdapter, RTDETROutput
+from kit.api import Explainer
 from kit.core.contract import LayerNotFoundError
 from kit.core.detection import MissedReason
 from kit.core.engine import explain
 from kit.core.errors import KitError
 from kit.core.geometry import Letterbox, boxes_to_original
 from kit.core.targets import TARGETS, TargetNotSupportedError, get_target
+from kit.evaluation.audit import audit_run
 from kit.evaluation.labels import GroundTruth
 from kit.evaluation.metrics import box_iou
-from kit.evaluation.missed import MissedFinder
+from kit.evaluation.missed import REASONS, MissedFinder
 from kit.methods.base import BatchJob
 from kit.methods.cam import CAM_METHODS
 from kit.methods.drise import DRiseSettings
 from kit.methods.registry import METHODS
 from kit.run.runner import to_image_result
+from kit.upstreams.loaders import Loaded
 
 SIDE = 160
 # Three levels (strides 8, 16, 32), the hybrid encoder (AIFI on the last, FPN then PAN), and a
@@ -349,3 +356,48 @@ def test_rtdetr_l_names_its_stages() -> None:
         "decoder": ["model.28.input_proj.0", "model.28.input_proj.1", "model.28.input_proj.2"],
     }
     assert len(adapter.names) == 80 and isinstance(adapter.resolve_layers(["9"])["9"], torch.nn.Module)
+
+
+def test_a_run_folder_with_box_maps_evaluation_missed_objects_audit_and_resume(
+    package: Any, tmp_path: Path
+) -> None:
+    adapter = adapter_of(package, conf_thres=0.55, max_det=2)
+    images, labels = tmp_path / "images", tmp_path / "labels"
+    images.mkdir()
+    labels.mkdir()
+    output, letterboxes = forward(adapter, pictures())
+    kept = adapter.detect(output)
+    for index, (name, image) in enumerate(zip("ab", pictures())):
+        cv2.imwrite(str(images / f"{name}.png"), image)
+        h, w = image.shape[:2]
+        mine = [d for d in kept if d.image_index == index]
+        found = boxes_to_original(np.array([mine[0].box_xyxy]), letterboxes[index])[0]
+        other = boxes_to_original(
+            output.box([replace(mine[0], row=(mine[0].row + 7) % 30)]).numpy(), letterboxes[index]
+        )[0]
+        rows = [(mine[0].class_id, found), ((mine[0].class_id + 1) % 3, other)]
+        (labels / f"{name}.txt").write_text(
+            "".join(
+                f"{c} {(x1 + x2) / 2 / w} {(y1 + y2) / 2 / h} {(x2 - x1) / w} {(y2 - y1) / h}\n"
+                for c, (x1, y1, x2, y2) in rows
+            )
+        )
+    explainer = Explainer(
+        Loaded(adapter=adapter, weights="rtdetr-tiny.pt", settings={}), upstream="ultralytics"
+    )
+    settings = {"labels": labels, "explain_missed": True, "target": "box", "eval_curves": 2}
+    result = explainer.run(images, tmp_path / "run", **settings)
+    assert (result.images, result.failed) == (2, 0) and result.eval_report is not None
+    manifest = json.loads(result.manifest.read_text())
+    for record in manifest["images"]:
+        assert len(record["detections"]) == 2
+        assert all(set(d["maps"]) == set(ENCODER) for d in record["detections"])
+        (missed,) = record["missed"]
+        assert missed["candidate"]["why"] in REASONS and set(missed["candidate"]["maps"]) == set(ENCODER)
+    report = json.loads(result.eval_report.read_text())
+    assert report["missed"] and (tmp_path / "run" / "index.html").is_file()
+    audit = audit_run(tmp_path / "run", layer="15")
+    assert audit is not None
+    again = explainer.run(images, tmp_path / "run", resume=True, **settings)
+    assert (again.images, again.failed) == (2, 0)
+    assert json.loads(again.manifest.read_text())["images"] == manifest["images"]
