@@ -151,7 +151,7 @@ class RTDETRAdapter:
         self.model = model
         self.head: Any = _decoder(model)
         self.nc = int(self.head.nc)
-        self.names: list[str] = _names(names, self.nc)
+        self.names: list[str] = _names(names if names is not None else getattr(model, "names", None), self.nc)
         self.img_size = _checked_size(int(img_size), stride=int(max(getattr(model, "stride", [32]))))
         self.conf_thres = float(conf_thres)
         self.max_det = max_det
@@ -197,8 +197,8 @@ class RTDETRAdapter:
         count = len(seq)
         for name in names:
             if name.lstrip("-").isdigit():
-                index = int(name)
-                if not -count <= index < count - 1:
+                index = int(name) + (count if name.startswith("-") else 0)  # -1: the decoder
+                if not 0 <= index < count - 1:
                     raise LayerNotFoundError(
                         f"target layer {name} is out of range: this model has layers 0..{count - 2} before "
                         f"the RTDETRDecoder (layer {count - 1}); {self._advice()}"

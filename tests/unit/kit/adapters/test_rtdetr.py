@@ -260,6 +260,9 @@ def test_layers_of_the_backbone_encoder_and_decoder_inputs_and_decoder_layers_re
         adapter.resolve_layers(["model.22.enc_output"])
     with pytest.raises(LayerNotFoundError, match="out of range.*layers 0..21 before the RTDETRDecoder"):
         adapter.resolve_layers(["22"])
+    with pytest.raises(LayerNotFoundError, match="target layer -1 is out of range"):
+        adapter.resolve_layers(["-1"])  # the decoder itself
+    assert adapter.resolve_layers(["-2"]) == {"-2": adapter.model.model[21]}
     with pytest.raises(LayerNotFoundError, match="encoder: 15,18,21"):
         adapter.resolve_layers(["model.99"])
 
@@ -337,6 +340,7 @@ def test_models_it_cannot_explain_are_refused(package: Any) -> None:
     with pytest.raises(KitError, match=r"image size \(imgsz, --img-size\) 100 is not a multiple.*pass 128"):
         RTDETRAdapter(net, img_size=100)
     adapter = RTDETRAdapter(net, img_size=SIDE)
+    assert adapter.names == ["0", "1", "2"]  # the model's own (a yaml numbers them)
     with pytest.raises(KitError, match=r"shape \(H, W, 3\)"):
         adapter.preprocess([np.zeros((8, 8), dtype=np.uint8)])
     # rows the head chose otherwise than its top-k over query x class scores: no query is guessed
