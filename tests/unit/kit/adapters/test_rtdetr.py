@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -68,24 +69,28 @@ ENCODER = ["15", "18", "21"]
 
 
 @pytest.fixture(scope="module")
-def package(tmp_path_factory: pytest.TempPathFactory) -> Any:
+def package(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """The package's ``RTDETR`` on the tiny yaml, random weights (seeded), after one prediction:
-    ``predictor.model.model`` is the eval-mode, fused model its predictor runs."""
-    os.environ.setdefault("YOLO_OFFLINE", "1")
-    ultralytics = pytest.importorskip("ultralytics", reason="the ultralytics package is not importable")
-    path = tmp_path_factory.mktemp("rtdetr") / "rtdetr-tiny.yaml"
-    path.write_text(TINY)
-    torch.manual_seed(0)
-    model = ultralytics.RTDETR(str(path))
-    head = model.model.model[-1]
-    with torch.no_grad():  # the package zeroes the box heads' last layers and sets one class bias:
-        for mlp in [*head.dec_bbox_head, head.enc_bbox_head]:  # boxes that move, scores that differ
-            torch.nn.init.normal_(mlp.layers[-1].weight, std=0.05)
-            torch.nn.init.normal_(mlp.layers[-1].bias, std=0.5)
-        for linear in head.dec_score_head:
-            torch.nn.init.normal_(linear.bias, std=1.0)
-    model.predict(pictures()[0], imgsz=SIDE, conf=0.5, device="cpu", verbose=False)
-    return model
+    ``predictor.model.model`` is the eval-mode, fused model its predictor runs. Offline, and its
+    settings file in a temporary folder (where the package is first imported here)."""
+    folder = tmp_path_factory.mktemp("rtdetr")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("YOLO_OFFLINE", "1")
+        env.setenv("YOLO_CONFIG_DIR", os.environ.get("YOLO_CONFIG_DIR", str(folder)))
+        ultralytics = pytest.importorskip("ultralytics", reason="the ultralytics package is not importable")
+        path = folder / "rtdetr-tiny.yaml"
+        path.write_text(TINY)
+        torch.manual_seed(0)
+        model = ultralytics.RTDETR(str(path))
+        head = model.model.model[-1]
+        with torch.no_grad():  # the package zeroes the box heads' last layers and sets one class bias:
+            for mlp in [*head.dec_bbox_head, head.enc_bbox_head]:  # boxes that move, scores that differ
+                torch.nn.init.normal_(mlp.layers[-1].weight, std=0.05)
+                torch.nn.init.normal_(mlp.layers[-1].bias, std=0.5)
+            for linear in head.dec_score_head:
+                torch.nn.init.normal_(linear.bias, std=1.0)
+        model.predict(pictures()[0], imgsz=SIDE, conf=0.5, device="cpu", verbose=False)
+        yield model
 
 
 def pictures() -> list[np.ndarray]:
@@ -350,9 +355,8 @@ def test_models_it_cannot_explain_are_refused(package: Any) -> None:
         adapter.detect(output)
 
 
-def test_rtdetr_l_names_its_stages() -> None:
-    ultralytics = pytest.importorskip("ultralytics", reason="the ultralytics package is not importable")
-    net = ultralytics.RTDETR("rtdetr-l.yaml").model.eval()
+def test_rtdetr_l_names_its_stages(package: Any) -> None:
+    net = type(package)("rtdetr-l.yaml").model.eval()
     adapter = RTDETRAdapter(net, names=net.names, img_size=640)
     assert adapter.layer_groups() == {
         "backbone": ["9"],
