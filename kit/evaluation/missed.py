@@ -2,7 +2,9 @@
 
 With ``--eval LABELS --explain-missed``, every ground-truth box of an image that no kept detection
 matches (the evaluation's one rule, :func:`kit.evaluation.evaluate.match_detections`) gets one candidate among
-all of the image's pre-NMS rows, proposals or anchors (the adapter's ``candidates`` capability),
+all of the image's pre-NMS rows, proposals or anchors, or decoder queries (RT-DETR; a query's score is
+the sigmoid of its class logit, so the highest score is the highest logit) (the adapter's
+``candidates`` capability),
 explained for the ground-truth class in the same forward pass as the kept detections:
 
 1. a kept detection of the object's class that matched no other object and overlaps it by
