@@ -51,6 +51,20 @@ class UltralyticsFunctions:
     non_max_suppression: Callable[..., Any]
 
 
+@dataclass(frozen=True)
+class Selection:
+    """Which rows are kept, as ``yolo predict`` takes them: ``conf``, ``iou``, ``classes``,
+    ``agnostic_nms``, ``max_det``, and ``end2end`` (``nms=False``: an end-to-end head's one-to-one
+    branch; None: the branch the checkpoint selects)."""
+
+    conf_thres: float
+    iou_thres: float
+    classes: Sequence[int] | None = None
+    agnostic: bool = False
+    max_det: int = 300
+    end2end: bool | None = None
+
+
 @dataclass
 class UltralyticsOutput:
     """One forward of an ultralytics ``Detect`` head, row-aligned: decoded boxes, class
@@ -142,29 +156,19 @@ class UltralyticsAdapter:
     """Preprocess, forward and kept detections of an ultralytics ``DetectionModel``."""
 
     def __init__(
-        self,
-        model: nn.Module,
-        *,
-        functions: UltralyticsFunctions,
-        img_size: int,
-        conf_thres: float,
-        iou_thres: float,
-        classes: Sequence[int] | None = None,
-        agnostic: bool = False,
-        max_det: int = 300,
-        end2end: bool | None = None,
+        self, model: nn.Module, *, functions: UltralyticsFunctions, img_size: int, selection: Selection
     ) -> None:
         self.model = model
         self.functions = functions
         self.head: Any = detect_head(model)
         self.stride = int(max(float(s) for s in self.head.stride))
         self.img_size = img_size
-        self.conf_thres = conf_thres
-        self.iou_thres = iou_thres
-        self.classes = list(classes) if classes is not None else None
-        self.agnostic = agnostic
-        self.max_det = max_det
-        self.end2end = one_to_one(self.head, end2end)
+        self.conf_thres = selection.conf_thres
+        self.iou_thres = selection.iou_thres
+        self.classes = list(selection.classes) if selection.classes is not None else None
+        self.agnostic = selection.agnostic
+        self.max_det = selection.max_det
+        self.end2end = one_to_one(self.head, selection.end2end)
         nc = int(self.head.nc)
         names = getattr(model, "names", None)
         self.names: list[str] = list(names) if names else [str(i) for i in range(nc)]

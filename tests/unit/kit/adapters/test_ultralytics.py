@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from kit.adapters.ultralytics import UltralyticsAdapter, UltralyticsFunctions, UltralyticsOutput
+from kit.adapters.ultralytics import Selection, UltralyticsAdapter, UltralyticsFunctions, UltralyticsOutput
 from kit.core.errors import KitError
 from kit.core.targets import TargetNotSupportedError, get_target
 from tests.ultralytics_models import NEEDS_PACKAGE, import_package, random_detector
@@ -47,8 +47,7 @@ def adapter(model: Any, *, end2end: bool | None = None, **settings: Any) -> Ultr
         model,
         functions=UltralyticsFunctions(letterbox=LetterBox, non_max_suppression=non_max_suppression),
         img_size=SIZE,
-        end2end=end2end,
-        **options,
+        selection=Selection(end2end=end2end, **options),
     )
 
 
