@@ -1,6 +1,7 @@
 """kit.adapters.ultralytics on random-weight models of the package's own yamls (YOLO11, YOLOv8:
-DFL heads; YOLO26: an end-to-end head): the kept rows are the package's predictions, the class
-target reads the detection's own row and level, the box target is the DFL expectation."""
+DFL heads; YOLO26, YOLOv10: end-to-end heads, one DFL bin and 16): the kept rows are the package's
+predictions, the class target reads the detection's own row and level, the box target is the DFL
+expectation."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ pytestmark = NEEDS_PACKAGE
 SIZE = 160  # small inputs: 20x15, 10x8 and 5x4 cells for a 4:3 image
 CONF, IOU, MAX_DET = 0.25, 0.7, 300
 # cfg, explained branch: the one-to-many one with NMS, or an end-to-end head's one-to-one one (nms=False)
-CASES = [("yolo11n.yaml", None), ("yolov8n.yaml", None), ("yolo26n.yaml", None), ("yolo26n.yaml", True)]
+# (YOLO26's one-to-many branch with NMS is YOLO11's path: its loader test runs it)
+CASES = [("yolo11n.yaml", None), ("yolov8n.yaml", None), ("yolo26n.yaml", True), ("yolov10n.yaml", True)]
 
 
 def image(seed: int = 1) -> np.ndarray:
