@@ -123,8 +123,55 @@ def check_ultralytics_model(model: Any, path: Path) -> None:
         raise CheckpointError(
             f"{where} Detect head's inputs (f) are {sources!r}, expected {nl} layer indices"
         )
+    check_branches(head, f"{where} Detect head's", nc=int(nc), nl=int(nl), reg_max=int(reg_max))
     check_class_names(getattr(model, "names", None), int(nc), f"{where} class names")
     checkpoints._check_layers(model, where, path)
+
+
+SWITCHES = ("dynamic", "export", "xyxy", "legacy", "agnostic_nms", "_end2end")  # read as truth values
+CACHES = ("shape", "anchors", "strides")  # what the head computes on its first forward
+
+
+def check_branches(head: Any, where: str, *, nc: int, nl: int, reg_max: int) -> None:
+    """Each branch of the head one level per ``nl``, ending in a 1x1 conv of the outputs the decoding
+    reads (4 x ``reg_max`` box bins, ``nc`` classes), the DFL conv of ``reg_max`` bins, and its
+    switches plain booleans: what forward indexes and compares without a check of its own."""
+    from torch import nn
+
+    children = vars(head).get("_modules", {})
+    outputs = {"cv2": 4 * reg_max, "cv3": nc, "one2one_cv2": 4 * reg_max, "one2one_cv3": nc}
+    for name, wanted in outputs.items():
+        branch = children.get(name)
+        if branch is None and name.startswith("one2one_"):
+            continue
+        if branch is None and children.get("one2one_" + name) is not None:
+            continue  # fused end to end: the one-to-one branch alone
+        last = [
+            level[-1] if isinstance(level, nn.Sequential) and len(level) else None for level in branch or []
+        ]
+        if not (
+            isinstance(branch, nn.ModuleList)
+            and len(branch) == nl
+            and all(isinstance(c, nn.Conv2d) and c.out_channels == wanted for c in last)
+        ):
+            shown = (
+                f"a ModuleList of {len(branch)} levels"
+                if isinstance(branch, nn.ModuleList)
+                else describe(branch)
+            )
+            raise CheckpointError(
+                f"{where} {name} is {shown}, expected {nl} levels each ending in {wanted} outputs"
+            )
+    dfl = children.get("dfl")
+    weight = getattr(getattr(dfl, "conv", None), "weight", None)
+    if reg_max > 1 and not (
+        getattr(dfl, "c1", None) == reg_max and getattr(weight, "shape", None) == (1, reg_max, 1, 1)
+    ):
+        shown = f"a {type(dfl).__name__} of {getattr(dfl, 'c1', None)!r:.40} bins"
+        raise CheckpointError(f"{where} dfl is {shown}, expected a DFL of reg_max = {reg_max} bins")
+    for name in SWITCHES:
+        if name in vars(head) and type(vars(head)[name]) is not bool:
+            raise CheckpointError(f"{where} {name} is {vars(head)[name]!r:.80}, expected True or False")
 
 
 def checkpoint_check(model_class: type) -> Any:
@@ -153,6 +200,8 @@ def read_model(path: str, *, trust: bool, device: Any) -> Any:
     )
     ckpt = loader(path, "cpu")
     model = ckpt[yolo_model_key(ckpt)].float()
+    for name in CACHES:  # recomputed on the first forward, never taken from the file
+        vars(model.model[-1]).pop(name, None)
     model.pt_path = str(path)
     return model.eval().to(device)
 

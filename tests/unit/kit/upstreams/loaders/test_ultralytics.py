@@ -127,12 +127,39 @@ def test_a_checkpoint_of_another_kind_is_refused_saying_what_it_holds(
         load(tmp_path / "absent.pt")
 
 
-def test_a_head_whose_numbers_are_out_of_range_is_refused(yolo11: tuple[Any, Path], tmp_path: Path) -> None:
-    model, _ = yolo11
+def _edit_head(head: Any, key: str) -> None:
+    if key == "reg_max":
+        head.reg_max = 10**6
+    elif key == "nl":
+        head.nl = 2
+    elif key == "cv3":
+        del head.cv3[2]
+    elif key == "dfl":
+        head.dfl.c1 = 8
+    elif key == "dynamic":
+        head.dynamic = torch.ones(2)
+    elif key == "f":
+        head.f = [16, 19, 99]
+
+
+HEAD_REFUSALS = {
+    "reg_max": "Detect head's reg_max is 1000000, expected 1..64",
+    "nl": r"Detect head's stride is the tensor \[8.0, 16.0, 32.0\], expected a 1-D tensor of strides \(2 of",
+    "cv3": "Detect head's cv3 is a ModuleList of 2 levels, expected 3 levels each ending in 3 outputs",
+    "dfl": "Detect head's dfl is a DFL of 8 bins, expected a DFL of reg_max = 16 bins",
+    "dynamic": r"Detect head's dynamic is tensor\(\[1., 1.\]\), expected True or False",
+    "f": r"Detect head's inputs \(f\) are \[16, 19, 99\], expected 3 layer indices",
+}
+
+
+@pytest.mark.parametrize("key", list(HEAD_REFUSALS))
+def test_a_head_that_forward_could_not_run_is_refused_naming_what(
+    yolo11: tuple[Any, Path], tmp_path: Path, key: str
+) -> None:
     import copy
 
-    bad = copy.deepcopy(model)
-    bad.model[-1].reg_max = 10**6
+    bad = copy.deepcopy(yolo11[0])
+    _edit_head(bad.model[-1], key)
     path = save_checkpoint(bad, tmp_path / "bad.pt")
-    with pytest.raises(CheckpointError, match="Detect head's reg_max is 1000000, expected 1..64"):
+    with pytest.raises(CheckpointError, match=HEAD_REFUSALS[key]):
         load(path)
