@@ -72,7 +72,7 @@ def load(
 ) -> Explainer:
     """Load a detector with its upstream's own code, for :meth:`Explainer.explain` and :meth:`Explainer.run`.
 
-    upstream: ``"yolov7"``, ``"yolov3"``, ``"yolov5"`` or ``"detectron2"``.
+    upstream: ``"yolov7"``, ``"yolov3"``, ``"yolov5"``, ``"detectron2"`` or ``"ultralytics"``.
     weights: the checkpoint, read through the kit's safe loader (yolov3/yolov5/yolov7: written by
         train.py, ``"demo"`` for the demo detector with yolov7; detectron2: a model-zoo ``.pkl``
         or a ``.pth``; None: the config's ``MODEL.WEIGHTS``).
@@ -88,7 +88,9 @@ def load(
         ``iou_thres`` (0.45), ``max_det`` (yolov7 300, yolov3 and yolov5 1000), ``classes`` (class ids to
         keep), ``agnostic_nms``, ``half`` (float16 on CUDA). detectron2: ``config_file`` (default
         Faster R-CNN R50-FPN 3x, relative to the checkout), ``opts`` (``KEY VALUE`` ... config
-        overrides), ``conf_thres`` (0.5), ``max_det`` (no cap).
+        overrides), ``conf_thres`` (0.5), ``max_det`` (no cap). ultralytics: those of the YOLO
+        upstreams (``iou_thres`` 0.7 and ``max_det`` 300, as ``yolo predict``), and ``nms`` (False:
+        an end-to-end head's one-to-one branch, as ``yolo predict nms=False``).
 
     Every value is checked before the model loads; a bad one raises a :class:`kit.core.errors.KitError`
     that says what to pass.
@@ -104,21 +106,41 @@ def load(
     folder = find_checkout(upstream, checkout)
     use_checkout(upstream, folder)
     device = distributed.local_device(device, style=spec.device_style)
-    loaded: Loaded
-    if spec.loader == "detectron2":
+    loaded = _load_model(
+        upstream, folder, weights, device=device, trust_checkpoint=trust_checkpoint, options=options
+    )
+    return Explainer(loaded, upstream=upstream)
+
+
+def _load_model(
+    upstream: str,
+    folder: Path,
+    weights: PathLike | Sequence[PathLike] | None,
+    *,
+    device: str | None,
+    trust_checkpoint: bool,
+    options: dict[str, Any],
+) -> Loaded:
+    """The model of ``upstream`` from its checkout ``folder``, with the loader its spec names."""
+    loader = SPECS[upstream].loader
+    if loader == "detectron2":
         from kit.upstreams.loaders import detectron2
 
         if weights is not None and not isinstance(weights, (str, Path)):
             raise ArgumentError("detectron2 takes one weights file")
-        loaded = detectron2.load(folder, weights, device=device, trust_checkpoint=trust_checkpoint, **options)
-    else:
-        from kit.upstreams.loaders import yolo
+        return detectron2.load(folder, weights, device=device, trust_checkpoint=trust_checkpoint, **options)
+    if weights is None:
+        made_by = "its trainer, e.g. yolo11n.pt" if loader == "ultralytics" else "train.py, or 'demo'"
+        raise ArgumentError(f"{upstream} needs weights: a checkpoint written by {made_by}")
+    if loader == "ultralytics":
+        from kit.upstreams.loaders import ultralytics
 
-        if weights is None:
-            raise ArgumentError(f"{upstream} needs weights: a checkpoint written by train.py, or 'demo'")
-        settings = yolo.YoloOptions(device=device, trust_checkpoint=trust_checkpoint, **options)
-        loaded = yolo.load(upstream, folder, weights, options=settings)
-    return Explainer(loaded, upstream=upstream)
+        choices = ultralytics.UltralyticsOptions(device=device, trust_checkpoint=trust_checkpoint, **options)
+        return ultralytics.load(folder, weights, options=choices)
+    from kit.upstreams.loaders import yolo
+
+    settings = yolo.YoloOptions(device=device, trust_checkpoint=trust_checkpoint, **options)
+    return yolo.load(upstream, folder, weights, options=settings)
 
 
 class Explainer:

@@ -107,6 +107,125 @@ def parse_yolo(spec: UpstreamSpec, flags: EntryFlags, argv: list[str] | None) ->
     return opt
 
 
+# `yolo predict`'s arguments the ultralytics entry point takes as key=value, and their flags here.
+PREDICT_KEYS = {
+    "model": "--model",
+    "source": "--source",
+    "conf": "--conf",
+    "iou": "--iou",
+    "imgsz": "--imgsz",
+    "device": "--device",
+    "max_det": "--max-det",
+    "classes": "--classes",
+    "agnostic_nms": "--agnostic-nms",
+    "half": "--half",
+    "project": "--project",
+    "name": "--name",
+    "exist_ok": "--exist-ok",
+    "nms": "--nms",
+}
+PREDICT_SWITCHES = ("agnostic_nms", "half", "exist_ok")
+PREDICT_LISTS = ("classes", "imgsz")
+
+
+def predict_tokens(argv: list[str], parser: argparse.ArgumentParser) -> list[str]:
+    """``key=value`` arguments as ``yolo predict`` takes them (``model=yolo11n.pt conf=0.3
+    imgsz=640 classes=0,2 half=True``) turned into this parser's flags; ``--flags`` pass as they are.
+    An unknown key stops the parser (exit 2) naming it and the keys it takes."""
+    out: list[str] = []
+    for token in argv:
+        key, eq, value = token.partition("=")
+        after_flag = bool(out) and out[-1].startswith("--") and "=" not in out[-1]  # maybe its value
+        if token.startswith("-") or not eq or (after_flag and key not in PREDICT_KEYS):
+            out.append(token)
+            continue
+        if key not in PREDICT_KEYS:
+            parser.error(
+                f"unknown argument {key}={value}; this entry point takes "
+                f"{', '.join(PREDICT_KEYS)} as key=value"
+            )
+        if key in PREDICT_SWITCHES:
+            if value.lower() not in ("true", "false"):
+                parser.error(f"{key}={value}: expected {key}=True or {key}=False")
+            out += [PREDICT_KEYS[key]] if value.lower() == "true" else []
+        elif key in PREDICT_LISTS:
+            out += [PREDICT_KEYS[key], *value.strip("[]()").replace(",", " ").split()]
+        else:
+            out += [PREDICT_KEYS[key], value]
+    return out
+
+
+def predict_bool(text: str) -> bool:
+    """``True`` or ``False`` as ``yolo predict`` spells them (any case)."""
+    if text.lower() not in ("true", "false"):
+        raise argparse.ArgumentTypeError(f"expected True or False, got {text!r}")
+    return text.lower() == "true"
+
+
+def parse_predict(spec: UpstreamSpec, flags: EntryFlags, argv: list[str] | None) -> argparse.Namespace:
+    """The ultralytics entry point's arguments: ``yolo predict``'s (as key=value, or as flags) and
+    the kit's; the attribute names are the YOLO entry points' (weights, conf_thres, iou_thres, ...)."""
+    parser = argparse.ArgumentParser(
+        description=predict_description(spec, flags), formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--model", "--weights", dest="weights", default=spec.default_weights, help=flags.weights_help
+    )
+    parser.add_argument("--source", default=spec.images, help="file, folder or glob")
+    parser.add_argument("--conf", dest="conf_thres", type=float, default=0.25, help=flags.conf_help)
+    parser.add_argument("--iou", dest="iou_thres", type=float, default=0.7, help=flags.iou_help)
+    parser.add_argument(
+        *flags.size_flags,
+        nargs="+",
+        type=int,
+        default=list(flags.size_default or (640,)),
+        help=flags.size_help,
+    )
+    parser.add_argument("--max-det", type=int, default=spec.default_max_det, help=flags.max_det_help)
+    parser.add_argument("--device", default="", help="cuda device, i.e. 0 or 0,1,2,3 or cpu")
+    parser.add_argument("--classes", nargs="+", type=int, help="filter by class: classes=0 or classes=0,2,3")
+    parser.add_argument("--agnostic-nms", action="store_true", help="class-agnostic NMS")
+    parser.add_argument("--project", default="runs/cam", help="save results to project/name")
+    parser.add_argument("--name", default="exp", help="save results to project/name")
+    parser.add_argument("--exist-ok", action="store_true", help="existing project/name ok, do not increment")
+    parser.add_argument(
+        "--nms",
+        type=predict_bool,
+        default=None,
+        help="False: explain an end-to-end head's one-to-one (NMS-free) branch (YOLO26, YOLOv10), as "
+        "yolo predict nms=False runs it; default: the branch the checkpoint selects",
+    )
+    cli.add_kit_arguments(parser)
+    opt = parser.parse_args(predict_tokens(list(sys.argv[1:] if argv is None else argv), parser))
+    if len(opt.imgsz) > 2:
+        parser.error(f"imgsz takes one or two sizes (h,w), got {len(opt.imgsz)}")
+    names = {"img_size": "imgsz", "conf_thres": "conf", "iou_thres": "iou", "max_det": "max_det"}
+    options.check_detector_options(
+        img_size=opt.imgsz,
+        conf_thres=opt.conf_thres,
+        iou_thres=opt.iou_thres,
+        max_det=opt.max_det,
+        names=names,
+    )
+    return opt
+
+
+def predict_description(spec: UpstreamSpec, flags: EntryFlags) -> str:
+    """The ultralytics entry point's description: its arguments and one example."""
+    title = (
+        f"Per-detection Grad-CAM for {flags.title}, installed by the kit as main_gradcam.py in the checkout."
+    )
+    body = (
+        f"Arguments follow {flags.script} as key=value ({', '.join(PREDICT_KEYS)}; or as --flags) plus "
+        "the kit's (--method, --target, --target-layers, --trust-checkpoint, --batch-size, ...). The run "
+        "is kit.load and Explainer.run (kit.upstreams.loaders.ultralytics: the checkpoint read through the "
+        "kit's safe loader). Detection checkpoints only: segmentation, pose, OBB and classification ones "
+        "are refused."
+    )
+    example = f"python main_gradcam.py model={spec.default_weights} source={spec.images} conf=0.25 imgsz=640"
+    return f"{textwrap.fill(title, 100)}\n\n{textwrap.fill(body, 100)}\n\n    {example}\n"
+
+
 def parse_detectron2(argv: list[str] | None = None) -> argparse.Namespace:
     """detectron2's entry point's flags parsed: demo/demo.py's and the kit's."""
     parser = argparse.ArgumentParser(
@@ -177,6 +296,10 @@ def main(upstream: str, argv: list[str] | None = None, *, checkout: Path) -> int
     spec = get_spec(upstream)
     if spec.entry is None:
         return run_detectron2(argv, checkout=checkout)
+    if spec.entry.predict_style:
+        opt = parse_predict(spec, spec.entry, argv)
+        extra = {"nms": opt.nms}
+        return cli.run_yolo(spec.name, opt, checkout=checkout, size_flag=spec.entry.size_flag, extra=extra)
     opt = parse_yolo(spec, spec.entry, argv)
     return cli.run_yolo(spec.name, opt, checkout=checkout, size_flag=spec.entry.size_flag)
 

@@ -17,7 +17,7 @@ import logging
 import os
 import sys
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -174,11 +174,19 @@ def setup_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
 
 
-def run_yolo(upstream: str, opt: argparse.Namespace, *, checkout: Path, size_flag: str) -> int:
+def run_yolo(
+    upstream: str,
+    opt: argparse.Namespace,
+    *,
+    checkout: Path,
+    size_flag: str,
+    extra: Mapping[str, Any] | None = None,
+) -> int:
     """A YOLO entry point's run once detect.py's flags and the kit's are parsed: check every value
     before the model loads, :func:`kit.load` with the repo's own loader, then write the run folder
     (``--project/--name``). ``size_flag`` names the repo's image-size flag (see
-    :func:`check_yolo_arguments`). Returns the process exit code.
+    :func:`check_yolo_arguments`); ``extra``: further options of :func:`kit.load` (ultralytics'
+    ``nms``). Returns the process exit code.
     """
     setup_logging()
     request = check_yolo_arguments(opt, size_flag=size_flag)
@@ -195,6 +203,7 @@ def run_yolo(upstream: str, opt: argparse.Namespace, *, checkout: Path, size_fla
         classes=opt.classes,
         agnostic_nms=opt.agnostic_nms,
         half=opt.half,
+        **(extra or {}),
     )
     out_dir = run_folder(explainer, Path(opt.project) / opt.name, opt=opt)
     return explain_sources(explainer, opt=opt, source=opt.source, out_dir=out_dir, request=request)

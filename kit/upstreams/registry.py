@@ -25,6 +25,9 @@ class Family(enum.Enum):
     YOLO = "yolo (anchor-based)"
     FASTER_RCNN = "faster-rcnn"
     RETINANET = "retinanet"
+    ANCHOR_FREE = "yolo (anchor-free, DFL)"  # ultralytics' YOLOv8, YOLO11
+    END_TO_END = "yolo (end-to-end, one-to-one)"  # ultralytics' YOLO26, YOLOv10
+    RT_DETR = "rt-detr"
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,7 @@ class EntryFlags:
     conf_help: str
     iou_help: str
     data_flag: bool = False  # --data dataset.yaml (yolov5 v7.0's detect.py; a .pt carries its names)
+    predict_style: bool = False  # `yolo predict`'s key=value arguments (the ultralytics package)
 
     @property
     def size_flag(self) -> str:
@@ -262,9 +266,40 @@ DETECTRON2 = UpstreamSpec(
         ),
     ),
 )
+# The ultralytics package (sdist 8.4.190): its checkout is the unpacked sdist, the package at ultralytics/.
+ULTRALYTICS = UpstreamSpec(
+    name="ultralytics",
+    images="ultralytics/assets",
+    families=(Family.ANCHOR_FREE, Family.END_TO_END, Family.RT_DETR),
+    loader="ultralytics",
+    options=(*YOLO_OPTIONS, "nms"),
+    markers=("ultralytics/nn/tasks.py", "ultralytics/utils/nms.py", "ultralytics/cfg/default.yaml"),
+    packages=("ultralytics",),
+    device_style="index",
+    default_weights="yolo11n.pt",
+    default_max_det=300,
+    cam=CamDefaults(
+        # the assets release attempt_download_asset of 8.4.190 reads (v8.4.0)
+        weights_url="https://github.com/ultralytics/assets/releases/download/v8.4.0/yolo11n.pt",
+        args=("model={weights}", "source={source}", "project={project}", "name={name}"),
+    ),
+    bench=(),
+    entry=EntryFlags(
+        title="ultralytics 8.4.190 (YOLOv8, YOLO11, YOLO26, YOLOv10, RT-DETR)",
+        script="`yolo predict`",
+        weights_help="model.pt path: a detection checkpoint written by the ultralytics trainer",
+        size_flags=("--imgsz",),
+        size_default=(640,),
+        size_help="inference size; h,w is accepted and the larger is used as a square",
+        max_det_help="maximum detections per image",
+        conf_help="confidence threshold",
+        iou_help="NMS IoU threshold (default 0.7, as yolo predict)",
+        predict_style=True,
+    ),
+)
 
 # Every upstream the kit loads, in the order the docs and make targets list them.
-SPECS: dict[str, UpstreamSpec] = {s.name: s for s in (YOLOV3, YOLOV5, YOLOV7, DETECTRON2)}
+SPECS: dict[str, UpstreamSpec] = {s.name: s for s in (YOLOV3, YOLOV5, YOLOV7, DETECTRON2, ULTRALYTICS)}
 
 
 class UnknownUpstreamError(KitError):

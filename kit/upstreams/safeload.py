@@ -274,6 +274,19 @@ REBUILDERS: dict[str, tuple[Callable[[], Any], Callable[..., bool]]] = {
 for _old in [n for n in REBUILDERS if n.startswith("numpy.core.")]:  # numpy 2 pickles numpy._core
     REBUILDERS["numpy._core." + _old[len("numpy.core.") :]] = REBUILDERS[_old]
 
+
+class Namespace(dict[str, Any]):
+    """A ``SimpleNamespace`` of settings rebuilt as plain data (a dict of its attributes), never as
+    the class the file names: the ultralytics trainer pickles its arguments as one
+    (``ultralytics.utils.IterableSimpleNamespace``) inside the model of a checkpoint written
+    during training."""
+
+
+# Settings namespaces a file may hold (created empty by REDUCE, filled by BUILD with str keys).
+NAMESPACES = ("ultralytics.utils.IterableSimpleNamespace",)
+for _name in NAMESPACES:
+    REBUILDERS[_name] = (lambda: Namespace, lambda *a: not a)
+
 # Globals that are values, not callables: usable only where a rebuild expects them.
 TYPE_GLOBALS: dict[str, Callable[[], Any]] = {
     "numpy.ndarray": lambda: np.ndarray,
@@ -719,6 +732,10 @@ class RestrictedUnpickler(pickle._Unpickler):
             if state not in allowed:
                 _refuse(f"a numpy dtype with the state {_short(state)}; only a byte order is set")
             inst.__setstate__(state)  # type: ignore[attr-defined]
+        elif type(inst) is Namespace:
+            if not (isinstance(state, dict) and all(type(k) is str for k in state)) or inst:
+                _refuse(f"BUILD of a settings namespace with the state {_short(state)}")
+            inst.update(state)
         elif type(inst) is collections.OrderedDict:
             # a state_dict() carries its version numbers as an attribute: {'_metadata': {...}}
             if not (isinstance(state, dict) and set(state) <= {"_metadata"} and _plain_metadata(state)):

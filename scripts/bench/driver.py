@@ -27,7 +27,8 @@ from scripts.upstream.config import REPO_ROOT, Project, checkout_path, load_proj
 
 # The worker module of each loader (all take scripts.bench.common's flags), and so of each upstream.
 LOADER_WORKERS = {"yolo": "scripts.bench.yolo_worker", "detectron2": "scripts.bench.detectron2_worker"}
-WORKERS: dict[str, str] = {name: LOADER_WORKERS[spec.loader] for name, spec in SPECS.items()}
+# An upstream with no bench models yet (ultralytics) needs no worker.
+WORKERS: dict[str, str] = {name: LOADER_WORKERS[spec.loader] for name, spec in SPECS.items() if spec.bench}
 
 # (upstream, cfg, deep layer set, image of the checkout): the models each upstream is measured on,
 # from its spec (kit.upstreams.registry).

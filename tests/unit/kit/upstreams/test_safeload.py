@@ -841,3 +841,38 @@ def test_legacy_storage_views_stay_inside_their_storage(
             safe_load(path, allowed_modules=[])
     else:
         assert safe_load(path, allowed_modules=[])["w"].tolist() == [2.0, 3.0]
+
+
+NAMESPACE = _g("ultralytics.utils", "IterableSimpleNamespace")
+
+
+def test_an_ultralytics_settings_namespace_is_rebuilt_as_plain_data(tmp_path: Path) -> None:
+    """As the ultralytics trainer pickles its arguments: REDUCE with no arguments, BUILD with a dict."""
+    path = tmp_path / "args.pt"
+    path.write_bytes(
+        _raw(NAMESPACE + b")R}(" + _s("imgsz") + hostile.i(640) + _s("model") + _s("y.yaml") + b"ub")
+    )
+    loaded = safe_load(path, allowed_modules=[])
+    assert type(loaded) is safeload.Namespace and loaded == {"imgsz": 640, "model": "y.yaml"}
+
+
+@pytest.mark.parametrize(
+    ("body", "refusal"),
+    [
+        (NAMESPACE + _t(_s("x")) + b"R", "calls ultralytics.utils.IterableSimpleNamespace with arguments"),
+        (NAMESPACE + b")R}(" + hostile.i(1) + _s("v") + b"ub", "BUILD of a settings namespace"),
+        (
+            NAMESPACE + b")R}(" + _s("a") + _s("v") + b"ub}(" + _s("b") + _s("w") + b"ub",
+            "BUILD of a settings namespace",
+        ),
+        (NAMESPACE + b")R" + _t(_s("a")) + b"b", "BUILD of a settings namespace"),
+    ],
+    ids=["arguments", "non-string key", "built twice", "state not a dict"],
+)
+def test_a_settings_namespace_is_refused_when_not_built_as_pickled(
+    tmp_path: Path, body: bytes, refusal: str
+) -> None:
+    path = tmp_path / "args.pt"
+    path.write_bytes(_raw(body))
+    with pytest.raises(KitError, match=refusal):
+        safe_load(path, allowed_modules=[])

@@ -15,6 +15,8 @@ RELEASES = {
     "yolov7": "https://github.com/WongKinYiu/yolov7/releases/download/v0.1/yolov7.pt",
     "yolov3": "https://github.com/ultralytics/yolov3/releases/download/v9.6.0/yolov3.pt",
     "yolov5": "https://github.com/ultralytics/yolov5/releases/download/v7.0/yolov5s.pt",
+    # the assets release the pinned ultralytics 8.4.190 downloads from (attempt_download_asset's v8.4.0)
+    "ultralytics": "https://github.com/ultralytics/assets/releases/download/v8.4.0/yolo11n.pt",
 }
 
 

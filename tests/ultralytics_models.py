@@ -1,0 +1,114 @@
+"""Random-weight ultralytics detectors for the tests: built from the package's own model yamls,
+saved as its trainer saves them. The package is imported from the checkout the tests find (the
+setup engine's ``upstreams/ultralytics``, or one on ``PYTHONPATH``); tests that need it skip with
+the reason when it is not importable (:data:`NEEDS_PACKAGE`)."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import tempfile
+from copy import deepcopy
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from kit.upstreams.loaders import upstreams_dir
+
+NAMES = {0: "circle", 1: "square", 2: "triangle"}
+
+
+def package_root() -> Path | None:
+    """The folder whose ``ultralytics/`` is imported: the kit's checkout, else one on sys.path."""
+    checkout = upstreams_dir() / "ultralytics"
+    if (checkout / "ultralytics" / "nn" / "tasks.py").is_file():
+        return checkout
+    for entry in sys.path:
+        if entry and (Path(entry) / "ultralytics" / "nn" / "tasks.py").is_file():
+            return Path(entry).resolve()
+    return None
+
+
+def import_package() -> Any:
+    """``ultralytics``, offline, its settings in a temporary folder (never the user's), or None."""
+    root = package_root()
+    if root is None:
+        return None
+    os.environ["YOLO_OFFLINE"] = "1"
+    os.environ.setdefault("YOLO_CONFIG_DIR", tempfile.mkdtemp(prefix="kit-ultralytics-"))
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    return importlib.import_module("ultralytics")
+
+
+NEEDS_PACKAGE = pytest.mark.skipif(
+    package_root() is None,
+    reason="the ultralytics package is not importable: `make setup-ultralytics`, or put a checkout of "
+    "the 8.4.190 sdist on PYTHONPATH",
+)
+
+
+def random_detector(cfg: str, *, seed: int = 0, image: np.ndarray | None = None) -> nn.Module:
+    """A ``DetectionModel`` of the package's ``cfg`` (e.g. ``yolo11n.yaml``), 3 classes, in eval
+    mode, with random weights scaled so that the class logits vary from cell to cell (a freshly
+    initialised network's do not) and a few cells score above 0.25 on ``image``."""
+    import_package()
+    from ultralytics.nn.tasks import DetectionModel
+
+    torch.manual_seed(seed)
+    model = DetectionModel(cfg, nc=3, verbose=False)
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d) and module.weight.requires_grad:
+            nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+    model.names = dict(NAMES)
+    model.eval()
+    head = model.model[-1]
+    branches = {"one2many": head.cv3}
+    if getattr(head, "one2one_cv3", None) is not None:
+        branches["one2one"] = head.one2one_cv3
+    sample = image if image is not None else np.random.default_rng(seed).integers(0, 255, (128, 128, 3))
+    batch = torch.from_numpy(np.ascontiguousarray(sample.transpose(2, 0, 1))).float()[None] / 255
+    for branch in branches.values():
+        for level in branch:
+            level[-1].bias.data.zero_()
+    with torch.no_grad():
+        _, raw = model(batch)
+    for key, branch in branches.items():
+        scores = (raw[key] if "one2one" in raw else raw)["scores"]
+        scale = 2.0 / float(scores.std().clamp(min=1e-6))  # logits of spread 2 around -2.5
+        for level in branch:
+            level[-1].weight.data *= scale
+            level[-1].bias.data[:] = -2.5 - float(scores.mean()) * scale
+    return model
+
+
+def save_checkpoint(model: nn.Module, path: Path, *, stripped: bool = True) -> Path:
+    """``model`` saved as the package's trainer leaves it: after training (``strip_optimizer``:
+    'model' in float16, no 'ema', args as a dict), or during it (``stripped=False``: 'ema')."""
+    import_package()
+    from ultralytics.cfg import get_cfg
+
+    args = get_cfg(overrides={"model": "yolo11n.yaml"})
+    saved = deepcopy(model).half()
+    saved.args = dict(vars(args)) if stripped else args
+    checkpoint = {
+        "epoch": -1 if stripped else 3,
+        "best_fitness": None,
+        "model": saved if stripped else None,
+        "ema": None if stripped else saved,
+        "updates": 12,
+        "optimizer": None,
+        "train_args": dict(vars(args)),
+        "train_metrics": {"fitness": 0.5},
+        "date": "2026-12-06T20:00:00+00:00",
+        "version": "8.4.190",
+        "license": "AGPL-3.0 License (https://ultralytics.com/license)",
+        "docs": "https://docs.ultralytics.com",
+    }
+    torch.save(checkpoint, path)
+    return path
