@@ -5,8 +5,10 @@ everything here reads without trusting it: each file is a regular file reached w
 of bounded size (:func:`read_run_file`); a manifest is checked for its ``schema_version``
 (:func:`kit.rundir.schema.check_version`: older ones read, newer ones are refused with what to
 do); a run whose last records are still in its part files reads as the end of the run would merge
-them (:func:`read_manifest`, :func:`stream_manifest`); and a record's values are read tolerantly
-(:func:`as_number`, :func:`as_whole`, :func:`as_text`, :func:`maps_of`), never trusted to have their types.
+them (:func:`read_manifest`, :func:`stream_manifest`); and a record is read through
+:mod:`kit.rundir.schema`: checked (:meth:`~kit.rundir.schema.ImageRecord.from_json`) where it is
+trusted (resume), tolerantly (:class:`~kit.rundir.schema.ImageView`) where an old or damaged one is
+shown (the audit, the report), never trusted to have its types.
 
 :func:`stream_manifest` hands a manifest's image records to a function one at a time, so that
 memory grows with what the caller keeps, not with the size of the records (the audit of a run of
@@ -37,9 +39,11 @@ from kit.rundir.schema import (
     FUSED,
     LOCK_NAME,
     MANIFEST_NAME,
+    ImageRecord,
+    ImageView,
+    RecordError,
     SchemaVersionError,
     check_version,
-    record_problem,
     stem_of_summary,
 )
 
@@ -397,54 +401,20 @@ def read_map(archive: zipfile.ZipFile, key: Any) -> Optional[np.ndarray]:
 # ---- a record, for --resume --------------------------------------------------------------------
 def stem_of(record: Mapping[str, Any]) -> str | None:
     """The stem an image's files were written under, read from its record (None: no files)."""
-    return stem_of_summary(record.get("summary"))
+    return stem_of_summary(ImageView(record).summary)
 
 
 def is_complete(record: Mapping[str, Any], out_dir: Path) -> bool:
     """An image explained without error whose every file (summary, maps, overlays) is a regular
     file in the run folder, reached without a link. A record that fails :mod:`kit.rundir.schema` is
     never complete."""
-    if record.get("error") is not None or stem_of(record) is None or record_problem(record):
-        return False
-    files = [record.get("summary"), record.get("maps_file")]
-    for det in record.get("detections") or []:
-        files += [m.get("overlay") for m in (det.get("maps") or {}).values()]
-    for one in record.get("missed") or []:
-        files += [m.get("overlay") for m in (one["candidate"].get("maps") or {}).values()]
-    return all(is_regular(out_dir, f) for f in files if isinstance(f, str))
-
-
-# ---- a record's values, read tolerantly ----------------------------------------------------------
-def as_number(value: Any) -> Optional[float]:
-    """A finite float, or None (null, bool, text, NaN, infinity, an integer beyond a float)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
     try:
-        value = float(value)
-    except OverflowError:  # 10**400 in a manifest from someone else
-        return None
-    return value if math.isfinite(value) else None
-
-
-def as_whole(value: Any) -> Optional[int]:
-    """A whole number (an integral float too), or None."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return None
-
-
-def as_text(value: Any, *, default: str) -> str:
-    """A text value; ``default`` for null, any other value as ``str`` shows it."""
-    return value if isinstance(value, str) else default if value is None else str(value)
-
-
-def as_dict(value: Any) -> dict[str, Any]:
-    """``value`` when it is a JSON object, else an empty one."""
-    return value if isinstance(value, dict) else {}
+        image = ImageRecord.from_json(record)
+    except RecordError:
+        return False
+    if image.error is not None or image.stem is None:
+        return False
+    return all(is_regular(out_dir, f) for f in image.files())
 
 
 def map_names(header: Mapping[str, Any], seen: Iterable[str]) -> list[str]:
@@ -455,12 +425,3 @@ def map_names(header: Mapping[str, Any], seen: Iterable[str]) -> list[str]:
     seen = list(seen)
     names = [*run_layers, *(n for n in seen if n not in run_layers and n != FUSED)]
     return [*dict.fromkeys(names), *([FUSED] if FUSED in seen else [])]
-
-
-def maps_of(value: Any) -> dict[str, Any]:
-    """A detection's maps by layer name (the manifest's dict; a list of records with ``layer`` too)."""
-    if isinstance(value, dict):
-        return {str(k): v for k, v in value.items()}
-    if isinstance(value, list):
-        return {str(m["layer"]): m for m in value if isinstance(m, dict) and "layer" in m}
-    return {}
