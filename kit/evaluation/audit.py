@@ -60,7 +60,9 @@ from kit.rundir.schema import (
     EVAL_NAME,
     FUSED,
     HEAD_KEYS,
+    INTERRUPTED_KEY,
     MANIFEST_NAME,
+    UNMERGED_KEY,
     DetectionView,
     ImageView,
     MapView,
@@ -261,7 +263,7 @@ def audit_run(
     split = _split(dets, key) if split_rule is not None else {}
     notes += _run_notes(header, reader.image_count)
     run = {
-        **{k: finite_or_none(header.get(k))[0] for k in (*HEAD_KEYS, "interrupted")},  # strict JSON
+        **{k: finite_or_none(header.get(k))[0] for k in (*HEAD_KEYS, INTERRUPTED_KEY)},  # strict JSON
         "images": reader.image_count,
         "failed_images": reader.failed,
         "detections": len(dets),
@@ -295,12 +297,12 @@ def _split(dets: Sequence[_Det], key: str) -> dict[str, Breakdown]:
 def _run_notes(header: dict[str, Any], images: int) -> list[str]:
     """What the audit says of a run that did not finish, or was interrupted."""
     notes = []
-    if header.get("unmerged_parts"):
+    if header.get(UNMERGED_KEY):
         notes.append(
             "the run did not finish (killed, or still running elsewhere): the audit covers the "
             f"{images} images recorded so far; run the same command with --resume to finish it"
         )
-    if header.get("interrupted") is True:
+    if header.get(INTERRUPTED_KEY) is True:
         notes.append(f"the run was interrupted (Ctrl-C): the audit covers the {images} images it finished")
     return notes
 

@@ -56,7 +56,7 @@ COMMIT_KEYS = ("upstream_commit", "commit")
 SHA256_KEYS = ("weights_sha256", "sha256")
 # Keys of the manifest's header shown apart (HEAD_KEYS first, in order), or not at all.
 NOT_SETTINGS = {
-    *("images", "interrupted", "finished", "unmerged_parts", VERSION_KEY),
+    *(schema.IMAGES_KEY, schema.INTERRUPTED_KEY, schema.FINISHED_KEY, schema.UNMERGED_KEY, VERSION_KEY),
     *(*HEAD_KEYS, *COMMIT_KEYS, *SHA256_KEYS),
 }
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2")
@@ -149,10 +149,10 @@ def read_run(run_dir: PathLike) -> RunView:
             seen.update((m.layer, None) for m in card.maps)
 
     header = reader.stream_manifest(folder / MANIFEST_NAME, add)  # with a killed run's part files
-    if header.get("unmerged_parts"):
+    if header.get(schema.UNMERGED_KEY):
         notes.append(
-            f"{header['unmerged_parts']} part files in .kit-parts/ hold records that manifest.json does not "
-            "index yet: the page shows them merged as the end of the run would merge them"
+            f"{header[schema.UNMERGED_KEY]} part files in .kit-parts/ hold records that manifest.json does "
+            "not index yet: the page shows them merged as the end of the run would merge them"
         )
     return RunView(
         folder=folder,
@@ -353,12 +353,12 @@ def _header(run: RunView, notes: Sequence[str]) -> str:
         f"<header class=top>\n<h1>Run <bdi>{_e(run.folder.name or run.folder)}</bdi></h1>\n",
         f"<p class=lead>{what + ' · ' if what else ''}{lead}</p>\n",
     ]
-    if head.get("interrupted") is True:
+    if head.get(schema.INTERRUPTED_KEY) is True:
         out.append(
             "<p class=warn>This run was interrupted (Ctrl-C): the page shows the "
             f"{len(run.images)} images it finished; --resume finishes it.</p>\n"
         )
-    elif head.get("finished") is False:
+    elif head.get(schema.FINISHED_KEY) is False:
         out.append(
             "<p class=warn>This run did not finish (it was killed, or its last step failed): the page "
             f"shows the {len(run.images)} images it recorded; --resume finishes it.</p>\n"

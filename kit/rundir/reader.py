@@ -37,8 +37,10 @@ from kit.rundir.naming import LinkError, PathLike, is_regular, open_regular
 from kit.rundir.schema import (
     EVAL_NAME,
     FUSED,
+    IMAGES_KEY,
     LOCK_NAME,
     MANIFEST_NAME,
+    UNMERGED_KEY,
     ImageRecord,
     ImageView,
     RecordError,
@@ -141,7 +143,7 @@ def load_manifest(out_dir: PathLike) -> dict[str, Any] | None:
         raise
     except (OSError, ValueError, RecursionError) as e:
         raise OutputError(f"{path} cannot be read as a kit manifest ({e}); it was left as it is") from e
-    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+    if not isinstance(data, dict) or not isinstance(data.get(IMAGES_KEY), list):
         raise OutputError(f"{path} is not a kit manifest (no 'images' list); it was left as it is")
     check_version(data, path)
     return data
@@ -162,12 +164,12 @@ def read_manifest(out_dir: PathLike) -> dict[str, Any]:
         manifest = {}
     if not parts:
         return manifest
-    earlier = journal.manifest_entries(manifest.get("images") or [])
+    earlier = journal.manifest_entries(manifest.get(IMAGES_KEY) or [])
     recorded = sorted((e for part in parts for e in part.entries), key=lambda e: e.index)  # stable
     merged = journal.merge_entries(earlier, parts, [e.key for e in [*earlier, *recorded]])
     images = [e.record for e in merged]
     LOG.debug("%s: %d images from %s and its parts", folder, len(images), MANIFEST_NAME)
-    return {**manifest, "images": images}
+    return {**manifest, IMAGES_KEY: images}
 
 
 def read_text(path: Path) -> str:
@@ -226,10 +228,10 @@ def stream_manifest(manifest: Path, on_image: Callable[[Any], None]) -> dict[str
     parts = len(journal.part_files(manifest.parent))
     if parts:
         return _stream_unfinished(manifest, on_image, parts)
-    header = scan_json(read_text(manifest), manifest, {"images": on_image})
-    if "images" in header and not isinstance(header["images"], int):
+    header = scan_json(read_text(manifest), manifest, {IMAGES_KEY: on_image})
+    if IMAGES_KEY in header and not isinstance(header[IMAGES_KEY], int):
         raise RunFolderError(f"{manifest} is not a kit manifest: its 'images' is not a list; {PASS_A_RUN}")
-    if "images" not in header:
+    if IMAGES_KEY not in header:
         raise RunFolderError(
             f"{manifest} is not a kit manifest: it has no 'images' list (keys: "
             f"{', '.join(sorted(header)[:10]) or 'none'}). Pass the folder of a run of the kit"
@@ -247,12 +249,12 @@ def _stream_unfinished(manifest: Path, on_image: Callable[[Any], None], parts: i
         raise
     except OutputError as error:
         raise RunFolderError(f"{error}; {PASS_A_RUN}") from None
-    images = data.get("images")
+    images = data.get(IMAGES_KEY)
     if not isinstance(images, list):
         raise RunFolderError(f"{manifest} is not a kit manifest: its 'images' is not a list; {PASS_A_RUN}")
     for image in images:
         on_image(image)
-    return {**data, "images": len(images), "unmerged_parts": parts}
+    return {**data, IMAGES_KEY: len(images), UNMERGED_KEY: parts}
 
 
 _SPACE = re.compile(r"[ \t\n\r]*")

@@ -54,10 +54,14 @@ RESERVED_NAMES = frozenset({MAPS_DIR, MANIFEST_NAME, EVAL_NAME, AUDIT_NAME, REPO
 
 # ---- the manifest's keys -------------------------------------------------------------------------
 HEAD_KEYS = ("upstream", "weights", "method", "target", "layers")  # what was run, in this order
+IMAGES_KEY = "images"  # the list of image records (ImageRecord.to_json)
+INTERRUPTED_KEY = "interrupted"  # true: stopped by Ctrl-C, every finished image recorded
+FINISHED_KEY = "finished"  # true: the run ended and merged its parts
+UNMERGED_KEY = "unmerged_parts"  # what a reader adds: the part files of a run that did not finish
 FUSED = "fused"  # the layer name of --fuse's map (kit.core.results.FUSED; a test holds them equal)
 # Keys that record how a run went, not what decides its maps (not compared on resume).
 BOOKKEEPING = frozenset(
-    {"interrupted", "finished", "images", "processes", "batch_size", "kit_version", "argv", VERSION_KEY}
+    {INTERRUPTED_KEY, FINISHED_KEY, IMAGES_KEY, "processes", "batch_size", "kit_version", "argv", VERSION_KEY}
 )
 
 
@@ -836,9 +840,14 @@ class ImageView:
         return [MissedView(m) for m in found] if isinstance(found, list) else []
 
 
+def file_of(record: Mapping[str, Any]) -> Any:
+    """An image record's ``file`` as it is (any value, None when it has none)."""
+    return record.get("file")
+
+
 def file_key(record: Mapping[str, Any]) -> str:
     """An image record's ``file`` as the journal keys it (``str`` of any value)."""
-    return str(record.get("file"))
+    return str(file_of(record))
 
 
 def has_error(record: Mapping[str, Any]) -> bool:
