@@ -28,7 +28,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -63,7 +63,7 @@ from kit.evaluation.metrics import (
     pointing_game,
 )
 from kit.rundir.naming import replace_file
-from kit.rundir.schema import EVAL_NAME, finite_or_none
+from kit.rundir.schema import EVAL_NAME, Measurement, finite_or_none
 
 LOG = logging.getLogger("kit")
 MATCH_IOU = 0.5
@@ -330,24 +330,26 @@ class Evaluator:
         counts = (self.images, self.ground_truth, self.detections)
         seconds, curve_seconds, error = self.seconds, self.curve_seconds, self.curve_error
         self.score_image(source, image_bgr, result)
-        return {
-            "images": self.images - counts[0],
-            "ground_truth": self.ground_truth - counts[1],
-            "detections": self.detections - counts[2],
-            "rows": self.rows[rows:],
-            "tried": self._tried[rows:],
-            "unmatched": self.unmatched[unmatched:],
-            "missed": self.missed[missed:],
-            "skipped": self.skipped[skipped:],
-            "layers": list(self.layers),
-            "curve_error": self.curve_error if self.curve_error != error else None,
-            "seconds": self.seconds - seconds,
-            "curve_seconds": self.curve_seconds - curve_seconds,
-        }
+        return Measurement(
+            images=self.images - counts[0],
+            ground_truth=self.ground_truth - counts[1],
+            detections=self.detections - counts[2],
+            rows=self.rows[rows:],
+            tried=self._tried[rows:],
+            unmatched=self.unmatched[unmatched:],
+            missed=self.missed[missed:],
+            skipped=self.skipped[skipped:],
+            layers=list(self.layers),
+            curve_error=self.curve_error if self.curve_error != error else None,
+            seconds=self.seconds - seconds,
+            curve_seconds=self.curve_seconds - curve_seconds,
+        ).to_json()
 
-    def absorb(self, measured: Sequence[dict[str, Any]]) -> None:
+    def absorb(self, measured: Sequence[Mapping[str, Any]]) -> None:
         """Become the evaluator that measured these images in this order (:meth:`measure` of each,
-        given in the run's source order), whichever process measured each.
+        given in the run's source order, as their part lines hold them), whichever process measured
+        each. A measurement that is not one the kit recorded raises
+        :class:`kit.rundir.schema.RecordError`.
 
         The first ``curves`` matched detections keep their deletion/insertion curves, as one process
         would have drawn them: a process draws curves for the first ``curves`` of its own share, a
@@ -358,26 +360,26 @@ class Evaluator:
         self.images = self.ground_truth = self.detections = self.curves_done = 0
         self.curve_error = None
         self.seconds = self.curve_seconds = 0.0
-        for one in measured:
-            self.images += one["images"]
-            self.ground_truth += one["ground_truth"]
-            self.detections += one["detections"]
-            self.layers += [layer for layer in one["layers"] if layer not in self.layers]
-            for row, tried in zip(one["rows"], one["tried"]):
+        for one in map(Measurement.from_json, measured):
+            self.images += one.images
+            self.ground_truth += one.ground_truth
+            self.detections += one.detections
+            self.layers += [layer for layer in one.layers if layer not in self.layers]
+            for row, tried in zip(one.rows, one.tried):
                 keep = tried and self.curves_done < self.curves and self.curve_error is None
                 if keep:
                     self.curves_done += 1
                 elif tried:
-                    row = {**row, "maps": {k: _without_curves(m) for k, m in row["maps"].items()}}
+                    row = _without_curves(row)
                 self.rows.append(row)
                 self._tried.append(keep)
-            self.unmatched += one["unmatched"]
-            self.missed += one.get("missed", [])  # parts written before missed boxes were recorded
-            self.skipped += one["skipped"]
-            if one["curve_error"] is not None and self.curve_error is None:
-                self.curve_error = one["curve_error"]
-            self.seconds += one["seconds"]
-            self.curve_seconds += one["curve_seconds"]
+            self.unmatched += one.unmatched
+            self.missed += one.missed  # none in parts written before missed boxes were recorded
+            self.skipped += one.skipped
+            if one.curve_error is not None and self.curve_error is None:
+                self.curve_error = one.curve_error
+            self.seconds += one.seconds
+            self.curve_seconds += one.curve_seconds
 
     def _add_curves(
         self,
@@ -538,8 +540,10 @@ def _at_map_size(
 CURVE_KEYS = ("deletion_auc", "insertion_auc", "deletion_curve", "insertion_curve")
 
 
-def _without_curves(measures: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in measures.items() if k not in CURVE_KEYS}
+def _without_curves(row: dict[str, Any]) -> dict[str, Any]:
+    """A row of ``eval.json`` with its maps' measures and not their curves."""
+    kept = {k: {m: v for m, v in one.items() if m not in CURVE_KEYS} for k, one in row["maps"].items()}
+    return {**row, "maps": kept}
 
 
 def format_table(report: dict[str, Any]) -> str:

@@ -909,6 +909,65 @@ def measured_problem(measured: Any) -> str | None:
     return _fields(measured, checks, required=required) or non_finite(measured)
 
 
+@dataclass
+class Measurement:
+    """What one image's measurement added to the evaluation (``--eval``), recorded with the image in
+    its part file so that a run split over processes, or resumed, is evaluated as one
+    (:meth:`kit.evaluation.evaluate.Evaluator.absorb`). ``rows``, ``unmatched``, ``missed`` and
+    ``skipped`` are ``eval.json``'s entries as the evaluator writes them; ``tried`` says, per row,
+    whether its curves were attempted."""
+
+    images: int
+    ground_truth: int
+    detections: int
+    rows: list[dict[str, Any]]
+    tried: list[bool]
+    unmatched: list[dict[str, Any]]
+    missed: list[dict[str, Any]]
+    skipped: list[dict[str, Any]]
+    layers: list[str]
+    curve_error: Optional[str]
+    seconds: float
+    curve_seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        """The part line's ``eval``."""
+        return {
+            "images": self.images,
+            "ground_truth": self.ground_truth,
+            "detections": self.detections,
+            "rows": self.rows,
+            "tried": self.tried,
+            "unmatched": self.unmatched,
+            "missed": self.missed,
+            "skipped": self.skipped,
+            "layers": self.layers,
+            "curve_error": self.curve_error,
+            "seconds": self.seconds,
+            "curve_seconds": self.curve_seconds,
+        }
+
+    @classmethod
+    def from_json(cls, value: Any) -> Measurement:
+        """A part line's ``eval`` read back; a :class:`RecordError` says why it cannot be trusted
+        (:func:`measured_problem`). A part written before missed boxes were recorded has none."""
+        _checked(measured_problem(value))
+        return cls(
+            images=value["images"],
+            ground_truth=value["ground_truth"],
+            detections=value["detections"],
+            rows=value["rows"],
+            tried=value["tried"],
+            unmatched=value["unmatched"],
+            missed=value.get("missed") or [],
+            skipped=value["skipped"],
+            layers=value["layers"],
+            curve_error=value.get("curve_error"),
+            seconds=value["seconds"],
+            curve_seconds=value["curve_seconds"],
+        )
+
+
 def non_finite(value: Any) -> str | None:
     """Where ``value`` (parsed JSON) holds NaN or an infinity (named by its top-level field), or
     nests deeper than a record does; None when it does not. Walks without recursion, holding one

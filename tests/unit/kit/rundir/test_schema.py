@@ -326,3 +326,23 @@ def test_the_view_reads_old_and_damaged_records_field_by_field() -> None:
     ]
     odd = ImageView({"file": 7, "width": 2.0, "height": "x", "error": 5, "detections": {"no": 1}})
     assert (odd.file, odd.width, odd.height, odd.error, odd.detections()) == ("7", 2, None, "5", None)
+
+
+def test_a_measurement_reads_back_as_recorded_and_a_bad_one_is_refused_by_field() -> None:
+    from kit.rundir.schema import Measurement, RecordError
+
+    measured = Measurement(
+        images=1, ground_truth=2, detections=1,
+        rows=[{"file": "a.png", "id": 0, "maps": {"74": {"pg": True, "ebpg": 0.5}}}], tried=[True],
+        unmatched=[], missed=[{"file": "a.png", "class_id": 3, "box_xyxy": [1.0, 2.0, 3.0, 4.0]}],
+        skipped=[], layers=["74", "fused"], curve_error=None, seconds=0.25, curve_seconds=0.0,
+    )  # fmt: skip
+    entry = _through_json(measured.to_json())
+    assert Measurement.from_json(entry) == measured
+    old = {k: v for k, v in entry.items() if k != "missed"}  # before missed boxes were recorded
+    assert Measurement.from_json(old).missed == []
+    with pytest.raises(RecordError) as error:
+        Measurement.from_json({**entry, "tried": [1]})
+    assert error.value.problem == "'tried': [0] 1 is not true or false"
+    with pytest.raises(RecordError, match=r"^'seconds' is missing$"):
+        Measurement.from_json({k: v for k, v in entry.items() if k != "seconds"})
