@@ -339,9 +339,8 @@ class _ManifestReader:
     def intern(self, name: str) -> str:
         return self._names.setdefault(name, name)
 
-    def add_image(self, record: Any) -> None:
+    def add_image(self, image: Optional[ImageView]) -> None:
         self.image_count += 1
-        image = ImageView.of(record)
         if image is None:
             self.bad_images += 1
             return

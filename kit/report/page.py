@@ -142,7 +142,7 @@ def read_run(run_dir: PathLike) -> RunView:
     notes: list[str] = []
     seen: dict[str, None] = {}
 
-    def add(record: Any) -> None:
+    def add(record: Optional[schema.ImageView]) -> None:
         image = _image(folder, len(images), record, notes)
         images.append(image)
         for card in image.cards:
@@ -165,8 +165,7 @@ def read_run(run_dir: PathLike) -> RunView:
     )
 
 
-def _image(folder: Path, index: int, record: Any, notes: list[str]) -> ImageView:
-    entry = schema.ImageView.of(record)
+def _image(folder: Path, index: int, entry: Optional[schema.ImageView], notes: list[str]) -> ImageView:
     if entry is None:
         notes.append(f"image record {index + 1} of the manifest is not an object: shown as failed")
         return ImageView(index, "?", None, None, None, None, "not an image record (the manifest is damaged)")

@@ -214,11 +214,13 @@ def read_json(path: Path, key: str, notes: list[str]) -> Optional[dict[str, Any]
 
 
 # ---- a manifest, one image at a time -------------------------------------------------------------
-def stream_manifest(manifest: Path, on_image: Callable[[Any], None]) -> dict[str, Any]:
+def stream_manifest(manifest: Path, on_image: Callable[[Optional[ImageView]], None]) -> dict[str, Any]:
     """A run's ``manifest.json``: its top-level values, with each image record handed to ``on_image``
-    one at a time (``images`` maps to their count). Any manifest the kit wrote reads, old ones too;
-    a :class:`RunFolderError` names the file and what to do when it is not a kit manifest or cannot
-    be read, a :class:`kit.rundir.schema.SchemaVersionError` when a newer kit wrote it.
+    one at a time as a :class:`kit.rundir.schema.ImageView` (None for an entry that is no JSON
+    object), its fields read tolerantly (``images`` maps to their count). Any manifest the kit wrote
+    reads, old ones too; a :class:`RunFolderError` names the file and what to do when it is not a
+    kit manifest or cannot be read, a :class:`kit.rundir.schema.SchemaVersionError` when a newer
+    kit wrote it.
 
     A run that did not finish (killed, or still going on another machine) keeps the records of its
     last images in part files beside the manifest (:mod:`kit.rundir.journal`); they are read too,
@@ -228,7 +230,7 @@ def stream_manifest(manifest: Path, on_image: Callable[[Any], None]) -> dict[str
     parts = len(journal.part_files(manifest.parent))
     if parts:
         return _stream_unfinished(manifest, on_image, parts)
-    header = scan_json(read_text(manifest), manifest, {IMAGES_KEY: on_image})
+    header = scan_json(read_text(manifest), manifest, {IMAGES_KEY: lambda one: on_image(ImageView.of(one))})
     if IMAGES_KEY in header and not isinstance(header[IMAGES_KEY], int):
         raise RunFolderError(f"{manifest} is not a kit manifest: its 'images' is not a list; {PASS_A_RUN}")
     if IMAGES_KEY not in header:
@@ -240,7 +242,9 @@ def stream_manifest(manifest: Path, on_image: Callable[[Any], None]) -> dict[str
     return header
 
 
-def _stream_unfinished(manifest: Path, on_image: Callable[[Any], None], parts: int) -> dict[str, Any]:
+def _stream_unfinished(
+    manifest: Path, on_image: Callable[[Optional[ImageView]], None], parts: int
+) -> dict[str, Any]:
     """:func:`stream_manifest` of a run whose last records are still in its part files (held in
     memory at once: the parts of an unfinished run, not a finished run's whole manifest)."""
     try:
@@ -253,7 +257,7 @@ def _stream_unfinished(manifest: Path, on_image: Callable[[Any], None], parts: i
     if not isinstance(images, list):
         raise RunFolderError(f"{manifest} is not a kit manifest: its 'images' is not a list; {PASS_A_RUN}")
     for image in images:
-        on_image(image)
+        on_image(ImageView.of(image))
     return {**data, IMAGES_KEY: len(images), UNMERGED_KEY: parts}
 
 
