@@ -64,10 +64,10 @@ from kit.rundir.schema import (
     MANIFEST_NAME,
     UNMERGED_KEY,
     DetectionView,
+    EvalEntryView,
     ImageView,
     MapView,
     as_dict,
-    as_text,
     as_whole,
     finite_or_none,
 )
@@ -533,7 +533,8 @@ def _read_eval(path: Path, notes: list[str]) -> Optional[tuple[dict[str, Any], L
     def keep(name: str) -> Callable[[Any], None]:
         def add(row: Any) -> None:
             if isinstance(row, dict):
-                listed[name].append((as_text(row.get("file"), default="?"), as_whole(row.get("id"))))
+                entry = EvalEntryView(row)
+                listed[name].append((entry.file, entry.id))
 
         return add
 
@@ -555,9 +556,7 @@ def _older_split(report: dict[str, Any], dets: Sequence[_Det], files: list[str])
     When its count of evaluated detections is every detection of the images it did not skip, the
     others are the unmatched ones (those of skipped images are marked "not evaluated" here)."""
     summary, images = as_dict(report.get("summary")), as_dict(report.get("images"))
-    skipped = {
-        as_text(s.get("file"), default="?") for s in images.get("skipped") or [] if isinstance(s, dict)
-    }
+    skipped = {EvalEntryView(s).file for s in images.get("skipped") or [] if isinstance(s, dict)}
     for d in dets:
         if d.match is None and files[d.image] in skipped:
             d.match = "not evaluated"

@@ -63,7 +63,17 @@ from kit.evaluation.metrics import (
     pointing_game,
 )
 from kit.rundir.naming import replace_file
-from kit.rundir.schema import EVAL_NAME, Measurement, finite_or_none
+from kit.rundir.schema import (
+    EVAL_NAME,
+    MatchedRow,
+    Measurement,
+    MissedBox,
+    SkippedImage,
+    UnmatchedRow,
+    finite_or_none,
+    row_measures,
+    with_measures,
+)
 
 LOG = logging.getLogger("kit")
 MATCH_IOU = 0.5
@@ -240,7 +250,7 @@ class Evaluator:
         try:
             gt = self.labels.ground_truth(source, image_bgr.shape[:2])
         except LabelError as error:
-            self.skipped.append({"file": printable(source), "reason": str(error)})
+            self.skipped.append(SkippedImage(printable(source), str(error)).to_json())
             LOG.warning("eval: %s left out: %s", source, error)
             return []
         if gt is None:
@@ -252,18 +262,14 @@ class Evaluator:
         found = list(result.matches) if result.matches is not None else self._match(dets, gt)
         taken = {one[0] for one in found if one is not None}
         self.missed += [
-            {
-                "file": printable(source),
-                "class_id": int(gt.classes[g]),
-                "box_xyxy": [round(float(v), 2) for v in box],
-            }
+            MissedBox.of(printable(source), int(gt.classes[g]), box).to_json()
             for g, box in enumerate(gt.boxes)
             if g not in taken
         ]
         matches = []
         for det, one in zip(dets, found):
             if one is None:
-                self.unmatched.append({"file": printable(source), "id": det.id})
+                self.unmatched.append(UnmatchedRow(printable(source), det.id).to_json())
                 continue
             g, overlap = one
             match = Match(det_id=det.id, gt_box=gt.boxes[g], gt_class=int(gt.classes[g]), iou=overlap)
@@ -307,19 +313,8 @@ class Evaluator:
             except (KitError, RuntimeError) as error:  # e.g. out of memory: keep PG and EBPG going
                 self.curve_error = f"{source} detection {det.id}: {error}"
                 LOG.error("eval: deletion/insertion stopped at %s", self.curve_error)
-        self.rows.append(
-            {
-                "file": printable(source),
-                "id": det.id,
-                "class_id": det.class_id,
-                "class_name": det.class_name,
-                "score": det.score,
-                "box_xyxy": list(det.box_xyxy),
-                "gt_box_xyxy": [round(float(v), 2) for v in match.gt_box],
-                "iou": round(match.iou, 4),
-                "maps": measures,
-            }
-        )
+        row = MatchedRow.of(printable(source), det, gt_box=match.gt_box, iou=match.iou, maps=measures)
+        self.rows.append(row.to_json())
         self._tried.append(tried)
 
     def measure(self, source: Path, image_bgr: np.ndarray, result: ImageResult) -> dict[str, Any]:
@@ -446,7 +441,8 @@ class Evaluator:
         """One row per map name: n, PG, EBPG, and the curves' count and mean AUCs."""
         rows = []
         for layer in self.layers:
-            measured = [r["maps"][layer] for r in self.rows if layer in r["maps"]]
+            by_row = [row_measures(r) for r in self.rows]
+            measured = [m[layer] for m in by_row if layer in m]
             curves = [m for m in measured if "deletion_auc" in m]
             rows.append(
                 {
@@ -542,8 +538,8 @@ CURVE_KEYS = ("deletion_auc", "insertion_auc", "deletion_curve", "insertion_curv
 
 def _without_curves(row: dict[str, Any]) -> dict[str, Any]:
     """A row of ``eval.json`` with its maps' measures and not their curves."""
-    kept = {k: {m: v for m, v in one.items() if m not in CURVE_KEYS} for k, one in row["maps"].items()}
-    return {**row, "maps": kept}
+    kept = {k: {m: v for m, v in one.items() if m not in CURVE_KEYS} for k, one in row_measures(row).items()}
+    return with_measures(row, kept)
 
 
 def format_table(report: dict[str, Any]) -> str:

@@ -547,14 +547,13 @@ def _matches(run: RunView) -> dict[tuple[str, Optional[int]], str]:
     found: dict[tuple[str, Optional[int]], str] = {}
     for row in run.eval.get("unmatched") or []:
         if isinstance(row, dict):
-            found[(schema.as_text(row.get("file"), default="?"), schema.as_whole(row.get("id")))] = (
-                "unmatched"
-            )
+            entry = schema.EvalEntryView(row)
+            found[(entry.file, entry.id)] = "unmatched"
     for row in run.eval.get("detections") or []:
         if isinstance(row, dict):
-            iou = schema.as_number(row.get("iou"))
-            key = (schema.as_text(row.get("file"), default="?"), schema.as_whole(row.get("id")))
-            found[key] = f"matched, IoU {_num(iou, 2)}" if iou is not None else "matched"
+            entry = schema.EvalEntryView(row)
+            iou = entry.iou
+            found[(entry.file, entry.id)] = f"matched, IoU {_num(iou, 2)}" if iou is not None else "matched"
     return found
 
 
@@ -603,9 +602,9 @@ def _eval_section(run: RunView) -> str:
 def _curve_plots(report: dict[str, Any]) -> str:
     curves: dict[str, dict[str, list[list[float]]]] = {"deletion": {}, "insertion": {}}
     for row in report.get("detections") or []:
-        for layer, measures in schema.as_dict(schema.as_dict(row).get("maps")).items():
+        for layer, measures in schema.EvalEntryView(row).measures.items():
             for mode, by_map in curves.items():
-                ys = schema.as_dict(measures).get(f"{mode}_curve")
+                ys = measures.get(f"{mode}_curve")
                 if isinstance(ys, list) and len(ys) > 1 and all(schema.as_number(y) is not None for y in ys):
                     by_map.setdefault(str(layer), []).append([float(y) for y in ys])
     if not any(curves.values()):
@@ -674,14 +673,13 @@ def _missed(run: RunView, gt: Optional[int], matched: Optional[int]) -> str:
         explained = {image.file: image.missed for image in run.images}
         rows = []
         for m in missed:
-            m = schema.as_dict(m)
-            file, cid = schema.as_text(m.get("file"), default="?"), schema.as_whole(m.get("class_id"))
-            box = m.get("box_xyxy")
-            where = ", ".join(_num(v, 0) for v in box) if isinstance(box, list) else "?"
+            entry = schema.EvalEntryView(m)
+            file, cid, box = entry.file, entry.class_id, entry.box
+            where = "?" if box is None else ", ".join(_num(v, 0) for v in box)
             name = _e(names.get(cid, "?" if cid is None else str(cid)))
             link = f'<a href="#i{index[file]}"><bdi>{_e(file)}</bdi></a>' if file in index else _e(file)
             why = ""
-            numbers = [schema.as_number(v) for v in box] if isinstance(box, list) else []
+            numbers = [] if box is None else [schema.as_number(v) for v in box]
             for class_id, _, gt_box, reason, maps in explained.get(file, []):  # --explain-missed
                 same = len(gt_box) == len(numbers) == 4 and all(
                     v is not None and abs(v - g) < 0.01 for v, g in zip(numbers, gt_box)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
@@ -966,6 +966,144 @@ class Measurement:
             seconds=value["seconds"],
             curve_seconds=value["curve_seconds"],
         )
+
+
+# ---- eval.json's entries -------------------------------------------------------------------------
+# ``--eval`` lists, per image, its matched detections (each with its maps' measures), the unmatched
+# ones, the ground-truth boxes no detection matched, and the images the labels could not score.
+# The evaluator writes them with these records; the audit and the report read them with
+# :class:`EvalEntryView`.
+@dataclass
+class MatchedRow:
+    """A detection matched to a ground-truth box: the detection as its record names it, the box it
+    matched (to 0.01 px) and their IoU (to 1e-4), and its measures per map name (pg, ebpg, curves)."""
+
+    file: str
+    id: int
+    class_id: int
+    class_name: str
+    score: float
+    box_xyxy: list[float]
+    gt_box_xyxy: list[float]
+    iou: float
+    maps: dict[str, dict[str, Any]]
+
+    @classmethod
+    def of(
+        cls, file: str, detection: DetectionResult, *, gt_box: Iterable[float], iou: float,
+        maps: dict[str, dict[str, Any]],
+    ) -> MatchedRow:  # fmt: skip
+        """The row of ``detection`` of image ``file`` (as the manifest names it)."""
+        return cls(
+            file=file,
+            id=detection.id,
+            class_id=detection.class_id,
+            class_name=detection.class_name,
+            score=detection.score,
+            box_xyxy=list(detection.box_xyxy),
+            gt_box_xyxy=[round(float(v), 2) for v in gt_box],
+            iou=round(iou, 4),
+            maps=maps,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The entry of eval.json's ``detections``."""
+        return {
+            "file": self.file,
+            "id": self.id,
+            "class_id": self.class_id,
+            "class_name": self.class_name,
+            "score": self.score,
+            "box_xyxy": self.box_xyxy,
+            "gt_box_xyxy": self.gt_box_xyxy,
+            "iou": self.iou,
+            "maps": self.maps,
+        }
+
+
+@dataclass
+class UnmatchedRow:
+    """A detection of an evaluated image that matched no ground truth (eval.json's ``unmatched``)."""
+
+    file: str
+    id: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"file": self.file, "id": self.id}
+
+
+@dataclass
+class MissedBox:
+    """A ground-truth box no detection matched (eval.json's ``missed``), to 0.01 px."""
+
+    file: str
+    class_id: int
+    box_xyxy: list[float]
+
+    @classmethod
+    def of(cls, file: str, class_id: int, box: Iterable[float]) -> MissedBox:
+        return cls(file=file, class_id=class_id, box_xyxy=[round(float(v), 2) for v in box])
+
+    def to_json(self) -> dict[str, Any]:
+        return {"file": self.file, "class_id": self.class_id, "box_xyxy": self.box_xyxy}
+
+
+@dataclass
+class SkippedImage:
+    """An image the labels could not score, and why (eval.json's ``images.skipped``)."""
+
+    file: str
+    reason: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"file": self.file, "reason": self.reason}
+
+
+def row_measures(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A matched row's measures by map name (as the evaluator keeps it: a dict of measures)."""
+    return dict(row["maps"])
+
+
+def with_measures(row: Mapping[str, Any], measures: Mapping[str, Any]) -> dict[str, Any]:
+    """A matched row with other measures (the same fields, in the same order)."""
+    return {**row, "maps": dict(measures)}
+
+
+class EvalEntryView:
+    """An entry of an ``eval.json`` (matched, unmatched, missed or skipped) as read back: any file,
+    each field its value when it has its type (as :class:`ImageView` reads a manifest's records)."""
+
+    __slots__ = ("raw",)
+
+    def __init__(self, raw: Any) -> None:
+        self.raw = as_dict(raw)
+
+    @property
+    def file(self) -> str:
+        return as_text(self.raw.get("file"), default="?")
+
+    @property
+    def id(self) -> Optional[int]:
+        return as_whole(self.raw.get("id"))
+
+    @property
+    def class_id(self) -> Optional[int]:
+        return as_whole(self.raw.get("class_id"))
+
+    @property
+    def iou(self) -> Optional[float]:
+        return as_number(self.raw.get("iou"))
+
+    @property
+    def box(self) -> Optional[list[Any]]:
+        """The box's values as recorded (a missed box's); None when it is no list."""
+        box = self.raw.get("box_xyxy")
+        return box if isinstance(box, list) else None
+
+    @property
+    def measures(self) -> dict[str, dict[str, Any]]:
+        """A matched row's measures by map name (each an object; anything else as an empty one)."""
+        return {str(k): as_dict(v) for k, v in as_dict(self.raw.get("maps")).items()}
 
 
 def non_finite(value: Any) -> str | None:

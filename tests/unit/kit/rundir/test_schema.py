@@ -346,3 +346,40 @@ def test_a_measurement_reads_back_as_recorded_and_a_bad_one_is_refused_by_field(
     assert error.value.problem == "'tried': [0] 1 is not true or false"
     with pytest.raises(RecordError, match=r"^'seconds' is missing$"):
         Measurement.from_json({k: v for k, v in entry.items() if k != "seconds"})
+
+
+def test_eval_json_entries_are_written_from_the_detection_and_read_back_tolerantly() -> None:
+    """A matched row names its detection as the manifest's record does (same id, class, score,
+    box); the audit and the report read eval.json's entries, damaged ones too, through one view."""
+    import numpy as np
+
+    from kit.rundir.schema import EvalEntryView, MatchedRow, MissedBox, UnmatchedRow
+
+    detection, _ = _results()
+    measures = {"74": {"pg": True, "ebpg": 0.5}}
+    row = MatchedRow.of(
+        "a.png", detection, gt_box=np.array([1.004, 2.0, 5.0, 6.0]), iou=0.812345, maps=measures
+    )
+    entry = _through_json(row.to_json())
+    assert list(entry) == [
+        "file", "id", "class_id", "class_name", "score", "box_xyxy", "gt_box_xyxy", "iou", "maps",
+    ]  # fmt: skip
+    assert (entry["id"], entry["class_id"], entry["score"], entry["box_xyxy"]) == (
+        0,
+        1,
+        0.5,
+        [1.0, 2.0, 5.5, 6.25],
+    )
+    assert (entry["gt_box_xyxy"], entry["iou"]) == ([1.0, 2.0, 5.0, 6.0], 0.8123)
+    view = EvalEntryView(entry)
+    assert (view.file, view.id, view.iou, view.measures) == ("a.png", 0, 0.8123, measures)
+    assert _through_json(UnmatchedRow("b.png", 3).to_json()) == {"file": "b.png", "id": 3}
+    missed = MissedBox.of("b.png", 2, np.array([1.234, 5.0, 6.0, 7.999]))
+    assert _through_json(missed.to_json()) == {
+        "file": "b.png",
+        "class_id": 2,
+        "box_xyxy": [1.23, 5.0, 6.0, 8.0],
+    }
+    odd = EvalEntryView({"file": None, "id": "7", "iou": float("nan"), "maps": {"74": 3}, "box_xyxy": 5})
+    assert (odd.file, odd.id, odd.iou, odd.measures, odd.box) == ("?", None, None, {"74": {}}, None)
+    assert EvalEntryView(["not an entry"]).file == "?"
