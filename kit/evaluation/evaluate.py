@@ -440,8 +440,8 @@ class Evaluator:
     def summary_rows(self) -> list[dict[str, Any]]:
         """One row per map name: n, PG, EBPG, and the curves' count and mean AUCs."""
         rows = []
+        by_row = [row_measures(r) for r in self.rows]
         for layer in self.layers:
-            by_row = [row_measures(r) for r in self.rows]
             measured = [m[layer] for m in by_row if layer in m]
             curves = [m for m in measured if "deletion_auc" in m]
             rows.append(
