@@ -351,8 +351,7 @@ class _ManifestReader:
             self.bad_detections += 1
             return
         index = len(self.files)
-        width, height = image.width, image.height
-        area = float(width * height) if width and height and width > 0 and height > 0 else None
+        area = image.area
         self.files.append(image.file)
         self.maps_files.append(image.maps_file)
         for det in detections:

@@ -802,6 +802,12 @@ class ImageView:
         return as_whole(self.raw.get("height"))
 
     @property
+    def area(self) -> Optional[float]:
+        """Its width times its height in pixels (any positive numbers); None when either is unknown."""
+        width, height = as_number(self.raw.get("width")), as_number(self.raw.get("height"))
+        return width * height if width and height and width > 0 and height > 0 else None
+
+    @property
     def error(self) -> Optional[str]:
         """Why the image failed, as text; None for an image explained."""
         error = self.raw.get("error")

@@ -326,6 +326,14 @@ def test_the_view_reads_old_and_damaged_records_field_by_field() -> None:
     ]
     odd = ImageView({"file": 7, "width": 2.0, "height": "x", "error": 5, "detections": {"no": 1}})
     assert (odd.file, odd.width, odd.height, odd.error, odd.detections()) == ("7", 2, None, "5", None)
+    # The audit's box share reads the size as any positive number, the page's aspect ratio as whole pixels.
+    half = ImageView({"width": 640.5, "height": 10, "detections": []})
+    assert (half.area, half.width, odd.area, ImageView({"width": -4, "height": 3}).area) == (
+        6405.0,
+        None,
+        None,
+        None,
+    )
 
 
 def test_a_measurement_reads_back_as_recorded_and_a_bad_one_is_refused_by_field() -> None:
