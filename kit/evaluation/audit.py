@@ -46,13 +46,8 @@ from kit.rundir.naming import replace_file
 from kit.rundir.reader import (
     PathLike,
     RunFolderError,
-    as_dict,
-    as_number,
-    as_text,
-    as_whole,
     check_final,
     map_names,
-    maps_of,
     open_maps,
     read_map,
     read_text,
@@ -60,7 +55,22 @@ from kit.rundir.reader import (
     scan_json,
     stream_manifest,
 )
-from kit.rundir.schema import AUDIT_NAME, EVAL_NAME, FUSED, HEAD_KEYS, MANIFEST_NAME, finite_or_none
+from kit.rundir.schema import (
+    AUDIT_NAME,
+    EVAL_NAME,
+    FUSED,
+    HEAD_KEYS,
+    INTERRUPTED_KEY,
+    MANIFEST_NAME,
+    UNMERGED_KEY,
+    DetectionView,
+    EvalEntryView,
+    ImageView,
+    MapView,
+    as_dict,
+    as_whole,
+    finite_or_none,
+)
 
 AUDIT_VERSION = 1
 OUTSIDE = 0.5  # a map with energy_in_box below this puts more than half its mass outside the box
@@ -253,7 +263,7 @@ def audit_run(
     split = _split(dets, key) if split_rule is not None else {}
     notes += _run_notes(header, reader.image_count)
     run = {
-        **{k: finite_or_none(header.get(k))[0] for k in (*HEAD_KEYS, "interrupted")},  # strict JSON
+        **{k: finite_or_none(header.get(k))[0] for k in (*HEAD_KEYS, INTERRUPTED_KEY)},  # strict JSON
         "images": reader.image_count,
         "failed_images": reader.failed,
         "detections": len(dets),
@@ -287,12 +297,12 @@ def _split(dets: Sequence[_Det], key: str) -> dict[str, Breakdown]:
 def _run_notes(header: dict[str, Any], images: int) -> list[str]:
     """What the audit says of a run that did not finish, or was interrupted."""
     notes = []
-    if header.get("unmerged_parts"):
+    if header.get(UNMERGED_KEY):
         notes.append(
             "the run did not finish (killed, or still running elsewhere): the audit covers the "
             f"{images} images recorded so far; run the same command with --resume to finish it"
         )
-    if header.get("interrupted") is True:
+    if header.get(INTERRUPTED_KEY) is True:
         notes.append(f"the run was interrupted (Ctrl-C): the audit covers the {images} images it finished")
     return notes
 
@@ -329,31 +339,29 @@ class _ManifestReader:
     def intern(self, name: str) -> str:
         return self._names.setdefault(name, name)
 
-    def add_image(self, record: Any) -> None:
+    def add_image(self, image: Optional[ImageView]) -> None:
         self.image_count += 1
-        if not isinstance(record, dict):
+        if image is None:
             self.bad_images += 1
             return
-        if record.get("error") is not None:
+        if image.error is not None:
             self.failed += 1
-        detections = record.get("detections") or []
-        if not isinstance(detections, list):
+        detections = image.detections()
+        if detections is None:
             self.bad_detections += 1
             return
         index = len(self.files)
-        width, height = as_number(record.get("width")), as_number(record.get("height"))
-        area = width * height if width and height and width > 0 and height > 0 else None
-        self.files.append(as_text(record.get("file"), default="?"))
-        maps_file = record.get("maps_file")
-        self.maps_files.append(maps_file if isinstance(maps_file, str) else None)
+        area = image.area
+        self.files.append(image.file)
+        self.maps_files.append(image.maps_file)
         for det in detections:
-            if not isinstance(det, dict):
+            if det is None:
                 self.bad_detections += 1
                 continue
             self.dets.append(self._detection(index, det, area))
 
-    def _detection(self, image: int, det: dict[str, Any], area: Optional[float]) -> _Det:
-        maps = maps_of(det.get("maps"))
+    def _detection(self, image: int, det: DetectionView, area: Optional[float]) -> _Det:
+        maps = {m.layer: m for m in det.maps}
         for name in maps:
             if name not in self.seen:
                 self.seen[self.intern(name)] = None
@@ -366,27 +374,22 @@ class _ManifestReader:
             picks[REACHED] = self._reached(maps)
         if self.layer is not None and self.layer not in picks:
             picks[self.layer] = self._pick(self.layer, maps.get(self.layer))
-        class_id = as_whole(det.get("class_id"))
-        class_name = as_text(det.get("class_name"), default="?" if class_id is None else str(class_id))
-        name = self.intern(class_name)
-        share = _box_share(det.get("box_xyxy"), area)
-        return _Det(image, as_whole(det.get("id")), class_id, name, as_number(det.get("score")), share, picks)
+        name = self.intern(det.class_name)
+        share = _box_share(det.box, area)
+        return _Det(image, det.id, det.class_id, name, det.score, share, picks)
 
-    def _pick(self, layer: str, rec: Any) -> _Pick:
-        if not isinstance(rec, dict):
+    def _pick(self, layer: str, rec: Optional[MapView]) -> _Pick:
+        if rec is None or not rec.is_record:
             return (None, MISSING, layer, None, None)
-        overlay, key = rec.get("overlay"), rec.get("key")
-        overlay = overlay if isinstance(overlay, str) else None
-        key = key if isinstance(key, str) else None
-        energy = rec.get("energy_in_box")
-        if energy is None or rec.get("no_gradient") is True:
+        overlay, key = rec.overlay, rec.key
+        if not rec.energy_given or rec.no_gradient:
             return (None, NO_GRADIENT, layer, overlay, key)
-        value = as_number(energy)
+        value = rec.energy_in_box
         if value is None or not 0.0 <= value <= 1.0:
             return (None, INVALID, layer, overlay, key)
         return (value, None, layer, overlay, key)
 
-    def _reached(self, maps: dict[str, Any]) -> _Pick:
+    def _reached(self, maps: dict[str, MapView]) -> _Pick:
         """The map at the one layer the detection's gradient reached (the first, if several did)."""
         picks = [self._pick(self.intern(name), rec) for name, rec in maps.items() if name != FUSED]
         reached = [p for p in picks if p[1] != NO_GRADIENT]
@@ -433,11 +436,11 @@ def _reached_rule(layers: Sequence[str], several: int) -> str:
     return rule
 
 
-def _box_share(box: Any, area: Optional[float]) -> Optional[float]:
+def _box_share(box: Optional[list[Optional[float]]], area: Optional[float]) -> Optional[float]:
     """The box's share of the image's area (the box clipped to the image), or None if unknown."""
-    if area is None or not isinstance(box, list) or len(box) != 4:
+    if area is None or box is None or len(box) != 4:
         return None
-    x1, y1, x2, y2 = (as_number(v) for v in box)
+    x1, y1, x2, y2 = box
     if x1 is None or y1 is None or x2 is None or y2 is None:
         return None
     share = max(0.0, x2 - x1) * max(0.0, y2 - y1) / area
@@ -529,7 +532,8 @@ def _read_eval(path: Path, notes: list[str]) -> Optional[tuple[dict[str, Any], L
     def keep(name: str) -> Callable[[Any], None]:
         def add(row: Any) -> None:
             if isinstance(row, dict):
-                listed[name].append((as_text(row.get("file"), default="?"), as_whole(row.get("id"))))
+                entry = EvalEntryView(row)
+                listed[name].append((entry.file, entry.id))
 
         return add
 
@@ -551,9 +555,7 @@ def _older_split(report: dict[str, Any], dets: Sequence[_Det], files: list[str])
     When its count of evaluated detections is every detection of the images it did not skip, the
     others are the unmatched ones (those of skipped images are marked "not evaluated" here)."""
     summary, images = as_dict(report.get("summary")), as_dict(report.get("images"))
-    skipped = {
-        as_text(s.get("file"), default="?") for s in images.get("skipped") or [] if isinstance(s, dict)
-    }
+    skipped = {EvalEntryView(s).file for s in images.get("skipped") or [] if isinstance(s, dict)}
     for d in dets:
         if d.match is None and files[d.image] in skipped:
             d.match = "not evaluated"

@@ -28,7 +28,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -63,7 +63,17 @@ from kit.evaluation.metrics import (
     pointing_game,
 )
 from kit.rundir.naming import replace_file
-from kit.rundir.schema import EVAL_NAME, finite_or_none
+from kit.rundir.schema import (
+    EVAL_NAME,
+    MatchedRow,
+    Measurement,
+    MissedBox,
+    SkippedImage,
+    UnmatchedRow,
+    finite_or_none,
+    row_measures,
+    with_measures,
+)
 
 LOG = logging.getLogger("kit")
 MATCH_IOU = 0.5
@@ -240,7 +250,7 @@ class Evaluator:
         try:
             gt = self.labels.ground_truth(source, image_bgr.shape[:2])
         except LabelError as error:
-            self.skipped.append({"file": printable(source), "reason": str(error)})
+            self.skipped.append(SkippedImage(printable(source), str(error)).to_json())
             LOG.warning("eval: %s left out: %s", source, error)
             return []
         if gt is None:
@@ -252,18 +262,14 @@ class Evaluator:
         found = list(result.matches) if result.matches is not None else self._match(dets, gt)
         taken = {one[0] for one in found if one is not None}
         self.missed += [
-            {
-                "file": printable(source),
-                "class_id": int(gt.classes[g]),
-                "box_xyxy": [round(float(v), 2) for v in box],
-            }
+            MissedBox.of(printable(source), int(gt.classes[g]), box).to_json()
             for g, box in enumerate(gt.boxes)
             if g not in taken
         ]
         matches = []
         for det, one in zip(dets, found):
             if one is None:
-                self.unmatched.append({"file": printable(source), "id": det.id})
+                self.unmatched.append(UnmatchedRow(printable(source), det.id).to_json())
                 continue
             g, overlap = one
             match = Match(det_id=det.id, gt_box=gt.boxes[g], gt_class=int(gt.classes[g]), iou=overlap)
@@ -307,19 +313,8 @@ class Evaluator:
             except (KitError, RuntimeError) as error:  # e.g. out of memory: keep PG and EBPG going
                 self.curve_error = f"{source} detection {det.id}: {error}"
                 LOG.error("eval: deletion/insertion stopped at %s", self.curve_error)
-        self.rows.append(
-            {
-                "file": printable(source),
-                "id": det.id,
-                "class_id": det.class_id,
-                "class_name": det.class_name,
-                "score": det.score,
-                "box_xyxy": list(det.box_xyxy),
-                "gt_box_xyxy": [round(float(v), 2) for v in match.gt_box],
-                "iou": round(match.iou, 4),
-                "maps": measures,
-            }
-        )
+        row = MatchedRow.of(printable(source), det, gt_box=match.gt_box, iou=match.iou, maps=measures)
+        self.rows.append(row.to_json())
         self._tried.append(tried)
 
     def measure(self, source: Path, image_bgr: np.ndarray, result: ImageResult) -> dict[str, Any]:
@@ -330,24 +325,26 @@ class Evaluator:
         counts = (self.images, self.ground_truth, self.detections)
         seconds, curve_seconds, error = self.seconds, self.curve_seconds, self.curve_error
         self.score_image(source, image_bgr, result)
-        return {
-            "images": self.images - counts[0],
-            "ground_truth": self.ground_truth - counts[1],
-            "detections": self.detections - counts[2],
-            "rows": self.rows[rows:],
-            "tried": self._tried[rows:],
-            "unmatched": self.unmatched[unmatched:],
-            "missed": self.missed[missed:],
-            "skipped": self.skipped[skipped:],
-            "layers": list(self.layers),
-            "curve_error": self.curve_error if self.curve_error != error else None,
-            "seconds": self.seconds - seconds,
-            "curve_seconds": self.curve_seconds - curve_seconds,
-        }
+        return Measurement(
+            images=self.images - counts[0],
+            ground_truth=self.ground_truth - counts[1],
+            detections=self.detections - counts[2],
+            rows=self.rows[rows:],
+            tried=self._tried[rows:],
+            unmatched=self.unmatched[unmatched:],
+            missed=self.missed[missed:],
+            skipped=self.skipped[skipped:],
+            layers=list(self.layers),
+            curve_error=self.curve_error if self.curve_error != error else None,
+            seconds=self.seconds - seconds,
+            curve_seconds=self.curve_seconds - curve_seconds,
+        ).to_json()
 
-    def absorb(self, measured: Sequence[dict[str, Any]]) -> None:
+    def absorb(self, measured: Sequence[Mapping[str, Any]]) -> None:
         """Become the evaluator that measured these images in this order (:meth:`measure` of each,
-        given in the run's source order), whichever process measured each.
+        given in the run's source order, as their part lines hold them), whichever process measured
+        each. A measurement that is not one the kit recorded raises
+        :class:`kit.rundir.schema.RecordError`.
 
         The first ``curves`` matched detections keep their deletion/insertion curves, as one process
         would have drawn them: a process draws curves for the first ``curves`` of its own share, a
@@ -358,26 +355,26 @@ class Evaluator:
         self.images = self.ground_truth = self.detections = self.curves_done = 0
         self.curve_error = None
         self.seconds = self.curve_seconds = 0.0
-        for one in measured:
-            self.images += one["images"]
-            self.ground_truth += one["ground_truth"]
-            self.detections += one["detections"]
-            self.layers += [layer for layer in one["layers"] if layer not in self.layers]
-            for row, tried in zip(one["rows"], one["tried"]):
+        for one in map(Measurement.from_json, measured):
+            self.images += one.images
+            self.ground_truth += one.ground_truth
+            self.detections += one.detections
+            self.layers += [layer for layer in one.layers if layer not in self.layers]
+            for row, tried in zip(one.rows, one.tried):
                 keep = tried and self.curves_done < self.curves and self.curve_error is None
                 if keep:
                     self.curves_done += 1
                 elif tried:
-                    row = {**row, "maps": {k: _without_curves(m) for k, m in row["maps"].items()}}
+                    row = _without_curves(row)
                 self.rows.append(row)
                 self._tried.append(keep)
-            self.unmatched += one["unmatched"]
-            self.missed += one.get("missed", [])  # parts written before missed boxes were recorded
-            self.skipped += one["skipped"]
-            if one["curve_error"] is not None and self.curve_error is None:
-                self.curve_error = one["curve_error"]
-            self.seconds += one["seconds"]
-            self.curve_seconds += one["curve_seconds"]
+            self.unmatched += one.unmatched
+            self.missed += one.missed  # none in parts written before missed boxes were recorded
+            self.skipped += one.skipped
+            if one.curve_error is not None and self.curve_error is None:
+                self.curve_error = one.curve_error
+            self.seconds += one.seconds
+            self.curve_seconds += one.curve_seconds
 
     def _add_curves(
         self,
@@ -443,8 +440,9 @@ class Evaluator:
     def summary_rows(self) -> list[dict[str, Any]]:
         """One row per map name: n, PG, EBPG, and the curves' count and mean AUCs."""
         rows = []
+        by_row = [row_measures(r) for r in self.rows]
         for layer in self.layers:
-            measured = [r["maps"][layer] for r in self.rows if layer in r["maps"]]
+            measured = [m[layer] for m in by_row if layer in m]
             curves = [m for m in measured if "deletion_auc" in m]
             rows.append(
                 {
@@ -538,8 +536,10 @@ def _at_map_size(
 CURVE_KEYS = ("deletion_auc", "insertion_auc", "deletion_curve", "insertion_curve")
 
 
-def _without_curves(measures: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in measures.items() if k not in CURVE_KEYS}
+def _without_curves(row: dict[str, Any]) -> dict[str, Any]:
+    """A row of ``eval.json`` with its maps' measures and not their curves."""
+    kept = {k: {m: v for m, v in one.items() if m not in CURVE_KEYS} for k, one in row_measures(row).items()}
+    return with_measures(row, kept)
 
 
 def format_table(report: dict[str, Any]) -> str:

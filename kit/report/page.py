@@ -45,7 +45,7 @@ from urllib.parse import quote
 
 from kit.core.display import shown
 from kit.evaluation.audit import EXIT_OK, EXIT_REFUSED, command_failed, run_parser
-from kit.rundir import reader
+from kit.rundir import reader, schema
 from kit.rundir.naming import replace_file
 from kit.rundir.reader import PathLike, RunFolderError
 from kit.rundir.schema import AUDIT_NAME, EVAL_NAME, FUSED, HEAD_KEYS, MANIFEST_NAME, REPORT_NAME, VERSION_KEY
@@ -56,7 +56,7 @@ COMMIT_KEYS = ("upstream_commit", "commit")
 SHA256_KEYS = ("weights_sha256", "sha256")
 # Keys of the manifest's header shown apart (HEAD_KEYS first, in order), or not at all.
 NOT_SETTINGS = {
-    *("images", "interrupted", "finished", "unmerged_parts", VERSION_KEY),
+    *(schema.IMAGES_KEY, schema.INTERRUPTED_KEY, schema.FINISHED_KEY, schema.UNMERGED_KEY, VERSION_KEY),
     *(*HEAD_KEYS, *COMMIT_KEYS, *SHA256_KEYS),
 }
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2")
@@ -142,17 +142,17 @@ def read_run(run_dir: PathLike) -> RunView:
     notes: list[str] = []
     seen: dict[str, None] = {}
 
-    def add(record: Any) -> None:
+    def add(record: Optional[schema.ImageView]) -> None:
         image = _image(folder, len(images), record, notes)
         images.append(image)
         for card in image.cards:
             seen.update((m.layer, None) for m in card.maps)
 
     header = reader.stream_manifest(folder / MANIFEST_NAME, add)  # with a killed run's part files
-    if header.get("unmerged_parts"):
+    if header.get(schema.UNMERGED_KEY):
         notes.append(
-            f"{header['unmerged_parts']} part files in .kit-parts/ hold records that manifest.json does not "
-            "index yet: the page shows them merged as the end of the run would merge them"
+            f"{header[schema.UNMERGED_KEY]} part files in .kit-parts/ hold records that manifest.json does "
+            "not index yet: the page shows them merged as the end of the run would merge them"
         )
     return RunView(
         folder=folder,
@@ -165,96 +165,69 @@ def read_run(run_dir: PathLike) -> RunView:
     )
 
 
-def _image(folder: Path, index: int, record: Any, notes: list[str]) -> ImageView:
-    if not isinstance(record, dict):
+def _image(folder: Path, index: int, entry: Optional[schema.ImageView], notes: list[str]) -> ImageView:
+    if entry is None:
         notes.append(f"image record {index + 1} of the manifest is not an object: shown as failed")
         return ImageView(index, "?", None, None, None, None, "not an image record (the manifest is damaged)")
-    summary = record.get("summary")
     image = ImageView(
         index=index,
-        file=reader.as_text(record.get("file"), default="?"),
+        file=entry.file,
         stem=None,
-        width=reader.as_whole(record.get("width")),
-        height=reader.as_whole(record.get("height")),
-        summary=_href(folder, summary),
-        error=None if record.get("error") is None else reader.as_text(record.get("error"), default=""),
+        width=entry.width,
+        height=entry.height,
+        summary=_href(folder, entry.summary),
+        error=entry.error,
     )
-    detections = record.get("detections") or []
-    for det in detections if isinstance(detections, list) else []:
-        if isinstance(det, dict):
+    for det in entry.detections() or []:
+        if det is not None:
             image.cards.append(_card(folder, index, det))
-    missed = record.get("missed") or []
-    for m in missed if isinstance(missed, list) else []:
-        m = reader.as_dict(m)
-        candidate = reader.as_dict(m.get("candidate"))
-        box = m.get("gt_box")
-        maps = reader.as_dict(candidate.get("maps"))
-        links = [
-            (str(layer), url)
-            for layer, v in maps.items()
-            if (url := _href(folder, reader.as_dict(v).get("overlay")))
-        ]
-        image.missed.append(
-            (
-                reader.as_whole(m.get("class_id")),
-                reader.as_text(m.get("class_name"), default="?"),
-                [reader.as_number(v) or 0.0 for v in box] if isinstance(box, list) else [],
-                _why(candidate),
-                links,
-            )
-        )
+    for m in entry.missed():
+        links = [(m_.layer, url) for m_ in m.maps if (url := _href(folder, m_.overlay))]
+        image.missed.append((m.class_id, m.class_name, m.gt_box, _why(m), links))
     overlays = [m.overlay for c in image.cards for m in c.maps if m.overlay]
-    image.stem = _stem(summary, record.get("maps_file"), overlays)
+    image.stem = entry.stem or _stem_of_overlays(overlays)
     if image.stem is None and image.error is None:
         image.stem = PurePosixPath(image.file).stem  # an old record without files of its own
     return image
 
 
-def _card(folder: Path, image: int, det: dict[str, Any]) -> CardView:
+def _card(folder: Path, image: int, det: schema.DetectionView) -> CardView:
     maps = []
-    for layer, rec in reader.maps_of(det.get("maps")).items():
-        rec = rec if isinstance(rec, dict) else {}
-        overlay = rec.get("overlay")
-        energy = reader.as_number(rec.get("energy_in_box"))
-        no_gradient = rec.get("no_gradient") is True or (overlay is None and energy is None)
+    for rec in det.maps:
+        overlay, energy = rec.overlay, rec.energy_in_box
+        no_gradient = rec.no_gradient or (not rec.overlay_given and energy is None)
         href = None if no_gradient else _href(folder, overlay)
-        maps.append(MapView(layer, href, energy, no_gradient, overlay if isinstance(overlay, str) else None))
-    class_id = reader.as_whole(det.get("class_id"))
-    box = det.get("box_xyxy")
+        maps.append(MapView(rec.layer, href, energy, no_gradient, overlay))
+    box = det.box
     return CardView(
         image=image,
-        id=reader.as_whole(det.get("id")),
-        class_id=class_id,
-        class_name=reader.as_text(det.get("class_name"), default="?" if class_id is None else str(class_id)),
-        score=reader.as_number(det.get("score")),
-        level=reader.as_whole(det.get("level")),
-        box=[v for v in (reader.as_number(x) for x in box) if v is not None]
-        if isinstance(box, list)
-        else None,
+        id=det.id,
+        class_id=det.class_id,
+        class_name=det.class_name,
+        score=det.score,
+        level=det.level,
+        box=None if box is None else [v for v in box if v is not None],
         maps=maps,
     )
 
 
-def _why(candidate: dict[str, Any]) -> str:
+def _why(missed: schema.MissedView) -> str:
     """``--explain-missed``'s reason, in words (kit.evaluation.missed.REASONS)."""
-    why = reader.as_text(candidate.get("why"), default="?")
+    why = missed.why
     if why == "suppressed":
-        by = reader.as_whole(candidate.get("suppressed_by"))
+        by = missed.suppressed_by
         return "suppressed" + ("" if by is None else f" by detection {by}")
     if why == "other_class":
-        return f"scored as {reader.as_text(candidate.get('other_class_name'), default='another class')}"
+        name = missed.other_class_name
+        return f"scored as {'another class' if name is None else name}"
     if why == "mislocalized":
-        kept = reader.as_whole(candidate.get("detection"))
+        kept = missed.detection
         return "found, box off" + ("" if kept is None else f" (detection {kept})")
     return {"below_threshold": "below the threshold", "no_candidate": "no candidate there"}.get(why, why)
 
 
-def _stem(summary: Any, maps_file: Any, overlays: Sequence[str]) -> Optional[str]:
-    """The image's stem in the run folder, read off the names of its files."""
-    if isinstance(summary, str) and summary.endswith("_summary.jpg"):
-        return summary[: -len("_summary.jpg")]
-    if isinstance(maps_file, str) and maps_file.startswith("maps/") and maps_file.endswith(".npz"):
-        return maps_file[len("maps/") : -len(".npz")]
+def _stem_of_overlays(overlays: Sequence[str]) -> Optional[str]:
+    """The image's stem read off its overlays' folder (a record without a summary or maps file)."""
     for overlay in overlays:
         if "/" in overlay:
             return overlay.split("/", 1)[0]
@@ -280,7 +253,7 @@ def _href(folder: Path, rel: Any) -> Optional[str]:
 def render_report(run: RunView, *, notes: Sequence[str] = ()) -> str:
     """The page of ``run`` (see :func:`read_run`) as HTML text."""
     head = run.header
-    title = f"{run.folder.name or run.folder}: {reader.as_text(_value(head, 'upstream'), default='run')}"
+    title = f"{run.folder.name or run.folder}: {schema.as_text(_value(head, 'upstream'), default='run')}"
     script_hash = base64.b64encode(hashlib.sha256(SCRIPT.encode("utf-8")).digest()).decode("ascii")
     csp = (
         "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; "
@@ -335,7 +308,7 @@ def _count(n: int, noun: str) -> str:
 
 def _num(value: Any, digits: int = 3) -> str:
     """A number of the run's files to ``digits`` decimals; "–" for none or for no finite number."""
-    number = reader.as_number(value)
+    number = schema.as_number(value)
     return "–" if number is None else f"{number:.{digits}f}"
 
 
@@ -379,12 +352,12 @@ def _header(run: RunView, notes: Sequence[str]) -> str:
         f"<header class=top>\n<h1>Run <bdi>{_e(run.folder.name or run.folder)}</bdi></h1>\n",
         f"<p class=lead>{what + ' · ' if what else ''}{lead}</p>\n",
     ]
-    if head.get("interrupted") is True:
+    if head.get(schema.INTERRUPTED_KEY) is True:
         out.append(
             "<p class=warn>This run was interrupted (Ctrl-C): the page shows the "
             f"{len(run.images)} images it finished; --resume finishes it.</p>\n"
         )
-    elif head.get("finished") is False:
+    elif head.get(schema.FINISHED_KEY) is False:
         out.append(
             "<p class=warn>This run did not finish (it was killed, or its last step failed): the page "
             f"shows the {len(run.images)} images it recorded; --resume finishes it.</p>\n"
@@ -574,25 +547,24 @@ def _matches(run: RunView) -> dict[tuple[str, Optional[int]], str]:
     found: dict[tuple[str, Optional[int]], str] = {}
     for row in run.eval.get("unmatched") or []:
         if isinstance(row, dict):
-            found[(reader.as_text(row.get("file"), default="?"), reader.as_whole(row.get("id")))] = (
-                "unmatched"
-            )
+            entry = schema.EvalEntryView(row)
+            found[(entry.file, entry.id)] = "unmatched"
     for row in run.eval.get("detections") or []:
         if isinstance(row, dict):
-            iou = reader.as_number(row.get("iou"))
-            key = (reader.as_text(row.get("file"), default="?"), reader.as_whole(row.get("id")))
-            found[key] = f"matched, IoU {_num(iou, 2)}" if iou is not None else "matched"
+            entry = schema.EvalEntryView(row)
+            iou = entry.iou
+            found[(entry.file, entry.id)] = f"matched, IoU {_num(iou, 2)}" if iou is not None else "matched"
     return found
 
 
 def _eval_section(run: RunView) -> str:
     report = run.eval or {}
     s, images, labels = (
-        reader.as_dict(report.get("summary")),
-        reader.as_dict(report.get("images")),
-        reader.as_dict(report.get("labels")),
+        schema.as_dict(report.get("summary")),
+        schema.as_dict(report.get("images")),
+        schema.as_dict(report.get("labels")),
     )
-    gt, matched = reader.as_whole(s.get("ground_truth")), reader.as_whole(s.get("matched"))
+    gt, matched = schema.as_whole(s.get("ground_truth")), schema.as_whole(s.get("matched"))
     out = [
         '<section id="eval" class=block><h2>Evaluation (--eval)</h2>\n<p>',
         f"{_e(images.get('evaluated', '?'))} images, {_e(gt if gt is not None else '?')} ground-truth boxes, "
@@ -606,7 +578,7 @@ def _eval_section(run: RunView) -> str:
         "<th>curves</th><th>deletion AUC</th><th>insertion AUC</th></tr></thead><tbody>\n",
     ]
     for row in s.get("layers") or []:
-        row = reader.as_dict(row)
+        row = schema.as_dict(row)
         cells = [_e(row.get("layer")), _e(row.get("n", "–")), _num(row.get("pg"))]
         cells += [_num(row.get("ebpg")), _e(row.get("n_curves", "–"))]
         cells += [
@@ -630,15 +602,15 @@ def _eval_section(run: RunView) -> str:
 def _curve_plots(report: dict[str, Any]) -> str:
     curves: dict[str, dict[str, list[list[float]]]] = {"deletion": {}, "insertion": {}}
     for row in report.get("detections") or []:
-        for layer, measures in reader.as_dict(reader.as_dict(row).get("maps")).items():
+        for layer, measures in schema.EvalEntryView(row).measures.items():
             for mode, by_map in curves.items():
-                ys = reader.as_dict(measures).get(f"{mode}_curve")
-                if isinstance(ys, list) and len(ys) > 1 and all(reader.as_number(y) is not None for y in ys):
+                ys = measures.get(f"{mode}_curve")
+                if isinstance(ys, list) and len(ys) > 1 and all(schema.as_number(y) is not None for y in ys):
                     by_map.setdefault(str(layer), []).append([float(y) for y in ys])
     if not any(curves.values()):
         n = sum(
-            reader.as_whole(reader.as_dict(r).get("n_curves")) or 0
-            for r in reader.as_dict(report.get("summary")).get("layers") or []
+            schema.as_whole(schema.as_dict(r).get("n_curves")) or 0
+            for r in schema.as_dict(report.get("summary")).get("layers") or []
         )
         if n:
             return (
@@ -701,14 +673,13 @@ def _missed(run: RunView, gt: Optional[int], matched: Optional[int]) -> str:
         explained = {image.file: image.missed for image in run.images}
         rows = []
         for m in missed:
-            m = reader.as_dict(m)
-            file, cid = reader.as_text(m.get("file"), default="?"), reader.as_whole(m.get("class_id"))
-            box = m.get("box_xyxy")
-            where = ", ".join(_num(v, 0) for v in box) if isinstance(box, list) else "?"
+            entry = schema.EvalEntryView(m)
+            file, cid, box = entry.file, entry.class_id, entry.box
+            where = "?" if box is None else ", ".join(_num(v, 0) for v in box)
             name = _e(names.get(cid, "?" if cid is None else str(cid)))
             link = f'<a href="#i{index[file]}"><bdi>{_e(file)}</bdi></a>' if file in index else _e(file)
             why = ""
-            numbers = [reader.as_number(v) for v in box] if isinstance(box, list) else []
+            numbers = [] if box is None else [schema.as_number(v) for v in box]
             for class_id, _, gt_box, reason, maps in explained.get(file, []):  # --explain-missed
                 same = len(gt_box) == len(numbers) == 4 and all(
                     v is not None and abs(v - g) < 0.01 for v, g in zip(numbers, gt_box)
@@ -734,9 +705,9 @@ def _missed(run: RunView, gt: Optional[int], matched: Optional[int]) -> str:
 # ---- --audit ---------------------------------------------------------------------------------
 def _audit_section(run: RunView) -> str:
     audit = run.audit or {}
-    chosen = reader.as_dict(audit.get("map"))
-    total = reader.as_dict(audit.get("all"))
-    classes = [reader.as_dict(c) for c in audit.get("classes") or []]
+    chosen = schema.as_dict(audit.get("map"))
+    total = schema.as_dict(audit.get("all"))
+    classes = [schema.as_dict(c) for c in audit.get("classes") or []]
     out = [
         '<section id="audit" class=block><h2>Audit: where the maps lie against their boxes</h2>\n',
         f"<p>map: {_e(chosen.get('rule', chosen.get('layer', '?')))}. A map with energy in box below "
@@ -747,7 +718,7 @@ def _audit_section(run: RunView) -> str:
         "<th>n</th><th>measured</th><th>no gradient</th></tr></thead><tbody>\n",
     ]
     for c in [*classes, total]:
-        share = reader.as_number(c.get("share_outside"))
+        share = schema.as_number(c.get("share_outside"))
         outside = f"{_e(c.get('outside', '–'))}" + (f" ({100 * share:.1f}%)" if share is not None else "")
         cells = [f"<bdi>{_e(c.get('class_name', '?'))}</bdi>", outside]
         cells += [
@@ -769,7 +740,7 @@ def _audit_section(run: RunView) -> str:
 
 def _class_bars(classes: Sequence[dict[str, Any]]) -> str:
     """Per class: a bar of the share of maps mostly outside the box, a tick at the median energy."""
-    rows = [c for c in classes if reader.as_number(c.get("share_outside")) is not None]
+    rows = [c for c in classes if schema.as_number(c.get("share_outside")) is not None]
     if not rows:
         return ""
     row_h, label_w, w = 24, 120, 420
@@ -778,8 +749,8 @@ def _class_bars(classes: Sequence[dict[str, Any]]) -> str:
     parts = []
     for k, c in enumerate(rows):
         y = 6 + k * row_h
-        share = reader.as_number(c.get("share_outside")) or 0.0
-        median = reader.as_number(c.get("median"))
+        share = schema.as_number(c.get("share_outside")) or 0.0
+        median = schema.as_number(c.get("median"))
         name = shown(str(c.get("class_name", "?")))
         parts.append(
             f'<text x="{label_w - 6}" y="{y + 14}" text-anchor=end>{_e(name[:18])}</text>'
@@ -803,7 +774,7 @@ def _class_bars(classes: Sequence[dict[str, Any]]) -> str:
 
 
 def _top_list(run: RunView, audit: dict[str, Any]) -> str:
-    top = [reader.as_dict(t) for t in audit.get("top") or []]
+    top = [schema.as_dict(t) for t in audit.get("top") or []]
     if not top:
         return "<p class=muted>No measured detections to list.</p>\n"
     by_file = {image.file: image for image in run.images}
@@ -813,7 +784,7 @@ def _top_list(run: RunView, audit: dict[str, Any]) -> str:
         "cues (context, background, borders).</p>\n<ol class=top>\n"
     ]
     for t in top:
-        file, det_id = reader.as_text(t.get("file"), default="?"), reader.as_whole(t.get("id"))
+        file, det_id = schema.as_text(t.get("file"), default="?"), schema.as_whole(t.get("id"))
         image = by_file.get(file)
         match = f" · {_e(t['match'])}" if t.get("match") else ""
         href = _href(run.folder, t.get("overlay"))

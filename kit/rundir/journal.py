@@ -62,7 +62,7 @@ class Entry:
 
     @property
     def key(self) -> Key:
-        return (str(self.record.get("file")), self.occurrence)
+        return (schema.file_key(self.record), self.occurrence)
 
     def to_line(self) -> dict[str, Any]:
         line: dict[str, Any] = {"index": self.index, "n": self.occurrence, "image": self.record}
@@ -149,9 +149,9 @@ class PartWriter:
         line = _line(entry.to_line())
         if len(line) > MAX_LINE_BYTES:
             raise OutputError(
-                f"the record of {entry.record.get('file')} is {len(line) / 2**20:.0f} MiB, more than the "
-                f"{MAX_LINE_BYTES // 2**20} MiB a record may hold; explain fewer detections (--max-det) or "
-                "layers"
+                f"the record of {schema.file_key(entry.record)} is {len(line) / 2**20:.0f} MiB, more than "
+                f"the {MAX_LINE_BYTES // 2**20} MiB a record may hold; explain fewer detections (--max-det) "
+                "or layers"
             )
         self._pending.append(line)
         try:
@@ -346,7 +346,8 @@ def check_line(
     if keys is not None and (index >= len(keys) or keys[index] != entry.key):
         return (
             None,
-            f"{shown_value(record.get('file'))} is not the image at position {index} of this run's sources",
+            f"{shown_value(schema.file_of(record))} is not the image at position {index} of this run's "
+            "sources",
         )
     return entry, None
 
@@ -368,7 +369,7 @@ def untrusted(parts: Iterable[Part]) -> set[int]:
 def manifest_entries(images: Iterable[Mapping[str, Any]]) -> list[Entry]:
     """A manifest's ``images`` as entries, in its order (written by any version of the kit)."""
     records = [dict(image) for image in images if isinstance(image, Mapping)]
-    keys = keys_of([str(r.get("file")) for r in records])
+    keys = keys_of([schema.file_key(r) for r in records])
     return [
         Entry(record=r, index=i, occurrence=k[1], where=f"{MANIFEST_NAME} image {i + 1}")
         for i, (r, k) in enumerate(zip(records, keys))
@@ -386,7 +387,7 @@ def checked_entries(
     for entry in entries:
         problem = schema.record_problem(entry.record)
         if problem is None and known is not None and entry.key not in known:
-            problem = f"{shown_value(entry.record.get('file'))} is not one of this run's sources"
+            problem = f"{shown_value(schema.file_of(entry.record))} is not one of this run's sources"
         if problem is None:
             kept.append(entry)
         else:

@@ -5,8 +5,10 @@ everything here reads without trusting it: each file is a regular file reached w
 of bounded size (:func:`read_run_file`); a manifest is checked for its ``schema_version``
 (:func:`kit.rundir.schema.check_version`: older ones read, newer ones are refused with what to
 do); a run whose last records are still in its part files reads as the end of the run would merge
-them (:func:`read_manifest`, :func:`stream_manifest`); and a record's values are read tolerantly
-(:func:`as_number`, :func:`as_whole`, :func:`as_text`, :func:`maps_of`), never trusted to have their types.
+them (:func:`read_manifest`, :func:`stream_manifest`); and a record is read through
+:mod:`kit.rundir.schema`: checked (:meth:`~kit.rundir.schema.ImageRecord.from_json`) where it is
+trusted (resume), tolerantly (:class:`~kit.rundir.schema.ImageView`) where an old or damaged one is
+shown (the audit, the report), never trusted to have its types.
 
 :func:`stream_manifest` hands a manifest's image records to a function one at a time, so that
 memory grows with what the caller keeps, not with the size of the records (the audit of a run of
@@ -35,11 +37,15 @@ from kit.rundir.naming import LinkError, PathLike, is_regular, open_regular
 from kit.rundir.schema import (
     EVAL_NAME,
     FUSED,
+    IMAGES_KEY,
     LOCK_NAME,
     MANIFEST_NAME,
+    UNMERGED_KEY,
+    ImageRecord,
+    ImageView,
+    RecordError,
     SchemaVersionError,
     check_version,
-    record_problem,
     stem_of_summary,
 )
 
@@ -137,7 +143,7 @@ def load_manifest(out_dir: PathLike) -> dict[str, Any] | None:
         raise
     except (OSError, ValueError, RecursionError) as e:
         raise OutputError(f"{path} cannot be read as a kit manifest ({e}); it was left as it is") from e
-    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+    if not isinstance(data, dict) or not isinstance(data.get(IMAGES_KEY), list):
         raise OutputError(f"{path} is not a kit manifest (no 'images' list); it was left as it is")
     check_version(data, path)
     return data
@@ -158,12 +164,12 @@ def read_manifest(out_dir: PathLike) -> dict[str, Any]:
         manifest = {}
     if not parts:
         return manifest
-    earlier = journal.manifest_entries(manifest.get("images") or [])
+    earlier = journal.manifest_entries(manifest.get(IMAGES_KEY) or [])
     recorded = sorted((e for part in parts for e in part.entries), key=lambda e: e.index)  # stable
     merged = journal.merge_entries(earlier, parts, [e.key for e in [*earlier, *recorded]])
     images = [e.record for e in merged]
     LOG.debug("%s: %d images from %s and its parts", folder, len(images), MANIFEST_NAME)
-    return {**manifest, "images": images}
+    return {**manifest, IMAGES_KEY: images}
 
 
 def read_text(path: Path) -> str:
@@ -208,11 +214,13 @@ def read_json(path: Path, key: str, notes: list[str]) -> Optional[dict[str, Any]
 
 
 # ---- a manifest, one image at a time -------------------------------------------------------------
-def stream_manifest(manifest: Path, on_image: Callable[[Any], None]) -> dict[str, Any]:
+def stream_manifest(manifest: Path, on_image: Callable[[Optional[ImageView]], None]) -> dict[str, Any]:
     """A run's ``manifest.json``: its top-level values, with each image record handed to ``on_image``
-    one at a time (``images`` maps to their count). Any manifest the kit wrote reads, old ones too;
-    a :class:`RunFolderError` names the file and what to do when it is not a kit manifest or cannot
-    be read, a :class:`kit.rundir.schema.SchemaVersionError` when a newer kit wrote it.
+    one at a time as a :class:`kit.rundir.schema.ImageView` (None for an entry that is no JSON
+    object), its fields read tolerantly (``images`` maps to their count). Any manifest the kit wrote
+    reads, old ones too; a :class:`RunFolderError` names the file and what to do when it is not a
+    kit manifest or cannot be read, a :class:`kit.rundir.schema.SchemaVersionError` when a newer
+    kit wrote it.
 
     A run that did not finish (killed, or still going on another machine) keeps the records of its
     last images in part files beside the manifest (:mod:`kit.rundir.journal`); they are read too,
@@ -222,10 +230,10 @@ def stream_manifest(manifest: Path, on_image: Callable[[Any], None]) -> dict[str
     parts = len(journal.part_files(manifest.parent))
     if parts:
         return _stream_unfinished(manifest, on_image, parts)
-    header = scan_json(read_text(manifest), manifest, {"images": on_image})
-    if "images" in header and not isinstance(header["images"], int):
+    header = scan_json(read_text(manifest), manifest, {IMAGES_KEY: lambda one: on_image(ImageView.of(one))})
+    if IMAGES_KEY in header and not isinstance(header[IMAGES_KEY], int):
         raise RunFolderError(f"{manifest} is not a kit manifest: its 'images' is not a list; {PASS_A_RUN}")
-    if "images" not in header:
+    if IMAGES_KEY not in header:
         raise RunFolderError(
             f"{manifest} is not a kit manifest: it has no 'images' list (keys: "
             f"{', '.join(sorted(header)[:10]) or 'none'}). Pass the folder of a run of the kit"
@@ -234,7 +242,9 @@ def stream_manifest(manifest: Path, on_image: Callable[[Any], None]) -> dict[str
     return header
 
 
-def _stream_unfinished(manifest: Path, on_image: Callable[[Any], None], parts: int) -> dict[str, Any]:
+def _stream_unfinished(
+    manifest: Path, on_image: Callable[[Optional[ImageView]], None], parts: int
+) -> dict[str, Any]:
     """:func:`stream_manifest` of a run whose last records are still in its part files (held in
     memory at once: the parts of an unfinished run, not a finished run's whole manifest)."""
     try:
@@ -243,12 +253,12 @@ def _stream_unfinished(manifest: Path, on_image: Callable[[Any], None], parts: i
         raise
     except OutputError as error:
         raise RunFolderError(f"{error}; {PASS_A_RUN}") from None
-    images = data.get("images")
+    images = data.get(IMAGES_KEY)
     if not isinstance(images, list):
         raise RunFolderError(f"{manifest} is not a kit manifest: its 'images' is not a list; {PASS_A_RUN}")
     for image in images:
-        on_image(image)
-    return {**data, "images": len(images), "unmerged_parts": parts}
+        on_image(ImageView.of(image))
+    return {**data, IMAGES_KEY: len(images), UNMERGED_KEY: parts}
 
 
 _SPACE = re.compile(r"[ \t\n\r]*")
@@ -397,54 +407,20 @@ def read_map(archive: zipfile.ZipFile, key: Any) -> Optional[np.ndarray]:
 # ---- a record, for --resume --------------------------------------------------------------------
 def stem_of(record: Mapping[str, Any]) -> str | None:
     """The stem an image's files were written under, read from its record (None: no files)."""
-    return stem_of_summary(record.get("summary"))
+    return stem_of_summary(ImageView(record).summary)
 
 
 def is_complete(record: Mapping[str, Any], out_dir: Path) -> bool:
     """An image explained without error whose every file (summary, maps, overlays) is a regular
     file in the run folder, reached without a link. A record that fails :mod:`kit.rundir.schema` is
     never complete."""
-    if record.get("error") is not None or stem_of(record) is None or record_problem(record):
-        return False
-    files = [record.get("summary"), record.get("maps_file")]
-    for det in record.get("detections") or []:
-        files += [m.get("overlay") for m in (det.get("maps") or {}).values()]
-    for one in record.get("missed") or []:
-        files += [m.get("overlay") for m in (one["candidate"].get("maps") or {}).values()]
-    return all(is_regular(out_dir, f) for f in files if isinstance(f, str))
-
-
-# ---- a record's values, read tolerantly ----------------------------------------------------------
-def as_number(value: Any) -> Optional[float]:
-    """A finite float, or None (null, bool, text, NaN, infinity, an integer beyond a float)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
     try:
-        value = float(value)
-    except OverflowError:  # 10**400 in a manifest from someone else
-        return None
-    return value if math.isfinite(value) else None
-
-
-def as_whole(value: Any) -> Optional[int]:
-    """A whole number (an integral float too), or None."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return None
-
-
-def as_text(value: Any, *, default: str) -> str:
-    """A text value; ``default`` for null, any other value as ``str`` shows it."""
-    return value if isinstance(value, str) else default if value is None else str(value)
-
-
-def as_dict(value: Any) -> dict[str, Any]:
-    """``value`` when it is a JSON object, else an empty one."""
-    return value if isinstance(value, dict) else {}
+        image = ImageRecord.from_json(record)
+    except RecordError:
+        return False
+    if image.error is not None or image.stem is None:
+        return False
+    return all(is_regular(out_dir, f) for f in image.files())
 
 
 def map_names(header: Mapping[str, Any], seen: Iterable[str]) -> list[str]:
@@ -455,12 +431,3 @@ def map_names(header: Mapping[str, Any], seen: Iterable[str]) -> list[str]:
     seen = list(seen)
     names = [*run_layers, *(n for n in seen if n not in run_layers and n != FUSED)]
     return [*dict.fromkeys(names), *([FUSED] if FUSED in seen else [])]
-
-
-def maps_of(value: Any) -> dict[str, Any]:
-    """A detection's maps by layer name (the manifest's dict; a list of records with ``layer`` too)."""
-    if isinstance(value, dict):
-        return {str(k): v for k, v in value.items()}
-    if isinstance(value, list):
-        return {str(m["layer"]): m for m in value if isinstance(m, dict) and "layer" in m}
-    return {}

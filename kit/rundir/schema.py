@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
@@ -54,10 +54,14 @@ RESERVED_NAMES = frozenset({MAPS_DIR, MANIFEST_NAME, EVAL_NAME, AUDIT_NAME, REPO
 
 # ---- the manifest's keys -------------------------------------------------------------------------
 HEAD_KEYS = ("upstream", "weights", "method", "target", "layers")  # what was run, in this order
+IMAGES_KEY = "images"  # the list of image records (ImageRecord.to_json)
+INTERRUPTED_KEY = "interrupted"  # true: stopped by Ctrl-C, every finished image recorded
+FINISHED_KEY = "finished"  # true: the run ended and merged its parts
+UNMERGED_KEY = "unmerged_parts"  # what a reader adds: the part files of a run that did not finish
 FUSED = "fused"  # the layer name of --fuse's map (kit.core.results.FUSED; a test holds them equal)
 # Keys that record how a run went, not what decides its maps (not compared on resume).
 BOOKKEEPING = frozenset(
-    {"interrupted", "finished", "images", "processes", "batch_size", "kit_version", "argv", VERSION_KEY}
+    {INTERRUPTED_KEY, FINISHED_KEY, IMAGES_KEY, "processes", "batch_size", "kit_version", "argv", VERSION_KEY}
 )
 
 
@@ -92,7 +96,24 @@ def check_version(manifest: Mapping[str, Any], path: Path | str) -> int:
     return int(version)
 
 
-# ---- the records the writer serializes -----------------------------------------------------------
+# ---- the records: the writer serializes them, a reader reads them back -------------------------
+# Each record has ``to_json`` (its manifest entry) and ``from_json`` (the entry read back, checked:
+# a :class:`RecordError` naming the field when it is not one the kit wrote; the same checks as
+# :func:`record_problem`). Old or damaged manifests are read through the views further down.
+class RecordError(OutputError):
+    """A record read back that the kit did not write: ``problem`` names the field and its value (as
+    :func:`record_problem` says it)."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(problem)
+        self.problem = problem
+
+
+def _checked(problem: str | None) -> None:
+    if problem is not None:
+        raise RecordError(problem)
+
+
 @dataclass
 class MapRecord:
     """One map of one detection: where its overlay is, and how much of it falls in the box."""
@@ -107,6 +128,39 @@ class MapRecord:
     def unreached(cls, layer: str) -> MapRecord:
         """The record of a layer no gradient reached: no overlay, no array."""
         return cls(layer=layer, overlay=None, energy_in_box=None, no_gradient=True)
+
+    def to_json(self) -> dict[str, Any]:
+        """The entry under the map's layer name."""
+        return {
+            "overlay": self.overlay,
+            "energy_in_box": self.energy_in_box,
+            "no_gradient": self.no_gradient,
+            "key": self.key,
+        }
+
+    @classmethod
+    def from_json(cls, value: Any, *, layer: str, stem: Optional[str] = None) -> MapRecord:
+        """The map ``layer`` of a detection of the image whose files are ``stem``'s, read back."""
+        _checked(_map_entry(stem)(value) or non_finite(value))
+        return cls._of(layer, value)
+
+    @classmethod
+    def _of(cls, layer: str, value: Mapping[str, Any]) -> MapRecord:
+        return cls(
+            layer=layer,
+            overlay=value.get("overlay"),
+            energy_in_box=value.get("energy_in_box"),
+            no_gradient=value.get("no_gradient") is True,
+            key=value.get("key"),
+        )
+
+
+def _maps_json(maps: Sequence[MapRecord]) -> dict[str, Any]:
+    return {m.layer: m.to_json() for m in maps}
+
+
+def _maps_read(value: Any) -> list[MapRecord]:
+    return [MapRecord._of(str(layer), one) for layer, one in (value or {}).items()]
 
 
 @dataclass
@@ -134,42 +188,149 @@ class DetectionRecord:
             level=result.level,
         )
 
+    def to_json(self) -> dict[str, Any]:
+        """The entry of the image's ``detections``: its maps keyed by layer name."""
+        return {
+            "id": self.id,
+            "box_xyxy": list(self.box_xyxy),
+            "class_id": self.class_id,
+            "class_name": self.class_name,
+            "score": self.score,
+            "level": self.level,
+            "maps": _maps_json(self.maps),
+        }
+
+    @classmethod
+    def from_json(cls, value: Any, *, stem: Optional[str] = None) -> DetectionRecord:
+        """A detection's entry read back (its overlays in the folder of ``stem``, the image's)."""
+        _checked(_detection(stem)(value) or non_finite(value))
+        return cls._of(value)
+
+    @classmethod
+    def _of(cls, value: Mapping[str, Any]) -> DetectionRecord:
+        return cls(
+            id=value["id"],
+            box_xyxy=list(value["box_xyxy"]),
+            class_id=value["class_id"],
+            class_name=value["class_name"],
+            score=value["score"],
+            level=value.get("level"),
+            maps=_maps_read(value.get("maps")),
+        )
+
+
+@dataclass
+class CandidateRecord:
+    """A missed object's best candidate: the pre-NMS row or proposal that overlaps it most (``box``
+    None: there is none), its score for the object's class and why it was not kept
+    (:class:`kit.core.detection.MissedReason`'s value), with the field that reason uses."""
+
+    box: Optional[list[float]]
+    score: Optional[float]
+    iou: Optional[float]
+    why: str
+    level: Optional[int]
+    suppressed_by: Optional[int] = None  # why == "suppressed": the kept detection's id
+    other_class: Optional[int] = None  # why == "other_class"
+    other_class_name: Optional[str] = None
+    detection: Optional[int] = None  # why == "mislocalized": the kept detection's id
+
+    def to_json(self) -> dict[str, Any]:
+        """The candidate's fields, those of its ``why`` only."""
+        out: dict[str, Any] = {
+            "box": None if self.box is None else list(self.box),
+            "score": self.score,
+            "iou": self.iou,
+            "why": self.why,
+            "level": self.level,
+        }
+        if self.why == "suppressed":
+            out["suppressed_by"] = self.suppressed_by
+        if self.why == "other_class":
+            out["other_class"] = self.other_class
+            out["other_class_name"] = self.other_class_name
+        if self.why == "mislocalized":
+            out["detection"] = self.detection
+        return out
+
+    @classmethod
+    def _of(cls, value: Mapping[str, Any]) -> CandidateRecord:
+        box = value.get("box")
+        return cls(
+            box=None if box is None else list(box),
+            score=value.get("score"),
+            iou=value.get("iou"),
+            why=value["why"],
+            level=value.get("level"),
+            suppressed_by=value.get("suppressed_by"),
+            other_class=value.get("other_class"),
+            other_class_name=value.get("other_class_name"),
+            detection=value.get("detection"),
+        )
+
 
 @dataclass
 class MissedRecord:
-    """A ground-truth object no detection matched, and its best candidate (``--explain-missed``)."""
+    """A ground-truth object no detection matched (``--explain-missed``): its box and class, not a
+    detection's, and its best candidate, whose maps these are."""
 
     id: int  # its overlays are <stem>/missed<id>_<layer>.jpg
     gt_box: list[float]
     class_id: int
     class_name: str
-    candidate: dict[str, Any]  # box, score, iou, why (+ suppressed_by, other_class, detection), level
-    maps: list[MapRecord] = field(default_factory=list)  # written into candidate["maps"]
+    candidate: CandidateRecord
+    maps: list[MapRecord] = field(default_factory=list)  # the candidate's: written into candidate.maps
 
     @classmethod
     def of(cls, result: MissedResult) -> MissedRecord:
         """The record of a missed object's result, its maps still to add: its best candidate holds
         the fields its ``why`` uses."""
-        candidate: dict[str, Any] = {
-            "box": None if result.box_xyxy is None else list(result.box_xyxy),
-            "score": result.score,
-            "iou": result.iou,
-            "why": result.why,
-            "level": result.level,
-        }
-        if result.why == "suppressed":
-            candidate["suppressed_by"] = result.suppressed_by
-        if result.why == "other_class":
-            candidate["other_class"] = result.other_class
-            candidate["other_class_name"] = result.other_class_name
-        if result.why == "mislocalized":
-            candidate["detection"] = result.detection
+        candidate = CandidateRecord(
+            box=None if result.box_xyxy is None else list(result.box_xyxy),
+            score=result.score,
+            iou=result.iou,
+            why=result.why,
+            level=result.level,
+            suppressed_by=result.suppressed_by if result.why == "suppressed" else None,
+            other_class=result.other_class if result.why == "other_class" else None,
+            other_class_name=result.other_class_name if result.why == "other_class" else None,
+            detection=result.detection if result.why == "mislocalized" else None,
+        )
         return cls(
             id=result.id,
             gt_box=list(result.gt_box_xyxy),
             class_id=result.class_id,
             class_name=result.class_name,
             candidate=candidate,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The entry of the image's ``missed``: the maps under its candidate."""
+        candidate = {**self.candidate.to_json(), "maps": _maps_json(self.maps)}
+        return {
+            "id": self.id,
+            "gt_box": list(self.gt_box),
+            "class_id": self.class_id,
+            "class_name": self.class_name,
+            "candidate": candidate,
+        }
+
+    @classmethod
+    def from_json(cls, value: Any, *, stem: Optional[str] = None) -> MissedRecord:
+        """A missed object's entry read back (its overlays in the folder of ``stem``, the image's)."""
+        _checked(_missed(stem)(value) or non_finite(value))
+        return cls._of(value)
+
+    @classmethod
+    def _of(cls, value: Mapping[str, Any]) -> MissedRecord:
+        candidate = value["candidate"]
+        return cls(
+            id=value["id"],
+            gt_box=list(value["gt_box"]),
+            class_id=value["class_id"],
+            class_name=value["class_name"],
+            candidate=CandidateRecord._of(candidate),
+            maps=_maps_read(candidate.get("maps")),
         )
 
 
@@ -187,22 +348,48 @@ class ImageRecord:
     missed: Optional[list[MissedRecord]] = None  # --explain-missed only
 
     def to_json(self) -> dict[str, Any]:
-        """The manifest entry: like ``asdict`` but maps keyed by layer name (``missed`` only when
-        the run explains missed objects)."""
-        out = asdict(self)
-        for det, rec in zip(out["detections"], self.detections):
-            det["maps"] = _maps_json(rec.maps)
-        if self.missed is None:
-            del out["missed"]
-            return out
-        for one, rec_ in zip(out["missed"], self.missed):
-            one["candidate"]["maps"] = _maps_json(rec_.maps)
-            del one["maps"]
+        """The manifest entry: maps keyed by layer name (``missed`` only when the run explains
+        missed objects)."""
+        out = {
+            "file": self.file,
+            "width": self.width,
+            "height": self.height,
+            "detections": [d.to_json() for d in self.detections],
+            "error": self.error,
+            "summary": self.summary,
+            "maps_file": self.maps_file,
+        }
+        if self.missed is not None:
+            out["missed"] = [m.to_json() for m in self.missed]
         return out
 
+    @classmethod
+    def from_json(cls, value: Any) -> ImageRecord:
+        """An image's entry of a manifest or part read back; a :class:`RecordError` says why it
+        cannot be trusted (:func:`record_problem`)."""
+        _checked(record_problem(value))
+        missed = value.get("missed")
+        return cls(
+            file=value["file"],
+            width=value.get("width"),
+            height=value.get("height"),
+            detections=[DetectionRecord._of(d) for d in value["detections"]],
+            error=value.get("error"),
+            summary=value.get("summary"),
+            maps_file=value.get("maps_file"),
+            missed=None if missed is None else [MissedRecord._of(m) for m in missed],
+        )
 
-def _maps_json(maps: Sequence[MapRecord]) -> dict[str, Any]:
-    return {m.layer: {k: v for k, v in asdict(m).items() if k != "layer"} for m in maps}
+    @property
+    def stem(self) -> Optional[str]:
+        """The stem the image's files were written under (None: it has none)."""
+        return stem_of_summary(self.summary)
+
+    def files(self) -> list[str]:
+        """Every file of the run folder the record names: summary, maps, overlays."""
+        maps = [m for d in self.detections for m in d.maps] + [m for o in self.missed or [] for m in o.maps]
+        named = [self.summary, self.maps_file, *(m.overlay for m in maps)]
+        return [f for f in named if f is not None]
 
 
 # ---- what a record read back may hold ------------------------------------------------------------
@@ -410,6 +597,270 @@ def record_problem(record: Any) -> str | None:
     return _fields(record, checks, required=("file", "detections")) or non_finite(record)
 
 
+# ---- records of old or damaged manifests, read tolerantly ----------------------------------------
+# The audit and the report read any manifest the kit wrote, old ones too (maps as a list, fields
+# missing), and show what a damaged one still holds: through these views, each field its value
+# when it has its type, else None (or the default said), never a record refused whole.
+def as_number(value: Any) -> Optional[float]:
+    """A finite float, or None (null, bool, text, NaN, infinity, an integer beyond a float)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        value = float(value)
+    except OverflowError:  # 10**400 in a manifest from someone else
+        return None
+    return value if math.isfinite(value) else None
+
+
+def as_whole(value: Any) -> Optional[int]:
+    """A whole number (an integral float too), or None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
+def as_text(value: Any, *, default: str) -> str:
+    """A text value; ``default`` for null, any other value as ``str`` shows it."""
+    return value if isinstance(value, str) else default if value is None else str(value)
+
+
+def as_dict(value: Any) -> dict[str, Any]:
+    """``value`` when it is a JSON object, else an empty one."""
+    return value if isinstance(value, dict) else {}
+
+
+def maps_of(value: Any) -> dict[str, Any]:
+    """A detection's maps by layer name (the manifest's dict; a list of records with ``layer`` too,
+    as the first manifests wrote them)."""
+    if isinstance(value, dict):
+        return {str(k): v for k, v in value.items()}
+    if isinstance(value, list):
+        return {str(m["layer"]): m for m in value if isinstance(m, dict) and "layer" in m}
+    return {}
+
+
+def _text_or_none(value: Any) -> Optional[str]:
+    return value if isinstance(value, str) else None
+
+
+class MapView:
+    """One map entry of a detection as read back: ``is_record`` False when it is no object at all."""
+
+    __slots__ = ("layer", "raw", "is_record")
+
+    def __init__(self, layer: str, raw: Any) -> None:
+        self.layer, self.raw = layer, as_dict(raw)
+        self.is_record = isinstance(raw, dict)
+
+    @property
+    def overlay_given(self) -> bool:
+        """Whether the entry names an overlay at all (any value but null)."""
+        return self.raw.get("overlay") is not None
+
+    @property
+    def overlay(self) -> Optional[str]:
+        return _text_or_none(self.raw.get("overlay"))
+
+    @property
+    def key(self) -> Optional[str]:
+        return _text_or_none(self.raw.get("key"))
+
+    @property
+    def energy_given(self) -> bool:
+        """Whether the entry holds a value for ``energy_in_box`` (null: no gradient reached it)."""
+        return self.raw.get("energy_in_box") is not None
+
+    @property
+    def energy_in_box(self) -> Optional[float]:
+        return as_number(self.raw.get("energy_in_box"))
+
+    @property
+    def no_gradient(self) -> bool:
+        return self.raw.get("no_gradient") is True
+
+
+def _maps_view(value: Any) -> list[MapView]:
+    return [MapView(layer, one) for layer, one in maps_of(value).items()]
+
+
+class DetectionView:
+    """A detection entry as read back (a JSON object; see :class:`ImageView`)."""
+
+    __slots__ = ("raw",)
+
+    def __init__(self, raw: Mapping[str, Any]) -> None:
+        self.raw = raw
+
+    @property
+    def id(self) -> Optional[int]:
+        return as_whole(self.raw.get("id"))
+
+    @property
+    def class_id(self) -> Optional[int]:
+        return as_whole(self.raw.get("class_id"))
+
+    @property
+    def class_name(self) -> str:
+        """Its class name; its class id as text when it has none, else ``?``."""
+        class_id = self.class_id
+        return as_text(self.raw.get("class_name"), default="?" if class_id is None else str(class_id))
+
+    @property
+    def score(self) -> Optional[float]:
+        return as_number(self.raw.get("score"))
+
+    @property
+    def level(self) -> Optional[int]:
+        return as_whole(self.raw.get("level"))
+
+    @property
+    def box(self) -> Optional[list[Optional[float]]]:
+        """Its box's values (each None when not a finite number); None when it is no list."""
+        box = self.raw.get("box_xyxy")
+        return [as_number(v) for v in box] if isinstance(box, list) else None
+
+    @property
+    def maps(self) -> list[MapView]:
+        """Its maps in the record's order, by layer name."""
+        return _maps_view(self.raw.get("maps"))
+
+
+class MissedView:
+    """A missed object's entry as read back (``--explain-missed``)."""
+
+    __slots__ = ("raw", "candidate")
+
+    def __init__(self, raw: Any) -> None:
+        self.raw = as_dict(raw)
+        self.candidate = as_dict(self.raw.get("candidate"))
+
+    @property
+    def class_id(self) -> Optional[int]:
+        return as_whole(self.raw.get("class_id"))
+
+    @property
+    def class_name(self) -> str:
+        return as_text(self.raw.get("class_name"), default="?")
+
+    @property
+    def gt_box(self) -> list[float]:
+        """Its ground-truth box (a value that is no finite number as 0); empty when it is no list."""
+        box = self.raw.get("gt_box")
+        return [as_number(v) or 0.0 for v in box] if isinstance(box, list) else []
+
+    @property
+    def why(self) -> str:
+        return as_text(self.candidate.get("why"), default="?")
+
+    @property
+    def suppressed_by(self) -> Optional[int]:
+        return as_whole(self.candidate.get("suppressed_by"))
+
+    @property
+    def other_class_name(self) -> Optional[str]:
+        name = self.candidate.get("other_class_name")
+        return None if name is None else as_text(name, default="")
+
+    @property
+    def detection(self) -> Optional[int]:
+        return as_whole(self.candidate.get("detection"))
+
+    @property
+    def maps(self) -> list[MapView]:
+        """Its candidate's maps (a manifest's dict of layers only)."""
+        return [MapView(str(layer), one) for layer, one in as_dict(self.candidate.get("maps")).items()]
+
+
+class ImageView:
+    """An image's entry of a manifest as read back by the audit and the report: any manifest the kit
+    wrote, old or damaged, each field its value when it has its type (see :meth:`of`)."""
+
+    __slots__ = ("raw",)
+
+    def __init__(self, raw: Mapping[str, Any]) -> None:
+        self.raw = raw
+
+    @classmethod
+    def of(cls, value: Any) -> Optional[ImageView]:
+        """The view of ``value``; None when it is not a JSON object (not an image record)."""
+        return cls(value) if isinstance(value, dict) else None
+
+    @property
+    def file(self) -> str:
+        return as_text(self.raw.get("file"), default="?")
+
+    @property
+    def width(self) -> Optional[int]:
+        return as_whole(self.raw.get("width"))
+
+    @property
+    def height(self) -> Optional[int]:
+        return as_whole(self.raw.get("height"))
+
+    @property
+    def area(self) -> Optional[float]:
+        """Its width times its height in pixels (any positive numbers); None when either is unknown."""
+        width, height = as_number(self.raw.get("width")), as_number(self.raw.get("height"))
+        return width * height if width and height and width > 0 and height > 0 else None
+
+    @property
+    def error(self) -> Optional[str]:
+        """Why the image failed, as text; None for an image explained."""
+        error = self.raw.get("error")
+        return None if error is None else as_text(error, default="")
+
+    @property
+    def summary(self) -> Any:
+        """The summary sheet's path as recorded (any value: a reader checks it is a file of the folder)."""
+        return self.raw.get("summary")
+
+    @property
+    def maps_file(self) -> Optional[str]:
+        return _text_or_none(self.raw.get("maps_file"))
+
+    @property
+    def stem(self) -> Optional[str]:
+        """The stem its files were written under, read off their names (None: none is one)."""
+        summary, maps_file = self.summary, self.maps_file
+        if isinstance(summary, str) and summary.endswith(SUMMARY_SUFFIX):
+            return summary[: -len(SUMMARY_SUFFIX)]
+        prefix, suffix = f"{MAPS_DIR}/", ".npz"
+        if maps_file is not None and maps_file.startswith(prefix) and maps_file.endswith(suffix):
+            return maps_file[len(prefix) : -len(suffix)]
+        return None
+
+    def detections(self) -> Optional[list[Optional[DetectionView]]]:
+        """Its detections (None for an entry that is no object); None when they are no list (none: [])."""
+        found = self.raw.get("detections") or []
+        if not isinstance(found, list):
+            return None
+        return [DetectionView(d) if isinstance(d, dict) else None for d in found]
+
+    def missed(self) -> list[MissedView]:
+        """Its missed objects (``--explain-missed``); none when it has no list of them."""
+        found = self.raw.get("missed") or []
+        return [MissedView(m) for m in found] if isinstance(found, list) else []
+
+
+def file_of(record: Mapping[str, Any]) -> Any:
+    """An image record's ``file`` as it is (any value, None when it has none)."""
+    return record.get("file")
+
+
+def file_key(record: Mapping[str, Any]) -> str:
+    """An image record's ``file`` as the journal keys it (``str`` of any value)."""
+    return str(file_of(record))
+
+
+def has_error(record: Mapping[str, Any]) -> bool:
+    """Whether an image record says its image failed."""
+    return record.get("error") is not None
+
+
 # What an image's measurement (``--eval``) must hold for kit.evaluation.evaluate.Evaluator.absorb to read it.
 def _measures(value: Any) -> str | None:
     checks = {
@@ -462,6 +913,203 @@ def measured_problem(measured: Any) -> str | None:
         "curve_seconds",
     )
     return _fields(measured, checks, required=required) or non_finite(measured)
+
+
+@dataclass
+class Measurement:
+    """What one image's measurement added to the evaluation (``--eval``), recorded with the image in
+    its part file so that a run split over processes, or resumed, is evaluated as one
+    (:meth:`kit.evaluation.evaluate.Evaluator.absorb`). ``rows``, ``unmatched``, ``missed`` and
+    ``skipped`` are ``eval.json``'s entries as the evaluator writes them; ``tried`` says, per row,
+    whether its curves were attempted."""
+
+    images: int
+    ground_truth: int
+    detections: int
+    rows: list[dict[str, Any]]
+    tried: list[bool]
+    unmatched: list[dict[str, Any]]
+    missed: list[dict[str, Any]]
+    skipped: list[dict[str, Any]]
+    layers: list[str]
+    curve_error: Optional[str]
+    seconds: float
+    curve_seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        """The part line's ``eval``."""
+        return {
+            "images": self.images,
+            "ground_truth": self.ground_truth,
+            "detections": self.detections,
+            "rows": self.rows,
+            "tried": self.tried,
+            "unmatched": self.unmatched,
+            "missed": self.missed,
+            "skipped": self.skipped,
+            "layers": self.layers,
+            "curve_error": self.curve_error,
+            "seconds": self.seconds,
+            "curve_seconds": self.curve_seconds,
+        }
+
+    @classmethod
+    def from_json(cls, value: Any) -> Measurement:
+        """A part line's ``eval`` read back; a :class:`RecordError` says why it cannot be trusted
+        (:func:`measured_problem`). A part written before missed boxes were recorded has none."""
+        _checked(measured_problem(value))
+        return cls(
+            images=value["images"],
+            ground_truth=value["ground_truth"],
+            detections=value["detections"],
+            rows=value["rows"],
+            tried=value["tried"],
+            unmatched=value["unmatched"],
+            missed=value.get("missed") or [],
+            skipped=value["skipped"],
+            layers=value["layers"],
+            curve_error=value.get("curve_error"),
+            seconds=value["seconds"],
+            curve_seconds=value["curve_seconds"],
+        )
+
+
+# ---- eval.json's entries -------------------------------------------------------------------------
+# ``--eval`` lists, per image, its matched detections (each with its maps' measures), the unmatched
+# ones, the ground-truth boxes no detection matched, and the images the labels could not score.
+# The evaluator writes them with these records; the audit and the report read them with
+# :class:`EvalEntryView`.
+@dataclass
+class MatchedRow:
+    """A detection matched to a ground-truth box: the detection as its record names it, the box it
+    matched (to 0.01 px) and their IoU (to 1e-4), and its measures per map name (pg, ebpg, curves)."""
+
+    file: str
+    id: int
+    class_id: int
+    class_name: str
+    score: float
+    box_xyxy: list[float]
+    gt_box_xyxy: list[float]
+    iou: float
+    maps: dict[str, dict[str, Any]]
+
+    @classmethod
+    def of(
+        cls, file: str, detection: DetectionResult, *, gt_box: Iterable[float], iou: float,
+        maps: dict[str, dict[str, Any]],
+    ) -> MatchedRow:  # fmt: skip
+        """The row of ``detection`` of image ``file`` (as the manifest names it)."""
+        return cls(
+            file=file,
+            id=detection.id,
+            class_id=detection.class_id,
+            class_name=detection.class_name,
+            score=detection.score,
+            box_xyxy=list(detection.box_xyxy),
+            gt_box_xyxy=[round(float(v), 2) for v in gt_box],
+            iou=round(iou, 4),
+            maps=maps,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The entry of eval.json's ``detections``."""
+        return {
+            "file": self.file,
+            "id": self.id,
+            "class_id": self.class_id,
+            "class_name": self.class_name,
+            "score": self.score,
+            "box_xyxy": self.box_xyxy,
+            "gt_box_xyxy": self.gt_box_xyxy,
+            "iou": self.iou,
+            "maps": self.maps,
+        }
+
+
+@dataclass
+class UnmatchedRow:
+    """A detection of an evaluated image that matched no ground truth (eval.json's ``unmatched``)."""
+
+    file: str
+    id: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"file": self.file, "id": self.id}
+
+
+@dataclass
+class MissedBox:
+    """A ground-truth box no detection matched (eval.json's ``missed``), to 0.01 px."""
+
+    file: str
+    class_id: int
+    box_xyxy: list[float]
+
+    @classmethod
+    def of(cls, file: str, class_id: int, box: Iterable[float]) -> MissedBox:
+        return cls(file=file, class_id=class_id, box_xyxy=[round(float(v), 2) for v in box])
+
+    def to_json(self) -> dict[str, Any]:
+        return {"file": self.file, "class_id": self.class_id, "box_xyxy": self.box_xyxy}
+
+
+@dataclass
+class SkippedImage:
+    """An image the labels could not score, and why (eval.json's ``images.skipped``)."""
+
+    file: str
+    reason: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"file": self.file, "reason": self.reason}
+
+
+def row_measures(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A matched row's measures by map name (as the evaluator keeps it: a dict of measures)."""
+    return dict(row["maps"])
+
+
+def with_measures(row: Mapping[str, Any], measures: Mapping[str, Any]) -> dict[str, Any]:
+    """A matched row with other measures (the same fields, in the same order)."""
+    return {**row, "maps": dict(measures)}
+
+
+class EvalEntryView:
+    """An entry of an ``eval.json`` (matched, unmatched, missed or skipped) as read back: any file,
+    each field its value when it has its type (as :class:`ImageView` reads a manifest's records)."""
+
+    __slots__ = ("raw",)
+
+    def __init__(self, raw: Any) -> None:
+        self.raw = as_dict(raw)
+
+    @property
+    def file(self) -> str:
+        return as_text(self.raw.get("file"), default="?")
+
+    @property
+    def id(self) -> Optional[int]:
+        return as_whole(self.raw.get("id"))
+
+    @property
+    def class_id(self) -> Optional[int]:
+        return as_whole(self.raw.get("class_id"))
+
+    @property
+    def iou(self) -> Optional[float]:
+        return as_number(self.raw.get("iou"))
+
+    @property
+    def box(self) -> Optional[list[Any]]:
+        """The box's values as recorded (a missed box's); None when it is no list."""
+        box = self.raw.get("box_xyxy")
+        return box if isinstance(box, list) else None
+
+    @property
+    def measures(self) -> dict[str, dict[str, Any]]:
+        """A matched row's measures by map name (each an object; anything else as an empty one)."""
+        return {str(k): as_dict(v) for k, v in as_dict(self.raw.get("maps")).items()}
 
 
 def non_finite(value: Any) -> str | None:

@@ -55,6 +55,10 @@ from kit.rundir.naming import PathLike, check_run_folder, free_stem, is_folder_i
 from kit.rundir.schema import (
     BOOKKEEPING,
     DERIVED,
+    FINISHED_KEY,
+    HEAD_KEYS,
+    IMAGES_KEY,
+    INTERRUPTED_KEY,
     LOCK_NAME,
     MANIFEST_NAME,
     MAPS_DIR,
@@ -97,17 +101,14 @@ class RunSettings:
 def _header(settings: RunSettings, layers: list[str]) -> dict[str, Any]:
     """The manifest's header of a run of ``settings``; refused (OutputError) when ``extra`` would
     overwrite one of its keys or holds what JSON cannot (NaN)."""
+    s = settings
     header: dict[str, Any] = {
         VERSION_KEY: SCHEMA_VERSION,
-        "upstream": settings.upstream,
-        "weights": settings.weights,
-        "method": settings.method,
-        "target": settings.target,
-        "layers": layers,
-        "interrupted": False,
-        "finished": False,
+        **dict(zip(HEAD_KEYS, (s.upstream, s.weights, s.method, s.target, layers))),
+        INTERRUPTED_KEY: False,
+        FINISHED_KEY: False,
     }
-    clash = sorted(set(settings.extra) & (set(header) | {"images"}))
+    clash = sorted(set(settings.extra) & (set(header) | {IMAGES_KEY}))
     if clash:
         raise OutputError(f"extra manifest keys {clash} would overwrite the run's own; rename them")
     broken = schema.non_finite(_normalized({**header, **settings.extra}))
@@ -228,7 +229,7 @@ class RunWriter:
     def failed(self) -> int:
         """How many images were recorded with an error (after :meth:`finish`: in the whole run)."""
         if self.merged:
-            return sum(1 for r in self.merged if r.get("error") is not None)
+            return sum(1 for r in self.merged if schema.has_error(r))
         return sum(1 for r in self.images if r.error is not None)
 
     def settings(self) -> dict[str, Any]:
@@ -505,7 +506,7 @@ class RunWriter:
         Does nothing once the writer is closed (the lock is no longer held)."""
         if self._closed:
             return
-        self.header["interrupted"] = True
+        self.header[INTERRUPTED_KEY] = True
         try:
             self._part.close()
         except OutputError as e:
@@ -562,7 +563,7 @@ class RunWriter:
         """The manifest as a dict: run settings, ``extra``, and one entry per image (default: this
         writer's own records)."""
         shown = [r.to_json() for r in self.images] if images is None else list(images)
-        return {**self.header, **self.extra, "images": shown}
+        return {**self.header, **self.extra, IMAGES_KEY: shown}
 
     def _add(self, record: ImageRecord, index: int | None) -> None:
         if self._keys is not None and index is not None:
@@ -576,9 +577,9 @@ class RunWriter:
     def _open_new(self) -> None:
         unfinished = journal.part_files(self.out_dir)
         recorded = None if self.overwrite else reader.load_manifest(self.out_dir)
-        if recorded is not None and recorded.get("finished") is True:
+        if recorded is not None and recorded.get(FINISHED_KEY) is True:
             raise OutputError(_finished(self.out_dir, recorded))
-        if not self.overwrite and (unfinished or (recorded is not None and recorded["images"])):
+        if not self.overwrite and (unfinished or (recorded is not None and recorded[IMAGES_KEY])):
             held = f"{len(unfinished)} part files in {PARTS_DIR}/" if unfinished else "its manifest.json"
             raise OutputError(_unfinished(self.out_dir, held))
         if self.overwrite:
@@ -592,14 +593,14 @@ class RunWriter:
         assert recorded is not None  # check_resumable
         self.check_settings(recorded)
         _remove_stale_temporaries(self.out_dir)
-        images = journal.manifest_entries(recorded["images"])  # the settings now; records as they were
+        images = journal.manifest_entries(recorded[IMAGES_KEY])  # the settings now; records as they were
         self._write_manifest(self.manifest([e.record for e in journal.checked_entries(images)[0]]))
 
     def _records(self, recorded: Mapping[str, Any], *, announce: bool = False) -> list[journal.Entry]:
         """The run's records so far, from its manifest and every part, each checked
         (:mod:`kit.rundir.schema`; with :meth:`use`'s images, against them), the last of each image kept.
         ``announce``: log what is left out, and note which images to explain again (:attr:`redo`)."""
-        images = recorded.get("images")
+        images = recorded.get(IMAGES_KEY)
         earlier, left = journal.checked_entries(
             journal.manifest_entries(images if isinstance(images, list) else []), self._keys
         )
@@ -617,8 +618,8 @@ class RunWriter:
 
     def _write_merged(self, *, final: bool) -> None:
         """``manifest.json`` from the manifest as it is and every part, in source order."""
-        merged = self._records(reader.load_manifest(self.out_dir) or {"images": []})
-        self.header["finished"] = final
+        merged = self._records(reader.load_manifest(self.out_dir) or {IMAGES_KEY: []})
+        self.header[FINISHED_KEY] = final
         self.merged = [e.record for e in merged]
         self.entries = merged
         self._write_manifest(self.manifest(self.merged))
@@ -731,9 +732,9 @@ def check_not_finished(out_dir: PathLike) -> None:
     replace or bury, as :class:`RunWriter` does (``--overwrite`` replaces it, ``--resume`` goes on)."""
     folder = Path(out_dir)
     recorded = reader.load_manifest(folder) if folder.is_dir() else None
-    if recorded is not None and recorded.get("finished") is True:
+    if recorded is not None and recorded.get(FINISHED_KEY) is True:
         raise OutputError(_finished(folder, recorded))
-    if (recorded is not None and recorded["images"]) or (folder.is_dir() and journal.part_files(folder)):
+    if (recorded is not None and recorded[IMAGES_KEY]) or (folder.is_dir() and journal.part_files(folder)):
         raise OutputError(_unfinished(folder, "its manifest.json and part files"))
 
 
@@ -762,9 +763,9 @@ def check_not_foreign(out_dir: PathLike, stems: Sequence[str]) -> None:
 
 def _finished(folder: Path, recorded: Mapping[str, Any]) -> str:
     return (
-        f"run folder {folder} holds a finished run ({len(recorded['images'])} images in its manifest.json); "
-        "a new run would replace its manifest. Choose another --name (or drop --exist-ok), or pass "
-        "--overwrite (overwrite=True) to replace that run"
+        f"run folder {folder} holds a finished run ({len(recorded[IMAGES_KEY])} images in its "
+        "manifest.json); a new run would replace its manifest. Choose another --name (or drop "
+        "--exist-ok), or pass --overwrite (overwrite=True) to replace that run"
     )
 
 

@@ -18,6 +18,7 @@ from kit.core.results import FUSED, DetectionResult, ImageResult
 from kit.evaluation.evaluate import EvalOptionError, Evaluator, detection_maps, match_detections
 from kit.evaluation.labels import Labels
 from kit.evaluation.metrics import energy_pointing_game
+from kit.rundir.schema import RecordError
 
 
 def test_matching_is_greedy_by_score_and_one_to_one() -> None:
@@ -254,6 +255,10 @@ def test_a_run_split_over_processes_keeps_its_missed_boxes_and_drops_curves_past
     rows = merged.report()["detections"]
     assert set(rows[0]["maps"]["a"]) >= {"deletion_auc", "deletion_curve", "insertion_curve"}
     assert set(rows[1]["maps"]["a"]) == {"pg", "ebpg"}  # past the cap of 1: no area and no curve
+    # What a part line holds is read back through the schema: one that is not a measurement is
+    # refused, naming the field.
+    with pytest.raises(RecordError, match=r"^'rows': \[0\] 'maps' is missing$"):
+        evaluator().absorb([measured[0], {**measured[1], "rows": [{"file": "b.png"}]}])
 
 
 def test_box_deletion_is_measured_only_when_asked() -> None:
