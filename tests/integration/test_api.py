@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import REPO_ROOT, run_in_checkout
-from tests.integration.test_detectron2 import CONFIGS, IMAGE, SAVE_CHECKPOINT
+from tests.integration.conftest import REPO_ROOT, run_child_in_checkout, run_in_checkout
+from tests.integration.test_detectron2 import CONFIGS, IMAGE
 
 pytestmark = pytest.mark.integration
 
@@ -114,7 +114,8 @@ print("ok", sorted(d.maps))
 def test_a_detectron2_model_with_random_weights_through_the_api(
     detectron2_checkout: Path, tmp_path: Path
 ) -> None:
-    saved = run_in_checkout(detectron2_checkout, SAVE_CHECKPOINT, CONFIGS["fpn"], str(tmp_path), "fpn")
+    save = ("detectron2_save_checkpoint", CONFIGS["fpn"], str(tmp_path), "fpn")  # test_detectron2's writer
+    saved = run_child_in_checkout(detectron2_checkout, *save)
     assert saved.returncode == 0, saved.stderr[-3000:]
     result = run_in_checkout(
         detectron2_checkout, DETECTRON2_SNIPPET, str(tmp_path / "fpn.pth"), CONFIGS["fpn"], IMAGE

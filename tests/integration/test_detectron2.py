@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.integration.conftest import run_in_checkout
+from tests.integration.conftest import run_child_in_checkout
 from tests.integration.helpers import (
     Upstream,
     assert_detects_like_unpatched,
@@ -49,181 +49,23 @@ DETECTRON2 = Upstream(
     detections_per_image=4,  # random weights score far more boxes above 0.01
 )
 
-SAVE_CHECKPOINT = """
-    import sys
-    import torch
-    from detectron2.checkpoint import DetectionCheckpointer
-    from detectron2.config import get_cfg
-    from detectron2.layers import FrozenBatchNorm2d
-    from detectron2.modeling import build_model
-    cfg = get_cfg()
-    cfg.merge_from_file(sys.argv[1])
-    cfg.MODEL.DEVICE = "cpu"
-    torch.manual_seed(0)
-    model = build_model(cfg).eval()
-    def calibrate(module, inputs):
-        module.running_mean.copy_(inputs[0].mean(dim=(0, 2, 3)))
-        module.running_var.copy_(inputs[0].var(dim=(0, 2, 3)) + 1e-5)
-    bns = [m for m in model.modules() if isinstance(m, FrozenBatchNorm2d)]
-    hooks = [m.register_forward_pre_hook(calibrate) for m in bns]
-    with torch.no_grad():
-        model([{"image": torch.randint(0, 255, (3, 256, 320)).float()}])
-    for h in hooks:
-        h.remove()
-    DetectionCheckpointer(model, save_dir=sys.argv[2]).save(sys.argv[3])
-    # The model zoo's .pkl format too: a plain pickle of numpy arrays.
-    import pickle
-    state = {k: v.numpy() for k, v in model.state_dict().items()}
-    with open(f"{sys.argv[2]}/{sys.argv[3]}.pkl", "wb") as f:
-        pickle.dump({"model": state, "__author__": "kit tests", "matching_heuristics": False}, f)
-"""
-
-# Detections of the upstream's own DefaultPredictor; runs in the patched and the unpatched tree.
-PREDICT = """
-    import json, sys
-    import cv2, torch
-    from detectron2.config import get_cfg
-    from detectron2.engine import DefaultPredictor
-    found = []
-    for config, weights in zip(sys.argv[2::2], sys.argv[3::2]):
-        cfg = get_cfg()
-        cfg.merge_from_file(config)
-        cfg.merge_from_list(["MODEL.WEIGHTS", weights, "MODEL.DEVICE", "cpu", "INPUT.MIN_SIZE_TEST", "256"])
-        cfg.merge_from_list(["MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.01"])
-        cfg.merge_from_list(["MODEL.RETINANET.SCORE_THRESH_TEST", "0.01"])
-        inst = DefaultPredictor(cfg)(cv2.imread(sys.argv[1]))["instances"]
-        found.append({"boxes": inst.pred_boxes.tensor.tolist(), "scores": inst.scores.tolist(),
-                      "classes": inst.pred_classes.tolist()})
-    print(json.dumps(found))
-"""
-
-# Each detection's score recomputed from the upstream's own modules at the recorded index, on a
-# batch of two images (the second one flipped) so per-image offsets are exercised.
-RECOMPUTE = """
-    import json, sys
-    import cv2, torch
-    import detectron2.data.transforms as T
-    from detectron2.config import get_cfg
-    from detectron2.modeling import build_model
-    from kit.upstreams.loaders.detectron2 import safe_checkpointer
-    from kit.adapters.detectron2 import Detectron2Adapter
-    def check(config, weights, image):
-        cfg = get_cfg()
-        cfg.merge_from_file(config)
-        cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.01",
-                             "MODEL.RETINANET.SCORE_THRESH_TEST", "0.01"])
-        model = build_model(cfg).eval()
-        safe_checkpointer(model, trust=False).load(weights)
-        aug = T.ResizeShortestEdge([256, 256], 1333)
-        adapter = Detectron2Adapter(model, resize=lambda im: aug.get_transform(im).apply_image(im), max_det=6)
-        images, _ = adapter.preprocess([image, image[:, ::-1].copy()])
-        return recompute(model, adapter, images)
-
-    def recompute(model, adapter, images):
-        with torch.no_grad():
-            out = adapter.forward(images)
-            dets = adapter.detect(out)
-            recomputed = []
-            if adapter.kind == "rcnn":
-                heads = model.roi_heads
-                for d in dets:
-                    feats = [out.features[f][d.image_index : d.image_index + 1] for f in heads.in_features]
-                    box = out.proposals[d.image_index].proposal_boxes[d.row : d.row + 1]
-                    if hasattr(heads, "box_head"):
-                        x = heads.box_head(heads.box_pooler(feats, [box]))
-                    else:
-                        x = heads._shared_roi_transform(feats, [box]).mean(dim=[2, 3])
-                    logits = heads.box_predictor(x)[0]
-                    recomputed.append(float(torch.softmax(logits, 1)[0, d.class_id]))
-            else:
-                feats = model.backbone(images.tensor)
-                logits = model.head([feats[f] for f in model.head_in_features])[0]
-                for d in dets:
-                    level = logits[d.level]
-                    n, _, h, w = level.shape
-                    per_anchor = level.view(n, -1, model.num_classes, h, w).permute(0, 3, 4, 1, 2)
-                    per_anchor = per_anchor.reshape(n, -1, model.num_classes)
-                    recomputed.append(float(per_anchor[d.image_index, d.row, d.class_id].sigmoid()))
-            target = out.score(dets).tolist()
-            # the box target's decoded boxes are the kept boxes (Faster R-CNN's clipped to the image
-            # as fast_rcnn_inference clips them; RetinaNet's inference does not clip)
-            decoded = out.box(dets)
-            for k, d in enumerate(dets):
-                h, w = images.image_sizes[d.image_index]
-                if adapter.kind == "rcnn":
-                    decoded[k, 0::2] = decoded[k, 0::2].clamp(0, w)
-                    decoded[k, 1::2] = decoded[k, 1::2].clamp(0, h)
-        return {"scores": [d.score for d in dets], "recomputed": recomputed, "target": target,
-                "images": sorted({d.image_index for d in dets}), "levels": [d.level for d in dets],
-                "boxes": [list(d.box_xyxy) for d in dets], "decoded": decoded.tolist()}
-
-    image = cv2.imread(sys.argv[1])
-    print(json.dumps([check(c, w, image) for c, w in zip(sys.argv[2::2], sys.argv[3::2])]))
-"""
-
-# Faster R-CNN FPN: the adapter's one-proposal gradients equal the engine's full backward.
-LOCAL_EQUALS_FULL = """
-    import sys
-    import cv2, torch
-    import detectron2.data.transforms as T
-    from detectron2.config import get_cfg
-    from detectron2.modeling import build_model
-    from kit.upstreams.loaders.detectron2 import safe_checkpointer
-    from kit.adapters.detectron2 import Detectron2Adapter
-    from kit.core.contract import Capabilities
-    from kit.core.engine import explain
-    from kit.methods.cam import CAM_METHODS as METHODS
-    from kit.core.targets import TARGETS
-    cfg = get_cfg()
-    cfg.merge_from_file(sys.argv[1])
-    cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.01"])
-    model = build_model(cfg).eval()
-    safe_checkpointer(model, trust=False).load(sys.argv[2])
-    aug = T.ResizeShortestEdge([256, 256], 1333)
-    adapter = Detectron2Adapter(model, resize=lambda im: aug.get_transform(im).apply_image(im), max_det=2)
-    images, _ = adapter.preprocess([cv2.imread(sys.argv[3])])
-    # the pooled maps (local gradients) and backbone layers below them (the score route)
-    layers = adapter.resolve_layers(adapter.default_layers() + ["backbone.bottom_up.res4"])
-    for name in ("class-prob", "box"):
-        runs = [explain(forward=lambda: adapter.forward(images), detect=adapter.detect, layers=layers,
-                        target=TARGETS[name], methods=[METHODS["gradcam"]], model=model,
-                        capabilities=capabilities)
-                for capabilities in (adapter.capabilities, Capabilities())]
-        assert len(runs[0].detections) == 2
-        for layer in layers:
-            a, b = (r.cams["gradcam"][layer] for r in runs)
-            torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-3 * float(b.abs().max()) + 1e-12)
-            assert torch.equal(runs[0].no_gradient[layer], runs[1].no_gradient[layer])
-        assert float(runs[1].cams["gradcam"]["backbone.bottom_up.res4"].abs().max()) > 0
-    # a batch of two: detections of both images share backward passes; each image's maps are
-    # those of the image alone
-    image = cv2.imread(sys.argv[3])
-    kw = dict(detect=adapter.detect, layers=layers, target=TARGETS["class-prob"],
-              methods=[METHODS["gradcam"]], model=model,
-              capabilities=adapter.capabilities)
-    both, _ = adapter.preprocess([image, image[:, ::-1].copy()])
-    pair = explain(forward=lambda: adapter.forward(both), **kw)
-    for i, one_image in enumerate([image, image[:, ::-1].copy()]):
-        one, _ = adapter.preprocess([one_image])
-        alone = explain(forward=lambda: adapter.forward(one), **kw)
-        rows = [k for k, d in enumerate(pair.detections) if d.image_index == i]
-        assert [(pair.detections[k].row, pair.detections[k].class_id) for k in rows] == [
-            (d.row, d.class_id) for d in alone.detections]
-        for layer in layers:
-            a, b = pair.cams["gradcam"][layer][rows], alone.cams["gradcam"][layer]
-            torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-3 * float(b.abs().max()) + 1e-12)
-    print("ok")
-"""
-
 
 @pytest.fixture(scope="module")
 def checkpoints(detectron2_checkout: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Each config's random-weight model as DetectionCheckpointer saves it (.pth) and in the model
+    zoo's .pkl format (children/detectron2_save_checkpoint.py)."""
     folder = tmp_path_factory.mktemp("d2weights")
     out = {}
     for key, config in CONFIGS.items():
-        result = run_in_checkout(detectron2_checkout, SAVE_CHECKPOINT, config, str(folder), key)
+        result = run_child_in_checkout(
+            detectron2_checkout, "detectron2_save_checkpoint", config, str(folder), key
+        )
         assert result.returncode == 0, result.stderr[-3000:]
-        out[key] = folder / f"{key}.pth"
+        saved = json.loads(result.stdout.strip().splitlines()[-1])
+        pth, pkl = folder / f"{key}.pth", folder / f"{key}.pkl"
+        assert saved["pth"] == str(pth) and saved["pkl"] == str(pkl) and saved["calibrated"] > 0, saved
+        assert pth.is_file() and pkl.is_file()
+        out[key] = pth
     return out
 
 
@@ -254,7 +96,9 @@ def test_recorded_index_gives_back_the_detection_score(
     args = [str(detectron2_checkout / IMAGE)]
     for key, config in CONFIGS.items():
         args += [config, str(checkpoints[key])]
-    result = run_in_checkout(detectron2_checkout, RECOMPUTE, *args)
+    """Each detection's score recomputed from the upstream's own modules at the index the adapter
+    records, on a batch of two images (children/detectron2_recompute.py)."""
+    result = run_child_in_checkout(detectron2_checkout, "detectron2_recompute", *args)
     assert result.returncode == 0, result.stderr[-3000:]
     for key, found in zip(CONFIGS, json.loads(result.stdout.strip().splitlines()[-1])):
         assert found["images"] == [0, 1] and len(found["scores"]) == 12, key
@@ -268,11 +112,25 @@ def test_recorded_index_gives_back_the_detection_score(
 def test_local_gradients_equal_the_full_backward(
     detectron2_checkout: Path, checkpoints: dict[str, Path]
 ) -> None:
+    """Faster R-CNN FPN: the adapter's one-proposal gradients and the score route equal the
+    engine's full backward, and a batch of two gives each image the maps of the image alone
+    (children/detectron2_local_equals_full.py)."""
     image = str(detectron2_checkout / IMAGE)
-    result = run_in_checkout(
-        detectron2_checkout, LOCAL_EQUALS_FULL, CONFIGS["fpn"], str(checkpoints["fpn"]), image
+    result = run_child_in_checkout(
+        detectron2_checkout, "detectron2_local_equals_full", CONFIGS["fpn"], str(checkpoints["fpn"]), image
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    layers = report["layers"]
+    assert layers == [*DEFAULT_LAYERS["fpn"], "backbone.bottom_up.res4"], layers
+    for target in ("class-prob", "box"):
+        found = report["targets"][target]
+        assert found["detections"] == 2 and found["agree"] == layers, (target, found)
+        assert found["deep_max"] > 0, (target, found)
+    assert len(report["batch"]) == 2
+    for image_found in report["batch"]:
+        assert image_found["detections"] == 2 and image_found["same_detections"] is True, image_found
+        assert image_found["agree"] == layers, image_found
 
 
 def test_patched_model_detects_exactly_like_the_unpatched_one(
@@ -282,7 +140,9 @@ def test_patched_model_detects_exactly_like_the_unpatched_one(
     args = [str(detectron2_checkout / IMAGE)]
     for key in ("fpn", "retinanet"):
         args += [CONFIGS[key], str(checkpoints[key])]
-    assert_detects_like_unpatched(DETECTRON2, detectron2_checkout, tmp_path, code=PREDICT, args=args, runs=2)
+    assert_detects_like_unpatched(
+        DETECTRON2, detectron2_checkout, tmp_path, child="detectron2_predict", args=args, runs=2
+    )
 
 
 def test_bad_inputs_are_reported_and_the_rest_processed(
@@ -332,25 +192,16 @@ def test_missing_weights_bad_layer_and_unsafe_pickle_are_clear_errors(
     assert_unsafe_checkpoint_is_refused(DETECTRON2, detectron2_checkout, tmp_path)
 
 
-NON_FINITE = """
-    import torch
-    from detectron2.modeling.roi_heads.fast_rcnn import fast_rcnn_inference_single_image
-    nan, inf = float("nan"), float("inf")
-    boxes = torch.tensor([[0, 0, 10, 10], [nan, 0, 5, 5], [20, 20, 40, 40], [0, 0, 1, 1], [30, 5, 45, 12.0]])
-    scores = torch.tensor([[0.1, 0.8, 0.1], [0.9, 0, 0.1], [0.7, 0.2, 0.1], [inf, 0, 0], [0.05, 0.6, 0.35]])
-    inst, kept = fast_rcnn_inference_single_image(boxes, scores, (50, 50), 0.05, 0.5, -1)
-    rows = inst.indices.tolist()
-    assert rows == kept.tolist() and len(rows) == 5 and not {1, 3} & set(rows), rows
-    for k, row in enumerate(rows):
-        assert torch.equal(inst.pred_boxes.tensor[k], boxes[row]), (k, row)
-        assert inst.scores[k] == scores[row, inst.pred_classes[k]], (k, row)
-    print("ok")
-"""
-
-
 def test_proposal_indices_skip_rows_with_non_finite_values(detectron2_checkout: Path) -> None:
-    result = run_in_checkout(detectron2_checkout, NON_FINITE)
+    """The patched fast_rcnn_inference_single_image drops the proposals with a NaN box (row 1) or
+    an infinite score (row 3); every row it records is that proposal's box and score
+    (children/detectron2_non_finite.py)."""
+    result = run_child_in_checkout(detectron2_checkout, "detectron2_non_finite")
     assert result.returncode == 0, result.stderr[-3000:]
+    found = json.loads(result.stdout.strip().splitlines()[-1])
+    rows = found["rows"]
+    assert rows == found["kept"] and len(rows) == 5 and not {1, 3} & set(rows), found
+    assert found["same_box"] == found["same_score"] == [True] * 5, found
 
 
 @pytest.mark.parametrize("key", ["fpn", "retinanet"])
@@ -401,28 +252,10 @@ def test_box_target_and_missed_objects_end_to_end(
 
 # --- config files are data (issue 22) ---------------------------------------------------------------
 
-# Every .yaml config of the checkout, and old-version configs that detectron2 upgrades, merged by
-# detectron2's own merge_from_file (unsafe YAML: these files are genuine) and by the kit.
-SAME_CFG = """
-    import glob, json, logging, sys
-    from pathlib import Path
-    from detectron2.config import get_cfg
-    from kit.upstreams.loaders.detectron2 import merge_config
-    from kit.upstreams.loaders.detectron2_config import read_config
-    logging.disable(logging.WARNING)
-    files = sorted(glob.glob("configs/**/*.yaml", recursive=True)) + sys.argv[1:]
-    differ = []
-    for name in files:
-        theirs, ours = get_cfg(), get_cfg()
-        theirs.merge_from_file(name)
-        merge_config(ours, read_config(name, checkout=Path(".")), name)
-        if theirs != ours or theirs.dump() != ours.dump():
-            differ.append(name)
-    print(json.dumps({"files": len(files), "differ": differ}))
-"""
-
 
 def test_every_checkout_config_gives_detectron2s_own_cfg(detectron2_checkout: Path, tmp_path: Path) -> None:
+    """Every .yaml config of the checkout, and old-version configs that detectron2 upgrades, merged
+    by detectron2's own merge_from_file and by the kit (children/detectron2_same_cfg.py)."""
     old = [
         tmp_path / "guessed_v1.yaml",  # no VERSION, MODEL.WEIGHT: detectron2 guesses v1 and upgrades
         tmp_path / "v0.yaml",
@@ -433,7 +266,7 @@ def test_every_checkout_config_gives_detectron2s_own_cfg(detectron2_checkout: Pa
     old[2].parent.mkdir()
     base = detectron2_checkout / "configs" / "Base-RetinaNet.yaml"  # its anchors: the eval tag
     old[2].write_text(f"_BASE_: {base}\nMODEL:\n  WEIGHTS: w.pkl\n  RETINANET: {{NUM_CLASSES: 3}}\n")
-    result = run_in_checkout(detectron2_checkout, SAME_CFG, *map(str, old))
+    result = run_child_in_checkout(detectron2_checkout, "detectron2_same_cfg", *map(str, old))
     assert result.returncode == 0, result.stderr[-3000:]
     found = json.loads(result.stdout.strip().splitlines()[-1])
     configs = list((detectron2_checkout / "configs").rglob("*.yaml"))

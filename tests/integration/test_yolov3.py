@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.integration.conftest import run_child_in_checkout, run_in_checkout
+from kit.methods.cam import CAM_METHODS
+from tests.integration.conftest import run_child_in_checkout
 from tests.integration.helpers import (
     Upstream,
     assert_detects_like_unpatched,
     assert_series_applied,
     assert_unsafe_checkpoint_is_refused,
     check_run,
-    local_equals_general,
     make_cam,
 )
 
@@ -29,37 +30,6 @@ YOLOV3 = Upstream(
     detections_per_image=8,
     class_name="class{}".format,  # the names children/yolov3_save_checkpoint.py gives
 )
-
-# Detections of the upstream's own pipeline: letterbox, model, NMS. Runs in the patched and in
-# the unpatched tree. The unpatched one needs, on this environment, what the patches fix: a
-# pkg_resources (setuptools no longer has it), a local Arial.ttf (utils.plots downloads one when
-# imported) and weights_only=False (torch >= 2.6); argv[1] == "shim" provides the first two.
-DETECT = """
-    import json, os, shutil, sys, tempfile, types
-    if sys.argv[1] == "shim":
-        from pathlib import Path
-        import matplotlib
-        from packaging.version import parse
-        sys.modules["pkg_resources"] = types.SimpleNamespace(parse_version=parse)
-        fonts = tempfile.mkdtemp()
-        shutil.copy(Path(matplotlib.get_data_path()) / "fonts/ttf/DejaVuSans.ttf", Path(fonts) / "Arial.ttf")
-        os.environ["YOLOV3_CONFIG_DIR"] = fonts
-    import cv2, torch
-    from utils.augmentations import letterbox
-    from utils.general import non_max_suppression
-    ckpt = torch.load(sys.argv[2], map_location="cpu", weights_only=False)
-    model = ckpt["ema" if ckpt.get("ema") else "model"].float().fuse().eval()
-    out = []
-    for path in sys.argv[3:]:
-        img = letterbox(cv2.imread(path), 320, stride=32)[0][:, :, ::-1].transpose(2, 0, 1).copy()
-        x = torch.from_numpy(img).float()[None] / 255.0
-        with torch.no_grad():
-            pred = model(x)[0]
-        det = non_max_suppression(pred, 0.0001, 0.45, max_det=50)[0]
-        out.append({"boxes": det[:, :4].tolist(), "scores": det[:, 4].tolist(),
-                    "classes": det[:, 5].int().tolist()})
-    print(json.dumps(out))
-"""
 
 
 def save_checkpoint(checkout: Path, cfg: str, out: Path, layout: str) -> Path:
@@ -96,10 +66,15 @@ def detect_sources(checkout: Path, cfg: str) -> list[str]:
 
 def test_setup_applies_the_series_on_the_pin(yolov3_checkout: Path) -> None:
     assert_series_applied(YOLOV3, yolov3_checkout)
-    # val.py's mAP on the pinned numpy 2.4, which removed np.trapz
-    code = "from utils.metrics import compute_ap\nprint(round(compute_ap([0.5, 1.0], [1.0, 0.5])[0], 3))"
-    result = run_in_checkout(yolov3_checkout, code)
-    assert result.returncode == 0 and float(result.stdout.split()[-1]) > 0, result.stderr[-2000:]
+    # val.py's mAP on the pinned numpy 2.4, which removed np.trapz (children/yolov5_compute_ap.py:
+    # v9.6.0's utils.metrics is v7.0's): the area under the precision envelope (1 up to recall
+    # 0.5, then down to 0.5 at recall 1) is 0.875; compute_ap samples it at 101 recalls, the last
+    # of which reads the sentinel (recall 1, precision 0)
+    result = run_child_in_checkout(yolov3_checkout, "yolov5_compute_ap")
+    assert result.returncode == 0, result.stderr[-2000:]
+    found = json.loads(result.stdout.strip().splitlines()[-1])
+    assert found["recall"] == [0.0, 0.5, 1.0, 1.0] and found["precision"] == [1.0, 1.0, 0.5, 0.0]
+    assert found["ap"] == pytest.approx(0.875, abs=0.005)
 
 
 def test_make_cam_tiny_writes_every_output_for_every_image(
@@ -166,7 +141,7 @@ def test_patched_model_detects_exactly_like_the_unpatched_one(
         YOLOV3,
         yolov3_checkout,
         tmp_path,
-        code=DETECT,
+        child="yolov3_detect",
         args=["plain", str(tiny_checkpoint), *images],
         unpatched_args=["shim", str(tiny_checkpoint), *images],
         runs=len(images),
@@ -175,6 +150,15 @@ def test_patched_model_detects_exactly_like_the_unpatched_one(
 
 def test_local_head_gradients_equal_the_full_backward(yolov3_checkout: Path, tiny_checkpoint: Path) -> None:
     """v9.6.0's Detect (a 1x1 conv per level): the adapter's per-cell fast path is exact."""
-    result = run_in_checkout(yolov3_checkout, local_equals_general("map_location"), str(tiny_checkpoint))
+    # children/yolov5_local_equals_general.py: v9.6.0's attempt_load takes map_location=
+    result = run_child_in_checkout(
+        yolov3_checkout, "yolov5_local_equals_general", "map_location", str(tiny_checkpoint)
+    )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.strip().endswith("ok")
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    layers = ["19", "15"]
+    assert report["layers"] == layers and report["box_reads_kept"] is True, report
+    methods = {"class-logit": len(CAM_METHODS), "score": 2, "box": 2, "objectness": 2}
+    assert report["targets"] == {
+        target: {"detections": 8, "methods": n, "agree": layers} for target, n in methods.items()
+    }

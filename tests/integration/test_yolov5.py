@@ -13,14 +13,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.integration.conftest import run_child_in_checkout, run_in_checkout
+from kit.methods.cam import CAM_METHODS
+from tests.integration.conftest import run_child_in_checkout
 from tests.integration.helpers import (
     Upstream,
     assert_detects_like_unpatched,
     assert_series_applied,
     assert_unsafe_checkpoint_is_refused,
     check_run,
-    local_equals_general,
     make_cam,
 )
 
@@ -36,44 +36,12 @@ YOLOV5 = Upstream(
     class_name="class{}".format,  # the names children/yolov5_save_checkpoint.py gives
 )
 
+
 # What v7.0's train.py saves, with the model class of the cfg (models/segment/*: segmentation).
 # "train": half-precision model and EMA objects, optimizer state, opt, git info;
 # "release": then strip_optimizer(), as train.py leaves best.pt and as the released yolov5s.pt is
 # (EMA moved to model; ema, optimizer, updates None; parameters without grad);
 # "classify": a ClassificationModel cut from the detection model, as classify/train.py builds one.
-# Detections of the upstream's own pipeline: letterbox, model, NMS. Runs in the patched and in
-# the unpatched tree. The unpatched one needs, on this environment, what the patches fix: a
-# pkg_resources (setuptools no longer has it), IPython and psutil (imported by models.yolo, not
-# installed) and weights_only=False (torch >= 2.6); argv[1] == "shim" provides the first three.
-DETECT = """
-    import json, sys, types
-    if sys.argv[1] == "shim":
-        from packaging.version import parse
-        sys.modules["pkg_resources"] = types.SimpleNamespace(parse_version=parse)
-        ipython = types.ModuleType("IPython")
-        ipython.get_ipython = lambda: None
-        ipython.display = types.ModuleType("IPython.display")
-        ipython.display.display = print
-        sys.modules.update({"IPython": ipython, "IPython.display": ipython.display,
-                            "psutil": types.ModuleType("psutil")})
-    import cv2, torch
-    from utils.augmentations import letterbox
-    from utils.general import non_max_suppression
-    ckpt = torch.load(sys.argv[2], map_location="cpu", weights_only=False)
-    model = (ckpt.get("ema") or ckpt["model"]).float().fuse().eval()
-    out = []
-    for path in sys.argv[3:]:
-        img = letterbox(cv2.imread(path), 320, stride=32)[0][:, :, ::-1].transpose(2, 0, 1).copy()
-        x = torch.from_numpy(img).float()[None] / 255.0
-        with torch.no_grad():
-            pred = model(x)[0]
-        det = non_max_suppression(pred, 0.0001, 0.45, max_det=50)[0]
-        out.append({"boxes": det[:, :4].tolist(), "scores": det[:, 4].tolist(),
-                    "classes": det[:, 5].int().tolist()})
-    print(json.dumps(out))
-"""
-
-
 def save_checkpoint(checkout: Path, cfg: str, out: Path, layout: str) -> Path:
     """``cfg`` with random weights saved to ``out`` as ``layout`` (children/yolov5_save_checkpoint.py)."""
     result = run_child_in_checkout(checkout, "yolov5_save_checkpoint", cfg, str(out), layout)
@@ -108,10 +76,14 @@ def detect_sources(checkout: Path, cfg: str) -> list[str]:
 
 def test_setup_applies_the_series_on_the_pin(yolov5_checkout: Path) -> None:
     assert_series_applied(YOLOV5, yolov5_checkout)
-    # val.py's mAP on the pinned numpy 2.4, which removed np.trapz
-    code = "from utils.metrics import compute_ap\nprint(round(compute_ap([0.5, 1.0], [1.0, 0.5])[0], 3))"
-    result = run_in_checkout(yolov5_checkout, code)
-    assert result.returncode == 0 and float(result.stdout.split()[-1]) > 0, result.stderr[-2000:]
+    # val.py's mAP on the pinned numpy 2.4, which removed np.trapz: the area under the precision
+    # envelope (1 up to recall 0.5, then down to 0.5 at recall 1) is 0.875; compute_ap samples it
+    # at 101 recalls, the last of which reads the sentinel (recall 1, precision 0)
+    result = run_child_in_checkout(yolov5_checkout, "yolov5_compute_ap")
+    assert result.returncode == 0, result.stderr[-2000:]
+    found = json.loads(result.stdout.strip().splitlines()[-1])
+    assert found["recall"] == [0.0, 0.5, 1.0, 1.0] and found["precision"] == [1.0, 1.0, 0.5, 0.0]
+    assert found["ap"] == pytest.approx(0.875, abs=0.005)
 
 
 def test_make_cam_nano_writes_every_output_for_every_image(
@@ -200,59 +172,35 @@ def test_legacy_format_segmentation_checkpoint_is_refused_naming_its_script(
 ) -> None:
     """torch's legacy format (_use_new_zipfile_serialization=False): the model pickle follows
     three others; its class names are read there too."""
-    save_checkpoint(yolov5_checkout, "models/segment/yolov5n-seg.yaml", tmp_path / "seg.pt", "release")
-    legacy = tmp_path / "seg.legacy.pt"
-    resave = "import sys, torch\n" + (
-        "torch.save(torch.load(sys.argv[1], weights_only=False), sys.argv[2], "
-        "_use_new_zipfile_serialization=False)"
+    seg = tmp_path / "seg.pt"
+    saved = run_child_in_checkout(
+        yolov5_checkout, "yolov5_save_checkpoint", "models/segment/yolov5n-seg.yaml", str(seg), "release"
     )
-    assert run_in_checkout(yolov5_checkout, resave, str(tmp_path / "seg.pt"), str(legacy)).returncode == 0
+    assert saved.returncode == 0, saved.stderr[-3000:]
+    keys = json.loads(saved.stdout.strip().splitlines()[-1])["keys"]
+    legacy = tmp_path / "seg.legacy.pt"
+    resaved = run_child_in_checkout(yolov5_checkout, "yolov5_resave_legacy", str(seg), str(legacy))
+    assert resaved.returncode == 0, resaved.stderr[-3000:]
+    found = json.loads(resaved.stdout.strip().splitlines()[-1])
+    assert found == {"src_zip": True, "dst_zip": False, "keys": keys}, found
     result = make_cam(YOLOV5, yolov5_checkout, weights=legacy, out=tmp_path / "run")
     assert result.returncode == 2, result.stderr[-3000:]
     assert "models.yolo.SegmentationModel" in result.stderr and "segment/predict.py" in result.stderr
 
 
-# The check after loading (a file whose pickle hides its class names from the opcode scan is
-# still refused once read): each model class through the loader's validate.
-VALIDATE = """
-    from pathlib import Path
-    import torch
-    from models.yolo import ClassificationModel, DetectionModel, Model, SegmentationModel
-    from kit.upstreams.checkpoints import yolo_checkpoint_check
-    from kit.core.errors import CheckpointError
-    from kit.upstreams.loaders.yolo import detection_only
-    check = detection_only(yolo_checkpoint_check(Model))
-    detection = DetectionModel("models/yolov5n.yaml")
-    models = {"detection": detection, "segmentation": SegmentationModel("models/segment/yolov5n-seg.yaml"),
-              "classification": ClassificationModel(model=detection, nc=10, cutoff=10)}
-    for name, model in models.items():
-        for key in ("model", "ema"):
-            try:
-                check({"model": model, "ema": model if key == "ema" else None}, Path(f"{name}.pt"))
-                print(name, key, "accepted")
-            except CheckpointError as error:
-                print(name, key, str(error).split(";")[0])
-"""
-
-
 def test_other_task_models_are_refused_after_loading(yolov5_checkout: Path) -> None:
-    result = run_in_checkout(yolov5_checkout, VALIDATE)
+    """The check after loading (a file whose pickle hides its class names from the opcode scan is
+    still refused once read): each model class through the loader's validate."""
+    result = run_child_in_checkout(yolov5_checkout, "yolov5_validate")
     assert result.returncode == 0, result.stderr[-3000:]
-    lines = [
-        line
-        for line in result.stdout.splitlines()
-        if line.split()[:1] in (["detection"], ["segmentation"], ["classification"])
-    ]
+    found = json.loads(result.stdout.strip().splitlines()[-1])
     seg = "is a YOLOv5 segmentation checkpoint (models.yolo.SegmentationModel, e.g. yolov5s-seg.pt)"
     cls = "is a YOLOv5 classification checkpoint (models.yolo.ClassificationModel, e.g. yolov5s-cls.pt)"
-    assert lines == [
-        "detection model accepted",
-        "detection ema accepted",
-        f"segmentation model segmentation.pt {seg}",
-        f"segmentation ema segmentation.pt {seg}",
-        f"classification model classification.pt {cls}",
-        f"classification ema classification.pt {cls}",
-    ]
+    assert found == {
+        "detection": {"model": "accepted", "ema": "accepted"},
+        "segmentation": {"model": f"segmentation.pt {seg}", "ema": f"segmentation.pt {seg}"},
+        "classification": {"model": f"classification.pt {cls}", "ema": f"classification.pt {cls}"},
+    }
 
 
 def test_detect_py_flags(yolov5_checkout: Path, nano_checkpoint: Path, tmp_path: Path) -> None:
@@ -260,23 +208,19 @@ def test_detect_py_flags(yolov5_checkout: Path, nano_checkpoint: Path, tmp_path:
     checkpoint only (an ensemble has no single head), --imgsz takes at most h w."""
     base = ["--weights", str(nano_checkpoint), "--source", "data/images/bus.jpg", "--device", "cpu"]
     base += ["--imgsz", "320", "--conf-thres", "0.0001", "--max-det", "2", "--project", str(tmp_path)]
-    entry = """
-        import runpy, sys
-        sys.argv = ["main_gradcam.py", *sys.argv[1:]]
-        runpy.run_path("main_gradcam.py", run_name="__main__")
-    """
-    ok = run_in_checkout(yolov5_checkout, entry, *base, "--data", "data/coco128.yaml", "--name", "data")
+    from tests.integration.test_entrypoint_checks import assert_refused, run_entry_point
+
+    ok = run_entry_point(yolov5_checkout, *base, "--data", "data/coco128.yaml", "--name", "data")
     assert ok.returncode == 0, ok.stderr[-3000:]
     manifest = json.loads((tmp_path / "data" / "manifest.json").read_text())
     assert len(manifest["images"][0]["detections"]) == 2
-    half = run_in_checkout(yolov5_checkout, entry, *base, "--half", "--name", "half")
-    assert half.returncode == 2 and "--half needs a CUDA device" in half.stderr, half.stderr[-3000:]
-    ensemble = run_in_checkout(
-        yolov5_checkout, entry, *base, "--weights", str(nano_checkpoint), str(nano_checkpoint)
-    )
-    assert ensemble.returncode == 2 and "takes one checkpoint here, got 2" in ensemble.stderr, ensemble.stderr
-    sizes = run_in_checkout(yolov5_checkout, entry, *base, "--imgsz", "320", "320", "320")
-    assert sizes.returncode == 2 and "--imgsz takes one or two sizes" in sizes.stderr
+    half = run_entry_point(yolov5_checkout, *base, "--half", "--name", "half")
+    assert_refused(half, "--half needs a CUDA device")
+    two = ["--weights", str(nano_checkpoint), str(nano_checkpoint)]
+    ensemble = run_entry_point(yolov5_checkout, *base, *two)
+    assert_refused(ensemble, "takes one checkpoint here, got 2")
+    sizes = run_entry_point(yolov5_checkout, *base, "--imgsz", "320", "320", "320")
+    assert_refused(sizes, "--imgsz takes one or two sizes")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
 
 
@@ -288,28 +232,19 @@ def test_patched_model_detects_exactly_like_the_unpatched_one(
         YOLOV5,
         yolov5_checkout,
         tmp_path,
-        code=DETECT,
+        child="yolov5_detect",
         args=["plain", str(nano_checkpoint), *images],
         unpatched_args=["shim", str(nano_checkpoint), *images],
         runs=len(images),
     )
 
 
-# kit.load in a notebook: explain() in memory, the same detections as a run of main_gradcam.py.
-API = """
-    import json, sys
-    import kit
-    explainer = kit.load("yolov5", sys.argv[1], device="cpu", img_size=320, conf_thres=0.0001, max_det=3)
-    (image,) = explainer.explain("data/images/bus.jpg", method="gradcampp")
-    rows = [[d.class_id, d.class_name, list(d.box_xyxy), sorted(d.maps)] for d in image.detections]
-    print(json.dumps(rows))
-"""
-
-
 def test_kit_load_explains_in_memory_like_the_entry_point(
     yolov5_checkout: Path, nano_checkpoint: Path, tmp_path: Path
 ) -> None:
-    api = run_in_checkout(yolov5_checkout, API, str(nano_checkpoint))
+    """kit.load in a notebook (children/yolov5_api.py): explain() in memory, the same detections as
+    a run of main_gradcam.py."""
+    api = run_child_in_checkout(yolov5_checkout, "yolov5_api", str(nano_checkpoint))
     assert api.returncode == 0, api.stderr[-3000:]
     found = json.loads(api.stdout.strip().splitlines()[-1])
     out = tmp_path / "cli"
@@ -324,17 +259,28 @@ def test_kit_load_explains_in_memory_like_the_entry_point(
     assert cli.returncode == 0, cli.stderr[-3000:]
     dets = json.loads((out / "manifest.json").read_text())["images"][0]["detections"]
     assert len(found) == len(dets) == 3
-    for (class_id, name, box, maps), det in zip(found, dets):
+    for (class_id, name, box, maps, drawn, in_range), det in zip(found, dets):
         assert (class_id, name) == (det["class_id"], det["class_name"]) == (class_id, f"class{class_id}")
         assert box == pytest.approx(det["box_xyxy"], abs=0.01)
         assert maps == ["17", "20", "23"]
+        # the levels drawn are the run's: those whose maps it did not flag as without gradient
+        assert drawn == sum(not record["no_gradient"] for record in det["maps"].values()) >= 1, det
+        assert in_range is True
 
 
 def test_local_head_gradients_equal_the_full_backward(yolov5_checkout: Path, nano_checkpoint: Path) -> None:
     """v7.0's Detect (a 1x1 conv per level): the adapter's per-cell fast path is exact."""
-    result = run_in_checkout(yolov5_checkout, local_equals_general("device"), str(nano_checkpoint))
+    result = run_child_in_checkout(
+        yolov5_checkout, "yolov5_local_equals_general", "device", str(nano_checkpoint)
+    )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.strip().endswith("ok")
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    layers = ["17", "20", "23"]
+    assert report["layers"] == layers and report["box_reads_kept"] is True, report
+    methods = {"class-logit": len(CAM_METHODS), "score": 2, "box": 2, "objectness": 2}
+    assert report["targets"] == {
+        target: {"detections": 8, "methods": n, "agree": layers} for target, n in methods.items()
+    }
 
 
 def test_make_cam_nproc_2_with_eval_matches_one_process(
