@@ -1,7 +1,7 @@
 """Random-weight ultralytics detectors for the tests: built from the package's own model yamls,
-saved as its trainer saves them. The package is imported from the checkout the tests find (the
-setup engine's ``upstreams/ultralytics``, or one on ``PYTHONPATH``); tests that need it skip with
-the reason when it is not importable (:data:`NEEDS_PACKAGE`)."""
+saved as its trainer saves them. The package is imported from the checkout that
+tests/integration/ultralytics/conftest.py sets up once per session from the pinned sdist (never
+the user's ``upstreams/ultralytics``); where the sdist is not reachable those tests skip and say why."""
 
 from __future__ import annotations
 
@@ -14,24 +14,26 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
 import torch
 from torch import nn
-
-from kit.upstreams.loaders import upstreams_dir
 
 NAMES = {0: "circle", 1: "square", 2: "triangle"}
 
 
+_PROVIDED: list[Path] = []  # the checkout tests/integration/ultralytics/conftest.py set up
+
+
+def provide(root: Path) -> None:
+    """Import ``ultralytics`` from ``root`` (a checkout the setup engine made), here and in children."""
+    _PROVIDED[:] = [root]
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(root), os.environ.get("PYTHONPATH")) if p)
+
+
 def package_root() -> Path | None:
-    """The folder whose ``ultralytics/`` is imported: the kit's checkout, else one on sys.path."""
-    checkout = upstreams_dir() / "ultralytics"
-    if (checkout / "ultralytics" / "nn" / "tasks.py").is_file():
-        return checkout
-    for entry in sys.path:
-        if entry and (Path(entry) / "ultralytics" / "nn" / "tasks.py").is_file():
-            return Path(entry).resolve()
-    return None
+    """The folder whose ``ultralytics/`` is imported: the checkout the tests set up, else None."""
+    return _PROVIDED[0] if _PROVIDED else None
 
 
 def import_package() -> Any:
@@ -44,13 +46,6 @@ def import_package() -> Any:
     if str(root) not in sys.path:
         sys.path.insert(0, str(root))
     return importlib.import_module("ultralytics")
-
-
-NEEDS_PACKAGE = pytest.mark.skipif(
-    package_root() is None,
-    reason="the ultralytics package is not importable: `make setup-ultralytics`, or put a checkout of "
-    "the 8.4.190 sdist on PYTHONPATH",
-)
 
 
 def random_detector(cfg: str, *, seed: int = 0, image: np.ndarray | None = None) -> nn.Module:

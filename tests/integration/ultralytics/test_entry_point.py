@@ -15,14 +15,11 @@ import pytest
 from tests.children import REPO_ROOT, Outcome, run_child
 from tests.hostile import g, raw, s, t
 from tests.ultralytics_models import (
-    NEEDS_PACKAGE,
     import_package,
     package_root,
     random_detector,
     save_checkpoint,
 )
-
-pytestmark = NEEDS_PACKAGE
 
 
 @pytest.fixture(scope="module")

@@ -18,14 +18,11 @@ from kit.upstreams.safeload import Namespace
 from tests.hostile import g, raw, s, t
 from tests.ultralytics_models import (
     NAMES,
-    NEEDS_PACKAGE,
     import_package,
     package_root,
     random_detector,
     save_checkpoint,
 )
-
-pytestmark = NEEDS_PACKAGE
 
 
 def image() -> np.ndarray:

@@ -15,9 +15,7 @@ import torch
 from kit.adapters.ultralytics import Selection, UltralyticsAdapter, UltralyticsFunctions, UltralyticsOutput
 from kit.core.errors import KitError
 from kit.core.targets import TargetNotSupportedError, get_target
-from tests.ultralytics_models import NEEDS_PACKAGE, import_package, random_detector
-
-pytestmark = NEEDS_PACKAGE
+from tests.ultralytics_models import import_package, random_detector
 
 SIZE = 160  # small inputs: 20x15, 10x8 and 5x4 cells for a 4:3 image
 CONF, IOU, MAX_DET = 0.25, 0.7, 300
