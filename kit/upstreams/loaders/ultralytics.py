@@ -11,13 +11,12 @@ anything is unpickled.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kit.core.errors import ArgumentError, CheckpointError, KitError
+from kit.core.errors import ArgumentError, CheckpointError
 from kit.core.options import check_detector_options
 from kit.upstreams.checkpoints import (
     check_class_names,
@@ -209,17 +208,17 @@ def read_model(path: str, *, trust: bool, device: Any) -> Any:
 def rtdetr_adapter(
     model: Any, *, names: list[str], img_size: int, opt: UltralyticsOptions, max_det: int
 ) -> Any:
-    """RT-DETR dispatch point: the RT-DETR adapter (``kit.adapters.rtdetr``) of the loaded model."""
-    try:
-        rtdetr = importlib.import_module("kit.adapters.rtdetr")
-    except ModuleNotFoundError:
-        raise KitError(
-            "this is an RT-DETR checkpoint (RTDETRDetectionModel, head RTDETRDecoder); this kit has no "
-            "RT-DETR adapter yet (kit/adapters/rtdetr.py). Pass a YOLO detection checkpoint "
-            "(yolo11n.pt, yolov8n.pt, yolo26n.pt)"
-        ) from None
-    return rtdetr.RTDETRAdapter(
-        model, names=names, img_size=img_size, conf_thres=opt.conf_thres, max_det=max_det
+    """The RT-DETR adapter (:mod:`kit.adapters.rtdetr`) of a loaded RT-DETR model."""
+    from kit.adapters.rtdetr import RTDETRAdapter
+
+    classes = None if opt.classes is None else tuple(opt.classes)
+    return RTDETRAdapter(
+        model,
+        names=dict(enumerate(names)),
+        img_size=img_size,
+        conf_thres=opt.conf_thres,
+        max_det=max_det,
+        classes=classes,
     )
 
 

@@ -33,38 +33,9 @@ from kit.methods.drise import DRiseSettings
 from kit.methods.registry import METHODS
 from kit.run.runner import to_image_result
 from kit.upstreams.loaders import Loaded
+from tests.ultralytics_models import RTDETR_SIDE as SIDE
+from tests.ultralytics_models import RTDETR_TINY as TINY
 
-SIDE = 160
-# Three levels (strides 8, 16, 32), the hybrid encoder (AIFI on the last, FPN then PAN), and a
-# 2-layer decoder of 30 queries: rtdetr-l.yaml's layout at a fraction of its width.
-TINY = """
-nc: 3
-backbone:
-  - [-1, 1, Conv, [16, 3, 2]]
-  - [-1, 1, Conv, [32, 3, 2]]
-  - [-1, 1, Conv, [32, 3, 2]]
-  - [-1, 1, Conv, [64, 3, 2]]
-  - [-1, 1, Conv, [64, 3, 2]]
-head:
-  - [-1, 1, Conv, [64, 1, 1, None, 1, 1, False]]
-  - [-1, 1, AIFI, [128, 4]]
-  - [-1, 1, Conv, [64, 1, 1]]
-  - [-1, 1, nn.Upsample, [None, 2, "nearest"]]
-  - [3, 1, Conv, [64, 1, 1, None, 1, 1, False]]
-  - [[-2, -1], 1, Concat, [1]]
-  - [-1, 1, RepC3, [64]]
-  - [-1, 1, nn.Upsample, [None, 2, "nearest"]]
-  - [2, 1, Conv, [64, 1, 1, None, 1, 1, False]]
-  - [[-2, -1], 1, Concat, [1]]
-  - [-1, 1, RepC3, [64]]
-  - [-1, 1, Conv, [64, 3, 2]]
-  - [[-1, 11], 1, Concat, [1]]
-  - [-1, 1, RepC3, [64]]
-  - [-1, 1, Conv, [64, 3, 2]]
-  - [[-1, 7], 1, Concat, [1]]
-  - [-1, 1, RepC3, [64]]
-  - [[15, 18, 21], 1, RTDETRDecoder, [nc, 64, 30, 2, 4, 2, 128]]
-"""
 ENCODER = ["15", "18", "21"]
 
 

@@ -4,7 +4,6 @@ hostile files are refused by name."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,8 @@ from kit.upstreams.safeload import Namespace
 from tests.hostile import g, raw, s, t
 from tests.ultralytics_models import (
     NAMES,
+    RTDETR_SIDE,
+    RTDETR_TINY,
     import_package,
     package_root,
     random_detector,
@@ -89,18 +90,34 @@ def test_a_segmentation_checkpoint_is_refused_by_name_before_it_is_read(tmp_path
         load(path)
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("kit.adapters.rtdetr") is not None, reason="the RT-DETR adapter is merged"
-)
-def test_an_rtdetr_checkpoint_is_refused_naming_rtdetr_until_its_adapter_is_merged(tmp_path: Path) -> None:
+def test_an_rtdetr_checkpoint_loads_through_the_safe_loader_and_is_explained(tmp_path: Path) -> None:
+    """A trainer-format RT-DETR checkpoint (the tiny config of the adapter's tests) goes to the
+    RT-DETR adapter: one map per kept query, each query's box inside the image."""
     import_package()
     from ultralytics.nn.tasks import RTDETRDetectionModel
 
-    path = save_checkpoint(RTDETRDetectionModel("rtdetr-l.yaml", nc=3, verbose=False), tmp_path / "rtdetr.pt")
-    with pytest.raises(
-        KitError, match="this is an RT-DETR checkpoint .RTDETRDetectionModel, head RTDETRDecoder"
-    ):
-        load(path)
+    config = tmp_path / "rtdetr-tiny.yaml"
+    config.write_text(RTDETR_TINY)
+    torch.manual_seed(0)
+    model = RTDETRDetectionModel(str(config), nc=3, verbose=False)
+    model.names = dict(NAMES)
+    head = model.model[-1]
+    with torch.no_grad():  # scores that differ from query to query (the package sets one class bias)
+        for linear in head.dec_score_head:
+            torch.nn.init.normal_(linear.bias, std=1.0)
+    path = save_checkpoint(model, tmp_path / "rtdetr.pt")
+    explainer = load(path, img_size=RTDETR_SIDE, conf_thres=0.3)
+    assert type(explainer.adapter).__name__ == "RTDETRAdapter"
+    (result,) = explainer.explain([image()])
+    assert result.error is None
+    assert explainer.default_layers() == ["15", "18", "21"]  # the hybrid encoder's levels
+    assert result.detections, "a random RT-DETR with spread class biases keeps some queries at conf 0.3"
+    height, width = image().shape[:2]
+    for detection in result.detections:
+        x1, y1, x2, y2 = detection.box_xyxy
+        assert -1 <= x1 <= x2 <= width + 1 and -1 <= y1 <= y2 <= height + 1
+        assert detection.class_name in NAMES.values()
+        assert all(cam is not None and cam.shape == (height, width) for cam in detection.maps.values())
 
 
 def test_a_pickle_that_calls_os_system_is_refused_and_runs_nothing(tmp_path: Path) -> None:
