@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kit.core.errors import ArgumentError, CheckpointError, KitError
+from kit.core.errors import ArgumentError, CheckpointError, CheckpointNotFoundError, KitError
 from kit.core.options import check_detector_options
 from kit.upstreams.checkpoints import (
     check_class_names,
@@ -223,6 +223,15 @@ def rtdetr_adapter(
     )
 
 
+def required_file(path: str) -> list[str]:
+    """``[path]`` when it is a checkpoint file, else the kit's refusal saying ``model=PATH``, the flag
+    of this entry point (never the package's download: it would fetch a name it knows)."""
+    try:
+        return require_files([path])
+    except (CheckpointError, CheckpointNotFoundError) as error:
+        raise type(error)(str(error).replace("--weights PATH", "model=PATH")) from None
+
+
 def device_of(device: str | None) -> Any:
     """The package's ``select_device``; a device this machine lacks is the user's argument refused."""
     from ultralytics.utils.torch_utils import select_device
@@ -252,7 +261,7 @@ def load(
         raise ArgumentError(
             f"model= takes one checkpoint here, got {len(paths)}: an ensemble has no single head to explain"
         )
-    (path,) = require_files(paths)
+    (path,) = required_file(paths[0])
     held = pickled_globals(path)  # before any unpickling, trusted or not
     refuse_other_tasks(path, held)
     device = device_of(opt.device)
