@@ -55,6 +55,9 @@ OTHER_TASKS = {
     f"{TASKS}.YOLOEModel": "open-vocabulary (YOLOE)",
 }
 RTDETR_MODEL = f"{TASKS}.RTDETRDetectionModel"
+# Modules of the YOLO repos' own code (yolov5, yolov3, yolov7: models/yolo.py, models/common.py):
+# their checkpoints are explained in those repos' checkouts, not with the package.
+OTHER_REPOS = ("models.yolo.", "models.common.", "models.experimental.")
 MAX_REG_MAX = 64  # DFL bins per box side (the released models use 16, YOLO26 1)
 DEFAULT_MAX_DET = 300  # the package's predict default
 DEFAULT_IOU = 0.7  # the package's predict default (cfg/default.yaml `iou`)
@@ -78,8 +81,15 @@ class UltralyticsOptions:
 
 
 def refuse_other_tasks(path: str | Path, names: set[str]) -> None:
-    """Refuse a checkpoint whose pickle names another task's model class (before it is read)."""
+    """Refuse a checkpoint whose pickle names another task's model class, or a class of the YOLO
+    repos' own code (a yolov5, yolov3 or yolov7 checkpoint), before it is read."""
     for name in sorted(names):
+        if name.startswith(OTHER_REPOS):
+            raise CheckpointError(
+                f"{path} is a checkpoint of a YOLO repo's own code ({name}: written by the train.py of "
+                "yolov5, yolov3 or yolov7), not of the ultralytics package; explain it in that repo's "
+                f"checkout: make cam UPSTREAM=yolov5 WEIGHTS={path} (or UPSTREAM=yolov3, UPSTREAM=yolov7)"
+            )
         task = OTHER_TASKS.get(name)
         if task is not None:
             raise CheckpointError(
