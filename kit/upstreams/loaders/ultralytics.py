@@ -249,7 +249,15 @@ def device_of(device: str | None) -> Any:
     try:
         return select_device("" if device is None else device, verbose=False)
     except (AssertionError, ValueError) as error:
-        raise ArgumentError(f"device={device}: {error}; pass device=cpu or the index of a GPU") from None
+        import torch
+
+        # the package's message runs over many lines (and a link): its first one names the device
+        first = (str(error).strip().splitlines() or [""])[0]
+        seen = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        raise ArgumentError(
+            f"device={device}: {first} (this machine has {seen} CUDA device(s)); pass device=cpu or the "
+            "index of a GPU"
+        ) from None
 
 
 def load(

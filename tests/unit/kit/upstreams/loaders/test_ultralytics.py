@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import kit
-from kit.core.errors import CheckpointError, KitError, UnsafeCheckpointError
+from kit.core.errors import ArgumentError, CheckpointError, KitError, UnsafeCheckpointError
 from kit.upstreams.safeload import Namespace
 from tests.hostile import g, raw, s, t
 from tests.ultralytics_models import (
@@ -42,8 +42,8 @@ def yolo11(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path]:
 
 
 def load(weights: Path, **options: Any) -> kit.Explainer:
-    settings: dict[str, Any] = {"img_size": 160, "conf_thres": 0.25, **options}
-    return kit.load("ultralytics", weights, checkout=package_root(), device="cpu", **settings)
+    settings: dict[str, Any] = {"device": "cpu", "img_size": 160, "conf_thres": 0.25, **options}
+    return kit.load("ultralytics", weights, checkout=package_root(), **settings)
 
 
 def test_a_checkpoint_written_after_training_is_explained(yolo11: tuple[Any, Path]) -> None:
@@ -123,8 +123,30 @@ def test_a_checkpoint_of_another_kind_is_refused_saying_what_it_holds(
     torch.save({"model": model.state_dict()}, path)
     with pytest.raises(CheckpointError, match="its 'model' holds a raw state_dict .*, not a DetectionModel"):
         load(path)
-    with pytest.raises(KitError, match="weights file not found"):
+    with pytest.raises(KitError, match="weights file not found") as missing:
         load(tmp_path / "absent.pt")
+    assert "model=PATH" in str(missing.value) and "--weights" not in str(missing.value)  # this entry's flag
+    with pytest.raises(KitError, match="is a folder; pass the checkpoint file itself with model=PATH"):
+        load(tmp_path)
+
+
+def test_a_yolo_repo_checkpoint_is_refused_naming_the_upstream_that_explains_it(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    path = tmp_path / "yolov5s.pt"  # yolov5's train.py pickles models.yolo.DetectionModel
+    path.write_bytes(raw(g("models.yolo", "DetectionModel") + t(s(f"touch {marker}")) + b"R"))
+    for trust in (False, True):  # by name, before anything is unpickled, trusted or not
+        with pytest.raises(CheckpointError, match="a checkpoint of a YOLO repo's own code .models.yolo") as e:
+            load(path, trust_checkpoint=trust)
+        assert f"make cam UPSTREAM=yolov5 WEIGHTS={path}" in str(e.value)
+    assert not marker.exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_a_cuda_device_on_a_machine_without_one_is_refused_in_one_line(yolo11: tuple[Any, Path]) -> None:
+    with pytest.raises(ArgumentError, match=r"^device=cuda: Invalid CUDA 'device=0' requested") as error:
+        load(yolo11[1], device="cuda")
+    message = str(error.value)
+    assert "\n" not in message and "(this machine has 0 CUDA device(s)); pass device=cpu" in message
 
 
 def _edit_head(head: Any, key: str) -> None:
