@@ -61,6 +61,9 @@ OTHER_REPOS = ("models.yolo.", "models.common.", "models.experimental.")
 MAX_REG_MAX = 64  # DFL bins per box side (the released models use 16, YOLO26 1)
 DEFAULT_MAX_DET = 300  # the package's predict default
 DEFAULT_IOU = 0.7  # the package's predict default (cfg/default.yaml `iou`)
+# The largest input side: 8192 px already takes GBs of activations per image; imgsz=100000 (a typo)
+# had the letterbox ask for 30 GB, which a machine that overcommits memory may grant and then kill.
+MAX_IMG_SIZE = 8192
 
 
 @dataclass(frozen=True)
@@ -274,6 +277,13 @@ def load(
     check_detector_options(
         img_size=opt.img_size, conf_thres=opt.conf_thres, iou_thres=opt.iou_thres, max_det=max_det
     )
+    size = square_size(opt.img_size, 640)
+    if size > MAX_IMG_SIZE:
+        raise ArgumentError(
+            f"imgsz (img_size) {size} is larger than {MAX_IMG_SIZE} pixels, the largest input the kit runs "
+            "(the network input of one image alone would take GBs); pass imgsz=640, the package's default, "
+            f"or another size up to {MAX_IMG_SIZE}"
+        )
     paths = [str(weights)] if isinstance(weights, (str, Path)) else [str(w) for w in weights]
     if len(paths) != 1:
         raise ArgumentError(
