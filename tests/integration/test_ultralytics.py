@@ -382,6 +382,8 @@ REFUSALS = {  # case: what stderr says ({w}: the model= path)
     "folder": "is a folder; pass the checkpoint file itself with model=PATH",
     "yolov5": "is a checkpoint of a YOLO repo's own code (models.yolo.DetectionModel",
     "cuda": "device=cuda: Invalid CUDA",
+    "half": "half=True needs a CUDA device (device=0); this run is on cpu",
+    "imgsz": "imgsz (img_size) 100000 is larger than 8192 pixels",
 }
 
 
@@ -389,13 +391,12 @@ REFUSALS = {  # case: what stderr says ({w}: the model= path)
 def test_careless_model_and_device_are_refused_with_exit_2(
     ultralytics_checkout: Path, env: dict[str, str], yolo11: Path, data: Path, tmp_path: Path, case: str
 ) -> None:
-    if case == "cuda" and torch.cuda.is_available():
+    if case in ("cuda", "half") and torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    weights, more = {"missing": tmp_path / "yolo11n.pt", "folder": tmp_path}.get(case, yolo11), []
+    weights = {"missing": tmp_path / "yolo11n.pt", "folder": tmp_path}.get(case, yolo11)
     if case == "yolov5":
         weights = yolov5_like_checkpoint(tmp_path / "yolov5s.pt")
-    if case == "cuda":
-        more = ["device=cuda"]
+    more = {"cuda": ["device=cuda"], "half": ["half=True"], "imgsz": ["imgsz=100000"]}.get(case, [])
     out = tmp_path / "run"
     result = main_gradcam(ultralytics_checkout, env, *run_args(weights, data / "images", out, *more))
     assert result.returncode == 2, result.stderr[-3000:]

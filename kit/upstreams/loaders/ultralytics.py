@@ -293,13 +293,17 @@ def load(
     held = pickled_globals(path)  # before any unpickling, trusted or not
     refuse_other_tasks(path, held)
     device = device_of(opt.device)
+    if opt.half and getattr(device, "type", str(device)) != "cuda":  # in this entry point's words
+        raise ArgumentError(
+            f"half=True needs a CUDA device (device=0); this run is on {device}, where float16 is slower "
+            "and less exact than float32. Drop half=True"
+        )
     model = read_model(path, trust=opt.trust_checkpoint, device=device)
     if opt.half:
         model = half_precision(model, device)
     head = model.model[-1]
     names = class_names(model.names, int(head.nc), where=f"{path}: class names") or []
     stride = int(max(float(s) for s in model.stride))
-    size = square_size(opt.img_size, 640)
     img_size = -(-size // stride) * stride  # a multiple of the largest stride, as check_imgsz rounds up
     settings: dict[str, Any] = {"img_size": img_size, "conf_thres": opt.conf_thres, "max_det": max_det}
     adapter: Any

@@ -185,3 +185,18 @@ def test_a_head_that_forward_could_not_run_is_refused_naming_what(
     path = save_checkpoint(bad, tmp_path / "bad.pt")
     with pytest.raises(CheckpointError, match=HEAD_REFUSALS[key]):
         load(path)
+
+
+def test_half_off_cuda_and_a_huge_imgsz_are_refused_in_this_entry_points_words(
+    yolo11: tuple[Any, Path],
+) -> None:
+    if not torch.cuda.is_available():
+        with pytest.raises(
+            ArgumentError, match=r"^half=True needs a CUDA device \(device=0\); this run is on cpu"
+        ):
+            load(yolo11[1], half=True)
+    with pytest.raises(ArgumentError, match=r"^imgsz \(img_size\) 100000 is larger than 8192 pixels"):
+        load(yolo11[1], img_size=100000)  # the letterbox would ask for 30 GB
+    with pytest.raises(ArgumentError, match="imgsz .img_size. 8193 is larger"):
+        load(yolo11[1], img_size=(160, 8193))
+    assert load(yolo11[1], img_size=150).settings["img_size"] == 160  # rounded up as check_imgsz does
