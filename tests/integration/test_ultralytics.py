@@ -103,8 +103,8 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def write_checkpoint(checkout: Path, env: dict[str, str], kind: str, out: Path, *image: str) -> Path:
-    with pytest.MonkeyPatch.context() as patch:  # the child inherits the offline settings
-        for key in ("YOLO_OFFLINE", "YOLO_CONFIG_DIR", "PYTHONPATH"):
+    with pytest.MonkeyPatch.context() as patch:  # the child: offline, and this checkout's package
+        for key in ("YOLO_OFFLINE", "YOLO_CONFIG_DIR", "PYTHONPATH", "KIT_UPSTREAMS_DIR"):
             patch.setenv(key, env[key])
         result = run_child_in_checkout(checkout, "ultralytics_save_checkpoint", kind, str(out), *image)
     assert result.returncode == 0, result.stderr[-3000:]
