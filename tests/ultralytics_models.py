@@ -114,6 +114,28 @@ def random_detector(cfg: str, *, seed: int = 0, image: np.ndarray | None = None)
     return model
 
 
+def random_rtdetr(folder: Path, *, seed: int = 0) -> nn.Module:
+    """The tiny RT-DETR (:data:`RTDETR_TINY`, 3 classes), seeded, in eval mode, its box and score
+    heads' last layers spread (the package zeroes them and sets one class bias) so that boxes move
+    and some queries score above 0.5. ``folder``: where its yaml is written for the package."""
+    import_package()
+    from ultralytics.nn.tasks import RTDETRDetectionModel
+
+    config = folder / "rtdetr-tiny.yaml"
+    config.write_text(RTDETR_TINY)
+    torch.manual_seed(seed)
+    model = RTDETRDetectionModel(str(config), nc=3, verbose=False)
+    head = model.model[-1]
+    with torch.no_grad():
+        for mlp in [*head.dec_bbox_head, head.enc_bbox_head]:
+            nn.init.normal_(mlp.layers[-1].weight, std=0.05)
+            nn.init.normal_(mlp.layers[-1].bias, std=0.5)
+        for linear in head.dec_score_head:
+            nn.init.normal_(linear.bias, std=1.0)
+    model.names = dict(NAMES)
+    return model.eval()
+
+
 def save_checkpoint(model: nn.Module, path: Path, *, stripped: bool = True) -> Path:
     """``model`` saved as the package's trainer leaves it: after training (``strip_optimizer``:
     'model' in float16, no 'ema', args as a dict), or during it (``stripped=False``: 'ema')."""

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kit.core.errors import ArgumentError, CheckpointError
+from kit.core.errors import ArgumentError, CheckpointError, CheckpointNotFoundError
 from kit.core.options import check_detector_options
 from kit.upstreams.checkpoints import (
     check_class_names,
@@ -54,9 +54,15 @@ OTHER_TASKS = {
     f"{TASKS}.YOLOEModel": "open-vocabulary (YOLOE)",
 }
 RTDETR_MODEL = f"{TASKS}.RTDETRDetectionModel"
+# Modules of the YOLO repos' own code (yolov5, yolov3, yolov7: models/yolo.py, models/common.py):
+# their checkpoints are explained in those repos' checkouts, not with the package.
+OTHER_REPOS = ("models.yolo.", "models.common.", "models.experimental.")
 MAX_REG_MAX = 64  # DFL bins per box side (the released models use 16, YOLO26 1)
 DEFAULT_MAX_DET = 300  # the package's predict default
 DEFAULT_IOU = 0.7  # the package's predict default (cfg/default.yaml `iou`)
+# The largest input side: 8192 px already takes GBs of activations per image; imgsz=100000 (a typo)
+# had the letterbox ask for 30 GB, which a machine that overcommits memory may grant and then kill.
+MAX_IMG_SIZE = 8192
 
 
 @dataclass(frozen=True)
@@ -77,8 +83,15 @@ class UltralyticsOptions:
 
 
 def refuse_other_tasks(path: str | Path, names: set[str]) -> None:
-    """Refuse a checkpoint whose pickle names another task's model class (before it is read)."""
+    """Refuse a checkpoint whose pickle names another task's model class, or a class of the YOLO
+    repos' own code (a yolov5, yolov3 or yolov7 checkpoint), before it is read."""
     for name in sorted(names):
+        if name.startswith(OTHER_REPOS):
+            raise CheckpointError(
+                f"{path} is a checkpoint of a YOLO repo's own code ({name}: written by the train.py of "
+                "yolov5, yolov3 or yolov7), not of the ultralytics package; explain it in that repo's "
+                f"checkout: make cam UPSTREAM=yolov5 WEIGHTS={path} (or UPSTREAM=yolov3, UPSTREAM=yolov7)"
+            )
         task = OTHER_TASKS.get(name)
         if task is not None:
             raise CheckpointError(
@@ -222,6 +235,15 @@ def rtdetr_adapter(
     )
 
 
+def required_file(path: str) -> list[str]:
+    """``[path]`` when it is a checkpoint file, else the kit's refusal saying ``model=PATH``, the flag
+    of this entry point (never the package's download: it would fetch a name it knows)."""
+    try:
+        return require_files([path])
+    except (CheckpointError, CheckpointNotFoundError) as error:
+        raise type(error)(str(error).replace("--weights PATH", "model=PATH")) from None
+
+
 def device_of(device: str | None) -> Any:
     """The package's ``select_device``; a device this machine lacks is the user's argument refused."""
     from ultralytics.utils.torch_utils import select_device
@@ -229,7 +251,15 @@ def device_of(device: str | None) -> Any:
     try:
         return select_device("" if device is None else device, verbose=False)
     except (AssertionError, ValueError) as error:
-        raise ArgumentError(f"device={device}: {error}; pass device=cpu or the index of a GPU") from None
+        import torch
+
+        # the package's message runs over many lines (and a link): its first one names the device
+        first = (str(error).strip().splitlines() or [""])[0]
+        seen = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        raise ArgumentError(
+            f"device={device}: {first} (this machine has {seen} CUDA device(s)); pass device=cpu or the "
+            "index of a GPU"
+        ) from None
 
 
 def load(
@@ -246,22 +276,33 @@ def load(
     check_detector_options(
         img_size=opt.img_size, conf_thres=opt.conf_thres, iou_thres=opt.iou_thres, max_det=max_det
     )
+    size = square_size(opt.img_size, 640)
+    if size > MAX_IMG_SIZE:
+        raise ArgumentError(
+            f"imgsz (img_size) {size} is larger than {MAX_IMG_SIZE} pixels, the largest input the kit runs "
+            "(the network input of one image alone would take GBs); pass imgsz=640, the package's default, "
+            f"or another size up to {MAX_IMG_SIZE}"
+        )
     paths = [str(weights)] if isinstance(weights, (str, Path)) else [str(w) for w in weights]
     if len(paths) != 1:
         raise ArgumentError(
             f"model= takes one checkpoint here, got {len(paths)}: an ensemble has no single head to explain"
         )
-    (path,) = require_files(paths)
+    (path,) = required_file(paths[0])
     held = pickled_globals(path)  # before any unpickling, trusted or not
     refuse_other_tasks(path, held)
     device = device_of(opt.device)
+    if opt.half and getattr(device, "type", str(device)) != "cuda":  # in this entry point's words
+        raise ArgumentError(
+            f"half=True needs a CUDA device (device=0); this run is on {device}, where float16 is slower "
+            "and less exact than float32. Drop half=True"
+        )
     model = read_model(path, trust=opt.trust_checkpoint, device=device)
     if opt.half:
         model = half_precision(model, device)
     head = model.model[-1]
     names = class_names(model.names, int(head.nc), where=f"{path}: class names") or []
     stride = int(max(float(s) for s in model.stride))
-    size = square_size(opt.img_size, 640)
     img_size = -(-size // stride) * stride  # a multiple of the largest stride, as check_imgsz rounds up
     settings: dict[str, Any] = {"img_size": img_size, "conf_thres": opt.conf_thres, "max_det": max_det}
     adapter: Any

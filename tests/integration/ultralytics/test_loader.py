@@ -12,16 +12,16 @@ import pytest
 import torch
 
 import kit
-from kit.core.errors import CheckpointError, KitError, UnsafeCheckpointError
+from kit.core.errors import ArgumentError, CheckpointError, KitError, UnsafeCheckpointError
 from kit.upstreams.safeload import Namespace
 from tests.hostile import g, raw, s, t
 from tests.ultralytics_models import (
     NAMES,
     RTDETR_SIDE,
-    RTDETR_TINY,
     import_package,
     package_root,
     random_detector,
+    random_rtdetr,
     save_checkpoint,
 )
 
@@ -40,8 +40,8 @@ def yolo11(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path]:
 
 
 def load(weights: Path, **options: Any) -> kit.Explainer:
-    settings: dict[str, Any] = {"img_size": 160, "conf_thres": 0.25, **options}
-    return kit.load("ultralytics", weights, checkout=package_root(), device="cpu", **settings)
+    settings: dict[str, Any] = {"device": "cpu", "img_size": 160, "conf_thres": 0.25, **options}
+    return kit.load("ultralytics", weights, checkout=package_root(), **settings)
 
 
 def test_a_checkpoint_written_after_training_is_explained(yolo11: tuple[Any, Path]) -> None:
@@ -93,18 +93,7 @@ def test_a_segmentation_checkpoint_is_refused_by_name_before_it_is_read(tmp_path
 def test_an_rtdetr_checkpoint_loads_through_the_safe_loader_and_is_explained(tmp_path: Path) -> None:
     """A trainer-format RT-DETR checkpoint (the tiny config of the adapter's tests) goes to the
     RT-DETR adapter: one map per kept query, each query's box inside the image."""
-    import_package()
-    from ultralytics.nn.tasks import RTDETRDetectionModel
-
-    config = tmp_path / "rtdetr-tiny.yaml"
-    config.write_text(RTDETR_TINY)
-    torch.manual_seed(0)
-    model = RTDETRDetectionModel(str(config), nc=3, verbose=False)
-    model.names = dict(NAMES)
-    head = model.model[-1]
-    with torch.no_grad():  # scores that differ from query to query (the package sets one class bias)
-        for linear in head.dec_score_head:
-            torch.nn.init.normal_(linear.bias, std=1.0)
+    model = random_rtdetr(tmp_path)
     path = save_checkpoint(model, tmp_path / "rtdetr.pt")
     explainer = load(path, img_size=RTDETR_SIDE, conf_thres=0.3)
     assert type(explainer.adapter).__name__ == "RTDETRAdapter"
@@ -137,8 +126,30 @@ def test_a_checkpoint_of_another_kind_is_refused_saying_what_it_holds(
     torch.save({"model": model.state_dict()}, path)
     with pytest.raises(CheckpointError, match="its 'model' holds a raw state_dict .*, not a DetectionModel"):
         load(path)
-    with pytest.raises(KitError, match="weights file not found"):
+    with pytest.raises(KitError, match="weights file not found") as missing:
         load(tmp_path / "absent.pt")
+    assert "model=PATH" in str(missing.value) and "--weights" not in str(missing.value)  # this entry's flag
+    with pytest.raises(KitError, match="is a folder; pass the checkpoint file itself with model=PATH"):
+        load(tmp_path)
+
+
+def test_a_yolo_repo_checkpoint_is_refused_naming_the_upstream_that_explains_it(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    path = tmp_path / "yolov5s.pt"  # yolov5's train.py pickles models.yolo.DetectionModel
+    path.write_bytes(raw(g("models.yolo", "DetectionModel") + t(s(f"touch {marker}")) + b"R"))
+    for trust in (False, True):  # by name, before anything is unpickled, trusted or not
+        with pytest.raises(CheckpointError, match="a checkpoint of a YOLO repo's own code .models.yolo") as e:
+            load(path, trust_checkpoint=trust)
+        assert f"make cam UPSTREAM=yolov5 WEIGHTS={path}" in str(e.value)
+    assert not marker.exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_a_cuda_device_on_a_machine_without_one_is_refused_in_one_line(yolo11: tuple[Any, Path]) -> None:
+    with pytest.raises(ArgumentError, match=r"^device=cuda: Invalid CUDA 'device=0' requested") as error:
+        load(yolo11[1], device="cuda")
+    message = str(error.value)
+    assert "\n" not in message and "(this machine has 0 CUDA device(s)); pass device=cpu" in message
 
 
 def _edit_head(head: Any, key: str) -> None:
@@ -177,3 +188,18 @@ def test_a_head_that_forward_could_not_run_is_refused_naming_what(
     path = save_checkpoint(bad, tmp_path / "bad.pt")
     with pytest.raises(CheckpointError, match=HEAD_REFUSALS[key]):
         load(path)
+
+
+def test_half_off_cuda_and_a_huge_imgsz_are_refused_in_this_entry_points_words(
+    yolo11: tuple[Any, Path],
+) -> None:
+    if not torch.cuda.is_available():
+        with pytest.raises(
+            ArgumentError, match=r"^half=True needs a CUDA device \(device=0\); this run is on cpu"
+        ):
+            load(yolo11[1], half=True)
+    with pytest.raises(ArgumentError, match=r"^imgsz \(img_size\) 100000 is larger than 8192 pixels"):
+        load(yolo11[1], img_size=100000)  # the letterbox would ask for 30 GB
+    with pytest.raises(ArgumentError, match="imgsz .img_size. 8193 is larger"):
+        load(yolo11[1], img_size=(160, 8193))
+    assert load(yolo11[1], img_size=150).settings["img_size"] == 160  # rounded up as check_imgsz does
