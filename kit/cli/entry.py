@@ -126,6 +126,23 @@ PREDICT_KEYS = {
 }
 PREDICT_SWITCHES = ("agnostic_nms", "half", "exist_ok")
 PREDICT_LISTS = ("classes", "imgsz")
+# Keys whose values are numbers: checked as typed, so an error names ``conf=abc``, not ``--conf``.
+PREDICT_NUMBERS = {"conf": float, "iou": float, "imgsz": int, "max_det": int, "classes": int}
+
+
+def _check_number(parser: argparse.ArgumentParser, key: str, value: str, parts: list[str]) -> None:
+    """Stop the parser (exit 2) when ``key=value`` should hold numbers and does not."""
+    kind = PREDICT_NUMBERS.get(key)
+    if kind is None:
+        return
+    what = "a whole number" if kind is int else "a number"
+    for part in parts or [""]:
+        try:
+            kind(part)
+        except ValueError:
+            parser.error(
+                f"{key}={value}: expected {what}{' or a list of them' if key in PREDICT_LISTS else ''}"
+            )
 
 
 def predict_tokens(argv: list[str], parser: argparse.ArgumentParser) -> list[str]:
@@ -149,8 +166,11 @@ def predict_tokens(argv: list[str], parser: argparse.ArgumentParser) -> list[str
                 parser.error(f"{key}={value}: expected {key}=True or {key}=False")
             out += [PREDICT_KEYS[key]] if value.lower() == "true" else []
         elif key in PREDICT_LISTS:
-            out += [PREDICT_KEYS[key], *value.strip("[]()").replace(",", " ").split()]
+            parts = value.strip("[]()").replace(",", " ").split()
+            _check_number(parser, key, value, parts)
+            out += [PREDICT_KEYS[key], *parts]
         else:
+            _check_number(parser, key, value, [value])
             out += [PREDICT_KEYS[key], value]
     return out
 

@@ -81,6 +81,10 @@ def test_a_flags_value_with_an_equals_sign_stays_its_value() -> None:
         (["half=yes"], "half=yes: expected half=True or half=False"),
         (["imgsz=1,2,3"], "imgsz takes one or two sizes (h,w), got 3"),
         (["nms=maybe"], "expected True or False, got 'maybe'"),
+        (["imgsz=abc"], "imgsz=abc: expected a whole number or a list of them"),
+        (["conf=high"], "conf=high: expected a number"),
+        (["classes=0,cat"], "classes=0,cat: expected a whole number or a list of them"),
+        (["max_det=2.5"], "max_det=2.5: expected a whole number"),
     ],
 )
 def test_a_bad_argument_stops_the_parser_naming_it(
