@@ -42,6 +42,7 @@ from kit.upstreams.download import file_sha256
 from scripts.demo import shapes
 from scripts.demo.train import install
 from scripts.upstream.config import REPO_ROOT, checkout_path, load_project
+from scripts.upstream.errors import ConfigError
 
 CFG = kit_demo.ULTRALYTICS_CFG
 STEM = kit_demo.ULTRALYTICS_STEM
@@ -63,8 +64,10 @@ def write_dataset(data_dir: Path, *, train_images: int, eval_images: int, seed: 
 
 
 def offline_environment(weights_dir: Path) -> None:
-    """Ultralytics' own offline switch and a settings folder of the demo's, before it is imported."""
+    """Ultralytics' own offline switch, no pip installs of missing requirements, and a settings folder
+    of the demo's, before it is imported."""
     os.environ["YOLO_OFFLINE"] = "1"
+    os.environ["YOLO_AUTOINSTALL"] = "false"
     settings = weights_dir / "ultralytics-settings"
     settings.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("YOLO_CONFIG_DIR", str(settings))
@@ -78,7 +81,7 @@ def open_ultralytics(given: Path | None) -> Any:
     if checkout is None:
         try:
             checkout = checkout_path(load_project(), "ultralytics")
-        except Exception:  # noqa: BLE001 - no ultralytics entry in upstreams.yaml: the installed package
+        except ConfigError:  # no ultralytics entry in upstreams.yaml: the installed package
             checkout = None
     if checkout is not None and (checkout / "ultralytics" / "__init__.py").is_file():
         sys.path.insert(0, str(checkout.resolve()))

@@ -77,17 +77,16 @@ def yolo_around(module: Any) -> Any:
 
 
 def load_both(args: argparse.Namespace) -> tuple[Any, Any]:
-    """The kit's explainer (``kit.load("ultralytics", weights)``) and the same weights in Ultralytics'
-    ``YOLO`` (the demo: built from its state_dict; else the kit's loaded model, copied)."""
+    """The kit's explainer (``kit.load("ultralytics", weights)``; ``demo``: the ultralytics demo's
+    checkpoint) and the same model in Ultralytics' ``YOLO`` (a copy of the one the kit loaded)."""
     import kit
 
+    weights = args.weights
+    if weights == kit_demo.DEMO_NAME:
+        weights = kit_demo.demo_weights(stem=kit_demo.ULTRALYTICS_STEM).weights
     options = {"img_size": args.img_size, "conf_thres": args.conf_thres}
-    explainer = kit.load("ultralytics", args.weights, checkout=args.checkout, device="cpu", **options)
-    if args.weights == kit_demo.DEMO_NAME:
-        yolo = kit_demo.ultralytics_demo_yolo(kit_demo.demo_weights(stem=kit_demo.ULTRALYTICS_STEM))
-    else:
-        yolo = yolo_around(explainer.adapter.model)
-    return explainer, yolo
+    explainer = kit.load("ultralytics", weights, checkout=args.checkout, device="cpu", **options)
+    return explainer, yolo_around(explainer.adapter.model)
 
 
 def compare(explainer: Any, yolo: Any, paths: Sequence[Path], *, args: argparse.Namespace) -> SideBySide:

@@ -74,8 +74,9 @@ def test_the_offline_switch_is_set_and_settings_stay_in_the_demo_folder(
 ) -> None:
     monkeypatch.delenv("YOLO_OFFLINE", raising=False)
     monkeypatch.delenv("YOLO_CONFIG_DIR", raising=False)
+    monkeypatch.setenv("YOLO_AUTOINSTALL", "true")
     ultralytics_train.offline_environment(tmp_path)
-    assert os.environ["YOLO_OFFLINE"] == "1"
+    assert os.environ["YOLO_OFFLINE"] == "1" and os.environ["YOLO_AUTOINSTALL"] == "false"
     assert os.environ["YOLO_CONFIG_DIR"] == str(tmp_path / "ultralytics-settings")
     assert (tmp_path / "ultralytics-settings").is_dir()
     monkeypatch.setenv("YOLO_CONFIG_DIR", "/elsewhere")  # a user's own choice is kept
