@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from kit.core.errors import KitError
 from kit.core.results import FUSED, ImageResult
 from kit.core.table import format_columns
 from kit.evaluation.evaluate import MEASURE_HEAD, Evaluator, adapter_detector, detection_maps, measure_cells
@@ -211,8 +212,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if len(list((args.data_dir / "images").glob("eval_*.png"))) < args.images:
         shapes.write_split(args.data_dir, count=args.images, split="eval", seed=args.seed)
     paths = sorted((args.data_dir / "images").glob("eval_*.png"))[: args.images]
-    explainer, yolo = load_both(args)
-    found = compare(explainer, yolo, paths, args=args)
+    try:
+        explainer, yolo = load_both(args)
+        found = compare(explainer, yolo, paths, args=args)
+    except KitError as error:  # a missing or refused checkpoint, labels that do not parse, ...
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     rows, text = table(found, method=args.method)
     kit_eval = found.evaluators["kit"]
     text += (

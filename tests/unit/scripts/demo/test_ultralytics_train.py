@@ -124,3 +124,21 @@ def test_a_checkpoint_without_the_demo_model_is_a_checkpoint_error(tmp_path: Pat
     demo = kit_demo.demo_weights(tmp_path, stem=kit_demo.ULTRALYTICS_STEM)
     with pytest.raises(CheckpointError, match="holds no DetectionModel of yolo11n.yaml with nc=3"):
         kit_demo.ultralytics_demo_model(demo)
+
+
+def test_the_side_by_side_refuses_a_missing_checkpoint_with_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ultralytics = pytest.importorskip("ultralytics")
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    for name in ("YOLO_OFFLINE", "YOLO_AUTOINSTALL", "YOLO_CONFIG_DIR"):
+        monkeypatch.setenv(name, os.environ.get(name, ""))
+    from scripts.eval import faithfulness
+
+    checkout = str(Path(ultralytics.__file__).parents[1])  # the checkout the package is imported from
+    argv = ["--upstream", "ultralytics", "--weights", str(tmp_path / "missing.pt"), "--images", "1"]
+    argv += ["--checkout", checkout]
+    assert faithfulness.main([*argv, "--data-dir", str(tmp_path / "d"), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err  # names the file (or, before the ultralytics loader, the upstream)
+    assert err.startswith("error: ") and ("missing.pt" in err or "unknown upstream 'ultralytics'" in err)
+    assert not (tmp_path / "o").exists()
