@@ -131,8 +131,9 @@ def test_the_side_by_side_refuses_a_missing_checkpoint_with_exit_2(
 ) -> None:
     ultralytics = pytest.importorskip("ultralytics")
     monkeypatch.setattr(sys, "path", list(sys.path))
-    for name in ("YOLO_OFFLINE", "YOLO_AUTOINSTALL", "YOLO_CONFIG_DIR"):
-        monkeypatch.setenv(name, os.environ.get(name, ""))
+    monkeypatch.delenv("YOLO_OFFLINE", raising=False)  # each restored after the test
+    monkeypatch.delenv("YOLO_AUTOINSTALL", raising=False)
+    monkeypatch.setenv("YOLO_CONFIG_DIR", str(tmp_path / "settings"))
     from scripts.eval import faithfulness
 
     checkout = str(Path(ultralytics.__file__).parents[1])  # the checkout the package is imported from
