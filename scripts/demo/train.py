@@ -191,10 +191,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def demo_upstream(argv: Sequence[str]) -> str:
+def demo_upstream(argv: Sequence[str], *, prog: str = "python -m scripts demo") -> str:
     """The upstream whose demo `make demo` trains (``--upstream``, default yolov7); a name with no demo
     ends in argparse's usage error (exit 2)."""
-    parser = argparse.ArgumentParser(prog="python -m scripts demo", add_help=False)
+    parser = argparse.ArgumentParser(prog=prog, add_help=False)
     parser.add_argument("--upstream", choices=DEMO_UPSTREAMS, default="yolov7")
     return str(parser.parse_known_args(argv)[0].upstream)
 

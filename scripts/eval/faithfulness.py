@@ -115,7 +115,8 @@ class Stopwatch:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if demo_upstream(argv) == "ultralytics":  # the side-by-side with Ultralytics' own CAM
+    # ultralytics: the side-by-side with Ultralytics' own CAM
+    if demo_upstream(argv, prog="python -m scripts eval") == "ultralytics":
         from scripts.eval import ultralytics_side
 
         return ultralytics_side.main(argv)
