@@ -116,13 +116,14 @@ cam: $(ENV_STAMP)
 	$(PYTHON) -m scripts cam $(value UPSTREAM) --weights="$$KIT_CAM_WEIGHTS" --source="$$KIT_CAM_SOURCE" \
 		--out="$$KIT_CAM_OUT" --config="$$KIT_CAM_CONFIG" --nproc="$(value NPROC)" -- $(ARGS)
 
-# Trains with the yolov7 checkout's own Model and ComputeLoss (make setup-yolov7 first); writes
-# weights/demo/, data/demo/ and the copy kept in the repository, kit/upstreams/demo/.
+# Trains with the yolov7 checkout's own Model and ComputeLoss (make setup-yolov7 first), or with
+# UPSTREAM=ultralytics YOLO11n with Ultralytics' own trainer; writes weights/demo/, data/demo/ and the
+# copy kept in the repository, kit/upstreams/demo/.
 demo: $(ENV_STAMP)
-	$(PYTHON) -m scripts demo --install $(ARGS)
+	$(PYTHON) -m scripts demo --upstream="$(value UPSTREAM)" --install $(ARGS)
 
 eval: $(ENV_STAMP)
-	$(PYTHON) -m scripts eval $(ARGS)
+	$(PYTHON) -m scripts eval --upstream="$(value UPSTREAM)" $(ARGS)
 
 # make audit RUN=runs/cam/yolov7/exp [ARGS='--top 50 --layer 75 --rank density']: docs/audit.md.
 # RUN reaches python -m kit audit (kit.evaluation.audit) verbatim, as make cam's WEIGHTS do.

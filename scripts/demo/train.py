@@ -37,6 +37,7 @@ from scripts.upstream.config import REPO_ROOT, checkout_path, load_project
 CFG = "cfg/training/yolov7-tiny.yaml"
 HYP = "data/hyp.scratch.tiny.yaml"
 STEM = "yolov7-tiny-shapes"
+DEMO_UPSTREAMS = ("yolov7", "ultralytics")  # the upstreams with a demo detector
 KIT_DEMO_DIR = kit_demo.DEMO_DIR  # the copy kept in the repository, read by kit.upstreams.demo.demo_weights
 
 
@@ -173,6 +174,12 @@ def open_checkout(given: Path | None, *, threads: int) -> Path | None:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = yolov7_parser("python -m scripts demo", __doc__)
+    parser.add_argument(
+        "--upstream",
+        choices=DEMO_UPSTREAMS,
+        default="yolov7",
+        help="ultralytics: scripts/demo/ultralytics_train.py",
+    )
     parser.add_argument("--iterations", type=int, default=1000)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=2e-3, help="AdamW peak learning rate")
@@ -184,7 +191,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def demo_upstream(argv: Sequence[str], *, prog: str = "python -m scripts demo") -> str:
+    """The upstream whose demo `make demo` trains (``--upstream``, default yolov7); a name with no demo
+    ends in argparse's usage error (exit 2)."""
+    parser = argparse.ArgumentParser(prog=prog, add_help=False)
+    parser.add_argument("--upstream", choices=DEMO_UPSTREAMS, default="yolov7")
+    return str(parser.parse_known_args(argv)[0].upstream)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if demo_upstream(argv) == "ultralytics":
+        from scripts.demo import ultralytics_train
+
+        return ultralytics_train.main(argv)
     args = parse_args(argv)
     if (checkout := open_checkout(args.checkout, threads=args.threads)) is None:
         return 2

@@ -56,7 +56,7 @@ from kit.methods.drise import DRiseSettings
 from kit.rundir.naming import increment_path
 from kit.upstreams.demo import DemoWeights, demo_weights
 from scripts.demo import shapes
-from scripts.demo.train import load_demo_model, open_checkout, yolov7_parser
+from scripts.demo.train import DEMO_UPSTREAMS, demo_upstream, load_demo_model, open_checkout, yolov7_parser
 from scripts.eval.measures import EvalSettings, Key, Measured, drise_agreement, measure, randomization
 from scripts.eval.table import best_method, box_rows, drise_row, format_report, table_rows
 from scripts.upstream.config import REPO_ROOT
@@ -114,6 +114,12 @@ class Stopwatch:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # ultralytics: the side-by-side with Ultralytics' own CAM
+    if demo_upstream(argv, prog="python -m scripts eval") == "ultralytics":
+        from scripts.eval import ultralytics_side
+
+        return ultralytics_side.main(argv)
     args = parse_args(argv)
     if (checkout := open_checkout(args.checkout, threads=args.threads)) is None:
         return 2
@@ -279,6 +285,12 @@ def parse_layer_sets(value: str) -> dict[str, list[str]]:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = yolov7_parser("python -m scripts eval", __doc__)
+    parser.add_argument(
+        "--upstream",
+        choices=DEMO_UPSTREAMS,
+        default="yolov7",
+        help="ultralytics: scripts/eval/ultralytics_side.py",
+    )
     parser.add_argument(
         "--weights-dir", type=Path, help="folder of the demo record (default: kit/upstreams/demo)"
     )

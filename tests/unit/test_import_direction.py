@@ -52,8 +52,11 @@ SHARED = {"scripts.upstream.config", "scripts.upstream.errors"}
 CROSSINGS = {
     "bench/driver.py": {"scripts.demo.shapes"},  # the scale row explains synthetic shapes
     "bench/large_image.py": {"scripts.demo.shapes"},  # a photo of tiled shapes the demo detector finds
+    # Ultralytics' own CAM, timed beside the kit on the model the kit loaded
+    "bench/ultralytics_worker.py": {"scripts.eval.ultralytics_cam", "scripts.eval.ultralytics_side"},
     "cam/launch.py": {"scripts.demo.shapes"},
     "eval/faithfulness.py": {"scripts.demo.shapes", "scripts.demo.train"},
+    "eval/ultralytics_side.py": {"scripts.demo.shapes", "scripts.demo.ultralytics_train"},  # the demo's set
 }
 
 

@@ -1,4 +1,5 @@
-"""The demo detector kept in the repository: yolov7-tiny trained on synthetic shapes.
+"""The demo detectors kept in the repository: yolov7-tiny, and YOLO11n (ultralytics), trained on
+synthetic shapes.
 
 ``make demo`` (``scripts/demo/train.py``) trains it with the pinned yolov7's own model code and loss
 and writes ``yolov7-tiny-shapes.pt`` (a float16 state_dict, loadable with
@@ -6,6 +7,12 @@ and writes ``yolov7-tiny-shapes.pt`` (a float16 state_dict, loadable with
 names, image size, and how it was trained and scored). This module reads that record and loads
 the weights into a model the caller builds with the upstream's own ``Model`` (the entry point,
 ``make demo``, ``make eval``), so the kit imports no upstream code.
+
+The ultralytics demo (``make demo UPSTREAM=ultralytics``, ``scripts/demo/ultralytics_train.py``) is
+kept the same way: ``yolo11n-shapes.pt`` (a float16 state_dict) and ``yolo11n-shapes.json``, read with
+``demo_weights(stem=ULTRALYTICS_STEM)``; ``yolo11n-shapes.pt`` is the checkpoint as the package's
+trainer writes it (optimizer stripped, float16; machine paths taken out of its settings), so that the
+ultralytics loader, ``YOLO(path)`` and :func:`ultralytics_demo_model` (the kit's safe loader) all read it.
 """
 
 from __future__ import annotations
@@ -22,6 +29,8 @@ if TYPE_CHECKING:  # torch is imported when a model is loaded: DEMO_NAME is read
 
 DEMO_DIR = Path(__file__).resolve().parent
 STEM = "yolov7-tiny-shapes"
+ULTRALYTICS_STEM = "yolo11n-shapes"
+ULTRALYTICS_CFG = "yolo11n.yaml"  # a model yaml of the ultralytics package (ultralytics/cfg/models/11)
 DEMO_NAME = "demo"  # what --weights accepts to mean these weights
 
 
@@ -37,14 +46,20 @@ class DemoWeights:
     record: dict  # the whole JSON record (training, evaluation)
 
 
-def demo_weights(directory: Path | None = None) -> DemoWeights:
-    """Read the demo record in ``directory`` (default: this package); clear errors if absent."""
+def demo_weights(directory: Path | None = None, *, stem: str = STEM) -> DemoWeights:
+    """Read the demo record ``stem`` (default: yolov7's) in ``directory`` (default: this package);
+    clear errors if absent."""
     folder = DEMO_DIR if directory is None else Path(directory)
-    meta, weights = folder / f"{STEM}.json", folder / f"{STEM}.pt"
+    meta, weights = folder / f"{stem}.json", folder / f"{stem}.pt"
+    make = (
+        "make demo UPSTREAM=ultralytics` to train them (about 40"
+        if stem == ULTRALYTICS_STEM
+        else "make demo` to train them (about 10"
+    )
     for path in (meta, weights):
         if not path.is_file():
             raise CheckpointNotFoundError(
-                f"demo weights not found: {path}. Run `make demo` to train them (about 10 minutes on "
+                f"demo weights not found: {path}. Run `{make} minutes on "
                 "2 CPU cores), or pass your own checkpoint with --weights PATH."
             )
     try:
@@ -80,3 +95,38 @@ def load_demo_model(model: nn.Module, weights: Path, *, device: Any = None) -> n
         if isinstance(getattr(m, "inplace", None), bool):
             m.inplace = False
     return fused
+
+
+# The modules whose nn.Module classes the ultralytics demo checkpoint rebuilds (the safe loader's
+# list; the same as the ultralytics loader's).
+ULTRALYTICS_MODULES = (
+    "ultralytics.nn.tasks",
+    "ultralytics.nn.modules.block",
+    "ultralytics.nn.modules.conv",
+    "ultralytics.nn.modules.head",
+    "ultralytics.nn.modules.transformer",
+    "torch.nn",
+)
+
+
+def ultralytics_demo_model(demo: DemoWeights) -> nn.Module:
+    """The ultralytics demo's ``DetectionModel``: the checkpoint as the package's trainer writes it
+    (optimizer stripped, float16), read by the kit's safe loader (the package's classes admitted by
+    name, never called), as float32 in eval mode, unfused (Ultralytics' predictor fuses it)."""
+    from kit.upstreams.safeload import safe_load
+
+    ckpt = safe_load(demo.weights, allowed_modules=ULTRALYTICS_MODULES)
+    model: Any = ckpt.get("model") if isinstance(ckpt, dict) else None
+    if type(model).__name__ != "DetectionModel" or getattr(model.model[-1], "nc", None) != demo.nc:
+        raise CheckpointError(f"{demo.weights} holds no DetectionModel of {demo.cfg} with nc={demo.nc}")
+    return model.float().eval()
+
+
+def ultralytics_demo_yolo(demo: DemoWeights) -> Any:
+    """The ultralytics demo inside the package's ``YOLO`` wrapper (``predict``, ``val``,
+    ``visualize=True``), built by :func:`ultralytics_demo_model`."""
+    from ultralytics import YOLO
+
+    yolo = YOLO(demo.cfg, task="detect")
+    yolo.model = ultralytics_demo_model(demo)
+    return yolo
