@@ -198,7 +198,7 @@ def parse_predict(spec: UpstreamSpec, flags: EntryFlags, argv: list[str] | None)
         *flags.size_flags,
         nargs="+",
         type=int,
-        default=list(flags.size_default or (640,)),
+        default=list(flags.size_default) if flags.size_default else None,
         help=flags.size_help,
     )
     parser.add_argument("--max-det", type=int, default=spec.default_max_det, help=flags.max_det_help)
@@ -217,7 +217,7 @@ def parse_predict(spec: UpstreamSpec, flags: EntryFlags, argv: list[str] | None)
     )
     cli.add_kit_arguments(parser)
     opt = parser.parse_args(predict_tokens(list(sys.argv[1:] if argv is None else argv), parser))
-    if len(opt.imgsz) > 2:
+    if opt.imgsz is not None and len(opt.imgsz) > 2:
         parser.error(f"imgsz takes one or two sizes (h,w), got {len(opt.imgsz)}")
     names = {"img_size": "imgsz", "conf_thres": "conf", "iou_thres": "iou", "max_det": "max_det"}
     options.check_detector_options(

@@ -17,6 +17,7 @@ import enum
 from dataclasses import dataclass
 
 from kit.core.errors import KitError
+from kit.upstreams.demo import STEM, ULTRALYTICS_STEM
 
 
 class Family(enum.Enum):
@@ -42,7 +43,6 @@ class YoloCode:
     device_keyword: str  # attempt_load's device argument: "map_location" (reads there) or "device" (moves)
     load_under_no_grad: bool  # attempt_load must run under no_grad (yolov7: IDetect.fuse updates in place)
     detection_only: bool  # its checkpoints of other tasks (segmentation, classification) are refused
-    demo: bool  # ``--weights demo`` is the kit's demo detector (yolov7-tiny trained on shapes)
     img_size: int = 640  # the default image size (the demo detector has its own, 256)
 
 
@@ -109,11 +109,12 @@ class UpstreamSpec:
     bench: tuple[BenchModel, ...]
     yolo: YoloCode | None = None  # the YOLO loader's settings (loader "yolo")
     entry: EntryFlags | None = None  # the YOLO entry point's flags (detectron2's entry point is its own)
+    demo: str | None = None  # its demo detector's stem in kit/upstreams/demo (``--weights demo``)
 
     @property
     def demo_fallback(self) -> bool:
         """Whether ``--weights demo`` (and ``make cam`` offline) runs the kit's demo detector."""
-        return self.yolo is not None and self.yolo.demo
+        return self.demo is not None
 
 
 DETECTRON2_CONFIG = "configs/COCO-Detection/faster_rcnn_R_50_FPN_3x.yaml"  # demo.py's --config-file default
@@ -147,7 +148,6 @@ ULTRALYTICS_CODE = YoloCode(
     device_keyword="map_location",
     load_under_no_grad=False,
     detection_only=False,
-    demo=False,
 )
 
 YOLOV7 = UpstreamSpec(
@@ -159,6 +159,7 @@ YOLOV7 = UpstreamSpec(
     markers=("models/yolo.py", "utils/datasets.py", "cfg/training/yolov7.yaml"),
     packages=YOLO_PACKAGES,
     device_style="index",
+    demo=STEM,
     default_weights="yolov7.pt",
     default_max_det=300,
     cam=CamDefaults(
@@ -176,7 +177,6 @@ YOLOV7 = UpstreamSpec(
         device_keyword="map_location",
         load_under_no_grad=True,
         detection_only=False,
-        demo=True,
     ),
     entry=EntryFlags(
         title="yolov7",
@@ -276,6 +276,7 @@ ULTRALYTICS = UpstreamSpec(
     markers=("ultralytics/nn/tasks.py", "ultralytics/utils/nms.py", "ultralytics/cfg/default.yaml"),
     packages=("ultralytics",),
     device_style="index",
+    demo=ULTRALYTICS_STEM,
     default_weights="yolo11n.pt",
     default_max_det=300,
     cam=CamDefaults(
@@ -283,14 +284,21 @@ ULTRALYTICS = UpstreamSpec(
         weights_url="https://github.com/ultralytics/assets/releases/download/v8.4.0/yolo11n.pt",
         args=("model={weights}", "source={source}", "project={project}", "name={name}"),
     ),
-    bench=(),
+    bench=(
+        # deep: the last C3k2/C2PSA blocks before the neck (yolo11n.yaml), the backbone and hybrid
+        # encoder's last stages (rtdetr-l.yaml)
+        BenchModel("yolo11n.yaml", "4,6,10", "ultralytics/assets/bus.jpg"),
+        BenchModel("rtdetr-l.yaml", "9,12", "ultralytics/assets/bus.jpg"),
+    ),
     entry=EntryFlags(
         title="ultralytics 8.4.190 (YOLOv8, YOLO11, YOLO26, YOLOv10, RT-DETR)",
         script="`yolo predict`",
-        weights_help="model.pt path: a detection checkpoint written by the ultralytics trainer",
+        weights_help="model.pt path: a detection checkpoint written by the ultralytics trainer, or "
+        "'demo': the kit's YOLO11n trained on synthetic shapes (make demo UPSTREAM=ultralytics)",
         size_flags=("--imgsz",),
-        size_default=(640,),
-        size_help="inference size; h,w is accepted and the larger is used as a square",
+        size_default=None,
+        size_help="inference size (default 640; model=demo: the demo's 256); h,w is accepted and the "
+        "larger is used as a square",
         max_det_help="maximum detections per image",
         conf_help="confidence threshold",
         iou_help="NMS IoU threshold (default 0.7, as yolo predict)",

@@ -26,8 +26,11 @@ from scripts.bench.common import worker_arguments
 from scripts.upstream.config import REPO_ROOT, Project, checkout_path, load_project
 
 # The worker module of each loader (all take scripts.bench.common's flags), and so of each upstream.
-LOADER_WORKERS = {"yolo": "scripts.bench.yolo_worker", "detectron2": "scripts.bench.detectron2_worker"}
-# An upstream with no bench models yet (ultralytics) needs no worker.
+LOADER_WORKERS = {
+    "yolo": "scripts.bench.yolo_worker",
+    "detectron2": "scripts.bench.detectron2_worker",
+    "ultralytics": "scripts.bench.ultralytics_worker",
+}
 WORKERS: dict[str, str] = {name: LOADER_WORKERS[spec.loader] for name, spec in SPECS.items() if spec.bench}
 
 # (upstream, cfg, deep layer set, image of the checkout): the models each upstream is measured on,

@@ -6,8 +6,8 @@ are data in the upstream's spec (``kit.upstreams.registry``). Weights are downlo
 bar, ``.part`` file renamed when complete, sha256 recorded beside it).
 ``KIT_<NAME>_WEIGHTS_URL`` points the download at a mirror.
 
-Offline, with no weights given, yolov7 falls back to the demo detector kept in the repository
-(``kit/demo``, trained by `make demo`) on a few of its synthetic evaluation images, and says so,
+Offline, with no weights given, yolov7 and ultralytics fall back to their demo detectors kept in the
+repository (``kit/upstreams/demo``, trained by `make demo`) on a few synthetic evaluation images, and say so,
 instead of stopping: `make cam` shows what the kit does on any machine.
 
 The exit code is the entry point's (README, "Exit codes"): 0 all explained, 1 some images failed,
@@ -37,7 +37,7 @@ from scripts.upstream.errors import CheckoutError, ConfigError, KitSetupError
 WEIGHTS_DIR_ENV = "KIT_WEIGHTS_DIR"
 # make cam's defaults per upstream: its spec's (kit.upstreams.registry); the sample images are spec.images.
 CAM_DEFAULTS: dict[str, CamDefaults] = {name: spec.cam for name, spec in SPECS.items()}
-# Upstreams whose entry point takes `--weights demo` (kit/demo): the offline fallback of make cam.
+# Upstreams whose entry point takes `--weights demo` (kit/upstreams/demo): the offline fallback of make cam.
 DEMO_FALLBACK = tuple(name for name, spec in SPECS.items() if spec.demo_fallback)
 DEMO_SAMPLE_IMAGES = 8
 # After Ctrl-C, how long the child may take to finish its manifest before it is sent SIGINT itself
@@ -162,7 +162,7 @@ def chosen_weights(
     if weights == DEMO_NAME and not (cwd / weights).is_file():  # a file named demo wins, a folder does not
         if name not in DEMO_FALLBACK:
             raise ConfigError(
-                f"WEIGHTS=demo is the demo detector of {', '.join(DEMO_FALLBACK)} (kit/demo); "
+                f"WEIGHTS=demo is the demo detector of {', '.join(DEMO_FALLBACK)} (kit/upstreams/demo); "
                 f"{name} has none: pass a checkpoint with WEIGHTS=PATH"
             )
         return DEMO_NAME
@@ -204,7 +204,7 @@ def run_cam(
             source_path = demo_sample()
         print(
             "no weights given and the released ones cannot be downloaded: running the demo "
-            f"detector (kit/demo, yolov7-tiny trained on synthetic shapes by `make demo`) on "
+            f"detector ({SPECS[name].demo}, kept in kit/upstreams/demo, trained on synthetic shapes) on "
             f"{shown(str(source_path))} instead. Pass WEIGHTS=... SOURCE=... to explain your own.",
             file=sys.stderr,
         )

@@ -26,8 +26,9 @@ from kit.upstreams.checkpoints import (
     require_files,
     yolo_model_key,
 )
+from kit.upstreams.demo import ULTRALYTICS_STEM, demo_weights
 from kit.upstreams.loaders import Loaded, half_precision
-from kit.upstreams.loaders.yolo import class_names, square_size
+from kit.upstreams.loaders.yolo import class_names, square_size, wants_demo
 from kit.upstreams.safeload import pickled_globals
 
 # The modules whose nn.Module classes a checkpoint may rebuild (imported by the safe loader from this
@@ -267,8 +268,9 @@ def load(
 ) -> Loaded:
     """An ultralytics detection checkpoint from ``checkout`` (already on ``sys.path``).
 
-    ``weights``: one ``.pt`` written by the package's trainer (the released ``yolo11n.pt`` too).
-    ``options.img_size``: one size or (h, w), the larger used as a square (default 640);
+    ``weights``: one ``.pt`` written by the package's trainer (the released ``yolo11n.pt`` too), or
+    ``demo``: the kit's YOLO11n trained on shapes (``make demo UPSTREAM=ultralytics``).
+    ``options.img_size``: one size or (h, w), the larger used as a square (default 640; the demo's own);
     ``iou_thres`` 0.7 and ``max_det`` 300 by default, as ``yolo predict``.
     """
     opt = options or UltralyticsOptions()
@@ -276,14 +278,17 @@ def load(
     check_detector_options(
         img_size=opt.img_size, conf_thres=opt.conf_thres, iou_thres=opt.iou_thres, max_det=max_det
     )
-    size = square_size(opt.img_size, 640)
+    paths = [str(weights)] if isinstance(weights, (str, Path)) else [str(w) for w in weights]
+    demo = demo_weights(stem=ULTRALYTICS_STEM) if wants_demo(paths) else None
+    if demo is not None:  # model=demo: the kit's YOLO11n trained on shapes, at its own size by default
+        paths = [str(demo.weights)]
+    size = square_size(opt.img_size, 640 if demo is None else demo.img_size)
     if size > MAX_IMG_SIZE:
         raise ArgumentError(
             f"imgsz (img_size) {size} is larger than {MAX_IMG_SIZE} pixels, the largest input the kit runs "
             "(the network input of one image alone would take GBs); pass imgsz=640, the package's default, "
             f"or another size up to {MAX_IMG_SIZE}"
         )
-    paths = [str(weights)] if isinstance(weights, (str, Path)) else [str(w) for w in weights]
     if len(paths) != 1:
         raise ArgumentError(
             f"model= takes one checkpoint here, got {len(paths)}: an ensemble has no single head to explain"

@@ -170,7 +170,7 @@ def weights_paths(spec: UpstreamSpec, weights: str | Path | Sequence[str | Path]
     demo detector."""
     code = yolo_code(spec)
     paths = [str(weights)] if isinstance(weights, (str, Path)) else [str(w) for w in weights]
-    demo = code.demo and wants_demo(paths)
+    demo = spec.demo is not None and wants_demo(paths)
     if not demo:
         # A missing file must never reach attempt_load: yolov3 v9.6.0's attempt_download would ask
         # the GitHub API for the *latest* release and fetch weights that are not this pin's

@@ -203,3 +203,18 @@ def test_half_off_cuda_and_a_huge_imgsz_are_refused_in_this_entry_points_words(
     with pytest.raises(ArgumentError, match="imgsz .img_size. 8193 is larger"):
         load(yolo11[1], img_size=(160, 8193))
     assert load(yolo11[1], img_size=150).settings["img_size"] == 160  # rounded up as check_imgsz does
+
+
+def test_model_demo_is_the_kept_yolo11n_at_its_own_size_and_finds_the_shapes() -> None:
+    """``model=demo`` (make cam's offline fallback): the kit's YOLO11n trained on shapes, read by the
+    safe loader, at the size it was trained at unless imgsz is given."""
+    from scripts.demo import shapes
+
+    explainer = kit.load("ultralytics", "demo", checkout=package_root(), device="cpu")
+    assert explainer.settings["img_size"] == 256
+    assert explainer.names == ["circle", "square", "triangle"]
+    picture, _ = shapes.make_image(4, split="eval")  # the image of make cam's fallback sample above
+    (result,) = explainer.explain([picture])
+    assert result.error is None and result.detections
+    assert {d.class_name for d in result.detections} <= {"circle", "square", "triangle"}
+    assert kit.load("ultralytics", "demo", checkout=package_root(), img_size=320).settings["img_size"] == 320

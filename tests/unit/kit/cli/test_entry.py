@@ -64,7 +64,7 @@ def test_the_defaults_are_yolo_predicts() -> None:
         "ultralytics/assets",
         0.25,
         0.7,
-        [640],
+        None,  # the loader's: 640, as yolo predict's, or the demo detector's own (256)
     )
     assert (opt.max_det, opt.nms, opt.agnostic_nms) == (300, None, False)  # type: ignore[attr-defined]
 

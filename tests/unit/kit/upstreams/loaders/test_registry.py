@@ -44,7 +44,7 @@ def test_every_upstream_has_one_loader_and_one_family_adapter() -> None:
     assert get_spec("ultralytics").families == (Family.ANCHOR_FREE, Family.END_TO_END, Family.RT_DETR)
     assert [spec.families for spec in yolo_specs()] == [(Family.YOLO,)] * 3
     assert get_spec("detectron2").families == (Family.FASTER_RCNN, Family.RETINANET)
-    assert [spec.name for spec in SPECS.values() if spec.demo_fallback] == ["yolov7"]
+    assert [spec.name for spec in SPECS.values() if spec.demo_fallback] == ["yolov7", "ultralytics"]
     with pytest.raises(KitError, match="detectron2 is not loaded by the YOLO loader"):
         yolo_code(get_spec("detectron2"))
 
@@ -101,9 +101,10 @@ def test_the_yolo_loader_checks_the_options_before_it_imports_the_checkout(name:
 
 def test_make_cam_and_the_bench_read_every_spec() -> None:
     assert {name: spec.cam for name, spec in SPECS.items()} == cam.CAM_DEFAULTS
-    assert cam.DEMO_FALLBACK == ("yolov7",)
+    assert cam.DEMO_FALLBACK == ("yolov7", "ultralytics")
     assert all("latest" not in spec.cam.weights_url for spec in SPECS.values())
     assert {upstream for upstream, _, _, _ in bench.MODELS} == {n for n, spec in SPECS.items() if spec.bench}
     assert set(bench.WORKERS) == {n for n, spec in SPECS.items() if spec.bench}
     assert bench.WORKERS["yolov5"] == "scripts.bench.yolo_worker"
     assert bench.WORKERS["detectron2"] == "scripts.bench.detectron2_worker"
+    assert bench.WORKERS["ultralytics"] == "scripts.bench.ultralytics_worker"
