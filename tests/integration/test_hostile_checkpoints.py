@@ -68,10 +68,10 @@ class Corpus:
 def corpora(tmp_path_factory: pytest.TempPathFactory) -> Callable[[Path, str, tuple[str, ...]], Corpus]:
     """``written(checkout, kind, cfg)``: the corpora of hostile_write_corpus.py KIND, written once
     per checkout in one process for every test of the module that reads them."""
-    cache: dict[Path, Corpus] = {}
+    cache: dict[tuple[Path, str, tuple[str, ...]], Corpus] = {}
 
     def written(checkout: Path, kind: str, cfg: tuple[str, ...]) -> Corpus:
-        if checkout not in cache:
+        if (checkout, kind, cfg) not in cache:
             root = tmp_path_factory.mktemp(f"corpus-{checkout.name}")
             out, marker = root / "out", root / "pwned"
             result = run_child_in_checkout(
@@ -81,8 +81,8 @@ def corpora(tmp_path_factory: pytest.TempPathFactory) -> Callable[[Path, str, tu
             assert not marker.exists(), "writing the corpus must not have run it"
             names = json.loads(result.stdout.strip().splitlines()[-1])
             assert {c: sorted(p.name for p in (out / c).iterdir()) for c in names} == names
-            cache[checkout] = Corpus(out, marker, names)
-        return cache[checkout]
+            cache[checkout, kind, cfg] = Corpus(out, marker, names)
+        return cache[checkout, kind, cfg]
 
     return written
 
