@@ -20,7 +20,7 @@ import pytest
 
 from kit.rundir import reader
 from kit.upstreams.registry import get_spec
-from tests.integration.conftest import REPO_ROOT, run_in_checkout
+from tests.integration.conftest import REPO_ROOT, run_child_in_checkout
 from tests.integration.helpers import make_cam
 from tests.integration.test_yolov7 import YOLOV7
 
@@ -54,21 +54,8 @@ def assert_refused(result: subprocess.CompletedProcess[str], *expected: str) -> 
         assert text in message, (text, message)
 
 
-# Files of another kind than a YOLO checkpoint, written with the checkout's own Model.
-YOLO_OTHER_KINDS = """
-    import sys
-    from collections import OrderedDict
-    import torch
-    from torch import nn
-    from models.yolo import Model
-    cfg, folder = sys.argv[1], sys.argv[2]
-    model = Model(cfg, ch=3, nc=80)
-    torch.save(model.state_dict(), f"{folder}/state_dict.pt")  # what model.state_dict() gives
-    torch.save(dict(model.state_dict()), f"{folder}/plain_state_dict.pt")
-    torch.save(nn.Linear(2, 2), f"{folder}/linear.pt")
-    torch.save({"epoch": 3, "optimizer": None}, f"{folder}/no_model.pt")
-    torch.save({"model": nn.Linear(2, 2), "ema": None}, f"{folder}/linear_model.pt")
-"""
+# Files of another kind than a YOLO checkpoint (children/entry_other_kinds.py yolo) and what each
+# refusal names.
 TRAIN_FIX = "pass a checkpoint written by train.py (a dict with 'model')"
 YOLO_KINDS = {
     "state_dict.pt": ("holds a raw state_dict (", "'model.0.conv.weight'", TRAIN_FIX),
@@ -95,38 +82,11 @@ def size_flag(name: str) -> str:
     return flags.size_flag
 
 
-# Each file through the loader the entry point builds (kit.upstreams.loaders), in one process: the
-# message it raises, or "loaded". One file per upstream also goes through the whole CLI below.
-LOAD_EACH = """
-import json, sys
-from pathlib import Path
-from kit.upstreams import checkpoints
-from kit.core.errors import KitError
-{loader}
-out = {{}}
-for path in sys.argv[1:]:
-    try:
-        load(path, "cpu")
-        out[Path(path).name] = "loaded"
-    except KitError as error:
-        out[Path(path).name] = str(error)
-print(json.dumps(out))
-"""
-YOLO_LOADER = """
-from models.yolo import Model
-from kit.upstreams.loaders.yolo import ALLOWED_MODULES
-validate = checkpoints.yolo_checkpoint_check(Model)
-load = checkpoints.checkpoint_loader(allowed_modules=ALLOWED_MODULES, trust=False, validate=validate)
-"""
-DETECTRON2_LOADER = """
-from kit.upstreams.loaders.detectron2 import ALLOWED_MODULES, check_checkpoint
-load = checkpoints.checkpoint_loader(allowed_modules=ALLOWED_MODULES, trust=False, validate=check_checkpoint)
-"""
-
-
-def load_each(checkout: Path, loader: str, paths: list[Path]) -> dict[str, str]:
-    code = LOAD_EACH.format(loader=loader)
-    result = run_in_checkout(checkout, code, *map(str, paths))
+def other_kinds(checkout: Path, kind: str, folder: Path, *cfg: str) -> dict[str, str]:
+    """Files of another kind written into ``folder`` and each through the loader the entry point
+    builds (kit.upstreams.loaders), in one process: the message it raises, or "loaded". One file per
+    upstream also goes through the whole CLI in the tests."""
+    result = run_child_in_checkout(checkout, "entry_other_kinds", kind, str(folder), *cfg)
     assert result.returncode == 0, result.stderr[-3000:]
     found: dict[str, str] = json.loads(result.stdout.strip().splitlines()[-1])
     return found
@@ -138,9 +98,8 @@ def test_yolo_checkpoint_of_another_kind_is_named(
 ) -> None:
     checkout: Path = request.getfixturevalue(f"{name}_checkout")
     cfg, image, model_class = YOLO_CASES[name]
-    written = run_in_checkout(checkout, YOLO_OTHER_KINDS, cfg, str(tmp_path))
-    assert written.returncode == 0, written.stderr[-3000:]
-    messages = load_each(checkout, YOLO_LOADER, [tmp_path / file for file in YOLO_KINDS])
+    messages = other_kinds(checkout, "yolo", tmp_path, cfg)
+    assert sorted(messages) == sorted(YOLO_KINDS)
     wrong = {
         file: messages[file]
         for file, expected in YOLO_KINDS.items()
@@ -162,29 +121,21 @@ def test_yolo_checkpoint_of_another_kind_is_named(
 def test_yolo_bad_arguments_stop_before_the_model_loads(
     name: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
+    """The installed entry point, as a process in its checkout, refuses its own image-size flag.
+    Every other bad value (--target-layers -1, --max-det -1, --project naming a file, ...) runs
+    through the same entry-point file, in-process, in tests/unit/kit/cli/test_main.py's
+    test_entry_points_refuse_bad_arguments_before_loading (per upstream, asserting the upstream's
+    packages are never imported and no run folder is made)."""
     checkout: Path = request.getfixturevalue(f"{name}_checkout")
     _, image, _ = YOLO_CASES[name]
     flag = size_flag(name)
     missing = str(tmp_path / "not-loaded.pt")  # the checks come first: a missing file is not reached
     base = ["--weights", missing, "--source", image, "--project", str(tmp_path / "runs")]
     assert_refused(run_entry_point(checkout, *base, flag, "0"), f"{flag} must be a positive number")
-    assert_refused(run_entry_point(checkout, *base, "--target-layers", "-1"), "layer -1 is negative")
-    assert_refused(run_entry_point(checkout, *base, "--max-det", "-1"), "--max-det must be at least 1")
-    (tmp_path / "file").write_text("")
-    result = run_entry_point(checkout, *base[:4], "--project", str(tmp_path / "file"))
-    assert_refused(result, f"--project: {tmp_path / 'file'} is a file, not a folder")
     assert not (tmp_path / "runs").exists()
 
 
-DETECTRON2_OTHER_KINDS = """
-    import sys
-    import torch
-    folder = sys.argv[1]
-    torch.save(torch.zeros(2), f"{folder}/tensor.pth")
-    torch.save([torch.zeros(2)], f"{folder}/list.pth")
-    torch.save({"model": [torch.zeros(2)]}, f"{folder}/list_model.pth")
-    torch.save({"iteration": 3}, f"{folder}/no_weights.pth")
-"""
+# Files of another kind than a detectron2 checkpoint (children/entry_other_kinds.py detectron2).
 DETECTRON2_FIX = "pass a detectron2 checkpoint: a model-zoo .pkl or a .pth written by its trainer"
 DETECTRON2_KINDS = {
     "tensor.pth": "holds a single tensor of shape (2,), not a checkpoint dict",
@@ -197,12 +148,10 @@ DETECTRON2_KINDS = {
 def test_detectron2_checkpoint_of_another_kind_and_bad_arguments(
     detectron2_checkout: Path, tmp_path: Path
 ) -> None:
-    written = run_in_checkout(detectron2_checkout, DETECTRON2_OTHER_KINDS, str(tmp_path))
-    assert written.returncode == 0, written.stderr[-3000:]
+    messages = other_kinds(detectron2_checkout, "detectron2", tmp_path)
+    assert sorted(messages) == sorted(DETECTRON2_KINDS)
     image = "docs/tutorials/lazyconfig.jpg"
     fast = ["--opts", "MODEL.DEVICE", "cpu", "INPUT.MIN_SIZE_TEST", "256"]
-    paths = [tmp_path / file for file in DETECTRON2_KINDS]
-    messages = load_each(detectron2_checkout, DETECTRON2_LOADER, paths)
     for file, expected in DETECTRON2_KINDS.items():
         for text in (str(tmp_path / file), expected, DETECTRON2_FIX):
             assert text in messages[file], (file, messages[file])

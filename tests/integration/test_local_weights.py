@@ -19,47 +19,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import run_child_in_checkout
+from tests.integration.conftest import CHILDREN, run_child_in_checkout
 
 pytestmark = pytest.mark.integration
 
-# Installed before the code under test runs: network refused, subprocesses recorded (argv[1]).
-OFFLINE = """
-import json, sys
-LOG = sys.argv.pop(1)
-NETWORK = ("socket.connect", "socket.getaddrinfo", "socket.gethostbyname", "urllib.Request")
-SPAWN = ("subprocess.Popen", "os.system", "os.posix_spawn", "os.exec", "os.spawn", "os.fork")
-def audit(event, args):
-    if event in NETWORK or event in SPAWN:
-        with open(LOG, "a") as f:
-            f.write(json.dumps([event, repr(args)[:300]]) + "\\n")
-    if event in NETWORK:
-        raise OSError(f"network is blocked in this test ({event})")
-sys.addaudithook(audit)
-"""
-
-# main_gradcam.py as `python main_gradcam.py ...` runs it, under OFFLINE.
-RUN_ENTRY_POINT = (
-    OFFLINE
-    + """
-import runpy
-entry = sys.argv.pop(1)
-sys.argv[0] = entry
-runpy.run_path(entry, run_name="__main__")
-"""
-)
-
-# attempt_load alone: after the imports, not one event may happen while it loads the file.
-ATTEMPT_LOAD = (
-    OFFLINE
-    + """
-from models.experimental import attempt_load
-with open(LOG, "a") as f:
-    f.write(json.dumps(["attempt_load", sys.argv[1]]) + "\\n")
-model = attempt_load(sys.argv[1])  # on the CPU: where each repo's default puts it here
-print(type(model).__name__, int(model.stride.max()))
-"""
-)
+# The code under test with the network blocked and every subprocess recorded.
+OFFLINE = CHILDREN / "local_offline.py"
 
 
 @dataclass(frozen=True)
@@ -117,7 +82,7 @@ def test_existing_checkpoint_loads_as_given_offline(
     # attempt_load itself: no network, no subprocess, the file as given
     log = tmp_path / "load.log"
     loaded = subprocess.run(
-        [sys.executable, "-c", ATTEMPT_LOAD, str(log), relative],
+        [sys.executable, str(OFFLINE), str(log), "attempt_load", relative],
         cwd=tmp_path,
         env={**os.environ, "PYTHONPATH": str(checkout)},
         capture_output=True,
@@ -125,7 +90,7 @@ def test_existing_checkpoint_loads_as_given_offline(
         check=False,
     )
     assert loaded.returncode == 0, loaded.stderr[-3000:]
-    assert loaded.stdout.split()[-2:] == [case.model_class, "32"]
+    assert json.loads(loaded.stdout.strip().splitlines()[-1]) == {"class": case.model_class, "stride": 32}
     during = events(log)
     start = next(i for i, e in enumerate(during) if e[0] == "attempt_load")
     assert during[start + 1 :] == [], during[start + 1 :]
@@ -133,7 +98,7 @@ def test_existing_checkpoint_loads_as_given_offline(
     # main_gradcam.py end to end, offline, from the folder the relative path is in
     log = tmp_path / "run.log"
     out = tmp_path / "cam"
-    command = [sys.executable, "-c", RUN_ENTRY_POINT, str(log), str(checkout / "main_gradcam.py")]
+    command = [sys.executable, str(OFFLINE), str(log), "run", str(checkout / "main_gradcam.py")]
     command += ["--weights", relative, "--source", str(checkout / case.image), "--project", str(out)]
     command += [case.size_flag, "320", "--conf-thres", "0.0001", "--max-det", "2", "--device", "cpu"]
     result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, check=False)

@@ -15,27 +15,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.integration.conftest import REPO_ROOT
+from tests.integration.conftest import CHILDREN, REPO_ROOT
 from tests.integration.helpers import Upstream, make_cam
 
 pytestmark = pytest.mark.integration
 
 YOLOV7 = Upstream(name="yolov7", unsafe_checkpoint=("", ""))
 ARGS = ("--max-det", "3", "--img-size", "256", "--eval-curves", "2", "--eval-steps", "2")
-# main_gradcam.py with os.replace patched to SIGKILL the process at the K-th file it puts in place.
-KILLED_AT = """
-import os, runpy, signal, sys
-from kit.rundir import writer as outputs
-real, calls = os.replace, [0]
-def replace(src, dst):
-    calls[0] += 1
-    if calls[0] >= int(os.environ["KILL_AT"]):
-        os.kill(os.getpid(), signal.SIGKILL)
-    real(src, dst)
-outputs.os.replace = replace
-sys.argv = ["main_gradcam.py", *sys.argv[1:]]
-runpy.run_path("main_gradcam.py", run_name="__main__")
-"""
 
 
 @pytest.fixture(scope="module")
@@ -45,11 +31,16 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return shapes.write_split(tmp_path_factory.mktemp("shapes"), count=4, split="eval").parent
 
 
-def main_gradcam(
-    checkout: Path, *args: str, code: str | None = None, env: dict[str, str] | None = None
-) -> Any:
-    command = [sys.executable, *(["-c", code] if code else ["main_gradcam.py"]), *args]
-    environ = {**os.environ, "PYTHONPATH": str(REPO_ROOT), **(env or {})}
+def main_gradcam(checkout: Path, *args: str, killed_at: int | None = None) -> Any:
+    """``python main_gradcam.py ARGS`` in the checkout; with ``killed_at``, SIGKILLed at that file
+    the run puts in place (children/torchrun_killed_at.py)."""
+    script = (
+        ["main_gradcam.py"]
+        if killed_at is None
+        else [str(CHILDREN / "torchrun_killed_at.py"), str(killed_at)]
+    )
+    environ = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    command = [sys.executable, *script, *args]
     return subprocess.run(command, cwd=checkout, capture_output=True, text=True, env=environ, timeout=900)
 
 
@@ -119,7 +110,7 @@ def test_make_cam_nproc_2_writes_what_one_process_writes(
 
 def test_killed_by_sigkill_then_resumed(yolov7_checkout: Path, data: Path, reference: Path) -> None:
     out = data.parent / "runs" / "killed"
-    killed = main_gradcam(yolov7_checkout, *flags(data, out), code=KILLED_AT, env={"KILL_AT": "9"})
+    killed = main_gradcam(yolov7_checkout, *flags(data, out), killed_at=9)
     assert killed.returncode == -9, killed.stderr[-3000:]
     resumed = main_gradcam(yolov7_checkout, *flags(data, out, "--resume"))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
