@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -59,17 +58,6 @@ def run_child_in_checkout(checkout: Path, child: str, *args: str) -> subprocess.
         raise ValueError(f"no child {child!r} in {CHILDREN}: use one of {known}")
     return subprocess.run(
         [sys.executable, str(script), *args],
-        cwd=checkout,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-
-
-def run_in_checkout(checkout: Path, code: str, *args: str) -> subprocess.CompletedProcess[str]:
-    """Run a Python snippet with the checkout as working directory and first import path."""
-    return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code), *args],
         cwd=checkout,
         capture_output=True,
         text=True,

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from scripts.upstream.config import load_project
-from tests.integration.conftest import REPO_ROOT, run_child_in_checkout, run_in_checkout
+from tests.integration.conftest import REPO_ROOT, run_child_in_checkout
 
 
 @dataclass(frozen=True)
@@ -186,27 +186,21 @@ def assert_detects_like_unpatched(
     checkout: Path,
     tmp_path: Path,
     *,
-    code: str | None = None,
-    child: str | None = None,
+    child: str,
     args: Sequence[str],
     unpatched_args: Sequence[str] | None = None,
     runs: int,
 ) -> None:
     """The patched tree detects exactly what the unpatched pin does with the same weights.
 
-    ``child`` (a module of tests/integration/children/; ``code``, a snippet, where a test module is
-    not converted yet) runs the upstream's own pipeline in either tree and prints, as its last line,
-    a JSON list of `runs` runs (one per image or config), each ``{"boxes", "scores", "classes"}``.
+    ``child`` (a module of tests/integration/children/) runs the upstream's own pipeline in either
+    tree and prints, as its last line, a JSON list of `runs` runs (one per image or config), each
+    ``{"boxes", "scores", "classes"}``.
     ``unpatched_args`` (default ``args``) are its arguments in the unpatched tree.
     """
-    if (code is None) == (child is None):
-        raise ValueError(f"pass one of code= or child= (got code={code!r}, child={child!r})")
 
     def run(tree: Path, tree_args: Sequence[str]) -> subprocess.CompletedProcess[str]:
-        if child is not None:
-            return run_child_in_checkout(tree, child, *tree_args)
-        assert code is not None
-        return run_in_checkout(tree, code, *tree_args)
+        return run_child_in_checkout(tree, child, *tree_args)
 
     with unpatched_worktree(checkout, upstream.pin, tmp_path / "unpatched") as unpatched:
         before = run(unpatched, args if unpatched_args is None else unpatched_args)
@@ -223,50 +217,3 @@ def assert_detects_like_unpatched(
         assert run_a["classes"] == run_b["classes"], k
         np.testing.assert_allclose(run_a["scores"], run_b["scores"], rtol=0, atol=1e-5, err_msg=str(k))
         np.testing.assert_allclose(run_a["boxes"], run_b["boxes"], rtol=0, atol=1e-3, err_msg=str(k))
-
-
-def local_equals_general(device_keyword: str) -> str:
-    """The script that checks, in a yolov3 v9.6.0 or yolov5 v7.0 checkout (``attempt_load`` takes
-    ``map_location=`` in one, ``device=`` in the other), that the adapter's per-cell fast path
-    gives every target's maps as the full backward does, and that the box target reads the very
-    boxes NMS kept. Run with the checkpoint as its argument; prints ok."""
-    return LOCAL_EQUALS_GENERAL.replace('map_location="cpu"', f'{device_keyword}="cpu"')
-
-
-LOCAL_EQUALS_GENERAL = """
-    import sys
-    import cv2, torch
-    from models.experimental import attempt_load
-    from utils.augmentations import letterbox
-    from utils.general import non_max_suppression
-    from kit.adapters.yolo import YoloAdapter, YoloFunctions
-    from kit.core.contract import Capabilities
-    from kit.core.engine import explain
-    from kit.methods.cam import CAM_METHODS as METHODS
-    from kit.core.targets import TARGETS
-    model = attempt_load(sys.argv[1], map_location="cpu", inplace=False)
-    functions = YoloFunctions(letterbox, non_max_suppression, nms_kwargs={"max_det": 8})
-    adapter = YoloAdapter(model, functions=functions, img_size=320, conf_thres=0.0001, iou_thres=0.45)
-    batch, _ = adapter.preprocess([cv2.imread("data/images/bus.jpg")])
-    layers = adapter.resolve_layers(adapter.default_layers())
-    with torch.no_grad():  # the box target reads the very boxes NMS kept
-        out = adapter.forward(batch)
-        dets = adapter.detect(out)
-        torch.testing.assert_close(out.box(dets), torch.tensor([d.box_xyxy for d in dets]))
-    for target in ("class-logit", "score", "box", "objectness"):
-        # every method reads the same gradients: all of them once, two for the other targets
-        two = [METHODS["gradcam"], METHODS["hirescam"]]
-        methods = list(METHODS.values()) if target == "class-logit" else two
-        common = dict(forward=lambda: adapter.forward(batch), detect=adapter.detect, layers=layers,
-                      target=TARGETS[target], methods=methods, model=model)
-        local = Capabilities(local_gradients=adapter.capabilities.local_gradients)
-        fast = explain(**common, capabilities=local)
-        slow = explain(**common)
-        assert len(fast.detections) == 8
-        for layer in layers:
-            assert torch.equal(fast.no_gradient[layer], slow.no_gradient[layer])
-            for name in fast.cams:
-                torch.testing.assert_close(fast.cams[name][layer], slow.cams[name][layer],
-                                           rtol=1e-3, atol=1e-6)
-    print("ok")
-"""

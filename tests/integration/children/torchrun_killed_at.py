@@ -1,8 +1,8 @@
-"""``python torchrun_killed_at.py K ARGS...`` in a yolov7 checkout: ``main_gradcam.py ARGS`` as
-``python main_gradcam.py ARGS`` runs it, except that the process SIGKILLs itself when the run
-folder's writer is about to put its K-th file in place (kit.rundir.naming does it with os.replace),
-as a power cut or the OOM killer would stop a run part way. Exits by that signal (or as
-main_gradcam.py does, had the run fewer files)."""
+"""``python torchrun_killed_at.py K ARGS...`` in a checkout (yolov7's, ultralytics'):
+``main_gradcam.py ARGS`` as ``python main_gradcam.py ARGS`` runs it, except that the process
+SIGKILLs itself when the run folder's writer is about to put its K-th file in place
+(kit.rundir.naming does it with os.replace), as a power cut or the OOM killer would stop a run part
+way. Exits by that signal (or as main_gradcam.py does, had the run fewer files)."""
 
 from __future__ import annotations
 

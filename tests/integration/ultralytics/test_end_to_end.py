@@ -47,20 +47,6 @@ RTDETR = Upstream(
 )
 YOLO11_LAYERS = ["16", "19", "22"]  # yolo11n.yaml's Detect inputs (P3, P4, P5)
 RTDETR_LAYERS = ["15", "18", "21"]  # the small RT-DETR's decoder inputs
-# main_gradcam.py with os.replace patched to SIGKILL the process at the K-th file it puts in place.
-KILLED_AT = """
-import os, runpy, signal, sys
-from kit.rundir import writer as outputs
-real, calls = os.replace, [0]
-def replace(src, dst):
-    calls[0] += 1
-    if calls[0] >= int(os.environ["KILL_AT"]):
-        os.kill(os.getpid(), signal.SIGKILL)
-    real(src, dst)
-outputs.os.replace = replace
-sys.argv = ["main_gradcam.py", *sys.argv[1:]]
-runpy.run_path("main_gradcam.py", run_name="__main__")
-"""
 
 
 @pytest.fixture(scope="module")
@@ -76,13 +62,19 @@ def env(ultralytics_checkout: Path, tmp_path_factory: pytest.TempPathFactory) ->
 
 
 def main_gradcam(
-    checkout: Path, env: dict[str, str], *args: str, code: str | None = None, **more: str
+    checkout: Path, env: dict[str, str], *args: str, killed_at: int | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """``python main_gradcam.py ARGS`` in the checkout (``code``: a snippet that runs it)."""
-    command = [sys.executable, *(["-c", code] if code else ["main_gradcam.py"]), *args]
-    return subprocess.run(
-        command, cwd=checkout, env={**env, **more}, capture_output=True, text=True, check=False, timeout=900
+    """``python main_gradcam.py ARGS`` in the checkout; with ``killed_at``, SIGKILLed at that file
+    the run puts in place (children/torchrun_killed_at.py)."""
+    script = (
+        ["main_gradcam.py"]
+        if killed_at is None
+        else [str(CHILDREN / "torchrun_killed_at.py"), str(killed_at)]
     )
+    return subprocess.run(
+        [sys.executable, *script, *args], cwd=checkout, env=env, capture_output=True, text=True, check=False,
+        timeout=900,
+    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -266,7 +258,7 @@ def test_killed_run_resumes_to_what_one_uninterrupted_run_writes(
 ) -> None:
     out = data.parent / "runs" / "killed"
     args = run_args(yolo11, data / "images", out)
-    killed = main_gradcam(ultralytics_checkout, env, *args, code=KILLED_AT, KILL_AT="6")
+    killed = main_gradcam(ultralytics_checkout, env, *args, killed_at=6)
     assert killed.returncode == -9, killed.stderr[-3000:]
     assert manifest_of(out)["finished"] is False
     resumed = main_gradcam(ultralytics_checkout, env, *args, "--resume")

@@ -8,25 +8,13 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 
 from kit.upstreams import demo as kit_demo
 from scripts.upstream.config import REPO_ROOT
-
-CHILD = textwrap.dedent(
-    """
-    import sys
-    def refuse(event, args):
-        if event in ("socket.connect", "socket.getaddrinfo", "urllib.Request"):
-            raise OSError(f"network refused in the test: {event} {args[:2]}")
-    sys.addaudithook(refuse)
-    from scripts.__main__ import main
-    sys.exit(main(sys.argv[1:]))
-    """
-)
+from tests.integration.conftest import CHILDREN
 
 
 def test_a_toy_training_writes_the_checkpoint_and_its_record_offline(tmp_path: Path) -> None:
@@ -48,7 +36,7 @@ def test_a_toy_training_writes_the_checkpoint_and_its_record_offline(tmp_path: P
     ]
     argv += ["--batch-size", "8", "--weights-dir", str(tmp_path / "w"), "--data-dir", str(tmp_path / "d")]
     done = subprocess.run(
-        [sys.executable, "-c", CHILD, *argv],
+        [sys.executable, str(CHILDREN / "ultralytics_demo_offline.py"), *argv],
         env=env,
         capture_output=True,
         text=True,
