@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -31,14 +30,13 @@ import torch
 
 from kit.upstreams import demo as kit_demo
 from kit.upstreams.download import file_sha256
-from scripts.demo import shapes
+from scripts.demo import kept, shapes
 from scripts.upstream.config import REPO_ROOT, checkout_path, load_project
 
 CFG = "cfg/training/yolov7-tiny.yaml"
 HYP = "data/hyp.scratch.tiny.yaml"
 STEM = "yolov7-tiny-shapes"
 DEMO_UPSTREAMS = ("yolov7", "ultralytics")  # the upstreams with a demo detector
-KIT_DEMO_DIR = kit_demo.DEMO_DIR  # the copy kept in the repository, read by kit.upstreams.demo.demo_weights
 
 
 def training_batch(iteration: int, *, batch_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -229,7 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print(f"weights: {weights}")
     if args.install:
-        install(weights)
+        kept.install(weights)
     return 0
 
 
@@ -266,11 +264,3 @@ def training_record(
         },
         "evaluation": {"images": args.eval_images, "split": "eval", **scores},
     }
-
-
-def install(weights: Path) -> None:
-    """Copy the weights and their record to kit/upstreams/demo/, the copy the repository keeps."""
-    KIT_DEMO_DIR.mkdir(parents=True, exist_ok=True)
-    for path in (weights, weights.with_suffix(".json")):
-        shutil.copy2(path, KIT_DEMO_DIR / path.name)
-    print(f"installed in {KIT_DEMO_DIR}")

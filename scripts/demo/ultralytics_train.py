@@ -40,7 +40,7 @@ import torch
 from kit.upstreams import demo as kit_demo
 from kit.upstreams.download import file_sha256
 from scripts.demo import shapes
-from scripts.demo.train import install
+from scripts.demo.kept import install
 from scripts.upstream.config import REPO_ROOT, checkout_path, load_project
 from scripts.upstream.errors import ConfigError
 

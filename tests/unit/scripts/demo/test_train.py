@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-from scripts.demo import train
+from scripts.demo import kept, train
 from scripts.eval import faithfulness
 
 
@@ -78,8 +78,8 @@ def test_install_copies_the_weights_and_their_record_where_the_kit_reads_them(
     weights.parent.mkdir()
     weights.write_bytes(b"w")
     weights.with_suffix(".json").write_text(json.dumps({"cfg": train.CFG}))
-    monkeypatch.setattr(train, "KIT_DEMO_DIR", tmp_path / "kit_demo")
-    train.install(weights)
+    monkeypatch.setattr(kept, "KIT_DEMO_DIR", tmp_path / "kit_demo")
+    kept.install(weights)
     assert (tmp_path / "kit_demo" / weights.name).read_bytes() == b"w"
     assert json.loads((tmp_path / "kit_demo" / "yolov7-tiny-shapes.json").read_text()) == {"cfg": train.CFG}
 
@@ -87,7 +87,7 @@ def test_install_copies_the_weights_and_their_record_where_the_kit_reads_them(
 def test_the_kit_demo_folder_is_the_one_demo_weights_reads() -> None:
     from kit.upstreams import demo
 
-    assert train.KIT_DEMO_DIR == demo.DEMO_DIR and (train.KIT_DEMO_DIR / f"{train.STEM}.json").is_file()
+    assert kept.KIT_DEMO_DIR == demo.DEMO_DIR and (kept.KIT_DEMO_DIR / f"{train.STEM}.json").is_file()
 
 
 def test_both_commands_share_the_checkout_data_and_thread_flags() -> None:
