@@ -143,7 +143,7 @@ def save_checkpoint(model: nn.Module, path: Path, *, stripped: bool = True) -> P
     from ultralytics.cfg import get_cfg
 
     args = get_cfg(overrides={"model": "yolo11n.yaml"})
-    saved = deepcopy(model).half()
+    saved: Any = deepcopy(model).half()  # an nn.Module to which the trainer adds .args
     saved.args = dict(vars(args)) if stripped else args
     checkpoint = {
         "epoch": -1 if stripped else 3,
