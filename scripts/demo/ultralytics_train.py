@@ -39,6 +39,7 @@ import torch
 
 from kit.upstreams import demo as kit_demo
 from kit.upstreams.download import file_sha256
+from kit.upstreams.loaders import ultralytics as ultralytics_loader
 from scripts.demo import shapes
 from scripts.demo.kept import install
 from scripts.upstream.config import REPO_ROOT, checkout_path, load_project
@@ -153,7 +154,7 @@ def save_weights(best: Path, weights_dir: Path) -> Path:
     ``weights_dir``/yolo11n-shapes.pt; returns its path."""
     from kit.upstreams.safeload import safe_load
 
-    ckpt = safe_load(best, allowed_modules=kit_demo.ULTRALYTICS_MODULES)
+    ckpt = safe_load(best, allowed_modules=ultralytics_loader.ALLOWED_MODULES)
     ckpt["train_args"] = scrubbed(dict(ckpt.get("train_args") or {}))
     ckpt["model"].args = scrubbed(dict(getattr(ckpt["model"], "args", None) or {}))
     ckpt.pop("git", None)
@@ -182,7 +183,7 @@ def evaluate(weights: Path, data_yaml: Path, *, conf_thres: float = 0.25) -> dic
     from kit.evaluation.evaluate import MATCH_IOU, match_detections
     from kit.evaluation.labels import GroundTruth, load_labels
 
-    yolo = kit_demo.ultralytics_demo_yolo(demo_of(weights))
+    yolo = ultralytics_loader.demo_yolo(demo_of(weights))
     val = yolo.val(
         data=str(data_yaml), imgsz=shapes.IMAGE_SIZE, batch=16, device="cpu", plots=False, verbose=False
     )

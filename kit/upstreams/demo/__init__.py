@@ -9,10 +9,11 @@ the weights into a model the caller builds with the upstream's own ``Model`` (th
 ``make demo``, ``make eval``), so the kit imports no upstream code.
 
 The ultralytics demo (``make demo UPSTREAM=ultralytics``, ``scripts/demo/ultralytics_train.py``) is
-kept the same way: ``yolo11n-shapes.pt`` (a float16 state_dict) and ``yolo11n-shapes.json``, read with
-``demo_weights(stem=ULTRALYTICS_STEM)``; ``yolo11n-shapes.pt`` is the checkpoint as the package's
-trainer writes it (optimizer stripped, float16; machine paths taken out of its settings), so that the
-ultralytics loader, ``YOLO(path)`` and :func:`ultralytics_demo_model` (the kit's safe loader) all read it.
+kept beside it: ``yolo11n-shapes.pt`` and ``yolo11n-shapes.json``, read with
+``demo_weights(stem=ULTRALYTICS_STEM)``. ``yolo11n-shapes.pt`` is the checkpoint as the package's
+trainer writes it (optimizer stripped, float16; machine paths taken out of its settings), which the
+ultralytics loader reads (``model=demo``; :func:`kit.upstreams.loaders.ultralytics.demo_model`) and
+``YOLO(path)`` too.
 """
 
 from __future__ import annotations
@@ -95,38 +96,3 @@ def load_demo_model(model: nn.Module, weights: Path, *, device: Any = None) -> n
         if isinstance(getattr(m, "inplace", None), bool):
             m.inplace = False
     return fused
-
-
-# The modules whose nn.Module classes the ultralytics demo checkpoint rebuilds (the safe loader's
-# list; the same as the ultralytics loader's).
-ULTRALYTICS_MODULES = (
-    "ultralytics.nn.tasks",
-    "ultralytics.nn.modules.block",
-    "ultralytics.nn.modules.conv",
-    "ultralytics.nn.modules.head",
-    "ultralytics.nn.modules.transformer",
-    "torch.nn",
-)
-
-
-def ultralytics_demo_model(demo: DemoWeights) -> nn.Module:
-    """The ultralytics demo's ``DetectionModel``: the checkpoint as the package's trainer writes it
-    (optimizer stripped, float16), read by the kit's safe loader (the package's classes admitted by
-    name, never called), as float32 in eval mode, unfused (Ultralytics' predictor fuses it)."""
-    from kit.upstreams.safeload import safe_load
-
-    ckpt = safe_load(demo.weights, allowed_modules=ULTRALYTICS_MODULES)
-    model: Any = ckpt.get("model") if isinstance(ckpt, dict) else None
-    if type(model).__name__ != "DetectionModel" or getattr(model.model[-1], "nc", None) != demo.nc:
-        raise CheckpointError(f"{demo.weights} holds no DetectionModel of {demo.cfg} with nc={demo.nc}")
-    return model.float().eval()
-
-
-def ultralytics_demo_yolo(demo: DemoWeights) -> Any:
-    """The ultralytics demo inside the package's ``YOLO`` wrapper (``predict``, ``val``,
-    ``visualize=True``), built by :func:`ultralytics_demo_model`."""
-    from ultralytics import YOLO
-
-    yolo = YOLO(demo.cfg, task="detect")
-    yolo.model = ultralytics_demo_model(demo)
-    return yolo

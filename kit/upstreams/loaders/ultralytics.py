@@ -26,7 +26,7 @@ from kit.upstreams.checkpoints import (
     require_files,
     yolo_model_key,
 )
-from kit.upstreams.demo import ULTRALYTICS_STEM, demo_weights
+from kit.upstreams.demo import ULTRALYTICS_STEM, DemoWeights, demo_weights
 from kit.upstreams.loaders import Loaded, half_precision
 from kit.upstreams.loaders.yolo import class_names, square_size, wants_demo
 from kit.upstreams.safeload import pickled_globals
@@ -342,3 +342,27 @@ def yolo_adapter(
             end2end=None if opt.nms is None else not opt.nms,
         ),
     )
+
+
+def demo_model(demo: DemoWeights) -> Any:
+    """The ultralytics demo's ``DetectionModel``: the checkpoint as the package's trainer writes it
+    (optimizer stripped, float16), read by the kit's safe loader (the package's classes admitted by
+    name, never called), as float32 in eval mode, unfused (Ultralytics' predictor fuses it)."""
+    from kit.upstreams.safeload import safe_load
+
+    ckpt = safe_load(demo.weights, allowed_modules=ALLOWED_MODULES)
+    model: Any = ckpt.get("model") if isinstance(ckpt, dict) else None
+    if type(model).__name__ != "DetectionModel" or getattr(model.model[-1], "nc", None) != demo.nc:
+        raise CheckpointError(f"{demo.weights} holds no DetectionModel of {demo.cfg} with nc={demo.nc}")
+    return model.float().eval()
+
+
+def demo_yolo(demo: DemoWeights) -> Any:
+    """The ultralytics demo inside the package's ``YOLO`` wrapper (``predict``, ``val``,
+    ``visualize=True``: Ultralytics' own CAM, which the side-by-side compares), built by
+    :func:`demo_model`."""
+    from ultralytics import YOLO
+
+    yolo = YOLO(demo.cfg, task="detect")
+    yolo.model = demo_model(demo)
+    return yolo

@@ -3,9 +3,10 @@ loader with the entry point's list of admitted modules (``kit.upstreams.loaders.
 of hostile files, in one process. Prints one JSON object:
 
 - ``files``: each PATH's name and ``refused`` (an UnsafeCheckpointError) or ``loaded``;
-- ``classes``, for LOADER ``yolo``: every nn.Module class of the admitted modules (and four of
-  torch.nn) called through a REDUCE, at the top of the file and as a dict's value (written to
-  SCRATCH): how many classes, how many files were refused, and the names of classes that loaded;
+- ``classes``, for LOADER ``yolo`` and ``ultralytics``: every nn.Module class of the admitted
+  modules (and four of torch.nn) called through a REDUCE, at the top of the file and as a dict's
+  value (written to SCRATCH): how many classes, how many files were refused, and the names of
+  classes that loaded;
 - ``side_effect_imported``: whether a module whose import starts a command (yolov7's
   utils/aws/resume.py) got imported on the way.
 """
@@ -64,7 +65,7 @@ def main(argv: list[str]) -> int:
             files[Path(path).name] = "refused"
     report = {
         "files": files,
-        "classes": every_class(allowed, Path(scratch)) if loader == "yolo" else None,
+        "classes": every_class(allowed, Path(scratch)) if loader in ("yolo", "ultralytics") else None,
         "side_effect_imported": SIDE_EFFECT_MODULE in sys.modules,
     }
     print(json.dumps(report))

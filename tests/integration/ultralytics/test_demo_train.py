@@ -15,6 +15,7 @@ import yaml
 
 from kit.core.errors import CheckpointError, CheckpointNotFoundError
 from kit.upstreams import demo as kit_demo
+from kit.upstreams.loaders import ultralytics as ultralytics_loader
 from scripts.demo import shapes, train, ultralytics_train
 
 
@@ -123,7 +124,7 @@ def test_a_checkpoint_without_the_demo_model_is_a_checkpoint_error(tmp_path: Pat
     (tmp_path / f"{kit_demo.ULTRALYTICS_STEM}.json").write_text(json.dumps(record))
     demo = kit_demo.demo_weights(tmp_path, stem=kit_demo.ULTRALYTICS_STEM)
     with pytest.raises(CheckpointError, match="holds no DetectionModel of yolo11n.yaml with nc=3"):
-        kit_demo.ultralytics_demo_model(demo)
+        ultralytics_loader.demo_model(demo)
 
 
 def test_the_side_by_side_refuses_a_missing_checkpoint_with_exit_2(
