@@ -21,8 +21,9 @@ def demo_yolo(tmp_path_factory: pytest.TempPathFactory) -> Any:
     os.environ.setdefault("YOLO_CONFIG_DIR", str(tmp_path_factory.mktemp("ultralytics-settings")))
     pytest.importorskip("ultralytics")
     from kit.upstreams import demo as kit_demo
+    from kit.upstreams.loaders import ultralytics as ultralytics_loader
 
-    return kit_demo.ultralytics_demo_yolo(kit_demo.demo_weights(stem=kit_demo.ULTRALYTICS_STEM))
+    return ultralytics_loader.demo_yolo(kit_demo.demo_weights(stem=kit_demo.ULTRALYTICS_STEM))
 
 
 def test_ultralytics_cam_rows_explain_exactly_n_predictions_and_none_above_16(
@@ -65,11 +66,11 @@ def test_a_random_checkpoint_is_written_as_the_trainer_writes_one(tmp_path: Path
     pytest.importorskip("ultralytics")
     from ultralytics.nn.tasks import DetectionModel
 
-    from kit.upstreams.demo import ULTRALYTICS_MODULES
+    from kit.upstreams.loaders.ultralytics import ALLOWED_MODULES
     from kit.upstreams.safeload import safe_load
     from scripts.bench.ultralytics_worker import build_checkpoint
 
     path = build_checkpoint("yolo11n.yaml", tmp_path)
-    ckpt = safe_load(path, allowed_modules=ULTRALYTICS_MODULES)  # no code runs to read it
+    ckpt = safe_load(path, allowed_modules=ALLOWED_MODULES)  # no code runs to read it
     assert isinstance(ckpt["model"], DetectionModel) and ckpt["model"].model[-1].nc == 80
     assert ckpt["model"].names[79] == "class79"

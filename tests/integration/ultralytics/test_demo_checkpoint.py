@@ -9,6 +9,7 @@ import zipfile
 import pytest
 
 from kit.upstreams import demo as kit_demo
+from kit.upstreams.loaders import ultralytics as ultralytics_loader
 from scripts.demo import shapes
 
 
@@ -35,7 +36,7 @@ def test_no_path_of_the_training_machine_is_kept() -> None:
 
 def test_the_checkpoint_is_read_by_the_safe_loader_as_a_detection_model() -> None:
     pytest.importorskip("ultralytics")
-    model = kit_demo.ultralytics_demo_model(kit_demo.demo_weights(stem=kit_demo.ULTRALYTICS_STEM))
+    model = ultralytics_loader.demo_model(kit_demo.demo_weights(stem=kit_demo.ULTRALYTICS_STEM))
     assert type(model).__name__ == "DetectionModel" and not model.training
     assert model.names == dict(enumerate(shapes.CLASSES))
     assert (

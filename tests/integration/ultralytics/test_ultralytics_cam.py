@@ -65,8 +65,9 @@ def demo_yolo(tmp_path_factory: pytest.TempPathFactory) -> Any:
     os.environ.setdefault("YOLO_CONFIG_DIR", str(tmp_path_factory.mktemp("ultralytics-settings")))
     pytest.importorskip("ultralytics")
     from kit.upstreams import demo as kit_demo
+    from kit.upstreams.loaders import ultralytics as ultralytics_loader
 
-    return kit_demo.ultralytics_demo_yolo(kit_demo.demo_weights(stem=kit_demo.ULTRALYTICS_STEM))
+    return ultralytics_loader.demo_yolo(kit_demo.demo_weights(stem=kit_demo.ULTRALYTICS_STEM))
 
 
 def test_the_map_is_the_one_predict_visualize_draws(demo_yolo: Any, tmp_path: Path) -> None:
