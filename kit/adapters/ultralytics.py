@@ -34,7 +34,7 @@ from torch import nn
 
 from kit.adapters.yolo import check_resizable
 from kit.core.contract import Candidates, Capabilities, LayerNotFoundError, named_module
-from kit.core.detection import Detection
+from kit.core.detection import Detection, detections_of_rows
 from kit.core.errors import KitError
 from kit.core.geometry import Letterbox
 from kit.core.targets import DetectorOutput, TargetNotSupportedError
@@ -291,22 +291,7 @@ class UltralyticsAdapter:
     def detect(self, output: UltralyticsOutput) -> list[Detection]:
         """Kept detections as the package's predictor keeps them, each with the row it came from."""
         kept, rows = self._kept(output)
-        detections: list[Detection] = []
-        for image_index, (det, row) in enumerate(zip(kept, rows)):
-            levels = output.levels(row).tolist()
-            for values, r, level in zip(det.tolist(), row.tolist(), levels):
-                x1, y1, x2, y2, score, cls = values[:6]
-                detections.append(
-                    Detection(
-                        image_index=image_index,
-                        box_xyxy=(x1, y1, x2, y2),
-                        class_id=int(cls),
-                        score=float(score),
-                        row=int(r),
-                        level=int(level),
-                    )
-                )
-        return detections
+        return detections_of_rows(kept, rows, output.levels)
 
     def _candidates(self, output: DetectorOutput, image_index: int, class_id: int) -> Candidates:
         """Every row of one image (of the explained branch): its box and class probabilities."""

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from kit.core.contract import Candidates, Capabilities, LayerNotFoundError, ScoreRoute, named_module
-from kit.core.detection import Detection
+from kit.core.detection import Detection, detections_of_rows
 from kit.core.errors import KitError
 from kit.core.geometry import Letterbox
 from kit.core.targets import DetectorOutput, Target
@@ -378,21 +378,6 @@ class YoloAdapter:
             return_indices=True,
             **self.functions.nms_kwargs,
         )
-        detections: list[Detection] = []
-        for image_index, (det, row) in enumerate(zip(kept, rows)):
-            if self.max_det is not None:
-                det, row = det[: self.max_det], row[: self.max_det]
-            levels = output.levels(row.long()).tolist()
-            for values, r, level in zip(det.tolist(), row.tolist(), levels):
-                x1, y1, x2, y2, score, cls = values[:6]
-                detections.append(
-                    Detection(
-                        image_index=image_index,
-                        box_xyxy=(x1, y1, x2, y2),
-                        class_id=int(cls),
-                        score=float(score),
-                        row=int(r),
-                        level=int(level),
-                    )
-                )
-        return detections
+        if self.max_det is not None:
+            kept, rows = [det[: self.max_det] for det in kept], [row[: self.max_det] for row in rows]
+        return detections_of_rows(kept, rows, lambda row: output.levels(row.long()))

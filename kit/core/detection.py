@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,29 @@ class Detection:
     def origin(self) -> tuple[int, int | None]:
         """Where the detector made it: its output row (proposal, anchor) and head level."""
         return (self.row, self.level)
+
+
+def detections_of_rows(
+    kept: Sequence[Any], rows: Sequence[Any], levels: Callable[[Any], Any]
+) -> list[Detection]:
+    """The detections of a YOLO NMS's output: per image, each kept row ``(x1, y1, x2, y2, score,
+    class, ...)`` (a tensor), with the prediction row it came from (``rows``) and that row's pyramid
+    level (``levels(row_tensor)``)."""
+    detections: list[Detection] = []
+    for image_index, (det, row) in enumerate(zip(kept, rows)):
+        for values, r, level in zip(det.tolist(), row.tolist(), levels(row).tolist()):
+            x1, y1, x2, y2, score, cls = values[:6]
+            detections.append(
+                Detection(
+                    image_index=image_index,
+                    box_xyxy=(x1, y1, x2, y2),
+                    class_id=int(cls),
+                    score=float(score),
+                    row=int(r),
+                    level=int(level),
+                )
+            )
+    return detections
 
 
 class MissedReason(str, Enum):
