@@ -285,10 +285,10 @@ ULTRALYTICS = UpstreamSpec(
         args=("model={weights}", "source={source}", "project={project}", "name={name}"),
     ),
     bench=(
-        # deep: the last C3k2/C2PSA blocks before the neck (yolo11n.yaml), the backbone and hybrid
-        # encoder's last stages (rtdetr-l.yaml)
-        BenchModel("yolo11n.yaml", "4,6,10", "ultralytics/assets/bus.jpg"),
-        BenchModel("rtdetr-l.yaml", "9,12", "ultralytics/assets/bus.jpg"),
+        # deep: the last C3k2/C2PSA blocks before the neck (yolo11.yaml, built at scale n), the
+        # backbone and hybrid encoder's last stages (rtdetr-l.yaml)
+        BenchModel("ultralytics/cfg/models/11/yolo11.yaml", "4,6,10", "ultralytics/assets/bus.jpg"),
+        BenchModel("ultralytics/cfg/models/rt-detr/rtdetr-l.yaml", "9,12", "ultralytics/assets/bus.jpg"),
     ),
     entry=EntryFlags(
         title="ultralytics 8.4.190 (YOLOv8, YOLO11, YOLO26, YOLOv10, RT-DETR)",

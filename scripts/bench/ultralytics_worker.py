@@ -49,8 +49,9 @@ def best_scores(model: Any, batch: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         out = model(batch)
     pred = out[0] if isinstance(out, (list, tuple)) else out
-    # Detect: (B, 4 + nc, anchors); RT-DETR: (B, queries, 4 + nc)
-    scores = pred[0, 4:].amax(0) if pred.shape[1] < pred.shape[2] else pred[0, :, 4:].amax(1)
+    # RT-DETR: (B, queries, 6), x1 y1 x2 y2 score class; Detect: (B, 4 + nc, anchors)
+    rtdetr = type(model.model[-1]).__name__ == "RTDETRDecoder"
+    scores = pred[0, :, 4] if rtdetr else pred[0, 4:].amax(0)
     return scores.sort(descending=True).values
 
 
