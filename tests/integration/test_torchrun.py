@@ -52,7 +52,7 @@ def flags(data: Path, out: Path, *more: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def reference(yolov7_checkout: Path, data: Path) -> Path:
-    out = data.parent / "runs" / "one"
+    out = data / "runs" / "one"
     result = main_gradcam(yolov7_checkout, *flags(data, out))
     assert result.returncode == 0, result.stderr[-3000:]
     return out
@@ -92,7 +92,7 @@ def assert_same_run(out: Path, reference: Path) -> None:
 def test_make_cam_nproc_2_writes_what_one_process_writes(
     yolov7_checkout: Path, data: Path, reference: Path
 ) -> None:
-    out = data.parent / "runs" / "two"
+    out = data / "runs" / "two"
     result = make_cam(
         YOLOV7, yolov7_checkout, weights=Path("demo"), out=out, source=data / "images",
         args=[*ARGS, "--eval", str(data / "labels")], variables=["NPROC=2"],
@@ -109,7 +109,7 @@ def test_make_cam_nproc_2_writes_what_one_process_writes(
 
 
 def test_killed_by_sigkill_then_resumed(yolov7_checkout: Path, data: Path, reference: Path) -> None:
-    out = data.parent / "runs" / "killed"
+    out = data / "runs" / "killed"
     killed = main_gradcam(yolov7_checkout, *flags(data, out), killed_at=9)
     assert killed.returncode == -9, killed.stderr[-3000:]
     resumed = main_gradcam(yolov7_checkout, *flags(data, out, "--resume"))

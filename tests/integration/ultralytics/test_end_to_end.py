@@ -98,12 +98,12 @@ def write_checkpoint(checkout: Path, env: dict[str, str], kind: str, out: Path, 
 @pytest.fixture(scope="module")
 def yolo11(ultralytics_checkout: Path, env: dict[str, str], data: Path) -> Path:
     image = str(data / "images" / "eval_0000.png")  # its logits scaled so that a few cells score > 0.25
-    return write_checkpoint(ultralytics_checkout, env, "yolo11n", data.parent / "yolo11n-random.pt", image)
+    return write_checkpoint(ultralytics_checkout, env, "yolo11n", data / "yolo11n-random.pt", image)
 
 
 @pytest.fixture(scope="module")
 def rtdetr(ultralytics_checkout: Path, env: dict[str, str], data: Path) -> Path:
-    return write_checkpoint(ultralytics_checkout, env, "rtdetr", data.parent / "rtdetr-random.pt")
+    return write_checkpoint(ultralytics_checkout, env, "rtdetr", data / "rtdetr-random.pt")
 
 
 def run_args(weights: Path, source: Path, out: Path, *more: str, conf: str = "0.25") -> list[str]:
@@ -114,7 +114,7 @@ def run_args(weights: Path, source: Path, out: Path, *more: str, conf: str = "0.
 @pytest.fixture(scope="module")
 def reference(ultralytics_checkout: Path, env: dict[str, str], yolo11: Path, data: Path) -> Path:
     """One uninterrupted run of yolo11n on the three pictures: the run the others are held to."""
-    out = data.parent / "runs" / "reference"
+    out = data / "runs" / "reference"
     result = main_gradcam(ultralytics_checkout, env, *run_args(yolo11, data / "images", out))
     assert result.returncode == 0, result.stderr[-3000:]
     return out
@@ -170,9 +170,9 @@ def write_labels(reference: Path, labels: Path) -> int:
 def test_box_target_eval_explain_missed_audit_and_report(
     ultralytics_checkout: Path, env: dict[str, str], reference: Path, yolo11: Path, data: Path
 ) -> None:
-    labels = data.parent / "labels-from-reference"
+    labels = data / "labels-from-reference"
     matched = write_labels(reference, labels)
-    out = data.parent / "runs" / "box-eval"
+    out = data / "runs" / "box-eval"
     more = ["--target", "box", "--eval", str(labels), "--explain-missed", "--audit"]
     more += ["--eval-curves", "2", "--eval-steps", "2"]
     result = main_gradcam(ultralytics_checkout, env, *run_args(yolo11, data / "images", out, *more))
@@ -209,7 +209,7 @@ def test_box_target_eval_explain_missed_audit_and_report(
 def test_rtdetr_run_explains_each_query_at_every_encoder_level(
     ultralytics_checkout: Path, env: dict[str, str], rtdetr: Path, data: Path
 ) -> None:
-    out = data.parent / "runs" / "rtdetr"
+    out = data / "runs" / "rtdetr"
     more = ["--method", "gradcampp", "--target", "score"]
     result = main_gradcam(
         ultralytics_checkout, env, *run_args(rtdetr, data / "images", out, *more, conf="0.5")
@@ -225,7 +225,7 @@ def test_rtdetr_run_explains_each_query_at_every_encoder_level(
 def test_drise_with_few_masks_on_rtdetr(
     ultralytics_checkout: Path, env: dict[str, str], rtdetr: Path, data: Path
 ) -> None:
-    out = data.parent / "runs" / "drise"
+    out = data / "runs" / "drise"
     source = data / "images" / "eval_0001.png"
     more = ["--method", "drise", "--drise-masks", "16", "--drise-seed", "3"]
     result = main_gradcam(ultralytics_checkout, env, *run_args(rtdetr, source, out, *more, conf="0.5"))
@@ -256,7 +256,7 @@ def assert_same_run(out: Path, reference: Path) -> None:
 def test_killed_run_resumes_to_what_one_uninterrupted_run_writes(
     ultralytics_checkout: Path, env: dict[str, str], reference: Path, yolo11: Path, data: Path
 ) -> None:
-    out = data.parent / "runs" / "killed"
+    out = data / "runs" / "killed"
     args = run_args(yolo11, data / "images", out)
     killed = main_gradcam(ultralytics_checkout, env, *args, killed_at=6)
     assert killed.returncode == -9, killed.stderr[-3000:]
@@ -273,7 +273,7 @@ def test_killed_run_resumes_to_what_one_uninterrupted_run_writes(
 def test_torchrun_two_processes_write_what_one_process_writes(
     ultralytics_checkout: Path, env: dict[str, str], reference: Path, yolo11: Path, data: Path
 ) -> None:
-    out = data.parent / "runs" / "torchrun"
+    out = data / "runs" / "torchrun"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     result = subprocess.run(
         [*command, "main_gradcam.py", *run_args(yolo11, data / "images", out)],
