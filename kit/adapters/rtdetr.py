@@ -36,7 +36,7 @@ from kit.core.contract import Candidates, Capabilities, LayerNotFoundError, name
 from kit.core.detection import Detection
 from kit.core.errors import KitError
 from kit.core.geometry import Letterbox
-from kit.core.targets import DetectorOutput, TargetNotSupportedError
+from kit.core.targets import DetectorOutput, TargetNotSupportedError, detection_index
 
 ENCODER, BACKBONE, DECODER = "encoder", "backbone", "decoder"
 
@@ -58,11 +58,7 @@ class RTDETROutput:
     topk: torch.Tensor  # (B, Q, 6): what the head returned (detached), best score first
 
     def _index(self, detections: Sequence[Detection]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        device = self.logits.device
-        b = torch.tensor([d.image_index for d in detections], device=device, dtype=torch.long)
-        q = torch.tensor([d.row for d in detections], device=device, dtype=torch.long)
-        c = torch.tensor([d.class_id for d in detections], device=device, dtype=torch.long)
-        return b, q, c
+        return detection_index(detections, self.logits.device)
 
     def class_logit(self, detections: Sequence[Detection]) -> torch.Tensor:
         b, q, c = self._index(detections)

@@ -37,7 +37,7 @@ from kit.core.contract import Candidates, Capabilities, LayerNotFoundError, name
 from kit.core.detection import Detection, detections_of_rows
 from kit.core.errors import KitError
 from kit.core.geometry import Letterbox
-from kit.core.targets import DetectorOutput, TargetNotSupportedError
+from kit.core.targets import DetectorOutput, TargetNotSupportedError, detection_index
 
 E2E_TOPK = 300  # the one-to-one branch's top-k before the filter, as the package's predictor sets it
 
@@ -82,11 +82,7 @@ class UltralyticsOutput:
         return torch.searchsorted(bounds, rows, right=True)
 
     def _index(self, detections: Sequence[Detection]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        device = self.logits.device
-        b = torch.tensor([d.image_index for d in detections], device=device, dtype=torch.long)
-        r = torch.tensor([d.row for d in detections], device=device, dtype=torch.long)
-        c = torch.tensor([d.class_id for d in detections], device=device, dtype=torch.long)
-        return b, r, c
+        return detection_index(detections, self.logits.device)
 
     def class_logit(self, detections: Sequence[Detection]) -> torch.Tensor:
         b, r, c = self._index(detections)

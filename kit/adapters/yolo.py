@@ -24,7 +24,7 @@ from kit.core.contract import Candidates, Capabilities, LayerNotFoundError, Scor
 from kit.core.detection import Detection, detections_of_rows
 from kit.core.errors import KitError
 from kit.core.geometry import Letterbox
-from kit.core.targets import DetectorOutput, Target
+from kit.core.targets import DetectorOutput, Target, detection_index
 
 
 def check_resizable(hw: tuple[int, int], img_size: int) -> None:
@@ -71,11 +71,7 @@ class YoloOutput:
         return torch.searchsorted(bounds, rows, right=True)
 
     def _index(self, detections: Sequence[Detection]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        device = self.pred.device
-        b = torch.tensor([d.image_index for d in detections], device=device)
-        r = torch.tensor([d.row for d in detections], device=device)
-        c = torch.tensor([d.class_id for d in detections], device=device)
-        return b, r, c
+        return detection_index(detections, self.pred.device)
 
     def class_logit(self, detections: Sequence[Detection]) -> torch.Tensor:
         b, r, c = self._index(detections)

@@ -27,6 +27,17 @@ from kit.core.detection import Detection
 from kit.core.errors import KitError
 
 
+def detection_index(
+    detections: Sequence[Detection], device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Each detection's image, output row and class as int64 tensors on ``device``: the indices a
+    dense output ``(B, rows, classes)`` is read at for the detections' targets."""
+    b = torch.tensor([d.image_index for d in detections], device=device, dtype=torch.long)
+    r = torch.tensor([d.row for d in detections], device=device, dtype=torch.long)
+    c = torch.tensor([d.class_id for d in detections], device=device, dtype=torch.long)
+    return b, r, c
+
+
 class TargetNotSupportedError(KitError, ValueError):
     """The detector's output has no such quantity (e.g. objectness for Faster R-CNN)."""
 
