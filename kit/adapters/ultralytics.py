@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from kit.adapters.yolo import check_resizable
+from kit.adapters.yolo import check_resizable, head_sources
 from kit.core.contract import Candidates, Capabilities, LayerNotFoundError, named_module
 from kit.core.detection import Detection, detections_of_rows
 from kit.core.errors import KitError
@@ -178,9 +178,7 @@ class UltralyticsAdapter:
 
     # ---- layers ------------------------------------------------------------------------
     def _head_sources(self) -> list[int]:
-        sources = self.head.f if isinstance(self.head.f, list) else [self.head.f]
-        n = len(self._sequence())
-        return [s if s >= 0 else n - 1 + s for s in sources]
+        return head_sources(self.head, len(self._sequence()))
 
     def default_layers(self) -> list[str]:
         """The layers feeding the Detect head (P3, P4, P5: e.g. 16,19,22 for YOLO11)."""

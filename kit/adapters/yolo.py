@@ -44,6 +44,13 @@ def check_resizable(hw: tuple[int, int], img_size: int) -> None:
         )
 
 
+def head_sources(head: Any, layers: int) -> list[int]:
+    """The indices of the layers a YOLO head reads (its ``f``, negative ones counted from the
+    ``layers``-long model's end, as the upstreams' ``parse_model`` counts them)."""
+    sources = head.f if isinstance(head.f, list) else [head.f]
+    return [i if i >= 0 else layers - 1 + i for i in sources]
+
+
 class ImageSizeError(KitError, ValueError):
     """An image the letterbox cannot scale to the network input (a side would be 0 px)."""
 
@@ -164,9 +171,7 @@ class YoloAdapter:
     # ---- layers ------------------------------------------------------------------------
     def default_layers(self) -> list[str]:
         """The layers feeding the Detect head, read from the model (e.g. 102,103,104 for yolov7)."""
-        sources = self.head.f if isinstance(self.head.f, list) else [self.head.f]
-        n = len(self._sequence())
-        return [str(i if i >= 0 else n - 1 + i) for i in sources]
+        return [str(i) for i in self._head_sources()]
 
     def resolve_layers(self, names: Sequence[str]) -> dict[str, nn.Module]:
         """Map layer names to modules: an index into ``model.model`` or a dotted module path."""
@@ -245,9 +250,7 @@ class YoloAdapter:
 
     # ---- exact gradients at the Detect inputs ------------------------------------------------
     def _head_sources(self) -> list[int]:
-        sources = self.head.f if isinstance(self.head.f, list) else [self.head.f]
-        n = len(self._sequence())
-        return [s if s >= 0 else n - 1 + s for s in sources]
+        return head_sources(self.head, len(self._sequence()))
 
     def _head_input_level(self, name: str, *, only_head: bool = True) -> int | None:
         """The head level fed by layer ``name``; with ``only_head``, if it feeds nothing else."""
