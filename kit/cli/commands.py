@@ -1,8 +1,9 @@
 """``python -m kit <command> ...``: the kit's commands that read a run folder, by a short name.
 
-``python -m kit audit RUN`` is ``python -m kit.evaluation.audit RUN`` and ``python -m kit report
-RUN`` is ``python -m kit.report.page RUN`` (both still work). Each command's module is imported
-only when it runs, so neither loads torch.
+``python -m kit audit RUN`` is ``python -m kit.evaluation.audit RUN``, then ``index.html`` rewritten
+with the audit (``make audit`` leaves no page without it), and ``python -m kit report RUN`` is
+``python -m kit.report.page RUN`` (both modules still work alone). Each command's module is
+imported only when it runs, so neither loads torch.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 from typing import Optional
+
+from kit.core.display import shown
 
 # Each command: the module whose main(argv) -> int runs it, and its line in the help.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -42,4 +45,28 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return EXIT_REFUSED
     module, _ = COMMANDS[args[0]]
     code: int = importlib.import_module(module).main(args[1:])
+    if code == 0 and args[0] == "audit":
+        code = _report_after_audit(args[1:])
     return code
+
+
+def _report_after_audit(argv: Sequence[str]) -> int:
+    """After ``audit`` wrote ``audit.json``: rewrite the run's ``index.html`` with it (as ``report``
+    does: through a temporary file and a rename), so the page never shows a run without its audit.
+    Nothing when ``--no-write`` kept ``audit.json`` as it was, or for ``--help``."""
+    from kit.evaluation.audit import parser
+
+    if any(a in ("-h", "--help") for a in argv):
+        return 0
+    opt = parser().parse_args(argv)  # main() just parsed the same arguments
+    if opt.no_write:
+        return 0
+    from kit.evaluation.audit import command_failed
+    from kit.report.page import REPORT_NAME, write_report
+
+    try:
+        path = write_report(opt.run)
+    except (Exception, KeyboardInterrupt) as error:
+        return command_failed(error, output=REPORT_NAME)
+    print(f"report updated with the audit: {shown(str(path))}", file=sys.stderr)
+    return 0

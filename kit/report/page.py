@@ -41,16 +41,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Optional
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from kit.core.display import shown
 from kit.evaluation.audit import EXIT_OK, EXIT_REFUSED, command_failed, run_parser
+from kit.report.layers import STRIDES_KEY, layer_names, level_words
+from kit.report.pictures import first_panel, jpeg_size
 from kit.rundir import reader, schema
 from kit.rundir.naming import replace_file
 from kit.rundir.reader import PathLike, RunFolderError
 from kit.rundir.schema import AUDIT_NAME, EVAL_NAME, FUSED, HEAD_KEYS, MANIFEST_NAME, REPORT_NAME, VERSION_KEY
 
-OPEN_GRID_UP_TO = 500  # images: a larger run's grid starts folded (one click opens it)
+EAGER_PICTURES = 48  # pictures loaded with the page (the first screens); the rest as they near the screen
+EVAL_MEASURES = (("pg", "PG"), ("ebpg", "EBPG"), ("deletion_auc", "deletion"), ("insertion_auc", "insertion"))
 MAX_CURVES_DRAWN = 40  # per map and mode: thin lines under the mean curve
 COMMIT_KEYS = ("upstream_commit", "commit")
 SHA256_KEYS = ("weights_sha256", "sha256")
@@ -121,6 +124,16 @@ class RunView:
     eval: Optional[dict[str, Any]]
     audit: Optional[dict[str, Any]]
     notes: list[str]
+    layer_words: dict[str, str] = field(default_factory=dict)  # kit.report.layers.layer_names
+    # per (file, detection id): eval.json's measures of each map
+    measures: dict[tuple[str, Optional[int]], dict[str, dict[str, Any]]] = field(default_factory=dict)
+
+    def stride(self, level: int) -> Optional[int]:
+        """The stride of head level ``level`` when the manifest records it."""
+        strides = self.header.get(STRIDES_KEY)
+        if isinstance(strides, list) and 0 <= level < len(strides):
+            return schema.as_whole(strides[level])
+        return None
 
     @property
     def cards(self) -> list[CardView]:
@@ -154,7 +167,7 @@ def read_run(run_dir: PathLike) -> RunView:
             f"{header[schema.UNMERGED_KEY]} part files in .kit-parts/ hold records that manifest.json does "
             "not index yet: the page shows them merged as the end of the run would merge them"
         )
-    return RunView(
+    run = RunView(
         folder=folder,
         header=header,
         images=images,
@@ -163,6 +176,31 @@ def read_run(run_dir: PathLike) -> RunView:
         audit=reader.read_json(folder / AUDIT_NAME, "top", notes),
         notes=notes,
     )
+    run.layer_words = layer_names(run.layers, header=header, reached=_reached(run))
+    run.measures = _measures(run.eval)
+    return run
+
+
+def _reached(run: RunView) -> dict[str, set[int]]:
+    """Per layer, the levels of the detections whose map there was drawn."""
+    reached: dict[str, set[int]] = {}
+    for card in run.cards:
+        for m in card.maps:
+            if not m.no_gradient and card.level is not None:
+                reached.setdefault(m.layer, set()).add(card.level)
+    return reached
+
+
+def _measures(report: Optional[dict[str, Any]]) -> dict[tuple[str, Optional[int]], dict[str, dict[str, Any]]]:
+    found: dict[tuple[str, Optional[int]], dict[str, dict[str, Any]]] = {}
+    for row in (report or {}).get("detections") or []:
+        if isinstance(row, dict):
+            entry = schema.EvalEntryView(row)
+            found[(entry.file, entry.id)] = {
+                layer: {k: v for k, v in values.items() if schema.as_number(v) is not None}
+                for layer, values in entry.measures.items()
+            }
+    return found
 
 
 def _image(folder: Path, index: int, entry: Optional[schema.ImageView], notes: list[str]) -> ImageView:
@@ -266,14 +304,13 @@ def render_report(run: RunView, *, notes: Sequence[str] = ()) -> str:
         f'<meta http-equiv=Content-Security-Policy content="{csp}">\n',
         '<meta name=referrer content="no-referrer">\n',
         f"<title>{_e(title)}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n",
-        "<noscript><p class=warn>Pictures, filters and sorting need JavaScript: each grey box links to "
-        "its picture.</p></noscript>\n",
+        "<noscript><p class=warn>Filters and sorting need JavaScript; so do the pictures after the first "
+        f"{EAGER_PICTURES}: each grey box links to its picture.</p></noscript>\n",
         _header(run, [*run.notes, *notes]),
         '<main id="content">\n',
+        _detections(run, matches),
         _eval_section(run) if run.eval is not None else "",
         _audit_section(run) if run.audit is not None else "",
-        _grid(run),
-        _detections(run, matches),
         "</main>\n",
         f"<script>{SCRIPT}</script>\n</body>\n</html>\n",
     ]
@@ -342,15 +379,13 @@ def _shown_value(value: Any) -> str:
 
 
 def _header(run: RunView, notes: Sequence[str]) -> str:
+    """The run's name, one summary line, warnings and failures; what was run folded (provenance)."""
     head = run.header
-    cards = run.cards
     failed = run.failed
-    what = " · ".join(_e(_value(head, k)) for k in ("upstream", "method", "target") if _value(head, k))
-    lead = f"{_count(len(run.images), 'image')}, {_count(len(cards), 'detection')}"
-    lead += f", <strong>{len(failed)} failed</strong>" if failed else ""
+    rows = _settings(run)
     out = [
         f"<header class=top>\n<h1>Run <bdi>{_e(run.folder.name or run.folder)}</bdi></h1>\n",
-        f"<p class=lead>{what + ' · ' if what else ''}{lead}</p>\n",
+        f"<p class=lead>{_summary_line(run)}</p>\n",
     ]
     if head.get(schema.INTERRUPTED_KEY) is True:
         out.append(
@@ -362,13 +397,6 @@ def _header(run: RunView, notes: Sequence[str]) -> str:
             "<p class=warn>This run did not finish (it was killed, or its last step failed): the page "
             f"shows the {len(run.images)} images it recorded; --resume finishes it.</p>\n"
         )
-    out.append('<nav class=jump><a href="#detections">Detections</a> <a href="#images">Images</a>')
-    out.append(' <a href="#eval">Evaluation</a>' if run.eval is not None else "")
-    out.append(' <a href="#audit">Audit</a>' if run.audit is not None else "")
-    out.append(' <a href="#failed">Failed images</a>' if failed else "")
-    out.append("</nav>\n<dl class=settings>\n")
-    out += [f"<dt>{k}</dt><dd>{v}</dd>\n" for k, v in _settings(run)]
-    out.append("</dl>\n")
     if notes:
         out.append("<ul class=notes>" + "".join(f"<li>{_e(n)}</li>" for n in notes) + "</ul>\n")
     if failed:
@@ -379,12 +407,42 @@ def _header(run: RunView, notes: Sequence[str]) -> str:
             for i in failed
         ]
         out.append("</ul></section>\n")
-    out.append("</header>\n")
+    out.append(
+        f'<details id="provenance"><summary>What was run: upstream, commit, weights and every setting '
+        f"({len(rows)} rows)</summary>\n<dl class=settings>\n"
+    )
+    out += [f"<dt>{k}</dt><dd>{v}</dd>\n" for k, v in rows]
+    out.append("</dl>\n</details>\n")
+    out.append('<nav class=jump><a href="#detections">Detections</a>')
+    out.append(' <a href="#eval">Evaluation</a>' if run.eval is not None else "")
+    out.append(' <a href="#audit">Audit</a>' if run.audit is not None else "")
+    out.append(' <a href="#failed">Failed images</a>' if failed else "")
+    out.append("</nav>\n</header>\n")
     return "".join(out)
 
 
+def _summary_line(run: RunView) -> str:
+    """ "4 images · 10 detections · gradcam on class-logit · yolov7 · 1 failed · recall 0.9"."""
+    head, failed = run.header, run.failed
+    parts = [_count(len(run.images), "image"), _count(len(run.cards), "detection")]
+    missed = sum(len(image.missed) for image in run.images)
+    parts += [f"{missed} missed explained"] if missed else []
+    method, target = _value(head, "method"), _value(head, "target")
+    if method:
+        parts.append(_e(method) + (f" on {_e(target)}" if target else ""))
+    if head.get("target_class") is not None:
+        parts.append(f"class asked: <bdi>{_e(head['target_class'])}</bdi>")
+    if _value(head, "upstream"):
+        parts.append(_e(_value(head, "upstream")))
+    parts.append(f"<strong>{len(failed)} failed</strong>" if failed else "none failed")
+    summary = schema.as_dict((run.eval or {}).get("summary"))
+    if summary.get("recall") is not None:
+        parts.append(f"recall {_num(summary.get('recall'))}, precision {_num(summary.get('precision'))}")
+    return " · ".join(parts)
+
+
 def _settings(run: RunView) -> list[tuple[str, str]]:
-    """The header's rows: what was run (the manifest's settings), then the counts of images and detections."""
+    """The provenance rows: what was run (the manifest's settings), then the counts."""
     head, cards, failed = run.header, run.cards, run.failed
     commit, sha256 = _first(head, COMMIT_KEYS, "commit"), _first(head, SHA256_KEYS, "sha256")
     missing = "<span class=muted>not recorded in this manifest</span>"
@@ -393,7 +451,8 @@ def _settings(run: RunView) -> list[tuple[str, str]]:
         ("commit", missing if commit is None else _shown_value(commit)),
         ("weights", _shown_value(_value(head, "weights"))),
         ("sha256", missing if sha256 is None else _shown_value(sha256)),
-        *((k, _shown_value(head.get(k))) for k in ("method", "target", "layers")),
+        *((k, _shown_value(head.get(k))) for k in ("method", "target")),
+        ("layers", _layers_value(run)),
         *((_e(k), _shown_value(v)) for k, v in head.items() if k not in NOT_SETTINGS),
     ]
     counts: dict[tuple[Optional[int], str], int] = {}
@@ -410,33 +469,22 @@ def _settings(run: RunView) -> list[tuple[str, str]]:
     return rows
 
 
-def _grid(run: RunView) -> str:
-    n = len(run.images)
-    is_open = " open" if n <= OPEN_GRID_UP_TO else ""
-    out = [
-        f'<details id="images" class=block{is_open}><summary><h2>Images ({n})</h2>'
-        f"{'' if is_open else ' <span class=muted>(click to show the grid)</span>'}</summary>\n"
-        "<p class=hint>Each image's summary sheet: every detection with its layers' maps fused. "
-        "<em>Show</em> lists that image's detections below.</p>\n<ul class=grid>\n"
-    ]
-    for image in run.images:
-        attrs = f' data-image="{_a(image.stem)}"' if image.stem is not None else ""
-        cls = "tile failed" if image.error is not None else "tile"
-        out.append(f'<li class="{cls}" id="i{image.index}"{attrs}>')
-        if image.summary:
-            out.append(_picture(image.summary, f"summary of {image.file}"))
-        elif image.error is None:
-            out.append("<p class=muted>no summary sheet in the run folder</p>")
-        out.append(f"<p class=name>{_file(image.file)}</p>")
-        if image.error is not None:
-            out.append(f"<p class=error>failed: {_lines(image.error)}</p>")
-        k = len(image.cards)
-        if image.stem is not None and (k or image.error is None):
-            button = f' <button type=button data-only="{image.index}">show</button>' if k else ""
-            out.append(f"<p>{_count(k, 'detection')}{button}</p>")
-        out.append("</li>\n")
-    out.append("</ul>\n</details>\n")
-    return "".join(out)
+def _layers_value(run: RunView) -> str:
+    """The run's layers, each with its words (kit.report.layers) where a rule names it."""
+    layers = run.header.get("layers")
+    if not isinstance(layers, list):
+        return _shown_value(layers)
+    words = run.layer_words
+    return ", ".join(_e(la) + (f" ({_e(words[la])})" if la in words else "") for la in layers) or "–"
+
+
+def _layer_label(run: RunView, layer: str) -> str:
+    """ "head input, level P3 (stride 8) · layer 74", or "layer 74" where no rule names it."""
+    words = run.layer_words.get(layer)
+    if layer == FUSED:
+        return _e(words or layer)
+    named = f"layer <bdi>{_e(layer)}</bdi>"
+    return f"{_e(words)} · {named}" if words else named
 
 
 def _default_map(run: RunView) -> tuple[Optional[str], str]:
@@ -446,9 +494,24 @@ def _default_map(run: RunView) -> tuple[Optional[str], str]:
     return None, "map at the layer its gradient reached"
 
 
-def _detections(run: RunView, matches: dict[tuple[str, Optional[int]], str]) -> str:
+class _Pictures:
+    """Writes a picture as an ``<img>`` loaded with the page (the first EAGER_PICTURES: the first
+    screens, in screenshots and print) or as a link the page's script fills when it nears the
+    screen, or before printing (the rest: a run of thousands of images opens at once)."""
+
+    def __init__(self, eager: int = 0) -> None:
+        self.left = eager
+
+    def __call__(self, href: str, alt: str, *, style: str = "", cls: str = "pic") -> str:
+        styled = f' style="{style}"' if style else ""
+        if self.left > 0:
+            self.left -= 1
+            return f'<a class="{cls} on" href="{href}"{styled}><img src="{href}" alt="{_a(shown(alt))}"></a>'
+        return f'<a class="{cls}" href="{href}" data-alt="{_a(shown(alt))}"{styled}></a>'
+
+
+def _controls(run: RunView) -> str:
     cards = run.cards
-    fused, rule = _default_map(run)
     classes: dict[str, tuple[Optional[int], int]] = {}
     for c in cards:
         cid, k = classes.get(c.class_name, (c.class_id, 0))
@@ -458,20 +521,13 @@ def _detections(run: RunView, matches: dict[tuple[str, Optional[int]], str]) -> 
         for name, (cid, k) in sorted(classes.items(), key=lambda kv: (kv[1][0] is None, kv[1][0] or 0, kv[0]))
     )
     layer_options = "".join(f'<option value="{_a(la)}">{_e(la)}</option>' for la in run.layers)
-    out = [
-        f'<section id="detections" class=block><h2>Detections ({len(cards)})</h2>\n',
-        f"<p class=hint>energy in box: the share of a map's mass inside the detection's box (card: the "
-        f"{rule}). A YOLO detection gets gradient only at the head level that found it: the layers no "
-        "gradient reached are named under its card, not drawn.</p>\n",
+    return (
         '<form class=controls id="controls" autocomplete=off>'
-        '<label>class <select id="class-filter"><option value="">all</option>',
-        options,
-        "</select></label>"
+        f'<label>class <select id="class-filter"><option value="">all</option>{options}</select></label>'
         '<label>score ≥ <input id="score-filter" type=number min=0 max=1 step=0.05 value=0 '
         "inputmode=decimal></label>"
-        '<label>layer <select id="layer-filter"><option value="">all</option>',
-        layer_options,
-        "</select></label>"
+        '<label>layer <select id="layer-filter"><option value="">all</option>'
+        f"{layer_options}</select></label>"
         '<label>sort <select id="sort"><option value="manifest">image, id</option>'
         '<option value="score-desc">score, highest first</option>'
         '<option value="score-asc">score, lowest first</option>'
@@ -479,19 +535,93 @@ def _detections(run: RunView, matches: dict[tuple[str, Optional[int]], str]) -> 
         '<option value="energy-desc">energy in box, highest first</option></select></label>'
         '<span id="image-only" hidden>image <bdi id="image-only-name"></bdi> '
         "<button type=button id=image-all>all images</button></span>"
-        f'<output id="shown-count">{len(cards)} of {len(cards)} detections shown</output></form>\n',
+        f'<output id="shown-count">{len(cards)} of {len(cards)} detections shown</output></form>\n'
+    )
+
+
+def _detections(run: RunView, matches: dict[tuple[str, Optional[int]], str]) -> str:
+    """Per image: the image with its numbered boxes, then a card per detection with its maps large."""
+    cards = run.cards
+    fused, rule = _default_map(run)
+    pictures = _Pictures(EAGER_PICTURES)
+    out = [
+        f'<section id="detections" class=block><h2>Detections ({len(cards)})</h2>\n',
+        "<p class=hint>Each image with its boxes, numbered as the cards; each detection's maps (red: "
+        f"high). <em>in box</em>: the share of a map's mass inside the box (the card's: the {rule}).</p>\n",
+        _controls(run),
         '<div id="cards" class=cards>\n',
     ]
-    for c in cards:
-        out.append(_card_html(run.images[c.image], c, fused, matches))
-    out.append("</div>\n</section>\n")
+    for image in run.images:
+        out.append(_image_head(run, image, pictures))
+        out += [_card_html(run, image, c, fused, matches, pictures) for c in image.cards]
+    out.append("</div>\n")
     if not cards:
-        out.insert(-1, "<p class=muted>This run has no detections.</p>\n")
+        out.append("<p class=muted>This run has no detections.</p>\n")
+    out.append("</section>\n")
     return "".join(out)
 
 
+def _image_head(run: RunView, image: ImageView, pictures: _Pictures) -> str:
+    """An image's file name and counts, the image with its boxes (numbered by detection id), its
+    missed objects and why, and its error."""
+    attrs = f' data-image="{_a(image.stem)}"' if image.stem is not None else ""
+    cls = "image-head failed" if image.error is not None else "image-head"
+    k = len(image.cards)
+    counts = [_count(k, "detection")] + ([f"{len(image.missed)} missed"] if image.missed else [])
+    button = f' <button type=button data-only="{image.index}">only this image</button>' if k else ""
+    out = [
+        f'<section class="{cls}" id="i{image.index}"{attrs}>'
+        f"<h3><span class=name>{_file(image.file)}</span> <span class=muted>{' · '.join(counts)}</span>"
+        f"{button}</h3>"
+    ]
+    if image.summary:
+        out.append(_boxes(run, image, pictures))
+    elif image.error is None:
+        out.append("<p class=muted>no summary sheet in the run folder</p>")
+    if image.error is not None:
+        out.append(f"<p class=error>failed: {_lines(image.error)}</p>")
+    if image.missed:
+        out.append("<ul class=missed>")
+        for _, name, box, why, maps in image.missed:
+            where = ", ".join(_num(v, 0) for v in box)
+            links = " ".join(
+                pictures(url, f"missed {name} at {layer}", cls="pic small") for layer, url in maps
+            )
+            out.append(f"<li>missed <bdi>{_e(name)}</bdi> at [{where}]: {_e(why)}{links}</li>")
+        out.append("</ul>")
+    out.append("</section>\n")
+    return "".join(out)
+
+
+def _boxes(run: RunView, image: ImageView, pictures: _Pictures) -> str:
+    """The sheet's first tile (the image with every box), cropped out of the summary sheet, with
+    each box's detection id at its corner; the whole sheet where its grid is not recognized."""
+    href = image.summary or ""
+    size = jpeg_size(run.folder / unquote(href)) if href else None
+    panel = None
+    if size is not None and image.width and image.height:
+        panel = first_panel(size, detections=len(image.cards), image=(image.width, image.height))
+    alt = f"{image.file} with its boxes"
+    if panel is None:
+        return f"<div class=sheet>{pictures(href, alt)}</div>"
+    scale = 100 * panel.sheet_width / panel.width
+    badges = []
+    for c in image.cards:
+        if c.box is not None and len(c.box) == 4 and c.id is not None:
+            left, top = 100 * c.box[0] / image.width, 100 * c.box[1] / image.height  # type: ignore[operator]
+            at = f"left:{min(max(left, 0), 94):.2f}%;top:{min(max(top, 0), 92):.2f}%"
+            badges.append(f'<span class=badge style="{at}">{c.id}</span>')
+    crop = pictures(href, alt, style=f"width:{scale:.4f}%", cls="pic crop")
+    return f'<div class=boxes style="aspect-ratio:{panel.width}/{panel.height}">{crop}{"".join(badges)}</div>'
+
+
 def _card_html(
-    image: ImageView, c: CardView, fused: Optional[str], matches: dict[tuple[str, Optional[int]], str]
+    run: RunView,
+    image: ImageView,
+    c: CardView,
+    fused: Optional[str],
+    matches: dict[tuple[str, Optional[int]], str],
+    pictures: _Pictures,
 ) -> str:
     drawn = [m for m in c.maps if not m.no_gradient]
     chosen = next((m for m in drawn if m.layer == fused), None) if fused else None
@@ -503,40 +633,54 @@ def _card_html(
         f'data-id="{"" if c.id is None else c.id}" data-class="{_a(c.class_name)}" data-score="{score}" '
         f'data-energy="{"" if energy is None else repr(round(energy, 6))}"'
     )
-    match = matches.get((image.file, c.id))
-    meta = [f'<a href="#i{image.index}">{_file(image.file)}</a>', f"#{c.id}"]
+    meta = [_explains(run, c)]
     if c.level is not None:
-        meta.append(f"level {c.level}")
+        meta.append(f"found at {_e(level_words(c.level, run.stride(c.level)))}")
     if chosen is not None:
         meta.append(f"in box {_num(energy)} ({_e(chosen.layer)})")
+    match = matches.get((image.file, c.id))
     if match:
-        meta.append(_e(match))
-    figures = []
-    for m in drawn:
-        caption = f"<figcaption>{_e(m.layer)} · in box {_num(m.energy)}</figcaption>"
-        data = f'data-layer="{_a(m.layer)}" data-energy="{"" if m.energy is None else repr(m.energy)}"'
-        if m.href is None:
-            where = f": {_e(m.overlay)} is not in the run folder" if m.overlay else ""
-            figures.append(f"<figure {data} class=gone><p>no picture{where}</p>{caption}</figure>")
-            continue
-        figures.append(
-            f"<figure {data}>{_picture(m.href, m.layer, image.width, image.height)}{caption}</figure>"
-        )
+        meta.append(f"<b>{_e(match)}</b>")
+    measures = run.measures.get((image.file, c.id), {})
+    figures = [_figure(run, image, m, measures.get(m.layer, {}), pictures) for m in drawn]
     nograd = [m.layer for m in c.maps if m.no_gradient]
-    said = f"<p class=nograd>no gradient reached {', '.join(_e(x) for x in nograd)}</p>" if nograd else ""
+    said = (
+        f"<p class=nograd>no gradient reached {', '.join(_layer_label(run, x) for x in nograd)}</p>"
+        if nograd
+        else ""
+    )
     if not c.maps:
         said = "<p class=nograd>no maps recorded for this detection</p>"
     return (
-        f"<article {attrs}><h3><bdi>{_e(c.class_name)}</bdi> <span class=score>{_num(c.score)}</span></h3>"
+        f"<article {attrs}><h3><span><span class=num>#{'' if c.id is None else c.id}</span> "
+        f"<bdi>{_e(c.class_name)}</bdi></span> <span class=score>{_num(c.score)}</span></h3>"
         f"<p class=meta>{' · '.join(meta)}</p><div class=maps>{''.join(figures)}</div>{said}</article>\n"
     )
 
 
-def _picture(href: str, alt: str, width: Optional[int] = None, height: Optional[int] = None) -> str:
-    """A link to a picture of the run folder, which the page's script fills with the ``<img>`` (lazily
-    loaded) when it comes near the screen: thousands of pictures cost the page nothing until seen."""
-    ratio = f' style="aspect-ratio:{width}/{height}"' if width and height else ""
-    return f'<a class=pic href="{href}" data-alt="{_a(shown(alt))}"{ratio}></a>'
+def _explains(run: RunView, c: CardView) -> str:
+    """What the card's maps explain: "gradcam of class-logit, class square"."""
+    head = run.header
+    asked = head.get("target_class")
+    what = _e(_value(head, "method") or "map") + (
+        f" of {_e(_value(head, 'target'))}" if head.get("target") else ""
+    )
+    cls = (
+        f"class asked <bdi>{_e(asked)}</bdi>" if asked is not None else f"class <bdi>{_e(c.class_name)}</bdi>"
+    )
+    return f"{what}, {cls}"
+
+
+def _figure(run: RunView, image: ImageView, m: MapView, measures: dict[str, Any], pictures: _Pictures) -> str:
+    numbers = [f"in box {_num(m.energy)}"]
+    numbers += [f"{label} {_num(measures[key])}" for key, label in EVAL_MEASURES if key in measures]
+    caption = f"<figcaption>{_layer_label(run, m.layer)} · {' · '.join(numbers)}</figcaption>"
+    data = f'data-layer="{_a(m.layer)}" data-energy="{"" if m.energy is None else repr(m.energy)}"'
+    if m.href is None:
+        where = f": {_e(m.overlay)} is not in the run folder" if m.overlay else ""
+        return f"<figure {data} class=gone><p>no picture{where}</p>{caption}</figure>"
+    ratio = f"aspect-ratio:{image.width}/{image.height}" if image.width and image.height else ""
+    return f"<figure {data}>{pictures(m.href, m.layer, style=ratio)}{caption}</figure>"
 
 
 # ---- --eval ----------------------------------------------------------------------------------
@@ -778,6 +922,7 @@ def _top_list(run: RunView, audit: dict[str, Any]) -> str:
     if not top:
         return "<p class=muted>No measured detections to list.</p>\n"
     by_file = {image.file: image for image in run.images}
+    pictures = _Pictures()  # far below the first screen: filled as they near it
     out = [
         f"<h3>The {len(top)} detections whose maps lie most outside their boxes</h3>\n"
         f"<p class=hint>{_e(audit.get('top_by', ''))}: open these first when looking for shortcut "
@@ -788,11 +933,7 @@ def _top_list(run: RunView, audit: dict[str, Any]) -> str:
         image = by_file.get(file)
         match = f" · {_e(t['match'])}" if t.get("match") else ""
         href = _href(run.folder, t.get("overlay"))
-        picture = (
-            f'<a href="{href}"><img src="{href}" loading=lazy decoding=async alt="overlay"></a>'
-            if href
-            else ""
-        )
+        picture = pictures(href, "overlay") if href else ""
         name = _file(file)
         link = f'<a href="#d{image.index}-{det_id}">{name} #{det_id}</a>' if image else f"{name} #{det_id}"
         out.append(
@@ -870,42 +1011,51 @@ a{color:var(--accent)}
 .muted,.hint{color:var(--muted)}
 .hint{font-size:.9rem;margin:4px 0 8px}
 .jump{display:flex;gap:14px;flex-wrap:wrap;margin:4px 0 10px}
-dl.settings{display:grid;grid-template-columns:max-content 1fr;gap:2px 14px;margin:0 0 10px;
-font-size:.92rem}
+#provenance{margin:4px 0 8px;font-size:.92rem}
+#provenance>summary{cursor:pointer;color:var(--muted)}
+dl.settings{display:grid;grid-template-columns:max-content 1fr;gap:2px 14px;margin:6px 0 10px}
 dl.settings dt{color:var(--muted)}
 dl.settings dd{margin:0;overflow-wrap:anywhere}
 .notes{font-size:.9rem;color:#7a4b00}
 .error{color:#a01010;overflow-wrap:anywhere;white-space:pre-wrap}
 .block{background:#fff;border:1px solid var(--line);border-radius:8px;padding:12px 14px;margin:12px 0}
-details.block>summary{cursor:pointer;list-style:revert}
-details.block>summary h2{display:inline}
-.grid{list-style:none;padding:0;margin:0;display:grid;gap:10px;
-grid-template-columns:repeat(auto-fill,minmax(170px,1fr))}
-.tile{border:1px solid var(--line);border-radius:6px;padding:6px;font-size:.85rem;
-content-visibility:auto;contain-intrinsic-size:auto 230px}
 a.pic{display:block;background:#eceef1;min-height:40px}
 a.pic img{display:block;width:100%;height:100%;object-fit:contain}
-.tile a.pic{height:150px}
-.tile p{margin:4px 0 0;overflow-wrap:anywhere}
-.tile.failed{border-color:#e3a0a0;background:#fff6f6}
 .controls{position:sticky;top:0;z-index:2;display:flex;flex-wrap:wrap;gap:8px 16px;align-items:center;
 background:#fff;padding:8px 0;border-bottom:1px solid var(--line);margin-bottom:10px}
 .controls label{display:flex;gap:6px;align-items:center;font-size:.92rem}
 .controls select,.controls input{font:inherit;padding:3px 4px;max-width:14rem}
 .controls input{width:5.5rem}
 #shown-count{margin-left:auto;color:var(--muted);font-size:.9rem}
-.cards{display:grid;gap:10px;grid-template-columns:repeat(auto-fill,minmax(260px,1fr))}
+.cards{display:grid;gap:12px;grid-template-columns:repeat(auto-fill,minmax(min(100%,430px),1fr))}
+.cards.sorted .image-head{display:none}
+.image-head{grid-column-start:1;min-width:0;content-visibility:auto;contain-intrinsic-size:auto 360px}
+.image-head[hidden]{display:none}
+.image-head h3{margin:0 0 6px;font-size:1rem;overflow-wrap:anywhere}
+.image-head h3 button{margin-left:6px;font-size:.8rem}
+.image-head.failed{border:1px solid #e3a0a0;background:#fff6f6;border-radius:6px;padding:6px}
+.boxes{position:relative;overflow:hidden;background:#eceef1;width:100%}
+.boxes a.crop{position:absolute;left:0;top:0;min-height:0;background:none}
+.boxes a.crop img{height:auto}
+.sheet a.pic img{height:auto}
+.badge{position:absolute;transform:translate(-40%,-40%);background:#111;color:#fff;border:2px solid #fff;
+border-radius:999px;font:700 13px/1 system-ui,sans-serif;padding:3px 6px;pointer-events:none}
 .detection{border:1px solid var(--line);border-radius:6px;padding:8px;background:#fff;
-content-visibility:auto;contain-intrinsic-size:auto 300px;min-width:0}
+content-visibility:auto;contain-intrinsic-size:auto 320px;min-width:0}
 .detection[hidden]{display:none}
-.detection h3{margin:0;font-size:1rem;display:flex;justify-content:space-between;gap:8px}
+.detection h3{margin:0;font-size:1.05rem;display:flex;justify-content:space-between;gap:8px}
+.detection .num{display:inline-block;min-width:1.6em;text-align:center;background:#111;color:#fff;
+border-radius:999px;font-size:.85rem;padding:1px 5px;margin-right:4px}
 .detection .meta{margin:2px 0 6px;font-size:.85rem;color:var(--muted);overflow-wrap:anywhere}
-.maps{display:grid;gap:6px;grid-template-columns:repeat(auto-fit,minmax(130px,1fr))}
+.detection .meta b{color:var(--fg);font-weight:600}
+.maps{display:grid;gap:6px;grid-template-columns:repeat(auto-fit,minmax(200px,1fr))}
 .detection figure{margin:0}
 .detection figure[hidden]{display:none}
 .detection figcaption{font-size:.82rem;color:var(--muted)}
-.nograd{font-size:.82rem;color:var(--muted);margin:0;font-style:italic}
+.nograd{font-size:.82rem;color:var(--muted);margin:4px 0 0;font-style:italic}
 .gone p{font-size:.85rem;color:#a01010;margin:0}
+ul.missed li{margin:4px 0}
+a.pic.small{display:inline-block;width:120px;height:90px;vertical-align:top;margin:2px 0 0 8px}
 .scroll{overflow-x:auto}
 table{border-collapse:collapse;font-size:.9rem;font-variant-numeric:tabular-nums}
 th,td{padding:3px 10px;border-bottom:1px solid var(--line);text-align:left;white-space:nowrap}
@@ -916,15 +1066,14 @@ th,td{padding:3px 10px;border-bottom:1px solid var(--line);text-align:left;white
 .plot figcaption i{display:inline-block;width:10px;height:10px;margin:0 3px 0 10px}
 ol.top{padding-left:1.4rem}
 ol.top li{margin:6px 0;overflow-wrap:anywhere}
-ol.top li img{float:left;width:96px;height:72px;object-fit:contain;margin:0 10px 4px 0;background:#f0f0f0}
+ol.top li a.pic{float:left;width:96px;height:72px;margin:0 10px 4px 0;min-height:0}
 ol.top li p{margin:0;min-height:72px}
 ol.top li::after{content:"";display:block;clear:both}
 ul.missed,ul.failed{padding-left:1.2rem;overflow-wrap:anywhere}
+@media print{.controls{position:static}.detection,.image-head{content-visibility:visible;break-inside:avoid}}
 @media (max-width:600px){
 body{font-size:14px}
 header.top,main{padding:0 8px}
-.grid{grid-template-columns:repeat(auto-fill,minmax(140px,1fr))}
-.tile a.pic{height:110px}
 .cards{grid-template-columns:1fr}
 .controls{gap:6px 10px}
 #shown-count{margin-left:0;width:100%}
@@ -941,10 +1090,33 @@ SCRIPT = """
 "use strict";
 (function () {
   var $ = function (id) { return document.getElementById(id); };
+  var fill = function (el) {
+    var links = el.querySelectorAll("a.pic:not(.on)");
+    for (var i = 0; i < links.length; i++) {
+      var img = document.createElement("img");
+      img.alt = links[i].dataset.alt || "";
+      img.src = links[i].getAttribute("href");
+      links[i].classList.add("on");
+      links[i].appendChild(img);
+    }
+  };
+  var boxes = document.querySelectorAll(".detection, .image-head, ol.top li");
+  if ("IntersectionObserver" in window) {
+    var seen = new IntersectionObserver(function (entries) {
+      entries.forEach(function (e) {
+        if (e.isIntersecting) { fill(e.target); seen.unobserve(e.target); }
+      });
+    }, { rootMargin: "800px 0px" });
+    for (var b = 0; b < boxes.length; b++) { seen.observe(boxes[b]); }
+  } else {
+    fill(document);
+  }
+  window.addEventListener("beforeprint", function () { fill(document); });
   var list = $("cards");
   if (!list) { return; }
   var cards = Array.prototype.slice.call(list.querySelectorAll(".detection"));
-  var order = cards.slice();
+  var heads = Array.prototype.slice.call(list.querySelectorAll(".image-head"));
+  var order = Array.prototype.slice.call(list.children);
   var byClass = $("class-filter"), byScore = $("score-filter"), byLayer = $("layer-filter");
   var sort = $("sort"), count = $("shown-count"), only = $("image-only"), onlyName = $("image-only-name");
   var image = null, layered = false;
@@ -962,7 +1134,7 @@ SCRIPT = """
     return NaN;
   };
   function apply() {
-    var cls = byClass.value, layer = byLayer.value, min = num(byScore.value), shown = 0;
+    var cls = byClass.value, layer = byLayer.value, min = num(byScore.value), shown = 0, per = {};
     for (var i = 0; i < cards.length; i++) {
       var card = cards[i], d = card.dataset;
       var show = (!cls || d.class === cls) && !(min > 0 && !(num(d.score) >= min)) &&
@@ -977,7 +1149,12 @@ SCRIPT = """
         show = show && has;
       }
       if (card.hidden === show) { card.hidden = !show; }
-      if (show) { shown++; }
+      if (show) { shown++; per[d.image] = true; }
+    }
+    var filtered = !!(cls || layer || min > 0 || image !== null);
+    for (var h = 0; h < heads.length; h++) {
+      var hide = filtered && !per[heads[h].dataset.image];
+      if (heads[h].hidden !== hide) { heads[h].hidden = hide; }
     }
     layered = !!layer;
     count.textContent = shown + " of " + cards.length + " detections shown";
@@ -986,6 +1163,7 @@ SCRIPT = """
     var how = sort.value, layer = byLayer.value, sorted = order.slice();
     if (how !== "manifest") {
       var dir = /-desc$/.test(how) ? -1 : 1, keys = new Map();
+      sorted = cards.slice();
       sorted.forEach(function (c) {
         keys.set(c, how.indexOf("score") === 0 ? num(c.dataset.score) : energyAt(c, layer));
       });
@@ -995,32 +1173,10 @@ SCRIPT = """
         return (x - y) * dir;
       });
     }
+    list.classList.toggle("sorted", how !== "manifest");
     var frag = document.createDocumentFragment();
     sorted.forEach(function (c) { frag.appendChild(c); });
     list.appendChild(frag);
-  }
-  var fill = function (el) {
-    var links = el.querySelectorAll("a.pic:not(.on)");
-    for (var i = 0; i < links.length; i++) {
-      var img = document.createElement("img");
-      img.loading = "lazy";
-      img.decoding = "async";
-      img.alt = links[i].dataset.alt || "";
-      img.src = links[i].getAttribute("href");
-      links[i].classList.add("on");
-      links[i].appendChild(img);
-    }
-  };
-  var boxes = document.querySelectorAll(".detection, .tile");
-  if ("IntersectionObserver" in window) {
-    var seen = new IntersectionObserver(function (entries) {
-      entries.forEach(function (e) {
-        if (e.isIntersecting) { fill(e.target); seen.unobserve(e.target); }
-      });
-    }, { rootMargin: "800px 0px" });
-    for (var b = 0; b < boxes.length; b++) { seen.observe(boxes[b]); }
-  } else {
-    fill(document);
   }
   byClass.addEventListener("change", apply);
   byScore.addEventListener("input", apply);
@@ -1032,17 +1188,13 @@ SCRIPT = """
   $("controls").addEventListener("submit", function (ev) { ev.preventDefault(); });
   document.addEventListener("click", function (ev) {
     var button = ev.target.closest("button[data-only]");
-    if (button) {
-      var tile = $("i" + button.dataset.only);
-      image = tile.dataset.image;
-      onlyName.textContent = tile.querySelector(".name").textContent;
-      only.hidden = false;
-      apply();
-      $("detections").scrollIntoView();
-      return;
-    }
-    var link = ev.target.closest("a[href^='#i']");
-    if (link) { $("images").open = true; }
+    if (!button) { return; }
+    var head = $("i" + button.dataset.only);
+    image = head.dataset.image;
+    onlyName.textContent = head.querySelector(".name").textContent;
+    only.hidden = false;
+    apply();
+    $("detections").scrollIntoView();
   });
   $("image-all").addEventListener("click", function () {
     image = null;

@@ -28,7 +28,7 @@ from kit.upstreams.checkpoints import (
 )
 from kit.upstreams.demo import ULTRALYTICS_STEM, DemoWeights, demo_weights
 from kit.upstreams.loaders import Loaded, half_precision
-from kit.upstreams.loaders.yolo import class_names, square_size, wants_demo
+from kit.upstreams.loaders.yolo import class_names, layer_facts, square_size, wants_demo
 from kit.upstreams.safeload import pickled_globals
 
 # The modules whose nn.Module classes a checkpoint may rebuild (imported by the safe loader from this
@@ -316,6 +316,7 @@ def load(
     else:
         adapter = yolo_adapter(model, names=names, img_size=img_size, opt=opt, max_det=max_det)
         settings["iou_thres"] = opt.iou_thres
+        settings.update(layer_facts(model, adapter.default_layers()))
     return Loaded(adapter=adapter, weights=path, settings=settings, files=(path,), checkout=checkout)
 
 

@@ -91,6 +91,21 @@ def detection_only(validate: Callable[[Any, Path], None]) -> Callable[[Any, Path
     return check
 
 
+def layer_facts(model: Any, head_layers: Sequence[str]) -> dict[str, Any]:
+    """What the report names a run's layers by (kit.report.layers reads these manifest keys): the
+    layers the head reads, finest level first; each level's stride, when the model has one per level;
+    how many first layers are the backbone, when the model's yaml has a ``backbone`` list."""
+    facts: dict[str, Any] = {"head_layers": [str(layer) for layer in head_layers]}
+    stride = getattr(model, "stride", None)
+    strides = [] if stride is None else [int(s) for s in stride]
+    if len(strides) == len(head_layers):
+        facts["strides"] = strides
+    yaml = getattr(model, "yaml", None)
+    if isinstance(yaml, dict) and isinstance(yaml.get("backbone"), list):
+        facts["backbone_layers"] = len(yaml["backbone"])
+    return facts
+
+
 def class_names(names: Any, nc: int | None, *, where: str = "the model's class names") -> list[str] | None:
     """The class names as a list of strings: yolov5 v7.0 keeps a dict {index: name} (data.yaml's
     format), where a class missing is named by its index, as detect.py's fallback names are; whole
@@ -281,5 +296,6 @@ def load(
     }
     if code.nms_caps:
         settings["max_det"] = max_det
+    settings.update(layer_facts(model, adapter.default_layers()))
     files = (shown,) if demo else tuple(paths)
     return Loaded(adapter=adapter, weights=shown, settings=settings, files=files, checkout=checkout)
