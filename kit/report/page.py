@@ -197,7 +197,9 @@ def _measures(report: Optional[dict[str, Any]]) -> dict[tuple[str, Optional[int]
         if isinstance(row, dict):
             entry = schema.EvalEntryView(row)
             found[(entry.file, entry.id)] = {
-                layer: {k: v for k, v in values.items() if schema.as_number(v) is not None}
+                layer: {
+                    k: v for k, v in values.items() if isinstance(v, bool) or schema.as_number(v) is not None
+                }
                 for layer, values in entry.measures.items()
             }
     return found
@@ -424,7 +426,8 @@ def _header(run: RunView, notes: Sequence[str]) -> str:
 def _summary_line(run: RunView) -> str:
     """ "4 images · 10 detections · gradcam on class-logit · yolov7 · 1 failed · recall 0.9"."""
     head, failed = run.header, run.failed
-    parts = [_count(len(run.images), "image"), _count(len(run.cards), "detection")]
+    counts = f"{_count(len(run.images), 'image')}, {_count(len(run.cards), 'detection')}"
+    parts = [counts + (f", <strong>{len(failed)} failed</strong>" if failed else "")]
     missed = sum(len(image.missed) for image in run.images)
     parts += [f"{missed} missed explained"] if missed else []
     method, target = _value(head, "method"), _value(head, "target")
@@ -434,7 +437,6 @@ def _summary_line(run: RunView) -> str:
         parts.append(f"class asked: <bdi>{_e(head['target_class'])}</bdi>")
     if _value(head, "upstream"):
         parts.append(_e(_value(head, "upstream")))
-    parts.append(f"<strong>{len(failed)} failed</strong>" if failed else "none failed")
     summary = schema.as_dict((run.eval or {}).get("summary"))
     if summary.get("recall") is not None:
         parts.append(f"recall {_num(summary.get('recall'))}, precision {_num(summary.get('precision'))}")
@@ -598,9 +600,10 @@ def _boxes(run: RunView, image: ImageView, pictures: _Pictures) -> str:
     each box's detection id at its corner; the whole sheet where its grid is not recognized."""
     href = image.summary or ""
     size = jpeg_size(run.folder / unquote(href)) if href else None
+    width, height = image.width or 0, image.height or 0
     panel = None
-    if size is not None and image.width and image.height:
-        panel = first_panel(size, detections=len(image.cards), image=(image.width, image.height))
+    if size is not None and width > 0 and height > 0:
+        panel = first_panel(size, detections=len(image.cards), image=(width, height))
     alt = f"{image.file} with its boxes"
     if panel is None:
         return f"<div class=sheet>{pictures(href, alt)}</div>"
@@ -608,7 +611,7 @@ def _boxes(run: RunView, image: ImageView, pictures: _Pictures) -> str:
     badges = []
     for c in image.cards:
         if c.box is not None and len(c.box) == 4 and c.id is not None:
-            left, top = 100 * c.box[0] / image.width, 100 * c.box[1] / image.height  # type: ignore[operator]
+            left, top = 100 * c.box[0] / width, 100 * c.box[1] / height
             at = f"left:{min(max(left, 0), 94):.2f}%;top:{min(max(top, 0), 92):.2f}%"
             badges.append(f'<span class=badge style="{at}">{c.id}</span>')
     crop = pictures(href, alt, style=f"width:{scale:.4f}%", cls="pic crop")
@@ -671,9 +674,16 @@ def _explains(run: RunView, c: CardView) -> str:
     return f"{what}, {cls}"
 
 
+def _measure(value: Any) -> str:
+    """An eval.json measure: the pointing game's hit (true/false, or 1/0 as older runs wrote it) in words."""
+    if isinstance(value, bool):
+        return "hit" if value else "miss"
+    return _num(value)
+
+
 def _figure(run: RunView, image: ImageView, m: MapView, measures: dict[str, Any], pictures: _Pictures) -> str:
     numbers = [f"in box {_num(m.energy)}"]
-    numbers += [f"{label} {_num(measures[key])}" for key, label in EVAL_MEASURES if key in measures]
+    numbers += [f"{label} {_measure(measures[key])}" for key, label in EVAL_MEASURES if key in measures]
     caption = f"<figcaption>{_layer_label(run, m.layer)} · {' · '.join(numbers)}</figcaption>"
     data = f'data-layer="{_a(m.layer)}" data-energy="{"" if m.energy is None else repr(m.energy)}"'
     if m.href is None:

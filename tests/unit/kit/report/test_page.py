@@ -109,8 +109,8 @@ def assert_links_stay_in(run: Path, page: Page) -> None:
     """Every link is an anchor of the page or a file of the run folder, by a relative, encoded path."""
     for href in page.links():
         if href.startswith("#"):
-            assert page.find("li", id=href[1:]) or page.find("article", id=href[1:]) or href[1:] in {
-                "detections", "images", "eval", "audit", "failed"
+            assert page.find("section", id=href[1:]) or page.find("article", id=href[1:]) or href[1:] in {
+                "detections", "eval", "audit", "failed"
             }, href  # fmt: skip
             continue
         assert ":" not in href.split("/")[0] and not href.startswith("/"), href  # relative, no scheme
@@ -142,7 +142,10 @@ def test_the_cards_are_the_manifests_detections(run: Path) -> None:
     overlays = {m["overlay"] for _, d in detections(data) for m in d["maps"].values() if m["overlay"]}
     summaries = {image["summary"] for image in data["images"] if image.get("summary")}
     assert {unquote(h) for h in page.links() if not h.startswith("#")} == overlays | summaries
-    assert not page.find("img")  # the pictures are put in by the script as they come near the screen
+    # every picture is loaded with the page (a run this small is all first screens), none lazily
+    pictures = [a["href"] for a in page.find("a") if "pic" in a.get("class", "").split()]
+    assert [i["src"] for i in page.find("img")] == pictures and len(pictures) == 3 + 5 * 2
+    assert not [i for i in page.find("img") if "loading" in i] and "lazy" not in page.text
 
 
 def test_a_level_no_gradient_reached_is_said_in_words_not_drawn(run: Path) -> None:
@@ -150,8 +153,9 @@ def test_a_level_no_gradient_reached_is_said_in_words_not_drawn(run: Path) -> No
     page = page_of(run)
     for (_, d), card in zip(detections(manifest(run)), page.cards):
         none = [layer for layer, m in d["maps"].items() if m["no_gradient"]]
-        assert len(none) == 2 and f"no gradient reached {', '.join(none)}" in card["text"]
-        assert f"level {d['level']}" in card["text"] and f"{d['score']:.3f}" in card["text"]
+        said = ", ".join(f"head input, level {LEVELS.index(la)} · layer {la}" for la in none)
+        assert len(none) == 2 and f"no gradient reached {said}" in card["text"]
+        assert f"found at level {d['level']}" in card["text"] and f"{d['score']:.3f}" in card["text"]
         drawn = [a["data-layer"] for a in page.find("figure") if a["data-layer"] not in none]
         assert set(drawn) <= {"74", "75", "76", "fused"}
     figures = page.find("figure")
@@ -164,13 +168,14 @@ def test_the_header_names_the_run_and_counts_failed_images_with_their_errors(run
     write_report(run)
     page = page_of(run)
     text = page.text
-    for shown in ("yolov7", "runs/train/exp/weights/best.pt", "gradcam", "class-logit", "74, 75, 76"):
+    layers = "74 (head input, level 0), 75 (head input, level 1), 76 (head input, level 2)"
+    for shown in ("yolov7", "runs/train/exp/weights/best.pt", "gradcam", "class-logit", layers):
         assert shown in text
     assert "img_size" in text and "320" in text and "conf_thres" in text and "0.45" in text
     assert "4 images, 5 detections, 1 failed" in text and "cat 3, dog 2" in text
     assert "cannot read image 'imgs/broken.jpg': not an image" in text
     assert text.count("not recorded in this manifest") == 2  # commit and sha256: this manifest has neither
-    assert page.find("li", id="i3", **{"class": "tile failed"})
+    assert page.find("section", id="i3", **{"class": "image-head failed"})
     assert [o["value"] for o in page.find("option") if o.get("value") in ("cat", "dog")] == ["cat", "dog"]
     data = manifest(run)  # a manifest that records them (a newer run) shows them
     data["upstream_commit"], data["weights_sha256"] = "a207844b" * 5, "e3b0c442" * 8
@@ -232,7 +237,7 @@ def test_old_manifests_and_odd_records_are_shown(tmp_path: Path) -> None:
     ]
     assert "no picture" in page.cards[0]["text"]  # a map without its overlay in the folder: said, not drawn
     assert "no maps recorded for this detection" in page.cards[2]["text"]
-    assert "no gradient reached 74" in page.cards[3]["text"]
+    assert "no gradient reached layer 74" in page.cards[3]["text"]
     assert "not an image record" in page.text and "interrupted" not in page.text
     assert "3 images, 4 detections, 2 failed" in page.text
 
@@ -244,7 +249,7 @@ def test_hostile_names_are_escaped_in_html_and_in_urls(tmp_path: Path) -> None:
     text = (out / REPORT_NAME).read_text(encoding="utf-8")
     page = Page(text)
     assert {tag for tag, _ in page.elements} <= PAGE_TAGS
-    assert len(page.find("script")) == 1 and not page.find("img")
+    assert len(page.find("script")) == 1
     assert "alert(" not in text.split("<script>")[1]  # the page's own script names none
     assert not any(k.startswith("on") for _, attrs in page.elements for k in attrs)  # no event handler
     stems = [i["summary"][: -len("_summary.jpg")] for i in data["images"]]
@@ -414,12 +419,14 @@ def test_a_5000_image_run_gives_a_page_of_reasonable_size(large_run_5000: Path) 
     path = write_report(large_run_5000)
     text = path.read_text(encoding="utf-8")
     size = len(text.encode("utf-8"))
-    cards, tiles = text.count("<article class=detection"), text.count('<li class="tile"')
-    assert (cards, tiles) == (10_000, 5_000)
-    assert size < 800 * cards  # about 700 bytes a card and its image's tile: 7.1 MB
-    assert "<img" not in text.split("<script>")[0]  # no picture loads before it is near the screen
-    assert 'img.loading = "lazy"' in text and text.count("class=pic") == 15_000
-    assert 'id="images" class=block>' in text  # a grid of 5,000 starts folded
+    cards, heads = text.count("<article class=detection"), text.count('<section class="image-head"')
+    assert (cards, heads) == (10_000, 5_000)
+    print(f"5,000 images, 10,000 detections: {size / 1e6:.1f} MB, {size / cards:.0f} bytes a card")
+    assert size < 1000 * cards  # about 890 bytes a card, its maps and its share of its image's head
+    body = text.split("<script>")[0]
+    # the first screens' pictures load with the page; the rest as they near the screen, none lazily
+    assert body.count("<img ") == report_module.EAGER_PICTURES and "lazy" not in text
+    assert body.count('<a class="pic') == 15_000  # 5,000 images with their boxes, 10,000 maps
 
 
 def test_render_report_reads_only(run: Path) -> None:
@@ -461,3 +468,53 @@ def test_integers_beyond_a_float_in_a_manifest_are_shown_as_unknown_not_a_crash(
     audited = json.loads((out / "audit.json").read_text())
     assert audited["all"]["n"] == 1 and audited["all"]["measured"] == 0  # its energy is unknown
     assert 'data-energy=""' in (out / REPORT_NAME).read_text()
+
+
+# ---- the first screen ------------------------------------------------------------------------
+def test_detections_come_first_with_each_image_and_its_numbered_boxes(run: Path) -> None:
+    write_audit(audit_run(run, top=3))
+    write_report(run)
+    page = page_of(run)
+    tags = [(tag, a) for tag, a in page.elements]
+    main_at = next(i for i, (tag, _) in enumerate(tags) if tag == "main")
+    assert tags[main_at + 1] == ("section", {"id": "detections", "class": "block"})  # then eval, audit
+    # the provenance table is folded: every settings row inside <details id=provenance>
+    details_at = next(
+        i for i, (tag, a) in enumerate(tags) if tag == "details" and a.get("id") == "provenance"
+    )
+    dl_at = next(i for i, (tag, a) in enumerate(tags) if tag == "dl")
+    assert details_at < dl_at < main_at and "open" not in tags[details_at][1]
+    # an image head before its cards: the image's boxes cropped out of its summary sheet, numbered
+    heads = page.find("section", **{"class": "image-head"})
+    assert [h["data-image"] for h in heads] == ["street", "park", "empty"]
+    boxes = page.find("div", **{"class": "boxes"})
+    assert len(boxes) == 3 and all(b["style"].startswith("aspect-ratio:") for b in boxes)
+    crops = [a for a in page.find("a") if a.get("class") == "pic crop on"]
+    # street: 3 detections and the image, 4 tiles a row: the sheet is 4 tiles and 3 gaps wide
+    assert crops[0]["style"] == f"width:{100 * (4 * 480 + 3 * 4) / 480:.4f}%"
+    assert crops[2]["style"] == "width:100.0000%"  # empty: a sheet of the image alone
+    badges = [t for tag, a in tags if tag == "span" and a.get("class") == "badge" for t in [a]]
+    assert len(badges) == 5  # one per detection, at its box's corner
+    assert "4 images, 5 detections, 1 failed · gradcam on class-logit · yolov7" in page.text
+
+
+def test_recorded_head_layers_are_named_in_words_beside_their_index(run: Path) -> None:
+    data = manifest(run)
+    data |= {"head_layers": ["74", "75", "76"], "strides": [8, 16, 32], "backbone_layers": 29}
+    (run / "manifest.json").write_text(json.dumps(data))
+    page = Page(render_report(read_run(run)))
+    first = page.cards[0]["text"]  # cat, found at level 0: its map at layer 74, the others not reached
+    assert "head input, level P3 (stride 8) · layer 74 · in box" in first
+    assert "found at level P3 (stride 8)" in first
+    assert "no gradient reached head input, level P4 (stride 16) · layer 75, head input, level P5" in first
+    assert "all layers fused · in box" in first
+    assert "74 (head input, level P3 (stride 8)), 75 (head input, level P4 (stride 16))" in page.text
+
+
+def test_an_eval_run_shows_each_detections_numbers_and_its_images_missed_objects(tmp_path: Path) -> None:
+    out = eval_run(tmp_path)
+    write_report(out)
+    page = page_of(out)
+    status = {(c["data-image"], c["data-id"]): c["text"] for c in page.cards}
+    assert "matched, IoU 1.00" in status[("a", "0")] and "PG hit · EBPG 0.700" in status[("a", "0")]
+    assert "gradcam of class-logit, class cat" in status[("a", "0")]
