@@ -43,6 +43,7 @@ UPSTREAM_PACKAGES = {"models", "utils", "detectron2"}
 TORCH_FREE_AT_MODULE_LEVEL = {
     *("kit.core.errors", "kit.core.display", "kit.core.files", "kit.core.table", "kit.rundir"),
     "kit.evaluation.audit",
+    *("kit.report.layers", "kit.report.pictures"),
 }
 
 # What the setup engine (scripts/upstream/) shares with cam, bench, eval and demo.
@@ -182,7 +183,11 @@ def test_the_reader_sees_lazy_and_aliased_imports(tmp_path: Path) -> None:
     assert scripts_imports(probe) == {"scripts.demo.shapes", "scripts.upstream.config"}
 
 
-@pytest.mark.parametrize("path", [KIT / "evaluation" / "audit.py", KIT / "report" / "page.py"], ids=str)
+@pytest.mark.parametrize(
+    "path",
+    [KIT / "evaluation" / "audit.py", *(KIT / "report" / f"{m}.py" for m in ("page", "layers", "pictures"))],
+    ids=str,
+)
 def test_the_audit_and_the_report_start_without_torch(path: Path) -> None:
     """At module level they import only torch-free modules (the rest lazily, when a run needs it)."""
     names = imported_modules(path, module_level_only=True)
