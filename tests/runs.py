@@ -348,7 +348,7 @@ def open_page(browser: Any, path: Path, *, width: int = 1400, height: int = 900)
 # screen), then wait for every visible picture to load or fail: [src, naturalWidth] of each.
 LOAD_PICTURES = """async () => {
   const frame = () => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)));
-  for (const el of document.querySelectorAll(".detection:not([hidden]), .tile, ol.top li")) {
+  for (const el of document.querySelectorAll(".detection:not([hidden]), .image-head, ol.top li")) {
     el.scrollIntoView();
     await frame();
   }
@@ -360,3 +360,28 @@ LOAD_PICTURES = """async () => {
   await frame();
   return shown.map((img) => [img.getAttribute("src"), img.naturalWidth]);
 }"""
+
+
+# The first screen, before any scrolling: each picture of it (the images with their boxes, the maps)
+# with its place on the screen and whether it has loaded.
+FIRST_SCREEN = """() => [...document.querySelectorAll(".boxes img, .detection figure img")].map((img) => {
+  const r = img.getBoundingClientRect();
+  const box = img.closest(".boxes");
+  const shown = box ? box.getBoundingClientRect() : r;
+  return {map: !box, top: shown.top, width: shown.width, height: shown.height, left: shown.left,
+          loaded: img.complete && img.naturalWidth > 0};
+}).filter((p) => p.top < innerHeight)"""
+
+
+def colourful_share(png: Path, place: dict[str, float]) -> float:
+    """The share of the screenshot ``png``'s pixels inside ``place`` (CSS pixels, device scale 1) that
+    are coloured (HSV saturation above 80): a map's heatmap or a coloured box, never a grey placeholder."""
+    import cv2
+
+    shot = cv2.imread(str(png))
+    x, y = max(0, int(place["left"])), max(0, int(place["top"]))
+    w, h = int(place["width"]), int(min(place["height"], shot.shape[0] - y))
+    region = shot[y : y + h, x : x + w]
+    assert region.size, place
+    saturation = cv2.cvtColor(region, cv2.COLOR_BGR2HSV)[..., 1]
+    return float((saturation > 80).mean())

@@ -1,7 +1,8 @@
 """kit.report.page's page in headless Chromium (Debian's, driven by Playwright), opened from file:// as a
 person opens it: the cards are the manifest's detections, the filters hide the right cards, sorting
 orders them, every picture loads (also under hostile names), nothing is logged as an error, and it
-reads at 1400 and 400 CSS pixels wide (a screenshot of each is kept in the test's folder).
+reads at 1400 and 400 CSS pixels wide (a screenshot of each is kept in the test's folder): its first
+screen shows the first image with its boxes and the first detections' maps, loaded and coloured.
 
 One browser for the module. Without chromium or playwright these tests skip and say what to
 install; with KIT_REQUIRE_BROWSER=1 (CI) they fail instead.
@@ -18,9 +19,11 @@ import pytest
 from kit.evaluation.audit import audit_run, write_audit
 from kit.report.page import write_report
 from tests.runs import (
+    FIRST_SCREEN,
     HOSTILE_CLASS,
     HOSTILE_NAMES,
     LOAD_PICTURES,
+    colourful_share,
     hostile_run,
     open_page,
     picture_run,
@@ -67,14 +70,36 @@ def test_the_page_at_a_desktop_and_a_phone_width(
     # 3 summary sheets, 5 detections x (own level + fused), 3 pictures of the audit's list
     assert len(loaded) == 3 + 5 * 2 + 3 and all(w > 0 for _, w in loaded), [s for s, w in loaded if not w]
     links = page.evaluate("() => document.querySelectorAll('a.pic').length")
-    assert links == 3 + 5 * 2  # every picture link of the page was filled with its picture
+    assert links == 3 + 5 * 2 + 3  # every picture link of the page was filled with its picture
     assert page.evaluate("() => document.documentElement.scrollWidth - innerWidth") <= 0  # no sideways scroll
     shot = tmp_path / f"report-{width}px.png"
     # the whole page in one picture: cards far below the screen are drawn too (the page skips drawing them)
-    page.add_style_tag(content=".detection, .tile { content-visibility: visible }")
+    page.add_style_tag(content=".detection, .image-head { content-visibility: visible }")
     page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 20_000
     assert opened.errors == [] and opened.dialogs == []
+    page.context.close()
+
+
+@pytest.mark.parametrize(("width", "maps_at_least"), [(1400, 4), (400, 1)])
+def test_the_first_screen_shows_detections_with_their_maps(
+    browser: Any, report: Path, width: int, maps_at_least: int, tmp_path: Path
+) -> None:
+    """Before any scrolling, as a screenshot or a print would show it: the first image with its boxes
+    and the first maps, each loaded (no lazy loading), at least 200 CSS pixels wide, and coloured."""
+    opened = open_page(browser, report, width=width, height=1000)
+    page = opened.page
+    page.evaluate("() => Promise.all([...document.images].map((i) => i.decode().catch(() => null)))")
+    seen = page.evaluate(FIRST_SCREEN)
+    boxes, maps = [p for p in seen if not p["map"]], [p for p in seen if p["map"]]
+    assert boxes and len(maps) >= maps_at_least, seen
+    assert all(p["loaded"] and p["width"] >= 200 for p in seen), seen
+    shot = tmp_path / f"first-screen-{width}px.png"
+    page.screenshot(path=str(shot))  # the screen alone, as `chromium --screenshot` takes it
+    whole = page.evaluate("() => document.documentElement.scrollHeight")
+    for place in [boxes[0], *[m for m in maps if m["top"] + m["height"] <= min(1000, whole)]]:
+        assert colourful_share(shot, place) > 0.05, place  # a red disc, a blue square, a heatmap: not grey
+    assert opened.errors == []
     page.context.close()
 
 
@@ -131,7 +156,9 @@ def test_hostile_names_load_their_pictures_and_run_nothing(
     assert len(loaded) == 3 * len(HOSTILE_NAMES) and all(w > 0 for _, w in loaded)  # summary, level, fused
     titles = page.evaluate("() => [...document.querySelectorAll('bdi[title]')].map((b) => b.title)")
     assert all(f"imgs/{name}" in titles for name in HOSTILE_NAMES)  # the whole paths, as written
-    assert "<b>w</b>.pt" in page.inner_text("body")
+    assert "<b>w</b>.pt" not in page.inner_text("body")  # the provenance is folded
+    page.click("#provenance summary")
+    assert "<b>w</b>.pt" in page.inner_text("#provenance")
     page.select_option("#class-filter", HOSTILE_CLASS)
     assert len(shown(page.evaluate(CARDS))) == 1
     assert opened.dialogs == [] and opened.errors == []  # no alert(), and no blocked script or picture
