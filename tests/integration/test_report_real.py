@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tests.integration.conftest import REPO_ROOT, run_child_in_checkout
-from tests.runs import LOAD_PICTURES, launch_chromium, open_page
+from tests.runs import FIRST_SCREEN, LOAD_PICTURES, colourful_share, launch_chromium, open_page
 
 pytestmark = pytest.mark.integration
 
@@ -39,8 +39,14 @@ def test_a_real_runs_report_opens_with_every_picture(
     ]
     assert expected  # the demo detector finds the shapes
 
-    opened = open_page(browser, index, width=1400)
+    opened = open_page(browser, index, width=1400, height=1000)
     page = opened.page
+    page.evaluate("() => Promise.all([...document.images].map((i) => i.decode().catch(() => null)))")
+    first = page.evaluate(FIRST_SCREEN)  # before any scrolling: the first image's boxes and maps
+    page.screenshot(path=str(tmp_path / "first-screen-1400px.png"))
+    assert [p for p in first if not p["map"]] and len([p for p in first if p["map"]]) >= 2, first
+    assert all(p["loaded"] and p["width"] >= 200 for p in first), first
+    assert colourful_share(tmp_path / "first-screen-1400px.png", first[0]) > 0.05  # shapes, not grey
     cards = page.evaluate(
         """() => [...document.querySelectorAll(".detection")].map((c) =>
         [c.dataset.image, c.dataset.id, c.dataset.class, parseFloat(c.dataset.score)])"""
@@ -50,7 +56,7 @@ def test_a_real_runs_report_opens_with_every_picture(
     assert loaded and all(width > 0 for _, width in loaded), [src for src, width in loaded if not width]
     assert page.is_visible("#eval") and page.is_visible("#audit")
     assert page.locator("#eval svg[role=img]").count() == 2  # deletion and insertion curves
-    page.add_style_tag(content=".detection, .tile { content-visibility: visible }")
+    page.add_style_tag(content=".detection, .image-head { content-visibility: visible }")
     page.screenshot(path=str(tmp_path / "real-run-1400px.png"), full_page=True)
     assert opened.errors == [] and opened.dialogs == []
     page.context.close()
