@@ -597,7 +597,7 @@ def _image_head(run: RunView, image: ImageView, pictures: _Pictures) -> str:
 
 def _boxes(run: RunView, image: ImageView, pictures: _Pictures) -> str:
     """The sheet's first tile (the image with every box), cropped out of the summary sheet, with
-    each box's detection id at its corner; the whole sheet where its grid is not recognized."""
+    each box's detection id at its bottom-right corner; the whole sheet where its grid is not recognized."""
     href = image.summary or ""
     size = jpeg_size(run.folder / unquote(href)) if href else None
     width, height = image.width or 0, image.height or 0
@@ -611,8 +611,9 @@ def _boxes(run: RunView, image: ImageView, pictures: _Pictures) -> str:
     badges = []
     for c in image.cards:
         if c.box is not None and len(c.box) == 4 and c.id is not None:
-            left, top = 100 * c.box[0] / width, 100 * c.box[1] / height
-            at = f"left:{min(max(left, 0), 94):.2f}%;top:{min(max(top, 0), 92):.2f}%"
+            # at the box's bottom-right corner, inside it: its label (class, score) is at the top left
+            left, top = 100 * c.box[2] / width, 100 * c.box[3] / height
+            at = f"left:{min(max(left, 6), 100):.2f}%;top:{min(max(top, 8), 100):.2f}%"
             badges.append(f'<span class=badge style="{at}">{c.id}</span>')
     crop = pictures(href, alt, style=f"width:{scale:.4f}%", cls="pic crop")
     return f'<div class=boxes style="aspect-ratio:{panel.width}/{panel.height}">{crop}{"".join(badges)}</div>'
@@ -1048,8 +1049,9 @@ background:#fff;padding:8px 0;border-bottom:1px solid var(--line);margin-bottom:
 .boxes a.crop{position:absolute;left:0;top:0;min-height:0;background:none}
 .boxes a.crop img{height:auto}
 .sheet a.pic img{height:auto}
-.badge{position:absolute;transform:translate(-40%,-40%);background:#111;color:#fff;border:2px solid #fff;
-border-radius:999px;font:700 13px/1 system-ui,sans-serif;padding:3px 6px;pointer-events:none}
+.badge{position:absolute;transform:translate(calc(-100% - 2px),calc(-100% - 2px));background:#111;
+color:#fff;border:2px solid #fff;border-radius:999px;font:700 11px/1 system-ui,sans-serif;padding:2px 5px;
+pointer-events:none}
 .detection{border:1px solid var(--line);border-radius:6px;padding:8px;background:#fff;
 content-visibility:auto;contain-intrinsic-size:auto 320px;min-width:0}
 .detection[hidden]{display:none}
