@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from kit.rundir.naming import LinkError, open_regular
+
 GAP = 4  # pixels between tiles (kit.core.render._grid)
 MANY = 12  # more detections than this: 8 tiles a row (RunWriter._write_files), else 4
 HEADER_BYTES = 1 << 18  # where a JPEG's frame header must be; a sheet the kit writes has it first
@@ -32,11 +34,11 @@ class Panel:
 
 def jpeg_size(path: Path) -> Optional[tuple[int, int]]:
     """(width, height) from a JPEG's start-of-frame header, reading at most HEADER_BYTES; None
-    for a file that is not a JPEG or whose header is not found there."""
+    for a file that is not a JPEG, whose header is not found there, a link or a pipe."""
     try:
-        with path.open("rb") as f:
+        with open_regular(path, what="a summary sheet the page reads") as f:  # never through a link
             data = f.read(HEADER_BYTES)
-    except OSError:
+    except (OSError, LinkError):
         return None
     if data[:2] != b"\xff\xd8":
         return None

@@ -52,3 +52,13 @@ def test_a_file_that_is_not_a_jpeg_has_no_size(tmp_path: Path) -> None:
     assert jpeg_size(tmp_path / "cut.jpg") is None
     (tmp_path / "loop.jpg").write_bytes(b"\xff\xd8" + b"\xff\xe1\x00\x00" * 10)  # a length of 0
     assert jpeg_size(tmp_path / "loop.jpg") is None
+
+
+def test_a_link_or_a_pipe_is_not_read(tmp_path: Path) -> None:
+    import os
+
+    sheet = write_jpeg(tmp_path / "s.jpg", np.zeros((6, 8, 3), np.uint8))
+    assert jpeg_size(sheet) == (8, 6)
+    (tmp_path / "link.jpg").symlink_to(sheet)
+    os.mkfifo(tmp_path / "pipe.jpg")  # opened for reading, it would block
+    assert jpeg_size(tmp_path / "link.jpg") is None and jpeg_size(tmp_path / "pipe.jpg") is None
