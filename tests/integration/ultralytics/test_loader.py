@@ -49,7 +49,11 @@ def test_a_checkpoint_written_after_training_is_explained(yolo11: tuple[Any, Pat
     explainer = load(path, max_det=3)
     assert explainer.names == list(NAMES.values())
     assert explainer.default_layers() == ["16", "19", "22"]
-    assert explainer.settings == {"img_size": 160, "conf_thres": 0.25, "max_det": 3, "iou_thres": 0.7}
+    assert explainer.settings == {
+        **{"img_size": 160, "conf_thres": 0.25, "max_det": 3, "iou_thres": 0.7},
+        # what the report names the layers by: head inputs P3/P4/P5, a backbone of 11 layers (yolo11.yaml)
+        **{"head_layers": ["16", "19", "22"], "strides": [8, 16, 32], "backbone_layers": 11},
+    }
     (result,) = explainer.explain([image()], target="class-logit", fuse=True)
     assert result.error is None and len(result.detections) == 3
     assert result.layers == ("16", "19", "22")
