@@ -554,8 +554,10 @@ def _detections(run: RunView, matches: dict[tuple[str, Optional[int]], str]) -> 
         '<div id="cards" class=cards>\n',
     ]
     for image in run.images:
-        out.append(_image_head(run, image, pictures))
-        out += [_card_html(run, image, c, fused, matches, pictures) for c in image.cards]
+        out.append(_image_head(run, image, pictures=pictures))
+        out += [
+            _card_html(run, image, c=c, fused=fused, matches=matches, pictures=pictures) for c in image.cards
+        ]
     out.append("</div>\n")
     if not cards:
         out.append("<p class=muted>This run has no detections.</p>\n")
@@ -563,7 +565,7 @@ def _detections(run: RunView, matches: dict[tuple[str, Optional[int]], str]) -> 
     return "".join(out)
 
 
-def _image_head(run: RunView, image: ImageView, pictures: _Pictures) -> str:
+def _image_head(run: RunView, image: ImageView, *, pictures: _Pictures) -> str:
     """An image's file name and counts, the image with its boxes (numbered by detection id), its
     missed objects and why, and its error."""
     attrs = f' data-image="{_a(image.stem)}"' if image.stem is not None else ""
@@ -577,7 +579,7 @@ def _image_head(run: RunView, image: ImageView, pictures: _Pictures) -> str:
         f"{button}</h3>"
     ]
     if image.summary:
-        out.append(_boxes(run, image, pictures))
+        out.append(_boxes(run, image, pictures=pictures))
     elif image.error is None:
         out.append("<p class=muted>no summary sheet in the run folder</p>")
     if image.error is not None:
@@ -595,7 +597,7 @@ def _image_head(run: RunView, image: ImageView, pictures: _Pictures) -> str:
     return "".join(out)
 
 
-def _boxes(run: RunView, image: ImageView, pictures: _Pictures) -> str:
+def _boxes(run: RunView, image: ImageView, *, pictures: _Pictures) -> str:
     """The sheet's first tile (the image with every box), cropped out of the summary sheet, with
     each box's detection id at its bottom-right corner; the whole sheet where its grid is not recognized."""
     href = image.summary or ""
@@ -622,6 +624,7 @@ def _boxes(run: RunView, image: ImageView, pictures: _Pictures) -> str:
 def _card_html(
     run: RunView,
     image: ImageView,
+    *,
     c: CardView,
     fused: Optional[str],
     matches: dict[tuple[str, Optional[int]], str],
@@ -646,7 +649,7 @@ def _card_html(
     if match:
         meta.append(f"<b>{_e(match)}</b>")
     measures = run.measures.get((image.file, c.id), {})
-    figures = [_figure(run, image, m, measures.get(m.layer, {}), pictures) for m in drawn]
+    figures = [_figure(run, image, m=m, measures=measures.get(m.layer, {}), pictures=pictures) for m in drawn]
     nograd = [m.layer for m in c.maps if m.no_gradient]
     said = (
         f"<p class=nograd>no gradient reached {', '.join(_layer_label(run, x) for x in nograd)}</p>"
@@ -682,7 +685,10 @@ def _measure(value: Any) -> str:
     return _num(value)
 
 
-def _figure(run: RunView, image: ImageView, m: MapView, measures: dict[str, Any], pictures: _Pictures) -> str:
+def _figure(
+    run: RunView, image: ImageView, *, m: MapView, measures: dict[str, Any], pictures: _Pictures
+) -> str:
+    """One map of a card: its overlay, its layer in words and index, its energy in box and eval numbers."""
     numbers = [f"in box {_num(m.energy)}"]
     numbers += [f"{label} {_measure(measures[key])}" for key, label in EVAL_MEASURES if key in measures]
     caption = f"<figcaption>{_layer_label(run, m.layer)} · {' · '.join(numbers)}</figcaption>"
