@@ -290,12 +290,9 @@ def load(
         max_det=None if code.nms_caps else max_det,
     )
     settings: dict[str, Any] = {
-        "img_size": adapter.img_size,
-        "conf_thres": opt.conf_thres,
-        "iou_thres": opt.iou_thres,
+        **{"img_size": adapter.img_size, "conf_thres": opt.conf_thres, "iou_thres": opt.iou_thres},
+        **({"max_det": max_det} if code.nms_caps else {}),
+        **layer_facts(model, adapter.default_layers()),  # what the report names the layers by
     }
-    if code.nms_caps:
-        settings["max_det"] = max_det
-    settings.update(layer_facts(model, adapter.default_layers()))
     files = (shown,) if demo else tuple(paths)
     return Loaded(adapter=adapter, weights=shown, settings=settings, files=files, checkout=checkout)
