@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
+import numpy as np
 import pytest
 
 from kit.evaluation.audit import audit_run, write_audit
@@ -518,3 +519,39 @@ def test_an_eval_run_shows_each_detections_numbers_and_its_images_missed_objects
     status = {(c["data-image"], c["data-id"]): c["text"] for c in page.cards}
     assert "matched, IoU 1.00" in status[("a", "0")] and "PG hit · EBPG 0.700" in status[("a", "0")]
     assert "gradcam of class-logit, class cat" in status[("a", "0")]
+
+
+def test_an_images_missed_objects_are_listed_under_it_with_why_and_their_maps(tmp_path: Path) -> None:
+    """--explain-missed: the image head lists each missed object, its reason in words and its maps."""
+    from kit.core.detection import Detection, MissedObject, MissedReason
+    from kit.core.results import MissedResult
+
+    found = yolo_detection(0, 0, 0.9, 0)
+    box = (30.0, 30.0, 50.0, 50.0)
+    candidate = Detection(image_index=0, box_xyxy=box, class_id=1, score=0.1, row=3, level=1)
+    lost = MissedObject(
+        image_index=0, gt_box=box, class_id=1, box=box, score=0.1, iou=1.0,
+        reason=MissedReason.BELOW_THRESHOLD, candidate=candidate,
+    )  # fmt: skip
+    cam = np.full(scene(1).shape[:2], 0.5, np.float32)
+    missed = MissedResult(id=0, missed=lost, class_name="dog", maps={"74": None, "75": cam})
+    out = tmp_path / "run"
+    with RunWriter(
+        RunSettings(upstream="yolov7", weights="w", method="gradcam", target="class-logit", layers=LEVELS),
+        out_dir=out,
+    ) as w:
+        w.write_image(source="a.png", image_bgr=scene(1), detections=[found], missed=[missed])
+        w.finish()
+    write_report(out)
+    page = page_of(out)
+    head = (
+        (out / REPORT_NAME).read_text().split('<section class="image-head" id="i0"')[1].split("</section>")[0]
+    )
+    assert (
+        "1 detection · 1 missed" in head
+        and "missed <bdi>dog</bdi> at [30, 30, 50, 50]: below the threshold" in head
+    )
+    maps = [a for a in page.find("a") if a.get("class", "").startswith("pic small")]
+    assert [unquote(a["href"]) for a in maps] == ["a/missed0_75.jpg"]  # the one map a gradient reached
+    assert "1 image, 1 detection · 1 missed explained" in page.text
+    assert_links_stay_in(out, page)
