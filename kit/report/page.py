@@ -1098,7 +1098,10 @@ header.top,main{padding:0 8px}
 th,td{padding:3px 5px}
 th{white-space:normal}
 .block{padding:10px 8px}
-.controls{position:static}
+.controls{position:static;font-size:.85rem}
+.controls select,.controls input{max-width:9rem}
+#detections>.hint{display:none}
+h1{font-size:1.25rem;margin-top:10px}
 }
 """
 
