@@ -3,22 +3,28 @@
 The page is written from the finished run folder's own files (``manifest.json``, and ``eval.json``
 and ``audit.json`` when the run has them) and links to the pictures beside it by relative paths,
 so it opens from ``file://`` with no server and no network: no CDN, no fonts, plots drawn as
-inline SVG. Pictures load lazily and the page holds no more than a card per detection, so a run of
-thousands of images opens at once (docs/report.md has the measured times).
+inline SVG. The first screens' pictures are ``<img>`` elements loaded with the page (screenshots and
+print show them), the rest are put in as they near the screen, and the page holds no more than a
+card per detection, so a run of thousands of images opens in seconds (docs/report.md has the times).
 
-What it shows: a header (upstream, weights, method, target, layers, thresholds, counts, failed
-images and their errors); a grid of the images with their summary sheet and detection count; a
-card per detection with each layer's overlay (a layer no gradient reached is named in words, not
-drawn), class, score, level and ``energy_in_box``; filters (class, minimum score, layer, one
-image) and sorting (score, ``energy_in_box``) that work without reloading; with ``--eval`` the
-measures, deletion/insertion curves and missed objects; with ``--audit`` the per-class shares and
-the detections whose maps lie most outside their boxes.
+What it shows, detections first: a header (the run's name; one line of counts, method, target,
+upstream, recall; warnings; failed images and their errors; the provenance folded: upstream,
+commit, weights, every setting); then image by image, the image with its boxes numbered as its
+cards (cropped out of its summary sheet, :mod:`kit.report.pictures`), its missed objects and why,
+and a card per detection with what its maps explain, its eval numbers, and each layer's overlay
+large, named in words beside its index (:mod:`kit.report.layers`; a layer no gradient reached is
+named, not drawn); filters (class, minimum score, layer, one image) and sorting (score,
+``energy_in_box``) that work without reloading; with ``--eval`` the measures, deletion/insertion
+curves and missed objects; with ``--audit`` the per-class shares and the detections whose maps lie
+most outside their boxes.
 
 The DOM is a contract for tests and scripts: every detection card is an element of class
 ``detection`` with ``data-image`` (the image's stem in the run folder), ``data-id``,
 ``data-class`` (class name) and ``data-score``; a card a filter hides has the ``hidden``
-attribute; the class filter is ``<select id="class-filter">``, the score filter ``<input
-id="score-filter">`` (also ``#layer-filter``, ``#sort``, ``#shown-count``).
+attribute; each image's head is ``section.image-head`` (``id="i<n>"``, ``data-image``) before its
+cards; the class filter is ``<select id="class-filter">``, the score filter ``<input
+id="score-filter">`` (also ``#layer-filter``, ``#sort``, ``#shown-count``); the provenance is
+``details#provenance``.
 
 Every name from the run folder is escaped for HTML and percent-encoded in links, and a
 Content-Security-Policy lets only the page's own script run and only the run folder's pictures
