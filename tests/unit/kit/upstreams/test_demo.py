@@ -38,7 +38,9 @@ def test_missing_demo_weights_say_how_to_make_them(tmp_path: Path) -> None:
             demo_weights(tmp_path, stem=stem)
 
 
-@pytest.mark.parametrize(("stem", "cfg"), [(YOLOV5_STEM, "models/yolov5n.yaml")])
+@pytest.mark.parametrize(
+    ("stem", "cfg"), [(YOLOV5_STEM, "models/yolov5n.yaml"), (YOLOV3_STEM, "models/yolov3-tiny.yaml")]
+)
 def test_kept_yolov5_and_yolov3_demos_are_float16_under_20_mb_and_found_most_held_out_objects(
     stem: str, cfg: str
 ) -> None:
