@@ -51,7 +51,7 @@ class DemoWeights:
     """Where the demo weights are and how to build the model that takes them."""
 
     weights: Path  # float16 state_dict
-    cfg: str  # model cfg, relative to the yolov7 checkout
+    cfg: str  # model cfg, relative to its upstream's checkout (ultralytics: the package's yaml)
     nc: int
     names: tuple[str, ...]
     img_size: int
