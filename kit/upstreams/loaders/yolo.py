@@ -233,9 +233,8 @@ def load(
 ) -> Loaded:
     """yolov7, yolov3 (v9.6.0) or yolov5 (v7.0) from ``checkout``, already on ``sys.path``.
 
-    ``weights``: a checkpoint written by train.py (yolov7: several make an ensemble; yolov5: a
-    detection one, segmentation and classification ones are refused), or ``demo``: the upstream's
-    demo detector (yolov7-tiny, yolov3-tiny, yolov5n trained on shapes).
+    ``weights``: a checkpoint written by train.py (yolov7: several make an ensemble; ``demo``: the
+    upstream's demo detector; yolov5: a detection one, segmentation and classification refused).
     ``options.img_size``: one size, or (h, w) of which the larger is used as a square (default
     640; the demo detector's own 256). ``options.max_det`` default: that repo's detect.py's.
     """
