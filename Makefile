@@ -60,7 +60,7 @@ help:
 	@echo "make setup-yolov7 | setup-yolov3 | setup-yolov5 | setup-detectron2   clone the pin, apply patches, install"
 	@echo "make setup-ultralytics              its pinned sdist (sha256-checked), patches, editable install"
 	@echo "make cam [UPSTREAM=yolov7] [WEIGHTS=...] [SOURCE=...] [OUT=...] [CONFIG=...] [NPROC=N] [ARGS='...']"
-	@echo "make demo [ARGS='--iterations N']   train the demo detector (yolov7-tiny, synthetic shapes)"
+	@echo "make demo [UPSTREAM=yolov7] [ARGS='--iterations N']   train its demo detector on synthetic shapes"
 	@echo "make eval [ARGS='...']              PG, EBPG, deletion/insertion, randomization per method x layers"
 	@echo "make report RUN=<run folder>        index.html: the run's images, detections and maps, for a browser"
 	@echo "make audit RUN=<run folder> [ARGS='--top 50 --layer NAME']   where a run's maps lie against their boxes"
@@ -116,7 +116,8 @@ cam: $(ENV_STAMP)
 	$(PYTHON) -m scripts cam $(value UPSTREAM) --weights="$$KIT_CAM_WEIGHTS" --source="$$KIT_CAM_SOURCE" \
 		--out="$$KIT_CAM_OUT" --config="$$KIT_CAM_CONFIG" --nproc="$(value NPROC)" -- $(ARGS)
 
-# Trains with the yolov7 checkout's own Model and ComputeLoss (make setup-yolov7 first), or with
+# Trains with the yolov7 checkout's own Model and ComputeLoss (make setup-yolov7 first; UPSTREAM=yolov5
+# or yolov3: yolov5n or yolov3-tiny with that checkout's), or with
 # UPSTREAM=ultralytics YOLO11n with Ultralytics' own trainer; writes weights/demo/, data/demo/ and the
 # copy kept in the repository, kit/upstreams/demo/.
 demo: $(ENV_STAMP)

@@ -74,12 +74,11 @@ def add_yolo_flags(parser: argparse.ArgumentParser, spec: UpstreamSpec, flags: E
             help="dataset.yaml, as in detect.py; a .pt checkpoint carries its class names, which are used, "
             "so it is not read",
         )
-    if flags.size_default is None:
+    if not flags.size_nargs:
         parser.add_argument(flags.size_flag, type=int, default=None, help=flags.size_help)
     else:
-        parser.add_argument(
-            *flags.size_flags, nargs="+", type=int, default=list(flags.size_default), help=flags.size_help
-        )
+        default = None if flags.size_default is None else list(flags.size_default)
+        parser.add_argument(*flags.size_flags, nargs="+", type=int, default=default, help=flags.size_help)
     parser.add_argument("--conf-thres", type=float, default=0.25, help=flags.conf_help)
     parser.add_argument("--iou-thres", type=float, default=0.45, help=flags.iou_help)
     parser.add_argument("--max-det", type=int, default=spec.default_max_det, help=flags.max_det_help)
@@ -102,7 +101,7 @@ def parse_yolo(spec: UpstreamSpec, flags: EntryFlags, argv: list[str] | None) ->
     cli.add_kit_arguments(parser)  # with --half, as detect.py's (float16 on CUDA)
     opt = parser.parse_args(argv)
     size = getattr(opt, flags.size_flag.lstrip("-").replace("-", "_"))
-    if flags.size_nargs and len(size) > 2:
+    if flags.size_nargs and size is not None and len(size) > 2:
         parser.error(f"{flags.size_flag} takes one or two sizes (h w), got {len(size)}")
     return opt
 

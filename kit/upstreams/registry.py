@@ -17,7 +17,7 @@ import enum
 from dataclasses import dataclass
 
 from kit.core.errors import KitError
-from kit.upstreams.demo import STEM, ULTRALYTICS_STEM
+from kit.upstreams.demo import STEM, ULTRALYTICS_STEM, YOLOV3_STEM, YOLOV5_STEM
 
 
 class Family(enum.Enum):
@@ -67,10 +67,12 @@ class EntryFlags:
         """The image-size flag as errors name it (``--img-size``, ``--imgsz``)."""
         return self.size_flags[0]
 
+    size_hw: bool = False  # the size flag takes one or two sizes (h w), as ultralytics' detect.py's
+
     @property
     def size_nargs(self) -> bool:
         """Whether the size flag takes one or two sizes (h w), as ultralytics' detect.py's does."""
-        return self.size_default is not None
+        return self.size_hw
 
 
 @dataclass(frozen=True)
@@ -133,10 +135,13 @@ YOLO_CAM_ARGS = (
 ULTRALYTICS_ENTRY = EntryFlags(
     title="ultralytics/yolov3 v9.6.0",
     script="v9.6.0's detect.py",
-    weights_help="model.pt path",
+    weights_help="model.pt path, or 'demo': the kit's yolov3-tiny trained on synthetic shapes "
+    "(make demo UPSTREAM=yolov3)",
     size_flags=("--imgsz", "--img", "--img-size"),
-    size_default=(640,),
-    size_help="inference size; h,w is accepted as in detect.py and the larger is used as a square",
+    size_default=None,  # the loader's 640, as detect.py's; the demo detector's own 256
+    size_hw=True,
+    size_help="inference size (default 640; --weights demo: the demo's 256); h,w is accepted as in "
+    "detect.py and the larger is used as a square",
     max_det_help="maximum detections per image",
     conf_help="confidence threshold",
     iou_help="NMS IoU threshold",
@@ -201,6 +206,7 @@ YOLOV3 = UpstreamSpec(
     markers=("models/yolo.py", "utils/augmentations.py", "models/yolov3.yaml"),
     packages=YOLO_PACKAGES,
     device_style="index",
+    demo=YOLOV3_STEM,
     default_weights="yolov3.pt",
     default_max_det=1000,
     cam=CamDefaults(
@@ -219,6 +225,7 @@ YOLOV5 = dataclasses.replace(
     YOLOV3,
     name="yolov5",
     markers=("models/yolo.py", "utils/dataloaders.py", "models/yolov5s.yaml"),
+    demo=YOLOV5_STEM,
     default_weights="yolov5s.pt",
     cam=CamDefaults(
         weights_url="https://github.com/ultralytics/yolov5/releases/download/v7.0/yolov5s.pt",
@@ -232,7 +239,12 @@ YOLOV5 = dataclasses.replace(
     # v7.0's attempt_load reads to the CPU and moves the model to `device`
     yolo=dataclasses.replace(ULTRALYTICS_CODE, device_keyword="device", detection_only=True),
     entry=dataclasses.replace(
-        ULTRALYTICS_ENTRY, title="ultralytics/yolov5 v7.0", script="v7.0's detect.py", data_flag=True
+        ULTRALYTICS_ENTRY,
+        title="ultralytics/yolov5 v7.0",
+        script="v7.0's detect.py",
+        weights_help="model.pt path, or 'demo': the kit's yolov5n trained on synthetic shapes "
+        "(make demo UPSTREAM=yolov5)",
+        data_flag=True,
     ),
 )
 DETECTRON2 = UpstreamSpec(

@@ -1,17 +1,21 @@
-"""`make demo`: train the demo detector, yolov7-tiny on synthetic shapes, with yolov7's own code.
+"""`make demo`: train a demo detector on synthetic shapes with the upstream's own code:
+yolov7-tiny (yolov7, the default), yolov5n (``--upstream yolov5``), yolov3-tiny (``--upstream
+yolov3``); ``--upstream ultralytics``: scripts/demo/ultralytics_train.py.
 
-Run as ``python -m scripts demo --checkout upstreams/yolov7`` (the checkout goes first on
-sys.path, as for main_gradcam.py). The model is the pinned upstream's ``Model`` built from
-``cfg/training/yolov7-tiny.yaml`` with nc=3 and trained with the upstream's ``ComputeLoss``
-(hyperparameters of ``data/hyp.scratch.tiny.yaml``, scaled as ``train.py`` scales them) and
+Run as ``python -m scripts demo --upstream yolov5 --checkout upstreams/yolov5`` (the checkout goes
+first on sys.path, as for main_gradcam.py). The model is the pinned upstream's ``Model`` built from
+its own cfg (yolov7: ``cfg/training/yolov7-tiny.yaml``; yolov5: ``models/yolov5n.yaml``; yolov3:
+``models/yolov3-tiny.yaml``) with nc=3 and trained with the upstream's ``ComputeLoss``
+(hyperparameters of its train.py's default hyp file, scaled as ``train.py`` scales them) and
 AdamW on an endless, seeded stream of synthetic images (:mod:`scripts.demo.shapes`): circles,
 squares and triangles. Every run with the same options gives the same data; the weights agree
 up to the non-determinism of CPU kernels.
 
-Writes ``<weights-dir>/yolov7-tiny-shapes.pt`` (a float16 state_dict) and ``.json`` (cfg,
-classes, image size, training record, recall), and ``<data-dir>/{images,labels}`` (the held-out
-evaluation set, YOLO format). ``--install`` also copies the weights to ``kit/upstreams/demo/``, the copy
-kept in the repository so that nothing has to train before first use.
+Writes ``<weights-dir>/<stem>.pt`` (a float16 state_dict; stem ``yolov7-tiny-shapes``,
+``yolov5n-shapes``, ``yolov3-tiny-shapes``) and ``.json`` (cfg, classes, image size, training
+record, recall), and ``<data-dir>/{images,labels}`` (the held-out evaluation set, YOLO format).
+``--install`` also copies the weights to ``kit/upstreams/demo/``, the copy kept in the repository
+so that nothing has to train before first use.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import math
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +38,26 @@ from kit.upstreams.download import file_sha256
 from scripts.demo import kept, shapes
 from scripts.upstream.config import REPO_ROOT, checkout_path, load_project
 
-CFG = "cfg/training/yolov7-tiny.yaml"
-HYP = "data/hyp.scratch.tiny.yaml"
-STEM = "yolov7-tiny-shapes"
-DEMO_UPSTREAMS = ("yolov7", "ultralytics")  # the upstreams with a demo detector
+
+@dataclass(frozen=True)
+class Recipe:
+    """What differs between the YOLO upstreams' demos: files of the checkout, and the stem written."""
+
+    cfg: str  # the model cfg, relative to the checkout
+    hyp: str  # the hyperparameters its train.py reads by default
+    stem: str  # <stem>.pt and <stem>.json in the weights folder and kit/upstreams/demo/
+
+
+RECIPES = {
+    "yolov7": Recipe("cfg/training/yolov7-tiny.yaml", "data/hyp.scratch.tiny.yaml", kit_demo.STEM),
+    "yolov5": Recipe("models/yolov5n.yaml", "data/hyps/hyp.scratch-low.yaml", kit_demo.YOLOV5_STEM),
+    "yolov3": Recipe("models/yolov3-tiny.yaml", "data/hyps/hyp.scratch.yaml", kit_demo.YOLOV3_STEM),
+}
+CFG, HYP, STEM = RECIPES["yolov7"].cfg, RECIPES["yolov7"].hyp, RECIPES["yolov7"].stem
+TRAINED_UPSTREAMS = (*RECIPES, "ultralytics")  # the upstreams whose demo detector make demo trains
+# the demos make eval measures (scripts/eval reads this and its --upstream): yolov5 and yolov3 are
+# refused there, by name, until it measures them, rather than measured on yolov7's checkout
+DEMO_UPSTREAMS = ("yolov7", "ultralytics")
 
 
 def training_batch(iteration: int, *, batch_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -58,22 +79,30 @@ def learning_rate(iteration: int, *, iterations: int, peak: float, warmup: int) 
     return peak * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def build_model(checkout: Path) -> Any:
+def build_model(checkout: Path, *, upstream: str = "yolov7") -> Any:
+    """The checkout's ``Model`` built from ``upstream``'s demo cfg with the shapes' classes."""
     from models.yolo import Model
 
-    return Model(str(checkout / CFG), ch=3, nc=len(shapes.CLASSES))
+    return Model(str(checkout / RECIPES[upstream].cfg), ch=3, nc=len(shapes.CLASSES))
 
 
 def train(
-    checkout: Path, *, iterations: int, batch_size: int, lr: float, seed: int, progress: bool
+    checkout: Path,
+    *,
+    upstream: str = "yolov7",
+    iterations: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    progress: bool,
 ) -> tuple[Any, float]:
     import yaml
     from tqdm import tqdm
     from utils.loss import ComputeLoss
 
     torch.manual_seed(seed)
-    model = build_model(checkout).train()
-    hyp = yaml.safe_load((checkout / HYP).read_text())
+    model = build_model(checkout, upstream=upstream).train()
+    hyp = yaml.safe_load((checkout / RECIPES[upstream].hyp).read_text())
     # train.py's scaling for the number of levels, classes and the image size
     nl = model.model[-1].nl
     hyp["box"] *= 3.0 / nl
@@ -93,14 +122,14 @@ def train(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        box, obj, cls, total = items.tolist()
+        box, obj, cls = items.tolist()[:3]  # yolov7's ComputeLoss adds the total
         bar.set_postfix(box=f"{box:.3f}", obj=f"{obj:.3f}", cls=f"{cls:.3f}")
     return model, time.perf_counter() - started
 
 
-def load_demo_model(checkout: Path, weights: Path) -> Any:
+def load_demo_model(checkout: Path, weights: Path, *, upstream: str = "yolov7") -> Any:
     """Model(cfg, nc=3) with the float16 state_dict loaded, as float32, fused, in eval mode."""
-    return kit_demo.load_demo_model(build_model(checkout), weights)
+    return kit_demo.load_demo_model(build_model(checkout, upstream=upstream), weights)
 
 
 def evaluate(
@@ -153,15 +182,16 @@ def yolov7_parser(prog: str, description: str | None) -> argparse.ArgumentParser
     return parser
 
 
-def open_checkout(given: Path | None, *, threads: int) -> Path | None:
-    """The yolov7 checkout (``given``, or the one make setup-yolov7 made) first on sys.path, as for
-    main_gradcam.py, and torch on ``threads`` threads; None, said on stderr, when it is no checkout
-    of yolov7 (the caller exits 2)."""
-    checkout = (given or checkout_path(load_project(), "yolov7")).resolve()
-    for needed in ("models/yolo.py", CFG):
+def open_checkout(given: Path | None, *, threads: int, upstream: str = "yolov7") -> Path | None:
+    """The ``upstream`` checkout (``given``, or the one make setup-<upstream> made) first on
+    sys.path, as for main_gradcam.py, and torch on ``threads`` threads; None, said on stderr, when
+    it is no checkout of that upstream (the caller exits 2)."""
+    checkout = (given or checkout_path(load_project(), upstream)).resolve()
+    for needed in ("models/yolo.py", RECIPES[upstream].cfg):
         if not (checkout / needed).is_file():
             print(
-                f"error: {checkout} is not a yolov7 checkout (no {needed}); run `make setup-yolov7` first",
+                f"error: {checkout} is not a {upstream} checkout (no {needed}); "
+                f"run `make setup-{upstream}` first",
                 file=sys.stderr,
             )
             return None
@@ -174,9 +204,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = yolov7_parser("python -m scripts demo", __doc__)
     parser.add_argument(
         "--upstream",
-        choices=DEMO_UPSTREAMS,
+        choices=TRAINED_UPSTREAMS,
         default="yolov7",
-        help="ultralytics: scripts/demo/ultralytics_train.py",
+        help="yolov7: yolov7-tiny, yolov5: yolov5n, yolov3: yolov3-tiny; "
+        "ultralytics: scripts/demo/ultralytics_train.py",
     )
     parser.add_argument("--iterations", type=int, default=1000)
     parser.add_argument("--batch-size", type=int, default=16)
@@ -189,35 +220,39 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def demo_upstream(argv: Sequence[str], *, prog: str = "python -m scripts demo") -> str:
-    """The upstream whose demo `make demo` trains (``--upstream``, default yolov7); a name with no demo
-    ends in argparse's usage error (exit 2)."""
+def demo_upstream(
+    argv: Sequence[str], *, prog: str = "python -m scripts demo", choices: Sequence[str] = DEMO_UPSTREAMS
+) -> str:
+    """The upstream ``--upstream`` names (default yolov7) among ``choices``; another name ends in
+    argparse's usage error (exit 2)."""
     parser = argparse.ArgumentParser(prog=prog, add_help=False)
-    parser.add_argument("--upstream", choices=DEMO_UPSTREAMS, default="yolov7")
+    parser.add_argument("--upstream", choices=choices, default="yolov7")
     return str(parser.parse_known_args(argv)[0].upstream)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if demo_upstream(argv) == "ultralytics":
+    if demo_upstream(argv, choices=TRAINED_UPSTREAMS) == "ultralytics":
         from scripts.demo import ultralytics_train
 
         return ultralytics_train.main(argv)
     args = parse_args(argv)
-    if (checkout := open_checkout(args.checkout, threads=args.threads)) is None:
+    if (checkout := open_checkout(args.checkout, threads=args.threads, upstream=args.upstream)) is None:
         return 2
     data_dir = args.data_dir.resolve()
     shapes.write_split(data_dir, count=args.eval_images, split="eval", seed=args.seed)
     model, seconds = train(
         checkout,
+        upstream=args.upstream,
         iterations=args.iterations,
         batch_size=args.batch_size,
         lr=args.lr,
         seed=args.seed,
         progress=not args.no_progress,
     )
-    weights = save_weights(model, args.weights_dir.resolve())
-    scores = evaluate(load_demo_model(checkout, weights), data_dir)  # the weights as saved
+    weights = save_weights(model, args.weights_dir.resolve(), stem=RECIPES[args.upstream].stem)
+    # the weights as saved
+    scores = evaluate(load_demo_model(checkout, weights, upstream=args.upstream), data_dir)
     record = training_record(args, weights=weights, seconds=seconds, scores=scores)
     weights.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
     print(
@@ -231,10 +266,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def save_weights(model: Any, weights_dir: Path) -> Path:
-    """``model``'s state_dict as float16 in ``weights_dir``/yolov7-tiny-shapes.pt; returns its path."""
+def save_weights(model: Any, weights_dir: Path, *, stem: str = STEM) -> Path:
+    """``model``'s state_dict as float16 in ``weights_dir``/``stem``.pt; returns its path."""
     weights_dir.mkdir(parents=True, exist_ok=True)
-    weights = weights_dir / f"{STEM}.pt"
+    weights = weights_dir / f"{stem}.pt"
     state = {k: v.detach().half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
     torch.save(state, weights)
     return weights
@@ -244,8 +279,10 @@ def training_record(
     args: argparse.Namespace, *, weights: Path, seconds: float, scores: dict[str, Any]
 ) -> dict[str, Any]:
     """The demo record kept beside the weights: how to build the model, how it was trained, its scores."""
+    recipe = RECIPES[args.upstream]
     return {
-        "cfg": CFG,
+        "upstream": args.upstream,
+        "cfg": recipe.cfg,
         "nc": len(shapes.CLASSES),
         "names": list(shapes.CLASSES),
         "img_size": shapes.IMAGE_SIZE,
@@ -258,7 +295,7 @@ def training_record(
             "lr": args.lr,
             "seed": args.seed,
             "loss": "utils.loss.ComputeLoss",
-            "hyp": HYP,
+            "hyp": recipe.hyp,
             "seconds": round(seconds, 1),
             "threads": args.threads,
         },

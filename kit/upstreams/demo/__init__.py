@@ -1,12 +1,14 @@
-"""The demo detectors kept in the repository: yolov7-tiny, and YOLO11n (ultralytics), trained on
-synthetic shapes.
+"""The demo detectors kept in the repository: yolov7-tiny, yolov5n, yolov3-tiny and YOLO11n
+(ultralytics), trained on synthetic shapes.
 
 ``make demo`` (``scripts/demo/train.py``) trains it with the pinned yolov7's own model code and loss
 and writes ``yolov7-tiny-shapes.pt`` (a float16 state_dict, loadable with
 ``torch.load(weights_only=True)``) and ``yolov7-tiny-shapes.json`` (the cfg to build, class
 names, image size, and how it was trained and scored). This module reads that record and loads
 the weights into a model the caller builds with the upstream's own ``Model`` (the entry point,
-``make demo``, ``make eval``), so the kit imports no upstream code.
+``make demo``, ``make eval``), so the kit imports no upstream code. yolov5n
+(``yolov5n-shapes``) and yolov3-tiny (``yolov3-tiny-shapes``) are kept the same way
+(``make demo UPSTREAM=yolov5|yolov3``, the same trainer), built from their checkout's own cfg.
 
 The ultralytics demo (``make demo UPSTREAM=ultralytics``, ``scripts/demo/ultralytics_train.py``) is
 kept beside it: ``yolo11n-shapes.pt`` and ``yolo11n-shapes.json``, read with
@@ -31,8 +33,17 @@ if TYPE_CHECKING:  # torch is imported when a model is loaded: DEMO_NAME is read
 DEMO_DIR = Path(__file__).resolve().parent
 STEM = "yolov7-tiny-shapes"
 ULTRALYTICS_STEM = "yolo11n-shapes"
+YOLOV5_STEM = "yolov5n-shapes"  # make demo UPSTREAM=yolov5: models/yolov5n.yaml of the yolov5 checkout
+YOLOV3_STEM = "yolov3-tiny-shapes"  # make demo UPSTREAM=yolov3: models/yolov3-tiny.yaml of yolov3's
 ULTRALYTICS_CFG = "yolo11n.yaml"  # a model yaml of the ultralytics package (ultralytics/cfg/models/11)
 DEMO_NAME = "demo"  # what --weights accepts to mean these weights
+# how to train each demo, and about how long it takes on 2 CPU cores (the error of a missing one says)
+TRAIN_COMMANDS = {
+    STEM: ("make demo", 10),
+    ULTRALYTICS_STEM: ("make demo UPSTREAM=ultralytics", 40),
+    YOLOV5_STEM: ("make demo UPSTREAM=yolov5", 20),
+    YOLOV3_STEM: ("make demo UPSTREAM=yolov3", 30),
+}
 
 
 @dataclass(frozen=True)
@@ -40,7 +51,7 @@ class DemoWeights:
     """Where the demo weights are and how to build the model that takes them."""
 
     weights: Path  # float16 state_dict
-    cfg: str  # model cfg, relative to the yolov7 checkout
+    cfg: str  # model cfg, relative to its upstream's checkout (ultralytics: the package's yaml)
     nc: int
     names: tuple[str, ...]
     img_size: int
@@ -52,16 +63,12 @@ def demo_weights(directory: Path | None = None, *, stem: str = STEM) -> DemoWeig
     clear errors if absent."""
     folder = DEMO_DIR if directory is None else Path(directory)
     meta, weights = folder / f"{stem}.json", folder / f"{stem}.pt"
-    make = (
-        "make demo UPSTREAM=ultralytics` to train them (about 40"
-        if stem == ULTRALYTICS_STEM
-        else "make demo` to train them (about 10"
-    )
+    make, minutes = TRAIN_COMMANDS.get(stem, ("make demo", 10))
     for path in (meta, weights):
         if not path.is_file():
             raise CheckpointNotFoundError(
-                f"demo weights not found: {path}. Run `{make} minutes on "
-                "2 CPU cores), or pass your own checkpoint with --weights PATH."
+                f"demo weights not found: {path}. Run `{make}` to train them (about {minutes} "
+                "minutes on 2 CPU cores), or pass your own checkpoint with --weights PATH."
             )
     try:
         record = json.loads(meta.read_text())

@@ -44,8 +44,9 @@ def wants_demo(weights: Sequence[str]) -> bool:
     return list(weights) == [DEMO_NAME] and not Path(DEMO_NAME).is_file()
 
 
-def load_demo_model(checkout: Path, device: Any) -> tuple[Any, int, str]:
-    """The demo detector: yolov7's Model(cfg, nc=3) with the kit's float16 state_dict, fused.
+def load_demo_model(checkout: Path, device: Any, *, stem: str) -> tuple[Any, int, str]:
+    """The demo detector ``stem``: the checkout's Model(cfg, nc=3) with the kit's float16
+    state_dict, fused.
 
     Returns the model, its training image size and the weights path (for the manifest).
     """
@@ -54,7 +55,7 @@ def load_demo_model(checkout: Path, device: Any) -> tuple[Any, int, str]:
     from kit.upstreams.demo import demo_weights
     from kit.upstreams.demo import load_demo_model as load_weights
 
-    demo = demo_weights()
+    demo = demo_weights(stem=stem)
     model: Any = load_weights(Model(str(checkout / demo.cfg), ch=3, nc=demo.nc), demo.weights, device=device)
     model.names = list(demo.names)
     return model, demo.img_size, str(demo.weights)
@@ -247,8 +248,8 @@ def load(
 ) -> Loaded:
     """yolov7, yolov3 (v9.6.0) or yolov5 (v7.0) from ``checkout``, already on ``sys.path``.
 
-    ``weights``: a checkpoint written by train.py (yolov7: several make an ensemble; ``demo`` the
-    demo detector; yolov5: a detection one, segmentation and classification ones are refused).
+    ``weights``: a checkpoint written by train.py (yolov7: several make an ensemble; ``demo``: the
+    upstream's demo detector; yolov5: a detection one, segmentation and classification refused).
     ``options.img_size``: one size, or (h, w) of which the larger is used as a square (default
     640; the demo detector's own 256). ``options.max_det`` default: that repo's detect.py's.
     """
@@ -269,8 +270,8 @@ def load(
     device = upstream_device(fns.select_device, "" if opt.device is None else opt.device)
     loader = checkpoint_loader(allowed_modules=ALLOWED_MODULES, trust=opt.trust_checkpoint, validate=validate)
     default_size = code.img_size
-    if demo:
-        model, default_size, shown = load_demo_model(checkout, device)
+    if demo and spec.demo is not None:
+        model, default_size, shown = load_demo_model(checkout, device, stem=spec.demo)
     else:
         model, shown = read_model(spec, paths, fns=fns, loader=loader, device=device), ",".join(paths)
     if opt.half:

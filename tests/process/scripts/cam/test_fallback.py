@@ -11,8 +11,9 @@ from scripts.cam import launch as cam
 from tests.conftest import installed_checkout
 
 
+@pytest.mark.parametrize("name", ["yolov7", "yolov3", "yolov5"])
 def test_make_cam_falls_back_to_the_demo_detector_offline(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     calls: list[list[str]] = []
 
@@ -23,16 +24,17 @@ def test_make_cam_falls_back_to_the_demo_detector_offline(
     monkeypatch.setattr(cam, "default_weights", offline)
     monkeypatch.setattr(cam, "demo_sample", lambda: tmp_path / "sample")
     monkeypatch.setattr(cam, "run_child", lambda command, cwd: calls.append(command) or 0)
-    assert cam.run_cam("yolov7", weights=None, source=None, out=str(tmp_path / "run"), extra=[]) == 0
+    assert cam.run_cam(name, weights=None, source=None, out=str(tmp_path / "run"), extra=[]) == 0
     (command,) = calls
     assert command[command.index("--weights") + 1] == "demo"
     assert command[command.index("--source") + 1] == str(tmp_path / "sample")
     err = capsys.readouterr().err
     assert "could not reach" in err and "demo detector" in err and "WEIGHTS=" in err
+    assert f"({cam.SPECS[name].demo}, kept in kit/upstreams/demo" in err
 
     # Your own source is kept; other upstreams still stop with the download error.
     calls.clear()
-    cam.run_cam("yolov7", weights=None, source=str(tmp_path / "mine"), out=str(tmp_path / "run"), extra=[])
+    cam.run_cam(name, weights=None, source=str(tmp_path / "mine"), out=str(tmp_path / "run"), extra=[])
     assert calls[0][calls[0].index("--source") + 1] == str(tmp_path / "mine")
     with pytest.raises(DownloadError):
-        cam.run_cam("yolov3", weights=None, source=None, out=str(tmp_path / "run"), extra=[])
+        cam.run_cam("detectron2", weights=None, source=None, out=str(tmp_path / "run"), extra=[])

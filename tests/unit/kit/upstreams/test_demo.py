@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from kit.core.errors import CheckpointNotFoundError
-from kit.upstreams.demo import DEMO_DIR, demo_weights, load_demo_model
+from kit.upstreams.demo import DEMO_DIR, YOLOV3_STEM, YOLOV5_STEM, demo_weights, load_demo_model
 from kit.upstreams.download import file_sha256
 from scripts.demo import shapes
 
@@ -32,6 +32,27 @@ def test_missing_demo_weights_say_how_to_make_them(tmp_path: Path) -> None:
     with pytest.raises(CheckpointNotFoundError, match="make demo"):
         demo_weights(tmp_path)
     assert DEMO_DIR.name == "demo"
+    for stem, upstream in ((YOLOV5_STEM, "yolov5"), (YOLOV3_STEM, "yolov3")):
+        make = f"{stem}.json. Run `make demo UPSTREAM={upstream}`"
+        with pytest.raises(CheckpointNotFoundError, match=make):
+            demo_weights(tmp_path, stem=stem)
+
+
+@pytest.mark.parametrize(
+    ("stem", "cfg"), [(YOLOV5_STEM, "models/yolov5n.yaml"), (YOLOV3_STEM, "models/yolov3-tiny.yaml")]
+)
+def test_kept_yolov5_and_yolov3_demos_are_float16_under_20_mb_and_found_most_held_out_objects(
+    stem: str, cfg: str
+) -> None:
+    demo = demo_weights(stem=stem)
+    assert (demo.cfg, demo.nc, demo.names, demo.img_size) == (cfg, 3, shapes.CLASSES, shapes.IMAGE_SIZE)
+    assert file_sha256(demo.weights) == demo.record["sha256"]
+    assert demo.weights.stat().st_size <= 20 * 2**20  # the limit for a demo kept in the repo
+    state = torch.load(demo.weights, map_location="cpu", weights_only=True)
+    floats = [v for v in state.values() if v.is_floating_point()]
+    assert floats and all(v.dtype == torch.float16 and torch.isfinite(v).all() for v in floats)
+    evaluation = demo.record["evaluation"]
+    assert evaluation["images"] == 100 and evaluation["recall@0.5"] >= 0.9
 
 
 class Fusable(nn.Module):

@@ -33,8 +33,10 @@ def test_weights_demo_reaches_the_entry_point_even_with_a_demo_folder(
     command = checkout.pop()
     assert command[command.index("--weights") + 1] == str(tmp_path / "demo")
     (tmp_path / "demo").unlink()
-    with pytest.raises(ConfigError, match=r"WEIGHTS=demo is the demo detector of yolov7.*yolov3 has none"):
-        cam.run_cam("yolov3", weights="demo", source=None, out=None, extra=[])
+    with pytest.raises(
+        ConfigError, match=r"WEIGHTS=demo is the demo detector of yolov3, yolov5, yolov7.*detectron2 has none"
+    ):
+        cam.run_cam("detectron2", weights="demo", source=None, out=None, extra=[])
 
 
 def test_driver_exit_codes(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
