@@ -20,7 +20,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from kit.core.contract import Candidates, Capabilities, LayerNotFoundError, ScoreRoute, named_module
+from kit.core.contract import (
+    Candidates,
+    Capabilities,
+    LayerNotFoundError,
+    LevelLayers,
+    ScoreRoute,
+    named_module,
+)
 from kit.core.detection import Detection, detections_of_rows
 from kit.core.errors import KitError
 from kit.core.geometry import Letterbox
@@ -42,6 +49,16 @@ def check_resizable(hw: tuple[int, int], img_size: int) -> None:
             f"its short side would shrink to 0 px, leaving nothing to explain; crop it, or pass "
             f"--img-size {needed} or more"
         )
+
+
+def level_inputs(seq: nn.Sequential, sources: Sequence[int]) -> list[int]:
+    """Per head level, the layer read by the module feeding it (its ``f``: one input), or that
+    module itself where it reads several: the layer ODAM's map of the level is taken at."""
+    found = []
+    for index in sources:
+        f = getattr(seq[index], "f", -1)
+        found.append(index if isinstance(f, list) else (index + f if f < 0 else int(f)))
+    return found
 
 
 def head_sources(head: Any, layers: int) -> list[int]:
@@ -156,6 +173,9 @@ class YoloAdapter:
         self.capabilities = Capabilities(
             objectness=True,
             candidates=self._candidates,
+            level_layers=LevelLayers(
+                layers=tuple(str(i) for i in level_inputs(seq, self._head_sources())),
+            ),
             local_gradients=partial(self._through_head, only_head=True),
             score_route=ScoreRoute(
                 layers={str(index): seq[index] for index in self._head_sources()},
