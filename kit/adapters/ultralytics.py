@@ -334,19 +334,19 @@ class UltralyticsAdapter:
                     for d, (y0, y1, x0, x1) in zip(picked, bounds)
                 ]
             ).requires_grad_(True)
-            at = (
-                torch.arange(len(rows)),
-                [ys[j] - b[0] for j, b in zip(rows, bounds)],
-                [xs[j] - b[2] for j, b in zip(rows, bounds)],
-            )
+            k = torch.arange(len(rows))  # each crop's own cell: (k, :, oy, ox)
+            oy = torch.tensor([ys[j] - b[0] for j, b in zip(rows, bounds)])
+            ox = torch.tensor([xs[j] - b[2] for j, b in zip(rows, bounds)])
             box, cls = box_branch(crop), cls_branch(crop)
             if box.shape[2:] != crop.shape[2:] or cls.shape[2:] != crop.shape[2:]:
                 return None
             cells = [(ys[j], xs[j]) for j in rows]
-            score = self._cell_scores(level, box[at], cls[at], cells, picked, target, xyxy=output.xyxy)
+            score = self._cell_scores(
+                level, box[k, :, oy, ox], cls[k, :, oy, ox], cells, picked, target, xyxy=output.xyxy
+            )
             (grad,) = torch.autograd.grad(score, crop)
-            for k, (j, (y0, y1, x0, x1)) in enumerate(zip(rows, bounds)):
-                grads[j, :, y0:y1, x0:x1] = grad[k]
+            for g, (j, (y0, y1, x0, x1)) in zip(grad, zip(rows, bounds)):
+                grads[j, :, y0:y1, x0:x1] = g
         return grads
 
     def _cell_scores(
