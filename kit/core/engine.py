@@ -58,6 +58,26 @@ class MapMethod(Protocol):
 
 
 @dataclass(frozen=True)
+class OwnLevels:
+    """The layers of own-level mode (the ODAM-style method), given as :func:`explain`'s ``layers``:
+    ``modules`` by name, and ``levels``, the name of each head level's layer (index =
+    ``Detection.level``; a detection with no level: ``levels[0]``, where there is one). Each
+    detection is explained at its own level's layer only; the others are not computed and are
+    flagged ``no_gradient`` for it. Where ``levels`` are the adapter's
+    ``capabilities.level_layers``, its exact level gradients replace the backward."""
+
+    modules: Mapping[str, nn.Module]
+    levels: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        missing = [name for name in self.levels if name not in self.modules]
+        if missing:
+            raise KitError(
+                f"level layer {missing[0]!r} is not one of the layers given ({', '.join(self.modules)})"
+            )
+
+
+@dataclass(frozen=True)
 class Chunks:
     """How many detections share one chunk of backward passes: at most ``size``, and where the layers
     are large, as many as keep one gradient per detection and layer within ``mb`` megabytes."""
@@ -393,6 +413,7 @@ def _explain_own_levels(
     levels = list(one.levels or ())
     detections = explanation.detections
     chunk = [detections[k] for k in idx.tolist()]
+    _check_own_levels(levels, chunk)
     image_of = torch.tensor([d.image_index for d in chunk], device=one.device)
     for name in set(levels):
         explanation.no_gradient[name][idx.cpu()] = True
@@ -448,13 +469,12 @@ def explain(
     *,
     forward: Callable[[], DetectorOutput],
     detect: Callable[[Any], list[Detection]],
-    layers: Mapping[str, nn.Module],
+    layers: Mapping[str, nn.Module] | OwnLevels,
     target: Target,
     methods: Sequence[MapMethod],
     model: nn.Module | None = None,
     capabilities: Capabilities = NO_CAPABILITIES,
     chunks: Chunks = DEFAULT_CHUNKS,
-    levels: Sequence[str] | None = None,
 ) -> Explanation:
     """Explain every detection of one forward pass at every layer with every method.
 
@@ -469,19 +489,18 @@ def explain(
     backward from each detection's score.
 
     A chunk holds at most ``chunks.size`` detections and, where the layers are large, as many
-    as keep one gradient per detection and layer within ``chunks.mb`` (Faster R-CNN's stride-4
-    FPN map is ~30 MB per detection; Grad-CAM++ holds a few such stacks at once).
+    as keep one gradient per detection and layer within ``chunks.mb``.
 
     With ``capabilities.per_level_layers``, a layer that runs once per head level (a head shared
     across levels, e.g. RetinaNet's ``head.cls_subnet``) is explained at the call of each
     detection's ``level``; its maps are resized to the largest call's resolution so one layer
     keeps one (n, h, w) stack. Without it, a layer that runs more than once is refused.
 
-    ``levels`` (own-level mode, the ODAM-style method): one name of ``layers`` per head level,
-    index = ``Detection.level``; each detection is explained at its own level's layer only (the
-    others are not computed, and flagged ``no_gradient`` for it). Where they are the adapter's
-    ``capabilities.level_layers``, its exact level gradients are used instead of a backward.
+    ``layers`` as :class:`OwnLevels` (the ODAM-style method): each detection at its own level's
+    layer only (see there).
     """
+    levels = layers.levels if isinstance(layers, OwnLevels) else None
+    layers = layers.modules if isinstance(layers, OwnLevels) else layers
     calls: dict[str, list[torch.Tensor]] = {}
     hooked = _hooked_layers(layers, capabilities)
     with frozen_parameters(model), hooked_activations(hooked, calls=calls) as store, torch.enable_grad():
@@ -489,8 +508,6 @@ def explain(
         _check_ran(layers, store)
         with torch.no_grad():
             detections = detect(output)
-        if levels is not None:
-            _check_own_levels(levels, detections)
         repeated = _repeated_layers(layers, calls, detections, capabilities)
         names = [name for name in layers if name not in repeated]
         explanation = _empty(

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from kit.core.contract import Adapter, LevelLayers
-from kit.core.engine import Explanation, explain
+from kit.core.engine import Explanation, OwnLevels, explain
 from kit.core.geometry import Letterbox
 from kit.core.options import ArgumentError
 from kit.core.targets import get_target
@@ -93,12 +93,11 @@ class Odam(Method):
         explanation = explain(
             forward=lambda: adapter.forward(batch),
             detect=detect,
-            layers=modules,
+            layers=OwnLevels(modules=modules, levels=levels),
             target=get_target("class-logit") if job.target is None else job.target,
             methods=[self],
             model=adapter.model,
             capabilities=adapter.capabilities,
-            levels=levels,
         )
         return explanation, letterboxes
 

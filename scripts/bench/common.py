@@ -136,7 +136,7 @@ def measure_kit(
     detections, repeat = args.detections, args.repeat
     import torch
 
-    from kit.core.engine import explain
+    from kit.core.engine import OwnLevels, explain
     from kit.methods.registry import METHODS
 
     if not layers:
@@ -160,12 +160,11 @@ def measure_kit(
                 explain(
                     forward=lambda: adapter.forward(inputs),
                     detect=adapter.detect,
-                    layers=layers,
+                    layers=layers if levels is None else OwnLevels(modules=layers, levels=tuple(levels)),
                     target=target,
                     methods=[METHODS[method]],  # type: ignore[list-item]
                     model=adapter.model,
                     capabilities=adapter.capabilities,
-                    levels=levels,
                 )
 
             seconds, peak = timed(kit_run, repeat=repeat)

@@ -192,11 +192,10 @@ def test_images_of_a_batch_are_scaled_as_at_batch_one() -> None:
     assert [b.content[2:] for b in boxes] == [a.content[2:] for a in alone]  # same scale, more padding
 
 
-@pytest.mark.parametrize("target", ["class-logit", "box-x2"])
-def test_odams_level_gradients_equal_the_general_backward(case: Any, target: str) -> None:
+def test_odams_level_gradients_equal_the_general_backward(case: Any) -> None:
     """ODAM's map at each detection's own level (the head's input there): the fast path (the
     level's cv2/cv3 branches on a window around the cell, batched) equals a backward from the score."""
-    from kit.core.engine import Chunks, explain
+    from kit.core.engine import Chunks, OwnLevels, explain
     from kit.methods.registry import METHODS
 
     explained, batch, _ = case
@@ -205,11 +204,12 @@ def test_odams_level_gradients_equal_the_general_backward(case: Any, target: str
     common: dict[str, Any] = dict(
         forward=lambda: explained.forward(batch),
         detect=lambda output: explained.detect(output)[:12],
-        layers=explained.resolve_layers(explained.default_layers()),
-        target=get_target(target, objectness=False),
+        layers=OwnLevels(
+            modules=explained.resolve_layers(explained.default_layers()), levels=tuple(level_layers.layers)
+        ),
+        target=get_target("class-box", objectness=False),  # the class logit and every box coordinate
         methods=[METHODS["odam"]],
         model=explained.model,
-        levels=list(level_layers.layers),
     )
     fast = explain(**common, capabilities=explained.capabilities, chunks=Chunks(size=5))
     slow = explain(**common)

@@ -16,7 +16,7 @@ from kit.adapters.yolo import (
     check_resizable,
 )
 from kit.core.contract import Capabilities
-from kit.core.engine import Chunks, explain
+from kit.core.engine import Chunks, OwnLevels, explain
 from kit.core.targets import TARGETS
 from kit.methods.cam import CAM_METHODS
 from kit.methods.registry import METHODS
@@ -325,11 +325,10 @@ def test_level_gradients_equal_the_general_backward(target: str, spatial: bool) 
     common = dict(
         forward=lambda: adapter.forward(batch),
         detect=adapter.detect,
-        layers=adapter.resolve_layers(["0", "1"]),
+        layers=OwnLevels(modules=adapter.resolve_layers(["0", "1"]), levels=("0", "1")),
         target=TARGETS[target],
         methods=[METHODS["odam"], CAM_METHODS["hirescam"]],
         model=adapter.model,
-        levels=["0", "1"],
     )
     fast = explain(**common, capabilities=adapter.capabilities, chunks=Chunks(size=7))  # type: ignore[arg-type]
     slow = explain(**common)  # type: ignore[arg-type]
