@@ -271,19 +271,17 @@ class RTDETRAdapter:
             levels=self._query_levels(scores, queries=logits.shape[1]),
         )
 
-    def _query_levels(self, scores: list[torch.Tensor], *, queries: int) -> torch.Tensor:
+    def _query_levels(self, scores: list[torch.Tensor], *, queries: int) -> torch.Tensor | None:
         """(B, Q): the encoder level each decoder query starts from. The head's query selection
         takes the top Q cells of the flattened per-level memory by their best encoder class score
         (``_get_decoder_input``: content vector and reference box both from that cell): recomputed
-        here on the same scores (``enc_score_head``'s output), the cell's index tells its level."""
+        here on the same scores (``enc_score_head``'s output), the cell's index tells its level.
+        None where the head did not select so (one score per cell, Q of them): detections then have
+        no level, and ``--method odam`` refuses them naming it; every other method is unaffected."""
         shapes = [tuple(int(v) for v in shape) for shape in getattr(self.head, "shapes", [])]
         cells = sum(h * w for h, w in shapes)
-        if len(scores) != 1 or scores[0].shape[1] != cells or min(queries, cells) != queries:
-            raise KitError(
-                "the RT-DETR head's query selection does not read one score per encoder cell "
-                f"({len(scores)} score calls, {cells} cells, {queries} queries): this ultralytics "
-                "version selects queries otherwise than 8.4.190; the adapter cannot tell each query's level"
-            )
+        if len(scores) != 1 or scores[0].shape[1] != cells or queries > cells:
+            return None
         best = scores[0].detach().amax(dim=-1)
         index = best.topk(queries, dim=1).indices
         ends = torch.tensor([h * w for h, w in shapes], device=index.device).cumsum(0)

@@ -191,6 +191,9 @@ def test_a_querys_level_is_the_encoder_level_the_head_selected_it_from(
     assert len(set(by_hand.flatten().tolist())) > 1
     detections = adapter.detect(output)
     assert [d.level for d in detections] == [int(by_hand[d.image_index, d.row]) for d in detections]
+    # a head that scored other than one row per encoder cell: no level is guessed
+    assert adapter._query_levels([torch.zeros(2, 7, 3)], queries=30) is None
+    assert adapter._query_levels([], queries=30) is None
 
 
 def test_odam_maps_each_query_at_its_own_level_with_the_exact_gradient(package: Any) -> None:
