@@ -11,7 +11,7 @@ method; the target is the detection's score (the softmax class probability at it
 
 - ``plain``: no-grad inference, backbone, RPN and box head with its per-class NMS (the floor);
 - ``kit-gradcam`` / ``kit-gradcampp``: the kit, every detection at every layer of the set;
-- ``kit-odam`` (head set): the ODAM-style method, every detection at its own FPN level's map only;
+- ``kit-odam`` (``odam`` set): the ODAM-style method, each detection at its own FPN level only;
 - ``seed``: Grad-CAM.pytorch's detectron2 demo (yizt/Grad-CAM.pytorch, ``detection/grad_cam.py``)
   re-implemented: a GradCAM object per layer running ``model.inference`` on an input that
   requires grad, the parameters requiring grad as built, then per detection ``model.zero_grad()``
@@ -147,35 +147,6 @@ def pytorch_grad_cam_run(
     )
 
 
-def measure_odam(
-    records: common.Records, adapter: Any, images: Any, step: common.KitStep, *, repeat: int
-) -> None:
-    """``kit-odam``: the ODAM-style method on the step's detections, each at its own FPN level only
-    (the adapter's exact, batched level gradients), recorded in the head set beside Grad-CAM."""
-    from kit.core.engine import explain
-    from kit.core.targets import Score
-    from kit.methods.odam import Odam
-
-    levels = adapter.capabilities.level_layers.layers
-    layers = adapter.resolve_layers(list(dict.fromkeys(levels)))
-
-    def run() -> None:
-        explain(
-            forward=lambda: adapter.forward(images),
-            detect=adapter.detect,
-            layers=layers,
-            target=Score(),
-            methods=[Odam()],
-            model=adapter.model,
-            capabilities=adapter.capabilities,
-            levels=levels,
-        )
-
-    adapter.max_det = step.n
-    seconds, peak = common.timed(run, repeat=repeat)
-    records.add(step.layer_set, step.n, "kit-odam", seconds, peak, step.plain)
-
-
 def resized_input(aug: Any, image: np.ndarray) -> dict[str, Any]:
     """The seed's model input: the image resized as the config says, CHW float, its original size."""
     resized = aug.get_transform(image).apply_image(image)
@@ -221,9 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     def bench_set(layer_set: str) -> None:
         layers = common.set_layers(adapter, layer_set, args.deep)
         for step in common.measure_kit(records, layer_set, adapter, images, layers, Score(), args):
-            if layer_set == "head":  # ODAM's layers are the head's (one per level): the same row set
-                measure_odam(records, adapter, images, step, repeat=args.repeat)
-            if step.n > args.skip_slow_above or not baselines:
+            if step.n > args.skip_slow_above or not baselines or layer_set == common.ODAM_SET:
                 continue
             picks = [(d.row, d.class_id) for d in step.detections]
             common.measure_baselines(
