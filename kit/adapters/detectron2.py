@@ -7,7 +7,10 @@ differentiable:
 * Faster R-CNN: backbone -> proposal generator -> ``roi_heads``, with a forward hook on
   ``roi_heads.box_predictor`` that keeps the class logits of every proposal (scores before the
   softmax). The patched ``fast_rcnn_inference_single_image`` stores the proposal of each kept
-  detection as ``Instances.indices``; a detection's ``row`` is that proposal within its image.
+  detection as ``Instances.indices``; a detection's ``row`` is that proposal within its image,
+  its ``level`` (FPN) the pyramid level its proposal is pooled from: the box pooler's own rule
+  (detectron2's ``assign_boxes_to_levels``, FPN paper eq. 1: canonical size 224 at p4), as an
+  index into ``roi_heads.in_features``. A C4 model pools from one map: ``level`` None.
 * RetinaNet: backbone -> ``head`` -> ``forward_inference`` (patched: out-of-place sigmoid, and
   ``Instances.levels`` / ``Instances.anchor_indices``); ``level`` and ``row`` are the feature
   level and the anchor (index into that level's H x W x A predictions).
@@ -19,6 +22,7 @@ Preprocessing is DefaultPredictor's: BGR or RGB per ``cfg.INPUT.FORMAT``, the up
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -28,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from kit.core.contract import Candidates, Capabilities, ScoreRoute, named_module
+from kit.core.contract import Candidates, Capabilities, LevelLayers, ScoreRoute, named_module
 from kit.core.detection import Detection
 from kit.core.errors import KitError
 from kit.core.geometry import Letterbox
@@ -36,6 +40,9 @@ from kit.core.targets import DetectorOutput, Target, TargetNotSupportedError
 
 # Box2BoxTransform.apply_deltas: (deltas (n, 4 k), boxes (n, 4)) -> (n, 4 k) decoded boxes
 Decode = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+# detectron2.modeling.poolers.assign_boxes_to_levels: (box lists, min level, max level, canonical
+# box size, canonical level) -> (boxes,) int64 level index, 0 = min level
+AssignLevels = Callable[[list[Any], int, int, int, int], torch.Tensor]
 
 
 def _no_objectness() -> TargetNotSupportedError:
@@ -154,7 +161,10 @@ class Detectron2Adapter:
         input_format: str = "BGR",
         names: Sequence[str] | None = None,
         max_det: int | None = None,
+        assign_levels: AssignLevels | None = None,
     ) -> None:
+        """``assign_levels``: detectron2's ``assign_boxes_to_levels`` (the loader hands it in);
+        None: the one the box pooler's own module defines, the function its forward calls."""
         if input_format not in ("BGR", "RGB"):
             raise KitError(f"cfg.INPUT.FORMAT {input_format!r} is not supported; use BGR or RGB")
         self.model = model
@@ -176,6 +186,7 @@ class Detectron2Adapter:
             )
         self.num_classes = nc
         self.names: list[str] = list(names) if names else [str(i) for i in range(nc)]
+        self._assign = assign_levels
         if self.kind == "rcnn":
             # A box score reads the backbone only through its proposal's ROIAlign (proposal boxes
             # are constants, as detectron2's RPN makes them): the pooled maps answer locally, and
@@ -185,9 +196,12 @@ class Detectron2Adapter:
                 local_gradients=self._local_gradients,
                 score_route=ScoreRoute(layers=pooled, gradients=self._local_gradients),
                 candidates=self._candidates,
+                level_layers=LevelLayers(tuple(self.level_layers()), gradients=self._level_gradients),
             )
         else:  # RetinaNet's head runs once per level; a detection's level names its run
-            self.capabilities = Capabilities(per_level_layers=True, candidates=self._candidates)
+            self.capabilities = Capabilities(
+                per_level_layers=True, candidates=self._candidates, level_layers=self._retinanet_levels()
+            )
 
     # ---- layers ------------------------------------------------------------------------
     def default_layers(self) -> list[str]:
@@ -195,19 +209,43 @@ class Detectron2Adapter:
         FPN: ``backbone.fpn_output2..5``); RetinaNet: ``head.cls_subnet`` (once per level)."""
         if self.kind == "retinanet":
             return ["head.cls_subnet"]
+        return [self._feature_module(f, "the box head's input") for f in self._net.roi_heads.in_features]
+
+    def level_layers(self) -> list[str]:
+        """The layer of each head level, indexed by a detection's ``level`` (ODAM's maps): the
+        backbone output the level's head reads. Faster R-CNN: the maps the box head pools from
+        (FPN: ``backbone.fpn_output2..5``, a detection's proposal pooled from one of them through
+        ROIAlign of 7 x 7 bins over the box; C4: ``backbone.res4``, one map, ``level`` None);
+        RetinaNet: its FPN outputs p3..p7 (``backbone.fpn_output3..5``, ``backbone.top_block.p6``,
+        ``.p7``), each read by the shared head's four 3x3 convs."""
+        if self.kind == "retinanet":
+            return [self._feature_module(f, "a RetinaNet head level") for f in self._net.head_in_features]
+        return self.default_layers()
+
+    def _retinanet_levels(self) -> LevelLayers | None:
+        """RetinaNet's level layers; None (no ``--method odam``, every other method as before) where
+        a level's map comes from no module of its own (a backbone this adapter does not know)."""
+        try:
+            layers = tuple(self.level_layers())
+        except KitError:
+            return None
+        return LevelLayers(layers, gradients=self._retinanet_gradients if _window(self._net.head) else None)
+
+    def _feature_module(self, feature: str, what: str) -> str:
+        """The dotted name of the backbone module whose output is the feature ``feature``: the
+        backbone's own stage (C4: res4), an FPN output conv (pN: fpn_outputN) or the FPN's top
+        block (RetinaNet's p6, p7: top_block.p6, top_block.p7)."""
         backbone = self._net.backbone
-        layers = []
-        for feature in self._net.roi_heads.in_features:
-            if hasattr(backbone, feature):
-                layers.append(f"backbone.{feature}")
-            elif feature.startswith("p") and hasattr(backbone, f"fpn_output{feature[1:]}"):
-                layers.append(f"backbone.fpn_output{feature[1:]}")
-            else:
-                raise KitError(
-                    f"cannot tell which module outputs the box head's input {feature!r}; "
-                    "name the layers with --target-layers"
-                )
-        return layers
+        level = feature[1:] if feature.startswith("p") else None
+        if hasattr(backbone, feature):
+            return f"backbone.{feature}"
+        if level is not None and hasattr(backbone, f"fpn_output{level}"):
+            return f"backbone.fpn_output{level}"
+        if level is not None and hasattr(getattr(backbone, "top_block", None), feature):
+            return f"backbone.top_block.{feature}"
+        raise KitError(
+            f"cannot tell which module outputs {what} {feature!r}; name the layers with --target-layers"
+        )
 
     def resolve_layers(self, names: Sequence[str]) -> dict[str, nn.Module]:
         advice = f"give a dotted module name (default: {','.join(self.default_layers())})"
@@ -288,12 +326,22 @@ class Detectron2Adapter:
             return {}
         return dict(zip(self.default_layers(), self._net.roi_heads.in_features))
 
-    def _pool(self, features: list[torch.Tensor], boxes: Any) -> torch.Tensor:
-        """ROIAlign of the proposals from the feature maps, as ``roi_heads`` runs it (FPN or C4)."""
+    def _pooler(self) -> Any:
+        """The box head's ROIPooler (StandardROIHeads: ``box_pooler``; Res5ROIHeads: ``pooler``)."""
         heads = self._net.roi_heads
-        pooler = heads.box_pooler if hasattr(heads, "box_pooler") else heads.pooler  # Standard / Res5
-        pooled: torch.Tensor = pooler(features, [boxes])
-        return pooled
+        return heads.box_pooler if hasattr(heads, "box_pooler") else heads.pooler
+
+    def _levels(self, boxes: Any) -> torch.Tensor | None:
+        """Each proposal box's pyramid level, an index into ``roi_heads.in_features``, by the box
+        pooler's own rule and settings; None where it pools from one map (C4)."""
+        pooler = self._pooler()
+        if len(pooler.level_poolers) == 1:
+            return None
+        assign = self._assign if self._assign is not None else _pooler_assignment(pooler)
+        levels: torch.Tensor = assign(
+            [boxes], pooler.min_level, pooler.max_level, pooler.canonical_box_size, pooler.canonical_level
+        )
+        return levels
 
     def _box_predictions(self, pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Class logits and box regression of pooled proposals: box head (FPN) or res5 and the
@@ -331,43 +379,114 @@ class Detectron2Adapter:
     def _pooled_gradients(
         self, output: RcnnOutput, chunk: Sequence[Detection], target: Target
     ) -> dict[str, torch.Tensor]:
+        """Each detection's proposal is pooled from one level (the pooler's assignment): its gradient
+        is zero at the others, and at its own level is :meth:`_level_gradients`'."""
         names, in_features = list(self._pooled_layers()), list(self._net.roi_heads.in_features)
         grads = {
             name: output.features[f].new_zeros((len(chunk), *output.features[f].shape[1:]))
             for name, f in zip(names, in_features)
         }
-        # The box head works on each proposal alone: one backward of the summed scores gives every
-        # detection's gradient at its own pooled row; each row then goes back through a ROIAlign
-        # of that proposal only (the cost of ROIAlign's backward grows with the proposals).
-        for b in sorted({d.image_index for d in chunk}):
-            picked = [j for j, d in enumerate(chunk) if d.image_index == b]
-            maps = [output.features[f].detach()[b : b + 1] for f in in_features]
-            rows = torch.tensor([chunk[j].row for j in picked], device=maps[0].device)
-            boxes = output.proposals[b].proposal_boxes[rows]
-            with torch.enable_grad():
-                pooled = self._pool(maps, boxes).detach().requires_grad_(True)
-                logits, deltas = self._box_predictions(pooled)
-                local = RcnnOutput(
-                    logits=logits,
-                    offsets=(0,),
-                    instances=[],
-                    deltas=deltas,
-                    boxes=boxes.tensor,
-                    decode=self._net.roi_heads.box_predictor.box2box_transform.apply_deltas,
+        boxes = [output.proposals[d.image_index].proposal_boxes[d.row : d.row + 1] for d in chunk]
+        levels = [self._levels(box) for box in boxes]
+        own = [0 if level is None else int(level[0]) for level in levels]
+        for level in sorted(set(own)):
+            rows = [j for j, lv in enumerate(own) if lv == level]
+            found = self._level_gradients(
+                output, level, output.features[in_features[level]], [chunk[j] for j in rows], target
+            )
+            grads[names[level]][rows] = found
+        return grads
+
+    def _level_gradients(
+        self,
+        output: DetectorOutput,
+        level: int,
+        activation: torch.Tensor,
+        detections: Sequence[Detection],
+        target: Target,
+    ) -> torch.Tensor:
+        """Faster R-CNN: each detection's exact gradient at its own level's FPN map (``activation``,
+        (B, C, H, W)), which its score reads only through its proposal's ROIAlign there: the map
+        copied once per detection, proposal k pooled from copy k by the level's own ROIAlign, the
+        box head and the target, and one backward for them all."""
+        if not isinstance(output, RcnnOutput):
+            raise KitError(f"the Faster R-CNN adapter got a {type(output).__name__}, not its own output")
+        images = torch.tensor([d.image_index for d in detections], device=activation.device)
+        boxes = torch.stack(
+            [output.proposals[d.image_index].proposal_boxes.tensor[d.row] for d in detections]
+        ).detach()
+        index = torch.arange(len(detections), dtype=boxes.dtype, device=boxes.device)[:, None]
+        with torch.enable_grad():
+            copies = activation.detach()[images].requires_grad_(True)
+            pooled = self._pooler().level_poolers[level](copies, torch.cat([index, boxes], dim=1))
+            logits, deltas = self._box_predictions(pooled)
+            local = RcnnOutput(
+                logits=logits,
+                offsets=(0,),
+                instances=[],
+                deltas=deltas,
+                boxes=boxes,
+                decode=self._net.roi_heads.box_predictor.box2box_transform.apply_deltas,
+            )
+            scores = target(local, [replace(d, image_index=0, row=k) for k, d in enumerate(detections)])
+            (grad,) = torch.autograd.grad(scores.sum(), copies)
+        return grad
+
+    def _retinanet_gradients(
+        self,
+        output: DetectorOutput,
+        level: int,
+        activation: torch.Tensor,
+        detections: Sequence[Detection],
+        target: Target,
+    ) -> torch.Tensor:
+        """RetinaNet: each detection's exact gradient at its level's FPN map (``activation``). Its
+        anchor's logits and box deltas read the map only within the head's receptive field around
+        the anchor's cell (four 3x3 convs and a 3x3 predictor: 11 x 11 cells), so the head is re-run
+        on that window alone: its centre is computed exactly as on the whole map (a wrong value at
+        the window's cut edge moves in one cell per conv, and the centre is ``radius`` cells in),
+        where the map's own edge pads with zeros as the head does."""
+        if not isinstance(output, RetinaNetOutput) or output.decode is None:
+            raise KitError(f"the RetinaNet adapter got a {type(output).__name__}, not its own output")
+        head, radius = self._net.head, _window(self._net.head)
+        anchors = head.cls_score.out_channels // self.num_classes
+        h, w = activation.shape[-2:]
+        grads = activation.new_zeros((len(detections), *activation.shape[1:]))
+        leaves, windows, logits, deltas, boxes = [], [], [], [], []
+        with torch.enable_grad():
+            for d in detections:
+                cell, a = divmod(d.row, anchors)
+                y, x = divmod(cell, w)
+                y0, y1, x0, x1 = (
+                    max(0, y - radius),
+                    min(h, y + radius + 1),
+                    max(0, x - radius),
+                    min(w, x + radius + 1),
                 )
-                scores = target(
-                    local, [replace(chunk[j], image_index=0, row=k) for k, j in enumerate(picked)]
+                leaf = (
+                    activation[d.image_index : d.image_index + 1, :, y0:y1, x0:x1]
+                    .detach()
+                    .requires_grad_(True)
                 )
-                (at_pooled,) = torch.autograd.grad(scores.sum(), pooled)
-                for k, j in enumerate(picked):
-                    leaves = [m.detach().requires_grad_(True) for m in maps]
-                    one = self._pool(leaves, boxes[k : k + 1])
-                    found = torch.autograd.grad(
-                        one, leaves, grad_outputs=at_pooled[k : k + 1], allow_unused=True
-                    )
-                    for name, grad in zip(names, found):
-                        if grad is not None:
-                            grads[name][j] = grad[0]
+                logits.append(head.cls_score(head.cls_subnet(leaf))[0, :, y - y0, x - x0].view(anchors, -1))
+                deltas.append(head.bbox_pred(head.bbox_subnet(leaf))[0, :, y - y0, x - x0].view(anchors, 4))
+                boxes.append(output.anchors[level][cell * anchors : (cell + 1) * anchors])
+                leaves.append(leaf)
+                windows.append((y0, y1, x0, x1))
+            local = RetinaNetOutput(
+                logits=[torch.cat(logits)[None]],
+                instances=[],
+                deltas=[torch.cat(deltas)[None]],
+                anchors=[torch.cat(boxes)],
+                decode=output.decode,
+            )
+            rows = [
+                replace(d, image_index=0, level=0, row=k * anchors + d.row % anchors)
+                for k, d in enumerate(detections)
+            ]
+            found = torch.autograd.grad(target(local, rows).sum(), leaves)
+        for k, ((y0, y1, x0, x1), grad) in enumerate(zip(windows, found)):
+            grads[k, :, y0:y1, x0:x1] = grad[0]
         return grads
 
     def _candidates(self, output: DetectorOutput, image_index: int, class_id: int) -> Candidates:
@@ -391,7 +510,9 @@ class Detectron2Adapter:
                 boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h)
                 scores = torch.softmax(output.logits[start : start + count].float(), dim=1)[:, :-1]
                 threshold = float(self._net.roi_heads.box_predictor.test_score_thresh)
-                return Candidates(boxes.cpu(), scores.cpu(), rows, None, threshold, multi_label=True)
+                levels = self._levels(output.proposals[image_index].proposal_boxes)
+                levels = None if levels is None else levels.cpu()
+                return Candidates(boxes.cpu(), scores.cpu(), rows, levels, threshold, multi_label=True)
             if not isinstance(output, RetinaNetOutput) or output.decode is None:
                 raise KitError(f"the detectron2 adapter got a {type(output).__name__}, not its own output")
             boxes_, scores_, rows_, levels_ = [], [], [], []
@@ -408,12 +529,14 @@ class Detectron2Adapter:
             )
 
     def detect(self, output: RcnnOutput | RetinaNetOutput) -> list[Detection]:
-        """The model's own kept detections, with the proposal or level and anchor of each."""
+        """The model's own kept detections, with the proposal (and the level it is pooled from) or
+        the level and anchor of each."""
         detections: list[Detection] = []
         for image_index, inst in enumerate(output.instances):
             fields = inst.get_fields()
             if isinstance(output, RcnnOutput):
-                rows, levels = _patched_field(fields, "indices"), None
+                rows = _patched_field(fields, "indices")
+                levels = self._levels(output.proposals[image_index].proposal_boxes[rows])
             else:
                 rows, levels = _patched_field(fields, "anchor_indices"), _patched_field(fields, "levels")
             n = len(inst) if self.max_det is None else min(len(inst), self.max_det)
@@ -433,6 +556,53 @@ class Detectron2Adapter:
                     )
                 )
         return detections
+
+
+def _window(head: nn.Module) -> int:
+    """The radius (cells) of a RetinaNet head's receptive field on its input, for a head made of
+    plain stride-1 'same' convs and ReLUs (detectron2's ``RetinaNetHead`` without a norm); 0 for any
+    other (a GroupNorm mixes the whole map: no window is exact)."""
+    branches: Any = head
+    radius = 0
+    for subnet, last in (("cls_subnet", "cls_score"), ("bbox_subnet", "bbox_pred")):
+        modules = [*getattr(branches, subnet, [None]), getattr(branches, last, None)]
+        reach = 0
+        for m in modules:
+            if type(m) is nn.ReLU:
+                continue
+            if type(m) is not nn.Conv2d or not _same_conv(m):
+                return 0
+            reach += (m.kernel_size[0] - 1) // 2
+        radius = max(radius, reach)
+    return radius
+
+
+def _same_conv(conv: nn.Conv2d) -> bool:
+    """A stride-1, undilated conv with odd square kernel and zero padding that keeps the size."""
+    k = conv.kernel_size[0]
+    return (
+        conv.kernel_size == (k, k)
+        and k % 2 == 1
+        and conv.stride == (1, 1)
+        and conv.dilation == (1, 1)
+        and conv.padding == ((k - 1) // 2, (k - 1) // 2)
+        and conv.padding_mode == "zeros"
+    )
+
+
+def _pooler_assignment(pooler: nn.Module) -> AssignLevels:
+    """detectron2's ``assign_boxes_to_levels`` from the box pooler's own module: the function its
+    forward calls, so a detection's level is the one its proposal was pooled from."""
+    module = sys.modules.get(type(pooler).__module__)
+    found = getattr(module, "assign_boxes_to_levels", None)
+    if not callable(found):
+        raise KitError(
+            f"the box pooler {type(pooler).__name__} (module {type(pooler).__module__}) has no "
+            "assign_boxes_to_levels beside it: this detectron2 assigns pyramid levels otherwise than "
+            "the pinned one; the adapter cannot tell a detection's level"
+        )
+    assign: AssignLevels = found
+    return assign
 
 
 def _patched_field(fields: dict[str, Any], name: str) -> torch.Tensor:

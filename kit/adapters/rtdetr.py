@@ -19,6 +19,18 @@ output per level (the decoder's inputs: the default) and the decoder's input pro
 own per-level maps, what its cross-attention samples). The decoder's transformer layers are
 refused: their outputs are one vector per query, and their deformable cross-attention reads each
 level at a few learned points per query, so there is no (C, H, W) map there to weight.
+
+A detection's ``level`` (the ODAM-style method's own level) is the encoder level its query was
+selected from. The decoder's cross-attention samples every level, so no level alone makes a
+query's score; but each query starts from one cell of one level: the head takes the top Q cells of
+the flattened encoder memory by their encoder class score, and that cell gives both the query's
+content vector and its initial reference box (``_get_decoder_input``). That cell's level is the
+nearest thing to "the level that produced the box" (ODAM's rule for FPN detectors), it is one layer
+per detection as for every other family, and it is read from the model, not chosen by a
+threshold. The other reading, element-wise maps at every level merged by maximum (ODAM's TPAMI
+version, Ultralytics' LayerCAM merge), is near what ``--method hirescam`` (or layercam) at the
+default layers shows already, a map per level (``--fuse`` averages them); the own-level map is the
+one the other families can be compared with.
 """
 
 from __future__ import annotations
@@ -32,7 +44,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from kit.core.contract import Candidates, Capabilities, LayerNotFoundError, named_module
+from kit.core.contract import Candidates, Capabilities, LayerNotFoundError, LevelLayers, named_module
 from kit.core.detection import Detection
 from kit.core.errors import KitError
 from kit.core.geometry import Letterbox
@@ -56,6 +68,7 @@ class RTDETROutput:
     boxes: torch.Tensor  # (B, Q, 4): normalized cxcywh (the decoder's sigmoid output)
     input_hw: tuple[int, int]  # the network input's height and width, in pixels
     topk: torch.Tensor  # (B, Q, 6): what the head returned (detached), best score first
+    levels: torch.Tensor | None = None  # (B, Q): the encoder level each query was selected from
 
     def _index(self, detections: Sequence[Detection]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return detection_index(detections, self.logits.device)
@@ -154,7 +167,9 @@ class RTDETRAdapter:
         self.classes = None if classes is None else [int(c) for c in classes]
         self.device = next(model.parameters()).device
         # No local gradients: every query attends to every level (and to the other queries).
-        self.capabilities = Capabilities(candidates=self._candidates)
+        self.capabilities = Capabilities(
+            candidates=self._candidates, level_layers=LevelLayers(tuple(self.default_layers()))
+        )
 
     # ---- layers ------------------------------------------------------------------------
     def layer_groups(self) -> dict[str, list[str]]:
@@ -235,7 +250,12 @@ class RTDETRAdapter:
             # The head caches its anchors per input shape; made under inference_mode (the package's
             # predictor) they cannot enter a graph: the head makes them again, the same values.
             self.head.shapes = []
-        result = self.model(batch)
+        scores: list[torch.Tensor] = []
+        handle = self.head.enc_score_head.register_forward_hook(lambda m, i, out: scores.append(out))
+        try:
+            result = self.model(batch)
+        finally:
+            handle.remove()
         if not (isinstance(result, tuple) and len(result) == 2 and isinstance(result[1], tuple)):
             raise KitError(
                 "the RT-DETR head returned no raw decoder output (export mode?); load the model for "
@@ -248,7 +268,24 @@ class RTDETRAdapter:
             boxes=boxes,
             input_hw=(int(batch.shape[2]), int(batch.shape[3])),
             topk=topk.detach(),
+            levels=self._query_levels(scores, queries=logits.shape[1]),
         )
+
+    def _query_levels(self, scores: list[torch.Tensor], *, queries: int) -> torch.Tensor | None:
+        """(B, Q): the encoder level each decoder query starts from. The head's query selection
+        takes the top Q cells of the flattened per-level memory by their best encoder class score
+        (``_get_decoder_input``: content vector and reference box both from that cell): recomputed
+        here on the same scores (``enc_score_head``'s output), the cell's index tells its level.
+        None where the head did not select so (one score per cell, Q of them): detections then have
+        no level, and ``--method odam`` refuses them naming it; every other method is unaffected."""
+        shapes = [tuple(int(v) for v in shape) for shape in getattr(self.head, "shapes", [])]
+        cells = sum(h * w for h, w in shapes)
+        if len(scores) != 1 or scores[0].shape[1] != cells or queries > cells:
+            return None
+        best = scores[0].detach().amax(dim=-1)
+        index = best.topk(queries, dim=1).indices
+        ends = torch.tensor([h * w for h, w in shapes], device=index.device).cumsum(0)
+        return torch.bucketize(index, ends, right=True)
 
     def _queries(self, output: RTDETROutput) -> torch.Tensor:
         """The query of each of the head's top-k rows: the head's own ``topk`` over the flattened
@@ -284,6 +321,7 @@ class RTDETRAdapter:
                         class_id=int(rows[j, 5]),
                         score=float(rows[j, 4]),
                         row=int(queries[b, j]),
+                        level=None if output.levels is None else int(output.levels[b, queries[b, j]]),
                     )
                 )
         return detections
@@ -300,7 +338,7 @@ class RTDETRAdapter:
             boxes=boxes.cpu(),
             scores=scores.cpu(),
             rows=torch.arange(len(scores)),
-            levels=None,
+            levels=None if output.levels is None else output.levels[image_index].cpu(),
             threshold=self.conf_thres,
             multi_label=True,
         )

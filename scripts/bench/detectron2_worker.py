@@ -11,6 +11,7 @@ method; the target is the detection's score (the softmax class probability at it
 
 - ``plain``: no-grad inference, backbone, RPN and box head with its per-class NMS (the floor);
 - ``kit-gradcam`` / ``kit-gradcampp``: the kit, every detection at every layer of the set;
+- ``kit-odam`` (``odam`` set): the ODAM-style method, each detection at its own FPN level only;
 - ``seed``: Grad-CAM.pytorch's detectron2 demo (yizt/Grad-CAM.pytorch, ``detection/grad_cam.py``)
   re-implemented: a GradCAM object per layer running ``model.inference`` on an input that
   requires grad, the parameters requiring grad as built, then per detection ``model.zero_grad()``
@@ -191,7 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     def bench_set(layer_set: str) -> None:
         layers = common.set_layers(adapter, layer_set, args.deep)
         for step in common.measure_kit(records, layer_set, adapter, images, layers, Score(), args):
-            if step.n > args.skip_slow_above or not baselines:
+            if step.n > args.skip_slow_above or not baselines or layer_set == common.ODAM_SET:
                 continue
             picks = [(d.row, d.class_id) for d in step.detections]
             common.measure_baselines(

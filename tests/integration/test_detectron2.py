@@ -87,7 +87,7 @@ def test_make_cam_explains_every_detection(
     assert Path(image["file"]).name == Path(IMAGE).name and (image["width"], image["height"]) == (1300, 340)
     assert (out / "lazyconfig_summary.jpg").is_file()
     levels = {det["level"] for det in image["detections"]}
-    assert levels == {None} if key != "retinanet" else None not in levels
+    assert levels == {None} if key == "c4" else None not in levels  # FPN: the level pooled from
 
 
 def test_recorded_index_gives_back_the_detection_score(
@@ -131,6 +131,38 @@ def test_local_gradients_equal_the_full_backward(
     for image_found in report["batch"]:
         assert image_found["detections"] == 2 and image_found["same_detections"] is True, image_found
         assert image_found["agree"] == layers, image_found
+
+
+def test_odam_explains_each_detection_at_the_level_it_is_pooled_from(
+    detectron2_checkout: Path, checkpoints: dict[str, Path]
+) -> None:
+    """Faster R-CNN FPN and RetinaNet: a detection's level is the FPN level its score reads (the
+    box pooler's assignment; RetinaNet's head level), the level layer outputs that very map, and
+    ODAM's map there equals relu(sum_c g * A) of plain autograd through the whole model, with
+    every other level flagged (children/detectron2_own_level.py)."""
+    args = [str(detectron2_checkout / IMAGE)]
+    for key in ("fpn", "retinanet"):
+        args += [CONFIGS[key], str(checkpoints[key])]
+    result = run_child_in_checkout(detectron2_checkout, "detectron2_own_level", *args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    fpn, retinanet = json.loads(result.stdout.strip().splitlines()[-1])
+    assert fpn["level_layers"] == DEFAULT_LAYERS["fpn"]
+    assert retinanet["level_layers"] == [
+        *(f"backbone.fpn_output{k}" for k in (3, 4, 5)),
+        "backbone.top_block.p6",
+        "backbone.top_block.p7",
+    ]
+    # squares of sides 20, 112, 224, 448, 1000: p2, p3, p4 (canonical 224), p5, p5 (clamped)
+    assert fpn["boxes"] == fpn["boxes_upstream"] == [0, 1, 2, 3, 3]
+    assert fpn["levels"] == fpn["upstream_levels"]
+    for found, count in ((fpn, 4), (retinanet, 5)):
+        assert found["same_as_features"] == [True] * count
+        assert found["kept"] == 4 and set(found["levels"]) == set(range(count)), found["levels"]
+        others = [sorted(set(range(count)) - {level}) for level in found["levels"]]
+        assert found["flags"] == others
+        # the score reads its own level only (RetinaNet's p7 is computed from p6)
+        assert [r for r in found["reached"] if r != [3, 4]] == [[lv] for lv in found["levels"] if lv != 4]
+        assert found["max_value"] > 0 and found["max_error"] <= 1e-3 * found["max_value"], found
 
 
 def test_patched_model_detects_exactly_like_the_unpatched_one(

@@ -232,6 +232,7 @@ def load(
     import detectron2.data.transforms as T
     from detectron2.data import MetadataCatalog
     from detectron2.modeling import build_model
+    from detectron2.modeling.poolers import assign_boxes_to_levels
 
     from kit.adapters.detectron2 import Detectron2Adapter
 
@@ -246,6 +247,7 @@ def load(
         input_format=cfg.INPUT.FORMAT,
         names=names,
         max_det=max_det,
+        assign_levels=assign_boxes_to_levels,
     )
     settings = {
         "config_file": str(config_file),

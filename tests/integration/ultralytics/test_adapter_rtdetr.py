@@ -116,7 +116,7 @@ def test_detections_are_the_package_predictors_with_their_query(package: Any, se
         # each detection's origin is its query: that query's score and box for its class
         candidates = adapter.capabilities.candidates(output, index, 0)  # type: ignore[misc]
         for d in mine:
-            assert d.level is None and 0 <= d.row < 30
+            assert d.level == int(output.levels[index, d.row]) and 0 <= d.row < 30  # type: ignore[index]
             assert float(candidates.scores[d.row, d.class_id]) == pytest.approx(d.score, abs=1e-6)
             np.testing.assert_allclose(candidates.boxes[d.row].numpy(), d.box_xyxy, atol=1e-4)
     kept = [(d.image_index, d.row) for d in detections]
@@ -164,6 +164,86 @@ def test_the_class_logit_reaches_every_encoder_level_with_the_exact_gradient(pac
             torch.testing.assert_close(
                 explanation.cams["gradcam"][name][k : k + 1], expected, atol=1e-5, rtol=1e-4
             )
+
+
+def test_a_querys_level_is_the_encoder_level_the_head_selected_it_from(
+    package: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The head's own query selection (its top-k over the flattened encoder cells), recorded as it
+    runs: each query's cell index falls in its level's span of cells."""
+    from ultralytics.nn.modules.head import Detect
+
+    chosen: list[torch.Tensor] = []
+    topk = Detect._grouped_topk
+
+    def recorded(x: torch.Tensor, k: int, groups: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+        values, index = topk(x, k, groups)
+        chosen.append(index)
+        return values, index
+
+    monkeypatch.setattr(Detect, "_grouped_topk", staticmethod(recorded))
+    adapter = adapter_of(package, conf_thres=0.5)
+    output, _ = forward(adapter, pictures())
+    index = chosen[0]  # the query selection (then the head's top-k over query x class scores)
+    assert index.shape == output.logits.shape[:2]
+    assert adapter.head.shapes == [[20, 20], [10, 10], [5, 5]]
+    by_hand = (index >= 400).long() + (index >= 500).long()  # cells 0..399 level 0, ..499 level 1
+    assert output.levels is not None and torch.equal(output.levels, by_hand)
+    assert len(set(by_hand.flatten().tolist())) > 1
+    detections = adapter.detect(output)
+    assert [d.level for d in detections] == [int(by_hand[d.image_index, d.row]) for d in detections]
+    # a head that scored other than one row per encoder cell: no level is guessed
+    assert adapter._query_levels([torch.zeros(2, 7, 3)], queries=30) is None
+    assert adapter._query_levels([], queries=30) is None
+
+
+def test_odam_maps_each_query_at_its_own_level_with_the_exact_gradient(package: Any) -> None:
+    adapter = adapter_of(package, conf_thres=0.5)
+    assert adapter.capabilities.level_layers is not None
+    assert adapter.capabilities.level_layers.layers == tuple(ENCODER)
+    images = pictures()
+    explanation, _ = METHODS["odam"].explain_batch(adapter, images)
+    detections = explanation.detections
+    assert len({d.level for d in detections}) > 1, [d.level for d in detections]
+    captured = _kept_encoder_outputs(adapter, images)
+    for k, d in enumerate(detections):
+        assert d.level is not None
+        own = ENCODER[d.level]
+        (grad,) = torch.autograd.grad(
+            output_of(captured).class_logit([d]).sum(), [captured[own]], retain_graph=True
+        )
+        expected = torch.relu((grad[d.image_index] * captured[own][d.image_index].detach()).sum(dim=0))
+        assert float(expected.max()) > 0
+        torch.testing.assert_close(explanation.cams["odam"][own][k], expected, atol=1e-5, rtol=1e-4)
+        flagged = [name for name in ENCODER if bool(explanation.no_gradient[name][k])]
+        assert flagged == [name for name in ENCODER if name != own]
+
+
+def _kept_encoder_outputs(adapter: RTDETRAdapter, images: list[np.ndarray]) -> dict[str, Any]:
+    """One forward with the encoder levels' outputs kept in the graph (the predictor froze the
+    parameters: the graph starts at each level's output); the output under key ``output``."""
+    captured: dict[str, Any] = {}
+
+    def keep(name: str) -> Any:
+        def hook(_module: Any, _inputs: Any, out: torch.Tensor) -> torch.Tensor:
+            captured[name] = out if out.requires_grad else out.detach().requires_grad_(True)
+            return captured[name]
+
+        return hook
+
+    handles = [module.register_forward_hook(keep(n)) for n, module in adapter.resolve_layers(ENCODER).items()]
+    try:
+        batch, _ = adapter.preprocess(images)
+        captured["output"] = adapter.forward(batch)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return captured
+
+
+def output_of(captured: dict[str, Any]) -> RTDETROutput:
+    output: RTDETROutput = captured["output"]
+    return output
 
 
 def test_box_targets_read_the_query_box_in_input_pixels_and_objectness_is_refused(package: Any) -> None:
@@ -216,6 +296,9 @@ def test_every_method_gives_a_normalized_map_per_detection(package: Any, name: s
         for detection in result.detections:
             for layer in layers:
                 cam = detection.maps[layer]
+                if name == "odam" and layer != ENCODER[detection.level or 0]:
+                    assert cam is None  # ODAM: its own level's map only
+                    continue
                 assert cam is not None and cam.shape == images[index].shape[:2]
                 assert np.isfinite(cam).all() and cam.min() >= 0.0 and cam.max() <= 1.0
 
@@ -271,7 +354,8 @@ def test_missed_objects_name_the_query_that_scores_their_class_highest(package: 
         ious = box_iou(image_boxes, box[None])[:, 0]
         near = np.flatnonzero(ious >= 0.5)
         best = int(near[np.argmax(output.logits[0, near, cls].numpy())])  # the highest class logit
-        assert one.candidate is not None and one.candidate.row == best and one.candidate.level is None
+        assert one.candidate is not None and one.candidate.row == best
+        assert one.candidate.level == int(output.levels[0, best])  # type: ignore[index]
         assert one.class_id == cls and one.score == pytest.approx(float(cand.scores[best, cls]), abs=1e-5)
         assert one.reason is MissedReason.BELOW_THRESHOLD
     # the named query is explained for the object's class, as the kept detections are
