@@ -126,19 +126,18 @@ def features_match(model: Any, adapter: Any, images: Any, layers: list[str], nam
 
 def engine_maps(model: Any, adapter: Any, images: Any, layers: list[str]) -> Any:
     """The ODAM method's maps in the engine's own-level mode, with the adapter's capabilities."""
-    from kit.core.engine import explain
+    from kit.core.engine import OwnLevels, explain
     from kit.core.targets import TARGETS
     from kit.methods.odam import Odam
 
     return explain(
         forward=partial(adapter.forward, images),
         detect=partial(with_every_level, adapter),
-        layers=adapter.resolve_layers(layers),
+        layers=OwnLevels(adapter.resolve_layers(layers), tuple(layers)),
         target=TARGETS["class-prob"],
         methods=[Odam()],
         model=model,
         capabilities=adapter.capabilities,
-        levels=layers,
     )
 
 
