@@ -25,7 +25,7 @@ The map's one layer is ``image``.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Optional
 
@@ -297,6 +297,24 @@ class DRise(Method):
         masked copies then take memory that does not grow with the image's pixels.
         """
         s = self.settings
+        total = torch.zeros(len(boxes), hw[0] * hw[1])
+        for _, grown in self.sums(adapter, image, boxes=boxes, probabilities=probabilities, hw=hw):
+            total = grown  # the same tensor, grown in place batch by batch
+        return (total / (s.masks * s.p)).reshape(len(boxes), *hw)
+
+    def sums(
+        self,
+        adapter: Adapter,
+        image: np.ndarray,
+        *,
+        boxes: torch.Tensor,
+        probabilities: torch.Tensor,
+        hw: tuple[int, int],
+    ) -> Iterator[tuple[int, torch.Tensor]]:
+        """:meth:`saliency`'s sum ``sum_i w_i M_i`` (n, h * w) after each batch of masks, with the
+        count of masks it holds: the map of the first k masks is ``sum / (k * p)`` (the first k
+        masks of any count are the same), so the estimate's convergence can be read as it grows."""
+        s = self.settings
         height, width = hw
         if s.cell > min(height, width):
             raise DRiseError(
@@ -321,7 +339,7 @@ class DRise(Method):
             masked = [(pixels * m[..., None]).round().to(torch.uint8).numpy() for m in full]
             weights = self._weights(adapter, masked, boxes=boxes, probabilities=probabilities)
             total += weights @ chunk.reshape(len(chunk), -1)  # sum_i w_i M_i (RISE Eq. 6)
-        return (total / (s.masks * s.p)).reshape(len(boxes), height, width)
+            yield start + len(chunk), total
 
     def _weights(
         self,

@@ -417,3 +417,21 @@ def test_a_large_image_is_masked_at_its_maps_bounded_size(monkeypatch: pytest.Mo
     assert cam is not None and full_cam is not None and cam.shape == (30, 40)
     scaled = cv2.resize(full_cam, (40, 30), interpolation=cv2.INTER_AREA)
     assert float(np.corrcoef(scaled.ravel(), cam.ravel())[0, 1]) > 0.9
+
+
+def test_the_growing_sum_holds_the_map_of_every_prefix_of_the_masks() -> None:
+    """DRise.sums after k masks is the sum of a k-mask run with the same seed (the first k masks of
+    any count are the same), and its last step is saliency's map: a convergence curve costs one run."""
+    adapter = RegionAdapter()
+    boxes = torch.tensor([[8.0, 8.0, 24.0, 24.0], [40.0, 24.0, 56.0, 40.0]])  # REGIONS in image pixels
+    probabilities = torch.tensor([[0.95, 0.05], [0.05, 0.95]])
+    grown = {
+        k: total.clone()
+        for k, total in DRise(FEW).sums(adapter, WHITE, boxes=boxes, probabilities=probabilities, hw=(24, 32))
+    }
+    assert list(grown) == [32, 64, 96, 128, 160, 192, 200]
+    for k in (64, 200):
+        fewer = DRise(DRiseSettings(masks=k, cell=4, seed=0, batch=32))
+        maps = fewer.saliency(adapter, WHITE, boxes=boxes, probabilities=probabilities, hw=(24, 32))
+        np.testing.assert_allclose(grown[k] / (k * 0.5), maps.reshape(2, -1), atol=1e-6)
+    assert (grown[200] - grown[32]).abs().max() > 0  # it does grow
