@@ -334,9 +334,12 @@ class DRise(Method):
             chunk = render_masks(
                 grids[start : start + s.batch], shifts[start : start + s.batch], hw=hw, cell=s.cell
             )
-            # Each mask to the image's own pixels (bilinear), then onto the image: black where masked.
-            full = F.interpolate(chunk[:, None], size=original_hw, mode="bilinear")[:, 0]
-            masked = [(pixels * m[..., None]).round().to(torch.uint8).numpy() for m in full]
+            # Each mask to the image's own pixels (bilinear; the identity at the same size, skipped),
+            # then onto the image, the whole batch at once: black where masked.
+            full = chunk
+            if tuple(original_hw) != (height, width):
+                full = F.interpolate(chunk[:, None], size=original_hw, mode="bilinear")[:, 0]
+            masked = _apply_masks(pixels, full)
             weights = self._weights(adapter, masked, boxes=boxes, probabilities=probabilities)
             total += weights @ chunk.reshape(len(chunk), -1)  # sum_i w_i M_i (RISE Eq. 6)
             yield start + len(chunk), total
@@ -373,6 +376,19 @@ class DRise(Method):
             )
             weights[:, index] = score.max(dim=1).values.clamp(min=0)
         return weights
+
+
+APPLY_MB = 64.0  # masks applied to the image this many megabytes of float32 pixels at a time
+
+
+def _apply_masks(pixels: torch.Tensor, masks: torch.Tensor) -> list[np.ndarray]:
+    """The image ``pixels`` (h, w, 3) float under each mask (n, h, w), rounded to uint8: a few masks
+    at a time (within APPLY_MB), not one by one, nor the whole batch of a large image at once."""
+    per = max(1, int(APPLY_MB * 2**20 // (4 * pixels.numel())))
+    out: list[np.ndarray] = []
+    for start in range(0, len(masks), per):
+        out += list((pixels[None] * masks[start : start + per, ..., None]).round_().to(torch.uint8).numpy())
+    return out
 
 
 def _boxes(detections: Sequence[Detection], picked: Sequence[int]) -> np.ndarray:

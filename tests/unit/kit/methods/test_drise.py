@@ -435,3 +435,16 @@ def test_the_growing_sum_holds_the_map_of_every_prefix_of_the_masks() -> None:
         maps = fewer.saliency(adapter, WHITE, boxes=boxes, probabilities=probabilities, hw=(24, 32))
         np.testing.assert_allclose(grown[k] / (k * 0.5), maps.reshape(2, -1), atol=1e-6)
     assert (grown[200] - grown[32]).abs().max() > 0  # it does grow
+
+
+def test_masks_applied_a_few_at_a_time_are_each_mask_applied_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kit.methods import drise
+
+    rng = np.random.default_rng(0)
+    pixels = torch.from_numpy(rng.integers(0, 256, (12, 10, 3)).astype(np.float32))
+    masks = torch.from_numpy(rng.random((5, 12, 10)).astype(np.float32))
+    alone = [(pixels * m[..., None]).round().to(torch.uint8).numpy() for m in masks]
+    monkeypatch.setattr(drise, "APPLY_MB", 2 * 4 * pixels.numel() / 2**20)  # two masks at a time
+    for got in (drise._apply_masks(pixels, masks), drise._apply_masks(pixels, masks[:1])):
+        assert all(np.array_equal(a, b) for a, b in zip(alone, got)) and got[0].dtype == np.uint8
+    assert len(drise._apply_masks(pixels, masks)) == 5
