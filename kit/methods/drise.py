@@ -25,7 +25,7 @@ The map's one layer is ``image``.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Optional
 
@@ -297,6 +297,24 @@ class DRise(Method):
         masked copies then take memory that does not grow with the image's pixels.
         """
         s = self.settings
+        total = torch.zeros(len(boxes), hw[0] * hw[1])
+        for _, grown in self.sums(adapter, image, boxes=boxes, probabilities=probabilities, hw=hw):
+            total = grown  # the same tensor, grown in place batch by batch
+        return (total / (s.masks * s.p)).reshape(len(boxes), *hw)
+
+    def sums(
+        self,
+        adapter: Adapter,
+        image: np.ndarray,
+        *,
+        boxes: torch.Tensor,
+        probabilities: torch.Tensor,
+        hw: tuple[int, int],
+    ) -> Iterator[tuple[int, torch.Tensor]]:
+        """:meth:`saliency`'s sum ``sum_i w_i M_i`` (n, h * w) after each batch of masks, with the
+        count of masks it holds: the map of the first k masks is ``sum / (k * p)`` (the first k
+        masks of any count are the same), so the estimate's convergence can be read as it grows."""
+        s = self.settings
         height, width = hw
         if s.cell > min(height, width):
             raise DRiseError(
@@ -316,12 +334,15 @@ class DRise(Method):
             chunk = render_masks(
                 grids[start : start + s.batch], shifts[start : start + s.batch], hw=hw, cell=s.cell
             )
-            # Each mask to the image's own pixels (bilinear), then onto the image: black where masked.
-            full = F.interpolate(chunk[:, None], size=original_hw, mode="bilinear")[:, 0]
-            masked = [(pixels * m[..., None]).round().to(torch.uint8).numpy() for m in full]
+            # Each mask to the image's own pixels (bilinear; the identity at the same size, skipped),
+            # then onto the image, the whole batch at once: black where masked.
+            full = chunk
+            if tuple(original_hw) != (height, width):
+                full = F.interpolate(chunk[:, None], size=original_hw, mode="bilinear")[:, 0]
+            masked = _apply_masks(pixels, full)
             weights = self._weights(adapter, masked, boxes=boxes, probabilities=probabilities)
             total += weights @ chunk.reshape(len(chunk), -1)  # sum_i w_i M_i (RISE Eq. 6)
-        return (total / (s.masks * s.p)).reshape(len(boxes), height, width)
+            yield start + len(chunk), total
 
     def _weights(
         self,
@@ -355,6 +376,19 @@ class DRise(Method):
             )
             weights[:, index] = score.max(dim=1).values.clamp(min=0)
         return weights
+
+
+APPLY_MB = 64.0  # masks applied to the image this many megabytes of float32 pixels at a time
+
+
+def _apply_masks(pixels: torch.Tensor, masks: torch.Tensor) -> list[np.ndarray]:
+    """The image ``pixels`` (h, w, 3) float under each mask (n, h, w), rounded to uint8: a few masks
+    at a time (within APPLY_MB), not one by one, nor the whole batch of a large image at once."""
+    per = max(1, int(APPLY_MB * 2**20 // (4 * pixels.numel())))
+    out: list[np.ndarray] = []
+    for start in range(0, len(masks), per):
+        out += list((pixels[None] * masks[start : start + per, ..., None]).round_().to(torch.uint8).numpy())
+    return out
 
 
 def _boxes(detections: Sequence[Detection], picked: Sequence[int]) -> np.ndarray:

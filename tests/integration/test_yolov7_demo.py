@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.integration.conftest import REPO_ROOT
+from tests.integration.conftest import REPO_ROOT, run_child_in_checkout
 
 pytestmark = pytest.mark.integration
 
@@ -85,3 +85,14 @@ def test_main_gradcam_explains_with_the_kept_demo_weights(yolov7_checkout: Path,
     assert manifest["img_size"] == 256
     detections = [d for image in manifest["images"] for d in image["detections"]]
     assert detections and {d["class_name"] for d in detections} <= {"circle", "square", "triangle"}
+
+
+def test_eval_curves_in_shared_batches_equal_each_curve_drawn_alone(yolov7_checkout: Path) -> None:
+    """On the demo detector (its own letterbox and NMS), --eval's batched curves are the curves drawn
+    one forward a step, to float tolerance."""
+    result = run_child_in_checkout(yolov7_checkout, "yolov7_demo_curves_batched")
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["curves"] >= 8  # 2 detections x 2 maps (the layer of its level, fused) x 2 modes
+    assert report["spread"] > 0.1  # the perturbations move the scores
+    assert report["max_difference"] < 1e-4

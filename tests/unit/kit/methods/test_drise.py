@@ -417,3 +417,34 @@ def test_a_large_image_is_masked_at_its_maps_bounded_size(monkeypatch: pytest.Mo
     assert cam is not None and full_cam is not None and cam.shape == (30, 40)
     scaled = cv2.resize(full_cam, (40, 30), interpolation=cv2.INTER_AREA)
     assert float(np.corrcoef(scaled.ravel(), cam.ravel())[0, 1]) > 0.9
+
+
+def test_the_growing_sum_holds_the_map_of_every_prefix_of_the_masks() -> None:
+    """DRise.sums after k masks is the sum of a k-mask run with the same seed (the first k masks of
+    any count are the same), and its last step is saliency's map: a convergence curve costs one run."""
+    adapter = RegionAdapter()
+    boxes = torch.tensor([[8.0, 8.0, 24.0, 24.0], [40.0, 24.0, 56.0, 40.0]])  # REGIONS in image pixels
+    probabilities = torch.tensor([[0.95, 0.05], [0.05, 0.95]])
+    grown = {
+        k: total.clone()
+        for k, total in DRise(FEW).sums(adapter, WHITE, boxes=boxes, probabilities=probabilities, hw=(24, 32))
+    }
+    assert list(grown) == [32, 64, 96, 128, 160, 192, 200]
+    for k in (64, 200):
+        fewer = DRise(DRiseSettings(masks=k, cell=4, seed=0, batch=32))
+        maps = fewer.saliency(adapter, WHITE, boxes=boxes, probabilities=probabilities, hw=(24, 32))
+        np.testing.assert_allclose(grown[k] / (k * 0.5), maps.reshape(2, -1), atol=1e-6)
+    assert (grown[200] - grown[32]).abs().max() > 0  # it does grow
+
+
+def test_masks_applied_a_few_at_a_time_are_each_mask_applied_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kit.methods import drise
+
+    rng = np.random.default_rng(0)
+    pixels = torch.from_numpy(rng.integers(0, 256, (12, 10, 3)).astype(np.float32))
+    masks = torch.from_numpy(rng.random((5, 12, 10)).astype(np.float32))
+    alone = [(pixels * m[..., None]).round().to(torch.uint8).numpy() for m in masks]
+    monkeypatch.setattr(drise, "APPLY_MB", 2 * 4 * pixels.numel() / 2**20)  # two masks at a time
+    for got in (drise._apply_masks(pixels, masks), drise._apply_masks(pixels, masks[:1])):
+        assert all(np.array_equal(a, b) for a, b in zip(alone, got)) and got[0].dtype == np.uint8
+    assert len(drise._apply_masks(pixels, masks)) == 5

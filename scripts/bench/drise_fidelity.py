@@ -1,0 +1,260 @@
+"""D-RISE's cost against its fidelity, on the demo detector with detections (docs/benchmarks.md).
+
+The reference is D-RISE at ``--reference`` masks (4000, seed 0). Each estimate is D-RISE with
+another seed (so that its masks are not the reference's), read after every checkpoint of masks from
+one growing sum (:meth:`kit.methods.drise.DRise.sums`: the first k masks of any count are the
+same), at the paper's cell (16 px) and at coarser cells, whose smoother masks may converge in fewer
+forwards. Fidelity, per detection, against the reference map of the same detection:
+
+- ``rho``: Spearman rank correlation of the two maps average-pooled to 16 x 16;
+- ``iou15``: IoU of the two maps' top 15 % pixels.
+
+Cost: the masked forwards (one per mask) and the seconds to that checkpoint. The table's target is
+the agreement 1000 masks reach at the paper's cell, at a tenth of its cost.
+
+    python -m scripts.bench.drise_fidelity --images 3 --out runs/bench/drise_fidelity.json
+    python -m scripts.bench.drise_fidelity --batch-sizes 1,8,16,32   # D-RISE's cost a mask by batch
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+POOL = 16  # the maps are compared average-pooled to POOL x POOL for rho
+TOP = 0.15  # and by the IoU of their top 15 % pixels
+
+
+@dataclass(frozen=True)
+class Target:
+    """One image's detections as D-RISE explains them: boxes in the image's pixels, class
+    probabilities, and the image's size as the model sees it."""
+
+    image: np.ndarray
+    boxes: torch.Tensor
+    probabilities: torch.Tensor
+    hw: tuple[int, int]
+
+
+def pooled_rho(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Spearman rho of two (h, w) maps average-pooled to POOL x POOL."""
+    from kit.evaluation.metrics import rank_correlation
+
+    pa = F.adaptive_avg_pool2d(a[None, None].float(), POOL)[0, 0]
+    pb = F.adaptive_avg_pool2d(b[None, None].float(), POOL)[0, 0]
+    return rank_correlation(pa, pb)
+
+
+def top_iou(a: torch.Tensor, b: torch.Tensor, share: float = TOP) -> float:
+    """IoU of the ``share`` highest pixels of two maps of the same shape (ties broken by position)."""
+    k = max(1, int(round(share * a.numel())))
+    top_a = torch.zeros(a.numel(), dtype=torch.bool)
+    top_b = torch.zeros(b.numel(), dtype=torch.bool)
+    top_a[torch.topk(a.flatten().double(), k).indices] = True
+    top_b[torch.topk(b.flatten().double(), k).indices] = True
+    return float((top_a & top_b).sum()) / float((top_a | top_b).sum())
+
+
+def targets_of(adapter: object, paths: Sequence[Path]) -> list[Target]:
+    """Each image with at least one detection, as :meth:`kit.methods.drise.DRise.explain_batch`
+    finds them (one unmasked forward, the model's own NMS)."""
+    import cv2
+
+    from kit.core.geometry import boxes_to_original
+
+    out = []
+    for path in paths:
+        image = cv2.imread(str(path))
+        if image is None:
+            raise SystemExit(f"{path}: not an image cv2 can read")
+        batch, (letterbox,) = adapter.preprocess([image])  # type: ignore[attr-defined]
+        with torch.no_grad():
+            output = adapter.forward(batch)  # type: ignore[attr-defined]
+            detections = adapter.detect(output)  # type: ignore[attr-defined]
+        if not detections:
+            continue
+        probabilities = output.class_probabilities(detections).float().cpu()
+        boxes = boxes_to_original(np.array([d.box_xyxy for d in detections]).reshape(-1, 4), letterbox)
+        _, _, height, width = letterbox.content
+        out.append(Target(image, torch.as_tensor(boxes, dtype=torch.float32), probabilities, (height, width)))
+    return out
+
+
+def grown(
+    adapter: object, target: Target, *, cell: int, seed: int, checkpoints: Sequence[int], batch: int
+) -> dict[int, tuple[torch.Tensor, float, float]]:
+    """D-RISE maps (n, h, w) of ``target``'s detections after each checkpoint of masks, with the
+    wall and CPU seconds (this process, all its threads) spent so far: on a shared machine the CPU
+    seconds are the steadier measure of the work."""
+    from kit.methods.drise import DRise, DRiseSettings
+
+    p = DRiseSettings().p
+    drise = DRise(DRiseSettings(masks=max(checkpoints), cell=cell, seed=seed, batch=batch))
+    started, cpu, out = time.perf_counter(), time.process_time(), {}
+    sums = drise.sums(
+        adapter,  # type: ignore[arg-type]
+        target.image,
+        boxes=target.boxes,
+        probabilities=target.probabilities,
+        hw=target.hw,
+    )
+    for done, total in sums:
+        if done in checkpoints:
+            maps = (total / (done * p)).reshape(len(target.boxes), *target.hw).clone()
+            out[done] = (maps, time.perf_counter() - started, time.process_time() - cpu)
+    return out
+
+
+def batch_costs(
+    adapter: object, target: Target, *, sizes: Sequence[int], masks: int
+) -> list[dict[str, float]]:
+    """Wall and CPU seconds a mask of D-RISE at each batch size (``masks`` masks; the sizes taken in
+    turn twice, the better run kept, as the machine's load drifts)."""
+    best: dict[int, tuple[float, float]] = {}
+    for _ in range(2):
+        for size in sizes:
+            ((_, wall, cpu),) = grown(
+                adapter, target, cell=16, seed=2, checkpoints=[masks], batch=size
+            ).values()
+            old = best.get(size, (math.inf, math.inf))
+            best[size] = (min(old[0], wall / masks), min(old[1], cpu / masks))
+            print(f"batch {size}: {wall / masks:.3f} s, {cpu / masks:.3f} CPU s a mask", flush=True)
+    return [
+        {"batch": k, "seconds_per_mask": round(w, 4), "cpu_seconds_per_mask": round(c, 4)}
+        for k, (w, c) in best.items()
+    ]
+
+
+def agreement(maps: torch.Tensor, reference: torch.Tensor) -> tuple[float, float]:
+    """Mean pooled rho and top-15 % IoU over the detections."""
+    rho = [pooled_rho(a, b) for a, b in zip(maps, reference)]
+    iou = [top_iou(a, b) for a, b in zip(maps, reference)]
+    return float(np.nanmean(rho)), float(np.mean(iou))
+
+
+def measure(adapter: object, targets: Sequence[Target], args: argparse.Namespace) -> list[dict[str, object]]:
+    """Every route's rows: per (cell, masks), the mean agreement with the reference and the cost."""
+    routes = [(16, args.checkpoints)] + [(cell, args.coarse_checkpoints) for cell in args.coarse_cells]
+    rows: dict[tuple[int, int, int], dict[str, list[float]]] = {}
+    for index, target in enumerate(targets):
+        ((reference, *ref_seconds),) = grown(
+            adapter, target, cell=16, seed=0, checkpoints=[args.reference], batch=args.batch
+        ).values()
+        print(f"image {index}: {len(target.boxes)} detections, reference {ref_seconds[0]:.1f} s", flush=True)
+        add(rows, (16, args.reference, 0), ref_seconds, (1.0, 1.0), len(target.boxes))
+        for cell, checkpoints in routes:
+            for masks, (maps, *seconds) in grown(
+                adapter, target, cell=cell, seed=1, checkpoints=checkpoints, batch=args.batch
+            ).items():
+                add(rows, (cell, masks, 1), seconds, agreement(maps, reference), len(target.boxes))
+            print(f"image {index}: cell {cell} done", flush=True)
+    return [
+        {
+            "cell": cell,
+            "masks": masks,
+            "seed": seed,
+            "seconds_per_image": round(float(np.mean(v["seconds"])), 2),
+            "cpu_seconds_per_image": round(float(np.mean(v["cpu"])), 2),
+            "rho": round(float(np.average(v["rho"], weights=v["n"])), 3),
+            "iou15": round(float(np.average(v["iou"], weights=v["n"])), 3),
+            "detections": int(sum(v["n"])),
+        }
+        for (cell, masks, seed), v in sorted(rows.items())
+    ]
+
+
+def add(
+    rows: dict[tuple[int, int, int], dict[str, list[float]]],
+    key: tuple[int, int, int],
+    seconds: Sequence[float],
+    measured: tuple[float, float],
+    n: int,
+) -> None:
+    """One image's measures of the route ``key`` (cell, masks, seed)."""
+    row = rows.setdefault(key, {"seconds": [], "cpu": [], "rho": [], "iou": [], "n": []})
+    row["seconds"].append(seconds[0])
+    row["cpu"].append(seconds[1])
+    row["rho"].append(measured[0])
+    row["iou"].append(measured[1])
+    row["n"].append(float(n))
+
+
+def markdown(rows: Sequence[dict[str, object]], reference: int) -> str:
+    lines = [
+        f"| cell (px) | masks = forwards | s / image | CPU s / image | rho (16x16) vs {reference} "
+        "| top-15 % IoU | detections |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        ref = " (the reference)" if r["seed"] == 0 else ""
+        lines.append(
+            f"| {r['cell']} | {r['masks']}{ref} | {r['seconds_per_image']} | {r['cpu_seconds_per_image']} | "
+            f"{r['rho']} | {r['iou15']} | {r['detections']} |"
+        )
+    return "\n".join(lines)
+
+
+def ints(value: str) -> list[int]:
+    return [int(v) for v in value.split(",") if v.strip()]
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--checkout", type=Path, default=None, help="yolov7 checkout (default upstreams/yolov7)"
+    )
+    parser.add_argument("--source", type=Path, default=None, help="images (default the demo sample)")
+    parser.add_argument("--images", type=int, default=3, help="the first N images with detections")
+    parser.add_argument("--reference", type=int, default=4000, help="the reference's masks")
+    parser.add_argument("--checkpoints", type=ints, default=ints("50,100,250,500,1000"))
+    parser.add_argument("--coarse-cells", type=ints, default=ints("32,64"))
+    parser.add_argument("--coarse-checkpoints", type=ints, default=ints("25,50,100,250"))
+    parser.add_argument(
+        "--batch", type=int, default=25, help="masked images a forward (divides the checkpoints)"
+    )
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch-sizes", type=ints, default=[], help="only time D-RISE at these batch sizes")
+    parser.add_argument("--batch-masks", type=int, default=96, help="masks timed at each batch size")
+    parser.add_argument("--out", type=Path, default=None, help="write the rows as JSON here")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The table (or with ``--batch-sizes``, the cost a mask at each batch size) on stdout."""
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    import kit
+    from scripts.cam.launch import demo_sample
+    from scripts.upstream.config import REPO_ROOT
+
+    checkout = args.checkout or REPO_ROOT / "upstreams" / "yolov7"
+    explainer = kit.load("yolov7", "demo", checkout=checkout, device="cpu")
+    source = args.source or demo_sample()
+    paths = sorted(p for p in Path(source).iterdir() if p.suffix in (".png", ".jpg"))
+    targets = targets_of(explainer.adapter, paths)[: args.images]
+    rows: Sequence[dict[str, object]]
+    if args.batch_sizes:
+        costs = batch_costs(explainer.adapter, targets[0], sizes=args.batch_sizes, masks=args.batch_masks)
+        rows = [dict(cost) for cost in costs]
+        print(json.dumps(rows))
+    else:
+        rows = measure(explainer.adapter, targets, args)
+        print(markdown(rows, args.reference))
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
