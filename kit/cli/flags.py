@@ -38,6 +38,7 @@ class Flag:
     metavar: str | None = None
     choices: Sequence[str] | None = None
     switch: bool = False  # store_true
+    path: bool = False  # a file or folder: read from where the user typed the command (kit.cli.paths)
 
     @property
     def dest(self) -> str:
@@ -99,6 +100,7 @@ FLAGS: tuple[Flag, ...] = (
         "ground truth of the images (a folder of YOLO <stem>.txt labels or a COCO .json): after the "
         "run, PG, EBPG and deletion/insertion AUC of the detections that match it, into eval.json",
         metavar="LABELS",
+        path=True,
     ),
     Flag(
         "--eval-curves",
@@ -214,6 +216,8 @@ FLAGS: tuple[Flag, ...] = (
         metavar="N",
     ),
 )
+# The kit's flags that name a file or folder (their argparse dest).
+PATH_FLAGS: tuple[str, ...] = tuple(f.dest for f in FLAGS if f.path)
 # How the command line spells each setting in an error: its flag (and --exist-ok, --eval LABELS,
 # which an entry point's own flags or the request's errors name).
 NAMES: dict[str, str] = {

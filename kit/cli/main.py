@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from kit.api import Explainer, load
+from kit.cli import paths
 from kit.cli.flags import add_flags, request_of
 from kit.core.display import shown
 from kit.core.errors import ArgumentError, KitError, OutputError, RunInterrupted
@@ -141,6 +142,8 @@ def check_yolo_arguments(opt: argparse.Namespace, *, size_flag: str) -> ExplainR
         resume=opt.resume,
         overwrite=getattr(opt, "overwrite", False),
     )
+    paths.check_sources(opt.source, flag="--source")
+    paths.check_labels(opt.eval)
     return request
 
 
