@@ -433,13 +433,13 @@ class _FolderRun:
         image's measurement in source order, audit.json, then index.html once, with all of them."""
         try:
             manifest = writer.finish()
-            LOG.info("results in %s (manifest: %s)", printable(self.out), manifest.name)
+            LOG.debug("results in %s (manifest: %s)", printable(self.out), manifest.name)
             report, table = self.evaluate(writer)
         except KitError as error:
             return error
         audit_table = _audit(self.out) if self.request.audit else None
         try:  # index.html: the manifest is final, eval.json and audit.json written, the lock released
-            LOG.info("report: %s", printable(write_report(self.out)))
+            LOG.debug("report: %s", printable(write_report(self.out)))
         except KitError as error:  # the run's results and exit code stand without it
             LOG.error("report: %s (python -m kit report %s writes it later)", error, printable(self.out))
         return _End(

@@ -15,9 +15,9 @@ import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
-from kit.api import load
+from kit.api import Explainer, load
 from kit.cli import main as cli
-from kit.cli import paths
+from kit.cli import output, paths
 from kit.cli.flags import PATH_FLAGS
 from kit.core import options
 from kit.core.errors import KitError
@@ -303,9 +303,16 @@ def check_detectron2(opt: argparse.Namespace) -> None:
 def run_detectron2(argv: list[str] | None, *, checkout: Path) -> int:
     """detectron2's entry point: its flags checked, the model built, the run written to ``--output``."""
     opt = parse_detectron2(argv)
-    cli.setup_logging()
+    cli.setup_logging(verbose=opt.verbose)
     check_detectron2(opt)
-    explainer = load(
+    with output.quiet_loading(verbose=opt.verbose):
+        explainer = _load_detectron2(opt, checkout=checkout)
+    out_dir = cli.run_folder(explainer, Path(opt.output), opt=opt)
+    return cli.explain_sources(explainer, opt=opt, source=opt.input, out_dir=out_dir)
+
+
+def _load_detectron2(opt: argparse.Namespace, *, checkout: Path) -> Explainer:
+    return load(
         "detectron2",
         None,  # MODEL.WEIGHTS of --opts or the config
         checkout=checkout,
@@ -315,8 +322,6 @@ def run_detectron2(argv: list[str] | None, *, checkout: Path) -> int:
         conf_thres=opt.confidence_threshold,
         max_det=opt.max_det,
     )
-    out_dir = cli.run_folder(explainer, Path(opt.output), opt=opt)
-    return cli.explain_sources(explainer, opt=opt, source=opt.input, out_dir=out_dir)
 
 
 def main(upstream: str, argv: list[str] | None = None, *, checkout: Path) -> int:

@@ -22,6 +22,7 @@ from kit.run.distributed import DEFAULT_WAIT_MINUTES
 from kit.run.request import ExplainRequest
 
 LOAD = "load"  # a flag of kit.load, not of the request
+CLI = "cli"  # a flag of the command line alone (what it prints), neither of the request nor of kit.load
 _DRISE = DRiseSettings()
 
 
@@ -82,6 +83,13 @@ FLAGS: tuple[Flag, ...] = (
         switch=True,
     ),
     Flag("--batch-size", "batch_size", "images per forward pass", type=int, default=1),
+    Flag(
+        "--verbose",
+        CLI,
+        "print what the upstream prints while the model loads (its model table) and one line per image; "
+        "by default a progress bar on a terminal and one summary line per run",
+        switch=True,
+    ),
     Flag(
         "--half",
         LOAD,
@@ -221,7 +229,7 @@ PATH_FLAGS: tuple[str, ...] = tuple(f.dest for f in FLAGS if f.path)
 # How the command line spells each setting in an error: its flag (and --exist-ok, --eval LABELS,
 # which an entry point's own flags or the request's errors name).
 NAMES: dict[str, str] = {
-    **{f.setting: f.flag for f in FLAGS if f.setting != LOAD},
+    **{f.setting: f.flag for f in FLAGS if f.setting not in (LOAD, CLI)},
     "labels": "--eval LABELS",
     "exist_ok": "--exist-ok",
 }
@@ -249,7 +257,7 @@ def request_of(opt: argparse.Namespace, **settings: Any) -> ExplainRequest:
     values: dict[str, Any] = {"exist_ok": bool(getattr(opt, "exist_ok", True))}
     nested: dict[str, dict[str, Any]] = {"drise": {}, "image_limits": {}}
     for flag in FLAGS:
-        if flag.setting == LOAD:
+        if flag.setting in (LOAD, CLI):
             continue
         value = getattr(opt, flag.dest, flag.default)
         outer, _, inner = flag.setting.partition(".")

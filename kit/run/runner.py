@@ -24,6 +24,7 @@ from typing import Any, Optional, Union
 import numpy as np
 from torch import nn
 
+from kit.core import display
 from kit.core.contract import Adapter
 from kit.core.detection import Detection, MissedObject
 from kit.core.engine import Explanation
@@ -40,6 +41,9 @@ from kit.methods.base import BatchJob, Method
 from kit.rundir.writer import RunWriter
 
 LOG = logging.getLogger("kit")
+# The one line per image ("x.jpg: 3 detections"); the entry points show it under --verbose only.
+IMAGE_LOG = logging.getLogger("kit.images")
+display.install(IMAGE_LOG)  # names shown escaped, as on the kit's logger (a filter is not inherited)
 # An image to explain: a file, or a BGR uint8 (H, W, 3) array (named ``array<i>`` by its position).
 Source = Union[Path, np.ndarray]
 # Called with each image and its result once written (``--eval``); what it returns is recorded with it.
@@ -376,7 +380,8 @@ def write_result(
         writer.add_error(source, message, index=index)
         LOG.error("%s", message)
         return
-    LOG.log(log_level, "%s: %d detections", printable(source), len(result.detections))
+    n = len(result.detections)
+    IMAGE_LOG.log(log_level, "%s: %d detection%s", printable(source), n, "" if n == 1 else "s")
     measured = None
     if on_image is not None:
         try:
