@@ -33,7 +33,7 @@ from kit.core.fusion import fuse_reached
 from kit.core.geometry import Letterbox, map_size, normalize, original_boxes, to_original
 from kit.core.images import ImageLimits, printable, read_image
 from kit.core.results import FUSED, DetectionResult, ImageResult, MissedResult, rounded_score
-from kit.core.targets import DetectorOutput, Target
+from kit.core.targets import DetectorOutput, Target, caption_of
 from kit.evaluation.evaluate import GtMatch
 from kit.evaluation.labels import GroundTruth
 from kit.evaluation.missed import MissedFinder
@@ -289,12 +289,14 @@ def _image_result(
         fuse=settings.fuse,
         kept=explained.kept,
     )
+    explains = caption_of(settings.target) if settings.method.layers([]) is None else None
     if settings.finder is None:
-        return replace(result, layers=tuple(settings.layers))
+        return replace(result, layers=tuple(settings.layers), explains=explains)
     found = explained.matches.get(index)
     return replace(
         result,
         layers=tuple(settings.layers),
+        explains=explains,
         missed=missed_results(
             explained, image_index=index, method=name, names=adapter.names, fuse=settings.fuse
         ),
