@@ -68,6 +68,18 @@ def default_weights(name: str) -> Path:
     return download(url, dest)
 
 
+def how_to_get_weights(name: str) -> str:
+    """What to do when ``name``'s released weights cannot be downloaded and it has no demo detector."""
+    url = weights_url(name)
+    var = url_env_var(name).replace("_URL", "_WEIGHTS_URL")
+    dest = weights_dir(name) / url.rsplit("/", 1)[-1]
+    return (
+        f"{name} has no demo detector to run offline. To get its weights: download {url} on a machine with "
+        f"network and copy it to {dest} (make cam then finds it), or pass your own checkpoint with "
+        f"WEIGHTS=path/to/file, or point {var} at a mirror of the file."
+    )
+
+
 def zoo_weights_url(checkout: Path, config: str) -> str:
     """The model-zoo checkpoint of a detectron2 config, read from the checkout's model_zoo.py table."""
     table = checkout / "detectron2" / "model_zoo" / "model_zoo.py"
@@ -178,7 +190,7 @@ def chosen_weights(
         return default_weights(name)
     except DownloadError as error:
         if name not in DEMO_FALLBACK:
-            raise
+            raise DownloadError(f"{error}\n{how_to_get_weights(name)}") from error
         print(f"warning: {shown(str(error))}", file=sys.stderr)
         return None
 
