@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from kit.core.display import shown
+from kit.core.geometry import map_size, resize_picture, scale_box
 from kit.core.render import summary
 
 if TYPE_CHECKING:
@@ -46,13 +47,16 @@ def sheet(result: ImageResult) -> Optional[np.ndarray]:
     image = result.image
     if image is None:
         return None
+    hw = map_size((image.shape[0], image.shape[1]))  # a large image's maps are kept smaller: drawn there
+    small = resize_picture(image, hw)
     tiles = []
     for det in result.detections[:MAX_TILES]:
         layer, cam = detection_map(det, result.layers)
         label = det.label(result.explains) + (f" {layer}" if layer and len(result.layers) > 1 else "")
-        if cam is not None and cam.shape != image.shape[:2]:
-            cam = cv2.resize(np.asarray(cam, np.float32), (image.shape[1], image.shape[0]))
-        tiles.append((cam, det.box_xyxy, label))
+        if cam is not None and cam.shape != hw:
+            cam = cv2.resize(np.asarray(cam, np.float32), (hw[1], hw[0]), interpolation=cv2.INTER_LINEAR)
+        tiles.append((cam, scale_box(det.box_xyxy, image.shape[:2], hw), label))
+    image = small
     picture = summary(image, tiles=tiles, tile_width=min(TILE_WIDTH, max(1, image.shape[1])))
     longest = max(picture.shape[:2])
     if longest > MAX_SIDE:

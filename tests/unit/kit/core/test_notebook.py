@@ -88,3 +88,26 @@ def test_the_results_list_shows_as_a_table() -> None:
     many = ImageResults([_result(0, file=f"{i}.jpg") for i in range(notebook.MAX_ROWS + 3)])
     assert many._repr_html_().count("<tr><td>") == notebook.MAX_ROWS
     assert "... 3 more (index the list to see one)" in many._repr_html_()
+
+
+def test_a_large_images_picture_is_drawn_at_its_maps_size() -> None:
+    from kit.core.geometry import map_size
+
+    h, w = 3000, 4000
+    hw = map_size((h, w))
+    assert hw != (h, w)
+    cam = np.zeros(hw, np.float32)
+    cam[: hw[0] // 2, : hw[1] // 2] = 1.0
+    det = DetectionResult(
+        id=0,
+        detection=Detection(image_index=0, box_xyxy=(0.0, 0.0, w / 2, h / 2), score=0.9, class_id=0, row=0),
+        class_name="square",
+        maps={"74": cam},
+    )
+    image = np.full((h, w, 3), 100, np.uint8)
+    result = ImageResult(file="big.jpg", width=w, height=h, detections=(det,), layers=("74",), image=image)
+    picture = notebook.sheet(result)
+    assert picture is not None and max(picture.shape[:2]) <= notebook.MAX_SIDE
+    tile_h = picture.shape[0]
+    hot, cold = picture[tile_h // 8, picture.shape[1] // 2 + 40], picture[tile_h - 40, picture.shape[1] - 20]
+    assert hot[2] > hot[0] and cold[0] > cold[2]  # the map's hot quarter lands on its box's quarter
