@@ -58,8 +58,8 @@ def resolve_typed(
 ) -> None:
     """Rewrite, in ``opt``, the path flags (``dests``) the user gave (values that are not the
     parser's default) as read from ``base`` (default :func:`caller_cwd`), when that is not this
-    process's folder. ``weights`` names the weights flag: its value is a path only where such a
-    file exists (else a name, as ``demo``, left to the loader)."""
+    process's folder. ``weights`` names the weights flag: a bare name with no such file there
+    (``demo``, a release name) is left to the loader."""
     base = caller_cwd() if base is None else base
     if base.resolve() == Path.cwd().resolve():
         return
@@ -76,9 +76,10 @@ def resolve_typed(
 
 
 def _weights_kept(value: str | Sequence[str], base: Path) -> set[str]:
-    """Weights values that are names, not files under ``base`` (``demo``, a release to download)."""
+    """Weights values that are names, not paths: a bare file name with no such file under ``base``
+    (``demo``, a release the upstream downloads by name); a path with a folder is always a path."""
     values = [value] if isinstance(value, str) else list(value)
-    return {v for v in values if not (base / v).is_file()}
+    return {v for v in values if os.sep not in v and "/" not in v and not (base / v).is_file()}
 
 
 def looked_in(item: str) -> str:

@@ -28,14 +28,24 @@ def test_yolo_path_flags_are_read_from_where_the_user_typed(typed_in: Path) -> N
     spec = get_spec("yolov5")  # detect.py with --data
     assert spec.entry is not None
     (typed_in / "best.pt").write_bytes(b"x")
-    argv = ["--weights", "best.pt", "demo", "--source", "data/demo/sample/images", "--eval", "data/labels"]
+    argv = [
+        "--weights",
+        "best.pt",
+        "demo",
+        "runs/w.pt",
+        "--source",
+        "data/demo/sample/images",
+        "--eval",
+        "data/labels",
+    ]
     argv += ["--project", "runs/mine", "--data", "/abs/data.yaml"]
     opt = entry.parse_yolo(spec, spec.entry, argv)
     assert opt.source == str(typed_in / "data/demo/sample/images")
     assert opt.eval == str(typed_in / "data/labels")
     assert opt.project == str(typed_in / "runs/mine")
     assert opt.data == "/abs/data.yaml"  # absolute: as typed
-    assert opt.weights == [str(typed_in / "best.pt"), "demo"]  # a file there, and a name the loader knows
+    # a file there, a name the loader knows, and a path (missing: the loader's error names where)
+    assert opt.weights == [str(typed_in / "best.pt"), "demo", str(typed_in / "runs/w.pt")]
     # what the user did not type keeps the entry point's default (read in the checkout)
     assert entry.parse_yolo(spec, spec.entry, []).source == spec.images
 
