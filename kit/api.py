@@ -19,7 +19,7 @@ import numpy as np
 from kit.core.errors import ArgumentError, KitError, RunInterrupted, SourceNotFoundError
 from kit.core.files import file_sha256
 from kit.core.images import list_sources, printable
-from kit.core.results import ImageResult
+from kit.core.results import ImageResults
 from kit.core.targets import ChosenClass, Target, choose_class, get_target
 from kit.evaluation.audit import audit_run, write_audit
 from kit.evaluation.evaluate import Evaluator, adapter_detector
@@ -182,8 +182,9 @@ class Explainer:
 
     def explain(
         self, source: Sources, request: ExplainRequest | None = None, **settings: Any
-    ) -> list[ImageResult]:
-        """Explain every kept detection of every image; one :class:`ImageResult` per image, in order.
+    ) -> ImageResults:
+        """Explain every kept detection of every image; one :class:`ImageResult` per image, in order
+        (a list, shown in a notebook as a table; each result shows its overlays).
 
         source: an image file, a folder, a glob, or a list of them, or BGR uint8 (H, W, 3) arrays
             (named ``array0``, ``array1``, ... by position).
@@ -204,7 +205,7 @@ class Explainer:
         request = _request_of(request, settings, allowed=EXPLAIN_KEYWORDS)
         plan = self._plan(source, request)
         results = explain_images(self.adapter, sources=plan.sources, settings=plan.settings(request))
-        return [result for _, result in results]
+        return ImageResults(result for _, result in results)
 
     def run(
         self, source: Sources, out_dir: PathLike, request: ExplainRequest | None = None, **settings: Any
@@ -433,13 +434,13 @@ class _FolderRun:
         image's measurement in source order, audit.json, then index.html once, with all of them."""
         try:
             manifest = writer.finish()
-            LOG.info("results in %s (manifest: %s)", printable(self.out), manifest.name)
+            LOG.debug("results in %s (manifest: %s)", printable(self.out), manifest.name)
             report, table = self.evaluate(writer)
         except KitError as error:
             return error
         audit_table = _audit(self.out) if self.request.audit else None
         try:  # index.html: the manifest is final, eval.json and audit.json written, the lock released
-            LOG.info("report: %s", printable(write_report(self.out)))
+            LOG.debug("report: %s", printable(write_report(self.out)))
         except KitError as error:  # the run's results and exit code stand without it
             LOG.error("report: %s (python -m kit report %s writes it later)", error, printable(self.out))
         return _End(

@@ -183,12 +183,18 @@ def installed_checkout(folder: Path) -> Callable[[object, str], Path]:
 
 def fake_cam_checkout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
     """``make cam``'s driver against a fake checkout in ``tmp_path``: the commands it would run are
-    appended to the list returned, none is started."""
+    appended to the list returned, none is started; the last one's environment is ``cam.LAST_ENV``."""
     from scripts.cam import launch as cam
 
     calls: list[list[str]] = []
     monkeypatch.setattr(cam, "checkout_path", installed_checkout(tmp_path / "checkouts"))
-    monkeypatch.setattr(cam, "run_child", lambda command, cwd: calls.append(list(command)) or 0)
+
+    def fake_child(command: list[str], *, cwd: Path, env: dict[str, str] | None = None) -> int:
+        calls.append(list(command))
+        monkeypatch.setattr(cam, "LAST_ENV", env, raising=False)
+        return 0
+
+    monkeypatch.setattr(cam, "run_child", fake_child)
     monkeypatch.chdir(tmp_path)
     return calls
 

@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--img-size", type=int, default=32)
     cli.add_kit_arguments(parser)
     opt = parser.parse_args(argv)
-    cli.setup_logging()
+    cli.setup_logging(verbose=opt.verbose)
     cli.check_kit_arguments(opt)
     cli.check_output_folder(
         Path(opt.project) / opt.name,

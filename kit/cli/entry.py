@@ -15,8 +15,10 @@ import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
-from kit.api import load
+from kit.api import Explainer, load
 from kit.cli import main as cli
+from kit.cli import output, paths
+from kit.cli.flags import PATH_FLAGS
 from kit.core import options
 from kit.core.errors import KitError
 from kit.upstreams.registry import DETECTRON2_CONFIG, EntryFlags, UpstreamSpec, get_spec
@@ -100,6 +102,7 @@ def parse_yolo(spec: UpstreamSpec, flags: EntryFlags, argv: list[str] | None) ->
     add_yolo_flags(parser, spec, flags)
     cli.add_kit_arguments(parser)  # with --half, as detect.py's (float16 on CUDA)
     opt = parser.parse_args(argv)
+    paths.resolve_typed(opt, parser, dests=("source", "data", "project", *PATH_FLAGS), weights="weights")
     size = getattr(opt, flags.size_flag.lstrip("-").replace("-", "_"))
     if flags.size_nargs and size is not None and len(size) > 2:
         parser.error(f"{flags.size_flag} takes one or two sizes (h w), got {len(size)}")
@@ -216,6 +219,7 @@ def parse_predict(spec: UpstreamSpec, flags: EntryFlags, argv: list[str] | None)
     )
     cli.add_kit_arguments(parser)
     opt = parser.parse_args(predict_tokens(list(sys.argv[1:] if argv is None else argv), parser))
+    paths.resolve_typed(opt, parser, dests=("source", "project", *PATH_FLAGS), weights="weights")
     if opt.imgsz is not None and len(opt.imgsz) > 2:
         parser.error(f"imgsz takes one or two sizes (h,w), got {len(opt.imgsz)}")
     names = {"img_size": "imgsz", "conf_thres": "conf", "iou_thres": "iou", "max_det": "max_det"}
@@ -274,7 +278,9 @@ def parse_detectron2(argv: list[str] | None = None) -> argparse.Namespace:
         help="modify config options using the command-line 'KEY VALUE' pairs (may be given more than once)",
     )
     cli.add_kit_arguments(parser)
-    return parser.parse_args(argv)
+    opt = parser.parse_args(argv)
+    paths.resolve_typed(opt, parser, dests=("config_file", "input", "output", *PATH_FLAGS))
+    return opt
 
 
 def check_detectron2(opt: argparse.Namespace) -> None:
@@ -289,14 +295,23 @@ def check_detectron2(opt: argparse.Namespace) -> None:
     if len(opt.opts) % 2:
         raise options.ArgumentError(f"--opts takes KEY VALUE pairs, got an odd number of items: {opt.opts}")
     cli.check_output_folder(opt.output, flag="--output", exist_ok=opt.exist_ok, resume=opt.resume)
+    paths.check_sources(opt.input, flag="--input")
+    paths.check_labels(opt.eval)
 
 
 def run_detectron2(argv: list[str] | None, *, checkout: Path) -> int:
     """detectron2's entry point: its flags checked, the model built, the run written to ``--output``."""
     opt = parse_detectron2(argv)
-    cli.setup_logging()
+    cli.setup_logging(verbose=opt.verbose)
     check_detectron2(opt)
-    explainer = load(
+    with output.quiet_loading(verbose=opt.verbose):
+        explainer = _load_detectron2(opt, checkout=checkout)
+    out_dir = cli.run_folder(explainer, Path(opt.output), opt=opt)
+    return cli.explain_sources(explainer, opt=opt, source=opt.input, out_dir=out_dir)
+
+
+def _load_detectron2(opt: argparse.Namespace, *, checkout: Path) -> Explainer:
+    return load(
         "detectron2",
         None,  # MODEL.WEIGHTS of --opts or the config
         checkout=checkout,
@@ -306,8 +321,6 @@ def run_detectron2(argv: list[str] | None, *, checkout: Path) -> int:
         conf_thres=opt.confidence_threshold,
         max_det=opt.max_det,
     )
-    out_dir = cli.run_folder(explainer, Path(opt.output), opt=opt)
-    return cli.explain_sources(explainer, opt=opt, source=opt.input, out_dir=out_dir)
 
 
 def main(upstream: str, argv: list[str] | None = None, *, checkout: Path) -> int:

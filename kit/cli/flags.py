@@ -22,6 +22,7 @@ from kit.run.distributed import DEFAULT_WAIT_MINUTES
 from kit.run.request import ExplainRequest
 
 LOAD = "load"  # a flag of kit.load, not of the request
+CLI = "cli"  # a flag of the command line alone (what it prints), neither of the request nor of kit.load
 _DRISE = DRiseSettings()
 
 
@@ -38,6 +39,7 @@ class Flag:
     metavar: str | None = None
     choices: Sequence[str] | None = None
     switch: bool = False  # store_true
+    path: bool = False  # a file or folder: read from where the user typed the command (kit.cli.paths)
 
     @property
     def dest(self) -> str:
@@ -82,6 +84,13 @@ FLAGS: tuple[Flag, ...] = (
     ),
     Flag("--batch-size", "batch_size", "images per forward pass", type=int, default=1),
     Flag(
+        "--verbose",
+        CLI,
+        "print what the upstream prints while the model loads (its model table) and one line per image; "
+        "by default a progress bar on a terminal and one summary line per run",
+        switch=True,
+    ),
+    Flag(
         "--half",
         LOAD,
         "float16 model and inputs (CUDA only, like detect.py on a GPU); maps are computed in float32",
@@ -99,6 +108,7 @@ FLAGS: tuple[Flag, ...] = (
         "ground truth of the images (a folder of YOLO <stem>.txt labels or a COCO .json): after the "
         "run, PG, EBPG and deletion/insertion AUC of the detections that match it, into eval.json",
         metavar="LABELS",
+        path=True,
     ),
     Flag(
         "--eval-curves",
@@ -214,10 +224,12 @@ FLAGS: tuple[Flag, ...] = (
         metavar="N",
     ),
 )
+# The kit's flags that name a file or folder (their argparse dest).
+PATH_FLAGS: tuple[str, ...] = tuple(f.dest for f in FLAGS if f.path)
 # How the command line spells each setting in an error: its flag (and --exist-ok, --eval LABELS,
 # which an entry point's own flags or the request's errors name).
 NAMES: dict[str, str] = {
-    **{f.setting: f.flag for f in FLAGS if f.setting != LOAD},
+    **{f.setting: f.flag for f in FLAGS if f.setting not in (LOAD, CLI)},
     "labels": "--eval LABELS",
     "exist_ok": "--exist-ok",
 }
@@ -245,7 +257,7 @@ def request_of(opt: argparse.Namespace, **settings: Any) -> ExplainRequest:
     values: dict[str, Any] = {"exist_ok": bool(getattr(opt, "exist_ok", True))}
     nested: dict[str, dict[str, Any]] = {"drise": {}, "image_limits": {}}
     for flag in FLAGS:
-        if flag.setting == LOAD:
+        if flag.setting in (LOAD, CLI):
             continue
         value = getattr(opt, flag.dest, flag.default)
         outer, _, inner = flag.setting.partition(".")

@@ -16,17 +16,20 @@ import functools
 import logging
 import os
 import sys
+import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from kit.api import Explainer, load
+from kit.api import Explainer, RunResult, load
+from kit.cli import output, paths
 from kit.cli.flags import add_flags, request_of
 from kit.core.display import shown
 from kit.core.errors import ArgumentError, KitError, OutputError, RunInterrupted
 from kit.core.options import check_detector_options
+from kit.evaluation.missed import REASONS
 from kit.run import distributed
 from kit.run.request import ExplainRequest
 from kit.rundir import reader
@@ -141,6 +144,8 @@ def check_yolo_arguments(opt: argparse.Namespace, *, size_flag: str) -> ExplainR
         resume=opt.resume,
         overwrite=getattr(opt, "overwrite", False),
     )
+    paths.check_sources(opt.source, flag="--source")
+    paths.check_labels(opt.eval)
     return request
 
 
@@ -170,8 +175,9 @@ def run_folder(explainer: Explainer, requested: Path, *, opt: argparse.Namespace
     return distributed.broadcast(chosen, group) or requested
 
 
-def setup_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+def setup_logging(*, verbose: bool = False) -> None:
+    """The entry point's log lines (:func:`kit.cli.output.setup_logging`)."""
+    output.setup_logging(verbose=verbose)
 
 
 def run_yolo(
@@ -188,9 +194,18 @@ def run_yolo(
     :func:`check_yolo_arguments`); ``extra``: further options of :func:`kit.load` (ultralytics'
     ``nms``). Returns the process exit code.
     """
-    setup_logging()
+    setup_logging(verbose=opt.verbose)
     request = check_yolo_arguments(opt, size_flag=size_flag)
-    explainer = load(
+    with output.quiet_loading(verbose=opt.verbose):
+        explainer = _load_yolo(upstream, opt, checkout=checkout, size_flag=size_flag, extra=extra)
+    out_dir = run_folder(explainer, Path(opt.project) / opt.name, opt=opt)
+    return explain_sources(explainer, opt=opt, source=opt.source, out_dir=out_dir, request=request)
+
+
+def _load_yolo(
+    upstream: str, opt: argparse.Namespace, *, checkout: Path, size_flag: str, extra: Mapping[str, Any] | None
+) -> Explainer:
+    return load(
         upstream,
         opt.weights,
         checkout=checkout,
@@ -205,8 +220,6 @@ def run_yolo(
         half=opt.half,
         **(extra or {}),
     )
-    out_dir = run_folder(explainer, Path(opt.project) / opt.name, opt=opt)
-    return explain_sources(explainer, opt=opt, source=opt.source, out_dir=out_dir, request=request)
 
 
 def explain_sources(
@@ -225,16 +238,40 @@ def explain_sources(
     request = request or check_kit_arguments(opt)  # the entry point checked them; a caller may not have
     if resumed(opt) and not request.resume:  # a worker torchrun restarted goes on by itself
         request = replace(request, resume=True)
+    started = time.monotonic()
     result = explainer.run([source] if isinstance(source, str) else list(source), out_dir, request)
     for table in (result.eval_table, result.audit_table):
         if table is not None:
             print(table)
+    if _main_rank():
+        summarize(result, explain_missed=request.explain_missed, seconds=time.monotonic() - started)
     if result.failed:
         LOG.error(
             "%d of %d images failed; see the errors above and in the manifest", result.failed, result.images
         )
         return EXIT_IMAGES_FAILED
     return EXIT_OK
+
+
+def _main_rank() -> bool:
+    try:
+        return distributed.launched().main
+    except distributed.DistributedError:
+        return True
+
+
+def summarize(result: RunResult, *, explain_missed: bool, seconds: float) -> None:
+    """The run's summary line on stderr (rank 0 alone), and with ``--explain-missed`` the missed
+    objects by reason; from the run's final manifest."""
+    try:
+        manifest = reader.load_manifest(result.out_dir) or {}
+    except OutputError as error:
+        LOG.error("summary: %s", error)
+        return
+    out = shown(str(result.out_dir))
+    LOG.info("%s", output.summary_line(manifest, failed=result.failed, out_dir=out, seconds=seconds))
+    if explain_missed:
+        LOG.info("%s", output.missed_line(manifest, reasons=REASONS))
 
 
 def interrupted_message(interrupt: KeyboardInterrupt) -> str:
@@ -258,10 +295,7 @@ def guarded(main: Callable[[], int]) -> int:
     other exception is a bug: the traceback and a request to report it, exit 3, so that it
     never looks like exit 1 (some images failed).
     """
-    try:
-        main_rank = distributed.launched().main
-    except distributed.DistributedError:
-        main_rank = True
+    main_rank = _main_rank()
     try:
         return main()
     except KitError as error:

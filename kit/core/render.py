@@ -2,6 +2,8 @@
 
 Line widths and font sizes follow the picture's size, so labels stay readable on a 200 px
 thumbnail and on a 4000 px photo. Boxes get a dark outline so they show on any heatmap colour.
+Every overlay large enough to hold one carries its colour scale (:func:`draw_scale`): each map is
+normalized to its own maximum, so the colours run from 0 to that map's maximum, not across maps.
 """
 
 from __future__ import annotations
@@ -55,7 +57,40 @@ def overlay(
     heat = cv2.applyColorMap(np.round(levels * 255).astype(np.uint8), colormap)
     out = cv2.addWeighted(image_bgr, 1.0 - alpha, heat, alpha, 0.0)
     draw_box(out, box_xyxy, label=label, color=color)
+    draw_scale(out, colormap=colormap)
     return out
+
+
+SCALE_LOW, SCALE_HIGH = "0", "map max"  # the ends of the colour scale: a share of the map's maximum
+SCALE_MIN_SIZE = (60, 120)  # (height, width) below which an overlay has no room for its scale
+
+
+def draw_scale(image: np.ndarray, *, colormap: int = cv2.COLORMAP_JET) -> bool:
+    """Draw the colour scale in the bottom-left corner, in place: "0", the colour ramp, "map max"
+    (each map is normalized to its own maximum) on a dark band. Returns False, drawing nothing,
+    for a picture too small to hold it (:data:`SCALE_MIN_SIZE`)."""
+    h, w = image.shape[:2]
+    if h < SCALE_MIN_SIZE[0] or w < SCALE_MIN_SIZE[1]:
+        return False
+    scale, thick = text_style((h, w))
+    font, weight = cv2.FONT_HERSHEY_SIMPLEX, max(1, thick - 1)
+    (lw, th), base = cv2.getTextSize(SCALE_LOW, font, scale, weight)
+    (hw_, _), _ = cv2.getTextSize(SCALE_HIGH, font, scale, weight)
+    pad = max(2, 2 * thick)
+    ramp_w = max(24, w // 6)
+    band_h = th + base + 2 * pad
+    band_w = min(w, lw + ramp_w + hw_ + 4 * pad)
+    top = h - band_h
+    cv2.rectangle(image, (0, top), (band_w, h - 1), (32, 32, 32), cv2.FILLED)
+    ramp = np.linspace(0, 255, ramp_w).round().astype(np.uint8)[None, :].repeat(th, axis=0)
+    x = pad + lw + pad
+    width = max(0, min(ramp_w, w - x))
+    image[top + pad : top + pad + th, x : x + width] = cv2.applyColorMap(ramp, colormap)[:, :width]
+    white = (255, 255, 255)
+    cv2.putText(image, SCALE_LOW, (pad, top + pad + th), font, scale, white, weight, cv2.LINE_AA)
+    right = (x + ramp_w + pad, top + pad + th)
+    cv2.putText(image, SCALE_HIGH, right, font, scale, white, weight, cv2.LINE_AA)
+    return True
 
 
 def summary(

@@ -73,9 +73,12 @@ class DetectionResult:
         """Where the detector made it: its output row (proposal, anchor) and head level."""
         return self.detection.origin
 
-    def label(self) -> str:
-        """The text drawn beside the box: id, class name and score."""
-        return f"{self.id} {self.class_name} {self.score:.2f}"
+    def label(self, explains: str | None = None) -> str:
+        """The text drawn beside the box: id, class name and score; led by what the map explains
+        when that is not the detection's own class score (:func:`kit.core.targets.target_caption`:
+        ``"triangle (asked) for #2 square 0.99"``)."""
+        own = f"{self.id} {self.class_name} {self.score:.2f}"
+        return own if not explains else f"{explains} for #{own}"
 
 
 @dataclass(frozen=True)
@@ -165,6 +168,9 @@ class ImageResult:
     # with --explain-missed: each detection's ground-truth match (index, IoU) or None, as found
     # once for the image (kit.evaluation.evaluate.match_result); the evaluation takes it as it is
     matches: Optional[tuple[Optional[tuple[int, float]], ...]] = None
+    # what each map explains where it is not the detection's own class score ("triangle (asked)",
+    # "box target", "objectness": kit.core.targets.target_caption); drawn in every overlay's label
+    explains: Optional[str] = None
 
     def overlay(self, detection: DetectionResult | int, layer: str) -> np.ndarray:
         """The picture the run folder holds as ``<stem>/det<id>_<layer>.jpg``: the map as a heatmap
@@ -186,7 +192,21 @@ class ImageResult:
                 f"detection {det.id} of {self.file} has no map at layer {layer!r} ({why}); "
                 f"it has maps at {', '.join(drawn) or 'no layer'}"
             )
-        return draw_overlay(self.image, det, layer, cam, index=index, layers=self.layers)
+        return draw_overlay(
+            self.image, det, layer, cam, index=index, layers=self.layers, explains=self.explains
+        )
+
+    def _repr_png_(self) -> Optional[bytes]:
+        """In a notebook: the image with its boxes and each detection's map (:mod:`kit.core.notebook`)."""
+        from kit.core import notebook
+
+        return notebook.png(self)
+
+    def _repr_html_(self) -> str:
+        """In a notebook: the picture of :meth:`_repr_png_` above a caption (file, size, detections)."""
+        from kit.core import notebook
+
+        return notebook.image_html(self)
 
     def restricted(self, layers: Sequence[str]) -> ImageResult:
         """This image with each detection's maps of ``layers`` only: a run of those layers alone."""
@@ -198,6 +218,16 @@ class ImageResult:
         return replace(self, detections=detections, layers=tuple(keep))
 
 
+class ImageResults(list[ImageResult]):
+    """The results of :meth:`kit.Explainer.explain`: a list of :class:`ImageResult`, one per image,
+    that shows in a notebook as a compact table (file, size, detections, classes, error)."""
+
+    def _repr_html_(self) -> str:
+        from kit.core import notebook
+
+        return notebook.table_html(self)
+
+
 def draw_overlay(
     image_bgr: np.ndarray,
     detection: DetectionResult,
@@ -207,15 +237,17 @@ def draw_overlay(
     index: int,
     layers: tuple[str, ...] | list[str],
     box_hw: tuple[int, int] | None = None,
+    explains: str | None = None,
 ) -> np.ndarray:
     """One detection's map at one layer over the image, with its box and label; ``index`` picks
     the box colour, the layer is named in the label when the run explains several layers.
 
     Drawn at the map's size: an image larger than its map (:func:`kit.core.geometry.map_size`) is scaled
     down to it and the box with it. ``box_hw``: the size of the image the box's pixels are in,
-    when ``image_bgr`` is already scaled (default: ``image_bgr``'s own size).
+    when ``image_bgr`` is already scaled (default: ``image_bgr``'s own size). ``explains``: what the
+    map explains, where it is not the detection's class score (:meth:`DetectionResult.label`).
     """
-    label = detection.label() + (f" {layer}" if len(layers) > 1 else "")
+    label = detection.label(explains) + (f" {layer}" if len(layers) > 1 else "")
     hw = (cam.shape[0], cam.shape[1])
     box = scale_box(detection.box_xyxy, box_hw or image_bgr.shape[:2], hw)
     picture = resize_picture(image_bgr, hw)

@@ -171,6 +171,25 @@ _ALL: list[Target] = [
 TARGETS: dict[str, Target] = {t.name: t for t in _ALL}
 
 
+def target_caption(name: str, *, asked: str | None = None) -> str | None:
+    """What a map of target ``name`` explains, for the label beside its box, when that is not the
+    detection's own class score (then None: the label's class and score say it): ``"triangle
+    (asked)"`` under ``--target-class triangle``, ``"box target"``, ``"box x1"``, ``"objectness"``.
+    A name no target has (D-RISE's whole detection) is None."""
+    if name in CLASS_TARGETS:
+        return None if asked is None else f"{asked} (asked)"
+    if name == "box":
+        return "box target"
+    if name.startswith("box-"):
+        return "box " + name.removeprefix("box-")
+    return name if name in TARGETS else None
+
+
+def caption_of(target: Target) -> str | None:
+    """:func:`target_caption` of a target as the run uses it (a ``--target-class`` one included)."""
+    return target_caption(target.name, asked=target.class_name if isinstance(target, ChosenClass) else None)
+
+
 def get_target(name: str, *, objectness: bool = True) -> Target:
     """Look a target up by name; an unknown name lists the valid ones. ``objectness``: whether
     the detector has one (a target that reads it is refused otherwise, naming those it has)."""

@@ -128,7 +128,10 @@ def load_labels(path: PathLike, *, names: Sequence[str], sources: Sequence[PathL
             f"--eval {p}: expected a folder of YOLO .txt label files (one <image stem>.txt per image) "
             "or a COCO .json file; for one YOLO label file, pass its folder"
         )
-    raise LabelError(f"--eval {p}: no such file or folder; pass a folder of YOLO .txt labels or a COCO .json")
+    where = "" if p.is_absolute() else f" (looked in {Path.cwd()})"
+    raise LabelError(
+        f"--eval {p}: no such file or folder{where}; pass a folder of YOLO .txt labels or a COCO .json"
+    )
 
 
 # ---- YOLO txt --------------------------------------------------------------------------------

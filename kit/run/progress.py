@@ -3,8 +3,8 @@
 Each process appends a line to its part file per finished image (:mod:`kit.rundir.journal`); rank 0
 reads how far each part of this launch has grown, in a thread, and shows the total: a bar on a
 terminal, else a log line when the count changed (at most every ``interval`` seconds) and one
-at the end. N processes' interleaved bars would say nothing readable. A plain process shows its
-one line per image instead, so this is off there.
+at the end. N processes' interleaved bars would say nothing readable. A plain process shows the
+bar on a terminal and nothing otherwise (its summary line follows the run).
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ class Progress:
         self.total = total
         self.world = group.world
         self.interval = interval
-        self.enabled = group.active and group.main and total > 0
+        self.bar_only = not group.active  # a plain process: a bar on a terminal, never log lines
+        self.enabled = group.main and total > 0 and (group.active or sys.stderr.isatty())
         self.done = 0
         self._sizes: dict[Path, tuple[int, int]] = {}  # part -> (bytes read, newlines seen)
         self._stop = threading.Event()
@@ -45,9 +46,9 @@ class Progress:
     def __enter__(self) -> Progress:
         if self.enabled:
             if sys.stderr.isatty():
-                from tqdm import tqdm
-
-                self._bar = tqdm(total=self.total, unit="img", desc=f"explained ({self.world} processes)")
+                processes = "" if self.bar_only else f" ({self.world} processes)"
+                self._bar = _Line(f"explained{processes}", total=self.total)
+                self._bar.show(0)
             self._thread = threading.Thread(target=self._watch, name="kit-progress", daemon=True)
             self._thread.start()
         return self
@@ -63,7 +64,7 @@ class Progress:
         self.count()
         self._show(final=error is None)
         if self._bar is not None:
-            self._bar.close()
+            self._bar.clear()
 
     def count(self) -> int:
         """Images finished so far by every rank of this launch (lines after each part's header)."""
@@ -89,7 +90,7 @@ class Progress:
 
     def _show(self, *, final: bool) -> None:
         if self._bar is not None:
-            self._bar.update(self.done - self._bar.n)
+            self._bar.show(self.done)
             return
         last, when = self._shown
         now = time.monotonic()
@@ -97,3 +98,31 @@ class Progress:
             ended = " (all ranks done)" if final and self.done >= self.total else ""
             LOG.info("explained %d of %d images (%d processes)%s", self.done, self.total, self.world, ended)
             self._shown = (self.done, now)
+
+
+class _Line:
+    """A progress line on a terminal, rewritten in place (``\\r``): ``explained 3/8 images [###-----]``."""
+
+    WIDTH = 24
+
+    def __init__(self, label: str, *, total: int) -> None:
+        self.label = label
+        self.total = total
+        self._last = ""
+
+    def text(self, done: int) -> str:
+        filled = self.WIDTH * min(done, self.total) // max(self.total, 1)
+        bar = "#" * filled + "-" * (self.WIDTH - filled)
+        return f"{self.label} {done}/{self.total} images [{bar}]"
+
+    def show(self, done: int) -> None:
+        text = self.text(done)
+        if text != self._last:
+            sys.stderr.write("\r" + text)
+            sys.stderr.flush()
+            self._last = text
+
+    def clear(self) -> None:
+        """Remove the line, so that the summary line that follows starts clean."""
+        sys.stderr.write("\r" + " " * len(self._last) + "\r")
+        sys.stderr.flush()

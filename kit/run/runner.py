@@ -24,6 +24,7 @@ from typing import Any, Optional, Union
 import numpy as np
 from torch import nn
 
+from kit.core import display
 from kit.core.contract import Adapter
 from kit.core.detection import Detection, MissedObject
 from kit.core.engine import Explanation
@@ -32,7 +33,7 @@ from kit.core.fusion import fuse_reached
 from kit.core.geometry import Letterbox, map_size, normalize, original_boxes, to_original
 from kit.core.images import ImageLimits, printable, read_image
 from kit.core.results import FUSED, DetectionResult, ImageResult, MissedResult, rounded_score
-from kit.core.targets import DetectorOutput, Target
+from kit.core.targets import DetectorOutput, Target, caption_of
 from kit.evaluation.evaluate import GtMatch
 from kit.evaluation.labels import GroundTruth
 from kit.evaluation.missed import MissedFinder
@@ -40,6 +41,9 @@ from kit.methods.base import BatchJob, Method
 from kit.rundir.writer import RunWriter
 
 LOG = logging.getLogger("kit")
+# The one line per image ("x.jpg: 3 detections"); the entry points show it under --verbose only.
+IMAGE_LOG = logging.getLogger("kit.images")
+display.install(IMAGE_LOG)  # names shown escaped, as on the kit's logger (a filter is not inherited)
 # An image to explain: a file, or a BGR uint8 (H, W, 3) array (named ``array<i>`` by its position).
 Source = Union[Path, np.ndarray]
 # Called with each image and its result once written (``--eval``); what it returns is recorded with it.
@@ -285,12 +289,14 @@ def _image_result(
         fuse=settings.fuse,
         kept=explained.kept,
     )
+    explains = caption_of(settings.target) if settings.method.layers([]) is None else None
     if settings.finder is None:
-        return replace(result, layers=tuple(settings.layers))
+        return replace(result, layers=tuple(settings.layers), explains=explains)
     found = explained.matches.get(index)
     return replace(
         result,
         layers=tuple(settings.layers),
+        explains=explains,
         missed=missed_results(
             explained, image_index=index, method=name, names=adapter.names, fuse=settings.fuse
         ),
@@ -376,7 +382,8 @@ def write_result(
         writer.add_error(source, message, index=index)
         LOG.error("%s", message)
         return
-    LOG.log(log_level, "%s: %d detections", printable(source), len(result.detections))
+    n = len(result.detections)
+    IMAGE_LOG.log(log_level, "%s: %d detection%s", printable(source), n, "" if n == 1 else "s")
     measured = None
     if on_image is not None:
         try:

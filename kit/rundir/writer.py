@@ -49,6 +49,7 @@ from kit.core.geometry import energy_in_box, map_size, normalize, resize_picture
 from kit.core.images import printable
 from kit.core.render import MISSED_COLOR, draw_dashed_box, overlay, summary, tile_size
 from kit.core.results import DetectionResult, MissedResult, draw_overlay
+from kit.core.targets import target_caption
 from kit.rundir import journal, naming, reader, schema
 from kit.rundir.lock import RunLock
 from kit.rundir.naming import PathLike, check_run_folder, free_stem, is_folder_in, safe_stem
@@ -166,6 +167,11 @@ class RunWriter:
         self.overwrite = overwrite
         self.tile_width = settings.tile_width
         self.jpeg_quality = settings.jpeg_quality
+        asked = self.extra.get("target_class")
+        # what every map explains, in each overlay's label, where not the detection's class score
+        self.explains = target_caption(
+            settings.target, asked=asked.get("name") if isinstance(asked, dict) else None
+        )
         self.owner = owner
         self.resumed = resume
         self.images: list[ImageRecord] = []  # this process's records of this run
@@ -360,7 +366,11 @@ class RunWriter:
             fused = normalize(np.sum(drawn, axis=0)) if drawn else None
             tile = None if fused is None else cv2.resize(fused, small, interpolation=cv2.INTER_LINEAR)
             tiles.append(
-                (tile, list(scale_box(record.box_xyxy, (height, width), picture.shape[:2])), det.label())
+                (
+                    tile,
+                    list(scale_box(record.box_xyxy, (height, width), picture.shape[:2])),
+                    det.label(self.explains),
+                )
             )
         sheet = summary(
             picture,  # the image at its maps' size: a summary tile is smaller still
@@ -401,8 +411,9 @@ class RunWriter:
             rel = f"{stem}/{key}.jpg"
             drawn_on = picture if picture.shape[:2] == cam.shape else image_bgr
             overlay_ = draw_overlay(
-                drawn_on, det, layer, cam, index=index, layers=self.layers, box_hw=(height, width)
-            )
+                drawn_on, det, layer, cam, index=index, layers=self.layers, box_hw=(height, width),
+                explains=self.explains,
+            )  # fmt: skip
             self._write_jpeg(rel, overlay_, written)
             energy = round(energy_in_box(cam, det.box_xyxy, image_hw=(height, width)), 6)
             record.maps.append(MapRecord(layer=layer, overlay=rel, energy_in_box=energy, key=key))

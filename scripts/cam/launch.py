@@ -27,6 +27,7 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
+from kit.cli.paths import CALLER_CWD_ENV
 from kit.core.display import shown
 from kit.core.errors import DownloadError, KitError
 from kit.upstreams.demo import DEMO_NAME
@@ -65,6 +66,18 @@ def default_weights(name: str) -> Path:
     url = weights_url(name)
     dest = weights_dir(name) / url.rsplit("/", 1)[-1]
     return download(url, dest)
+
+
+def how_to_get_weights(name: str) -> str:
+    """What to do when ``name``'s released weights cannot be downloaded and it has no demo detector."""
+    url = weights_url(name)
+    var = url_env_var(name).replace("_URL", "_WEIGHTS_URL")
+    dest = weights_dir(name) / url.rsplit("/", 1)[-1]
+    return (
+        f"{name} has no demo detector to run offline. To get its weights: download {url} on a machine with "
+        f"network and copy it to {dest} (make cam then finds it), or pass your own checkpoint with "
+        f"WEIGHTS=path/to/file, or point {var} at a mirror of the file."
+    )
 
 
 def zoo_weights_url(checkout: Path, config: str) -> str:
@@ -177,7 +190,7 @@ def chosen_weights(
         return default_weights(name)
     except DownloadError as error:
         if name not in DEMO_FALLBACK:
-            raise
+            raise DownloadError(f"{error}\n{how_to_get_weights(name)}") from error
         print(f"warning: {shown(str(error))}", file=sys.stderr)
         return None
 
@@ -220,17 +233,18 @@ def run_cam(
         nproc=nproc,
     )
     print("+ " + " ".join(shown(part) for part in command), file=sys.stderr, flush=True)
-    return run_child(command, cwd=checkout)
+    # Paths in ARGS are read from where make was typed, as SOURCE and WEIGHTS are (kit.cli.paths).
+    return run_child(command, cwd=checkout, env={**os.environ, CALLER_CWD_ENV: str(cwd)})
 
 
-def run_child(command: Sequence[str], *, cwd: Path) -> int:
+def run_child(command: Sequence[str], *, cwd: Path, env: dict[str, str] | None = None) -> int:
     """Run the entry point; return its exit code as a shell reports it (killed by signal N: 128 + N).
 
     Ctrl-C in a terminal reaches the child too (one process group): it finishes its manifest and
     exits 130, so the driver waits for it rather than killing it (as ``subprocess.call`` would).
     A Ctrl-C sent to the driver alone is passed on after INTERRUPT_GRACE_SECONDS.
     """
-    child = subprocess.Popen(list(command), cwd=cwd)
+    child = subprocess.Popen(list(command), cwd=cwd, env=env)
     timeout: float | None = None
     while True:
         try:

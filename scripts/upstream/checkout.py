@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from scripts.upstream.errors import GitError, PinError
+from scripts.upstream.errors import FetchError, GitError, PinError
 from scripts.upstream.gitutil import LOCAL_UPLOAD_PACK, git, is_local_url, rev_parse
 
 UPSTREAM_HEAD = "refs/patches/upstream-head"
@@ -71,9 +71,32 @@ def configure_remote(repo: Path, url: str) -> None:
         git("config", "--unset", "remote.origin.uploadpack", cwd=repo)
 
 
+# git's words when the remote itself cannot be reached (no network, no such host or folder), as
+# opposed to a remote that answered without the commit; retrying with another refspec is pointless.
+_UNREACHABLE = (
+    "could not resolve host",
+    "could not resolve hostname",
+    "does not appear to be a git repository",
+    "unable to access",
+    "connection refused",
+    "connection timed out",
+    "network is unreachable",
+    "could not read from remote repository",
+)
+
+
+def unreachable_reason(error: GitError) -> str | None:
+    """git's own line saying the remote cannot be reached, or None when it answered."""
+    for line in str(error).splitlines():
+        if any(words in line.lower() for words in _UNREACHABLE):
+            return line.strip()
+    return None
+
+
 def fetch_pin(repo: Path, pin: str, *, depth: int | None = None) -> None:
     """Fetch commit `pin` blobless; fall back to fetching every branch and tag where the server
-    refuses a fetch by SHA. Raises PinError when the remote does not have the commit."""
+    refuses a fetch by SHA. Raises FetchError when the remote cannot be reached (the caller adds how
+    to use a mirror), PinError when it does not have the commit."""
     if rev_parse(repo, f"{pin}^{{commit}}") is not None:
         return
     progress = ["--progress"] if sys.stderr.isatty() else []
@@ -82,6 +105,9 @@ def fetch_pin(repo: Path, pin: str, *, depth: int | None = None) -> None:
     try:
         git(*base, *shallow, "origin", pin, cwd=repo, stream=True)
     except GitError as by_sha:
+        reason = unreachable_reason(by_sha)
+        if reason is not None:
+            raise FetchError(f"cannot reach the remote: git says {reason!r}") from by_sha
         print("fetch by SHA refused; fetching all branches and tags instead", file=sys.stderr)
         try:
             git(

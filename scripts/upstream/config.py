@@ -259,6 +259,28 @@ def url_env_var(name: str) -> str:
     return "KIT_" + re.sub(r"[^A-Z0-9]", "_", name.upper()) + "_URL"
 
 
+def mirror_help(upstream: Upstream) -> str:
+    """How to fetch `upstream` from elsewhere (a mirror, a local copy): the two overrides, with an
+    example line of the user file. The pin never changes with the URL."""
+    name, var = upstream.name, url_env_var(upstream.name)
+    if upstream.kind == "sdist":
+        archive = f"{upstream.package}-{upstream.version}.tar.gz"
+        what = (
+            f"the archive {archive}: with PyPI (or your pip index) reachable it is downloaded; "
+            f"offline, name a local copy of it, the folder holding it, or an index mirror"
+        )
+        example = f"/path/to/{archive}"
+    else:
+        what = "a mirror: a local git folder (a clone of the upstream), a file:// URL or another git URL"
+        example = f"/path/to/{name}-mirror"
+    return (
+        f"To set {name} up offline or from elsewhere, give it {what} (the pin stays the same):\n"
+        f"  for one command:  {var}={example} make setup-{name}\n"
+        f"  for good: add the line  {name}: {{url: {example}}}  to {user_config_path()}\n"
+        "See CONTRIBUTING.md, 'Mirrors and offline use'."
+    )
+
+
 def user_config_path(environ: Mapping[str, str] | None = None) -> Path:
     """`${XDG_CONFIG_HOME:-~/.config}/kit/upstreams.yaml`."""
     env = os.environ if environ is None else environ

@@ -48,4 +48,5 @@ class ArchiveError(KitSetupError):
 
 
 class FetchError(KitSetupError):
-    """A source archive cannot be fetched (offline, no such file, pip failed)."""
+    """The base cannot be fetched: the remote cannot be reached (offline, no such host or folder),
+    or a source archive cannot be had (no such file, pip failed). The message says how to use a mirror."""

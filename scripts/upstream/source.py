@@ -9,9 +9,9 @@ from pathlib import Path
 
 from scripts.upstream import sdist
 from scripts.upstream.checkout import configure_remote, fetch_pin
-from scripts.upstream.config import Upstream
-from scripts.upstream.errors import ArchiveError, KitSetupError
-from scripts.upstream.gitutil import git, is_reachable
+from scripts.upstream.config import Upstream, mirror_help
+from scripts.upstream.errors import ArchiveError, FetchError, KitSetupError
+from scripts.upstream.gitutil import git, is_local_url, is_reachable, local_path
 
 PIP_INDEX = "the package index of pip's configuration"
 
@@ -37,8 +37,19 @@ def bring_pin(
     """Make the base commit present in `repo` (fetch the pinned commit, `depth` deep, or commit the
     verified sdist) and return its SHA."""
     if upstream.kind == "sdist":
-        return sdist.bring_base(repo, upstream, url=url, origin=origin, python=python)
-    fetch_pin(repo, upstream.commit, depth=depth)
+        try:
+            return sdist.bring_base(repo, upstream, url=url, origin=origin, python=python)
+        except FetchError as e:  # its message names the package, the archive and the URL
+            raise FetchError(f"{e}\n{mirror_help(upstream)}") from e
+    try:
+        if is_local_url(url) and not local_path(url).is_dir():
+            raise FetchError(f"no such folder {local_path(url)}")
+        fetch_pin(repo, upstream.commit, depth=depth)
+    except FetchError as e:
+        raise FetchError(
+            f"{upstream.name}: cannot fetch commit {upstream.commit[:12]} from {url} ({origin}): {e}\n"
+            + mirror_help(upstream)
+        ) from e
     return upstream.commit
 
 

@@ -51,10 +51,10 @@ def test_a_run_over_hostile_names_shows_them_escaped_and_keeps_them(tmp_path: Pa
     image = np.random.default_rng(0).integers(0, 255, (30, 40, 3), dtype=np.uint8)
     (src / HOSTILE).write_bytes(cv2.imencode(".png", image)[1].tobytes())
     command = [sys.executable, TOY, "--source", str(src), "--project", str(tmp_path), "--name", "run"]
-    ok = run_child(command)
+    ok = run_child([*command, "--verbose"])  # the line per image
     assert ok.exit == 0, ok.stderr
     escaped = shown(str(src / HOSTILE))
-    assert f"{escaped}: 1 detections" in ok.stderr.splitlines()
+    assert f"{escaped}: 1 detection" in ok.stderr.splitlines()
     assert not any(c in ok.stderr + ok.stdout for c in HIDDEN)
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text(encoding="utf-8"))
     assert [i["file"] for i in manifest["images"]] == [str(src / HOSTILE)]  # the real name

@@ -144,6 +144,8 @@ def test_two_processes_write_what_one_writes(images: tuple[Path, Path], referenc
     assert result.stderr.count("explained 9 of 9 images (2 processes) (all ranks done)") == 1
     assert result.stderr.count("cannot read image") == 1  # the failed image, named once, by its rank
     assert result.stdout.count("eval: 8 images") == 1  # one summary for the whole run, from rank 0
+    assert result.stderr.count("explained 9 images: ") == 1  # one summary line, rank 0's, of every image
+    assert "1 failed; run folder " + str(out) in result.stderr
 
 
 @pytest.mark.parametrize("kill_at", [2, 10])

@@ -23,7 +23,7 @@ def test_make_cam_falls_back_to_the_demo_detector_offline(
     monkeypatch.setattr(cam, "checkout_path", installed_checkout(tmp_path / "checkouts"))
     monkeypatch.setattr(cam, "default_weights", offline)
     monkeypatch.setattr(cam, "demo_sample", lambda: tmp_path / "sample")
-    monkeypatch.setattr(cam, "run_child", lambda command, cwd: calls.append(command) or 0)
+    monkeypatch.setattr(cam, "run_child", lambda command, cwd, env=None: calls.append(command) or 0)
     assert cam.run_cam(name, weights=None, source=None, out=str(tmp_path / "run"), extra=[]) == 0
     (command,) = calls
     assert command[command.index("--weights") + 1] == "demo"

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from kit.cli.paths import CALLER_CWD_ENV
 from scripts.cam import launch as cam
 from scripts.upstream.errors import ConfigError
 from tests.children import child, wait_for
@@ -95,6 +96,16 @@ def test_nproc_runs_the_entry_point_under_torchrun(
     assert "NPROC must be a number of processes, got 'two'" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="NPROC must be a number of processes, 1 or more; got 0"):
         cam.run_cam("yolov7", weights="demo", source=None, out=None, extra=[], nproc=0)
+
+
+def test_the_entry_point_reads_paths_from_where_make_was_typed(
+    checkout: list[list[str]], tmp_path: Path
+) -> None:
+    """The child runs in the checkout; KIT_CALLER_CWD tells it where ARGS' relative paths are read."""
+    assert cam.run_cam("yolov7", weights="demo", source="imgs", out=None, extra=["--eval", "labels"]) == 0
+    assert checkout.pop()[-2:] == ["--eval", "labels"]  # passed as typed: the entry point resolves it
+    env = cam.LAST_ENV  # type: ignore[attr-defined]
+    assert env[CALLER_CWD_ENV] == str(tmp_path) and env["PATH"] == os.environ["PATH"]
 
 
 @pytest.mark.parametrize(("code", "expected"), [(0, 0), (1, 1), (2, 2), (3, 3), (130, 130)])

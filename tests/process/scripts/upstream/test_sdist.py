@@ -251,6 +251,8 @@ def test_offline_without_a_cache_says_how_to_point_at_a_local_archive(
     err = capsys.readouterr().err
     assert "cannot download demo-pkg==1.0.0" in err and "is not cached" in err
     assert f"KIT_DEMO_URL=/path/{TOP}.tar.gz" in err
+    # and the user file's line, for good
+    assert f"demo: {{url: /path/to/{TOP}.tar.gz}}  to {isolated / 'xdg' / 'kit' / 'upstreams.yaml'}" in err
     assert not (isolated / "checkouts" / "demo").exists()
 
 

@@ -126,6 +126,36 @@ def test_wrong_pin_fails_clearly_and_leaves_nothing(isolated: Path, upstream: Up
     assert list((isolated / "checkouts").iterdir()) == [isolated / "checkouts" / ".demo.lock"]
 
 
+@pytest.mark.parametrize(
+    ("url", "git_words"),
+    [
+        ("https://kit-no-such-host.invalid/demo.git", "Could not resolve host"),  # .invalid never resolves
+        ("MISSING", "no such folder"),
+        ("file://MISSING", "no such folder"),
+    ],
+)
+def test_unreachable_remote_says_how_to_use_a_mirror(
+    isolated: Path,
+    upstream: Upstream,
+    capsys: pytest.CaptureFixture[str],
+    url: str,
+    git_words: str,
+) -> None:
+    """Offline, git alone says 'could not resolve host'; the error names the URL, where it came from,
+    the override variable and the user file line, and leaves nothing behind."""
+    url = url.replace("MISSING", str(isolated / "no-mirror-here"))
+    config = write_project(isolated / "project", url=url, commit=upstream.pin, patches={})
+    assert main(["--config", str(config), "setup", "demo", "--no-install"]) == 1
+    err = capsys.readouterr().err
+    first = err[err.index("error: ") :]
+    assert f"demo: cannot fetch commit {upstream.pin[:12]} from {url} ({config})" in first
+    assert git_words in first
+    assert "KIT_DEMO_URL=/path/to/demo-mirror make setup-demo" in first
+    assert f"demo: {{url: /path/to/demo-mirror}}  to {isolated / 'xdg' / 'kit' / 'upstreams.yaml'}" in first
+    assert "fetching all branches" not in err  # an unreachable remote is not retried with another refspec
+    assert list((isolated / "checkouts").iterdir()) == [isolated / "checkouts" / ".demo.lock"]
+
+
 def test_interrupted_clone_leaves_no_half_made_dir(
     isolated: Path,
     project: Path,

@@ -76,3 +76,23 @@ def test_a_stale_or_edited_entry_point_is_refused_with_the_fix(
             cam.run_cam("yolov7", weights="demo", source=None, out=None, extra=[])
     finally:
         cam.checkout_path = original
+
+
+def test_without_weights_and_without_a_demo_the_error_says_how_to_get_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kit.core.errors import DownloadError
+
+    def offline(name: str) -> Path:
+        raise DownloadError(f"could not reach {cam.weights_url(name)} (no network)")
+
+    monkeypatch.setenv(cam.WEIGHTS_DIR_ENV, str(tmp_path / "w"))
+    monkeypatch.setattr(cam, "default_weights", offline)
+    monkeypatch.setattr(cam, "DEMO_FALLBACK", ())  # an upstream without a demo detector
+    with pytest.raises(DownloadError) as info:
+        cam.chosen_weights("yolov5", weights=None, config=None, checkout=tmp_path)
+    url = cam.weights_url("yolov5")
+    text = str(info.value)
+    assert text.startswith(f"could not reach {url} (no network)\nyolov5 has no demo detector to run offline")
+    assert f"copy it to {tmp_path / 'w' / 'yolov5' / url.rsplit('/', 1)[-1]}" in text
+    assert "WEIGHTS=path/to/file" in text and "KIT_YOLOV5_WEIGHTS_URL" in text
