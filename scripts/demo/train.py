@@ -36,7 +36,7 @@ from scripts.upstream.config import REPO_ROOT, checkout_path, load_project
 CFG = "cfg/training/yolov7-tiny.yaml"
 HYP = "data/hyp.scratch.tiny.yaml"
 STEM = "yolov7-tiny-shapes"
-DEMO_UPSTREAMS = ("yolov7", "ultralytics")  # the upstreams with a demo detector
+DEMO_UPSTREAMS = ("yolov7", "ultralytics", "detectron2")  # the upstreams with a demo detector
 
 
 def training_batch(iteration: int, *, batch_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -176,7 +176,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--upstream",
         choices=DEMO_UPSTREAMS,
         default="yolov7",
-        help="ultralytics: scripts/demo/ultralytics_train.py",
+        help="ultralytics: scripts/demo/ultralytics_train.py; detectron2: scripts/demo/detectron2_train.py",
     )
     parser.add_argument("--iterations", type=int, default=1000)
     parser.add_argument("--batch-size", type=int, default=16)
@@ -203,6 +203,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from scripts.demo import ultralytics_train
 
         return ultralytics_train.main(argv)
+    if demo_upstream(argv) == "detectron2":
+        from scripts.demo import detectron2_train
+
+        return detectron2_train.main(argv)
     args = parse_args(argv)
     if (checkout := open_checkout(args.checkout, threads=args.threads)) is None:
         return 2

@@ -1,5 +1,5 @@
-"""The demo detectors kept in the repository: yolov7-tiny, and YOLO11n (ultralytics), trained on
-synthetic shapes.
+"""The demo detectors kept in the repository: yolov7-tiny, YOLO11n (ultralytics), and Faster R-CNN and
+RetinaNet (detectron2), trained on synthetic shapes.
 
 ``make demo`` (``scripts/demo/train.py``) trains it with the pinned yolov7's own model code and loss
 and writes ``yolov7-tiny-shapes.pt`` (a float16 state_dict, loadable with
@@ -14,6 +14,13 @@ kept beside it: ``yolo11n-shapes.pt`` and ``yolo11n-shapes.json``, read with
 trainer writes it (optimizer stripped, float16; machine paths taken out of its settings), which the
 ultralytics loader reads (``model=demo``; :func:`kit.upstreams.loaders.ultralytics.demo_model`) and
 ``YOLO(path)`` too.
+
+detectron2's demos (``make demo UPSTREAM=detectron2 [ARGS='--arch retinanet']``,
+``scripts/demo/detectron2_train.py``) keep three files each: ``<stem>.pt`` (``{"model": float16
+state_dict}``, as ``DetectionCheckpointer`` reads it), ``<stem>.yaml`` (the yacs config it is built
+from, read by the kit's safe config reader as any user's config) and ``<stem>.json`` (the record);
+``MODEL.WEIGHTS demo`` (``--weights demo``) names the Faster R-CNN, ``demo-retinanet`` the RetinaNet
+(:data:`DETECTRON2_DEMOS`).
 """
 
 from __future__ import annotations
@@ -31,8 +38,13 @@ if TYPE_CHECKING:  # torch is imported when a model is loaded: DEMO_NAME is read
 DEMO_DIR = Path(__file__).resolve().parent
 STEM = "yolov7-tiny-shapes"
 ULTRALYTICS_STEM = "yolo11n-shapes"
+DETECTRON2_STEM = "faster-rcnn-fpn-shapes"  # detectron2: Faster R-CNN with FPN
+DETECTRON2_RETINANET_STEM = "retinanet-fpn-shapes"  # detectron2: RetinaNet with FPN
 ULTRALYTICS_CFG = "yolo11n.yaml"  # a model yaml of the ultralytics package (ultralytics/cfg/models/11)
 DEMO_NAME = "demo"  # what --weights accepts to mean these weights
+# detectron2's demos by the name MODEL.WEIGHTS (--weights, make cam's WEIGHTS) takes for them; each
+# stem's .yaml beside its weights is the config it is built from
+DETECTRON2_DEMOS = {DEMO_NAME: DETECTRON2_STEM, "demo-retinanet": DETECTRON2_RETINANET_STEM}
 
 
 @dataclass(frozen=True)
@@ -40,7 +52,7 @@ class DemoWeights:
     """Where the demo weights are and how to build the model that takes them."""
 
     weights: Path  # float16 state_dict
-    cfg: str  # model cfg, relative to the yolov7 checkout
+    cfg: str  # model cfg: in the checkout (yolov7), the package (ultralytics), beside it (detectron2)
     nc: int
     names: tuple[str, ...]
     img_size: int
@@ -52,16 +64,16 @@ def demo_weights(directory: Path | None = None, *, stem: str = STEM) -> DemoWeig
     clear errors if absent."""
     folder = DEMO_DIR if directory is None else Path(directory)
     meta, weights = folder / f"{stem}.json", folder / f"{stem}.pt"
-    make = (
-        "make demo UPSTREAM=ultralytics` to train them (about 40"
-        if stem == ULTRALYTICS_STEM
-        else "make demo` to train them (about 10"
-    )
+    make = {  # how to train it, and about how many minutes that takes on 2 CPU cores
+        ULTRALYTICS_STEM: ("make demo UPSTREAM=ultralytics", 40),
+        DETECTRON2_STEM: ("make demo UPSTREAM=detectron2", 60),
+        DETECTRON2_RETINANET_STEM: ("make demo UPSTREAM=detectron2 ARGS='--arch retinanet'", 60),
+    }.get(stem, ("make demo", 10))
     for path in (meta, weights):
         if not path.is_file():
             raise CheckpointNotFoundError(
-                f"demo weights not found: {path}. Run `{make} minutes on "
-                "2 CPU cores), or pass your own checkpoint with --weights PATH."
+                f"demo weights not found: {path}. Run `{make[0]}` to train them (about {make[1]} minutes "
+                "on 2 CPU cores), or pass your own checkpoint with --weights PATH."
             )
     try:
         record = json.loads(meta.read_text())
