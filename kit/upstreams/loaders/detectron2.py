@@ -225,16 +225,20 @@ def demo_request(
     that demo's class names. Anything else is returned as given, without names.
     """
     name = named_weights(weights, opts)
-    config = config_path(config_file, checkout).resolve()
     if name in kit_demo.DETECTRON2_DEMOS and not Path(name).is_file():
         demo = kit_demo.demo_weights(stem=kit_demo.DETECTRON2_DEMOS[name])
         own = kit_demo.DEMO_DIR / demo.cfg
-        if config not in (own.resolve(), config_path(DEFAULT_CONFIG, checkout).resolve()):
+        default = str(config_file) == DEFAULT_CONFIG  # make cam's and the entry point's default
+        if not default and config_path(config_file, checkout).resolve() not in (
+            own.resolve(),
+            (checkout / DEFAULT_CONFIG).resolve(),
+        ):
             raise ArgumentError(
                 f"--config-file {config_file}: the weights {name!r} are the kit's demo detector, built "
                 f"from its own config {own}; drop --config-file (or pass that one)"
             )
         return demo.weights, own, demo.names
+    config = config_path(config_file, checkout).resolve()
     for stem in kit_demo.DETECTRON2_DEMOS.values():
         record = kit_demo.DEMO_DIR / f"{stem}.json"
         if config == (kit_demo.DEMO_DIR / f"{stem}.yaml").resolve() and record.is_file():
