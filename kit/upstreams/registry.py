@@ -17,7 +17,7 @@ import enum
 from dataclasses import dataclass
 
 from kit.core.errors import KitError
-from kit.upstreams.demo import STEM, ULTRALYTICS_STEM, YOLOV3_STEM, YOLOV5_STEM
+from kit.upstreams.demo import DETECTRON2_STEM, STEM, ULTRALYTICS_STEM, YOLOV3_STEM, YOLOV5_STEM
 
 
 class Family(enum.Enum):
@@ -256,6 +256,7 @@ DETECTRON2 = UpstreamSpec(
     markers=("detectron2/modeling/meta_arch/retinanet.py", "configs/Base-RCNN-FPN.yaml"),
     packages=("detectron2",),
     device_style="torch",
+    demo=DETECTRON2_STEM,  # MODEL.WEIGHTS demo; demo-retinanet names the RetinaNet (kit.upstreams.demo)
     default_weights=None,
     default_max_det=None,
     # demo/demo.py's flags. The checkout's only image is a docs figure; pass SOURCE for photos.

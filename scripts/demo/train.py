@@ -54,10 +54,10 @@ RECIPES = {
     "yolov3": Recipe("models/yolov3-tiny.yaml", "data/hyps/hyp.scratch.yaml", kit_demo.YOLOV3_STEM),
 }
 CFG, HYP, STEM = RECIPES["yolov7"].cfg, RECIPES["yolov7"].hyp, RECIPES["yolov7"].stem
-TRAINED_UPSTREAMS = (*RECIPES, "ultralytics")  # the upstreams whose demo detector make demo trains
+TRAINED_UPSTREAMS = (*RECIPES, "ultralytics", "detectron2")  # the upstreams whose demo detector make demo trains
 # the demos make eval measures (scripts/eval reads this and its --upstream): yolov5 and yolov3 are
 # refused there, by name, until it measures them, rather than measured on yolov7's checkout
-DEMO_UPSTREAMS = ("yolov7", "ultralytics")
+DEMO_UPSTREAMS = ("yolov7", "ultralytics", "detectron2")
 
 
 def training_batch(iteration: int, *, batch_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -207,7 +207,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         choices=TRAINED_UPSTREAMS,
         default="yolov7",
         help="yolov7: yolov7-tiny, yolov5: yolov5n, yolov3: yolov3-tiny; "
-        "ultralytics: scripts/demo/ultralytics_train.py",
+        "ultralytics: scripts/demo/ultralytics_train.py; detectron2: scripts/demo/detectron2_train.py",
     )
     parser.add_argument("--iterations", type=int, default=1000)
     parser.add_argument("--batch-size", type=int, default=16)
@@ -236,6 +236,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from scripts.demo import ultralytics_train
 
         return ultralytics_train.main(argv)
+    if demo_upstream(argv, choices=TRAINED_UPSTREAMS) == "detectron2":
+        from scripts.demo import detectron2_train
+
+        return detectron2_train.main(argv)
     args = parse_args(argv)
     if (checkout := open_checkout(args.checkout, threads=args.threads, upstream=args.upstream)) is None:
         return 2

@@ -1,5 +1,5 @@
-"""The demo detectors kept in the repository: yolov7-tiny, yolov5n, yolov3-tiny and YOLO11n
-(ultralytics), trained on synthetic shapes.
+"""The demo detectors kept in the repository: yolov7-tiny, yolov5n, yolov3-tiny, YOLO11n
+(ultralytics), and Faster R-CNN and RetinaNet (detectron2), trained on synthetic shapes.
 
 ``make demo`` (``scripts/demo/train.py``) trains it with the pinned yolov7's own model code and loss
 and writes ``yolov7-tiny-shapes.pt`` (a float16 state_dict, loadable with
@@ -16,6 +16,13 @@ kept beside it: ``yolo11n-shapes.pt`` and ``yolo11n-shapes.json``, read with
 trainer writes it (optimizer stripped, float16; machine paths taken out of its settings), which the
 ultralytics loader reads (``model=demo``; :func:`kit.upstreams.loaders.ultralytics.demo_model`) and
 ``YOLO(path)`` too.
+
+detectron2's demos (``make demo UPSTREAM=detectron2 [ARGS='--arch retinanet']``,
+``scripts/demo/detectron2_train.py``) keep three files each: ``<stem>.pt`` (``{"model": float16
+state_dict}``, as ``DetectionCheckpointer`` reads it), ``<stem>.yaml`` (the yacs config it is built
+from, read by the kit's safe config reader as any user's config) and ``<stem>.json`` (the record);
+``MODEL.WEIGHTS demo`` (``--weights demo``) names the Faster R-CNN, ``demo-retinanet`` the RetinaNet
+(:data:`DETECTRON2_DEMOS`).
 """
 
 from __future__ import annotations
@@ -35,14 +42,21 @@ STEM = "yolov7-tiny-shapes"
 ULTRALYTICS_STEM = "yolo11n-shapes"
 YOLOV5_STEM = "yolov5n-shapes"  # make demo UPSTREAM=yolov5: models/yolov5n.yaml of the yolov5 checkout
 YOLOV3_STEM = "yolov3-tiny-shapes"  # make demo UPSTREAM=yolov3: models/yolov3-tiny.yaml of yolov3's
+DETECTRON2_STEM = "faster-rcnn-fpn-shapes"  # detectron2: Faster R-CNN with FPN
+DETECTRON2_RETINANET_STEM = "retinanet-fpn-shapes"  # detectron2: RetinaNet with FPN
 ULTRALYTICS_CFG = "yolo11n.yaml"  # a model yaml of the ultralytics package (ultralytics/cfg/models/11)
 DEMO_NAME = "demo"  # what --weights accepts to mean these weights
+# detectron2's demos by the name MODEL.WEIGHTS (--weights, make cam's WEIGHTS) takes for them; each
+# stem's .yaml beside its weights is the config it is built from
+DETECTRON2_DEMOS = {DEMO_NAME: DETECTRON2_STEM, "demo-retinanet": DETECTRON2_RETINANET_STEM}
 # how to train each demo, and about how long it takes on 2 CPU cores (the error of a missing one says)
 TRAIN_COMMANDS = {
     STEM: ("make demo", 10),
     ULTRALYTICS_STEM: ("make demo UPSTREAM=ultralytics", 40),
     YOLOV5_STEM: ("make demo UPSTREAM=yolov5", 20),
     YOLOV3_STEM: ("make demo UPSTREAM=yolov3", 30),
+    DETECTRON2_STEM: ("make demo UPSTREAM=detectron2", 60),
+    DETECTRON2_RETINANET_STEM: ("make demo UPSTREAM=detectron2 ARGS='--arch retinanet'", 60),
 }
 
 
@@ -51,7 +65,7 @@ class DemoWeights:
     """Where the demo weights are and how to build the model that takes them."""
 
     weights: Path  # float16 state_dict
-    cfg: str  # model cfg, relative to its upstream's checkout (ultralytics: the package's yaml)
+    cfg: str  # model cfg: in the checkout (yolov7), the package (ultralytics), beside it (detectron2)
     nc: int
     names: tuple[str, ...]
     img_size: int

@@ -11,6 +11,7 @@ from typing import Any
 
 from kit.core.errors import CheckpointError, CheckpointNotFoundError, ConfigFileError, KitError
 from kit.core.options import ArgumentError, check_fraction, check_max_det
+from kit.upstreams import demo as kit_demo
 from kit.upstreams.checkpoints import checkpoint_loader, describe, short_repr
 from kit.upstreams.loaders import Loaded
 from kit.upstreams.loaders.detectron2_config import literal_problem, read_config
@@ -203,6 +204,48 @@ def safe_checkpointer(model: Any, *, trust: bool) -> Any:
     return SafeCheckpointer(model)
 
 
+def named_weights(weights: str | Path | None, opts: Sequence[str]) -> str | None:
+    """The weights asked for: ``weights``, else the last ``MODEL.WEIGHTS`` of ``opts`` (yacs merges
+    the pairs in order), else None (the config's)."""
+    if weights is not None:
+        return str(weights)
+    given = [value for key, value in zip(opts[0::2], opts[1::2]) if key == "MODEL.WEIGHTS"]
+    return str(given[-1]) if given else None
+
+
+def demo_request(
+    weights: str | Path | None, opts: Sequence[str], config_file: str | Path, *, checkout: Path
+) -> tuple[str | Path | None, str | Path, tuple[str, ...] | None]:
+    """``weights``, ``config_file`` and the class names to load.
+
+    Weights named as a demo (``demo``, ``demo-retinanet``: :data:`kit.upstreams.demo.DETECTRON2_DEMOS`;
+    a file of that name in the working folder wins) are the kept demo's, built from its own config
+    (the default config is replaced by it; another one is refused) and named with its record's
+    classes. A config that is a kept demo's (``--config-file kit/upstreams/demo/<stem>.yaml``) gets
+    that demo's class names. Anything else is returned as given, without names.
+    """
+    name = named_weights(weights, opts)
+    if name in kit_demo.DETECTRON2_DEMOS and not Path(name).is_file():
+        demo = kit_demo.demo_weights(stem=kit_demo.DETECTRON2_DEMOS[name])
+        own = kit_demo.DEMO_DIR / demo.cfg
+        default = str(config_file) == DEFAULT_CONFIG  # make cam's and the entry point's default
+        if not default and config_path(config_file, checkout).resolve() not in (
+            own.resolve(),
+            (checkout / DEFAULT_CONFIG).resolve(),
+        ):
+            raise ArgumentError(
+                f"--config-file {config_file}: the weights {name!r} are the kit's demo detector, built "
+                f"from its own config {own}; drop --config-file (or pass that one)"
+            )
+        return demo.weights, own, demo.names
+    config = config_path(config_file, checkout).resolve()
+    for stem in kit_demo.DETECTRON2_DEMOS.values():
+        record = kit_demo.DEMO_DIR / f"{stem}.json"
+        if config == (kit_demo.DEMO_DIR / f"{stem}.yaml").resolve() and record.is_file():
+            return weights, config_file, kit_demo.demo_weights(stem=stem).names
+    return weights, config_file, None
+
+
 def load(
     checkout: Path,
     weights: str | Path | None,
@@ -219,6 +262,7 @@ def load(
     check_fraction("conf_thres", conf_thres)
     check_max_det(max_det, flag="max_det")
     check_opts(opts)
+    weights, config_file, demo_names = demo_request(weights, opts, config_file, checkout=checkout)
     if weights is not None:
         opts = [*opts, "MODEL.WEIGHTS", str(weights)]
     cfg = setup_cfg(config_file, opts, conf_thres, checkout=checkout, device=device)
@@ -240,7 +284,9 @@ def load(
     safe_checkpointer(model, trust=trust_checkpoint).load(path)
     # DefaultPredictor's resize, from the same config keys.
     aug = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST], cfg.INPUT.MAX_SIZE_TEST)
-    names = MetadataCatalog.get(cfg.DATASETS.TEST[0]).get("thing_classes") if cfg.DATASETS.TEST else None
+    names = (
+        MetadataCatalog.get(cfg.DATASETS.TEST[0]).get("thing_classes") if cfg.DATASETS.TEST else demo_names
+    )
     adapter = Detectron2Adapter(
         model,
         resize=lambda image: aug.get_transform(image).apply_image(image),

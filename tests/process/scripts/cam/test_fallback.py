@@ -32,9 +32,33 @@ def test_make_cam_falls_back_to_the_demo_detector_offline(
     assert "could not reach" in err and "demo detector" in err and "WEIGHTS=" in err
     assert f"({cam.SPECS[name].demo}, kept in kit/upstreams/demo" in err
 
-    # Your own source is kept; other upstreams still stop with the download error.
+    # Your own source is kept; an upstream without a demo still stops with the download error.
     calls.clear()
     cam.run_cam(name, weights=None, source=str(tmp_path / "mine"), out=str(tmp_path / "run"), extra=[])
     assert calls[0][calls[0].index("--source") + 1] == str(tmp_path / "mine")
+    monkeypatch.setattr(cam, "DEMO_FALLBACK", tuple(n for n in cam.DEMO_FALLBACK if n != name))
     with pytest.raises(DownloadError):
-        cam.run_cam("detectron2", weights=None, source=None, out=str(tmp_path / "run"), extra=[])
+        cam.run_cam(name, weights=None, source=None, out=str(tmp_path / "run"), extra=[])
+
+
+def test_make_cam_for_detectron2_falls_back_to_its_faster_rcnn_demo_offline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    calls: list[list[str]] = []
+
+    def offline(name: str) -> Path:
+        raise DownloadError(
+            "could not reach https://example.invalid/model_final.pkl; pass it with --weights PATH"
+        )
+
+    monkeypatch.setattr(cam, "checkout_path", installed_checkout(tmp_path / "checkouts"))
+    monkeypatch.setattr(cam, "default_weights", offline)
+    monkeypatch.setattr(cam, "demo_sample", lambda: tmp_path / "sample")
+    monkeypatch.setattr(cam, "run_child", lambda command, cwd, env=None: calls.append(command) or 0)
+    assert cam.run_cam("detectron2", weights=None, source=None, out=str(tmp_path / "run"), extra=[]) == 0
+    (command,) = calls
+    # the entry point's loader reads MODEL.WEIGHTS demo as the kept Faster R-CNN and its own config
+    assert command[command.index("MODEL.WEIGHTS") + 1] == "demo"
+    assert command[command.index("--input") + 1] == str(tmp_path / "sample")
+    err = capsys.readouterr().err
+    assert "could not reach" in err and "faster-rcnn-fpn-shapes" in err and "WEIGHTS=" in err

@@ -48,6 +48,7 @@ def test_every_upstream_has_one_loader_and_one_family_adapter() -> None:
         "yolov3",
         "yolov5",
         "yolov7",
+        "detectron2",
         "ultralytics",
     ]
     with pytest.raises(KitError, match="detectron2 is not loaded by the YOLO loader"):
@@ -106,7 +107,7 @@ def test_the_yolo_loader_checks_the_options_before_it_imports_the_checkout(name:
 
 def test_make_cam_and_the_bench_read_every_spec() -> None:
     assert {name: spec.cam for name, spec in SPECS.items()} == cam.CAM_DEFAULTS
-    assert cam.DEMO_FALLBACK == ("yolov3", "yolov5", "yolov7", "ultralytics")
+    assert cam.DEMO_FALLBACK == ("yolov3", "yolov5", "yolov7", "detectron2", "ultralytics")
     assert all("latest" not in spec.cam.weights_url for spec in SPECS.values())
     assert {upstream for upstream, _, _, _ in bench.MODELS} == {n for n, spec in SPECS.items() if spec.bench}
     assert set(bench.WORKERS) == {n for n, spec in SPECS.items() if spec.bench}
