@@ -2,22 +2,21 @@
 
 One :class:`EvalSettings` holds what every measure of an evaluation shares (ground truth, layer
 sets, target, methods, the curves' budget); :func:`measure` scores each method x layer set,
-:func:`randomization` re-explains the kept detections under re-initialised weights, and
+:func:`sanity_checks` re-explains the kept detections under re-initialised weights (bottom-up and
+top-down, by the order in which modules finish: :mod:`kit.evaluation.randomization`), and
 :func:`drise_agreement` compares the gradient maps with D-RISE's.
 """
 
 from __future__ import annotations
 
-import copy
 import math
 import sys
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from torch import nn
 
 from kit.core.contract import Adapter
@@ -27,9 +26,17 @@ from kit.core.geometry import Letterbox
 from kit.core.images import read_image
 from kit.core.results import FUSED, ImageResult
 from kit.core.targets import Target
+from kit.evaluation.agreement import pooled_rank_correlation, top_fraction_iou
 from kit.evaluation.evaluate import Evaluator, Match, adapter_detector, detection_maps
 from kit.evaluation.labels import Labels
 from kit.evaluation.metrics import rank_correlation
+from kit.evaluation.randomization import (
+    ModuleOrder,
+    cascade_starts,
+    module_names,
+    module_order,
+    randomized_copy,
+)
 from kit.methods.cam import CamMethod, explain_batch
 from kit.methods.drise import DRise, DRiseSettings
 from kit.run.runner import to_image_result
@@ -185,16 +192,6 @@ def measure(
     return measured
 
 
-def randomize_from(model: Any, start: int, *, seed: int) -> None:
-    """Re-initialise (PyTorch's default init) every parameterized module of model.model[start:]."""
-    torch.manual_seed(seed + start)
-    for layer in list(model.model)[start:]:
-        for module in layer.modules():
-            reset = getattr(module, "reset_parameters", None)
-            if callable(reset):
-                reset()
-
-
 def explain_fixed(
     adapter: Adapter,
     image: np.ndarray,
@@ -225,38 +222,95 @@ def explain_fixed(
     )
 
 
-def randomization(
-    model: nn.Module,
-    measured: Measured,
-    *,
-    settings: EvalSettings,
-    make_adapter: Callable[[nn.Module], Adapter],
-    stages: Sequence[str],
-    seed: int,
-) -> dict[Key, dict[str, list[float]]]:
-    """Cascading randomization (Adebayo et al. 2018): per stage, the same detections explained again.
+BOTTOM_UP = "bottom-up"
+Checks = dict[Key, dict[str, list[float]]]  # (method, layer set) -> check -> rho per sample
 
-    Returns, per (method, layer set) and stage, the Spearman correlation of each sample's map with
-    its map under the trained weights (NaN where either map is None or constant).
-    """
-    correlations: dict[Key, dict[str, list[float]]] = {}
-    randomized = copy.deepcopy(model)
-    for stage in stages:
-        randomize_from(randomized, int(stage), seed=seed)
-        adapter = make_adapter(randomized)
-        for image_index in sorted({s.image for s in measured.samples}):
-            mine = [s for s in measured.samples if s.image == image_index]
-            image = measured.images[image_index]
-            fixed = [s.detection for s in mine]
-            explanation = explain_fixed(adapter, image, model=randomized, detections=fixed, settings=settings)
-            explained = Explained(explanation, measured.letterboxes[image_index], names=adapter.names)
-            for method in settings.methods:
-                result = explained.result(method.name)
-                for k, sample in enumerate(mine):  # det_id k: the k-th fixed detection
-                    for name, after in settings.set_maps(result, k).items():
-                        rho = correlation(sample.maps[(method.name, name)], after)
-                        correlations.setdefault((method.name, name), {}).setdefault(stage, []).append(rho)
-    return correlations
+
+@dataclass(frozen=True)
+class Check:
+    """One randomization of the sanity check: its name, the modules it re-initializes, and the layer
+    sets it is read for (None: every set)."""
+
+    name: str
+    modules: list[str]
+    layer_sets: tuple[str, ...] | None = None
+
+
+def sanity_plan(
+    adapter: Adapter, image: np.ndarray, *, settings: EvalSettings, fractions: Sequence[float]
+) -> tuple[list[Check], ModuleOrder]:
+    """The checks, from the order in which the detector's modules finish in one forward of ``image``:
+    bottom-up per layer set (its layers and everything before them; read for that set only), then
+    the cascading top-down stages ("head": everything after the explained layers, then every module
+    from each fraction of the order up; read for every set)."""
+    model = adapter.model
+    tensor, _ = adapter.preprocess([image])
+    order = module_order(model, lambda: adapter.forward(tensor))
+    checks = []
+    for name, layers in settings.layer_sets.items():
+        modules = module_names(model, list(adapter.resolve_layers(layers).values()))
+        checks.append(Check(BOTTOM_UP, order.bottom_up(modules), (name,)))
+    explained = module_names(model, list(adapter.resolve_layers(settings.layers).values()))
+    for stage, start in cascade_starts(order, head_after=explained, fractions=fractions).items():
+        checks.append(Check(stage, order.top_down(start)))
+    return checks, order
+
+
+def sanity_checks(
+    adapter: Adapter, measured: Measured, *, settings: EvalSettings, checks: Sequence[Check], seed: int
+) -> tuple[Checks, dict[str, list[str]]]:
+    """Each check on a randomized deep copy of the detector (the trained one untouched): the kept
+    detections explained again, row for row, and each map's Spearman rho with its trained map.
+    Returns the rho per (method, layer set) and check, and per check the modules it could not
+    re-initialize (no ``reset_parameters``)."""
+    correlations: Checks = {}
+    kept: dict[str, list[str]] = {}
+    for check in checks:
+        randomized, model, kept[check.name] = randomized_copy(
+            adapter, adapter.model, check.modules, seed=seed
+        )
+        sets = {
+            k: v for k, v in settings.layer_sets.items() if check.layer_sets is None or k in check.layer_sets
+        }
+        for key, rho in re_explained(
+            randomized, model, measured, settings=replace(settings, layer_sets=sets)
+        ):
+            correlations.setdefault(key, {}).setdefault(check.name, []).append(rho)
+    return correlations, kept
+
+
+def re_explained(
+    adapter: Adapter, model: nn.Module, measured: Measured, *, settings: EvalSettings
+) -> list[tuple[Key, float]]:
+    """The kept detections explained again through ``adapter`` (on ``model``): per sample, method and
+    layer set, the rank correlation of the new map with the trained one."""
+    found = []
+    for image_index in sorted({s.image for s in measured.samples}):
+        mine = [s for s in measured.samples if s.image == image_index]
+        image = measured.images[image_index]
+        fixed = [s.detection for s in mine]
+        explanation = explain_fixed(adapter, image, model=model, detections=fixed, settings=settings)
+        explained = Explained(explanation, measured.letterboxes[image_index], names=adapter.names)
+        for method in settings.methods:
+            result = explained.result(method.name)
+            for k, sample in enumerate(mine):  # det_id k: the k-th fixed detection
+                for name, after in settings.set_maps(result, k).items():
+                    found.append(((method.name, name), correlation(sample.maps[(method.name, name)], after)))
+    return found
+
+
+AGREEMENT = ("rho", "rho_pooled", "iou_top15")  # with D-RISE: pixel rho, 16x16 pooled rho, top-15 % IoU
+
+
+def agreement(cam: np.ndarray | None, reference: np.ndarray | None) -> dict[str, float]:
+    """One map's agreement with D-RISE's map of the same detection (NaN where either is missing)."""
+    if cam is None or reference is None:
+        return dict.fromkeys(AGREEMENT, math.nan)
+    return {
+        "rho": rank_correlation(cam, reference),
+        "rho_pooled": pooled_rank_correlation(cam, reference),
+        "iou_top15": top_fraction_iou(cam, reference),
+    }
 
 
 def drise_agreement(
@@ -265,12 +319,12 @@ def drise_agreement(
     *,
     settings: EvalSettings,
     drise: DRiseSettings,
-) -> tuple[Evaluator, dict[Key, list[float]]]:
+) -> tuple[Evaluator, dict[Key, dict[str, list[float]]]]:
     """D-RISE on ``paths``: its evaluator (box deletion included), and per gradient method x layer
-    set the rank correlation of each matched detection's map with D-RISE's map of it."""
+    set each matched detection's agreement with D-RISE's map of it (:data:`AGREEMENT`)."""
     method = DRise(drise)
     evaluator = settings.evaluator(adapter, box_deletion=True)
-    correlations: dict[Key, list[float]] = {}
+    found: dict[Key, dict[str, list[float]]] = {}
     for path in paths:
         image = read_image(path)
         explanation, (letterbox,) = method.explain_batch(adapter, [image])
@@ -286,8 +340,10 @@ def drise_agreement(
             for match in matches:
                 reference = detection_maps(result, match.det_id)[FUSED]
                 for name, cam in settings.set_maps(cams, match.det_id).items():
-                    correlations.setdefault((cam_method.name, name), []).append(correlation(cam, reference))
-    return evaluator, correlations
+                    lists = found.setdefault((cam_method.name, name), {m: [] for m in AGREEMENT})
+                    for measure_name, value in agreement(cam, reference).items():
+                        lists[measure_name].append(value)
+    return evaluator, found
 
 
 def _layer_order(name: str) -> tuple[int, str]:
