@@ -286,8 +286,8 @@ class Explainer:
                 layers=own,
                 sources=list_images(source),
             )
-        chosen = request.layer_list or self.adapter.default_layers()
-        modules = self.adapter.resolve_layers(chosen)  # a bad layer stops before any image is read
+        chosen = request.layer_list or method.default_layers(self.adapter)
+        modules = method.resolve_layers(self.adapter, chosen)  # a bad layer stops before any image is read
         same = [(a, b) for i, a in enumerate(chosen) for b in chosen[i + 1 :] if modules[a] is modules[b]]
         if same:
             a, b = same[0]

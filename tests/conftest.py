@@ -23,7 +23,7 @@ import pytest
 import torch
 from torch import nn
 
-from kit.core.contract import Capabilities
+from kit.core.contract import Capabilities, LevelLayers
 from kit.core.detection import Detection
 from kit.core.errors import KitError
 from kit.core.geometry import Letterbox
@@ -106,7 +106,8 @@ class ToyAdapter:
     ) -> None:
         self.model = ToyModel().eval()
         self.names = ["blob", "other"]
-        self.capabilities = Capabilities()  # the general backward only
+        # the general backward only; its one level's layer (--method odam) is ``feat``
+        self.capabilities = Capabilities(level_layers=LevelLayers(layers=("feat",)))
         self.img_size, self.stride, self.delay, self.poison = img_size, stride, delay, poison
         self.forwards: list[int] = []  # batch size of each forward, for tests
         self._poisoned = False

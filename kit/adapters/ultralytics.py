@@ -25,19 +25,19 @@ imports the package here.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from kit.adapters.yolo import check_resizable, head_sources
-from kit.core.contract import Candidates, Capabilities, LayerNotFoundError, named_module
+from kit.adapters.yolo import check_resizable, head_sources, receptive_radius, windows
+from kit.core.contract import Candidates, Capabilities, LayerNotFoundError, LevelLayers, named_module
 from kit.core.detection import Detection, detections_of_rows
 from kit.core.errors import KitError
 from kit.core.geometry import Letterbox
-from kit.core.targets import DetectorOutput, TargetNotSupportedError, detection_index
+from kit.core.targets import DetectorOutput, Target, TargetNotSupportedError, detection_index
 
 E2E_TOPK = 300  # the one-to-one branch's top-k before the filter, as the package's predictor sets it
 
@@ -169,7 +169,12 @@ class UltralyticsAdapter:
         names = getattr(model, "names", None)
         self.names: list[str] = list(names) if names else [str(i) for i in range(nc)]
         self.device = next(model.parameters()).device
-        self.capabilities = Capabilities(objectness=False, candidates=self._candidates)
+        # ODAM's layer of each level: the head's input, its cv2/cv3 branches starting with 3x3 convs
+        self.capabilities = Capabilities(
+            objectness=False,
+            candidates=self._candidates,
+            level_layers=LevelLayers(layers=tuple(self.default_layers()), gradients=self._level_gradients),
+        )
 
     def _sequence(self) -> nn.Sequential:
         layers = self.model.model
@@ -286,6 +291,91 @@ class UltralyticsAdapter:
         """Kept detections as the package's predictor keeps them, each with the row it came from."""
         kept, rows = self._kept(output)
         return detections_of_rows(kept, rows, output.levels)
+
+    # ---- exact gradients at the level layers (ODAM) ------------------------------------------
+    def _branches(self, level: int) -> tuple[nn.Module, nn.Module]:
+        """The box (DFL) and class branches of ``level`` in the explained branch of the head."""
+        head = self.head
+        if self.end2end:
+            return head.one2one_cv2[level], head.one2one_cv3[level]
+        return head.cv2[level], head.cv3[level]
+
+    def _level_gradients(
+        self,
+        output: DetectorOutput,
+        level: int,
+        activation: torch.Tensor,
+        detections: Sequence[Detection],
+        target: Target,
+    ) -> torch.Tensor | None:
+        """Each detection's exact gradient at its level's head input: the level's box and class
+        branches (3x3 convs, then a 1x1) run on a window around the detection's cell as wide as
+        their receptive field (cut at the map's edges, where their own padding applies), all
+        detections of the level in one batch, and the cell decoded with the head's own DFL and
+        ``decode_bboxes``. None where a branch is not a stride-1 stack of convolutions."""
+        if not isinstance(output, UltralyticsOutput):
+            raise KitError(
+                f"the ultralytics adapter got a {type(output).__name__}, not its own forward output"
+            )
+        box_branch, cls_branch = self._branches(level)
+        box_radius, cls_radius = receptive_radius(box_branch), receptive_radius(cls_branch)
+        if box_radius is None or cls_radius is None:
+            return None
+        _, channels, ny, nx = activation.shape
+        offset = sum(output.level_sizes[:level])
+        ys = [(d.row - offset) // nx for d in detections]
+        xs = [(d.row - offset) % nx for d in detections]
+        grads = activation.new_zeros((len(detections), channels, ny, nx))
+        for rows, bounds in windows(ys, xs, radius=max(box_radius, cls_radius), hw=(ny, nx)):
+            picked = [detections[j] for j in rows]
+            crop = torch.stack(
+                [
+                    activation.detach()[d.image_index, :, y0:y1, x0:x1]
+                    for d, (y0, y1, x0, x1) in zip(picked, bounds)
+                ]
+            ).requires_grad_(True)
+            at = (
+                torch.arange(len(rows)),
+                [ys[j] - b[0] for j, b in zip(rows, bounds)],
+                [xs[j] - b[2] for j, b in zip(rows, bounds)],
+            )
+            box, cls = box_branch(crop), cls_branch(crop)
+            if box.shape[2:] != crop.shape[2:] or cls.shape[2:] != crop.shape[2:]:
+                return None
+            cells = [(ys[j], xs[j]) for j in rows]
+            score = self._cell_scores(level, box[at], cls[at], cells, picked, target, xyxy=output.xyxy)
+            (grad,) = torch.autograd.grad(score, crop)
+            for k, (j, (y0, y1, x0, x1)) in enumerate(zip(rows, bounds)):
+                grads[j, :, y0:y1, x0:x1] = grad[k]
+        return grads
+
+    def _cell_scores(
+        self,
+        level: int,
+        box: torch.Tensor,
+        cls: torch.Tensor,
+        cells: Sequence[tuple[int, int]],
+        detections: Sequence[Detection],
+        target: Target,
+        *,
+        xyxy: bool,
+    ) -> torch.Tensor:
+        """The sum of the detections' target scores from their cells' raw box (m, 4 reg_max) and
+        class (m, nc) outputs, decoded as the head decodes a row (DFL, anchor at the cell's centre)."""
+        head = self.head
+        m = len(detections)
+        anchors = torch.tensor([[x + 0.5, y + 0.5] for y, x in cells], dtype=box.dtype, device=box.device)
+        distances = head.dfl(box.T[None])  # (1, 4, m)
+        decoded = head.decode_bboxes(distances, anchors.T[None]) * head.stride[level].to(box)
+        local = UltralyticsOutput(
+            boxes=decoded[0].T[:, None],
+            probabilities=cls.sigmoid()[:, None],
+            logits=cls[:, None],
+            level_sizes=(1,),
+            xyxy=xyxy,
+        )
+        rows = [replace(d, image_index=i, row=0) for i, d in enumerate(detections[:m])]
+        return target(local, rows).sum()
 
     def _candidates(self, output: DetectorOutput, image_index: int, class_id: int) -> Candidates:
         """Every row of one image (of the explained branch): its box and class probabilities."""

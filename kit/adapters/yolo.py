@@ -20,7 +20,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from kit.core.contract import Candidates, Capabilities, LayerNotFoundError, ScoreRoute, named_module
+from kit.core.contract import (
+    Candidates,
+    Capabilities,
+    LayerNotFoundError,
+    LevelLayers,
+    ScoreRoute,
+    named_module,
+)
 from kit.core.detection import Detection, detections_of_rows
 from kit.core.errors import KitError
 from kit.core.geometry import Letterbox
@@ -42,6 +49,53 @@ def check_resizable(hw: tuple[int, int], img_size: int) -> None:
             f"its short side would shrink to 0 px, leaving nothing to explain; crop it, or pass "
             f"--img-size {needed} or more"
         )
+
+
+def level_inputs(seq: nn.Sequential, sources: Sequence[int]) -> list[int]:
+    """Per head level, the layer read by the module feeding it (its ``f``: one input), or that
+    module itself where it reads several: the layer ODAM's map of the level is taken at."""
+    found = []
+    for index in sources:
+        f = getattr(seq[index], "f", -1)
+        found.append(index if isinstance(f, list) else (index + f if f < 0 else int(f)))
+    return found
+
+
+def receptive_radius(module: nn.Module) -> int | None:
+    """How many cells around an output cell of ``module`` its value reads, at most: the sum of the
+    half-widths of its convolutions and poolings (a bound for any wiring of them); None where one
+    strides or ``module`` holds something else that changes the grid (upsampling)."""
+    radius = 0
+    for part in module.modules():
+        if isinstance(part, (nn.Conv2d, nn.MaxPool2d)):
+            size, stride = part.kernel_size, part.stride
+            dilation = part.dilation
+            sizes = size if isinstance(size, tuple) else (size, size)
+            dilations = dilation if isinstance(dilation, tuple) else (dilation, dilation)
+            if any(st != 1 for st in (stride if isinstance(stride, tuple) else (stride, stride))):
+                return None
+            radius += max(d * (k - 1) // 2 for d, k in zip(dilations, sizes))
+        elif isinstance(part, (nn.Upsample, nn.ConvTranspose2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d)):
+            return None
+    return radius
+
+
+Window = tuple[int, int, int, int]  # y0, y1, x0, x1: rows and columns of a feature map, ends excluded
+
+
+def windows(
+    ys: Sequence[int], xs: Sequence[int], *, radius: int, hw: tuple[int, int]
+) -> list[tuple[list[int], list[Window]]]:
+    """The window of ``radius`` cells around each cell (ys[j], xs[j]), cut at the map's edges (so
+    the module's own padding applies there), grouped by shape: (positions, their windows) per group."""
+    groups: dict[tuple[int, int], tuple[list[int], list[Window]]] = {}
+    for j, (y, x) in enumerate(zip(ys, xs)):
+        y0, y1 = max(0, y - radius), min(hw[0], y + radius + 1)
+        x0, x1 = max(0, x - radius), min(hw[1], x + radius + 1)
+        rows, bounds = groups.setdefault((y1 - y0, x1 - x0), ([], []))
+        rows.append(j)
+        bounds.append((y0, y1, x0, x1))
+    return list(groups.values())
 
 
 def head_sources(head: Any, layers: int) -> list[int]:
@@ -151,11 +205,15 @@ class YoloAdapter:
         self.names: list[str] = list(names) if names else [str(i) for i in range(nc)]
         self.device = next(model.parameters()).device
         seq = self._sequence()
+        self._levels = level_inputs(seq, self._head_sources())  # ODAM's layer of each level
         # Local: the layers that feed only the head, where the gradient through the head is the
         # whole gradient. Route seeds: the head's inputs, through the head alone.
         self.capabilities = Capabilities(
             objectness=True,
             candidates=self._candidates,
+            level_layers=LevelLayers(
+                layers=tuple(str(i) for i in self._levels), gradients=self._level_gradients
+            ),
             local_gradients=partial(self._through_head, only_head=True),
             score_route=ScoreRoute(
                 layers={str(index): seq[index] for index in self._head_sources()},
@@ -313,39 +371,105 @@ class YoloAdapter:
         target: Target,
     ) -> torch.Tensor:
         """Each detection's gradient at head level ``level``'s input through the head alone."""
-        offset = sum(output.level_sizes[:level])  # the level's first row in the output
         n = len(detections)
         _, channels, ny, nx = activation.shape
         grads = activation.new_zeros((n, channels, ny, nx))
         mine = [k for k, d in enumerate(detections) if d.level == level]
         if not mine:
             return grads
+        b, a, gy, gx = self._cells(output, level, [detections[k] for k in mine], (ny, nx))
+        crop = activation.detach()[b, :, gy, gx][:, :, None, None].requires_grad_(True)
+        score = self._cell_scores(level, crop, a, (gy, gx), [detections[k] for k in mine], target)
+        (grad,) = torch.autograd.grad(score, crop)
+        grads[torch.tensor(mine, device=grads.device), :, gy, gx] = grad[:, :, 0, 0]
+        return grads
+
+    def _cells(
+        self, output: YoloOutput, level: int, detections: Sequence[Detection], hw: tuple[int, int]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Each detection's image, anchor and grid cell (y, x) on head level ``level`` of (ny, nx)."""
+        offset = sum(output.level_sizes[:level])  # the level's first row in the output
+        ny, nx = hw
         cells = []
-        for k in mine:
-            det = detections[k]
-            within = det.row - offset
-            anchor, rest = divmod(within, ny * nx)
+        for det in detections:
+            anchor, rest = divmod(det.row - offset, ny * nx)
             cy, cx = divmod(rest, nx)
             cells.append((det.image_index, anchor, cy, cx))
-        b, a, gy, gx = (torch.tensor(col, device=activation.device) for col in zip(*cells))
-        crop = activation.detach()[b, :, gy, gx][:, :, None, None].requires_grad_(True)
-        raw = self._head_level(level, crop).view(len(mine), int(self.head.na), -1)
-        raw = raw[torch.arange(len(mine), device=raw.device), a]  # (m, 5 + nc)
+        device = self.head.anchors.device
+        b, a, gy, gx = (torch.tensor(col, device=device) for col in zip(*cells))
+        return b, a, gy, gx
+
+    def _cell_scores(
+        self,
+        level: int,
+        cell: torch.Tensor,
+        anchors: torch.Tensor,
+        yx: tuple[torch.Tensor, torch.Tensor],
+        detections: Sequence[Detection],
+        target: Target,
+    ) -> torch.Tensor:
+        """The sum of the detections' target scores recomputed from their head-input cells
+        ``cell`` (m, C, 1, 1) with the head's own modules and Detect's decoding."""
+        m = len(detections)
+        raw = self._head_level(level, cell).view(m, int(self.head.na), -1)
+        raw = raw[torch.arange(m, device=raw.device), anchors]  # (m, 5 + nc)
         y = raw.sigmoid()
         # Detect's decoding of the cell (v5-style: xy = (2 s - 0.5 + cell) stride, wh = (2 s)^2 anchor)
         stride = self.head.stride[level].to(y)
-        cell = torch.stack([gx, gy], dim=1).to(y)
-        anchor = (self.head.anchors[level].to(y) * stride)[a]  # anchors are kept in grid units
-        xy = (y[:, :2] * 2 - 0.5 + cell) * stride
+        grid = torch.stack([yx[1], yx[0]], dim=1).to(y)
+        anchor = (self.head.anchors[level].to(y) * stride)[anchors]  # anchors are kept in grid units
+        xy = (y[:, :2] * 2 - 0.5 + grid) * stride
         wh = (y[:, 2:4] * 2) ** 2 * anchor
         local = YoloOutput(
             pred=torch.cat([xy, wh, y[:, 4:]], dim=1)[:, None],
             logits=raw[:, 5:][:, None],
             level_sizes=(1,),
         )
-        rows = [replace(detections[k], image_index=i, row=0) for i, k in enumerate(mine)]
-        (grad,) = torch.autograd.grad(target(local, rows).sum(), crop)
-        grads[torch.tensor(mine, device=grads.device), :, gy, gx] = grad[:, :, 0, 0]
+        rows = [replace(d, image_index=i, row=0) for i, d in enumerate(detections)]
+        return target(local, rows).sum()
+
+    # ---- exact gradients at the level layers (ODAM) ------------------------------------------
+    def _level_gradients(
+        self,
+        output: DetectorOutput,
+        level: int,
+        activation: torch.Tensor,
+        detections: Sequence[Detection],
+        target: Target,
+    ) -> torch.Tensor | None:
+        """Each detection's exact gradient at its level's layer: the module between that layer and
+        the head (one 3x3 conv, RepConv or C3 block) run on a window around the detection's cell, as
+        wide as the module's receptive field, all detections of the level in one batch, and the
+        score recomputed from the cell as :meth:`_head_gradients` does. None where the module is
+        not a stride-1 stack of convolutions and poolings (the engine then takes the backward)."""
+        if not isinstance(output, YoloOutput):
+            raise KitError(f"the YOLO adapter got a {type(output).__name__}, not its own forward output")
+        source = self._head_sources()[level]
+        # the module between the level's layer and the head (none where the layer is the head's input)
+        module = None if self._levels[level] == source else self._sequence()[source]
+        radius = 0 if module is None else receptive_radius(module)
+        if radius is None:
+            return None
+        _, channels, ny, nx = activation.shape
+        b, a, gy, gx = self._cells(output, level, detections, (ny, nx))
+        grads = activation.new_zeros((len(detections), channels, ny, nx))
+        for rows, bounds in windows(gy.tolist(), gx.tolist(), radius=radius, hw=(ny, nx)):
+            crop = torch.stack(
+                [activation.detach()[b[j], :, y0:y1, x0:x1] for j, (y0, y1, x0, x1) in zip(rows, bounds)]
+            )
+            crop.requires_grad_(True)
+            head_in = crop if module is None else module.forward(crop)  # forward(): not the engine's hooks
+            if head_in.shape[2:] != crop.shape[2:]:
+                return None
+            at = torch.tensor(rows, device=gy.device)
+            oy = torch.tensor([gy_ - y0 for gy_, (y0, _, _, _) in zip(gy[at].tolist(), bounds)])
+            ox = torch.tensor([gx_ - x0 for gx_, (_, _, x0, _) in zip(gx[at].tolist(), bounds)])
+            cell = head_in[torch.arange(len(rows)), :, oy, ox][:, :, None, None]
+            picked = [detections[j] for j in rows]
+            score = self._cell_scores(level, cell, a[at], (gy[at], gx[at]), picked, target)
+            (grad,) = torch.autograd.grad(score, crop)
+            for k, (j, (y0, y1, x0, x1)) in enumerate(zip(rows, bounds)):
+                grads[j, :, y0:y1, x0:x1] = grad[k]
         return grads
 
     def _candidates(self, output: DetectorOutput, image_index: int, class_id: int) -> Candidates:

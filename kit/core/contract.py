@@ -14,7 +14,10 @@ What an adapter can do beyond that is stated in :class:`Capabilities`, never pro
 * ``score_route``: the layers every score meets the network at, so a deeper layer's gradient is
   one backward from there (see :class:`ScoreRoute`);
 * ``per_level_layers``: a layer may run once per head level in one forward (RetinaNet's shared
-  head); each detection's ``level`` then names the run it is explained at.
+  head); each detection's ``level`` then names the run it is explained at;
+* ``level_layers``: the layers of the ODAM-style method (:mod:`kit.methods.odam`), one per head
+  level, each detection explained at its own level's layer only, and optionally the exact
+  gradient there without a backward through the neck (see :class:`LevelLayers`).
 
 The adapter keeps no state between calls: the engine hands each capability the forward output
 it is about.
@@ -24,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Optional, Protocol
 
 import numpy as np
 import torch
@@ -57,6 +60,36 @@ class ScoreRoute:
     gradients: LocalGradients
 
 
+# (forward output, level, the activation of that level's layer (B, C, H, W) -- for a layer that runs
+# once per level, that level's run --, detections all of that level, target) -> their exact
+# (n, C, H, W) gradients there; None for a detection it cannot answer makes the engine take the
+# general backward for the whole call (return None).
+LevelGradients = Callable[
+    [DetectorOutput, int, torch.Tensor, Sequence[Detection], Target], Optional[torch.Tensor]
+]
+
+
+@dataclass(frozen=True)
+class LevelLayers:
+    """The layers an ODAM-style map is taken at: ``layers[level]`` for a detection of that
+    ``Detection.level`` (a detection with no level: ``layers[0]``, where there is one layer).
+
+    Each is the deepest layer before its level's head whose receptive field in the head is
+    spatial: the input of a 3x3 conv or block just below a 1x1-conv head (yolov7-tiny: 57, 65, 73,
+    the inputs of the 3x3 convs 74, 75, 76), or the head's own input where the head starts with
+    3x3 convs (ultralytics' Detect: the neck outputs its cv2/cv3 read). A name may repeat when one
+    module runs once per level (``per_level_layers``: each level then reads its own run).
+
+    ``gradients`` (optional, exact): each detection's gradient at its own level's layer, computed
+    from that layer's activation through the few modules between it and the score (the head's
+    level branch), batched over the detections, instead of a backward from the score through
+    the neck; None (or a None answer) makes the engine take that backward.
+    """
+
+    layers: tuple[str, ...]
+    gradients: LevelGradients | None = None
+
+
 @dataclass(frozen=True)
 class Candidates:
     """Every pre-NMS row, proposal or anchor of one image, as ``--explain-missed`` searches them.
@@ -87,6 +120,7 @@ class Capabilities:
     local_gradients: LocalGradients | None = None
     score_route: ScoreRoute | None = None
     per_level_layers: bool = False
+    level_layers: LevelLayers | None = None  # the ODAM-style method's layers: --method odam
     objectness: bool = False  # its output has an objectness score (YOLO): --target objectness
     candidates: CandidateReader | None = None  # every pre-NMS candidate: --explain-missed
 

@@ -334,6 +334,7 @@ class _Pass:
     capabilities: Capabilities
     chunk_size: int
     device: torch.device
+    levels: Sequence[str] | None = None  # own-level mode: each detection at levels[its level] only
 
 
 def _chunk_gradients(
@@ -364,6 +365,51 @@ def _chunk_gradients(
     return grads
 
 
+def _level_of(detection: Detection, count: int) -> int:
+    """The index into an own-level layer list of ``detection``: its level (none: 0, one layer)."""
+    return 0 if detection.level is None and count == 1 else int(detection.level)  # type: ignore[arg-type]
+
+
+def _check_own_levels(levels: Sequence[str], detections: Sequence[Detection]) -> None:
+    bad = [d.level for d in detections if not (d.level is None and len(levels) == 1)]
+    bad = [level for level in bad if level is None or not 0 <= level < len(levels)]
+    if bad:
+        raise KitError(
+            f"a detection's level ({bad[0]}) names none of the {len(levels)} per-level layers "
+            f"({', '.join(levels)}); give one layer per head level, in level order"
+        )
+
+
+def _explain_own_levels(
+    explanation: Explanation,
+    target: Target,
+    one: _Pass,
+    idx: torch.Tensor,
+    scores: Callable[[], torch.Tensor],
+) -> None:
+    """One chunk's maps in own-level mode: each detection (``idx`` into the detections) only at the
+    layer of its own level (``one.levels``), from the adapter's :class:`LevelLayers` gradients when
+    those layers are the adapter's, else the general backward; flagged ``no_gradient`` elsewhere."""
+    levels = list(one.levels or ())
+    detections = explanation.detections
+    chunk = [detections[k] for k in idx.tolist()]
+    image_of = torch.tensor([d.image_index for d in chunk], device=one.device)
+    for name in set(levels):
+        explanation.no_gradient[name][idx.cpu()] = True
+    known = one.capabilities.level_layers
+    fast = known.gradients if known is not None and tuple(levels) == tuple(known.layers) else None
+    for level in sorted({_level_of(d, len(levels)) for d in chunk}):
+        rows = torch.tensor([j for j, d in enumerate(chunk) if _level_of(d, len(levels)) == level])
+        name = levels[level]
+        runs = one.repeated.get(name)
+        activation = one.store[name] if runs is None else runs[level]
+        grad = None if fast is None else fast(one.output, level, activation, [chunk[j] for j in rows], target)
+        if grad is None:
+            picks = torch.stack([idx[rows], image_of[rows]], dim=1)
+            (grad,) = _gradients(scores(), [activation], picks)
+        _store_maps(explanation, name, activation, grad, idx[rows], image_of[rows], one.methods)
+
+
 def _explain_target(explanation: Explanation, target: Target, one: _Pass) -> None:
     """Every detection's maps for one target into ``explanation``, chunk by chunk."""
     detections = explanation.detections
@@ -382,6 +428,9 @@ def _explain_target(explanation: Explanation, target: Target, one: _Pass) -> Non
     )
     for start in range(0, len(detections), one.chunk_size):
         idx = order[start : start + one.chunk_size]
+        if one.levels is not None:
+            _explain_own_levels(explanation, target, one, idx, scores)
+            continue
         chunk = [detections[k] for k in idx.tolist()]
         picks = torch.stack([idx, image_of[idx]], dim=1)
         grads = _chunk_gradients(one, target, chunk, scores, picks)
@@ -405,6 +454,7 @@ def explain(
     model: nn.Module | None = None,
     capabilities: Capabilities = NO_CAPABILITIES,
     chunks: Chunks = DEFAULT_CHUNKS,
+    levels: Sequence[str] | None = None,
 ) -> Explanation:
     """Explain every detection of one forward pass at every layer with every method.
 
@@ -426,6 +476,11 @@ def explain(
     across levels, e.g. RetinaNet's ``head.cls_subnet``) is explained at the call of each
     detection's ``level``; its maps are resized to the largest call's resolution so one layer
     keeps one (n, h, w) stack. Without it, a layer that runs more than once is refused.
+
+    ``levels`` (own-level mode, the ODAM-style method): one name of ``layers`` per head level,
+    index = ``Detection.level``; each detection is explained at its own level's layer only (the
+    others are not computed, and flagged ``no_gradient`` for it). Where they are the adapter's
+    ``capabilities.level_layers``, its exact level gradients are used instead of a backward.
     """
     calls: dict[str, list[torch.Tensor]] = {}
     hooked = _hooked_layers(layers, capabilities)
@@ -434,6 +489,8 @@ def explain(
         _check_ran(layers, store)
         with torch.no_grad():
             detections = detect(output)
+        if levels is not None:
+            _check_own_levels(levels, detections)
         repeated = _repeated_layers(layers, calls, detections, capabilities)
         names = [name for name in layers if name not in repeated]
         explanation = _empty(
@@ -450,6 +507,7 @@ def explain(
             capabilities=capabilities,
             chunk_size=_chunk_size(chunks, store, names, repeated),
             device=next(iter(store.values())).device,
+            levels=None if levels is None else list(levels),
         )
         _explain_parts(explanation, target, one, list(layers))
     return explanation

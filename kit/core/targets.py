@@ -11,6 +11,8 @@ row) lives in each adapter's output object; the vocabulary is shared across dete
 - box targets (``box-x1`` .. ``box-y2``) read one coordinate of the detection's decoded box in
   input pixels; ``box`` is the four of them (:class:`CompositeTarget`): each coordinate's map
   normalized, then their element-wise max, as ODAM does (Zhao & Chan, ICLR 2023);
+  ``class-box`` is the class logit and the four coordinates, combined the same way: ODAM's
+  classification and regression explanations in one map;
 - ``objectness`` reads YOLO's objectness (other detectors have none: refused before a run).
 """
 
@@ -163,6 +165,7 @@ _ALL: list[Target] = [
     Score(),
     *(BoxCoordinate(i) for i in range(4)),
     CompositeTarget("box", [BoxCoordinate(i) for i in range(4)]),
+    CompositeTarget("class-box", [ClassLogit(), *(BoxCoordinate(i) for i in range(4))]),
     Objectness(),
 ]
 TARGETS: dict[str, Target] = {t.name: t for t in _ALL}

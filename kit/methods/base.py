@@ -115,6 +115,11 @@ class Method(ABC):
         """What the manifest records of its settings beside the run's (empty: none)."""
         return {}
 
+    def default_layers(self, adapter: Adapter) -> list[str]:
+        """The layers it explains when none are asked for: the adapter's (the head's inputs); the
+        ODAM-style method: the adapter's level layers."""
+        return adapter.default_layers()
+
     def resolve_layers(self, adapter: Adapter, names: Sequence[str]) -> dict[str, nn.Module]:
         """The modules its maps are taken at (none for a black-box method)."""
         return adapter.resolve_layers(names)

@@ -1,12 +1,13 @@
-"""Every explanation method by its ``--method`` name: the CAM family and D-RISE, one plain dict."""
+"""Every explanation method by its ``--method`` name: the CAM family, ODAM and D-RISE, one plain dict."""
 
 from __future__ import annotations
 
 from kit.methods.base import Method, look_up
 from kit.methods.cam import CAM_METHODS
 from kit.methods.drise import DRise
+from kit.methods.odam import Odam
 
-METHODS: dict[str, Method] = {**CAM_METHODS, DRise.name: DRise()}
+METHODS: dict[str, Method] = {**CAM_METHODS, Odam.name: Odam(), DRise.name: DRise()}
 
 
 def get_method(name: str) -> Method:

@@ -36,7 +36,7 @@ def worker_parser(description: str | None) -> argparse.ArgumentParser:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--skip-slow-above", type=int, default=50, help="seed/pgc only up to this many")
     parser.add_argument("--folder-images", type=int, default=16, help="0 skips the folder throughput")
-    parser.add_argument("--layer-sets", default="head,deep")
+    parser.add_argument("--layer-sets", default="head,deep,odam")
     parser.add_argument("--baselines", default="seed,pytorch-grad-cam", help="comma list; empty: kit only")
     parser.add_argument("--drise-masks", type=int, default=1000, help="D-RISE's masks per image; 0 skips it")
     return parser
@@ -86,9 +86,25 @@ class PeakRSS:
             self.peak = max(self.peak, self.now())
 
 
+ODAM_SET = "odam"  # the layer set of the ODAM-style method: the adapter's level layers
+
+
 def set_layers(adapter: Any, name: str, deep: str) -> dict[str, Any]:
-    """A set's layers: the adapter's defaults for ``head``, the worker's ``--deep`` list otherwise."""
+    """A set's layers: the adapter's defaults for ``head``, its level layers for ``odam`` (none
+    where it states none: the set is then skipped), the worker's ``--deep`` list otherwise."""
+    if name == ODAM_SET:
+        levels = odam_levels(adapter)
+        return {} if levels is None else adapter.resolve_layers(list(dict.fromkeys(levels)))
     return adapter.resolve_layers(adapter.default_layers() if name == "head" else deep.split(","))
+
+
+def odam_levels(adapter: Any) -> list[str] | None:
+    """The adapter's layer of each head level (``Capabilities.level_layers``), or None."""
+    known = adapter.capabilities.level_layers
+    if known is None:
+        print(f"  {type(adapter).__name__} states no level layers: the odam set is skipped", file=sys.stderr)
+        return None
+    return list(known.layers)
 
 
 @dataclass(frozen=True)
@@ -110,7 +126,8 @@ def measure_kit(
     target: Any,
     args: Any,
 ) -> Iterator[KitStep]:
-    """Plain inference and the kit (Grad-CAM, Grad-CAM++) for each count of ``detections``.
+    """Plain inference and the kit (Grad-CAM, Grad-CAM++; for the ``odam`` set the ODAM-style
+    method, each detection at its own level's layer) for each count of ``detections``.
 
     Records both, then yields a :class:`KitStep` so the worker can add its baselines on the same
     detections (:func:`measure_baselines`); a count the model does not reach is skipped with a note.
@@ -120,8 +137,12 @@ def measure_kit(
     import torch
 
     from kit.core.engine import explain
-    from kit.methods.cam import CAM_METHODS
+    from kit.methods.registry import METHODS
 
+    if not layers:
+        return
+    levels = odam_levels(adapter) if layer_set == ODAM_SET else None
+    methods = ("odam",) if levels is not None else ("gradcam", "gradcampp")
     adapter.max_det = None
     with torch.no_grad():  # detect.py's inference: the forward and the upstream's postprocessing
         plain, plain_peak = timed(lambda: adapter.detect(adapter.forward(inputs)), repeat=repeat)
@@ -133,7 +154,7 @@ def measure_kit(
             print(f"  only {len(dets)} detections for n={n}; skipped", file=sys.stderr)
             continue
         records.add(layer_set, n, "plain", plain, plain_peak, plain)
-        for method in ("gradcam", "gradcampp"):
+        for method in methods:
 
             def kit_run(method: str = method) -> None:
                 explain(
@@ -141,9 +162,10 @@ def measure_kit(
                     detect=adapter.detect,
                     layers=layers,
                     target=target,
-                    methods=[CAM_METHODS[method]],
+                    methods=[METHODS[method]],  # type: ignore[list-item]
                     model=adapter.model,
                     capabilities=adapter.capabilities,
+                    levels=levels,
                 )
 
             seconds, peak = timed(kit_run, repeat=repeat)
@@ -216,6 +238,8 @@ def measure_folder(
     adapter.max_det = detections
     model = records.model
     for layer_set, layers in layer_sets.items():
+        if layer_set == ODAM_SET:  # the folder rows are Grad-CAM's
+            continue
         for batch_size in batch_sizes:
 
             def explain(

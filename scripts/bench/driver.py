@@ -96,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--detections", default="1,10,50")
     parser.add_argument("--img-size", type=int, default=640)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--layer-sets", default="head,deep")
+    parser.add_argument("--layer-sets", default="head,deep,odam")
     parser.add_argument("--baselines", default="seed,pytorch-grad-cam", help="empty: the kit only")
     parser.add_argument("--folder-images", type=int, default=16, help="0: skip the folder throughput")
     parser.add_argument(

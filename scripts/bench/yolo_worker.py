@@ -121,7 +121,7 @@ def bench_set(
     layers = common.set_layers(adapter, layer_set, args.deep)
     batch, _ = adapter.preprocess([image])
     for step in common.measure_kit(records, layer_set, adapter, batch, layers, ClassLogit(), args):
-        if step.n > args.skip_slow_above or not baselines:
+        if step.n > args.skip_slow_above or not baselines or layer_set == common.ODAM_SET:
             continue
         picks = [(d.row, d.class_id) for d in step.detections]
         head = adapter.head

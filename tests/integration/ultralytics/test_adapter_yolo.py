@@ -190,3 +190,34 @@ def test_images_of_a_batch_are_scaled_as_at_batch_one() -> None:
     alone = [explained.preprocess([img])[1][0] for img in (wide, tall)]
     assert batch.shape[2:] == (160, 160)
     assert [b.content[2:] for b in boxes] == [a.content[2:] for a in alone]  # same scale, more padding
+
+
+@pytest.mark.parametrize("target", ["class-logit", "box-x2"])
+def test_odams_level_gradients_equal_the_general_backward(case: Any, target: str) -> None:
+    """ODAM's map at each detection's own level (the head's input there): the fast path (the
+    level's cv2/cv3 branches on a window around the cell, batched) equals a backward from the score."""
+    from kit.core.engine import Chunks, explain
+    from kit.methods.registry import METHODS
+
+    explained, batch, _ = case
+    level_layers = explained.capabilities.level_layers
+    assert level_layers is not None and list(level_layers.layers) == explained.default_layers()
+    common: dict[str, Any] = dict(
+        forward=lambda: explained.forward(batch),
+        detect=lambda output: explained.detect(output)[:12],
+        layers=explained.resolve_layers(explained.default_layers()),
+        target=get_target(target, objectness=False),
+        methods=[METHODS["odam"]],
+        model=explained.model,
+        levels=list(level_layers.layers),
+    )
+    fast = explain(**common, capabilities=explained.capabilities, chunks=Chunks(size=5))
+    slow = explain(**common)
+    levels = torch.tensor([d.level for d in fast.detections])
+    assert len(levels) > 0
+    for level, layer in enumerate(level_layers.layers):
+        assert torch.equal(fast.no_gradient[layer], slow.no_gradient[layer])
+        assert bool(fast.no_gradient[layer][levels != level].all())
+        torch.testing.assert_close(fast.cams["odam"][layer], slow.cams["odam"][layer], rtol=1e-4, atol=1e-6)
+    mine = [fast.cams["odam"][level_layers.layers[int(lv)]][k] for k, lv in enumerate(levels)]
+    assert any(int((m > 0).sum()) > 1 for m in mine)  # spread over the branches' 5x5 field, not one cell

@@ -19,6 +19,7 @@ from kit.core.contract import Capabilities
 from kit.core.engine import Chunks, explain
 from kit.core.targets import TARGETS
 from kit.methods.cam import CAM_METHODS
+from kit.methods.registry import METHODS
 
 
 class Detect(nn.Module):
@@ -59,7 +60,7 @@ class Model(nn.Module):
     reads the stride-8 output), so the head inputs are not independent.
     """
 
-    def __init__(self, chained: bool = False) -> None:
+    def __init__(self, chained: bool = False, spatial: bool = False) -> None:
         super().__init__()
         torch.manual_seed(3)
         layers = [
@@ -78,6 +79,15 @@ class Model(nn.Module):
             )
             layers[3] = nn.Conv2d(8, 7, 1)  # 3: level-1 head input
             sources = [-1, -1, -1, -1, [1, 3]]
+        if spatial:  # head inputs made as yolov7's 3x3 convs and yolov5's C3 (1x1, then two 3x3)
+            layers[2] = nn.Sequential(
+                nn.Conv2d(6, 5, 1),
+                nn.SiLU(),
+                nn.Conv2d(5, 5, 3, padding=1),
+                nn.SiLU(),
+                nn.Conv2d(5, 5, 3, padding=1),
+            )
+            layers[3] = nn.Conv2d(8, 7, 3, padding=1)
         for i, (layer, f) in enumerate(zip(layers, sources)):
             layer.f, layer.i = f, i  # type: ignore[assignment]
         self.model = nn.Sequential(*layers)
@@ -127,9 +137,9 @@ def nms(pred: torch.Tensor, conf: float, iou: float, *, classes=None, agnostic=F
     return (outs, rows) if return_indices else outs
 
 
-def make_adapter(chained: bool = False, **kwargs: object) -> YoloAdapter:
+def make_adapter(chained: bool = False, spatial: bool = False, **kwargs: object) -> YoloAdapter:
     return YoloAdapter(
-        Model(chained).eval(),
+        Model(chained, spatial).eval(),
         functions=YoloFunctions(letterbox=letterbox, non_max_suppression=nms),
         img_size=64,
         conf_thres=0.0,
@@ -300,3 +310,43 @@ def test_too_thin_images_are_refused_with_the_size_that_works(hw: tuple[int, int
 def test_ordinary_and_small_images_pass_the_size_check() -> None:
     for hw in [(1, 1), (10, 10), (480, 640), (10, 1000), (4000, 6000)]:
         check_resizable(hw, 640)
+
+
+@pytest.mark.parametrize("target", ["class-logit", "score", "box-y1", "objectness", "class-box"])
+@pytest.mark.parametrize("spatial", [False, True])
+def test_level_gradients_equal_the_general_backward(target: str, spatial: bool) -> None:
+    # ODAM's layers are the inputs of the modules feeding the head (0 and 1); the fast path runs
+    # those modules on a window around each cell (cut at the map's edges), batched per level.
+    adapter = make_adapter(spatial=spatial, max_det=60)
+    level_layers = adapter.capabilities.level_layers
+    assert level_layers is not None and level_layers.layers == ("0", "1")
+    image = np.random.default_rng(1).integers(0, 255, (64, 64, 3), np.uint8)
+    batch, _ = adapter.preprocess([image, image[::-1].copy()])
+    common = dict(
+        forward=lambda: adapter.forward(batch),
+        detect=adapter.detect,
+        layers=adapter.resolve_layers(["0", "1"]),
+        target=TARGETS[target],
+        methods=[METHODS["odam"], CAM_METHODS["hirescam"]],
+        model=adapter.model,
+        levels=["0", "1"],
+    )
+    fast = explain(**common, capabilities=adapter.capabilities, chunks=Chunks(size=7))  # type: ignore[arg-type]
+    slow = explain(**common)  # type: ignore[arg-type]
+    dets = fast.detections
+    levels = torch.tensor([d.level for d in dets])
+    assert {0, 1} <= set(levels.tolist())
+    cells = [(d.row % 256) // 16 for d in dets if d.level == 0] + [
+        (d.row - 512) % 64 // 8 for d in dets if d.level == 1
+    ]
+    assert {0} & set(cells), "a detection at the map's edge: the window is cut there"
+    for layer, level in (("0", 0), ("1", 1)):
+        assert torch.equal(fast.no_gradient[layer], slow.no_gradient[layer])
+        assert bool(fast.no_gradient[layer][levels != level].all())
+        for name in ("odam", "hirescam"):
+            torch.testing.assert_close(fast.cams[name][layer], slow.cams[name][layer], rtol=1e-4, atol=1e-6)
+            assert not bool(fast.cams[name][layer][levels != level].any())  # only at its own level
+    odam = fast.cams["odam"]["0"][levels == 0]
+    assert bool(odam.flatten(1).any(dim=1).any())
+    if spatial:  # the map spreads over the module's receptive field, not the one cell
+        assert int((odam[0] > 0).sum()) > 1

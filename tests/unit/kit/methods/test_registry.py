@@ -30,7 +30,7 @@ def test_every_method_gives_finite_maps_for_a_toy_detection_through_the_same_cal
     images = [picture(1), picture(2, hw=(40, 24))]
     explanation, letterboxes = method.explain_batch(adapter, images)
     assert [d.image_index for d in explanation.detections] == [0, 1]
-    layers = method.layers([]) or adapter.default_layers()
+    layers = method.layers([]) or method.default_layers(adapter)
     cams = explanation.cams[method.name]
     assert list(cams) == layers
     for layer in layers:
@@ -52,7 +52,7 @@ def test_every_method_gives_finite_maps_for_a_toy_detection_through_the_same_cal
 
 
 def test_the_registry_holds_the_cam_family_and_d_rise_by_name() -> None:
-    assert set(METHODS) == {*CAM_METHODS, "drise"}
+    assert set(METHODS) == {*CAM_METHODS, "odam", "drise"}
     assert all(m.name == name for name, m in METHODS.items())
     assert get_method("gradcam") is CAM_METHODS["gradcam"]
     with pytest.raises(ValueError, match="unknown method 'scorecam'; choose one of: drise, eigencam") as info:

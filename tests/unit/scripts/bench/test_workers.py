@@ -114,3 +114,26 @@ def test_the_folder_measurement_explains_every_image_at_each_batch_size(
         ("deep", "kit-gradcam-folder-batch4", 5, 3),
     ]
     assert all(r["images_per_second"] > 0 for r in records.items)
+
+
+def test_the_odam_set_times_the_odam_method_at_the_level_layers() -> None:
+    import argparse
+
+    import numpy as np
+
+    from tests.unit.kit.adapters.test_yolo import make_adapter
+
+    adapter = make_adapter(spatial=True)
+    layers = bench_common.set_layers(adapter, bench_common.ODAM_SET, deep="")
+    assert list(layers) == ["0", "1"]  # the inputs of the modules feeding the head
+    records = bench_common.Records(upstream="yolov7", model="toy", img_size=64)
+    batch, _ = adapter.preprocess([np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8)])
+    args = argparse.Namespace(detections="1,3", repeat=1)
+    steps = bench_common.measure_kit(records, "odam", adapter, batch, layers, TARGETS["class-logit"], args)
+    assert [step.n for step in steps] == [1, 3]
+    assert [(r["layers"], r["detections"], r["method"]) for r in records.items] == [
+        ("odam", 1, "plain"),
+        ("odam", 1, "kit-odam"),
+        ("odam", 3, "plain"),
+        ("odam", 3, "kit-odam"),
+    ]
