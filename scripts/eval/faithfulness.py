@@ -44,11 +44,15 @@ from typing import Any
 
 from kit.core.contract import Adapter
 from kit.core.errors import KitError
+from kit.core.options import ArgumentError
 from kit.core.targets import get_target
 from kit.evaluation.evaluate import Evaluator
 from kit.evaluation.labels import load_labels
+from kit.methods.base import Method
 from kit.methods.cam import CAM_METHODS, get_cam_method
-from kit.methods.drise import DRiseSettings
+from kit.methods.drise import DRise, DRiseSettings
+from kit.methods.odam import Odam
+from kit.methods.registry import get_method
 from kit.rundir.naming import increment_path
 from scripts.eval.family import add_family_flags, eval_paths, load_adapter
 from scripts.eval.measures import (
@@ -147,16 +151,20 @@ def evaluate(evaluation: Evaluation) -> tuple[dict[str, Any], str]:
 def prepare(args: argparse.Namespace, adapter: Adapter) -> Evaluation:
     """The evaluation images (drawn where fewer than ``--images`` are there), their labels, the
     methods and layer sets (default: the adapter's default layers), and the settings of the flags."""
-    default = [m for m in CAM_METHODS.values() if m.uses_gradients]
-    methods = [get_cam_method(n.strip()) for n in args.methods.split(",") if n.strip()] or default
+    methods = chosen_methods(args.methods, adapter)
     paths = eval_paths(args.data_dir, args.images)
     layer_sets = parse_layer_sets(args.layer_sets) or parse_layer_sets(",".join(adapter.default_layers()))
     adapter.resolve_layers(
         [layer for layers in layer_sets.values() for layer in layers]
     )  # a bad name: KitError
+    own_sets = {}
+    for method in methods:
+        if isinstance(method, Odam):  # its own layers: one per head level, one below the head
+            own_sets[method.name] = parse_layer_sets(",".join(method.default_layers(adapter)))
     settings = EvalSettings(
         labels=load_labels(args.data_dir / "labels", names=adapter.names, sources=paths),
         layer_sets=layer_sets,
+        own_sets=own_sets,
         target=get_target("class-logit"),
         methods=tuple(methods),
         curves=args.curves,
@@ -174,11 +182,10 @@ def drise_rows(
     args = evaluation.args
     if args.drise_images <= 0:
         return None, {}
-    gradient = [m for m in evaluation.settings.methods if m.uses_gradients] or evaluation.settings.methods
     evaluator, agreement = drise_agreement(
         evaluation.adapter,
         evaluation.paths[: args.drise_images],
-        settings=replace(evaluation.settings, methods=tuple(gradient)),
+        settings=evaluation.settings,
         drise=DRiseSettings(masks=args.drise_masks, seed=args.seed).checked(),
     )
     clock.lap(f"D-RISE on {args.drise_images} images done")
@@ -249,6 +256,20 @@ def report(
         "drise": drise,
         "box_target": boxes,
     }
+
+
+def chosen_methods(names: str, adapter: Adapter) -> list[Method]:
+    """``--methods`` (comma-separated; D-RISE is measured as the reference, not as a row), or by
+    default every per-detection gradient method, and ODAM where the adapter states its levels."""
+    if names.strip():
+        chosen = [get_method(n.strip()) for n in names.split(",") if n.strip()]
+        if any(isinstance(m, DRise) for m in chosen):
+            raise ArgumentError("--methods: D-RISE is the reference every row is compared with; leave it out")
+        return chosen
+    found: list[Method] = [m for m in CAM_METHODS.values() if m.uses_gradients]
+    if adapter.capabilities.level_layers is not None:
+        found.append(get_method(Odam.name))
+    return found
 
 
 def parse_layer_sets(value: str) -> dict[str, list[str]]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +37,10 @@ from kit.evaluation.randomization import (
     module_order,
     randomized_copy,
 )
+from kit.methods.base import BatchJob, Method
 from kit.methods.cam import CamMethod, explain_batch
 from kit.methods.drise import DRise, DRiseSettings
+from kit.methods.odam import Odam
 from kit.run.runner import to_image_result
 
 Key = tuple[str, str]  # (method, layer set)
@@ -54,15 +56,34 @@ class EvalSettings:
     labels: Labels
     layer_sets: dict[str, list[str]]
     target: Target
-    methods: tuple[CamMethod, ...]
+    methods: tuple[Method, ...]
     curves: int
     steps: int
     batch_size: int
+    own_sets: dict[str, dict[str, list[str]]] = field(default_factory=dict)  # method -> its own sets (odam)
+
+    def sets_for(self, method: str) -> dict[str, list[str]]:
+        """The layer sets ``method`` is measured at: its own (``own_sets``) or the shared ones."""
+        return self.own_sets.get(method, self.layer_sets)
+
+    @property
+    def keys(self) -> list[Key]:
+        """Every (method, layer set) measured, in the methods' order."""
+        return [(m.name, name) for m in self.methods for name in self.sets_for(m.name)]
+
+    def all_sets(self) -> dict[str, list[str]]:
+        """Every layer set of every method once, by name."""
+        return {name: layers for m in self.methods for name, layers in self.sets_for(m.name).items()}
 
     @property
     def layers(self) -> list[str]:
         """Every layer of the sets once: numeric names (yolov7's indices) in numeric order, others after."""
-        return sorted({layer for layers in self.layer_sets.values() for layer in layers}, key=_layer_order)
+        return _ordered(layer for layers in self.all_sets().values() for layer in layers)
+
+    def cam_layers(self) -> list[str]:
+        """The layers the CAM methods (one shared pass) are explained at."""
+        cams = [m for m in self.methods if isinstance(m, CamMethod)]
+        return _ordered(layer for m in cams for layers in self.sets_for(m.name).values() for layer in layers)
 
     def evaluator(self, adapter: Adapter, *, box_deletion: bool) -> Evaluator:
         """An evaluator of one fused map a detection, scoring with ``adapter``'s detector."""
@@ -76,31 +97,54 @@ class EvalSettings:
             box_deletion=box_deletion,
         )
 
-    def set_maps(self, result: ImageResult, det_id: int) -> SetMaps:
-        """Per layer set, one detection's fused map (:func:`kit.evaluation.evaluate.detection_maps`)."""
-        return set_maps(result, det_id, self.layer_sets)
+    def set_maps(self, result: ImageResult, det_id: int, method: str) -> SetMaps:
+        """Per layer set of ``method``, one detection's fused map
+        (:func:`kit.evaluation.evaluate.detection_maps`)."""
+        return set_maps(result, det_id, self.sets_for(method))
 
     def explain(self, adapter: Adapter, image: np.ndarray) -> Explained:
-        """One image explained as the run explains it: every detection, every layer, every method."""
-        modules = adapter.resolve_layers(self.layers)
-        explanation, (letterbox,) = explain_batch(
-            adapter, [image], layers=modules, target=self.target, methods=self.methods
-        )
-        return Explained(explanation, letterbox, names=adapter.names)
+        """One image explained as the run explains it: every detection, every layer, every method
+        (the CAM methods in one pass, a method with its own layers, ODAM, in its own)."""
+        explanations: dict[str, Explanation] = {}
+        cams = tuple(m for m in self.methods if isinstance(m, CamMethod))
+        letterbox = None
+        if cams:
+            modules = adapter.resolve_layers(self.cam_layers())
+            shared, (letterbox,) = explain_batch(
+                adapter, [image], layers=modules, target=self.target, methods=cams
+            )
+            explanations |= dict.fromkeys((m.name for m in cams), shared)
+        for method in (m for m in self.methods if not isinstance(m, CamMethod)):
+            (layers,) = self.sets_for(method.name).values()  # one set: the method's own
+            job = BatchJob(layers=method.resolve_layers(adapter, layers), target=self.target)
+            explanations[method.name], (letterbox,) = method.explain_batch(adapter, [image], job)
+        rows = {tuple(d.row for d in e.detections) for e in explanations.values()}
+        if len(rows) > 1 or letterbox is None:
+            raise RuntimeError("the methods of one image saw different detections (or there was no method)")
+        return Explained(explanations, letterbox, names=adapter.names)
 
 
 @dataclass(frozen=True)
 class Explained:
     """One image's explanation and what takes its maps to the image's pixels as a run writes them."""
 
-    explanation: Explanation
+    explanations: dict[str, Explanation]  # method -> the explanation holding its maps
     letterbox: Letterbox
     names: Sequence[str]
+
+    @property
+    def detections(self) -> list[Detection]:
+        """The image's detections (the same for every method)."""
+        return next(iter(self.explanations.values())).detections
 
     def result(self, method: str) -> ImageResult:
         """The image's result for ``method`` (:func:`kit.run.runner.to_image_result`)."""
         return to_image_result(
-            self.explanation, image_index=0, letterbox=self.letterbox, method=method, names=self.names
+            self.explanations[method],
+            image_index=0,
+            letterbox=self.letterbox,
+            method=method,
+            names=self.names,
         )
 
 
@@ -155,10 +199,10 @@ def measure_image(
     maps: dict[int, dict[Key, np.ndarray | None]] = {}
     for method in dict.fromkeys(m for m, _ in evaluators):
         result = explained.result(method)
-        for name, layers in settings.layer_sets.items():
+        for name, layers in settings.sets_for(method).items():
             matches = evaluators[(method, name)].score_image(source, image, result.restricted(layers))
         for match in matches:
-            for name, cam in settings.set_maps(result, match.det_id).items():
+            for name, cam in settings.set_maps(result, match.det_id, method).items():
                 maps.setdefault(match.det_id, {})[(method, name)] = cam
     return matches, maps
 
@@ -174,11 +218,7 @@ def measure(
     """Explain each image once (every method, every layer) and score it with one evaluator per
     method x layer set; keep the first ``keep`` matched detections (with their maps) for the
     randomization check."""
-    evaluators = {
-        (method.name, name): settings.evaluator(adapter, box_deletion=box_deletion)
-        for method in settings.methods
-        for name in settings.layer_sets
-    }
+    evaluators = {key: settings.evaluator(adapter, box_deletion=box_deletion) for key in settings.keys}
     measured = Measured(evaluators=evaluators, images=[], letterboxes=[], samples=[])
     for index, path in enumerate(paths):
         image = read_image(path)
@@ -187,7 +227,7 @@ def measure(
         measured.letterboxes.append(explained.letterbox)
         matches, maps = measure_image(evaluators, explained, source=path, image=image, settings=settings)
         for match in matches[: max(0, keep - len(measured.samples))]:
-            detection = explained.explanation.detections[match.det_id]  # one image: det_id is its row
+            detection = explained.detections[match.det_id]  # one image: det_id is its row
             measured.samples.append(Sample(image=index, detection=detection, maps=maps[match.det_id]))
     return measured
 
@@ -199,27 +239,33 @@ def explain_fixed(
     model: nn.Module,
     detections: list[Detection],
     settings: EvalSettings,
-) -> Explanation:
+) -> dict[str, Explanation]:
     """The given detections of ``image`` explained again through ``adapter`` (on ``model``, whose
-    parameters need no gradient); its own detections are not used: the randomized model explains
-    the trained model's detections, row for row."""
+    parameters need no gradient), per method; its own detections are not used: the randomized model
+    explains the trained model's detections, row for row (ODAM each at its own level)."""
     tensor, _ = adapter.preprocess([image])
 
-    def forward() -> Any:
-        return adapter.forward(tensor)
+    def once(methods: Sequence[Any], layers: list[str], levels: Sequence[str] | None) -> Explanation:
+        return explain(
+            forward=lambda: adapter.forward(tensor),
+            detect=lambda _output: list(detections),
+            layers=adapter.resolve_layers(layers),
+            target=settings.target,
+            methods=methods,
+            model=model,
+            capabilities=adapter.capabilities,
+            levels=levels,
+        )
 
-    def same(_output: Any) -> list[Detection]:
-        return list(detections)
-
-    return explain(
-        forward=forward,
-        detect=same,
-        layers=adapter.resolve_layers(settings.layers),
-        target=settings.target,
-        methods=settings.methods,
-        model=model,
-        capabilities=adapter.capabilities,
-    )
+    found: dict[str, Explanation] = {}
+    cams = [m for m in settings.methods if isinstance(m, CamMethod)]
+    if cams:
+        found |= dict.fromkeys((m.name for m in cams), once(cams, settings.cam_layers(), None))
+    for method in settings.methods:
+        if isinstance(method, Odam):
+            (layers,) = settings.sets_for(method.name).values()
+            found[method.name] = once([method], list(dict.fromkeys(layers)), method.levels(adapter, layers))
+    return found
 
 
 BOTTOM_UP = "bottom-up"
@@ -241,18 +287,17 @@ def sanity_plan(
 ) -> tuple[list[Check], ModuleOrder]:
     """The checks, from the order in which the detector's modules finish in one forward of ``image``:
     bottom-up per layer set (its layers and everything before them; read for that set only), then
-    the cascading top-down stages ("head": everything after the explained layers, then every module
-    from each fraction of the order up; read for every set)."""
+    the cascading top-down stages ("head": everything after the set's layers, then every module
+    from each fraction of the order up), each read for its set."""
     model = adapter.model
     tensor, _ = adapter.preprocess([image])
     order = module_order(model, lambda: adapter.forward(tensor))
     checks = []
-    for name, layers in settings.layer_sets.items():
+    for name, layers in settings.all_sets().items():
         modules = module_names(model, list(adapter.resolve_layers(layers).values()))
         checks.append(Check(BOTTOM_UP, order.bottom_up(modules), (name,)))
-    explained = module_names(model, list(adapter.resolve_layers(settings.layers).values()))
-    for stage, start in cascade_starts(order, head_after=explained, fractions=fractions).items():
-        checks.append(Check(stage, order.top_down(start)))
+        for stage, start in cascade_starts(order, head_after=modules, fractions=fractions).items():
+            checks.append(Check(stage, order.top_down(start), (name,)))
     return checks, order
 
 
@@ -269,14 +314,23 @@ def sanity_checks(
         randomized, model, kept[check.name] = randomized_copy(
             adapter, adapter.model, check.modules, seed=seed
         )
-        sets = {
-            k: v for k, v in settings.layer_sets.items() if check.layer_sets is None or k in check.layer_sets
-        }
-        for key, rho in re_explained(
-            randomized, model, measured, settings=replace(settings, layer_sets=sets)
-        ):
+        only = restricted(settings, check.layer_sets)
+        for key, rho in re_explained(randomized, model, measured, settings=only):
             correlations.setdefault(key, {}).setdefault(check.name, []).append(rho)
     return correlations, kept
+
+
+def restricted(settings: EvalSettings, names: tuple[str, ...] | None) -> EvalSettings:
+    """``settings`` for the layer sets ``names`` only (None: all), with the methods measured at them."""
+    if names is None:
+        return settings
+
+    def keep(sets: dict[str, list[str]]) -> dict[str, list[str]]:
+        return {k: v for k, v in sets.items() if k in names}
+
+    methods = tuple(m for m in settings.methods if keep(settings.sets_for(m.name)))
+    own = {m: keep(sets) for m, sets in settings.own_sets.items()}
+    return replace(settings, methods=methods, layer_sets=keep(settings.layer_sets), own_sets=own)
 
 
 def re_explained(
@@ -289,12 +343,12 @@ def re_explained(
         mine = [s for s in measured.samples if s.image == image_index]
         image = measured.images[image_index]
         fixed = [s.detection for s in mine]
-        explanation = explain_fixed(adapter, image, model=model, detections=fixed, settings=settings)
-        explained = Explained(explanation, measured.letterboxes[image_index], names=adapter.names)
+        explanations = explain_fixed(adapter, image, model=model, detections=fixed, settings=settings)
+        explained = Explained(explanations, measured.letterboxes[image_index], names=adapter.names)
         for method in settings.methods:
             result = explained.result(method.name)
             for k, sample in enumerate(mine):  # det_id k: the k-th fixed detection
-                for name, after in settings.set_maps(result, k).items():
+                for name, after in settings.set_maps(result, k, method.name).items():
                     found.append(((method.name, name), correlation(sample.maps[(method.name, name)], after)))
     return found
 
@@ -328,22 +382,27 @@ def drise_agreement(
     for path in paths:
         image = read_image(path)
         explanation, (letterbox,) = method.explain_batch(adapter, [image])
-        result = Explained(explanation, letterbox, names=adapter.names).result(method.name)
+        result = Explained({method.name: explanation}, letterbox, names=adapter.names).result(method.name)
         matches = evaluator.score_image(path, image, result)
         if not matches:
             continue
         gradient = settings.explain(adapter, image)
-        if [d.row for d in gradient.explanation.detections] != [d.row for d in explanation.detections]:
+        if [d.row for d in gradient.detections] != [d.row for d in explanation.detections]:
             raise RuntimeError(f"{path}: D-RISE and the gradient methods saw different detections")
         for cam_method in settings.methods:
             cams = gradient.result(cam_method.name)
             for match in matches:
                 reference = detection_maps(result, match.det_id)[FUSED]
-                for name, cam in settings.set_maps(cams, match.det_id).items():
+                for name, cam in settings.set_maps(cams, match.det_id, cam_method.name).items():
                     lists = found.setdefault((cam_method.name, name), {m: [] for m in AGREEMENT})
                     for measure_name, value in agreement(cam, reference).items():
                         lists[measure_name].append(value)
     return evaluator, found
+
+
+def _ordered(layers: Any) -> list[str]:
+    """Layer names once each, in :func:`_layer_order`."""
+    return sorted(set(layers), key=_layer_order)
 
 
 def _layer_order(name: str) -> tuple[int, str]:
