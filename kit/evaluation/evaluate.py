@@ -10,8 +10,10 @@ layer's, and the ``fused`` map of the layers its gradient reached, as ``--fuse``
 - **deletion / insertion AUC** (RISE) in ODAM's detector form, for the first ``curves`` matched
   detections: the score of the detector's best detection of the box's class with IoU > 0.5 to the
   box while the most salient pixels are deleted (to black; normalized by the intact image's
-  score) or inserted (onto a blurred copy), in ``steps`` steps. One forward per step, through the
-  run's own adapter. Lower deletion and higher insertion AUC mean a more faithful map.
+  score) or inserted (onto a blurred copy), in ``steps`` steps, through the run's own adapter: the
+  steps of every curve of an image's detections go to the detector together, in batches of up to
+    32 images (within 64 MB of their pixels as float32), each image scored for all those detections.
+  Lower deletion and higher insertion AUC mean a more faithful map.
 
 Only small per-detection records are kept, never an image's maps, so memory does not grow with
 the folder. :meth:`Evaluator.finish` writes ``eval.json`` to the run folder and returns the table.
@@ -31,7 +33,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 import numpy as np
 import torch
@@ -54,12 +56,15 @@ from kit.core.results import FUSED, DetectionResult, ImageResult, rounded_score
 from kit.core.table import format_columns
 from kit.evaluation.labels import GroundTruth, LabelError, Labels
 from kit.evaluation.metrics import (
+    DEFAULT_CURVE_BATCH,
+    Curve,
+    CurveBatch,
+    CurveRequest,
     DetectionArrays,
     box_iou,
-    box_iou_fn,
-    deletion_insertion,
+    curves,
+    detection_scores_fn,
     energy_pointing_game,
-    matching_score_fn,
     pointing_game,
 )
 from kit.rundir.naming import replace_file
@@ -207,7 +212,10 @@ class Evaluator:
     ) -> None:
         """``per_layer=False`` measures only each detection's ``fused`` map (``make eval``'s layer sets).
         ``box_deletion``: the curves also follow the detection's box (ODAM's box deletion,
-        :func:`kit.evaluation.metrics.box_iou_fn`): ``box_deletion_auc``, lower is better."""
+        :func:`kit.evaluation.metrics.box_iou_fn`): ``box_deletion_auc``, lower is better.
+        ``batch_size``: the curves' perturbed images a detector call, where more than the default
+        batch (:data:`kit.evaluation.metrics.DEFAULT_CURVE_BATCH`: 32, within 64 MB); the curves'
+        values do not depend on it."""
         if curves < 0 or steps < 1:
             raise EvalOptionError(
                 f"--eval-curves must be >= 0 and --eval-steps >= 1, got {curves} and {steps}"
@@ -219,6 +227,7 @@ class Evaluator:
         self.curves = curves
         self.steps = steps
         self.batch_size = batch_size
+        self.batch = CurveBatch(size=max(batch_size, DEFAULT_CURVE_BATCH.size), mb=DEFAULT_CURVE_BATCH.mb)
         self.iou = iou
         self.per_layer = per_layer
         self.box_deletion = box_deletion
@@ -266,7 +275,7 @@ class Evaluator:
             for g, box in enumerate(gt.boxes)
             if g not in taken
         ]
-        matches = []
+        matches, scored = [], []
         for det, one in zip(dets, found):
             if one is None:
                 self.unmatched.append(UnmatchedRow(printable(source), det.id).to_json())
@@ -274,7 +283,16 @@ class Evaluator:
             g, overlap = one
             match = Match(det_id=det.id, gt_box=gt.boxes[g], gt_class=int(gt.classes[g]), iou=overlap)
             matches.append(match)
-            self._score_match(source, image_bgr, result, det, match)
+            scored.append(self._score_match(image_bgr, result, det, match))
+        due = [item for item in scored if item.tried]
+        if due:
+            self._curves_of_image(source, image_bgr, due)
+        for item in scored:
+            row = MatchedRow.of(
+                printable(source), item.det, gt_box=item.match.gt_box, iou=item.match.iou, maps=item.measures
+            )
+            self.rows.append(row.to_json())
+            self._tried.append(item.tried)
         self.seconds += time.perf_counter() - started
         return matches
 
@@ -286,9 +304,9 @@ class Evaluator:
         return match_detections(boxes, scores, classes, gt.boxes, gt.classes, iou=self.iou)
 
     def _score_match(
-        self, source: Path, image_bgr: np.ndarray, result: ImageResult, det: DetectionResult, match: Match
-    ) -> None:
-        """One matched detection's row: PG and EBPG of each of its maps, and its curves while any are due."""
+        self, image_bgr: np.ndarray, result: ImageResult, det: DetectionResult, match: Match
+    ) -> _Scored:
+        """One matched detection's PG and EBPG of each of its maps; whether its curves are due."""
         maps = detection_maps(result, det.id)
         if not self.per_layer:
             maps = {FUSED: maps[FUSED]}
@@ -301,21 +319,20 @@ class Evaluator:
         tried = self.curves_done < self.curves and self.curve_error is None
         if tried:
             self.curves_done += 1
-            try:
-                self._add_curves(
-                    image_bgr,
-                    maps,
-                    measures,
-                    gt_box=match.gt_box,
-                    gt_class=match.gt_class,
-                    box=np.asarray(det.box_xyxy, dtype=np.float64),
-                )
-            except (KitError, RuntimeError) as error:  # e.g. out of memory: keep PG and EBPG going
-                self.curve_error = f"{source} detection {det.id}: {error}"
-                LOG.error("eval: deletion/insertion stopped at %s", self.curve_error)
-        row = MatchedRow.of(printable(source), det, gt_box=match.gt_box, iou=match.iou, maps=measures)
-        self.rows.append(row.to_json())
-        self._tried.append(tried)
+        return _Scored(det=det, match=match, maps=maps, measures=measures, tried=tried)
+
+    def _curves_of_image(self, source: Path, image_bgr: np.ndarray, due: Sequence[_Scored]) -> None:
+        """The curves of an image's detections that are due, in shared batches (:meth:`_add_curves`);
+        an error (e.g. out of memory) stops the curves from here on and keeps PG and EBPG going."""
+        started = time.perf_counter()
+        try:
+            self._add_curves(image_bgr, due)
+        except (KitError, RuntimeError) as error:
+            ids = ", ".join(str(one.det.id) for one in due)
+            self.curve_error = f"{source} detections {ids}: {error}"
+            LOG.error("eval: deletion/insertion stopped at %s", self.curve_error)
+        finally:
+            self.curve_seconds += time.perf_counter() - started
 
     def measure(self, source: Path, image_bgr: np.ndarray, result: ImageResult) -> dict[str, Any]:
         """:meth:`add_image`, returning what this image added: the run records it with the image,
@@ -376,65 +393,41 @@ class Evaluator:
             self.seconds += one.seconds
             self.curve_seconds += one.curve_seconds
 
-    def _add_curves(
-        self,
-        image: np.ndarray,
-        maps: dict[str, np.ndarray | None],
-        measures: dict[str, dict[str, Any]],
-        *,
-        gt_box: np.ndarray,
-        gt_class: int,
-        box: np.ndarray | None = None,
-    ) -> None:
-        """Deletion and insertion AUC of each map (with ``box_deletion``, also the box deletion AUC
-        of the detection's ``box``); maps that rank the pixels alike share their curves.
+    def _add_curves(self, image_bgr: np.ndarray, due: Sequence[_Scored]) -> None:
+        """Deletion and insertion AUC of each map of each detection ``due`` (with ``box_deletion``,
+        also the box deletion AUC of the detection's box); a detection's maps that rank the pixels
+        alike share their curves. Every perturbed image of them goes through the detector in batches
+        (:func:`kit.evaluation.metrics.curves`), each scored for every detection at once.
 
         Measured at the maps' size (:func:`_at_map_size`): a curve's memory does not grow with the
         image's pixels, and the detector sees the image at its input size either way.
         """
-        started = time.perf_counter()
-        image, maps, gt_box, box = _at_map_size(image, maps, gt_box, box)
-        score_fn = matching_score_fn(self.detector, target_box=gt_box, target_class=gt_class)
-        follow_box = (
-            box_iou_fn(self.detector, target_box=box, target_class=gt_class)
-            if self.box_deletion and box is not None
-            else None
-        )
-        done: dict[str, dict[str, Any]] = {}
-        for layer, cam in maps.items():
-            if cam is None:
-                continue
-            ranking = hashlib.sha1(np.argsort(-cam.ravel(), kind="stable").tobytes()).hexdigest()
-            if ranking not in done:
-                done[ranking] = {}
-                for mode in MODES:
-                    curve = deletion_insertion(
-                        image,
-                        cam,
-                        score_fn=score_fn,
-                        mode="deletion" if mode == "deletion" else "insertion",
-                        steps=self.steps,
-                        batch_size=self.batch_size,
-                    )
-                    done[ranking][f"{mode}_auc"] = round(curve.auc, 6) if math.isfinite(curve.auc) else None
-                    # the curve itself (scores at k / steps of the pixels), for the run report's plots
-                    done[ranking][f"{mode}_curve"] = [
-                        round(float(y), 4) if math.isfinite(y) else None for y in curve.ys
-                    ]
-                if follow_box is not None:
-                    curve = deletion_insertion(
-                        image,
-                        cam,
-                        score_fn=follow_box,
-                        mode="deletion",
-                        steps=self.steps,
-                        batch_size=self.batch_size,
-                    )
-                    done[ranking]["box_deletion_auc"] = (
-                        round(curve.auc, 6) if math.isfinite(curve.auc) else None
-                    )
-            measures[layer].update(done[ranking])
-        self.curve_seconds += time.perf_counter() - started
+        scaled = [_at_map_size(image_bgr, item.maps, item.match.gt_box, item.det.box_xyxy) for item in due]
+        for shape in dict.fromkeys(one.image.shape for one in scaled):  # one size, unless maps differ
+            picked = [k for k, one in enumerate(scaled) if one.image.shape == shape]
+            targets = [(scaled[k].gt_box, due[k].match.gt_class) for k in picked]
+            boxes = [(scaled[k].box, due[k].match.gt_class) for k in picked] if self.box_deletion else []
+            requests: list[CurveRequest] = []
+            keys: list[tuple[int, str, str]] = []  # (detection, ranking, measure) of each request
+            for column, k in enumerate(picked):
+                for ranking, cam in _rankings(scaled[k].maps).items():
+                    requests += [CurveRequest(cam=cam, mode="deletion", column=column)]
+                    requests += [CurveRequest(cam=cam, mode="insertion", column=column)]
+                    keys += [(k, ranking, "deletion"), (k, ranking, "insertion")]
+                    if boxes:  # the box's column, on the deletion curve's images
+                        requests.append(CurveRequest(cam=cam, column=len(picked) + column))
+                        keys.append((k, ranking, "box_deletion"))
+            score_fn = detection_scores_fn(self.detector, targets=targets, boxes=boxes)
+            drawn = curves(
+                scaled[picked[0]].image, requests, score_fn=score_fn, steps=self.steps, batch=self.batch
+            )
+            done: dict[tuple[int, str], dict[str, Any]] = {}
+            for (k, ranking, measure), curve in zip(keys, drawn):
+                done.setdefault((k, ranking), {}).update(_curve_measures(measure, curve))
+            for k in picked:
+                for layer, kept in scaled[k].maps.items():
+                    if kept is not None:
+                        due[k].measures[layer].update(done[(k, _ranking(kept))])
 
     # ---- results ---------------------------------------------------------------------------
     def summary_rows(self) -> list[dict[str, Any]]:
@@ -518,19 +511,63 @@ class Evaluator:
         return path, format_table(report)
 
 
+@dataclass
+class _Scored:
+    """A matched detection of the image being measured: its maps, its measures so far, and whether
+    its curves are due (:meth:`Evaluator._score_match`)."""
+
+    det: DetectionResult
+    match: Match
+    maps: dict[str, np.ndarray | None]
+    measures: dict[str, dict[str, Any]]
+    tried: bool
+
+
+def _ranking(cam: np.ndarray) -> str:
+    """A digest of the order a map ranks the pixels in: maps that rank alike draw the same curves."""
+    return hashlib.sha1(np.argsort(-cam.ravel(), kind="stable").tobytes()).hexdigest()
+
+
+def _rankings(maps: Mapping[str, np.ndarray | None]) -> dict[str, np.ndarray]:
+    """One map per distinct ranking among ``maps``, by :func:`_ranking`."""
+    out: dict[str, np.ndarray] = {}
+    for cam in maps.values():
+        if cam is not None:
+            out.setdefault(_ranking(cam), cam)
+    return out
+
+
+def _curve_measures(measure: str, curve: Curve) -> dict[str, Any]:
+    """What ``eval.json`` keeps of a curve: its AUC (None when not finite) and, for deletion and
+    insertion, the curve itself (scores at k / steps of the pixels, for the run report's plots)."""
+    auc = round(curve.auc, 6) if math.isfinite(curve.auc) else None
+    if measure not in MODES:
+        return {f"{measure}_auc": auc}
+    points = [round(float(y), 4) if math.isfinite(y) else None for y in curve.ys]
+    return {f"{measure}_auc": auc, f"{measure}_curve": points}
+
+
+class _AtMapSize(NamedTuple):
+    image: np.ndarray
+    maps: dict[str, np.ndarray | None]
+    gt_box: np.ndarray
+    box: np.ndarray
+
+
 def _at_map_size(
-    image: np.ndarray, maps: dict[str, np.ndarray | None], gt_box: np.ndarray, box: np.ndarray | None
-) -> tuple[np.ndarray, dict[str, np.ndarray | None], np.ndarray, np.ndarray | None]:
+    image: np.ndarray, maps: dict[str, np.ndarray | None], gt_box: np.ndarray, box: Sequence[float]
+) -> _AtMapSize:
     """The image, maps and boxes at the size of the first map (:func:`kit.core.geometry.map_size`): the
     image scaled down and the boxes with it when the maps are smaller; unchanged when not."""
     drawn = [cam for cam in maps.values() if cam is not None]
     hw = (drawn[0].shape[0], drawn[0].shape[1]) if drawn else (image.shape[0], image.shape[1])
+    det_box = np.asarray(box, dtype=np.float64)
     if hw != image.shape[:2]:
         gt_box = scale_box(gt_box, image.shape[:2], hw)
-        box = None if box is None else scale_box(box, image.shape[:2], hw)
+        det_box = scale_box(det_box, image.shape[:2], hw)
         image = resize_picture(image, hw)
     maps = {layer: m if m is None or m.shape == hw else resize_map(m, hw) for layer, m in maps.items()}
-    return image, maps, gt_box, box
+    return _AtMapSize(image, maps, gt_box, det_box)
 
 
 CURVE_KEYS = ("deletion_auc", "insertion_auc", "deletion_curve", "insertion_curve")

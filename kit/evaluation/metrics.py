@@ -14,8 +14,10 @@ pixel belongs to a box when it overlaps it (the rule of :func:`kit.core.geometry
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Literal, NamedTuple, Union
 
 import cv2
@@ -97,7 +99,7 @@ def deletion_insertion(
     and returns ``b`` scores; it is called with up to ``batch_size`` steps at once. For a detector,
     the detector form of ODAM (``tools/eval_delet.py``, ``eval_insert.py``) scores each image by the
     best same-class detection with IoU > 0.5 to the target box: see :func:`best_matching_score`
-    and :func:`matching_score_fn`.
+    and :func:`matching_score_fn`. :func:`curves` draws several curves of one image in shared batches.
 
     ``baseline``: ``"black"`` (zeros, RISE's deletion default), ``"blur"`` (Gaussian 11x11, sigma 5,
     RISE's insertion canvas), ``"mean"`` (the image's mean colour) or an image of the same shape.
@@ -110,13 +112,106 @@ def deletion_insertion(
     AUC are NaN. ``xs`` is the exact deleted/inserted fraction in [0, 1]; the AUC is the trapezoid
     rule over it. Lower deletion AUC and higher insertion AUC mean a more faithful map.
     """
+    request = CurveRequest(cam=cam, mode=mode, baseline=baseline, normalize=normalize)
+    (curve,) = curves(
+        image_bgr, [request], score_fn=score_fn, steps=steps, batch=CurveBatch(size=batch_size, mb=math.inf)
+    )
+    return curve
+
+
+class CurveRequest(NamedTuple):
+    """One curve of :func:`curves`: the map that ranks the pixels, the mode, which of the score
+    function's columns it follows (``column``), and :func:`deletion_insertion`'s ``baseline`` and
+    ``normalize``."""
+
+    cam: ArrayLike
+    mode: Literal["deletion", "insertion"] = "deletion"
+    column: int = 0
+    baseline: Baseline | None = None
+    normalize: bool | None = None
+
+
+@dataclass(frozen=True)
+class CurveBatch:
+    """How many perturbed images go to one call of a score function: at most ``size``, and as many as
+    keep them, as float32 pixels (what a detector's input costs a pixel), within ``mb`` megabytes."""
+
+    size: int = 32
+    mb: float = 64.0
+
+    def images(self, shape: tuple[int, ...]) -> int:
+        """The batch size for images of ``shape`` (H, W, C): 1 at least."""
+        if not math.isfinite(self.mb):
+            return self.size
+        per_image = 4.0 * float(np.prod(shape)) / 2**20
+        return max(1, min(self.size, int(self.mb / per_image)))
+
+
+DEFAULT_CURVE_BATCH = CurveBatch()
+
+
+class _Plan(NamedTuple):
+    """A curve as images: at step k the ``counts[k]`` best-``ranks`` pixels show ``second``, the others
+    ``first``; ``pair`` is the first plan with the same two images (their steps can coincide)."""
+
+    first: np.ndarray
+    second: np.ndarray
+    ranks: np.ndarray
+    counts: np.ndarray
+    deletion: bool
+    pair: int
+
+
+def curves(
+    image_bgr: np.ndarray,
+    requests: Sequence[CurveRequest],
+    *,
+    score_fn: Callable[[np.ndarray], np.ndarray],
+    steps: int = 100,
+    batch: CurveBatch = DEFAULT_CURVE_BATCH,
+) -> list[Curve]:
+    """Several deletion/insertion curves of one image, each as :func:`deletion_insertion` draws it,
+    their perturbed images scored together: the steps of every curve in batches of ``batch``, and an
+    image that curves share (the intact image, the all-baseline one, steps of maps that rank the
+    same pixels first) scored once.
+
+    ``score_fn`` takes ``(b, H, W, 3)`` images and returns ``b`` scores, or ``(b, k)``: ``k`` scores
+    of each image (e.g. one per detection followed), of which a request reads its ``column``.
+    """
     image = np.asarray(image_bgr)
-    m = _map(cam)
-    _check_curve(image, m, mode=mode, steps=steps, batch_size=batch_size)
-    deletion = mode == "deletion"
-    canvas = _baseline(image, "black" if baseline is None and deletion else baseline)
-    if normalize is None:
-        normalize = deletion
+    plans: list[_Plan] = []
+    for request in requests:
+        plans.append(_plan(image, request, steps=steps, batch_size=batch.size, earlier=plans))
+    found: dict[tuple[int, bytes], int] = {}
+    sources: list[tuple[int, int]] = []  # per distinct image: the (plan, step) that makes it
+    where: list[list[int]] = []  # per plan and step: its distinct image
+    for p, plan in enumerate(plans):
+        row = []
+        for step, count in enumerate(plan.counts):
+            key = (plan.pair, hashlib.sha1(np.packbits(plan.ranks < count).tobytes()).digest())
+            if key not in found:
+                found[key] = len(sources)
+                sources.append((p, step))
+            row.append(found[key])
+        where.append(row)
+    scores = _score_distinct(plans, sources, score_fn=score_fn, per_call=batch.images(image.shape))
+    out = []
+    for plan, request, row in zip(plans, requests, where):
+        if not 0 <= request.column < scores.shape[1]:
+            raise ShapeError(
+                f"a curve reads score column {request.column}, but score_fn gives {scores.shape[1]} an image"
+            )
+        out.append(_curve(plan, scores[row, request.column], request.normalize))
+    return out
+
+
+def _plan(
+    image: np.ndarray, request: CurveRequest, *, steps: int, batch_size: int, earlier: Sequence[_Plan]
+) -> _Plan:
+    m = _map(request.cam)
+    _check_curve(image, m, mode=request.mode, steps=steps, batch_size=batch_size)
+    deletion = request.mode == "deletion"
+    canvas = _baseline(image, "black" if request.baseline is None and deletion else request.baseline)
     n = m.size
     order = np.argsort(-m.ravel(), kind="stable")
     rank = np.empty(n, dtype=np.int64)
@@ -124,14 +219,48 @@ def deletion_insertion(
     counts = np.rint(np.linspace(0, n, steps + 1)).astype(np.int64)
     # A pixel shows `first` until the ranking reaches it, `second` from then on.
     first, second = (image, canvas) if deletion else (canvas, image)
-    ranks = rank.reshape(m.shape)
-    ys = _scores_along(
-        first, second, ranks, counts, score_fn=score_fn, batch_size=batch_size, dtype=image.dtype
+    same = (
+        k
+        for k, e in enumerate(earlier)
+        if e.pair == k and np.array_equal(e.first, first) and np.array_equal(e.second, second)
     )
+    return _Plan(first, second, rank.reshape(m.shape), counts, deletion, next(same, len(earlier)))
+
+
+def _score_distinct(
+    plans: Sequence[_Plan],
+    sources: Sequence[tuple[int, int]],
+    *,
+    score_fn: Callable[[np.ndarray], np.ndarray],
+    per_call: int,
+) -> np.ndarray:
+    """(distinct images, k) scores, each image made from its (plan, step), ``per_call`` a call."""
+    columns = np.empty((len(sources), 1), dtype=np.float64)
+    for start in range(0, len(sources), per_call):
+        images = []
+        for p, step in sources[start : start + per_call]:
+            plan = plans[p]
+            reached = (plan.ranks < plan.counts[step])[..., None]
+            images.append(np.where(reached, plan.second, plan.first).astype(plan.first.dtype, copy=False))
+        got = np.asarray(score_fn(np.stack(images)), dtype=np.float64)
+        got = got.reshape(-1, 1) if got.ndim < 2 else got
+        if got.ndim != 2 or got.shape[0] != len(images):
+            raise ShapeError(f"score_fn must return one score per image: {len(images)}, got {got.shape}")
+        if start == 0:
+            columns = np.empty((len(sources), got.shape[1]), dtype=np.float64)
+        elif got.shape[1] != columns.shape[1]:
+            raise ShapeError(f"score_fn returned {got.shape[1]} scores an image, before {columns.shape[1]}")
+        columns[start : start + len(images)] = got
+    return columns
+
+
+def _curve(plan: _Plan, ys: np.ndarray, normalize: bool | None) -> Curve:
+    if normalize is None:
+        normalize = plan.deletion  # on for deletion as ODAM does, off for insertion
     if normalize:
-        intact = ys[0] if deletion else ys[-1]
+        intact = ys[0] if plan.deletion else ys[-1]
         ys = ys / intact if intact > 0 else np.full_like(ys, np.nan)
-    xs = counts / n
+    xs = plan.counts / plan.ranks.size
     return Curve(xs=xs, ys=ys, auc=_trapezoid(xs, ys))
 
 
@@ -146,30 +275,6 @@ def _check_curve(image: np.ndarray, m: np.ndarray, *, mode: str, steps: int, bat
         raise MetricArgumentError(f"mode must be 'deletion' or 'insertion', got {mode!r}")
     if steps < 1 or batch_size < 1:
         raise MetricArgumentError(f"steps and batch_size must be >= 1, got {steps} and {batch_size}")
-
-
-def _scores_along(
-    first: np.ndarray,
-    second: np.ndarray,
-    rank_map: np.ndarray,
-    counts: np.ndarray,
-    *,
-    score_fn: Callable[[np.ndarray], np.ndarray],
-    batch_size: int,
-    dtype: np.dtype,
-) -> np.ndarray:
-    """The score at each step: the ``counts[k]`` best-ranked pixels from ``second``, the rest from
-    ``first`` (as ``dtype``, the image's); ``batch_size`` steps per call of ``score_fn``."""
-    ys = np.empty(len(counts), dtype=np.float64)
-    for start in range(0, len(counts), batch_size):
-        chunk = counts[start : start + batch_size]
-        reached = (rank_map[None] < chunk[:, None, None])[..., None]  # (b, H, W, 1)
-        batch = np.where(reached, second[None], first[None]).astype(dtype, copy=False)
-        scores = np.asarray(score_fn(batch), dtype=np.float64).reshape(-1)
-        if scores.shape != (len(chunk),):
-            raise ShapeError(f"score_fn must return one score per image: {len(chunk)}, got {scores.shape}")
-        ys[start : start + len(chunk)] = scores
-    return ys
 
 
 def rank_correlation(a: ArrayLike, b: ArrayLike) -> float:
@@ -265,6 +370,34 @@ def matching_score_fn(
             ],
             dtype=np.float64,
         )
+
+    return score_fn
+
+
+def detection_scores_fn(
+    detect: Callable[[np.ndarray], Sequence[DetectionArrays]],
+    *,
+    targets: Sequence[tuple[BoxLike, int]],
+    boxes: Sequence[tuple[BoxLike, int]] = (),
+    iou_thres: float = 0.5,
+) -> Callable[[np.ndarray], np.ndarray]:
+    """A ``score_fn`` for :func:`curves` that follows several detections with one ``detect`` call a
+    batch: per image, the columns :func:`best_matching_score` of each ``(box, class)`` of ``targets``
+    (as :func:`matching_score_fn`), then :func:`best_matching_iou` of each of ``boxes`` (as
+    :func:`box_iou_fn`)."""
+
+    def score_fn(images: np.ndarray) -> np.ndarray:
+        rows = []
+        for found, scores, classes in detect(images):
+            row = [
+                best_matching_score(
+                    found, scores, classes, target_box=box, target_class=c, iou_thres=iou_thres
+                )
+                for box, c in targets
+            ]
+            row += [best_matching_iou(found, classes, target_box=box, target_class=c) for box, c in boxes]
+            rows.append(row)
+        return np.array(rows, dtype=np.float64).reshape(len(images), len(targets) + len(boxes))
 
     return score_fn
 

@@ -17,7 +17,7 @@ from kit.core.fusion import fuse_reached
 from kit.core.results import FUSED, DetectionResult, ImageResult
 from kit.evaluation.evaluate import EvalOptionError, Evaluator, detection_maps, match_detections
 from kit.evaluation.labels import Labels
-from kit.evaluation.metrics import energy_pointing_game
+from kit.evaluation.metrics import box_iou_fn, deletion_insertion, energy_pointing_game, matching_score_fn
 from kit.rundir.schema import RecordError
 
 
@@ -311,3 +311,46 @@ def test_a_large_image_is_measured_at_its_maps_bounded_size() -> None:
     assert measured["pg"] is True and measured["ebpg"] == 1.0
     assert measured["deletion_auc"] < 0.5 < measured["insertion_auc"]
     assert seen and set(seen) == {(mh, mw, 3)}
+
+
+def test_an_images_curves_share_batches_and_equal_each_curve_drawn_alone() -> None:
+    """Two detections with two maps each, box deletion on: every value is the one a curve drawn
+    alone, one forward a step, gives; all of the image's perturbed images go to the detector in a
+    few batches (the intact image once for both detections and modes' shared steps)."""
+    boxes = [[2.0, 2.0, 8.0, 8.0], [11.0, 10.0, 18.0, 19.0]]
+    labels = labels_for({"a.png": (boxes, [0, 0])})
+    rng = np.random.default_rng(5)
+    image = rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)
+    maps = {(i, layer): rng.random((20, 20)).astype(np.float32) for i in (0, 1) for layer in ("a", "b")}
+    calls: list[int] = []
+
+    def detect(images: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        calls.append(len(images))
+        # each box found with its mean brightness as score, and shrunk where its top row went dark
+        out = []
+        for one in images:
+            found = np.array(boxes) - [
+                [0, 0, 0, float(one[y1, x1:x2].mean() < 60)] for x1, y1, x2, _ in np.array(boxes, int)
+            ]
+            brightness = [one[y1:y2, x1:x2].mean() / 255.0 for x1, y1, x2, y2 in np.array(boxes, int)]
+            out.append((found, np.array(brightness), np.array([0, 0])))
+        return out
+
+    evaluator = Evaluator(labels=labels, detector=detect, curves=5, steps=4, box_deletion=True)
+    evaluator.add_image(Path("a.png"), image, image_maps(boxes, maps))
+    assert sum(calls) < 2 * 3 * 3 * 5 and max(calls) <= 32  # 2 detections x 3 maps x 3 curves x 5 steps
+    for row, box in zip(evaluator.report()["detections"], boxes):
+        score = matching_score_fn(detect, target_box=box, target_class=0)
+        follow = box_iou_fn(detect, target_box=box, target_class=0)
+        for layer, measured in row["maps"].items():
+            cam = detection_maps(image_maps(boxes, maps), row["id"])[layer]
+            deletion = deletion_insertion(image, cam, score_fn=score, steps=4, batch_size=1)
+            insertion = deletion_insertion(
+                image, cam, score_fn=score, mode="insertion", steps=4, batch_size=1
+            )
+            moved = deletion_insertion(image, cam, score_fn=follow, steps=4, batch_size=1)
+            assert measured["deletion_auc"] == round(deletion.auc, 6)
+            assert measured["insertion_auc"] == round(insertion.auc, 6)
+            assert measured["box_deletion_auc"] == round(moved.auc, 6)
+            assert measured["deletion_curve"] == [round(float(y), 4) for y in deletion.ys]
+    assert len({row["maps"]["a"]["deletion_auc"] for row in evaluator.report()["detections"]}) == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import cv2
 import numpy as np
@@ -10,18 +11,24 @@ import pytest
 import torch
 
 from kit.core.errors import GeometryError, KitError, ShapeError
+from kit.core.geometry import boxes_to_original
 from kit.evaluation.metrics import (
+    CurveBatch,
+    CurveRequest,
     MetricArgumentError,
     best_matching_iou,
     best_matching_score,
     box_iou,
     box_iou_fn,
+    curves,
     deletion_insertion,
+    detection_scores_fn,
     energy_pointing_game,
     matching_score_fn,
     pointing_game,
     rank_correlation,
 )
+from tests.conftest import ToyAdapter
 
 # A 10x10 scene with two objects: A at columns 1-3, rows 1-3, B at columns 6-8, rows 5-8.
 BOX_A = (1.0, 1.0, 4.0, 4.0)
@@ -293,3 +300,68 @@ def test_box_deletion_follows_the_best_same_class_box() -> None:
         IMAGE, GOOD, score_fn=box_iou_fn(detect, target_box=OBJECT, target_class=0), steps=4
     )
     np.testing.assert_allclose(curve.ys, [1, 0.5, 0.25, 0.25, 0.25])
+
+
+# --- several curves in shared batches -----------------------------------------------------------
+
+
+def _toy_detector(
+    sizes: list[int],
+) -> Callable[[np.ndarray], list[tuple[np.ndarray, np.ndarray, np.ndarray]]]:
+    """The toy detector of tests/conftest.py scored by its own logit: a batch's score depends on its
+    pixels through a real conv, so batched and one-at-a-time forwards can differ only by float error."""
+    adapter = ToyAdapter(img_size=24)
+
+    def detect(images: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        sizes.append(len(images))
+        batch, letterboxes = adapter.preprocess(list(images))
+        with torch.no_grad():
+            output = adapter.forward(batch)
+            detections = adapter.detect(output)
+            scores = output.score(detections).numpy()
+        return [
+            (boxes_to_original(np.array([d.box_xyxy]), lb), scores[[k]], np.array([d.class_id]))
+            for k, (d, lb) in enumerate(zip(detections, letterboxes))
+        ]
+
+    return detect
+
+
+def test_curves_in_shared_batches_equal_each_curve_one_forward_at_a_time() -> None:
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 256, (18, 24, 3), dtype=np.uint8)
+    maps = [rng.random((18, 24)).astype(np.float32) for _ in range(3)]
+    maps.append(maps[0] * 2.0)  # ranks the pixels as maps[0] does: its curves' images are shared
+    target = ((0.0, 0.0, 24.0, 18.0), 0)
+    one_sizes: list[int] = []
+    alone = matching_score_fn(_toy_detector(one_sizes), target_box=target[0], target_class=0)
+    expected = [
+        deletion_insertion(image, cam, score_fn=alone, mode=mode, steps=5, batch_size=1)
+        for cam in maps
+        for mode in ("deletion", "insertion")
+    ]
+    sizes: list[int] = []
+    together = detection_scores_fn(_toy_detector(sizes), targets=[target], boxes=[target])
+    requests = [CurveRequest(cam=cam, mode=mode) for cam in maps for mode in ("deletion", "insertion")]
+    requests.append(CurveRequest(cam=maps[1], column=1))  # box deletion: the second column
+    got = curves(image, requests, score_fn=together, steps=5, batch=CurveBatch(size=7))
+    for a, b in zip(expected, got):
+        np.testing.assert_allclose(b.xs, a.xs)
+        np.testing.assert_allclose(b.ys, a.ys, rtol=1e-5, atol=1e-6)
+        assert b.auc == pytest.approx(a.auc, rel=1e-5, abs=1e-6)
+    assert np.ptp(got[0].ys) > 0.01  # the scores do move with the pixels
+    assert got[-1].ys[0] == 1.0  # the intact image's box is the target's
+    assert one_sizes == [1] * 8 * 6
+    # 3 distinct rankings x 2 modes x 6 steps, the intact and all-baseline images of each mode once
+    # (2 x 2 + 3 x 2 x 4 = 28), and the box deletion's images are the deletion's: 28 in batches of 7.
+    assert sizes == [7, 7, 7, 7]
+
+
+def test_curve_batches_are_bounded_by_memory_and_refuse_a_missing_column() -> None:
+    assert CurveBatch(size=32, mb=64).images((256, 256, 3)) == 32
+    assert CurveBatch(size=32, mb=64).images((1536, 2048, 3)) == 1  # 36 MB of float32 pixels an image
+    assert CurveBatch(size=32, mb=64).images((1000, 1000, 3)) == 5
+    assert CurveBatch(size=3, mb=math.inf).images((5000, 5000, 3)) == 3
+    with pytest.raises(ShapeError, match="column 2"):
+        curves(IMAGE, [CurveRequest(cam=GOOD, column=2)], score_fn=_brightness_in_object, steps=2)
+    assert curves(IMAGE, [], score_fn=_brightness_in_object) == []
