@@ -30,6 +30,7 @@ from kit.evaluation.agreement import converged_count, seed_agreement
 from kit.methods.drise import DRise, DRiseSettings, mask_grids, render_masks
 from kit.rundir.naming import increment_path
 from scripts.eval.family import add_family_flags, eval_paths, load_adapter
+from scripts.eval.family import count as whole
 from scripts.upstream.config import REPO_ROOT
 
 DEFAULT_COUNTS = "250,500,1000,2000,4000"
@@ -112,7 +113,13 @@ def format_curve(found: dict[int, dict[str, float]], *, detections: int) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    counts = sorted({int(c) for c in args.counts.split(",") if c.strip()})
+    counts = sorted({int(c) for c in args.counts.split(",") if c.strip().isdigit() and int(c) > 0})
+    if len(counts) != len({c.strip() for c in args.counts.split(",") if c.strip()}) or not counts:
+        print(
+            f"error: --counts {args.counts!r}: give mask counts of 1 or more, e.g. {DEFAULT_COUNTS}",
+            file=sys.stderr,
+        )
+        return 2
     try:
         adapter = load_adapter(args)
     except KitError as error:
@@ -157,7 +164,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m scripts.eval.drise_convergence", description=__doc__)
     add_family_flags(parser, images=3)
     parser.add_argument("--counts", default=DEFAULT_COUNTS, help="mask counts, comma-separated")
-    parser.add_argument("--seeds", type=int, nargs=2, default=[0, 1])
+    parser.add_argument("--seeds", type=whole(0), nargs=2, default=[0, 1])
     parser.add_argument(
         "--threshold", type=float, default=0.8, help="the seeds' top-15 %% IoU that counts as agreed"
     )

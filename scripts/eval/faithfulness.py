@@ -54,7 +54,7 @@ from kit.methods.drise import DRise, DRiseSettings
 from kit.methods.odam import Odam
 from kit.methods.registry import get_method
 from kit.rundir.naming import increment_path
-from scripts.eval.family import add_family_flags, eval_paths, load_adapter
+from scripts.eval.family import add_family_flags, count, eval_paths, load_adapter
 from scripts.eval.measures import (
     EvalSettings,
     Key,
@@ -296,11 +296,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="';'-separated sets of layers (default: the adapter's default layers)",
     )
     parser.add_argument(
-        "--curves", type=int, default=16, help="matched detections with curves and sanity checks"
+        "--curves", type=count(0), default=16, help="matched detections with curves and sanity checks"
     )
-    parser.add_argument("--steps", type=int, default=16, help="deletion/insertion steps")
+    parser.add_argument("--steps", type=count(1), default=16, help="deletion/insertion steps")
     parser.add_argument(
-        "--batch-size", type=int, default=16, help="perturbed images per forward in the curves"
+        "--batch-size", type=count(1), default=16, help="perturbed images per forward in the curves"
     )
     parser.add_argument(
         "--fractions",
@@ -308,15 +308,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="top-down stages after 'head': randomize from these parts of the order up",
     )
     parser.add_argument(
-        "--drise-images", type=int, default=6, help="images explained by D-RISE too (0: no D-RISE rows)"
+        "--drise-images", type=count(0), default=6, help="images explained by D-RISE too (0: no D-RISE rows)"
     )
-    parser.add_argument("--drise-masks", type=int, default=1000, help="D-RISE masks per image")
+    parser.add_argument("--drise-masks", type=count(1), default=1000, help="D-RISE masks per image")
     parser.add_argument(
         "--box-target",
         action=argparse.BooleanOptionalAction,
         default=False,
         help="the box target's rows (Grad-CAM and the best method, beside the class logit)",
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=count(0), default=0)
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "runs" / "eval" / "exp")
     return parser.parse_args(argv)

@@ -9,6 +9,7 @@ same for every family, so every family's demo is measured on the same pictures.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,22 @@ from kit.core.contract import Adapter
 from kit.upstreams.registry import SPECS
 from scripts.demo import shapes
 from scripts.upstream.config import REPO_ROOT
+
+
+def count(least: int) -> Callable[[str], int]:
+    """An argparse type: a whole number of at least ``least`` (anything else: argparse's usage
+    error, exit 2, naming the flag)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"expected {least} or more, got {value}")
+        return value
+
+    return parse
 
 
 def add_family_flags(parser: argparse.ArgumentParser, *, images: int) -> None:
@@ -32,9 +49,11 @@ def add_family_flags(parser: argparse.ArgumentParser, *, images: int) -> None:
     )
     parser.add_argument("--config-file", help="detectron2: the config (default: the demo's or the spec's)")
     parser.add_argument("--data-dir", type=Path, default=REPO_ROOT / "data" / "demo")
-    parser.add_argument("--images", type=int, default=images, help="evaluation images (drawn if missing)")
+    parser.add_argument(
+        "--images", type=count(1), default=images, help="evaluation images (drawn if missing)"
+    )
     parser.add_argument("--conf-thres", type=float, help="score threshold (default: the upstream's)")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=count(1), default=2)
 
 
 def load_adapter(args: argparse.Namespace) -> Adapter:

@@ -158,3 +158,35 @@ def test_every_layer_of_the_sets_once_in_the_model_order() -> None:
         batch_size=1,
     )
     assert settings.layers == ["57", "65", "73", "74", "75", "76", "model.9.cv1"]
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--images", "0"],
+        ["--images", "-1"],
+        ["--curves", "-2"],
+        ["--drise-masks", "0"],
+        ["--seed", "-1"],
+        ["--steps", "x"],
+    ],
+)
+def test_counts_out_of_range_are_refused_before_anything_loads(
+    flags: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        evaluation.parse_args(flags)
+    assert exit_info.value.code == 2 and flags[0] in capsys.readouterr().err
+
+
+def test_defaults_are_the_cheap_budget_and_the_kit_demo() -> None:
+    args = evaluation.parse_args([])
+    assert (args.upstream, args.weights, args.images, args.curves) == ("yolov7", "demo", 40, 16)
+    assert (args.drise_images, args.box_target, args.layer_sets) == (6, False, "")
+
+
+def test_convergence_refuses_bad_counts_before_loading(capsys: pytest.CaptureFixture[str]) -> None:
+    from scripts.eval import drise_convergence
+
+    assert drise_convergence.main(["--counts", "250,-5"]) == 2
+    assert "--counts" in capsys.readouterr().err
