@@ -1,37 +1,34 @@
-"""`make eval`: how faithful is each CAM method at each layer set? Measured on the demo detector.
+"""`make eval`: how faithful is each CAM method, on any detector family? Measured on its demo.
 
-Run as ``python -m scripts eval --checkout upstreams/yolov7`` (the checkout goes first on
-sys.path, as for main_gradcam.py). Over the detections of the demo evaluation set that match a
-ground-truth box (same class, IoU >= 0.5), per method x layer set:
+Run as ``python -m scripts eval --upstream yolov7|yolov3|yolov5|detectron2|ultralytics`` (default
+``--weights demo``: the family's demo detector, loaded by ``kit.load``; ``--checkout`` the
+upstream's checkout). Over the detections of the shapes demo's held-out images that match a
+ground-truth box (same class, IoU >= 0.5), per method x layer set (default: every per-detection
+gradient method at the adapter's default layers, the head's inputs):
 
 - PG: pointing game (Zhang et al. 2016) in ODAM's detector form: the map's peak in the GT box;
 - EBPG: energy-based pointing game (Score-CAM): share of the map's mass inside the GT box;
 - deletion / insertion AUC (RISE) in ODAM's detector form: the score of the best same-class
   detection with IoU > 0.5 to the GT box while pixels are deleted (black) or inserted (onto a
   blurred copy), most salient first; deletion normalized by the intact score. Lower deletion and
-  higher insertion are better. These need a forward per step and run on the first ``--curves``
-  matched detections only;
-- a randomization sanity check (Adebayo et al. 2018): the detector's layers are re-initialised
-  from the head down, block by block (cascading), and the Spearman rank correlation of each map
-  with the map of the trained detector is reported per stage (same detections, same rows). A
-  faithful map changes: the correlation should fall towards 0;
-- D-RISE (Petsiuk et al. 2021), the black-box reference: its row on the first ``--drise-images``
-  images, and per gradient method x layer set ``rho D-RISE``, the Spearman rank correlation of
-  each map with D-RISE's map of the same detection (agreement with a method that reads no
-  gradient);
-- the box target (``box``: the four box coordinates' maps, each normalized, max): for Grad-CAM and
-  the best method of the table (highest insertion minus deletion AUC at the first layer set),
-  with the class logit beside it, and ODAM's box deletion (``box del``: the IoU of the best
-  same-class detection with the detection's own box while the most salient pixels are deleted;
-  lower is better), also for D-RISE.
+  higher insertion are better. On the first ``--curves`` matched detections;
+- the randomization sanity checks (Adebayo et al. 2018) on those same detections, by the order in
+  which the detector's modules finish in one forward (:mod:`kit.evaluation.randomization`): the
+  bottom-up test (the explained layer and everything before it re-initialized, the layers the
+  gradient crosses kept: the sound check, Binder et al. 2023) and the cascading top-down stages
+  ("head": everything after the explained layers; "50%", "0%": everything from that part of the
+  order up). Spearman's rho of each map with the trained detector's map; a faithful map changes;
+- D-RISE (Petsiuk et al. 2021), the black-box reference, on the first ``--drise-images`` images:
+  its row, and per method the agreement with its map of the same detection: Spearman's rho on
+  16x16 average-pooled maps and the IoU of the two maps' top 15 % pixels
+  (:mod:`kit.evaluation.agreement`; the pixel rho stays in eval.json);
+- the rule of docs/evaluation.md (:mod:`scripts.eval.rule`): which candidates pass the sound check,
+  their mean rank, the choice, and the goals read for it.
 
-This is a driver over :mod:`kit.evaluation.evaluate`, the code a run's ``--eval`` scores with: the same
-matching (greedy by score, one detection per box, same class, IoU >= 0.5), the same maps (each
-layer's map normalized in the image's pixels, as the run writes it) and the same fused map (a
-layer set's map for a detection fuses the set's layers its gradient reaches, as ``--fuse`` does:
-for the head inputs 74,75,76 that is the layer of the detection's own level), the same detector
-wrapper for the curves. One :class:`kit.evaluation.evaluate.Evaluator` per method x layer set measures the
-set's fused map. Writes a table to stdout and ``eval.json`` to the run folder.
+A driver over :mod:`kit.evaluation.evaluate`, the code a run's ``--eval`` scores with (the same
+matching, maps, fused map and detector wrapper). Writes the table to stdout, ``eval.json`` and
+``table.txt`` to ``--out`` (a new numbered folder). ``--ultralytics-cam``: the side-by-side with
+Ultralytics' own CAM instead (:mod:`scripts.eval.ultralytics_side`).
 """
 
 from __future__ import annotations
@@ -45,61 +42,46 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from torch import nn
-
-from kit.adapters.yolo import YoloAdapter, YoloFunctions
+from kit.core.contract import Adapter
+from kit.core.errors import KitError
+from kit.core.options import ArgumentError
 from kit.core.targets import get_target
 from kit.evaluation.evaluate import Evaluator
 from kit.evaluation.labels import load_labels
+from kit.methods.base import Method
 from kit.methods.cam import CAM_METHODS, get_cam_method
-from kit.methods.drise import DRiseSettings
+from kit.methods.drise import DRise, DRiseSettings
+from kit.methods.odam import Odam
+from kit.methods.registry import get_method
 from kit.rundir.naming import increment_path
-from kit.upstreams.demo import DemoWeights, demo_weights
-from scripts.demo import shapes
-from scripts.demo.train import DEMO_UPSTREAMS, demo_upstream, load_demo_model, open_checkout, yolov7_parser
-from scripts.eval.measures import EvalSettings, Key, Measured, drise_agreement, measure, randomization
+from scripts.eval.family import add_family_flags, count, eval_paths, load_adapter
+from scripts.eval.measures import (
+    EvalSettings,
+    Key,
+    Measured,
+    drise_agreement,
+    measure,
+    sanity_checks,
+    sanity_plan,
+)
+from scripts.eval.rule import choose, format_choice
 from scripts.eval.table import best_method, box_rows, drise_row, format_report, table_rows
 from scripts.upstream.config import REPO_ROOT
 
-DEFAULT_LAYER_SETS = "74,75,76;57;57,65,73"
-# Cascading randomization: stage k re-initialises every layer from index k up (the head is 77).
-DEFAULT_STAGES = "77,74,58,38,0"
+DEFAULT_FRACTIONS = "0.5,0"  # the top-down stages after "head": everything from half the order, everything
+SHOWN_CHECKS = ("head", "0%", "bottom-up")  # the table's rho columns (eval.json has every stage)
 MATCHING = "greedy by score, one detection per box, same class (kit.evaluation.evaluate.match_detections)"
-
-
-@dataclass(frozen=True, kw_only=True)
-class DemoDetector:
-    """The demo detector evaluated, and how an adapter wraps a model of its architecture (the
-    trained one, or a randomized copy)."""
-
-    demo: DemoWeights
-    model: nn.Module
-    functions: YoloFunctions
-    conf_thres: float
-    iou_thres: float
-
-    def adapter(self, model: nn.Module | None = None) -> YoloAdapter:
-        """The adapter the run would build for ``model`` (default: the trained detector)."""
-        adapter = YoloAdapter(
-            self.model if model is None else model,
-            functions=self.functions,
-            img_size=self.demo.img_size,
-            conf_thres=self.conf_thres,
-            iou_thres=self.iou_thres,
-        )
-        adapter.names = list(self.demo.names)
-        return adapter
+SIDE_BY_SIDE = "--ultralytics-cam"
 
 
 @dataclass(frozen=True, kw_only=True)
 class Evaluation:
-    """One `make eval`: its options, the detector, the images, and what every measure shares."""
+    """One `make eval`: its options, the detector's adapter, the images, and what every measure shares."""
 
     args: argparse.Namespace
-    detector: DemoDetector
+    adapter: Adapter
     paths: list[Path]
     settings: EvalSettings
-    stages: list[str]
 
 
 class Stopwatch:
@@ -115,93 +97,95 @@ class Stopwatch:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    # ultralytics: the side-by-side with Ultralytics' own CAM
-    if demo_upstream(argv, prog="python -m scripts eval") == "ultralytics":
+    if SIDE_BY_SIDE in argv:  # the side-by-side with Ultralytics' own CAM
         from scripts.eval import ultralytics_side
 
-        return ultralytics_side.main(argv)
+        return ultralytics_side.main([a for a in argv if a != SIDE_BY_SIDE])
     args = parse_args(argv)
-    if (checkout := open_checkout(args.checkout, threads=args.threads)) is None:
+    try:
+        evaluation = prepare(args, load_adapter(args))
+    except KitError as error:
+        print(f"error: {error}", file=sys.stderr)
         return 2
-    evaluation = prepare(args, checkout)
-    clock = Stopwatch()
-    measured = measure(
-        evaluation.detector.adapter(), evaluation.paths, settings=evaluation.settings, keep=args.sanity
-    )
-    first = next(iter(measured.evaluators.values()))
-    clock.lap(
-        f"{len(first.rows)} of {first.detections} detections matched to {first.ground_truth} "
-        f"ground-truth boxes on {len(evaluation.paths)} images, curves included"
-    )
-    correlations = randomization(
-        evaluation.detector.model,
-        measured,
-        settings=evaluation.settings,
-        make_adapter=evaluation.detector.adapter,
-        stages=evaluation.stages,
-        seed=args.seed,
-    )
-    clock.lap("randomization check done")
-    drise, agreement = drise_rows(evaluation, clock)
-    boxes = box_target_rows(evaluation, measured, drise=drise, clock=clock)
-    rows = table_rows(measured.evaluators, correlations, agreement)
-    table = format_report(rows, stages=evaluation.stages, drise=drise, boxes=boxes)
+    summary, table = evaluate(evaluation)
     print(table)
     out_dir = increment_path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    summary = report(evaluation, first=first, rows=rows, drise=drise, boxes=boxes)
     (out_dir / "eval.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out_dir / "table.txt").write_text(table + "\n")
     print(f"results in {out_dir}", file=sys.stderr)
     return 0
 
 
-def prepare(args: argparse.Namespace, checkout: Path) -> Evaluation:
-    """The demo detector from ``checkout`` (its own letterbox and NMS), the evaluation images (drawn
-    where fewer than ``--images`` are there) and their labels, and the settings of the flags."""
-    from utils.datasets import letterbox as yolo_letterbox
-    from utils.general import non_max_suppression
+def evaluate(evaluation: Evaluation) -> tuple[dict[str, Any], str]:
+    """Every measure on the evaluation: eval.json's content and the table."""
+    args, settings, clock = evaluation.args, evaluation.settings, Stopwatch()
+    measured = measure(evaluation.adapter, evaluation.paths, settings=settings, keep=args.curves)
+    first = next(iter(measured.evaluators.values()))
+    clock.lap(
+        f"{len(first.rows)} of {first.detections} detections matched to {first.ground_truth} "
+        f"ground-truth boxes on {len(evaluation.paths)} images, curves included"
+    )
+    correlations: dict[Key, dict[str, list[float]]] = {}
+    not_reset: dict[str, list[str]] = {}
+    if measured.samples:
+        fractions = [float(f) for f in args.fractions.split(",") if f.strip()]
+        checks, _ = sanity_plan(
+            evaluation.adapter, measured.images[0], settings=settings, fractions=fractions
+        )
+        correlations, not_reset = sanity_checks(
+            evaluation.adapter, measured, settings=settings, checks=checks, seed=args.seed
+        )
+    clock.lap(f"randomization checks done on {len(measured.samples)} detections")
+    drise, agreement = drise_rows(evaluation, clock)
+    boxes = box_target_rows(evaluation, measured, drise=drise, clock=clock)
+    rows = table_rows(measured.evaluators, correlations, agreement)
+    choice = choose(rows)
+    table = format_report(rows, stages=SHOWN_CHECKS, drise=drise, boxes=boxes, verdicts=choice.verdicts)
+    table += "\n" + format_choice(choice)
+    summary = report(evaluation, first=first, rows=rows, drise=drise, boxes=boxes)
+    summary |= {"choice": choice.record(), "not_reset": not_reset}
+    return summary, table
 
-    methods = [get_cam_method(n.strip()) for n in args.methods.split(",") if n.strip()] or list(
-        CAM_METHODS.values()
-    )
-    demo = demo_weights(args.weights_dir)
-    detector = DemoDetector(
-        demo=demo,
-        model=load_demo_model(checkout, demo.weights),
-        functions=YoloFunctions(letterbox=yolo_letterbox, non_max_suppression=non_max_suppression),
-        conf_thres=args.conf_thres,
-        iou_thres=args.iou_thres,
-    )
-    if len(list((args.data_dir / "images").glob("eval_*.png"))) < args.images:
-        shapes.write_split(args.data_dir, count=args.images, split="eval")
-    paths = sorted((args.data_dir / "images").glob("eval_*.png"))[: args.images]
+
+def prepare(args: argparse.Namespace, adapter: Adapter) -> Evaluation:
+    """The evaluation images (drawn where fewer than ``--images`` are there), their labels, the
+    methods and layer sets (default: the adapter's default layers), and the settings of the flags."""
+    methods = chosen_methods(args.methods, adapter)
+    paths = eval_paths(args.data_dir, args.images)
+    layer_sets = parse_layer_sets(args.layer_sets) or parse_layer_sets(",".join(adapter.default_layers()))
+    adapter.resolve_layers(
+        [layer for layers in layer_sets.values() for layer in layers]
+    )  # a bad name: KitError
+    own_sets = {}
+    for method in methods:
+        if isinstance(method, Odam):  # its own layers: one per head level, one below the head
+            own_sets[method.name] = parse_layer_sets(",".join(method.default_layers(adapter)))
     settings = EvalSettings(
-        labels=load_labels(args.data_dir / "labels", names=demo.names, sources=paths),
-        layer_sets=parse_layer_sets(args.layer_sets),
+        labels=load_labels(args.data_dir / "labels", names=adapter.names, sources=paths),
+        layer_sets=layer_sets,
+        own_sets=own_sets,
         target=get_target("class-logit"),
         methods=tuple(methods),
         curves=args.curves,
         steps=args.steps,
         batch_size=args.batch_size,
     )
-    stages = [s.strip() for s in args.stages.split(",") if s.strip()]
-    return Evaluation(args=args, detector=detector, paths=paths, settings=settings, stages=stages)
+    return Evaluation(args=args, adapter=adapter, paths=paths, settings=settings)
 
 
 def drise_rows(
     evaluation: Evaluation, clock: Stopwatch
-) -> tuple[dict[str, Any] | None, dict[Key, list[float]]]:
+) -> tuple[dict[str, Any] | None, dict[Key, dict[str, list[float]]]]:
     """D-RISE's row on the first ``--drise-images`` images and, per gradient method x layer set, the
     rank correlations of its maps with D-RISE's; no row (and none) with ``--drise-images 0``."""
     args = evaluation.args
     if args.drise_images <= 0:
         return None, {}
-    gradient = [m for m in evaluation.settings.methods if m.uses_gradients] or evaluation.settings.methods
     evaluator, agreement = drise_agreement(
-        evaluation.detector.adapter(),
+        evaluation.adapter,
         evaluation.paths[: args.drise_images],
-        settings=replace(evaluation.settings, methods=tuple(gradient)),
+        settings=evaluation.settings,
         drise=DRiseSettings(masks=args.drise_masks, seed=args.seed).checked(),
     )
     clock.lap(f"D-RISE on {args.drise_images} images done")
@@ -225,7 +209,7 @@ def box_target_rows(
             target=get_target(name),
             methods=tuple(get_cam_method(m) for m in chosen),
         )
-        found = measure(evaluation.detector.adapter(), evaluation.paths, settings=settings, box_deletion=True)
+        found = measure(evaluation.adapter, evaluation.paths, settings=settings, box_deletion=True)
         evaluators.update({(name, m, s): e for (m, s), e in found.evaluators.items()})
     boxes = box_rows(evaluators)
     if drise is not None:
@@ -243,24 +227,25 @@ def report(
     boxes: list[dict[str, Any]],
 ) -> dict[str, Any]:
     """eval.json: the detector, the data, the matching's counts, the options, and the rows."""
-    args, demo = evaluation.args, evaluation.detector.demo
+    args, adapter = evaluation.args, evaluation.adapter
     options = {
         "conf_thres": args.conf_thres,
-        "iou_thres": args.iou_thres,
         "match_iou": first.iou,
         "matching": MATCHING,
         "target": evaluation.settings.target.name,
         "steps": args.steps,
         "curves": args.curves,
-        "sanity": args.sanity,
-        "stages": evaluation.stages,
+        "fractions": args.fractions,
+        "seed": args.seed,
         "drise_images": args.drise_images,
         "drise_masks": args.drise_masks,
     }
     return {
         "detector": {
-            "weights": str(demo.weights.name),
-            **{k: demo.record[k] for k in ("cfg", "names", "img_size")},
+            "upstream": args.upstream,
+            "weights": args.weights if args.weights == "demo" else Path(args.weights).name,
+            "names": list(adapter.names),
+            "default_layers": adapter.default_layers(),
         },
         "data": {"dir": str(args.data_dir), "images": len(evaluation.paths)},
         "ground_truth": first.ground_truth,
@@ -271,6 +256,20 @@ def report(
         "drise": drise,
         "box_target": boxes,
     }
+
+
+def chosen_methods(names: str, adapter: Adapter) -> list[Method]:
+    """``--methods`` (comma-separated; D-RISE is measured as the reference, not as a row), or by
+    default every per-detection gradient method, and ODAM where the adapter states its levels."""
+    if names.strip():
+        chosen = [get_method(n.strip()) for n in names.split(",") if n.strip()]
+        if any(isinstance(m, DRise) for m in chosen):
+            raise ArgumentError("--methods: D-RISE is the reference every row is compared with; leave it out")
+        return chosen
+    found: list[Method] = [m for m in CAM_METHODS.values() if m.uses_gradients]
+    if adapter.capabilities.level_layers is not None:
+        found.append(get_method(Odam.name))
+    return found
 
 
 def parse_layer_sets(value: str) -> dict[str, list[str]]:
@@ -284,40 +283,40 @@ def parse_layer_sets(value: str) -> dict[str, list[str]]:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = yolov7_parser("python -m scripts eval", __doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m scripts eval",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_family_flags(parser, images=40)
+    parser.add_argument("--methods", default="", help="comma-separated (default: every gradient method)")
     parser.add_argument(
-        "--upstream",
-        choices=DEMO_UPSTREAMS,
-        default="yolov7",
-        help="ultralytics: scripts/eval/ultralytics_side.py",
+        "--layer-sets",
+        default="",
+        help="';'-separated sets of layers (default: the adapter's default layers)",
     )
     parser.add_argument(
-        "--weights-dir", type=Path, help="folder of the demo record (default: kit/upstreams/demo)"
+        "--curves", type=count(0), default=16, help="matched detections with curves and sanity checks"
     )
-    parser.add_argument("--images", type=int, default=100, help="evaluation images to use (drawn if missing)")
-    parser.add_argument("--methods", default="", help="comma-separated (default: every method of the kit)")
-    parser.add_argument("--layer-sets", default=DEFAULT_LAYER_SETS, help="';'-separated sets of layers")
-    parser.add_argument("--conf-thres", type=float, default=0.25)
-    parser.add_argument("--iou-thres", type=float, default=0.45)
-    parser.add_argument("--curves", type=int, default=12, help="matched detections with deletion/insertion")
-    parser.add_argument("--steps", type=int, default=16, help="deletion/insertion steps")
+    parser.add_argument("--steps", type=count(1), default=16, help="deletion/insertion steps")
     parser.add_argument(
-        "--batch-size", type=int, default=16, help="perturbed images per forward in the curves"
+        "--batch-size", type=count(1), default=16, help="perturbed images per forward in the curves"
     )
     parser.add_argument(
-        "--sanity", type=int, default=12, help="matched detections in the randomization check"
+        "--fractions",
+        default=DEFAULT_FRACTIONS,
+        help="top-down stages after 'head': randomize from these parts of the order up",
     )
-    parser.add_argument("--stages", default=DEFAULT_STAGES, help="randomize layers from these indices up")
     parser.add_argument(
-        "--drise-images", type=int, default=12, help="images explained by D-RISE too (0: no D-RISE rows)"
+        "--drise-images", type=count(0), default=6, help="images explained by D-RISE too (0: no D-RISE rows)"
     )
-    parser.add_argument("--drise-masks", type=int, default=1000, help="D-RISE masks per image")
+    parser.add_argument("--drise-masks", type=count(1), default=1000, help="D-RISE masks per image")
     parser.add_argument(
         "--box-target",
         action=argparse.BooleanOptionalAction,
-        default=True,
+        default=False,
         help="the box target's rows (Grad-CAM and the best method, beside the class logit)",
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=count(0), default=0)
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "runs" / "eval" / "exp")
     return parser.parse_args(argv)

@@ -2,22 +2,21 @@
 
 One :class:`EvalSettings` holds what every measure of an evaluation shares (ground truth, layer
 sets, target, methods, the curves' budget); :func:`measure` scores each method x layer set,
-:func:`randomization` re-explains the kept detections under re-initialised weights, and
+:func:`sanity_checks` re-explains the kept detections under re-initialised weights (bottom-up and
+top-down, by the order in which modules finish: :mod:`kit.evaluation.randomization`), and
 :func:`drise_agreement` compares the gradient maps with D-RISE's.
 """
 
 from __future__ import annotations
 
-import copy
 import math
 import sys
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from torch import nn
 
 from kit.core.contract import Adapter
@@ -27,11 +26,21 @@ from kit.core.geometry import Letterbox
 from kit.core.images import read_image
 from kit.core.results import FUSED, ImageResult
 from kit.core.targets import Target
+from kit.evaluation.agreement import pooled_rank_correlation, top_fraction_iou
 from kit.evaluation.evaluate import Evaluator, Match, adapter_detector, detection_maps
 from kit.evaluation.labels import Labels
 from kit.evaluation.metrics import rank_correlation
+from kit.evaluation.randomization import (
+    ModuleOrder,
+    cascade_starts,
+    module_names,
+    module_order,
+    randomized_copy,
+)
+from kit.methods.base import BatchJob, Method
 from kit.methods.cam import CamMethod, explain_batch
 from kit.methods.drise import DRise, DRiseSettings
+from kit.methods.odam import Odam
 from kit.run.runner import to_image_result
 
 Key = tuple[str, str]  # (method, layer set)
@@ -47,15 +56,34 @@ class EvalSettings:
     labels: Labels
     layer_sets: dict[str, list[str]]
     target: Target
-    methods: tuple[CamMethod, ...]
+    methods: tuple[Method, ...]
     curves: int
     steps: int
     batch_size: int
+    own_sets: dict[str, dict[str, list[str]]] = field(default_factory=dict)  # method -> its own sets (odam)
+
+    def sets_for(self, method: str) -> dict[str, list[str]]:
+        """The layer sets ``method`` is measured at: its own (``own_sets``) or the shared ones."""
+        return self.own_sets.get(method, self.layer_sets)
+
+    @property
+    def keys(self) -> list[Key]:
+        """Every (method, layer set) measured, in the methods' order."""
+        return [(m.name, name) for m in self.methods for name in self.sets_for(m.name)]
+
+    def all_sets(self) -> dict[str, list[str]]:
+        """Every layer set of every method once, by name."""
+        return {name: layers for m in self.methods for name, layers in self.sets_for(m.name).items()}
 
     @property
     def layers(self) -> list[str]:
         """Every layer of the sets once: numeric names (yolov7's indices) in numeric order, others after."""
-        return sorted({layer for layers in self.layer_sets.values() for layer in layers}, key=_layer_order)
+        return _ordered(layer for layers in self.all_sets().values() for layer in layers)
+
+    def cam_layers(self) -> list[str]:
+        """The layers the CAM methods (one shared pass) are explained at."""
+        cams = [m for m in self.methods if isinstance(m, CamMethod)]
+        return _ordered(layer for m in cams for layers in self.sets_for(m.name).values() for layer in layers)
 
     def evaluator(self, adapter: Adapter, *, box_deletion: bool) -> Evaluator:
         """An evaluator of one fused map a detection, scoring with ``adapter``'s detector."""
@@ -69,31 +97,54 @@ class EvalSettings:
             box_deletion=box_deletion,
         )
 
-    def set_maps(self, result: ImageResult, det_id: int) -> SetMaps:
-        """Per layer set, one detection's fused map (:func:`kit.evaluation.evaluate.detection_maps`)."""
-        return set_maps(result, det_id, self.layer_sets)
+    def set_maps(self, result: ImageResult, det_id: int, method: str) -> SetMaps:
+        """Per layer set of ``method``, one detection's fused map
+        (:func:`kit.evaluation.evaluate.detection_maps`)."""
+        return set_maps(result, det_id, self.sets_for(method))
 
     def explain(self, adapter: Adapter, image: np.ndarray) -> Explained:
-        """One image explained as the run explains it: every detection, every layer, every method."""
-        modules = adapter.resolve_layers(self.layers)
-        explanation, (letterbox,) = explain_batch(
-            adapter, [image], layers=modules, target=self.target, methods=self.methods
-        )
-        return Explained(explanation, letterbox, names=adapter.names)
+        """One image explained as the run explains it: every detection, every layer, every method
+        (the CAM methods in one pass, a method with its own layers, ODAM, in its own)."""
+        explanations: dict[str, Explanation] = {}
+        cams = tuple(m for m in self.methods if isinstance(m, CamMethod))
+        letterbox = None
+        if cams:
+            modules = adapter.resolve_layers(self.cam_layers())
+            shared, (letterbox,) = explain_batch(
+                adapter, [image], layers=modules, target=self.target, methods=cams
+            )
+            explanations |= dict.fromkeys((m.name for m in cams), shared)
+        for method in (m for m in self.methods if not isinstance(m, CamMethod)):
+            (layers,) = self.sets_for(method.name).values()  # one set: the method's own
+            job = BatchJob(layers=method.resolve_layers(adapter, layers), target=self.target)
+            explanations[method.name], (letterbox,) = method.explain_batch(adapter, [image], job)
+        rows = {tuple(d.row for d in e.detections) for e in explanations.values()}
+        if len(rows) > 1 or letterbox is None:
+            raise RuntimeError("the methods of one image saw different detections (or there was no method)")
+        return Explained(explanations, letterbox, names=adapter.names)
 
 
 @dataclass(frozen=True)
 class Explained:
     """One image's explanation and what takes its maps to the image's pixels as a run writes them."""
 
-    explanation: Explanation
+    explanations: dict[str, Explanation]  # method -> the explanation holding its maps
     letterbox: Letterbox
     names: Sequence[str]
+
+    @property
+    def detections(self) -> list[Detection]:
+        """The image's detections (the same for every method)."""
+        return next(iter(self.explanations.values())).detections
 
     def result(self, method: str) -> ImageResult:
         """The image's result for ``method`` (:func:`kit.run.runner.to_image_result`)."""
         return to_image_result(
-            self.explanation, image_index=0, letterbox=self.letterbox, method=method, names=self.names
+            self.explanations[method],
+            image_index=0,
+            letterbox=self.letterbox,
+            method=method,
+            names=self.names,
         )
 
 
@@ -148,10 +199,10 @@ def measure_image(
     maps: dict[int, dict[Key, np.ndarray | None]] = {}
     for method in dict.fromkeys(m for m, _ in evaluators):
         result = explained.result(method)
-        for name, layers in settings.layer_sets.items():
+        for name, layers in settings.sets_for(method).items():
             matches = evaluators[(method, name)].score_image(source, image, result.restricted(layers))
         for match in matches:
-            for name, cam in settings.set_maps(result, match.det_id).items():
+            for name, cam in settings.set_maps(result, match.det_id, method).items():
                 maps.setdefault(match.det_id, {})[(method, name)] = cam
     return matches, maps
 
@@ -167,11 +218,7 @@ def measure(
     """Explain each image once (every method, every layer) and score it with one evaluator per
     method x layer set; keep the first ``keep`` matched detections (with their maps) for the
     randomization check."""
-    evaluators = {
-        (method.name, name): settings.evaluator(adapter, box_deletion=box_deletion)
-        for method in settings.methods
-        for name in settings.layer_sets
-    }
+    evaluators = {key: settings.evaluator(adapter, box_deletion=box_deletion) for key in settings.keys}
     measured = Measured(evaluators=evaluators, images=[], letterboxes=[], samples=[])
     for index, path in enumerate(paths):
         image = read_image(path)
@@ -180,19 +227,9 @@ def measure(
         measured.letterboxes.append(explained.letterbox)
         matches, maps = measure_image(evaluators, explained, source=path, image=image, settings=settings)
         for match in matches[: max(0, keep - len(measured.samples))]:
-            detection = explained.explanation.detections[match.det_id]  # one image: det_id is its row
+            detection = explained.detections[match.det_id]  # one image: det_id is its row
             measured.samples.append(Sample(image=index, detection=detection, maps=maps[match.det_id]))
     return measured
-
-
-def randomize_from(model: Any, start: int, *, seed: int) -> None:
-    """Re-initialise (PyTorch's default init) every parameterized module of model.model[start:]."""
-    torch.manual_seed(seed + start)
-    for layer in list(model.model)[start:]:
-        for module in layer.modules():
-            reset = getattr(module, "reset_parameters", None)
-            if callable(reset):
-                reset()
 
 
 def explain_fixed(
@@ -202,61 +239,132 @@ def explain_fixed(
     model: nn.Module,
     detections: list[Detection],
     settings: EvalSettings,
-) -> Explanation:
+) -> dict[str, Explanation]:
     """The given detections of ``image`` explained again through ``adapter`` (on ``model``, whose
-    parameters need no gradient); its own detections are not used: the randomized model explains
-    the trained model's detections, row for row."""
+    parameters need no gradient), per method; its own detections are not used: the randomized model
+    explains the trained model's detections, row for row (ODAM each at its own level)."""
     tensor, _ = adapter.preprocess([image])
 
-    def forward() -> Any:
-        return adapter.forward(tensor)
+    def once(methods: Sequence[Any], layers: list[str], levels: Sequence[str] | None) -> Explanation:
+        return explain(
+            forward=lambda: adapter.forward(tensor),
+            detect=lambda _output: list(detections),
+            layers=adapter.resolve_layers(layers),
+            target=settings.target,
+            methods=methods,
+            model=model,
+            capabilities=adapter.capabilities,
+            levels=levels,
+        )
 
-    def same(_output: Any) -> list[Detection]:
-        return list(detections)
-
-    return explain(
-        forward=forward,
-        detect=same,
-        layers=adapter.resolve_layers(settings.layers),
-        target=settings.target,
-        methods=settings.methods,
-        model=model,
-        capabilities=adapter.capabilities,
-    )
+    found: dict[str, Explanation] = {}
+    cams = [m for m in settings.methods if isinstance(m, CamMethod)]
+    if cams:
+        found |= dict.fromkeys((m.name for m in cams), once(cams, settings.cam_layers(), None))
+    for method in settings.methods:
+        if isinstance(method, Odam):
+            (layers,) = settings.sets_for(method.name).values()
+            found[method.name] = once([method], list(dict.fromkeys(layers)), method.levels(adapter, layers))
+    return found
 
 
-def randomization(
-    model: nn.Module,
-    measured: Measured,
-    *,
-    settings: EvalSettings,
-    make_adapter: Callable[[nn.Module], Adapter],
-    stages: Sequence[str],
-    seed: int,
-) -> dict[Key, dict[str, list[float]]]:
-    """Cascading randomization (Adebayo et al. 2018): per stage, the same detections explained again.
+BOTTOM_UP = "bottom-up"
+Checks = dict[Key, dict[str, list[float]]]  # (method, layer set) -> check -> rho per sample
 
-    Returns, per (method, layer set) and stage, the Spearman correlation of each sample's map with
-    its map under the trained weights (NaN where either map is None or constant).
-    """
-    correlations: dict[Key, dict[str, list[float]]] = {}
-    randomized = copy.deepcopy(model)
-    for stage in stages:
-        randomize_from(randomized, int(stage), seed=seed)
-        adapter = make_adapter(randomized)
-        for image_index in sorted({s.image for s in measured.samples}):
-            mine = [s for s in measured.samples if s.image == image_index]
-            image = measured.images[image_index]
-            fixed = [s.detection for s in mine]
-            explanation = explain_fixed(adapter, image, model=randomized, detections=fixed, settings=settings)
-            explained = Explained(explanation, measured.letterboxes[image_index], names=adapter.names)
-            for method in settings.methods:
-                result = explained.result(method.name)
-                for k, sample in enumerate(mine):  # det_id k: the k-th fixed detection
-                    for name, after in settings.set_maps(result, k).items():
-                        rho = correlation(sample.maps[(method.name, name)], after)
-                        correlations.setdefault((method.name, name), {}).setdefault(stage, []).append(rho)
-    return correlations
+
+@dataclass(frozen=True)
+class Check:
+    """One randomization of the sanity check: its name, the modules it re-initializes, and the layer
+    sets it is read for (None: every set)."""
+
+    name: str
+    modules: list[str]
+    layer_sets: tuple[str, ...] | None = None
+
+
+def sanity_plan(
+    adapter: Adapter, image: np.ndarray, *, settings: EvalSettings, fractions: Sequence[float]
+) -> tuple[list[Check], ModuleOrder]:
+    """The checks, from the order in which the detector's modules finish in one forward of ``image``:
+    bottom-up per layer set (its layers and everything before them; read for that set only), then
+    the cascading top-down stages ("head": everything after the set's layers, then every module
+    from each fraction of the order up), each read for its set."""
+    model = adapter.model
+    tensor, _ = adapter.preprocess([image])
+    order = module_order(model, lambda: adapter.forward(tensor))
+    checks = []
+    for name, layers in settings.all_sets().items():
+        modules = module_names(model, list(adapter.resolve_layers(layers).values()))
+        checks.append(Check(BOTTOM_UP, order.bottom_up(modules), (name,)))
+        for stage, start in cascade_starts(order, head_after=modules, fractions=fractions).items():
+            checks.append(Check(stage, order.top_down(start), (name,)))
+    return checks, order
+
+
+def sanity_checks(
+    adapter: Adapter, measured: Measured, *, settings: EvalSettings, checks: Sequence[Check], seed: int
+) -> tuple[Checks, dict[str, list[str]]]:
+    """Each check on a randomized deep copy of the detector (the trained one untouched): the kept
+    detections explained again, row for row, and each map's Spearman rho with its trained map.
+    Returns the rho per (method, layer set) and check, and per check the modules it could not
+    re-initialize (no ``reset_parameters``)."""
+    correlations: Checks = {}
+    kept: dict[str, list[str]] = {}
+    for check in checks:
+        randomized, model, kept[check.name] = randomized_copy(
+            adapter, adapter.model, check.modules, seed=seed
+        )
+        only = restricted(settings, check.layer_sets)
+        for key, rho in re_explained(randomized, model, measured, settings=only):
+            correlations.setdefault(key, {}).setdefault(check.name, []).append(rho)
+    return correlations, kept
+
+
+def restricted(settings: EvalSettings, names: tuple[str, ...] | None) -> EvalSettings:
+    """``settings`` for the layer sets ``names`` only (None: all), with the methods measured at them."""
+    if names is None:
+        return settings
+
+    def keep(sets: dict[str, list[str]]) -> dict[str, list[str]]:
+        return {k: v for k, v in sets.items() if k in names}
+
+    methods = tuple(m for m in settings.methods if keep(settings.sets_for(m.name)))
+    own = {m: keep(sets) for m, sets in settings.own_sets.items()}
+    return replace(settings, methods=methods, layer_sets=keep(settings.layer_sets), own_sets=own)
+
+
+def re_explained(
+    adapter: Adapter, model: nn.Module, measured: Measured, *, settings: EvalSettings
+) -> list[tuple[Key, float]]:
+    """The kept detections explained again through ``adapter`` (on ``model``): per sample, method and
+    layer set, the rank correlation of the new map with the trained one."""
+    found = []
+    for image_index in sorted({s.image for s in measured.samples}):
+        mine = [s for s in measured.samples if s.image == image_index]
+        image = measured.images[image_index]
+        fixed = [s.detection for s in mine]
+        explanations = explain_fixed(adapter, image, model=model, detections=fixed, settings=settings)
+        explained = Explained(explanations, measured.letterboxes[image_index], names=adapter.names)
+        for method in settings.methods:
+            result = explained.result(method.name)
+            for k, sample in enumerate(mine):  # det_id k: the k-th fixed detection
+                for name, after in settings.set_maps(result, k, method.name).items():
+                    found.append(((method.name, name), correlation(sample.maps[(method.name, name)], after)))
+    return found
+
+
+AGREEMENT = ("rho", "rho_pooled", "iou_top15")  # with D-RISE: pixel rho, 16x16 pooled rho, top-15 % IoU
+
+
+def agreement(cam: np.ndarray | None, reference: np.ndarray | None) -> dict[str, float]:
+    """One map's agreement with D-RISE's map of the same detection (NaN where either is missing)."""
+    if cam is None or reference is None:
+        return dict.fromkeys(AGREEMENT, math.nan)
+    return {
+        "rho": rank_correlation(cam, reference),
+        "rho_pooled": pooled_rank_correlation(cam, reference),
+        "iou_top15": top_fraction_iou(cam, reference),
+    }
 
 
 def drise_agreement(
@@ -265,29 +373,36 @@ def drise_agreement(
     *,
     settings: EvalSettings,
     drise: DRiseSettings,
-) -> tuple[Evaluator, dict[Key, list[float]]]:
+) -> tuple[Evaluator, dict[Key, dict[str, list[float]]]]:
     """D-RISE on ``paths``: its evaluator (box deletion included), and per gradient method x layer
-    set the rank correlation of each matched detection's map with D-RISE's map of it."""
+    set each matched detection's agreement with D-RISE's map of it (:data:`AGREEMENT`)."""
     method = DRise(drise)
     evaluator = settings.evaluator(adapter, box_deletion=True)
-    correlations: dict[Key, list[float]] = {}
+    found: dict[Key, dict[str, list[float]]] = {}
     for path in paths:
         image = read_image(path)
         explanation, (letterbox,) = method.explain_batch(adapter, [image])
-        result = Explained(explanation, letterbox, names=adapter.names).result(method.name)
+        result = Explained({method.name: explanation}, letterbox, names=adapter.names).result(method.name)
         matches = evaluator.score_image(path, image, result)
         if not matches:
             continue
         gradient = settings.explain(adapter, image)
-        if [d.row for d in gradient.explanation.detections] != [d.row for d in explanation.detections]:
+        if [d.row for d in gradient.detections] != [d.row for d in explanation.detections]:
             raise RuntimeError(f"{path}: D-RISE and the gradient methods saw different detections")
         for cam_method in settings.methods:
             cams = gradient.result(cam_method.name)
             for match in matches:
                 reference = detection_maps(result, match.det_id)[FUSED]
-                for name, cam in settings.set_maps(cams, match.det_id).items():
-                    correlations.setdefault((cam_method.name, name), []).append(correlation(cam, reference))
-    return evaluator, correlations
+                for name, cam in settings.set_maps(cams, match.det_id, cam_method.name).items():
+                    lists = found.setdefault((cam_method.name, name), {m: [] for m in AGREEMENT})
+                    for measure_name, value in agreement(cam, reference).items():
+                        lists[measure_name].append(value)
+    return evaluator, found
+
+
+def _ordered(layers: Any) -> list[str]:
+    """Layer names once each, in :func:`_layer_order`."""
+    return sorted(set(layers), key=_layer_order)
 
 
 def _layer_order(name: str) -> tuple[int, str]:

@@ -8,7 +8,7 @@ from typing import Any
 
 from kit.core.results import FUSED
 from kit.evaluation.evaluate import MEASURE_HEAD, Evaluator, format_columns, mean_finite, measure_cells
-from scripts.eval.measures import Key
+from scripts.eval.measures import BOTTOM_UP, Key
 
 
 def fused_summary(evaluator: Evaluator) -> dict[str, Any]:
@@ -30,14 +30,15 @@ def best_method(evaluators: dict[Key, Evaluator], layer_set: str) -> str:
 def table_rows(
     evaluators: dict[Key, Evaluator],
     correlations: dict[Key, dict[str, list[float]]],
-    agreement: dict[Key, list[float]] | None = None,
+    agreement: dict[Key, dict[str, list[float]]] | None = None,
 ) -> list[dict[str, Any]]:
-    """One row per method x layer set: the evaluator's fused-map summary, the rho per stage and
-    (``agreement``) the mean rank correlation with D-RISE's maps."""
+    """One row per method x layer set: the evaluator's fused-map summary, the mean rho per sanity
+    check (bottom-up and each top-down stage) and the mean agreement with D-RISE's maps (pixel rho,
+    pooled rho, top-15 % IoU) with the count of detections each mean is over."""
     rows = []
     for (method, name), evaluator in evaluators.items():
         rand = correlations.get((method, name), {})
-        with_drise = (agreement or {}).get((method, name), [])
+        with_drise = (agreement or {}).get((method, name), {})
         rows.append(
             {
                 "method": method,
@@ -45,8 +46,10 @@ def table_rows(
                 **fused_summary(evaluator),
                 "randomization": {s: mean_finite(v) for s, v in rand.items()},
                 "randomization_nan": {s: int(sum(not math.isfinite(x) for x in v)) for s, v in rand.items()},
-                "rho_drise": mean_finite(with_drise),
-                "n_rho_drise": sum(1 for x in with_drise if math.isfinite(x)),
+                "rho_drise": mean_finite(with_drise.get("rho", [])),
+                "rho_drise_pooled": mean_finite(with_drise.get("rho_pooled", [])),
+                "iou_drise_top15": mean_finite(with_drise.get("iou_top15", [])),
+                "n_drise": sum(1 for x in with_drise.get("rho_pooled", []) if math.isfinite(x)),
             }
         )
     return rows
@@ -71,13 +74,26 @@ def box_rows(evaluators: dict[tuple[str, str, str], Evaluator]) -> list[dict[str
     ]
 
 
-def format_table(rows: Sequence[dict[str, Any]], stages: Sequence[str]) -> str:
-    """A fixed-width table: one row per method x layer set."""
-    table = [["method", "layers", *MEASURE_HEAD, *(f"rho@{s}" for s in stages), "rho D-RISE"]]
+def format_table(
+    rows: Sequence[dict[str, Any]], stages: Sequence[str], *, verdicts: dict[Key, str] | None = None
+) -> str:
+    """A fixed-width table: one row per method x layer set; ``stages``: the randomization checks
+    shown (e.g. "head", "0%", "bottom-up"); ``verdicts``: the rule's pass/fail per row."""
+    head = [*(f"rho {_short(s)}" for s in stages), "rho D-RISE pooled", "IoU15 D-RISE"]
+    table = [["method", "layers", *MEASURE_HEAD, *head, *(["sound"] if verdicts is not None else [])]]
     for r in rows:
-        rho = [r["randomization"].get(s) for s in stages] + [r.get("rho_drise")]
-        table.append([r["method"], r["layers"], *measure_cells(r), *(_cell(v, 2) for v in rho)])
+        rho = [r["randomization"].get(s) for s in stages] + [
+            r.get("rho_drise_pooled"),
+            r.get("iou_drise_top15"),
+        ]
+        verdict = [] if verdicts is None else [verdicts.get((r["method"], r["layers"]), "-")]
+        table.append([r["method"], r["layers"], *measure_cells(r), *(_cell(v, 2) for v in rho), *verdict])
     return format_columns(table)
+
+
+def _short(stage: str) -> str:
+    """A check's column name: "bu" for bottom-up, "td@<stage>" for a top-down stage."""
+    return "bu" if stage == BOTTOM_UP else f"td@{stage}"
 
 
 def format_box_table(rows: Sequence[dict[str, Any]]) -> str:
@@ -95,9 +111,10 @@ def format_report(
     stages: Sequence[str],
     drise: dict[str, Any] | None,
     boxes: Sequence[dict[str, Any]],
+    verdicts: dict[Key, str] | None = None,
 ) -> str:
     """What `make eval` prints and keeps in table.txt: the table, D-RISE's line and the box table."""
-    table = format_table(rows, stages)
+    table = format_table(rows, stages, verdicts=verdicts)
     if drise is not None:
         table += f"\nD-RISE ({drise['masks']} masks, first {drise['images']} images): " + "  ".join(
             f"{h} {c}" for h, c in zip(MEASURE_HEAD, measure_cells(drise))

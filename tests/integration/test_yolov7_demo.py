@@ -44,28 +44,37 @@ def test_demo_trains_saves_and_evaluates_a_few_iterations(yolov7_checkout: Path,
     assert all(v.dtype == torch.float16 for v in state.values() if v.is_floating_point())
     assert len(list((data / "images").glob("*.png"))) == 2 == len(list((data / "labels").glob("*.txt")))
 
+
+def test_eval_writes_the_sound_check_agreement_and_rule_columns(
+    yolov7_checkout: Path, tmp_path: Path
+) -> None:
+    """`make eval --upstream yolov7` on the kit's demo, at the smallest budget: the table's new
+    columns, the rule's verdicts and choice, every check on the same rows as the curves."""
     out = tmp_path / "eval"
     result = run_script(
         "eval",
-        *("--checkout", str(yolov7_checkout), "--weights-dir", str(weights), "--data-dir", str(data)),
-        *("--images", "2", "--methods", "gradcam,layercam", "--conf-thres", "0.0001", "--curves", "1"),
-        *("--sanity", "1", "--steps", "2", "--stages", "77,0", "--threads", "1", "--out", str(out)),
-        *("--drise-images", "1", "--drise-masks", "8"),
+        *("--upstream", "yolov7", "--checkout", str(yolov7_checkout), "--data-dir", str(tmp_path / "data")),
+        *("--images", "2", "--methods", "gradcam,layercam", "--curves", "2", "--steps", "2"),
+        *("--threads", "1", "--out", str(out), "--drise-images", "1", "--drise-masks", "8"),
     )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((out / "eval.json").read_text())
     assert [(r["method"], r["layers"]) for r in report["rows"]] == [
-        (m, s) for m in ("gradcam", "layercam") for s in ("74,75,76", "57", "57,65,73")
+        ("gradcam", "74,75,76"),
+        ("layercam", "74,75,76"),
     ]
-    assert "PG" in result.stdout and "EBPG" in result.stdout
-    # D-RISE's row and each gradient row's agreement with it; the box target beside the class logit
-    assert report["drise"]["method"] == "drise" and report["drise"]["masks"] == 8
-    assert all("rho_drise" in r for r in report["rows"])
-    rows = report["box_target"]
-    assert {r["target"] for r in rows} == {"class-logit", "box", "drise"}
-    assert {r["method"] for r in rows if r["target"] == "box"} >= {"gradcam"}
-    assert all("box_deletion_auc" in r for r in rows)
-    assert "box del" in result.stdout and "rho D-RISE" in result.stdout
+    for row in report["rows"]:
+        assert set(row["randomization"]) == {"bottom-up", "head", "50%", "0%"}
+        assert row["n_curves"] == 2 and all(-1.0 <= v <= 1.0 for v in row["randomization"].values())
+        assert row["n_drise"] > 0 and 0.0 <= row["iou_drise_top15"] <= 1.0
+    # the pixel-wise map at a 1x1 head survives re-initializing everything below it
+    layercam = report["rows"][1]["randomization"]["bottom-up"]
+    assert layercam > 0.5 and report["choice"]["verdicts"]["layercam @ 74,75,76"] == "fail"
+    assert report["choice"]["chosen"] in (None, {"method": "gradcam", "layers": "74,75,76"})
+    table = (out / "table.txt").read_text()  # stdout also has yolov7's "Fusing layers..."
+    header = table.splitlines()[0]
+    assert "rho bu" in header and "rho td@0%" in header and "IoU15 D-RISE" in header and "sound" in header
+    assert "\nrule: " in table and table in result.stdout
 
 
 def test_main_gradcam_explains_with_the_kept_demo_weights(yolov7_checkout: Path, tmp_path: Path) -> None:

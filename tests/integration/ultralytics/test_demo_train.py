@@ -127,8 +127,9 @@ def test_a_checkpoint_without_the_demo_model_is_a_checkpoint_error(tmp_path: Pat
         ultralytics_loader.demo_model(demo)
 
 
+@pytest.mark.parametrize("side", [["--ultralytics-cam"], []], ids=["side-by-side", "make-eval"])
 def test_the_side_by_side_refuses_a_missing_checkpoint_with_exit_2(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    side: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ultralytics = pytest.importorskip("ultralytics")
     monkeypatch.setattr(sys, "path", list(sys.path))
@@ -139,7 +140,7 @@ def test_the_side_by_side_refuses_a_missing_checkpoint_with_exit_2(
 
     checkout = str(Path(ultralytics.__file__).parents[1])  # the checkout the package is imported from
     argv = ["--upstream", "ultralytics", "--weights", str(tmp_path / "missing.pt"), "--images", "1"]
-    argv += ["--checkout", checkout]
+    argv += ["--checkout", checkout, *side]
     assert faithfulness.main([*argv, "--data-dir", str(tmp_path / "d"), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err  # names the file (or, before the ultralytics loader, the upstream)
     assert err.startswith("error: ") and ("missing.pt" in err or "unknown upstream 'ultralytics'" in err)

@@ -3,14 +3,12 @@ test_same_path.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from kit.core.targets import get_target
 from kit.evaluation.labels import Labels
@@ -25,22 +23,6 @@ def test_layer_sets_parse_and_keep_their_order() -> None:
     assert evaluation.parse_layer_sets("74, 75,76; 57;;") == {"74,75,76": ["74", "75", "76"], "57": ["57"]}
 
 
-class Tiny(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Conv2d(4, 4, 1), nn.Conv2d(4, 2, 1))
-
-
-def test_randomization_cascades_from_the_given_layer_up_only() -> None:
-    torch.manual_seed(0)
-    model = Tiny()
-    before = [p.detach().clone() for p in model.parameters()]
-    measures.randomize_from(model, 1, seed=0)
-    after = list(model.parameters())
-    assert torch.equal(before[0], after[0]) and torch.equal(before[1], after[1])  # layer 0 kept
-    assert all(not torch.equal(b, a) for b, a in zip(before[2:], after[2:]))
-
-
 def test_table_has_a_row_per_entry() -> None:
     row = {
         "method": "gradcam",
@@ -51,26 +33,21 @@ def test_table_has_a_row_per_entry() -> None:
         "n_curves": 2,
         "deletion_auc": None,
         "insertion_auc": 0.25,
-        "randomization": {"77": 0.1},
+        "randomization": {"head": 0.1, "bottom-up": 0.3},
     }
-    lines = table.format_table([row], ["77", "0"]).splitlines()
+    lines = table.format_table([row], ["head", "0%", "bottom-up"]).splitlines()
     assert lines[0].split()[:3] == ["method", "layers", "n"]
-    assert lines[1].split() == [
-        "gradcam",
-        "74,75,76",
-        "3",
-        "1.000",
-        "0.500",
-        "2",
-        "-",
-        "0.250",
+    assert "rho td@head" in lines[0] and "rho bu" in lines[0] and lines[0].endswith("IoU15 D-RISE")
+    assert lines[1].split() == ["gradcam", "74,75,76", "3", "1.000", "0.500", "2", "-", "0.250"] + [
         "0.10",
+        "-",
+        "0.30",
         "-",
         "-",
     ]
-    assert lines[0].endswith("rho D-RISE")
-    row["rho_drise"] = 0.42
-    assert table.format_table([row], ["77"]).splitlines()[1].split()[-1] == "0.42"
+    row |= {"rho_drise_pooled": 0.42, "iou_drise_top15": 0.25}
+    found = table.format_table([row], ["head"], verdicts={("gradcam", "74,75,76"): "pass"}).splitlines()
+    assert found[0].endswith("sound") and found[1].split()[-3:] == ["0.42", "0.25", "pass"]
 
 
 class Summary:
@@ -97,7 +74,8 @@ def test_the_best_method_has_the_widest_insertion_minus_deletion_gap_at_the_laye
 
 
 def test_randomized_maps_are_compared_with_the_trained_ones() -> None:
-    """With nothing re-initialised (a stage past the last layer) every map correlates 1 with itself."""
+    """Nothing re-initialised: every map correlates 1 with itself; the layer and everything before it
+    (bottom-up) or everything (top-down from 0): the map changes."""
     adapter = ToyAdapter()
     image = np.random.default_rng(1).integers(0, 255, size=(24, 32, 3), dtype=np.uint8)
     modules = adapter.resolve_layers(["feat"])
@@ -124,31 +102,19 @@ def test_randomized_maps_are_compared_with_the_trained_ones() -> None:
         maps={("gradcam", "feat"): measures.set_maps(result, 0, {"feat": ["feat"]})["feat"]},
     )
     measured = measures.Measured(evaluators={}, images=[image], letterboxes=[letterbox], samples=[sample])
-
-    class Stacked(nn.Module):  # randomize_from walks model.model
-        def __init__(self, inner: nn.Module) -> None:
-            super().__init__()
-            self.model = nn.Sequential(inner.feat, inner.head)
-            self.inner = inner
-
-    def make_adapter(model: nn.Module) -> Any:
-        fresh = ToyAdapter()  # the general path: its capabilities offer no shortcut
-        fresh.model = model.inner  # type: ignore[assignment]
-        return fresh
-
-    def correlations(stages: Sequence[str]) -> dict[str, list[float]]:
-        return measures.randomization(
-            Stacked(adapter.model),
-            measured,
-            settings=settings,
-            make_adapter=make_adapter,
-            stages=stages,
-            seed=1,  # ToyModel is built under seed 0: seed 0 would re-draw the same weights
-        )[("gradcam", "feat")]
-
-    assert correlations(["2"])["2"] == [pytest.approx(1.0)]
-    (rho,) = correlations(["0"])["0"]
-    assert rho < 0.99  # every weight re-initialised: the map changes
+    checks, order = measures.sanity_plan(adapter, image, settings=settings, fractions=(0.0,))
+    assert [c.name for c in checks] == ["bottom-up", "head", "0%"]
+    assert checks[0].modules and set(checks[0].modules) < set(order.parameterized)
+    trained = {k: v.clone() for k, v in adapter.model.state_dict().items()}
+    nothing = measures.Check("none", [])
+    found, kept = measures.sanity_checks(
+        adapter, measured, settings=settings, checks=[nothing, *checks], seed=1
+    )
+    rho = found[("gradcam", "feat")]
+    assert rho["none"] == [pytest.approx(1.0)] and kept["none"] == []
+    assert rho["bottom-up"][0] < 0.99 and rho["0%"][0] < 0.99
+    for key, value in adapter.model.state_dict().items():  # the trained model untouched
+        assert torch.equal(value, trained[key]), key
 
 
 def test_the_report_adds_the_drise_line_and_the_box_table() -> None:
@@ -192,3 +158,35 @@ def test_every_layer_of_the_sets_once_in_the_model_order() -> None:
         batch_size=1,
     )
     assert settings.layers == ["57", "65", "73", "74", "75", "76", "model.9.cv1"]
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--images", "0"],
+        ["--images", "-1"],
+        ["--curves", "-2"],
+        ["--drise-masks", "0"],
+        ["--seed", "-1"],
+        ["--steps", "x"],
+    ],
+)
+def test_counts_out_of_range_are_refused_before_anything_loads(
+    flags: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        evaluation.parse_args(flags)
+    assert exit_info.value.code == 2 and flags[0] in capsys.readouterr().err
+
+
+def test_defaults_are_the_cheap_budget_and_the_kit_demo() -> None:
+    args = evaluation.parse_args([])
+    assert (args.upstream, args.weights, args.images, args.curves) == ("yolov7", "demo", 40, 16)
+    assert (args.drise_images, args.box_target, args.layer_sets) == (6, False, "")
+
+
+def test_convergence_refuses_bad_counts_before_loading(capsys: pytest.CaptureFixture[str]) -> None:
+    from scripts.eval import drise_convergence
+
+    assert drise_convergence.main(["--counts", "250,-5"]) == 2
+    assert "--counts" in capsys.readouterr().err
