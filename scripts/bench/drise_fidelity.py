@@ -234,12 +234,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     import kit
-    from scripts.cam.launch import demo_sample
+    from scripts.demo import shapes
     from scripts.upstream.config import REPO_ROOT
 
     checkout = args.checkout or REPO_ROOT / "upstreams" / "yolov7"
     explainer = kit.load("yolov7", "demo", checkout=checkout, device="cpu")
-    source = args.source or demo_sample()
+    if args.source is None:  # the demo's sample images, as make cam's offline fallback draws them
+        shapes.write_split(REPO_ROOT / "data" / "demo" / "sample", count=8, split="eval")
+    source = args.source or REPO_ROOT / "data" / "demo" / "sample" / "images"
     paths = sorted(p for p in Path(source).iterdir() if p.suffix in (".png", ".jpg"))
     targets = targets_of(explainer.adapter, paths)[: args.images]
     rows: Sequence[dict[str, object]]

@@ -54,10 +54,8 @@ RECIPES = {
     "yolov3": Recipe("models/yolov3-tiny.yaml", "data/hyps/hyp.scratch.yaml", kit_demo.YOLOV3_STEM),
 }
 CFG, HYP, STEM = RECIPES["yolov7"].cfg, RECIPES["yolov7"].hyp, RECIPES["yolov7"].stem
-TRAINED_UPSTREAMS = (*RECIPES, "ultralytics", "detectron2")  # the upstreams whose demo detector make demo trains
-# the demos make eval measures (scripts/eval reads this and its --upstream): yolov5 and yolov3 are
-# refused there, by name, until it measures them, rather than measured on yolov7's checkout
-DEMO_UPSTREAMS = ("yolov7", "ultralytics", "detectron2")
+# the upstreams whose demo detector make demo trains (make eval measures any upstream's: scripts/eval)
+TRAINED_UPSTREAMS = (*RECIPES, "ultralytics", "detectron2")
 
 
 def training_batch(iteration: int, *, batch_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -221,7 +219,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def demo_upstream(
-    argv: Sequence[str], *, prog: str = "python -m scripts demo", choices: Sequence[str] = DEMO_UPSTREAMS
+    argv: Sequence[str], *, prog: str = "python -m scripts demo", choices: Sequence[str] = TRAINED_UPSTREAMS
 ) -> str:
     """The upstream ``--upstream`` names (default yolov7) among ``choices``; another name ends in
     argparse's usage error (exit 2)."""

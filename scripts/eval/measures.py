@@ -21,7 +21,7 @@ from torch import nn
 
 from kit.core.contract import Adapter
 from kit.core.detection import Detection
-from kit.core.engine import Explanation, explain
+from kit.core.engine import Explanation, OwnLevels, explain
 from kit.core.geometry import Letterbox
 from kit.core.images import read_image
 from kit.core.results import FUSED, ImageResult
@@ -246,15 +246,15 @@ def explain_fixed(
     tensor, _ = adapter.preprocess([image])
 
     def once(methods: Sequence[Any], layers: list[str], levels: Sequence[str] | None) -> Explanation:
+        modules = adapter.resolve_layers(layers)
         return explain(
             forward=lambda: adapter.forward(tensor),
             detect=lambda _output: list(detections),
-            layers=adapter.resolve_layers(layers),
+            layers=modules if levels is None else OwnLevels(modules, tuple(levels)),
             target=settings.target,
             methods=methods,
             model=model,
             capabilities=adapter.capabilities,
-            levels=levels,
         )
 
     found: dict[str, Explanation] = {}

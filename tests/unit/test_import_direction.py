@@ -53,6 +53,7 @@ SHARED = {"scripts.upstream.config", "scripts.upstream.errors"}
 CROSSINGS = {
     "bench/driver.py": {"scripts.demo.shapes"},  # the scale row explains synthetic shapes
     "bench/large_image.py": {"scripts.demo.shapes"},  # a photo of tiled shapes the demo detector finds
+    "bench/drise_fidelity.py": {"scripts.demo.shapes"},  # D-RISE's fidelity on the demo's sample shapes
     # Ultralytics' own CAM, timed beside the kit on the model the kit loaded
     "bench/ultralytics_worker.py": {"scripts.eval.ultralytics_cam", "scripts.eval.ultralytics_side"},
     "cam/launch.py": {"scripts.demo.shapes"},
