@@ -45,7 +45,7 @@ def upstreams_dir() -> Path:
     env_dir = os.environ.get(UPSTREAMS_DIR_ENV)
     if env_dir:
         return Path(env_dir).expanduser().resolve()
-    return Path(__file__).resolve().parents[2] / "upstreams"
+    return Path(__file__).resolve().parents[3] / "upstreams"  # kit/upstreams/loaders/ -> the repository
 
 
 def is_checkout(upstream: str, folder: Path) -> bool:

@@ -18,7 +18,7 @@ from scripts.demo import kept, train
 from scripts.eval import faithfulness
 
 
-@pytest.mark.parametrize("main", [train.main, faithfulness.main], ids=["demo", "eval"])
+@pytest.mark.parametrize("main", [train.main], ids=["demo"])
 def test_a_folder_that_is_no_yolov7_checkout_is_refused_with_exit_2(
     main: object, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -145,3 +145,12 @@ def test_the_record_of_a_yolov3_demo_names_its_upstream_cfg_hyp_and_stem(tmp_pat
         "yolov3-tiny-shapes.pt",
     )
     assert record["training"]["hyp"] == "data/hyps/hyp.scratch.yaml"
+
+
+def test_make_eval_refuses_a_folder_that_is_no_checkout_with_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert faithfulness.main(["--checkout", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path.resolve()} is not a yolov7 checkout (it has no models/yolo.py" in err
+    assert "make setup-yolov7" in err

@@ -114,3 +114,16 @@ def test_make_cam_and_the_bench_read_every_spec() -> None:
     assert bench.WORKERS["yolov5"] == "scripts.bench.yolo_worker"
     assert bench.WORKERS["detectron2"] == "scripts.bench.detectron2_worker"
     assert bench.WORKERS["ultralytics"] == "scripts.bench.ultralytics_worker"
+
+
+def test_the_checkouts_folder_is_upstreams_beside_kit_unless_the_environment_names_another(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kit.upstreams import loaders
+
+    monkeypatch.delenv(loaders.UPSTREAMS_DIR_ENV, raising=False)
+    repository = Path(loaders.__file__).resolve().parents[3]
+    assert (repository / "kit" / "upstreams" / "loaders").is_dir()
+    assert loaders.upstreams_dir() == repository / "upstreams"  # what make setup-<name> writes
+    monkeypatch.setenv(loaders.UPSTREAMS_DIR_ENV, str(tmp_path))
+    assert loaders.upstreams_dir() == tmp_path.resolve()
