@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from pathlib import Path
 
 N_DETECTIONS = 2
 STEPS = 4
@@ -15,6 +16,7 @@ STEPS = 4
 
 def main() -> int:
     sys.path.insert(0, os.getcwd())  # the checkout, as its own scripts import it
+    sys.path.append(str(Path(__file__).resolve().parents[3]))  # the project, for the demo's shapes
     import numpy as np
 
     import kit

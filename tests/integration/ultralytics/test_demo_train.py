@@ -19,17 +19,18 @@ from kit.upstreams.loaders import ultralytics as ultralytics_loader
 from scripts.demo import shapes, train, ultralytics_train
 
 
-def test_demo_upstream_is_yolov7_unless_ultralytics_is_asked_and_other_names_are_refused(
+def test_demo_upstream_is_yolov7_unless_another_is_asked_and_other_names_are_refused(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     assert train.demo_upstream([]) == "yolov7"
     assert train.demo_upstream(["--iterations", "3"]) == "yolov7"
     assert train.demo_upstream(["--upstream=ultralytics", "--epochs", "2"]) == "ultralytics"
     assert train.demo_upstream(["--upstream", "yolov7"]) == "yolov7"
+    assert train.demo_upstream(["--upstream", "yolov5"]) == "yolov5"  # every upstream has a demo now
     with pytest.raises(SystemExit) as exit_info:
-        train.demo_upstream(["--upstream", "yolov5"])
+        train.demo_upstream(["--upstream", "yolov9"])
     assert exit_info.value.code == 2
-    assert "invalid choice: 'yolov5'" in capsys.readouterr().err
+    assert "invalid choice: 'yolov9'" in capsys.readouterr().err
 
 
 def test_the_dataset_is_the_shapes_in_ultralytics_layout(tmp_path: Path) -> None:

@@ -203,7 +203,9 @@ def test_box_target_eval_explain_missed_audit_and_report(
     assert all((out / row["overlay"]).is_file() for row in audit["top"])
     page = (out / "index.html").read_text()
     assert "Audit" in page and page.count("<img") >= matched
-    assert "matched" in result.stdout and str(out / "index.html") in result.stderr + result.stdout
+    assert (
+        "matched" in result.stdout and str(out) in result.stderr + result.stdout
+    )  # the summary's run folder
 
 
 def test_rtdetr_run_explains_each_query_at_every_encoder_level(
@@ -218,7 +220,8 @@ def test_rtdetr_run_explains_each_query_at_every_encoder_level(
     manifest = check_run(RTDETR, out, layers=RTDETR_LAYERS, target="score")
     assert manifest["method"] == "gradcampp" and "iou_thres" not in manifest  # no NMS: a set of queries
     dets = [d for image in manifest["images"] for d in image["detections"]]
-    assert all(d["score"] >= 0.5 and d["level"] is None for d in dets)
+    # a query's level: the encoder level its initial reference was selected from (ODAM's own level)
+    assert all(d["score"] >= 0.5 and d["level"] in (0, 1, 2) for d in dets)
     assert len(dets) == len({(i["file"], d["id"]) for i in manifest["images"] for d in i["detections"]})
 
 
