@@ -34,7 +34,7 @@ import torch
 from kit.upstreams import demo as kit_demo
 from kit.upstreams.download import file_sha256
 from scripts.demo import kept, shapes
-from scripts.demo.train import learning_rate
+from scripts.demo.schedule import learning_rate
 from scripts.upstream.config import REPO_ROOT, checkout_path, load_project
 
 ARCHS = {"faster-rcnn": kit_demo.DETECTRON2_STEM, "retinanet": kit_demo.DETECTRON2_RETINANET_STEM}
@@ -258,7 +258,7 @@ def training_record(
             "batch_size": args.batch_size,
             "optimizer": "AdamW (weight decay 1e-4, gradient norm clipped at 10)",
             "lr": args.lr,
-            "schedule": "linear warm-up, cosine decay to 1% (scripts.demo.train.learning_rate)",
+            "schedule": "linear warm-up, cosine decay to 1% (scripts.demo.schedule.learning_rate)",
             "seed": args.seed,
             "loss": "the sum of detectron2's training losses (model(batched_inputs) in train mode)",
             "loss_per_tenth": curve,

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from collections.abc import Sequence
@@ -36,6 +35,7 @@ import torch
 from kit.upstreams import demo as kit_demo
 from kit.upstreams.download import file_sha256
 from scripts.demo import kept, shapes
+from scripts.demo.schedule import learning_rate
 from scripts.upstream.config import REPO_ROOT, checkout_path, load_project
 
 
@@ -67,14 +67,6 @@ def training_batch(iteration: int, *, batch_size: int, seed: int) -> tuple[torch
         rows = torch.from_numpy(labels).float()
         targets.append(torch.cat([torch.full((len(rows), 1), float(k)), rows], dim=1))
     return torch.stack(images).float() / 255.0, torch.cat(targets)
-
-
-def learning_rate(iteration: int, *, iterations: int, peak: float, warmup: int) -> float:
-    """Linear warm-up, then a cosine decay to 1% of the peak (train.py's one-cycle end point)."""
-    if iteration < warmup:
-        return peak * (iteration + 1) / warmup
-    progress = (iteration - warmup) / max(1, iterations - warmup)
-    return peak * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 def build_model(checkout: Path, *, upstream: str = "yolov7") -> Any:
