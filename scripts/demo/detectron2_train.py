@@ -35,6 +35,7 @@ from kit.upstreams import demo as kit_demo
 from kit.upstreams.download import file_sha256
 from scripts.demo import kept, shapes
 from scripts.demo.schedule import learning_rate
+from scripts.demo.scores import Tally
 from scripts.upstream.config import REPO_ROOT, checkout_path, load_project
 
 ARCHS = {"faster-rcnn": kit_demo.DETECTRON2_STEM, "retinanet": kit_demo.DETECTRON2_RETINANET_STEM}
@@ -149,7 +150,6 @@ def evaluate(checkout: Path, *, config: Path, weights: Path, data_dir: Path) -> 
     (its safe config reader and checkpointer) at the config's score threshold, matched as
     ``--eval`` and ``make eval`` match (kit.evaluation.evaluate)."""
     from kit.core.images import read_image
-    from kit.evaluation.evaluate import MATCH_IOU, match_detections
     from kit.evaluation.labels import GroundTruth, load_labels
     from kit.upstreams.loaders.detectron2 import load
 
@@ -157,7 +157,7 @@ def evaluate(checkout: Path, *, config: Path, weights: Path, data_dir: Path) -> 
     model = load(checkout, weights, config_file=config, conf_thres=threshold, device="cpu").adapter.model
     paths = sorted((data_dir / "images").glob("eval_*.png"))
     labels = load_labels(data_dir / "labels", names=shapes.CLASSES, sources=paths)
-    found = total = kept_rows = 0
+    tally = Tally()
     for path in paths:
         image = read_image(path)  # BGR, as the config's INPUT.FORMAT
         gt = labels.ground_truth(path, image.shape[:2]) or GroundTruth.empty()
@@ -166,18 +166,8 @@ def evaluate(checkout: Path, *, config: Path, weights: Path, data_dir: Path) -> 
             (output,) = model([{"image": tensor, "height": image.shape[0], "width": image.shape[1]}])
         found_here = output["instances"]
         boxes, scores = found_here.pred_boxes.tensor.numpy(), found_here.scores.numpy()
-        classes = found_here.pred_classes.numpy().astype(np.int64)
-        total, kept_rows = total + len(gt), kept_rows + len(boxes)
-        found += sum(m is not None for m in match_detections(boxes, scores, classes, gt.boxes, gt.classes))
-    return {
-        "found": found,
-        "objects": total,
-        "detections": kept_rows,
-        "recall@0.5": found / total if total else None,
-        "precision@0.5": found / kept_rows if kept_rows else None,
-        "match_iou": MATCH_IOU,
-        "score_thresh_test": threshold,
-    }
+        tally.add(gt, boxes, scores, found_here.pred_classes.numpy())
+    return {**tally.record(), "score_thresh_test": threshold}
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

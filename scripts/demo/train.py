@@ -130,32 +130,20 @@ def evaluate(
     from utils.general import non_max_suppression
 
     from kit.core.images import read_image
-    from kit.evaluation.evaluate import MATCH_IOU, match_detections
     from kit.evaluation.labels import GroundTruth, load_labels
+    from scripts.demo.scores import Tally
 
     paths = sorted((data_dir / "images").glob("*.png"))
     labels = load_labels(data_dir / "labels", names=shapes.CLASSES, sources=paths)
-    found = total = kept = 0
+    tally = Tally()
     for path in paths:
         image = read_image(path)
         gt = labels.ground_truth(path, image.shape[:2]) or GroundTruth.empty()  # YOLO: never None
         x = torch.from_numpy(np.ascontiguousarray(image[:, :, ::-1].transpose(2, 0, 1))).float()[None] / 255
         with torch.no_grad():
             det = non_max_suppression(model(x)[0], conf_thres, iou_thres)[0].numpy()
-        total += len(gt)
-        kept += len(det)
-        matches = match_detections(det[:, :4], det[:, 4], det[:, 5].astype(np.int64), gt.boxes, gt.classes)
-        found += sum(m is not None for m in matches)
-    return {
-        "found": found,
-        "objects": total,
-        "detections": kept,
-        "recall@0.5": found / total if total else None,
-        "precision@0.5": found / kept if kept else None,
-        "match_iou": MATCH_IOU,
-        "conf_thres": conf_thres,
-        "iou_thres": iou_thres,
-    }
+        tally.add(gt, det[:, :4], det[:, 4], det[:, 5])
+    return {**tally.record(), "conf_thres": conf_thres, "iou_thres": iou_thres}
 
 
 def yolov7_parser(prog: str, description: str | None) -> argparse.ArgumentParser:

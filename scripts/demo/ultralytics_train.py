@@ -34,7 +34,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from kit.upstreams import demo as kit_demo
@@ -180,8 +179,8 @@ def evaluate(weights: Path, data_yaml: Path, *, conf_thres: float = 0.25) -> dic
     """The saved weights scored on the evaluation set: Ultralytics' own mAP50 and mAP50-95
     (``YOLO.val``), and recall/precision at ``conf_thres`` matched as ``make eval`` matches."""
     from kit.core.images import read_image
-    from kit.evaluation.evaluate import MATCH_IOU, match_detections
     from kit.evaluation.labels import GroundTruth, load_labels
+    from scripts.demo.scores import Tally
 
     yolo = ultralytics_loader.demo_yolo(demo_of(weights))
     val = yolo.val(
@@ -189,25 +188,17 @@ def evaluate(weights: Path, data_yaml: Path, *, conf_thres: float = 0.25) -> dic
     )
     paths = sorted((data_yaml.parent / "images").glob("eval_*.png"))
     labels = load_labels(data_yaml.parent / "labels", names=shapes.CLASSES, sources=paths)
-    found = total = kept = 0
+    tally = Tally()
     for path in paths:
         image = read_image(path)
         gt = labels.ground_truth(path, image.shape[:2]) or GroundTruth.empty()
         (result,) = yolo.predict(image, imgsz=shapes.IMAGE_SIZE, conf=conf_thres, device="cpu", verbose=False)
         boxes = result.boxes
-        det = np.concatenate([boxes.xyxy.numpy(), boxes.conf.numpy()[:, None], boxes.cls.numpy()[:, None]], 1)
-        total, kept = total + len(gt), kept + len(det)
-        matches = match_detections(det[:, :4], det[:, 4], det[:, 5].astype(np.int64), gt.boxes, gt.classes)
-        found += sum(m is not None for m in matches)
+        tally.add(gt, boxes.xyxy.numpy(), boxes.conf.numpy(), boxes.cls.numpy())
     return {
         "mAP50": round(float(val.box.map50), 4),
         "mAP50-95": round(float(val.box.map), 4),
-        "found": found,
-        "objects": total,
-        "detections": kept,
-        "recall@0.5": found / total if total else None,
-        "precision@0.5": found / kept if kept else None,
-        "match_iou": MATCH_IOU,
+        **tally.record(),
         "conf_thres": conf_thres,
     }
 
