@@ -27,25 +27,6 @@ def agree(a: Any, b: Any) -> bool:
     return bool(torch.allclose(a, b, rtol=1e-3, atol=1e-3 * float(b.abs().max()) + 1e-12))
 
 
-def build(config: str, weights: str) -> tuple[Any, Any]:
-    """The model of CONFIG with WEIGHTS (read by the kit's safe checkpointer) and its adapter."""
-    import detectron2.data.transforms as T
-    from detectron2.config import get_cfg
-    from detectron2.modeling import build_model
-
-    from kit.adapters.detectron2 import Detectron2Adapter
-    from kit.upstreams.loaders.detectron2 import safe_checkpointer
-
-    cfg = get_cfg()
-    cfg.merge_from_file(config)
-    cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.01"])
-    model = build_model(cfg).eval()
-    safe_checkpointer(model, trust=False).load(weights)
-    aug = T.ResizeShortestEdge([256, 256], 1333)
-    adapter = Detectron2Adapter(model, resize=lambda im: aug.get_transform(im).apply_image(im), max_det=2)
-    return model, adapter
-
-
 def fast_against_full(model: Any, adapter: Any, image: Any, layers: Any) -> dict[str, Any]:
     """Per target: the adapter's capabilities against none (the full backward)."""
     import torch
@@ -123,7 +104,9 @@ def main(argv: list[str]) -> int:
     image = cv2.imread(path)
     if image is None:
         raise FileNotFoundError(f"{path} does not read as an image")
-    model, adapter = build(config, weights)
+    from _detectron2_model import ROI_THRESHOLD, build
+
+    model, adapter = build(config, weights, max_det=2, low_thresholds=[ROI_THRESHOLD])
     # the pooled maps (local gradients) and a backbone layer below them (the score route)
     layers = adapter.resolve_layers(adapter.default_layers() + [DEEP])
     report = {

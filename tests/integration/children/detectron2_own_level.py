@@ -31,26 +31,6 @@ from typing import Any
 SIDES = (20, 112, 224, 448, 1000)
 
 
-def build(config: str, weights: str) -> tuple[Any, Any]:
-    """The model of CONFIG with WEIGHTS (read by the kit's safe checkpointer) and its adapter."""
-    import detectron2.data.transforms as T
-    from detectron2.config import get_cfg
-    from detectron2.modeling import build_model
-
-    from kit.adapters.detectron2 import Detectron2Adapter
-    from kit.upstreams.loaders.detectron2 import safe_checkpointer
-
-    cfg = get_cfg()
-    cfg.merge_from_file(config)
-    thresholds = ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.01", "MODEL.RETINANET.SCORE_THRESH_TEST", "0.01"]
-    cfg.merge_from_list(["MODEL.DEVICE", "cpu", *thresholds])
-    model = build_model(cfg).eval()
-    safe_checkpointer(model, trust=False).load(weights)
-    aug = T.ResizeShortestEdge([256, 256], 1333)
-    adapter = Detectron2Adapter(model, resize=lambda im: aug.get_transform(im).apply_image(im), max_det=4)
-    return model, adapter
-
-
 @contextmanager
 def kept_outputs(modules: dict[str, Any]) -> Iterator[dict[str, Any]]:
     """Each module's output of the forward, left in the graph (no kit hook)."""
@@ -169,10 +149,11 @@ def larger_proposals(model: Any) -> Iterator[None]:
 
 def one_model(config: str, weights: str, image: Any) -> dict[str, Any]:
     import torch
+    from _detectron2_model import build
     from detectron2.modeling.poolers import assign_boxes_to_levels
     from detectron2.structures import Boxes
 
-    model, adapter = build(config, weights)
+    model, adapter = build(config, weights, max_det=4)
     images, _ = adapter.preprocess([image])
     layers = adapter.level_layers()
     rcnn = adapter.kind == "rcnn"

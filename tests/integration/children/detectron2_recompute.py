@@ -17,26 +17,6 @@ import sys
 from typing import Any
 
 
-def build(config: str, weights: str) -> tuple[Any, Any]:
-    """The model of CONFIG with WEIGHTS (read by the kit's safe checkpointer) and its adapter."""
-    import detectron2.data.transforms as T
-    from detectron2.config import get_cfg
-    from detectron2.modeling import build_model
-
-    from kit.adapters.detectron2 import Detectron2Adapter
-    from kit.upstreams.loaders.detectron2 import safe_checkpointer
-
-    cfg = get_cfg()
-    cfg.merge_from_file(config)
-    thresholds = ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.01", "MODEL.RETINANET.SCORE_THRESH_TEST", "0.01"]
-    cfg.merge_from_list(["MODEL.DEVICE", "cpu", *thresholds])
-    model = build_model(cfg).eval()
-    safe_checkpointer(model, trust=False).load(weights)
-    aug = T.ResizeShortestEdge([256, 256], 1333)
-    adapter = Detectron2Adapter(model, resize=lambda im: aug.get_transform(im).apply_image(im), max_det=6)
-    return model, adapter
-
-
 def rcnn_scores(model: Any, out: Any, dets: list[Any]) -> list[float]:
     """Each detection's class probability from its proposal through the ROI heads."""
     import torch
@@ -71,8 +51,9 @@ def retinanet_scores(model: Any, images: Any, dets: list[Any]) -> list[float]:
 
 def check(config: str, weights: str, image: Any) -> dict[str, Any]:
     import torch
+    from _detectron2_model import build
 
-    model, adapter = build(config, weights)
+    model, adapter = build(config, weights, max_det=6)
     images, _ = adapter.preprocess([image, image[:, ::-1].copy()])
     with torch.no_grad():
         out = adapter.forward(images)
