@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from kit.core.contract import Adapter
 from kit.core.detection import Detection
-from kit.core.engine import DEFAULT_CHUNKS, Chunks, Explanation, MapMethod, explain
+from kit.core.engine import DEFAULT_CHUNKS, Chunks, Explanation, MapMethod, OwnLevels, explain
 from kit.core.errors import ShapeError
 from kit.core.geometry import Letterbox
 from kit.core.targets import DetectorOutput, Target, get_target
@@ -177,7 +177,7 @@ def explain_batch(
     adapter: Adapter,
     images: Sequence[np.ndarray],
     *,
-    layers: Mapping[str, nn.Module] | None = None,
+    layers: Mapping[str, nn.Module] | OwnLevels | None = None,
     target: Target | None = None,
     methods: Sequence[MapMethod],
     chunks: Chunks = DEFAULT_CHUNKS,
@@ -186,7 +186,8 @@ def explain_batch(
     """One forward for the batch, then every detection at every layer with every method (they share
     the gradients); and each image's letterbox.
 
-    ``layers``: default the adapter's (:meth:`~kit.core.contract.Adapter.default_layers`); ``target``:
+    ``layers``: default the adapter's (:meth:`~kit.core.contract.Adapter.default_layers`); an
+    :class:`~kit.core.engine.OwnLevels` explains each detection at its own level only; ``target``:
     default the class logit. ``more`` (``--explain-missed``) adds detections explained after the
     kept ones, in the order it gives them.
     """

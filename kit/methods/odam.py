@@ -25,15 +25,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import torch
 from torch import Tensor, nn
 
 from kit.core.contract import Adapter, LevelLayers
-from kit.core.engine import Explanation, OwnLevels, explain
+from kit.core.engine import Explanation, OwnLevels
 from kit.core.geometry import Letterbox
 from kit.core.options import ArgumentError
-from kit.core.targets import get_target
 from kit.methods.base import NO_JOB, BatchJob, Method, Request
+from kit.methods.cam import HiResCAM, explain_batch
+
+ELEMENT_WISE = HiResCAM()  # ODAM's map is HiResCAM's, taken at each detection's own level
 
 
 class Odam(Method):
@@ -44,9 +45,7 @@ class Odam(Method):
 
     def __call__(self, activations: Tensor, gradients: Tensor) -> Tensor:
         """``relu(sum_c g_c * A_c)`` as float32 (N,H,W): HiResCAM's map (ODAM eq. 2, per instance)."""
-        a = activations.detach().to(dtype=torch.float32)
-        g = gradients.detach().to(device=a.device, dtype=torch.float32)
-        return torch.relu((g * a).sum(dim=1))
+        return ELEMENT_WISE(activations, gradients)
 
     def check_request(self, request: Request) -> None:
         """Every target and class; layers are checked against the adapter (:meth:`resolve_layers`)."""
@@ -83,23 +82,8 @@ class Odam(Method):
         names = list(job.layers) if job.layers is not None else self.default_layers(adapter)
         levels = self.levels(adapter, names)
         modules = dict(job.layers) if job.layers is not None else self.resolve_layers(adapter, names)
-        batch, letterboxes = adapter.preprocess(images)
-        more = job.more
-
-        def detect(output: object) -> list:
-            kept = adapter.detect(output)
-            return kept if more is None else kept + more(output, kept, letterboxes)  # type: ignore[arg-type]
-
-        explanation = explain(
-            forward=lambda: adapter.forward(batch),
-            detect=detect,
-            layers=OwnLevels(modules=modules, levels=levels),
-            target=get_target("class-logit") if job.target is None else job.target,
-            methods=[self],
-            model=adapter.model,
-            capabilities=adapter.capabilities,
-        )
-        return explanation, letterboxes
+        own = OwnLevels(modules=modules, levels=levels)
+        return explain_batch(adapter, images, layers=own, target=job.target, methods=[self], more=job.more)
 
 
 def _level_layers(adapter: Adapter) -> LevelLayers:
