@@ -174,6 +174,15 @@ FLAGS: tuple[Flag, ...] = (
         default=_DRISE.seed,
     ),
     Flag(
+        "--drise-floor",
+        "drise.floor",
+        "D-RISE: keep only the pixels significant at Z standard errors, 0 elsewhere "
+        f"(default {_DRISE.floor:g}: the paper's map, with the mask draw's noise; e.g. 4)",
+        type=float,
+        default=_DRISE.floor,
+        metavar="Z",
+    ),
+    Flag(
         "--drise-batch",
         "drise.batch",
         f"D-RISE: masked images per forward pass (default {_DRISE.batch}; speed and memory only)",

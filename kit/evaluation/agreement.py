@@ -8,6 +8,10 @@ stride-32 layer is blocky. Two measures that ask what a reader asks instead:
   default), then Spearman's rho: do the two rank the image's regions alike?
 - :func:`top_fraction_iou`: the IoU of each map's top ``fraction`` of pixels (15 % by default):
   do the two point at the same pixels?
+- :func:`reference_top_iou`: the same against a reference whose top may be smaller (D-RISE with a
+  significance floor: its significant pixels, when fewer than 15 %), the map's top taken at the
+  reference's size: two maps agreeing on a 3 % region score 1, where :func:`top_fraction_iou`
+  would cap them at 3/15.
 
 :func:`seed_agreement` and :func:`converged_count` measure a stochastic map against itself (two
 seeds of D-RISE at several mask counts) to pick the count at which it is reproducible.
@@ -69,6 +73,21 @@ def top_fraction_iou(a: ArrayLike, b: ArrayLike, *, fraction: float = TOP_FRACTI
         return math.nan
     union = int((first | second).sum())
     return int((first & second).sum()) / union
+
+
+def reference_top_iou(cam: ArrayLike, reference: ArrayLike, *, fraction: float = TOP_FRACTION) -> float:
+    """IoU of the reference's top ``fraction`` (:func:`top_fraction`: never its floor, so possibly
+    fewer pixels) with as many of ``cam``'s top pixels; :func:`top_fraction_iou` when the reference
+    has no floor. NaN where either map is constant."""
+    _same_shape(cam, reference)
+    top = top_fraction(reference, fraction)
+    if top is None:
+        return math.nan
+    size = int(top.sum())
+    mine = top_fraction(cam, min(fraction, size / top.size))
+    if mine is None:
+        return math.nan
+    return int((mine & top).sum()) / int((mine | top).sum())
 
 
 def seed_agreement(

@@ -7,7 +7,12 @@ same), at the paper's cell (16 px) and at coarser cells, whose smoother masks ma
 forwards. Fidelity, per detection, against the reference map of the same detection:
 
 - ``rho``: Spearman rank correlation of the two maps average-pooled to 16 x 16;
-- ``iou15``: IoU of the two maps' top 15 % pixels.
+- ``iou15``: IoU of the two maps' top 15 % pixels (:mod:`kit.evaluation.agreement`).
+
+Each route is read twice from the same sums: the paper's map (``floor`` 0) against the paper's
+reference, and the map with the significance floor (``floor`` 4, :meth:`DRiseSums.map`) against the
+floored reference, where the IoU takes the reference's significant pixels as its top
+(:func:`kit.evaluation.agreement.reference_top_iou`).
 
 Cost: the masked forwards (one per mask) and the seconds to that checkpoint. The table's target is
 the agreement 1000 masks reach at the paper's cell, at a tenth of its cost.
@@ -29,10 +34,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-POOL = 16  # the maps are compared average-pooled to POOL x POOL for rho
-TOP = 0.15  # and by the IoU of their top 15 % pixels
+FLOOR = 4.0  # the significance floor of the floored rows (kit.methods.drise.DRiseSums.map)
 
 
 @dataclass(frozen=True)
@@ -44,25 +47,6 @@ class Target:
     boxes: torch.Tensor
     probabilities: torch.Tensor
     hw: tuple[int, int]
-
-
-def pooled_rho(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Spearman rho of two (h, w) maps average-pooled to POOL x POOL."""
-    from kit.evaluation.metrics import rank_correlation
-
-    pa = F.adaptive_avg_pool2d(a[None, None].float(), POOL)[0, 0]
-    pb = F.adaptive_avg_pool2d(b[None, None].float(), POOL)[0, 0]
-    return rank_correlation(pa, pb)
-
-
-def top_iou(a: torch.Tensor, b: torch.Tensor, share: float = TOP) -> float:
-    """IoU of the ``share`` highest pixels of two maps of the same shape (ties broken by position)."""
-    k = max(1, int(round(share * a.numel())))
-    top_a = torch.zeros(a.numel(), dtype=torch.bool)
-    top_b = torch.zeros(b.numel(), dtype=torch.bool)
-    top_a[torch.topk(a.flatten().double(), k).indices] = True
-    top_b[torch.topk(b.flatten().double(), k).indices] = True
-    return float((top_a & top_b).sum()) / float((top_a | top_b).sum())
 
 
 def targets_of(adapter: object, paths: Sequence[Path]) -> list[Target]:
@@ -92,10 +76,10 @@ def targets_of(adapter: object, paths: Sequence[Path]) -> list[Target]:
 
 def grown(
     adapter: object, target: Target, *, cell: int, seed: int, checkpoints: Sequence[int], batch: int
-) -> dict[int, tuple[torch.Tensor, float, float]]:
-    """D-RISE maps (n, h, w) of ``target``'s detections after each checkpoint of masks, with the
-    wall and CPU seconds (this process, all its threads) spent so far: on a shared machine the CPU
-    seconds are the steadier measure of the work."""
+) -> dict[int, tuple[dict[float, torch.Tensor], float, float]]:
+    """D-RISE maps (n, h, w) of ``target``'s detections after each checkpoint of masks, per floor
+    (0 and :data:`FLOOR`), with the wall and CPU seconds (this process, all its threads) spent so
+    far: on a shared machine the CPU seconds are the steadier measure of the work."""
     from kit.methods.drise import DRise, DRiseSettings
 
     p = DRiseSettings().p
@@ -108,10 +92,13 @@ def grown(
         probabilities=target.probabilities,
         hw=target.hw,
     )
-    for done, total in sums:
-        if done in checkpoints:
-            maps = (total / (done * p)).reshape(len(target.boxes), *target.hw).clone()
-            out[done] = (maps, time.perf_counter() - started, time.process_time() - cpu)
+    for stats in sums:
+        if stats.count in checkpoints:
+            maps = {
+                floor: stats.map(p=p, floor=floor).reshape(len(target.boxes), *target.hw).clone()
+                for floor in (0.0, FLOOR)
+            }
+            out[stats.count] = (maps, time.perf_counter() - started, time.process_time() - cpu)
     return out
 
 
@@ -136,51 +123,63 @@ def batch_costs(
 
 
 def agreement(maps: torch.Tensor, reference: torch.Tensor) -> tuple[float, float]:
-    """Mean pooled rho and top-15 % IoU over the detections."""
-    rho = [pooled_rho(a, b) for a, b in zip(maps, reference)]
-    iou = [top_iou(a, b) for a, b in zip(maps, reference)]
-    return float(np.nanmean(rho)), float(np.mean(iou))
+    """Mean pooled rho and top-15 % IoU (the reference's top: its significant pixels when floored)
+    over the detections; NaN pairs (a constant map) left out."""
+    from kit.evaluation.agreement import pooled_rank_correlation, reference_top_iou
+
+    rho = [pooled_rank_correlation(a.numpy(), b.numpy()) for a, b in zip(maps, reference)]
+    iou = [reference_top_iou(a.numpy(), b.numpy()) for a, b in zip(maps, reference)]
+    return _nanmean(rho), _nanmean(iou)
+
+
+def _nanmean(values: Sequence[float]) -> float:
+    finite = [v for v in values if math.isfinite(v)]
+    return float(np.mean(finite)) if finite else math.nan
 
 
 def measure(adapter: object, targets: Sequence[Target], args: argparse.Namespace) -> list[dict[str, object]]:
     """Every route's rows: per (cell, masks), the mean agreement with the reference and the cost."""
     routes = [(16, args.checkpoints)] + [(cell, args.coarse_checkpoints) for cell in args.coarse_cells]
-    rows: dict[tuple[int, int, int], dict[str, list[float]]] = {}
+    rows: dict[tuple[float, int, int, int], dict[str, list[float]]] = {}
     for index, target in enumerate(targets):
-        ((reference, *ref_seconds),) = grown(
+        ((references, *ref_seconds),) = grown(
             adapter, target, cell=16, seed=0, checkpoints=[args.reference], batch=args.batch
         ).values()
         print(f"image {index}: {len(target.boxes)} detections, reference {ref_seconds[0]:.1f} s", flush=True)
-        add(rows, (16, args.reference, 0), ref_seconds, (1.0, 1.0), len(target.boxes))
+        for floor in references:
+            add(rows, (floor, 16, args.reference, 0), ref_seconds, (1.0, 1.0), len(target.boxes))
         for cell, checkpoints in routes:
             for masks, (maps, *seconds) in grown(
                 adapter, target, cell=cell, seed=1, checkpoints=checkpoints, batch=args.batch
             ).items():
-                add(rows, (cell, masks, 1), seconds, agreement(maps, reference), len(target.boxes))
+                for floor, reference in references.items():
+                    measured = agreement(maps[floor], reference)
+                    add(rows, (floor, cell, masks, 1), seconds, measured, len(target.boxes))
             print(f"image {index}: cell {cell} done", flush=True)
     return [
         {
+            "floor": floor,
             "cell": cell,
             "masks": masks,
             "seed": seed,
             "seconds_per_image": round(float(np.mean(v["seconds"])), 2),
             "cpu_seconds_per_image": round(float(np.mean(v["cpu"])), 2),
-            "rho": round(float(np.average(v["rho"], weights=v["n"])), 3),
-            "iou15": round(float(np.average(v["iou"], weights=v["n"])), 3),
+            "rho": _weighted(v["rho"], v["n"]),
+            "iou15": _weighted(v["iou"], v["n"]),
             "detections": int(sum(v["n"])),
         }
-        for (cell, masks, seed), v in sorted(rows.items())
+        for (floor, cell, masks, seed), v in sorted(rows.items())
     ]
 
 
 def add(
-    rows: dict[tuple[int, int, int], dict[str, list[float]]],
-    key: tuple[int, int, int],
+    rows: dict[tuple[float, int, int, int], dict[str, list[float]]],
+    key: tuple[float, int, int, int],
     seconds: Sequence[float],
     measured: tuple[float, float],
     n: int,
 ) -> None:
-    """One image's measures of the route ``key`` (cell, masks, seed)."""
+    """One image's measures of the route ``key`` (floor, cell, masks, seed)."""
     row = rows.setdefault(key, {"seconds": [], "cpu": [], "rho": [], "iou": [], "n": []})
     row["seconds"].append(seconds[0])
     row["cpu"].append(seconds[1])
@@ -189,17 +188,25 @@ def add(
     row["n"].append(float(n))
 
 
+def _weighted(values: Sequence[float], counts: Sequence[float]) -> float:
+    """The mean over images weighted by their detections, NaN images left out."""
+    pairs = [(v, n) for v, n in zip(values, counts) if math.isfinite(v)]
+    if not pairs:
+        return math.nan
+    return round(float(np.average([v for v, _ in pairs], weights=[n for _, n in pairs])), 3)
+
+
 def markdown(rows: Sequence[dict[str, object]], reference: int) -> str:
     lines = [
-        f"| cell (px) | masks = forwards | s / image | CPU s / image | rho (16x16) vs {reference} "
+        f"| floor | cell (px) | masks = forwards | s / image | CPU s / image | rho (16x16) vs {reference} "
         "| top-15 % IoU | detections |",
-        "|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         ref = " (the reference)" if r["seed"] == 0 else ""
         lines.append(
-            f"| {r['cell']} | {r['masks']}{ref} | {r['seconds_per_image']} | {r['cpu_seconds_per_image']} | "
-            f"{r['rho']} | {r['iou15']} | {r['detections']} |"
+            f"| {r['floor']:g} | {r['cell']} | {r['masks']}{ref} | {r['seconds_per_image']} | "
+            f"{r['cpu_seconds_per_image']} | {r['rho']} | {r['iou15']} | {r['detections']} |"
         )
     return "\n".join(lines)
 

@@ -2,23 +2,24 @@
 
 Run as ``python -m scripts.eval.drise_convergence [--upstream yolov7] [--images 3]``. Each image is
 explained by D-RISE once per seed at the largest mask count; since the first n masks of any count
-are the same (:func:`kit.methods.drise.mask_grids`) and the map is a sum over masks (RISE Eq. 6),
-the map at every smaller count is a prefix of that sum, taken from the same forwards. Per count:
-the two seeds' mean top-15 % IoU and pooled rank correlation over the detections
-(:mod:`kit.evaluation.agreement`), and each seed's agreement with the other seed at the largest
-count (how close a count gets to the best estimate measured). The converged count is the smallest
-from which the seeds' IoU stays at or above ``--threshold``.
+are the same (:func:`kit.methods.drise.mask_grids`) and the map is drawn from sums over the masks
+(:class:`kit.methods.drise.DRiseSums`), the map at every smaller count is read from the same run's
+sums as they grow. Per count and per floor (0: the paper's map; ``--floor``: the pixels significant
+at that many standard errors): the two seeds' mean top-15 % IoU and pooled rank correlation over the
+detections (:mod:`kit.evaluation.agreement`), and each seed's agreement with the other seed at the
+largest count. The converged count is the smallest from which the seeds' IoU stays at or above
+``--threshold``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -26,65 +27,60 @@ import torch
 from kit.core.contract import Adapter
 from kit.core.errors import KitError
 from kit.core.images import read_image
-from kit.evaluation.agreement import converged_count, seed_agreement
-from kit.methods.drise import DRise, DRiseSettings, mask_grids, render_masks
+from kit.evaluation.agreement import converged_count, seed_agreement, top_fraction_iou
+from kit.methods.drise import DRise, DRiseSettings
 from kit.rundir.naming import increment_path
 from scripts.eval.family import add_family_flags, eval_paths, load_adapter
 from scripts.eval.family import count as whole
 from scripts.upstream.config import REPO_ROOT
 
 DEFAULT_COUNTS = "250,500,1000,2000,4000"
+BATCH = 25  # masks a forward: divides every count of the curve (speed only; the maps do not change)
+
+Maps = dict[float, dict[int, np.ndarray]]  # floor -> count -> (detections, h, w)
 
 
-class RecordingDRise(DRise):
-    """D-RISE that keeps each masked forward's weights (targets x masks), in mask order."""
+class CheckpointDRise(DRise):
+    """D-RISE that keeps, at each of ``counts`` masks, every detection's map at each of ``floors``."""
 
-    def __init__(self, settings: DRiseSettings) -> None:
+    def __init__(self, settings: DRiseSettings, *, counts: Sequence[int], floors: Sequence[float]) -> None:
         super().__init__(settings)
-        self.recorded: list[torch.Tensor] = []
+        self.counts, self.floors = set(counts), list(floors)
+        self.found: Maps = {floor: {} for floor in floors}
 
-    def _weights(self, adapter: Adapter, masked: Sequence[np.ndarray], **kwargs: Any) -> torch.Tensor:
-        weights = super()._weights(adapter, masked, **kwargs)
-        self.recorded.append(weights)
-        return weights
-
-
-def prefix_maps(
-    weights: torch.Tensor, *, settings: DRiseSettings, hw: tuple[int, int], counts: Sequence[int]
-) -> dict[int, np.ndarray]:
-    """Per count n, the (targets, h, w) maps sum_{i<n} w_i M_i of the first n masks (unscaled: the
-    measures read ranks and top pixels only)."""
-    grids, shifts = mask_grids(count=max(counts), hw=hw, cell=settings.cell, p=settings.p, seed=settings.seed)
-    total = torch.zeros(weights.shape[0], hw[0] * hw[1])
-    maps: dict[int, np.ndarray] = {}
-    wanted = sorted(counts)
-    for start in range(0, max(counts), 250):
-        stop = min(start + 250, max(counts))
-        for bound in [c for c in wanted if start < c <= stop]:  # a count inside this chunk
-            part = render_masks(grids[start:bound], shifts[start:bound], hw=hw, cell=settings.cell)
-            maps[bound] = (
-                (total + weights[:, start:bound] @ part.reshape(len(part), -1)).reshape(-1, *hw).numpy()
-            )
-        chunk = render_masks(grids[start:stop], shifts[start:stop], hw=hw, cell=settings.cell)
-        total += weights[:, start:stop] @ chunk.reshape(len(chunk), -1)
-    return maps
+    def saliency(
+        self,
+        adapter: Adapter,
+        image: np.ndarray,
+        *,
+        boxes: torch.Tensor,
+        probabilities: torch.Tensor,
+        hw: tuple[int, int],
+    ) -> torch.Tensor:
+        last = torch.zeros(len(boxes), *hw)
+        for stats in self.sums(adapter, image, boxes=boxes, probabilities=probabilities, hw=hw):
+            if stats.count in self.counts:
+                for floor in self.floors:
+                    last = stats.map(p=self.settings.p, floor=floor).reshape(len(boxes), *hw)
+                    self.found[floor][stats.count] = last.numpy().copy()
+        return last
 
 
 def seed_maps(
-    adapter: Adapter, image: np.ndarray, *, seed: int, counts: Sequence[int]
-) -> dict[int, np.ndarray]:
-    """One seed's D-RISE maps of every detection of ``image`` at every count, from one run."""
-    method = RecordingDRise(DRiseSettings(masks=max(counts), seed=seed).checked())
-    explanation, (letterbox,) = method.explain_batch(adapter, [image])
-    if not explanation.detections:
-        return {}
-    _, _, height, width = letterbox.content
-    weights = torch.cat(method.recorded, dim=1)
-    return prefix_maps(weights, settings=method.settings, hw=(height, width), counts=counts)
+    adapter: Adapter, image: np.ndarray, *, seed: int, counts: Sequence[int], floors: Sequence[float]
+) -> Maps:
+    """One seed's D-RISE maps of every detection of ``image`` at every count and floor, from one
+    run (in the pixels of the image as the model sees it; the measures read ranks and top pixels)."""
+    batch = BATCH if all(c % BATCH == 0 for c in counts) else 1
+    settings = DRiseSettings(masks=max(counts), seed=seed, batch=batch).checked()
+    method = CheckpointDRise(settings, counts=counts, floors=floors)
+    explanation, _ = method.explain_batch(adapter, [image])
+    return method.found if explanation.detections else {}
 
 
 def curve(per_seed: list[list[dict[int, np.ndarray]]], counts: Sequence[int]) -> dict[int, dict[str, float]]:
-    """Per count: the two seeds' IoU and pooled rho, and agreement with the other seed's largest count."""
+    """Per count: the two seeds' IoU and pooled rho, and agreement with the other seed's largest count,
+    over the detections both of whose maps have a top (``both_significant`` of them)."""
     first, second = per_seed
     largest = max(counts)
     found: dict[int, dict[str, float]] = {}
@@ -95,6 +91,9 @@ def curve(per_seed: list[list[dict[int, np.ndarray]]], counts: Sequence[int]) ->
         iou, rho = seed_agreement(a, b)
         iou_best, rho_best = seed_agreement(a, reference)
         found[count] = {
+            "both_significant": sum(
+                1 for x, y in zip(a, b) if math.isfinite(top_fraction_iou(x, y))
+            ),  # pairs with a top in both maps (a floored map may have no pixel left)
             "iou_seeds": iou,
             "rho_seeds": rho,
             "iou_vs_largest": iou_best,
@@ -103,11 +102,15 @@ def curve(per_seed: list[list[dict[int, np.ndarray]]], counts: Sequence[int]) ->
     return found
 
 
-def format_curve(found: dict[int, dict[str, float]], *, detections: int) -> str:
-    lines = [f"masks  iou_seeds  rho_seeds  iou_vs_largest  rho_vs_largest   ({detections} detections)"]
+def format_curve(found: dict[int, dict[str, float]], *, detections: int, floor: float) -> str:
+    name = "the paper's map" if not floor else f"floor z >= {floor:g}"
+    lines = [
+        f"masks  iou_seeds  rho_seeds  iou_vs_largest  rho_vs_largest   ({detections} detections, {name})"
+    ]
     for count, row in found.items():
         cells = [f"{row[k]:.3f}" for k in ("iou_seeds", "rho_seeds", "iou_vs_largest", "rho_vs_largest")]
-        lines.append(f"{count:<6} {cells[0]:<10} {cells[1]:<10} {cells[2]:<15} {cells[3]}")
+        pairs = f"{row['both_significant']}/{detections}"
+        lines.append(f"{count:<6} {cells[0]:<10} {cells[1]:<10} {cells[2]:<15} {cells[3]:<15} {pairs}")
     return "\n".join(lines)
 
 
@@ -126,31 +129,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     started = time.perf_counter()
-    per_seed: list[list[dict[int, np.ndarray]]] = [[], []]
+    floors = [0.0, args.floor] if args.floor else [0.0]
+    per_seed: dict[float, list[list[dict[int, np.ndarray]]]] = {f: [[], []] for f in floors}
     for path in eval_paths(args.data_dir, args.images):
         image = read_image(path)
-        maps = [seed_maps(adapter, image, seed=seed, counts=counts) for seed in args.seeds]
+        maps = [seed_maps(adapter, image, seed=seed, counts=counts, floors=floors) for seed in args.seeds]
         if maps[0]:
-            for k in range(2):
-                per_seed[k].append(maps[k])
+            for floor in floors:
+                for k in range(2):
+                    per_seed[floor][k].append(maps[k][floor])
         print(f"{path.name} done ({time.perf_counter() - started:.0f}s)", file=sys.stderr)
-    detections = sum(len(m[counts[0]]) for m in per_seed[0])
+    detections = sum(len(m[counts[0]]) for m in per_seed[0.0][0])
     if not detections:
         print("error: no detection on these images; pass more --images", file=sys.stderr)
         return 2
-    found = curve(per_seed, counts)
-    converged = converged_count({c: r["iou_seeds"] for c, r in found.items()}, threshold=args.threshold)
-    text = (
-        format_curve(found, detections=detections)
-        + f"\nconverged (seeds' IoU >= {args.threshold}): {converged}"
-    )
+    texts, curves, converged = [], {}, {}
+    for floor in floors:
+        found = curve(per_seed[floor], counts)
+        iou = {c: r["iou_seeds"] for c, r in found.items()}
+        curves[floor], converged[floor] = found, converged_count(iou, threshold=args.threshold)
+        texts.append(
+            format_curve(found, detections=detections, floor=floor)
+            + f"\nconverged (seeds' IoU >= {args.threshold}): {converged[floor]}"
+        )
+    text = "\n\n".join(texts)
     print(text)
     out = increment_path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     record = {"upstream": args.upstream, "images": args.images, "detections": detections, "seeds": args.seeds}
     record |= {
-        "curve": {str(c): r for c, r in found.items()},
-        "converged": converged,
+        "curves": {f"{f:g}": {str(c): r for c, r in curves[f].items()} for f in floors},
+        "converged": {f"{f:g}": converged[f] for f in floors},
         "threshold": args.threshold,
     }
     record["seconds"] = round(time.perf_counter() - started, 1)
@@ -167,6 +176,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--seeds", type=whole(0), nargs=2, default=[0, 1])
     parser.add_argument(
         "--threshold", type=float, default=0.8, help="the seeds' top-15 %% IoU that counts as agreed"
+    )
+    parser.add_argument(
+        "--floor", type=float, default=4.0, help="also the maps floored at this z (0: the paper's map only)"
     )
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "runs" / "eval" / "drise-convergence")
     return parser.parse_args(argv)

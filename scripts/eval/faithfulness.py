@@ -186,10 +186,11 @@ def drise_rows(
         evaluation.adapter,
         evaluation.paths[: args.drise_images],
         settings=evaluation.settings,
-        drise=DRiseSettings(masks=args.drise_masks, seed=args.seed).checked(),
+        drise=DRiseSettings(masks=args.drise_masks, seed=args.seed, floor=args.drise_floor).checked(),
     )
     clock.lap(f"D-RISE on {args.drise_images} images done")
-    return drise_row(evaluator, images=args.drise_images, masks=args.drise_masks), agreement
+    row = drise_row(evaluator, images=args.drise_images, masks=args.drise_masks, floor=args.drise_floor)
+    return row, agreement
 
 
 def box_target_rows(
@@ -239,6 +240,7 @@ def report(
         "seed": args.seed,
         "drise_images": args.drise_images,
         "drise_masks": args.drise_masks,
+        "drise_floor": args.drise_floor,
     }
     return {
         "detector": {
@@ -311,6 +313,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--drise-images", type=count(0), default=6, help="images explained by D-RISE too (0: no D-RISE rows)"
     )
     parser.add_argument("--drise-masks", type=count(1), default=1000, help="D-RISE masks per image")
+    parser.add_argument(
+        "--drise-floor",
+        type=float,
+        default=4.0,
+        help="the reference: D-RISE's pixels significant at this many standard errors (0: the paper's map)",
+    )
     parser.add_argument(
         "--box-target",
         action=argparse.BooleanOptionalAction,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ from kit.core.geometry import Letterbox
 from kit.core.images import read_image
 from kit.core.results import FUSED, ImageResult
 from kit.core.targets import Target
-from kit.evaluation.agreement import pooled_rank_correlation, top_fraction_iou
+from kit.evaluation.agreement import pooled_rank_correlation, reference_top_iou, top_fraction_iou
 from kit.evaluation.evaluate import Evaluator, Match, adapter_detector, detection_maps
 from kit.evaluation.labels import Labels
 from kit.evaluation.metrics import rank_correlation
@@ -39,7 +39,7 @@ from kit.evaluation.randomization import (
 )
 from kit.methods.base import BatchJob, Method
 from kit.methods.cam import CamMethod, explain_batch
-from kit.methods.drise import DRise, DRiseSettings
+from kit.methods.drise import DRise, DRiseSettings, DRiseSums
 from kit.methods.odam import Odam
 from kit.run.runner import to_image_result
 
@@ -353,18 +353,48 @@ def re_explained(
     return found
 
 
-AGREEMENT = ("rho", "rho_pooled", "iou_top15")  # with D-RISE: pixel rho, 16x16 pooled rho, top-15 % IoU
+# With D-RISE: pixel rho, 16x16 pooled rho and top-15 % IoU against the reference (D-RISE with the
+# significance floor: its top is its significant pixels when fewer), and the top-15 % IoU against
+# the paper's map (no floor), whose noise caps it (docs/evaluation.md).
+AGREEMENT = ("rho", "rho_pooled", "iou_top15", "iou_top15_raw")
 
 
-def agreement(cam: np.ndarray | None, reference: np.ndarray | None) -> dict[str, float]:
-    """One map's agreement with D-RISE's map of the same detection (NaN where either is missing)."""
+def agreement(
+    cam: np.ndarray | None, reference: np.ndarray | None, raw: np.ndarray | None = None
+) -> dict[str, float]:
+    """One map's agreement with D-RISE's map of the same detection, ``reference`` (floored or not)
+    and ``raw`` (the paper's map; default: the reference); NaN where either is missing."""
     if cam is None or reference is None:
         return dict.fromkeys(AGREEMENT, math.nan)
+    raw = reference if raw is None else raw
     return {
         "rho": rank_correlation(cam, reference),
         "rho_pooled": pooled_rank_correlation(cam, reference),
-        "iou_top15": top_fraction_iou(cam, reference),
+        "iou_top15": reference_top_iou(cam, reference),
+        "iou_top15_raw": top_fraction_iou(cam, raw),
     }
+
+
+class KeptSums(DRise):
+    """D-RISE that keeps each image's sums, so that a second :meth:`explain_batch` of the same image
+    array (with other settings' floor) draws its maps from them instead of the masked forwards."""
+
+    def __init__(self, settings: DRiseSettings) -> None:
+        super().__init__(settings)
+        self.kept: dict[int, tuple[np.ndarray, DRiseSums]] = {}
+
+    def sums(self, adapter: Adapter, image: np.ndarray, **kwargs: Any) -> Iterator[DRiseSums]:
+        if id(image) in self.kept and self.kept[id(image)][0] is image:
+            yield self.kept[id(image)][1]
+            return
+        last = None
+        for last in super().sums(adapter, image, **kwargs):
+            yield last
+        if last is not None:
+            self.kept[id(image)] = (image, last)
+
+    def with_floor(self, floor: float) -> None:
+        self.settings = replace(self.settings, floor=floor).checked()
 
 
 def drise_agreement(
@@ -376,13 +406,18 @@ def drise_agreement(
 ) -> tuple[Evaluator, dict[Key, dict[str, list[float]]]]:
     """D-RISE on ``paths``: its evaluator (box deletion included), and per gradient method x layer
     set each matched detection's agreement with D-RISE's map of it (:data:`AGREEMENT`)."""
-    method = DRise(drise)
+    method = KeptSums(drise)
     evaluator = settings.evaluator(adapter, box_deletion=True)
     found: dict[Key, dict[str, list[float]]] = {}
     for path in paths:
         image = read_image(path)
+        method.with_floor(drise.floor)
         explanation, (letterbox,) = method.explain_batch(adapter, [image])
         result = Explained({method.name: explanation}, letterbox, names=adapter.names).result(method.name)
+        method.with_floor(0.0)  # the paper's map, from the same sums
+        plain, _ = method.explain_batch(adapter, [image])
+        method.kept.clear()
+        raw_result = Explained({method.name: plain}, letterbox, names=adapter.names).result(method.name)
         matches = evaluator.score_image(path, image, result)
         if not matches:
             continue
@@ -393,9 +428,10 @@ def drise_agreement(
             cams = gradient.result(cam_method.name)
             for match in matches:
                 reference = detection_maps(result, match.det_id)[FUSED]
+                raw = detection_maps(raw_result, match.det_id)[FUSED]
                 for name, cam in settings.set_maps(cams, match.det_id, cam_method.name).items():
                     lists = found.setdefault((cam_method.name, name), {m: [] for m in AGREEMENT})
-                    for measure_name, value in agreement(cam, reference).items():
+                    for measure_name, value in agreement(cam, reference, raw).items():
                         lists[measure_name].append(value)
     return evaluator, found
 

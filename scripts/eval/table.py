@@ -49,19 +49,22 @@ def table_rows(
                 "rho_drise": mean_finite(with_drise.get("rho", [])),
                 "rho_drise_pooled": mean_finite(with_drise.get("rho_pooled", [])),
                 "iou_drise_top15": mean_finite(with_drise.get("iou_top15", [])),
+                "iou_drise_top15_raw": mean_finite(with_drise.get("iou_top15_raw", [])),
                 "n_drise": sum(1 for x in with_drise.get("rho_pooled", []) if math.isfinite(x)),
             }
         )
     return rows
 
 
-def drise_row(evaluator: Evaluator, *, images: int, masks: int) -> dict[str, Any]:
-    """D-RISE's row: its fused-map summary on the first ``images`` images with ``masks`` masks each."""
+def drise_row(evaluator: Evaluator, *, images: int, masks: int, floor: float = 0.0) -> dict[str, Any]:
+    """D-RISE's row: its fused-map summary on the first ``images`` images with ``masks`` masks each
+    (the map the agreement compares with: ``floor`` 0 the paper's, else the significant pixels)."""
     return {
         "method": "drise",
         "layers": "image",
         "images": images,
         "masks": masks,
+        "floor": floor,
         **fused_summary(evaluator),
     }
 
@@ -79,12 +82,13 @@ def format_table(
 ) -> str:
     """A fixed-width table: one row per method x layer set; ``stages``: the randomization checks
     shown (e.g. "head", "0%", "bottom-up"); ``verdicts``: the rule's pass/fail per row."""
-    head = [*(f"rho {_short(s)}" for s in stages), "rho D-RISE pooled", "IoU15 D-RISE"]
+    head = [*(f"rho {_short(s)}" for s in stages), "rho D-RISE pooled", "IoU15 D-RISE", "IoU15 raw"]
     table = [["method", "layers", *MEASURE_HEAD, *head, *(["sound"] if verdicts is not None else [])]]
     for r in rows:
         rho = [r["randomization"].get(s) for s in stages] + [
             r.get("rho_drise_pooled"),
             r.get("iou_drise_top15"),
+            r.get("iou_drise_top15_raw"),
         ]
         verdict = [] if verdicts is None else [verdicts.get((r["method"], r["layers"]), "-")]
         table.append([r["method"], r["layers"], *measure_cells(r), *(_cell(v, 2) for v in rho), *verdict])
@@ -116,7 +120,8 @@ def format_report(
     """What `make eval` prints and keeps in table.txt: the table, D-RISE's line and the box table."""
     table = format_table(rows, stages, verdicts=verdicts)
     if drise is not None:
-        table += f"\nD-RISE ({drise['masks']} masks, first {drise['images']} images): " + "  ".join(
+        floor = f", floor z >= {drise['floor']:g}" if drise.get("floor") else ""
+        table += f"\nD-RISE ({drise['masks']} masks{floor}, first {drise['images']} images): " + "  ".join(
             f"{h} {c}" for h, c in zip(MEASURE_HEAD, measure_cells(drise))
         )
     if boxes:

@@ -80,3 +80,28 @@ def test_converged_count_is_the_first_count_from_which_every_larger_agrees() -> 
     assert converged_count({250: 0.81, 500: 0.9}) == 250
     assert converged_count({250: 0.9, 500: 0.7}) is None
     assert converged_count({250: 0.9, 500: math.nan}) is None
+
+
+def test_reference_top_iou_sizes_the_maps_top_as_the_references_significant_pixels() -> None:
+    from kit.evaluation.agreement import reference_top_iou
+
+    reference = np.zeros((20, 20))
+    reference[2:4, 2:8] = 1.0  # 12 significant pixels (3 %), floor 0 elsewhere
+    cam = np.zeros((20, 20))
+    cam[2:4, 2:8] = 5.0  # the same region, highest
+    cam[10:20, :] = np.linspace(0.1, 1.0, 200).reshape(10, 20)  # and a wide second tier below it
+    # top_fraction_iou compares 12 pixels with the cam's 60: at most 12/60
+    assert top_fraction_iou(cam, reference) == pytest.approx(12 / 60)
+    assert reference_top_iou(cam, reference) == pytest.approx(1.0)
+    cam[2:4, 2:8] = 0.0  # the cam's top is now elsewhere: no overlap
+    assert reference_top_iou(cam, reference) == pytest.approx(0.0)
+
+
+def test_reference_top_iou_is_the_top_fraction_iou_against_a_map_without_floor() -> None:
+    from kit.evaluation.agreement import reference_top_iou
+
+    rng = np.random.default_rng(3)
+    a, b = rng.random((32, 32)), rng.random((32, 32))
+    assert reference_top_iou(a, b) == pytest.approx(top_fraction_iou(a, b))
+    assert math.isnan(reference_top_iou(a, np.zeros((32, 32))))
+    assert math.isnan(reference_top_iou(np.ones((32, 32)), b))

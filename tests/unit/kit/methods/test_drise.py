@@ -227,6 +227,9 @@ def test_similarity_is_iou_times_cosine_times_objectness() -> None:
         ({"p": math.nan}, r"DRiseSettings.p must be between 0 and 1"),
         ({"seed": -1}, r"DRiseSettings.seed must be 0 or more"),
         ({"batch": 0}, r"DRiseSettings.batch must be a positive number of images"),
+        ({"floor": -1.0}, r"DRiseSettings.floor must be 0 \(the paper's map\) or a number of standard errors"),
+        ({"floor": math.inf}, r"DRiseSettings.floor must be 0"),
+        ({"floor": True}, r"DRiseSettings.floor must be 0"),
     ],
 )
 def test_bad_settings_are_refused_before_any_image(changes: dict[str, object], message: str) -> None:
@@ -277,6 +280,7 @@ def toy_main() -> ModuleType:
         (["--drise-p", "1.5"], "--drise-p must be between 0 and 1, both excluded"),
         (["--drise-seed", "-3"], "--drise-seed must be 0 or more, got -3"),
         (["--drise-batch", "0"], "--drise-batch must be a positive number of images, got 0"),
+        (["--drise-floor", "-2"], "--drise-floor must be 0 (the paper's map) or a number of standard errors"),
         (["--target-layers", "feat"], "--target-layers does not go with D-RISE"),
         (["--fuse"], "--fuse fuses the maps of several layers"),
         (["--target", "score"], "--target and --target-class do not go with D-RISE"),
@@ -378,6 +382,9 @@ def test_a_drise_run_folder_with_eval_audit_report_and_resume(
     ]
     assert cli.guarded(lambda: toy_main().main(other)) == cli.EXIT_REFUSED
     assert '"masks": 6' in capsys.readouterr().err
+    floored = [*base, "--drise-floor", "4", "--eval", str(labels), "--eval-steps", "2", "--resume"]
+    assert cli.guarded(lambda: toy_main().main(floored)) == cli.EXIT_REFUSED  # another map: refused
+    assert '"floor": 4.0' in capsys.readouterr().err
 
 
 def test_a_large_image_is_masked_at_its_maps_bounded_size(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -426,8 +433,8 @@ def test_the_growing_sum_holds_the_map_of_every_prefix_of_the_masks() -> None:
     boxes = torch.tensor([[8.0, 8.0, 24.0, 24.0], [40.0, 24.0, 56.0, 40.0]])  # REGIONS in image pixels
     probabilities = torch.tensor([[0.95, 0.05], [0.05, 0.95]])
     grown = {
-        k: total.clone()
-        for k, total in DRise(FEW).sums(adapter, WHITE, boxes=boxes, probabilities=probabilities, hw=(24, 32))
+        stats.count: stats.weighted.clone()
+        for stats in DRise(FEW).sums(adapter, WHITE, boxes=boxes, probabilities=probabilities, hw=(24, 32))
     }
     assert list(grown) == [32, 64, 96, 128, 160, 192, 200]
     for k in (64, 200):
@@ -448,3 +455,42 @@ def test_masks_applied_a_few_at_a_time_are_each_mask_applied_alone(monkeypatch: 
     for got in (drise._apply_masks(pixels, masks), drise._apply_masks(pixels, masks[:1])):
         assert all(np.array_equal(a, b) for a, b in zip(alone, got)) and got[0].dtype == np.uint8
     assert len(drise._apply_masks(pixels, masks)) == 5
+
+
+def test_the_sums_give_each_pixels_correlation_with_the_weight_and_the_floored_map() -> None:
+    """DRiseSums.z is Pearson's r of each pixel's mask values with the weights, times sqrt(masks);
+    the floored map is the mean-centred sum where z reaches the floor and 0 elsewhere."""
+    from kit.methods.drise import DRiseSums
+
+    gen = torch.Generator().manual_seed(0)
+    masks = torch.rand(300, 40, generator=gen)
+    weights = torch.stack([masks[:, 3] + 0.3 * torch.rand(300, generator=gen), torch.full((300,), 0.4)])
+    stats = DRiseSums.empty(2, 40)
+    for start in range(0, 300, 64):  # in batches, as D-RISE adds them
+        stats.add(weights[:, start : start + 64], masks[start : start + 64])
+    assert stats.count == 300
+    expected = np.array([np.corrcoef(weights[0].numpy(), masks[:, j].numpy())[0, 1] for j in range(40)])
+    np.testing.assert_allclose(stats.z()[0].numpy(), expected * math.sqrt(300), atol=1e-4)  # float32 sum
+    np.testing.assert_allclose(stats.z()[1].numpy(), 0.0)  # a constant weight: no evidence anywhere
+    np.testing.assert_allclose(stats.map(p=0.5).numpy(), (weights @ masks).numpy() / 150, rtol=1e-5)
+    floored = stats.map(p=0.5, floor=4.0)
+    assert floored[0, 3] > 0 and int((floored[0] > 0).sum()) <= 3  # pixel 3 and at most chance others
+    centred = (weights[0] - weights[0].mean()) @ masks[:, 3] / 150
+    assert float(floored[0, 3]) == pytest.approx(float(centred), rel=1e-5)
+    assert float(floored[1].abs().max()) == 0.0
+
+
+def test_a_floored_map_is_zero_away_from_the_evidence() -> None:
+    """With --drise-floor the noise of the mask draw is gone: outside the detection's region nearly
+    every pixel is 0, while the paper's map is positive everywhere (its floor, E[w])."""
+    floored = DRiseSettings(masks=200, cell=4, p=0.5, seed=0, batch=32, floor=4.0)
+    (plain,) = region_explainer().explain(WHITE, method="drise", drise=FEW)
+    (result,) = region_explainer().explain(WHITE, method="drise", drise=floored)
+    for d, d_plain, (x1, y1, x2, y2) in zip(result.detections, plain.detections, REGIONS):
+        cam, cam_plain = d.maps[LAYER], d_plain.maps[LAYER]
+        assert cam is not None and cam_plain is not None
+        box = (2 * x1, 2 * (y1 - TOP), 2 * x2, 2 * (y2 - TOP))
+        region = np.zeros(cam.shape, bool)
+        region[int(box[1]) : int(box[3]), int(box[0]) : int(box[2])] = True
+        assert cam[region].mean() > 0.3 and (cam[~region] == 0).mean() > 0.9
+        assert (cam_plain[~region] > 0).mean() > 0.9

@@ -37,17 +37,18 @@ def test_table_has_a_row_per_entry() -> None:
     }
     lines = table.format_table([row], ["head", "0%", "bottom-up"]).splitlines()
     assert lines[0].split()[:3] == ["method", "layers", "n"]
-    assert "rho td@head" in lines[0] and "rho bu" in lines[0] and lines[0].endswith("IoU15 D-RISE")
+    assert "rho td@head" in lines[0] and "rho bu" in lines[0] and lines[0].endswith("IoU15 D-RISE  IoU15 raw")
     assert lines[1].split() == ["gradcam", "74,75,76", "3", "1.000", "0.500", "2", "-", "0.250"] + [
         "0.10",
         "-",
         "0.30",
         "-",
         "-",
+        "-",
     ]
-    row |= {"rho_drise_pooled": 0.42, "iou_drise_top15": 0.25}
+    row |= {"rho_drise_pooled": 0.42, "iou_drise_top15": 0.25, "iou_drise_top15_raw": 0.125}
     found = table.format_table([row], ["head"], verdicts={("gradcam", "74,75,76"): "pass"}).splitlines()
-    assert found[0].endswith("sound") and found[1].split()[-3:] == ["0.42", "0.25", "pass"]
+    assert found[0].endswith("sound") and found[1].split()[-4:] == ["0.42", "0.25", "0.12", "pass"]
 
 
 class Summary:
