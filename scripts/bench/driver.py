@@ -67,7 +67,7 @@ def table(records: Sequence[dict[str, Any]]) -> str:
         f"{'model':{w}} {'layers':6} {'dets':>4} {'method':18} {'seconds':>9} {'x plain':>8} {'peak MB':>8}",
     ]
     for r in records:
-        if "images_per_second" in r:
+        if "images_per_second" in r or r.get("method") == "eval":
             continue
         lines.append(
             f"{r['model']:{w}} {r['layers']:6} {r['detections']:>4} {r['method']:18} "
@@ -78,6 +78,13 @@ def table(records: Sequence[dict[str, Any]]) -> str:
             lines.append(
                 f"{r['model']:{w}} {r['layers']:6} folder of {r['images']}, {r['method']}: "
                 f"{r['images_per_second']:.2f} images/s"
+            )
+    for r in records:
+        if r.get("method") == "eval":
+            lines.append(
+                f"eval, {r['model']}, {r['images']} images ({r['detections']} detections): median "
+                f"{r['seconds']:.1f} s wall, {r['cpu_seconds']:.1f} CPU s, of {r['runs']} whole runs "
+                "(goal < 30 s)"
             )
     scale = {r["processes"]: r for r in records if r.get("method") == "scale"}
     if 1 in scale and 2 in scale:
@@ -118,6 +125,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=32,
         help="images of the scale row (one process vs torchrun --nproc-per-node 2, one thread each; "
         "needs the yolov7 checkout); 0 skips it",
+    )
+    parser.add_argument(
+        "--eval-runs",
+        type=int,
+        default=3,
+        help="runs of the eval row (main_gradcam.py --eval on the demo's 8 sample images, a whole process "
+        "each, in the yolov7 checkout; issue 25's goal: under 30 s); 0 skips it",
     )
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "runs" / "bench" / "latest.json")
     parser.add_argument(
@@ -248,6 +262,67 @@ def scale_row(
     return found, len(found) < 2
 
 
+def eval_row(
+    args: argparse.Namespace, project: Project, wanted: set[str]
+) -> tuple[list[dict[str, Any]], bool]:
+    """The eval row: ``--eval-runs`` whole runs of ``main_gradcam.py --weights demo --eval`` on the
+    demo's 8 sample images in the yolov7 checkout, their median wall and CPU seconds (the child's
+    user + system), and whether a run failed."""
+    yolov7 = checkout_path(project, "yolov7")
+    if args.eval_runs <= 0 or (wanted and "yolov7-tiny" not in wanted):
+        return [], False
+    if not (yolov7 / "main_gradcam.py").is_file():
+        print(f"eval row: yolov7 not set up ({yolov7}); run `make setup-yolov7` to include it", flush=True)
+        return [], False
+    import statistics
+    import tempfile
+
+    from scripts.demo import shapes
+
+    sample = REPO_ROOT / "data" / "demo" / "sample"
+    shapes.write_split(sample, count=8, split="eval")  # what make cam's offline fallback draws
+    walls, cpus, detections = [], [], 0
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads)) if args.threads > 0 else None
+    with tempfile.TemporaryDirectory(prefix="kit-bench-eval-") as folder:
+        for run in range(args.eval_runs):
+            command = [
+                sys.executable,
+                "main_gradcam.py",
+                "--weights",
+                "demo",
+                "--source",
+                str(sample / "images"),
+            ]
+            command += ["--eval", str(sample / "labels"), "--project", folder, "--name", f"run{run}"]
+            before, started = os.times(), time.perf_counter()
+            done = subprocess.run(command, cwd=yolov7, capture_output=True, text=True, env=env, check=False)
+            wall, after = time.perf_counter() - started, os.times()
+            if done.returncode != 0:
+                print(
+                    f"eval row: run {run} failed (exit {done.returncode})\n{done.stderr[-2000:]}", flush=True
+                )
+                return [], True
+            walls.append(wall)
+            cpus.append(
+                after.children_user + after.children_system - before.children_user - before.children_system
+            )
+            scores = json.loads((Path(folder) / f"run{run}" / "eval.json").read_text())
+            detections = len(scores["detections"])
+            print(f"eval row: run {run}: {wall:.1f} s wall, {cpus[-1]:.1f} CPU s", flush=True)
+    record = {
+        "model": "yolov7-tiny (demo)",
+        "layers": "head",
+        "method": "eval",
+        "images": 8,
+        "detections": detections,
+        "runs": args.eval_runs,
+        "seconds": round(statistics.median(walls), 2),
+        "cpu_seconds": round(statistics.median(cpus), 2),
+        "seconds_each": [round(w, 2) for w in walls],
+    }
+    return [record], False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.large_image:
@@ -269,6 +344,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     found, scale_failed = scale_row(args, project, wanted)
     records += found
     failed += ["scale row"] if scale_failed else []
+    found, eval_failed = eval_row(args, project, wanted)
+    records += found
+    failed += ["eval row"] if eval_failed else []
     if not records:
         print("nothing measured: set up an upstream first (make setup-yolov7)", file=sys.stderr)
         return 1

@@ -55,6 +55,17 @@ def test_the_table_fits_long_model_names() -> None:
     assert lines[2].split()[-3:] == ["3.000", "1.5", "120"]
 
 
+def test_the_eval_row_is_a_line_of_its_own_with_its_median() -> None:
+    eval_record = {"model": "yolov7-tiny (demo)", "layers": "head", "method": "eval", "images": 8}
+    eval_record |= {"detections": 18, "runs": 3, "seconds": 27.04, "cpu_seconds": 45.5}
+    lines = bench.table([eval_record]).splitlines()
+    assert len(lines) == 2 and lines[0].startswith("model")  # not a row of the methods' table
+    assert lines[1] == (
+        "eval, yolov7-tiny (demo), 8 images (18 detections): median 27.0 s wall, 45.5 CPU s, "
+        "of 3 whole runs (goal < 30 s)"
+    )
+
+
 def test_baselines_are_checked_before_anything_is_measured(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
