@@ -33,8 +33,10 @@ from kit.evaluation.metrics import rank_correlation
 from kit.evaluation.randomization import (
     ModuleOrder,
     cascade_starts,
+    kept_proposals,
     module_names,
     module_order,
+    pinned_proposals,
     randomized_copy,
 )
 from kit.methods.base import BatchJob, Method
@@ -166,6 +168,8 @@ class Measured:
     images: list[np.ndarray]
     letterboxes: list[Letterbox]
     samples: list[Sample]
+    # per image, a two-stage detector's trained proposals (kept_proposals; None: nothing to pin)
+    proposals: list[Any] = field(default_factory=list)
 
 
 def set_maps(result: ImageResult, det_id: int, layer_sets: dict[str, list[str]]) -> SetMaps:
@@ -225,6 +229,8 @@ def measure(
         explained = settings.explain(adapter, image)
         measured.images.append(image)
         measured.letterboxes.append(explained.letterbox)
+        output = next(iter(explained.explanations.values())).output
+        measured.proposals.append(kept_proposals(adapter.capabilities, output))
         matches, maps = measure_image(evaluators, explained, source=path, image=image, settings=settings)
         for match in matches[: max(0, keep - len(measured.samples))]:
             detection = explained.detections[match.det_id]  # one image: det_id is its row
@@ -239,23 +245,27 @@ def explain_fixed(
     model: nn.Module,
     detections: list[Detection],
     settings: EvalSettings,
+    proposals: Any = None,
 ) -> dict[str, Explanation]:
     """The given detections of ``image`` explained again through ``adapter`` (on ``model``, whose
     parameters need no gradient), per method; its own detections are not used: the randomized model
-    explains the trained model's detections, row for row (ODAM each at its own level)."""
+    explains the trained model's detections, row for row (ODAM each at its own level). ``proposals``:
+    the trained model's (:func:`~kit.evaluation.randomization.kept_proposals`), pinned in every
+    forward so that a two-stage detector's row is the trained row's box."""
     tensor, _ = adapter.preprocess([image])
 
     def once(methods: Sequence[Any], layers: list[str], levels: Sequence[str] | None) -> Explanation:
         modules = adapter.resolve_layers(layers)
-        return explain(
-            forward=lambda: adapter.forward(tensor),
-            detect=lambda _output: list(detections),
-            layers=modules if levels is None else OwnLevels(modules, tuple(levels)),
-            target=settings.target,
-            methods=methods,
-            model=model,
-            capabilities=adapter.capabilities,
-        )
+        with pinned_proposals(adapter.capabilities, proposals):
+            return explain(
+                forward=lambda: adapter.forward(tensor),
+                detect=lambda _output: list(detections),
+                layers=modules if levels is None else OwnLevels(modules, tuple(levels)),
+                target=settings.target,
+                methods=methods,
+                model=model,
+                capabilities=adapter.capabilities,
+            )
 
     found: dict[str, Explanation] = {}
     cams = [m for m in settings.methods if isinstance(m, CamMethod)]
@@ -343,7 +353,10 @@ def re_explained(
         mine = [s for s in measured.samples if s.image == image_index]
         image = measured.images[image_index]
         fixed = [s.detection for s in mine]
-        explanations = explain_fixed(adapter, image, model=model, detections=fixed, settings=settings)
+        pinned = measured.proposals[image_index] if measured.proposals else None
+        explanations = explain_fixed(
+            adapter, image, model=model, detections=fixed, settings=settings, proposals=pinned
+        )
         explained = Explained(explanations, measured.letterboxes[image_index], names=adapter.names)
         for method in settings.methods:
             result = explained.result(method.name)
