@@ -185,6 +185,20 @@ def correlation(first: np.ndarray | None, second: np.ndarray | None) -> float:
     return math.nan if first is None or second is None else rank_correlation(first, second)
 
 
+IN_SUPPORT = " in support"  # a check's name + this: its rho over the maps' joint support (eval.json)
+
+
+def support_correlation(first: np.ndarray | None, second: np.ndarray | None) -> float:
+    """The Spearman rank correlation of two maps over the pixels where either is non-zero: a map
+    that is zero outside its detection's footprint (a pooled proposal's window) correlates with
+    another of the same footprint through the shared zeros alone; this leaves them out. NaN where
+    either is missing or the support has fewer than 3 pixels."""
+    if first is None or second is None:
+        return math.nan
+    support = (first > 0) | (second > 0)
+    return rank_correlation(first[support], second[support]) if int(support.sum()) >= 3 else math.nan
+
+
 def measure_image(
     evaluators: dict[Key, Evaluator],
     explained: Explained,
@@ -316,7 +330,8 @@ def sanity_checks(
 ) -> tuple[Checks, dict[str, list[str]]]:
     """Each check on a randomized deep copy of the detector (the trained one untouched): the kept
     detections explained again, row for row, and each map's Spearman rho with its trained map.
-    Returns the rho per (method, layer set) and check, and per check the modules it could not
+    Returns the rho per (method, layer set) and check (and, as "<check> in support", over the two
+    maps' joint support: :func:`support_correlation`), and per check the modules it could not
     re-initialize (no ``reset_parameters``)."""
     correlations: Checks = {}
     kept: dict[str, list[str]] = {}
@@ -325,8 +340,9 @@ def sanity_checks(
             adapter, adapter.model, check.modules, seed=seed
         )
         only = restricted(settings, check.layer_sets)
-        for key, rho in re_explained(randomized, model, measured, settings=only):
+        for key, rho, inside in re_explained(randomized, model, measured, settings=only):
             correlations.setdefault(key, {}).setdefault(check.name, []).append(rho)
+            correlations[key].setdefault(check.name + IN_SUPPORT, []).append(inside)
     return correlations, kept
 
 
@@ -345,9 +361,10 @@ def restricted(settings: EvalSettings, names: tuple[str, ...] | None) -> EvalSet
 
 def re_explained(
     adapter: Adapter, model: nn.Module, measured: Measured, *, settings: EvalSettings
-) -> list[tuple[Key, float]]:
+) -> list[tuple[Key, float, float]]:
     """The kept detections explained again through ``adapter`` (on ``model``): per sample, method and
-    layer set, the rank correlation of the new map with the trained one."""
+    layer set, the rank correlation of the new map with the trained one, over the image and over
+    their joint support."""
     found = []
     for image_index in sorted({s.image for s in measured.samples}):
         mine = [s for s in measured.samples if s.image == image_index]
@@ -362,7 +379,10 @@ def re_explained(
             result = explained.result(method.name)
             for k, sample in enumerate(mine):  # det_id k: the k-th fixed detection
                 for name, after in settings.set_maps(result, k, method.name).items():
-                    found.append(((method.name, name), correlation(sample.maps[(method.name, name)], after)))
+                    before = sample.maps[(method.name, name)]
+                    found.append(
+                        ((method.name, name), correlation(before, after), support_correlation(before, after))
+                    )
     return found
 
 

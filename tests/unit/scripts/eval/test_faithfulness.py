@@ -120,6 +120,7 @@ def test_randomized_maps_are_compared_with_the_trained_ones() -> None:
     rho = found[("gradcam", "feat")]
     assert rho["none"] == [pytest.approx(1.0)] and kept["none"] == []
     assert rho["bottom-up"][0] < 0.99 and rho["0%"][0] < 0.99
+    assert rho["none in support"] == [pytest.approx(1.0)] and len(rho["bottom-up in support"]) == 1
     for key, value in adapter.model.state_dict().items():  # the trained model untouched
         assert torch.equal(value, trained[key]), key
 
@@ -281,3 +282,16 @@ def test_proposals_are_pinned_only_where_the_adapter_can_pin_them() -> None:
         pass
     with pytest.raises(RandomizationError, match="cannot pin them"):
         pinned_proposals(one_stage, torch.zeros(1))
+
+
+def test_the_support_rho_leaves_out_the_zeros_two_maps_share() -> None:
+    """Two maps zero outside the same box, reversed inside it: over the image they correlate through
+    the shared zeros; over their joint support they are exactly reversed."""
+    first, second = np.zeros((20, 20)), np.zeros((20, 20))
+    first[5:9, 5:9] = np.arange(1, 17).reshape(4, 4)
+    second[5:9, 5:9] = np.arange(16, 0, -1).reshape(4, 4)
+    assert measures.correlation(first, second) > 0.5
+    assert measures.support_correlation(first, second) == pytest.approx(-1.0)
+    assert measures.support_correlation(first, first) == pytest.approx(1.0)
+    assert np.isnan(measures.support_correlation(first, None))
+    assert np.isnan(measures.support_correlation(np.zeros((4, 4)), np.zeros((4, 4))))  # no support
