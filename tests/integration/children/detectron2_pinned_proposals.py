@@ -57,7 +57,7 @@ def same_rows(trained: Any, output: Any, detections: list[Any]) -> list[bool]:
     import torch
 
     first, second = trained.proposals[0].proposal_boxes.tensor, output.proposals[0].proposal_boxes.tensor
-    return [bool(torch.equal(first[d.row], second[d.row])) for d in detections]
+    return [d.row < len(second) and bool(torch.equal(first[d.row], second[d.row])) for d in detections]
 
 
 def bottom_up(adapter: Any, model: Any, images: Any) -> list[str]:
