@@ -32,7 +32,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from kit.core.contract import Candidates, Capabilities, LevelLayers, ScoreRoute, named_module
+from kit.core.contract import (
+    Candidates,
+    Capabilities,
+    FixedProposals,
+    LevelLayers,
+    ScoreRoute,
+    named_module,
+)
 from kit.core.detection import Detection
 from kit.core.errors import KitError
 from kit.core.geometry import Letterbox
@@ -197,6 +204,9 @@ class Detectron2Adapter:
                 score_route=ScoreRoute(layers=pooled, gradients=self._local_gradients),
                 candidates=self._candidates,
                 level_layers=LevelLayers(tuple(self.level_layers()), gradients=self._level_gradients),
+                proposals=FixedProposals(read=self._read_proposals, pinned=self._pinned_proposals)
+                if net.proposal_generator is not None
+                else None,
             )
         else:  # RetinaNet's head runs once per level; a detection's level names its run
             self.capabilities = Capabilities(
@@ -318,6 +328,37 @@ class Detectron2Adapter:
             boxes=torch.cat([p.proposal_boxes.tensor for p in proposals]),
             decode=model.roi_heads.box_predictor.box2box_transform.apply_deltas,
         )
+
+    # ---- proposals held fixed (the randomization check's copy re-explains the same boxes) -----
+    def _read_proposals(self, output: DetectorOutput) -> list[Any]:
+        """The RPN's proposals of each image of ``output``, copied (detectron2 makes them without
+        gradients: constants to the box head)."""
+        if not isinstance(output, RcnnOutput):
+            raise KitError(f"the Faster R-CNN adapter got a {type(output).__name__}, not its own output")
+        return [_copied_instances(p) for p in output.proposals]
+
+    @contextmanager
+    def _pinned_proposals(self, proposals: list[Any]) -> Iterator[None]:
+        """Within: the proposal generator's output is replaced by copies of ``proposals`` (its own
+        forward still runs, its result unused), so row k of the box head is proposal k of the
+        forward they were read from. A forward hook, removed on exit; the weights are untouched."""
+        sizes = [tuple(p.image_size) for p in proposals]
+
+        def replace_output(_module: nn.Module, _inputs: Any, output: Any) -> Any:
+            own, losses = output
+            if [tuple(p.image_size) for p in own] != sizes:
+                raise KitError(
+                    f"the pinned proposals are of images of sizes {sizes}, this forward's are "
+                    f"{[tuple(p.image_size) for p in own]}: pin the proposals read from a forward of "
+                    "the same preprocessed batch"
+                )
+            return [_copied_instances(p) for p in proposals], losses
+
+        handle = self._net.proposal_generator.register_forward_hook(replace_output)
+        try:
+            yield
+        finally:
+            handle.remove()
 
     # ---- exact gradients without a backward through every proposal -------------------------
     def _pooled_layers(self) -> dict[str, str]:
@@ -603,6 +644,19 @@ def _pooler_assignment(pooler: nn.Module) -> AssignLevels:
         )
     assign: AssignLevels = found
     return assign
+
+
+def _copied_instances(instances: Any) -> Any:
+    """A detectron2 ``Instances`` with every field cloned and detached (its own class, by its
+    constructor and ``set``: the kit imports nothing from detectron2)."""
+    copied = type(instances)(instances.image_size)
+    for name, value in instances.get_fields().items():
+        if isinstance(value, torch.Tensor):
+            value = value.detach().clone()
+        elif callable(getattr(value, "clone", None)):  # Boxes
+            value = value.clone()
+        copied.set(name, value)
+    return copied
 
 
 def _patched_field(fields: dict[str, Any], name: str) -> torch.Tensor:

@@ -17,7 +17,10 @@ What an adapter can do beyond that is stated in :class:`Capabilities`, never pro
   head); each detection's ``level`` then names the run it is explained at;
 * ``level_layers``: the layers of the ODAM-style method (:mod:`kit.methods.odam`), one per head
   level, each detection explained at its own level's layer only, and optionally the exact
-  gradient there without a backward through the neck (see :class:`LevelLayers`).
+  gradient there without a backward through the neck (see :class:`LevelLayers`);
+* ``proposals``: a two-stage detector's proposals, read from one forward and pinned in another
+  (a copy of the model), so that each output row is the same proposal box (see
+  :class:`FixedProposals`; the randomization check keeps the trained model's).
 
 The adapter keeps no state between calls: the engine hands each capability the forward output
 it is about.
@@ -26,6 +29,7 @@ it is about.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Optional, Protocol
 
@@ -114,6 +118,24 @@ CandidateReader = Callable[[DetectorOutput, int, int], Candidates]
 
 
 @dataclass(frozen=True)
+class FixedProposals:
+    """A two-stage detector's proposal stage, held fixed from one forward to another.
+
+    ``read``: a forward output -> its proposals, per image of the batch, detached and copied (what
+    it returns is the adapter's own, opaque to the kit). ``pinned``: what ``read`` returned -> a
+    context manager within which this adapter's forward of a batch of the same images takes those
+    proposals in place of its own proposal stage's output, so output row k is proposal k of the
+    forward they were read from (its box pooled from this forward's features). The randomization
+    check reads them from the trained model and pins them in its re-initialized copy: the copy
+    re-explains the same boxes. The model is not changed: what ``pinned`` sets up is removed on
+    exit, also on error; a batch of other images (count or sizes) raises a KitError.
+    """
+
+    read: Callable[[DetectorOutput], Any]
+    pinned: Callable[[Any], AbstractContextManager[None]]
+
+
+@dataclass(frozen=True)
 class Capabilities:
     """What an adapter offers the engine beyond the general backward (all optional, all exact)."""
 
@@ -123,6 +145,7 @@ class Capabilities:
     level_layers: LevelLayers | None = None  # the ODAM-style method's layers: --method odam
     objectness: bool = False  # its output has an objectness score (YOLO): --target objectness
     candidates: CandidateReader | None = None  # every pre-NMS candidate: --explain-missed
+    proposals: FixedProposals | None = None  # a two-stage detector's proposals, pinned in a copy
 
 
 class Adapter(Protocol):

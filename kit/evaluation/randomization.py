@@ -12,6 +12,14 @@ record the order in which modules finish (:func:`module_order`); :meth:`ModuleOr
 :meth:`ModuleOrder.top_down` pick modules by it. A module called several times (a head shared by
 the pyramid levels) is placed by its first call. :func:`randomized_copy` re-initializes a deep copy,
 so the trained model is never touched.
+
+A two-stage detector (Faster R-CNN) explains a detection through its proposal: the box head's row
+k pools proposal k from the features. Re-initializing the backbone changes the RPN's proposals, so
+the copy's row k would be another box and the check would compare maps of different boxes. Where
+the adapter can pin its proposals (``Capabilities.proposals``), :func:`kept_proposals` reads them
+from the trained model's forward and :func:`pinned_proposals` makes the copy's forward take them:
+each row is the trained proposal, pooled from the randomized features (the RPN's own weights then
+do not count).
 """
 
 from __future__ import annotations
@@ -19,12 +27,14 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import torch
 from torch import nn
 
+from kit.core.contract import Capabilities
 from kit.core.errors import KitError
 
 T = TypeVar("T")
@@ -147,6 +157,24 @@ def randomized_copy(
         raise RandomizationError("the model is not held by the object copied; pass the adapter that holds it")
     kept = randomize(copied_model, names, seed=seed)
     return copied, copied_model, kept
+
+
+def kept_proposals(capabilities: Capabilities, output: Any) -> Any:
+    """The proposals of a two-stage detector's forward ``output`` (the trained model's), to pin in a
+    randomized copy; None where the adapter has no proposal stage to pin (one-stage detectors)."""
+    fixed = capabilities.proposals
+    return None if fixed is None else fixed.read(output)
+
+
+def pinned_proposals(capabilities: Capabilities, proposals: Any) -> AbstractContextManager[None]:
+    """Within: the forward of the adapter of ``capabilities`` (the randomized copy) takes ``proposals``
+    (:func:`kept_proposals` of the trained model's forward of the same batch) instead of its own
+    proposal stage's; nothing changes where ``proposals`` is None."""
+    if proposals is None:
+        return nullcontext()
+    if capabilities.proposals is None:
+        raise RandomizationError("proposals were kept for an adapter that cannot pin them")
+    return capabilities.proposals.pinned(proposals)
 
 
 def _has_state(module: nn.Module) -> bool:

@@ -33,8 +33,10 @@ from kit.evaluation.metrics import rank_correlation
 from kit.evaluation.randomization import (
     ModuleOrder,
     cascade_starts,
+    kept_proposals,
     module_names,
     module_order,
+    pinned_proposals,
     randomized_copy,
 )
 from kit.methods.base import BatchJob, Method
@@ -166,6 +168,8 @@ class Measured:
     images: list[np.ndarray]
     letterboxes: list[Letterbox]
     samples: list[Sample]
+    # per image, a two-stage detector's trained proposals (kept_proposals; None: nothing to pin)
+    proposals: list[Any] = field(default_factory=list)
 
 
 def set_maps(result: ImageResult, det_id: int, layer_sets: dict[str, list[str]]) -> SetMaps:
@@ -179,6 +183,20 @@ def set_maps(result: ImageResult, det_id: int, layer_sets: dict[str, list[str]])
 def correlation(first: np.ndarray | None, second: np.ndarray | None) -> float:
     """The Spearman rank correlation of two maps; NaN where either is missing (or constant)."""
     return math.nan if first is None or second is None else rank_correlation(first, second)
+
+
+IN_SUPPORT = " in support"  # a check's name + this: its rho over the maps' joint support (eval.json)
+
+
+def support_correlation(first: np.ndarray | None, second: np.ndarray | None) -> float:
+    """The Spearman rank correlation of two maps over the pixels where either is non-zero: a map
+    that is zero outside its detection's footprint (a pooled proposal's window) correlates with
+    another of the same footprint through the shared zeros alone; this leaves them out. NaN where
+    either is missing or the support has fewer than 3 pixels."""
+    if first is None or second is None:
+        return math.nan
+    support = (first > 0) | (second > 0)
+    return rank_correlation(first[support], second[support]) if int(support.sum()) >= 3 else math.nan
 
 
 def measure_image(
@@ -225,6 +243,8 @@ def measure(
         explained = settings.explain(adapter, image)
         measured.images.append(image)
         measured.letterboxes.append(explained.letterbox)
+        output = next(iter(explained.explanations.values())).output
+        measured.proposals.append(kept_proposals(adapter.capabilities, output))
         matches, maps = measure_image(evaluators, explained, source=path, image=image, settings=settings)
         for match in matches[: max(0, keep - len(measured.samples))]:
             detection = explained.detections[match.det_id]  # one image: det_id is its row
@@ -239,23 +259,27 @@ def explain_fixed(
     model: nn.Module,
     detections: list[Detection],
     settings: EvalSettings,
+    proposals: Any = None,
 ) -> dict[str, Explanation]:
     """The given detections of ``image`` explained again through ``adapter`` (on ``model``, whose
     parameters need no gradient), per method; its own detections are not used: the randomized model
-    explains the trained model's detections, row for row (ODAM each at its own level)."""
+    explains the trained model's detections, row for row (ODAM each at its own level). ``proposals``:
+    the trained model's (:func:`~kit.evaluation.randomization.kept_proposals`), pinned in every
+    forward so that a two-stage detector's row is the trained row's box."""
     tensor, _ = adapter.preprocess([image])
 
     def once(methods: Sequence[Any], layers: list[str], levels: Sequence[str] | None) -> Explanation:
         modules = adapter.resolve_layers(layers)
-        return explain(
-            forward=lambda: adapter.forward(tensor),
-            detect=lambda _output: list(detections),
-            layers=modules if levels is None else OwnLevels(modules, tuple(levels)),
-            target=settings.target,
-            methods=methods,
-            model=model,
-            capabilities=adapter.capabilities,
-        )
+        with pinned_proposals(adapter.capabilities, proposals):
+            return explain(
+                forward=lambda: adapter.forward(tensor),
+                detect=lambda _output: list(detections),
+                layers=modules if levels is None else OwnLevels(modules, tuple(levels)),
+                target=settings.target,
+                methods=methods,
+                model=model,
+                capabilities=adapter.capabilities,
+            )
 
     found: dict[str, Explanation] = {}
     cams = [m for m in settings.methods if isinstance(m, CamMethod)]
@@ -306,7 +330,8 @@ def sanity_checks(
 ) -> tuple[Checks, dict[str, list[str]]]:
     """Each check on a randomized deep copy of the detector (the trained one untouched): the kept
     detections explained again, row for row, and each map's Spearman rho with its trained map.
-    Returns the rho per (method, layer set) and check, and per check the modules it could not
+    Returns the rho per (method, layer set) and check (and, as "<check> in support", over the two
+    maps' joint support: :func:`support_correlation`), and per check the modules it could not
     re-initialize (no ``reset_parameters``)."""
     correlations: Checks = {}
     kept: dict[str, list[str]] = {}
@@ -315,8 +340,9 @@ def sanity_checks(
             adapter, adapter.model, check.modules, seed=seed
         )
         only = restricted(settings, check.layer_sets)
-        for key, rho in re_explained(randomized, model, measured, settings=only):
+        for key, rho, inside in re_explained(randomized, model, measured, settings=only):
             correlations.setdefault(key, {}).setdefault(check.name, []).append(rho)
+            correlations[key].setdefault(check.name + IN_SUPPORT, []).append(inside)
     return correlations, kept
 
 
@@ -335,21 +361,28 @@ def restricted(settings: EvalSettings, names: tuple[str, ...] | None) -> EvalSet
 
 def re_explained(
     adapter: Adapter, model: nn.Module, measured: Measured, *, settings: EvalSettings
-) -> list[tuple[Key, float]]:
+) -> list[tuple[Key, float, float]]:
     """The kept detections explained again through ``adapter`` (on ``model``): per sample, method and
-    layer set, the rank correlation of the new map with the trained one."""
+    layer set, the rank correlation of the new map with the trained one, over the image and over
+    their joint support."""
     found = []
     for image_index in sorted({s.image for s in measured.samples}):
         mine = [s for s in measured.samples if s.image == image_index]
         image = measured.images[image_index]
         fixed = [s.detection for s in mine]
-        explanations = explain_fixed(adapter, image, model=model, detections=fixed, settings=settings)
+        pinned = measured.proposals[image_index] if measured.proposals else None
+        explanations = explain_fixed(
+            adapter, image, model=model, detections=fixed, settings=settings, proposals=pinned
+        )
         explained = Explained(explanations, measured.letterboxes[image_index], names=adapter.names)
         for method in settings.methods:
             result = explained.result(method.name)
             for k, sample in enumerate(mine):  # det_id k: the k-th fixed detection
                 for name, after in settings.set_maps(result, k, method.name).items():
-                    found.append(((method.name, name), correlation(sample.maps[(method.name, name)], after)))
+                    before = sample.maps[(method.name, name)]
+                    found.append(
+                        ((method.name, name), correlation(before, after), support_correlation(before, after))
+                    )
     return found
 
 

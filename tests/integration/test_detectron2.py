@@ -165,6 +165,29 @@ def test_odam_explains_each_detection_at_the_level_it_is_pooled_from(
         assert found["max_value"] > 0 and found["max_error"] <= 1e-3 * found["max_value"], found
 
 
+def test_randomization_check_re_explains_the_trained_proposals_when_pinned(
+    detectron2_checkout: Path, checkpoints: dict[str, Path]
+) -> None:
+    """Faster R-CNN FPN, its backbone re-initialized bottom-up in a copy: re-explained with the
+    trained proposals pinned, every detection's row is the trained proposal box (pooled from the
+    randomized features); without, the rows are other boxes. Pinning alone changes no score, the
+    trained model is untouched and no hook is left; proposals of another image size are refused
+    (children/detectron2_pinned_proposals.py)."""
+    image = str(detectron2_checkout / IMAGE)
+    result = run_child_in_checkout(
+        detectron2_checkout, "detectron2_pinned_proposals", CONFIGS["fpn"], str(checkpoints["fpn"]), image
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    found = json.loads(result.stdout.strip().splitlines()[-1])
+    assert found["detections"] == 4, found
+    assert found["pinned_same_rows"] == [True] * 4 and found["pinned_all_same"] is True, found
+    assert found["pinned_features_differ"] is True, found
+    assert found["free_same_rows"] == [False] * 4, found
+    assert found["unrandomized_score_error"] <= 1e-6, found
+    assert found["trained_untouched"] is True and found["hooks_left"] == 0, found
+    assert "pinned proposals are of images of sizes" in found["other_image"], found
+
+
 def test_patched_model_detects_exactly_like_the_unpatched_one(
     detectron2_checkout: Path, checkpoints: dict[str, Path], tmp_path: Path
 ) -> None:

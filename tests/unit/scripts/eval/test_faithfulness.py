@@ -3,6 +3,9 @@ test_same_path.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -10,13 +13,16 @@ import numpy as np
 import pytest
 import torch
 
+from kit.core.contract import FixedProposals
+from kit.core.detection import Detection
 from kit.core.targets import get_target
 from kit.evaluation.labels import Labels
+from kit.evaluation.randomization import RandomizationError, kept_proposals, pinned_proposals, randomized_copy
 from kit.methods.cam import explain_batch, get_cam_method
 from kit.run.runner import to_image_result
 from scripts.eval import faithfulness as evaluation
 from scripts.eval import measures, table
-from tests.conftest import ToyAdapter
+from tests.conftest import ToyAdapter, ToyOutput
 
 
 def test_layer_sets_parse_and_keep_their_order() -> None:
@@ -114,6 +120,7 @@ def test_randomized_maps_are_compared_with_the_trained_ones() -> None:
     rho = found[("gradcam", "feat")]
     assert rho["none"] == [pytest.approx(1.0)] and kept["none"] == []
     assert rho["bottom-up"][0] < 0.99 and rho["0%"][0] < 0.99
+    assert rho["none in support"] == [pytest.approx(1.0)] and len(rho["bottom-up in support"]) == 1
     for key, value in adapter.model.state_dict().items():  # the trained model untouched
         assert torch.equal(value, trained[key]), key
 
@@ -191,3 +198,100 @@ def test_convergence_refuses_bad_counts_before_loading(capsys: pytest.CaptureFix
 
     assert drise_convergence.main(["--counts", "250,-5"]) == 2
     assert "--counts" in capsys.readouterr().err
+
+
+class TwoStageToy(ToyAdapter):
+    """A toy two-stage detector: its "proposal stage" ranks the pixels by the feature map's mean (as
+    an RPN ranks its boxes, without gradients), and output row k reads the k-th ranked pixel."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        pin = FixedProposals(read=lambda output: output.order.clone(), pinned=self._pinned)
+        self.capabilities = replace(self.capabilities, proposals=pin)
+        self._pin: torch.Tensor | None = None
+        self.orders: list[torch.Tensor] = []  # each forward's ranking
+
+    @contextmanager
+    def _pinned(self, order: torch.Tensor) -> Iterator[None]:
+        self._pin = order
+        try:
+            yield
+        finally:
+            self._pin = None
+
+    def forward(self, batch: torch.Tensor) -> ToyOutput:
+        self._width = batch.shape[-1]
+        features = torch.relu(self.model.feat(batch))  # ToyModel's forward, its feature map kept
+        ranked = features.detach().mean(dim=1).flatten(1).argsort(dim=1, descending=True)
+        order = ranked if self._pin is None else self._pin.clone()
+        self.orders.append(order)
+        logits = self.model.head(features).flatten(2).transpose(1, 2)
+        output = ToyOutput(torch.gather(logits, 1, order[..., None].expand(-1, -1, logits.shape[-1])))
+        output.order = order  # type: ignore[attr-defined]
+        return output
+
+    def detect(self, output: Any) -> list[Detection]:
+        return [
+            replace(d, row=int((output.order[d.image_index] == d.row).nonzero()[0, 0]))
+            for d in super().detect(output)
+        ]
+
+
+def test_a_two_stage_copy_re_explains_the_trained_proposals() -> None:
+    """The proposals measure() keeps from the trained forward are pinned in every forward of the
+    randomized copy that re-explains the detections; without them the copy ranks its own."""
+    adapter = TwoStageToy()
+    image = np.random.default_rng(2).integers(0, 255, size=(24, 32, 3), dtype=np.uint8)
+    methods, target = [get_cam_method("gradcam")], get_target("class-logit")
+    explanation, (letterbox,) = explain_batch(
+        adapter, [image], layers=adapter.resolve_layers(["feat"]), target=target, methods=methods
+    )
+    trained = explanation.output.order
+    result = to_image_result(
+        explanation, image_index=0, letterbox=letterbox, method="gradcam", names=adapter.names
+    )
+    settings = measures.EvalSettings(
+        labels=Labels(Path("unused"), format="yolo", class_rule="not read by the randomization"),
+        layer_sets={"feat": ["feat"]},
+        target=target,
+        methods=tuple(methods),
+        curves=0,
+        steps=4,
+        batch_size=1,
+    )
+    maps = {("gradcam", "feat"): measures.set_maps(result, 0, {"feat": ["feat"]})["feat"]}
+    sample = measures.Sample(image=0, detection=explanation.detections[0], maps=maps)
+    kept = [kept_proposals(adapter.capabilities, explanation.output)]
+    measured = measures.Measured(
+        evaluators={}, images=[image], letterboxes=[letterbox], samples=[sample], proposals=kept
+    )
+    copy, model, _ = randomized_copy(adapter, adapter.model, ["feat"], seed=1)
+    copy.orders.clear()
+    measures.re_explained(copy, model, measured, settings=settings)
+    assert copy.orders and all(torch.equal(order, trained) for order in copy.orders)
+    assert copy._pin is None and adapter._pin is None  # pinned only within the re-explanation
+    copy.orders.clear()
+    measures.re_explained(copy, model, replace(measured, proposals=[]), settings=settings)
+    assert copy.orders and not any(torch.equal(order, trained) for order in copy.orders)
+
+
+def test_proposals_are_pinned_only_where_the_adapter_can_pin_them() -> None:
+    one_stage = ToyAdapter().capabilities
+    assert kept_proposals(one_stage, object()) is None
+    with pinned_proposals(one_stage, None):  # nothing kept: nothing pinned
+        pass
+    with pytest.raises(RandomizationError, match="cannot pin them"):
+        pinned_proposals(one_stage, torch.zeros(1))
+
+
+def test_the_support_rho_leaves_out_the_zeros_two_maps_share() -> None:
+    """Two maps zero outside the same box, reversed inside it: over the image they correlate through
+    the shared zeros; over their joint support they are exactly reversed."""
+    first, second = np.zeros((20, 20)), np.zeros((20, 20))
+    first[5:9, 5:9] = np.arange(1, 17).reshape(4, 4)
+    second[5:9, 5:9] = np.arange(16, 0, -1).reshape(4, 4)
+    assert measures.correlation(first, second) > 0.5
+    assert measures.support_correlation(first, second) == pytest.approx(-1.0)
+    assert measures.support_correlation(first, first) == pytest.approx(1.0)
+    assert np.isnan(measures.support_correlation(first, None))
+    assert np.isnan(measures.support_correlation(np.zeros((4, 4)), np.zeros((4, 4))))  # no support
