@@ -227,7 +227,7 @@ def test_similarity_is_iou_times_cosine_times_objectness() -> None:
         ({"p": math.nan}, r"DRiseSettings.p must be between 0 and 1"),
         ({"seed": -1}, r"DRiseSettings.seed must be 0 or more"),
         ({"batch": 0}, r"DRiseSettings.batch must be a positive number of images"),
-        ({"floor": -1.0}, r"DRiseSettings.floor must be 0 \(the paper's map\) or a number of standard errors"),
+        ({"floor": -1.0}, r"DRiseSettings.floor must be 0 \(the paper.s map\) or a number of standard"),
         ({"floor": math.inf}, r"DRiseSettings.floor must be 0"),
         ({"floor": True}, r"DRiseSettings.floor must be 0"),
     ],
