@@ -55,7 +55,8 @@ def test_eval_writes_the_sound_check_agreement_and_rule_columns(
         "eval",
         *("--upstream", "yolov7", "--checkout", str(yolov7_checkout), "--data-dir", str(tmp_path / "data")),
         *("--images", "2", "--methods", "gradcam,layercam", "--curves", "2", "--steps", "2"),
-        *("--threads", "1", "--out", str(out), "--drise-images", "1", "--drise-masks", "8"),
+        *("--threads", "1", "--out", str(out), "--drise-images", "1", "--drise-masks", "16"),
+        *("--drise-floor", "1"),  # at 16 masks z >= 4 needs r >= 1: nothing would be significant
     )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((out / "eval.json").read_text())
@@ -67,6 +68,7 @@ def test_eval_writes_the_sound_check_agreement_and_rule_columns(
         assert set(row["randomization"]) == {"bottom-up", "head", "50%", "0%"}
         assert row["n_curves"] == 2 and all(-1.0 <= v <= 1.0 for v in row["randomization"].values())
         assert row["n_drise"] > 0 and 0.0 <= row["iou_drise_top15"] <= 1.0
+        assert 0.0 <= row["iou_drise_top15_raw"] <= 1.0  # against the paper's map, from the same sums
     # the pixel-wise map at a 1x1 head survives re-initializing everything below it
     layercam = report["rows"][1]["randomization"]["bottom-up"]
     assert layercam > 0.5 and report["choice"]["verdicts"]["layercam @ 74,75,76"] == "fail"

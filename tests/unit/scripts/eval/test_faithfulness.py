@@ -295,3 +295,29 @@ def test_the_support_rho_leaves_out_the_zeros_two_maps_share() -> None:
     assert measures.support_correlation(first, first) == pytest.approx(1.0)
     assert np.isnan(measures.support_correlation(first, None))
     assert np.isnan(measures.support_correlation(np.zeros((4, 4)), np.zeros((4, 4))))  # no support
+
+
+def test_kept_sums_give_the_papers_map_without_masked_forwards() -> None:
+    """make eval's D-RISE reference is floored; the paper's map of the same detections comes from
+    the same sums: the second explain of the same image runs one unmasked forward, no masked one."""
+    import numpy as np
+
+    from kit.methods.drise import DRise, DRiseSettings
+    from scripts.eval.measures import KeptSums
+    from tests.unit.kit.methods.test_drise import WHITE, RegionAdapter
+
+    settings = DRiseSettings(masks=64, cell=4, seed=0, batch=32, floor=2.0)
+    adapter = RegionAdapter()
+    method = KeptSums(settings)
+    floored, _ = method.explain_batch(adapter, [WHITE])
+    forwards = len(adapter.forwards)
+    method.with_floor(0.0)
+    plain, _ = method.explain_batch(adapter, [WHITE])
+    assert len(adapter.forwards) == forwards + 1  # the unmasked forward alone
+    paper = DRise(DRiseSettings(masks=64, cell=4, seed=0, batch=32))
+    alone, _ = paper.explain_batch(RegionAdapter(), [WHITE])
+    np.testing.assert_allclose(plain.cams["drise"]["image"], alone.cams["drise"]["image"], rtol=1e-6)
+    assert not np.allclose(floored.cams["drise"]["image"], alone.cams["drise"]["image"])
+    other = WHITE.copy()  # another image array: its own masked forwards
+    method.explain_batch(adapter, [other])
+    assert len(adapter.forwards) > forwards + 2
