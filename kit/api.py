@@ -180,6 +180,13 @@ class Explainer:
         """The layers explained when ``layers`` is not given (those feeding the detection head)."""
         return self.adapter.default_layers()
 
+    @property
+    def default_method(self) -> str:
+        """The method explained when ``method`` (and ``layers``) are not given: the one
+        docs/evaluation.md's rule chose for this detector's family (Grad-CAM unless it chose another:
+        Grad-CAM++ on yolov3, ODAM on RetinaNet)."""
+        return self.adapter.capabilities.default_method
+
     def explain(
         self, source: Sources, request: ExplainRequest | None = None, **settings: Any
     ) -> ImageResults:
@@ -188,12 +195,13 @@ class Explainer:
 
         source: an image file, a folder, a glob, or a list of them, or BGR uint8 (H, W, 3) arrays
             (named ``array0``, ``array1``, ... by position).
-        settings: the keywords ``method`` (default ``"gradcam"``: a CAM method of
-            ``kit.methods.cam.METHODS``, or ``"drise"``), ``target`` (``"class-logit"``, the score each
-            map explains), ``target_class`` (a class read instead of the detected one), ``layers``
-            (default: those feeding the head), ``fuse`` (also the layers fused, under ``"fused"``),
-            ``batch_size`` (1), ``drise`` (D-RISE's :class:`kit.methods.drise.DRiseSettings`) and
-            ``image_limits`` (:class:`kit.core.images.ImageLimits`), each as
+        settings: the keywords ``method`` (default :attr:`default_method`, the family's: a CAM
+            method of ``kit.methods.cam.METHODS``, ``"odam"`` or ``"drise"``), ``target``
+            (``"class-logit"``, the score each map explains), ``target_class`` (a class read
+            instead of the detected one), ``layers`` (default: those feeding the head),
+            ``fuse`` (also the layers fused, under ``"fused"``), ``batch_size`` (1), ``drise``
+            (D-RISE's :class:`kit.methods.drise.DRiseSettings`) and ``image_limits``
+            (:class:`kit.core.images.ImageLimits`), each as
             :class:`kit.run.request.ExplainRequest` describes it; or, instead, ``request``: an
             :class:`ExplainRequest` made before.
 
@@ -202,7 +210,7 @@ class Explainer:
         others go on. Every map is held in memory (at most 2048 px on its longer side, boxes in the
         image's pixels: :func:`kit.core.geometry.map_size`): for many images, :meth:`run` writes them instead.
         """
-        request = _request_of(request, settings, allowed=EXPLAIN_KEYWORDS)
+        request = _request_of(request, settings, allowed=EXPLAIN_KEYWORDS).resolved(self.default_method)
         plan = self._plan(source, request)
         results = explain_images(self.adapter, sources=plan.sources, settings=plan.settings(request))
         return ImageResults(result for _, result in results)
@@ -242,7 +250,7 @@ class Explainer:
         valid manifest of the finished images (``"interrupted": true``) and raises
         :class:`kit.core.errors.RunInterrupted` (a KeyboardInterrupt) naming the folder.
         """
-        request = _request_of(request, settings)
+        request = _request_of(request, settings).resolved(self.default_method)
         plan = self._plan(source, request)
         candidates = self.adapter.capabilities.candidates
         if request.explain_missed and candidates is None:

@@ -50,8 +50,10 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         "--method",
         "method",
-        "CAM method, or drise: D-RISE, black-box, by random masks (--drise-*; its one layer is 'image')",
-        default="gradcam",
+        "CAM method, odam, or drise: D-RISE, black-box, by random masks (--drise-*; its one layer is "
+        "'image'). Default: the detector family's (gradcam; gradcampp on yolov3, odam on RetinaNet: "
+        "docs/evaluation.md), gradcam when --target-layers are named",
+        default=None,
         choices=sorted(METHODS),
     ),
     Flag(
@@ -244,11 +246,11 @@ NAMES: dict[str, str] = {
 }
 
 
-def add_flags(parser: argparse.ArgumentParser, *, default_method: str = "gradcam") -> argparse._ArgumentGroup:
+def add_flags(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     """Add the kit's flags (:data:`FLAGS`) to an entry point's parser, in one group; returns it."""
     group = parser.add_argument_group("explanation (kit)")
     for flag in FLAGS:
-        default = default_method if flag.setting == "method" else flag.default
+        default = flag.default
         if flag.switch:
             group.add_argument(flag.flag, action="store_true", help=flag.help)
             continue

@@ -47,9 +47,9 @@ EXIT_INTERNAL = 3  # a bug: an exception the kit does not expect
 EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT), as a shell reports it
 
 
-def add_kit_arguments(parser: argparse.ArgumentParser, *, default_method: str = "gradcam") -> None:
+def add_kit_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the kit's flags (the table :data:`kit.cli.flags.FLAGS`) to an entry point's parser."""
-    add_flags(parser, default_method=default_method)
+    add_flags(parser)
 
 
 def _os_errors_refused(check: Callable[..., Path]) -> Callable[..., Path]:

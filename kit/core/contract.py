@@ -146,6 +146,9 @@ class Capabilities:
     objectness: bool = False  # its output has an objectness score (YOLO): --target objectness
     candidates: CandidateReader | None = None  # every pre-NMS candidate: --explain-missed
     proposals: FixedProposals | None = None  # a two-stage detector's proposals, pinned in a copy
+    # The method explained when none is named: the one docs/evaluation.md's rule (written before
+    # its numbers) chose for the detector's family on its demo; Grad-CAM unless it chose another.
+    default_method: str = "gradcam"
 
 
 class Adapter(Protocol):

@@ -12,7 +12,7 @@ meets the model (:meth:`kit.api.Explainer.explain`).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Union
 
@@ -30,6 +30,7 @@ from kit.run.distributed import DEFAULT_WAIT_MINUTES, check_wait
 
 PathLike = Union[str, Path]
 Layers = Union[str, Sequence[Union[str, int]], None]
+DEFAULT_METHOD = "gradcam"  # where no method is named and the detector's own is not known yet
 
 # How the Python API spells a setting where its keyword alone would read badly in an error; every
 # other setting is spelled as its keyword. A nested setting is ``<field>.<its field>``.
@@ -61,7 +62,10 @@ class ExplainRequest:
 
     method: a CAM method (``kit.methods.cam.METHODS``: gradcam, gradcampp, layercam, ...), or
         ``"drise"``: D-RISE (:mod:`kit.methods.drise`), black-box, by random masks; its one layer is
-        ``"image"``, and ``target``, ``target_class``, ``layers`` and ``fuse`` do not apply.
+        ``"image"``, and ``target``, ``target_class``, ``layers`` and ``fuse`` do not apply. None
+        (the default): the detector's own default (:meth:`resolved`): the method docs/evaluation.md's
+        rule chose for its family (``Capabilities.default_method``), Grad-CAM when ``layers`` are
+        named; checked as Grad-CAM until the detector is known.
     target: the score each map explains: ``class-logit``, ``class-prob``, ``score`` (the
         detection's class); ``box-x1``, ``box-y1``, ``box-x2``, ``box-y2`` (a coordinate of its
         decoded box, input pixels) or ``box`` (the four maps, each normalized, element-wise max);
@@ -86,7 +90,7 @@ class ExplainRequest:
         for a nested one -> spelling); unnamed ones as :data:`PYTHON_NAMES` or the field's name.
     """
 
-    method: str = "gradcam"
+    method: str | None = None
     target: str = "class-logit"
     target_class: str | int | None = None
     layers: Layers = ()
@@ -135,7 +139,7 @@ class ExplainRequest:
                 f"unexpected keyword argument(s) {', '.join(unknown)}; the settings are {', '.join(known)}"
             )
         drise = keywords.get("drise")
-        method = keywords.get("method", cls.method)
+        method = keywords.get("method") or DEFAULT_METHOD
         if drise is not None and get_method(method).settings_type is not type(drise):
             raise ArgumentError(
                 f"drise= holds D-RISE's settings; it goes with method='drise', not {method!r}"
@@ -145,8 +149,16 @@ class ExplainRequest:
     def configured_method(self) -> Method:
         """The method with its settings (``drise``: D-RISE's, for the method that takes them; the
         command line always has them, from its flags' defaults)."""
-        method = get_method(self.method)
+        method = get_method(self.method or DEFAULT_METHOD)
         return method.configured(self.drise if method.settings_type is not None else None)
+
+    def resolved(self, default_method: str) -> ExplainRequest:
+        """This request with its method named: as given, else the detector's ``default_method``
+        when no layers are named (its family's choice: docs/evaluation.md), else Grad-CAM (named
+        layers are a CAM's; a family's default such as ODAM picks its own)."""
+        if self.method is not None:
+            return self
+        return replace(self, method=DEFAULT_METHOD if self.layers else default_method)
 
     @property
     def layer_list(self) -> list[str]:
@@ -193,7 +205,7 @@ class ExplainRequest:
 
     def _check_choices(self) -> None:
         """The method, the target and the class: names the kit knows, in a combination that works."""
-        get_method(self.method)
+        get_method(self.method or DEFAULT_METHOD)
         get_target(self.target)
         check_positive(self.spelled("batch_size"), self.batch_size, what="images")
         if self.target_class is not None and self.target not in CLASS_TARGETS:
@@ -225,7 +237,7 @@ class ExplainRequest:
             check_missed_request(
                 labels=self.labels,
                 target_class=self.target_class,
-                method=get_method(self.method),
+                method=get_method(self.method or DEFAULT_METHOD),
                 names={k: self.spelled(k) for k in ("explain_missed", "labels", "target_class", "method")},
             )
 

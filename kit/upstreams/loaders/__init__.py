@@ -12,14 +12,14 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from kit.core.contract import Adapter
 from kit.core.errors import KitError
 from kit.core.options import ArgumentError
-from kit.upstreams.registry import get_spec
+from kit.upstreams.registry import Family, get_spec
 
 UPSTREAMS_DIR_ENV = "KIT_UPSTREAMS_DIR"  # as scripts.upstream.config: another folder for all checkouts
 
@@ -117,3 +117,12 @@ def half_precision(model: Any, device: Any) -> Any:
             "and less exact than float32. Drop --half."
         )
     return model.half()
+
+
+def with_family_default(adapter: Adapter, *, upstream: str, family: Family) -> Adapter:
+    """``adapter`` with its ``capabilities.default_method`` set to the method the upstream's spec
+    names for ``family`` (docs/evaluation.md's rule), where it names one; returns it."""
+    method = get_spec(upstream).default_methods.get(family)
+    if method is not None:
+        adapter.capabilities = replace(adapter.capabilities, default_method=method)
+    return adapter

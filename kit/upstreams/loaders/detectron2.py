@@ -13,9 +13,9 @@ from kit.core.errors import CheckpointError, CheckpointNotFoundError, ConfigFile
 from kit.core.options import ArgumentError, check_fraction, check_max_det
 from kit.upstreams import demo as kit_demo
 from kit.upstreams.checkpoints import checkpoint_loader, describe, short_repr
-from kit.upstreams.loaders import Loaded
+from kit.upstreams.loaders import Loaded, with_family_default
 from kit.upstreams.loaders.detectron2_config import literal_problem, read_config
-from kit.upstreams.registry import DETECTRON2_CONFIG
+from kit.upstreams.registry import DETECTRON2_CONFIG, Family
 
 LOG = logging.getLogger("kit")
 
@@ -295,6 +295,8 @@ def load(
         max_det=max_det,
         assign_levels=assign_boxes_to_levels,
     )
+    family = Family.RETINANET if adapter.kind == "retinanet" else Family.FASTER_RCNN
+    with_family_default(adapter, upstream="detectron2", family=family)
     settings = {
         "config_file": str(config_file),
         "confidence_threshold": conf_thres,

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import cv2
+import numpy as np
 import pytest
 
 from kit.cli import commands, flags
@@ -135,14 +136,42 @@ def test_the_flag_table_fills_every_setting_with_the_same_defaults() -> None:
 
 def test_help_lists_every_flag_its_default_and_choices() -> None:
     parser = argparse.ArgumentParser()
-    cli.add_kit_arguments(parser, default_method="gradcampp")
+    cli.add_kit_arguments(parser)
     text = parser.format_help()
     for flag in flags.FLAGS:
         assert flag.flag in text
         for choice in flag.choices or ():
             assert choice in text
-    assert parser.parse_args([]).method == "gradcampp"
+    assert parser.parse_args([]).method is None  # the detector family's, once it is loaded
+    assert "gradcampp on yolov3, odam on RetinaNet" in " ".join(text.split())
     assert parser.parse_args([]).drise_masks == DRiseSettings().masks
+
+
+def test_no_method_named_is_the_detector_familys_default_unless_layers_are_named() -> None:
+    assert ExplainRequest().method is None
+    assert ExplainRequest().resolved("odam").method == "odam"
+    assert ExplainRequest(method="layercam").resolved("odam").method == "layercam"  # named: kept
+    assert ExplainRequest(layers="74").resolved("odam").method == "gradcam"  # a CAM's layers
+    assert ExplainRequest().configured_method().name == "gradcam"  # checked as Grad-CAM until loaded
+
+
+def test_the_explainer_uses_its_adapters_default_method(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    path = tmp_path / "a.png"
+    cv2.imwrite(str(path), picture(0))
+    explainer = toy_explainer()
+    assert explainer.default_method == "gradcam"
+    plain = explainer.explain(path)[0].detections[0].maps
+    explainer.adapter.capabilities = replace(explainer.adapter.capabilities, default_method="gradcampp")
+    assert explainer.default_method == "gradcampp"
+    chosen = explainer.explain(path)[0].detections[0].maps
+    named = explainer.explain(path, method="gradcampp")[0].detections[0].maps
+    assert all(np.array_equal(chosen[k], named[k]) for k in named)
+    assert any(not np.array_equal(plain[k], chosen[k]) for k in plain)
+    out = tmp_path / "run"
+    explainer.run(path, out)
+    assert json.loads((out / "manifest.json").read_text())["method"] == "gradcampp"  # recorded resolved
 
 
 def test_explain_and_run_take_a_request_or_keywords_not_both(tmp_path: Path) -> None:
