@@ -3,7 +3,7 @@ test_same_path.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -94,15 +94,7 @@ def test_randomized_maps_are_compared_with_the_trained_ones() -> None:
     result = to_image_result(
         explanation, image_index=0, letterbox=letterbox, method="gradcam", names=adapter.names
     )
-    settings = measures.EvalSettings(
-        labels=Labels(Path("unused"), format="yolo", class_rule="not read by the randomization"),
-        layer_sets={"feat": ["feat"]},
-        target=target,
-        methods=tuple(methods),
-        curves=0,
-        steps=4,
-        batch_size=1,
-    )
+    settings = randomization_settings(target, methods)
     sample = measures.Sample(
         image=0,
         detection=explanation.detections[0],
@@ -250,15 +242,7 @@ def test_a_two_stage_copy_re_explains_the_trained_proposals() -> None:
     result = to_image_result(
         explanation, image_index=0, letterbox=letterbox, method="gradcam", names=adapter.names
     )
-    settings = measures.EvalSettings(
-        labels=Labels(Path("unused"), format="yolo", class_rule="not read by the randomization"),
-        layer_sets={"feat": ["feat"]},
-        target=target,
-        methods=tuple(methods),
-        curves=0,
-        steps=4,
-        batch_size=1,
-    )
+    settings = randomization_settings(target, methods)
     maps = {("gradcam", "feat"): measures.set_maps(result, 0, {"feat": ["feat"]})["feat"]}
     sample = measures.Sample(image=0, detection=explanation.detections[0], maps=maps)
     kept = [kept_proposals(adapter.capabilities, explanation.output)]
@@ -321,3 +305,16 @@ def test_kept_sums_give_the_papers_map_without_masked_forwards() -> None:
     other = WHITE.copy()  # another image array: its own masked forwards
     method.explain_batch(adapter, [other])
     assert len(adapter.forwards) > forwards + 2
+
+
+def randomization_settings(target: Any, methods: Sequence[Any]) -> measures.EvalSettings:
+    """The toy's evaluation settings for the randomization checks: its one layer "feat", no curves."""
+    return measures.EvalSettings(
+        labels=Labels(Path("unused"), format="yolo", class_rule="not read by the randomization"),
+        layer_sets={"feat": ["feat"]},
+        target=target,
+        methods=tuple(methods),
+        curves=0,
+        steps=4,
+        batch_size=1,
+    )
