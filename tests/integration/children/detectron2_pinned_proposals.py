@@ -127,6 +127,7 @@ def report(config: str, weights: str, image: Any) -> dict[str, Any]:
 def main(argv: list[str]) -> int:
     config, weights, image_path = argv
     sys.path.insert(0, os.getcwd())  # the checkout, as its own tools import it
+    sys.path.append(str(Path(__file__).resolve().parents[3]))  # the project, for make eval's measures
     import cv2
 
     image = cv2.imread(image_path)
