@@ -26,10 +26,11 @@ from kit.evaluation.evaluate import Evaluator, adapter_detector
 from kit.evaluation.labels import load_labels
 from kit.evaluation.missed import MissedFinder
 from kit.methods.base import Method
+from kit.methods.registry import get_method
 from kit.report.page import write_report
 from kit.run import distributed
 from kit.run.progress import Progress
-from kit.run.request import EXPLAIN_KEYWORDS, ExplainRequest
+from kit.run.request import DEFAULT_METHOD, EXPLAIN_KEYWORDS, ExplainRequest
 from kit.run.runner import LoopSettings, Source, explain_images, run, source_path
 from kit.rundir import journal
 from kit.rundir.naming import check_run_folder, plan_stems
@@ -184,8 +185,14 @@ class Explainer:
     def default_method(self) -> str:
         """The method explained when ``method`` (and ``layers``) are not given: the one
         docs/evaluation.md's rule chose for this detector's family (Grad-CAM unless it chose another:
-        Grad-CAM++ on yolov3, ODAM on RetinaNet)."""
-        return self.adapter.capabilities.default_method
+        Grad-CAM++ on yolov3, ODAM on RetinaNet), when this model can run it (ODAM needs the head's
+        level layers, which an adapter states for the backbones it knows), else Grad-CAM."""
+        chosen = self._loaded.default_method
+        try:
+            get_method(chosen).default_layers(self.adapter)
+        except KitError:
+            return DEFAULT_METHOD
+        return chosen
 
     def explain(
         self, source: Sources, request: ExplainRequest | None = None, **settings: Any

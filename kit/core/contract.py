@@ -135,6 +135,11 @@ class FixedProposals:
     pinned: Callable[[Any], AbstractContextManager[None]]
 
 
+# The method explained when none is named and the detector's family has no other (its spec's
+# default_methods; docs/evaluation.md's rule): Grad-CAM.
+DEFAULT_METHOD = "gradcam"
+
+
 @dataclass(frozen=True)
 class Capabilities:
     """What an adapter offers the engine beyond the general backward (all optional, all exact)."""
@@ -146,9 +151,6 @@ class Capabilities:
     objectness: bool = False  # its output has an objectness score (YOLO): --target objectness
     candidates: CandidateReader | None = None  # every pre-NMS candidate: --explain-missed
     proposals: FixedProposals | None = None  # a two-stage detector's proposals, pinned in a copy
-    # The method explained when none is named: the one docs/evaluation.md's rule (written before
-    # its numbers) chose for the detector's family on its demo; Grad-CAM unless it chose another.
-    default_method: str = "gradcam"
 
 
 class Adapter(Protocol):

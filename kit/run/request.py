@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Union
 
+from kit.core.contract import DEFAULT_METHOD
 from kit.core.errors import ArgumentError
 from kit.core.images import ImageLimits
 from kit.core.options import check_positive
@@ -30,7 +31,6 @@ from kit.run.distributed import DEFAULT_WAIT_MINUTES, check_wait
 
 PathLike = Union[str, Path]
 Layers = Union[str, Sequence[Union[str, int]], None]
-DEFAULT_METHOD = "gradcam"  # where no method is named and the detector's own is not known yet
 
 # How the Python API spells a setting where its keyword alone would read badly in an error; every
 # other setting is spelled as its keyword. A nested setting is ``<field>.<its field>``.
@@ -139,7 +139,7 @@ class ExplainRequest:
                 f"unexpected keyword argument(s) {', '.join(unknown)}; the settings are {', '.join(known)}"
             )
         drise = keywords.get("drise")
-        method = keywords.get("method") or DEFAULT_METHOD
+        method = DEFAULT_METHOD if keywords.get("method") is None else keywords["method"]
         if drise is not None and get_method(method).settings_type is not type(drise):
             raise ArgumentError(
                 f"drise= holds D-RISE's settings; it goes with method='drise', not {method!r}"
@@ -149,8 +149,14 @@ class ExplainRequest:
     def configured_method(self) -> Method:
         """The method with its settings (``drise``: D-RISE's, for the method that takes them; the
         command line always has them, from its flags' defaults)."""
-        method = get_method(self.method or DEFAULT_METHOD)
+        method = get_method(self._method_or_default)
         return method.configured(self.drise if method.settings_type is not None else None)
+
+    @property
+    def _method_or_default(self) -> str:
+        """The method named, or Grad-CAM's name to check the others against until the detector's
+        own default is known (:meth:`resolved`)."""
+        return DEFAULT_METHOD if self.method is None else self.method
 
     def resolved(self, default_method: str) -> ExplainRequest:
         """This request with its method named: as given, else the detector's ``default_method``
@@ -205,7 +211,7 @@ class ExplainRequest:
 
     def _check_choices(self) -> None:
         """The method, the target and the class: names the kit knows, in a combination that works."""
-        get_method(self.method or DEFAULT_METHOD)
+        get_method(self._method_or_default)
         get_target(self.target)
         check_positive(self.spelled("batch_size"), self.batch_size, what="images")
         if self.target_class is not None and self.target not in CLASS_TARGETS:
@@ -237,7 +243,7 @@ class ExplainRequest:
             check_missed_request(
                 labels=self.labels,
                 target_class=self.target_class,
-                method=get_method(self.method or DEFAULT_METHOD),
+                method=get_method(self._method_or_default),
                 names={k: self.spelled(k) for k in ("explain_missed", "labels", "target_class", "method")},
             )
 

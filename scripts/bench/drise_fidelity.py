@@ -12,7 +12,8 @@ forwards. Fidelity, per detection, against the reference map of the same detecti
 Each route is read twice from the same sums: the paper's map (``floor`` 0) against the paper's
 reference, and the map with the significance floor (``floor`` 4, :meth:`DRiseSums.map`) against the
 floored reference, where the IoU takes the reference's significant pixels as its top
-(:func:`kit.evaluation.agreement.reference_top_iou`).
+(:func:`kit.evaluation.agreement.reference_top_iou`). A detection whose reference has no top is not
+scored; an estimate with no top where the reference has one scores 0 (it found nothing there).
 
 Cost: the masked forwards (one per mask) and the seconds to that checkpoint. The table's target is
 the agreement 1000 masks reach at the paper's cell, at a tenth of its cost.
@@ -122,14 +123,24 @@ def batch_costs(
     ]
 
 
-def agreement(maps: torch.Tensor, reference: torch.Tensor) -> tuple[float, float]:
+def agreement(maps: torch.Tensor, reference: torch.Tensor) -> tuple[float, float, int]:
     """Mean pooled rho and top-15 % IoU (the reference's top: its significant pixels when floored)
-    over the detections; NaN pairs (a constant map) left out."""
-    from kit.evaluation.agreement import pooled_rank_correlation, reference_top_iou
+    over the detections whose reference has a top, and their number. An estimate with no top where
+    the reference has one (a floored map left empty) scores 0 on both: it found nothing there."""
+    from kit.evaluation.agreement import pooled_rank_correlation, reference_top_iou, top_fraction
 
-    rho = [pooled_rank_correlation(a.numpy(), b.numpy()) for a, b in zip(maps, reference)]
-    iou = [reference_top_iou(a.numpy(), b.numpy()) for a, b in zip(maps, reference)]
-    return _nanmean(rho), _nanmean(iou)
+    rho: list[float] = []
+    iou: list[float] = []
+    for a, b in zip(maps, reference):
+        if top_fraction(b.numpy()) is None:
+            continue  # nothing to agree with
+        if top_fraction(a.numpy()) is None:
+            rho.append(0.0)
+            iou.append(0.0)
+            continue
+        rho.append(pooled_rank_correlation(a.numpy(), b.numpy()))
+        iou.append(reference_top_iou(a.numpy(), b.numpy()))
+    return _nanmean(rho), _nanmean(iou), len(iou)
 
 
 def _nanmean(values: Sequence[float]) -> float:
@@ -146,15 +157,14 @@ def measure(adapter: object, targets: Sequence[Target], args: argparse.Namespace
             adapter, target, cell=16, seed=0, checkpoints=[args.reference], batch=args.batch
         ).values()
         print(f"image {index}: {len(target.boxes)} detections, reference {ref_seconds[0]:.1f} s", flush=True)
-        for floor in references:
-            add(rows, (floor, 16, args.reference, 0), ref_seconds, (1.0, 1.0), len(target.boxes))
+        for floor, reference in references.items():
+            add(rows, (floor, 16, args.reference, 0), ref_seconds, agreement(reference, reference))
         for cell, checkpoints in routes:
             for masks, (maps, *seconds) in grown(
                 adapter, target, cell=cell, seed=1, checkpoints=checkpoints, batch=args.batch
             ).items():
                 for floor, reference in references.items():
-                    measured = agreement(maps[floor], reference)
-                    add(rows, (floor, cell, masks, 1), seconds, measured, len(target.boxes))
+                    add(rows, (floor, cell, masks, 1), seconds, agreement(maps[floor], reference))
             print(f"image {index}: cell {cell} done", flush=True)
     return [
         {
@@ -166,7 +176,7 @@ def measure(adapter: object, targets: Sequence[Target], args: argparse.Namespace
             "cpu_seconds_per_image": round(float(np.mean(v["cpu"])), 2),
             "rho": _weighted(v["rho"], v["n"]),
             "iou15": _weighted(v["iou"], v["n"]),
-            "detections": int(sum(v["n"])),
+            "detections": int(sum(v["n"])),  # scored: those whose reference has a top
         }
         for (floor, cell, masks, seed), v in sorted(rows.items())
     ]
@@ -176,21 +186,21 @@ def add(
     rows: dict[tuple[float, int, int, int], dict[str, list[float]]],
     key: tuple[float, int, int, int],
     seconds: Sequence[float],
-    measured: tuple[float, float],
-    n: int,
+    measured: tuple[float, float, int],
 ) -> None:
-    """One image's measures of the route ``key`` (floor, cell, masks, seed)."""
+    """One image's measures of the route ``key`` (floor, cell, masks, seed): its seconds, and its
+    mean rho and IoU over the ``measured[2]`` detections scored (the image's weight in the mean)."""
     row = rows.setdefault(key, {"seconds": [], "cpu": [], "rho": [], "iou": [], "n": []})
     row["seconds"].append(seconds[0])
     row["cpu"].append(seconds[1])
     row["rho"].append(measured[0])
     row["iou"].append(measured[1])
-    row["n"].append(float(n))
+    row["n"].append(float(measured[2]))
 
 
 def _weighted(values: Sequence[float], counts: Sequence[float]) -> float:
-    """The mean over images weighted by their detections, NaN images left out."""
-    pairs = [(v, n) for v, n in zip(values, counts) if math.isfinite(v)]
+    """The mean over images weighted by their scored detections, NaN images left out."""
+    pairs = [(v, n) for v, n in zip(values, counts) if math.isfinite(v) and n > 0]
     if not pairs:
         return math.nan
     return round(float(np.average([v for v, _ in pairs], weights=[n for _, n in pairs])), 3)
@@ -199,7 +209,7 @@ def _weighted(values: Sequence[float], counts: Sequence[float]) -> float:
 def markdown(rows: Sequence[dict[str, object]], reference: int) -> str:
     lines = [
         f"| floor | cell (px) | masks = forwards | s / image | CPU s / image | rho (16x16) vs {reference} "
-        "| top-15 % IoU | detections |",
+        "| top-15 % IoU | detections scored |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:

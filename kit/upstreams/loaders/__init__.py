@@ -12,11 +12,11 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kit.core.contract import Adapter
+from kit.core.contract import DEFAULT_METHOD, Adapter
 from kit.core.errors import KitError
 from kit.core.options import ArgumentError
 from kit.upstreams.registry import Family, get_spec
@@ -38,6 +38,7 @@ class Loaded:
     settings: dict[str, Any] = field(default_factory=dict)
     files: tuple[str, ...] = ()  # the weights files read (their sha256 is recorded and compared on resume)
     checkout: Path | None = None  # the upstream checkout its code came from (its commit is recorded)
+    default_method: str = DEFAULT_METHOD  # explained when no method is named (:func:`family_default`)
 
 
 def upstreams_dir() -> Path:
@@ -119,10 +120,7 @@ def half_precision(model: Any, device: Any) -> Any:
     return model.half()
 
 
-def with_family_default(adapter: Adapter, *, upstream: str, family: Family) -> Adapter:
-    """``adapter`` with its ``capabilities.default_method`` set to the method the upstream's spec
-    names for ``family`` (docs/evaluation.md's rule), where it names one; returns it."""
-    method = get_spec(upstream).default_methods.get(family)
-    if method is not None:
-        adapter.capabilities = replace(adapter.capabilities, default_method=method)
-    return adapter
+def family_default(upstream: str, family: Family) -> str:
+    """The method explained when none is named, for a model of ``family`` from ``upstream``: the
+    one its spec names (docs/evaluation.md's rule chose it on the family's demo), else Grad-CAM."""
+    return get_spec(upstream).default_methods.get(family, DEFAULT_METHOD)

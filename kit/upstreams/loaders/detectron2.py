@@ -13,7 +13,7 @@ from kit.core.errors import CheckpointError, CheckpointNotFoundError, ConfigFile
 from kit.core.options import ArgumentError, check_fraction, check_max_det
 from kit.upstreams import demo as kit_demo
 from kit.upstreams.checkpoints import checkpoint_loader, describe, short_repr
-from kit.upstreams.loaders import Loaded, with_family_default
+from kit.upstreams.loaders import Loaded, family_default
 from kit.upstreams.loaders.detectron2_config import literal_problem, read_config
 from kit.upstreams.registry import DETECTRON2_CONFIG, Family
 
@@ -296,11 +296,19 @@ def load(
         assign_levels=assign_boxes_to_levels,
     )
     family = Family.RETINANET if adapter.kind == "retinanet" else Family.FASTER_RCNN
-    with_family_default(adapter, upstream="detectron2", family=family)
     settings = {
         "config_file": str(config_file),
         "confidence_threshold": conf_thres,
         "min_size_test": cfg.INPUT.MIN_SIZE_TEST,
         "max_size_test": cfg.INPUT.MAX_SIZE_TEST,
     }
-    return Loaded(adapter=adapter, weights=path, settings=settings, files=(path,), checkout=checkout)
+    method = family_default("detectron2", family)
+    files = (path,)
+    return Loaded(
+        adapter=adapter,
+        weights=path,
+        settings=settings,
+        files=files,
+        checkout=checkout,
+        default_method=method,
+    )

@@ -22,7 +22,7 @@ from kit.upstreams.checkpoints import (
     yolo_model_key,
 )
 from kit.upstreams.demo import DEMO_NAME
-from kit.upstreams.loaders import Loaded, half_precision, upstream_device, with_family_default
+from kit.upstreams.loaders import Loaded, family_default, half_precision, upstream_device
 from kit.upstreams.registry import Family, UpstreamSpec, YoloCode, get_spec
 from kit.upstreams.safeload import pickled_globals
 
@@ -296,5 +296,5 @@ def load(
         **layer_facts(model, adapter.default_layers()),  # what the report names the layers by
     }
     files = (shown,) if demo else tuple(paths)
-    with_family_default(adapter, upstream=upstream, family=Family.YOLO)
-    return Loaded(adapter=adapter, weights=shown, settings=settings, files=files, checkout=checkout)
+    chosen = family_default(upstream, Family.YOLO)
+    return Loaded(adapter, shown, settings=settings, files=files, checkout=checkout, default_method=chosen)

@@ -155,15 +155,17 @@ def test_no_method_named_is_the_detector_familys_default_unless_layers_are_named
     assert ExplainRequest().configured_method().name == "gradcam"  # checked as Grad-CAM until loaded
 
 
-def test_the_explainer_uses_its_adapters_default_method(tmp_path: Path) -> None:
+def test_the_explainer_uses_its_familys_default_method(tmp_path: Path) -> None:
     from dataclasses import replace
+
+    from kit.api import Explainer
 
     path = tmp_path / "a.png"
     cv2.imwrite(str(path), picture(0))
-    explainer = toy_explainer()
-    assert explainer.default_method == "gradcam"
-    plain = explainer.explain(path)[0].detections[0].maps
-    explainer.adapter.capabilities = replace(explainer.adapter.capabilities, default_method="gradcampp")
+    toy = toy_explainer()
+    assert toy.default_method == "gradcam"
+    plain = toy.explain(path)[0].detections[0].maps
+    explainer = Explainer(replace(toy._loaded, default_method="gradcampp"), upstream="toy")
     assert explainer.default_method == "gradcampp"
     chosen = explainer.explain(path)[0].detections[0].maps
     named = explainer.explain(path, method="gradcampp")[0].detections[0].maps
@@ -172,6 +174,15 @@ def test_the_explainer_uses_its_adapters_default_method(tmp_path: Path) -> None:
     out = tmp_path / "run"
     explainer.run(path, out)
     assert json.loads((out / "manifest.json").read_text())["method"] == "gradcampp"  # recorded resolved
+    # a family default this model cannot run (ODAM without the head's level layers) is Grad-CAM's
+    other = toy_explainer()
+    assert Explainer(replace(other._loaded, default_method="odam"), upstream="toy").default_method == "odam"
+    other.adapter.capabilities = replace(other.adapter.capabilities, level_layers=None)
+    assert (
+        Explainer(replace(other._loaded, default_method="odam"), upstream="toy").default_method == "gradcam"
+    )
+    with pytest.raises(KitError, match="unknown method ''"):
+        explainer.explain(path, method="")  # an empty name is refused, not taken for the default
 
 
 def test_explain_and_run_take_a_request_or_keywords_not_both(tmp_path: Path) -> None:

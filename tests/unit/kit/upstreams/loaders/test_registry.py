@@ -129,27 +129,17 @@ def test_the_checkouts_folder_is_upstreams_beside_kit_unless_the_environment_nam
     assert loaders.upstreams_dir() == tmp_path.resolve()
 
 
-def test_each_family_default_is_a_known_method_set_by_its_loader() -> None:
+def test_each_family_default_is_a_known_method_of_that_family() -> None:
     """The rule's choices (docs/evaluation.md): Grad-CAM++ for yolov3, ODAM for RetinaNet, Grad-CAM
-    elsewhere; the loaders set them on the adapter's capabilities."""
-    from kit.core.contract import Capabilities
+    elsewhere; what the loaders record in Loaded.default_method."""
     from kit.methods.registry import METHODS
-    from kit.upstreams.loaders import with_family_default
+    from kit.upstreams.loaders import family_default
     from kit.upstreams.registry import SPECS, Family
 
     chosen = {(name, f): m for name, spec in SPECS.items() for f, m in spec.default_methods.items()}
     assert chosen == {("yolov3", Family.YOLO): "gradcampp", ("detectron2", Family.RETINANET): "odam"}
     assert all(m in METHODS and f in SPECS[u].families for (u, f), m in chosen.items())
-
-    class Bare:
-        capabilities = Capabilities(objectness=True)
-
-    adapter = Bare()
-    assert (
-        with_family_default(adapter, upstream="yolov7", family=Family.YOLO).capabilities.default_method
-        == "gradcam"
-    )  # type: ignore[arg-type]
-    with_family_default(adapter, upstream="yolov3", family=Family.YOLO)  # type: ignore[arg-type]
-    assert adapter.capabilities.default_method == "gradcampp" and adapter.capabilities.objectness
-    with_family_default(adapter, upstream="detectron2", family=Family.FASTER_RCNN)  # type: ignore[arg-type]
-    assert adapter.capabilities.default_method == "gradcampp"  # no choice for Faster R-CNN: left as it was
+    assert family_default("yolov3", Family.YOLO) == "gradcampp"
+    assert family_default("yolov5", Family.YOLO) == family_default("yolov7", Family.YOLO) == "gradcam"
+    assert family_default("detectron2", Family.RETINANET) == "odam"
+    assert family_default("detectron2", Family.FASTER_RCNN) == "gradcam"
