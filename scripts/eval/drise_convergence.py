@@ -30,7 +30,7 @@ from kit.core.images import read_image
 from kit.evaluation.agreement import converged_count, seed_agreement, top_fraction_iou
 from kit.methods.drise import DRise, DRiseSettings
 from kit.rundir.naming import increment_path
-from scripts.eval.family import add_family_flags, eval_paths, load_adapter
+from scripts.eval.family import add_family_flags, eval_paths, load_adapter, standard_errors
 from scripts.eval.family import count as whole
 from scripts.upstream.config import REPO_ROOT
 
@@ -178,7 +178,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--threshold", type=float, default=0.8, help="the seeds' top-15 %% IoU that counts as agreed"
     )
     parser.add_argument(
-        "--floor", type=float, default=4.0, help="also the maps floored at this z (0: the paper's map only)"
+        "--floor", type=standard_errors, default=4.0, help="also the maps floored at this z (0: no floor)"
     )
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "runs" / "eval" / "drise-convergence")
     return parser.parse_args(argv)

@@ -54,7 +54,7 @@ from kit.methods.drise import DRise, DRiseSettings
 from kit.methods.odam import Odam
 from kit.methods.registry import get_method
 from kit.rundir.naming import increment_path
-from scripts.eval.family import add_family_flags, count, eval_paths, load_adapter
+from scripts.eval.family import add_family_flags, count, eval_paths, load_adapter, standard_errors
 from scripts.eval.measures import (
     EvalSettings,
     Key,
@@ -315,7 +315,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--drise-masks", type=count(1), default=1000, help="D-RISE masks per image")
     parser.add_argument(
         "--drise-floor",
-        type=float,
+        type=standard_errors,
         default=4.0,
         help="the reference: D-RISE's pixels significant at this many standard errors (0: the paper's map)",
     )

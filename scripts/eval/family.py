@@ -9,6 +9,7 @@ same for every family, so every family's demo is measured on the same pictures.
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,17 @@ from kit.core.contract import Adapter
 from kit.upstreams.registry import SPECS
 from scripts.demo import shapes
 from scripts.upstream.config import REPO_ROOT
+
+
+def standard_errors(text: str) -> float:
+    """An argparse type: a significance floor, 0 or a finite number of standard errors above it."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected standard errors, e.g. 4, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 (no floor) or a finite number above it, got {text!r}")
+    return value
 
 
 def count(least: int) -> Callable[[str], int]:

@@ -318,3 +318,14 @@ def randomization_settings(target: Any, methods: Sequence[Any]) -> measures.Eval
         steps=4,
         batch_size=1,
     )
+
+
+@pytest.mark.parametrize("floor", ["nan", "inf", "-1", "four"])
+def test_a_bad_drise_floor_is_refused_before_anything_runs(
+    floor: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from scripts.eval import faithfulness
+
+    with pytest.raises(SystemExit) as exit_info:
+        faithfulness.parse_args(["--drise-floor", floor])
+    assert exit_info.value.code == 2 and "--drise-floor" in capsys.readouterr().err
