@@ -259,10 +259,16 @@ class RunWriter:
                 f"  {k}: the run has {json.dumps(shown.get(k))}, this run {json.dumps(ours.get(k))}"
                 for k in differ
             )
+            hint = ""
+            if "method" in differ and isinstance(shown.get("method"), str):
+                hint = (
+                    f" A run that named no method takes its detector family's default, which may have "
+                    f"changed since (docs/evaluation.md): --method {shown['method']} goes on with it."
+                )
             raise ResumeError(
                 f"cannot resume {self.out_dir}: its maps were made with other settings, and a run must be "
                 f"made with one set:\n{lines}\nResume with the run's settings, or start a new run "
-                "(another --name, or without --resume)."
+                f"(another --name, or without --resume).{hint}"
             )
         if unknown:
             LOG.warning(

@@ -183,6 +183,12 @@ def test_the_explainer_uses_its_familys_default_method(tmp_path: Path) -> None:
     )
     with pytest.raises(KitError, match="unknown method ''"):
         explainer.explain(path, method="")  # an empty name is refused, not taken for the default
+    # the run made with Grad-CAM (the toy's default) does not resume under Grad-CAM++'s default:
+    # refused, saying how to go on with it
+    toy.run(path, tmp_path / "older")
+    with pytest.raises(KitError, match=r"--method gradcam goes on with it"):
+        explainer.run(path, tmp_path / "older", resume=True)
+    explainer.run(path, tmp_path / "older", resume=True, method="gradcam")
 
 
 def test_explain_and_run_take_a_request_or_keywords_not_both(tmp_path: Path) -> None:
