@@ -39,6 +39,7 @@ from scripts.bench import common
 # detectron2's own test threshold (cfg default): random weights keep 100 detections above it,
 # and NMS over all 80 classes x 1000 proposals at a threshold near 0 would be most of "plain".
 SCORE_THRESH = 0.05
+RETINANET_SCORE_THRESH = 0.005
 
 
 def build_random_model(config: Path, *, img_size: int) -> tuple[Any, Any]:
@@ -57,6 +58,10 @@ def build_random_model(config: Path, *, img_size: int) -> tuple[Any, Any]:
             img_size,
             "MODEL.ROI_HEADS.SCORE_THRESH_TEST",
             SCORE_THRESH,
+            # RetinaNet's random head scores every anchor near its focal-loss prior (0.01): below
+            # 0.05 nothing would be kept; half the prior keeps enough for 50 detections
+            "MODEL.RETINANET.SCORE_THRESH_TEST",
+            RETINANET_SCORE_THRESH,
         ]
     )
     cfg.freeze()
