@@ -185,7 +185,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     weights = f"{common.RANDOM_WEIGHTS}; frozen BN statistics from one random image"
     print(
         f"  {name}: random weights built from {args.cfg} (BN statistics from one random image), "
-        f"input {tuple(images.tensor.shape[2:])}, score threshold {SCORE_THRESH}",
+        f"input {tuple(images.tensor.shape[2:])}, score threshold {SCORE_THRESH} "
+        f"(RetinaNet's {RETINANET_SCORE_THRESH})",
         flush=True,
     )
     records = common.Records(upstream=args.upstream, model=name, img_size=args.img_size, weights=weights)
