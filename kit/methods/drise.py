@@ -435,14 +435,17 @@ class DRiseSums:
         )
 
     def add(self, weights: torch.Tensor, masks: torch.Tensor) -> None:
-        """Add a batch: ``weights`` (n, b) of ``masks`` (b, P)."""
+        """Add a batch: ``weights`` (n, b) of ``masks`` (b, P); the float64 sums a mask at a time, so
+        that no float64 copy of the batch is made (P is up to the maps' bounded size)."""
         self.weighted += weights.float() @ masks.float()  # sum_i w_i M_i (RISE Eq. 6)
-        w, m = weights.double(), masks.double()
+        w = weights.double()
         self.weight += w.sum(dim=1)
         self.weight_sq += (w * w).sum(dim=1)
-        self.mask += m.sum(dim=0)
-        self.mask_sq += (m * m).sum(dim=0)
-        self.count += m.shape[0]
+        for mask in masks:
+            row = mask.double()
+            self.mask += row
+            self.mask_sq += row.square_()
+        self.count += masks.shape[0]
 
     def z(self, rows: slice = slice(None)) -> torch.Tensor:
         """(n, P): each pixel's z = r x sqrt(count), r the correlation across masks of its mask value
@@ -473,7 +476,7 @@ class DRiseSums:
         return out
 
 
-FLOOR_ROWS = 8  # detections whose significance is computed at once (float64, 3 x rows x pixels)
+FLOOR_ROWS = 1  # detections whose significance is computed at once (a few float64 rows x pixels each)
 
 APPLY_MB = 64.0  # masks applied to the image this many megabytes of float32 pixels at a time
 
