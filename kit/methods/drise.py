@@ -451,14 +451,7 @@ class DRiseSums:
         """(n, P): each pixel's z = r x sqrt(count), r the correlation across masks of its mask value
         with the detection's weight; 0 where either never varies (no evidence either way). ``rows``:
         these detections only."""
-        k = self.count
-        w_mean, m_mean = self.weight[rows] / k, self.mask / k
-        covariance = self.weighted[rows].double() - k * w_mean[:, None] * m_mean[None, :]
-        w_spread = (self.weight_sq[rows] - k * w_mean**2).clamp(min=0).sqrt()
-        m_spread = (self.mask_sq - k * m_mean**2).clamp(min=0).sqrt()
-        scale = w_spread[:, None] * m_spread[None, :]
-        r = torch.where(scale > 1e-12, covariance / scale.clamp(min=1e-12), torch.zeros_like(covariance))
-        return r * math.sqrt(k)
+        return self._z(rows, self._centred(rows), self._mask_spread())
 
     def map(self, *, p: float, floor: float = 0.0) -> torch.Tensor:
         """(n, P) float32: the paper's map ``sum_i w_i M_i / (count x p)`` (floor 0), or (floor > 0)
@@ -467,13 +460,31 @@ class DRiseSums:
         if floor <= 0:
             return self.weighted / (self.count * p)
         out = torch.zeros_like(self.weighted)
+        mask_spread = self._mask_spread()
         for start in range(0, len(self.weight), FLOOR_ROWS):
             rows = slice(start, start + FLOOR_ROWS)
-            mean = (self.weight[rows] / self.count)[:, None]
-            centred = self.weighted[rows].double() - mean * self.mask[None, :]
-            kept = (self.z(rows) >= floor) & (centred > 0)
+            centred = self._centred(rows)  # z's sign is its sign: z >= floor > 0 keeps positive pixels only
+            kept = self._z(rows, centred, mask_spread) >= floor
             out[rows] = torch.where(kept, centred / (self.count * p), torch.zeros_like(centred)).float()
         return out
+
+    def _centred(self, rows: slice) -> torch.Tensor:
+        """(r, P) float64: sum_i (w_i - mean w) M_i, the covariance sum of weight and mask value."""
+        mean = (self.weight[rows] / self.count)[:, None]
+        return self.weighted[rows].double() - mean * self.mask[None, :]
+
+    def _mask_spread(self) -> torch.Tensor:
+        """(P,) float64: sqrt(sum_i (M_i - mean M)^2) at each pixel."""
+        mean = self.mask / self.count
+        return (self.mask_sq - self.count * mean**2).clamp(min=0).sqrt()
+
+    def _z(self, rows: slice, centred: torch.Tensor, mask_spread: torch.Tensor) -> torch.Tensor:
+        """:meth:`z` of ``rows`` from their :meth:`_centred` sums and the :meth:`_mask_spread`."""
+        w_mean = self.weight[rows] / self.count
+        w_spread = (self.weight_sq[rows] - self.count * w_mean**2).clamp(min=0).sqrt()
+        scale = w_spread[:, None] * mask_spread[None, :]
+        r = torch.where(scale > 1e-12, centred / scale.clamp(min=1e-12), torch.zeros_like(centred))
+        return r * math.sqrt(self.count)
 
 
 FLOOR_ROWS = 1  # detections whose significance is computed at once (a few float64 rows x pixels each)
