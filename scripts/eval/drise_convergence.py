@@ -18,17 +18,17 @@ import json
 import math
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import torch
 
 from kit.core.contract import Adapter
 from kit.core.errors import KitError
 from kit.core.images import read_image
 from kit.evaluation.agreement import converged_count, seed_agreement, top_fraction_iou
-from kit.methods.drise import DRise, DRiseSettings
+from kit.methods.drise import DRise, DRiseSettings, DRiseSums
 from kit.rundir.naming import increment_path
 from scripts.eval.family import add_family_flags, eval_paths, load_adapter, standard_errors
 from scripts.eval.family import count as whole
@@ -48,22 +48,15 @@ class CheckpointDRise(DRise):
         self.counts, self.floors = set(counts), list(floors)
         self.found: Maps = {floor: {} for floor in floors}
 
-    def saliency(
-        self,
-        adapter: Adapter,
-        image: np.ndarray,
-        *,
-        boxes: torch.Tensor,
-        probabilities: torch.Tensor,
-        hw: tuple[int, int],
-    ) -> torch.Tensor:
-        last = torch.zeros(len(boxes), *hw)
-        for stats in self.sums(adapter, image, boxes=boxes, probabilities=probabilities, hw=hw):
+    def sums(self, adapter: Adapter, image: np.ndarray, **kwargs: Any) -> Iterator[DRiseSums]:
+        """D-RISE's sums as they grow, each count of ``counts`` kept as maps at every floor."""
+        height, width = kwargs["hw"]
+        for stats in super().sums(adapter, image, **kwargs):
             if stats.count in self.counts:
                 for floor in self.floors:
-                    last = stats.map(p=self.settings.p, floor=floor).reshape(len(boxes), *hw)
-                    self.found[floor][stats.count] = last.numpy().copy()
-        return last
+                    maps = stats.map(p=self.settings.p, floor=floor).reshape(-1, height, width)
+                    self.found[floor][stats.count] = maps.numpy().copy()
+            yield stats
 
 
 def seed_maps(
