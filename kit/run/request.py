@@ -64,7 +64,7 @@ class ExplainRequest:
         ``"drise"``: D-RISE (:mod:`kit.methods.drise`), black-box, by random masks; its one layer is
         ``"image"``, and ``target``, ``target_class``, ``layers`` and ``fuse`` do not apply. None
         (the default): the detector's own default (:meth:`resolved`): the method docs/evaluation.md's
-        rule chose for its family (``Capabilities.default_method``), Grad-CAM when ``layers`` are
+        rule chose for its family (:attr:`kit.api.Explainer.default_method`), Grad-CAM when ``layers`` are
         named; checked as Grad-CAM until the detector is known.
     target: the score each map explains: ``class-logit``, ``class-prob``, ``score`` (the
         detection's class); ``box-x1``, ``box-y1``, ``box-x2``, ``box-y2`` (a coordinate of its

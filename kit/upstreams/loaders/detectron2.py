@@ -302,13 +302,11 @@ def load(
         "min_size_test": cfg.INPUT.MIN_SIZE_TEST,
         "max_size_test": cfg.INPUT.MAX_SIZE_TEST,
     }
-    method = family_default("detectron2", family)
-    files = (path,)
     return Loaded(
         adapter=adapter,
         weights=path,
         settings=settings,
-        files=files,
+        files=(path,),
         checkout=checkout,
-        default_method=method,
+        default_method=family_default("detectron2", family),
     )
